@@ -1,0 +1,145 @@
+//! `relay-broker`: runs a broker node, or creates a development PKI.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use broker::config::{BrokerConfig, LogFormat};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+/// Multi-tenant relay broker for password write-back.
+///
+/// Serves agents and portals over gRPC with TLS, and operator endpoints
+/// (/healthz, /readyz, /metrics) over plain HTTP on a separate port. Once
+/// ready it prints one line to stdout:
+/// `relay-broker ready grpc=ADDR operator=ADDR`.
+#[derive(Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Writes a throwaway CA (ca.pem) and a server certificate (server.pem,
+    /// server.key) for local runs. Not for production.
+    DevPki {
+        /// Directory to write into.
+        #[arg(long)]
+        out: PathBuf,
+        /// DNS names or IP addresses the certificate is valid for.
+        #[arg(long = "name", default_values = ["localhost", "127.0.0.1", "::1"])]
+        names: Vec<String>,
+    },
+}
+
+/// Every flag overrides the same setting of the config file.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (see examples/broker.toml).
+    #[arg(long, env = "RELAY_BROKER_CONFIG")]
+    config: Option<PathBuf>,
+    /// gRPC listen address [default: 0.0.0.0:443].
+    #[arg(long, env = "RELAY_BROKER_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Operator HTTP listen address [default: 127.0.0.1:9464].
+    #[arg(long, env = "RELAY_BROKER_OPERATOR_LISTEN")]
+    operator_listen: Option<SocketAddr>,
+    /// Directory of the store and the operator key.
+    #[arg(long, env = "RELAY_BROKER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// PEM certificate chain to present.
+    #[arg(long, env = "RELAY_BROKER_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    #[arg(long, env = "RELAY_BROKER_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "RELAY_BROKER_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+impl ServeArgs {
+    /// The config file (if any) with the flags laid over it, validated once.
+    fn config(&self) -> anyhow::Result<BrokerConfig> {
+        let mut table = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        let mut set = |key: &str, value: Option<String>| {
+            if let Some(v) = value {
+                table.insert(key.to_owned(), toml::Value::String(v));
+            }
+        };
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        set("listen", self.listen.map(|a| a.to_string()));
+        set(
+            "operator_listen",
+            self.operator_listen.map(|a| a.to_string()),
+        );
+        set("data_dir", path(&self.data_dir));
+        set("tls_cert", path(&self.tls_cert));
+        set("tls_key", path(&self.tls_key));
+        set(
+            "log_format",
+            self.log_format.map(|f| match f {
+                LogFormat::Text => "text".to_owned(),
+                LogFormat::Json => "json".to_owned(),
+            }),
+        );
+        Ok(BrokerConfig::from_toml(&toml::to_string(&table)?)?)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::DevPki { out, names }) = cli.command {
+        let pki = broker::tls::generate_dev_pki(&out, &names)?;
+        println!(
+            "wrote {} {} {}",
+            pki.ca_cert.display(),
+            pki.server_cert.display(),
+            pki.server_key.display()
+        );
+        return Ok(());
+    }
+    let config = cli.serve.config()?;
+    broker::telemetry::init(config.log_format);
+    let shutdown = CancellationToken::new();
+    let node = broker::start(config, shutdown.clone()).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "relay-broker ready grpc={} operator={}",
+            node.grpc_addr, node.operator_addr
+        )?;
+        out.flush()?;
+    }
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        shutdown.cancel();
+    });
+    node.wait().await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

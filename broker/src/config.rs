@@ -1,0 +1,214 @@
+//! Typed broker configuration, read from TOML. Unknown keys are errors, so a
+//! misspelt setting is reported instead of silently ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default gRPC port: agents only need outbound 443.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:443";
+pub const DEFAULT_OPERATOR_LISTEN: &str = "127.0.0.1:9464";
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_DEADLINE: Duration = Duration::from_secs(300);
+pub const DEFAULT_MAX_ENVELOPE_BYTES: usize = 64 * 1024;
+/// Within the 20-30 s band that keeps idle-timeout middleboxes from silently
+/// cutting sessions, and finds a dead peer within a minute (3 missed beats).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(20);
+pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Everything the broker needs to run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Address of the gRPC listener (agents and portals), TLS only.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Address of the plain-HTTP operator endpoints (/healthz, /readyz, /metrics).
+    #[serde(default = "default_operator_listen")]
+    pub operator_listen: SocketAddr,
+    /// Directory of the store (`broker.redb`) and the operator key (`operator.key`).
+    pub data_dir: PathBuf,
+    /// PEM certificate chain the broker presents.
+    pub tls_cert: PathBuf,
+    /// PEM private key of that certificate.
+    pub tls_key: PathBuf,
+    /// Deadline applied to portal calls that carry none.
+    #[serde(default = "default_deadline", with = "humantime_serde")]
+    pub default_deadline: Duration,
+    /// The longest deadline honoured; longer ones are cut to this.
+    #[serde(default = "default_max_deadline", with = "humantime_serde")]
+    pub max_deadline: Duration,
+    /// The largest envelope relayed, in bytes.
+    #[serde(default = "default_max_envelope_bytes")]
+    pub max_envelope_bytes: usize,
+    #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// How long a new agent session may take to send its Hello.
+    #[serde(default = "default_hello_timeout", with = "humantime_serde")]
+    pub hello_timeout: Duration,
+    /// Tokens whose expiry lies further ahead than this are refused, so a
+    /// leaked token cannot serve as a long-lived key.
+    #[serde(default = "default_max_token_lifetime", with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN.parse().expect("valid constant")
+}
+fn default_operator_listen() -> SocketAddr {
+    DEFAULT_OPERATOR_LISTEN.parse().expect("valid constant")
+}
+fn default_deadline() -> Duration {
+    DEFAULT_DEADLINE
+}
+fn default_max_deadline() -> Duration {
+    DEFAULT_MAX_DEADLINE
+}
+fn default_max_envelope_bytes() -> usize {
+    DEFAULT_MAX_ENVELOPE_BYTES
+}
+fn default_heartbeat_interval() -> Duration {
+    DEFAULT_HEARTBEAT_INTERVAL
+}
+fn default_hello_timeout() -> Duration {
+    DEFAULT_HELLO_TIMEOUT
+}
+fn default_max_token_lifetime() -> Duration {
+    DEFAULT_MAX_TOKEN_LIFETIME
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("invalid setting {setting}: {problem}")]
+    Invalid {
+        setting: &'static str,
+        problem: String,
+    },
+}
+
+impl BrokerConfig {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<BrokerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<BrokerConfig, ConfigError> {
+        let config: BrokerConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: PathBuf::new(),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the relations between settings that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, problem: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                problem: problem.to_owned(),
+            })
+        };
+        if self.default_deadline.is_zero() || self.default_deadline > self.max_deadline {
+            return invalid(
+                "default_deadline",
+                "must be positive and at most max_deadline",
+            );
+        }
+        if self.max_envelope_bytes == 0 || self.max_envelope_bytes > 16 * 1024 * 1024 {
+            return invalid("max_envelope_bytes", "must be between 1 byte and 16 MiB");
+        }
+        if self.heartbeat_interval < Duration::from_millis(100) {
+            return invalid("heartbeat_interval", "must be at least 100ms");
+        }
+        if self.hello_timeout.is_zero() {
+            return invalid("hello_timeout", "must be positive");
+        }
+        if self.max_token_lifetime < Duration::from_secs(60) {
+            return invalid("max_token_lifetime", "must be at least 1m");
+        }
+        Ok(())
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("broker.redb")
+    }
+
+    pub fn operator_key_path(&self) -> PathBuf {
+        self.data_dir.join("operator.key")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = BrokerConfig::from_toml(
+            r#"data_dir = "/var/lib/relay"
+tls_cert = "c.pem"
+tls_key = "k.pem""#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 443);
+        assert_eq!(c.default_deadline, Duration::from_secs(30));
+        assert_eq!(c.max_envelope_bytes, 65536);
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_relations_are_refused() {
+        let base = "data_dir = \"d\"\ntls_cert = \"c\"\ntls_key = \"k\"\n";
+        let err = BrokerConfig::from_toml(&format!("{base}listn = \"0.0.0.0:1\"")).unwrap_err();
+        assert!(
+            format!("{:?}", err).contains("listn"),
+            "error names the key: {err:?}"
+        );
+        let err =
+            BrokerConfig::from_toml(&format!("{base}default_deadline = \"10m\"")).unwrap_err();
+        assert!(err.to_string().contains("default_deadline"));
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../examples/broker.toml");
+        BrokerConfig::from_toml(text).unwrap();
+    }
+}

@@ -1,0 +1,155 @@
+//! The broker's one error type, and the one place it becomes a gRPC status.
+//!
+//! Messages go to the peer: they name what was wrong (a tenant, a limit, a
+//! right) and never contain a key, a token or an envelope byte.
+
+use std::time::Duration;
+
+use proto::Reason;
+use sas::Right;
+use tonic::Status;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("tenant {0:?} does not exist")]
+    UnknownTenant(String),
+    #[error("password write-back is disabled for tenant {0:?}")]
+    WritebackDisabled(String),
+    #[error("no agent of tenant {0:?} is online")]
+    NoAgentOnline(String),
+    #[error("the deadline of {} passed before an agent answered", humantime::format_duration(*.0))]
+    DeadlineExceeded(Duration),
+    #[error("the envelope has {size} bytes; the limit is {limit}")]
+    EnvelopeTooLarge { size: usize, limit: usize },
+    #[error(
+        "no credential: send a shared access signature in the \"authorization\" metadata entry"
+    )]
+    MissingCredential,
+    #[error("malformed shared access signature: {0}")]
+    MalformedToken(#[from] sas::TokenError),
+    #[error("the token's signature matches no current key of its tenant and right")]
+    BadSignature,
+    #[error("the token expired")]
+    TokenExpired,
+    #[error("the token's expiry is more than {} ahead", humantime::format_duration(*.0))]
+    TokenLifetimeTooLong(Duration),
+    #[error("the {have} right does not allow this call; it needs {needs}")]
+    WrongRight { have: Right, needs: String },
+    #[error("the token was issued for another tenant than {0:?}")]
+    TenantMismatch(String),
+    #[error("agent {0:?} has been revoked for this tenant")]
+    AgentRevoked(String),
+    #[error("invalid tenant name: use 1-63 of [a-z0-9-], starting with a letter or digit")]
+    InvalidTenantName,
+    #[error("invalid agent id: use 1-64 of [A-Za-z0-9._-]")]
+    InvalidAgentId,
+    #[error("invalid request id: use 1-128 of [A-Za-z0-9._:-]")]
+    InvalidRequestId,
+    #[error("invalid operation: {0}")]
+    InvalidOperation(String),
+    #[error("invalid key selector: {0}")]
+    InvalidKeySelector(&'static str),
+    #[error("protocol violation: {0}")]
+    ProtocolViolation(String),
+    #[error("no Hello arrived within {}", humantime::format_duration(*.0))]
+    HelloTimeout(Duration),
+    #[error("request {0:?} is already in flight for this tenant")]
+    DuplicateRequestId(String),
+    #[error("tenant {0:?} already exists")]
+    TenantExists(String),
+    #[error("agent {0:?} is not known to this tenant")]
+    AgentNotFound(String),
+    #[error(
+        "agent {0:?} disconnected after the request was sent to it; it may or may not have been applied"
+    )]
+    AgentLost(String),
+    #[error("agent {agent_id:?} could not answer: {message}")]
+    AgentError { agent_id: String, message: String },
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+    #[error("the broker's store failed; nothing was changed")]
+    Store(#[source] Box<StoreError>),
+}
+
+impl From<StoreError> for RelayError {
+    fn from(err: StoreError) -> RelayError {
+        RelayError::Store(Box::new(err))
+    }
+}
+
+impl RelayError {
+    pub fn reason(&self) -> Reason {
+        use RelayError as E;
+        match self {
+            E::UnknownTenant(_) => Reason::UnknownTenant,
+            E::WritebackDisabled(_) => Reason::WritebackDisabled,
+            E::NoAgentOnline(_) => Reason::NoAgentOnline,
+            E::DeadlineExceeded(_) => Reason::DeadlineExceeded,
+            E::EnvelopeTooLarge { .. } => Reason::EnvelopeTooLarge,
+            E::MissingCredential => Reason::MissingCredential,
+            E::MalformedToken(_) => Reason::MalformedToken,
+            E::BadSignature => Reason::BadSignature,
+            E::TokenExpired => Reason::TokenExpired,
+            E::TokenLifetimeTooLong(_) => Reason::TokenLifetimeTooLong,
+            E::WrongRight { .. } => Reason::WrongRight,
+            E::TenantMismatch(_) => Reason::TenantMismatch,
+            E::AgentRevoked(_) => Reason::AgentRevoked,
+            E::InvalidTenantName => Reason::InvalidTenantName,
+            E::InvalidAgentId => Reason::InvalidAgentId,
+            E::InvalidRequestId => Reason::InvalidRequestId,
+            E::InvalidOperation(_) => Reason::InvalidOperation,
+            E::InvalidKeySelector(_) => Reason::InvalidKeySelector,
+            E::ProtocolViolation(_) => Reason::ProtocolViolation,
+            E::HelloTimeout(_) => Reason::HelloTimeout,
+            E::DuplicateRequestId(_) => Reason::DuplicateRequestId,
+            E::TenantExists(_) => Reason::TenantExists,
+            E::AgentNotFound(_) => Reason::AgentNotFound,
+            E::AgentLost(_) => Reason::AgentLost,
+            E::AgentError { .. } => Reason::AgentError,
+            E::ShuttingDown => Reason::ShuttingDown,
+            E::Store(_) => Reason::StoreUnavailable,
+        }
+    }
+
+    /// The outcome label for metrics: the reason in lower case.
+    pub fn outcome(&self) -> &'static str {
+        match self.reason() {
+            Reason::NoAgentOnline => "no_agent_online",
+            Reason::DeadlineExceeded => "deadline_exceeded",
+            Reason::AgentLost => "agent_lost",
+            Reason::AgentError => "agent_error",
+            Reason::WritebackDisabled => "writeback_disabled",
+            Reason::EnvelopeTooLarge => "envelope_too_large",
+            Reason::ShuttingDown => "shutting_down",
+            _ => "refused",
+        }
+    }
+
+    fn metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            RelayError::EnvelopeTooLarge { size, limit } => {
+                vec![("size", size.to_string()), ("limit", limit.to_string())]
+            }
+            RelayError::DeadlineExceeded(d) => vec![("deadline_ms", d.as_millis().to_string())],
+            RelayError::AgentLost(agent)
+            | RelayError::AgentError {
+                agent_id: agent, ..
+            } => {
+                vec![("agent_id", agent.clone())]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl From<RelayError> for Status {
+    fn from(err: RelayError) -> Status {
+        // The store error's source chain is for the log, not the peer.
+        if let RelayError::Store(source) = &err {
+            tracing::error!(error = %source, cause = ?std::error::Error::source(source), "store failure");
+        }
+        proto::status(err.reason(), err.to_string(), &err.metadata())
+    }
+}

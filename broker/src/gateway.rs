@@ -1,0 +1,305 @@
+//! The agent-facing service: authenticates a session's Hello, registers the
+//! session, and drives it (heartbeats, replies, token renewal, goodbye) until
+//! it ends. One span per session carries tenant, agent and session ids.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use proto::pb::agent_frame::Frame as AgentFrameKind;
+use proto::pb::agent_gateway_server::AgentGateway;
+use proto::pb::{self, AgentFrame, BrokerFrame, GoodbyeReason, agent_reply, broker_frame};
+use sas::Right;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_util::sync::WaitForCancellationFutureOwned;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::error::RelayError;
+use crate::metrics::RefusalLabel;
+use crate::sessions::{AgentAnswer, AgentSession, OUTBOUND_QUEUE};
+use crate::state::State;
+use crate::time::{now_unix_ms, now_unix_secs};
+
+pub struct Gateway {
+    state: Arc<State>,
+}
+
+impl Gateway {
+    pub fn new(state: Arc<State>) -> Gateway {
+        Gateway { state }
+    }
+
+    async fn accept(
+        &self,
+        remote_addr: String,
+        inbound: &mut Streaming<AgentFrame>,
+    ) -> Result<
+        (
+            Arc<AgentSession>,
+            mpsc::Receiver<Result<BrokerFrame, Status>>,
+        ),
+        RelayError,
+    > {
+        let state = &self.state;
+        if state.shutdown.is_cancelled() {
+            return Err(RelayError::ShuttingDown);
+        }
+        let first = tokio::time::timeout(state.config.hello_timeout, inbound.message())
+            .await
+            .map_err(|_| RelayError::HelloTimeout(state.config.hello_timeout))?;
+        let hello = match first {
+            Ok(Some(AgentFrame {
+                frame: Some(AgentFrameKind::Hello(hello)),
+            })) => hello,
+            Ok(Some(_)) => {
+                return Err(RelayError::ProtocolViolation(
+                    "the first frame of a session must be Hello".into(),
+                ));
+            }
+            Ok(None) => {
+                return Err(RelayError::ProtocolViolation(
+                    "the session ended before Hello".into(),
+                ));
+            }
+            Err(status) => {
+                return Err(RelayError::ProtocolViolation(format!(
+                    "unreadable Hello: {}",
+                    status.message()
+                )));
+            }
+        };
+        if !proto::names::is_valid_agent_id(&hello.agent_id) {
+            return Err(RelayError::InvalidAgentId);
+        }
+        let principal = state.authorizer.authorize(
+            &hello.token,
+            Some(&hello.tenant),
+            &[Right::Listen],
+            now_unix_secs(),
+        )?;
+        let tenant = state.tenants.require(&hello.tenant)?;
+        if tenant.revoked_agents.contains(&hello.agent_id) {
+            return Err(RelayError::AgentRevoked(hello.agent_id));
+        }
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let mut version = hello.agent_version;
+        version.truncate(64);
+        let session = Arc::new(AgentSession::new(
+            hello.tenant,
+            hello.agent_id,
+            version,
+            remote_addr,
+            principal.slot,
+            principal.expiry_unix,
+            tx,
+        ));
+        let welcome = BrokerFrame {
+            frame: Some(broker_frame::Frame::Welcome(pb::Welcome {
+                session_id: session.session_id.clone(),
+                heartbeat_interval_ms: state.config.heartbeat_interval.as_millis() as u32,
+                max_envelope_bytes: state.config.max_envelope_bytes as u32,
+                broker_time_unix_ms: now_unix_ms(),
+                token_expires_unix_ms: (principal.expiry_unix as i64).saturating_mul(1000),
+            })),
+        };
+        // The queue is fresh, so this cannot wait.
+        let _ = session.outbound().try_send(Ok(welcome));
+        Ok((session, rx))
+    }
+}
+
+#[tonic::async_trait]
+impl AgentGateway for Gateway {
+    type OpenSessionStream = SessionStream;
+
+    async fn open_session(
+        &self,
+        request: Request<Streaming<AgentFrame>>,
+    ) -> Result<Response<SessionStream>, Status> {
+        let remote_addr = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let mut inbound = request.into_inner();
+        let (session, rx) = match self.accept(remote_addr.clone(), &mut inbound).await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                self.state
+                    .metrics
+                    .session_refusals
+                    .get_or_create(&RefusalLabel {
+                        reason: err.reason().as_str(),
+                    })
+                    .inc();
+                warn!(remote = %remote_addr, reason = %err.reason(), error = %err, "agent session refused");
+                return Err(err.into());
+            }
+        };
+        let span = info_span!(
+            "agent_session",
+            tenant = %session.tenant,
+            agent_id = %session.agent_id,
+            session_id = %session.session_id,
+        );
+        self.state.registry.register(Arc::clone(&session));
+        span.in_scope(|| {
+            info!(remote = %remote_addr, version = %session.agent_version, "agent session accepted")
+        });
+        let stream = SessionStream {
+            rx,
+            done: Box::pin(session.finished().clone().cancelled_owned()),
+        };
+        tokio::spawn(drive(Arc::clone(&self.state), session, inbound).instrument(span));
+        Ok(Response::new(stream))
+    }
+}
+
+/// Runs a session until it ends, then deregisters it and says goodbye.
+async fn drive(state: Arc<State>, session: Arc<AgentSession>, mut inbound: Streaming<AgentFrame>) {
+    let interval = state.config.heartbeat_interval;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let silence_limit = (interval * 3).as_millis() as i64;
+    loop {
+        tokio::select! {
+            _ = session.closed().cancelled() => break,
+            _ = state.shutdown.cancelled() => {
+                session.close(GoodbyeReason::ShuttingDown, "the broker is shutting down; reconnect");
+                break;
+            }
+            _ = ticker.tick() => {
+                if now_unix_ms() - session.last_seen_ms() > silence_limit {
+                    session.close(GoodbyeReason::HeartbeatTimeout, "no frame from the agent within three heartbeat intervals");
+                    break;
+                }
+                if session.token_expiry_unix() <= now_unix_secs() {
+                    session.close(GoodbyeReason::TokenExpired, "the session's token expired without renewal");
+                    break;
+                }
+                let beat = BrokerFrame { frame: Some(broker_frame::Frame::Heartbeat(pb::Heartbeat { sent_unix_ms: now_unix_ms() })) };
+                // A full queue already proves the session is busy, not idle.
+                let _ = session.outbound().try_send(Ok(beat));
+            }
+            frame = inbound.message() => match frame {
+                Ok(Some(frame)) => {
+                    session.touch();
+                    if let Err((reason, message)) = handle_frame(&state, &session, frame) {
+                        session.close(reason, message);
+                        break;
+                    }
+                }
+                Ok(None) => { debug!("agent ended the session"); break; }
+                Err(status) => { debug!(code = ?status.code(), message = status.message(), "agent session broke"); break; }
+            }
+        }
+    }
+    state.registry.deregister(&session);
+    session.abandon_pending();
+    if let Some((reason, message)) = session.close_reason() {
+        info!(reason = reason.as_str_name(), %message, "agent session closed by the broker");
+        let goodbye = BrokerFrame {
+            frame: Some(broker_frame::Frame::Goodbye(pb::Goodbye {
+                reason: reason as i32,
+                message,
+            })),
+        };
+        let _ = session.outbound().try_send(Ok(goodbye));
+    } else {
+        info!("agent session ended");
+    }
+    session.closed().cancel();
+    session.finished().cancel();
+}
+
+fn handle_frame(
+    state: &State,
+    session: &AgentSession,
+    frame: AgentFrame,
+) -> Result<(), (GoodbyeReason, String)> {
+    match frame.frame {
+        Some(AgentFrameKind::Heartbeat(_)) => Ok(()),
+        Some(AgentFrameKind::Reply(reply)) => {
+            let answer = match reply.result {
+                Some(agent_reply::Result::Envelope(envelope)) => {
+                    if envelope.len() > state.config.max_envelope_bytes {
+                        AgentAnswer::Error {
+                            code: pb::AgentErrorCode::Rejected as i32,
+                            message: format!(
+                                "the agent's reply of {} bytes exceeds the envelope limit of {}",
+                                envelope.len(),
+                                state.config.max_envelope_bytes
+                            ),
+                        }
+                    } else {
+                        AgentAnswer::Envelope(envelope)
+                    }
+                }
+                Some(agent_reply::Result::Error(e)) => AgentAnswer::Error {
+                    code: e.code,
+                    message: e.message.chars().take(512).collect(),
+                },
+                None => AgentAnswer::Error {
+                    code: pb::AgentErrorCode::Unspecified as i32,
+                    message: "the agent's reply carried neither an envelope nor an error".into(),
+                },
+            };
+            if !session.complete(reply.correlation_id, answer) {
+                debug!(
+                    correlation_id = reply.correlation_id,
+                    "late or unknown reply dropped"
+                );
+            }
+            Ok(())
+        }
+        Some(AgentFrameKind::RenewToken(renew)) => {
+            match state.authorizer.authorize(
+                &renew.token,
+                Some(&session.tenant),
+                &[Right::Listen],
+                now_unix_secs(),
+            ) {
+                Ok(p) => {
+                    session.renew(p.slot, p.expiry_unix);
+                    debug!(expiry_unix = p.expiry_unix, "session token renewed");
+                    Ok(())
+                }
+                Err(e) => Err((
+                    GoodbyeReason::RenewalRefused,
+                    format!("token renewal refused: {e}"),
+                )),
+            }
+        }
+        Some(AgentFrameKind::Hello(_)) => Err((
+            GoodbyeReason::ProtocolViolation,
+            "Hello is only allowed as the first frame".into(),
+        )),
+        None => Err((
+            GoodbyeReason::ProtocolViolation,
+            "empty frame: no frame kind set".into(),
+        )),
+    }
+}
+
+/// The broker-to-agent half of a session: queued frames, and the end of the
+/// stream once the session is closed and its queue (Goodbye included) drained.
+pub struct SessionStream {
+    rx: mpsc::Receiver<Result<BrokerFrame, Status>>,
+    done: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Stream for SessionStream {
+    type Item = Result<BrokerFrame, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(item) => Poll::Ready(item),
+            Poll::Pending => match self.done.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The relay broker: a multi-tenant gRPC relay between cloud reset portals and
+//! on-prem write-back agents, which connect to it outbound and hold sessions.
+//!
+//! # Layout
+//! In the order a request travels:
+//! - [`server`]: start-up (store, listeners, TLS) and shutdown of one node.
+//! - [`auth`]: shared access signature checks per tenant and right.
+//! - [`relay_service`]: the portal-facing `Relay` service (Submit, Ping,
+//!   GetConfiguration); takes the caller's deadline from [`deadline`].
+//! - [`sessions`]: the live agent sessions and the [`sessions::Router`] that
+//!   hands a request to one of them and waits for its answer.
+//! - [`gateway`]: the agent-facing `AgentGateway` service that authenticates
+//!   and drives each session (heartbeats, replies, token renewal, goodbye).
+//! - [`admin_service`]: tenants, write-back switch, agents, keys.
+//! - [`tenants`] over [`store`]: tenants in memory, committed to redb first.
+//! - [`operator`], [`metrics`]: /healthz, /readyz, /metrics.
+//! - [`error`]: the one error type and its conversion to gRPC statuses.
+//! - [`config`], [`tls`], [`telemetry`], [`time`]: the edges.
+//!
+//! Envelopes are opaque bytes here: the broker never holds a key that can
+//! open one.
+
+pub mod admin_service;
+pub mod auth;
+pub mod config;
+pub mod deadline;
+pub mod error;
+pub mod gateway;
+pub mod metrics;
+pub mod operator;
+pub mod relay_service;
+pub mod server;
+pub mod sessions;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod tenants;
+pub mod time;
+pub mod tls;
+
+pub use config::BrokerConfig;
+pub use server::{Broker, BrokerError, start};

@@ -1,0 +1,100 @@
+//! Prometheus metrics. Labels carry tenant names, operations and outcomes,
+//! never anything from inside an envelope or a credential.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabel {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub operation: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabel {
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabel {
+    pub reason: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub agents_connected: Family<TenantLabel, Gauge>,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<OperationLabel, Histogram>,
+    pub session_refusals: Family<RefusalLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("relay");
+        let agents_connected = Family::<TenantLabel, Gauge>::default();
+        registry.register(
+            "agents_connected",
+            "Agent sessions currently connected, per tenant",
+            agents_connected.clone(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Relayed portal requests by operation and outcome",
+            requests.clone(),
+        );
+        let request_duration = Family::<OperationLabel, Histogram>::new_with_constructor(|| {
+            // 100 µs to ~52 s.
+            Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time from a portal request's arrival to its answer",
+            request_duration.clone(),
+        );
+        let session_refusals = Family::<RefusalLabel, Counter>::default();
+        registry.register(
+            "agent_session_refusals",
+            "Agent sessions refused, by reason",
+            session_refusals.clone(),
+        );
+        Metrics {
+            registry,
+            agents_connected,
+            requests,
+            request_duration,
+            session_refusals,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn agent_gauge(&self, tenant: &str) -> Gauge {
+        self.agents_connected
+            .get_or_create(&TenantLabel {
+                tenant: tenant.to_owned(),
+            })
+            .clone()
+    }
+}

@@ -1,0 +1,243 @@
+//! The portal-facing service: Submit, Ping and GetConfiguration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::pb::relay_server::Relay;
+use proto::pb::{self, Operation};
+use sas::Right;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+use tracing::{Instrument, debug, info, info_span};
+
+use crate::error::RelayError;
+use crate::metrics::{OperationLabel, RequestLabels};
+use crate::sessions::{RouteReply, RouteRequest};
+use crate::state::State;
+use crate::time::now_unix_secs;
+
+pub struct RelayService {
+    state: Arc<State>,
+}
+
+impl RelayService {
+    pub fn new(state: Arc<State>) -> RelayService {
+        RelayService { state }
+    }
+
+    fn deadline<T>(&self, request: &Request<T>) -> Duration {
+        crate::deadline::effective(
+            request.metadata(),
+            self.state.config.default_deadline,
+            self.state.config.max_deadline,
+        )
+    }
+
+    /// Routes a request and records its outcome and latency.
+    async fn relay(
+        &self,
+        request: RouteRequest,
+        operation_label: &'static str,
+    ) -> Result<RouteReply, RelayError> {
+        let started = Instant::now();
+        if self.state.shutdown.is_cancelled() {
+            return Err(RelayError::ShuttingDown);
+        }
+        let result = self.state.router.route(request).await;
+        let outcome = match &result {
+            Ok(_) => "delivered",
+            Err(e) => e.outcome(),
+        };
+        self.state
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                operation: operation_label,
+                outcome,
+            })
+            .inc();
+        self.state
+            .metrics
+            .request_duration
+            .get_or_create(&OperationLabel {
+                operation: operation_label,
+            })
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+/// Removes a request id from the in-flight set however the request ends.
+struct InFlightId<'a> {
+    state: &'a State,
+    key: (String, String),
+}
+
+impl Drop for InFlightId<'_> {
+    fn drop(&mut self) {
+        self.state.in_flight_ids.remove(&self.key);
+    }
+}
+
+fn operation_label(op: Operation) -> &'static str {
+    match op {
+        Operation::Unspecified => "unspecified",
+        Operation::Ping => "ping",
+        Operation::ResetPassword => "reset_password",
+        Operation::ChangePassword => "change_password",
+        Operation::UnlockAccount => "unlock_account",
+        Operation::GetPasswordPolicy => "get_password_policy",
+    }
+}
+
+#[tonic::async_trait]
+impl Relay for RelayService {
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitReply>, Status> {
+        let budget = self.deadline(&request);
+        let deadline = Instant::now() + budget;
+        let state = &self.state;
+        let body = request.get_ref();
+        state.authorizer.authorize_metadata(
+            request.metadata(),
+            Some(&body.tenant),
+            &[Right::Send],
+            now_unix_secs(),
+        )?;
+        let pb::SubmitRequest {
+            tenant,
+            request_id,
+            operation,
+            envelope,
+        } = request.into_inner();
+        if !proto::names::is_valid_request_id(&request_id) {
+            return Err(RelayError::InvalidRequestId.into());
+        }
+        let operation = match Operation::try_from(operation) {
+            Ok(Operation::Unspecified) | Err(_) => {
+                return Err(RelayError::InvalidOperation(format!(
+                    "operation {operation} is not a relay.v1 Operation"
+                ))
+                .into());
+            }
+            Ok(Operation::Ping) => {
+                return Err(
+                    RelayError::InvalidOperation("use the Ping call to ping".into()).into(),
+                );
+            }
+            Ok(op) => op,
+        };
+        if envelope.len() > state.config.max_envelope_bytes {
+            return Err(RelayError::EnvelopeTooLarge {
+                size: envelope.len(),
+                limit: state.config.max_envelope_bytes,
+            }
+            .into());
+        }
+        if !state.tenants.require(&tenant)?.writeback_enabled {
+            return Err(RelayError::WritebackDisabled(tenant).into());
+        }
+        let key = (tenant.clone(), request_id.clone());
+        if !state.in_flight_ids.insert(key.clone()) {
+            return Err(RelayError::DuplicateRequestId(request_id).into());
+        }
+        let _id = InFlightId { state, key };
+        let span = info_span!("request", tenant = %tenant, request_id = %request_id, operation = operation_label(operation));
+        async {
+            let size = envelope.len();
+            let reply = self
+                .relay(
+                    RouteRequest {
+                        tenant,
+                        request_id: request_id.clone(),
+                        operation,
+                        envelope,
+                        deadline,
+                        budget,
+                    },
+                    operation_label(operation),
+                )
+                .await
+                .inspect_err(|e| info!(reason = %e.reason(), error = %e, "request failed"))?;
+            info!(agent_id = %reply.agent_id, envelope_bytes = size, reply_bytes = reply.envelope.len(), rtt_us = reply.rtt.as_micros() as u64, "request answered");
+            Ok(Response::new(pb::SubmitReply {
+                request_id,
+                agent_id: reply.agent_id,
+                envelope: reply.envelope,
+            }))
+        }
+        .instrument(span)
+        .await
+        .map_err(|e: RelayError| e.into())
+    }
+
+    async fn ping(
+        &self,
+        request: Request<pb::PingRequest>,
+    ) -> Result<Response<pb::PingReply>, Status> {
+        let budget = self.deadline(&request);
+        let deadline = Instant::now() + budget;
+        let tenant = request.get_ref().tenant.clone();
+        self.state.authorizer.authorize_metadata(
+            request.metadata(),
+            Some(&tenant),
+            &[Right::Send, Right::Manage],
+            now_unix_secs(),
+        )?;
+        let request_id = format!("ping-{:016x}", fastrand::u64(..));
+        let span =
+            info_span!("request", tenant = %tenant, request_id = %request_id, operation = "ping");
+        async {
+            let reply = self
+                .relay(
+                    RouteRequest {
+                        tenant,
+                        request_id,
+                        operation: Operation::Ping,
+                        envelope: Vec::new(),
+                        deadline,
+                        budget,
+                    },
+                    "ping",
+                )
+                .await?;
+            debug!(agent_id = %reply.agent_id, rtt_us = reply.rtt.as_micros() as u64, "ping answered");
+            Ok(Response::new(pb::PingReply {
+                agent_id: reply.agent_id,
+                agent_version: reply.agent_version,
+                broker_agent_rtt_us: reply.rtt.as_micros() as u64,
+            }))
+        }
+        .instrument(span)
+        .await
+        .map_err(|e: RelayError| e.into())
+    }
+
+    async fn get_configuration(
+        &self,
+        request: Request<pb::GetConfigurationRequest>,
+    ) -> Result<Response<pb::TenantConfiguration>, Status> {
+        let tenant = &request.get_ref().tenant;
+        self.state.authorizer.authorize_metadata(
+            request.metadata(),
+            Some(tenant),
+            &[Right::Send, Right::Listen, Right::Manage, Right::Operator],
+            now_unix_secs(),
+        )?;
+        Ok(Response::new(configuration(&self.state, tenant)?))
+    }
+}
+
+/// The configuration view of a tenant, with the agents this node holds.
+pub fn configuration(state: &State, tenant: &str) -> Result<pb::TenantConfiguration, RelayError> {
+    let record = state.tenants.require(tenant)?;
+    Ok(pb::TenantConfiguration {
+        tenant: record.name.clone(),
+        connector_name: record.connector_name.clone(),
+        writeback_enabled: record.writeback_enabled,
+        modified_unix_ms: record.modified_unix_ms,
+        agents_online: state.registry.agent_infos(tenant),
+    })
+}

@@ -1,0 +1,249 @@
+//! Start-up and shutdown of one broker node: opens the store, binds both
+//! listeners, serves until the shutdown token is cancelled, then drains.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use proto::pb::admin_server::AdminServer;
+use proto::pb::agent_gateway_server::AgentGatewayServer;
+use proto::pb::relay_server::RelayServer;
+use sas::Key;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Server, ServerTlsConfig};
+use tracing::{info, warn};
+
+use crate::admin_service::AdminService;
+use crate::auth::Authorizer;
+use crate::config::BrokerConfig;
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use crate::relay_service::RelayService;
+use crate::sessions::Registry;
+use crate::state::{Readiness, State};
+use crate::store::{Store, StoreError};
+use crate::tenants::Tenants;
+use crate::tls::{self, TlsError};
+
+/// How long in-flight calls may take to finish once shutdown starts.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// Room for the request fields around an envelope in one message.
+const MESSAGE_OVERHEAD: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot create the data directory {path}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("the operator key file {path} is unreadable or not a key")]
+    OperatorKey { path: PathBuf },
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the gRPC server failed")]
+    Grpc(#[source] tonic::transport::Error),
+    #[error("the operator HTTP server failed")]
+    Operator(#[source] std::io::Error),
+    #[error("the broker task panicked")]
+    Panicked,
+}
+
+/// A running broker node.
+pub struct Broker {
+    pub grpc_addr: SocketAddr,
+    pub operator_addr: SocketAddr,
+    pub state: Arc<State>,
+    task: JoinHandle<Result<(), BrokerError>>,
+}
+
+impl Broker {
+    /// Waits until the broker has shut down (after the token is cancelled).
+    pub async fn wait(self) -> Result<(), BrokerError> {
+        self.task.await.map_err(|_| BrokerError::Panicked)?
+    }
+}
+
+/// Loads the operator key, creating it (mode 0600) on first start.
+pub fn load_or_create_operator_key(path: &Path) -> Result<Key, BrokerError> {
+    let bad = || BrokerError::OperatorKey {
+        path: path.to_owned(),
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => Key::from_base64(&zeroize::Zeroizing::new(text)).map_err(|_| bad()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Key::generate().map_err(|_| bad())?;
+            let mut text = key.to_base64();
+            text.push('\n');
+            tls::write(path, text.as_bytes(), 0o600)?;
+            info!(path = %path.display(), "created the operator key");
+            Ok(key)
+        }
+        Err(_) => Err(bad()),
+    }
+}
+
+/// Opens the store, binds the listeners and starts serving. Returns once the
+/// node is ready; cancel `shutdown` to stop it, then [`Broker::wait`].
+pub async fn start(
+    config: BrokerConfig,
+    shutdown: CancellationToken,
+) -> Result<Broker, BrokerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let store_path = config.store_path();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+        .await
+        .map_err(|_| BrokerError::Panicked)??;
+    let tenants = Arc::new(Tenants::load(store)?);
+    let operator_key = load_or_create_operator_key(&config.operator_key_path())?;
+    let identity = tls::load_identity(&config.tls_cert, &config.tls_key)?;
+
+    let grpc_listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| BrokerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+    let operator_listener = TcpListener::bind(config.operator_listen)
+        .await
+        .map_err(|source| BrokerError::Bind {
+            addr: config.operator_listen,
+            source,
+        })?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|source| BrokerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let operator_addr = operator_listener
+        .local_addr()
+        .map_err(|source| BrokerError::Bind {
+            addr: config.operator_listen,
+            source,
+        })?;
+
+    let metrics = Arc::new(Metrics::new());
+    let registry = Arc::new(Registry::new(Arc::clone(&metrics)));
+    let state = Arc::new(State {
+        authorizer: Authorizer::new(
+            Arc::clone(&tenants),
+            operator_key,
+            config.max_token_lifetime,
+        ),
+        tenants,
+        router: Arc::clone(&registry) as _,
+        registry,
+        metrics,
+        readiness: Readiness::default(),
+        shutdown: shutdown.clone(),
+        in_flight_ids: Default::default(),
+        config,
+    });
+    state.readiness.store_open.store(true, Ordering::Release);
+    info!(tenants = state.tenants.len(), "store open");
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AgentGatewayServer<Gateway>>().await;
+    health.set_serving::<RelayServer<RelayService>>().await;
+    health.set_serving::<AdminServer<AdminService>>().await;
+
+    let max_message = state.config.max_envelope_bytes + MESSAGE_OVERHEAD;
+    let grpc = Server::builder()
+        .tls_config(
+            ServerTlsConfig::new()
+                .identity(identity)
+                .timeout(state.config.hello_timeout),
+        )
+        .map_err(BrokerError::Grpc)?
+        .http2_keepalive_interval(Some(state.config.heartbeat_interval))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(health_service)
+        .add_service(
+            AgentGatewayServer::new(Gateway::new(Arc::clone(&state)))
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            RelayServer::new(RelayService::new(Arc::clone(&state)))
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(AdminServer::new(AdminService::new(Arc::clone(&state))));
+    let incoming = TcpIncoming::from(grpc_listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(30)));
+
+    let drain = CancellationToken::new();
+    let grpc_task = tokio::spawn({
+        let drain = drain.clone();
+        async move {
+            grpc.serve_with_incoming_shutdown(incoming, drain.cancelled())
+                .await
+                .map_err(BrokerError::Grpc)
+        }
+    });
+    let operator_task = tokio::spawn({
+        let app = crate::operator::router(Arc::clone(&state));
+        let drain = drain.clone();
+        async move {
+            axum::serve(operator_listener, app)
+                .with_graceful_shutdown(drain.cancelled_owned())
+                .await
+                .map_err(BrokerError::Operator)
+        }
+    });
+    state
+        .readiness
+        .grpc_listening
+        .store(true, Ordering::Release);
+    info!(grpc = %grpc_addr, operator = %operator_addr, "broker ready");
+
+    let task = tokio::spawn({
+        let state = Arc::clone(&state);
+        async move {
+            shutdown.cancelled().await;
+            info!("shutting down: refusing new work, closing agent sessions");
+            health.set_not_serving::<RelayServer<RelayService>>().await;
+            health
+                .set_not_serving::<AgentGatewayServer<Gateway>>()
+                .await;
+            state.registry.close_all(
+                proto::pb::GoodbyeReason::ShuttingDown,
+                "the broker is shutting down; reconnect",
+            );
+            drain.cancel();
+            match tokio::time::timeout(DRAIN_GRACE, grpc_task).await {
+                Ok(joined) => joined.map_err(|_| BrokerError::Panicked)??,
+                Err(_) => {
+                    warn!(grace = ?DRAIN_GRACE, "calls still open after the grace period; stopping anyway")
+                }
+            }
+            operator_task.await.map_err(|_| BrokerError::Panicked)??;
+            info!("broker stopped");
+            Ok(())
+        }
+    });
+    Ok(Broker {
+        grpc_addr,
+        operator_addr,
+        state,
+        task,
+    })
+}

@@ -1,0 +1,42 @@
+//! What every service of one broker node shares.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use dashmap::DashSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authorizer;
+use crate::config::BrokerConfig;
+use crate::metrics::Metrics;
+use crate::sessions::{Registry, Router};
+use crate::tenants::Tenants;
+
+pub struct State {
+    pub config: BrokerConfig,
+    pub tenants: Arc<Tenants>,
+    pub authorizer: Authorizer,
+    /// The sessions this node holds.
+    pub registry: Arc<Registry>,
+    /// Where portal requests go; on one node, the registry itself.
+    pub router: Arc<dyn Router>,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Readiness,
+    /// The one cancellation path: cancelled on SIGTERM / SIGINT.
+    pub shutdown: CancellationToken,
+    /// (tenant, request id) of requests in flight, to refuse duplicates.
+    pub in_flight_ids: DashSet<(String, String)>,
+}
+
+/// What `/readyz` reports.
+#[derive(Default)]
+pub struct Readiness {
+    pub store_open: AtomicBool,
+    pub grpc_listening: AtomicBool,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.store_open.load(Ordering::Acquire) && self.grpc_listening.load(Ordering::Acquire)
+    }
+}

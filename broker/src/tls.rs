@@ -1,0 +1,128 @@
+//! TLS material: loading the broker's certificate, and generating a private
+//! development CA with a server certificate for local runs and tests.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {what} from {path}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} holds no PEM {what}")]
+    NotPem { what: &'static str, path: PathBuf },
+    #[error("certificate generation failed")]
+    Generate(#[from] rcgen::Error),
+}
+
+/// Reads the PEM certificate chain and private key the broker presents.
+pub fn load_identity(cert: &Path, key: &Path) -> Result<tonic::transport::Identity, TlsError> {
+    let read = |what, path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            what,
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let cert_pem = read("the certificate", cert)?;
+    let key_pem = zeroize::Zeroizing::new(read("the private key", key)?);
+    if !cert_pem.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(TlsError::NotPem {
+            what: "certificate",
+            path: cert.to_owned(),
+        });
+    }
+    if !key_pem.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(TlsError::NotPem {
+            what: "private key",
+            path: key.to_owned(),
+        });
+    }
+    Ok(tonic::transport::Identity::from_pem(
+        cert_pem,
+        key_pem.as_slice(),
+    ))
+}
+
+/// Files written by [`generate_dev_pki`].
+#[derive(Debug, Clone)]
+pub struct DevPki {
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+/// Creates a throwaway CA and a server certificate for `names` (DNS names
+/// or IP addresses) in `dir`: `ca.pem`, `server.pem`, `server.key` (0600).
+/// The CA key is not kept, so nothing else can ever be signed by it.
+pub fn generate_dev_pki(dir: &Path, names: &[String]) -> Result<DevPki, TlsError> {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "relay development CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+
+    let mut params = CertificateParams::new(names.to_vec())?;
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().map_or("relay-broker", String::as_str),
+    );
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &ca)?;
+
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let pki = DevPki {
+        ca_cert: dir.join("ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+    };
+    write(&pki.ca_cert, ca.pem().as_bytes(), 0o644)?;
+    write(&pki.server_cert, cert.pem().as_bytes(), 0o644)?;
+    write(
+        &pki.server_key,
+        zeroize::Zeroizing::new(key.serialize_pem()).as_bytes(),
+        0o600,
+    )?;
+    Ok(pki)
+}
+
+/// Writes a file created with `mode` from the start, so a secret is never
+/// readable by others even for a moment.
+pub fn write(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| TlsError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(err)?;
+    f.write_all(contents).map_err(err)?;
+    f.sync_all().map_err(err)
+}

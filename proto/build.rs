@@ -1,0 +1,21 @@
+//! Generates the relay.v1 code with a pure-Rust protobuf compiler (protox), so a
+//! fresh machine needs no system `protoc`. Generation happens on every build,
+//! which means the generated code can never drift from the .proto files.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/relay/v1/common.proto",
+        "proto/relay/v1/agent.proto",
+        "proto/relay/v1/relay.proto",
+        "proto/relay/v1/admin.proto",
+    ];
+    for file in &files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! The relay.v1 wire protocol shared by the broker, the agent and portal clients.
+//!
+//! # Layout
+//! - [`pb`]: code generated from `proto/relay/v1/*.proto` (messages, clients, servers).
+//! - [`Reason`]: the stable machine-readable failure reasons carried in a
+//!   `google.rpc.ErrorInfo` detail of every error status, and the two helpers
+//!   that put them into a [`tonic::Status`] and read them back out.
+//!
+//! Generated types stay behind `pb`; the broker and clients convert them to
+//! their own domain types at the edge.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// Generated relay.v1 code.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("relay.v1");
+}
+
+/// Syntax rules for the names that travel in relay.v1 messages.
+pub mod names {
+    /// A tenant: 1-63 of `[a-z0-9-]`, starting with a letter or digit.
+    pub fn is_valid_tenant(name: &str) -> bool {
+        let b = name.as_bytes();
+        (1..=63).contains(&b.len())
+            && b[0].is_ascii_alphanumeric()
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+    }
+
+    /// An agent id: 1-64 of `[A-Za-z0-9._-]`.
+    pub fn is_valid_agent_id(id: &str) -> bool {
+        (1..=64).contains(&id.len())
+            && id
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+    }
+
+    /// A request id: 1-128 of `[A-Za-z0-9._:-]`.
+    pub fn is_valid_request_id(id: &str) -> bool {
+        (1..=128).contains(&id.len())
+            && id
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn names() {
+            assert!(is_valid_tenant("contoso-1"));
+            assert!(!is_valid_tenant("-contoso"));
+            assert!(!is_valid_tenant("Contoso"));
+            assert!(!is_valid_tenant(""));
+            assert!(!is_valid_tenant(&"a".repeat(64)));
+            assert!(is_valid_agent_id("DC01.agent_2"));
+            assert!(!is_valid_agent_id("a b"));
+            assert!(is_valid_request_id("3f2a:9-x.y_z"));
+            assert!(!is_valid_request_id(&"r".repeat(129)));
+            assert!(!is_valid_request_id("r\n"));
+        }
+    }
+}
+
+/// The `ErrorInfo.domain` of every relay error.
+pub const ERROR_DOMAIN: &str = "relay.v1";
+
+macro_rules! reasons {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal, $code:ident;)*) => {
+        /// Why a relay call failed. The string form is stable and is what
+        /// clients match on; the gRPC code is the one each reason is sent with.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Reason {
+            /// Every reason, for documentation and exhaustive tests.
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant,)*];
+
+            /// The stable name carried in `ErrorInfo.reason`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Reason::$variant => $name,)* }
+            }
+
+            /// The gRPC status code this reason is sent with.
+            pub fn code(self) -> Code {
+                match self { $(Reason::$variant => Code::$code,)* }
+            }
+
+            /// Parses the stable name; `None` for a reason this version does not know.
+            pub fn from_name(name: &str) -> Option<Reason> {
+                match name { $($name => Some(Reason::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// The tenant does not exist.
+    UnknownTenant => "UNKNOWN_TENANT", NotFound;
+    /// Write-back is disabled for the tenant.
+    WritebackDisabled => "WRITEBACK_DISABLED", FailedPrecondition;
+    /// The tenant has no live agent session; returned at once.
+    NoAgentOnline => "NO_AGENT_ONLINE", Unavailable;
+    /// The caller's deadline passed before the agent answered.
+    DeadlineExceeded => "DEADLINE_EXCEEDED", DeadlineExceeded;
+    /// The envelope is larger than the broker's limit.
+    EnvelopeTooLarge => "ENVELOPE_TOO_LARGE", InvalidArgument;
+    /// No credential was presented.
+    MissingCredential => "MISSING_CREDENTIAL", Unauthenticated;
+    /// The credential is not a well-formed shared access signature.
+    MalformedToken => "MALFORMED_TOKEN", Unauthenticated;
+    /// The token's signature matches no current key.
+    BadSignature => "BAD_SIGNATURE", Unauthenticated;
+    /// The token's expiry has passed.
+    TokenExpired => "TOKEN_EXPIRED", Unauthenticated;
+    /// The token's expiry is further ahead than the broker accepts.
+    TokenLifetimeTooLong => "TOKEN_LIFETIME_TOO_LONG", Unauthenticated;
+    /// The token is valid but does not grant the right this call needs.
+    WrongRight => "WRONG_RIGHT", PermissionDenied;
+    /// The token is valid for another tenant than the one addressed.
+    TenantMismatch => "TENANT_MISMATCH", PermissionDenied;
+    /// The agent id was revoked by an administrator.
+    AgentRevoked => "AGENT_REVOKED", PermissionDenied;
+    /// The tenant name is not 1-63 of [a-z0-9-] starting alphanumeric.
+    InvalidTenantName => "INVALID_TENANT_NAME", InvalidArgument;
+    /// The agent id is not 1-64 of [A-Za-z0-9._-].
+    InvalidAgentId => "INVALID_AGENT_ID", InvalidArgument;
+    /// The request id is not 1-128 of [A-Za-z0-9._:-].
+    InvalidRequestId => "INVALID_REQUEST_ID", InvalidArgument;
+    /// The operation is unspecified or not allowed for this call.
+    InvalidOperation => "INVALID_OPERATION", InvalidArgument;
+    /// The right or key slot of an admin call is unspecified.
+    InvalidKeySelector => "INVALID_KEY_SELECTOR", InvalidArgument;
+    /// A message arrived that the protocol does not allow at this point.
+    ProtocolViolation => "PROTOCOL_VIOLATION", InvalidArgument;
+    /// The agent did not send its Hello within the hello timeout.
+    HelloTimeout => "HELLO_TIMEOUT", DeadlineExceeded;
+    /// A request with this id is already in flight for the tenant.
+    DuplicateRequestId => "DUPLICATE_REQUEST_ID", AlreadyExists;
+    /// A tenant with this name already exists.
+    TenantExists => "TENANT_EXISTS", AlreadyExists;
+    /// The agent id is not known to the tenant.
+    AgentNotFound => "AGENT_NOT_FOUND", NotFound;
+    /// The agent's session ended after the request was sent to it and before
+    /// it answered: the request may or may not have been applied.
+    AgentLost => "AGENT_LOST", Unavailable;
+    /// The agent answered with an error instead of a reply envelope.
+    AgentError => "AGENT_ERROR", Aborted;
+    /// The broker is shutting down.
+    ShuttingDown => "SHUTTING_DOWN", Unavailable;
+    /// The broker's store failed; nothing was changed.
+    StoreUnavailable => "STORE_UNAVAILABLE", Internal;
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Builds the status for `reason` with a human-readable `message` and
+/// optional structured metadata (for example the envelope limit). The message
+/// goes to the peer, so it must never contain a secret.
+pub fn status(reason: Reason, message: impl Into<String>, metadata: &[(&str, String)]) -> Status {
+    let metadata: HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    Status::with_error_details(
+        reason.code(),
+        message,
+        ErrorDetails::with_error_info(reason.as_str(), ERROR_DOMAIN, metadata),
+    )
+}
+
+/// The relay reason and its metadata carried by `status`, if it has one.
+pub fn reason_of(status: &Status) -> Option<(Reason, HashMap<String, String>)> {
+    let info = status.get_details_error_info()?;
+    if info.domain != ERROR_DOMAIN {
+        return None;
+    }
+    Some((Reason::from_name(&info.reason)?, info.metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_round_trips_through_a_status() {
+        for &reason in Reason::ALL {
+            let st = status(reason, "detail", &[("limit", "65536".to_owned())]);
+            assert_eq!(st.code(), reason.code());
+            let (back, meta) = reason_of(&st).expect("reason present");
+            assert_eq!(back, reason);
+            assert_eq!(meta.get("limit").map(String::as_str), Some("65536"));
+        }
+    }
+
+    #[test]
+    fn reason_names_are_unique() {
+        let mut names: Vec<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len());
+    }
+
+    #[test]
+    fn a_status_without_details_has_no_reason() {
+        assert!(reason_of(&Status::internal("boom")).is_none());
+    }
+}
