@@ -1,1 +1,23 @@
-//! placeholder
+//! The on-prem write-back agent, and the client library portals and
+//! operators use to reach it through the relay broker.
+//!
+//! # Layout
+//! - [`connect`]: TLS connections to the broker (CA file or system roots;
+//!   verification cannot be turned off), keepalive.
+//! - [`credential`]: keys held locally, tokens minted from them per call.
+//! - [`portal`]: [`portal::PortalClient`], what a reset portal calls: submit,
+//!   ping, configuration.
+//! - [`admin`]: [`admin::AdminClient`], tenant administration.
+//! - [`agent`]: the agent's session loop, reconnect backoff and the
+//!   [`agent::RequestHandler`] seam that the directory operations plug into.
+//! - [`error`]: client errors carrying the broker's stable reasons.
+
+pub mod admin;
+pub mod agent;
+pub mod connect;
+pub mod credential;
+pub mod error;
+pub mod portal;
+pub mod telemetry;
+
+pub use error::{ClientError, Reason};

@@ -1,1 +1,420 @@
-fn main() {}
+//! `relayctl`: operator and portal command line for the relay broker.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agent_client::admin::AdminClient;
+use agent_client::connect::BrokerEndpoint;
+use agent_client::credential::{Credential, read_key_file};
+use agent_client::portal::PortalClient;
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use proto::pb;
+use sas::{KeySlot, Right};
+
+/// Operator and portal command line for the relay broker.
+///
+/// Credentials are key files; the keys never leave this process, only
+/// short-lived tokens signed with them. Keys that the broker returns
+/// (tenant creation, rotation) are written to files with mode 0600, never
+/// printed.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Broker address, https://host:port.
+    #[arg(long, env = "RELAYCTL_BROKER", default_value = "https://localhost:443")]
+    broker: String,
+    /// PEM CA bundle that signs the broker's certificate (system roots otherwise).
+    #[arg(long, env = "RELAYCTL_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// The operator key file (the broker's data_dir/operator.key).
+    #[arg(long, env = "RELAYCTL_OPERATOR_KEY_FILE")]
+    operator_key_file: Option<PathBuf>,
+    /// A tenant key file, used with --right for tenant-scoped commands.
+    #[arg(long, env = "RELAYCTL_KEY_FILE", conflicts_with = "operator_key_file")]
+    key_file: Option<PathBuf>,
+    /// The right of --key-file.
+    #[arg(long, env = "RELAYCTL_RIGHT", value_enum, default_value = "manage")]
+    right: RightArg,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Deadline of the call.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RightArg {
+    Listen,
+    Send,
+    Manage,
+}
+
+impl From<RightArg> for Right {
+    fn from(r: RightArg) -> Right {
+        match r {
+            RightArg::Listen => Right::Listen,
+            RightArg::Send => Right::Send,
+            RightArg::Manage => Right::Manage,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SlotArg {
+    Primary,
+    Secondary,
+}
+
+impl From<SlotArg> for KeySlot {
+    fn from(s: SlotArg) -> KeySlot {
+        match s {
+            SlotArg::Primary => KeySlot::Primary,
+            SlotArg::Secondary => KeySlot::Secondary,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tenant administration (operator key).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Connector, write-back enabled, modified timestamp, agents online.
+    Config { tenant: String },
+    /// Enable or disable password write-back for a tenant.
+    Writeback {
+        tenant: String,
+        #[arg(value_enum)]
+        state: OnOff,
+    },
+    /// Agent sessions of a tenant.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
+    /// Key rotation.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Round trip to an agent of the tenant and back: the first test to run.
+    Ping { tenant: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnOff {
+    Enable,
+    Disable,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Creates a tenant and writes its six keys into --keys-dir
+    /// (listen.primary.key, send.secondary.key, ...), mode 0600.
+    Create {
+        tenant: String,
+        #[arg(long)]
+        keys_dir: PathBuf,
+        #[arg(long)]
+        connector_name: Option<String>,
+        /// Create with write-back disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    Delete {
+        tenant: String,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+enum AgentsCommand {
+    List {
+        tenant: String,
+    },
+    /// Closes the agent's session and refuses its id until restored.
+    Revoke {
+        tenant: String,
+        agent_id: String,
+    },
+    Restore {
+        tenant: String,
+        agent_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Replaces one key and writes the new one to --out (mode 0600). Sessions
+    /// signed with the old key are closed; move clients to the other slot first.
+    Rotate {
+        tenant: String,
+        #[arg(long, value_enum)]
+        right: RightArg,
+        #[arg(long, value_enum)]
+        slot: SlotArg,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+impl Cli {
+    fn endpoint(&self) -> BrokerEndpoint {
+        BrokerEndpoint::new(self.broker.clone(), self.ca_file.as_deref())
+    }
+
+    /// The credential for a call on `tenant` (or on no tenant).
+    fn credential(&self, tenant: Option<&str>) -> anyhow::Result<Credential> {
+        if let Some(path) = &self.operator_key_file {
+            return Ok(Credential::operator(read_key_file(path)?));
+        }
+        match (&self.key_file, tenant) {
+            (Some(path), Some(tenant)) => {
+                Ok(Credential::from_key_file(tenant, self.right.into(), path)?)
+            }
+            (Some(_), None) => bail!("this command needs --operator-key-file"),
+            (None, _) => bail!("pass --operator-key-file or --key-file (with --right)"),
+        }
+    }
+}
+
+fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    Ok(())
+}
+
+fn format_ms(ms: i64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
+    )
+    .to_string()
+}
+
+fn print_configuration(c: &pb::TenantConfiguration) {
+    println!("{:<30} {:<8} ModifiedTimestamp", "Connector", "Enabled");
+    println!("{:<30} {:<8} -----------------", "---------", "-------");
+    println!(
+        "{:<30} {:<8} {}",
+        c.connector_name,
+        if c.writeback_enabled { "True" } else { "False" },
+        format_ms(c.modified_unix_ms)
+    );
+    println!();
+    print_agents(&c.agents_online);
+}
+
+fn print_agents(agents: &[pb::AgentInfo]) {
+    if agents.is_empty() {
+        println!("agents online: none");
+        return;
+    }
+    println!("agents online: {}", agents.len());
+    for a in agents {
+        println!(
+            "  {:<24} version {:<10} connected since {}  last heartbeat {}  in flight {}",
+            a.agent_id,
+            a.agent_version,
+            format_ms(a.connected_since_unix_ms),
+            format_ms(a.last_heartbeat_unix_ms),
+            a.in_flight
+        );
+    }
+}
+
+fn agents_json(agents: &[pb::AgentInfo]) -> serde_json::Value {
+    agents
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "agent_id": a.agent_id,
+                "agent_version": a.agent_version,
+                "connected_since_unix_ms": a.connected_since_unix_ms,
+                "last_heartbeat_unix_ms": a.last_heartbeat_unix_ms,
+                "in_flight": a.in_flight,
+            })
+        })
+        .collect()
+}
+
+fn configuration_json(c: &pb::TenantConfiguration) -> serde_json::Value {
+    serde_json::json!({
+        "tenant": c.tenant,
+        "connector": c.connector_name,
+        "enabled": c.writeback_enabled,
+        "modified_unix_ms": c.modified_unix_ms,
+        "agents_online": agents_json(&c.agents_online),
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("relayctl: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let endpoint = cli.endpoint();
+    match &cli.command {
+        Command::Tenant(cmd) => {
+            let admin = AdminClient::connect(&endpoint, cli.credential(None)?).await?;
+            match cmd {
+                TenantCommand::Create {
+                    tenant,
+                    keys_dir,
+                    connector_name,
+                    disabled,
+                } => {
+                    std::fs::create_dir_all(keys_dir)
+                        .with_context(|| format!("cannot create {}", keys_dir.display()))?;
+                    let (config, keys) = admin
+                        .create_tenant(tenant, connector_name.as_deref(), *disabled)
+                        .await?;
+                    for ((right, slot), key) in &keys.0 {
+                        write_secret(
+                            &keys_dir.join(format!("{right}.{slot}.key")),
+                            &key.to_base64(),
+                        )?;
+                    }
+                    if cli.json {
+                        println!("{}", configuration_json(&config));
+                    } else {
+                        println!(
+                            "created tenant {tenant}; keys written to {}",
+                            keys_dir.display()
+                        );
+                    }
+                }
+                TenantCommand::Delete { tenant } => {
+                    admin.delete_tenant(tenant).await?;
+                    println!("deleted tenant {tenant}");
+                }
+                TenantCommand::List => {
+                    let tenants = admin.list_tenants().await?;
+                    if cli.json {
+                        let all: Vec<_> = tenants.iter().map(configuration_json).collect();
+                        println!("{}", serde_json::Value::Array(all));
+                    } else {
+                        for t in tenants {
+                            println!(
+                                "{:<24} enabled={:<5} agents={}",
+                                t.tenant,
+                                t.writeback_enabled,
+                                t.agents_online.len()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Command::Config { tenant } => {
+            let portal =
+                PortalClient::connect(&endpoint, tenant, cli.credential(Some(tenant))?).await?;
+            let config = portal.configuration().await?;
+            if cli.json {
+                println!("{}", configuration_json(&config));
+            } else {
+                print_configuration(&config);
+            }
+        }
+        Command::Writeback { tenant, state } => {
+            let admin = AdminClient::connect(&endpoint, cli.credential(Some(tenant))?).await?;
+            let config = admin
+                .set_writeback(tenant, matches!(state, OnOff::Enable))
+                .await?;
+            if cli.json {
+                println!("{}", configuration_json(&config));
+            } else {
+                print_configuration(&config);
+            }
+        }
+        Command::Agents(cmd) => {
+            let tenant = match cmd {
+                AgentsCommand::List { tenant }
+                | AgentsCommand::Revoke { tenant, .. }
+                | AgentsCommand::Restore { tenant, .. } => tenant,
+            };
+            let admin = AdminClient::connect(&endpoint, cli.credential(Some(tenant))?).await?;
+            match cmd {
+                AgentsCommand::List { tenant } => {
+                    let reply = admin.list_agents(tenant).await?;
+                    if cli.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "agents_online": agents_json(&reply.agents_online),
+                                "revoked": reply.revoked_agent_ids,
+                            })
+                        );
+                    } else {
+                        print_agents(&reply.agents_online);
+                        if !reply.revoked_agent_ids.is_empty() {
+                            println!("revoked: {}", reply.revoked_agent_ids.join(", "));
+                        }
+                    }
+                }
+                AgentsCommand::Revoke { tenant, agent_id } => {
+                    let disconnected = admin.revoke_agent(tenant, agent_id).await?;
+                    println!("revoked {agent_id} (session closed: {disconnected})");
+                }
+                AgentsCommand::Restore { tenant, agent_id } => {
+                    admin.restore_agent(tenant, agent_id).await?;
+                    println!("restored {agent_id}");
+                }
+            }
+        }
+        Command::Keys(KeysCommand::Rotate {
+            tenant,
+            right,
+            slot,
+            out,
+        }) => {
+            let admin = AdminClient::connect(&endpoint, cli.credential(Some(tenant))?).await?;
+            let (key, closed) = admin
+                .rotate_key(tenant, (*right).into(), (*slot).into())
+                .await?;
+            write_secret(out, &key.to_base64())?;
+            println!(
+                "rotated; new key written to {} ({closed} sessions closed)",
+                out.display()
+            );
+        }
+        Command::Ping { tenant } => {
+            let credential = cli.credential(Some(tenant))?;
+            let portal = PortalClient::connect(&endpoint, tenant, credential).await?;
+            let pong = portal.ping(Some(cli.timeout)).await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "agent_id": pong.agent_id,
+                        "agent_version": pong.agent_version,
+                        "broker_agent_rtt_us": pong.broker_agent_rtt.as_micros() as u64,
+                        "round_trip_us": pong.round_trip.as_micros() as u64,
+                    })
+                );
+            } else {
+                println!(
+                    "pong from agent {} (version {}): round trip {:.1} ms, broker-agent {:.1} ms",
+                    pong.agent_id,
+                    pong.agent_version,
+                    pong.round_trip.as_secs_f64() * 1e3,
+                    pong.broker_agent_rtt.as_secs_f64() * 1e3
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! Typed agent configuration, read from TOML with unknown keys refused.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The broker's address, `https://host:port`.
+    pub broker: String,
+    /// PEM CA bundle that signs the broker's certificate; the system roots
+    /// when absent.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The name to verify in the broker's certificate, when not the URL's host.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    pub tenant: String,
+    /// This installation's id: 1-64 of [A-Za-z0-9._-]. Defaults to the host name.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// File holding the tenant's Listen key (base64), readable by the agent only.
+    pub listen_key_file: PathBuf,
+    /// Lifetime of the session tokens the agent mints; renewed at half-life.
+    #[serde(default = "default_token_lifetime", with = "humantime_serde")]
+    pub token_lifetime: Duration,
+    /// First reconnect delay ceiling; doubles per failure up to reconnect_max.
+    #[serde(default = "default_reconnect_min", with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    #[serde(default = "default_reconnect_max", with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+fn default_token_lifetime() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_reconnect_min() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_reconnect_max() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("invalid setting {setting}: {problem}")]
+    Invalid {
+        setting: &'static str,
+        problem: &'static str,
+    },
+}
+
+impl AgentConfig {
+    pub fn from_file(path: &Path) -> Result<AgentConfig, AgentConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        AgentConfig::from_toml(&text)
+    }
+
+    pub fn from_toml(text: &str) -> Result<AgentConfig, AgentConfigError> {
+        let config: AgentConfig = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), AgentConfigError> {
+        let invalid = |setting, problem| Err(AgentConfigError::Invalid { setting, problem });
+        if !self.broker.starts_with("https://") {
+            return invalid("broker", "must be an https:// URL");
+        }
+        if !proto::names::is_valid_tenant(&self.tenant) {
+            return invalid("tenant", "must be 1-63 of [a-z0-9-]");
+        }
+        if let Some(id) = &self.agent_id
+            && !proto::names::is_valid_agent_id(id)
+        {
+            return invalid("agent_id", "must be 1-64 of [A-Za-z0-9._-]");
+        }
+        if self.token_lifetime < Duration::from_secs(60) {
+            return invalid("token_lifetime", "must be at least 1m");
+        }
+        if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
+            return invalid(
+                "reconnect_min",
+                "must be positive and at most reconnect_max",
+            );
+        }
+        Ok(())
+    }
+
+    /// The configured agent id, or one derived from the host name.
+    pub fn agent_id(&self) -> String {
+        if let Some(id) = &self.agent_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        let id: String = host
+            .trim()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .take(64)
+            .collect();
+        if id.is_empty() {
+            "agent".to_owned()
+        } else {
+            id
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        AgentConfig::from_toml(include_str!("../../../examples/agent.toml")).unwrap();
+    }
+
+    #[test]
+    fn plain_http_and_unknown_keys_are_refused() {
+        let base = "tenant = \"a\"\nlisten_key_file = \"k\"\n";
+        let err = AgentConfig::from_toml(&format!("{base}broker = \"http://x\"")).unwrap_err();
+        assert!(err.to_string().contains("https"));
+        let err = AgentConfig::from_toml(&format!("{base}broker = \"https://x\"\nverify = false"))
+            .unwrap_err();
+        assert!(err.to_string().contains("verify"));
+    }
+}

@@ -1,0 +1,61 @@
+//! The seam between the session (transport) and the work an agent does.
+
+use std::time::Instant;
+
+use proto::pb::{AgentErrorCode, Operation};
+
+/// A portal request delivered to this agent.
+#[derive(Debug)]
+pub struct IncomingRequest {
+    /// The portal's request id, for logs and event correlation.
+    pub request_id: String,
+    pub operation: Operation,
+    /// The portal's sealed envelope.
+    pub envelope: Vec<u8>,
+    /// When the portal stops waiting for the answer.
+    pub deadline: Instant,
+}
+
+/// Why the handler produced no reply envelope. The message travels to the
+/// portal through the broker in clear: it must never contain a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct HandlerError {
+    pub code: AgentErrorCode,
+    pub message: String,
+}
+
+impl HandlerError {
+    pub fn new(code: AgentErrorCode, message: impl Into<String>) -> HandlerError {
+        HandlerError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Answers relayed requests. Pings never reach it: the session answers those.
+#[tonic::async_trait]
+pub trait RequestHandler: Send + Sync + 'static {
+    /// Returns the sealed reply envelope for `request`.
+    async fn handle(&self, request: IncomingRequest) -> Result<Vec<u8>, HandlerError>;
+}
+
+/// The handler of an agent that has no directory operations configured: it
+/// answers every request with UNSUPPORTED_OPERATION, so the portal gets a
+/// definite, specific answer instead of a timeout.
+#[derive(Debug, Default, Clone)]
+pub struct NoOperations;
+
+#[tonic::async_trait]
+impl RequestHandler for NoOperations {
+    async fn handle(&self, request: IncomingRequest) -> Result<Vec<u8>, HandlerError> {
+        Err(HandlerError::new(
+            AgentErrorCode::UnsupportedOperation,
+            format!(
+                "this agent has no handler for {}",
+                request.operation.as_str_name()
+            ),
+        ))
+    }
+}

@@ -1,0 +1,130 @@
+//! The on-prem agent: holds an outbound session to the broker, reconnecting
+//! with jittered backoff for as long as it runs, and hands relayed requests
+//! to a [`RequestHandler`].
+
+pub mod backoff;
+pub mod config;
+pub mod handler;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use config::AgentConfig;
+pub use handler::{HandlerError, IncomingRequest, NoOperations, RequestHandler};
+use session::{SessionContext, SessionEnd, SessionError, run_session};
+
+use crate::connect::BrokerEndpoint;
+use crate::credential::{Credential, CredentialError};
+use backoff::Backoff;
+
+/// A session that stayed up this long resets the backoff.
+pub const HEALTHY_SESSION: Duration = Duration::from_secs(60);
+
+/// What the agent reports as it runs, for the binary's status lines and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEvent {
+    Connected { session_id: String, skew_ms: i64 },
+    Disconnected { reason: String },
+    Refused { reason: String },
+    Answered { request_id: String },
+}
+
+/// Where events go; dropping events when nobody listens is fine.
+#[derive(Clone, Default)]
+pub struct EventSink(Option<mpsc::UnboundedSender<AgentEvent>>);
+
+impl EventSink {
+    pub fn new(tx: mpsc::UnboundedSender<AgentEvent>) -> EventSink {
+        EventSink(Some(tx))
+    }
+
+    pub fn emit(&self, event: AgentEvent) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(event);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+}
+
+/// Runs the agent until `shutdown` is cancelled. Never gives up on the
+/// broker: every failure is logged and followed by a jittered retry.
+pub async fn run(
+    config: &AgentConfig,
+    handler: Arc<dyn RequestHandler>,
+    events: EventSink,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let credential = Credential::from_key_file(
+        config.tenant.clone(),
+        sas::Right::Listen,
+        &config.listen_key_file,
+    )?;
+    let ctx = SessionContext {
+        endpoint: BrokerEndpoint {
+            url: config.broker.clone(),
+            ca_file: config.ca_file.clone(),
+            tls_server_name: config.tls_server_name.clone(),
+        },
+        tenant: config.tenant.clone(),
+        agent_id: config.agent_id(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        credential,
+        token_lifetime: config.token_lifetime,
+        handler,
+        events: events.clone(),
+    };
+    info!(tenant = %ctx.tenant, agent_id = %ctx.agent_id, broker = %ctx.endpoint.url, "agent starting");
+    let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
+    loop {
+        match run_session(&ctx, &shutdown).await {
+            Ok(SessionEnd::Shutdown) => break,
+            Ok(SessionEnd::Ended {
+                lasted,
+                reason,
+                goodbye,
+            }) => {
+                if lasted >= HEALTHY_SESSION {
+                    backoff.reset();
+                }
+                if let Some(g) = goodbye {
+                    info!(goodbye = g.as_str_name(), "session closed by the broker");
+                }
+                warn!(%reason, "session ended; reconnecting");
+                events.emit(AgentEvent::Disconnected { reason });
+            }
+            Err(SessionError::Refused(e)) => {
+                error!(error = %e, "the broker refused the session");
+                events.emit(AgentEvent::Refused {
+                    reason: e.to_string(),
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot reach the broker");
+                events.emit(AgentEvent::Disconnected {
+                    reason: e.to_string(),
+                });
+            }
+        }
+        let delay = backoff.next_delay();
+        info!(
+            delay_ms = delay.as_millis() as u64,
+            "waiting before reconnecting"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    info!("agent stopped");
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! One agent session: connect, Hello, Welcome, then serve requests, send
+//! heartbeats and renew the token until the session ends.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use proto::pb::agent_gateway_client::AgentGatewayClient;
+use proto::pb::broker_frame::Frame as BrokerFrameKind;
+use proto::pb::{self, AgentFrame, GoodbyeReason, Operation, agent_frame, agent_reply};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::handler::{IncomingRequest, RequestHandler};
+use super::{AgentEvent, EventSink};
+use crate::connect::{BrokerEndpoint, ConnectError};
+use crate::credential::Credential;
+use crate::error::ClientError;
+
+/// How long to wait for Welcome after Hello.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
+const OUTBOUND_QUEUE: usize = 64;
+/// Generous bound on a message from the broker (envelopes are kilobytes).
+const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
+/// Everything a session needs, shared across reconnects.
+pub struct SessionContext {
+    pub endpoint: BrokerEndpoint,
+    pub tenant: String,
+    pub agent_id: String,
+    pub agent_version: String,
+    pub credential: Credential,
+    pub token_lifetime: Duration,
+    pub handler: Arc<dyn RequestHandler>,
+    pub events: EventSink,
+}
+
+/// How a session ended.
+#[derive(Debug)]
+pub enum SessionEnd {
+    /// Shutdown was requested.
+    Shutdown,
+    /// The session was up and then ended.
+    Ended {
+        lasted: Duration,
+        reason: String,
+        goodbye: Option<GoodbyeReason>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("the broker refused the session: {0}")]
+    Refused(ClientError),
+    #[error("the broker did not welcome the session: {0}")]
+    NoWelcome(String),
+}
+
+fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub async fn run_session(
+    ctx: &SessionContext,
+    shutdown: &CancellationToken,
+) -> Result<SessionEnd, SessionError> {
+    let channel = tokio::select! {
+        c = ctx.endpoint.connect() => c?,
+        _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+    };
+    let mut client = AgentGatewayClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
+    let (tx, rx) = mpsc::channel::<AgentFrame>(OUTBOUND_QUEUE);
+    let hello = AgentFrame {
+        frame: Some(agent_frame::Frame::Hello(pb::Hello {
+            tenant: ctx.tenant.clone(),
+            agent_id: ctx.agent_id.clone(),
+            agent_version: ctx.agent_version.clone(),
+            token: ctx.credential.mint(ctx.token_lifetime).expose().to_owned(),
+        })),
+    };
+    // The queue is fresh, so this cannot wait.
+    let _ = tx.try_send(hello);
+    let opened = tokio::select! {
+        r = client.open_session(ReceiverStream::new(rx)) => r,
+        _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
+    };
+    let mut inbound = opened
+        .map_err(|s| SessionError::Refused(ClientError::from(s)))?
+        .into_inner();
+    let welcome = match tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()).await {
+        Ok(Ok(Some(pb::BrokerFrame {
+            frame: Some(BrokerFrameKind::Welcome(w)),
+        }))) => w,
+        Ok(Err(status)) => return Err(SessionError::Refused(ClientError::from(status))),
+        Ok(Ok(other)) => {
+            return Err(SessionError::NoWelcome(format!(
+                "expected Welcome, got {other:?}"
+            )));
+        }
+        Err(_) => return Err(SessionError::NoWelcome("no Welcome within 15s".into())),
+    };
+    let started = Instant::now();
+    let skew_ms = welcome.broker_time_unix_ms - now_unix_ms();
+    let span = info_span!("session", session_id = %welcome.session_id);
+    span.in_scope(|| info!(broker = %ctx.endpoint.url, skew_ms, "session established"));
+    ctx.events.emit(AgentEvent::Connected {
+        session_id: welcome.session_id.clone(),
+        skew_ms,
+    });
+    let ended = serve(ctx, &welcome, &mut inbound, tx, shutdown)
+        .instrument(span)
+        .await;
+    Ok(match ended {
+        None => SessionEnd::Shutdown,
+        Some((reason, goodbye)) => SessionEnd::Ended {
+            lasted: started.elapsed(),
+            reason,
+            goodbye,
+        },
+    })
+}
+
+async fn serve(
+    ctx: &SessionContext,
+    welcome: &pb::Welcome,
+    inbound: &mut tonic::Streaming<pb::BrokerFrame>,
+    tx: mpsc::Sender<AgentFrame>,
+    shutdown: &CancellationToken,
+) -> Option<(String, Option<GoodbyeReason>)> {
+    let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
+    let silence_limit = interval * 3;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut last_seen = Instant::now();
+    let mut renew_at = Instant::now() + ctx.token_lifetime / 2;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = ticker.tick() => {
+                if last_seen.elapsed() > silence_limit {
+                    return Some((format!("no frame from the broker for {}", humantime::format_duration(silence_limit)), None));
+                }
+                let beat = AgentFrame { frame: Some(agent_frame::Frame::Heartbeat(pb::Heartbeat { sent_unix_ms: now_unix_ms() })) };
+                let _ = tx.try_send(beat);
+                if Instant::now() >= renew_at {
+                    let token = ctx.credential.mint(ctx.token_lifetime).expose().to_owned();
+                    let renew = AgentFrame { frame: Some(agent_frame::Frame::RenewToken(pb::RenewToken { token })) };
+                    if tx.send(renew).await.is_ok() {
+                        debug!("session token renewed");
+                        renew_at = Instant::now() + ctx.token_lifetime / 2;
+                    }
+                }
+            }
+            frame = inbound.message() => match frame {
+                Ok(Some(frame)) => {
+                    last_seen = Instant::now();
+                    match frame.frame {
+                        Some(BrokerFrameKind::Request(request)) => dispatch(ctx, request, tx.clone()),
+                        Some(BrokerFrameKind::Heartbeat(_)) => {}
+                        Some(BrokerFrameKind::Goodbye(g)) => {
+                            let reason = GoodbyeReason::try_from(g.reason).unwrap_or(GoodbyeReason::Unspecified);
+                            warn!(reason = reason.as_str_name(), message = %g.message, "the broker closed the session");
+                            return Some((format!("{}: {}", reason.as_str_name(), g.message), Some(reason)));
+                        }
+                        Some(BrokerFrameKind::Welcome(_)) | None => {
+                            warn!("unexpected frame from the broker ignored");
+                        }
+                    }
+                }
+                Ok(None) => return Some(("the broker ended the session".into(), None)),
+                Err(status) => return Some((format!("the session broke: {}", status.message()), None)),
+            }
+        }
+    }
+}
+
+/// Answers a relayed request on its own task so that a slow directory never
+/// holds up heartbeats or other requests.
+fn dispatch(ctx: &SessionContext, request: pb::RelayedRequest, tx: mpsc::Sender<AgentFrame>) {
+    let correlation_id = request.correlation_id;
+    let operation = Operation::try_from(request.operation).unwrap_or(Operation::Unspecified);
+    let span = info_span!("request", request_id = %request.request_id, operation = operation.as_str_name());
+    if operation == Operation::Ping {
+        span.in_scope(|| debug!("ping answered"));
+        let reply = reply_frame(correlation_id, agent_reply::Result::Envelope(Vec::new()));
+        let _ = tx.try_send(reply);
+        return;
+    }
+    let handler = Arc::clone(&ctx.handler);
+    let events = ctx.events.clone();
+    let incoming = IncomingRequest {
+        request_id: request.request_id.clone(),
+        operation,
+        envelope: request.envelope,
+        deadline: Instant::now() + Duration::from_millis(u64::from(request.timeout_ms)),
+    };
+    tokio::spawn(
+        async move {
+            let result = match handler.handle(incoming).await {
+                Ok(envelope) => {
+                    info!("request answered");
+                    agent_reply::Result::Envelope(envelope)
+                }
+                Err(e) => {
+                    info!(code = e.code.as_str_name(), error = %e.message, "request refused");
+                    agent_reply::Result::Error(pb::AgentError {
+                        code: e.code as i32,
+                        message: e.message,
+                    })
+                }
+            };
+            events.emit(AgentEvent::Answered {
+                request_id: request.request_id,
+            });
+            if tx.send(reply_frame(correlation_id, result)).await.is_err() {
+                warn!("the session ended before the answer could be sent");
+            }
+        }
+        .instrument(span),
+    );
+}
+
+fn reply_frame(correlation_id: u64, result: agent_reply::Result) -> AgentFrame {
+    AgentFrame {
+        frame: Some(agent_frame::Frame::Reply(pb::AgentReply {
+            correlation_id,
+            result: Some(result),
+        })),
+    }
+}

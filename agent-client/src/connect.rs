@@ -1,0 +1,101 @@
+//! Outbound connections to the broker: always TLS, verified against a
+//! configured CA file or the system roots. There is no switch that turns
+//! verification off.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+/// Interval of HTTP/2 keepalive pings: inside the 20-30 s band so idle
+/// timeouts of middleboxes never see an idle connection, and a dead peer is
+/// found within a minute.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("broker address {0:?} is not an https:// URL")]
+    NotHttps(String),
+    #[error("broker address {0:?} is invalid")]
+    InvalidUri(String),
+    #[error("cannot read the CA file {path}")]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to the broker at {url}")]
+    Transport {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// Where the broker is and how to verify it.
+#[derive(Debug, Clone)]
+pub struct BrokerEndpoint {
+    /// `https://host:port`.
+    pub url: String,
+    /// PEM CA bundle to trust instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Name to verify in the certificate when it differs from the URL's host.
+    pub tls_server_name: Option<String>,
+}
+
+impl BrokerEndpoint {
+    pub fn new(url: impl Into<String>, ca_file: Option<&Path>) -> BrokerEndpoint {
+        BrokerEndpoint {
+            url: url.into(),
+            ca_file: ca_file.map(Path::to_owned),
+            tls_server_name: None,
+        }
+    }
+
+    /// The tonic endpoint, TLS and keepalive configured, not yet connected.
+    pub fn endpoint(&self) -> Result<Endpoint, ConnectError> {
+        if !self.url.starts_with("https://") {
+            return Err(ConnectError::NotHttps(self.url.clone()));
+        }
+        let mut tls = ClientTlsConfig::new();
+        tls = match &self.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|source| ConnectError::CaFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                tls.ca_certificate(Certificate::from_pem(pem))
+            }
+            None => tls.with_native_roots(),
+        };
+        if let Some(name) = &self.tls_server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        let endpoint = Endpoint::from_shared(self.url.clone())
+            .map_err(|_| ConnectError::InvalidUri(self.url.clone()))?
+            .tls_config(tls)
+            .map_err(|source| ConnectError::Transport {
+                url: self.url.clone(),
+                source,
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true);
+        Ok(endpoint)
+    }
+
+    /// Connects now, so that a wrong address or certificate fails here.
+    pub async fn connect(&self) -> Result<Channel, ConnectError> {
+        self.endpoint()?
+            .connect()
+            .await
+            .map_err(|source| ConnectError::Transport {
+                url: self.url.clone(),
+                source,
+            })
+    }
+}

@@ -1,0 +1,133 @@
+//! The client a reset portal uses to reach its tenant's agents through the
+//! broker. It holds the tenant's Send key and mints a short-lived token for
+//! every call; the key itself never leaves the process.
+
+use std::time::{Duration, Instant};
+
+use proto::pb::relay_client::RelayClient;
+use proto::pb::{self, Operation};
+use sas::Right;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::connect::BrokerEndpoint;
+use crate::credential::{Authorize, Credential};
+use crate::error::ClientError;
+
+type Inner = RelayClient<InterceptedService<Channel, Authorize>>;
+
+/// An agent's answer to a submitted request.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub request_id: String,
+    pub agent_id: String,
+    /// The agent's sealed reply.
+    pub envelope: Vec<u8>,
+}
+
+/// The result of a connectivity test.
+#[derive(Debug, Clone)]
+pub struct Pong {
+    pub agent_id: String,
+    pub agent_version: String,
+    /// Broker -> agent -> broker.
+    pub broker_agent_rtt: Duration,
+    /// This client -> broker -> agent and back.
+    pub round_trip: Duration,
+}
+
+#[derive(Clone)]
+pub struct PortalClient {
+    tenant: String,
+    inner: Inner,
+}
+
+impl PortalClient {
+    /// Connects with `credential` (Send, or Manage for ping and configuration).
+    pub async fn connect(
+        endpoint: &BrokerEndpoint,
+        tenant: impl Into<String>,
+        credential: Credential,
+    ) -> Result<PortalClient, ClientError> {
+        let channel = endpoint.connect().await?;
+        Ok(PortalClient::with_channel(channel, tenant, credential))
+    }
+
+    pub fn with_channel(
+        channel: Channel,
+        tenant: impl Into<String>,
+        credential: Credential,
+    ) -> PortalClient {
+        PortalClient {
+            tenant: tenant.into(),
+            inner: RelayClient::with_interceptor(channel, Authorize(credential)),
+        }
+    }
+
+    /// Convenience: a Send credential for `tenant` from its key.
+    pub fn send_credential(tenant: &str, key: sas::Key) -> Credential {
+        Credential::new(tenant, Right::Send, key)
+    }
+
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// Relays a sealed envelope to an agent and returns its sealed reply.
+    /// `timeout` becomes the call's gRPC deadline (the broker's default
+    /// applies when `None`).
+    pub async fn submit(
+        &self,
+        request_id: &str,
+        operation: Operation,
+        envelope: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Submitted, ClientError> {
+        let mut request = tonic::Request::new(pb::SubmitRequest {
+            tenant: self.tenant.clone(),
+            request_id: request_id.to_owned(),
+            operation: operation as i32,
+            envelope,
+        });
+        if let Some(t) = timeout {
+            request.set_timeout(t);
+        }
+        let reply = self.inner.clone().submit(request).await?.into_inner();
+        Ok(Submitted {
+            request_id: reply.request_id,
+            agent_id: reply.agent_id,
+            envelope: reply.envelope,
+        })
+    }
+
+    /// Travels to an agent and back: the first thing to try.
+    pub async fn ping(&self, timeout: Option<Duration>) -> Result<Pong, ClientError> {
+        let mut request = tonic::Request::new(pb::PingRequest {
+            tenant: self.tenant.clone(),
+        });
+        if let Some(t) = timeout {
+            request.set_timeout(t);
+        }
+        let started = Instant::now();
+        let reply = self.inner.clone().ping(request).await?.into_inner();
+        Ok(Pong {
+            agent_id: reply.agent_id,
+            agent_version: reply.agent_version,
+            broker_agent_rtt: Duration::from_micros(reply.broker_agent_rtt_us),
+            round_trip: started.elapsed(),
+        })
+    }
+
+    /// The tenant's write-back configuration and agents online.
+    pub async fn configuration(&self) -> Result<pb::TenantConfiguration, ClientError> {
+        let request = pb::GetConfigurationRequest {
+            tenant: self.tenant.clone(),
+        };
+        Ok(self
+            .inner
+            .clone()
+            .get_configuration(request)
+            .await?
+            .into_inner())
+    }
+}
