@@ -48,8 +48,29 @@ impl ClientError {
     }
 }
 
+/// Whether tonic failed the call because its own deadline passed.
+fn is_local_timeout(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 impl From<Status> for ClientError {
     fn from(status: Status) -> ClientError {
+        if is_local_timeout(&status) {
+            // The caller's deadline passed here first; the broker stops
+            // waiting at the same deadline.
+            return ClientError::Relay {
+                reason: Reason::DeadlineExceeded,
+                message: "the deadline passed before the broker answered".into(),
+                metadata: HashMap::new(),
+            };
+        }
         match proto::reason_of(&status) {
             Some((reason, metadata)) => ClientError::Relay {
                 reason,

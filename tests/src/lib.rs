@@ -1,1 +1,368 @@
-//! placeholder
+//! A small harness for cross-crate integration tests: real `relay-broker` and
+//! `writeback-agent` processes, real TLS on loopback, ports from
+//! `127.0.0.1:0`, readiness awaited from the processes' own status lines.
+//!
+//! ```ignore
+//! let broker = BrokerBuilder::new().start().await;
+//! let tenant = broker.create_tenant("contoso").await;
+//! let agent = broker.agent_process(&tenant, "dc01").start().await;
+//! ```
+
+pub mod agents;
+pub mod http;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use agent_client::admin::{AdminClient, TenantKeys};
+use agent_client::connect::BrokerEndpoint;
+use agent_client::credential::Credential;
+use agent_client::portal::PortalClient;
+use sas::{Key, KeySlot, Right};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub use agents::{AgentProcess, AgentProcessBuilder, EchoAgent};
+
+/// How long a process may take to report readiness before a test fails.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Builds the workspace binaries once per test process and returns the
+/// directory holding them (the same profile as the running test).
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test-binary>
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary lives in target/<profile>/deps")
+            .to_owned();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "broker",
+            "-p",
+            "agent-client",
+            "--bins",
+        ]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build for the binaries");
+        assert!(status.success(), "building the binaries failed");
+        dir
+    })
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// Waits for a line starting with `prefix` on a child's stdout and returns it;
+/// panics with the process's stderr log when it exits or times out first.
+pub async fn await_line(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    prefix: &str,
+    log: &Path,
+) -> String {
+    let wait = async {
+        while let Some(line) = lines.next_line().await.expect("read child stdout") {
+            if line.starts_with(prefix) {
+                return Some(line);
+            }
+        }
+        None
+    };
+    match tokio::time::timeout(STARTUP_TIMEOUT, wait).await {
+        Ok(Some(line)) => line,
+        outcome => {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            panic!(
+                "no {prefix:?} line ({}); log tail:\n{tail}",
+                if outcome.is_err() {
+                    "timed out"
+                } else {
+                    "process exited"
+                }
+            );
+        }
+    }
+}
+
+/// Settings of a broker to start.
+pub struct BrokerBuilder {
+    extra_config: Vec<String>,
+    rust_log: String,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Default for BrokerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BrokerBuilder {
+    pub fn new() -> BrokerBuilder {
+        BrokerBuilder {
+            extra_config: Vec::new(),
+            rust_log: "info".into(),
+            dir: None,
+        }
+    }
+
+    /// Adds a `key = value` line to the broker's TOML config.
+    pub fn config(mut self, line: impl Into<String>) -> Self {
+        self.extra_config.push(line.into());
+        self
+    }
+
+    pub fn rust_log(mut self, filter: impl Into<String>) -> Self {
+        self.rust_log = filter.into();
+        self
+    }
+
+    pub async fn start(self) -> BrokerProcess {
+        let dir = match self.dir {
+            Some(d) => d,
+            None => tempfile::tempdir().expect("temp dir"),
+        };
+        let pki = broker::tls::generate_dev_pki(&dir.path().join("pki"), &["127.0.0.1".to_owned()])
+            .expect("dev pki");
+        let config_path = dir.path().join("broker.toml");
+        let mut config = format!(
+            "listen = \"127.0.0.1:0\"\noperator_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
+            dir.path().join("data"),
+            pki.server_cert,
+            pki.server_key
+        );
+        for line in &self.extra_config {
+            config.push_str(line);
+            config.push('\n');
+        }
+        std::fs::write(&config_path, config).expect("write broker config");
+        let mut broker = BrokerProcess {
+            dir,
+            ca_file: pki.ca_cert,
+            config_path,
+            rust_log: self.rust_log,
+            child: None,
+            grpc_addr: String::new(),
+            operator_addr: String::new(),
+            restarts: 0,
+        };
+        broker.spawn().await;
+        broker
+    }
+}
+
+/// A running `relay-broker` process and its files.
+pub struct BrokerProcess {
+    dir: tempfile::TempDir,
+    pub ca_file: PathBuf,
+    config_path: PathBuf,
+    rust_log: String,
+    child: Option<Child>,
+    pub grpc_addr: String,
+    pub operator_addr: String,
+    restarts: u32,
+}
+
+impl BrokerProcess {
+    async fn spawn(&mut self) {
+        let log = self.log_path(self.restarts);
+        let stderr = std::fs::File::create(&log).expect("broker log file");
+        let mut child = Command::new(bin("relay-broker"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("RUST_LOG", &self.rust_log)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn relay-broker");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let ready = await_line(&mut lines, "relay-broker ready", &log).await;
+        let field = |name: &str| {
+            ready
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix(name))
+                .expect("address in ready line")
+                .to_owned()
+        };
+        self.grpc_addr = field("grpc=");
+        self.operator_addr = field("operator=");
+        // Keep draining stdout so the broker never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+    }
+
+    /// Log file of the n-th run of this broker (0 = first start).
+    pub fn log_path(&self, run: u32) -> PathBuf {
+        self.dir.path().join(format!("broker-{run}.log"))
+    }
+
+    /// Everything this broker has logged, over all its runs.
+    pub fn logs(&self) -> String {
+        (0..=self.restarts)
+            .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
+            .collect()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.grpc_addr)
+    }
+
+    pub fn endpoint(&self) -> BrokerEndpoint {
+        BrokerEndpoint::new(self.url(), Some(&self.ca_file))
+    }
+
+    pub fn operator_key(&self) -> Key {
+        agent_client::credential::read_key_file(&self.data_dir().join("operator.key"))
+            .expect("operator key")
+    }
+
+    pub async fn admin(&self) -> AdminClient {
+        AdminClient::connect(&self.endpoint(), Credential::operator(self.operator_key()))
+            .await
+            .expect("admin client")
+    }
+
+    pub async fn create_tenant(&self, name: &str) -> Tenant {
+        let (_, keys) = self
+            .admin()
+            .await
+            .create_tenant(name, None, false)
+            .await
+            .expect("create tenant");
+        Tenant {
+            name: name.to_owned(),
+            keys,
+        }
+    }
+
+    /// A portal client of `tenant` with the given right and key slot.
+    pub async fn portal(&self, tenant: &Tenant, right: Right) -> PortalClient {
+        PortalClient::connect(&self.endpoint(), &tenant.name, tenant.credential(right))
+            .await
+            .expect("portal client")
+    }
+
+    pub fn agent_process(&self, tenant: &Tenant, agent_id: &str) -> AgentProcessBuilder {
+        AgentProcessBuilder::new(self, tenant, agent_id)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("broker running")
+    }
+
+    /// `kill -9`: no shutdown path runs.
+    pub async fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().expect("SIGKILL");
+            child.wait().await.expect("reap broker");
+        }
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("broker running");
+        let pid = child.id().expect("pid");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .expect("broker exits after SIGTERM")
+            .expect("reap broker")
+    }
+
+    /// Starts the broker again on the same data directory (new ports).
+    pub async fn restart(&mut self) {
+        self.kill9().await;
+        self.restarts += 1;
+        self.spawn().await;
+    }
+
+    pub async fn metrics(&self) -> String {
+        http::get(&self.operator_addr, "/metrics").await.1
+    }
+}
+
+/// A tenant created through the admin API, with its keys.
+pub struct Tenant {
+    pub name: String,
+    pub keys: TenantKeys,
+}
+
+impl Tenant {
+    pub fn key(&self, right: Right, slot: KeySlot) -> Key {
+        self.keys.get(right, slot).expect("tenant key").clone()
+    }
+
+    pub fn credential(&self, right: Right) -> Credential {
+        Credential::new(&self.name, right, self.key(right, KeySlot::Primary))
+    }
+
+    /// Every key of the tenant in base64, for searching logs.
+    pub fn all_keys_base64(&self) -> Vec<String> {
+        self.keys
+            .0
+            .values()
+            .map(|k| k.to_base64().to_string())
+            .collect()
+    }
+}
+
+/// Writes a key to a 0600 file in `dir` and returns its path.
+pub fn write_key(dir: &Path, name: &str, key: &Key) -> PathBuf {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .expect("key file");
+    std::io::Write::write_all(&mut f, key.to_base64().as_bytes()).expect("write key");
+    path
+}
+
+/// The relay reason of a failed client call.
+pub fn reason<T: std::fmt::Debug>(
+    result: Result<T, agent_client::ClientError>,
+) -> agent_client::Reason {
+    let err = result.expect_err("the call should fail");
+    err.reason()
+        .unwrap_or_else(|| panic!("error without a relay reason: {err}"))
+}

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::StreamExt;
 use proto::pb::agent_gateway_client::AgentGatewayClient;
 use proto::pb::broker_frame::Frame as BrokerFrameKind;
 use proto::pb::{self, AgentFrame, GoodbyeReason, Operation, agent_frame, agent_reply};
@@ -85,8 +86,13 @@ pub async fn run_session(
     };
     // The queue is fresh, so this cannot wait.
     let _ = tx.try_send(hello);
+    // The request stream ends as soon as the session is over, even while
+    // handler tasks still hold senders: the broker then sees the end at once.
+    let session_over = CancellationToken::new();
+    let _end_stream = session_over.clone().drop_guard();
+    let outbound = ReceiverStream::new(rx).take_until(session_over.clone().cancelled_owned());
     let opened = tokio::select! {
-        r = client.open_session(ReceiverStream::new(rx)) => r,
+        r = client.open_session(outbound) => r,
         _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
     };
     let mut inbound = opened

@@ -1,0 +1,277 @@
+//! Agents for tests: the real `writeback-agent` binary, and an in-process
+//! agent with an echo handler that records what reached it.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agent_client::agent::{
+    self, AgentConfig, AgentEvent, EventSink, HandlerError, IncomingRequest, RequestHandler,
+};
+use sas::{KeySlot, Right};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{BrokerProcess, STARTUP_TIMEOUT, Tenant, bin, write_key};
+
+pub struct AgentProcessBuilder {
+    url: String,
+    ca_file: PathBuf,
+    tenant: String,
+    agent_id: String,
+    key: sas::Key,
+    rust_log: String,
+    dir: tempfile::TempDir,
+}
+
+impl AgentProcessBuilder {
+    pub fn new(broker: &BrokerProcess, tenant: &Tenant, agent_id: &str) -> Self {
+        AgentProcessBuilder {
+            url: broker.url(),
+            ca_file: broker.ca_file.clone(),
+            tenant: tenant.name.clone(),
+            agent_id: agent_id.to_owned(),
+            key: tenant.key(Right::Listen, KeySlot::Primary),
+            rust_log: "info".into(),
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// Uses this Listen key instead of the tenant's primary one.
+    pub fn key(mut self, key: sas::Key) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// Presents this tenant name in Hello (for cross-tenant tests).
+    pub fn claim_tenant(mut self, tenant: &str) -> Self {
+        self.tenant = tenant.to_owned();
+        self
+    }
+
+    pub fn rust_log(mut self, filter: &str) -> Self {
+        self.rust_log = filter.to_owned();
+        self
+    }
+
+    /// Starts the process without waiting for anything.
+    pub fn spawn(self) -> AgentProcess {
+        let key_file = write_key(self.dir.path(), "listen.key", &self.key);
+        let config = self.dir.path().join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "broker = {:?}\nca_file = {:?}\ntenant = {:?}\nagent_id = {:?}\nlisten_key_file = {:?}\nreconnect_min = \"100ms\"\nreconnect_max = \"1s\"\n",
+                self.url, self.ca_file, self.tenant, self.agent_id, key_file
+            ),
+        )
+        .expect("agent config");
+        let log = self.dir.path().join("agent.log");
+        let mut child = Command::new(bin("writeback-agent"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", &self.rust_log)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("agent log"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn writeback-agent");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        AgentProcess {
+            child,
+            lines: rx,
+            log,
+            _dir: self.dir,
+        }
+    }
+
+    /// Starts the process and waits until its session is established.
+    pub async fn start(self) -> AgentProcess {
+        let mut agent = self.spawn();
+        agent.expect_line("connected").await;
+        agent
+    }
+}
+
+/// A running `writeback-agent` process.
+pub struct AgentProcess {
+    child: Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl AgentProcess {
+    /// Waits for the next status line starting with `prefix` (skipping others).
+    pub async fn expect_line(&mut self, prefix: &str) -> String {
+        let deadline = tokio::time::Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) if line.starts_with(prefix) => return line,
+                Ok(Some(_)) => continue,
+                outcome => panic!(
+                    "agent printed no {prefix:?} line ({}); log:\n{}",
+                    if outcome.is_err() {
+                        "timed out"
+                    } else {
+                        "exited"
+                    },
+                    self.logs()
+                ),
+            }
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn stop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// What an [`EchoAgent`] saw, with a notification on every arrival.
+#[derive(Default)]
+pub struct Seen {
+    request_ids: Mutex<Vec<String>>,
+    arrived: tokio::sync::Notify,
+}
+
+struct Echo {
+    agent_id: String,
+    delay: Duration,
+    seen: Arc<Seen>,
+}
+
+#[tonic::async_trait]
+impl RequestHandler for Echo {
+    async fn handle(&self, request: IncomingRequest) -> Result<Vec<u8>, HandlerError> {
+        self.seen
+            .request_ids
+            .lock()
+            .expect("seen")
+            .push(request.request_id.clone());
+        self.seen.arrived.notify_waiters();
+        tokio::time::sleep(self.delay).await;
+        let mut reply = format!("{}|", self.agent_id).into_bytes();
+        reply.extend_from_slice(&request.envelope);
+        Ok(reply)
+    }
+}
+
+/// An in-process agent (the library's real session loop) whose handler
+/// answers `<agent_id>|<envelope>` after an optional delay.
+pub struct EchoAgent {
+    pub agent_id: String,
+    seen: Arc<Seen>,
+    events: mpsc::UnboundedReceiver<AgentEvent>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl EchoAgent {
+    pub async fn start(broker: &BrokerProcess, tenant: &Tenant, agent_id: &str) -> EchoAgent {
+        Self::start_with_delay(broker, tenant, agent_id, Duration::ZERO).await
+    }
+
+    pub async fn start_with_delay(
+        broker: &BrokerProcess,
+        tenant: &Tenant,
+        agent_id: &str,
+        delay: Duration,
+    ) -> EchoAgent {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key_file = write_key(
+            dir.path(),
+            "listen.key",
+            &tenant.key(Right::Listen, KeySlot::Primary),
+        );
+        let config = AgentConfig::from_toml(&format!(
+            "broker = {:?}\nca_file = {:?}\ntenant = {:?}\nagent_id = {:?}\nlisten_key_file = {:?}\nreconnect_min = \"100ms\"\nreconnect_max = \"1s\"\n",
+            broker.url(),
+            broker.ca_file,
+            tenant.name,
+            agent_id,
+            key_file
+        ))
+        .expect("agent config");
+        let seen = Arc::new(Seen::default());
+        let handler = Arc::new(Echo {
+            agent_id: agent_id.to_owned(),
+            delay,
+            seen: Arc::clone(&seen),
+        });
+        let (tx, events) = mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                agent::run(&config, handler, EventSink::new(tx), shutdown)
+                    .await
+                    .expect("agent run");
+            }
+        });
+        let mut agent = EchoAgent {
+            agent_id: agent_id.to_owned(),
+            seen,
+            events,
+            shutdown,
+            task,
+            _dir: dir,
+        };
+        agent.connected().await;
+        agent
+    }
+
+    /// Waits for the next Connected event.
+    pub async fn connected(&mut self) -> String {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.events.recv()).await {
+                Ok(Some(AgentEvent::Connected { session_id, .. })) => return session_id,
+                Ok(Some(_)) => continue,
+                _ => panic!("agent {} did not connect", self.agent_id),
+            }
+        }
+    }
+
+    pub fn request_ids(&self) -> Vec<String> {
+        self.seen.request_ids.lock().expect("seen").clone()
+    }
+
+    /// Waits until a request with this id has reached the handler.
+    pub async fn wait_for_request(&self, request_id: &str) {
+        let wait = async {
+            loop {
+                let notified = self.seen.arrived.notified();
+                if self.request_ids().iter().any(|id| id == request_id) {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(STARTUP_TIMEOUT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("request {request_id} never reached {}", self.agent_id));
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
