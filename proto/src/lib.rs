@@ -219,3 +219,29 @@ mod tests {
         assert!(reason_of(&Status::internal("boom")).is_none());
     }
 }
+
+#[cfg(test)]
+mod docs {
+    use super::Reason;
+
+    /// The README's table must list every reason with the code it is sent with.
+    #[test]
+    fn the_readme_documents_every_reason() {
+        let readme = include_str!("../../README.md");
+        for reason in Reason::ALL {
+            let code = format!("{:?}", reason.code());
+            // Code's Debug is CamelCase; the table uses the canonical names.
+            let canonical: String = code
+                .chars()
+                .enumerate()
+                .flat_map(|(i, c)| {
+                    let sep = (i > 0 && c.is_ascii_uppercase()).then_some('_');
+                    sep.into_iter()
+                        .chain(std::iter::once(c.to_ascii_uppercase()))
+                })
+                .collect();
+            let row = format!("| `{}` | {} |", reason.as_str(), canonical);
+            assert!(readme.contains(&row), "README lacks the row {row}");
+        }
+    }
+}
