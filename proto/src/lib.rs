@@ -68,6 +68,33 @@ pub mod names {
     }
 }
 
+impl fmt::Debug for pb::Hello {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hello")
+            .field("tenant", &self.tenant)
+            .field("agent_id", &self.agent_id)
+            .field("agent_version", &self.agent_version)
+            .field("token", &"***")
+            .finish()
+    }
+}
+
+impl fmt::Debug for pb::RenewToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RenewToken").field("token", &"***").finish()
+    }
+}
+
+impl fmt::Debug for pb::TenantKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantKey")
+            .field("right", &self.right)
+            .field("slot", &self.slot)
+            .field("key", &"***")
+            .finish()
+    }
+}
+
 /// The `ErrorInfo.domain` of every relay error.
 pub const ERROR_DOMAIN: &str = "relay.v1";
 
@@ -212,6 +239,33 @@ mod tests {
         let before = names.len();
         names.dedup();
         assert_eq!(before, names.len());
+    }
+
+    #[test]
+    fn messages_with_secrets_mask_them_in_debug() {
+        let hello = pb::Hello {
+            tenant: "t".into(),
+            agent_id: "a".into(),
+            agent_version: "1".into(),
+            token: "SharedAccessSignature sr=t&sig=SECRET".into(),
+        };
+        let frame = pb::AgentFrame {
+            frame: Some(pb::agent_frame::Frame::Hello(hello)),
+        };
+        let renew = pb::RenewToken {
+            token: "SECRET".into(),
+        };
+        let reply = pb::CreateTenantReply {
+            configuration: None,
+            keys: vec![pb::TenantKey {
+                right: 1,
+                slot: 1,
+                key: "SECRET".into(),
+            }],
+        };
+        let shown = format!("{frame:?} {renew:?} {reply:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("agent_id"));
     }
 
     #[test]

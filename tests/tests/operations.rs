@@ -221,3 +221,27 @@ async fn no_key_or_token_appears_in_any_log_line() {
     }
     assert!(!shown.contains("sig="), "Debug output shows a token");
 }
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let broker = BrokerBuilder::new()
+        .config("log_format = \"json\"")
+        .start()
+        .await;
+    let tenant = broker.create_tenant("contoso").await;
+    let _agent = EchoAgent::start(&broker, &tenant, "dc01").await;
+    let logs = broker.logs();
+    let mut sessions = 0;
+    for line in logs.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(value.get("level").is_some(), "{line}");
+        if value["message"] == "agent session accepted" {
+            // The session span's fields travel with the event.
+            assert_eq!(value["span"]["tenant"], "contoso", "{line}");
+            assert_eq!(value["span"]["agent_id"], "dc01", "{line}");
+            sessions += 1;
+        }
+    }
+    assert_eq!(sessions, 1, "{logs}");
+}
