@@ -1,0 +1,272 @@
+//! The plaintexts inside envelopes. Both are padded with zero bytes to a
+//! fixed block, so the ciphertext's length tells the broker neither the
+//! password's length nor which outcome a reply carries.
+//!
+//! ```text
+//! request body                         reply body
+//!   u8   anchor kind (1, 2)              u16  outcome code
+//!   u16  anchor length, anchor           u16  message length, message (UTF-8)
+//!   u8   flags (bit 0 unlock,            u8   detail count
+//!        bit 1 must change at logon)     per detail: u8 key length, key,
+//!   u16  new password length, UTF-8                  u16 value length, value
+//!   u16  current password length, UTF-8
+//!   zero padding to a multiple of 256    zero padding to a multiple of 512
+//! ```
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+use crate::wire::Reader;
+
+pub const REQUEST_BLOCK: usize = 256;
+pub const REPLY_BLOCK: usize = 512;
+const MAX_FIELD: usize = 1024;
+
+/// Operation numbers (relay.v1 `Operation`) that envelopes carry.
+pub mod operation {
+    pub const RESET_PASSWORD: u8 = 2;
+    pub const CHANGE_PASSWORD: u8 = 3;
+    pub const UNLOCK_ACCOUNT: u8 = 4;
+    pub const GET_PASSWORD_POLICY: u8 = 5;
+}
+
+/// A password: zeroized on drop, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(Zeroizing<String>);
+
+impl Password {
+    pub fn new(text: impl Into<String>) -> Password {
+        Password(Zeroizing::new(text.into()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+/// How the portal names the account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Anchor {
+    /// The cloud source anchor: by default the base64 objectGUID.
+    SourceAnchor(String),
+    UserPrincipalName(String),
+}
+
+/// What the user asked for, as sealed by the portal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestBody {
+    pub anchor: Anchor,
+    /// Also clear the lockout (reset with unlock).
+    pub unlock: bool,
+    /// Require a change at next logon (pwdLastSet = 0).
+    pub must_change: bool,
+    pub new_password: Option<Password>,
+    pub current_password: Option<Password>,
+}
+
+impl RequestBody {
+    pub fn reset(anchor: Anchor, new_password: Password) -> RequestBody {
+        RequestBody {
+            anchor,
+            unlock: false,
+            must_change: false,
+            new_password: Some(new_password),
+            current_password: None,
+        }
+    }
+
+    pub fn change(anchor: Anchor, current: Password, new_password: Password) -> RequestBody {
+        RequestBody {
+            anchor,
+            unlock: false,
+            must_change: false,
+            new_password: Some(new_password),
+            current_password: Some(current),
+        }
+    }
+
+    pub fn without_passwords(anchor: Anchor) -> RequestBody {
+        RequestBody {
+            anchor,
+            unlock: false,
+            must_change: false,
+            new_password: None,
+            current_password: None,
+        }
+    }
+
+    /// Whether this body fits `operation`.
+    pub fn check(&self, op: u8) -> Result<(), &'static str> {
+        let has_new = self.new_password.as_ref().is_some_and(|p| !p.0.is_empty());
+        let has_current = self
+            .current_password
+            .as_ref()
+            .is_some_and(|p| !p.0.is_empty());
+        let flags = self.unlock || self.must_change;
+        match op {
+            operation::RESET_PASSWORD if has_new && !has_current => Ok(()),
+            operation::RESET_PASSWORD => Err("a reset carries a new password and no current one"),
+            operation::CHANGE_PASSWORD if has_new && has_current && !flags => Ok(()),
+            operation::CHANGE_PASSWORD => {
+                Err("a change carries the current and the new password, and no flags")
+            }
+            operation::UNLOCK_ACCOUNT | operation::GET_PASSWORD_POLICY
+                if !has_new && !has_current && !flags =>
+            {
+                Ok(())
+            }
+            operation::UNLOCK_ACCOUNT | operation::GET_PASSWORD_POLICY => {
+                Err("this operation carries no password and no flags")
+            }
+            _ => Err("the operation cannot travel in an envelope"),
+        }
+    }
+
+    pub(crate) fn encode(&self) -> Result<Zeroizing<Vec<u8>>, &'static str> {
+        let mut out = Zeroizing::new(Vec::with_capacity(REQUEST_BLOCK));
+        let (kind, anchor) = match &self.anchor {
+            Anchor::SourceAnchor(a) => (1u8, a),
+            Anchor::UserPrincipalName(a) => (2u8, a),
+        };
+        if anchor.is_empty() || anchor.len() > MAX_FIELD {
+            return Err("the anchor must have 1-1024 bytes");
+        }
+        out.push(kind);
+        put_u16_field(&mut out, anchor.as_bytes());
+        out.push(u8::from(self.unlock) | (u8::from(self.must_change) << 1));
+        for p in [&self.new_password, &self.current_password] {
+            let bytes = p.as_ref().map_or(&[][..], |p| p.0.as_bytes());
+            if bytes.len() > MAX_FIELD {
+                return Err("a password must have at most 1024 bytes");
+            }
+            put_u16_field(&mut out, bytes);
+        }
+        pad(&mut out, REQUEST_BLOCK);
+        Ok(out)
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<RequestBody, &'static str> {
+        let mut r = Reader::new(bytes);
+        let kind = r.u8("anchor kind")?;
+        let anchor = utf8(u16_field(&mut r, "anchor")?, "anchor")?;
+        if anchor.is_empty() {
+            return Err("empty anchor");
+        }
+        let anchor = match kind {
+            1 => Anchor::SourceAnchor(anchor),
+            2 => Anchor::UserPrincipalName(anchor),
+            _ => return Err("unknown anchor kind"),
+        };
+        let flags = r.u8("flags")?;
+        if flags & !0b11 != 0 {
+            return Err("unknown flags");
+        }
+        let mut password = |what| -> Result<Option<Password>, &'static str> {
+            let bytes = u16_field(&mut r, what)?;
+            if bytes.is_empty() {
+                return Ok(None);
+            }
+            let text = std::str::from_utf8(bytes).map_err(|_| what)?;
+            Ok(Some(Password::new(text)))
+        };
+        let new_password = password("new password")?;
+        let current_password = password("current password")?;
+        check_padding(r.rest(), bytes.len(), REQUEST_BLOCK)?;
+        Ok(RequestBody {
+            anchor,
+            unlock: flags & 1 != 0,
+            must_change: flags & 2 != 0,
+            new_password,
+            current_password,
+        })
+    }
+}
+
+/// The agent's answer, sealed back to the portal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyBody {
+    /// The outcome code (0 = success; the agent defines the others).
+    pub outcome: u16,
+    /// What to tell the user, in plain words.
+    pub message: String,
+    /// Structured details, for example ("min_length", "12").
+    pub details: Vec<(String, String)>,
+}
+
+impl ReplyBody {
+    pub(crate) fn encode(&self) -> Result<Zeroizing<Vec<u8>>, &'static str> {
+        let mut out = Zeroizing::new(Vec::with_capacity(REPLY_BLOCK));
+        out.extend_from_slice(&self.outcome.to_be_bytes());
+        if self.message.len() > 4096 {
+            return Err("the message must have at most 4096 bytes");
+        }
+        put_u16_field(&mut out, self.message.as_bytes());
+        if self.details.len() > 32 {
+            return Err("at most 32 details");
+        }
+        out.push(self.details.len() as u8);
+        for (k, v) in &self.details {
+            if k.is_empty() || k.len() > 64 || v.len() > MAX_FIELD {
+                return Err("detail keys have 1-64 bytes, values at most 1024");
+            }
+            out.push(k.len() as u8);
+            out.extend_from_slice(k.as_bytes());
+            put_u16_field(&mut out, v.as_bytes());
+        }
+        pad(&mut out, REPLY_BLOCK);
+        Ok(out)
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<ReplyBody, &'static str> {
+        let mut r = Reader::new(bytes);
+        let outcome = r.u16("outcome")?;
+        let message = utf8(u16_field(&mut r, "message")?, "message")?;
+        let count = r.u8("detail count")?;
+        let mut details = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let klen = r.u8("detail key length")? as usize;
+            let key = utf8(r.take(klen, "detail key")?, "detail key")?;
+            let value = utf8(u16_field(&mut r, "detail value")?, "detail value")?;
+            details.push((key, value));
+        }
+        check_padding(r.rest(), bytes.len(), REPLY_BLOCK)?;
+        Ok(ReplyBody {
+            outcome,
+            message,
+            details,
+        })
+    }
+}
+
+fn put_u16_field(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn u16_field<'a>(r: &mut Reader<'a>, what: &'static str) -> Result<&'a [u8], &'static str> {
+    let n = r.u16(what)? as usize;
+    r.take(n, what)
+}
+
+fn utf8(bytes: &[u8], what: &'static str) -> Result<String, &'static str> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| what)
+}
+
+fn pad(out: &mut Vec<u8>, block: usize) {
+    let target = out.len().div_ceil(block).max(1) * block;
+    out.resize(target, 0);
+}
+
+fn check_padding(rest: &[u8], total: usize, block: usize) -> Result<(), &'static str> {
+    if total % block != 0 || rest.iter().any(|&b| b != 0) {
+        return Err("padding");
+    }
+    Ok(())
+}

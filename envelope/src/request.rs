@@ -1,0 +1,185 @@
+//! Sealing a request (portal) and opening it (agent).
+//!
+//! HPKE (RFC 9180) in auth mode, suite DHKEM(X25519, HKDF-SHA256) /
+//! HKDF-SHA256 / ChaCha20-Poly1305: the portal's static key authenticates
+//! the sender, so only a holder of a pinned portal key can make an envelope
+//! the agent accepts. `info` is the constant [`REQUEST_INFO`]; the header
+//! (everything before the ciphertext, enc included) is the associated data.
+
+use hpke::aead::ChaCha20Poly1305;
+use hpke::kdf::HkdfSha256;
+use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
+use rand_core::CryptoRng;
+use zeroize::Zeroizing;
+
+use crate::body::RequestBody;
+use crate::error::{OpenError, SealError};
+use crate::keys::{KEY_LEN, Kem, KeyPair, PublicKey};
+use crate::reply::{ReplyKeys, export_reply_secret};
+use crate::wire::{RequestHeader, parse_request};
+
+/// The HPKE `info` of every request.
+pub const REQUEST_INFO: &[u8] = b"relay.v1 request";
+
+type EncappedKey = <Kem as hpke::Kem>::EncappedKey;
+
+/// What the portal keeps to open the reply to a request it sealed.
+pub struct PendingReply {
+    pub(crate) keys: ReplyKeys,
+    pub header: RequestHeader,
+}
+
+/// Seals `body` from `portal` to `agent`. The header's key ids are filled in
+/// from the keys; the rest of it (tenant, request id, operation, times) is
+/// the caller's.
+pub fn seal_request(
+    portal: &KeyPair,
+    agent: &PublicKey,
+    header: &RequestHeader,
+    body: &RequestBody,
+    rng: &mut impl CryptoRng,
+) -> Result<(Vec<u8>, PendingReply), SealError> {
+    let mut header = header.clone();
+    header.agent_key_id = agent.key_id();
+    header.portal_key_id = portal.public.key_id();
+    header
+        .validate()
+        .map_err(|(field, problem)| SealError::Invalid { field, problem })?;
+    body.check(header.operation)
+        .map_err(|problem| SealError::Invalid {
+            field: "body",
+            problem,
+        })?;
+    let plaintext = body.encode().map_err(|problem| SealError::Invalid {
+        field: "body",
+        problem,
+    })?;
+    let mode = OpModeS::Auth((portal.private.clone(), portal.public.inner.clone()));
+    let (enc, mut ctx) = hpke::setup_sender_with_rng::<ChaCha20Poly1305, HkdfSha256, Kem>(
+        &mode,
+        &agent.inner,
+        REQUEST_INFO,
+        rng,
+    )
+    .map_err(|_| SealError::Hpke)?;
+    let mut out = Vec::with_capacity(128 + plaintext.len());
+    header.encode(&mut out);
+    out.extend_from_slice(&enc.to_bytes());
+    let ciphertext = ctx.seal(&plaintext, &out).map_err(|_| SealError::Hpke)?;
+    let secret = export_reply_secret(&ctx).map_err(|_| SealError::Hpke)?;
+    out.extend_from_slice(&ciphertext);
+    let mut enc_bytes = [0u8; KEY_LEN];
+    enc_bytes.copy_from_slice(&enc.to_bytes());
+    Ok((
+        out,
+        PendingReply {
+            keys: ReplyKeys {
+                secret,
+                enc: enc_bytes,
+            },
+            header,
+        },
+    ))
+}
+
+/// What an agent needs to open requests.
+pub struct Recipient<'a> {
+    /// The tenant this agent serves.
+    pub tenant: &'a str,
+    /// The agent's key pairs: the current one and any kept for overlap.
+    pub keys: &'a [KeyPair],
+    /// The portal keys pinned at onboarding.
+    pub trusted_portals: &'a [PublicKey],
+    /// The agent's clock, Unix milliseconds.
+    pub now_ms: u64,
+    /// How far the portal's clock may be off.
+    pub skew_allowance_ms: u64,
+    /// The longest validity window accepted.
+    pub max_lifetime_ms: u64,
+}
+
+/// An authenticated, decrypted request.
+pub struct OpenedRequest {
+    pub header: RequestHeader,
+    pub body: RequestBody,
+    /// The encapsulated key: unique per envelope, the replay cache's key.
+    pub enc: [u8; KEY_LEN],
+    pub(crate) reply: ReplyKeys,
+}
+
+impl std::fmt::Debug for OpenedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenedRequest")
+            .field("header", &self.header)
+            .field("body", &self.body)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Authenticates and decrypts a request, then checks its validity window.
+/// Replays are the caller's to check, with [`OpenedRequest::enc`] (see
+/// [`crate::replay::ReplayWindow`]).
+pub fn open_request(bytes: &[u8], to: &Recipient<'_>) -> Result<OpenedRequest, OpenError> {
+    let parsed = parse_request(bytes)?;
+    let header = parsed.header;
+    if header.tenant != to.tenant {
+        return Err(OpenError::WrongTenant {
+            expected: to.tenant.to_owned(),
+            found: header.tenant,
+        });
+    }
+    let key = to
+        .keys
+        .iter()
+        .find(|k| k.public.key_id() == header.agent_key_id)
+        .ok_or(OpenError::UnknownKey(header.agent_key_id))?;
+    let sender = to
+        .trusted_portals
+        .iter()
+        .find(|p| p.key_id() == header.portal_key_id)
+        .ok_or(OpenError::UnknownSender(header.portal_key_id))?;
+    let encapped = EncappedKey::from_bytes(parsed.enc).map_err(|_| OpenError::Malformed("enc"))?;
+    let mut ctx = hpke::setup_receiver::<ChaCha20Poly1305, HkdfSha256, Kem>(
+        &OpModeR::Auth(sender.inner.clone()),
+        &key.private,
+        &encapped,
+        REQUEST_INFO,
+    )
+    .map_err(|_| OpenError::AuthenticationFailed)?;
+    let plaintext = Zeroizing::new(
+        ctx.open(parsed.ciphertext, parsed.aad)
+            .map_err(|_| OpenError::AuthenticationFailed)?,
+    );
+    let body = RequestBody::decode(&plaintext).map_err(OpenError::InvalidBody)?;
+    body.check(header.operation)
+        .map_err(OpenError::InvalidBody)?;
+    let (now, skew) = (to.now_ms as i64, to.skew_allowance_ms as i64);
+    let (issued, expires) = (header.issued_at_ms as i64, header.expires_at_ms as i64);
+    if expires <= issued || expires - issued > to.max_lifetime_ms as i64 {
+        return Err(OpenError::LifetimeTooLong {
+            lifetime_ms: expires.saturating_sub(issued),
+            max_ms: to.max_lifetime_ms as i64,
+        });
+    }
+    if now > expires + skew {
+        return Err(OpenError::Expired {
+            expired_ms_ago: now - expires,
+            allowance_ms: skew,
+        });
+    }
+    if issued > now + skew {
+        return Err(OpenError::NotYetValid {
+            ahead_ms: issued - now,
+            allowance_ms: skew,
+        });
+    }
+    let secret = export_reply_secret(&ctx).map_err(|_| OpenError::AuthenticationFailed)?;
+    let mut enc = [0u8; KEY_LEN];
+    enc.copy_from_slice(parsed.enc);
+    Ok(OpenedRequest {
+        header,
+        body,
+        enc,
+        reply: ReplyKeys { secret, enc },
+    })
+}
