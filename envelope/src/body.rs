@@ -265,7 +265,7 @@ fn pad(out: &mut Vec<u8>, block: usize) {
 }
 
 fn check_padding(rest: &[u8], total: usize, block: usize) -> Result<(), &'static str> {
-    if total % block != 0 || rest.iter().any(|&b| b != 0) {
+    if !total.is_multiple_of(block) || rest.iter().any(|&b| b != 0) {
         return Err("padding");
     }
     Ok(())

@@ -88,7 +88,7 @@ fn ascii_field(bytes: &[u8], max: usize, what: &'static str) -> Result<String, &
     if bytes.is_empty() || bytes.len() > max || !bytes.iter().all(|b| b.is_ascii_graphic()) {
         return Err(what);
     }
-    Ok(String::from_utf8(bytes.to_vec()).map_err(|_| what)?)
+    String::from_utf8(bytes.to_vec()).map_err(|_| what)
 }
 
 impl RequestHeader {
