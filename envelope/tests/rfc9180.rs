@@ -3,6 +3,7 @@
 //! from an RNG that yields exactly the RFC's ikmE, so every byte of enc,
 //! ciphertext and exported value can be compared.
 
+#[path = "vectors/rfc9180_a2.rs"]
 mod rfc9180_a2;
 
 use std::convert::Infallible;
