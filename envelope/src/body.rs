@@ -129,7 +129,8 @@ impl RequestBody {
         }
     }
 
-    pub(crate) fn encode(&self) -> Result<Zeroizing<Vec<u8>>, &'static str> {
+    /// The padded plaintext.
+    pub fn encode(&self) -> Result<Zeroizing<Vec<u8>>, &'static str> {
         let mut out = Zeroizing::new(Vec::with_capacity(REQUEST_BLOCK));
         let (kind, anchor) = match &self.anchor {
             Anchor::SourceAnchor(a) => (1u8, a),
@@ -152,7 +153,8 @@ impl RequestBody {
         Ok(out)
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Result<RequestBody, &'static str> {
+    /// Parses a decrypted, padded request body (the parser behind [`crate::open_request`]).
+    pub fn decode(bytes: &[u8]) -> Result<RequestBody, &'static str> {
         let mut r = Reader::new(bytes);
         let kind = r.u8("anchor kind")?;
         let anchor = utf8(u16_field(&mut r, "anchor")?, "anchor")?;
@@ -201,7 +203,8 @@ pub struct ReplyBody {
 }
 
 impl ReplyBody {
-    pub(crate) fn encode(&self) -> Result<Zeroizing<Vec<u8>>, &'static str> {
+    /// The padded plaintext.
+    pub fn encode(&self) -> Result<Zeroizing<Vec<u8>>, &'static str> {
         let mut out = Zeroizing::new(Vec::with_capacity(REPLY_BLOCK));
         out.extend_from_slice(&self.outcome.to_be_bytes());
         if self.message.len() > 4096 {
@@ -224,7 +227,8 @@ impl ReplyBody {
         Ok(out)
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Result<ReplyBody, &'static str> {
+    /// Parses a decrypted, padded reply body.
+    pub fn decode(bytes: &[u8]) -> Result<ReplyBody, &'static str> {
         let mut r = Reader::new(bytes);
         let outcome = r.u16("outcome")?;
         let message = utf8(u16_field(&mut r, "message")?, "message")?;
