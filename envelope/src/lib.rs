@@ -19,8 +19,10 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod endorse;
 pub mod error;
 pub mod keys;
+pub mod keystore;
 pub mod replay;
 pub mod reply;
 pub mod request;
