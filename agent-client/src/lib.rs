@@ -7,6 +7,8 @@
 //! - [`credential`]: keys held locally, tokens minted from them per call.
 //! - [`portal`]: [`portal::PortalClient`], what a reset portal calls: submit,
 //!   ping, configuration.
+//! - [`sealed`]: [`sealed::SealedPortal`], sealing requests end to end to
+//!   trusted agent keys and opening the sealed answers.
 //! - [`admin`]: [`admin::AdminClient`], tenant administration.
 //! - [`agent`]: the agent's session loop, reconnect backoff and the
 //!   [`agent::RequestHandler`] seam that the directory operations plug into.
@@ -18,6 +20,7 @@ pub mod connect;
 pub mod credential;
 pub mod error;
 pub mod portal;
+pub mod sealed;
 pub mod telemetry;
 
 pub use error::{ClientError, Reason};

@@ -69,6 +69,12 @@ pub enum RelayError {
     AgentError { agent_id: String, message: String },
     #[error("the broker is shutting down")]
     ShuttingDown,
+    #[error("invalid agent key: {0}")]
+    InvalidAgentKey(&'static str),
+    #[error("the tenant already has {0} agent keys; retire one first")]
+    TooManyAgentKeys(usize),
+    #[error("no agent key {0:?} is registered")]
+    AgentKeyNotFound(String),
     #[error("the broker's store failed; nothing was changed")]
     Store(#[source] Box<StoreError>),
 }
@@ -110,6 +116,9 @@ impl RelayError {
             E::AgentError { .. } => Reason::AgentError,
             E::ShuttingDown => Reason::ShuttingDown,
             E::Store(_) => Reason::StoreUnavailable,
+            E::InvalidAgentKey(_) => Reason::InvalidAgentKey,
+            E::TooManyAgentKeys(_) => Reason::TooManyAgentKeys,
+            E::AgentKeyNotFound(_) => Reason::AgentKeyNotFound,
         }
     }
 

@@ -154,6 +154,20 @@ impl AgentGateway for Gateway {
         tokio::spawn(drive(Arc::clone(&self.state), session, inbound).instrument(span));
         Ok(Response::new(stream))
     }
+
+    async fn register_key(
+        &self,
+        request: Request<pb::RegisterKeyRequest>,
+    ) -> Result<Response<pb::RegisterKeyReply>, Status> {
+        crate::agent_keys::register(&self.state, request).await
+    }
+
+    async fn retire_key(
+        &self,
+        request: Request<pb::RetireKeyRequest>,
+    ) -> Result<Response<pb::RetireKeyReply>, Status> {
+        crate::agent_keys::retire(&self.state, request).await
+    }
 }
 
 /// Runs a session until it ends, then deregisters it and says goodbye.

@@ -12,6 +12,8 @@
 //! - [`gateway`]: the agent-facing `AgentGateway` service that authenticates
 //!   and drives each session (heartbeats, replies, token renewal, goodbye).
 //! - [`admin_service`]: tenants, write-back switch, agents, keys.
+//! - [`agent_keys`]: the agents' write-back public keys, which portals read
+//!   and verify (the broker only stores them).
 //! - [`tenants`] over [`store`]: tenants in memory, committed to redb first.
 //! - [`operator`], [`metrics`]: /healthz, /readyz, /metrics.
 //! - [`error`]: the one error type and its conversion to gRPC statuses.
@@ -21,6 +23,7 @@
 //! open one.
 
 pub mod admin_service;
+pub mod agent_keys;
 pub mod auth;
 pub mod config;
 pub mod deadline;

@@ -239,5 +239,22 @@ pub fn configuration(state: &State, tenant: &str) -> Result<pb::TenantConfigurat
         writeback_enabled: record.writeback_enabled,
         modified_unix_ms: record.modified_unix_ms,
         agents_online: state.registry.agent_infos(tenant),
+        agent_keys: record.agent_keys.iter().map(agent_key_to_pb).collect(),
     })
+}
+
+pub fn agent_key_to_pb(k: &crate::store::AgentKeyRecord) -> pb::AgentKey {
+    pb::AgentKey {
+        key_id: k.key_id.clone(),
+        public_key: k.public_key.clone(),
+        registered_unix_ms: k.registered_unix_ms,
+        endorsements: k
+            .endorsements
+            .iter()
+            .map(|(portal_key_id, endorsement)| pb::KeyEndorsement {
+                portal_key_id: portal_key_id.clone(),
+                endorsement: endorsement.clone(),
+            })
+            .collect(),
+    }
 }

@@ -78,6 +78,18 @@ impl TenantKeys {
     }
 }
 
+/// A write-back public key of the tenant's agents, with the endorsements
+/// that let portals trust it. Public material only: the broker can neither
+/// use nor check it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentKeyRecord {
+    pub key_id: String,
+    pub public_key: Vec<u8>,
+    pub registered_unix_ms: i64,
+    /// (portal key id, endorsement bytes)
+    pub endorsements: Vec<(String, Vec<u8>)>,
+}
+
 /// One tenant as stored. `Debug` is safe: keys print as `Key(***)`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TenantRecord {
@@ -88,6 +100,9 @@ pub struct TenantRecord {
     pub modified_unix_ms: i64,
     pub keys: TenantKeys,
     pub revoked_agents: BTreeSet<String>,
+    /// Oldest first.
+    #[serde(default)]
+    pub agent_keys: Vec<AgentKeyRecord>,
 }
 
 /// A store failure. The messages name the operation, never a key.
@@ -220,6 +235,7 @@ mod tests {
             modified_unix_ms: 2,
             keys: TenantKeys::generate().unwrap(),
             revoked_agents: BTreeSet::from(["old-agent".to_owned()]),
+            agent_keys: Vec::new(),
         }
     }
 

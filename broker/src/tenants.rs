@@ -81,6 +81,7 @@ impl Tenants {
             modified_unix_ms: now,
             keys,
             revoked_agents: BTreeSet::new(),
+            agent_keys: Vec::new(),
         };
         self.commit(record).await
     }

@@ -31,6 +31,30 @@ pub mod operation {
     pub const GET_PASSWORD_POLICY: u8 = 5;
 }
 
+/// Outcome codes carried in [`ReplyBody::outcome`]. Stable: portals show a
+/// message per code and read the details listed with each.
+pub mod outcome {
+    pub const SUCCESS: u16 = 0;
+    /// details: min_length
+    pub const PASSWORD_TOO_SHORT: u16 = 1;
+    /// details: missing (categories), contains (account name or display name token)
+    pub const FAILS_COMPLEXITY: u16 = 2;
+    /// details: history_length
+    pub const IN_HISTORY: u16 = 3;
+    /// details: allowed_after_unix_ms
+    pub const CHANGED_TOO_RECENTLY: u16 = 4;
+    pub const WRONG_CURRENT_PASSWORD: u16 = 5;
+    pub const ACCOUNT_DISABLED: u16 = 6;
+    pub const ACCOUNT_LOCKED: u16 = 7;
+    pub const USER_NOT_FOUND: u16 = 8;
+    pub const SEVERAL_MATCHES: u16 = 9;
+    /// details: ou, inheritance_blocked
+    pub const PERMISSION_DENIED: u16 = 10;
+    pub const PROTECTED_ACCOUNT: u16 = 11;
+    pub const WRITEBACK_DISABLED: u16 = 12;
+    pub const DIRECTORY_UNAVAILABLE: u16 = 13;
+}
+
 /// A password: zeroized on drop, never shown by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(Zeroizing<String>);

@@ -185,6 +185,12 @@ reasons! {
     ShuttingDown => "SHUTTING_DOWN", Unavailable;
     /// The broker's store failed; nothing was changed.
     StoreUnavailable => "STORE_UNAVAILABLE", Internal;
+    /// A registered agent key is malformed (key id, length, endorsements).
+    InvalidAgentKey => "INVALID_AGENT_KEY", InvalidArgument;
+    /// The tenant already has the most agent keys allowed; retire one first.
+    TooManyAgentKeys => "TOO_MANY_AGENT_KEYS", ResourceExhausted;
+    /// No registered agent key has that id.
+    AgentKeyNotFound => "AGENT_KEY_NOT_FOUND", NotFound;
 }
 
 impl fmt::Display for Reason {

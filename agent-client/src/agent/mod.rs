@@ -4,7 +4,9 @@
 
 pub mod backoff;
 pub mod config;
+pub mod envelopes;
 pub mod handler;
+pub mod keyring;
 pub mod session;
 
 use std::sync::Arc;
