@@ -39,8 +39,46 @@ pub struct AgentConfig {
     pub reconnect_min: Duration,
     #[serde(default = "default_reconnect_max", with = "humantime_serde")]
     pub reconnect_max: Duration,
+    /// The keyring made by `writeback-agent init`: the write-back private
+    /// keys and pinned portal keys, sealed under the setup password. Without
+    /// it the agent answers pings only.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// A file holding the setup password, so the service can open the
+    /// keyring at start (mode 0600; on systemd hosts, supply it with
+    /// LoadCredentialEncrypted). The WRITEBACK_AGENT_SETUP_PASSWORD
+    /// environment variable is the alternative.
+    #[serde(default)]
+    pub setup_password_file: Option<PathBuf>,
+    /// Where the agent keeps its state (the replay window). Defaults to the
+    /// key file's directory.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// How far a portal's clock may be off from this agent's.
+    #[serde(default = "default_skew", with = "humantime_serde")]
+    pub clock_skew_allowance: Duration,
+    /// The longest validity window an envelope may claim.
+    #[serde(default = "default_max_lifetime", with = "humantime_serde")]
+    pub max_envelope_lifetime: Duration,
+    /// How long a superseded key is kept after a rotation.
+    #[serde(default = "default_key_overlap", with = "humantime_serde")]
+    pub key_overlap: Duration,
+    /// Rotate the write-back key automatically when it is this old (Entra
+    /// rotates every 6 months). Off when absent.
+    #[serde(default, with = "humantime_serde")]
+    pub rotate_every: Option<Duration>,
     #[serde(default)]
     pub log_format: LogFormat,
+}
+
+fn default_skew() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_lifetime() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_key_overlap() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 
 fn default_token_lifetime() -> Duration {
@@ -108,6 +146,29 @@ impl AgentConfig {
             );
         }
         Ok(())
+    }
+
+    /// Where the replay window lives.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| {
+            self.key_file
+                .as_deref()
+                .and_then(Path::parent)
+                .map_or_else(|| PathBuf::from("."), Path::to_owned)
+        })
+    }
+
+    /// The setup password from the configured file or the environment.
+    pub fn setup_password(&self) -> Option<zeroize::Zeroizing<String>> {
+        if let Some(path) = &self.setup_password_file {
+            let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).ok()?);
+            return Some(zeroize::Zeroizing::new(
+                text.trim_end_matches(['\n', '\r']).to_owned(),
+            ));
+        }
+        std::env::var("WRITEBACK_AGENT_SETUP_PASSWORD")
+            .ok()
+            .map(zeroize::Zeroizing::new)
     }
 
     /// The configured agent id, or one derived from the host name.

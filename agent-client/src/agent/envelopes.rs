@@ -4,8 +4,8 @@
 //! to the portal. Refusals before the envelope could be trusted go back
 //! unsealed, with the refusal's code, since there is nobody to seal to.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use envelope::body::outcome;
@@ -15,8 +15,10 @@ use envelope::{
 use proto::pb::AgentErrorCode;
 use redb::{Database, ReadableTable, TableDefinition};
 use tracing::{info, warn};
+use zeroize::Zeroizing;
 
 use super::handler::{HandlerError, IncomingRequest, RequestHandler};
+use super::keyring::{Keyring, KeyringError};
 
 const REPLAY: TableDefinition<&[u8], u64> = TableDefinition::new("replay");
 
@@ -116,13 +118,15 @@ impl DurableReplay {
             warn!(code = e.code(), "envelope refused");
             refuse(e.code(), e)
         })?;
-        let write = || -> Result<(), redb::Error> {
-            let tx = self.db.begin_write()?;
+        let write = || -> Result<(), Box<redb::Error>> {
+            let tx = self.db.begin_write().map_err(|e| Box::new(e.into()))?;
             {
-                let mut table = tx.open_table(REPLAY)?;
-                table.insert(enc.as_slice(), until)?;
+                let mut table = tx.open_table(REPLAY).map_err(|e| Box::new(e.into()))?;
+                table
+                    .insert(enc.as_slice(), until)
+                    .map_err(|e| Box::new(e.into()))?;
             }
-            tx.commit()?;
+            tx.commit().map_err(|e| Box::new(e.into()))?;
             Ok(())
         };
         // If the entry cannot be made durable, refuse rather than risk
@@ -145,11 +149,69 @@ impl DurableReplay {
     }
 }
 
+/// The keys to open envelopes with: a fixed set, or the keyring file,
+/// re-read whenever it changes (after `rotate-key` or `import`).
+pub enum KeySource {
+    Fixed {
+        keys: Vec<KeyPair>,
+        portals: Vec<PublicKey>,
+    },
+    Keyring {
+        path: PathBuf,
+        password: Zeroizing<String>,
+        loaded: RwLock<(Option<SystemTime>, Vec<KeyPair>, Vec<PublicKey>)>,
+    },
+}
+
+impl KeySource {
+    /// Opens the keyring now, so a wrong password fails at start.
+    pub fn keyring(path: &Path, password: Zeroizing<String>) -> Result<KeySource, KeyringError> {
+        let ring = Keyring::load(path, &password)?;
+        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        Ok(KeySource::Keyring {
+            path: path.to_owned(),
+            password,
+            loaded: RwLock::new((mtime, ring.key_pairs(), ring.portals)),
+        })
+    }
+
+    fn current(&self) -> (Vec<KeyPair>, Vec<PublicKey>) {
+        match self {
+            KeySource::Fixed { keys, portals } => (keys.clone(), portals.clone()),
+            KeySource::Keyring {
+                path,
+                password,
+                loaded,
+            } => {
+                let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+                {
+                    let cached = loaded.read().unwrap_or_else(|e| e.into_inner());
+                    if cached.0 == mtime {
+                        return (cached.1.clone(), cached.2.clone());
+                    }
+                }
+                match Keyring::load(path, password) {
+                    Ok(ring) => {
+                        info!(keys = ring.keys.len(), "keyring changed on disk; reloaded");
+                        let mut cached = loaded.write().unwrap_or_else(|e| e.into_inner());
+                        *cached = (mtime, ring.key_pairs(), ring.portals);
+                        (cached.1.clone(), cached.2.clone())
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "keyring changed but cannot be read; keeping the loaded keys");
+                        let cached = loaded.read().unwrap_or_else(|e| e.into_inner());
+                        (cached.1.clone(), cached.2.clone())
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Answers relayed requests by opening their envelopes.
 pub struct EnvelopeHandler {
     pub tenant: String,
-    pub keys: Vec<KeyPair>,
-    pub portals: Vec<PublicKey>,
+    pub keys: KeySource,
     pub validity: Validity,
     pub replay: Arc<DurableReplay>,
     pub operations: Arc<dyn Operations>,
@@ -163,10 +225,11 @@ fn refuse(code: &str, message: impl std::fmt::Display) -> HandlerError {
 impl RequestHandler for EnvelopeHandler {
     async fn handle(&self, request: IncomingRequest) -> Result<Vec<u8>, HandlerError> {
         let now = now_ms();
+        let (keys, portals) = self.keys.current();
         let recipient = Recipient {
             tenant: &self.tenant,
-            keys: &self.keys,
-            trusted_portals: &self.portals,
+            keys: &keys,
+            trusted_portals: &portals,
             now_ms: now,
             skew_allowance_ms: self.validity.skew_allowance.as_millis() as u64,
             max_lifetime_ms: self.validity.max_lifetime.as_millis() as u64,

@@ -20,6 +20,11 @@ pub struct AgentKey {
     pub created_unix_ms: u64,
     /// Set when a newer key took over; the key is dropped after the overlap.
     pub superseded_unix_ms: Option<u64>,
+    /// Endorsements of this key by the previous one: (portal key id, bytes).
+    pub endorsements: Vec<(String, Vec<u8>)>,
+    /// Whether the key has been registered with the broker (portals seal to
+    /// it). A staged key is not, so that every agent can get it first.
+    pub active: bool,
 }
 
 /// Everything the agent needs to open envelopes and answer them.
@@ -89,6 +94,14 @@ struct StoredKey {
     created_unix_ms: u64,
     #[serde(default)]
     superseded_unix_ms: Option<u64>,
+    #[serde(default)]
+    endorsements: Vec<(String, String)>,
+    #[serde(default = "yes")]
+    active: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Serialize, Deserialize)]
@@ -101,8 +114,14 @@ struct Stored {
 }
 
 impl Keyring {
+    /// The newest active key: the one portals seal to.
     pub fn current(&self) -> &AgentKey {
-        self.keys.last().expect("a keyring always has a key")
+        self.keys
+            .iter()
+            .rev()
+            .find(|k| k.active)
+            .or(self.keys.last())
+            .expect("a keyring always has a key")
     }
 
     pub fn key_pairs(&self) -> Vec<KeyPair> {
@@ -138,10 +157,22 @@ impl Keyring {
                     .map_err(|_| invalid("private key is not base64".into()))?,
             );
             let pair = KeyPair::from_private_bytes(&bytes).map_err(|e| invalid(e.to_string()))?;
+            let endorsements = k
+                .endorsements
+                .iter()
+                .map(|(portal, blob)| {
+                    STANDARD
+                        .decode(blob)
+                        .map(|b| (portal.clone(), b))
+                        .map_err(|_| invalid("endorsement is not base64".into()))
+                })
+                .collect::<Result<_, _>>()?;
             keys.push(AgentKey {
                 pair,
                 created_unix_ms: k.created_unix_ms,
                 superseded_unix_ms: k.superseded_unix_ms,
+                endorsements,
+                active: k.active,
             });
         }
         let portals = stored
@@ -174,6 +205,12 @@ impl Keyring {
                     private_key: STANDARD.encode(k.pair.private_bytes().as_ref()),
                     created_unix_ms: k.created_unix_ms,
                     superseded_unix_ms: k.superseded_unix_ms,
+                    endorsements: k
+                        .endorsements
+                        .iter()
+                        .map(|(p, b)| (p.clone(), STANDARD.encode(b)))
+                        .collect(),
+                    active: k.active,
                 })
                 .collect(),
             portal_keys: self
@@ -290,6 +327,8 @@ mod tests {
                 pair: KeyPair::generate(&mut rng),
                 created_unix_ms: 5,
                 superseded_unix_ms: None,
+                endorsements: vec![("00112233aabbccdd".into(), vec![1, 2, 3])],
+                active: true,
             }],
             portals: vec![KeyPair::generate(&mut rng).public],
         };
@@ -302,6 +341,7 @@ mod tests {
         let back = Keyring::load(&path, "a long setup password").unwrap();
         assert_eq!(back.current().pair.public, ring.current().pair.public);
         assert_eq!(back.portals, ring.portals);
+        assert_eq!(back.current().endorsements, ring.current().endorsements);
         assert!(matches!(
             Keyring::load(&path, "not the setup password"),
             Err(KeyringError::Sealed { .. })

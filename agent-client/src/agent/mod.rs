@@ -7,6 +7,7 @@ pub mod config;
 pub mod envelopes;
 pub mod handler;
 pub mod keyring;
+pub mod onboarding;
 pub mod session;
 
 use std::sync::Arc;

@@ -3,45 +3,111 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use agent_client::agent::config::LogFormat;
-use agent_client::agent::{self, AgentConfig, AgentEvent, EventSink, NoOperations};
-use anyhow::Context;
-use clap::Parser;
+use agent_client::agent::envelopes::{
+    DurableReplay, EnvelopeHandler, KeySource, NoDirectory, Validity,
+};
+use agent_client::agent::keyring::{EnrollmentBundle, Keyring};
+use agent_client::agent::onboarding::{self, KeyReport};
+use agent_client::agent::{self, AgentConfig, AgentEvent, EventSink, NoOperations, RequestHandler};
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
 
 /// On-prem password write-back agent.
 ///
-/// Connects outbound to the relay broker over TLS, authenticates with the
-/// tenant's Listen key, and answers the requests relayed to it. Reconnects
-/// with jittered backoff for as long as it runs. Logs go to stderr; one line
-/// per session event goes to stdout (`connected ...`, `disconnected ...`,
-/// `refused ...`).
+/// `run` (the default) connects outbound to the relay broker over TLS,
+/// authenticates with the tenant's Listen key, and answers the requests
+/// relayed to it, reconnecting with jittered backoff for as long as it runs.
+/// Logs go to stderr; one line per session event goes to stdout
+/// (`connected ...`, `disconnected ...`, `refused ...`).
+///
+/// Onboarding: the portal administrator gives you an enrollment bundle;
+/// `init` makes the write-back key pair (private key sealed under a setup
+/// password you choose), pins the portal's key and registers the public key
+/// with the broker, then prints the fingerprint to read to the portal
+/// administrator.
 #[derive(Parser)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(clap::Args, Clone)]
+struct ConfigArgs {
     /// TOML configuration file (see examples/agent.toml).
-    #[arg(long, env = "WRITEBACK_AGENT_CONFIG")]
+    #[arg(long, env = "WRITEBACK_AGENT_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Broker address, https://host:port.
-    #[arg(long, env = "WRITEBACK_AGENT_BROKER")]
+    #[arg(long, env = "WRITEBACK_AGENT_BROKER", global = true)]
     broker: Option<String>,
     /// PEM CA bundle that signs the broker's certificate.
-    #[arg(long, env = "WRITEBACK_AGENT_CA_FILE")]
+    #[arg(long, env = "WRITEBACK_AGENT_CA_FILE", global = true)]
     ca_file: Option<PathBuf>,
-    #[arg(long, env = "WRITEBACK_AGENT_TENANT")]
+    #[arg(long, env = "WRITEBACK_AGENT_TENANT", global = true)]
     tenant: Option<String>,
-    #[arg(long, env = "WRITEBACK_AGENT_ID")]
+    #[arg(long, env = "WRITEBACK_AGENT_ID", global = true)]
     agent_id: Option<String>,
     /// File holding the tenant's Listen key.
-    #[arg(long, env = "WRITEBACK_AGENT_LISTEN_KEY_FILE")]
+    #[arg(long, env = "WRITEBACK_AGENT_LISTEN_KEY_FILE", global = true)]
     listen_key_file: Option<PathBuf>,
-    #[arg(long, env = "WRITEBACK_AGENT_LOG_FORMAT", value_enum)]
+    /// The keyring made by `init`.
+    #[arg(long, env = "WRITEBACK_AGENT_KEY_FILE", global = true)]
+    key_file: Option<PathBuf>,
+    /// File holding the setup password (otherwise WRITEBACK_AGENT_SETUP_PASSWORD, or a prompt).
+    #[arg(long, env = "WRITEBACK_AGENT_SETUP_PASSWORD_FILE", global = true)]
+    setup_password_file: Option<PathBuf>,
+    /// Directory for the agent's state (the replay window).
+    #[arg(long, env = "WRITEBACK_AGENT_STATE_DIR", global = true)]
+    state_dir: Option<PathBuf>,
+    #[arg(long, env = "WRITEBACK_AGENT_LOG_FORMAT", value_enum, global = true)]
     log_format: Option<LogFormat>,
 }
 
-impl Cli {
-    fn config(&self) -> anyhow::Result<AgentConfig> {
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (the default).
+    Run,
+    /// Onboard: make or reopen the keyring, pin the portal keys from the
+    /// enrollment bundle, register the public key with the broker. Safe to
+    /// run again: it repairs the broker's copy without making new keys.
+    Init {
+        /// The enrollment bundle (JSON) from the portal administrator.
+        #[arg(long)]
+        enrollment: PathBuf,
+        /// The portal key fingerprint the portal administrator read to you;
+        /// init refuses a bundle whose key does not match.
+        #[arg(long)]
+        expect_portal_fingerprint: Option<String>,
+    },
+    /// Join as a further agent: copy another agent's keyring (opened with
+    /// the setup password) to this agent's key_file.
+    Import {
+        #[arg(long)]
+        from: PathBuf,
+    },
+    /// Make a new write-back key endorsed by the current one. With --stage
+    /// it is only added to the keyring (copy the keyring to the other agents
+    /// with `import`, then run `activate-key`); otherwise it is activated now.
+    RotateKey {
+        #[arg(long)]
+        stage: bool,
+    },
+    /// Register the staged key so portals seal to it; drop keys whose
+    /// overlap has passed.
+    ActivateKey,
+    /// Show the current key id and fingerprint, and the pinned portal keys.
+    Fingerprint,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<AgentConfig> {
         let mut table = match &self.config {
             Some(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config file {}", path.display()))?
@@ -60,6 +126,9 @@ impl Cli {
         set("tenant", self.tenant.clone());
         set("agent_id", self.agent_id.clone());
         set("listen_key_file", path(&self.listen_key_file));
+        set("key_file", path(&self.key_file));
+        set("setup_password_file", path(&self.setup_password_file));
+        set("state_dir", path(&self.state_dir));
         set(
             "log_format",
             self.log_format.map(|f| match f {
@@ -68,6 +137,37 @@ impl Cli {
             }),
         );
         Ok(AgentConfig::from_toml(&toml::to_string(&table)?)?)
+    }
+}
+
+/// The setup password from the configuration, the environment, or a prompt
+/// (asked twice when `confirm`).
+fn setup_password(config: &AgentConfig, confirm: bool) -> anyhow::Result<Zeroizing<String>> {
+    if let Some(p) = config.setup_password() {
+        return Ok(p);
+    }
+    let first = Zeroizing::new(
+        rpassword::prompt_password("Setup password: ").context("cannot read the setup password")?,
+    );
+    if confirm {
+        let again = Zeroizing::new(rpassword::prompt_password("Setup password again: ")?);
+        if *again != *first {
+            bail!("the two passwords differ");
+        }
+    }
+    Ok(first)
+}
+
+fn print_report(what: &str, r: &KeyReport) {
+    println!("{what}");
+    println!("  tenant            {}", r.tenant);
+    println!("  key id            {}", r.key_id);
+    println!("  key fingerprint   {}", r.fingerprint);
+    for fp in &r.portal_fingerprints {
+        println!("  pinned portal key {fp}");
+    }
+    for id in &r.dropped {
+        println!("  dropped old key   {id}");
     }
 }
 
@@ -88,9 +188,123 @@ fn print_event(event: &AgentEvent) -> std::io::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = cli.config()?;
+    let config = cli.config.load()?;
     agent_client::telemetry::init(config.log_format);
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(config).await,
+        Command::Init {
+            enrollment,
+            expect_portal_fingerprint,
+        } => {
+            let text = std::fs::read_to_string(&enrollment)
+                .with_context(|| format!("cannot read {}", enrollment.display()))?;
+            let bundle = EnrollmentBundle::parse(&text)?;
+            if let Some(expected) = expect_portal_fingerprint {
+                let expected = envelope::Fingerprint::parse(&expected)?;
+                if !bundle.keys()?.iter().any(|k| k.fingerprint() == expected) {
+                    bail!(
+                        "no portal key in the bundle has the fingerprint you were given: do not proceed"
+                    );
+                }
+            }
+            let password = setup_password(
+                &config,
+                !config.key_file.as_ref().is_some_and(|p| p.exists()),
+            )?;
+            let r = onboarding::init(&config, &bundle, &password).await?;
+            print_report(
+                if r.created {
+                    "write-back key created and registered"
+                } else {
+                    "existing keyring kept; registration repaired"
+                },
+                &r,
+            );
+            println!("Read the key fingerprint to the portal administrator to pin it.");
+            Ok(())
+        }
+        Command::Import { from } => {
+            let password = setup_password(&config, false)?;
+            print_report(
+                "keyring imported",
+                &onboarding::import(&config, &from, &password)?,
+            );
+            Ok(())
+        }
+        Command::RotateKey { stage } => {
+            let password = setup_password(&config, false)?;
+            let r = onboarding::rotate(&config, &password, !stage).await?;
+            print_report(
+                if stage {
+                    "new key staged (not yet used by portals)"
+                } else {
+                    "new key active"
+                },
+                &r,
+            );
+            Ok(())
+        }
+        Command::ActivateKey => {
+            let password = setup_password(&config, false)?;
+            print_report(
+                "staged key active",
+                &onboarding::activate(&config, &password).await?,
+            );
+            Ok(())
+        }
+        Command::Fingerprint => {
+            let path = config.key_file.clone().context("no key_file configured")?;
+            let password = setup_password(&config, false)?;
+            let ring = Keyring::load(&path, &password)?;
+            for k in &ring.keys {
+                let state = match (k.active, k.superseded_unix_ms) {
+                    (false, _) => "staged",
+                    (true, Some(_)) => "superseded",
+                    (true, None) => "current",
+                };
+                println!(
+                    "{:<10} {}  {}",
+                    state,
+                    k.pair.public.key_id(),
+                    k.pair.public.fingerprint()
+                );
+            }
+            for p in &ring.portals {
+                println!("{:<10} {}  {}", "portal", p.key_id(), p.fingerprint());
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let handler: Arc<dyn RequestHandler> = match &config.key_file {
+        Some(path) => {
+            let password = config
+                .setup_password()
+                .context("the keyring needs the setup password: set setup_password_file or WRITEBACK_AGENT_SETUP_PASSWORD")?;
+            let keys = KeySource::keyring(path, password)?;
+            let state_dir = config.state_dir();
+            std::fs::create_dir_all(&state_dir)
+                .with_context(|| format!("cannot create {}", state_dir.display()))?;
+            let replay = Arc::new(DurableReplay::open(&state_dir.join("replay.redb"))?);
+            Arc::new(EnvelopeHandler {
+                tenant: config.tenant.clone(),
+                keys,
+                validity: Validity {
+                    skew_allowance: config.clock_skew_allowance,
+                    max_lifetime: config.max_envelope_lifetime,
+                },
+                replay,
+                operations: Arc::new(NoDirectory),
+            })
+        }
+        None => Arc::new(NoOperations),
+    };
     let shutdown = CancellationToken::new();
+    if let (Some(every), Some(_)) = (config.rotate_every, &config.key_file) {
+        tokio::spawn(scheduled_rotation(config.clone(), every, shutdown.clone()));
+    }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
@@ -104,14 +318,31 @@ async fn main() -> anyhow::Result<()> {
             shutdown.cancel();
         }
     });
-    agent::run(
-        &config,
-        Arc::new(NoOperations),
-        EventSink::new(tx),
-        shutdown,
-    )
-    .await?;
+    agent::run(&config, handler, EventSink::new(tx), shutdown).await?;
     Ok(())
+}
+
+/// Rotates the key when it reaches `every`, checking hourly. Meant for
+/// single-agent tenants (or a keyring shared by all agents): with several
+/// agents holding copies, rotate by hand with --stage and import.
+async fn scheduled_rotation(config: AgentConfig, every: Duration, shutdown: CancellationToken) {
+    loop {
+        if let (Some(path), Some(password)) = (&config.key_file, config.setup_password())
+            && let Ok(ring) = Keyring::load(path, &password)
+            && onboarding::rotation_due(&ring, every, onboarding::now_ms())
+        {
+            match onboarding::rotate(&config, &password, true).await {
+                Ok(r) => tracing::info!(key_id = %r.key_id, "scheduled key rotation done"),
+                Err(e) => {
+                    tracing::error!(error = %e, "scheduled key rotation failed; retrying in an hour")
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 async fn wait_for_signal() {
