@@ -182,8 +182,8 @@ impl RequestBody {
         let mut r = Reader::new(bytes);
         let kind = r.u8("anchor kind")?;
         let anchor = utf8(u16_field(&mut r, "anchor")?, "anchor")?;
-        if anchor.is_empty() {
-            return Err("empty anchor");
+        if anchor.is_empty() || anchor.len() > MAX_FIELD {
+            return Err("the anchor must have 1-1024 bytes");
         }
         let anchor = match kind {
             1 => Anchor::SourceAnchor(anchor),
@@ -198,6 +198,9 @@ impl RequestBody {
             let bytes = u16_field(&mut r, what)?;
             if bytes.is_empty() {
                 return Ok(None);
+            }
+            if bytes.len() > MAX_FIELD {
+                return Err("a password must have at most 1024 bytes");
             }
             let text = std::str::from_utf8(bytes).map_err(|_| what)?;
             Ok(Some(Password::new(text)))
@@ -256,12 +259,21 @@ impl ReplyBody {
         let mut r = Reader::new(bytes);
         let outcome = r.u16("outcome")?;
         let message = utf8(u16_field(&mut r, "message")?, "message")?;
+        if message.len() > 4096 {
+            return Err("the message must have at most 4096 bytes");
+        }
         let count = r.u8("detail count")?;
+        if count > 32 {
+            return Err("at most 32 details");
+        }
         let mut details = Vec::with_capacity(count as usize);
         for _ in 0..count {
             let klen = r.u8("detail key length")? as usize;
             let key = utf8(r.take(klen, "detail key")?, "detail key")?;
             let value = utf8(u16_field(&mut r, "detail value")?, "detail value")?;
+            if key.is_empty() || key.len() > 64 || value.len() > MAX_FIELD {
+                return Err("detail keys have 1-64 bytes, values at most 1024");
+            }
             details.push((key, value));
         }
         check_padding(r.rest(), bytes.len(), REPLY_BLOCK)?;

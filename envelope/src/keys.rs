@@ -190,7 +190,8 @@ pub(crate) fn hex_lower(bytes: &[u8]) -> String {
 }
 
 pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
+    // from_str_radix alone would accept a leading '+'.
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len())

@@ -35,8 +35,11 @@ impl ReplayWindow {
         Ok(())
     }
 
+    /// Forgets entries whose time has passed. An entry is kept through its
+    /// last millisecond, matching open_request, which still accepts an
+    /// envelope at exactly expiry + allowance.
     pub fn prune(&mut self, now_ms: u64) {
-        self.seen.retain(|_, until| *until > now_ms);
+        self.seen.retain(|_, until| *until >= now_ms);
     }
 
     /// Restores an entry read back from storage.

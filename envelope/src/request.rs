@@ -153,24 +153,28 @@ pub fn open_request(bytes: &[u8], to: &Recipient<'_>) -> Result<OpenedRequest, O
     let body = RequestBody::decode(&plaintext).map_err(OpenError::InvalidBody)?;
     body.check(header.operation)
         .map_err(OpenError::InvalidBody)?;
-    let (now, skew) = (to.now_ms as i64, to.skew_allowance_ms as i64);
-    let (issued, expires) = (header.issued_at_ms as i64, header.expires_at_ms as i64);
-    if expires <= issued || expires - issued > to.max_lifetime_ms as i64 {
+    // u64 throughout, with saturating arithmetic: times near the ends of the
+    // range must be refused by the checks, not wrap or overflow.
+    let (now, skew) = (to.now_ms, to.skew_allowance_ms);
+    let (issued, expires) = (header.issued_at_ms, header.expires_at_ms);
+    let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let lifetime = expires.saturating_sub(issued);
+    if expires <= issued || lifetime > to.max_lifetime_ms {
         return Err(OpenError::LifetimeTooLong {
-            lifetime_ms: expires.saturating_sub(issued),
-            max_ms: to.max_lifetime_ms as i64,
+            lifetime_ms: as_i64(lifetime),
+            max_ms: as_i64(to.max_lifetime_ms),
         });
     }
-    if now > expires + skew {
+    if now > expires.saturating_add(skew) {
         return Err(OpenError::Expired {
-            expired_ms_ago: now - expires,
-            allowance_ms: skew,
+            expired_ms_ago: as_i64(now - expires),
+            allowance_ms: as_i64(skew),
         });
     }
-    if issued > now + skew {
+    if issued > now.saturating_add(skew) {
         return Err(OpenError::NotYetValid {
-            ahead_ms: issued - now,
-            allowance_ms: skew,
+            ahead_ms: as_i64(issued - now),
+            allowance_ms: as_i64(skew),
         });
     }
     let secret = export_reply_secret(&ctx).map_err(|_| OpenError::AuthenticationFailed)?;

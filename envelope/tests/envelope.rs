@@ -445,3 +445,50 @@ proptest! {
         prop_assert!(pending.open(&bytes).is_err());
     }
 }
+
+#[test]
+fn the_last_accepted_millisecond_still_refuses_a_replay() {
+    let w = world();
+    let portals = [w.portal.public.clone()];
+    let keys = [w.agent.clone()];
+    let (bytes, _) = seal(
+        &w,
+        &header("contoso", "r", operation::RESET_PASSWORD),
+        &reset_body("pw"),
+    );
+    let skew = 30_000;
+    let edge = NOW + 2 * MINUTE + skew;
+    let mut window = ReplayWindow::new();
+    let first = open_request(&bytes, &recipient(&portals, &keys)).expect("open");
+    window
+        .check_and_insert(first.enc, first.header.expires_at_ms + skew, NOW)
+        .expect("first");
+    let at_edge = Recipient {
+        now_ms: edge,
+        ..recipient(&portals, &keys)
+    };
+    let again = open_request(&bytes, &at_edge).expect("still inside the window");
+    assert_eq!(
+        window.check_and_insert(again.enc, edge, edge),
+        Err(OpenError::Replayed)
+    );
+}
+
+#[test]
+fn extreme_times_are_refused_without_overflow() {
+    let w = world();
+    let portals = [w.portal.public.clone()];
+    let keys = [w.agent.clone()];
+    for (issued, expires) in [
+        (u64::MAX - 10, u64::MAX),
+        (0, 1),
+        (1 << 63, (1 << 63) + 1000),
+    ] {
+        let mut h = header("contoso", "r", operation::RESET_PASSWORD);
+        h.issued_at_ms = issued;
+        h.expires_at_ms = expires;
+        let (bytes, _) = seal(&w, &h, &reset_body("pw"));
+        assert!(open_request(&bytes, &recipient(&portals, &keys)).is_err());
+    }
+    assert!(envelope::KeyId::from_hex("+f00112233445566").is_err());
+}
