@@ -10,6 +10,8 @@
 
 pub mod agents;
 pub mod http;
+pub mod malicious;
+pub mod sealed;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

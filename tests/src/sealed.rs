@@ -1,0 +1,174 @@
+//! Onboarded agents for end-to-end envelope tests: a keyring made the way
+//! `writeback-agent init` makes it, the agent library's real envelope
+//! handler, and a directory double that records what reached it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use agent_client::agent::envelopes::{
+    DurableReplay, EnvelopeHandler, KeySource, Operations, Validity,
+};
+use agent_client::agent::keyring::{AgentKey, Keyring};
+use agent_client::agent::{self, AgentConfig, AgentEvent, EventSink};
+use envelope::body::outcome;
+use envelope::{KeyPair, ReplyBody, RequestBody, RequestHeader};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{STARTUP_TIMEOUT, write_key};
+
+pub const SETUP_PASSWORD: &str = "correct horse battery staple";
+
+/// What the directory double saw: (request id, new password).
+#[derive(Default)]
+pub struct Applied(pub Mutex<Vec<(String, String)>>);
+
+impl Applied {
+    pub fn all(&self) -> Vec<(String, String)> {
+        self.0.lock().expect("applied").clone()
+    }
+}
+
+/// A directory double: applies nothing, records what arrived, answers success.
+pub struct Recording(pub Arc<Applied>);
+
+#[tonic::async_trait]
+impl Operations for Recording {
+    async fn apply(&self, header: &RequestHeader, body: &RequestBody) -> ReplyBody {
+        let password = body
+            .new_password
+            .as_ref()
+            .map(|p| p.expose().to_owned())
+            .unwrap_or_default();
+        self.0
+            .0
+            .lock()
+            .expect("applied")
+            .push((header.request_id.clone(), password));
+        ReplyBody {
+            outcome: outcome::SUCCESS,
+            message: "the password was changed".into(),
+            details: Vec::new(),
+        }
+    }
+}
+
+/// A tenant's keys on both sides, as onboarding leaves them.
+pub struct Onboarded {
+    pub tenant: String,
+    pub portal: KeyPair,
+    pub agent_key: KeyPair,
+    pub keyring: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+/// Makes a keyring for `tenant` pinning a fresh portal key.
+pub fn onboard(tenant: &str) -> Onboarded {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut rng = envelope::os_rng();
+    let portal = KeyPair::generate(&mut rng);
+    let agent_key = KeyPair::generate(&mut rng);
+    let keyring = dir.path().join("agent.keys");
+    Keyring {
+        tenant: tenant.to_owned(),
+        keys: vec![AgentKey {
+            pair: agent_key.clone(),
+            created_unix_ms: 1,
+            superseded_unix_ms: None,
+            endorsements: Vec::new(),
+            active: true,
+        }],
+        portals: vec![portal.public.clone()],
+    }
+    .save(&keyring, SETUP_PASSWORD)
+    .expect("save keyring");
+    Onboarded {
+        tenant: tenant.to_owned(),
+        portal,
+        agent_key,
+        keyring,
+        dir,
+    }
+}
+
+/// An in-process agent opening envelopes with a keyring.
+pub struct SealedAgent {
+    pub applied: Arc<Applied>,
+    events: mpsc::UnboundedReceiver<AgentEvent>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SealedAgent {
+    /// Connects to `url` as `agent_id` of `tenant`, keeping its replay
+    /// window in `state_dir`.
+    pub async fn start(
+        url: &str,
+        ca_file: &Path,
+        listen_key: &sas::Key,
+        agent_id: &str,
+        onboarded: &Onboarded,
+        state_dir: &Path,
+    ) -> SealedAgent {
+        let key_file = write_key(
+            onboarded.dir.path(),
+            &format!("{agent_id}.listen"),
+            listen_key,
+        );
+        let config = AgentConfig::from_toml(&format!(
+            "broker = {url:?}\nca_file = {ca_file:?}\ntenant = {:?}\nagent_id = {agent_id:?}\nlisten_key_file = {key_file:?}\nreconnect_min = \"100ms\"\nreconnect_max = \"1s\"\n",
+            onboarded.tenant
+        ))
+        .expect("agent config");
+        let applied = Arc::new(Applied::default());
+        let handler = Arc::new(EnvelopeHandler {
+            tenant: onboarded.tenant.clone(),
+            keys: KeySource::keyring(
+                &onboarded.keyring,
+                zeroize::Zeroizing::new(SETUP_PASSWORD.to_owned()),
+            )
+            .expect("keyring"),
+            validity: Validity::default(),
+            replay: Arc::new(
+                DurableReplay::open(&state_dir.join("replay.redb")).expect("replay store"),
+            ),
+            operations: Arc::new(Recording(Arc::clone(&applied))),
+        });
+        let (tx, events) = mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                agent::run(&config, handler, EventSink::new(tx), shutdown)
+                    .await
+                    .expect("agent run");
+            }
+        });
+        let mut agent = SealedAgent {
+            applied,
+            events,
+            shutdown,
+            task,
+        };
+        agent.connected().await;
+        agent
+    }
+
+    pub async fn connected(&mut self) {
+        let wait = async {
+            while let Some(event) = self.events.recv().await {
+                if matches!(event, AgentEvent::Connected { .. }) {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(STARTUP_TIMEOUT, wait)
+            .await
+            .expect("the sealed agent connects");
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,228 @@
+//! The broker is the attacker: it holds the agents' sessions and chooses
+//! every byte it sends them. Real agents (the library's envelope handler,
+//! real TLS) must refuse each attack with its specific error and apply only
+//! what a pinned portal sealed, once.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use envelope::{Anchor, KeyPair, Password, PendingReply, ReplyError, RequestBody, RequestHeader};
+use proto::pb::Operation;
+use tests::malicious::{Answer, MaliciousBroker};
+use tests::sealed::{SealedAgent, onboard};
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+fn seal(
+    portal: &KeyPair,
+    agent: &KeyPair,
+    tenant: &str,
+    request_id: &str,
+    password: &str,
+) -> (Vec<u8>, PendingReply) {
+    let now = now_ms();
+    let header = RequestHeader {
+        tenant: tenant.into(),
+        agent_key_id: agent.public.key_id(),
+        portal_key_id: portal.public.key_id(),
+        request_id: request_id.into(),
+        operation: Operation::ResetPassword as i32 as u8,
+        issued_at_ms: now,
+        expires_at_ms: now + 120_000,
+    };
+    let body = RequestBody::reset(
+        Anchor::UserPrincipalName("ada@contoso.example".into()),
+        Password::new(password),
+    );
+    envelope::seal_request(
+        portal,
+        &agent.public,
+        &header,
+        &body,
+        &mut envelope::os_rng(),
+    )
+    .expect("seal")
+}
+
+fn refused_with(answer: &Answer, code: &str) {
+    match answer {
+        Answer::Error(message) => assert!(
+            message.starts_with(code),
+            "expected {code}, got {message:?}"
+        ),
+        Answer::Envelope(_) => panic!("expected a {code} refusal, the agent answered"),
+    }
+}
+
+#[tokio::test]
+async fn a_compromised_broker_can_neither_read_forge_replay_redirect_nor_alter() {
+    let evil = MaliciousBroker::start().await;
+    let contoso = onboard("contoso");
+    let fabrikam = onboard("fabrikam");
+    let state_a = tempfile::tempdir().expect("state");
+    let state_b = tempfile::tempdir().expect("state");
+    let any_key = sas::Key::generate().expect("key");
+
+    let agent_a = SealedAgent::start(
+        &evil.url(),
+        &evil.ca_file,
+        &any_key,
+        "dc-a",
+        &contoso,
+        state_a.path(),
+    )
+    .await;
+    let mut a = evil.next_session().await;
+    assert_eq!(a.tenant, "contoso");
+    let agent_b = SealedAgent::start(
+        &evil.url(),
+        &evil.ca_file,
+        &any_key,
+        "dc-b",
+        &fabrikam,
+        state_b.path(),
+    )
+    .await;
+    let mut b = evil.next_session().await;
+    assert_eq!(b.tenant, "fabrikam");
+
+    // The legitimate request: applied once, answered with a sealed reply.
+    let (genuine, pending) = seal(
+        &contoso.portal,
+        &contoso.agent_key,
+        "contoso",
+        "req-1",
+        "Correct-Horse-7",
+    );
+    let reply = match a
+        .relay("req-1", Operation::ResetPassword, genuine.clone())
+        .await
+    {
+        Answer::Envelope(r) => r,
+        Answer::Error(e) => panic!("refused: {e}"),
+    };
+    // Reading: the broker holds only ciphertext, both ways.
+    assert!(!genuine.windows(15).any(|w| w == b"Correct-Horse-7"));
+    assert!(
+        !reply.windows(8).any(|w| w == b"password"),
+        "the reply's text is sealed"
+    );
+    assert_eq!(pending.open(&reply).expect("open reply").outcome, 0);
+
+    // Altering the reply on its way back is detected by the portal.
+    for i in (0..reply.len()).step_by(5) {
+        let mut altered = reply.clone();
+        altered[i] ^= 0x04;
+        assert!(
+            matches!(
+                pending.open(&altered),
+                Err(ReplyError::AuthenticationFailed | ReplyError::UnsupportedVersion(_))
+            ),
+            "reply byte {i}"
+        );
+    }
+
+    // Replaying the recorded request.
+    refused_with(
+        &a.relay("req-1", Operation::ResetPassword, genuine.clone())
+            .await,
+        "REPLAYED",
+    );
+
+    // Redirecting tenant contoso's envelope to fabrikam's agent.
+    let (for_contoso, _) = seal(
+        &contoso.portal,
+        &contoso.agent_key,
+        "contoso",
+        "req-2",
+        "Another-Pass-8",
+    );
+    refused_with(
+        &b.relay("req-2", Operation::ResetPassword, for_contoso.clone())
+            .await,
+        "WRONG_TENANT",
+    );
+
+    // Relabelling what the broker can see.
+    refused_with(
+        &a.relay("req-X", Operation::ResetPassword, for_contoso.clone())
+            .await,
+        "REQUEST_ID_MISMATCH",
+    );
+    refused_with(
+        &a.relay("req-2", Operation::UnlockAccount, for_contoso.clone())
+            .await,
+        "OPERATION_MISMATCH",
+    );
+
+    // Forging: the broker seals with a key of its own.
+    let broker_key = KeyPair::generate(&mut envelope::os_rng());
+    let (forged, _) = seal(
+        &broker_key,
+        &contoso.agent_key,
+        "contoso",
+        "req-3",
+        "Evil-Pass-9",
+    );
+    refused_with(
+        &a.relay("req-3", Operation::ResetPassword, forged.clone())
+            .await,
+        "UNKNOWN_SENDER",
+    );
+    // ...and claims the pinned portal's key id for it.
+    let mut claimed = forged.clone();
+    let at = 2 + "contoso".len() + 8;
+    claimed[at..at + 8].copy_from_slice(&contoso.portal.public.key_id().0);
+    refused_with(
+        &a.relay("req-3", Operation::ResetPassword, claimed).await,
+        "AUTHENTICATION_FAILED",
+    );
+
+    // Altering single bytes of a genuine request.
+    let (fresh, _) = seal(
+        &contoso.portal,
+        &contoso.agent_key,
+        "contoso",
+        "req-4",
+        "Fresh-Pass-10",
+    );
+    for i in (0..fresh.len()).step_by(11) {
+        let mut altered = fresh.clone();
+        altered[i] ^= 0x40;
+        match a.relay("req-4", Operation::ResetPassword, altered).await {
+            Answer::Error(_) => {}
+            Answer::Envelope(_) => panic!("byte {i}: an altered envelope was applied"),
+        }
+    }
+
+    // Only the one genuine request reached the directory, intact.
+    assert_eq!(
+        agent_a.applied.all(),
+        vec![("req-1".to_owned(), "Correct-Horse-7".to_owned())]
+    );
+    assert!(agent_b.applied.all().is_empty());
+
+    // The replay window survives an agent restart.
+    agent_a.stop().await;
+    let agent_a = SealedAgent::start(
+        &evil.url(),
+        &evil.ca_file,
+        &any_key,
+        "dc-a",
+        &contoso,
+        state_a.path(),
+    )
+    .await;
+    let mut a = evil.next_session().await;
+    refused_with(
+        &a.relay("req-1", Operation::ResetPassword, genuine).await,
+        "REPLAYED",
+    );
+    assert!(agent_a.applied.all().is_empty());
+    agent_a.stop().await;
+    agent_b.stop().await;
+}
