@@ -85,6 +85,9 @@ impl DurableReplay {
             path: path.display().to_string(),
             source: Box::new(e),
         };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err(redb::Error::Io(e)))?;
+        }
         let db = Database::create(path).map_err(|e| err(e.into()))?;
         let mut window = ReplayWindow::new();
         let now = now_ms();

@@ -31,7 +31,7 @@ use zeroize::Zeroizing;
 /// with the broker, then prints the fingerprint to read to the portal
 /// administrator.
 #[derive(Parser)]
-#[command(version, args_conflicts_with_subcommands = true)]
+#[command(version)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
