@@ -138,7 +138,7 @@ async fn onboarding_is_idempotent_and_keys_rotate_without_downtime() {
     let dir = tempfile::tempdir().expect("dir");
     let config = agent_config(&broker, &tenant, dir.path());
     let portal_key = KeyPair::generate(&mut envelope::os_rng());
-    let bundle = EnrollmentBundle::new("contoso", &[portal_key.public.clone()]);
+    let bundle = EnrollmentBundle::new("contoso", std::slice::from_ref(&portal_key.public));
 
     let first = onboarding::init(&config, &bundle, SETUP_PASSWORD)
         .await
@@ -342,7 +342,7 @@ async fn a_full_reset_leaves_no_password_in_the_broker() {
         &bundle_path,
         serde_json::to_string(&EnrollmentBundle::new(
             "contoso",
-            &[portal_key.public.clone()],
+            std::slice::from_ref(&portal_key.public),
         ))
         .expect("json"),
     )
