@@ -43,3 +43,19 @@ pub mod tls;
 
 pub use config::BrokerConfig;
 pub use server::{Broker, BrokerError, start};
+
+#[cfg(test)]
+mod boundaries {
+    /// The broker must never be able to open an envelope: it does not even
+    /// link the code that could.
+    #[test]
+    fn the_broker_does_not_depend_on_envelope_crypto() {
+        let manifest = include_str!("../Cargo.toml");
+        for forbidden in ["envelope", "hpke", "chacha20poly1305", "x25519"] {
+            assert!(
+                !manifest.contains(forbidden),
+                "broker/Cargo.toml must not depend on {forbidden}"
+            );
+        }
+    }
+}

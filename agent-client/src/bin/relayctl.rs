@@ -99,6 +99,84 @@ enum Command {
     Keys(KeysCommand),
     /// Round trip to an agent of the tenant and back: the first test to run.
     Ping { tenant: String },
+    /// End-to-end sealed requests, as a portal makes them.
+    #[command(subcommand)]
+    Portal(PortalCommand),
+}
+
+#[derive(Subcommand)]
+enum PortalCommand {
+    /// Makes the portal's key pair (private key to --key-out, mode 0600)
+    /// and the enrollment bundle to hand to the on-prem administrator.
+    Keygen {
+        tenant: String,
+        #[arg(long)]
+        key_out: PathBuf,
+        #[arg(long)]
+        bundle_out: PathBuf,
+    },
+    /// Lists the agent keys the broker offers, and which this portal trusts.
+    Keys {
+        tenant: String,
+        #[command(flatten)]
+        trust: TrustArgs,
+    },
+    /// Seals an administrative reset and relays it; prints the agent's outcome.
+    Reset {
+        tenant: String,
+        #[command(flatten)]
+        trust: TrustArgs,
+        /// The account's userPrincipalName.
+        #[arg(long)]
+        upn: String,
+        /// File holding the new password (never a command-line argument).
+        #[arg(long)]
+        password_file: PathBuf,
+        /// Also clear the account's lockout.
+        #[arg(long)]
+        unlock: bool,
+        /// Require a change at next logon.
+        #[arg(long)]
+        must_change: bool,
+    },
+    /// Seals an unlock request and relays it.
+    Unlock {
+        tenant: String,
+        #[command(flatten)]
+        trust: TrustArgs,
+        #[arg(long)]
+        upn: String,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct TrustArgs {
+    /// The portal's private key file (from `portal keygen`).
+    #[arg(long)]
+    portal_key: PathBuf,
+    /// Agent key fingerprints confirmed with the on-prem administrator.
+    #[arg(long = "pin")]
+    pins: Vec<String>,
+}
+
+impl TrustArgs {
+    fn load(&self) -> anyhow::Result<(envelope::KeyPair, Vec<envelope::Fingerprint>)> {
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(&self.portal_key)
+                .with_context(|| format!("cannot read {}", self.portal_key.display()))?,
+        );
+        let bytes = zeroize::Zeroizing::new(
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text.trim())
+                .context("the portal key file is not base64")?,
+        );
+        let pair = envelope::KeyPair::from_private_bytes(&bytes)?;
+        let pins = self
+            .pins
+            .iter()
+            .map(|p| envelope::Fingerprint::parse(p))
+            .collect::<Result<_, _>>()?;
+        Ok((pair, pins))
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -256,6 +334,140 @@ fn configuration_json(c: &pb::TenantConfiguration) -> serde_json::Value {
     })
 }
 
+async fn portal(cli: &Cli, endpoint: &BrokerEndpoint, cmd: &PortalCommand) -> anyhow::Result<()> {
+    use agent_client::sealed::SealedPortal;
+    use envelope::{Anchor, Password, RequestBody};
+    let (tenant, trust, body, operation) = match cmd {
+        PortalCommand::Keygen {
+            tenant,
+            key_out,
+            bundle_out,
+        } => {
+            let pair = envelope::KeyPair::generate(&mut envelope::os_rng());
+            let encoded = zeroize::Zeroizing::new(base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                pair.private_bytes().as_ref(),
+            ));
+            write_secret(key_out, &encoded)?;
+            let bundle = agent_client::agent::keyring::EnrollmentBundle::new(
+                tenant,
+                std::slice::from_ref(&pair.public),
+            );
+            std::fs::write(bundle_out, serde_json::to_string_pretty(&bundle)? + "\n")
+                .with_context(|| format!("cannot write {}", bundle_out.display()))?;
+            println!("portal key id          {}", pair.public.key_id());
+            println!("portal key fingerprint {}", pair.public.fingerprint());
+            println!(
+                "Hand {} to the on-prem administrator and read them the fingerprint.",
+                bundle_out.display()
+            );
+            return Ok(());
+        }
+        PortalCommand::Keys { tenant, trust } => {
+            let (pair, pins) = trust.load()?;
+            let client =
+                PortalClient::connect(endpoint, tenant, cli.credential(Some(tenant))?).await?;
+            let offered = client.configuration().await?.agent_keys;
+            let portal = SealedPortal::new(client, pair, pins);
+            let chosen = portal.trusted_key(&offered).ok();
+            for k in &offered {
+                let fp = envelope::PublicKey::from_bytes(&k.public_key)
+                    .map(|p| p.fingerprint().to_string())
+                    .unwrap_or_else(|_| "(not an X25519 key)".into());
+                let mark = if chosen
+                    .as_ref()
+                    .is_some_and(|c| c.key_id().to_hex() == k.key_id)
+                {
+                    "seal-to"
+                } else {
+                    ""
+                };
+                println!("{:<16} {fp} {mark}", k.key_id);
+            }
+            if chosen.is_none() {
+                anyhow::bail!(
+                    "no offered key is trusted: pin the fingerprint the on-prem administrator gave you"
+                );
+            }
+            return Ok(());
+        }
+        PortalCommand::Reset {
+            tenant,
+            trust,
+            upn,
+            password_file,
+            unlock,
+            must_change,
+        } => {
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(password_file)
+                    .with_context(|| format!("cannot read {}", password_file.display()))?,
+            );
+            let mut body = RequestBody::reset(
+                Anchor::UserPrincipalName(upn.clone()),
+                Password::new(text.trim_end_matches(['\n', '\r'])),
+            );
+            body.unlock = *unlock;
+            body.must_change = *must_change;
+            (
+                tenant.clone(),
+                trust.clone(),
+                body,
+                proto::pb::Operation::ResetPassword,
+            )
+        }
+        PortalCommand::Unlock { tenant, trust, upn } => {
+            let body = RequestBody::without_passwords(Anchor::UserPrincipalName(upn.clone()));
+            (
+                tenant.clone(),
+                trust.clone(),
+                body,
+                proto::pb::Operation::UnlockAccount,
+            )
+        }
+    };
+    let (pair, pins) = trust.load()?;
+    let client = PortalClient::connect(endpoint, &tenant, cli.credential(Some(&tenant))?).await?;
+    let portal = SealedPortal::new(client, pair, pins);
+    let request_id = format!("relayctl-{:016x}", fastrand::u64(..));
+    let answer = portal
+        .submit(&request_id, operation, &body, Some(cli.timeout))
+        .await?;
+    let details: Vec<String> = answer
+        .reply
+        .details
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "request_id": request_id,
+                "agent_id": answer.agent_id,
+                "agent_key_id": answer.agent_key_id.to_hex(),
+                "outcome": answer.reply.outcome,
+                "message": answer.reply.message,
+                "details": answer.reply.details,
+            })
+        );
+    } else {
+        println!(
+            "request {request_id}: outcome {} from agent {} (sealed to key {}): {}{}",
+            answer.reply.outcome,
+            answer.agent_id,
+            answer.agent_key_id,
+            answer.reply.message,
+            if details.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", details.join(", "))
+            }
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -391,6 +603,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 out.display()
             );
         }
+        Command::Portal(cmd) => portal(&cli, &endpoint, cmd).await?,
         Command::Ping { tenant } => {
             let credential = cli.credential(Some(tenant))?;
             let portal = PortalClient::connect(&endpoint, tenant, credential).await?;
