@@ -226,3 +226,55 @@ async fn a_compromised_broker_can_neither_read_forge_replay_redirect_nor_alter()
     agent_a.stop().await;
     agent_b.stop().await;
 }
+
+#[tokio::test]
+async fn a_held_back_request_expires_and_the_refusal_reports_the_measured_skew() {
+    let evil = MaliciousBroker::start().await;
+    let contoso = onboard("contoso");
+    let state = tempfile::tempdir().expect("state");
+    let agent = SealedAgent::start(
+        &evil.url(),
+        &evil.ca_file,
+        &sas::Key::generate().expect("key"),
+        "dc-a",
+        &contoso,
+        state.path(),
+    )
+    .await;
+    let mut a = evil.next_session().await;
+    // The broker sat on this envelope past its validity and the allowance.
+    let issued = now_ms() - 10 * 60_000;
+    let header = RequestHeader {
+        tenant: "contoso".into(),
+        agent_key_id: contoso.agent_key.public.key_id(),
+        portal_key_id: contoso.portal.public.key_id(),
+        request_id: "late-1".into(),
+        operation: Operation::ResetPassword as i32 as u8,
+        issued_at_ms: issued,
+        expires_at_ms: issued + 120_000,
+    };
+    let body = RequestBody::reset(
+        Anchor::UserPrincipalName("ada@contoso.example".into()),
+        Password::new("Late-Pass-1"),
+    );
+    let (late, _) = envelope::seal_request(
+        &contoso.portal,
+        &contoso.agent_key.public,
+        &header,
+        &body,
+        &mut envelope::os_rng(),
+    )
+    .expect("seal");
+    let answer = a.relay("late-1", Operation::ResetPassword, late).await;
+    refused_with(&answer, "EXPIRED");
+    let Answer::Error(message) = answer else {
+        unreachable!()
+    };
+    assert!(message.contains("allowance 60000 ms"), "{message}");
+    assert!(
+        message.contains("behind the broker"),
+        "the measured skew is reported: {message}"
+    );
+    assert!(agent.applied.all().is_empty());
+    agent.stop().await;
+}

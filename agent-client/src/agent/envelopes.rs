@@ -237,9 +237,17 @@ impl RequestHandler for EnvelopeHandler {
             skew_allowance_ms: self.validity.skew_allowance.as_millis() as u64,
             max_lifetime_ms: self.validity.max_lifetime.as_millis() as u64,
         };
+        let skew = request.broker_clock_skew_ms;
         let opened = envelope::open_request(&request.envelope, &recipient).map_err(|e| {
-            warn!(code = e.code(), error = %e, "envelope refused");
-            refuse(e.code(), e)
+            warn!(code = e.code(), error = %e, broker_clock_skew_ms = skew, "envelope refused");
+            match e {
+                // Skew is the usual cause of these: say what was measured.
+                envelope::OpenError::Expired { .. } | envelope::OpenError::NotYetValid { .. } => refuse(
+                    e.code(),
+                    format!("{e}; this agent's clock is {skew} ms behind the broker's (negative: ahead)"),
+                ),
+                e => refuse(e.code(), e),
+            }
         })?;
         // The sealed header is authoritative; a broker that relabels a
         // request is caught here.

@@ -14,6 +14,9 @@ pub struct IncomingRequest {
     pub envelope: Vec<u8>,
     /// When the portal stops waiting for the answer.
     pub deadline: Instant,
+    /// The broker's clock minus this agent's, measured when the session
+    /// started: reported with expiry refusals, since skew is their usual cause.
+    pub broker_clock_skew_ms: i64,
 }
 
 /// Why the handler produced no reply envelope. The message travels to the

@@ -90,7 +90,7 @@ pub enum KeyringError {
 
 #[derive(Serialize, Deserialize)]
 struct StoredKey {
-    private_key: String,
+    private_key: Zeroizing<String>,
     created_unix_ms: u64,
     #[serde(default)]
     superseded_unix_ms: Option<u64>,
@@ -153,7 +153,7 @@ impl Keyring {
         for k in &stored.keys {
             let bytes = Zeroizing::new(
                 STANDARD
-                    .decode(&k.private_key)
+                    .decode(k.private_key.as_bytes())
                     .map_err(|_| invalid("private key is not base64".into()))?,
             );
             let pair = KeyPair::from_private_bytes(&bytes).map_err(|e| invalid(e.to_string()))?;
@@ -202,7 +202,7 @@ impl Keyring {
                 .keys
                 .iter()
                 .map(|k| StoredKey {
-                    private_key: STANDARD.encode(k.pair.private_bytes().as_ref()),
+                    private_key: Zeroizing::new(STANDARD.encode(k.pair.private_bytes().as_ref())),
                     created_unix_ms: k.created_unix_ms,
                     superseded_unix_ms: k.superseded_unix_ms,
                     endorsements: k
@@ -226,9 +226,6 @@ impl Keyring {
                     problem: e.to_string(),
                 })?,
             );
-        for k in stored.keys {
-            drop(Zeroizing::new(k.private_key));
-        }
         let sealed = keystore::seal_with_password(&plaintext, password, &mut envelope::os_rng())
             .map_err(|source| KeyringError::Sealed {
                 path: path.to_owned(),

@@ -31,10 +31,22 @@ pub const HEALTHY_SESSION: Duration = Duration::from_secs(60);
 /// What the agent reports as it runs, for the binary's status lines and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentEvent {
-    Connected { session_id: String, skew_ms: i64 },
-    Disconnected { reason: String },
-    Refused { reason: String },
-    Answered { request_id: String },
+    Connected {
+        session_id: String,
+        skew_ms: i64,
+    },
+    Disconnected {
+        reason: String,
+    },
+    Refused {
+        reason: String,
+    },
+    /// A request was answered: with a reply envelope, or refused with the
+    /// refusal's code (`REPLAYED`, `EXPIRED`, ...).
+    Answered {
+        request_id: String,
+        refusal: Option<String>,
+    },
 }
 
 /// Where events go; dropping events when nobody listens is fine.

@@ -118,7 +118,7 @@ pub async fn run_session(
         session_id: welcome.session_id.clone(),
         skew_ms,
     });
-    let ended = serve(ctx, &welcome, &mut inbound, tx, shutdown)
+    let ended = serve(ctx, &welcome, skew_ms, &mut inbound, tx, shutdown)
         .instrument(span)
         .await;
     Ok(match ended {
@@ -134,6 +134,7 @@ pub async fn run_session(
 async fn serve(
     ctx: &SessionContext,
     welcome: &pb::Welcome,
+    skew_ms: i64,
     inbound: &mut tonic::Streaming<pb::BrokerFrame>,
     tx: mpsc::Sender<AgentFrame>,
     shutdown: &CancellationToken,
@@ -167,7 +168,7 @@ async fn serve(
                 Ok(Some(frame)) => {
                     last_seen = Instant::now();
                     match frame.frame {
-                        Some(BrokerFrameKind::Request(request)) => dispatch(ctx, request, tx.clone()),
+                        Some(BrokerFrameKind::Request(request)) => dispatch(ctx, request, skew_ms, tx.clone()),
                         Some(BrokerFrameKind::Heartbeat(_)) => {}
                         Some(BrokerFrameKind::Goodbye(g)) => {
                             let reason = GoodbyeReason::try_from(g.reason).unwrap_or(GoodbyeReason::Unspecified);
@@ -188,7 +189,12 @@ async fn serve(
 
 /// Answers a relayed request on its own task so that a slow directory never
 /// holds up heartbeats or other requests.
-fn dispatch(ctx: &SessionContext, request: pb::RelayedRequest, tx: mpsc::Sender<AgentFrame>) {
+fn dispatch(
+    ctx: &SessionContext,
+    request: pb::RelayedRequest,
+    skew_ms: i64,
+    tx: mpsc::Sender<AgentFrame>,
+) {
     let correlation_id = request.correlation_id;
     let operation = Operation::try_from(request.operation).unwrap_or(Operation::Unspecified);
     let span = info_span!("request", request_id = %request.request_id, operation = operation.as_str_name());
@@ -205,24 +211,28 @@ fn dispatch(ctx: &SessionContext, request: pb::RelayedRequest, tx: mpsc::Sender<
         operation,
         envelope: request.envelope,
         deadline: Instant::now() + Duration::from_millis(u64::from(request.timeout_ms)),
+        broker_clock_skew_ms: skew_ms,
     };
     tokio::spawn(
         async move {
-            let result = match handler.handle(incoming).await {
+            let (result, refusal) = match handler.handle(incoming).await {
                 Ok(envelope) => {
                     info!("request answered");
-                    agent_reply::Result::Envelope(envelope)
+                    (agent_reply::Result::Envelope(envelope), None)
                 }
                 Err(e) => {
                     info!(code = e.code.as_str_name(), error = %e.message, "request refused");
-                    agent_reply::Result::Error(pb::AgentError {
+                    let refusal = e.message.split(':').next().map(str::to_owned);
+                    let error = pb::AgentError {
                         code: e.code as i32,
                         message: e.message,
-                    })
+                    };
+                    (agent_reply::Result::Error(error), refusal)
                 }
             };
             events.emit(AgentEvent::Answered {
                 request_id: request.request_id,
+                refusal,
             });
             if tx.send(reply_frame(correlation_id, result)).await.is_err() {
                 warn!("the session ended before the answer could be sent");
