@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agent_client::agent::{
     self, AgentConfig, AgentEvent, EventSink, HandlerError, IncomingRequest, RequestHandler,
@@ -239,15 +239,7 @@ impl EchoAgent {
 
     /// Waits for the next Connected event.
     pub async fn connected(&mut self) -> String {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.events.recv()).await {
-                Ok(Some(AgentEvent::Connected { session_id, .. })) => return session_id,
-                Ok(Some(_)) => continue,
-                _ => panic!("agent {} did not connect", self.agent_id),
-            }
-        }
+        crate::await_connected(&mut self.events, &self.agent_id).await
     }
 
     pub fn request_ids(&self) -> Vec<String> {

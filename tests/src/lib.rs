@@ -107,6 +107,25 @@ pub async fn await_line(
     }
 }
 
+/// Waits for the next Connected event of an in-process agent.
+pub async fn await_connected(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<agent_client::agent::AgentEvent>,
+    who: &str,
+) -> String {
+    let wait = async {
+        while let Some(event) = events.recv().await {
+            if let agent_client::agent::AgentEvent::Connected { session_id, .. } = event {
+                return Some(session_id);
+            }
+        }
+        None
+    };
+    match tokio::time::timeout(STARTUP_TIMEOUT, wait).await {
+        Ok(Some(session_id)) => session_id,
+        _ => panic!("agent {who} did not connect"),
+    }
+}
+
 /// Settings of a broker to start.
 pub struct BrokerBuilder {
     extra_config: Vec<String>,

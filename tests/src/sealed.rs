@@ -15,7 +15,7 @@ use envelope::{KeyPair, ReplyBody, RequestBody, RequestHeader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{STARTUP_TIMEOUT, write_key};
+use crate::write_key;
 
 pub const SETUP_PASSWORD: &str = "correct horse battery staple";
 
@@ -155,16 +155,7 @@ impl SealedAgent {
     }
 
     pub async fn connected(&mut self) {
-        let wait = async {
-            while let Some(event) = self.events.recv().await {
-                if matches!(event, AgentEvent::Connected { .. }) {
-                    return;
-                }
-            }
-        };
-        tokio::time::timeout(STARTUP_TIMEOUT, wait)
-            .await
-            .expect("the sealed agent connects");
+        crate::await_connected(&mut self.events, "sealed agent").await;
     }
 
     pub async fn stop(self) {

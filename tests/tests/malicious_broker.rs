@@ -48,6 +48,28 @@ fn seal(
     .expect("seal")
 }
 
+/// Starts an onboarded agent against the malicious broker and takes its session.
+async fn attach(
+    evil: &MaliciousBroker,
+    onboarded: &tests::sealed::Onboarded,
+    agent_id: &str,
+    state: &std::path::Path,
+) -> (SealedAgent, tests::malicious::HeldSession) {
+    let any_key = sas::Key::generate().expect("key");
+    let agent = SealedAgent::start(
+        &evil.url(),
+        &evil.ca_file,
+        &any_key,
+        agent_id,
+        onboarded,
+        state,
+    )
+    .await;
+    let session = evil.next_session().await;
+    assert_eq!(session.tenant, onboarded.tenant);
+    (agent, session)
+}
+
 fn refused_with(answer: &Answer, code: &str) {
     match answer {
         Answer::Error(message) => assert!(
@@ -65,30 +87,8 @@ async fn a_compromised_broker_can_neither_read_forge_replay_redirect_nor_alter()
     let fabrikam = onboard("fabrikam");
     let state_a = tempfile::tempdir().expect("state");
     let state_b = tempfile::tempdir().expect("state");
-    let any_key = sas::Key::generate().expect("key");
-
-    let agent_a = SealedAgent::start(
-        &evil.url(),
-        &evil.ca_file,
-        &any_key,
-        "dc-a",
-        &contoso,
-        state_a.path(),
-    )
-    .await;
-    let mut a = evil.next_session().await;
-    assert_eq!(a.tenant, "contoso");
-    let agent_b = SealedAgent::start(
-        &evil.url(),
-        &evil.ca_file,
-        &any_key,
-        "dc-b",
-        &fabrikam,
-        state_b.path(),
-    )
-    .await;
-    let mut b = evil.next_session().await;
-    assert_eq!(b.tenant, "fabrikam");
+    let (agent_a, mut a) = attach(&evil, &contoso, "dc-a", state_a.path()).await;
+    let (agent_b, mut b) = attach(&evil, &fabrikam, "dc-b", state_b.path()).await;
 
     // The legitimate request: applied once, answered with a sealed reply.
     let (genuine, pending) = seal(
@@ -208,16 +208,7 @@ async fn a_compromised_broker_can_neither_read_forge_replay_redirect_nor_alter()
 
     // The replay window survives an agent restart.
     agent_a.stop().await;
-    let agent_a = SealedAgent::start(
-        &evil.url(),
-        &evil.ca_file,
-        &any_key,
-        "dc-a",
-        &contoso,
-        state_a.path(),
-    )
-    .await;
-    let mut a = evil.next_session().await;
+    let (agent_a, mut a) = attach(&evil, &contoso, "dc-a", state_a.path()).await;
     refused_with(
         &a.relay("req-1", Operation::ResetPassword, genuine).await,
         "REPLAYED",
@@ -232,16 +223,7 @@ async fn a_held_back_request_expires_and_the_refusal_reports_the_measured_skew()
     let evil = MaliciousBroker::start().await;
     let contoso = onboard("contoso");
     let state = tempfile::tempdir().expect("state");
-    let agent = SealedAgent::start(
-        &evil.url(),
-        &evil.ca_file,
-        &sas::Key::generate().expect("key"),
-        "dc-a",
-        &contoso,
-        state.path(),
-    )
-    .await;
-    let mut a = evil.next_session().await;
+    let (agent, mut a) = attach(&evil, &contoso, "dc-a", state.path()).await;
     // The broker sat on this envelope past its validity and the allowance.
     let issued = now_ms() - 10 * 60_000;
     let header = RequestHeader {

@@ -179,11 +179,7 @@ impl Keyring {
             .portal_keys
             .iter()
             .map(|p| {
-                STANDARD
-                    .decode(p)
-                    .ok()
-                    .and_then(|b| PublicKey::from_bytes(&b).ok())
-                    .ok_or_else(|| invalid("portal key is not an X25519 key".into()))
+                decode_public(p).ok_or_else(|| invalid("portal key is not an X25519 key".into()))
             })
             .collect::<Result<_, _>>()?;
         Ok(Keyring {
@@ -233,6 +229,12 @@ impl Keyring {
             })?;
         write_private(path, &sealed)
     }
+}
+
+/// A base64 X25519 public key.
+fn decode_public(text: &str) -> Option<PublicKey> {
+    let bytes = STANDARD.decode(text).ok()?;
+    PublicKey::from_bytes(&bytes).ok()
 }
 
 /// Writes `bytes` to `path` with mode 0600 via a temporary file and rename,
@@ -299,10 +301,7 @@ impl EnrollmentBundle {
         self.portal_keys
             .iter()
             .map(|p| {
-                STANDARD
-                    .decode(p)
-                    .ok()
-                    .and_then(|b| PublicKey::from_bytes(&b).ok())
+                decode_public(p)
                     .ok_or_else(|| KeyringError::Enrollment("a portal key is not X25519".into()))
             })
             .collect()
