@@ -18,6 +18,7 @@ pub mod admin;
 pub mod agent;
 pub mod connect;
 pub mod credential;
+pub mod directory;
 pub mod error;
 pub mod portal;
 pub mod sealed;

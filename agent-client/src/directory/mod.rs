@@ -1,0 +1,256 @@
+//! The directory seam: what the agent asks of an Active Directory forest,
+//! and the exact outcomes it gets back. The embedded backend ([`embedded`])
+//! implements Active Directory's semantics over a file; an LDAPS backend
+//! implements the same trait against a real domain controller.
+//!
+//! Every refusal carries the specific reason a user or an administrator
+//! needs (the failing rule, the OU that lacks a right), never a generic one.
+
+pub mod embedded;
+
+use std::fmt;
+
+use envelope::Password;
+
+/// A user account as the connector space sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The forest (configured name) the account lives in.
+    pub forest: String,
+    pub dn: String,
+    pub sam_account_name: String,
+    pub user_principal_name: String,
+    /// objectGUID in Active Directory's byte order (the source anchor is its base64).
+    pub object_guid: [u8; 16],
+    pub display_name: String,
+    pub enabled: bool,
+    /// A change counter (uSNChanged): imports after a cursor return only
+    /// accounts changed since.
+    pub usn_changed: u64,
+}
+
+/// The character categories of Active Directory's complexity rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Category {
+    Uppercase,
+    Lowercase,
+    Digit,
+    /// Non-alphanumeric characters (and Unicode letters that are neither upper nor lower case).
+    Symbol,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Uppercase => "uppercase letter",
+            Category::Lowercase => "lowercase letter",
+            Category::Digit => "digit",
+            Category::Symbol => "symbol",
+        }
+    }
+}
+
+/// The password policy that applies to one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// "Default Domain Policy" or the name of the fine-grained policy (PSO).
+    pub source: String,
+    pub min_length: u32,
+    pub complexity: bool,
+    pub history_length: u32,
+    pub min_age_secs: u64,
+    pub max_age_secs: u64,
+}
+
+/// The rights write-back needs on an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Right {
+    /// Extended right 00299570-246d-11d0-a768-00aa006e0529.
+    ResetPassword,
+    /// Extended right ab721a53-1e2f-11d0-9819-00aa0040529b.
+    ChangePassword,
+    /// Write property lockoutTime (28630ebf-41d5-11d1-a9c1-0000f80367c1).
+    WriteLockoutTime,
+    /// Write property pwdLastSet (bf967a0a-0de6-11d0-a285-00aa003049e2).
+    WritePwdLastSet,
+}
+
+impl Right {
+    pub const ALL: [Right; 4] = [
+        Right::ResetPassword,
+        Right::ChangePassword,
+        Right::WriteLockoutTime,
+        Right::WritePwdLastSet,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Right::ResetPassword => "Reset Password",
+            Right::ChangePassword => "Change Password",
+            Right::WriteLockoutTime => "Write lockoutTime",
+            Right::WritePwdLastSet => "Write pwdLastSet",
+        }
+    }
+
+    pub fn guid(self) -> &'static str {
+        match self {
+            Right::ResetPassword => "00299570-246d-11d0-a768-00aa006e0529",
+            Right::ChangePassword => "ab721a53-1e2f-11d0-9819-00aa0040529b",
+            Right::WriteLockoutTime => "28630ebf-41d5-11d1-a9c1-0000f80367c1",
+            Right::WritePwdLastSet => "bf967a0a-0de6-11d0-a285-00aa003049e2",
+        }
+    }
+}
+
+/// Why a password operation did not happen. Each variant maps to one outcome
+/// code of `envelope::body::outcome`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    TooShort {
+        min_length: u32,
+    },
+    /// Categories missing (fewer than three of four present), and/or the
+    /// account name or a display-name token found in the password.
+    FailsComplexity {
+        missing: Vec<Category>,
+        contains: Option<String>,
+    },
+    InHistory {
+        history_length: u32,
+    },
+    ChangedTooRecently {
+        allowed_after_unix_ms: u64,
+    },
+    WrongCurrentPassword,
+    AccountDisabled,
+    AccountLocked,
+    /// The service account lacks `right` on the account: `ou` is the OU
+    /// holding it, `inheritance_blocked` whether a protected ACL on that OU
+    /// (or above it, up to where the right is granted) stops inheritance.
+    PermissionDenied {
+        right: Right,
+        ou: String,
+        inheritance_blocked: bool,
+    },
+    /// adminCount=1: AdminSDHolder protects the account; delegated rights do not apply.
+    ProtectedAccount,
+    DirectoryUnavailable(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::TooShort { min_length } => {
+                write!(f, "the password must have at least {min_length} characters")
+            }
+            Refusal::FailsComplexity { missing, contains } => {
+                let mut parts = Vec::new();
+                if !missing.is_empty() {
+                    let names: Vec<_> = missing.iter().map(|c| c.as_str()).collect();
+                    parts.push(format!(
+                        "it needs characters from three of four categories; add: {}",
+                        names.join(", ")
+                    ));
+                }
+                if let Some(c) = contains {
+                    parts.push(format!("it must not contain {c}"));
+                }
+                write!(
+                    f,
+                    "the password does not meet the complexity rules: {}",
+                    parts.join("; ")
+                )
+            }
+            Refusal::InHistory { history_length } => write!(
+                f,
+                "the password was used recently: the last {history_length} passwords cannot be reused"
+            ),
+            Refusal::ChangedTooRecently {
+                allowed_after_unix_ms,
+            } => write!(
+                f,
+                "the password was changed too recently; it can be changed again after {}",
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::from_millis(*allowed_after_unix_ms)
+                )
+            ),
+            Refusal::WrongCurrentPassword => f.write_str("the current password is wrong"),
+            Refusal::AccountDisabled => f.write_str("the account is disabled"),
+            Refusal::AccountLocked => f.write_str("the account is locked out"),
+            Refusal::PermissionDenied {
+                right,
+                ou,
+                inheritance_blocked,
+            } => write!(
+                f,
+                "the write-back service account lacks the {} right on {ou}{}",
+                right.as_str(),
+                if *inheritance_blocked {
+                    " (inheritance is blocked there)"
+                } else {
+                    ""
+                }
+            ),
+            Refusal::ProtectedAccount => f.write_str(
+                "the account is protected (adminCount=1) and cannot be reset by write-back",
+            ),
+            Refusal::DirectoryUnavailable(why) => write!(f, "the directory is unavailable: {why}"),
+        }
+    }
+}
+
+/// A failure to reach or read the directory at all.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DirectoryError(pub String);
+
+/// An OU's effective rights for the service account, for `doctor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OuRights {
+    pub dn: String,
+    /// Users directly in this OU.
+    pub user_count: usize,
+    /// Rights the service account lacks on users in this OU.
+    pub missing: Vec<Right>,
+    /// A protected ACL on this OU stops inheritance from above.
+    pub inheritance_blocked: bool,
+}
+
+/// One forest, as the agent uses it. Operations take the account's DN (from
+/// the connector space) and act as the forest's service account.
+#[tonic::async_trait]
+pub trait Directory: Send + Sync + 'static {
+    /// The configured forest name.
+    fn forest(&self) -> &str;
+
+    /// Accounts changed after `since` (None: all), and the new cursor.
+    async fn import(&self, since: Option<u64>) -> Result<(Vec<Account>, u64), DirectoryError>;
+
+    /// Administrative reset: set `new` without the old password; optionally
+    /// clear the lockout and require a change at next logon.
+    async fn reset_password(
+        &self,
+        dn: &str,
+        new: &Password,
+        unlock: bool,
+        must_change: bool,
+    ) -> Result<(), Refusal>;
+
+    /// User change: `current` is verified first.
+    async fn change_password(
+        &self,
+        dn: &str,
+        current: &Password,
+        new: &Password,
+    ) -> Result<(), Refusal>;
+
+    /// Clears lockoutTime.
+    async fn unlock(&self, dn: &str) -> Result<(), Refusal>;
+
+    /// The policy that applies to the account.
+    async fn policy(&self, dn: &str) -> Result<Policy, Refusal>;
+
+    /// The service account's effective rights on every OU holding users.
+    async fn effective_rights(&self) -> Result<Vec<OuRights>, DirectoryError>;
+}
