@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod agent;
 pub mod connect;
+pub mod connector;
 pub mod credential;
 pub mod directory;
 pub mod error;

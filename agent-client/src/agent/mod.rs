@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod config;
 pub mod envelopes;
+pub mod eventlog;
 pub mod handler;
 pub mod keyring;
 pub mod onboarding;

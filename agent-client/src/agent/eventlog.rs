@@ -1,0 +1,213 @@
+//! The agent's event log: one JSON object per line, with the event ids of
+//! Entra's password write-back (source PasswordResetService) so that
+//! administrators and their tooling find what they know. Rotated by size.
+//!
+//! An [`Event`] has no field that could hold a password: secrets cannot
+//! reach the log by construction.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// Entra write-back event ids.
+pub mod ids {
+    pub const RESET_STARTED: u32 = 31001;
+    pub const RESET_SUCCEEDED: u32 = 31002;
+    pub const RESET_FAILED: u32 = 31003;
+    pub const ONBOARDING_STARTED: u32 = 31004;
+    pub const ONBOARDING_SUCCEEDED: u32 = 31005;
+    pub const CHANGE_STARTED: u32 = 31006;
+    pub const CHANGE_SUCCEEDED: u32 = 31007;
+    pub const CHANGE_FAILED: u32 = 31008;
+    pub const ADMIN_RESET_STARTED: u32 = 31009;
+    pub const ADMIN_RESET_SUCCEEDED: u32 = 31010;
+    pub const ADMIN_RESET_FAILED: u32 = 31011;
+    pub const SERVICE_STARTED: u32 = 31015;
+    pub const SERVICE_STOPPED: u32 = 31016;
+    pub const KEY_PAIR_CREATED: u32 = 31018;
+    pub const HEARTBEAT: u32 = 31019;
+    pub const RELAY_ERROR: u32 = 32002;
+    pub const DECRYPTION_ERROR: u32 = 32004;
+    pub const AUTH_TOKEN_ERROR: u32 = 32009;
+    pub const RELAY_RETRY: u32 = 32014;
+    pub const USER_NOT_FOUND: u32 = 33002;
+    pub const SEVERAL_MATCHES: u32 = 33003;
+    pub const INSUFFICIENT_PERMISSIONS: u32 = 33004;
+    pub const ACCOUNT_DISABLED: u32 = 33005;
+    pub const ACCOUNT_LOCKED: u32 = 33006;
+    pub const WRONG_CURRENT_PASSWORD: u32 = 33007;
+    pub const POLICY_VIOLATION: u32 = 33008;
+    pub const DIRECTORY_CONFIGURATION_ERROR: u32 = 33009;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Information,
+    Warning,
+    Error,
+}
+
+/// One event. Deliberately no free-form payload: every field is an id, a
+/// name or a code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub event_id: u32,
+    pub level: Level,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_dn: Option<String>,
+    /// The outcome name (SUCCESS, PASSWORD_TOO_SHORT, ...) or refusal code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+}
+
+impl Event {
+    pub fn new(event_id: u32, level: Level, message: impl Into<String>) -> Event {
+        Event {
+            event_id,
+            level,
+            message: message.into(),
+            tenant: None,
+            request_id: None,
+            operation: None,
+            forest: None,
+            account_dn: None,
+            outcome: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    time_unix_ms: u64,
+    source: &'static str,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+/// A size-rotated JSON-lines file: `events.jsonl`, then `.1` … `.N`.
+pub struct EventLog {
+    path: PathBuf,
+    max_bytes: u64,
+    keep: u32,
+    file: Mutex<Option<File>>,
+}
+
+pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
+pub const DEFAULT_KEEP: u32 = 5;
+
+impl EventLog {
+    pub fn open(dir: &Path, max_bytes: u64, keep: u32) -> std::io::Result<EventLog> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("events.jsonl");
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(EventLog {
+            path,
+            max_bytes: max_bytes.max(1024),
+            keep: keep.max(1),
+            file: Mutex::new(Some(file)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends an event; rotates first when the file is full. Failures are
+    /// reported to the tracing log, never to the caller: losing an event
+    /// must not fail a password reset.
+    pub fn write(&self, event: &Event) {
+        let time_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut line = match serde_json::to_vec(&Line {
+            time_unix_ms,
+            source: "PasswordResetService",
+            event,
+        }) {
+            Ok(l) => l,
+            Err(e) => return tracing::warn!(error = %e, "event not serialisable"),
+        };
+        line.push(b'\n');
+        let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let full = guard
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .is_some_and(|m| m.len() + line.len() as u64 > self.max_bytes);
+        if full && let Err(e) = self.rotate(&mut guard) {
+            tracing::warn!(error = %e, "event log rotation failed");
+        }
+        if let Some(f) = guard.as_mut()
+            && let Err(e) = f.write_all(&line)
+        {
+            tracing::warn!(error = %e, path = %self.path.display(), "event not written");
+        }
+    }
+
+    fn rotate(&self, guard: &mut Option<File>) -> std::io::Result<()> {
+        *guard = None;
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        let _ = std::fs::remove_file(numbered(self.keep));
+        for n in (1..self.keep).rev() {
+            if numbered(n).exists() {
+                std::fs::rename(numbered(n), numbered(n + 1))?;
+            }
+        }
+        std::fs::rename(&self.path, numbered(1))?;
+        *guard = Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?,
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_json_lines_and_rotate_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::open(dir.path(), 2048, 2).unwrap();
+        for i in 0..40 {
+            let mut e = Event::new(ids::RESET_SUCCEEDED, Level::Information, "password reset");
+            e.request_id = Some(format!("r-{i}"));
+            e.tenant = Some("contoso".into());
+            log.write(&e);
+        }
+        let current = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+        let line: serde_json::Value =
+            serde_json::from_str(current.lines().last().unwrap()).unwrap();
+        assert_eq!(line["event_id"], 31002);
+        assert_eq!(line["request_id"], "r-39");
+        assert_eq!(line["source"], "PasswordResetService");
+        assert!(dir.path().join("events.jsonl.1").exists());
+        assert!(dir.path().join("events.jsonl.2").exists());
+        assert!(
+            !dir.path().join("events.jsonl.3").exists(),
+            "only `keep` old files stay"
+        );
+        assert!(
+            std::fs::metadata(dir.path().join("events.jsonl"))
+                .unwrap()
+                .len()
+                <= 2048
+        );
+    }
+}
