@@ -240,6 +240,7 @@ pub fn configuration(state: &State, tenant: &str) -> Result<pb::TenantConfigurat
         modified_unix_ms: record.modified_unix_ms,
         agents_online: state.registry.agent_infos(tenant),
         agent_keys: record.agent_keys.iter().map(agent_key_to_pb).collect(),
+        broker_time_unix_ms: crate::time::now_unix_ms(),
     })
 }
 

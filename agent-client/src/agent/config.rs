@@ -67,8 +67,53 @@ pub struct AgentConfig {
     /// rotates every 6 months). Off when absent.
     #[serde(default, with = "humantime_serde")]
     pub rotate_every: Option<Duration>,
+    /// The forests this agent writes to, each with its own service account.
+    #[serde(default)]
+    pub forests: Vec<ForestConfig>,
+    /// The on-prem switch: when false, every request is refused as
+    /// WRITEBACK_DISABLED without touching a directory.
+    #[serde(default = "yes")]
+    pub writeback_enabled: bool,
+    /// Where the event log (events.jsonl) goes. Defaults to `<state_dir>/events`.
+    #[serde(default)]
+    pub event_log_dir: Option<PathBuf>,
+    /// The event log rotates when a file reaches this size.
+    #[serde(default = "default_event_log_max_bytes")]
+    pub event_log_max_bytes: u64,
+    /// How often the connector space imports changes from the forests.
+    #[serde(default = "default_import_interval", with = "humantime_serde")]
+    pub import_interval: Duration,
     #[serde(default)]
     pub log_format: LogFormat,
+}
+
+/// One forest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForestConfig {
+    /// A name for the forest, used in logs, events and doctor's report.
+    pub name: String,
+    pub kind: ForestKind,
+    /// For `embedded`: the forest file (see examples/forests/).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForestKind {
+    /// The embedded directory with Active Directory's semantics.
+    Embedded,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_event_log_max_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_import_interval() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_skew() -> Duration {
@@ -139,6 +184,16 @@ impl AgentConfig {
         if self.token_lifetime < Duration::from_secs(60) {
             return invalid("token_lifetime", "must be at least 1m");
         }
+        for f in &self.forests {
+            if f.kind == ForestKind::Embedded && f.path.is_none() {
+                return invalid("forests", "an embedded forest needs a path");
+            }
+        }
+        let mut names: Vec<_> = self.forests.iter().map(|f| f.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return invalid("forests", "forest names must be unique");
+        }
         if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
             return invalid(
                 "reconnect_min",
@@ -156,6 +211,13 @@ impl AgentConfig {
                 .and_then(Path::parent)
                 .map_or_else(|| PathBuf::from("."), Path::to_owned)
         })
+    }
+
+    /// Where the event log goes.
+    pub fn event_log_dir(&self) -> PathBuf {
+        self.event_log_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir().join("events"))
     }
 
     /// The setup password from the configured file or the environment.

@@ -1,0 +1,354 @@
+//! The agent's password operations: resolve the anchor in the connector
+//! space, act in the right forest as its service account, and answer with
+//! the exact outcome. Every request leaves its events in the event log
+//! (started, then succeeded or failed with the specific reason's event).
+
+use std::sync::Arc;
+
+use envelope::body::{operation, outcome};
+use envelope::{ReplyBody, RequestBody, RequestHeader};
+use tracing::info;
+
+use super::envelopes::Operations;
+use super::eventlog::{Event, EventLog, Level, ids};
+use crate::connector::{ConnectorSpace, Unresolved};
+use crate::directory::{Policy, Refusal};
+
+pub struct Writeback {
+    pub tenant: String,
+    pub space: Arc<ConnectorSpace>,
+    pub events: Arc<EventLog>,
+    /// The on-prem switch: when off, every request is refused as
+    /// WRITEBACK_DISABLED without touching the directory.
+    pub enabled: bool,
+}
+
+/// The stable name of an outcome code, for events and logs.
+pub fn outcome_name(code: u16) -> &'static str {
+    match code {
+        outcome::SUCCESS => "SUCCESS",
+        outcome::PASSWORD_TOO_SHORT => "PASSWORD_TOO_SHORT",
+        outcome::FAILS_COMPLEXITY => "FAILS_COMPLEXITY",
+        outcome::IN_HISTORY => "IN_HISTORY",
+        outcome::CHANGED_TOO_RECENTLY => "CHANGED_TOO_RECENTLY",
+        outcome::WRONG_CURRENT_PASSWORD => "WRONG_CURRENT_PASSWORD",
+        outcome::ACCOUNT_DISABLED => "ACCOUNT_DISABLED",
+        outcome::ACCOUNT_LOCKED => "ACCOUNT_LOCKED",
+        outcome::USER_NOT_FOUND => "USER_NOT_FOUND",
+        outcome::SEVERAL_MATCHES => "SEVERAL_MATCHES",
+        outcome::PERMISSION_DENIED => "PERMISSION_DENIED",
+        outcome::PROTECTED_ACCOUNT => "PROTECTED_ACCOUNT",
+        outcome::WRITEBACK_DISABLED => "WRITEBACK_DISABLED",
+        outcome::DIRECTORY_UNAVAILABLE => "DIRECTORY_UNAVAILABLE",
+        _ => "UNKNOWN",
+    }
+}
+
+/// The outcome code, details and 33xxx event of a refusal.
+pub fn refusal_reply(refusal: &Refusal) -> (ReplyBody, u32) {
+    let detail = |k: &str, v: String| (k.to_owned(), v);
+    let (code, details, event) = match refusal {
+        Refusal::TooShort { min_length } => (
+            outcome::PASSWORD_TOO_SHORT,
+            vec![detail("min_length", min_length.to_string())],
+            ids::POLICY_VIOLATION,
+        ),
+        Refusal::FailsComplexity { missing, contains } => {
+            let mut d = Vec::new();
+            if !missing.is_empty() {
+                let names: Vec<_> = missing.iter().map(|c| c.as_str()).collect();
+                d.push(detail("missing", names.join(", ")));
+            }
+            if let Some(c) = contains {
+                d.push(detail("contains", c.clone()));
+            }
+            (outcome::FAILS_COMPLEXITY, d, ids::POLICY_VIOLATION)
+        }
+        Refusal::InHistory { history_length } => (
+            outcome::IN_HISTORY,
+            vec![detail("history_length", history_length.to_string())],
+            ids::POLICY_VIOLATION,
+        ),
+        Refusal::ChangedTooRecently {
+            allowed_after_unix_ms,
+        } => (
+            outcome::CHANGED_TOO_RECENTLY,
+            vec![detail(
+                "allowed_after_unix_ms",
+                allowed_after_unix_ms.to_string(),
+            )],
+            ids::POLICY_VIOLATION,
+        ),
+        Refusal::WrongCurrentPassword => (
+            outcome::WRONG_CURRENT_PASSWORD,
+            vec![],
+            ids::WRONG_CURRENT_PASSWORD,
+        ),
+        Refusal::AccountDisabled => (outcome::ACCOUNT_DISABLED, vec![], ids::ACCOUNT_DISABLED),
+        Refusal::AccountLocked => (outcome::ACCOUNT_LOCKED, vec![], ids::ACCOUNT_LOCKED),
+        Refusal::PermissionDenied {
+            right,
+            ou,
+            inheritance_blocked,
+        } => (
+            outcome::PERMISSION_DENIED,
+            vec![
+                detail("right", right.as_str().to_owned()),
+                detail("ou", ou.clone()),
+                detail("inheritance_blocked", inheritance_blocked.to_string()),
+            ],
+            ids::INSUFFICIENT_PERMISSIONS,
+        ),
+        Refusal::ProtectedAccount => (
+            outcome::PROTECTED_ACCOUNT,
+            vec![],
+            ids::INSUFFICIENT_PERMISSIONS,
+        ),
+        Refusal::DirectoryUnavailable(_) => (
+            outcome::DIRECTORY_UNAVAILABLE,
+            vec![],
+            ids::DIRECTORY_CONFIGURATION_ERROR,
+        ),
+    };
+    (
+        ReplyBody {
+            outcome: code,
+            message: refusal.to_string(),
+            details,
+        },
+        event,
+    )
+}
+
+fn policy_reply(policy: &Policy) -> ReplyBody {
+    let mut rules = vec![format!("at least {} characters", policy.min_length)];
+    if policy.complexity {
+        rules.push(
+            "characters from three of: uppercase, lowercase, digits, symbols; not your account name or parts of your name"
+                .into(),
+        );
+    }
+    if policy.history_length > 0 {
+        rules.push(format!(
+            "not one of your last {} passwords",
+            policy.history_length
+        ));
+    }
+    let d = |k: &str, v: String| (k.to_owned(), v);
+    ReplyBody {
+        outcome: outcome::SUCCESS,
+        message: format!("Your new password needs {}.", rules.join("; ")),
+        details: vec![
+            d("source", policy.source.clone()),
+            d("min_length", policy.min_length.to_string()),
+            d("complexity", policy.complexity.to_string()),
+            d("history_length", policy.history_length.to_string()),
+            d("min_age_secs", policy.min_age_secs.to_string()),
+            d("max_age_secs", policy.max_age_secs.to_string()),
+        ],
+    }
+}
+
+/// (started, succeeded, failed) event ids and a name per operation.
+fn event_ids(op: u8) -> (u32, u32, u32, &'static str) {
+    match op {
+        operation::CHANGE_PASSWORD => (
+            ids::CHANGE_STARTED,
+            ids::CHANGE_SUCCEEDED,
+            ids::CHANGE_FAILED,
+            "change_password",
+        ),
+        operation::UNLOCK_ACCOUNT => (
+            ids::RESET_STARTED,
+            ids::RESET_SUCCEEDED,
+            ids::RESET_FAILED,
+            "unlock_account",
+        ),
+        operation::GET_PASSWORD_POLICY => (
+            ids::RESET_STARTED,
+            ids::RESET_SUCCEEDED,
+            ids::RESET_FAILED,
+            "get_password_policy",
+        ),
+        _ => (
+            ids::RESET_STARTED,
+            ids::RESET_SUCCEEDED,
+            ids::RESET_FAILED,
+            "reset_password",
+        ),
+    }
+}
+
+#[tonic::async_trait]
+impl Operations for Writeback {
+    async fn apply(&self, header: &RequestHeader, body: &RequestBody) -> ReplyBody {
+        let (started, succeeded, failed, op_name) = event_ids(header.operation);
+        let event = |id: u32,
+                     level: Level,
+                     message: String,
+                     dn: Option<&str>,
+                     forest: Option<&str>,
+                     outcome_code: Option<u16>| {
+            let mut e = Event::new(id, level, message);
+            e.tenant = Some(self.tenant.clone());
+            e.request_id = Some(header.request_id.clone());
+            e.operation = Some(op_name.to_owned());
+            e.account_dn = dn.map(str::to_owned);
+            e.forest = forest.map(str::to_owned);
+            e.outcome = outcome_code.map(|c| outcome_name(c).to_owned());
+            self.events.write(&e);
+        };
+        event(
+            started,
+            Level::Information,
+            format!("{op_name} started"),
+            None,
+            None,
+            None,
+        );
+
+        let (reply, detail_event, dn, forest) = self.run(header, body).await;
+        if reply.outcome == outcome::SUCCESS {
+            event(
+                succeeded,
+                Level::Information,
+                format!("{op_name} succeeded"),
+                dn.as_deref(),
+                forest.as_deref(),
+                Some(reply.outcome),
+            );
+        } else {
+            if let Some(id) = detail_event {
+                event(
+                    id,
+                    Level::Error,
+                    reply.message.clone(),
+                    dn.as_deref(),
+                    forest.as_deref(),
+                    Some(reply.outcome),
+                );
+            }
+            event(
+                failed,
+                Level::Error,
+                format!("{op_name} failed: {}", outcome_name(reply.outcome)),
+                dn.as_deref(),
+                forest.as_deref(),
+                Some(reply.outcome),
+            );
+        }
+        info!(
+            outcome = outcome_name(reply.outcome),
+            dn = dn.as_deref().unwrap_or(""),
+            "request done"
+        );
+        reply
+    }
+}
+
+impl Writeback {
+    /// The reply, the specific failure event, and the account's DN and forest if found.
+    async fn run(
+        &self,
+        header: &RequestHeader,
+        body: &RequestBody,
+    ) -> (ReplyBody, Option<u32>, Option<String>, Option<String>) {
+        if !self.enabled {
+            let reply = ReplyBody {
+                outcome: outcome::WRITEBACK_DISABLED,
+                message: "password write-back is disabled on this agent".into(),
+                details: Vec::new(),
+            };
+            return (reply, Some(ids::DIRECTORY_CONFIGURATION_ERROR), None, None);
+        }
+        let (directory, account) = match self.space.resolve_fresh(&body.anchor).await {
+            Ok(found) => found,
+            Err(Unresolved::NotFound) => {
+                let reply = ReplyBody {
+                    outcome: outcome::USER_NOT_FOUND,
+                    message: "no account matches in any configured forest".into(),
+                    details: Vec::new(),
+                };
+                return (reply, Some(ids::USER_NOT_FOUND), None, None);
+            }
+            Err(Unresolved::SeveralMatches(matches)) => {
+                let forests: Vec<_> = matches.iter().map(|(f, _)| f.as_str()).collect();
+                let reply = ReplyBody {
+                    outcome: outcome::SEVERAL_MATCHES,
+                    message: format!(
+                        "{} accounts match, in forests {}: an administrator must resolve the duplicate",
+                        matches.len(),
+                        forests.join(", ")
+                    ),
+                    details: vec![("forests".into(), forests.join(","))],
+                };
+                return (reply, Some(ids::SEVERAL_MATCHES), None, None);
+            }
+        };
+        let dn = account.dn.as_str();
+        let result = match header.operation {
+            operation::RESET_PASSWORD => match &body.new_password {
+                Some(new) => {
+                    directory
+                        .reset_password(dn, new, body.unlock, body.must_change)
+                        .await
+                }
+                None => Err(Refusal::DirectoryUnavailable(
+                    "a reset without a password".into(),
+                )),
+            },
+            operation::CHANGE_PASSWORD => match (&body.current_password, &body.new_password) {
+                (Some(current), Some(new)) => directory.change_password(dn, current, new).await,
+                _ => Err(Refusal::DirectoryUnavailable(
+                    "a change needs both passwords".into(),
+                )),
+            },
+            operation::UNLOCK_ACCOUNT => directory.unlock(dn).await,
+            operation::GET_PASSWORD_POLICY => {
+                return match directory.policy(dn).await {
+                    Ok(policy) => (
+                        policy_reply(&policy),
+                        None,
+                        Some(account.dn.clone()),
+                        Some(account.forest.clone()),
+                    ),
+                    Err(r) => {
+                        let (reply, id) = refusal_reply(&r);
+                        (
+                            reply,
+                            Some(id),
+                            Some(account.dn.clone()),
+                            Some(account.forest.clone()),
+                        )
+                    }
+                };
+            }
+            _ => Err(Refusal::DirectoryUnavailable(
+                "unsupported operation".into(),
+            )),
+        };
+        let (reply, detail) = match result {
+            Ok(()) => (
+                ReplyBody {
+                    outcome: outcome::SUCCESS,
+                    message: match header.operation {
+                        operation::UNLOCK_ACCOUNT => "the account was unlocked".into(),
+                        _ => "the password was changed".into(),
+                    },
+                    details: Vec::new(),
+                },
+                None,
+            ),
+            Err(refusal) => {
+                let (reply, id) = refusal_reply(&refusal);
+                (reply, Some(id))
+            }
+        };
+        (
+            reply,
+            detail,
+            Some(account.dn.clone()),
+            Some(account.forest.clone()),
+        )
+    }
+}
