@@ -133,6 +133,7 @@ impl SealedAgent {
                 DurableReplay::open(&state_dir.join("replay.redb")).expect("replay store"),
             ),
             operations: Arc::new(Recording(Arc::clone(&applied))),
+            events: None,
         });
         let (tx, events) = mpsc::unbounded_channel();
         let shutdown = CancellationToken::new();

@@ -17,6 +17,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
+use super::eventlog::{Event, EventLog, Level, ids};
 use super::handler::{HandlerError, IncomingRequest, RequestHandler};
 use super::keyring::{Keyring, KeyringError};
 
@@ -218,15 +219,41 @@ pub struct EnvelopeHandler {
     pub validity: Validity,
     pub replay: Arc<DurableReplay>,
     pub operations: Arc<dyn Operations>,
+    /// Where refused envelopes are recorded (event 32004).
+    pub events: Option<Arc<EventLog>>,
 }
 
 fn refuse(code: &str, message: impl std::fmt::Display) -> HandlerError {
     HandlerError::new(AgentErrorCode::Rejected, format!("{code}: {message}"))
 }
 
+impl EnvelopeHandler {
+    fn record_refusal(&self, request: &IncomingRequest, error: &HandlerError) {
+        if let Some(events) = &self.events {
+            let code = error.message.split(':').next().unwrap_or_default();
+            let mut e = Event::new(ids::DECRYPTION_ERROR, Level::Error, error.message.clone());
+            e.tenant = Some(self.tenant.clone());
+            e.request_id = Some(request.request_id.clone());
+            e.operation = Some(request.operation.as_str_name().to_owned());
+            e.outcome = Some(code.to_owned());
+            events.write(&e);
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl RequestHandler for EnvelopeHandler {
     async fn handle(&self, request: IncomingRequest) -> Result<Vec<u8>, HandlerError> {
+        let result = self.open_and_apply(&request).await;
+        if let Err(e) = &result {
+            self.record_refusal(&request, e);
+        }
+        result
+    }
+}
+
+impl EnvelopeHandler {
+    async fn open_and_apply(&self, request: &IncomingRequest) -> Result<Vec<u8>, HandlerError> {
         let now = now_ms();
         let (keys, portals) = self.keys.current();
         let recipient = Recipient {

@@ -297,6 +297,7 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
                 },
                 replay,
                 operations: Arc::new(NoDirectory),
+                events: None,
             })
         }
         None => Arc::new(NoOperations),
