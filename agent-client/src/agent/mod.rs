@@ -10,6 +10,7 @@ pub mod handler;
 pub mod keyring;
 pub mod onboarding;
 pub mod session;
+pub mod status;
 pub mod writeback;
 
 use std::sync::Arc;
