@@ -4,8 +4,10 @@
 
 pub mod backoff;
 pub mod config;
+pub mod doctor;
 pub mod envelopes;
 pub mod eventlog;
+pub mod forests;
 pub mod handler;
 pub mod keyring;
 pub mod onboarding;

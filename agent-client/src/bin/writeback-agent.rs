@@ -7,11 +7,17 @@ use std::time::Duration;
 
 use agent_client::agent::config::LogFormat;
 use agent_client::agent::envelopes::{
-    DurableReplay, EnvelopeHandler, KeySource, NoDirectory, Validity,
+    DurableReplay, EnvelopeHandler, KeySource, NoDirectory, Operations, Validity,
 };
+use agent_client::agent::eventlog::{self, Event, EventLog, Level, ids};
+use agent_client::agent::forests::open_forests;
 use agent_client::agent::keyring::{EnrollmentBundle, Keyring};
 use agent_client::agent::onboarding::{self, KeyReport};
+use agent_client::agent::writeback::Writeback;
 use agent_client::agent::{self, AgentConfig, AgentEvent, EventSink, NoOperations, RequestHandler};
+use agent_client::connector::ConnectorSpace;
+use agent_client::directory::Right as DirRight;
+use agent_client::directory::embedded::EmbeddedDirectory;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -104,6 +110,39 @@ enum Command {
     ActivateKey,
     /// Show the current key id and fingerprint, and the pinned portal keys.
     Fingerprint,
+    /// Connector, write-back enabled, modified timestamp (the cmdlet's
+    /// columns), broker connection, agents online, key ids, forests.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pre-flight: broker DNS, TCP, TLS and certificate, clock skew,
+    /// credentials, write-back enabled, and for each forest the bind and the
+    /// service account's effective rights on every OU holding users, with
+    /// the exact fix. Exits non-zero when anything is wrong.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Administration of embedded forests (what dsacls does for AD).
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
+}
+
+#[derive(Subcommand)]
+enum DirectoryCommand {
+    /// Grants rights on users below an OU to the forest's service account
+    /// (inheritable, like `dsacls /I:S /G`).
+    Grant {
+        #[arg(long)]
+        forest: String,
+        #[arg(long)]
+        ou: String,
+        /// Comma-separated: reset-password, change-password,
+        /// write-lockout-time, write-pwd-last-set.
+        #[arg(long, value_delimiter = ',')]
+        rights: Vec<String>,
+    },
 }
 
 impl ConfigArgs {
@@ -252,6 +291,57 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Status { json } => {
+            let status = agent::status::run(&config).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", agent::status::render(&status));
+            }
+            Ok(())
+        }
+        Command::Doctor { json } => {
+            let hint = cli
+                .config
+                .config
+                .as_ref()
+                .map(|p| format!("--config {} ", p.display()))
+                .unwrap_or_default();
+            let report = agent::doctor::run(&config, &hint).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", agent::doctor::render(&report));
+            }
+            std::process::exit(if report.ok { 0 } else { 1 });
+        }
+        Command::Directory(DirectoryCommand::Grant { forest, ou, rights }) => {
+            let settings = config
+                .forests
+                .iter()
+                .find(|f| f.name == forest)
+                .with_context(|| format!("no forest named {forest} in the configuration"))?;
+            let path = settings.path.as_deref().context(
+                "only embedded forests can be administered here; use dsacls for Active Directory",
+            )?;
+            let directory = EmbeddedDirectory::open(&forest, path)?;
+            let trustee = directory.service_account();
+            for name in &rights {
+                let right = match name.as_str() {
+                    "reset-password" => DirRight::ResetPassword,
+                    "change-password" => DirRight::ChangePassword,
+                    "write-lockout-time" => DirRight::WriteLockoutTime,
+                    "write-pwd-last-set" => DirRight::WritePwdLastSet,
+                    other => bail!("unknown right {other:?}"),
+                };
+                directory.grant(&ou, right, &trustee, true)?;
+                println!(
+                    "granted {} on users below {ou} to {trustee}",
+                    right.as_str()
+                );
+            }
+            Ok(())
+        }
         Command::Fingerprint => {
             let path = config.key_file.clone().context("no key_file configured")?;
             let password = setup_password(&config, false)?;
@@ -278,6 +368,38 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let events = Arc::new(
+        EventLog::open(
+            &config.event_log_dir(),
+            config.event_log_max_bytes,
+            eventlog::DEFAULT_KEEP,
+        )
+        .with_context(|| {
+            format!(
+                "cannot open the event log in {}",
+                config.event_log_dir().display()
+            )
+        })?,
+    );
+    let space = Arc::new(ConnectorSpace::new(open_forests(&config)?));
+    if !config.forests.is_empty() {
+        let report = space
+            .import(|forest, n| {
+                tracing::info!(forest, accounts = n, "importing the connector space")
+            })
+            .await?;
+        tracing::info!(accounts = report.total, "connector space ready");
+    }
+    let operations: Arc<dyn Operations> = if config.forests.is_empty() {
+        Arc::new(NoDirectory)
+    } else {
+        Arc::new(Writeback {
+            tenant: config.tenant.clone(),
+            space: Arc::clone(&space),
+            events: Arc::clone(&events),
+            enabled: config.writeback_enabled,
+        })
+    };
     let handler: Arc<dyn RequestHandler> = match &config.key_file {
         Some(path) => {
             let password = config
@@ -296,8 +418,8 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
                     max_lifetime: config.max_envelope_lifetime,
                 },
                 replay,
-                operations: Arc::new(NoDirectory),
-                events: None,
+                operations,
+                events: Some(Arc::clone(&events)),
             })
         }
         None => Arc::new(NoOperations),
@@ -305,6 +427,13 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     if let (Some(every), Some(_)) = (config.rotate_every, &config.key_file) {
         tokio::spawn(scheduled_rotation(config.clone(), every, shutdown.clone()));
+    }
+    if !config.forests.is_empty() {
+        tokio::spawn(periodic_import(
+            Arc::clone(&space),
+            config.import_interval,
+            shutdown.clone(),
+        ));
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -319,8 +448,36 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
             shutdown.cancel();
         }
     });
-    agent::run(&config, handler, EventSink::new(tx), shutdown).await?;
+    let mut started = Event::new(
+        ids::SERVICE_STARTED,
+        Level::Information,
+        "password write-back service started",
+    );
+    started.tenant = Some(config.tenant.clone());
+    events.write(&started);
+    let result = agent::run(&config, handler, EventSink::new(tx), shutdown).await;
+    let mut stopped = Event::new(
+        ids::SERVICE_STOPPED,
+        Level::Information,
+        "password write-back service stopped",
+    );
+    stopped.tenant = Some(config.tenant.clone());
+    events.write(&stopped);
+    result?;
     Ok(())
+}
+
+/// Keeps the connector space current between requests.
+async fn periodic_import(space: Arc<ConnectorSpace>, every: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Err(e) = space.import(|_, _| {}).await {
+            tracing::warn!(error = %e, "connector space import failed; retrying at the next interval");
+        }
+    }
 }
 
 /// Rotates the key when it reaches `every`, checking hourly. Meant for
