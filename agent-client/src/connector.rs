@@ -150,11 +150,14 @@ impl ConnectorSpace {
                     .ok_or(Unresolved::NotFound)?;
                 Ok((Arc::clone(&self.forests[key.0]), account))
             }
-            Some(many) => Err(Unresolved::SeveralMatches(
-                many.iter()
+            Some(many) => {
+                let mut matches: Vec<_> = many
+                    .iter()
                     .map(|(f, dn)| (self.forests[*f].forest().to_owned(), dn.clone()))
-                    .collect(),
-            )),
+                    .collect();
+                matches.sort();
+                Err(Unresolved::SeveralMatches(matches))
+            }
         }
     }
 

@@ -9,6 +9,7 @@
 //! ```
 
 pub mod agents;
+pub mod deployment;
 pub mod http;
 pub mod malicious;
 pub mod sealed;

@@ -1,0 +1,217 @@
+//! A whole deployment for write-back tests: a broker process, a tenant, the
+//! sample forests copied into a temporary directory, a `writeback-agent`
+//! process onboarded with its own `init` command, and a sealed portal that
+//! pinned the fingerprint `init` printed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use agent_client::agent::keyring::EnrollmentBundle;
+use agent_client::directory::embedded::EmbeddedDirectory;
+use agent_client::sealed::SealedPortal;
+use envelope::{Anchor, KeyPair, Password, ReplyBody, RequestBody};
+use proto::pb::Operation;
+use sas::{KeySlot, Right};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::sealed::SETUP_PASSWORD;
+use crate::{BrokerBuilder, BrokerProcess, Tenant, await_line, bin, write_key};
+
+pub struct Deployment {
+    pub broker: BrokerProcess,
+    pub tenant: Tenant,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub portal: SealedPortal,
+    agent: tokio::process::Child,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/forests")
+}
+
+impl Deployment {
+    /// Starts everything with the given sample forests; `extra` is appended
+    /// to the agent's configuration (top-level keys only).
+    pub async fn start(forests: &[&str], extra: &str) -> Deployment {
+        let broker = BrokerBuilder::new().start().await;
+        let tenant = broker.create_tenant("contoso").await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        let listen = write_key(
+            d,
+            "listen.key",
+            &tenant.key(Right::Listen, KeySlot::Primary),
+        );
+        std::fs::write(d.join("setup-password"), SETUP_PASSWORD).expect("password file");
+        let mut forest_sections = String::new();
+        for name in forests {
+            let forest_dir = d.join("forests").join(name);
+            std::fs::create_dir_all(&forest_dir).expect("forest dir");
+            let file = forest_dir.join(format!("{name}.json"));
+            std::fs::copy(examples().join(format!("{name}.json")), &file)
+                .expect("copy sample forest");
+            forest_sections.push_str(&format!(
+                "\n[[forests]]\nname = {name:?}\nkind = \"embedded\"\npath = {file:?}\n"
+            ));
+        }
+        let config = d.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "broker = {:?}\nca_file = {:?}\ntenant = \"contoso\"\nagent_id = \"dc01\"\nlisten_key_file = {listen:?}\nkey_file = {:?}\nsetup_password_file = {:?}\nstate_dir = {:?}\nreconnect_min = \"100ms\"\nreconnect_max = \"1s\"\n{extra}\n{forest_sections}",
+                broker.url(),
+                broker.ca_file,
+                d.join("agent.keys"),
+                d.join("setup-password"),
+                d.join("state"),
+            ),
+        )
+        .expect("agent config");
+
+        // Onboarding as an administrator does it.
+        let portal_key = KeyPair::generate(&mut envelope::os_rng());
+        let bundle = d.join("enrollment.json");
+        std::fs::write(
+            &bundle,
+            serde_json::to_string(&EnrollmentBundle::new(
+                "contoso",
+                std::slice::from_ref(&portal_key.public),
+            ))
+            .expect("json"),
+        )
+        .expect("bundle");
+        let init = std::process::Command::new(bin("writeback-agent"))
+            .arg("--config")
+            .arg(&config)
+            .args(["init", "--enrollment"])
+            .arg(&bundle)
+            .output()
+            .expect("run init");
+        let stdout = String::from_utf8_lossy(&init.stdout).into_owned();
+        assert!(
+            init.status.success(),
+            "init failed: {stdout}{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let fingerprint = stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("key fingerprint"))
+            .expect("init prints the fingerprint")
+            .trim()
+            .to_owned();
+
+        let log = d.join("agent.log");
+        let mut agent = tokio::process::Command::new(bin("writeback-agent"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("agent log"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn agent");
+        let mut lines = BufReader::new(agent.stdout.take().expect("stdout")).lines();
+        await_line(&mut lines, "connected", &log).await;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+        let portal = SealedPortal::new(
+            broker.portal(&tenant, Right::Send).await,
+            portal_key,
+            vec![envelope::Fingerprint::parse(&fingerprint).expect("fingerprint")],
+        );
+        Deployment {
+            broker,
+            tenant,
+            dir,
+            config,
+            portal,
+            agent,
+            next_id: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    pub fn forest_file(&self, name: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("forests")
+            .join(name)
+            .join(format!("{name}.json"))
+    }
+
+    /// The forest as it is on disk now.
+    pub fn forest(&self, name: &str) -> EmbeddedDirectory {
+        EmbeddedDirectory::open(name, self.forest_file(name)).expect("open forest")
+    }
+
+    /// Seals, relays and opens one request.
+    pub async fn ask(&self, operation: Operation, body: RequestBody) -> ReplyBody {
+        let n = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.portal
+            .submit(&format!("req-{n}"), operation, &body, None)
+            .await
+            .unwrap_or_else(|e| panic!("request {n} failed: {e}"))
+            .reply
+    }
+
+    pub async fn reset(&self, anchor: Anchor, password: &str) -> ReplyBody {
+        self.ask(
+            Operation::ResetPassword,
+            RequestBody::reset(anchor, Password::new(password)),
+        )
+        .await
+    }
+
+    pub async fn change(&self, anchor: Anchor, current: &str, new: &str) -> ReplyBody {
+        self.ask(
+            Operation::ChangePassword,
+            RequestBody::change(anchor, Password::new(current), Password::new(new)),
+        )
+        .await
+    }
+
+    /// Every event the agent logged, parsed.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let path = self.dir.path().join("state/events/events.jsonl");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("event lines are JSON"))
+            .collect()
+    }
+
+    pub fn event_log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("state/events/events.jsonl"))
+            .unwrap_or_default()
+    }
+
+    /// Runs `writeback-agent --config <config> <args>`.
+    pub fn agent_cli(&self, args: &[&str]) -> Output {
+        std::process::Command::new(bin("writeback-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run writeback-agent")
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.agent.start_kill();
+        let _ = self.agent.wait().await;
+    }
+}
+
+/// A detail of a reply.
+pub fn detail<'a>(reply: &'a ReplyBody, key: &str) -> Option<&'a str> {
+    reply
+        .details
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+pub fn upn(name: &str) -> Anchor {
+    Anchor::UserPrincipalName(name.to_owned())
+}
