@@ -139,6 +139,28 @@ enum PortalCommand {
         #[arg(long)]
         must_change: bool,
     },
+    /// Seals a user change (current password verified) and relays it.
+    Change {
+        tenant: String,
+        #[command(flatten)]
+        trust: TrustArgs,
+        #[arg(long)]
+        upn: String,
+        /// File holding the current password.
+        #[arg(long)]
+        current_password_file: PathBuf,
+        /// File holding the new password.
+        #[arg(long)]
+        password_file: PathBuf,
+    },
+    /// Asks for the password policy that applies to the account.
+    Policy {
+        tenant: String,
+        #[command(flatten)]
+        trust: TrustArgs,
+        #[arg(long)]
+        upn: String,
+    },
     /// Seals an unlock request and relays it.
     Unlock {
         tenant: String,
@@ -334,6 +356,16 @@ fn configuration_json(c: &pb::TenantConfiguration) -> serde_json::Value {
     })
 }
 
+/// A password from a file, without its trailing newline.
+fn read_password(path: &Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+    );
+    Ok(zeroize::Zeroizing::new(
+        text.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
+}
+
 async fn portal(cli: &Cli, endpoint: &BrokerEndpoint, cmd: &PortalCommand) -> anyhow::Result<()> {
     use agent_client::sealed::SealedPortal;
     use envelope::{Anchor, Password, RequestBody};
@@ -399,13 +431,9 @@ async fn portal(cli: &Cli, endpoint: &BrokerEndpoint, cmd: &PortalCommand) -> an
             unlock,
             must_change,
         } => {
-            let text = zeroize::Zeroizing::new(
-                std::fs::read_to_string(password_file)
-                    .with_context(|| format!("cannot read {}", password_file.display()))?,
-            );
             let mut body = RequestBody::reset(
                 Anchor::UserPrincipalName(upn.clone()),
-                Password::new(text.trim_end_matches(['\n', '\r'])),
+                Password::new(read_password(password_file)?.as_str()),
             );
             body.unlock = *unlock;
             body.must_change = *must_change;
@@ -414,6 +442,34 @@ async fn portal(cli: &Cli, endpoint: &BrokerEndpoint, cmd: &PortalCommand) -> an
                 trust.clone(),
                 body,
                 proto::pb::Operation::ResetPassword,
+            )
+        }
+        PortalCommand::Change {
+            tenant,
+            trust,
+            upn,
+            current_password_file,
+            password_file,
+        } => {
+            let body = RequestBody::change(
+                Anchor::UserPrincipalName(upn.clone()),
+                Password::new(read_password(current_password_file)?.as_str()),
+                Password::new(read_password(password_file)?.as_str()),
+            );
+            (
+                tenant.clone(),
+                trust.clone(),
+                body,
+                proto::pb::Operation::ChangePassword,
+            )
+        }
+        PortalCommand::Policy { tenant, trust, upn } => {
+            let body = RequestBody::without_passwords(Anchor::UserPrincipalName(upn.clone()));
+            (
+                tenant.clone(),
+                trust.clone(),
+                body,
+                proto::pb::Operation::GetPasswordPolicy,
             )
         }
         PortalCommand::Unlock { tenant, trust, upn } => {

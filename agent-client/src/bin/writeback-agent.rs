@@ -131,6 +131,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum DirectoryCommand {
+    /// Checks a password against an embedded forest's account, as a bind
+    /// would; exits non-zero when it does not match.
+    Verify {
+        #[arg(long)]
+        forest: String,
+        #[arg(long)]
+        dn: String,
+        /// File holding the password to check.
+        #[arg(long)]
+        password_file: PathBuf,
+    },
     /// Grants rights on users below an OU to the forest's service account
     /// (inheritable, like `dsacls /I:S /G`).
     Grant {
@@ -315,6 +326,22 @@ async fn main() -> anyhow::Result<()> {
             }
             std::process::exit(if report.ok { 0 } else { 1 });
         }
+        Command::Directory(DirectoryCommand::Verify {
+            forest,
+            dn,
+            password_file,
+        }) => {
+            let directory = embedded_forest(&config, &forest)?;
+            let text = Zeroizing::new(std::fs::read_to_string(&password_file)?);
+            let password = envelope::Password::new(text.trim_end_matches(['\n', '\r']));
+            if directory.check_password(&dn, &password) {
+                println!("{dn}: the password matches");
+                Ok(())
+            } else {
+                println!("{dn}: the password does not match");
+                std::process::exit(1);
+            }
+        }
         Command::Directory(DirectoryCommand::Grant { forest, ou, rights }) => {
             let settings = config
                 .forests
@@ -365,6 +392,19 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The configured embedded forest named `name`.
+fn embedded_forest(config: &AgentConfig, name: &str) -> anyhow::Result<EmbeddedDirectory> {
+    let settings = config
+        .forests
+        .iter()
+        .find(|f| f.name == name)
+        .with_context(|| format!("no forest named {name} in the configuration"))?;
+    let path = settings.path.as_deref().context(
+        "only embedded forests can be administered here; use dsacls for Active Directory",
+    )?;
+    Ok(EmbeddedDirectory::open(name, path)?)
 }
 
 async fn run(config: AgentConfig) -> anyhow::Result<()> {
