@@ -476,9 +476,14 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
         ));
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let session_events = Arc::clone(&events);
+    let tenant = config.tenant.clone();
     tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
             let _ = print_event(&event);
+            if let Some(logged) = relay_event(&tenant, &event) {
+                session_events.write(&logged);
+            }
         }
     });
     tokio::spawn({
@@ -505,6 +510,50 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
     events.write(&stopped);
     result?;
     Ok(())
+}
+
+/// The event-log entry for a session event: sessions established (31019,
+/// the relay heartbeat), refused (32009 for credential problems, else
+/// 32002) and lost (32014, the agent retries).
+fn relay_event(tenant: &str, event: &AgentEvent) -> Option<Event> {
+    let mut e = match event {
+        AgentEvent::Connected { skew_ms, .. } => Event::new(
+            ids::HEARTBEAT,
+            Level::Information,
+            format!("connected to the relay; broker clock skew {skew_ms} ms"),
+        ),
+        AgentEvent::Refused { reason } => {
+            let auth = [
+                "BAD_SIGNATURE",
+                "TOKEN_",
+                "MALFORMED_TOKEN",
+                "MISSING_CREDENTIAL",
+                "WRONG_RIGHT",
+                "TENANT_MISMATCH",
+                "AGENT_REVOKED",
+            ]
+            .iter()
+            .any(|r| reason.contains(r));
+            let id = if auth {
+                ids::AUTH_TOKEN_ERROR
+            } else {
+                ids::RELAY_ERROR
+            };
+            Event::new(
+                id,
+                Level::Error,
+                format!("the relay refused the session: {reason}"),
+            )
+        }
+        AgentEvent::Disconnected { reason } => Event::new(
+            ids::RELAY_RETRY,
+            Level::Warning,
+            format!("relay session lost ({reason}); reconnecting"),
+        ),
+        AgentEvent::Answered { .. } => return None,
+    };
+    e.tenant = Some(tenant.to_owned());
+    Some(e)
 }
 
 /// Keeps the connector space current between requests.
