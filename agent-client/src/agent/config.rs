@@ -97,6 +97,21 @@ pub struct ForestConfig {
     /// For `embedded`: the forest file (see examples/forests/).
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// For `ldap`: `ldaps://dc.example:636`, or `ldap://...` with StartTLS.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// For `ldap`: the CA that signs the domain controllers' certificates.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// For `ldap`: the service account's DN.
+    #[serde(default)]
+    pub bind_dn: Option<String>,
+    /// For `ldap`: a file (mode 0600) holding the service account's password.
+    #[serde(default)]
+    pub bind_password_file: Option<PathBuf>,
+    /// For `ldap`: the domain's naming context; read from the rootDSE when absent.
+    #[serde(default)]
+    pub base_dn: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -104,6 +119,8 @@ pub struct ForestConfig {
 pub enum ForestKind {
     /// The embedded directory with Active Directory's semantics.
     Embedded,
+    /// Active Directory over LDAPS or StartTLS.
+    Ldap,
 }
 
 fn yes() -> bool {
@@ -187,6 +204,17 @@ impl AgentConfig {
         for f in &self.forests {
             if f.kind == ForestKind::Embedded && f.path.is_none() {
                 return invalid("forests", "an embedded forest needs a path");
+            }
+            if f.kind == ForestKind::Ldap
+                && (f.url.is_none()
+                    || f.ca_file.is_none()
+                    || f.bind_dn.is_none()
+                    || f.bind_password_file.is_none())
+            {
+                return invalid(
+                    "forests",
+                    "an ldap forest needs url, ca_file, bind_dn and bind_password_file",
+                );
             }
         }
         let mut names: Vec<_> = self.forests.iter().map(|f| f.name.as_str()).collect();

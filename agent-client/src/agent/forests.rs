@@ -1,4 +1,5 @@
-//! Opens the configured forests. An embedded forest is re-read whenever its
+//! Opens the configured forests: LDAPS to Active Directory, or embedded
+//! files. An embedded forest is re-read whenever its
 //! file changes on disk, so a fix an administrator applies with
 //! `writeback-agent directory grant` takes effect in the running agent, as a
 //! change on a domain controller would.
@@ -12,6 +13,7 @@ use tokio::sync::RwLock;
 
 use super::config::{AgentConfig, ForestKind};
 use crate::directory::embedded::EmbeddedDirectory;
+use crate::directory::ldap::{LdapDirectory, LdapSettings};
 use crate::directory::{Account, Directory, DirectoryError, OuRights, Policy, Refusal};
 
 pub fn open_forests(config: &AgentConfig) -> Result<Vec<Arc<dyn Directory>>, DirectoryError> {
@@ -27,6 +29,34 @@ pub fn open_forests(config: &AgentConfig) -> Result<Vec<Arc<dyn Directory>>, Dir
                     ))
                 })?;
                 Ok(Arc::new(Reloading::open(&f.name, path)?) as Arc<dyn Directory>)
+            }
+            ForestKind::Ldap => {
+                let missing = |what: &str| {
+                    DirectoryError(format!("forest {}: an ldap forest needs {what}", f.name))
+                };
+                let password_file = f
+                    .bind_password_file
+                    .as_ref()
+                    .ok_or_else(|| missing("bind_password_file"))?;
+                let text = zeroize::Zeroizing::new(
+                    std::fs::read_to_string(password_file).map_err(|e| {
+                        DirectoryError(format!(
+                            "forest {}: cannot read {}: {e}",
+                            f.name,
+                            password_file.display()
+                        ))
+                    })?,
+                );
+                let settings = LdapSettings {
+                    url: f.url.clone().ok_or_else(|| missing("url"))?,
+                    ca_file: f.ca_file.clone().ok_or_else(|| missing("ca_file"))?,
+                    bind_dn: f.bind_dn.clone().ok_or_else(|| missing("bind_dn"))?,
+                    bind_password: zeroize::Zeroizing::new(
+                        text.trim_end_matches(['\n', '\r']).to_owned(),
+                    ),
+                    base_dn: f.base_dn.clone(),
+                };
+                Ok(Arc::new(LdapDirectory::new(&f.name, settings)?) as Arc<dyn Directory>)
             }
         })
         .collect()

@@ -7,6 +7,7 @@
 //! needs (the failing rule, the OU that lacks a right), never a generic one.
 
 pub mod embedded;
+pub mod ldap;
 pub mod sd;
 
 use std::fmt;

@@ -1,0 +1,740 @@
+//! The Active Directory backend: LDAPS (or StartTLS) with certificate
+//! verification against a configured CA, acting as the forest's service
+//! account. Active Directory refuses password writes on unencrypted
+//! connections, and so does this backend: there is no plain LDAP.
+//!
+//! Failures are classified by LDAP result code and the 8-hex-digit extended
+//! error at the start of the diagnostic text, never by its English, which
+//! differs between Windows and Samba. AD answers every policy failure with
+//! the same `0000052D`; the backend then names the rule itself, from the
+//! policy it reads (length, complexity, minimum age — and history, which is
+//! what remains when those pass).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use envelope::Password;
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::controls::RawControl;
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
+use rustls::pki_types::pem::PemObject;
+use zeroize::Zeroizing;
+
+use super::embedded::rules::{check_min_age, check_new_password};
+use super::sd::{SecurityDescriptor, missing_rights_below};
+use super::{Account, Directory, DirectoryError, OuRights, Policy, Refusal, Right};
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const PAGE_SIZE: i32 = 500;
+/// LDAP_SERVER_SD_FLAGS_OID with DACL_SECURITY_INFORMATION (4): lets a
+/// non-administrator read the DACL part of nTSecurityDescriptor.
+const SD_FLAGS_OID: &str = "1.2.840.113556.1.4.801";
+const SD_FLAGS_DACL: [u8; 5] = [0x30, 0x03, 0x02, 0x01, 0x04];
+const UAC_DISABLED: u64 = 0x2;
+
+/// How to reach and act in one forest.
+#[derive(Clone)]
+pub struct LdapSettings {
+    /// `ldaps://host:636`, or `ldap://host:389` (StartTLS is then required).
+    pub url: String,
+    /// PEM CA bundle that signs the domain controller's certificate.
+    pub ca_file: PathBuf,
+    /// The service account write-back acts as.
+    pub bind_dn: String,
+    pub bind_password: Zeroizing<String>,
+    /// The domain's naming context; read from the rootDSE when absent.
+    pub base_dn: Option<String>,
+}
+
+impl std::fmt::Debug for LdapSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LdapSettings")
+            .field("url", &self.url)
+            .field("bind_dn", &self.bind_dn)
+            .finish_non_exhaustive()
+    }
+}
+
+pub struct LdapDirectory {
+    name: String,
+    settings: LdapSettings,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+/// An LDAP failure, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LdapFailure {
+    pub rc: u32,
+    /// The 8-hex-digit extended error (e.g. "0000052D"), when present.
+    pub code: Option<String>,
+    pub text: String,
+}
+
+impl LdapFailure {
+    fn from_result(rc: u32, text: &str) -> LdapFailure {
+        let code = text
+            .get(..8)
+            .filter(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_ascii_uppercase);
+        LdapFailure {
+            rc,
+            code,
+            text: text.to_owned(),
+        }
+    }
+
+    fn is_policy(&self) -> bool {
+        self.rc == 19 && self.code.as_deref() == Some("0000052D")
+    }
+
+    fn is_wrong_password(&self) -> bool {
+        self.rc == 19 && self.code.as_deref() == Some("00000056") || self.rc == 49
+    }
+
+    fn is_access_denied(&self) -> bool {
+        self.rc == 50 || self.code.as_deref() == Some("00002098")
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Windows FILETIME (100 ns since 1601) to Unix ms; 0 stays 0.
+fn filetime_to_unix_ms(ft: i64) -> u64 {
+    if ft <= 0 {
+        return 0;
+    }
+    ((ft / 10_000) - 11_644_473_600_000).max(0) as u64
+}
+
+/// AD's negative 100-ns intervals (minPwdAge, maxPwdAge) to seconds.
+fn interval_secs(v: i64) -> u64 {
+    (v.unsigned_abs()) / 10_000_000
+}
+
+/// The quoted UTF-16LE form unicodePwd takes.
+pub fn unicode_pwd(password: &str) -> Zeroizing<Vec<u8>> {
+    let quoted = Zeroizing::new(format!("\"{password}\""));
+    Zeroizing::new(quoted.encode_utf16().flat_map(u16::to_le_bytes).collect())
+}
+
+fn parent_dn(dn: &str) -> String {
+    // DN components are separated by unescaped commas.
+    let bytes = dn.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b',' => return dn[i + 1..].to_owned(),
+            _ => i += 1,
+        }
+    }
+    String::new()
+}
+
+fn first<'a>(e: &'a SearchEntry, attr: &str) -> Option<&'a str> {
+    e.attrs
+        .get(attr)
+        .and_then(|v| v.first())
+        .map(String::as_str)
+}
+
+fn first_i64(e: &SearchEntry, attr: &str) -> i64 {
+    first(e, attr).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// What an operation needs to know about the account first.
+struct UserState {
+    sam: String,
+    display_name: String,
+    disabled: bool,
+    locked: bool,
+    protected: bool,
+    pwd_last_set_ms: u64,
+}
+
+impl LdapDirectory {
+    pub fn new(name: &str, settings: LdapSettings) -> Result<LdapDirectory, DirectoryError> {
+        if !(settings.url.starts_with("ldaps://") || settings.url.starts_with("ldap://")) {
+            return Err(DirectoryError(format!(
+                "forest {name}: url must be ldaps:// or ldap:// (with StartTLS)"
+            )));
+        }
+        let pem = std::fs::read(&settings.ca_file).map_err(|e| {
+            DirectoryError(format!(
+                "forest {name}: cannot read {}: {e}",
+                settings.ca_file.display()
+            ))
+        })?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let cert =
+                cert.map_err(|e| DirectoryError(format!("forest {name}: bad CA file: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| DirectoryError(format!("forest {name}: bad CA certificate: {e}")))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| DirectoryError(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(LdapDirectory {
+            name: name.to_owned(),
+            settings,
+            tls: Arc::new(tls),
+        })
+    }
+
+    /// A connection bound as the service account.
+    async fn connect(&self) -> Result<Ldap, DirectoryError> {
+        let settings = LdapConnSettings::new()
+            .set_config(Arc::clone(&self.tls))
+            .set_conn_timeout(CONNECT_TIMEOUT)
+            .set_starttls(self.settings.url.starts_with("ldap://"));
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.settings.url)
+            .await
+            .map_err(|e| {
+                DirectoryError(format!(
+                    "forest {}: cannot connect to {}: {e}",
+                    self.name, self.settings.url
+                ))
+            })?;
+        ldap3::drive!(conn);
+        let bound = ldap
+            .simple_bind(&self.settings.bind_dn, &self.settings.bind_password)
+            .await
+            .map_err(|e| DirectoryError(format!("forest {}: bind failed: {e}", self.name)))?;
+        if bound.rc != 0 {
+            return Err(DirectoryError(format!(
+                "forest {}: bind as {} failed: result {} {}",
+                self.name, self.settings.bind_dn, bound.rc, bound.text
+            )));
+        }
+        Ok(ldap)
+    }
+
+    async fn base_dn(&self, ldap: &mut Ldap) -> Result<String, DirectoryError> {
+        if let Some(b) = &self.settings.base_dn {
+            return Ok(b.clone());
+        }
+        let root = self.read(ldap, "", &["defaultNamingContext"]).await?;
+        first(&root, "defaultNamingContext")
+            .map(str::to_owned)
+            .ok_or_else(|| DirectoryError("the rootDSE has no defaultNamingContext".into()))
+    }
+
+    async fn read(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        attrs: &[&str],
+    ) -> Result<SearchEntry, DirectoryError> {
+        let (entries, result) = ldap
+            .search(dn, Scope::Base, "(objectClass=*)", attrs.to_vec())
+            .await
+            .map_err(|e| DirectoryError(format!("search {dn}: {e}")))?
+            .non_error()
+            .map_err(|e| DirectoryError(format!("search {dn}: {e}")))?;
+        let _ = result;
+        entries
+            .into_iter()
+            .next()
+            .map(SearchEntry::construct)
+            .ok_or_else(|| DirectoryError(format!("no object {dn}")))
+    }
+
+    async fn user_state(&self, ldap: &mut Ldap, dn: &str) -> Result<UserState, Refusal> {
+        let e = self
+            .read(
+                ldap,
+                dn,
+                &[
+                    "sAMAccountName",
+                    "displayName",
+                    "userAccountControl",
+                    "lockoutTime",
+                    "adminCount",
+                    "pwdLastSet",
+                ],
+            )
+            .await
+            .map_err(|e| Refusal::DirectoryUnavailable(e.0))?;
+        Ok(UserState {
+            sam: first(&e, "sAMAccountName").unwrap_or_default().to_owned(),
+            display_name: first(&e, "displayName").unwrap_or_default().to_owned(),
+            disabled: first_i64(&e, "userAccountControl") as u64 & UAC_DISABLED != 0,
+            locked: first_i64(&e, "lockoutTime") > 0,
+            protected: first_i64(&e, "adminCount") == 1,
+            pwd_last_set_ms: filetime_to_unix_ms(first_i64(&e, "pwdLastSet")),
+        })
+    }
+
+    /// The resultant policy: the user's PSO (msDS-ResultantPSO) or the domain's.
+    async fn resultant_policy(&self, ldap: &mut Ldap, dn: &str) -> Result<Policy, DirectoryError> {
+        let user = self.read(ldap, dn, &["msDS-ResultantPSO"]).await?;
+        if let Some(pso) = first(&user, "msDS-ResultantPSO") {
+            let p = self
+                .read(
+                    ldap,
+                    pso,
+                    &[
+                        "cn",
+                        "msDS-MinimumPasswordLength",
+                        "msDS-PasswordComplexityEnabled",
+                        "msDS-PasswordHistoryLength",
+                        "msDS-MinimumPasswordAge",
+                        "msDS-MaximumPasswordAge",
+                    ],
+                )
+                .await?;
+            return Ok(Policy {
+                source: first(&p, "cn").unwrap_or("PSO").to_owned(),
+                min_length: first_i64(&p, "msDS-MinimumPasswordLength") as u32,
+                complexity: first(&p, "msDS-PasswordComplexityEnabled")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("TRUE")),
+                history_length: first_i64(&p, "msDS-PasswordHistoryLength") as u32,
+                min_age_secs: interval_secs(first_i64(&p, "msDS-MinimumPasswordAge")),
+                max_age_secs: interval_secs(first_i64(&p, "msDS-MaximumPasswordAge")),
+            });
+        }
+        let base = self.base_dn(ldap).await?;
+        let d = self
+            .read(
+                ldap,
+                &base,
+                &[
+                    "minPwdLength",
+                    "pwdProperties",
+                    "pwdHistoryLength",
+                    "minPwdAge",
+                    "maxPwdAge",
+                ],
+            )
+            .await?;
+        Ok(Policy {
+            source: "Default Domain Policy".into(),
+            min_length: first_i64(&d, "minPwdLength") as u32,
+            complexity: first_i64(&d, "pwdProperties") & 1 != 0,
+            history_length: first_i64(&d, "pwdHistoryLength") as u32,
+            min_age_secs: interval_secs(first_i64(&d, "minPwdAge")),
+            max_age_secs: interval_secs(first_i64(&d, "maxPwdAge")),
+        })
+    }
+
+    /// The SIDs the service account acts with: its own, its groups', and
+    /// the well-known ones every authenticated account has.
+    async fn service_sids(&self, ldap: &mut Ldap) -> Result<Vec<String>, DirectoryError> {
+        let e = self
+            .read(ldap, &self.settings.bind_dn, &["objectSid", "tokenGroups"])
+            .await?;
+        let mut sids = vec!["S-1-1-0".to_owned(), "S-1-5-11".to_owned()];
+        for attr in ["objectSid", "tokenGroups"] {
+            for raw in e.bin_attrs.get(attr).into_iter().flatten() {
+                sids.extend(super::sd::sid_string(raw));
+            }
+        }
+        Ok(sids)
+    }
+
+    async fn descriptor(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+    ) -> Result<SecurityDescriptor, DirectoryError> {
+        let control = RawControl {
+            ctype: SD_FLAGS_OID.to_owned(),
+            crit: true,
+            val: Some(SD_FLAGS_DACL.to_vec()),
+        };
+        let (entries, _) = ldap
+            .with_controls(control)
+            .search(
+                dn,
+                Scope::Base,
+                "(objectClass=*)",
+                vec!["nTSecurityDescriptor"],
+            )
+            .await
+            .map_err(|e| DirectoryError(format!("read the security descriptor of {dn}: {e}")))?
+            .success()
+            .map_err(|e| DirectoryError(format!("read the security descriptor of {dn}: {e}")))?;
+        let entry = entries
+            .into_iter()
+            .next()
+            .map(SearchEntry::construct)
+            .ok_or_else(|| DirectoryError(format!("no object {dn}")))?;
+        let raw = entry
+            .bin_attrs
+            .get("nTSecurityDescriptor")
+            .and_then(|v| v.first())
+            .ok_or_else(|| DirectoryError(format!("{dn} returned no security descriptor")))?;
+        SecurityDescriptor::parse(raw).map_err(|e| DirectoryError(format!("{dn}: {e}")))
+    }
+
+    /// A permission refusal naming the OU, the right and whether inheritance is blocked there.
+    async fn denied(&self, ldap: &mut Ldap, dn: &str, needed: &[Right]) -> Refusal {
+        let ou = parent_dn(dn);
+        let (right, blocked) = match (
+            self.descriptor(ldap, &ou).await,
+            self.service_sids(ldap).await,
+        ) {
+            (Ok(sd), Ok(sids)) => {
+                let missing = missing_rights_below(&sd, &sids);
+                let right = needed
+                    .iter()
+                    .find(|r| missing.contains(r))
+                    .copied()
+                    .unwrap_or(needed[0]);
+                (right, sd.protected())
+            }
+            _ => (needed[0], false),
+        };
+        Refusal::PermissionDenied {
+            right,
+            ou,
+            inheritance_blocked: blocked,
+        }
+    }
+
+    async fn modify(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        mods: Vec<Mod<Vec<u8>>>,
+    ) -> Result<(), LdapFailure> {
+        let result = ldap
+            .modify(dn, mods)
+            .await
+            .map_err(|e| LdapFailure::from_result(80, &e.to_string()))?;
+        if result.rc == 0 {
+            Ok(())
+        } else {
+            Err(LdapFailure::from_result(result.rc, &result.text))
+        }
+    }
+
+    /// The specific rule behind AD's generic policy failure.
+    async fn policy_refusal(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        user: &UserState,
+        new: &Password,
+        change: bool,
+    ) -> Refusal {
+        let policy = match self.resultant_policy(ldap, dn).await {
+            Ok(p) => p,
+            Err(e) => {
+                return Refusal::DirectoryUnavailable(format!(
+                    "the password policy cannot be read: {}",
+                    e.0
+                ));
+            }
+        };
+        if change && let Err(r) = check_min_age(&policy, user.pwd_last_set_ms, now_ms()) {
+            return r;
+        }
+        if let Err(r) = check_new_password(&policy, new.expose(), &user.sam, &user.display_name) {
+            return r;
+        }
+        Refusal::InHistory {
+            history_length: policy.history_length,
+        }
+    }
+}
+
+fn set(values: &[&[u8]]) -> HashSet<Vec<u8>> {
+    values.iter().map(|v| v.to_vec()).collect()
+}
+
+#[tonic::async_trait]
+impl Directory for LdapDirectory {
+    fn forest(&self) -> &str {
+        &self.name
+    }
+
+    async fn import(&self, since: Option<u64>) -> Result<(Vec<Account>, u64), DirectoryError> {
+        let mut ldap = self.connect().await?;
+        let root = self.read(&mut ldap, "", &["highestCommittedUSN"]).await?;
+        let cursor = first_i64(&root, "highestCommittedUSN").max(0) as u64;
+        let base = self.base_dn(&mut ldap).await?;
+        let filter = match since {
+            Some(usn) => format!(
+                "(&(objectCategory=person)(objectClass=user)(uSNChanged>={}))",
+                usn + 1
+            ),
+            None => "(&(objectCategory=person)(objectClass=user))".to_owned(),
+        };
+        let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
+            Box::new(EntriesOnly::new()),
+            Box::new(PagedResults::new(PAGE_SIZE)),
+        ];
+        let mut stream = ldap
+            .streaming_search_with(
+                adapters,
+                &base,
+                Scope::Subtree,
+                &filter,
+                vec![
+                    "sAMAccountName",
+                    "userPrincipalName",
+                    "objectGUID",
+                    "displayName",
+                    "userAccountControl",
+                    "uSNChanged",
+                ],
+            )
+            .await
+            .map_err(|e| DirectoryError(format!("forest {}: search failed: {e}", self.name)))?;
+        let mut accounts = Vec::new();
+        while let Some(entry) = stream
+            .next()
+            .await
+            .map_err(|e| DirectoryError(format!("forest {}: search failed: {e}", self.name)))?
+        {
+            let e = SearchEntry::construct(entry);
+            let Some(guid) = e
+                .bin_attrs
+                .get("objectGUID")
+                .and_then(|v| v.first())
+                .and_then(|g| <[u8; 16]>::try_from(g.as_slice()).ok())
+            else {
+                continue;
+            };
+            accounts.push(Account {
+                forest: self.name.clone(),
+                sam_account_name: first(&e, "sAMAccountName").unwrap_or_default().to_owned(),
+                user_principal_name: first(&e, "userPrincipalName")
+                    .unwrap_or_default()
+                    .to_owned(),
+                object_guid: guid,
+                display_name: first(&e, "displayName").unwrap_or_default().to_owned(),
+                enabled: first_i64(&e, "userAccountControl") as u64 & UAC_DISABLED == 0,
+                usn_changed: first_i64(&e, "uSNChanged").max(0) as u64,
+                dn: e.dn,
+            });
+        }
+        let result = stream.finish().await;
+        if result.rc != 0 {
+            return Err(DirectoryError(format!(
+                "forest {}: search ended with {} {}",
+                self.name, result.rc, result.text
+            )));
+        }
+        let _ = ldap.unbind().await;
+        Ok((accounts, cursor))
+    }
+
+    async fn reset_password(
+        &self,
+        dn: &str,
+        new: &Password,
+        unlock: bool,
+        must_change: bool,
+    ) -> Result<(), Refusal> {
+        let mut ldap = self
+            .connect()
+            .await
+            .map_err(|e| Refusal::DirectoryUnavailable(e.0))?;
+        let user = self.user_state(&mut ldap, dn).await?;
+        if user.disabled {
+            return Err(Refusal::AccountDisabled);
+        }
+        if user.protected {
+            return Err(Refusal::ProtectedAccount);
+        }
+        let encoded = unicode_pwd(new.expose());
+        let mut mods = vec![Mod::Replace(b"unicodePwd".to_vec(), set(&[&encoded]))];
+        let mut needed = vec![Right::ResetPassword];
+        if unlock {
+            mods.push(Mod::Replace(b"lockoutTime".to_vec(), set(&[b"0"])));
+            needed.push(Right::WriteLockoutTime);
+        }
+        if must_change {
+            mods.push(Mod::Replace(b"pwdLastSet".to_vec(), set(&[b"0"])));
+            needed.push(Right::WritePwdLastSet);
+        }
+        let result = self.modify(&mut ldap, dn, mods).await;
+        let outcome = match result {
+            Ok(()) => Ok(()),
+            Err(f) if f.is_access_denied() => Err(self.denied(&mut ldap, dn, &needed).await),
+            Err(f) if f.is_policy() => {
+                Err(self.policy_refusal(&mut ldap, dn, &user, new, false).await)
+            }
+            Err(f) => Err(Refusal::DirectoryUnavailable(format!(
+                "result {}: {}",
+                f.rc, f.text
+            ))),
+        };
+        let _ = ldap.unbind().await;
+        outcome
+    }
+
+    async fn change_password(
+        &self,
+        dn: &str,
+        current: &Password,
+        new: &Password,
+    ) -> Result<(), Refusal> {
+        let mut ldap = self
+            .connect()
+            .await
+            .map_err(|e| Refusal::DirectoryUnavailable(e.0))?;
+        let user = self.user_state(&mut ldap, dn).await?;
+        if user.disabled {
+            return Err(Refusal::AccountDisabled);
+        }
+        if user.locked {
+            return Err(Refusal::AccountLocked);
+        }
+        let old = unicode_pwd(current.expose());
+        let fresh = unicode_pwd(new.expose());
+        let mods = vec![
+            Mod::Delete(b"unicodePwd".to_vec(), set(&[&old])),
+            Mod::Add(b"unicodePwd".to_vec(), set(&[&fresh])),
+        ];
+        let outcome = match self.modify(&mut ldap, dn, mods).await {
+            Ok(()) => Ok(()),
+            Err(f) if f.is_wrong_password() => Err(Refusal::WrongCurrentPassword),
+            Err(f) if f.is_access_denied() => {
+                Err(self.denied(&mut ldap, dn, &[Right::ChangePassword]).await)
+            }
+            Err(f) if f.is_policy() => {
+                Err(self.policy_refusal(&mut ldap, dn, &user, new, true).await)
+            }
+            Err(f) => Err(Refusal::DirectoryUnavailable(format!(
+                "result {}: {}",
+                f.rc, f.text
+            ))),
+        };
+        let _ = ldap.unbind().await;
+        outcome
+    }
+
+    async fn unlock(&self, dn: &str) -> Result<(), Refusal> {
+        let mut ldap = self
+            .connect()
+            .await
+            .map_err(|e| Refusal::DirectoryUnavailable(e.0))?;
+        let user = self.user_state(&mut ldap, dn).await?;
+        if user.protected {
+            return Err(Refusal::ProtectedAccount);
+        }
+        let outcome = match self
+            .modify(
+                &mut ldap,
+                dn,
+                vec![Mod::Replace(b"lockoutTime".to_vec(), set(&[b"0"]))],
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(f) if f.is_access_denied() => {
+                Err(self.denied(&mut ldap, dn, &[Right::WriteLockoutTime]).await)
+            }
+            Err(f) => Err(Refusal::DirectoryUnavailable(format!(
+                "result {}: {}",
+                f.rc, f.text
+            ))),
+        };
+        let _ = ldap.unbind().await;
+        outcome
+    }
+
+    async fn policy(&self, dn: &str) -> Result<Policy, Refusal> {
+        let mut ldap = self
+            .connect()
+            .await
+            .map_err(|e| Refusal::DirectoryUnavailable(e.0))?;
+        let policy = self
+            .resultant_policy(&mut ldap, dn)
+            .await
+            .map_err(|e| Refusal::DirectoryUnavailable(e.0));
+        let _ = ldap.unbind().await;
+        policy
+    }
+
+    async fn effective_rights(&self) -> Result<Vec<OuRights>, DirectoryError> {
+        let mut ldap = self.connect().await?;
+        let base = self.base_dn(&mut ldap).await?;
+        let sids = self.service_sids(&mut ldap).await?;
+        let (ous, _) = ldap
+            .search(
+                &base,
+                Scope::Subtree,
+                "(objectClass=organizationalUnit)",
+                vec!["ou"],
+            )
+            .await
+            .map_err(|e| DirectoryError(e.to_string()))?
+            .success()
+            .map_err(|e| DirectoryError(e.to_string()))?;
+        let mut out = Vec::new();
+        for ou in ous.into_iter().map(SearchEntry::construct) {
+            let (users, _) = ldap
+                .search(
+                    &ou.dn,
+                    Scope::OneLevel,
+                    "(&(objectCategory=person)(objectClass=user))",
+                    vec!["1.1"],
+                )
+                .await
+                .map_err(|e| DirectoryError(e.to_string()))?
+                .success()
+                .map_err(|e| DirectoryError(e.to_string()))?;
+            if users.is_empty() {
+                continue;
+            }
+            let sd = self.descriptor(&mut ldap, &ou.dn).await?;
+            out.push(OuRights {
+                user_count: users.len(),
+                missing: missing_rights_below(&sd, &sids),
+                inheritance_blocked: sd.protected(),
+                dn: ou.dn,
+            });
+        }
+        let _ = ldap.unbind().await;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_quoted_utf16le() {
+        assert_eq!(
+            unicode_pwd("ab").as_slice(),
+            &[0x22, 0, b'a', 0, b'b', 0, 0x22, 0]
+        );
+    }
+
+    #[test]
+    fn failures_are_classified_by_code_not_text() {
+        let policy = LdapFailure::from_result(
+            19,
+            "0000052D: Constraint violation - whatever the text says",
+        );
+        assert!(policy.is_policy() && !policy.is_wrong_password());
+        assert!(LdapFailure::from_result(19, "00000056: AtrErr").is_wrong_password());
+        assert!(LdapFailure::from_result(50, "00002098: SecErr").is_access_denied());
+        assert!(LdapFailure::from_result(50, "").is_access_denied());
+        assert!(!LdapFailure::from_result(19, "Password too short").is_policy());
+    }
+
+    #[test]
+    fn times_and_dns() {
+        assert_eq!(filetime_to_unix_ms(0), 0);
+        assert_eq!(filetime_to_unix_ms(116_444_736_000_000_000 + 10_000), 1);
+        assert_eq!(interval_secs(-864_000_000_000), 86_400);
+        assert_eq!(parent_dn("CN=Doe\\, John,OU=Staff,DC=x"), "OU=Staff,DC=x");
+    }
+}
