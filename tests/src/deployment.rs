@@ -35,19 +35,10 @@ impl Deployment {
     /// Starts everything with the given sample forests; `extra` is appended
     /// to the agent's configuration (top-level keys only).
     pub async fn start(forests: &[&str], extra: &str) -> Deployment {
-        let broker = BrokerBuilder::new().start().await;
-        let tenant = broker.create_tenant("contoso").await;
         let dir = tempfile::tempdir().expect("temp dir");
-        let d = dir.path();
-        let listen = write_key(
-            d,
-            "listen.key",
-            &tenant.key(Right::Listen, KeySlot::Primary),
-        );
-        std::fs::write(d.join("setup-password"), SETUP_PASSWORD).expect("password file");
         let mut forest_sections = String::new();
         for name in forests {
-            let forest_dir = d.join("forests").join(name);
+            let forest_dir = dir.path().join("forests").join(name);
             std::fs::create_dir_all(&forest_dir).expect("forest dir");
             let file = forest_dir.join(format!("{name}.json"));
             std::fs::copy(examples().join(format!("{name}.json")), &file)
@@ -56,6 +47,24 @@ impl Deployment {
                 "\n[[forests]]\nname = {name:?}\nkind = \"embedded\"\npath = {file:?}\n"
             ));
         }
+        Self::start_with(dir, &forest_sections, extra).await
+    }
+
+    /// Starts everything with the given `[[forests]]` sections.
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        forest_sections: &str,
+        extra: &str,
+    ) -> Deployment {
+        let broker = BrokerBuilder::new().start().await;
+        let tenant = broker.create_tenant("contoso").await;
+        let d = dir.path();
+        let listen = write_key(
+            d,
+            "listen.key",
+            &tenant.key(Right::Listen, KeySlot::Primary),
+        );
+        std::fs::write(d.join("setup-password"), SETUP_PASSWORD).expect("password file");
         let config = d.join("agent.toml");
         std::fs::write(
             &config,

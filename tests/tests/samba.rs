@@ -1,0 +1,398 @@
+//! The LDAPS backend against real Active Directory domain controllers
+//! (Samba 4), started by `scripts/samba/up`. These tests need root and two
+//! throwaway DCs, so plain `cargo test` lists them as ignored with the way
+//! to run them; `scripts/test` (and CI) runs them, and there they fail —
+//! never skip — when the DCs are unreachable.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use agent_client::directory::ldap::{LdapDirectory, LdapSettings};
+use agent_client::directory::{Directory, Refusal, Right};
+use envelope::Password;
+use envelope::body::outcome;
+use tests::deployment::{Deployment, detail};
+use zeroize::Zeroizing;
+
+const HOW: &str = "needs Samba AD DCs: run scripts/test, or scripts/samba/up target/samba && RELAY_SAMBA_DIR=target/samba cargo test -p tests --test samba -- --ignored";
+
+/// One provisioned domain: its env files, merged.
+struct Dc {
+    env: HashMap<String, String>,
+}
+
+impl Dc {
+    fn load(which: &str) -> Dc {
+        let base = PathBuf::from(
+            std::env::var("RELAY_SAMBA_DIR")
+                .unwrap_or_else(|_| panic!("RELAY_SAMBA_DIR is not set: {HOW}")),
+        );
+        let base = if base.is_absolute() {
+            base
+        } else {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(base)
+        };
+        let mut env = HashMap::new();
+        for file in ["env", "fixtures.env", "users.env"] {
+            let path = base.join(which).join(file);
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} — the Samba DCs are not set up: {HOW}",
+                    path.display()
+                )
+            });
+            for line in text.lines() {
+                if let Some((k, v)) = line.split_once('=') {
+                    env.insert(k.to_owned(), v.to_owned());
+                }
+            }
+        }
+        Dc { env }
+    }
+
+    fn get(&self, key: &str) -> &str {
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from the Samba env files"))
+    }
+
+    fn password(&self, file_key: &str) -> String {
+        std::fs::read_to_string(self.get(file_key))
+            .expect("password file")
+            .trim_end()
+            .to_owned()
+    }
+
+    fn directory(&self, name: &str) -> LdapDirectory {
+        LdapDirectory::new(
+            name,
+            LdapSettings {
+                url: self.get("LDAPS_URL").to_owned(),
+                ca_file: PathBuf::from(self.get("CA_FILE")),
+                bind_dn: self.get("SERVICE_ACCOUNT_DN").to_owned(),
+                bind_password: Zeroizing::new(self.password("SERVICE_ACCOUNT_PASSWORD_FILE")),
+                base_dn: Some(self.get("BASE_DN").to_owned()),
+            },
+        )
+        .expect("ldap directory")
+    }
+
+    /// Whether `password` binds as `dn` (with the bind's diagnostic on failure).
+    async fn binds(&self, dn: &str, password: &str) -> Result<(), String> {
+        let pem = std::fs::read(self.get("CA_FILE")).expect("ca");
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject;
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            roots.add(c.expect("cert")).expect("root");
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("tls")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let settings = ldap3::LdapConnSettings::new().set_config(Arc::new(tls));
+        let (conn, mut ldap) = ldap3::LdapConnAsync::with_settings(settings, self.get("LDAPS_URL"))
+            .await
+            .expect("connect");
+        ldap3::drive!(conn);
+        let r = ldap.simple_bind(dn, password).await.expect("bind");
+        if r.rc == 0 {
+            Ok(())
+        } else {
+            Err(format!("rc {} {}", r.rc, r.text))
+        }
+    }
+
+    fn samba_tool(&self, args: &[&str]) {
+        let out = std::process::Command::new("samba-tool")
+            .args(args)
+            .args(["-s", self.get("SMB_CONF")])
+            .output()
+            .expect("samba-tool");
+        assert!(
+            out.status.success(),
+            "samba-tool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn pw(p: &str) -> Password {
+    Password::new(p)
+}
+
+#[tokio::test]
+#[ignore = "needs Samba AD DCs: run scripts/test (see tests/tests/samba.rs)"]
+async fn admin_reset_user_change_and_policy_failures_against_samba() {
+    let dc = Dc::load("dc1");
+    let dir = dc.directory("test");
+    let staff1 = dc.get("STAFF1_DN").to_owned();
+    let old = dc.get("STAFF1_PASSWORD").to_owned();
+
+    // Import finds the fixtures, and the cursor makes the next import incremental.
+    let (accounts, cursor) = dir.import(None).await.expect("import");
+    assert!(
+        accounts.iter().any(|a| a.dn.eq_ignore_ascii_case(&staff1)),
+        "staff1 imported"
+    );
+    let (again, _) = dir.import(Some(cursor)).await.expect("incremental import");
+    assert!(
+        again.len() < accounts.len(),
+        "an incremental import reads only changes"
+    );
+
+    // Admin reset: the new password binds, the old one no longer does.
+    dir.reset_password(&staff1, &pw("Reset-By-Agent-2024!"), false, false)
+        .await
+        .expect("reset");
+    dc.binds(&staff1, "Reset-By-Agent-2024!")
+        .await
+        .expect("new password binds");
+    let refused = dc
+        .binds(&staff1, &old)
+        .await
+        .expect_err("old password refused");
+    assert!(refused.contains("rc 49"), "{refused}");
+
+    // Too short and complexity, each with its rule.
+    assert_eq!(
+        dir.reset_password(&staff1, &pw("Ab1!"), false, false).await,
+        Err(Refusal::TooShort { min_length: 7 })
+    );
+    match dir
+        .reset_password(&staff1, &pw("onlylowercase"), false, false)
+        .await
+    {
+        Err(Refusal::FailsComplexity { missing, .. }) => assert!(!missing.is_empty()),
+        other => panic!("expected complexity, got {other:?}"),
+    }
+
+    // User change with the right and the wrong current password, and history.
+    assert_eq!(
+        dir.change_password(
+            &staff1,
+            &pw("Not-The-Password-1"),
+            &pw("Changed-By-User-2024!")
+        )
+        .await,
+        Err(Refusal::WrongCurrentPassword)
+    );
+    dir.change_password(
+        &staff1,
+        &pw("Reset-By-Agent-2024!"),
+        &pw("Changed-By-User-2024!"),
+    )
+    .await
+    .expect("user change");
+    dc.binds(&staff1, "Changed-By-User-2024!")
+        .await
+        .expect("changed password binds");
+    assert_eq!(
+        dir.change_password(
+            &staff1,
+            &pw("Changed-By-User-2024!"),
+            &pw("Reset-By-Agent-2024!")
+        )
+        .await,
+        Err(Refusal::InHistory { history_length: 24 })
+    );
+
+    // Force change at next logon: the bind now reports "must change" (data 773).
+    dir.reset_password(&staff1, &pw("Temporary-Pass-2024!"), false, true)
+        .await
+        .expect("reset must change");
+    let must = dc
+        .binds(&staff1, "Temporary-Pass-2024!")
+        .await
+        .expect_err("must change");
+    assert!(must.contains("773"), "{must}");
+
+    // The policy as the portal shows it.
+    let policy = dir.policy(&staff1).await.expect("policy");
+    assert_eq!(policy.min_length, 7);
+    assert!(policy.complexity);
+}
+
+#[tokio::test]
+#[ignore = "needs Samba AD DCs: run scripts/test (see tests/tests/samba.rs)"]
+async fn lockout_is_cleared_by_unlock_and_reset_with_unlock() {
+    let dc = Dc::load("dc1");
+    let dir = dc.directory("test");
+    let user = dc.get("STAFF1_DN").to_owned();
+    dir.reset_password(&user, &pw("Before-Lockout-2024!"), false, false)
+        .await
+        .expect("known password");
+    dc.samba_tool(&[
+        "domain",
+        "passwordsettings",
+        "set",
+        "--account-lockout-threshold=3",
+    ]);
+    for _ in 0..4 {
+        let _ = dc.binds(&user, "Wrong-Password-1").await;
+    }
+    let locked = dc
+        .binds(&user, "Before-Lockout-2024!")
+        .await
+        .expect_err("locked out");
+    assert!(
+        locked.contains("775") || locked.contains("rc 49"),
+        "{locked}"
+    );
+    assert_eq!(
+        dir.change_password(
+            &user,
+            &pw("Before-Lockout-2024!"),
+            &pw("While-Locked-2024!")
+        )
+        .await,
+        Err(Refusal::AccountLocked)
+    );
+    dir.unlock(&user).await.expect("unlock");
+    dc.binds(&user, "Before-Lockout-2024!")
+        .await
+        .expect("unlocked account binds");
+    // Lock again, then a reset with unlock.
+    for _ in 0..4 {
+        let _ = dc.binds(&user, "Wrong-Password-1").await;
+    }
+    dir.reset_password(&user, &pw("After-Unlock-2024!"), true, false)
+        .await
+        .expect("reset with unlock");
+    dc.binds(&user, "After-Unlock-2024!")
+        .await
+        .expect("binds after reset with unlock");
+    dc.samba_tool(&[
+        "domain",
+        "passwordsettings",
+        "set",
+        "--account-lockout-threshold=0",
+    ]);
+}
+
+#[tokio::test]
+#[ignore = "needs Samba AD DCs: run scripts/test (see tests/tests/samba.rs)"]
+async fn delegation_and_blocked_inheritance_are_reported_then_fixed() {
+    let dc = Dc::load("dc1");
+    let dir = dc.directory("test");
+    // No delegation at all on OU=Other.
+    match dir
+        .reset_password(dc.get("OTHER1_DN"), &pw("Other-Reset-2024!"), false, false)
+        .await
+    {
+        Err(Refusal::PermissionDenied {
+            right,
+            ou,
+            inheritance_blocked,
+        }) => {
+            assert_eq!(right, Right::ResetPassword);
+            assert!(ou.eq_ignore_ascii_case(dc.get("OTHER_OU")), "{ou}");
+            assert!(!inheritance_blocked);
+        }
+        other => panic!("expected permission denied, got {other:?}"),
+    }
+    // Blocked inheritance on OU=Executives.
+    let exec1 = dc.get("EXEC1_DN").to_owned();
+    match dir
+        .reset_password(&exec1, &pw("Exec-Reset-2024!"), false, false)
+        .await
+    {
+        Err(Refusal::PermissionDenied {
+            ou,
+            inheritance_blocked,
+            ..
+        }) => {
+            assert!(ou.eq_ignore_ascii_case(dc.get("EXECUTIVES_OU")), "{ou}");
+            assert!(inheritance_blocked);
+        }
+        other => panic!("expected permission denied, got {other:?}"),
+    }
+    // Doctor's view: the OU, its user count, inheritance blocked.
+    let rights = dir.effective_rights().await.expect("rights");
+    let exec = rights
+        .iter()
+        .find(|o| o.dn.eq_ignore_ascii_case(dc.get("EXECUTIVES_OU")))
+        .expect("Executives listed");
+    assert_eq!(exec.user_count, 1);
+    assert!(exec.inheritance_blocked);
+    assert_eq!(exec.missing, Right::ALL.to_vec());
+    let staff = rights
+        .iter()
+        .find(|o| o.dn.eq_ignore_ascii_case(dc.get("STAFF_OU")))
+        .expect("Staff listed");
+    assert!(
+        staff.missing.is_empty(),
+        "Staff inherits the delegation: {staff:?}"
+    );
+
+    // The fix: grant on the OU itself, as doctor prints it (dsacls' Samba equivalent).
+    let sid = dc.get("SERVICE_ACCOUNT_SID").to_owned();
+    for ace in [
+        format!(
+            "(OA;CIIO;CR;00299570-246d-11d0-a768-00aa006e0529;bf967aba-0de6-11d0-a285-00aa003049e2;{sid})"
+        ),
+        format!(
+            "(OA;CIIO;CR;ab721a53-1e2f-11d0-9819-00aa0040529b;bf967aba-0de6-11d0-a285-00aa003049e2;{sid})"
+        ),
+        format!(
+            "(OA;CIIO;WP;28630ebf-41d5-11d1-a9c1-0000f80367c1;bf967aba-0de6-11d0-a285-00aa003049e2;{sid})"
+        ),
+        format!(
+            "(OA;CIIO;WP;bf967a0a-0de6-11d0-a285-00aa003049e2;bf967aba-0de6-11d0-a285-00aa003049e2;{sid})"
+        ),
+    ] {
+        dc.samba_tool(&[
+            "dsacl",
+            "set",
+            &format!("--objectdn={}", dc.get("EXECUTIVES_OU")),
+            &format!("--sddl={ace}"),
+        ]);
+    }
+    dir.reset_password(&exec1, &pw("Exec-Reset-2024!"), false, false)
+        .await
+        .expect("reset after the fix");
+    dc.binds(&exec1, "Exec-Reset-2024!").await.expect("binds");
+    let rights = dir.effective_rights().await.expect("rights");
+    let exec = rights
+        .iter()
+        .find(|o| o.dn.eq_ignore_ascii_case(dc.get("EXECUTIVES_OU")))
+        .expect("listed");
+    assert!(exec.missing.is_empty(), "{exec:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs Samba AD DCs: run scripts/test (see tests/tests/samba.rs)"]
+async fn two_forests_end_to_end_through_the_relay() {
+    let dc1 = Dc::load("dc1");
+    let dc2 = Dc::load("dc2");
+    let dir = tempfile::tempdir().expect("dir");
+    let mut sections = String::new();
+    for (name, dc) in [("test", &dc1), ("fabrikam", &dc2)] {
+        sections.push_str(&format!(
+            "\n[[forests]]\nname = {name:?}\nkind = \"ldap\"\nurl = {:?}\nca_file = {:?}\nbind_dn = {:?}\nbind_password_file = {:?}\nbase_dn = {:?}\n",
+            dc.get("LDAPS_URL"),
+            dc.get("CA_FILE"),
+            dc.get("SERVICE_ACCOUNT_DN"),
+            dc.get("SERVICE_ACCOUNT_PASSWORD_FILE"),
+            dc.get("BASE_DN"),
+        ));
+    }
+    let d = Deployment::start_with(dir, &sections, "").await;
+    for dc in [&dc1, &dc2] {
+        let user = dc.get("STAFF1_USER");
+        let upn = format!("{user}@{}", dc.get("DNS_DOMAIN").to_lowercase());
+        let anchor = envelope::Anchor::UserPrincipalName(upn.clone());
+        let weak = d.reset(anchor.clone(), "short").await;
+        assert_eq!(weak.outcome, outcome::PASSWORD_TOO_SHORT, "{upn}: {weak:?}");
+        assert_eq!(detail(&weak, "min_length"), Some("7"));
+        let good = d.reset(anchor, "Through-The-Relay-2024!").await;
+        assert_eq!(good.outcome, outcome::SUCCESS, "{upn}: {good:?}");
+        dc.binds(dc.get("STAFF1_DN"), "Through-The-Relay-2024!")
+            .await
+            .expect("the reset reached the right forest");
+    }
+    d.stop().await;
+}
