@@ -328,6 +328,47 @@ async fn delegation_and_blocked_inheritance_are_reported_then_fixed() {
         "Staff inherits the delegation: {staff:?}"
     );
 
+    // The doctor command over LDAP names the OU, its user count and the fix.
+    let scratch = tempfile::tempdir().expect("dir");
+    let listen = tests::write_key(
+        scratch.path(),
+        "listen.key",
+        &sas::Key::generate().expect("key"),
+    );
+    let config = scratch.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "broker = \"https://127.0.0.1:1\"\ntenant = \"contoso\"\nlisten_key_file = {listen:?}\n\n[[forests]]\nname = \"test\"\nkind = \"ldap\"\nurl = {:?}\nca_file = {:?}\nbind_dn = {:?}\nbind_password_file = {:?}\n",
+            dc.get("LDAPS_URL"),
+            dc.get("CA_FILE"),
+            dc.get("SERVICE_ACCOUNT_DN"),
+            dc.get("SERVICE_ACCOUNT_PASSWORD_FILE"),
+        ),
+    )
+    .expect("config");
+    let doctor = || {
+        let out = std::process::Command::new(tests::bin("writeback-agent"))
+            .arg("--config")
+            .arg(&config)
+            .arg("doctor")
+            .output()
+            .expect("doctor");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = doctor();
+    assert_eq!(code, Some(1), "{text}");
+    let executives = dc.get("EXECUTIVES_OU").to_lowercase();
+    let line = text
+        .lines()
+        .find(|l| l.to_lowercase().contains(&executives) && l.contains("(1 users)"))
+        .unwrap_or_else(|| panic!("doctor lists Executives with its user count: {text}"));
+    assert!(line.contains("inheritance is blocked here"), "{line}");
+    assert!(text.contains("fix: dsacls"), "{text}");
+
     // The fix: grant on the OU itself, as doctor prints it (dsacls' Samba equivalent).
     let sid = dc.get("SERVICE_ACCOUNT_SID").to_owned();
     for ace in [
@@ -361,6 +402,13 @@ async fn delegation_and_blocked_inheritance_are_reported_then_fixed() {
         .find(|o| o.dn.eq_ignore_ascii_case(dc.get("EXECUTIVES_OU")))
         .expect("listed");
     assert!(exec.missing.is_empty(), "{exec:?}");
+    let (_, text) = doctor();
+    assert!(
+        !text
+            .to_lowercase()
+            .contains(&format!("{executives} (1 users)")),
+        "Executives is no longer listed once fixed: {text}"
+    );
 }
 
 #[tokio::test]
