@@ -192,6 +192,13 @@ impl LdapDirectory {
         })
     }
 
+    /// A bound connection for a password operation, its failure a refusal.
+    async fn session(&self) -> Result<Ldap, Refusal> {
+        self.connect()
+            .await
+            .map_err(|e| Refusal::DirectoryUnavailable(e.0))
+    }
+
     /// A connection bound as the service account.
     async fn connect(&self) -> Result<Ldap, DirectoryError> {
         let settings = LdapConnSettings::new()
@@ -450,6 +457,11 @@ impl LdapDirectory {
     }
 }
 
+/// A failure with no more specific meaning, reported with its code and text.
+fn unexpected(f: LdapFailure) -> Refusal {
+    Refusal::DirectoryUnavailable(format!("result {}: {}", f.rc, f.text))
+}
+
 fn set(values: &[&[u8]]) -> HashSet<Vec<u8>> {
     values.iter().map(|v| v.to_vec()).collect()
 }
@@ -539,10 +551,7 @@ impl Directory for LdapDirectory {
         unlock: bool,
         must_change: bool,
     ) -> Result<(), Refusal> {
-        let mut ldap = self
-            .connect()
-            .await
-            .map_err(|e| Refusal::DirectoryUnavailable(e.0))?;
+        let mut ldap = self.session().await?;
         let user = self.user_state(&mut ldap, dn).await?;
         if user.disabled {
             return Err(Refusal::AccountDisabled);
@@ -568,10 +577,7 @@ impl Directory for LdapDirectory {
             Err(f) if f.is_policy() => {
                 Err(self.policy_refusal(&mut ldap, dn, &user, new, false).await)
             }
-            Err(f) => Err(Refusal::DirectoryUnavailable(format!(
-                "result {}: {}",
-                f.rc, f.text
-            ))),
+            Err(f) => Err(unexpected(f)),
         };
         let _ = ldap.unbind().await;
         outcome
@@ -583,10 +589,7 @@ impl Directory for LdapDirectory {
         current: &Password,
         new: &Password,
     ) -> Result<(), Refusal> {
-        let mut ldap = self
-            .connect()
-            .await
-            .map_err(|e| Refusal::DirectoryUnavailable(e.0))?;
+        let mut ldap = self.session().await?;
         let user = self.user_state(&mut ldap, dn).await?;
         if user.disabled {
             return Err(Refusal::AccountDisabled);
@@ -609,20 +612,14 @@ impl Directory for LdapDirectory {
             Err(f) if f.is_policy() => {
                 Err(self.policy_refusal(&mut ldap, dn, &user, new, true).await)
             }
-            Err(f) => Err(Refusal::DirectoryUnavailable(format!(
-                "result {}: {}",
-                f.rc, f.text
-            ))),
+            Err(f) => Err(unexpected(f)),
         };
         let _ = ldap.unbind().await;
         outcome
     }
 
     async fn unlock(&self, dn: &str) -> Result<(), Refusal> {
-        let mut ldap = self
-            .connect()
-            .await
-            .map_err(|e| Refusal::DirectoryUnavailable(e.0))?;
+        let mut ldap = self.session().await?;
         let user = self.user_state(&mut ldap, dn).await?;
         if user.protected {
             return Err(Refusal::ProtectedAccount);
@@ -639,20 +636,14 @@ impl Directory for LdapDirectory {
             Err(f) if f.is_access_denied() => {
                 Err(self.denied(&mut ldap, dn, &[Right::WriteLockoutTime]).await)
             }
-            Err(f) => Err(Refusal::DirectoryUnavailable(format!(
-                "result {}: {}",
-                f.rc, f.text
-            ))),
+            Err(f) => Err(unexpected(f)),
         };
         let _ = ldap.unbind().await;
         outcome
     }
 
     async fn policy(&self, dn: &str) -> Result<Policy, Refusal> {
-        let mut ldap = self
-            .connect()
-            .await
-            .map_err(|e| Refusal::DirectoryUnavailable(e.0))?;
+        let mut ldap = self.session().await?;
         let policy = self
             .resultant_policy(&mut ldap, dn)
             .await
