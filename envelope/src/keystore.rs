@@ -21,6 +21,9 @@ const MAGIC: &[u8; 4] = b"RWK1";
 pub const DEFAULT_MEMORY_KIB: u32 = 19 * 1024;
 pub const DEFAULT_ITERATIONS: u32 = 2;
 pub const MIN_PASSWORD_CHARS: usize = 12;
+/// The most a key file may ask of Argon2id when it is opened.
+pub const MAX_MEMORY_KIB: u32 = 256 * 1024;
+pub const MAX_ITERATIONS: u32 = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeystoreError {
@@ -117,8 +120,9 @@ pub fn open_with_password(
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     };
     let (m, t, p) = (read_u32(&mut r)?, read_u32(&mut r)?, read_u32(&mut r)?);
-    // Bounds keep a crafted file from demanding gigabytes or hours.
-    if !(8..=4 * 1024 * 1024).contains(&m) || !(1..=64).contains(&t) || p != 1 {
+    // Bounds keep a crafted file from demanding more than 256 MiB or long
+    // minutes: far above the defaults (19 MiB, 2 passes), far below harm.
+    if !(8..=MAX_MEMORY_KIB).contains(&m) || !(1..=MAX_ITERATIONS).contains(&t) || p != 1 {
         return Err(KeystoreError::BadParameters);
     }
     let salt = r.take(16, "salt").map_err(bad)?;
@@ -172,6 +176,13 @@ mod tests {
         let mut weaker = sealed.clone();
         weaker[7] = 8; // lower the memory cost
         assert!(open_with_password(&weaker, "correct horse battery").is_err());
+        let mut greedy = sealed.clone();
+        greedy[4..8].copy_from_slice(&(4u32 * 1024 * 1024).to_be_bytes());
+        assert_eq!(
+            open_with_password(&greedy, "correct horse battery"),
+            Err(KeystoreError::BadParameters),
+            "a file asking for 4 GiB is refused before Argon2 runs"
+        );
         assert_eq!(
             seal_with_params(b"x", "short", 64, 1, &mut rng),
             Err(KeystoreError::PasswordTooShort)
