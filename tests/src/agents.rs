@@ -6,9 +6,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_client::agent::{
-    self, AgentConfig, AgentEvent, EventSink, HandlerError, IncomingRequest, RequestHandler,
-};
+use agent_client::agent::{AgentConfig, AgentEvent, HandlerError, IncomingRequest, RequestHandler};
 use sas::{KeySlot, Right};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -215,16 +213,11 @@ impl EchoAgent {
             delay,
             seen: Arc::clone(&seen),
         });
-        let (tx, events) = mpsc::unbounded_channel();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                agent::run(&config, handler, EventSink::new(tx), shutdown)
-                    .await
-                    .expect("agent run");
-            }
-        });
+        let crate::Spawned {
+            events,
+            shutdown,
+            task,
+        } = crate::spawn_agent(config, handler);
         let mut agent = EchoAgent {
             agent_id: agent_id.to_owned(),
             seen,

@@ -108,6 +108,40 @@ pub async fn await_line(
     }
 }
 
+/// A running in-process agent: its events, its stop switch and its task.
+pub struct Spawned {
+    pub events: tokio::sync::mpsc::UnboundedReceiver<agent_client::agent::AgentEvent>,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Runs the agent library's real session loop with `handler` on a task.
+pub fn spawn_agent(
+    config: agent_client::agent::AgentConfig,
+    handler: std::sync::Arc<dyn agent_client::agent::RequestHandler>,
+) -> Spawned {
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            agent_client::agent::run(
+                &config,
+                handler,
+                agent_client::agent::EventSink::new(tx),
+                shutdown,
+            )
+            .await
+            .expect("agent run");
+        }
+    });
+    Spawned {
+        events,
+        shutdown,
+        task,
+    }
+}
+
 /// Waits for the next Connected event of an in-process agent.
 pub async fn await_connected(
     events: &mut tokio::sync::mpsc::UnboundedReceiver<agent_client::agent::AgentEvent>,

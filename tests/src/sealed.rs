@@ -9,7 +9,7 @@ use agent_client::agent::envelopes::{
     DurableReplay, EnvelopeHandler, KeySource, Operations, Validity,
 };
 use agent_client::agent::keyring::{AgentKey, Keyring};
-use agent_client::agent::{self, AgentConfig, AgentEvent, EventSink};
+use agent_client::agent::{AgentConfig, AgentEvent};
 use envelope::body::outcome;
 use envelope::{KeyPair, ReplyBody, RequestBody, RequestHeader};
 use tokio::sync::mpsc;
@@ -135,16 +135,11 @@ impl SealedAgent {
             operations: Arc::new(Recording(Arc::clone(&applied))),
             events: None,
         });
-        let (tx, events) = mpsc::unbounded_channel();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move {
-                agent::run(&config, handler, EventSink::new(tx), shutdown)
-                    .await
-                    .expect("agent run");
-            }
-        });
+        let crate::Spawned {
+            events,
+            shutdown,
+            task,
+        } = crate::spawn_agent(config, handler);
         let mut agent = SealedAgent {
             applied,
             events,
