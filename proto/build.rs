@@ -21,6 +21,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "relay.v1.RenewToken",
             "relay.v1.TenantKey",
         ])
+        // Envelopes are shared, not copied, between the decoded request, a
+        // retry on another agent and the frame to the agent.
+        .bytes(".relay.v1.SubmitRequest.envelope")
+        .bytes(".relay.v1.RelayedRequest.envelope")
+        // Undecodable bytes become MALFORMED_MESSAGE, not a bare INTERNAL.
+        .codec_path("crate::codec::RelayCodec")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

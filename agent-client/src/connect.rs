@@ -1,11 +1,14 @@
 //! Outbound connections to the broker: always TLS, verified against a
-//! configured CA file or the system roots. There is no switch that turns
+//! configured CA file or the system roots, directly or through an HTTP
+//! CONNECT proxy ([`crate::proxy`]). There is no switch that turns
 //! verification off.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::proxy::{ProxyConfig, ProxyConnector, ProxyError};
 
 /// Interval of HTTP/2 keepalive pings: inside the 20-30 s band so idle
 /// timeouts of middleboxes never see an idle connection, and a dead peer is
@@ -32,6 +35,11 @@ pub enum ConnectError {
         #[source]
         source: tonic::transport::Error,
     },
+    // The proxy's message is part of this Display, not only a source,
+    // because the agent logs connect failures with `%err`, which shows one
+    // level: "cannot reach the broker" must say what the proxy said.
+    #[error("cannot connect to the broker at {url} through the proxy: {}", .cause.with_sources())]
+    Proxy { url: String, cause: ProxyError },
 }
 
 /// Where the broker is and how to verify it.
@@ -43,6 +51,8 @@ pub struct BrokerEndpoint {
     pub ca_file: Option<PathBuf>,
     /// Name to verify in the certificate when it differs from the URL's host.
     pub tls_server_name: Option<String>,
+    /// HTTP CONNECT proxy to tunnel through; direct when absent.
+    pub proxy: Option<ProxyConfig>,
 }
 
 impl BrokerEndpoint {
@@ -51,7 +61,13 @@ impl BrokerEndpoint {
             url: url.into(),
             ca_file: ca_file.map(Path::to_owned),
             tls_server_name: None,
+            proxy: None,
         }
+    }
+
+    pub fn with_proxy(mut self, proxy: ProxyConfig) -> Self {
+        self.proxy = Some(proxy);
+        self
     }
 
     /// The tonic endpoint, TLS and keepalive configured, not yet connected.
@@ -88,14 +104,66 @@ impl BrokerEndpoint {
         Ok(endpoint)
     }
 
-    /// Connects now, so that a wrong address or certificate fails here.
+    /// Connects now, so that a wrong address, certificate or proxy setting
+    /// fails here. Through a proxy, tonic still applies the endpoint's TLS
+    /// on top of the tunnel the connector returns.
     pub async fn connect(&self) -> Result<Channel, ConnectError> {
-        self.endpoint()?
-            .connect()
-            .await
-            .map_err(|source| ConnectError::Transport {
+        self.connect_endpoint(self.endpoint()?).await
+    }
+
+    /// [`connect`](Self::connect) with other HTTP/2 keepalive settings (the
+    /// agent's configuration may shorten them).
+    pub async fn connect_with_keepalive(
+        &self,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<Channel, ConnectError> {
+        let endpoint = self
+            .endpoint()?
+            .http2_keep_alive_interval(interval)
+            .keep_alive_timeout(timeout);
+        self.connect_endpoint(endpoint).await
+    }
+
+    async fn connect_endpoint(&self, endpoint: Endpoint) -> Result<Channel, ConnectError> {
+        let Some(proxy) = &self.proxy else {
+            return endpoint
+                .connect()
+                .await
+                .map_err(|source| ConnectError::Transport {
+                    url: self.url.clone(),
+                    source,
+                });
+        };
+        let connector =
+            ProxyConnector::new(proxy.clone()).map_err(|cause| ConnectError::Proxy {
                 url: self.url.clone(),
-                source,
+                cause,
+            })?;
+        endpoint
+            .connect_with_connector(connector)
+            .await
+            .map_err(|source| match proxy_error(&source) {
+                Some(cause) => ConnectError::Proxy {
+                    url: self.url.clone(),
+                    cause,
+                },
+                None => ConnectError::Transport {
+                    url: self.url.clone(),
+                    source,
+                },
             })
     }
+}
+
+/// The proxy's error, when that is what tonic's error wraps.
+fn proxy_error(err: &tonic::transport::Error) -> Option<ProxyError> {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(proxy) = e.downcast_ref::<ProxyError>() {
+            return Some(proxy.clone());
+        }
+        source = e.source();
+    }
+    None
 }

@@ -81,3 +81,54 @@ impl From<Status> for ClientError {
         }
     }
 }
+
+/// Whether the call failed before any byte of it could leave this process:
+/// the broker refused the connection.
+fn never_sent(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// The error of a Submit. When the broker gave no reason (the connection
+/// broke, the broker died, this side's deadline passed first) the request
+/// may have reached an agent: that is OUTCOME_UNKNOWN, never a plain
+/// transport error a portal might take for "nothing happened".
+pub(crate) fn submit_failure(status: Status, request_id: &str) -> ClientError {
+    let never_sent = never_sent(&status);
+    match ClientError::from(status) {
+        ClientError::Relay {
+            reason: Reason::DeadlineExceeded,
+            metadata,
+            ..
+        } if metadata.is_empty() => outcome_unknown(
+            request_id,
+            "the deadline passed before the broker answered",
+        ),
+        ClientError::Rpc(status) if !never_sent => outcome_unknown(
+            request_id,
+            &format!("the call to the broker failed: {}", status.message()),
+        ),
+        other => other,
+    }
+}
+
+fn outcome_unknown(request_id: &str, why: &str) -> ClientError {
+    ClientError::Relay {
+        reason: Reason::OutcomeUnknown,
+        message: format!(
+            "{why}; the request may or may not have been applied. Ask for the outcome of {request_id:?} later"
+        ),
+        metadata: HashMap::from([
+            ("request_id".to_owned(), request_id.to_owned()),
+            ("acknowledged".to_owned(), "unknown".to_owned()),
+        ]),
+    }
+}

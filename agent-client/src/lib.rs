@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`connect`]: TLS connections to the broker (CA file or system roots;
 //!   verification cannot be turned off), keepalive.
+//! - [`proxy`]: the HTTP CONNECT tunnel for networks that only let
+//!   traffic out through a forward proxy.
 //! - [`credential`]: keys held locally, tokens minted from them per call.
 //! - [`portal`]: [`portal::PortalClient`], what a reset portal calls: submit,
 //!   ping, configuration.
@@ -22,6 +24,7 @@ pub mod credential;
 pub mod directory;
 pub mod error;
 pub mod portal;
+pub mod proxy;
 pub mod sealed;
 pub mod telemetry;
 

@@ -87,12 +87,34 @@ impl PortalClient {
             tenant: self.tenant.clone(),
             request_id: request_id.to_owned(),
             operation: operation as i32,
-            envelope,
+            envelope: envelope.into(),
         });
         if let Some(t) = timeout {
             request.set_timeout(t);
         }
-        let reply = self.inner.clone().submit(request).await?.into_inner();
+        let reply = self
+            .inner
+            .clone()
+            .submit(request)
+            .await
+            .map_err(|status| crate::error::submit_failure(status, request_id))?
+            .into_inner();
+        Ok(Submitted {
+            request_id: reply.request_id,
+            agent_id: reply.agent_id,
+            envelope: reply.envelope,
+        })
+    }
+
+    /// The outcome of a request whose submit ended in OUTCOME_UNKNOWN: the
+    /// agent's sealed reply once it posted it; OUTCOME_PENDING while the
+    /// broker still waits; OUTCOME_NOT_FOUND when the broker knows nothing.
+    pub async fn outcome(&self, request_id: &str) -> Result<Submitted, ClientError> {
+        let request = pb::GetOutcomeRequest {
+            tenant: self.tenant.clone(),
+            request_id: request_id.to_owned(),
+        };
+        let reply = self.inner.clone().get_outcome(request).await?.into_inner();
         Ok(Submitted {
             request_id: reply.request_id,
             agent_id: reply.agent_id,

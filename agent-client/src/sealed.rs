@@ -5,7 +5,9 @@
 //! administrator) or one endorsed by a trusted key along the rotation chain.
 //! A broker that substitutes a key is refused here, before anything is sealed.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use envelope::endorse::verify_endorsement;
 use envelope::{
@@ -37,6 +39,33 @@ pub enum SealedError {
     Refused(String),
     #[error("the reply could not be opened: {0}")]
     Reply(#[from] envelope::ReplyError),
+    #[error(
+        "this portal holds no pending request {0:?}: it never sealed it, its outcome was \
+         already fetched, or the portal restarted and lost the key that opens the reply"
+    )]
+    NotPending(String),
+}
+
+impl SealedError {
+    /// The broker's reason, when the failure came from the relay.
+    pub fn reason(&self) -> Option<proto::Reason> {
+        match self {
+            SealedError::Relay(e) => e.reason(),
+            _ => None,
+        }
+    }
+}
+
+/// How long the key to open a reply is kept after OUTCOME_UNKNOWN.
+pub const PENDING_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Requests with an unknown outcome kept at once; the oldest goes first.
+pub const MAX_PENDING: usize = 10_000;
+
+/// What opens the late reply of a request whose outcome was unknown.
+struct Pending {
+    since: Instant,
+    agent_key_id: KeyId,
+    reply: PendingReply,
 }
 
 /// A portal's sealing client for one tenant.
@@ -45,6 +74,9 @@ pub struct SealedPortal {
     portal_key: KeyPair,
     pinned: Vec<Fingerprint>,
     validity: Duration,
+    /// Requests that ended in OUTCOME_UNKNOWN, by request id: the reply
+    /// keys stay in memory only, so a later `outcome` call can open it.
+    pending: Mutex<HashMap<String, Pending>>,
 }
 
 /// The agent's answer, opened.
@@ -78,6 +110,7 @@ impl SealedPortal {
             portal_key,
             pinned,
             validity: DEFAULT_VALIDITY,
+            pending: Mutex::new(HashMap::new()),
         }
     }
 
@@ -158,23 +191,85 @@ impl SealedPortal {
         let config = self.client.configuration().await?;
         let agent_key = self.trusted_key(&config.agent_keys)?;
         let (envelope, pending) = self.seal(request_id, operation, body, &agent_key)?;
-        let submitted = self
+        let submitted = match self
             .client
             .submit(request_id, operation, envelope, timeout)
             .await
-            .map_err(|e| match &e {
-                ClientError::Relay {
-                    reason: proto::Reason::AgentError,
-                    message,
-                    ..
-                } => SealedError::Refused(message.clone()),
-                _ => SealedError::Relay(e),
-            })?;
+        {
+            Ok(s) => s,
+            Err(e) => {
+                if e.reason() == Some(proto::Reason::OutcomeUnknown) {
+                    self.keep_pending(request_id, agent_key.key_id(), pending);
+                }
+                return Err(refused_or_relay(e));
+            }
+        };
         Ok(Answer {
             agent_id: submitted.agent_id,
             agent_key_id: agent_key.key_id(),
             reply: pending.open(&submitted.envelope)?,
         })
+    }
+
+    fn keep_pending(&self, request_id: &str, agent_key_id: KeyId, reply: PendingReply) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.retain(|_, p| p.since.elapsed() < PENDING_RETENTION);
+        if pending.len() >= MAX_PENDING
+            && let Some(oldest) = pending
+                .iter()
+                .min_by_key(|(_, p)| p.since)
+                .map(|(id, _)| id.clone())
+        {
+            pending.remove(&oldest);
+        }
+        pending.insert(
+            request_id.to_owned(),
+            Pending {
+                since: Instant::now(),
+                agent_key_id,
+                reply,
+            },
+        );
+    }
+
+    /// The outcome of a request whose `submit` ended in OUTCOME_UNKNOWN,
+    /// opened. While the agent has not posted it the error's reason is
+    /// OUTCOME_PENDING; ask again later.
+    pub async fn outcome(&self, request_id: &str) -> Result<Answer, SealedError> {
+        if !self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(request_id)
+        {
+            return Err(SealedError::NotPending(request_id.to_owned()));
+        }
+        let submitted = self
+            .client
+            .outcome(request_id)
+            .await
+            .map_err(refused_or_relay);
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = pending
+            .get(request_id)
+            .ok_or_else(|| SealedError::NotPending(request_id.to_owned()))?;
+        let answer = match submitted {
+            Ok(s) => Answer {
+                agent_id: s.agent_id,
+                agent_key_id: kept.agent_key_id,
+                reply: kept.reply.open(&s.envelope)?,
+            },
+            Err(e) if e.reason() == Some(proto::Reason::OutcomePending) => return Err(e),
+            Err(e) => {
+                // A definite answer (a refusal) ends the wait as well.
+                if matches!(e, SealedError::Refused(_)) {
+                    pending.remove(request_id);
+                }
+                return Err(e);
+            }
+        };
+        pending.remove(request_id);
+        Ok(answer)
     }
 
     /// Seals without sending (for callers that relay themselves).
@@ -202,5 +297,16 @@ impl SealedPortal {
             body,
             &mut envelope::os_rng(),
         )?)
+    }
+}
+
+fn refused_or_relay(e: ClientError) -> SealedError {
+    match &e {
+        ClientError::Relay {
+            reason: proto::Reason::AgentError,
+            message,
+            ..
+        } => SealedError::Refused(message.clone()),
+        _ => SealedError::Relay(e),
     }
 }

@@ -18,6 +18,14 @@ pub const DEFAULT_MAX_ENVELOPE_BYTES: usize = 64 * 1024;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(20);
 pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// HTTP/2 PING interval + this timeout bound how long a connection that
+/// silently stopped carrying packets stays open: 20 s + 20 s < 1 minute.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// An agent acknowledges a request as soon as it reads it, so a healthy
+/// session answers in milliseconds; ten seconds of silence means it is dead.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_OUTCOME_RETENTION: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -61,8 +69,63 @@ pub struct BrokerConfig {
     /// leaked token cannot serve as a long-lived key.
     #[serde(default = "default_max_token_lifetime", with = "humantime_serde")]
     pub max_token_lifetime: Duration,
+    /// How long an HTTP/2 keepalive PING may go unanswered before the
+    /// connection is closed (PINGs go out every heartbeat_interval).
+    #[serde(default = "default_keepalive_timeout", with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// How long a request sent to an agent may wait for its Ack before the
+    /// session is declared dead and the request given to another agent.
+    #[serde(default = "default_ack_timeout", with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// How long late outcomes (sealed replies that arrived after the portal
+    /// was told OUTCOME_UNKNOWN) are kept for GetOutcome.
+    #[serde(default = "default_outcome_retention", with = "humantime_serde")]
+    pub outcome_retention: Duration,
+    /// On SIGTERM, how long in-flight requests may take to finish.
+    #[serde(default = "default_drain_grace", with = "humantime_serde")]
+    pub drain_grace: Duration,
+    #[serde(default)]
+    pub limits: Limits,
     #[serde(default)]
     pub log_format: LogFormat,
+}
+
+/// Protection against overload and abuse. Each limit, when hit, is answered
+/// with its own reason and touches no other tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Requests (Submit) per tenant per minute, with bursts up to this many;
+    /// 0 = unlimited. Password resets are rare; the default leaves room for a
+    /// large tenant's morning while stopping a runaway portal.
+    pub tenant_requests_per_minute: u32,
+    /// Requests outstanding on one agent session at once.
+    pub max_in_flight_per_agent: u32,
+    /// Agent sessions one tenant may hold on this node.
+    pub sessions_per_tenant: u32,
+    /// Agent sessions from one source IP address.
+    pub sessions_per_source: u32,
+    /// Agent sessions on one connection (one agent = one connection).
+    pub sessions_per_connection: u32,
+    /// HTTP/2 streams open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// How long a new connection may take to complete its TLS handshake.
+    #[serde(with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            tenant_requests_per_minute: 600,
+            max_in_flight_per_agent: 64,
+            sessions_per_tenant: 64,
+            sessions_per_source: 1024,
+            sessions_per_connection: 1,
+            max_concurrent_streams: 256,
+            tls_handshake_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -88,6 +151,18 @@ fn default_hello_timeout() -> Duration {
 }
 fn default_max_token_lifetime() -> Duration {
     DEFAULT_MAX_TOKEN_LIFETIME
+}
+fn default_keepalive_timeout() -> Duration {
+    DEFAULT_KEEPALIVE_TIMEOUT
+}
+fn default_ack_timeout() -> Duration {
+    DEFAULT_ACK_TIMEOUT
+}
+fn default_outcome_retention() -> Duration {
+    DEFAULT_OUTCOME_RETENTION
+}
+fn default_drain_grace() -> Duration {
+    DEFAULT_DRAIN_GRACE
 }
 
 /// Why a configuration could not be used.
@@ -162,6 +237,26 @@ impl BrokerConfig {
         }
         if self.max_token_lifetime < Duration::from_secs(60) {
             return invalid("max_token_lifetime", "must be at least 1m");
+        }
+        if self.keepalive_timeout < Duration::from_millis(100) {
+            return invalid("keepalive_timeout", "must be at least 100ms");
+        }
+        if self.ack_timeout < Duration::from_millis(100) {
+            return invalid("ack_timeout", "must be at least 100ms");
+        }
+        let l = &self.limits;
+        if l.max_in_flight_per_agent == 0 {
+            return invalid("limits.max_in_flight_per_agent", "must be at least 1");
+        }
+        if l.sessions_per_tenant == 0 || l.sessions_per_source == 0 || l.sessions_per_connection == 0
+        {
+            return invalid("limits.sessions_per_*", "must be at least 1");
+        }
+        if l.max_concurrent_streams < 2 {
+            return invalid("limits.max_concurrent_streams", "must be at least 2");
+        }
+        if l.tls_handshake_timeout.is_zero() {
+            return invalid("limits.tls_handshake_timeout", "must be positive");
         }
         Ok(())
     }

@@ -62,9 +62,30 @@ pub enum RelayError {
     #[error("agent {0:?} is not known to this tenant")]
     AgentNotFound(String),
     #[error(
-        "agent {0:?} disconnected after the request was sent to it; it may or may not have been applied"
+        "the outcome of request {request_id:?} is unknown: agent {agent_id:?} {} but did not answer; it may or may not have been applied. Ask GetOutcome for it later",
+        if *.acknowledged { "acknowledged it" } else { "may have received it" }
     )]
-    AgentLost(String),
+    OutcomeUnknown {
+        request_id: String,
+        agent_id: String,
+        acknowledged: bool,
+    },
+    #[error("the agent has not posted the outcome of request {0:?} yet")]
+    OutcomePending(String),
+    #[error("no outcome of request {0:?} is known: it was never relayed, or was kept longer than the outcome retention")]
+    OutcomeNotFound(String),
+    #[error("tenant {tenant:?} is over its rate limit of {limit} requests per minute; retry in {} ms", .retry_after.as_millis())]
+    RateLimited {
+        tenant: String,
+        limit: u32,
+        retry_after: Duration,
+    },
+    #[error("every live agent of tenant {0:?} has its most requests in flight; retry shortly")]
+    AgentsBusy(String),
+    #[error("the {scope} already has {limit} agent sessions, the most allowed")]
+    TooManySessions { scope: &'static str, limit: u32 },
+    #[error("this connection already carries {0} agent sessions, the most allowed; open a new connection per session")]
+    TooManyStreams(u32),
     #[error("agent {agent_id:?} could not answer: {message}")]
     AgentError { agent_id: String, message: String },
     #[error("the broker is shutting down")]
@@ -112,7 +133,13 @@ impl RelayError {
             E::DuplicateRequestId(_) => Reason::DuplicateRequestId,
             E::TenantExists(_) => Reason::TenantExists,
             E::AgentNotFound(_) => Reason::AgentNotFound,
-            E::AgentLost(_) => Reason::AgentLost,
+            E::OutcomeUnknown { .. } => Reason::OutcomeUnknown,
+            E::OutcomePending(_) => Reason::OutcomePending,
+            E::OutcomeNotFound(_) => Reason::OutcomeNotFound,
+            E::RateLimited { .. } => Reason::RateLimited,
+            E::AgentsBusy(_) => Reason::AgentsBusy,
+            E::TooManySessions { .. } => Reason::TooManySessions,
+            E::TooManyStreams(_) => Reason::TooManyStreams,
             E::AgentError { .. } => Reason::AgentError,
             E::ShuttingDown => Reason::ShuttingDown,
             E::Store(_) => Reason::StoreUnavailable,
@@ -127,7 +154,9 @@ impl RelayError {
         match self.reason() {
             Reason::NoAgentOnline => "no_agent_online",
             Reason::DeadlineExceeded => "deadline_exceeded",
-            Reason::AgentLost => "agent_lost",
+            Reason::OutcomeUnknown => "outcome_unknown",
+            Reason::RateLimited => "rate_limited",
+            Reason::AgentsBusy => "agents_busy",
             Reason::AgentError => "agent_error",
             Reason::WritebackDisabled => "writeback_disabled",
             Reason::EnvelopeTooLarge => "envelope_too_large",
@@ -142,12 +171,30 @@ impl RelayError {
                 vec![("size", size.to_string()), ("limit", limit.to_string())]
             }
             RelayError::DeadlineExceeded(d) => vec![("deadline_ms", d.as_millis().to_string())],
-            RelayError::AgentLost(agent)
-            | RelayError::AgentError {
+            RelayError::AgentError {
                 agent_id: agent, ..
             } => {
                 vec![("agent_id", agent.clone())]
             }
+            RelayError::OutcomeUnknown {
+                request_id,
+                agent_id,
+                acknowledged,
+            } => vec![
+                ("request_id", request_id.clone()),
+                ("agent_id", agent_id.clone()),
+                ("acknowledged", acknowledged.to_string()),
+            ],
+            RelayError::RateLimited {
+                limit, retry_after, ..
+            } => vec![
+                ("limit", limit.to_string()),
+                ("retry_after_ms", retry_after.as_millis().to_string()),
+            ],
+            RelayError::TooManySessions { scope, limit } => {
+                vec![("scope", (*scope).to_owned()), ("limit", limit.to_string())]
+            }
+            RelayError::TooManyStreams(limit) => vec![("limit", limit.to_string())],
             _ => Vec::new(),
         }
     }

@@ -33,7 +33,7 @@ impl Gateway {
 
     async fn accept(
         &self,
-        remote_addr: String,
+        remote_addr: Option<std::net::SocketAddr>,
         inbound: &mut Streaming<AgentFrame>,
     ) -> Result<
         (
@@ -102,10 +102,13 @@ impl Gateway {
                 max_envelope_bytes: state.config.max_envelope_bytes as u32,
                 broker_time_unix_ms: now_unix_ms(),
                 token_expires_unix_ms: (principal.expiry_unix as i64).saturating_mul(1000),
+                ack_timeout_ms: state.config.ack_timeout.as_millis() as u32,
+                max_in_flight: state.config.limits.max_in_flight_per_agent,
             })),
         };
         // The queue is fresh, so this cannot wait.
         let _ = session.outbound().try_send(Ok(welcome));
+        state.registry.register(Arc::clone(&session))?;
         Ok((session, rx))
     }
 }
@@ -118,12 +121,10 @@ impl AgentGateway for Gateway {
         &self,
         request: Request<Streaming<AgentFrame>>,
     ) -> Result<Response<SessionStream>, Status> {
-        let remote_addr = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let peer = request.remote_addr();
+        let remote_addr = peer.map(|a| a.to_string()).unwrap_or_default();
         let mut inbound = request.into_inner();
-        let (session, rx) = match self.accept(remote_addr.clone(), &mut inbound).await {
+        let (session, rx) = match self.accept(peer, &mut inbound).await {
             Ok(accepted) => accepted,
             Err(err) => {
                 self.state
@@ -143,7 +144,6 @@ impl AgentGateway for Gateway {
             agent_id = %session.agent_id,
             session_id = %session.session_id,
         );
-        self.state.registry.register(Arc::clone(&session));
         span.in_scope(|| {
             info!(remote = %remote_addr, version = %session.agent_version, "agent session accepted")
         });
@@ -177,12 +177,20 @@ async fn drive(state: Arc<State>, session: Arc<AgentSession>, mut inbound: Strea
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let silence_limit = (interval * 3).as_millis() as i64;
+    let mut draining = false;
     loop {
         tokio::select! {
             _ = session.closed().cancelled() => break,
-            _ = state.shutdown.cancelled() => {
-                session.close(GoodbyeReason::ShuttingDown, "the broker is shutting down; reconnect");
-                break;
+            // On shutdown the session takes no new requests but stays open
+            // for the answers of those it holds; the server closes it once
+            // they are answered or the grace period is over.
+            _ = state.shutdown.cancelled(), if !draining => {
+                draining = true;
+                session.drain();
+                if session.in_flight() == 0 {
+                    session.close(GoodbyeReason::ShuttingDown, "the broker is shutting down; reconnect");
+                    break;
+                }
             }
             _ = ticker.tick() => {
                 if now_unix_ms() - session.last_seen_ms() > silence_limit {
@@ -206,7 +214,14 @@ async fn drive(state: Arc<State>, session: Arc<AgentSession>, mut inbound: Strea
                     }
                 }
                 Ok(None) => { debug!("agent ended the session"); break; }
-                Err(status) => { debug!(code = ?status.code(), message = status.message(), "agent session broke"); break; }
+                Err(status) => {
+                    if let Some((proto::Reason::MalformedMessage, _)) = proto::reason_of(&status) {
+                        session.close(GoodbyeReason::MalformedFrame, status.message().to_owned());
+                    } else {
+                        debug!(code = ?status.code(), message = status.message(), "agent session broke");
+                    }
+                    break;
+                }
             }
         }
     }
@@ -260,12 +275,29 @@ fn handle_frame(
                     message: "the agent's reply carried neither an envelope nor an error".into(),
                 },
             };
-            if !session.complete(reply.correlation_id, answer) {
-                debug!(
-                    correlation_id = reply.correlation_id,
-                    "late or unknown reply dropped"
-                );
+            let request_id = reply.request_id;
+            if let Err(answer) = session.complete(reply.correlation_id, answer) {
+                keep_late_answer(state, session, &request_id, answer);
             }
+            // The agent keeps each reply until the broker confirms it, so
+            // that one written into a silently dead connection is posted
+            // again on the next session.
+            let receipt = BrokerFrame {
+                frame: Some(broker_frame::Frame::Receipt(pb::Receipt {
+                    correlation_id: reply.correlation_id,
+                    request_id,
+                })),
+            };
+            let _ = session.outbound().try_send(Ok(receipt));
+            Ok(())
+        }
+        Some(AgentFrameKind::Ack(ack)) => {
+            session.acknowledge(ack.correlation_id);
+            Ok(())
+        }
+        Some(AgentFrameKind::Drain(_)) => {
+            info!(in_flight = session.in_flight(), "the agent is draining: no new requests for it");
+            session.drain();
             Ok(())
         }
         Some(AgentFrameKind::RenewToken(renew)) => {
@@ -295,6 +327,35 @@ fn handle_frame(
             "empty frame: no frame kind set".into(),
         )),
     }
+}
+
+/// An answer whose portal call already ended (it was told OUTCOME_UNKNOWN,
+/// or the broker restarted): keep it, sealed, for GetOutcome.
+fn keep_late_answer(state: &State, session: &AgentSession, request_id: &str, answer: AgentAnswer) {
+    if !proto::names::is_valid_request_id(request_id) {
+        debug!("late reply without a valid request id dropped");
+        return;
+    }
+    let (tenant, agent_id, request_id) = (
+        session.tenant.clone(),
+        session.agent_id.clone(),
+        request_id.to_owned(),
+    );
+    let outcomes = std::sync::Arc::clone(&state.outcomes);
+    let metrics = std::sync::Arc::clone(&state.metrics);
+    tokio::spawn(
+        async move {
+            match outcomes.record(&tenant, &request_id, &agent_id, answer).await {
+                Ok(true) => {
+                    metrics.late_outcomes.inc();
+                    info!(%request_id, "late outcome kept for GetOutcome");
+                }
+                Ok(false) => debug!(%request_id, "late outcome not kept: already known, or the tenant's outcome store is full"),
+                Err(e) => warn!(%request_id, error = %e, "cannot keep a late outcome"),
+            }
+        }
+        .in_current_span(),
+    );
 }
 
 /// The broker-to-agent half of a session: queued frames, and the end of the

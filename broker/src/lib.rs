@@ -7,8 +7,12 @@
 //! - [`auth`]: shared access signature checks per tenant and right.
 //! - [`relay_service`]: the portal-facing `Relay` service (Submit, Ping,
 //!   GetConfiguration); takes the caller's deadline from [`deadline`].
-//! - [`sessions`]: the live agent sessions and the [`sessions::Router`] that
-//!   hands a request to one of them and waits for its answer.
+//! - [`ratelimit`]: the per-tenant request rate limit.
+//! - [`routing`]: the [`routing::Router`] that hands a request to one of the
+//!   live agent sessions of [`sessions`] and waits for its Ack and answer
+//!   (two-stage delivery).
+//! - [`outcomes`]: answers that came after the portal was told
+//!   OUTCOME_UNKNOWN, kept sealed for GetOutcome.
 //! - [`gateway`]: the agent-facing `AgentGateway` service that authenticates
 //!   and drives each session (heartbeats, replies, token renewal, goodbye).
 //! - [`admin_service`]: tenants, write-back switch, agents, keys.
@@ -31,7 +35,10 @@ pub mod error;
 pub mod gateway;
 pub mod metrics;
 pub mod operator;
+pub mod outcomes;
+pub mod ratelimit;
 pub mod relay_service;
+pub mod routing;
 pub mod server;
 pub mod sessions;
 pub mod state;

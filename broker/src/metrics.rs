@@ -35,6 +35,11 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<OperationLabel, Histogram>,
     pub session_refusals: Family<RefusalLabel, Counter>,
+    /// Requests given to another agent because the first did not take them.
+    pub retries: Counter,
+    /// Sealed replies kept for GetOutcome after the portal was told
+    /// OUTCOME_UNKNOWN.
+    pub late_outcomes: Counter,
 }
 
 impl Default for Metrics {
@@ -73,8 +78,22 @@ impl Metrics {
             "Agent sessions refused, by reason",
             session_refusals.clone(),
         );
+        let retries = Counter::default();
+        registry.register(
+            "request_retries",
+            "Requests given to another agent before any agent acknowledged them",
+            retries.clone(),
+        );
+        let late_outcomes = Counter::default();
+        registry.register(
+            "late_outcomes",
+            "Sealed replies that arrived after their portal call had ended, kept for GetOutcome",
+            late_outcomes.clone(),
+        );
         Metrics {
             registry,
+            retries,
+            late_outcomes,
             agents_connected,
             requests,
             request_duration,

@@ -12,7 +12,8 @@ use tracing::{Instrument, debug, info, info_span};
 
 use crate::error::RelayError;
 use crate::metrics::{OperationLabel, RequestLabels};
-use crate::sessions::{RouteReply, RouteRequest};
+use crate::outcomes::{Outcome, StoredAnswer};
+use crate::routing::{RouteReply, RouteRequest};
 use crate::state::State;
 use crate::time::now_unix_secs;
 
@@ -33,49 +34,79 @@ impl RelayService {
         )
     }
 
-    /// Routes a request and records its outcome and latency.
+    fn count(&self, outcome: &'static str, operation: &'static str) {
+        self.state
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels { operation, outcome })
+            .inc();
+    }
+
     async fn relay(
         &self,
         request: RouteRequest,
         operation_label: &'static str,
     ) -> Result<RouteReply, RelayError> {
-        let started = Instant::now();
-        if self.state.shutdown.is_cancelled() {
-            return Err(RelayError::ShuttingDown);
-        }
-        let result = self.state.router.route(request).await;
-        let outcome = match &result {
-            Ok(_) => "delivered",
-            Err(e) => e.outcome(),
-        };
-        self.state
-            .metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                operation: operation_label,
-                outcome,
-            })
-            .inc();
-        self.state
-            .metrics
-            .request_duration
-            .get_or_create(&OperationLabel {
-                operation: operation_label,
-            })
-            .observe(started.elapsed().as_secs_f64());
-        result
+        relay(&self.state, request, operation_label).await
     }
 }
 
+/// Routes a request and records its outcome and latency.
+async fn relay(
+    state: &State,
+    request: RouteRequest,
+    operation_label: &'static str,
+) -> Result<RouteReply, RelayError> {
+    let started = Instant::now();
+    if state.shutdown.is_cancelled() {
+        return Err(RelayError::ShuttingDown);
+    }
+    let (tenant, request_id, is_ping) = (
+        request.tenant.clone(),
+        request.request_id.clone(),
+        request.operation == Operation::Ping,
+    );
+    let result = state.router.route(request).await;
+    if let Err(RelayError::OutcomeUnknown { agent_id, .. }) = &result
+        && !is_ping
+    {
+        // The agent may still post the answer: wait for it, durably.
+        if let Err(e) = state.outcomes.expect(&tenant, &request_id, agent_id).await {
+            tracing::warn!(error = %e, "cannot record the awaited outcome");
+        }
+    }
+    let outcome = match &result {
+        Ok(_) => "delivered",
+        Err(e) => e.outcome(),
+    };
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            operation: operation_label,
+            outcome,
+        })
+        .inc();
+    state
+        .metrics
+        .request_duration
+        .get_or_create(&OperationLabel {
+            operation: operation_label,
+        })
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
 /// Removes a request id from the in-flight set however the request ends.
-struct InFlightId<'a> {
-    state: &'a State,
+struct InFlightId {
+    state: Arc<State>,
     key: (String, String),
 }
 
-impl Drop for InFlightId<'_> {
+impl Drop for InFlightId {
     fn drop(&mut self) {
         self.state.in_flight_ids.remove(&self.key);
+        self.state.request_ended.notify_waiters();
     }
 }
 
@@ -139,38 +170,63 @@ impl Relay for RelayService {
         if !state.tenants.require(&tenant)?.writeback_enabled {
             return Err(RelayError::WritebackDisabled(tenant).into());
         }
+        if let Err(retry_after) = state.rate_limit.check(&tenant, Instant::now()) {
+            let e = RelayError::RateLimited {
+                tenant,
+                limit: state.rate_limit.per_minute(),
+                retry_after,
+            };
+            self.count("rate_limited", operation_label(operation));
+            info!(reason = %e.reason(), error = %e, "request refused");
+            return Err(e.into());
+        }
         let key = (tenant.clone(), request_id.clone());
         if !state.in_flight_ids.insert(key.clone()) {
             return Err(RelayError::DuplicateRequestId(request_id).into());
         }
-        let _id = InFlightId { state, key };
+        let id = InFlightId {
+            state: Arc::clone(state),
+            key,
+        };
         let span = info_span!("request", tenant = %tenant, request_id = %request_id, operation = operation_label(operation));
-        async {
-            let size = envelope.len();
-            let reply = self
-                .relay(
-                    RouteRequest {
-                        tenant,
-                        request_id: request_id.clone(),
-                        operation,
-                        envelope,
-                        deadline,
-                        budget,
-                    },
-                    operation_label(operation),
-                )
-                .await
-                .inspect_err(|e| info!(reason = %e.reason(), error = %e, "request failed"))?;
-            info!(agent_id = %reply.agent_id, envelope_bytes = size, reply_bytes = reply.envelope.len(), rtt_us = reply.rtt.as_micros() as u64, "request answered");
-            Ok(Response::new(pb::SubmitReply {
-                request_id,
-                agent_id: reply.agent_id,
-                envelope: reply.envelope,
-            }))
-        }
-        .instrument(span)
-        .await
-        .map_err(|e: RelayError| e.into())
+        // Routed on its own task: a portal that hangs up does not cancel a
+        // request an agent may already hold. The task runs to the deadline
+        // and records OUTCOME_UNKNOWN, so GetOutcome can find the answer.
+        let routed = tokio::spawn(
+            {
+                let state = Arc::clone(state);
+                let request_id = request_id.clone();
+                async move {
+                    let _id = id;
+                    let size = envelope.len();
+                    let reply = relay(
+                        &state,
+                        RouteRequest {
+                            tenant,
+                            request_id,
+                            operation,
+                            envelope,
+                            deadline,
+                            budget,
+                        },
+                        operation_label(operation),
+                    )
+                    .await
+                    .inspect_err(|e| info!(reason = %e.reason(), error = %e, "request failed"))?;
+                    info!(agent_id = %reply.agent_id, envelope_bytes = size, reply_bytes = reply.envelope.len(), rtt_us = reply.rtt.as_micros() as u64, "request answered");
+                    Ok::<_, RelayError>(reply)
+                }
+            }
+            .instrument(span),
+        );
+        let reply = routed
+            .await
+            .map_err(|_| Status::internal("the routing task failed"))??;
+        Ok(Response::new(pb::SubmitReply {
+            request_id,
+            agent_id: reply.agent_id,
+            envelope: reply.envelope,
+        }))
     }
 
     async fn ping(
@@ -196,7 +252,7 @@ impl Relay for RelayService {
                         tenant,
                         request_id,
                         operation: Operation::Ping,
-                        envelope: Vec::new(),
+                        envelope: Default::default(),
                         deadline,
                         budget,
                     },
@@ -227,6 +283,69 @@ impl Relay for RelayService {
             now_unix_secs(),
         )?;
         Ok(Response::new(configuration(&self.state, tenant)?))
+    }
+
+    async fn get_outcome(
+        &self,
+        request: Request<pb::GetOutcomeRequest>,
+    ) -> Result<Response<pb::SubmitReply>, Status> {
+        let pb::GetOutcomeRequest { tenant, request_id } = request.get_ref().clone();
+        self.state.authorizer.authorize_metadata(
+            request.metadata(),
+            Some(&tenant),
+            &[Right::Send],
+            now_unix_secs(),
+        )?;
+        if !proto::names::is_valid_request_id(&request_id) {
+            return Err(RelayError::InvalidRequestId.into());
+        }
+        self.state.tenants.require(&tenant)?;
+        let outcome = self
+            .state
+            .outcomes
+            .get(&tenant, &request_id)
+            .await
+            .map_err(RelayError::from)?;
+        match outcome {
+            // Still being routed (the portal gave up first): the answer may
+            // come. The in-flight id is released only after an unknown
+            // outcome has been recorded, so there is no gap between the two.
+            None if self
+                .state
+                .in_flight_ids
+                .contains(&(tenant.clone(), request_id.clone())) =>
+            {
+                Err(RelayError::OutcomePending(request_id).into())
+            }
+            None => Err(RelayError::OutcomeNotFound(request_id).into()),
+            Some(Outcome { answer: None, .. }) => {
+                Err(RelayError::OutcomePending(request_id).into())
+            }
+            Some(Outcome {
+                agent_id,
+                answer: Some(StoredAnswer::Envelope(envelope)),
+                ..
+            }) => Ok(Response::new(pb::SubmitReply {
+                request_id,
+                agent_id,
+                envelope,
+            })),
+            Some(Outcome {
+                agent_id,
+                answer: Some(StoredAnswer::Error { code, message }),
+                ..
+            }) => Err(RelayError::AgentError {
+                agent_id,
+                message: format!(
+                    "{} ({})",
+                    message,
+                    pb::AgentErrorCode::try_from(code)
+                        .map(|c| c.as_str_name())
+                        .unwrap_or("AGENT_ERROR_CODE_UNSPECIFIED")
+                ),
+            }
+            .into()),
+        }
     }
 }
 

@@ -30,8 +30,10 @@ use crate::store::{Store, StoreError};
 use crate::tenants::Tenants;
 use crate::tls::{self, TlsError};
 
-/// How long in-flight calls may take to finish once shutdown starts.
-pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// After the drain, how long connections may take to close.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How often expired late outcomes are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// Room for the request fields around an envelope in one message.
 const MESSAGE_OVERHEAD: usize = 16 * 1024;
 
@@ -111,6 +113,10 @@ pub async fn start(
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
         .await
         .map_err(|_| BrokerError::Panicked)??;
+    let outcomes = Arc::new(crate::outcomes::Outcomes::new(
+        store.clone(),
+        config.outcome_retention,
+    ));
     let tenants = Arc::new(Tenants::load(store)?);
     let operator_key = load_or_create_operator_key(&config.operator_key_path())?;
     let identity = tls::load_identity(&config.tls_cert, &config.tls_key)?;
@@ -142,7 +148,11 @@ pub async fn start(
         })?;
 
     let metrics = Arc::new(Metrics::new());
-    let registry = Arc::new(Registry::new(Arc::clone(&metrics)));
+    let registry = Arc::new(Registry::new(
+        config.limits.clone(),
+        config.ack_timeout,
+        Arc::clone(&metrics),
+    ));
     let state = Arc::new(State {
         authorizer: Authorizer::new(
             Arc::clone(&tenants),
@@ -153,9 +163,12 @@ pub async fn start(
         router: Arc::clone(&registry) as _,
         registry,
         metrics,
+        outcomes,
+        rate_limit: crate::ratelimit::TenantRateLimit::new(config.limits.tenant_requests_per_minute),
         readiness: Readiness::default(),
         shutdown: shutdown.clone(),
         in_flight_ids: Default::default(),
+        request_ended: Default::default(),
         config,
     });
     state.readiness.store_open.store(true, Ordering::Release);
@@ -171,11 +184,12 @@ pub async fn start(
         .tls_config(
             ServerTlsConfig::new()
                 .identity(identity)
-                .timeout(state.config.hello_timeout),
+                .timeout(state.config.limits.tls_handshake_timeout),
         )
         .map_err(BrokerError::Grpc)?
         .http2_keepalive_interval(Some(state.config.heartbeat_interval))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(state.config.keepalive_timeout))
+        .max_concurrent_streams(Some(state.config.limits.max_concurrent_streams))
         .add_service(health_service)
         .add_service(
             AgentGatewayServer::new(Gateway::new(Arc::clone(&state)))
@@ -215,24 +229,59 @@ pub async fn start(
         .store(true, Ordering::Release);
     info!(grpc = %grpc_addr, operator = %operator_addr, "broker ready");
 
+    tokio::spawn({
+        let state = Arc::clone(&state);
+        async move {
+            let mut every = tokio::time::interval(PURGE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = state.shutdown.cancelled() => break,
+                    _ = every.tick() => match state.outcomes.purge().await {
+                        Ok(0) => {}
+                        Ok(n) => info!(removed = n, "expired late outcomes deleted"),
+                        Err(e) => warn!(error = %e, "cannot delete expired late outcomes"),
+                    },
+                }
+            }
+        }
+    });
+
     let task = tokio::spawn({
         let state = Arc::clone(&state);
         async move {
             shutdown.cancelled().await;
-            info!("shutting down: refusing new work, closing agent sessions");
+            let grace = state.config.drain_grace;
+            info!(in_flight = state.in_flight_ids.len(), grace = ?grace,
+                "draining: refusing new sessions and requests, finishing those in flight");
+            state.readiness.draining.store(true, Ordering::Release);
             health.set_not_serving::<RelayServer<RelayService>>().await;
             health
                 .set_not_serving::<AgentGatewayServer<Gateway>>()
                 .await;
+            // Each session stops taking requests by itself (it sees the
+            // token); wait for the requests in flight to be answered.
+            let finished = async {
+                loop {
+                    let ended = state.request_ended.notified();
+                    if state.in_flight_ids.is_empty() {
+                        break;
+                    }
+                    ended.await;
+                }
+            };
+            if tokio::time::timeout(grace, finished).await.is_err() {
+                warn!(still_in_flight = state.in_flight_ids.len(), grace = ?grace,
+                    "requests still in flight after the drain grace period; stopping anyway");
+            }
             state.registry.close_all(
                 proto::pb::GoodbyeReason::ShuttingDown,
                 "the broker is shutting down; reconnect",
             );
             drain.cancel();
-            match tokio::time::timeout(DRAIN_GRACE, grpc_task).await {
+            match tokio::time::timeout(CLOSE_GRACE, grpc_task).await {
                 Ok(joined) => joined.map_err(|_| BrokerError::Panicked)??,
                 Err(_) => {
-                    warn!(grace = ?DRAIN_GRACE, "calls still open after the grace period; stopping anyway")
+                    warn!("connections still open after the drain; stopping anyway")
                 }
             }
             operator_task.await.map_err(|_| BrokerError::Panicked)??;

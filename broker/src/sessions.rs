@@ -1,22 +1,20 @@
-//! Live agent sessions and the routing of requests to them.
-//!
-//! The [`Router`] trait is the seam a cluster backplane sits behind: the
-//! portal-facing service only ever calls `route`, and [`Registry`] is the
-//! single-node implementation that hands requests to sessions it holds.
+//! Live agent sessions, and the registry of the sessions this node holds.
+//! Routing requests to them is in [`crate::routing`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use proto::pb::{self, BrokerFrame, GoodbyeReason, Operation, broker_frame};
+use proto::pb::{self, BrokerFrame, GoodbyeReason};
 use sas::KeySlot;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::config::Limits;
 use crate::error::RelayError;
 use crate::metrics::Metrics;
 use crate::time::now_unix_ms;
@@ -27,10 +25,16 @@ pub const OUTBOUND_QUEUE: usize = 64;
 pub type Outbound = mpsc::Sender<Result<BrokerFrame, Status>>;
 
 /// What an agent answered.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum AgentAnswer {
     Envelope(Vec<u8>),
     Error { code: i32, message: String },
+}
+
+/// The two stages of one request's delivery, as the router waits for them.
+pub(crate) struct Waiter {
+    pub ack: Option<oneshot::Sender<()>>,
+    pub answer: oneshot::Sender<AgentAnswer>,
 }
 
 /// One authenticated agent session.
@@ -39,14 +43,19 @@ pub struct AgentSession {
     pub tenant: String,
     pub agent_id: String,
     pub agent_version: String,
-    pub remote_addr: String,
+    pub remote_addr: Option<SocketAddr>,
     pub connected_since_ms: i64,
     last_seen_ms: AtomicI64,
     slot: AtomicU8,
     token_expiry_unix: AtomicU64,
-    in_flight: AtomicU32,
-    next_correlation: AtomicU64,
-    pending: Mutex<HashMap<u64, oneshot::Sender<AgentAnswer>>>,
+    pub(crate) in_flight: AtomicU32,
+    /// Answers that failed or never came since the last good one: a failing
+    /// agent is chosen less (see `Registry::pick`).
+    pub(crate) failures: AtomicU32,
+    pub(crate) next_correlation: AtomicU64,
+    pub(crate) pending: Mutex<HashMap<u64, Waiter>>,
+    /// The agent (or the broker's own shutdown) asked for no new requests.
+    draining: AtomicBool,
     outbound: Outbound,
     closed: CancellationToken,
     finished: CancellationToken,
@@ -66,7 +75,7 @@ impl AgentSession {
         tenant: String,
         agent_id: String,
         agent_version: String,
-        remote_addr: String,
+        remote_addr: Option<SocketAddr>,
         slot: KeySlot,
         token_expiry_unix: u64,
         outbound: Outbound,
@@ -83,8 +92,10 @@ impl AgentSession {
             slot: AtomicU8::new(slot_code(slot)),
             token_expiry_unix: AtomicU64::new(token_expiry_unix),
             in_flight: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
             next_correlation: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
             outbound,
             closed: CancellationToken::new(),
             finished: CancellationToken::new(),
@@ -124,6 +135,21 @@ impl AgentSession {
         &self.outbound
     }
 
+    /// No new requests go to a draining session; it closes once the ones it
+    /// holds are answered.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether the router may give this session a new request.
+    pub fn is_routable(&self) -> bool {
+        !self.closed.is_cancelled() && !self.is_draining()
+    }
+
     /// Cancelled when the session is asked to close.
     pub fn closed(&self) -> &CancellationToken {
         &self.closed
@@ -152,27 +178,52 @@ impl AgentSession {
             .clone()
     }
 
+    /// The agent acknowledged `correlation_id`: it has the request and works
+    /// on it.
+    pub fn acknowledge(&self, correlation_id: u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = pending.get_mut(&correlation_id).and_then(|w| w.ack.take()) {
+            let _ = tx.send(());
+        }
+    }
+
     /// Delivers an answer to the request waiting on `correlation_id`, if any
     /// is still waiting on this session. Answers can only complete requests
-    /// that were sent on the same session.
-    pub fn complete(&self, correlation_id: u64, answer: AgentAnswer) -> bool {
+    /// that were sent on the same session. Gives the answer back when nobody
+    /// waits for it any more (a late answer).
+    pub fn complete(&self, correlation_id: u64, answer: AgentAnswer) -> Result<(), AgentAnswer> {
         let waiter = self
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&correlation_id);
         match waiter {
-            Some(tx) => tx.send(answer).is_ok(),
-            None => false,
+            Some(w) => w.answer.send(answer),
+            None => Err(answer),
         }
     }
 
-    /// Fails every request still waiting on this session (they see AgentLost).
+    /// Fails every request still waiting on this session: the router sees
+    /// the session gone, with or without an Ack.
     pub fn abandon_pending(&self) {
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+    }
+
+    pub(crate) fn note_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn note_success(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+    }
+
+    /// Lower is better: requests outstanding, plus a penalty for recent
+    /// failures so that an agent failing fast does not attract the load.
+    fn load_score(&self) -> u32 {
+        self.in_flight() + 2 * self.failures.load(Ordering::Relaxed).min(16)
     }
 
     fn info(&self) -> pb::AgentInfo {
@@ -183,75 +234,75 @@ impl AgentSession {
             last_heartbeat_unix_ms: self.last_seen_ms(),
             session_id: self.session_id.clone(),
             in_flight: self.in_flight(),
-            remote_addr: self.remote_addr.clone(),
+            remote_addr: self
+                .remote_addr
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
         }
     }
 }
 
-/// Removes a pending entry and the in-flight count however the wait ends.
-struct PendingGuard<'a> {
-    session: &'a AgentSession,
-    correlation_id: u64,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        self.session
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.correlation_id);
-        self.session.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A request to route to an agent of `tenant`.
-#[derive(Debug)]
-pub struct RouteRequest {
-    pub tenant: String,
-    pub request_id: String,
-    pub operation: Operation,
-    pub envelope: Vec<u8>,
-    pub deadline: Instant,
-    /// The deadline as the caller gave it, for error messages.
-    pub budget: Duration,
-}
-
-/// An agent's answer and who gave it.
-#[derive(Debug)]
-pub struct RouteReply {
-    pub agent_id: String,
-    pub agent_version: String,
-    pub envelope: Vec<u8>,
-    /// Broker -> agent -> broker.
-    pub rtt: Duration,
-}
-
-/// Delivers requests to a live agent of the right tenant.
-#[tonic::async_trait]
-pub trait Router: Send + Sync + 'static {
-    async fn route(&self, request: RouteRequest) -> Result<RouteReply, RelayError>;
+/// What [`Registry::pick`] found.
+pub(crate) enum Pick {
+    Session(Arc<AgentSession>),
+    /// Live agents exist, but each has its most requests in flight.
+    Busy,
+    /// No live agent that was not tried already.
+    None,
 }
 
 /// The sessions this node holds, per tenant.
 pub struct Registry {
     by_tenant: DashMap<String, Vec<Arc<AgentSession>>>,
-    metrics: Arc<Metrics>,
+    by_source: DashMap<IpAddr, u32>,
+    by_connection: DashMap<SocketAddr, u32>,
+    limits: Limits,
+    pub(crate) ack_timeout: Duration,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Registry {
-    pub fn new(metrics: Arc<Metrics>) -> Registry {
+    pub fn new(limits: Limits, ack_timeout: Duration, metrics: Arc<Metrics>) -> Registry {
         Registry {
             by_tenant: DashMap::new(),
+            by_source: DashMap::new(),
+            by_connection: DashMap::new(),
+            limits,
+            ack_timeout,
             metrics,
         }
     }
 
-    /// Adds a session. A live session with the same agent id is replaced and
-    /// told so: the agent reconnecting means the old one is half-open.
-    pub fn register(&self, session: Arc<AgentSession>) {
+    /// Adds a session within the session limits. A live session with the
+    /// same agent id is replaced and told so: the agent reconnecting means
+    /// the old one is half-open.
+    pub fn register(&self, session: Arc<AgentSession>) -> Result<(), RelayError> {
+        if let Some(addr) = session.remote_addr {
+            let mut on_conn = self.by_connection.entry(addr).or_default();
+            if *on_conn >= self.limits.sessions_per_connection {
+                return Err(RelayError::TooManyStreams(self.limits.sessions_per_connection));
+            }
+            let mut from_source = self.by_source.entry(addr.ip()).or_default();
+            if *from_source >= self.limits.sessions_per_source {
+                return Err(RelayError::TooManySessions {
+                    scope: "source",
+                    limit: self.limits.sessions_per_source,
+                });
+            }
+            *on_conn += 1;
+            *from_source += 1;
+        }
         let mut list = self.by_tenant.entry(session.tenant.clone()).or_default();
-        if let Some(pos) = list.iter().position(|s| s.agent_id == session.agent_id) {
+        let replaced = list.iter().position(|s| s.agent_id == session.agent_id);
+        if replaced.is_none() && list.len() >= self.limits.sessions_per_tenant as usize {
+            drop(list);
+            self.release_addr(&session);
+            return Err(RelayError::TooManySessions {
+                scope: "tenant",
+                limit: self.limits.sessions_per_tenant,
+            });
+        }
+        if let Some(pos) = replaced {
             let old = list.remove(pos);
             old.close(
                 GoodbyeReason::Replaced,
@@ -262,9 +313,24 @@ impl Registry {
         self.metrics
             .agent_gauge(&session.tenant)
             .set(list.len() as i64);
+        Ok(())
     }
 
-    /// Removes a session if it is still registered.
+    fn release_addr(&self, session: &AgentSession) {
+        if let Some(addr) = session.remote_addr {
+            if let Some(mut n) = self.by_connection.get_mut(&addr) {
+                *n = n.saturating_sub(1);
+            }
+            self.by_connection.remove_if(&addr, |_, n| *n == 0);
+            if let Some(mut n) = self.by_source.get_mut(&addr.ip()) {
+                *n = n.saturating_sub(1);
+            }
+            self.by_source.remove_if(&addr.ip(), |_, n| *n == 0);
+        }
+    }
+
+    /// Removes a session (if still registered) and releases its connection
+    /// and source counts. Called once, when the session's driver ends.
     pub fn deregister(&self, session: &Arc<AgentSession>) {
         if let Some(mut list) = self.by_tenant.get_mut(&session.tenant) {
             list.retain(|s| !Arc::ptr_eq(s, session));
@@ -274,6 +340,7 @@ impl Registry {
         }
         self.by_tenant
             .remove_if(&session.tenant, |_, list| list.is_empty());
+        self.release_addr(session);
     }
 
     pub fn sessions(&self, tenant: &str) -> Vec<Arc<AgentSession>> {
@@ -313,103 +380,47 @@ impl Registry {
 
     /// Closes every session on this node.
     pub fn close_all(&self, reason: GoodbyeReason, message: &str) {
-        for list in self.by_tenant.iter() {
-            for s in list.iter() {
-                s.close(reason, message);
-            }
+        for s in self.all_sessions() {
+            s.close(reason, message);
         }
     }
 
-    /// The live session with the fewest requests in flight; ties at random so
-    /// that equal agents share the load.
-    fn pick(&self, tenant: &str, exclude: &[String]) -> Option<Arc<AgentSession>> {
-        let list = self.by_tenant.get(tenant)?;
-        let live = list
+    /// Every session on this node, for shutdown.
+    pub fn all_sessions(&self) -> Vec<Arc<AgentSession>> {
+        self.by_tenant
             .iter()
-            .filter(|s| !s.closed.is_cancelled() && !exclude.contains(&s.session_id));
-        let least = live.clone().map(|s| s.in_flight()).min()?;
-        let ties: Vec<_> = live.filter(|s| s.in_flight() == least).collect();
-        ties.get(fastrand::usize(..ties.len()))
-            .map(|s| Arc::clone(s))
+            .flat_map(|l| l.value().clone())
+            .collect()
     }
-}
 
-#[tonic::async_trait]
-impl Router for Registry {
-    async fn route(&self, request: RouteRequest) -> Result<RouteReply, RelayError> {
-        let RouteRequest {
-            tenant,
-            request_id,
-            operation,
-            envelope,
-            deadline,
-            budget,
-        } = request;
-        let mut tried: Vec<String> = Vec::new();
-        let mut envelope = Some(envelope);
-        loop {
-            let session = self
-                .pick(&tenant, &tried)
-                .ok_or_else(|| RelayError::NoAgentOnline(tenant.clone()))?;
-            let correlation_id = session.next_correlation.fetch_add(1, Ordering::Relaxed);
-            let (tx, rx) = oneshot::channel();
-            session
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(correlation_id, tx);
-            session.in_flight.fetch_add(1, Ordering::Relaxed);
-            let _guard = PendingGuard {
-                session: &session,
-                correlation_id,
-            };
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let frame = BrokerFrame {
-                frame: Some(broker_frame::Frame::Request(pb::RelayedRequest {
-                    correlation_id,
-                    request_id: request_id.clone(),
-                    operation: operation as i32,
-                    envelope: envelope.take().unwrap_or_default(),
-                    timeout_ms: remaining.as_millis().min(u32::MAX as u128) as u32,
-                })),
-            };
-            let sent_at = Instant::now();
-            match tokio::time::timeout_at(deadline, session.outbound.send(Ok(frame))).await {
-                Err(_) => return Err(RelayError::DeadlineExceeded(budget)),
-                Ok(Err(mpsc::error::SendError(returned))) => {
-                    // The session ended before the request was queued to it:
-                    // it was never delivered, so another agent may take it.
-                    if let Ok(BrokerFrame {
-                        frame: Some(broker_frame::Frame::Request(r)),
-                    }) = returned
-                    {
-                        envelope = Some(r.envelope);
-                    }
-                    tried.push(session.session_id.clone());
-                    continue;
-                }
-                Ok(Ok(())) => {}
-            }
-            return match tokio::time::timeout_at(deadline, rx).await {
-                Err(_) => Err(RelayError::DeadlineExceeded(budget)),
-                Ok(Err(_)) => Err(RelayError::AgentLost(session.agent_id.clone())),
-                Ok(Ok(AgentAnswer::Envelope(envelope))) => Ok(RouteReply {
-                    agent_id: session.agent_id.clone(),
-                    agent_version: session.agent_version.clone(),
-                    envelope,
-                    rtt: sent_at.elapsed(),
-                }),
-                Ok(Ok(AgentAnswer::Error { code, message })) => Err(RelayError::AgentError {
-                    agent_id: session.agent_id.clone(),
-                    message: format!(
-                        "{} ({})",
-                        message,
-                        pb::AgentErrorCode::try_from(code)
-                            .map(|c| c.as_str_name())
-                            .unwrap_or("AGENT_ERROR_CODE_UNSPECIFIED")
-                    ),
-                }),
-            };
+    /// Requests outstanding on this node's sessions.
+    pub fn total_in_flight(&self) -> u64 {
+        self.by_tenant
+            .iter()
+            .flat_map(|l| l.value().iter().map(|s| u64::from(s.in_flight())).collect::<Vec<_>>())
+            .sum()
+    }
+
+    /// The routable session with the lowest load score; ties at random so
+    /// that equal agents share the load. Sessions in `exclude` were tried.
+    pub(crate) fn pick(&self, tenant: &str, exclude: &[String]) -> Pick {
+        let Some(list) = self.by_tenant.get(tenant) else {
+            return Pick::None;
+        };
+        let limit = self.limits.max_in_flight_per_agent;
+        let live: Vec<&Arc<AgentSession>> = list
+            .iter()
+            .filter(|s| s.is_routable() && !exclude.contains(&s.session_id))
+            .collect();
+        if live.is_empty() {
+            return Pick::None;
         }
+        let open: Vec<&Arc<AgentSession>> =
+            live.into_iter().filter(|s| s.in_flight() < limit).collect();
+        let Some(best) = open.iter().map(|s| s.load_score()).min() else {
+            return Pick::Busy;
+        };
+        let ties: Vec<_> = open.iter().filter(|s| s.load_score() == best).collect();
+        Pick::Session(Arc::clone(ties[fastrand::usize(..ties.len())]))
     }
 }

@@ -9,7 +9,10 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Authorizer;
 use crate::config::BrokerConfig;
 use crate::metrics::Metrics;
-use crate::sessions::{Registry, Router};
+use crate::outcomes::Outcomes;
+use crate::ratelimit::TenantRateLimit;
+use crate::routing::Router;
+use crate::sessions::Registry;
 use crate::tenants::Tenants;
 
 pub struct State {
@@ -21,11 +24,16 @@ pub struct State {
     /// Where portal requests go; on one node, the registry itself.
     pub router: Arc<dyn Router>,
     pub metrics: Arc<Metrics>,
+    pub outcomes: Arc<Outcomes>,
+    pub rate_limit: TenantRateLimit,
     pub readiness: Readiness,
     /// The one cancellation path: cancelled on SIGTERM / SIGINT.
     pub shutdown: CancellationToken,
     /// (tenant, request id) of requests in flight, to refuse duplicates.
     pub in_flight_ids: DashSet<(String, String)>,
+    /// Notified whenever a Submit ends, so a draining broker knows when the
+    /// last one is done.
+    pub request_ended: tokio::sync::Notify,
 }
 
 /// What `/readyz` reports.
@@ -33,10 +41,14 @@ pub struct State {
 pub struct Readiness {
     pub store_open: AtomicBool,
     pub grpc_listening: AtomicBool,
+    /// Set on SIGTERM: load balancers should stop sending work here.
+    pub draining: AtomicBool,
 }
 
 impl Readiness {
     pub fn is_ready(&self) -> bool {
-        self.store_open.load(Ordering::Acquire) && self.grpc_listening.load(Ordering::Acquire)
+        self.store_open.load(Ordering::Acquire)
+            && self.grpc_listening.load(Ordering::Acquire)
+            && !self.draining.load(Ordering::Acquire)
     }
 }

@@ -140,7 +140,7 @@ pub struct Store {
     db: Arc<Database>,
 }
 
-fn io<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E) -> StoreError {
+pub(crate) fn io<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E) -> StoreError {
     move |e| StoreError::Io {
         operation,
         source: Box::new(e.into()),
@@ -170,9 +170,15 @@ impl Store {
                 Some(found) => return Err(StoreError::SchemaVersion { found }),
             }
             tx.open_table(TENANTS).map_err(io("open"))?;
+            tx.open_table(crate::outcomes::OUTCOMES)
+                .map_err(io("open"))?;
         }
         tx.commit().map_err(io("open"))?;
         Ok(Store { db: Arc::new(db) })
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
     }
 
     /// Every tenant, for the in-memory cache at start-up.

@@ -53,6 +53,10 @@ pub mod outcome {
     pub const PROTECTED_ACCOUNT: u16 = 11;
     pub const WRITEBACK_DISABLED: u16 = 12;
     pub const DIRECTORY_UNAVAILABLE: u16 = 13;
+    /// The agent's per-account limit on password operations was reached;
+    /// nothing was done. details: limit (operations per hour),
+    /// retry_after_secs
+    pub const RATE_LIMITED: u16 = 14;
 }
 
 /// A password: zeroized on drop, never shown by `Debug`.

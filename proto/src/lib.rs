@@ -15,6 +15,8 @@ use std::fmt;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+pub mod codec;
+
 /// Generated relay.v1 code.
 #[allow(clippy::all, missing_docs)]
 pub mod pb {
@@ -176,9 +178,24 @@ reasons! {
     TenantExists => "TENANT_EXISTS", AlreadyExists;
     /// The agent id is not known to the tenant.
     AgentNotFound => "AGENT_NOT_FOUND", NotFound;
-    /// The agent's session ended after the request was sent to it and before
-    /// it answered: the request may or may not have been applied.
-    AgentLost => "AGENT_LOST", Unavailable;
+    /// The agent acknowledged the request (or may have received it) and no
+    /// answer came: the request may or may not have been applied. The status
+    /// carries the request id; ask GetOutcome later.
+    OutcomeUnknown => "OUTCOME_UNKNOWN", Unknown;
+    /// GetOutcome: the agent has not posted the outcome yet.
+    OutcomePending => "OUTCOME_PENDING", Unavailable;
+    /// GetOutcome: the broker knows no outcome for this request id.
+    OutcomeNotFound => "OUTCOME_NOT_FOUND", NotFound;
+    /// The tenant sent more requests than its rate limit allows.
+    RateLimited => "RATE_LIMITED", ResourceExhausted;
+    /// Every live agent of the tenant has its most requests in flight.
+    AgentsBusy => "AGENTS_BUSY", ResourceExhausted;
+    /// The tenant, or the source address, has the most sessions allowed.
+    TooManySessions => "TOO_MANY_SESSIONS", ResourceExhausted;
+    /// The connection already carries the most agent sessions allowed.
+    TooManyStreams => "TOO_MANY_STREAMS", ResourceExhausted;
+    /// A message could not be decoded as the expected protobuf message.
+    MalformedMessage => "MALFORMED_MESSAGE", InvalidArgument;
     /// The agent answered with an error instead of a reply envelope.
     AgentError => "AGENT_ERROR", Aborted;
     /// The broker is shutting down.

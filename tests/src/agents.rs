@@ -255,8 +255,16 @@ impl EchoAgent {
             .unwrap_or_else(|_| panic!("request {request_id} never reached {}", self.agent_id));
     }
 
+    /// Stops gracefully: the agent drains (finishes what it acknowledged).
     pub async fn stop(self) {
         self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Dies on the spot, like a crashed process: the session is dropped
+    /// mid-request (handlers already running finish into the void).
+    pub async fn kill(self) {
+        self.task.abort();
         let _ = self.task.await;
     }
 }

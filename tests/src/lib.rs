@@ -9,7 +9,9 @@
 //! ```
 
 pub mod agents;
+pub mod connect_proxy;
 pub mod deployment;
+pub mod faults;
 pub mod http;
 pub mod malicious;
 pub mod sealed;
@@ -421,4 +423,25 @@ pub fn reason<T: std::fmt::Debug>(
     let err = result.expect_err("the call should fail");
     err.reason()
         .unwrap_or_else(|| panic!("error without a relay reason: {err}"))
+}
+
+/// Fetches a late outcome the way a portal would: asks again while the
+/// broker answers OUTCOME_PENDING (the broker has no push for it), within
+/// [`STARTUP_TIMEOUT`].
+pub async fn await_outcome(
+    portal: &PortalClient,
+    request_id: &str,
+) -> Result<agent_client::portal::Submitted, agent_client::ClientError> {
+    let started = std::time::Instant::now();
+    loop {
+        match portal.outcome(request_id).await {
+            Err(e)
+                if e.reason() == Some(proto::Reason::OutcomePending)
+                    && started.elapsed() < STARTUP_TIMEOUT =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
 }

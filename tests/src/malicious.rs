@@ -49,7 +49,7 @@ impl HeldSession {
                 correlation_id,
                 request_id: request_id.to_owned(),
                 operation: operation as i32,
-                envelope,
+                envelope: envelope.into(),
                 timeout_ms: 30_000,
             })),
         };
@@ -112,6 +112,8 @@ impl AgentGateway for Gateway {
                 max_envelope_bytes: 1 << 20,
                 broker_time_unix_ms: 0,
                 token_expires_unix_ms: i64::MAX,
+                ack_timeout_ms: 10_000,
+                max_in_flight: 64,
             })),
         };
         tx.send(Ok(welcome))

@@ -165,9 +165,18 @@ async fn every_portal_error_has_its_own_status() {
     let err = submit("r5", vec![1], Some(Duration::from_millis(300)))
         .await
         .unwrap_err();
-    assert_eq!(err.reason(), Some(Reason::DeadlineExceeded), "{err:?}");
-    assert_eq!(err.code(), Some(Code::DeadlineExceeded));
+    // The agent had the request: the deadline passing on the portal's side
+    // does not mean nothing happened, so the status says OUTCOME_UNKNOWN.
+    assert_eq!(err.reason(), Some(Reason::OutcomeUnknown), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
+    // The agent finishes later; its answer is kept and can be fetched by id.
+    let late = tests::await_outcome(&portal, "r5").await.expect("late outcome");
+    assert_eq!(late.agent_id, "slow");
+    assert_eq!(late.envelope, b"slow|\x01");
+    assert_eq!(
+        reason(portal.outcome("never-sent").await),
+        Reason::OutcomeNotFound
+    );
 
     // The same request id twice while the first is in flight.
     let first = tokio::spawn(submit("same", vec![1], Some(Duration::from_secs(10))));
@@ -209,7 +218,8 @@ async fn an_agent_error_and_a_lost_agent_are_reported_as_such() {
     assert_eq!(err.reason(), Some(Reason::AgentError));
     assert!(err.to_string().contains("UNSUPPORTED_OPERATION"), "{err}");
 
-    // An agent that disappears mid-request: AGENT_LOST, at once.
+    // An agent that dies after acknowledging a request: OUTCOME_UNKNOWN, at
+    // once, naming the request.
     agent.stop().await;
     let slow = EchoAgent::start_with_delay(&broker, &tenant, "slow", Duration::from_secs(30)).await;
     let call = tokio::spawn({
@@ -227,8 +237,15 @@ async fn an_agent_error_and_a_lost_agent_are_reported_as_such() {
     });
     slow.wait_for_request("r2").await;
     let started = Instant::now();
-    slow.stop().await;
+    slow.kill().await;
     let err = call.await.expect("join").unwrap_err();
-    assert_eq!(err.reason(), Some(Reason::AgentLost), "{err:?}");
+    assert_eq!(err.reason(), Some(Reason::OutcomeUnknown), "{err:?}");
+    match &err {
+        agent_client::error::ClientError::Relay { metadata, .. } => {
+            assert_eq!(metadata.get("request_id").map(String::as_str), Some("r2"));
+            assert_eq!(metadata.get("acknowledged").map(String::as_str), Some("true"));
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(started.elapsed() < Duration::from_secs(10));
 }

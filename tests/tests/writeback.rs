@@ -377,3 +377,49 @@ async fn the_on_prem_switch_refuses_every_request() {
     assert_eq!(status["agents_online"][0]["agent_id"], "dc01");
     d.stop().await;
 }
+
+#[tokio::test]
+async fn the_agent_limits_password_operations_per_account() {
+    let d = Deployment::start(&["contoso"], "[limits]\nresets_per_account_per_hour = 2").await;
+    for password in ["Difference-Engine-No1", "Difference-Engine-No2"] {
+        let r = d.reset(ada(), password).await;
+        assert_eq!(r.outcome, outcome::SUCCESS, "{r:?}");
+    }
+    // The same account under its other anchor shares the count.
+    let r = d
+        .reset(upn("ada@contoso.example"), "Difference-Engine-No3")
+        .await;
+    assert_eq!(r.outcome, outcome::RATE_LIMITED, "{r:?}");
+    assert!(
+        r.message.starts_with(
+            "too many password operations for this account: at most 2 per hour; try again in about"
+        ),
+        "{}",
+        r.message
+    );
+    assert_eq!(detail(&r, "limit"), Some("2"));
+    let forest = d.forest("contoso");
+    assert!(forest.check_password(ADA, &Password::new("Difference-Engine-No2")));
+
+    // Other accounts and policy queries are not held back.
+    let r = d
+        .reset(upn("grace@contoso.example"), "Nanoseconds-Wire-1")
+        .await;
+    assert_eq!(r.outcome, outcome::SUCCESS, "{r:?}");
+    let r = d
+        .ask(
+            Operation::GetPasswordPolicy,
+            RequestBody::without_passwords(ada()),
+        )
+        .await;
+    assert_eq!(r.outcome, outcome::SUCCESS, "{r:?}");
+
+    let limited = d
+        .events()
+        .into_iter()
+        .find(|e| e["event_id"] == 33100)
+        .expect("a rate-limit event");
+    assert_eq!(limited["account_dn"], ADA);
+    assert_eq!(limited["outcome"], "RATE_LIMITED");
+    d.stop().await;
+}

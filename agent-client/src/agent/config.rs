@@ -16,8 +16,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
-    /// The broker's address, `https://host:port`.
-    pub broker: String,
+    /// The broker's address, `https://host:port`, or a list of addresses
+    /// tried in turn (the next one after every failed or ended session).
+    pub broker: Brokers,
     /// PEM CA bundle that signs the broker's certificate; the system roots
     /// when absent.
     #[serde(default)]
@@ -85,6 +86,48 @@ pub struct AgentConfig {
     pub import_interval: Duration,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// HTTP/2 keepalive PINGs to the broker go out this often; with
+    /// keepalive_timeout it bounds how long a silently dead connection
+    /// stays open (20 s + 20 s: found within a minute).
+    #[serde(default = "default_keepalive", with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    #[serde(default = "default_keepalive", with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// On SIGTERM, how long acknowledged requests may take to finish before
+    /// the agent stops anyway.
+    #[serde(default = "default_drain_grace", with = "humantime_serde")]
+    pub drain_grace: Duration,
+    /// HTTP CONNECT proxy to reach the broker through, for networks whose
+    /// only way out is a forward proxy; TLS to the broker stays end to end.
+    #[serde(default)]
+    pub proxy: Option<crate::proxy::ProxyConfig>,
+    /// Limits the agent enforces itself (`[limits]`).
+    #[serde(default)]
+    pub limits: AgentLimits,
+}
+
+/// Limits the agent enforces on the requests it applies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLimits {
+    /// Password resets, changes and unlocks per account in any hour; 0 is
+    /// unlimited. Every attempt that reaches the directory counts, refused
+    /// ones too (so guessing through CHANGE_PASSWORD is throttled); policy
+    /// queries never count. Over the limit the agent answers RATE_LIMITED.
+    #[serde(default = "default_resets_per_account_per_hour")]
+    pub resets_per_account_per_hour: u32,
+}
+
+impl Default for AgentLimits {
+    fn default() -> Self {
+        AgentLimits {
+            resets_per_account_per_hour: default_resets_per_account_per_hour(),
+        }
+    }
+}
+
+fn default_resets_per_account_per_hour() -> u32 {
+    5
 }
 
 /// One forest.
@@ -125,6 +168,44 @@ pub enum ForestKind {
 
 fn yes() -> bool {
     true
+}
+fn default_keepalive() -> Duration {
+    crate::connect::KEEPALIVE_INTERVAL
+}
+fn default_drain_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// One broker address or several, tried in turn.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Brokers {
+    One(String),
+    Several(Vec<String>),
+}
+
+impl Brokers {
+    /// Every address, in the order they are tried.
+    pub fn all(&self) -> Vec<String> {
+        match self {
+            Brokers::One(url) => vec![url.clone()],
+            Brokers::Several(urls) => urls.clone(),
+        }
+    }
+
+    /// The address one-shot commands (init, status, doctor) use.
+    pub fn first(&self) -> String {
+        match self {
+            Brokers::One(url) => url.clone(),
+            Brokers::Several(urls) => urls.first().cloned().unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for Brokers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.all().join(", "))
+    }
 }
 fn default_event_log_max_bytes() -> u64 {
     10 * 1024 * 1024
@@ -187,8 +268,17 @@ impl AgentConfig {
 
     pub fn validate(&self) -> Result<(), AgentConfigError> {
         let invalid = |setting, problem| Err(AgentConfigError::Invalid { setting, problem });
-        if !self.broker.starts_with("https://") {
-            return invalid("broker", "must be an https:// URL");
+        let brokers = self.broker.all();
+        if brokers.is_empty() {
+            return invalid("broker", "needs at least one address");
+        }
+        if brokers.iter().any(|b| !b.starts_with("https://")) {
+            return invalid("broker", "must be https:// URLs");
+        }
+        if self.keepalive_interval < Duration::from_millis(100)
+            || self.keepalive_timeout < Duration::from_millis(100)
+        {
+            return invalid("keepalive_interval", "keepalive settings must be at least 100ms");
         }
         if !proto::names::is_valid_tenant(&self.tenant) {
             return invalid("tenant", "must be 1-63 of [a-z0-9-]");
@@ -221,6 +311,11 @@ impl AgentConfig {
         names.sort_unstable();
         if names.windows(2).any(|w| w[0] == w[1]) {
             return invalid("forests", "forest names must be unique");
+        }
+        if let Some(proxy) = &self.proxy
+            && let Err(problem) = proxy.validate()
+        {
+            return invalid("proxy", problem);
         }
         if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
             return invalid(

@@ -98,9 +98,10 @@ fn embedded_fix(config_hint: &str, forest: &str, ou: &OuRights) -> String {
 pub async fn run(config: &AgentConfig, config_hint: &str) -> Report {
     let mut checks = Vec::new();
     let endpoint = BrokerEndpoint {
-        url: config.broker.clone(),
+        url: config.broker.first(),
         ca_file: config.ca_file.clone(),
         tls_server_name: config.tls_server_name.clone(),
+        proxy: config.proxy.clone(),
     };
     broker_checks(config, &endpoint, &mut checks).await;
     for forest_check in forest_checks(config, config_hint).await {
@@ -113,8 +114,8 @@ pub async fn run(config: &AgentConfig, config_hint: &str) -> Report {
 }
 
 async fn broker_checks(config: &AgentConfig, endpoint: &BrokerEndpoint, checks: &mut Vec<Check>) {
-    let authority = config
-        .broker
+    let first = config.broker.first();
+    let authority = first
         .trim_start_matches("https://")
         .split('/')
         .next()

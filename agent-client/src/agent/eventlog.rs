@@ -42,6 +42,11 @@ pub mod ids {
     pub const WRONG_CURRENT_PASSWORD: u32 = 33007;
     pub const POLICY_VIOLATION: u32 = 33008;
     pub const DIRECTORY_CONFIGURATION_ERROR: u32 = 33009;
+    /// Not an Entra id: Entra's write-back has no per-account limit. An
+    /// attempt refused by the agent's `[limits]` (outcome RATE_LIMITED), with
+    /// the account's DN. In the 33xxx failure-reason family, numbered apart
+    /// from Entra's 33001-33009 so it cannot collide with an id it adds.
+    pub const RATE_LIMITED: u32 = 33100;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -11,6 +11,7 @@ pub mod forests;
 pub mod handler;
 pub mod keyring;
 pub mod onboarding;
+pub mod outbox;
 pub mod session;
 pub mod status;
 pub mod writeback;
@@ -29,6 +30,7 @@ use session::{SessionContext, SessionEnd, SessionError, run_session};
 use crate::connect::BrokerEndpoint;
 use crate::credential::{Credential, CredentialError};
 use backoff::Backoff;
+use outbox::Outbox;
 
 /// A session that stayed up this long resets the backoff.
 pub const HEALTHY_SESSION: Duration = Duration::from_secs(60);
@@ -89,12 +91,19 @@ pub async fn run(
         sas::Right::Listen,
         &config.listen_key_file,
     )?;
-    let ctx = SessionContext {
-        endpoint: BrokerEndpoint {
-            url: config.broker.clone(),
+    let endpoints: Vec<BrokerEndpoint> = config
+        .broker
+        .all()
+        .into_iter()
+        .map(|url| BrokerEndpoint {
+            url,
             ca_file: config.ca_file.clone(),
             tls_server_name: config.tls_server_name.clone(),
-        },
+            proxy: config.proxy.clone(),
+        })
+        .collect();
+    let ctx = SessionContext {
+        keepalive: (config.keepalive_interval, config.keepalive_timeout),
         tenant: config.tenant.clone(),
         agent_id: config.agent_id(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -102,11 +111,18 @@ pub async fn run(
         token_lifetime: config.token_lifetime,
         handler,
         events: events.clone(),
+        outbox: Arc::new(Outbox::default()),
+        drain_grace: config.drain_grace,
     };
-    info!(tenant = %ctx.tenant, agent_id = %ctx.agent_id, broker = %ctx.endpoint.url, "agent starting");
+    info!(tenant = %ctx.tenant, agent_id = %ctx.agent_id, broker = %config.broker, "agent starting");
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
+    let mut next = 0;
     loop {
-        match run_session(&ctx, &shutdown).await {
+        let endpoint = &endpoints[next % endpoints.len()];
+        // Whatever happens, the next attempt goes to the next address.
+        next += 1;
+        let mut delay = None;
+        match run_session(&ctx, endpoint, &shutdown).await {
             Ok(SessionEnd::Shutdown) => break,
             Ok(SessionEnd::Ended {
                 lasted,
@@ -118,6 +134,11 @@ pub async fn run(
                 }
                 if let Some(g) = goodbye {
                     info!(goodbye = g.as_str_name(), "session closed by the broker");
+                    if g == proto::pb::GoodbyeReason::ShuttingDown {
+                        // A draining node: go elsewhere soon, but spread out
+                        // so its agents do not all arrive at once.
+                        delay = Some(config.reconnect_min.mul_f64(fastrand::f64()));
+                    }
                 }
                 warn!(%reason, "session ended; reconnecting");
                 events.emit(AgentEvent::Disconnected { reason });
@@ -135,9 +156,10 @@ pub async fn run(
                 });
             }
         }
-        let delay = backoff.next_delay();
+        let delay = delay.unwrap_or_else(|| backoff.next_delay());
         info!(
             delay_ms = delay.as_millis() as u64,
+            next = %endpoints[next % endpoints.len()].url,
             "waiting before reconnecting"
         );
         tokio::select! {

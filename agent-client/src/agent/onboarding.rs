@@ -79,9 +79,10 @@ pub struct Registrar {
 impl Registrar {
     pub async fn connect(config: &AgentConfig) -> Result<Registrar, OnboardingError> {
         let endpoint = BrokerEndpoint {
-            url: config.broker.clone(),
+            url: config.broker.first(),
             ca_file: config.ca_file.clone(),
             tls_server_name: config.tls_server_name.clone(),
+            proxy: config.proxy.clone(),
         };
         let credential =
             Credential::from_key_file(&config.tenant, Right::Listen, &config.listen_key_file)?;

@@ -11,9 +11,11 @@ use proto::pb::{self, AgentFrame, GoodbyeReason, Operation, agent_frame, agent_r
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::handler::{IncomingRequest, RequestHandler};
+use super::outbox::Outbox;
 use super::{AgentEvent, EventSink};
 use crate::connect::{BrokerEndpoint, ConnectError};
 use crate::credential::Credential;
@@ -27,7 +29,8 @@ const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
 /// Everything a session needs, shared across reconnects.
 pub struct SessionContext {
-    pub endpoint: BrokerEndpoint,
+    /// HTTP/2 keepalive interval and timeout.
+    pub keepalive: (Duration, Duration),
     pub tenant: String,
     pub agent_id: String,
     pub agent_version: String,
@@ -35,6 +38,10 @@ pub struct SessionContext {
     pub token_lifetime: Duration,
     pub handler: Arc<dyn RequestHandler>,
     pub events: EventSink,
+    /// Replies the broker has not confirmed, kept across sessions.
+    pub outbox: Arc<Outbox>,
+    /// On shutdown, how long acknowledged requests may take to finish.
+    pub drain_grace: Duration,
 }
 
 /// How a session ended.
@@ -68,10 +75,11 @@ fn now_unix_ms() -> i64 {
 
 pub async fn run_session(
     ctx: &SessionContext,
+    endpoint: &BrokerEndpoint,
     shutdown: &CancellationToken,
 ) -> Result<SessionEnd, SessionError> {
     let channel = tokio::select! {
-        c = ctx.endpoint.connect() => c?,
+        c = endpoint.connect_with_keepalive(ctx.keepalive.0, ctx.keepalive.1) => c?,
         _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
     };
     let mut client = AgentGatewayClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
@@ -113,7 +121,7 @@ pub async fn run_session(
     let started = Instant::now();
     let skew_ms = welcome.broker_time_unix_ms - now_unix_ms();
     let span = info_span!("session", session_id = %welcome.session_id);
-    span.in_scope(|| info!(broker = %ctx.endpoint.url, skew_ms, "session established"));
+    span.in_scope(|| info!(broker = %endpoint.url, skew_ms, "session established"));
     ctx.events.emit(AgentEvent::Connected {
         session_id: welcome.session_id.clone(),
         skew_ms,
@@ -146,9 +154,36 @@ async fn serve(
     ticker.tick().await;
     let mut last_seen = Instant::now();
     let mut renew_at = Instant::now() + ctx.token_lifetime / 2;
+    // Replies of earlier sessions that the broker never confirmed.
+    for reply in ctx.outbox.unconfirmed() {
+        debug!(request_id = %reply.request_id, "posting an unconfirmed reply again");
+        let frame = AgentFrame {
+            frame: Some(agent_frame::Frame::Reply(reply)),
+        };
+        if tx.send(frame).await.is_err() {
+            break;
+        }
+    }
+    let work = TaskTracker::new();
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return None,
+            _ = shutdown.cancelled(), if drain_until.is_none() => {
+                // Tell the broker to send nothing new, finish what was
+                // acknowledged, then end the session.
+                info!(in_flight = work.len(), "draining: finishing acknowledged requests");
+                let _ = tx.send(AgentFrame { frame: Some(agent_frame::Frame::Drain(pb::Drain {})) }).await;
+                work.close();
+                drain_until = Some(tokio::time::Instant::now() + ctx.drain_grace);
+            }
+            _ = work.wait(), if drain_until.is_some() => {
+                info!("drained");
+                return None;
+            }
+            _ = tokio::time::sleep_until(drain_until.unwrap_or_else(tokio::time::Instant::now)), if drain_until.is_some() => {
+                warn!(in_flight = work.len(), "requests still running after the drain grace period; stopping anyway");
+                return None;
+            }
             _ = ticker.tick() => {
                 if last_seen.elapsed() > silence_limit {
                     return Some((format!("no frame from the broker for {}", humantime::format_duration(silence_limit)), None));
@@ -168,7 +203,11 @@ async fn serve(
                 Ok(Some(frame)) => {
                     last_seen = Instant::now();
                     match frame.frame {
-                        Some(BrokerFrameKind::Request(request)) => dispatch(ctx, request, skew_ms, tx.clone()),
+                        Some(BrokerFrameKind::Request(request)) if drain_until.is_some() => {
+                            refuse_unavailable(request, &tx, "the agent is shutting down; the request was not applied");
+                        }
+                        Some(BrokerFrameKind::Request(request)) => dispatch(ctx, request, skew_ms, tx.clone(), &work),
+                        Some(BrokerFrameKind::Receipt(receipt)) => ctx.outbox.confirmed(&receipt.request_id),
                         Some(BrokerFrameKind::Heartbeat(_)) => {}
                         Some(BrokerFrameKind::Goodbye(g)) => {
                             let reason = GoodbyeReason::try_from(g.reason).unwrap_or(GoodbyeReason::Unspecified);
@@ -187,34 +226,65 @@ async fn serve(
     }
 }
 
+/// Refuses a request without acknowledging it: nothing was applied, so the
+/// broker may give it to another agent.
+fn refuse_unavailable(request: pb::RelayedRequest, tx: &mpsc::Sender<AgentFrame>, why: &str) {
+    let reply = reply_frame(
+        request.correlation_id,
+        request.request_id,
+        agent_reply::Result::Error(pb::AgentError {
+            code: pb::AgentErrorCode::Unavailable as i32,
+            message: why.to_owned(),
+        }),
+    );
+    let _ = tx.try_send(reply);
+}
+
 /// Answers a relayed request on its own task so that a slow directory never
-/// holds up heartbeats or other requests.
+/// holds up heartbeats or other requests. The Ack goes out before any work.
 fn dispatch(
     ctx: &SessionContext,
     request: pb::RelayedRequest,
     skew_ms: i64,
     tx: mpsc::Sender<AgentFrame>,
+    work: &TaskTracker,
 ) {
     let correlation_id = request.correlation_id;
     let operation = Operation::try_from(request.operation).unwrap_or(Operation::Unspecified);
     let span = info_span!("request", request_id = %request.request_id, operation = operation.as_str_name());
     if operation == Operation::Ping {
         span.in_scope(|| debug!("ping answered"));
-        let reply = reply_frame(correlation_id, agent_reply::Result::Envelope(Vec::new()));
+        let reply = reply_frame(
+            correlation_id,
+            request.request_id,
+            agent_reply::Result::Envelope(Vec::new()),
+        );
         let _ = tx.try_send(reply);
         return;
     }
     let handler = Arc::clone(&ctx.handler);
     let events = ctx.events.clone();
+    let outbox = Arc::clone(&ctx.outbox);
     let incoming = IncomingRequest {
         request_id: request.request_id.clone(),
         operation,
-        envelope: request.envelope,
+        envelope: request.envelope.into(),
         deadline: Instant::now() + Duration::from_millis(u64::from(request.timeout_ms)),
         broker_clock_skew_ms: skew_ms,
     };
-    tokio::spawn(
+    let request_id = request.request_id;
+    work.spawn(
         async move {
+            let ack = AgentFrame {
+                frame: Some(agent_frame::Frame::Ack(pb::Ack { correlation_id })),
+            };
+            if tx.send(ack).await.is_err() {
+                // The session is gone before we confirmed anything: the
+                // broker gives the request to another agent. Doing it here
+                // too could apply it twice.
+                warn!("the session ended before the request could be acknowledged; not applied");
+                return;
+            }
             let (result, refusal) = match handler.handle(incoming).await {
                 Ok(envelope) => {
                     info!("request answered");
@@ -231,22 +301,32 @@ fn dispatch(
                 }
             };
             events.emit(AgentEvent::Answered {
-                request_id: request.request_id,
+                request_id: request_id.clone(),
                 refusal,
             });
-            if tx.send(reply_frame(correlation_id, result)).await.is_err() {
-                warn!("the session ended before the answer could be sent");
+            let reply = pb::AgentReply {
+                correlation_id,
+                request_id,
+                result: Some(result),
+            };
+            outbox.keep(&reply);
+            let frame = AgentFrame {
+                frame: Some(agent_frame::Frame::Reply(reply)),
+            };
+            if tx.send(frame).await.is_err() {
+                warn!("the session ended before the answer could be sent; it is posted on the next session");
             }
         }
         .instrument(span),
     );
 }
 
-fn reply_frame(correlation_id: u64, result: agent_reply::Result) -> AgentFrame {
+fn reply_frame(correlation_id: u64, request_id: String, result: agent_reply::Result) -> AgentFrame {
     AgentFrame {
         frame: Some(agent_frame::Frame::Reply(pb::AgentReply {
             correlation_id,
             result: Some(result),
+            request_id,
         })),
     }
 }

@@ -109,9 +109,10 @@ pub async fn run(config: &AgentConfig) -> Status {
 
 async fn query(config: &AgentConfig) -> Result<proto::pb::TenantConfiguration, ClientError> {
     let endpoint = BrokerEndpoint {
-        url: config.broker.clone(),
+        url: config.broker.first(),
         ca_file: config.ca_file.clone(),
         tls_server_name: config.tls_server_name.clone(),
+        proxy: config.proxy.clone(),
     };
     let credential =
         Credential::from_key_file(&config.tenant, Right::Listen, &config.listen_key_file)

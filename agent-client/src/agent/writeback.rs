@@ -3,6 +3,10 @@
 //! the exact outcome. Every request leaves its events in the event log
 //! (started, then succeeded or failed with the specific reason's event).
 
+pub mod limits;
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use envelope::body::{operation, outcome};
@@ -12,7 +16,8 @@ use tracing::info;
 use super::envelopes::Operations;
 use super::eventlog::{Event, EventLog, Level, ids};
 use crate::connector::{ConnectorSpace, Unresolved};
-use crate::directory::{Policy, Refusal};
+use crate::directory::{Account, Policy, Refusal};
+use limits::{AccountLimiter, Limited};
 
 pub struct Writeback {
     pub tenant: String,
@@ -21,6 +26,8 @@ pub struct Writeback {
     /// The on-prem switch: when off, every request is refused as
     /// WRITEBACK_DISABLED without touching the directory.
     pub enabled: bool,
+    /// The per-account limit on resets, changes and unlocks.
+    pub limiter: AccountLimiter,
 }
 
 /// The stable name of an outcome code, for events and logs.
@@ -40,6 +47,7 @@ pub fn outcome_name(code: u16) -> &'static str {
         outcome::PROTECTED_ACCOUNT => "PROTECTED_ACCOUNT",
         outcome::WRITEBACK_DISABLED => "WRITEBACK_DISABLED",
         outcome::DIRECTORY_UNAVAILABLE => "DIRECTORY_UNAVAILABLE",
+        outcome::RATE_LIMITED => "RATE_LIMITED",
         _ => "UNKNOWN",
     }
 }
@@ -118,6 +126,24 @@ pub fn refusal_reply(refusal: &Refusal) -> (ReplyBody, u32) {
         },
         event,
     )
+}
+
+/// The reply to an attempt over the per-account limit.
+fn limited_reply(limited: &Limited) -> ReplyBody {
+    let secs = limited.retry_after.as_millis().div_ceil(1000);
+    let minutes = secs.div_ceil(60).max(1);
+    ReplyBody {
+        outcome: outcome::RATE_LIMITED,
+        message: format!(
+            "too many password operations for this account: at most {} per hour; try again in about {minutes} minute{}",
+            limited.limit,
+            if minutes == 1 { "" } else { "s" }
+        ),
+        details: vec![
+            ("limit".into(), limited.limit.to_string()),
+            ("retry_after_secs".into(), secs.to_string()),
+        ],
+    }
 }
 
 fn policy_reply(policy: &Policy) -> ReplyBody {
@@ -219,9 +245,14 @@ impl Operations for Writeback {
             );
         } else {
             if let Some(id) = detail_event {
+                // The limit doing its job is not a fault of the agent.
+                let level = match reply.outcome {
+                    outcome::RATE_LIMITED => Level::Warning,
+                    _ => Level::Error,
+                };
                 event(
                     id,
-                    Level::Error,
+                    level,
                     reply.message.clone(),
                     dn.as_deref(),
                     forest.as_deref(),
@@ -247,6 +278,20 @@ impl Operations for Writeback {
 }
 
 impl Writeback {
+    /// Counts an operation that is about to reach the directory against the
+    /// account's limit. Every such attempt counts whatever its outcome, so
+    /// guessing the current password through CHANGE_PASSWORD is throttled
+    /// too; policy queries write nothing and are never limited.
+    fn count_attempt(&self, op: u8, account: &Account) -> Result<(), Limited> {
+        match op {
+            operation::RESET_PASSWORD | operation::CHANGE_PASSWORD | operation::UNLOCK_ACCOUNT => {
+                self.limiter
+                    .check(&(account.forest.clone(), account.object_guid))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The reply, the specific failure event, and the account's DN and forest if found.
     async fn run(
         &self,
@@ -285,6 +330,14 @@ impl Writeback {
                 return (reply, Some(ids::SEVERAL_MATCHES), None, None);
             }
         };
+        if let Err(limited) = self.count_attempt(header.operation, &account) {
+            return (
+                limited_reply(&limited),
+                Some(ids::RATE_LIMITED),
+                Some(account.dn.clone()),
+                Some(account.forest.clone()),
+            );
+        }
         let dn = account.dn.as_str();
         let result = match header.operation {
             operation::RESET_PASSWORD => match &body.new_password {

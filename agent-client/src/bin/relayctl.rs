@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agent_client::admin::AdminClient;
+use agent_client::agent::writeback::outcome_name;
 use agent_client::connect::BrokerEndpoint;
 use agent_client::credential::{Credential, read_key_file};
 use agent_client::portal::PortalClient;
@@ -503,14 +504,16 @@ async fn portal(cli: &Cli, endpoint: &BrokerEndpoint, cmd: &PortalCommand) -> an
                 "agent_id": answer.agent_id,
                 "agent_key_id": answer.agent_key_id.to_hex(),
                 "outcome": answer.reply.outcome,
+                "outcome_name": outcome_name(answer.reply.outcome),
                 "message": answer.reply.message,
                 "details": answer.reply.details,
             })
         );
     } else {
         println!(
-            "request {request_id}: outcome {} from agent {} (sealed to key {}): {}{}",
+            "request {request_id}: outcome {} {} from agent {} (sealed to key {}): {}{}",
             answer.reply.outcome,
+            outcome_name(answer.reply.outcome),
             answer.agent_id,
             answer.agent_key_id,
             answer.reply.message,

@@ -14,6 +14,7 @@ use agent_client::agent::forests::open_forests;
 use agent_client::agent::keyring::{EnrollmentBundle, Keyring};
 use agent_client::agent::onboarding::{self, KeyReport};
 use agent_client::agent::writeback::Writeback;
+use agent_client::agent::writeback::limits::AccountLimiter;
 use agent_client::agent::{self, AgentConfig, AgentEvent, EventSink, NoOperations, RequestHandler};
 use agent_client::connector::ConnectorSpace;
 use agent_client::directory::Right as DirRight;
@@ -438,6 +439,7 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
             space: Arc::clone(&space),
             events: Arc::clone(&events),
             enabled: config.writeback_enabled,
+            limiter: AccountLimiter::new(config.limits.resets_per_account_per_hour),
         })
     };
     let handler: Arc<dyn RequestHandler> = match &config.key_file {
