@@ -16,6 +16,8 @@ use crate::proxy::{ProxyConfig, ProxyConnector, ProxyError};
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Beyond the TCP connect: the TLS and HTTP/2 handshakes.
+pub const HANDSHAKE_ALLOWANCE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -29,7 +31,14 @@ pub enum ConnectError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot connect to the broker at {url}")]
+    #[error(
+        "the broker at {url} did not complete the connection (TCP, TLS, HTTP/2) within {}",
+        humantime::format_duration(*.after)
+    )]
+    Timeout { url: String, after: Duration },
+    // The causes are in the Display (connection refused, certificate not
+    // trusted, ...) because the agent logs this with `%err`, one level deep.
+    #[error("cannot connect to the broker at {url}: {}", causes(source))]
     Transport {
         url: String,
         #[source]
@@ -126,6 +135,18 @@ impl BrokerEndpoint {
     }
 
     async fn connect_endpoint(&self, endpoint: Endpoint) -> Result<Channel, ConnectError> {
+        // tonic's connect timeout covers the TCP connect only; a peer that
+        // accepts and then never completes TLS (a black-holed path) would
+        // otherwise hold the caller forever.
+        tokio::time::timeout(CONNECT_TIMEOUT + HANDSHAKE_ALLOWANCE, self.dial(endpoint))
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                url: self.url.clone(),
+                after: CONNECT_TIMEOUT + HANDSHAKE_ALLOWANCE,
+            })?
+    }
+
+    async fn dial(&self, endpoint: Endpoint) -> Result<Channel, ConnectError> {
         let Some(proxy) = &self.proxy else {
             return endpoint
                 .connect()
@@ -166,4 +187,18 @@ fn proxy_error(err: &tonic::transport::Error) -> Option<ProxyError> {
         source = e.source();
     }
     None
+}
+
+/// An error and its sources, innermost last, without repeats.
+fn causes(err: &tonic::transport::Error) -> String {
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
 }

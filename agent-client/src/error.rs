@@ -108,16 +108,30 @@ pub(crate) fn submit_failure(status: Status, request_id: &str) -> ClientError {
             reason: Reason::DeadlineExceeded,
             metadata,
             ..
-        } if metadata.is_empty() => outcome_unknown(
-            request_id,
-            "the deadline passed before the broker answered",
-        ),
-        ClientError::Rpc(status) if !never_sent => outcome_unknown(
+        } if metadata.is_empty() => {
+            outcome_unknown(request_id, "the deadline passed before the broker answered")
+        }
+        ClientError::Rpc(status) if !never_sent && may_have_run(status.code()) => outcome_unknown(
             request_id,
             &format!("the call to the broker failed: {}", status.message()),
         ),
         other => other,
     }
+}
+
+/// Codes that a broken or dying connection produces. The others (OUT_OF_RANGE
+/// for a message over the broker's size limit, UNIMPLEMENTED, ...) are the
+/// broker refusing the call before it looked at it.
+fn may_have_run(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Internal
+            | Code::Cancelled
+            | Code::Aborted
+            | Code::DataLoss
+    )
 }
 
 fn outcome_unknown(request_id: &str, why: &str) -> ClientError {

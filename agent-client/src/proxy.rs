@@ -209,8 +209,11 @@ impl ProxyConnector {
         // Small gRPC frames must not wait for Nagle; tonic's own setting
         // applies only to the connector it builds itself.
         let _ = stream.set_nodelay(true);
-        let mut request =
-            Zeroizing::new(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"));
+        // Sized up front: a reallocation would leave a copy of the
+        // credentials behind in freed memory.
+        let auth_len = authorization.as_ref().map_or(0, |a| a.len());
+        let mut request = Zeroizing::new(String::with_capacity(2 * target.len() + auth_len + 64));
+        request.push_str(&format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"));
         if let Some(value) = &authorization {
             request.push_str("Proxy-Authorization: Basic ");
             request.push_str(value);
@@ -455,6 +458,46 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.to_string().contains("password"), "{err}");
+    }
+
+    /// A proxy that answers every request with `answer`.
+    async fn scripted_proxy(answer: &'static [u8]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(answer).await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn odd_answers_are_named() {
+        let cases: [(&[u8], &str); 4] = [
+            (
+                b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n",
+                "refused the tunnel to broker:443 with status line \"HTTP/1.1 502 Bad Gateway\"",
+            ),
+            (b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP/1.x response"),
+            (
+                b"HTTP/1.1 200 OK\r\n\r\nearly",
+                "data after a successful CONNECT answer",
+            ),
+            (b"HTTP/1.1 200 OK\r\n", "connection closed before the end"),
+        ];
+        for (answer, expected) in cases {
+            let connector = ProxyConnector::new(ProxyConfig {
+                url: scripted_proxy(answer).await,
+                username: None,
+                password_file: None,
+            })
+            .unwrap();
+            let err = connector.tunnel("broker:443").await.unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+        }
     }
 
     #[tokio::test]

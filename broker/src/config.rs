@@ -248,7 +248,9 @@ impl BrokerConfig {
         if l.max_in_flight_per_agent == 0 {
             return invalid("limits.max_in_flight_per_agent", "must be at least 1");
         }
-        if l.sessions_per_tenant == 0 || l.sessions_per_source == 0 || l.sessions_per_connection == 0
+        if l.sessions_per_tenant == 0
+            || l.sessions_per_source == 0
+            || l.sessions_per_connection == 0
         {
             return invalid("limits.sessions_per_*", "must be at least 1");
         }

@@ -72,7 +72,9 @@ pub enum RelayError {
     },
     #[error("the agent has not posted the outcome of request {0:?} yet")]
     OutcomePending(String),
-    #[error("no outcome of request {0:?} is known: it was never relayed, or was kept longer than the outcome retention")]
+    #[error(
+        "no outcome of request {0:?} is known: it was never relayed, or was kept longer than the outcome retention"
+    )]
     OutcomeNotFound(String),
     #[error("tenant {tenant:?} is over its rate limit of {limit} requests per minute; retry in {} ms", .retry_after.as_millis())]
     RateLimited {
@@ -84,7 +86,9 @@ pub enum RelayError {
     AgentsBusy(String),
     #[error("the {scope} already has {limit} agent sessions, the most allowed")]
     TooManySessions { scope: &'static str, limit: u32 },
-    #[error("this connection already carries {0} agent sessions, the most allowed; open a new connection per session")]
+    #[error(
+        "this connection already carries {0} agent sessions, the most allowed; open a new connection per session"
+    )]
     TooManyStreams(u32),
     #[error("agent {agent_id:?} could not answer: {message}")]
     AgentError { agent_id: String, message: String },

@@ -296,7 +296,10 @@ fn handle_frame(
             Ok(())
         }
         Some(AgentFrameKind::Drain(_)) => {
-            info!(in_flight = session.in_flight(), "the agent is draining: no new requests for it");
+            info!(
+                in_flight = session.in_flight(),
+                "the agent is draining: no new requests for it"
+            );
             session.drain();
             Ok(())
         }

@@ -114,7 +114,12 @@ impl Outcomes {
 
     /// The portal was told OUTCOME_UNKNOWN: remember that an answer is
     /// awaited, unless one already arrived.
-    pub async fn expect(&self, tenant: &str, request_id: &str, agent_id: &str) -> Result<(), StoreError> {
+    pub async fn expect(
+        &self,
+        tenant: &str,
+        request_id: &str,
+        agent_id: &str,
+    ) -> Result<(), StoreError> {
         let record = Outcome {
             agent_id: agent_id.to_owned(),
             expires_unix_ms: self.expiry(),
@@ -161,7 +166,9 @@ impl Outcomes {
                     .and_then(|v| Outcome::decode(v.value()));
                 match existing {
                     // An answer is never replaced: the first one is the agent's.
-                    Some(Outcome { answer: Some(_), .. }) => false,
+                    Some(Outcome {
+                        answer: Some(_), ..
+                    }) => false,
                     // Waiting already: a second expect changes nothing.
                     Some(_) if !answered => false,
                     existing => {
@@ -264,8 +271,16 @@ mod tests {
         let (_dir, o) = outcomes(Duration::from_secs(60));
         o.expect("t", "r1", "dc01").await.unwrap();
         assert_eq!(o.get("t", "r1").await.unwrap().unwrap().answer, None);
-        assert!(o.record("t", "r1", "dc01", AgentAnswer::Envelope(vec![7])).await.unwrap());
-        assert!(!o.record("t", "r1", "dc02", AgentAnswer::Envelope(vec![8])).await.unwrap());
+        assert!(
+            o.record("t", "r1", "dc01", AgentAnswer::Envelope(vec![7]))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !o.record("t", "r1", "dc02", AgentAnswer::Envelope(vec![8]))
+                .await
+                .unwrap()
+        );
         o.expect("t", "r1", "dc01").await.unwrap();
         let got = o.get("t", "r1").await.unwrap().unwrap();
         assert_eq!(got.answer, Some(StoredAnswer::Envelope(vec![7])));
@@ -277,7 +292,9 @@ mod tests {
     #[tokio::test]
     async fn expired_outcomes_are_gone_and_purged() {
         let (_dir, o) = outcomes(Duration::ZERO);
-        o.record("t", "r1", "dc01", AgentAnswer::Envelope(vec![7])).await.unwrap();
+        o.record("t", "r1", "dc01", AgentAnswer::Envelope(vec![7]))
+            .await
+            .unwrap();
         assert_eq!(o.get("t", "r1").await.unwrap(), None);
         assert_eq!(o.purge().await.unwrap(), 1);
     }

@@ -75,7 +75,10 @@ mod tests {
             limit.check("a", t0).unwrap();
         }
         let wait = limit.check("a", t0).unwrap_err();
-        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
         // Another tenant is untouched.
         limit.check("b", t0).unwrap();
         // One second later, one more request.

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tonic::codegen::Bytes;
 use proto::pb::{self, BrokerFrame, GoodbyeReason, Operation, broker_frame};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tonic::codegen::Bytes;
 use tracing::{debug, warn};
 
 use crate::error::RelayError;
@@ -72,16 +72,15 @@ impl Drop for PendingGuard<'_> {
 /// How one attempt on one session ended.
 enum Attempt {
     Done(Result<RouteReply, RelayError>),
-    /// Not delivered: try another agent.
-    Retry,
+    /// Not delivered: try another agent. `sent` when the request reached
+    /// the session's queue (the agent may have it, without our knowing).
+    Retry {
+        sent: bool,
+    },
 }
 
 impl Registry {
-    async fn attempt(
-        &self,
-        session: &Arc<AgentSession>,
-        request: &RouteRequest,
-    ) -> Attempt {
+    async fn attempt(&self, session: &Arc<AgentSession>, request: &RouteRequest) -> Attempt {
         let correlation_id = session.next_correlation.fetch_add(1, Ordering::Relaxed);
         let (ack_tx, mut ack_rx) = oneshot::channel();
         let (answer_tx, mut answer_rx) = oneshot::channel();
@@ -96,7 +95,7 @@ impl Registry {
                     answer: answer_tx,
                 },
             );
-        session.in_flight.fetch_add(1, Ordering::Relaxed);
+        // `pick` reserved the in-flight slot; the guard releases it.
         let _guard = PendingGuard {
             session,
             correlation_id,
@@ -117,7 +116,7 @@ impl Registry {
             // The session's queue stayed full: nothing left the broker.
             Err(_) => return Attempt::Done(Err(RelayError::DeadlineExceeded(request.budget))),
             // The session ended before the request was queued to it.
-            Ok(Err(_)) => return Attempt::Retry,
+            Ok(Err(_)) => return Attempt::Retry { sent: false },
             Ok(Ok(())) => {}
         }
         let is_ping = request.operation == Operation::Ping;
@@ -154,7 +153,7 @@ impl Registry {
                         {
                             // Refused before work started: nothing was applied.
                             debug!(agent_id = %session.agent_id, "agent unavailable; trying another");
-                            Attempt::Retry
+                            Attempt::Retry { sent: false }
                         }
                         Ok(AgentAnswer::Error { code, message }) => {
                             if code == pb::AgentErrorCode::Internal as i32
@@ -178,7 +177,7 @@ impl Registry {
                             session.note_failure();
                             Attempt::Done(Err(unknown(true)))
                         }
-                        Err(_) => Attempt::Retry,
+                        Err(_) => Attempt::Retry { sent: true },
                     };
                 }
                 ack = &mut ack_rx, if ack_open => {
@@ -193,7 +192,7 @@ impl Registry {
                         GoodbyeReason::Unresponsive,
                         format!("a request was not acknowledged within {}", humantime::format_duration(self.ack_timeout)),
                     );
-                    return Attempt::Retry;
+                    return Attempt::Retry { sent: true };
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     return Attempt::Done(Err(unknown(acked)));
@@ -207,15 +206,32 @@ impl Registry {
 impl Router for Registry {
     async fn route(&self, request: RouteRequest) -> Result<RouteReply, RelayError> {
         let mut tried: Vec<String> = Vec::new();
+        // The last agent whose session took the request but ended without
+        // an Ack: it may have the request even so.
+        let mut maybe_delivered: Option<String> = None;
         loop {
-            let session = match self.pick(&request.tenant, &tried) {
-                Pick::Session(s) => s,
-                Pick::Busy => return Err(RelayError::AgentsBusy(request.tenant.clone())),
-                Pick::None => return Err(RelayError::NoAgentOnline(request.tenant.clone())),
+            let session = match (self.pick(&request.tenant, &tried), maybe_delivered.take()) {
+                (Pick::Session(s), _) => s,
+                // Nowhere else to go, and it may have been applied: saying
+                // "no agent" or "busy" would claim nothing happened.
+                (_, Some(agent_id)) if request.operation != Operation::Ping => {
+                    return Err(RelayError::OutcomeUnknown {
+                        request_id: request.request_id.clone(),
+                        agent_id,
+                        acknowledged: false,
+                    });
+                }
+                (Pick::Busy, _) => return Err(RelayError::AgentsBusy(request.tenant.clone())),
+                (Pick::None, _) => {
+                    return Err(RelayError::NoAgentOnline(request.tenant.clone()));
+                }
             };
             match self.attempt(&session, &request).await {
                 Attempt::Done(result) => return result,
-                Attempt::Retry => {
+                Attempt::Retry { sent } => {
+                    if sent {
+                        maybe_delivered = Some(session.agent_id.clone());
+                    }
                     self.metrics.retries.inc();
                     tried.push(session.session_id.clone());
                     if Instant::now() >= request.deadline {

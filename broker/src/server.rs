@@ -164,7 +164,9 @@ pub async fn start(
         registry,
         metrics,
         outcomes,
-        rate_limit: crate::ratelimit::TenantRateLimit::new(config.limits.tenant_requests_per_minute),
+        rate_limit: crate::ratelimit::TenantRateLimit::new(
+            config.limits.tenant_requests_per_minute,
+        ),
         readiness: Readiness::default(),
         shutdown: shutdown.clone(),
         in_flight_ids: Default::default(),

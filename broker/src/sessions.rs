@@ -234,10 +234,7 @@ impl AgentSession {
             last_heartbeat_unix_ms: self.last_seen_ms(),
             session_id: self.session_id.clone(),
             in_flight: self.in_flight(),
-            remote_addr: self
-                .remote_addr
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
+            remote_addr: self.remote_addr.map(|a| a.to_string()).unwrap_or_default(),
         }
     }
 }
@@ -278,19 +275,26 @@ impl Registry {
     /// the old one is half-open.
     pub fn register(&self, session: Arc<AgentSession>) -> Result<(), RelayError> {
         if let Some(addr) = session.remote_addr {
-            let mut on_conn = self.by_connection.entry(addr).or_default();
-            if *on_conn >= self.limits.sessions_per_connection {
-                return Err(RelayError::TooManyStreams(self.limits.sessions_per_connection));
+            // Checked before any entry is made, so refusals leave nothing
+            // behind in the maps.
+            let on_conn = self.by_connection.get(&addr).map_or(0, |n| *n);
+            if on_conn >= self.limits.sessions_per_connection {
+                return Err(RelayError::TooManyStreams(
+                    self.limits.sessions_per_connection,
+                ));
             }
             let mut from_source = self.by_source.entry(addr.ip()).or_default();
             if *from_source >= self.limits.sessions_per_source {
+                drop(from_source);
+                self.by_source.remove_if(&addr.ip(), |_, n| *n == 0);
                 return Err(RelayError::TooManySessions {
                     scope: "source",
                     limit: self.limits.sessions_per_source,
                 });
             }
-            *on_conn += 1;
             *from_source += 1;
+            drop(from_source);
+            *self.by_connection.entry(addr).or_default() += 1;
         }
         let mut list = self.by_tenant.entry(session.tenant.clone()).or_default();
         let replaced = list.iter().position(|s| s.agent_id == session.agent_id);
@@ -397,12 +401,19 @@ impl Registry {
     pub fn total_in_flight(&self) -> u64 {
         self.by_tenant
             .iter()
-            .flat_map(|l| l.value().iter().map(|s| u64::from(s.in_flight())).collect::<Vec<_>>())
+            .flat_map(|l| {
+                l.value()
+                    .iter()
+                    .map(|s| u64::from(s.in_flight()))
+                    .collect::<Vec<_>>()
+            })
             .sum()
     }
 
     /// The routable session with the lowest load score; ties at random so
     /// that equal agents share the load. Sessions in `exclude` were tried.
+    /// A picked session has one more request in flight: the caller releases
+    /// it when the request ends.
     pub(crate) fn pick(&self, tenant: &str, exclude: &[String]) -> Pick {
         let Some(list) = self.by_tenant.get(tenant) else {
             return Pick::None;
@@ -421,6 +432,21 @@ impl Registry {
             return Pick::Busy;
         };
         let ties: Vec<_> = open.iter().filter(|s| s.load_score() == best).collect();
-        Pick::Session(Arc::clone(ties[fastrand::usize(..ties.len())]))
+        let start = fastrand::usize(..ties.len());
+        // Reserve the slot here, atomically, so that concurrent requests
+        // cannot both take an agent's last one.
+        for i in 0..ties.len() {
+            let session = ties[(start + i) % ties.len()];
+            if session
+                .in_flight
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < limit).then_some(n + 1)
+                })
+                .is_ok()
+            {
+                return Pick::Session(Arc::clone(session));
+            }
+        }
+        Pick::Busy
     }
 }

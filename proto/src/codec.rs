@@ -57,10 +57,16 @@ impl<U: Message + Default> Decoder for RelayDecoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.inner.decode(buf).map_err(|status| {
-            let type_name = std::any::type_name::<U>().rsplit("::").next().unwrap_or("message");
+            let type_name = std::any::type_name::<U>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("message");
             crate::status(
                 Reason::MalformedMessage,
-                format!("the {type_name} message is not valid protobuf: {}", status.message()),
+                format!(
+                    "the {type_name} message is not valid protobuf: {}",
+                    status.message()
+                ),
                 &[("message_type", type_name.to_owned())],
             )
         })

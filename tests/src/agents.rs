@@ -170,6 +170,87 @@ impl RequestHandler for Echo {
     }
 }
 
+/// Settings of an [`EchoAgent`].
+pub struct EchoAgentBuilder {
+    broker_url: String,
+    ca_file: std::path::PathBuf,
+    listen_key: sas::Key,
+    tenant: String,
+    agent_id: String,
+    delay: Duration,
+    extra: Vec<String>,
+}
+
+impl EchoAgentBuilder {
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Connect to this address instead (a proxy in front of the broker), or
+    /// to a TOML value such as `["https://a", "https://b"]`.
+    pub fn broker_toml(mut self, value: impl Into<String>) -> Self {
+        self.broker_url = value.into();
+        self
+    }
+
+    pub fn broker_url(self, url: &str) -> Self {
+        self.broker_toml(format!("{url:?}"))
+    }
+
+    /// Adds a line to the agent's TOML configuration (tables go last).
+    pub fn config(mut self, line: impl Into<String>) -> Self {
+        self.extra.push(line.into());
+        self
+    }
+
+    /// Starts the agent without waiting for its session.
+    pub fn spawn(self) -> EchoAgent {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key_file = write_key(dir.path(), "listen.key", &self.listen_key);
+        let broker = if self.broker_url.starts_with('"') || self.broker_url.starts_with('[') {
+            self.broker_url.clone()
+        } else {
+            format!("{:?}", self.broker_url)
+        };
+        let mut toml = format!(
+            "broker = {broker}\nca_file = {:?}\ntenant = {:?}\nagent_id = {:?}\nlisten_key_file = {:?}\nreconnect_min = \"100ms\"\nreconnect_max = \"1s\"\n",
+            self.ca_file, self.tenant, self.agent_id, key_file
+        );
+        for line in &self.extra {
+            toml.push_str(line);
+            toml.push('\n');
+        }
+        let config = AgentConfig::from_toml(&toml).expect("agent config");
+        let seen = Arc::new(Seen::default());
+        let handler = Arc::new(Echo {
+            agent_id: self.agent_id.clone(),
+            delay: self.delay,
+            seen: Arc::clone(&seen),
+        });
+        let crate::Spawned {
+            events,
+            shutdown,
+            task,
+        } = crate::spawn_agent(config, handler);
+        EchoAgent {
+            agent_id: self.agent_id,
+            seen,
+            events,
+            shutdown,
+            task,
+            _dir: dir,
+        }
+    }
+
+    /// Starts the agent and waits for its first session.
+    pub async fn start(self) -> EchoAgent {
+        let mut agent = self.spawn();
+        agent.connected().await;
+        agent
+    }
+}
+
 /// An in-process agent (the library's real session loop) whose handler
 /// answers `<agent_id>|<envelope>` after an optional delay.
 pub struct EchoAgent {
@@ -192,42 +273,63 @@ impl EchoAgent {
         agent_id: &str,
         delay: Duration,
     ) -> EchoAgent {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let key_file = write_key(
-            dir.path(),
-            "listen.key",
-            &tenant.key(Right::Listen, KeySlot::Primary),
-        );
-        let config = AgentConfig::from_toml(&format!(
-            "broker = {:?}\nca_file = {:?}\ntenant = {:?}\nagent_id = {:?}\nlisten_key_file = {:?}\nreconnect_min = \"100ms\"\nreconnect_max = \"1s\"\n",
-            broker.url(),
-            broker.ca_file,
-            tenant.name,
-            agent_id,
-            key_file
-        ))
-        .expect("agent config");
-        let seen = Arc::new(Seen::default());
-        let handler = Arc::new(Echo {
+        EchoAgent::builder(broker, tenant, agent_id)
+            .delay(delay)
+            .start()
+            .await
+    }
+
+    /// For agents with other settings: another address (a proxy in
+    /// between), extra configuration lines.
+    pub fn builder(broker: &BrokerProcess, tenant: &Tenant, agent_id: &str) -> EchoAgentBuilder {
+        EchoAgentBuilder {
+            broker_url: broker.url(),
+            ca_file: broker.ca_file.clone(),
+            listen_key: tenant.key(Right::Listen, KeySlot::Primary),
+            tenant: tenant.name.clone(),
             agent_id: agent_id.to_owned(),
-            delay,
-            seen: Arc::clone(&seen),
-        });
-        let crate::Spawned {
-            events,
-            shutdown,
-            task,
-        } = crate::spawn_agent(config, handler);
-        let mut agent = EchoAgent {
-            agent_id: agent_id.to_owned(),
-            seen,
-            events,
-            shutdown,
-            task,
-            _dir: dir,
+            delay: Duration::ZERO,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Every event the agent reported since the last wait, in order.
+    pub fn events(&mut self) -> Vec<AgentEvent> {
+        let mut out = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            out.push(e);
+        }
+        out
+    }
+
+    /// Waits until the handler answered `request_id`.
+    pub async fn answered(&mut self, request_id: &str) {
+        let wait = async {
+            while let Some(event) = self.events.recv().await {
+                if matches!(&event, AgentEvent::Answered { request_id: id, .. } if id == request_id)
+                {
+                    return;
+                }
+            }
         };
-        agent.connected().await;
-        agent
+        tokio::time::timeout(STARTUP_TIMEOUT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("{} never answered {request_id}", self.agent_id));
+    }
+
+    /// Waits for a Disconnected event; its reason.
+    pub async fn disconnected(&mut self) -> String {
+        let wait = async {
+            while let Some(event) = self.events.recv().await {
+                if let AgentEvent::Disconnected { reason } = event {
+                    return reason;
+                }
+            }
+            String::from("the agent stopped")
+        };
+        tokio::time::timeout(STARTUP_TIMEOUT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("{} never disconnected", self.agent_id))
     }
 
     /// Waits for the next Connected event.
@@ -262,9 +364,12 @@ impl EchoAgent {
     }
 
     /// Dies on the spot, like a crashed process: the session is dropped
-    /// mid-request (handlers already running finish into the void).
-    pub async fn kill(self) {
+    /// mid-request (handlers already running finish into the void). Returns
+    /// the ids of every request that reached it.
+    pub async fn kill(self) -> Vec<String> {
         self.task.abort();
+        let seen = Arc::clone(&self.seen);
         let _ = self.task.await;
+        seen.request_ids.lock().expect("seen").clone()
     }
 }

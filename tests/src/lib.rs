@@ -14,6 +14,7 @@ pub mod deployment;
 pub mod faults;
 pub mod http;
 pub mod malicious;
+pub mod raw;
 pub mod sealed;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,9 @@ pub fn bin_dir() -> &'static Path {
             .to_owned();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
+        // Inherited from the test's own cargo run, it would make this nested
+        // build fingerprint differently and rebuild half the tree each time.
+        cmd.env_remove("CARGO_MANIFEST_DIR");
         cmd.args([
             "build",
             "--quiet",
@@ -362,6 +366,25 @@ impl BrokerProcess {
             .await
             .expect("broker exits after SIGTERM")
             .expect("reap broker")
+    }
+
+    /// `kill -9`, then starts the broker again on the same data directory
+    /// and the same ports, so agents find it without being told.
+    pub async fn restart_in_place(&mut self) {
+        self.kill9().await;
+        let config = std::fs::read_to_string(&self.config_path).expect("read broker config");
+        let config = config
+            .replace(
+                "listen = \"127.0.0.1:0\"\noperator",
+                &format!("listen = \"{}\"\noperator", self.grpc_addr),
+            )
+            .replace(
+                "operator_listen = \"127.0.0.1:0\"",
+                &format!("operator_listen = \"{}\"", self.operator_addr),
+            );
+        std::fs::write(&self.config_path, config).expect("write broker config");
+        self.restarts += 1;
+        self.spawn().await;
     }
 
     /// Starts the broker again on the same data directory (new ports).

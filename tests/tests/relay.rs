@@ -170,7 +170,9 @@ async fn every_portal_error_has_its_own_status() {
     assert_eq!(err.reason(), Some(Reason::OutcomeUnknown), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
     // The agent finishes later; its answer is kept and can be fetched by id.
-    let late = tests::await_outcome(&portal, "r5").await.expect("late outcome");
+    let late = tests::await_outcome(&portal, "r5")
+        .await
+        .expect("late outcome");
     assert_eq!(late.agent_id, "slow");
     assert_eq!(late.envelope, b"slow|\x01");
     assert_eq!(
@@ -243,7 +245,10 @@ async fn an_agent_error_and_a_lost_agent_are_reported_as_such() {
     match &err {
         agent_client::error::ClientError::Relay { metadata, .. } => {
             assert_eq!(metadata.get("request_id").map(String::as_str), Some("r2"));
-            assert_eq!(metadata.get("acknowledged").map(String::as_str), Some("true"));
+            assert_eq!(
+                metadata.get("acknowledged").map(String::as_str),
+                Some("true")
+            );
         }
         other => panic!("{other:?}"),
     }

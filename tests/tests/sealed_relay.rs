@@ -352,7 +352,7 @@ async fn a_full_reset_leaves_no_password_in_the_broker() {
         &toml_path,
         format!(
             "broker = {:?}\nca_file = {:?}\ntenant = \"contoso\"\nagent_id = \"dc01\"\nlisten_key_file = {:?}\nkey_file = {:?}\nsetup_password_file = {:?}\nstate_dir = {:?}\n",
-            config.broker,
+            config.broker.first(),
             config.ca_file.as_ref().expect("ca"),
             config.listen_key_file,
             config.key_file.as_ref().expect("key file"),

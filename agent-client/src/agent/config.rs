@@ -278,7 +278,10 @@ impl AgentConfig {
         if self.keepalive_interval < Duration::from_millis(100)
             || self.keepalive_timeout < Duration::from_millis(100)
         {
-            return invalid("keepalive_interval", "keepalive settings must be at least 100ms");
+            return invalid(
+                "keepalive_interval",
+                "keepalive settings must be at least 100ms",
+            );
         }
         if !proto::names::is_valid_tenant(&self.tenant) {
             return invalid("tenant", "must be 1-63 of [a-z0-9-]");

@@ -4,14 +4,16 @@
 //! error, and a reply finished after its session ended has nowhere to go.
 //! Either way the portal was told OUTCOME_UNKNOWN and may ask for the outcome
 //! later, so every reply stays here until the broker's Receipt for it, and
-//! the ones still here are posted again at the start of the next session.
-//! The replies are sealed to the portal: keeping them costs no secrecy.
+//! whatever the current session has not carried is posted on it: at its
+//! start, when a reply is orphaned, and at every heartbeat. The replies are
+//! sealed to the portal: keeping them costs no secrecy.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use proto::pb;
+use tokio::sync::Notify;
 
 /// Replies kept at most; the oldest goes first beyond this.
 pub const MAX_KEPT: usize = 10_000;
@@ -19,25 +21,60 @@ pub const MAX_KEPT: usize = 10_000;
 /// outcomes for a day by default, so a later post would be refused anyway.
 pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
+struct Kept {
+    since: Instant,
+    reply: pb::AgentReply,
+    /// The session it was last written to, if any.
+    posted_on: Option<String>,
+}
+
 #[derive(Default)]
 pub struct Outbox {
-    replies: Mutex<HashMap<String, (Instant, pb::AgentReply)>>,
+    replies: Mutex<HashMap<String, Kept>>,
+    orphaned: Notify,
 }
 
 impl Outbox {
-    /// Keeps `reply` until a Receipt names its request id.
-    pub fn keep(&self, reply: &pb::AgentReply) {
+    /// Keeps `reply`, about to be written to `session_id`, until a Receipt
+    /// names its request id.
+    pub fn keep(&self, reply: &pb::AgentReply, session_id: &str) {
         let mut replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
         if replies.len() >= MAX_KEPT {
             let oldest = replies
                 .iter()
-                .min_by_key(|(_, (at, _))| *at)
+                .min_by_key(|(_, k)| k.since)
                 .map(|(id, _)| id.clone());
             if let Some(id) = oldest {
                 replies.remove(&id);
             }
         }
-        replies.insert(reply.request_id.clone(), (Instant::now(), reply.clone()));
+        replies.insert(
+            reply.request_id.clone(),
+            Kept {
+                since: Instant::now(),
+                reply: reply.clone(),
+                posted_on: Some(session_id.to_owned()),
+            },
+        );
+    }
+
+    /// The reply could not be written to its session: the next session (or
+    /// the current one, if a new one is already up) must carry it.
+    pub fn orphaned(&self, request_id: &str) {
+        if let Some(k) = self
+            .replies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(request_id)
+        {
+            k.posted_on = None;
+        }
+        self.orphaned.notify_waiters();
+    }
+
+    /// Resolves when a reply was orphaned.
+    pub async fn wait_orphaned(&self) {
+        self.orphaned.notified().await;
     }
 
     /// The broker has the reply for `request_id`.
@@ -48,16 +85,21 @@ impl Outbox {
             .remove(request_id);
     }
 
-    /// The replies to post again on a new session, as late replies
-    /// (correlation id 0: the old session's ids mean nothing on a new one).
-    pub fn unconfirmed(&self) -> Vec<pb::AgentReply> {
+    /// The replies `session_id` has not carried yet, marked as carried by
+    /// it, as late replies (correlation id 0: another session's ids mean
+    /// nothing on this one).
+    pub fn to_post(&self, session_id: &str) -> Vec<pb::AgentReply> {
         let mut replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
-        replies.retain(|_, (at, _)| at.elapsed() < MAX_AGE);
+        replies.retain(|_, k| k.since.elapsed() < MAX_AGE);
         replies
-            .values()
-            .map(|(_, r)| pb::AgentReply {
-                correlation_id: 0,
-                ..r.clone()
+            .values_mut()
+            .filter(|k| k.posted_on.as_deref() != Some(session_id))
+            .map(|k| {
+                k.posted_on = Some(session_id.to_owned());
+                pb::AgentReply {
+                    correlation_id: 0,
+                    ..k.reply.clone()
+                }
             })
             .collect()
     }
@@ -84,16 +126,28 @@ mod tests {
     }
 
     #[test]
-    fn kept_until_confirmed_and_reposted_as_late() {
+    fn kept_until_confirmed_and_posted_once_per_session() {
         let outbox = Outbox::default();
-        outbox.keep(&reply("r1", 7));
-        outbox.keep(&reply("r2", 8));
+        outbox.keep(&reply("r1", 7), "s1");
+        outbox.keep(&reply("r2", 8), "s1");
+        // Still on s1: nothing to post again there.
+        assert!(outbox.to_post("s1").is_empty());
         outbox.confirmed("r1");
-        let again = outbox.unconfirmed();
+        // A new session carries what s1 did not confirm, once.
+        let again = outbox.to_post("s2");
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].request_id, "r2");
         assert_eq!(again[0].correlation_id, 0);
+        assert!(outbox.to_post("s2").is_empty());
         outbox.confirmed("r2");
         assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn an_orphaned_reply_goes_out_on_the_current_session() {
+        let outbox = Outbox::default();
+        outbox.keep(&reply("r1", 7), "old");
+        outbox.orphaned("r1");
+        assert_eq!(outbox.to_post("old").len(), 1);
     }
 }

@@ -100,10 +100,13 @@ pub async fn run_session(
     let _end_stream = session_over.clone().drop_guard();
     let outbound = ReceiverStream::new(rx).take_until(session_over.clone().cancelled_owned());
     let opened = tokio::select! {
-        r = client.open_session(outbound) => r,
+        r = tokio::time::timeout(WELCOME_TIMEOUT, client.open_session(outbound)) => r,
         _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
     };
     let mut inbound = opened
+        .map_err(|_| {
+            SessionError::NoWelcome("the broker did not answer the session within 15s".into())
+        })?
         .map_err(|s| SessionError::Refused(ClientError::from(s)))?
         .into_inner();
     let welcome = match tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()).await {
@@ -154,16 +157,9 @@ async fn serve(
     ticker.tick().await;
     let mut last_seen = Instant::now();
     let mut renew_at = Instant::now() + ctx.token_lifetime / 2;
+    let session_id = welcome.session_id.as_str();
     // Replies of earlier sessions that the broker never confirmed.
-    for reply in ctx.outbox.unconfirmed() {
-        debug!(request_id = %reply.request_id, "posting an unconfirmed reply again");
-        let frame = AgentFrame {
-            frame: Some(agent_frame::Frame::Reply(reply)),
-        };
-        if tx.send(frame).await.is_err() {
-            break;
-        }
-    }
+    post_unconfirmed(ctx, session_id, &tx).await;
     let work = TaskTracker::new();
     let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
@@ -184,7 +180,9 @@ async fn serve(
                 warn!(in_flight = work.len(), "requests still running after the drain grace period; stopping anyway");
                 return None;
             }
+            _ = ctx.outbox.wait_orphaned() => post_unconfirmed(ctx, session_id, &tx).await,
             _ = ticker.tick() => {
+                post_unconfirmed(ctx, session_id, &tx).await;
                 if last_seen.elapsed() > silence_limit {
                     return Some((format!("no frame from the broker for {}", humantime::format_duration(silence_limit)), None));
                 }
@@ -206,7 +204,7 @@ async fn serve(
                         Some(BrokerFrameKind::Request(request)) if drain_until.is_some() => {
                             refuse_unavailable(request, &tx, "the agent is shutting down; the request was not applied");
                         }
-                        Some(BrokerFrameKind::Request(request)) => dispatch(ctx, request, skew_ms, tx.clone(), &work),
+                        Some(BrokerFrameKind::Request(request)) => dispatch(ctx, session_id, request, skew_ms, tx.clone(), &work),
                         Some(BrokerFrameKind::Receipt(receipt)) => ctx.outbox.confirmed(&receipt.request_id),
                         Some(BrokerFrameKind::Heartbeat(_)) => {}
                         Some(BrokerFrameKind::Goodbye(g)) => {
@@ -222,6 +220,19 @@ async fn serve(
                 Ok(None) => return Some(("the broker ended the session".into(), None)),
                 Err(status) => return Some((format!("the session broke: {}", status.message()), None)),
             }
+        }
+    }
+}
+
+/// Posts the replies this session has not carried (late ones, as such).
+async fn post_unconfirmed(ctx: &SessionContext, session_id: &str, tx: &mpsc::Sender<AgentFrame>) {
+    for reply in ctx.outbox.to_post(session_id) {
+        debug!(request_id = %reply.request_id, "posting an unconfirmed reply");
+        let frame = AgentFrame {
+            frame: Some(agent_frame::Frame::Reply(reply)),
+        };
+        if tx.send(frame).await.is_err() {
+            break;
         }
     }
 }
@@ -244,6 +255,7 @@ fn refuse_unavailable(request: pb::RelayedRequest, tx: &mpsc::Sender<AgentFrame>
 /// holds up heartbeats or other requests. The Ack goes out before any work.
 fn dispatch(
     ctx: &SessionContext,
+    session_id: &str,
     request: pb::RelayedRequest,
     skew_ms: i64,
     tx: mpsc::Sender<AgentFrame>,
@@ -273,6 +285,7 @@ fn dispatch(
         broker_clock_skew_ms: skew_ms,
     };
     let request_id = request.request_id;
+    let session_id = session_id.to_owned();
     work.spawn(
         async move {
             let ack = AgentFrame {
@@ -309,12 +322,16 @@ fn dispatch(
                 request_id,
                 result: Some(result),
             };
-            outbox.keep(&reply);
+            outbox.keep(&reply, &session_id);
+            let request_id = reply.request_id.clone();
             let frame = AgentFrame {
                 frame: Some(agent_frame::Frame::Reply(reply)),
             };
             if tx.send(frame).await.is_err() {
-                warn!("the session ended before the answer could be sent; it is posted on the next session");
+                warn!(
+                    "the session ended before the answer could be sent; the next session posts it"
+                );
+                outbox.orphaned(&request_id);
             }
         }
         .instrument(span),

@@ -1,0 +1,572 @@
+//! Availability: several active agents, two-stage delivery, half-open
+//! sessions, broker crashes, graceful drain, proxies. Real broker process,
+//! real TLS on loopback, the agent library's real session loop.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use agent_client::ClientError;
+use agent_client::Reason;
+use agent_client::portal::{PortalClient, Submitted};
+use proto::pb::Operation;
+use sas::Right;
+use tests::connect_proxy::ConnectProxy;
+use tests::faults::FaultProxy;
+use tests::{BrokerBuilder, BrokerProcess, EchoAgent, Tenant, await_outcome};
+use tokio::sync::mpsc;
+
+/// Fast liveness for tests: keepalive PINGs every second, one second to
+/// answer, and one second for an Ack.
+const FAST_BROKER: [&str; 3] = [
+    "heartbeat_interval = \"1s\"",
+    "keepalive_timeout = \"1s\"",
+    "ack_timeout = \"1s\"",
+];
+const FAST_AGENT: [&str; 2] = ["keepalive_interval = \"1s\"", "keepalive_timeout = \"1s\""];
+
+async fn fast_broker() -> BrokerProcess {
+    FAST_BROKER
+        .iter()
+        .fold(BrokerBuilder::new(), |b, line| b.config(*line))
+        .start()
+        .await
+}
+
+fn fast_agent(
+    broker: &BrokerProcess,
+    tenant: &Tenant,
+    id: &str,
+) -> tests::agents::EchoAgentBuilder {
+    FAST_AGENT
+        .iter()
+        .fold(EchoAgent::builder(broker, tenant, id), |b, line| {
+            b.config(*line)
+        })
+}
+
+type Outcome = (String, Result<Submitted, ClientError>);
+
+/// Submits `n` requests `<prefix>-<i>` with payload `<prefix>-<i>`,
+/// `concurrency` at a time; results arrive on the channel as they end.
+fn load(
+    portal: &PortalClient,
+    prefix: &str,
+    n: usize,
+    concurrency: usize,
+) -> mpsc::UnboundedReceiver<Outcome> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let next = Arc::new(AtomicUsize::new(0));
+    for _ in 0..concurrency {
+        let (portal, tx, next, prefix) = (
+            portal.clone(),
+            tx.clone(),
+            Arc::clone(&next),
+            prefix.to_owned(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let id = format!("{prefix}-{i}");
+                let result = portal
+                    .submit(
+                        &id,
+                        Operation::ResetPassword,
+                        id.clone().into_bytes(),
+                        Some(Duration::from_secs(20)),
+                    )
+                    .await;
+                if tx.send((id, result)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    rx
+}
+
+/// The agent that answered, checked against the echo: `<agent>|<payload>`.
+fn answered_by(id: &str, reply: &Submitted) -> String {
+    let text = String::from_utf8(reply.envelope.clone()).expect("echo is text");
+    assert_eq!(
+        text,
+        format!("{}|{id}", reply.agent_id),
+        "the answer belongs to {id}"
+    );
+    reply.agent_id.clone()
+}
+
+/// Waits until `check` holds, asking again every 50 ms (for broker state
+/// that has no event to await), at most `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+async fn sessions_of(portal: &PortalClient) -> Vec<String> {
+    portal
+        .configuration()
+        .await
+        .expect("configuration")
+        .agents_online
+        .into_iter()
+        .map(|a| a.session_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn three_agents_share_the_load_and_a_killed_one_loses_nothing() {
+    let broker = fast_broker().await;
+    let tenant = broker.create_tenant("contoso").await;
+    let delay = Duration::from_millis(40);
+    let a = fast_agent(&broker, &tenant, "a").delay(delay).start().await;
+    let b = fast_agent(&broker, &tenant, "b").delay(delay).start().await;
+    let c = fast_agent(&broker, &tenant, "c").delay(delay).start().await;
+    let portal = broker.portal(&tenant, Right::Send).await;
+
+    // Under load, every agent gets work.
+    let mut rx = load(&portal, "warm", 60, 9);
+    let mut per_agent: HashMap<String, usize> = HashMap::new();
+    while let Some((id, result)) = rx.recv().await {
+        *per_agent
+            .entry(answered_by(&id, &result.expect("warm-up request")))
+            .or_default() += 1;
+    }
+    assert_eq!(
+        per_agent.len(),
+        3,
+        "all three agents answered: {per_agent:?}"
+    );
+    assert!(
+        per_agent.values().all(|&n| n >= 5),
+        "the load is shared: {per_agent:?}"
+    );
+
+    // Kill one agent mid-load.
+    let mut rx = load(&portal, "r", 120, 9);
+    let mut results = Vec::new();
+    let mut c = Some(c);
+    let mut c_seen = Vec::new();
+    while let Some(outcome) = rx.recv().await {
+        results.push(outcome);
+        if results.len() == 30
+            && let Some(agent) = c.take()
+        {
+            c_seen = agent.kill().await;
+        }
+    }
+    assert_eq!(results.len(), 120, "every request ended");
+    let seen: HashMap<&str, HashSet<String>> = [
+        ("a", a.request_ids()),
+        ("b", b.request_ids()),
+        ("c", c_seen),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.into_iter().collect()))
+    .collect();
+    let mut unknown = 0;
+    for (id, result) in &results {
+        match result {
+            Ok(reply) => {
+                let agent = answered_by(id, reply);
+                assert!(seen[agent.as_str()].contains(id));
+            }
+            // Delivered to c (acknowledged) when it died: never sent again.
+            Err(e) if e.reason() == Some(Reason::OutcomeUnknown) => {
+                assert!(seen["c"].contains(id), "{id} unknown but c never had it");
+                unknown += 1;
+            }
+            Err(e) => panic!("{id}: {e}"),
+        }
+        // Never handled by two agents.
+        let handlers = seen.values().filter(|s| s.contains(id)).count();
+        assert!(handlers <= 1, "{id} reached {handlers} agents");
+    }
+    // c had at most its requests in flight when it died.
+    assert!(unknown <= 9, "{unknown} unknown outcomes");
+    let after_kill: usize = results[30..]
+        .iter()
+        .filter(|(_, r)| r.as_ref().is_ok_and(|s| s.agent_id != "c"))
+        .count();
+    assert!(after_kill >= 80, "a and b took over: {after_kill}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_no_agent_acknowledged_goes_to_another_agent() {
+    let broker = fast_broker().await;
+    let tenant = broker.create_tenant("contoso").await;
+    let proxy = FaultProxy::start(broker.grpc_addr.parse().expect("addr")).await;
+    // The agent behind the proxy is the only one at first.
+    let dead = fast_agent(&broker, &tenant, "behind-proxy")
+        .broker_url(&proxy.https_url())
+        .start()
+        .await;
+    let portal = broker.portal(&tenant, Right::Send).await;
+    assert_eq!(
+        portal.ping(None).await.expect("ping").agent_id,
+        "behind-proxy"
+    );
+    let alive = fast_agent(&broker, &tenant, "alive").start().await;
+    // Its network path dies silently; the broker still believes in it.
+    proxy.black_hole_new(true);
+    proxy.black_hole();
+    let mut answered = HashMap::<String, usize>::new();
+    for i in 0..6 {
+        let id = format!("r{i}");
+        let reply = portal
+            .submit(
+                &id,
+                Operation::ResetPassword,
+                id.clone().into_bytes(),
+                Some(Duration::from_secs(10)),
+            )
+            .await
+            .expect("answered by the live agent");
+        *answered.entry(answered_by(&id, &reply)).or_default() += 1;
+    }
+    assert_eq!(answered.get("alive"), Some(&6), "{answered:?}");
+    assert!(
+        dead.request_ids().is_empty(),
+        "nothing reached the black-holed agent"
+    );
+    let metrics = broker.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("relay_request_retries_total") && !l.ends_with(" 0")),
+        "a request was retried on the live agent:\n{metrics}"
+    );
+    alive.stop().await;
+    dead.kill().await;
+}
+
+#[tokio::test]
+async fn a_black_holed_session_is_dropped_and_replaced_on_both_sides() {
+    let broker = fast_broker().await;
+    let tenant = broker.create_tenant("contoso").await;
+    let proxy = FaultProxy::start(broker.grpc_addr.parse().expect("addr")).await;
+    let mut agent = fast_agent(&broker, &tenant, "dc01")
+        .broker_url(&proxy.https_url())
+        .start()
+        .await;
+    let portal = broker.portal(&tenant, Right::Send).await;
+    let old = sessions_of(&portal).await;
+    assert_eq!(old.len(), 1);
+
+    // Packets vanish, nothing is closed; reconnecting is impossible too.
+    let t0 = Instant::now();
+    proxy.black_hole_new(true);
+    proxy.black_hole();
+    // Bound for these settings: PING interval + timeout (2 s) or three
+    // missed heartbeats (3 s), plus scheduling slack. With the defaults
+    // (20 s + 20 s) the same logic gives 40 s: within a minute.
+    let bound = Duration::from_secs(8);
+    eventually(bound, "the broker drops the dead session", || {
+        let portal = portal.clone();
+        async move { sessions_of(&portal).await.is_empty() }
+    })
+    .await;
+    let reason = agent.disconnected().await;
+    assert!(t0.elapsed() < bound, "the agent noticed too late: {reason}");
+
+    // The network heals: the agent is back by itself with a new session
+    // (after its attempt into the black hole times out).
+    proxy.black_hole_new(false);
+    let new_session = agent.connected().await;
+    assert!(!old.contains(&new_session));
+    assert_eq!(sessions_of(&portal).await, vec![new_session]);
+    assert_eq!(portal.ping(None).await.expect("ping").agent_id, "dc01");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn an_acknowledged_request_whose_session_dies_ends_unknown_then_its_outcome_is_fetched() {
+    let broker = fast_broker().await;
+    let tenant = broker.create_tenant("contoso").await;
+    let proxy = FaultProxy::start(broker.grpc_addr.parse().expect("addr")).await;
+    let mut agent = fast_agent(&broker, &tenant, "dc01")
+        .broker_url(&proxy.https_url())
+        .delay(Duration::from_secs(1))
+        .start()
+        .await;
+    let portal = broker.portal(&tenant, Right::Send).await;
+    let call = tokio::spawn({
+        let portal = portal.clone();
+        async move {
+            portal
+                .submit(
+                    "r1",
+                    Operation::ResetPassword,
+                    b"r1".to_vec(),
+                    Some(Duration::from_secs(20)),
+                )
+                .await
+        }
+    });
+    agent.wait_for_request("r1").await;
+    // The agent queued its Ack before starting work; a ping over the same
+    // session comes back behind it, so the broker has the Ack now.
+    portal.ping(None).await.expect("ping");
+    let started = Instant::now();
+    proxy.cut();
+    let err = call
+        .await
+        .expect("join")
+        .expect_err("the answer cannot come back");
+    assert_eq!(err.reason(), Some(Reason::OutcomeUnknown), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "at once, not at the deadline"
+    );
+    match &err {
+        ClientError::Relay { metadata, .. } => {
+            assert_eq!(metadata.get("request_id").map(String::as_str), Some("r1"));
+            assert_eq!(
+                metadata.get("acknowledged").map(String::as_str),
+                Some("true")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The agent finishes, reconnects by itself, posts its answer: the
+    // portal gets the real result by id.
+    agent.connected().await;
+    let late = await_outcome(&portal, "r1")
+        .await
+        .expect("the agent's real answer");
+    assert_eq!(late.agent_id, "dc01");
+    assert_eq!(late.envelope, b"dc01|r1");
+    assert_eq!(agent.request_ids(), vec!["r1".to_owned()], "applied once");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn after_kill_9_of_the_broker_agents_return_and_every_request_has_a_definite_status() {
+    let mut broker = fast_broker().await;
+    let tenant = broker.create_tenant("contoso").await;
+    let delay = Duration::from_millis(300);
+    let mut a = fast_agent(&broker, &tenant, "a").delay(delay).start().await;
+    let mut b = fast_agent(&broker, &tenant, "b").delay(delay).start().await;
+    let portal = broker.portal(&tenant, Right::Send).await;
+
+    let mut rx = load(&portal, "r", 40, 8);
+    let mut results = Vec::new();
+    while let Some(outcome) = rx.recv().await {
+        results.push(outcome);
+        if results.len() == 10 {
+            broker.kill9().await;
+        }
+    }
+    assert_eq!(results.len(), 40);
+    // Each request: answered, OUTCOME_UNKNOWN naming it, or refused before
+    // it left the portal (the broker was gone): nothing else, nothing lost.
+    let mut unknown = Vec::new();
+    for (id, result) in &results {
+        match result {
+            Ok(reply) => {
+                answered_by(id, reply);
+            }
+            Err(e) if e.reason() == Some(Reason::OutcomeUnknown) => unknown.push(id.clone()),
+            Err(ClientError::Rpc(status)) if status.code() == tonic::Code::Unavailable => {}
+            Err(e) => panic!("{id}: not a definite status: {e:?}"),
+        }
+    }
+    assert!(
+        !unknown.is_empty(),
+        "some requests were in flight at the kill"
+    );
+
+    broker.restart_in_place().await;
+    // Nobody touches the agents: they come back by themselves.
+    a.connected().await;
+    b.connected().await;
+    let portal = broker.portal(&tenant, Right::Send).await;
+    // The store lost nothing: the same tenant and credentials work.
+    assert!(
+        broker
+            .admin()
+            .await
+            .list_tenants()
+            .await
+            .expect("tenants")
+            .iter()
+            .any(|t| t.tenant == "contoso")
+    );
+    portal.ping(None).await.expect("ping after restart");
+    // Every unknown outcome is resolved: the agents post the answers the
+    // crash swallowed, and what no agent ever received is NOT_FOUND.
+    let handled: HashSet<String> = a.request_ids().into_iter().chain(b.request_ids()).collect();
+    for id in &unknown {
+        if handled.contains(id) {
+            let late = loop {
+                match await_outcome(&portal, id).await {
+                    Err(e) if e.reason() == Some(Reason::OutcomeNotFound) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
+                    other => break other,
+                }
+            };
+            answered_by(id, &late.expect("the agent's answer"));
+        } else {
+            assert_eq!(
+                portal.outcome(id).await.map(|_| ()).unwrap_err().reason(),
+                Some(Reason::OutcomeNotFound),
+                "{id} never reached an agent"
+            );
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn sigterm_drains_the_broker_without_failing_a_request_in_flight() {
+    let mut broker = fast_broker().await;
+    let tenant = broker.create_tenant("contoso").await;
+    let a = fast_agent(&broker, &tenant, "a")
+        .delay(Duration::from_secs(1))
+        .start()
+        .await;
+    let b = fast_agent(&broker, &tenant, "b")
+        .delay(Duration::from_secs(1))
+        .start()
+        .await;
+    let portal = broker.portal(&tenant, Right::Send).await;
+    let calls: Vec<_> = (0..6)
+        .map(|i| {
+            let portal = portal.clone();
+            tokio::spawn(async move {
+                let id = format!("r{i}");
+                let r = portal
+                    .submit(
+                        &id,
+                        Operation::ResetPassword,
+                        id.clone().into_bytes(),
+                        Some(Duration::from_secs(20)),
+                    )
+                    .await;
+                (id, r)
+            })
+        })
+        .collect();
+    for i in 0..6 {
+        let id = format!("r{i}");
+        let (a_has, b_has) = (a.request_ids().contains(&id), b.request_ids().contains(&id));
+        if !a_has && !b_has {
+            tokio::select! {
+                _ = a.wait_for_request(&id) => {}
+                _ = b.wait_for_request(&id) => {}
+            }
+        }
+    }
+    let status = broker.terminate().await;
+    assert!(status.success(), "the broker exits cleanly: {status}");
+    for call in calls {
+        let (id, result) = call.await.expect("join");
+        answered_by(
+            &id,
+            &result.unwrap_or_else(|e| panic!("{id} failed in the drain: {e}")),
+        );
+    }
+    let logs = broker.logs();
+    assert!(logs.contains("draining"), "{logs}");
+    a.kill().await;
+    b.kill().await;
+}
+
+#[tokio::test]
+async fn a_stopping_agent_finishes_its_requests_and_gets_no_new_ones() {
+    let broker = fast_broker().await;
+    let tenant = broker.create_tenant("contoso").await;
+    let slow = fast_agent(&broker, &tenant, "slow")
+        .delay(Duration::from_secs(1))
+        .start()
+        .await;
+    let portal = broker.portal(&tenant, Right::Send).await;
+    let first = tokio::spawn({
+        let portal = portal.clone();
+        async move {
+            portal
+                .submit(
+                    "r1",
+                    Operation::ResetPassword,
+                    b"r1".to_vec(),
+                    Some(Duration::from_secs(20)),
+                )
+                .await
+        }
+    });
+    slow.wait_for_request("r1").await;
+    let other = fast_agent(&broker, &tenant, "other").start().await;
+    let stopping = tokio::spawn(slow.stop());
+    // While "slow" drains, new work goes to "other".
+    eventually(
+        Duration::from_secs(5),
+        "the draining agent takes no new work",
+        || {
+            let portal = portal.clone();
+            async move {
+                portal
+                    .submit("probe", Operation::ResetPassword, b"probe".to_vec(), None)
+                    .await
+                    .is_ok_and(|r| r.agent_id == "other")
+            }
+        },
+    )
+    .await;
+    let reply = first
+        .await
+        .expect("join")
+        .expect("r1 finished during the drain");
+    assert_eq!(answered_by("r1", &reply), "slow");
+    stopping.await.expect("the agent stopped");
+    other.stop().await;
+}
+
+#[tokio::test]
+async fn the_agent_works_through_an_http_connect_proxy_and_a_list_of_brokers() {
+    let broker = BrokerBuilder::new().start().await;
+    let tenant = broker.create_tenant("contoso").await;
+    let proxy = ConnectProxy::start(Some(("svc-writeback".into(), "proxy-pass-123".into()))).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let password_file = dir.path().join("proxy.password");
+    std::fs::write(&password_file, "proxy-pass-123\n").expect("password file");
+    // The first address is dead: the agent moves on to the next one.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let agent = EchoAgent::builder(&broker, &tenant, "dc01")
+        .broker_toml(format!("[\"https://{dead}\", {:?}]", broker.url()))
+        .config("[proxy]")
+        .config(format!("url = {:?}", proxy.url()))
+        .config("username = \"svc-writeback\"")
+        .config(format!("password_file = {password_file:?}"))
+        .start()
+        .await;
+    let portal = broker.portal(&tenant, Right::Send).await;
+    let reply = portal
+        .submit("r1", Operation::ResetPassword, b"r1".to_vec(), None)
+        .await
+        .expect("through the proxy");
+    answered_by("r1", &reply);
+    // The first address refuses connections, so reaching the broker at all
+    // means the agent moved on to the second.
+    let tunnels = proxy.tunnels();
+    assert!(tunnels.contains(&broker.grpc_addr), "{tunnels:?}");
+    agent.stop().await;
+}

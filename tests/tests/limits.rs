@@ -1,0 +1,349 @@
+//! Overload and abuse protection: each limit, when provoked, is answered with
+//! its own reason, and another tenant keeps working meanwhile.
+//!
+//! Covered elsewhere: the hello timeout and a first frame that is not Hello
+//! (credentials.rs), the per-user-account rate limit (writeback.rs).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use agent_client::credential::Authorize;
+use agent_client::{ClientError, Reason};
+use proto::pb::relay_client::RelayClient;
+use proto::pb::{self, GoodbyeReason, Operation};
+use sas::Right;
+use tests::raw::{self, RawSession};
+use tests::{BrokerBuilder, BrokerProcess, EchoAgent, Tenant, reason};
+use tokio::io::AsyncReadExt;
+use tonic::Code;
+
+fn metadata(err: &ClientError) -> &HashMap<String, String> {
+    match err {
+        ClientError::Relay { metadata, .. } => metadata,
+        other => panic!("no relay reason: {other:?}"),
+    }
+}
+
+/// The reason and metadata of a refused agent session.
+fn refusal(result: Result<RawSession, tonic::Status>) -> (Reason, HashMap<String, String>) {
+    let status = result.err().expect("the session should be refused");
+    proto::reason_of(&status).unwrap_or_else(|| panic!("no relay reason: {status:?}"))
+}
+
+/// A ping through `tenant`'s own agent: that tenant still works.
+async fn assert_pings(broker: &BrokerProcess, tenant: &Tenant, agent_id: &str) {
+    let pong = broker
+        .portal(tenant, Right::Send)
+        .await
+        .ping(None)
+        .await
+        .expect("the other tenant still works");
+    assert_eq!(pong.agent_id, agent_id);
+}
+
+// Past its requests per minute a tenant gets RATE_LIMITED with a retry time;
+// another tenant's allowance is its own.
+#[tokio::test]
+async fn a_tenant_over_its_request_rate_is_told_when_to_retry() {
+    let broker = BrokerBuilder::new()
+        .config("[limits]")
+        .config("tenant_requests_per_minute = 3")
+        .start()
+        .await;
+    let a = broker.create_tenant("tenant-a").await;
+    let b = broker.create_tenant("tenant-b").await;
+    let _agent_a = EchoAgent::start(&broker, &a, "agent-a").await;
+    let _agent_b = EchoAgent::start(&broker, &b, "agent-b").await;
+    let portal_a = broker.portal(&a, Right::Send).await;
+    for i in 0..3 {
+        portal_a
+            .submit(&format!("a-{i}"), Operation::ResetPassword, vec![1], None)
+            .await
+            .expect("within the limit");
+    }
+    let err = portal_a
+        .submit("a-3", Operation::ResetPassword, vec![1], None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::RateLimited), "{err:?}");
+    assert_eq!(err.code(), Some(Code::ResourceExhausted));
+    assert_eq!(metadata(&err)["limit"], "3");
+    // One request's allowance comes back every 20 s.
+    let retry: u64 = metadata(&err)["retry_after_ms"]
+        .parse()
+        .expect("milliseconds");
+    assert!(retry > 0 && retry <= 20_000, "{retry}");
+
+    let reply = broker
+        .portal(&b, Right::Send)
+        .await
+        .submit("b-0", Operation::ResetPassword, vec![1], None)
+        .await
+        .expect("the other tenant is not limited");
+    assert_eq!(reply.agent_id, "agent-b");
+}
+
+// AGENTS_BUSY once every agent holds max_in_flight_per_agent requests; with
+// a second agent the next request goes there instead.
+#[tokio::test]
+async fn a_busy_agent_gets_no_more_than_its_requests_in_flight() {
+    let broker = BrokerBuilder::new()
+        .config("[limits]")
+        .config("max_in_flight_per_agent = 1")
+        .start()
+        .await;
+    let a = broker.create_tenant("tenant-a").await;
+    let b = broker.create_tenant("tenant-b").await;
+    let delay = Duration::from_secs(2);
+    let slow_1 = EchoAgent::start_with_delay(&broker, &a, "slow-1", delay).await;
+    let _agent_b = EchoAgent::start(&broker, &b, "agent-b").await;
+    let portal = broker.portal(&a, Right::Send).await;
+    let submit = |id: &'static str| {
+        let portal = portal.clone();
+        async move {
+            portal
+                .submit(
+                    id,
+                    Operation::ResetPassword,
+                    vec![1],
+                    Some(Duration::from_secs(20)),
+                )
+                .await
+        }
+    };
+
+    let r1 = tokio::spawn(submit("r1"));
+    slow_1.wait_for_request("r1").await;
+    let err = submit("r2").await.unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::AgentsBusy), "{err:?}");
+    assert_eq!(err.code(), Some(Code::ResourceExhausted));
+    assert_pings(&broker, &b, "agent-b").await;
+    assert_eq!(r1.await.expect("join").expect("r1").agent_id, "slow-1");
+
+    let slow_2 = EchoAgent::start_with_delay(&broker, &a, "slow-2", delay).await;
+    let r3 = tokio::spawn(submit("r3"));
+    tokio::select! {
+        _ = slow_1.wait_for_request("r3") => {}
+        _ = slow_2.wait_for_request("r3") => {}
+    }
+    let r4 = submit("r4").await.expect("the idle agent takes it");
+    let r3 = r3.await.expect("join").expect("r3");
+    assert_ne!(r3.agent_id, r4.agent_id);
+}
+
+// A tenant at sessions_per_tenant cannot add an agent id (TOO_MANY_SESSIONS),
+// but an agent id it has may reconnect (the new session replaces the old).
+#[tokio::test]
+async fn a_tenant_at_its_session_limit_adds_no_agent_but_may_replace_one() {
+    let broker = BrokerBuilder::new()
+        .config("[limits]")
+        .config("sessions_per_tenant = 1")
+        .start()
+        .await;
+    let a = broker.create_tenant("tenant-a").await;
+    let b = broker.create_tenant("tenant-b").await;
+    let mut dc01 = EchoAgent::start(&broker, &a, "dc01").await;
+
+    let refused = raw::refused_agent(&broker, &a, "dc02").await;
+    assert!(refused.contains("TOO_MANY_SESSIONS"), "{refused}");
+    let channel = broker.endpoint().connect().await.expect("channel");
+    let (why, meta) = refusal(RawSession::open(&channel, raw::hello(&a, "dc03")).await);
+    assert_eq!(why, Reason::TooManySessions);
+    assert_eq!(meta["scope"], "tenant");
+    assert_eq!(meta["limit"], "1");
+
+    let _other = EchoAgent::start(&broker, &b, "dc02").await;
+    assert_pings(&broker, &b, "dc02").await;
+
+    let mut again = RawSession::open(&channel, raw::hello(&a, "dc01"))
+        .await
+        .expect("the same agent id is not refused");
+    let replaced = dc01.disconnected().await;
+    assert!(replaced.contains("REPLACED"), "{replaced}");
+    // The agent reconnects, replacing the hand-made session in turn.
+    dc01.connected().await;
+    assert_eq!(again.goodbye().await.reason(), GoodbyeReason::Replaced);
+    assert_pings(&broker, &a, "dc01").await;
+}
+
+// Past sessions_per_source agent sessions from one address, the next is
+// refused TOO_MANY_SESSIONS with scope "source"; the first ones keep working.
+#[tokio::test]
+async fn a_source_address_at_its_session_limit_is_refused() {
+    let broker = BrokerBuilder::new()
+        .config("[limits]")
+        .config("sessions_per_source = 2")
+        .start()
+        .await;
+    let a = broker.create_tenant("tenant-a").await;
+    let b = broker.create_tenant("tenant-b").await;
+    let c = broker.create_tenant("tenant-c").await;
+    let _agent_a = EchoAgent::start(&broker, &a, "agent-a").await;
+    let _agent_b = EchoAgent::start(&broker, &b, "agent-b").await;
+
+    let channel = broker.endpoint().connect().await.expect("channel");
+    let (why, meta) = refusal(RawSession::open(&channel, raw::hello(&c, "agent-c")).await);
+    assert_eq!(why, Reason::TooManySessions);
+    assert_eq!(meta["scope"], "source");
+    assert_eq!(meta["limit"], "2");
+
+    assert_pings(&broker, &a, "agent-a").await;
+    assert_pings(&broker, &b, "agent-b").await;
+}
+
+// A second agent session on the same connection is refused TOO_MANY_STREAMS
+// (sessions_per_connection defaults to 1); the first one stays.
+#[tokio::test]
+async fn one_connection_carries_one_agent_session() {
+    let broker = BrokerBuilder::new().start().await;
+    let a = broker.create_tenant("tenant-a").await;
+    let b = broker.create_tenant("tenant-b").await;
+    let channel = broker.endpoint().connect().await.expect("channel");
+    let _first = RawSession::open(&channel, raw::hello(&a, "dc01"))
+        .await
+        .expect("the first session is welcome");
+    let (why, meta) = refusal(RawSession::open(&channel, raw::hello(&a, "dc02")).await);
+    assert_eq!(why, Reason::TooManyStreams);
+    assert_eq!(meta["limit"], "1");
+
+    let online = broker
+        .portal(&a, Right::Send)
+        .await
+        .configuration()
+        .await
+        .expect("configuration")
+        .agents_online;
+    let ids: Vec<_> = online.iter().map(|a| a.agent_id.as_str()).collect();
+    assert_eq!(ids, ["dc01"]);
+    let _agent_b = EchoAgent::start(&broker, &b, "agent-b").await;
+    assert_pings(&broker, &b, "agent-b").await;
+}
+
+// An envelope over max_envelope_bytes is ENVELOPE_TOO_LARGE; a message over
+// the decoding limit (max_envelope_bytes + 16 KiB) is refused by tonic before
+// the service sees it, with a status naming the limit.
+#[tokio::test]
+async fn oversized_messages_are_refused_with_the_limit() {
+    let broker = BrokerBuilder::new()
+        .config("max_envelope_bytes = 1024")
+        .start()
+        .await;
+    let a = broker.create_tenant("tenant-a").await;
+    let b = broker.create_tenant("tenant-b").await;
+    let _agent_b = EchoAgent::start(&broker, &b, "agent-b").await;
+    let portal_a = broker.portal(&a, Right::Send).await;
+    assert_eq!(
+        reason(
+            portal_a
+                .submit("r1", Operation::ResetPassword, vec![0; 1025], None)
+                .await
+        ),
+        Reason::EnvelopeTooLarge
+    );
+
+    // The generated client, not PortalClient: this status carries no relay
+    // reason, and PortalClient reports such a Submit failure as OUTCOME_UNKNOWN.
+    let channel = broker.endpoint().connect().await.expect("channel");
+    let mut client = RelayClient::with_interceptor(channel, Authorize(a.credential(Right::Send)));
+    let status = client
+        .submit(pb::SubmitRequest {
+            tenant: a.name.clone(),
+            request_id: "r2".into(),
+            operation: Operation::ResetPassword as i32,
+            envelope: vec![0; 128 * 1024].into(),
+        })
+        .await
+        .unwrap_err();
+    // tonic 0.14 answers OUT_OF_RANGE ("decoded message length too large").
+    assert!(
+        matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{status:?}"
+    );
+    let limit = (1024 + 16 * 1024).to_string();
+    assert!(status.message().contains(&limit), "{status:?}");
+
+    let reply = broker
+        .portal(&b, Right::Send)
+        .await
+        .submit("b-1", Operation::ResetPassword, vec![1], None)
+        .await
+        .expect("the other tenant still works");
+    assert_eq!(reply.agent_id, "agent-b");
+}
+
+// A connection that never completes its TLS handshake is closed after
+// tls_handshake_timeout; other connections are served meanwhile.
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_cut_off() {
+    let broker = BrokerBuilder::new()
+        .config("[limits]")
+        .config("tls_handshake_timeout = \"500ms\"")
+        .start()
+        .await;
+    let tenant = broker.create_tenant("contoso").await;
+    let mut stalled = tokio::net::TcpStream::connect(&broker.grpc_addr)
+        .await
+        .expect("connect");
+    let started = Instant::now();
+
+    broker
+        .portal(&tenant, Right::Send)
+        .await
+        .configuration()
+        .await
+        .expect("another connection is served");
+
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buf))
+        .await
+        .expect("the broker never closed the stalled connection");
+    let elapsed = started.elapsed();
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
+}
+
+// Bytes that are not the expected protobuf message are named as such:
+// MALFORMED_MESSAGE for a call, a MALFORMED_FRAME Goodbye on a session; a
+// second Hello on a session ends it with PROTOCOL_VIOLATION.
+#[tokio::test]
+async fn malformed_and_unexpected_messages_are_named() {
+    let broker = BrokerBuilder::new().start().await;
+    let a = broker.create_tenant("tenant-a").await;
+    let b = broker.create_tenant("tenant-b").await;
+    let _agent_b = EchoAgent::start(&broker, &b, "agent-b").await;
+    let connect = || async { broker.endpoint().connect().await.expect("channel") };
+
+    let token = a.credential(Right::Send).mint(Duration::from_secs(300));
+    let status = raw::unary::<pb::SubmitReply>(
+        &connect().await,
+        raw::SUBMIT,
+        vec![0xff; 10],
+        token.expose(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let (why, meta) = proto::reason_of(&status).expect("reason");
+    assert_eq!(why, Reason::MalformedMessage);
+    assert_eq!(meta["message_type"], "SubmitRequest");
+
+    let mut garbled = RawSession::open(&connect().await, raw::hello(&a, "garbled"))
+        .await
+        .expect("welcome");
+    garbled.send_bytes(vec![0xff; 10]).await;
+    assert_eq!(
+        garbled.goodbye().await.reason(),
+        GoodbyeReason::MalformedFrame
+    );
+
+    let mut twice = RawSession::open(&connect().await, raw::hello(&a, "twice"))
+        .await
+        .expect("welcome");
+    twice.send(&raw::hello(&a, "twice")).await;
+    assert_eq!(
+        twice.goodbye().await.reason(),
+        GoodbyeReason::ProtocolViolation
+    );
+
+    assert_pings(&broker, &b, "agent-b").await;
+}
