@@ -102,6 +102,7 @@ impl Admin for AdminService {
         let tenant = request.get_ref().tenant.clone();
         self.authorize(&request, Some(&tenant), &[Right::Operator])?;
         self.state.tenants.delete(&tenant).await?;
+        self.state.rate_limit.forget(&tenant);
         self.state.registry.close_where(
             &tenant,
             |_| true,
