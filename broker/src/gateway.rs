@@ -85,7 +85,12 @@ impl Gateway {
         }
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let mut version = hello.agent_version;
-        version.truncate(64);
+        // At most 64 bytes, cut on a character boundary (the agent chooses it).
+        let cut = (0..=version.len().min(64))
+            .rev()
+            .find(|&i| version.is_char_boundary(i))
+            .unwrap_or(0);
+        version.truncate(cut);
         let session = Arc::new(AgentSession::new(
             hello.tenant,
             hello.agent_id,

@@ -20,6 +20,8 @@
 //!   and verify (the broker only stores them).
 //! - [`tenants`] over [`store`]: tenants in memory, committed to redb first.
 //! - [`operator`], [`metrics`]: /healthz, /readyz, /metrics.
+//! - [`status_page`] over [`recent`]: the operator's HTML status page
+//!   (nodes, tenants, agents, the last 15 minutes' requests).
 //! - [`error`]: the one error type and its conversion to gRPC statuses.
 //! - [`config`], [`tls`], [`telemetry`], [`time`]: the edges.
 //!
@@ -37,11 +39,13 @@ pub mod metrics;
 pub mod operator;
 pub mod outcomes;
 pub mod ratelimit;
+pub mod recent;
 pub mod relay_service;
 pub mod routing;
 pub mod server;
 pub mod sessions;
 pub mod state;
+pub mod status_page;
 pub mod store;
 pub mod telemetry;
 pub mod tenants;

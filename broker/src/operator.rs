@@ -1,6 +1,8 @@
 //! Operator endpoints on their own plain-HTTP port: `/healthz` (the process
 //! is alive), `/readyz` (the store is open and the gRPC listener is up, and
-//! the node is not draining) and `/metrics` (Prometheus text).
+//! the node is not draining) and `/metrics` (Prometheus text), all without
+//! credentials; and the operator's status page (see [`crate::status_page`]),
+//! which needs the operator token.
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::status_page::routes())
         .with_state(state)
 }
 

@@ -40,6 +40,7 @@ impl RelayService {
             .requests
             .get_or_create(&RequestLabels { operation, outcome })
             .inc();
+        self.state.recent.record(outcome, None);
     }
 
     async fn relay(
@@ -87,13 +88,15 @@ async fn relay(
             outcome,
         })
         .inc();
+    let elapsed = started.elapsed();
     state
         .metrics
         .request_duration
         .get_or_create(&OperationLabel {
             operation: operation_label,
         })
-        .observe(started.elapsed().as_secs_f64());
+        .observe(elapsed.as_secs_f64());
+    state.recent.record(outcome, Some(elapsed));
     result
 }
 

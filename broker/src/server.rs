@@ -163,6 +163,7 @@ pub async fn start(
         router: Arc::clone(&registry) as _,
         registry,
         metrics,
+        recent: Default::default(),
         outcomes,
         rate_limit: crate::ratelimit::TenantRateLimit::new(
             config.limits.tenant_requests_per_minute,
@@ -171,6 +172,8 @@ pub async fn start(
         shutdown: shutdown.clone(),
         in_flight_ids: Default::default(),
         request_ended: Default::default(),
+        started: std::time::Instant::now(),
+        started_unix_ms: crate::time::now_unix_ms(),
         config,
     });
     state.readiness.store_open.store(true, Ordering::Release);

@@ -11,6 +11,7 @@ use crate::config::BrokerConfig;
 use crate::metrics::Metrics;
 use crate::outcomes::Outcomes;
 use crate::ratelimit::TenantRateLimit;
+use crate::recent::RecentRequests;
 use crate::routing::Router;
 use crate::sessions::Registry;
 use crate::tenants::Tenants;
@@ -24,6 +25,8 @@ pub struct State {
     /// Where portal requests go; on one node, the registry itself.
     pub router: Arc<dyn Router>,
     pub metrics: Arc<Metrics>,
+    /// The last minutes' requests, for the status page.
+    pub recent: RecentRequests,
     pub outcomes: Arc<Outcomes>,
     pub rate_limit: TenantRateLimit,
     pub readiness: Readiness,
@@ -34,6 +37,9 @@ pub struct State {
     /// Notified whenever a Submit ends, so a draining broker knows when the
     /// last one is done.
     pub request_ended: tokio::sync::Notify,
+    /// When this node started, for its uptime (monotonic) and "up since".
+    pub started: std::time::Instant,
+    pub started_unix_ms: i64,
 }
 
 /// What `/readyz` reports.

@@ -145,7 +145,12 @@ impl AgentProcess {
 #[derive(Default)]
 pub struct Seen {
     request_ids: Mutex<Vec<String>>,
+    /// Requests whose work finished: what the agent applied.
+    completed: Mutex<Vec<String>>,
     arrived: tokio::sync::Notify,
+    /// Set by [`EchoAgent::kill`]: work in progress never finishes, as in a
+    /// process that died.
+    dead: CancellationToken,
 }
 
 struct Echo {
@@ -163,7 +168,18 @@ impl RequestHandler for Echo {
             .expect("seen")
             .push(request.request_id.clone());
         self.seen.arrived.notify_waiters();
-        tokio::time::sleep(self.delay).await;
+        tokio::select! {
+            _ = tokio::time::sleep(self.delay) => {}
+            _ = self.seen.dead.cancelled() => std::future::pending::<()>().await,
+        }
+        if self.seen.dead.is_cancelled() {
+            std::future::pending::<()>().await;
+        }
+        self.seen
+            .completed
+            .lock()
+            .expect("completed")
+            .push(request.request_id.clone());
         let mut reply = format!("{}|", self.agent_id).into_bytes();
         reply.extend_from_slice(&request.envelope);
         Ok(reply)
@@ -364,12 +380,18 @@ impl EchoAgent {
     }
 
     /// Dies on the spot, like a crashed process: the session is dropped
-    /// mid-request (handlers already running finish into the void). Returns
-    /// the ids of every request that reached it.
+    /// mid-request and work in progress never finishes. Returns the ids of
+    /// the requests it completed.
     pub async fn kill(self) -> Vec<String> {
+        self.seen.dead.cancel();
         self.task.abort();
         let seen = Arc::clone(&self.seen);
         let _ = self.task.await;
-        seen.request_ids.lock().expect("seen").clone()
+        seen.completed.lock().expect("completed").clone()
+    }
+
+    /// Requests whose work finished (applied, for a real agent).
+    pub fn completed(&self) -> Vec<String> {
+        self.seen.completed.lock().expect("completed").clone()
     }
 }

@@ -9,13 +9,16 @@
 //! ```
 
 pub mod agents;
+pub mod browser;
 pub mod connect_proxy;
 pub mod deployment;
 pub mod faults;
 pub mod http;
+pub mod http_request;
 pub mod malicious;
 pub mod raw;
 pub mod sealed;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

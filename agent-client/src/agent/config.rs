@@ -52,7 +52,7 @@ pub struct AgentConfig {
     #[serde(default)]
     pub setup_password_file: Option<PathBuf>,
     /// Where the agent keeps its state (the replay window). Defaults to the
-    /// key file's directory.
+    /// key file's directory, or the Listen key file's without a keyring.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
     /// How far a portal's clock may be off from this agent's.
@@ -331,10 +331,13 @@ impl AgentConfig {
 
     /// Where the replay window lives.
     pub fn state_dir(&self) -> PathBuf {
+        // Never the working directory: a service's is often `/`, a test's
+        // is the source tree.
         self.state_dir.clone().unwrap_or_else(|| {
             self.key_file
                 .as_deref()
-                .and_then(Path::parent)
+                .unwrap_or(&self.listen_key_file)
+                .parent()
                 .map_or_else(|| PathBuf::from("."), Path::to_owned)
         })
     }

@@ -3,7 +3,8 @@
 //! A reply written into a connection that silently died is lost without an
 //! error, and a reply finished after its session ended has nowhere to go.
 //! Either way the portal was told OUTCOME_UNKNOWN and may ask for the outcome
-//! later, so every reply stays here until the broker's Receipt for it, and
+//! later, so every reply stays here until the broker's Receipt for it (and a
+//! few minutes after, in case that broker dies before passing it on), and
 //! whatever the current session has not carried is posted on it: at its
 //! start, when a reply is orphaned, and at every heartbeat. The replies are
 //! sealed to the portal: keeping them costs no secrecy.
@@ -20,12 +21,19 @@ pub const MAX_KEPT: usize = 10_000;
 /// A reply unconfirmed for this long is dropped: the broker keeps late
 /// outcomes for a day by default, so a later post would be refused anyway.
 pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// A confirmed reply is still posted again on a new session for this long:
+/// the broker that confirmed it may have died before passing it on to the
+/// portal (which then saw OUTCOME_UNKNOWN). As long as the broker's longest
+/// deadline, so every call that could have been cut short is covered.
+pub const KEEP_AFTER_RECEIPT: Duration = Duration::from_secs(300);
 
 struct Kept {
     since: Instant,
     reply: pb::AgentReply,
     /// The session it was last written to, if any.
     posted_on: Option<String>,
+    /// When a broker confirmed it.
+    confirmed: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -54,6 +62,7 @@ impl Outbox {
                 since: Instant::now(),
                 reply: reply.clone(),
                 posted_on: Some(session_id.to_owned()),
+                confirmed: None,
             },
         );
     }
@@ -79,10 +88,14 @@ impl Outbox {
 
     /// The broker has the reply for `request_id`.
     pub fn confirmed(&self, request_id: &str) {
-        self.replies
+        if let Some(k) = self
+            .replies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(request_id);
+            .get_mut(request_id)
+        {
+            k.confirmed.get_or_insert_with(Instant::now);
+        }
     }
 
     /// The replies `session_id` has not carried yet, marked as carried by
@@ -90,7 +103,10 @@ impl Outbox {
     /// nothing on this one).
     pub fn to_post(&self, session_id: &str) -> Vec<pb::AgentReply> {
         let mut replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
-        replies.retain(|_, k| k.since.elapsed() < MAX_AGE);
+        replies.retain(|_, k| {
+            k.since.elapsed() < MAX_AGE
+                && k.confirmed.is_none_or(|at| at.elapsed() < KEEP_AFTER_RECEIPT)
+        });
         replies
             .values_mut()
             .filter(|k| k.posted_on.as_deref() != Some(session_id))
@@ -104,8 +120,14 @@ impl Outbox {
             .collect()
     }
 
+    /// Replies no broker has confirmed yet.
     pub fn len(&self) -> usize {
-        self.replies.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.replies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|k| k.confirmed.is_none())
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -133,11 +155,14 @@ mod tests {
         // Still on s1: nothing to post again there.
         assert!(outbox.to_post("s1").is_empty());
         outbox.confirmed("r1");
-        // A new session carries what s1 did not confirm, once.
-        let again = outbox.to_post("s2");
-        assert_eq!(again.len(), 1);
-        assert_eq!(again[0].request_id, "r2");
-        assert_eq!(again[0].correlation_id, 0);
+        assert_eq!(outbox.len(), 1);
+        // A new session carries both, once: r2 was never confirmed, and the
+        // broker that confirmed r1 may have died before passing it on.
+        let mut again = outbox.to_post("s2");
+        again.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+        assert_eq!(again.len(), 2);
+        assert_eq!(again[1].request_id, "r2");
+        assert_eq!(again[1].correlation_id, 0);
         assert!(outbox.to_post("s2").is_empty());
         outbox.confirmed("r2");
         assert!(outbox.is_empty());

@@ -103,6 +103,15 @@ enum Command {
     /// End-to-end sealed requests, as a portal makes them.
     #[command(subcommand)]
     Portal(PortalCommand),
+    /// Prints an operator token (needs --operator-key-file), to paste into
+    /// the broker's status page at http://<operator_listen>/status/login or
+    /// send as `Authorization`. It is a bearer credential until it expires.
+    OperatorToken {
+        /// How long the token is valid; the broker refuses tokens that live
+        /// longer than its max_token_lifetime (24 h by default).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        lifetime: Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -663,6 +672,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Portal(cmd) => portal(&cli, &endpoint, cmd).await?,
+        Command::OperatorToken { lifetime } => {
+            let Some(path) = &cli.operator_key_file else {
+                bail!("operator-token needs --operator-key-file");
+            };
+            let token = Credential::operator(read_key_file(path)?).mint(*lifetime);
+            println!("{}", token.expose());
+        }
         Command::Ping { tenant } => {
             let credential = cli.credential(Some(tenant))?;
             let portal = PortalClient::connect(&endpoint, tenant, credential).await?;

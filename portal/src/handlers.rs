@@ -1,0 +1,446 @@
+//! The routes. Each task is at most two steps, each a plain form POST:
+//!
+//! | route | does |
+//! |---|---|
+//! | `GET /` | the three tasks |
+//! | `GET /reset`, `GET /change` | step 1: which account |
+//! | `POST /reset/policy`, `POST /change/policy` | GET_PASSWORD_POLICY; step 2: the rules, then the password fields |
+//! | `POST /reset`, `POST /change` | RESET_PASSWORD, CHANGE_PASSWORD |
+//! | `GET /unlock`, `POST /unlock` | UNLOCK_ACCOUNT |
+//! | `POST /outcome` | "Check again" after an unknown outcome |
+//! | `GET /style.css` | the stylesheet |
+//!
+//! Every request is sealed here, on the server; the browser sends only what
+//! its user typed and the CSRF token.
+
+use std::time::Duration;
+
+use agent_client::agent::writeback::outcome_name;
+use agent_client::connect::{CONNECT_TIMEOUT, HANDSHAKE_ALLOWANCE};
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use envelope::body::outcome;
+use envelope::{Anchor, Password, ReplyBody, RequestBody};
+use proto::pb::Operation;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::Deserialize;
+use tracing::{error, info, warn};
+use zeroize::Zeroizing;
+
+use crate::csrf::{Browser, CarriesToken, Checked};
+use crate::outcomes::{self, Failure, MISCONFIGURED, Trouble};
+use crate::pages::{self, Alert};
+use crate::policy::PolicyView;
+use crate::{AppState, Task};
+
+/// Active Directory's limit. 256 characters of UTF-8 also fit the
+/// envelope's 1024-byte field.
+pub const MAX_PASSWORD_CHARS: usize = 256;
+/// The envelope's limit for the anchor.
+pub const MAX_ACCOUNT_BYTES: usize = 1024;
+/// Beyond the request deadline, the whole call may take this long to
+/// connect to the broker (TCP, TLS, HTTP/2) and read its configuration.
+const CONNECT_ALLOWANCE: Duration = CONNECT_TIMEOUT.saturating_add(HANDSHAKE_ALLOWANCE);
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/style.css", get(style))
+        .route(
+            "/reset",
+            get(|s: State<AppState>, b: Extension<Browser>| start(Task::Reset, s, b))
+                .post(|s: State<AppState>, f| apply(Task::Reset, s, f)),
+        )
+        .route(
+            "/reset/policy",
+            post(|s: State<AppState>, f| policy(Task::Reset, s, f)),
+        )
+        .route(
+            "/change",
+            get(|s: State<AppState>, b: Extension<Browser>| start(Task::Change, s, b))
+                .post(|s: State<AppState>, f| apply(Task::Change, s, f)),
+        )
+        .route(
+            "/change/policy",
+            post(|s: State<AppState>, f| policy(Task::Change, s, f)),
+        )
+        .route(
+            "/unlock",
+            get(|s: State<AppState>, b: Extension<Browser>| start(Task::Unlock, s, b))
+                .post(unlock),
+        )
+        .route("/outcome", post(check_again))
+        .fallback(not_found)
+}
+
+#[derive(Deserialize)]
+pub struct AccountForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    account: String,
+}
+
+/// Step 2 of reset and change. Passwords are wiped from memory when the
+/// form is dropped (the web stack's own read buffers are beyond reach).
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    account: String,
+    /// The policy shown in step 2, carried for re-rendering; see [`PolicyView`].
+    #[serde(default)]
+    policy: String,
+    #[serde(default)]
+    current_password: Zeroizing<String>,
+    #[serde(default)]
+    new_password: Zeroizing<String>,
+    #[serde(default)]
+    confirm_password: Zeroizing<String>,
+}
+
+#[derive(Deserialize)]
+pub struct OutcomeForm {
+    #[serde(default)]
+    csrf: String,
+    request_id: String,
+    task: Task,
+    #[serde(default)]
+    account: String,
+}
+
+impl CarriesToken for AccountForm {
+    fn csrf_token(&self) -> &str {
+        &self.csrf
+    }
+}
+
+impl CarriesToken for PasswordForm {
+    fn csrf_token(&self) -> &str {
+        &self.csrf
+    }
+}
+
+impl CarriesToken for OutcomeForm {
+    fn csrf_token(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// The account the user may act on. This reference takes it from the form
+/// (`identity_check = "none"`). **A real portal plugs its identity
+/// verification in here**: it takes the account from the identity its
+/// sign-in established (multi-factor authentication, a code sent to a
+/// registered phone...), kept in its session, and refuses when the form
+/// names another; otherwise anyone could reset anyone's password.
+fn account_to_act_on(typed: &str) -> Result<String, &'static str> {
+    let account = typed.trim();
+    if account.is_empty() {
+        return Err("Enter your account: your sign-in name, such as name@example.com.");
+    }
+    if account.len() > MAX_ACCOUNT_BYTES || account.chars().any(char::is_control) {
+        return Err("That is not an account name: use your sign-in name, such as name@example.com.");
+    }
+    Ok(account.to_owned())
+}
+
+/// What the portal catches itself, before anything is sent.
+fn check_passwords(task: Task, form: &PasswordForm) -> Option<&'static str> {
+    let too_long = |p: &str| p.chars().count() > MAX_PASSWORD_CHARS;
+    if task == Task::Change && form.current_password.is_empty() {
+        return Some("Enter your current password.");
+    }
+    if form.new_password.is_empty() {
+        return Some("Enter a new password.");
+    }
+    if *form.new_password != *form.confirm_password {
+        return Some("The two new passwords differ. Type the same new password in both fields.");
+    }
+    if too_long(&form.new_password) || too_long(&form.current_password) {
+        return Some("The password is too long: use at most 256 characters.");
+    }
+    None
+}
+
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 8];
+    // As for the CSRF key: without an OS random source nothing is secure.
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the operating system's random number generator works");
+    format!("portal-{:016x}", u64::from_be_bytes(bytes))
+}
+
+fn is_request_id(id: &str) -> bool {
+    id.strip_prefix("portal-")
+        .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Seals, relays and opens one request, within the configured deadline.
+async fn send(
+    state: &AppState,
+    request_id: &str,
+    operation: Operation,
+    body: &RequestBody,
+) -> Result<ReplyBody, Trouble> {
+    let deadline = state.settings.request_timeout;
+    let call = state
+        .portal
+        .submit(request_id, operation, body, Some(deadline));
+    // The gRPC deadline bounds the Submit; this also bounds the connection
+    // and the configuration call before it, against a broker that accepts
+    // and then never answers.
+    match tokio::time::timeout(deadline + CONNECT_ALLOWANCE, call).await {
+        Ok(Ok(answer)) => {
+            info!(
+                request_id,
+                operation = operation.as_str_name(),
+                outcome = outcome_name(answer.reply.outcome),
+                agent_id = %answer.agent_id,
+                "answered"
+            );
+            Ok(answer.reply)
+        }
+        Ok(Err(err)) => Err(Trouble::Sealed(err)),
+        Err(_) => Err(Trouble::NoAnswer),
+    }
+}
+
+/// Logs what the user is not shown.
+fn log_failure(request_id: &str, trouble: &Trouble, failure: &Failure) {
+    if *failure == Failure::Misconfigured {
+        error!(request_id, error = %trouble, "request failed: the portal or the deployment needs an operator");
+    } else {
+        warn!(request_id, error = %trouble, "request failed");
+    }
+}
+
+fn failure_text(failure: Failure) -> String {
+    match failure {
+        Failure::NothingChanged(m) | Failure::Unknown { message: m, .. } => m,
+        Failure::Misconfigured => MISCONFIGURED.to_owned(),
+    }
+}
+
+async fn home(State(state): State<AppState>) -> Html<String> {
+    pages::home(&state.settings)
+}
+
+async fn style() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "text/css; charset=utf-8")], pages::STYLE)
+}
+
+async fn not_found(State(state): State<AppState>) -> Response {
+    let page = pages::problem(
+        &state.settings,
+        "Page not found",
+        "There is no page at this address.",
+    );
+    (StatusCode::NOT_FOUND, page).into_response()
+}
+
+async fn start(
+    task: Task,
+    State(state): State<AppState>,
+    Extension(browser): Extension<Browser>,
+) -> Html<String> {
+    let token = state.csrf.token(&browser.id);
+    pages::account_step(&state.settings, task, &token, "", None)
+}
+
+/// Step 1 posted: fetch the policy and show step 2.
+async fn policy(
+    task: Task,
+    State(state): State<AppState>,
+    Checked { form, token }: Checked<AccountForm>,
+) -> Response {
+    let settings = &state.settings;
+    let step1 = |account: &str, message: String| {
+        let alert = Alert::Error(message);
+        pages::account_step(settings, task, &token, account, Some(&alert)).into_response()
+    };
+    let account = match account_to_act_on(&form.account) {
+        Ok(a) => a,
+        Err(why) => return step1(&form.account, why.to_owned()),
+    };
+    let request_id = new_request_id();
+    let body = RequestBody::without_passwords(Anchor::UserPrincipalName(account.clone()));
+    match send(&state, &request_id, Operation::GetPasswordPolicy, &body).await {
+        Ok(reply) if reply.outcome == outcome::SUCCESS => {
+            let policy = PolicyView::from_reply(&reply);
+            pages::password_step(settings, task, &token, &account, &policy, None).into_response()
+        }
+        Ok(reply) => step1(&account, outcomes::refusal(&reply, task, &account)),
+        Err(trouble) => {
+            let failure = outcomes::failure(&trouble, task, false);
+            log_failure(&request_id, &trouble, &failure);
+            step1(&account, failure_text(failure))
+        }
+    }
+}
+
+/// Step 2 posted: reset or change.
+async fn apply(
+    task: Task,
+    State(state): State<AppState>,
+    Checked { mut form, token }: Checked<PasswordForm>,
+) -> Response {
+    let settings = &state.settings;
+    let account = match account_to_act_on(&form.account) {
+        Ok(a) => a,
+        Err(why) => {
+            let alert = Alert::Error(why.to_owned());
+            return pages::account_step(settings, task, &token, &form.account, Some(&alert))
+                .into_response();
+        }
+    };
+    let policy = PolicyView::from_hidden(&form.policy).unwrap_or_default();
+    let step2 = |message: String| {
+        let alert = Alert::Error(message);
+        pages::password_step(settings, task, &token, &account, &policy, Some(&alert))
+            .into_response()
+    };
+    if let Some(problem) = check_passwords(task, &form) {
+        return step2(problem.to_owned());
+    }
+    // Moved, not copied, into the zeroizing Password the envelope is sealed from.
+    let new = Password::new(std::mem::take(&mut *form.new_password));
+    let anchor = Anchor::UserPrincipalName(account.clone());
+    let (operation, body) = match task {
+        Task::Change => {
+            let current = Password::new(std::mem::take(&mut *form.current_password));
+            (
+                Operation::ChangePassword,
+                RequestBody::change(anchor, current, new),
+            )
+        }
+        Task::Reset | Task::Unlock => (Operation::ResetPassword, RequestBody::reset(anchor, new)),
+    };
+    drop(form);
+    let request_id = new_request_id();
+    let sent = send(&state, &request_id, operation, &body).await;
+    drop(body);
+    match sent {
+        Ok(reply) if reply.outcome == outcome::SUCCESS => {
+            let alert = Alert::Success(outcomes::success(task).to_owned());
+            pages::result(settings, task, &alert).into_response()
+        }
+        Ok(reply) => step2(outcomes::refusal(&reply, task, &account)),
+        Err(trouble) => {
+            let failure = outcomes::failure(&trouble, task, true);
+            log_failure(&request_id, &trouble, &failure);
+            after_failure(&state, task, &token, &account, &request_id, failure)
+                .unwrap_or_else(step2)
+        }
+    }
+}
+
+/// The page for an unknown outcome, or `Err(message)` for the caller to
+/// re-render its form with (nothing was changed; the user may retry).
+fn after_failure(
+    state: &AppState,
+    task: Task,
+    token: &str,
+    account: &str,
+    request_id: &str,
+    failure: Failure,
+) -> Result<Response, String> {
+    let settings = &state.settings;
+    match failure {
+        Failure::Unknown {
+            message,
+            can_check: true,
+        } => Ok(pages::unknown(settings, task, token, account, request_id, &message).into_response()),
+        Failure::Unknown {
+            message,
+            can_check: false,
+        } => Ok(pages::result(settings, task, &Alert::Error(message)).into_response()),
+        other => Err(failure_text(other)),
+    }
+}
+
+async fn unlock(
+    State(state): State<AppState>,
+    Checked { form, token }: Checked<AccountForm>,
+) -> Response {
+    let task = Task::Unlock;
+    let settings = &state.settings;
+    let form_again = |account: &str, message: String| {
+        let alert = Alert::Error(message);
+        pages::account_step(settings, task, &token, account, Some(&alert)).into_response()
+    };
+    let account = match account_to_act_on(&form.account) {
+        Ok(a) => a,
+        Err(why) => return form_again(&form.account, why.to_owned()),
+    };
+    let request_id = new_request_id();
+    let body = RequestBody::without_passwords(Anchor::UserPrincipalName(account.clone()));
+    match send(&state, &request_id, Operation::UnlockAccount, &body).await {
+        Ok(reply) if reply.outcome == outcome::SUCCESS => {
+            let alert = Alert::Success(outcomes::success(task).to_owned());
+            pages::result(settings, task, &alert).into_response()
+        }
+        Ok(reply) => form_again(&account, outcomes::refusal(&reply, task, &account)),
+        Err(trouble) => {
+            let failure = outcomes::failure(&trouble, task, true);
+            log_failure(&request_id, &trouble, &failure);
+            after_failure(&state, task, &token, &account, &request_id, failure)
+                .unwrap_or_else(|message| form_again(&account, message))
+        }
+    }
+}
+
+/// "Check again": the late answer of a request whose outcome was unknown,
+/// opened with the reply key the shared [`agent_client::sealed::SealedPortal`] kept.
+async fn check_again(
+    State(state): State<AppState>,
+    Checked { form, token }: Checked<OutcomeForm>,
+) -> Response {
+    let settings = &state.settings;
+    let task = form.task;
+    if !is_request_id(&form.request_id) {
+        let page = pages::problem(
+            settings,
+            "Unknown request",
+            "This request reference is not one this portal issues. Nothing was checked.",
+        );
+        return (StatusCode::BAD_REQUEST, page).into_response();
+    }
+    let request_id = form.request_id.as_str();
+    let call = state.portal.outcome(request_id);
+    let checked = tokio::time::timeout(settings.request_timeout + CONNECT_ALLOWANCE, call)
+        .await
+        .map_err(|_| Trouble::NoAnswer)
+        .and_then(|r| r.map_err(Trouble::Sealed));
+    match checked {
+        Ok(answer) => {
+            info!(
+                request_id,
+                outcome = outcome_name(answer.reply.outcome),
+                "late answer"
+            );
+            let alert = if answer.reply.outcome == outcome::SUCCESS {
+                Alert::Success(outcomes::success(task).to_owned())
+            } else {
+                Alert::Error(outcomes::refusal(&answer.reply, task, &form.account))
+            };
+            pages::result(settings, task, &alert).into_response()
+        }
+        Err(trouble) => {
+            let failure = outcomes::check_failure(&trouble, task);
+            log_failure(request_id, &trouble, &failure);
+            after_failure(&state, task, &token, &form.account, request_id, failure)
+                .unwrap_or_else(|message| {
+                    pages::result(settings, task, &Alert::Error(message)).into_response()
+                })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,247 @@
+//! A reference password reset portal: a small web server that shows portal
+//! developers how to call the relay broker correctly. It seals every request
+//! on the server (the browser never sees a key), shows the on-prem password
+//! policy before the user types, and when the directory refuses, names the
+//! exact rule that failed; when the outcome is unknown it says so and lets
+//! the user check again.
+//!
+//! It does **not** verify who the user is (`identity_check = "none"`); a
+//! real portal does that first. See [`config::IdentityCheck`].
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration and the keys it names.
+//! - [`csrf`]: the per-browser cookie and the signed token every form carries.
+//! - [`handlers`]: the routes: account, policy, password, outcome.
+//! - [`policy`]: the policy reply's details, in plain words.
+//! - [`outcomes`]: outcome codes and broker failures, in plain words.
+//! - [`pages`]: server-rendered HTML, escaped, without scripts.
+
+pub mod config;
+pub mod csrf;
+pub mod handlers;
+pub mod outcomes;
+pub mod pages;
+pub mod policy;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_client::portal::PortalClient;
+use agent_client::sealed::SealedPortal;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef, Request};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{ConfigError, PortalConfig};
+use crate::csrf::Csrf;
+
+/// The largest form accepted: an account and three passwords fit many times.
+pub const MAX_FORM_BYTES: usize = 8 * 1024;
+
+/// No scripts, no frames, no foreign resources; forms post back here only.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// What every page needs besides the broker.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub title: String,
+    pub request_timeout: Duration,
+}
+
+impl Settings {
+    pub fn from_config(config: &PortalConfig) -> Settings {
+        Settings {
+            title: config.title.clone(),
+            request_timeout: config.request_timeout,
+        }
+    }
+}
+
+/// Shared by every request. The one [`SealedPortal`] keeps the reply keys of
+/// requests whose outcome was unknown, so "Check again" can open the late
+/// answer.
+#[derive(Clone)]
+pub struct AppState {
+    pub portal: Arc<SealedPortal>,
+    pub csrf: Arc<Csrf>,
+    pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    pub fn new(portal: SealedPortal, settings: Settings) -> AppState {
+        AppState {
+            portal: Arc::new(portal),
+            csrf: Arc::new(Csrf::new()),
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+impl FromRef<AppState> for Arc<Csrf> {
+    fn from_ref(state: &AppState) -> Arc<Csrf> {
+        state.csrf.clone()
+    }
+}
+
+/// The three things a user can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// A forgotten password: set a new one (administrative reset).
+    Reset,
+    /// A known password: change it (the current one is verified).
+    Change,
+    /// A locked-out account: clear the lockout.
+    Unlock,
+}
+
+impl Task {
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Reset => "reset",
+            Task::Change => "change",
+            Task::Unlock => "unlock",
+        }
+    }
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Task::Reset => "/reset",
+            Task::Change => "/change",
+            Task::Unlock => "/unlock",
+        }
+    }
+
+    pub fn heading(self) -> &'static str {
+        match self {
+            Task::Reset => "Reset a forgotten password",
+            Task::Change => "Change your password",
+            Task::Unlock => "Unlock your account",
+        }
+    }
+}
+
+/// The portal's routes, with CSRF cookies, the form size limit and the
+/// security headers on every response.
+pub fn app(state: AppState) -> Router {
+    handlers::routes()
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.csrf.clone(),
+            csrf::browser_cookie,
+        ))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// Middleware: what no page may be without. Nothing is cached (pages hold
+/// account names and answers), nothing is framed, sniffed or referred.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let set = [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::PRAGMA, "no-cache"),
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ];
+    for (name, value) in set {
+        headers.insert::<HeaderName>(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running portal.
+pub struct Server {
+    /// The bound address (the real port when the configuration said 0).
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Until the shutdown token is cancelled and the requests in flight
+    /// have finished.
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.task.await.map_err(std::io::Error::other)?
+    }
+}
+
+/// Loads the keys, binds `config.listen` and serves until `shutdown`.
+pub async fn serve(config: PortalConfig, shutdown: CancellationToken) -> Result<Server, StartError> {
+    let client = config.client()?;
+    let state = AppState::new(
+        config.sealed_portal(client.clone())?,
+        Settings::from_config(&config),
+    );
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let server = serve_on(listener, state.clone(), shutdown)?;
+    tokio::spawn(check_broker(client, state));
+    Ok(server)
+}
+
+/// Serves `state` on an already bound listener (tests bring their own
+/// [`SealedPortal`]).
+pub fn serve_on(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> Result<Server, StartError> {
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
+    let service = app(state);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await?;
+        info!("stopped");
+        Ok(())
+    });
+    Ok(Server { addr, task })
+}
+
+/// Tells the operator at start whether the broker answers and one of its
+/// agent keys is trusted: a wrong pin is found now, not by the first user.
+async fn check_broker(client: PortalClient, state: AppState) {
+    match client.configuration().await {
+        Ok(config) => match state.portal.trusted_key(&config.agent_keys) {
+            Ok(key) => info!(
+                tenant = client.tenant(),
+                writeback_enabled = config.writeback_enabled,
+                agents_online = config.agents_online.len(),
+                seal_to = %key.key_id(),
+                "broker reachable"
+            ),
+            Err(err) => warn!(%err, "broker reachable, but requests cannot be sealed"),
+        },
+        Err(err) => warn!(%err, "the broker does not answer yet"),
+    }
+}

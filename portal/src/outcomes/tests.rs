@@ -1,0 +1,257 @@
+use std::collections::HashMap;
+
+use super::*;
+
+fn reply(code: u16, message: &str, details: &[(&str, &str)]) -> ReplyBody {
+    ReplyBody {
+        outcome: code,
+        message: message.to_owned(),
+        details: details
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
+fn say(code: u16, details: &[(&str, &str)]) -> String {
+    refusal(
+        &reply(code, "the agent's own words", details),
+        Task::Change,
+        "ada@contoso.example",
+    )
+}
+
+#[test]
+fn every_outcome_has_its_own_sentence_built_from_its_details() {
+    let cases: Vec<(u16, Vec<(&str, &str)>, Vec<&str>)> = vec![
+        (
+            outcome::PASSWORD_TOO_SHORT,
+            vec![("min_length", "12")],
+            vec!["The password must have at least 12 characters."],
+        ),
+        (
+            outcome::FAILS_COMPLEXITY,
+            vec![("missing", "uppercase letter, digit")],
+            vec!["add an uppercase letter or a digit"],
+        ),
+        (
+            outcome::FAILS_COMPLEXITY,
+            vec![("missing", "uppercase letter, digit, symbol")],
+            vec!["from two of these: uppercase letters, digits, symbols"],
+        ),
+        (
+            outcome::FAILS_COMPLEXITY,
+            vec![("contains", "Lovelace")],
+            vec!["must not contain your account name", "\u{201c}Lovelace\u{201d}"],
+        ),
+        (
+            outcome::IN_HISTORY,
+            vec![("history_length", "24")],
+            vec!["differ from your last 24 passwords"],
+        ),
+        (
+            outcome::CHANGED_TOO_RECENTLY,
+            vec![("allowed_after_unix_ms", "1764151200000")],
+            vec!["changed too recently", "after 2025-11-26 10:00:00 UTC"],
+        ),
+        (
+            outcome::WRONG_CURRENT_PASSWORD,
+            vec![],
+            vec!["current password is not correct"],
+        ),
+        (outcome::ACCOUNT_DISABLED, vec![], vec!["account is disabled"]),
+        (
+            outcome::ACCOUNT_LOCKED,
+            vec![],
+            vec!["locked out", "Unlock it first"],
+        ),
+        (
+            outcome::USER_NOT_FOUND,
+            vec![],
+            vec!["No account named \u{201c}ada@contoso.example\u{201d} was found"],
+        ),
+        (
+            outcome::SEVERAL_MATCHES,
+            vec![("forests", "contoso,fabrikam")],
+            vec!["Several accounts", "(in contoso, fabrikam)"],
+        ),
+        (
+            outcome::PERMISSION_DENIED,
+            vec![
+                ("right", "Reset Password"),
+                ("ou", "OU=Executives,OU=Users,DC=contoso,DC=example"),
+                ("inheritance_blocked", "true"),
+            ],
+            vec![
+                "lacks the Reset Password permission on OU=Executives,OU=Users,DC=contoso,DC=example",
+                "(inheritance is blocked there)",
+            ],
+        ),
+        (
+            outcome::PROTECTED_ACCOUNT,
+            vec![],
+            vec!["protected administrator account", "cannot be changed"],
+        ),
+        (
+            outcome::WRITEBACK_DISABLED,
+            vec![],
+            vec!["write-back is turned off"],
+        ),
+        (
+            outcome::DIRECTORY_UNAVAILABLE,
+            vec![],
+            vec!["directory could not be reached"],
+        ),
+        (
+            outcome::RATE_LIMITED,
+            vec![("limit", "5"), ("retry_after_secs", "130")],
+            vec!["at most 5 per hour", "try again in about 3 minutes"],
+        ),
+    ];
+    for (code, details, expected) in &cases {
+        let sentence = say(*code, details);
+        for words in expected {
+            assert!(
+                sentence.contains(words),
+                "outcome {code}: {words:?} not in {sentence:?}"
+            );
+        }
+        assert!(
+            !sentence.contains("agent's own words"),
+            "outcome {code} fell back: {sentence:?}"
+        );
+    }
+    // Every refusal code 1..=14 is covered above.
+    let mut covered: Vec<u16> = cases.iter().map(|(c, ..)| *c).collect();
+    covered.dedup();
+    assert_eq!(covered, (1..=14).collect::<Vec<_>>());
+}
+
+#[test]
+fn missing_details_fall_back_to_the_agents_message() {
+    for code in [
+        outcome::PASSWORD_TOO_SHORT,
+        outcome::FAILS_COMPLEXITY,
+        outcome::IN_HISTORY,
+        outcome::CHANGED_TOO_RECENTLY,
+        outcome::PERMISSION_DENIED,
+        outcome::RATE_LIMITED,
+        99,
+    ] {
+        assert_eq!(say(code, &[]), "The agent's own words.");
+    }
+    let silent = refusal(&reply(99, "", &[]), Task::Reset, "a");
+    assert!(silent.contains("UNKNOWN"), "{silent}");
+}
+
+fn relay(reason: Reason, metadata: &[(&str, &str)]) -> Trouble {
+    Trouble::Sealed(SealedError::Relay(ClientError::Relay {
+        reason,
+        message: "detail for the log".into(),
+        metadata: metadata
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<HashMap<_, _>>(),
+    }))
+}
+
+fn nothing_changed(f: Failure) -> String {
+    match f {
+        Failure::NothingChanged(s) => s,
+        other => panic!("expected NothingChanged, got {other:?}"),
+    }
+}
+
+#[test]
+fn broker_failures_say_what_happened_to_the_password() {
+    let reset = |t: &Trouble| failure(t, Task::Reset, true);
+    assert!(
+        nothing_changed(reset(&relay(Reason::NoAgentOnline, &[])))
+            .contains("on-premises service is not connected")
+    );
+    assert!(
+        nothing_changed(reset(&relay(Reason::WritebackDisabled, &[])))
+            .contains("write-back is turned off")
+    );
+    assert!(
+        nothing_changed(reset(&relay(
+            Reason::RateLimited,
+            &[("retry_after_ms", "30000")]
+        )))
+        .contains("about 1 minute")
+    );
+    match reset(&relay(Reason::OutcomeUnknown, &[])) {
+        Failure::Unknown { message, can_check } => {
+            assert!(can_check);
+            assert!(message.contains("could not confirm whether your password was changed"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // No reply key is kept after these: no "Check again".
+    for trouble in [relay(Reason::DeadlineExceeded, &[]), Trouble::NoAnswer] {
+        assert!(matches!(
+            reset(&trouble),
+            Failure::Unknown {
+                can_check: false,
+                ..
+            }
+        ));
+    }
+    // A policy query changes nothing, whatever became of it.
+    assert!(
+        nothing_changed(failure(&Trouble::NoAnswer, Task::Reset, false))
+            .contains("did not answer in time")
+    );
+    // Operator problems.
+    for trouble in [
+        relay(Reason::BadSignature, &[]),
+        relay(Reason::UnknownTenant, &[]),
+        Trouble::Sealed(SealedError::KeyNotTrusted {
+            offered: "0011223344556677".into(),
+        }),
+        Trouble::Sealed(SealedError::NoAgentKey),
+        Trouble::Sealed(SealedError::Refused("portal key unknown".into())),
+    ] {
+        assert_eq!(reset(&trouble), Failure::Misconfigured);
+    }
+    assert!(
+        matches!(failure(&relay(Reason::OutcomeUnknown, &[]), Task::Unlock, true),
+            Failure::Unknown { message, .. } if message.contains("whether your account was unlocked"))
+    );
+}
+
+#[test]
+fn check_again_keeps_the_question_open_until_answered() {
+    let pending = check_failure(&relay(Reason::OutcomePending, &[]), Task::Reset);
+    assert!(matches!(
+        pending,
+        Failure::Unknown {
+            can_check: true,
+            ..
+        }
+    ));
+    let lost = check_failure(
+        &Trouble::Sealed(SealedError::NotPending("portal-0".into())),
+        Task::Reset,
+    );
+    assert!(matches!(
+        lost,
+        Failure::Unknown {
+            can_check: false,
+            ..
+        }
+    ));
+    let gone = check_failure(&relay(Reason::OutcomeNotFound, &[]), Task::Reset);
+    assert!(matches!(
+        gone,
+        Failure::Unknown {
+            can_check: false,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn times_are_plain() {
+    assert_eq!(format_time(0), "1970-01-01 00:00:00 UTC");
+}

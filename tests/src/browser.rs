@@ -1,0 +1,178 @@
+//! Headless Chromium for page tests, driven over WebDriver (ChromeDriver)
+//! with fantoccini. `scripts/browser/install` puts Debian's chromium and
+//! chromium-driver in place; tests fail, not skip, when they are missing.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::wd::Capabilities;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// WebDriver key codes.
+pub mod keys {
+    pub const TAB: &str = "\u{E004}";
+    pub const ENTER: &str = "\u{E007}";
+}
+
+/// A ChromeDriver process and one headless Chromium session.
+pub struct Browser {
+    pub client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+/// Where screenshots go: test artefacts, not committed.
+pub fn artifacts_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test-binary> -> target/browser-artifacts
+    let dir = exe
+        .ancestors()
+        .nth(3)
+        .expect("target directory")
+        .join("browser-artifacts");
+    std::fs::create_dir_all(&dir).expect("artefacts directory");
+    dir
+}
+
+impl Browser {
+    pub async fn start() -> Browser {
+        for bin in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                std::path::Path::new(bin).exists(),
+                "{bin} is missing: run scripts/browser/install (as root)"
+            );
+        }
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            l.local_addr().expect("addr").port()
+        };
+        let mut driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chromedriver");
+        let mut lines = BufReader::new(driver.stdout.take().expect("stdout")).lines();
+        let ready = async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("started successfully") {
+                    return true;
+                }
+            }
+            false
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_secs(30), ready)
+                .await
+                .unwrap_or(false),
+            "chromedriver did not start"
+        );
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut caps = Capabilities::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": CHROMIUM,
+                // The machine's network is closed: without the background
+                // networking flags Chromium keeps trying to reach Google.
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--window-size=1100,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }),
+        );
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("WebDriver session with headless Chromium");
+        Browser {
+            client,
+            driver,
+            _profile: profile,
+        }
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.client.goto(url).await.expect("navigate");
+    }
+
+    /// Text of the element with this CSS selector.
+    pub async fn text(&self, css: &str) -> String {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+            .text()
+            .await
+            .expect("element text")
+    }
+
+    /// The page's HTML as the browser holds it now.
+    pub async fn html(&self) -> String {
+        self.client.source().await.expect("page source")
+    }
+
+    /// Presses keys on whatever has the focus: keyboard-only use.
+    pub async fn press(&self, keys: &str) {
+        self.client
+            .active_element()
+            .await
+            .expect("focused element")
+            .send_keys(keys)
+            .await
+            .expect("send keys");
+    }
+
+    /// The id of the focused element.
+    pub async fn focused_id(&self) -> String {
+        self.client
+            .active_element()
+            .await
+            .expect("focused element")
+            .attr("id")
+            .await
+            .expect("id attribute")
+            .unwrap_or_default()
+    }
+
+    /// Every input, select and textarea has a label: `<label for=id>`,
+    /// an enclosing label, or aria-label. Returns the unlabelled ones.
+    pub async fn unlabelled_fields(&self) -> Vec<String> {
+        let script = r#"
+            return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea'))
+              .filter(el => !(el.labels && el.labels.length > 0) && !el.getAttribute('aria-label'))
+              .map(el => el.outerHTML);"#;
+        let value = self
+            .client
+            .execute(script, vec![])
+            .await
+            .expect("run the label check");
+        serde_json::from_value(value).expect("list of strings")
+    }
+
+    /// Saves a PNG of the page under [`artifacts_dir`]; returns its path.
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.client.screenshot().await.expect("screenshot");
+        let path = artifacts_dir().join(format!("{name}.png"));
+        std::fs::write(&path, png).expect("write screenshot");
+        path
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.client.close().await;
+        let _ = self.driver.kill().await;
+    }
+}
