@@ -450,3 +450,108 @@ impl Registry {
         Pick::Busy
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(max_in_flight: u32) -> Registry {
+        let limits = Limits {
+            max_in_flight_per_agent: max_in_flight,
+            ..Limits::default()
+        };
+        Registry::new(limits, Duration::from_secs(10), Arc::new(Metrics::new()))
+    }
+
+    fn session(registry: &Registry, agent_id: &str) -> Arc<AgentSession> {
+        let (tx, rx) = mpsc::channel(1);
+        std::mem::forget(rx);
+        let s = Arc::new(AgentSession::new(
+            "t".into(),
+            agent_id.into(),
+            "1".into(),
+            None,
+            KeySlot::Primary,
+            u64::MAX,
+            tx,
+        ));
+        registry.register(Arc::clone(&s)).unwrap();
+        s
+    }
+
+    fn picked(registry: &Registry) -> String {
+        match registry.pick("t", &[]) {
+            Pick::Session(s) => {
+                s.in_flight.fetch_sub(1, Ordering::Relaxed);
+                s.agent_id.clone()
+            }
+            Pick::Busy => "busy".into(),
+            Pick::None => "none".into(),
+        }
+    }
+
+    #[test]
+    fn the_least_loaded_agent_is_picked_and_a_failing_one_avoided() {
+        let r = registry(8);
+        let a = session(&r, "a");
+        let b = session(&r, "b");
+        a.in_flight.store(3, Ordering::Relaxed);
+        assert_eq!(picked(&r), "b");
+        a.in_flight.store(0, Ordering::Relaxed);
+        // Equal load: both are chosen, at random.
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..64 {
+            seen.insert(picked(&r));
+        }
+        assert_eq!(seen.len(), 2);
+        // b keeps failing: a gets the work even with a request in flight.
+        b.note_failure();
+        a.in_flight.store(1, Ordering::Relaxed);
+        assert_eq!(picked(&r), "a");
+        b.note_success();
+        assert_eq!(picked(&r), "b");
+    }
+
+    #[test]
+    fn full_agents_are_busy_draining_ones_are_skipped() {
+        let r = registry(1);
+        let a = session(&r, "a");
+        assert!(matches!(r.pick("t", &[]), Pick::Session(_)));
+        // The slot is taken: the next pick finds every agent full.
+        assert!(matches!(r.pick("t", &[]), Pick::Busy));
+        a.in_flight.store(0, Ordering::Relaxed);
+        a.drain();
+        assert!(matches!(r.pick("t", &[]), Pick::None));
+        assert!(matches!(r.pick("other", &[]), Pick::None));
+    }
+
+    #[test]
+    fn session_limits_per_tenant_and_a_replacement_is_not_counted() {
+        let limits = Limits {
+            sessions_per_tenant: 1,
+            ..Limits::default()
+        };
+        let r = Registry::new(limits, Duration::from_secs(10), Arc::new(Metrics::new()));
+        let _a = session(&r, "a");
+        let (tx, _rx) = mpsc::channel(1);
+        let b = Arc::new(AgentSession::new(
+            "t".into(),
+            "b".into(),
+            "1".into(),
+            None,
+            KeySlot::Primary,
+            u64::MAX,
+            tx,
+        ));
+        assert!(matches!(
+            r.register(b),
+            Err(RelayError::TooManySessions {
+                scope: "tenant",
+                ..
+            })
+        ));
+        let again = session(&r, "a");
+        assert_eq!(r.sessions("t").len(), 1);
+        assert!(Arc::ptr_eq(&r.sessions("t")[0], &again));
+    }
+}

@@ -62,6 +62,8 @@ pub fn bin_dir() -> &'static Path {
             "broker",
             "-p",
             "agent-client",
+            "-p",
+            "portal",
             "--bins",
         ]);
         if dir.ends_with("release") {
