@@ -111,6 +111,17 @@ impl From<StoreError> for RelayError {
 }
 
 impl RelayError {
+    /// An agent's AgentError, with its code's name after the message.
+    pub fn from_agent(agent_id: String, code: i32, message: &str) -> RelayError {
+        let code = proto::pb::AgentErrorCode::try_from(code)
+            .map(|c| c.as_str_name())
+            .unwrap_or("AGENT_ERROR_CODE_UNSPECIFIED");
+        RelayError::AgentError {
+            agent_id,
+            message: format!("{message} ({code})"),
+        }
+    }
+
     pub fn reason(&self) -> Reason {
         use RelayError as E;
         match self {

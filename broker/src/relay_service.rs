@@ -337,17 +337,7 @@ impl Relay for RelayService {
                 agent_id,
                 answer: Some(StoredAnswer::Error { code, message }),
                 ..
-            }) => Err(RelayError::AgentError {
-                agent_id,
-                message: format!(
-                    "{} ({})",
-                    message,
-                    pb::AgentErrorCode::try_from(code)
-                        .map(|c| c.as_str_name())
-                        .unwrap_or("AGENT_ERROR_CODE_UNSPECIFIED")
-                ),
-            }
-            .into()),
+            }) => Err(RelayError::from_agent(agent_id, code, &message).into()),
         }
     }
 }

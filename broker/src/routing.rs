@@ -161,16 +161,11 @@ impl Registry {
                             {
                                 session.note_failure();
                             }
-                            Attempt::Done(Err(RelayError::AgentError {
-                                agent_id: session.agent_id.clone(),
-                                message: format!(
-                                    "{} ({})",
-                                    message,
-                                    pb::AgentErrorCode::try_from(code)
-                                        .map(|c| c.as_str_name())
-                                        .unwrap_or("AGENT_ERROR_CODE_UNSPECIFIED")
-                                ),
-                            }))
+                            Attempt::Done(Err(RelayError::from_agent(
+                                session.agent_id.clone(),
+                                code,
+                                &message,
+                            )))
                         }
                         // The session ended with the request pending.
                         Err(_) if acked => {

@@ -89,6 +89,24 @@ fn load(
     rx
 }
 
+/// Submits `id` (payload `id`) on its own task, 20 s deadline.
+fn spawn_submit(
+    portal: &PortalClient,
+    id: &str,
+) -> tokio::task::JoinHandle<Result<Submitted, ClientError>> {
+    let (portal, id) = (portal.clone(), id.to_owned());
+    tokio::spawn(async move {
+        portal
+            .submit(
+                &id,
+                Operation::ResetPassword,
+                id.clone().into_bytes(),
+                Some(Duration::from_secs(20)),
+            )
+            .await
+    })
+}
+
 /// The agent that answered, checked against the echo: `<agent>|<payload>`.
 fn answered_by(id: &str, reply: &Submitted) -> String {
     let text = String::from_utf8(reply.envelope.clone()).expect("echo is text");
@@ -310,19 +328,7 @@ async fn an_acknowledged_request_whose_session_dies_ends_unknown_then_its_outcom
         .start()
         .await;
     let portal = broker.portal(&tenant, Right::Send).await;
-    let call = tokio::spawn({
-        let portal = portal.clone();
-        async move {
-            portal
-                .submit(
-                    "r1",
-                    Operation::ResetPassword,
-                    b"r1".to_vec(),
-                    Some(Duration::from_secs(20)),
-                )
-                .await
-        }
-    });
+    let call = spawn_submit(&portal, "r1");
     agent.wait_for_request("r1").await;
     // The agent queued its Ack before starting work; a ping over the same
     // session comes back behind it, so the broker has the Ack now.
@@ -508,19 +514,7 @@ async fn a_stopping_agent_finishes_its_requests_and_gets_no_new_ones() {
         .start()
         .await;
     let portal = broker.portal(&tenant, Right::Send).await;
-    let first = tokio::spawn({
-        let portal = portal.clone();
-        async move {
-            portal
-                .submit(
-                    "r1",
-                    Operation::ResetPassword,
-                    b"r1".to_vec(),
-                    Some(Duration::from_secs(20)),
-                )
-                .await
-        }
-    });
+    let first = spawn_submit(&portal, "r1");
     slow.wait_for_request("r1").await;
     let other = fast_agent(&broker, &tenant, "other").start().await;
     let stopping = tokio::spawn(slow.stop());
