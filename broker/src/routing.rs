@@ -230,7 +230,16 @@ impl Router for Registry {
                     self.metrics.retries.inc();
                     tried.push(session.session_id.clone());
                     if Instant::now() >= request.deadline {
-                        return Err(RelayError::DeadlineExceeded(request.budget));
+                        return Err(match maybe_delivered {
+                            Some(agent_id) if request.operation != Operation::Ping => {
+                                RelayError::OutcomeUnknown {
+                                    request_id: request.request_id.clone(),
+                                    agent_id,
+                                    acknowledged: false,
+                                }
+                            }
+                            _ => RelayError::DeadlineExceeded(request.budget),
+                        });
                     }
                 }
             }

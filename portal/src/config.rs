@@ -197,9 +197,8 @@ fn fingerprints<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Fingerprint>, D::
     Vec::<String>::deserialize(d)?
         .iter()
         .map(|text| {
-            Fingerprint::parse(text).map_err(|e| {
-                serde::de::Error::custom(format!("trusted agent key {text:?}: {e}"))
-            })
+            Fingerprint::parse(text)
+                .map_err(|e| serde::de::Error::custom(format!("trusted agent key {text:?}: {e}")))
         })
         .collect()
 }
@@ -220,7 +219,8 @@ fn default_request_timeout() -> Duration {
 mod tests {
     use super::*;
 
-    const FINGERPRINT: &str = "0123 4567 89ab cdef 0123 4567 89ab cdef 0123 4567 89ab cdef 0123 4567 89ab cdef";
+    const FINGERPRINT: &str =
+        "0123 4567 89ab cdef 0123 4567 89ab cdef 0123 4567 89ab cdef 0123 4567 89ab cdef";
 
     fn minimal(extra: &str) -> String {
         format!(
@@ -232,8 +232,7 @@ mod tests {
 
     #[test]
     fn the_example_config_parses() {
-        let config =
-            PortalConfig::from_toml(include_str!("../../examples/portal.toml")).unwrap();
+        let config = PortalConfig::from_toml(include_str!("../../examples/portal.toml")).unwrap();
         assert_eq!(config.identity_check, IdentityCheck::None);
     }
 
@@ -267,7 +266,10 @@ mod tests {
             .replace("https://relay", "http://relay")
             .replace(FINGERPRINT, "abcd");
         let err = PortalConfig::from_toml(&text).unwrap_err().to_string();
-        assert!(err.contains("\"abcd\"") && err.contains("64 hex digits"), "{err}");
+        assert!(
+            err.contains("\"abcd\"") && err.contains("64 hex digits"),
+            "{err}"
+        );
         let text = minimal("identity_check = \"none\"").replace("https://relay", "http://relay");
         assert!(matches!(
             PortalConfig::from_toml(&text),

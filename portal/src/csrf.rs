@@ -112,7 +112,8 @@ fn cookie_id(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_owned())
         .filter(|v| {
             v.len() == URL_SAFE_NO_PAD.encode([0u8; ID_BYTES]).len()
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -225,10 +226,7 @@ mod tests {
         assert_eq!(csrf.verify(Some(&alice), ""), Err(Refusal::BadToken));
         assert_eq!(csrf.verify(Some(&alice), "%%%"), Err(Refusal::BadToken));
         // A token from another browser's cookie.
-        assert_eq!(
-            csrf.verify(Some(&mallory), &token),
-            Err(Refusal::BadToken)
-        );
+        assert_eq!(csrf.verify(Some(&mallory), &token), Err(Refusal::BadToken));
         // A token from another portal instance (another key).
         assert_eq!(
             Csrf::new().verify(Some(&alice), &token),
@@ -252,5 +250,4 @@ mod tests {
         );
         assert_eq!(cookie_id(&headers), None);
     }
-
 }

@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use agent_client::agent::writeback::outcome_name;
 use agent_client::connect::{CONNECT_TIMEOUT, HANDSHAKE_ALLOWANCE};
+use axum::Router;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use envelope::body::outcome;
 use envelope::{Anchor, Password, ReplyBody, RequestBody};
 use proto::pb::Operation;
@@ -70,8 +70,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/unlock",
-            get(|s: State<AppState>, b: Extension<Browser>| start(Task::Unlock, s, b))
-                .post(unlock),
+            get(|s: State<AppState>, b: Extension<Browser>| start(Task::Unlock, s, b)).post(unlock),
         )
         .route("/outcome", post(check_again))
         .fallback(not_found)
@@ -144,7 +143,9 @@ fn account_to_act_on(typed: &str) -> Result<String, &'static str> {
         return Err("Enter your account: your sign-in name, such as name@example.com.");
     }
     if account.len() > MAX_ACCOUNT_BYTES || account.chars().any(char::is_control) {
-        return Err("That is not an account name: use your sign-in name, such as name@example.com.");
+        return Err(
+            "That is not an account name: use your sign-in name, such as name@example.com.",
+        );
     }
     Ok(account.to_owned())
 }
@@ -212,11 +213,11 @@ async fn send(
 }
 
 /// Logs what the user is not shown.
-fn log_failure(request_id: &str, trouble: &Trouble, failure: &Failure) {
+fn log_failure(request_id: &str, operation: &str, trouble: &Trouble, failure: &Failure) {
     if *failure == Failure::Misconfigured {
-        error!(request_id, error = %trouble, "request failed: the portal or the deployment needs an operator");
+        error!(request_id, operation, error = %trouble, "request failed: the portal or the deployment needs an operator");
     } else {
-        warn!(request_id, error = %trouble, "request failed");
+        warn!(request_id, operation, error = %trouble, "request failed");
     }
 }
 
@@ -278,7 +279,8 @@ async fn policy(
         Ok(reply) => step1(&account, outcomes::refusal(&reply, task, &account)),
         Err(trouble) => {
             let failure = outcomes::failure(&trouble, task, false);
-            log_failure(&request_id, &trouble, &failure);
+            let operation = Operation::GetPasswordPolicy.as_str_name();
+            log_failure(&request_id, operation, &trouble, &failure);
             step1(&account, failure_text(failure))
         }
     }
@@ -319,6 +321,7 @@ async fn apply(
                 RequestBody::change(anchor, current, new),
             )
         }
+        // Routed for reset and change only; unlock has no password step.
         Task::Reset | Task::Unlock => (Operation::ResetPassword, RequestBody::reset(anchor, new)),
     };
     drop(form);
@@ -333,7 +336,7 @@ async fn apply(
         Ok(reply) => step2(outcomes::refusal(&reply, task, &account)),
         Err(trouble) => {
             let failure = outcomes::failure(&trouble, task, true);
-            log_failure(&request_id, &trouble, &failure);
+            log_failure(&request_id, operation.as_str_name(), &trouble, &failure);
             after_failure(&state, task, &token, &account, &request_id, failure)
                 .unwrap_or_else(step2)
         }
@@ -355,7 +358,9 @@ fn after_failure(
         Failure::Unknown {
             message,
             can_check: true,
-        } => Ok(pages::unknown(settings, task, token, account, request_id, &message).into_response()),
+        } => Ok(
+            pages::unknown(settings, task, token, account, request_id, &message).into_response(),
+        ),
         Failure::Unknown {
             message,
             can_check: false,
@@ -388,7 +393,8 @@ async fn unlock(
         Ok(reply) => form_again(&account, outcomes::refusal(&reply, task, &account)),
         Err(trouble) => {
             let failure = outcomes::failure(&trouble, task, true);
-            log_failure(&request_id, &trouble, &failure);
+            let operation = Operation::UnlockAccount.as_str_name();
+            log_failure(&request_id, operation, &trouble, &failure);
             after_failure(&state, task, &token, &account, &request_id, failure)
                 .unwrap_or_else(|message| form_again(&account, message))
         }
@@ -433,11 +439,10 @@ async fn check_again(
         }
         Err(trouble) => {
             let failure = outcomes::check_failure(&trouble, task);
-            log_failure(request_id, &trouble, &failure);
-            after_failure(&state, task, &token, &form.account, request_id, failure)
-                .unwrap_or_else(|message| {
-                    pages::result(settings, task, &Alert::Error(message)).into_response()
-                })
+            log_failure(request_id, "GET_OUTCOME", &trouble, &failure);
+            after_failure(&state, task, &token, &form.account, request_id, failure).unwrap_or_else(
+                |message| pages::result(settings, task, &Alert::Error(message)).into_response(),
+            )
         }
     }
 }

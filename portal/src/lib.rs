@@ -30,7 +30,7 @@ use std::time::Duration;
 use agent_client::portal::PortalClient;
 use agent_client::sealed::SealedPortal;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef, Request};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -48,6 +48,9 @@ pub const MAX_FORM_BYTES: usize = 8 * 1024;
 /// No scripts, no frames, no foreign resources; forms post back here only.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; \
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// How long the start-up check of the broker may take.
+const BROKER_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every page needs besides the broker.
 #[derive(Debug, Clone)]
@@ -82,12 +85,6 @@ impl AppState {
             csrf: Arc::new(Csrf::new()),
             settings: Arc::new(settings),
         }
-    }
-}
-
-impl FromRef<AppState> for Arc<Csrf> {
-    fn from_ref(state: &AppState) -> Arc<Csrf> {
-        state.csrf.clone()
     }
 }
 
@@ -171,6 +168,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read the listener's address")]
+    LocalAddr(#[source] std::io::Error),
 }
 
 /// A running portal.
@@ -189,7 +188,10 @@ impl Server {
 }
 
 /// Loads the keys, binds `config.listen` and serves until `shutdown`.
-pub async fn serve(config: PortalConfig, shutdown: CancellationToken) -> Result<Server, StartError> {
+pub async fn serve(
+    config: PortalConfig,
+    shutdown: CancellationToken,
+) -> Result<Server, StartError> {
     let client = config.client()?;
     let state = AppState::new(
         config.sealed_portal(client.clone())?,
@@ -213,10 +215,7 @@ pub fn serve_on(
     state: AppState,
     shutdown: CancellationToken,
 ) -> Result<Server, StartError> {
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source,
-    })?;
+    let addr = listener.local_addr().map_err(StartError::LocalAddr)?;
     let service = app(state);
     let task = tokio::spawn(async move {
         axum::serve(listener, service)
@@ -231,8 +230,10 @@ pub fn serve_on(
 /// Tells the operator at start whether the broker answers and one of its
 /// agent keys is trusted: a wrong pin is found now, not by the first user.
 async fn check_broker(client: PortalClient, state: AppState) {
-    match client.configuration().await {
-        Ok(config) => match state.portal.trusted_key(&config.agent_keys) {
+    let call = tokio::time::timeout(BROKER_CHECK_TIMEOUT, client.configuration()).await;
+    match call {
+        Err(_) => warn!("the broker does not answer yet"),
+        Ok(Ok(config)) => match state.portal.trusted_key(&config.agent_keys) {
             Ok(key) => info!(
                 tenant = client.tenant(),
                 writeback_enabled = config.writeback_enabled,
@@ -242,6 +243,6 @@ async fn check_broker(client: PortalClient, state: AppState) {
             ),
             Err(err) => warn!(%err, "broker reachable, but requests cannot be sealed"),
         },
-        Err(err) => warn!(%err, "the broker does not answer yet"),
+        Ok(Err(err)) => warn!(%err, "the broker does not answer yet"),
     }
 }

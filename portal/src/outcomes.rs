@@ -75,9 +75,11 @@ pub fn refusal(reply: &ReplyBody, task: Task, account: &str) -> String {
             "This account is disabled, so nothing was changed. Please contact your help desk."
                 .to_owned()
         }
-        outcome::ACCOUNT_LOCKED => "This account is locked out, so its password cannot be changed. \
+        outcome::ACCOUNT_LOCKED => {
+            "This account is locked out, so its password cannot be changed. \
              Unlock it first (\u{201c}Unlock your account\u{201d}), then try again."
-            .to_owned(),
+                .to_owned()
+        }
         outcome::USER_NOT_FOUND => format!(
             "No account named \u{201c}{account}\u{201d} was found. Check the spelling: \
              use your full sign-in name, such as name@example.com."
@@ -174,7 +176,11 @@ fn agents_words(reply: &ReplyBody) -> String {
     }
     let mut chars = message.chars();
     let first = chars.next().map(|c| c.to_uppercase().collect::<String>());
-    let end = if message.ends_with(['.', '!', '?']) { "" } else { "." };
+    let end = if message.ends_with(['.', '!', '?']) {
+        ""
+    } else {
+        "."
+    };
     format!("{}{}{end}", first.unwrap_or_default(), chars.as_str())
 }
 
@@ -234,8 +240,8 @@ pub fn failure(trouble: &Trouble, task: Task, writes: bool) -> Failure {
         };
         Failure::Unknown {
             message: format!(
-                "We could not confirm {what}: the request reached the on-premises service, \
-                 but its answer did not come back in time. {next}"
+                "We could not confirm {what}: the request may have reached the on-premises \
+                 service, but no answer came back in time. {next}"
             ),
             can_check,
         }

@@ -171,6 +171,15 @@ pub fn password_step(
         .iter()
         .map(|r| format!("<li>{}</li>\n", escape(r)))
         .collect();
+    // The policy travels in a hidden field; a form posted without it still
+    // gets the exact rule in the refusal, just not the list.
+    let rules = if rules.is_empty() {
+        "<li>Your organisation's password rules (any rule your password breaks is named \
+         when you submit it).</li>\n"
+            .to_owned()
+    } else {
+        rules
+    };
     let source = policy.source.as_deref().map_or(String::new(), |s| {
         format!("<p class=\"source\">Policy: {}</p>\n", escape(s))
     });

@@ -64,8 +64,7 @@ impl PolicyView {
                     .to_owned(),
             );
             rules.push(
-                "It must not contain your account name, nor any part of your full name."
-                    .to_owned(),
+                "It must not contain your account name, nor any part of your full name.".to_owned(),
             );
         }
         if task == Task::Change {

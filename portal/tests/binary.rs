@@ -74,7 +74,10 @@ async fn the_binary_serves_until_sigterm() {
     assert!(!addr.ends_with(":0"), "{addr}");
 
     let page = get(&addr, "/reset").await;
-    assert!(page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.starts_with("HTTP/1.0 200") || page.starts_with("HTTP/1.1 200"),
+        "{page}"
+    );
     assert!(page.contains("id=\"reset-form\""));
     assert!(page.contains("Contoso IT"));
 

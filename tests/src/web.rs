@@ -22,12 +22,19 @@ impl Page {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The value of the first `<input ... name="NAME" value="...">`, unescaped.
+    /// The value of the first `<input>` named `name`, unescaped.
     pub fn field(&self, name: &str) -> Option<String> {
-        let marker = format!("name=\"{name}\" value=\"");
-        let start = self.body.find(&marker)? + marker.len();
-        let end = start + self.body[start..].find('"')?;
-        Some(unescape(&self.body[start..end]))
+        let named = format!(" name=\"{name}\"");
+        self.body
+            .split("<input")
+            .skip(1)
+            .map(|rest| &rest[..rest.find('>').unwrap_or(rest.len())])
+            .find(|tag| tag.contains(&named))
+            .and_then(|tag| {
+                let start = tag.find(" value=\"")? + 8;
+                let end = start + tag[start..].find('"')?;
+                Some(unescape(&tag[start..end]))
+            })
     }
 }
 

@@ -120,3 +120,150 @@ async fn the_status_page_shows_connected_agents_and_forgets_a_stopped_one() {
     browser.screenshot("status-page-agent-gone").await;
     browser.close().await;
 }
+
+/// Fills `field` by keyboard: Tab until it has the focus, then type.
+async fn tab_to_and_type(browser: &Browser, field: &str, text: &str) {
+    let mut tabs = 0;
+    while browser.focused_id().await != field {
+        browser.press(keys::TAB).await;
+        tabs += 1;
+        assert!(tabs < 20, "#{field} is not reachable with Tab");
+    }
+    browser.press(text).await;
+}
+
+/// Starts at the top of the page (focus on the body), as a keyboard user.
+async fn from_the_top(browser: &Browser) {
+    browser
+        .client
+        .execute(
+            "document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0);",
+            vec![],
+        )
+        .await
+        .expect("reset focus");
+}
+
+async fn result_text(browser: &Browser) -> String {
+    browser
+        .client
+        .wait()
+        .for_element(Locator::Id("result"))
+        .await
+        .expect("a result on the page")
+        .text()
+        .await
+        .expect("result text")
+}
+
+#[tokio::test]
+async fn a_user_resets_changes_and_unlocks_in_the_portal_with_the_keyboard() {
+    use agent_client::directory::embedded::EmbeddedDirectory;
+    use envelope::Password;
+    use portal::{AppState, Settings};
+    use tests::deployment::Deployment;
+    use tokio_util::sync::CancellationToken;
+
+    const ADA: &str = "CN=Ada Lovelace,OU=Staff,OU=Users,DC=contoso,DC=example";
+    const ADA_NOW: &str = "Analytical-Engine-1843";
+    const GOOD: &str = "Browser-Passw0rd-2026";
+
+    let d = Deployment::start(&["contoso"], "").await;
+    let forest_file = d.forest_file("contoso");
+    let state = AppState::new(
+        d.portal,
+        Settings {
+            title: "Contoso password reset".into(),
+            request_timeout: Duration::from_secs(20),
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let shutdown = CancellationToken::new();
+    let server = portal::serve_on(listener, state, shutdown.clone()).expect("serve");
+    let base = format!("http://{}", server.addr);
+    let browser = Browser::start().await;
+    let forest = || EmbeddedDirectory::open("contoso", &forest_file).expect("forest");
+
+    // Reset, step 1: the account, by keyboard.
+    browser.goto(&format!("{base}/reset")).await;
+    assert_eq!(browser.unlabelled_fields().await, Vec::<String>::new());
+    from_the_top(&browser).await;
+    tab_to_and_type(&browser, "account", "ada@contoso.example").await;
+    browser.press(keys::ENTER).await;
+    // Step 2: the policy is there before the password fields.
+    let policy = browser
+        .client
+        .wait()
+        .for_element(Locator::Id("policy"))
+        .await
+        .expect("the policy")
+        .text()
+        .await
+        .expect("policy text");
+    assert!(policy.contains("At least 8 characters"), "{policy}");
+    assert_eq!(browser.unlabelled_fields().await, Vec::<String>::new());
+
+    // A weak password: the exact rule, the account kept, the password not.
+    from_the_top(&browser).await;
+    tab_to_and_type(&browser, "new-password", "Sh0rt-1").await;
+    tab_to_and_type(&browser, "confirm-password", "Sh0rt-1").await;
+    browser.press(keys::ENTER).await;
+    let refusal = result_text(&browser).await;
+    assert!(refusal.contains("at least 8 characters"), "{refusal}");
+    let html = browser.html().await;
+    assert!(html.contains("ada@contoso.example"), "the account is kept");
+    assert!(!html.contains("Sh0rt-1"), "the password is not echoed");
+    assert!(
+        forest().check_password(ADA, &Password::new(ADA_NOW)),
+        "unchanged"
+    );
+    browser.screenshot("portal-reset-refused").await;
+
+    // A good one: success, and the directory has it.
+    from_the_top(&browser).await;
+    tab_to_and_type(&browser, "new-password", GOOD).await;
+    tab_to_and_type(&browser, "confirm-password", GOOD).await;
+    browser.press(keys::ENTER).await;
+    let done = result_text(&browser).await;
+    assert!(done.to_lowercase().contains("changed"), "{done}");
+    assert!(forest().check_password(ADA, &Password::new(GOOD)));
+    assert!(!forest().check_password(ADA, &Password::new(ADA_NOW)));
+    browser.screenshot("portal-reset-done").await;
+
+    // Change with a wrong current password: reported as such.
+    browser.goto(&format!("{base}/change")).await;
+    from_the_top(&browser).await;
+    tab_to_and_type(&browser, "account", "grace@contoso.example").await;
+    browser.press(keys::ENTER).await;
+    browser
+        .client
+        .wait()
+        .for_element(Locator::Id("policy"))
+        .await
+        .expect("the policy");
+    assert_eq!(browser.unlabelled_fields().await, Vec::<String>::new());
+    from_the_top(&browser).await;
+    tab_to_and_type(&browser, "current-password", "Not-Her-Passw0rd-1").await;
+    tab_to_and_type(&browser, "new-password", GOOD).await;
+    tab_to_and_type(&browser, "confirm-password", GOOD).await;
+    browser.press(keys::ENTER).await;
+    let wrong = result_text(&browser).await;
+    assert!(wrong.contains("current password is not correct"), "{wrong}");
+    browser.screenshot("portal-change-wrong-current").await;
+
+    // Unlock.
+    browser.goto(&format!("{base}/unlock")).await;
+    assert_eq!(browser.unlabelled_fields().await, Vec::<String>::new());
+    from_the_top(&browser).await;
+    tab_to_and_type(&browser, "account", "barbara@contoso.example").await;
+    browser.press(keys::ENTER).await;
+    let unlocked = result_text(&browser).await;
+    assert!(unlocked.contains("unlocked"), "{unlocked}");
+    browser.screenshot("portal-unlock").await;
+
+    browser.close().await;
+    shutdown.cancel();
+    server.wait().await.expect("graceful stop");
+}

@@ -105,7 +105,8 @@ impl Outbox {
         let mut replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
         replies.retain(|_, k| {
             k.since.elapsed() < MAX_AGE
-                && k.confirmed.is_none_or(|at| at.elapsed() < KEEP_AFTER_RECEIPT)
+                && k.confirmed
+                    .is_none_or(|at| at.elapsed() < KEEP_AFTER_RECEIPT)
         });
         replies
             .values_mut()

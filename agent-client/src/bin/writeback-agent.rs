@@ -488,10 +488,16 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
             }
         }
     });
+    // Installed now, before anything is printed, so that an early SIGTERM
+    // drains instead of killing the process.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            wait_for_signal().await;
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
             shutdown.cancel();
         }
     });
@@ -591,14 +597,5 @@ async fn scheduled_rotation(config: AgentConfig, every: Duration, shutdown: Canc
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
             _ = shutdown.cancelled() => return,
         }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

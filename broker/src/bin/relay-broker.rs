@@ -117,6 +117,9 @@ async fn main() -> anyhow::Result<()> {
     let config = cli.serve.config()?;
     broker::telemetry::init(config.log_format);
     let shutdown = CancellationToken::new();
+    // Installed before the ready line, so that a SIGTERM right after it
+    // drains instead of killing the process.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let node = broker::start(config, shutdown.clone()).await?;
     {
         let mut out = std::io::stdout().lock();
@@ -128,18 +131,12 @@ async fn main() -> anyhow::Result<()> {
         out.flush()?;
     }
     tokio::spawn(async move {
-        wait_for_signal().await;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
         shutdown.cancel();
     });
     node.wait().await?;
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

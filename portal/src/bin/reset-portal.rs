@@ -1,6 +1,6 @@
 //! `reset-portal`: the reference password reset portal.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -30,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = PortalConfig::load(&cli.config)?;
     let shutdown = CancellationToken::new();

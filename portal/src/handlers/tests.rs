@@ -18,8 +18,11 @@ fn nowhere() -> AppState {
         .expect("endpoint")
         .connect_lazy();
     let key = sas::Key::generate().expect("key");
-    let client =
-        PortalClient::with_channel(channel, "contoso", PortalClient::send_credential("contoso", key));
+    let client = PortalClient::with_channel(
+        channel,
+        "contoso",
+        PortalClient::send_credential("contoso", key),
+    );
     let portal = SealedPortal::new(
         client,
         envelope::KeyPair::generate(&mut envelope::os_rng()),
@@ -91,9 +94,16 @@ fn post(path: &str, cookie: Option<&str>, fields: &[(&str, &str)]) -> Request<Bo
 /// A browser's first visit: its cookie (`name=value`) and the form token.
 async fn visit(router: &axum::Router, path: &str) -> (String, String) {
     let page = call(router, get(path, None)).await;
-    let set_cookie = page.headers[header::SET_COOKIE].to_str().unwrap().to_owned();
+    let set_cookie = page.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let cookie = set_cookie.split(';').next().unwrap().to_owned();
-    let start = page.body.find("name=\"csrf\" value=\"").expect("token field") + 19;
+    let start = page
+        .body
+        .find("name=\"csrf\" value=\"")
+        .expect("token field")
+        + 19;
     let token = page.body[start..start + page.body[start..].find('"').unwrap()].to_owned();
     (cookie, token)
 }
@@ -166,7 +176,10 @@ async fn posts_without_a_valid_token_are_forbidden() {
     let (mallory, _) = visit(&router, "/reset").await;
     let account = ("account", "ada@contoso.example");
     let cases = [
-        ("no cookie", post("/reset/policy", None, &[("csrf", &alice_token), account])),
+        (
+            "no cookie",
+            post("/reset/policy", None, &[("csrf", &alice_token), account]),
+        ),
         ("no token", post("/reset/policy", Some(&alice), &[account])),
         (
             "wrong token",
@@ -174,7 +187,11 @@ async fn posts_without_a_valid_token_are_forbidden() {
         ),
         (
             "another browser's token",
-            post("/unlock", Some(&mallory), &[("csrf", &alice_token), account]),
+            post(
+                "/unlock",
+                Some(&mallory),
+                &[("csrf", &alice_token), account],
+            ),
         ),
     ];
     for (what, request) in cases {
@@ -205,10 +222,17 @@ async fn mismatched_passwords_are_caught_before_anything_is_sent() {
     .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.body.contains("The two new passwords differ"));
-    assert!(!reply.body.contains("cannot be reached"), "something was sent");
+    assert!(
+        !reply.body.contains("cannot be reached"),
+        "something was sent"
+    );
     assert!(!reply.body.contains("Typed-Once") && !reply.body.contains("Typed-Twice"));
     assert!(reply.body.contains("value=\"ada@contoso.example\""));
-    assert!(reply.body.contains("id=\"result\" class=\"result error\" role=\"alert\""));
+    assert!(
+        reply
+            .body
+            .contains("id=\"result\" class=\"result error\" role=\"alert\"")
+    );
 }
 
 #[tokio::test]
@@ -241,7 +265,11 @@ async fn oversized_forms_and_foreign_request_ids_are_refused() {
     let big = "x".repeat(MAX_FORM_BYTES + 1);
     let reply = call(
         &router,
-        post("/unlock", Some(&cookie), &[("csrf", &token), ("account", &big)]),
+        post(
+            "/unlock",
+            Some(&cookie),
+            &[("csrf", &token), ("account", &big)],
+        ),
     )
     .await;
     assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);

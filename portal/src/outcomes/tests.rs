@@ -21,9 +21,12 @@ fn say(code: u16, details: &[(&str, &str)]) -> String {
     )
 }
 
+/// An outcome code, its details, and words the sentence must contain.
+type Case = (u16, Vec<(&'static str, &'static str)>, Vec<&'static str>);
+
 #[test]
 fn every_outcome_has_its_own_sentence_built_from_its_details() {
-    let cases: Vec<(u16, Vec<(&str, &str)>, Vec<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             outcome::PASSWORD_TOO_SHORT,
             vec![("min_length", "12")],
@@ -42,7 +45,10 @@ fn every_outcome_has_its_own_sentence_built_from_its_details() {
         (
             outcome::FAILS_COMPLEXITY,
             vec![("contains", "Lovelace")],
-            vec!["must not contain your account name", "\u{201c}Lovelace\u{201d}"],
+            vec![
+                "must not contain your account name",
+                "\u{201c}Lovelace\u{201d}",
+            ],
         ),
         (
             outcome::IN_HISTORY,
@@ -59,7 +65,11 @@ fn every_outcome_has_its_own_sentence_built_from_its_details() {
             vec![],
             vec!["current password is not correct"],
         ),
-        (outcome::ACCOUNT_DISABLED, vec![], vec!["account is disabled"]),
+        (
+            outcome::ACCOUNT_DISABLED,
+            vec![],
+            vec!["account is disabled"],
+        ),
         (
             outcome::ACCOUNT_LOCKED,
             vec![],
