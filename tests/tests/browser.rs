@@ -261,9 +261,36 @@ async fn a_user_resets_changes_and_unlocks_in_the_portal_with_the_keyboard() {
     browser.press(keys::ENTER).await;
     let unlocked = result_text(&browser).await;
     assert!(unlocked.contains("unlocked"), "{unlocked}");
+    // And the directory agrees: her lockout time is cleared.
+    let forest_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&forest_file).expect("forest file"))
+            .expect("forest json");
+    assert!(
+        lockout_of(&forest_json, "barbara").is_some_and(|t| t == 0),
+        "barbara is still locked in the directory"
+    );
     browser.screenshot("portal-unlock").await;
 
     browser.close().await;
     shutdown.cancel();
     server.wait().await.expect("graceful stop");
+}
+
+/// The lockout time of the user with this sAMAccountName in a forest file
+/// (0 or absent: not locked).
+fn lockout_of(value: &serde_json::Value, sam: &str) -> Option<i64> {
+    match value {
+        serde_json::Value::Object(map) => {
+            if map.get("sam_account_name").and_then(|v| v.as_str()) == Some(sam) {
+                return Some(
+                    map.get("lockout_time")
+                        .and_then(|v| v.as_i64())
+                        .unwrap_or(0),
+                );
+            }
+            map.values().find_map(|v| lockout_of(v, sam))
+        }
+        serde_json::Value::Array(items) => items.iter().find_map(|v| lockout_of(v, sam)),
+        _ => None,
+    }
 }

@@ -162,13 +162,16 @@ async fn every_portal_error_has_its_own_status() {
     // Deadline exceeded: the agent answers after the caller's deadline.
     let slow = EchoAgent::start_with_delay(&broker, &tenant, "slow", Duration::from_secs(3)).await;
     let started = Instant::now();
-    let err = submit("r5", vec![1], Some(Duration::from_millis(300)))
-        .await
-        .unwrap_err();
+    let call = tokio::spawn(submit("r5", vec![1], Some(Duration::from_secs(1))));
+    slow.wait_for_request("r5").await;
+    let err = call.await.expect("join").unwrap_err();
     // The agent had the request: the deadline passing on the portal's side
     // does not mean nothing happened, so the status says OUTCOME_UNKNOWN.
     assert_eq!(err.reason(), Some(Reason::OutcomeUnknown), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "at the deadline, not the answer"
+    );
     // The agent finishes later; its answer is kept and can be fetched by id.
     let late = tests::await_outcome(&portal, "r5")
         .await
@@ -238,6 +241,9 @@ async fn an_agent_error_and_a_lost_agent_are_reported_as_such() {
         }
     });
     slow.wait_for_request("r2").await;
+    // The Ack was queued before the work started; a ping on the same
+    // session returns behind it, so the broker holds the Ack now.
+    portal.ping(None).await.expect("ping");
     let started = Instant::now();
     slow.kill().await;
     let err = call.await.expect("join").unwrap_err();
