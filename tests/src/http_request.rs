@@ -1,5 +1,6 @@
-//! HTTP/1.0 requests with headers and a body, for the operator status page
-//! (plain GETs are in [`crate::http`]). Still no HTTP client dependency.
+//! HTTP/1.0 requests with headers and a body, for the operator endpoints
+//! and the portal's pages (one connection per request). No HTTP client
+//! dependency: the tests need nothing more.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,6 +22,31 @@ impl Response {
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// The value of the first `<input>` named `name`, unescaped, as a
+    /// browser would submit it.
+    pub fn field(&self, name: &str) -> Option<String> {
+        let named = format!(" name=\"{name}\"");
+        self.body
+            .split("<input")
+            .skip(1)
+            .map(|rest| &rest[..rest.find('>').unwrap_or(rest.len())])
+            .find(|tag| tag.contains(&named))
+            .and_then(|tag| {
+                let start = tag.find(" value=\"")? + 8;
+                let end = start + tag[start..].find('"')?;
+                Some(unescape(&tag[start..end]))
+            })
+    }
+}
+
+/// The entities HTML escaping produces.
+fn unescape(text: &str) -> String {
+    text.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 /// Sends one request and reads the whole response (the server closes an
@@ -34,7 +60,7 @@ pub async fn send(
 ) -> Response {
     let mut stream = TcpStream::connect(addr)
         .await
-        .expect("connect operator port");
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
@@ -71,18 +97,23 @@ pub async fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> Response {
 
 /// POSTs `application/x-www-form-urlencoded` fields, as a browser's form.
 pub async fn post_form(addr: &str, path: &str, fields: &[(&str, &str)]) -> Response {
-    let body: Vec<String> = fields
-        .iter()
-        .map(|(n, v)| format!("{}={}", form_encode(n), form_encode(v)))
-        .collect();
     send(
         addr,
         "POST",
         path,
         &[("Content-Type", "application/x-www-form-urlencoded")],
-        &body.join("&"),
+        &form_body(fields),
     )
     .await
+}
+
+/// A form's body: `name=value` pairs joined with `&`.
+pub fn form_body(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(n, v)| format!("{}={}", form_encode(n), form_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// Form encoding: unreserved characters as they are, space as `+`, the rest
