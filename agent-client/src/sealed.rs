@@ -56,6 +56,11 @@ impl SealedError {
     }
 }
 
+/// How long a chosen agent key is reused by default.
+pub const DEFAULT_KEY_CACHE: Duration = Duration::from_secs(60);
+/// The bound on fetching the agent keys when the caller set no deadline.
+const CONFIGURATION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long the key to open a reply is kept after OUTCOME_UNKNOWN.
 pub const PENDING_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Requests with an unknown outcome kept at once; the oldest goes first.
@@ -74,6 +79,11 @@ pub struct SealedPortal {
     portal_key: KeyPair,
     pinned: Vec<Fingerprint>,
     validity: Duration,
+    /// The trusted agent key last chosen, and when: saves a broker round
+    /// trip per request. Trust is decided when the key is fetched; agents
+    /// keep a superseded key for days, so a minute-old choice stays valid.
+    chosen_key: Mutex<Option<(Instant, PublicKey)>>,
+    key_cache: Duration,
     /// Requests that ended in OUTCOME_UNKNOWN, by request id: the reply
     /// keys stay in memory only, so a later `outcome` call can open it.
     pending: Mutex<HashMap<String, Pending>>,
@@ -111,7 +121,46 @@ impl SealedPortal {
             pinned,
             validity: DEFAULT_VALIDITY,
             pending: Mutex::new(HashMap::new()),
+            chosen_key: Mutex::new(None),
+            key_cache: DEFAULT_KEY_CACHE,
         }
+    }
+
+    /// How long the chosen agent key is reused before the broker is asked
+    /// again; `Duration::ZERO` asks before every request.
+    pub fn with_key_cache(mut self, ttl: Duration) -> SealedPortal {
+        self.key_cache = ttl;
+        self
+    }
+
+    /// The trusted key to seal to: the cached choice while fresh, else the
+    /// newest trusted key the broker offers now.
+    async fn agent_key(&self, timeout: Option<Duration>) -> Result<(PublicKey, bool), SealedError> {
+        if let Some((at, key)) = self
+            .chosen_key
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            && at.elapsed() < self.key_cache
+        {
+            return Ok((key.clone(), true));
+        }
+        let wait = timeout.unwrap_or(CONFIGURATION_TIMEOUT);
+        let config = tokio::time::timeout(wait, self.client.configuration())
+            .await
+            .map_err(|_| ClientError::Relay {
+                reason: proto::Reason::DeadlineExceeded,
+                message: "the broker did not return the agent keys in time".into(),
+                metadata: HashMap::new(),
+            })??;
+        let key = self.trusted_key(&config.agent_keys)?;
+        *self.chosen_key.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), key.clone()));
+        Ok((key, false))
+    }
+
+    fn forget_key(&self) {
+        *self.chosen_key.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     pub fn with_validity(mut self, validity: Duration) -> SealedPortal {
@@ -188,8 +237,32 @@ impl SealedPortal {
         body: &RequestBody,
         timeout: Option<Duration>,
     ) -> Result<Answer, SealedError> {
-        let config = self.client.configuration().await?;
-        let agent_key = self.trusted_key(&config.agent_keys)?;
+        let (agent_key, cached) = self.agent_key(timeout).await?;
+        match self
+            .submit_to(request_id, operation, body, timeout, agent_key)
+            .await
+        {
+            // The agents dropped the cached key (a rotation finished): ask
+            // the broker again. Nothing was applied: the agent could not
+            // open the envelope, so the same request id is still unused.
+            Err(SealedError::Refused(message)) if cached && message.contains("UNKNOWN_KEY") => {
+                self.forget_key();
+                let (agent_key, _) = self.agent_key(timeout).await?;
+                self.submit_to(request_id, operation, body, timeout, agent_key)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn submit_to(
+        &self,
+        request_id: &str,
+        operation: Operation,
+        body: &RequestBody,
+        timeout: Option<Duration>,
+        agent_key: PublicKey,
+    ) -> Result<Answer, SealedError> {
         let (envelope, pending) = self.seal(request_id, operation, body, &agent_key)?;
         let submitted = match self
             .client

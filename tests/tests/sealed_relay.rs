@@ -5,6 +5,7 @@
 //! or its process memory.
 
 use std::path::Path;
+use std::time::Duration;
 use std::process::Stdio;
 
 use agent_client::agent::AgentConfig;
@@ -189,7 +190,10 @@ async fn onboarding_is_idempotent_and_keys_rotate_without_downtime() {
         &dir.path().join("state"),
     )
     .await;
-    let portal = sealed_portal(&broker, &tenant, &portal_key, vec![first.fingerprint]).await;
+    // No key cache: this test follows the trust decision request by request.
+    let portal = sealed_portal(&broker, &tenant, &portal_key, vec![first.fingerprint])
+        .await
+        .with_key_cache(Duration::ZERO);
     let answer = portal
         .submit(
             "r-1",
