@@ -5,8 +5,8 @@
 //! or its process memory.
 
 use std::path::Path;
-use std::time::Duration;
 use std::process::Stdio;
+use std::time::Duration;
 
 use agent_client::agent::AgentConfig;
 use agent_client::agent::keyring::{EnrollmentBundle, Keyring};
