@@ -1,0 +1,150 @@
+//! The load driver every request-reply scenario shares: a warm-up, then
+//! sequential calls (one in flight) for latency, then a fixed time with a
+//! number of calls in flight for throughput.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::stats::{self, Summary};
+
+/// Sizes of one measurement.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Sequential calls before measuring.
+    pub warmup: usize,
+    /// Sequential calls measured for latency.
+    pub requests: usize,
+    /// Calls in flight during the throughput measurement.
+    pub concurrency: usize,
+    /// Length of the throughput measurement.
+    pub duration: Duration,
+    /// Calls at full concurrency before the throughput measurement.
+    pub warmup_duration: Duration,
+}
+
+/// One request-reply through the system under test.
+pub trait Call: Clone + Send + Sync + 'static {
+    fn call(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// What a scenario measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    /// One call in flight.
+    #[serde(flatten)]
+    pub latency: Summary,
+    /// Completed calls per second with `concurrency` in flight.
+    pub rps: f64,
+    pub concurrency: usize,
+    pub throughput_calls: u64,
+    pub throughput_seconds: f64,
+    /// Latency of the calls during the throughput measurement.
+    pub loaded: Summary,
+    /// `[percentile, µs]` of the sequential calls, for the plot.
+    pub distribution: Vec<[f64; 2]>,
+}
+
+/// Runs `plan` against `call`. Any failed call fails the measurement: a
+/// benchmark that drops errors measures something else.
+pub async fn measure<C: Call>(call: C, plan: &Plan) -> anyhow::Result<Measured> {
+    for i in 0..plan.warmup {
+        call.call()
+            .await
+            .with_context(|| format!("warm-up call {i} failed"))?;
+    }
+    let mut samples = Vec::with_capacity(plan.requests);
+    for i in 0..plan.requests {
+        let started = Instant::now();
+        call.call()
+            .await
+            .with_context(|| format!("sequential call {i} failed"))?;
+        samples.push(started.elapsed().as_nanos() as u64);
+    }
+    let latency = stats::summarize(&mut samples);
+    let distribution = stats::distribution(&samples);
+
+    // Warm the connections up at full concurrency, then measure.
+    in_flight(&call, plan.concurrency, plan.warmup_duration).await?;
+    let started = Instant::now();
+    let mut loaded = in_flight(&call, plan.concurrency, plan.duration).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let calls = loaded.len() as u64;
+    Ok(Measured {
+        latency,
+        rps: (calls as f64 / elapsed).round(),
+        concurrency: plan.concurrency,
+        throughput_calls: calls,
+        throughput_seconds: (elapsed * 1000.0).round() / 1000.0,
+        loaded: stats::summarize(&mut loaded),
+        distribution,
+    })
+}
+
+/// Keeps `concurrency` calls in flight for `duration`; the latency of each
+/// call completed. Calls started before the end are waited for.
+async fn in_flight<C: Call>(
+    call: &C,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Vec<u64>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let call = call.clone();
+        let stop = Arc::clone(&stop);
+        workers.spawn(async move {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                call.call().await.context("call under load failed")?;
+                samples.push(started.elapsed().as_nanos() as u64);
+            }
+            anyhow::Ok(samples)
+        });
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    while let Some(joined) = workers.join_next().await {
+        all.extend(joined.context("load worker panicked")??);
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone)]
+    struct Sleep;
+
+    impl Call for Sleep {
+        async fn call(&self) -> anyhow::Result<()> {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn measures_latency_and_throughput() {
+        let plan = Plan {
+            warmup: 2,
+            requests: 20,
+            concurrency: 8,
+            duration: Duration::from_millis(200),
+            warmup_duration: Duration::from_millis(10),
+        };
+        let m = measure(Sleep, &plan).await.unwrap();
+        assert_eq!(m.latency.samples, 20);
+        assert!(m.latency.p50_us >= 1000.0, "{m:?}");
+        // Eight in flight, about a millisecond each (timer granularity
+        // makes it less): well above one call at a time.
+        assert!(m.rps > 1000.0, "{m:?}");
+        assert_eq!(m.loaded.samples as u64, m.throughput_calls);
+    }
+}
