@@ -186,16 +186,20 @@ impl Call for RoutedCall {
     }
 }
 
-/// A fresh directory for the agent's replay store.
-fn agent_state_dir(ctx: &Context, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+/// A fresh directory for the agent's replay store: in the run's directory,
+/// or under `--agent-state-dir` with the guard that removes it.
+fn agent_state_dir(
+    ctx: &Context,
+    dir: &std::path::Path,
+) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
     match &ctx.settings.agent_state_dir {
-        None => Ok(dir.join("agent-state")),
+        None => Ok((dir.join("agent-state"), None)),
         Some(base) => {
             std::fs::create_dir_all(base)?;
-            Ok(tempfile::Builder::new()
+            let guard = tempfile::Builder::new()
                 .prefix("relay-bench-agent-")
-                .tempdir_in(base)?
-                .keep())
+                .tempdir_in(base)?;
+            Ok((guard.path().to_owned(), Some(guard)))
         }
     }
 }
@@ -258,6 +262,7 @@ pub async fn measure(ctx: &Context) -> anyhow::Result<Routed> {
         0o600,
     )?;
 
+    let (state_dir, _state_dir_guard) = agent_state_dir(ctx, &dir)?;
     let mut cmd = this_binary("agent")?;
     cmd.arg("--broker")
         .arg(broker.url())
@@ -270,7 +275,7 @@ pub async fn measure(ctx: &Context) -> anyhow::Result<Routed> {
         .arg("--portal-key")
         .arg(B64.encode(portal_key.public.as_bytes()))
         .arg("--state-dir")
-        .arg(agent_state_dir(ctx, &dir)?)
+        .arg(&state_dir)
         .env("RUST_LOG", &ctx.settings.rust_log);
     let mut agent = Proc::spawn("bench agent", cmd, &dir.join("agent.log"))?;
     agent.expect_line("connected").await?;
