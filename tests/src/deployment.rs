@@ -224,3 +224,39 @@ pub fn detail<'a>(reply: &'a ReplyBody, key: &str) -> Option<&'a str> {
 pub fn upn(name: &str) -> Anchor {
     Anchor::UserPrincipalName(name.to_owned())
 }
+
+/// The reference web portal, in-process, serving a deployment's
+/// `SealedPortal` (the key the agent was onboarded with and the fingerprint
+/// `init` printed) on a free loopback port.
+pub struct WebPortal {
+    pub server: portal::Server,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl WebPortal {
+    pub async fn start(sealed: SealedPortal) -> WebPortal {
+        let state = portal::AppState::new(
+            sealed,
+            portal::Settings {
+                title: "Contoso password reset".into(),
+                request_timeout: std::time::Duration::from_secs(20),
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let server = portal::serve_on(listener, state, shutdown.clone()).expect("serve");
+        WebPortal { server, shutdown }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.server.addr)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.server.wait().await.expect("graceful stop");
+    }
+}

@@ -46,6 +46,34 @@ fn fast_agent(
         })
 }
 
+/// A fast broker with tenant "contoso", a fault proxy in front of it, and
+/// the portal; the agent behind the proxy is `agent` (not yet started).
+struct BehindProxy {
+    broker: BrokerProcess,
+    tenant: Tenant,
+    proxy: FaultProxy,
+    portal: PortalClient,
+}
+
+impl BehindProxy {
+    async fn start() -> BehindProxy {
+        let broker = fast_broker().await;
+        let tenant = broker.create_tenant("contoso").await;
+        let proxy = FaultProxy::start(broker.grpc_addr.parse().expect("addr")).await;
+        let portal = broker.portal(&tenant, Right::Send).await;
+        BehindProxy {
+            broker,
+            tenant,
+            proxy,
+            portal,
+        }
+    }
+
+    fn agent(&self, id: &str) -> tests::agents::EchoAgentBuilder {
+        fast_agent(&self.broker, &self.tenant, id).broker_url(&self.proxy.https_url())
+    }
+}
+
 type Outcome = (String, Result<Submitted, ClientError>);
 
 /// Submits `n` requests `<prefix>-<i>` with payload `<prefix>-<i>`,
@@ -231,15 +259,17 @@ async fn three_agents_share_the_load_and_a_killed_one_loses_nothing() {
 
 #[tokio::test]
 async fn a_request_no_agent_acknowledged_goes_to_another_agent() {
-    let broker = fast_broker().await;
-    let tenant = broker.create_tenant("contoso").await;
-    let proxy = FaultProxy::start(broker.grpc_addr.parse().expect("addr")).await;
+    let BehindProxy {
+        broker,
+        tenant,
+        proxy,
+        portal,
+    } = BehindProxy::start().await;
     // The agent behind the proxy is the only one at first.
     let dead = fast_agent(&broker, &tenant, "behind-proxy")
         .broker_url(&proxy.https_url())
         .start()
         .await;
-    let portal = broker.portal(&tenant, Right::Send).await;
     assert_eq!(
         portal.ping(None).await.expect("ping").agent_id,
         "behind-proxy"
@@ -280,14 +310,15 @@ async fn a_request_no_agent_acknowledged_goes_to_another_agent() {
 
 #[tokio::test]
 async fn a_black_holed_session_is_dropped_and_replaced_on_both_sides() {
-    let broker = fast_broker().await;
-    let tenant = broker.create_tenant("contoso").await;
-    let proxy = FaultProxy::start(broker.grpc_addr.parse().expect("addr")).await;
-    let mut agent = fast_agent(&broker, &tenant, "dc01")
-        .broker_url(&proxy.https_url())
-        .start()
-        .await;
-    let portal = broker.portal(&tenant, Right::Send).await;
+    let setup = BehindProxy::start().await;
+    let mut agent = setup.agent("dc01").start().await;
+    // The broker process lives as long as `_broker`.
+    let BehindProxy {
+        broker: _broker,
+        proxy,
+        portal,
+        ..
+    } = setup;
     let old = sessions_of(&portal).await;
     assert_eq!(old.len(), 1);
 
@@ -319,15 +350,19 @@ async fn a_black_holed_session_is_dropped_and_replaced_on_both_sides() {
 
 #[tokio::test]
 async fn an_acknowledged_request_whose_session_dies_ends_unknown_then_its_outcome_is_fetched() {
-    let broker = fast_broker().await;
-    let tenant = broker.create_tenant("contoso").await;
-    let proxy = FaultProxy::start(broker.grpc_addr.parse().expect("addr")).await;
-    let mut agent = fast_agent(&broker, &tenant, "dc01")
-        .broker_url(&proxy.https_url())
+    let setup = BehindProxy::start().await;
+    let mut agent = setup
+        .agent("dc01")
         .delay(Duration::from_secs(1))
         .start()
         .await;
-    let portal = broker.portal(&tenant, Right::Send).await;
+    // The broker process lives as long as `_broker`.
+    let BehindProxy {
+        broker: _broker,
+        proxy,
+        portal,
+        ..
+    } = setup;
     let call = spawn_submit(&portal, "r1");
     agent.wait_for_request("r1").await;
     // The agent queued its Ack before starting work; a ping over the same

@@ -160,9 +160,7 @@ async fn result_text(browser: &Browser) -> String {
 async fn a_user_resets_changes_and_unlocks_in_the_portal_with_the_keyboard() {
     use agent_client::directory::embedded::EmbeddedDirectory;
     use envelope::Password;
-    use portal::{AppState, Settings};
-    use tests::deployment::Deployment;
-    use tokio_util::sync::CancellationToken;
+    use tests::deployment::{Deployment, WebPortal};
 
     const ADA: &str = "CN=Ada Lovelace,OU=Staff,OU=Users,DC=contoso,DC=example";
     const ADA_NOW: &str = "Analytical-Engine-1843";
@@ -170,19 +168,8 @@ async fn a_user_resets_changes_and_unlocks_in_the_portal_with_the_keyboard() {
 
     let d = Deployment::start(&["contoso"], "").await;
     let forest_file = d.forest_file("contoso");
-    let state = AppState::new(
-        d.portal,
-        Settings {
-            title: "Contoso password reset".into(),
-            request_timeout: Duration::from_secs(20),
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let shutdown = CancellationToken::new();
-    let server = portal::serve_on(listener, state, shutdown.clone()).expect("serve");
-    let base = format!("http://{}", server.addr);
+    let web = WebPortal::start(d.portal).await;
+    let base = web.base();
     let browser = Browser::start().await;
     let forest = || EmbeddedDirectory::open("contoso", &forest_file).expect("forest");
 
@@ -272,8 +259,7 @@ async fn a_user_resets_changes_and_unlocks_in_the_portal_with_the_keyboard() {
     browser.screenshot("portal-unlock").await;
 
     browser.close().await;
-    shutdown.cancel();
-    server.wait().await.expect("graceful stop");
+    web.stop().await;
 }
 
 /// The lockout time of the user with this sAMAccountName in a forest file

@@ -4,14 +4,10 @@
 //! one accepted and checked in the directory, and no password ever echoed
 //! into a page or written to the event log.
 
-use std::time::Duration;
-
 use agent_client::directory::embedded::EmbeddedDirectory;
 use envelope::Password;
-use portal::{AppState, Settings};
-use tests::deployment::Deployment;
+use tests::deployment::{Deployment, WebPortal};
 use tests::web::{Browser, Page};
-use tokio_util::sync::CancellationToken;
 
 const ADA: &str = "CN=Ada Lovelace,OU=Staff,OU=Users,DC=contoso,DC=example";
 const TOO_SHORT: &str = "Sh0rt-1";
@@ -33,19 +29,8 @@ async fn a_user_resets_a_password_through_the_portal() {
     let events = d.dir.path().join("state/events/events.jsonl");
     // The deployment's portal, with the key the agent was onboarded with
     // and the fingerprint `init` printed, serves the web portal.
-    let state = AppState::new(
-        d.portal,
-        Settings {
-            title: "Contoso password reset".into(),
-            request_timeout: Duration::from_secs(20),
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let shutdown = CancellationToken::new();
-    let server = portal::serve_on(listener, state, shutdown.clone()).expect("serve");
-    let mut browser = Browser::new(server.addr.to_string());
+    let web = WebPortal::start(d.portal).await;
+    let mut browser = Browser::new(web.server.addr.to_string());
 
     // Step 1: the account.
     let page = browser.get("/reset").await;
@@ -163,6 +148,5 @@ async fn a_user_resets_a_password_through_the_portal() {
     for password in [TOO_SHORT, GOOD, WRONG_CURRENT] {
         assert!(!log.contains(password), "{password} in the event log");
     }
-    shutdown.cancel();
-    server.wait().await.expect("graceful stop");
+    web.stop().await;
 }
