@@ -78,6 +78,11 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// The running broker's process id.
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        self.proc.pid()
+    }
+
     /// Starts a broker in `dir` with `limits` (`key = value` lines of its
     /// `[limits]` table) and waits until it is ready.
     pub async fn start(

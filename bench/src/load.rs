@@ -2,6 +2,7 @@
 //! sequential calls (one in flight) for latency, then a fixed time with a
 //! number of calls in flight for throughput.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,13 +46,63 @@ pub struct Measured {
     pub throughput_seconds: f64,
     /// Latency of the calls during the throughput measurement.
     pub loaded: Summary,
+    /// CPU time (user + system) each process of the scenario spent per
+    /// call during the throughput measurement, µs, and their `total`: what
+    /// bounds throughput on two cores, and a figure that other work on the
+    /// machine disturbs far less than it disturbs latency.
+    pub cpu_us_per_call: BTreeMap<String, f64>,
     /// `[percentile, µs]` of the sequential calls, for the plot.
     pub distribution: Vec<[f64; 2]>,
 }
 
+/// The processes of a scenario, by role, whose CPU time is counted; the
+/// caller (this process) is always counted.
+pub type Processes = [(&'static str, u32)];
+
+/// CPU time (user + system) of process `pid` so far, from /proc/PID/stat.
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th of the whole line, in ticks of 10 ms (USER_HZ = 100).
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+fn cpu_snapshot(processes: &Processes) -> Vec<(&'static str, Option<Duration>)> {
+    std::iter::once(("caller", std::process::id()))
+        .chain(processes.iter().copied())
+        .map(|(role, pid)| (role, process_cpu(pid)))
+        .collect()
+}
+
+fn cpu_per_call(
+    before: &[(&'static str, Option<Duration>)],
+    after: &[(&'static str, Option<Duration>)],
+    calls: u64,
+) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let mut total = 0.0;
+    for ((role, start), (_, end)) in before.iter().zip(after) {
+        if let (Some(start), Some(end)) = (start, end) {
+            let us = end.saturating_sub(*start).as_secs_f64() * 1e6 / calls.max(1) as f64;
+            total += us;
+            out.insert((*role).to_owned(), (us * 10.0).round() / 10.0);
+        }
+    }
+    out.insert("total".to_owned(), (total * 10.0).round() / 10.0);
+    out
+}
+
 /// Runs `plan` against `call`. Any failed call fails the measurement: a
 /// benchmark that drops errors measures something else.
-pub async fn measure<C: Call>(call: C, plan: &Plan) -> anyhow::Result<Measured> {
+pub async fn measure<C: Call>(
+    call: C,
+    plan: &Plan,
+    processes: &Processes,
+) -> anyhow::Result<Measured> {
     for i in 0..plan.warmup {
         call.call()
             .await
@@ -70,9 +121,11 @@ pub async fn measure<C: Call>(call: C, plan: &Plan) -> anyhow::Result<Measured> 
 
     // Warm the connections up at full concurrency, then measure.
     in_flight(&call, plan.concurrency, plan.warmup_duration).await?;
+    let cpu_before = cpu_snapshot(processes);
     let started = Instant::now();
     let mut loaded = in_flight(&call, plan.concurrency, plan.duration).await?;
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = cpu_snapshot(processes);
     let calls = loaded.len() as u64;
     Ok(Measured {
         latency,
@@ -81,6 +134,7 @@ pub async fn measure<C: Call>(call: C, plan: &Plan) -> anyhow::Result<Measured> 
         throughput_calls: calls,
         throughput_seconds: (elapsed * 1000.0).round() / 1000.0,
         loaded: stats::summarize(&mut loaded),
+        cpu_us_per_call: cpu_per_call(&cpu_before, &cpu_after, calls),
         distribution,
     })
 }
@@ -139,12 +193,27 @@ mod tests {
             duration: Duration::from_millis(200),
             warmup_duration: Duration::from_millis(10),
         };
-        let m = measure(Sleep, &plan).await.unwrap();
+        let m = measure(Sleep, &plan, &[]).await.unwrap();
         assert_eq!(m.latency.samples, 20);
         assert!(m.latency.p50_us >= 1000.0, "{m:?}");
         // Eight in flight, about a millisecond each (timer granularity
         // makes it less): well above one call at a time.
         assert!(m.rps > 1000.0, "{m:?}");
         assert_eq!(m.loaded.samples as u64, m.throughput_calls);
+        assert!(m.cpu_us_per_call.contains_key("caller"), "{m:?}");
+    }
+
+    #[test]
+    fn reads_this_processs_cpu_time() {
+        let start = process_cpu(std::process::id()).expect("/proc/self/stat");
+        let spin = Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(60) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let end = process_cpu(std::process::id()).unwrap();
+        assert!(end > start, "{start:?} -> {end:?}");
+        let per = cpu_per_call(&[("caller", Some(start))], &[("caller", Some(end))], 2);
+        assert_eq!(per["total"], per["caller"]);
     }
 }

@@ -9,7 +9,7 @@
 //! start, when a reply is orphaned, and at every heartbeat. The replies are
 //! sealed to the portal: keeping them costs no secrecy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -38,8 +38,46 @@ struct Kept {
 
 #[derive(Default)]
 pub struct Outbox {
-    replies: Mutex<HashMap<String, Kept>>,
+    replies: Mutex<Replies>,
     orphaned: Notify,
+}
+
+/// The replies by request id, and their ids oldest first, so that making
+/// room and forgetting what is done cost only the entries removed (a busy
+/// agent holds thousands, and keeps one per request).
+#[derive(Default)]
+struct Replies {
+    by_id: HashMap<String, Kept>,
+    /// (kept since, request id); an id kept again later leaves a stale
+    /// entry here, recognised by its time.
+    order: VecDeque<(Instant, String)>,
+}
+
+impl Replies {
+    /// Drops, oldest first, the replies that are done with (too old, or
+    /// confirmed long enough ago) and, beyond `max`, the oldest of all.
+    /// Stops at the first one still wanted.
+    fn trim(&mut self, max: usize) {
+        while let Some((since, id)) = self.order.front() {
+            let current = self.by_id.get(id).filter(|k| k.since == *since);
+            let drop = match current {
+                None => true,
+                Some(k) => {
+                    self.by_id.len() > max
+                        || k.since.elapsed() >= MAX_AGE
+                        || k.confirmed
+                            .is_some_and(|at| at.elapsed() >= KEEP_AFTER_RECEIPT)
+                }
+            };
+            if !drop {
+                break;
+            }
+            if current.is_some() {
+                self.by_id.remove(id);
+            }
+            self.order.pop_front();
+        }
+    }
 }
 
 impl Outbox {
@@ -47,19 +85,13 @@ impl Outbox {
     /// names its request id.
     pub fn keep(&self, reply: &pb::AgentReply, session_id: &str) {
         let mut replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
-        if replies.len() >= MAX_KEPT {
-            let oldest = replies
-                .iter()
-                .min_by_key(|(_, k)| k.since)
-                .map(|(id, _)| id.clone());
-            if let Some(id) = oldest {
-                replies.remove(&id);
-            }
-        }
-        replies.insert(
+        replies.trim(MAX_KEPT - 1);
+        let since = Instant::now();
+        replies.order.push_back((since, reply.request_id.clone()));
+        replies.by_id.insert(
             reply.request_id.clone(),
             Kept {
-                since: Instant::now(),
+                since,
                 reply: reply.clone(),
                 posted_on: Some(session_id.to_owned()),
                 confirmed: None,
@@ -74,6 +106,7 @@ impl Outbox {
             .replies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .by_id
             .get_mut(request_id)
         {
             k.posted_on = None;
@@ -92,6 +125,7 @@ impl Outbox {
             .replies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .by_id
             .get_mut(request_id)
         {
             k.confirmed.get_or_insert_with(Instant::now);
@@ -103,12 +137,18 @@ impl Outbox {
     /// nothing on this one).
     pub fn to_post(&self, session_id: &str) -> Vec<pb::AgentReply> {
         let mut replies = self.replies.lock().unwrap_or_else(|e| e.into_inner());
-        replies.retain(|_, k| {
+        let replies = &mut *replies;
+        replies.by_id.retain(|_, k| {
             k.since.elapsed() < MAX_AGE
                 && k.confirmed
                     .is_none_or(|at| at.elapsed() < KEEP_AFTER_RECEIPT)
         });
+        let by_id = &replies.by_id;
         replies
+            .order
+            .retain(|(since, id)| by_id.get(id).is_some_and(|k| k.since == *since));
+        replies
+            .by_id
             .values_mut()
             .filter(|k| k.posted_on.as_deref() != Some(session_id))
             .map(|k| {
@@ -126,6 +166,7 @@ impl Outbox {
         self.replies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .by_id
             .values()
             .filter(|k| k.confirmed.is_none())
             .count()
@@ -175,5 +216,22 @@ mod tests {
         outbox.keep(&reply("r1", 7), "old");
         outbox.orphaned("r1");
         assert_eq!(outbox.to_post("old").len(), 1);
+    }
+
+    #[test]
+    fn beyond_the_cap_the_oldest_goes_first() {
+        let outbox = Outbox::default();
+        for i in 0..MAX_KEPT + 5 {
+            outbox.keep(&reply(&format!("r{i}"), i as u64), "s1");
+        }
+        // r0..r4 made room; r0, kept again, is now the newest and r5 goes.
+        outbox.keep(&reply("r0", 0), "s1");
+        let kept = outbox.replies.lock().unwrap();
+        assert_eq!(kept.by_id.len(), MAX_KEPT);
+        assert!(kept.by_id.contains_key("r0"));
+        for gone in 1..=5 {
+            assert!(!kept.by_id.contains_key(&format!("r{gone}")), "r{gone}");
+        }
+        assert!(kept.by_id.contains_key("r6"));
     }
 }

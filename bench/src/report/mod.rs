@@ -199,6 +199,7 @@ mod tests {
             throughput_calls: 100,
             throughput_seconds: 1.0,
             loaded: s,
+            cpu_us_per_call: Default::default(),
             distribution: vec![[50.0, p50], [99.0, p99]],
         }
     }

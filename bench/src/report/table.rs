@@ -44,6 +44,19 @@ impl Report {
                 ));
             }
         }
+        for (name, m) in rows {
+            if let Some(m) = m {
+                let parts: Vec<String> = m
+                    .cpu_us_per_call
+                    .iter()
+                    .map(|(role, us)| format!("{role} {us:.0}"))
+                    .collect();
+                line(format!(
+                    "{name} CPU per call under load (us): {}",
+                    parts.join(", ")
+                ));
+            }
+        }
         let r = &self.ratios;
         let x = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}x"));
         line(String::new());

@@ -90,7 +90,7 @@ pub async fn measure(ctx: &Context) -> anyhow::Result<Measured> {
         client: EchoClient::new(channel),
         payload: payload::bytes(),
     };
-    let measured = load::measure(call, &ctx.settings.plan).await;
+    let measured = load::measure(call, &ctx.settings.plan, &[("server", server.pid()?)]).await;
     server.kill9().await?;
     measured
 }

@@ -110,7 +110,11 @@ pub async fn measure(ctx: &Context) -> anyhow::Result<Measured> {
         client: connect(&url, &ctx.pki.ca_cert).await?,
         payload: payload::bytes().into(),
     };
-    let measured = load::measure(call, &ctx.settings.plan).await;
+    let processes = [
+        ("nats_server", server.pid()?),
+        ("responder", responder.pid()?),
+    ];
+    let measured = load::measure(call, &ctx.settings.plan, &processes).await;
     responder.kill9().await?;
     server.kill9().await?;
     measured

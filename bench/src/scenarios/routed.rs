@@ -304,7 +304,8 @@ pub async fn measure(ctx: &Context) -> anyhow::Result<Routed> {
         next_id: Arc::new(AtomicU64::new(0)),
     };
     let (request_envelope_bytes, reply_envelope_bytes) = call.sealed_call().await?;
-    let measured = load::measure(call, &ctx.settings.plan).await;
+    let processes = [("broker", broker.pid()?), ("agent", agent.pid()?)];
+    let measured = load::measure(call, &ctx.settings.plan, &processes).await;
     agent.kill9().await?;
     drop(broker);
     Ok(Routed {

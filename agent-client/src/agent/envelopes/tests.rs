@@ -1,14 +1,27 @@
 //! Replays and repeated request ids, through the handler with real
 //! envelopes and across reopening the store (an agent restart).
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
+
+use redb::Database;
 
 use envelope::body::operation;
 use envelope::{Anchor, Password, PendingReply};
 use proto::pb::Operation;
 
+use super::store::{REPLAY, RecordError};
 use super::*;
+
+/// The refusal code of a store result, or "ok".
+fn recorded(result: Result<(), RecordError>) -> &'static str {
+    match result {
+        Ok(()) => "ok",
+        Err(RecordError::Replayed(e)) => e.code(),
+        Err(RecordError::Duplicate) => "DUPLICATE_REQUEST_ID",
+        Err(RecordError::Store) => "REPLAY_STORE_UNAVAILABLE",
+    }
+}
 
 /// Counts what it applies; every request succeeds.
 #[derive(Default)]
@@ -154,29 +167,26 @@ async fn applied_request_ids_survive_a_restart_and_others_pass() {
     assert_eq!(f.applied(), 3);
 }
 
-#[test]
-fn request_ids_are_per_tenant_and_forgotten_after_their_retention() {
+#[tokio::test]
+async fn request_ids_are_per_tenant_and_forgotten_after_their_retention() {
     let dir = tempfile::tempdir().unwrap();
     let store = DurableReplay::open(&dir.path().join("replay.redb")).unwrap();
     let now = now_ms();
-    store
-        .check_and_record([1; 32], now + 1, ("contoso", "req-1"), now)
-        .unwrap();
-    store
-        .check_and_record([2; 32], now + 1, ("fabrikam", "req-1"), now)
-        .unwrap();
-    let err = store
-        .check_and_record([3; 32], now + 1, ("contoso", "req-1"), now)
-        .unwrap_err();
-    assert_eq!(refusal_code(&err), "DUPLICATE_REQUEST_ID");
+    let record = |enc: u8, tenant, now: u64| {
+        store.check_and_record([enc; 32], now + 1, (tenant, "req-1"), now)
+    };
+    assert_eq!(recorded(record(1, "contoso", now).await), "ok");
+    assert_eq!(recorded(record(2, "fabrikam", now).await), "ok");
+    assert_eq!(
+        recorded(record(3, "contoso", now).await),
+        "DUPLICATE_REQUEST_ID"
+    );
     let later = now + REQUEST_ID_RETENTION.as_millis() as u64 + 1;
-    store
-        .check_and_record([4; 32], later + 1, ("contoso", "req-1"), later)
-        .unwrap();
+    assert_eq!(recorded(record(4, "contoso", later).await), "ok");
 }
 
-#[test]
-fn a_store_from_before_request_ids_still_opens() {
+#[tokio::test]
+async fn a_store_from_before_request_ids_still_opens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("replay.redb");
     let until = now_ms() + 60_000;
@@ -192,11 +202,60 @@ fn a_store_from_before_request_ids_still_opens() {
     let store = DurableReplay::open(&path).unwrap();
     assert_eq!(store.len(), 1, "the old entries are restored");
     let now = now_ms();
-    let err = store
+    let result = store
         .check_and_record([9; 32], until, ("contoso", "req-1"), now)
-        .unwrap_err();
-    assert_eq!(refusal_code(&err), "REPLAYED");
-    store
+        .await;
+    assert_eq!(recorded(result), "REPLAYED");
+    let result = store
         .check_and_record([8; 32], until, ("contoso", "req-1"), now)
-        .unwrap();
+        .await;
+    assert_eq!(recorded(result), "ok");
+}
+
+/// Many requests at once share commits; a request id repeated among them
+/// is still recorded once, and every entry survives reopening the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_entries_are_grouped_and_all_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("replay.redb");
+    let store = Arc::new(DurableReplay::open(&path).unwrap());
+    let now = now_ms();
+    let until = now + 60_000;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200u8 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            // Ids 0..100, each twice, with 200 different encs.
+            let id = format!("req-{}", i % 100);
+            let result = store
+                .check_and_record([i; 32], until, ("contoso", &id), now)
+                .await;
+            recorded(result)
+        });
+    }
+    let mut codes = Vec::new();
+    while let Some(code) = tasks.join_next().await {
+        codes.push(code.unwrap());
+    }
+    assert_eq!(codes.iter().filter(|c| **c == "ok").count(), 100);
+    assert_eq!(
+        codes
+            .iter()
+            .filter(|c| **c == "DUPLICATE_REQUEST_ID")
+            .count(),
+        100
+    );
+    drop(store);
+    let reopened = DurableReplay::open(&path).unwrap();
+    assert_eq!(reopened.len(), 100, "every recorded enc came back");
+    for i in 0..100u8 {
+        // A fresh envelope for each applied id.
+        let mut enc = [0xee; 32];
+        enc[0] = i;
+        let id = format!("req-{i}");
+        let result = reopened
+            .check_and_record(enc, until, ("contoso", &id), now)
+            .await;
+        assert_eq!(recorded(result), "DUPLICATE_REQUEST_ID");
+    }
 }
