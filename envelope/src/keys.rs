@@ -79,10 +79,12 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
-/// An X25519 public key.
+/// An X25519 public key, with its key id (computed once: every seal and
+/// every open looks keys up by id).
 #[derive(Clone, PartialEq, Eq)]
 pub struct PublicKey {
     bytes: [u8; KEY_LEN],
+    key_id: KeyId,
     pub(crate) inner: HpkePublicKey,
 }
 
@@ -90,7 +92,15 @@ impl PublicKey {
     pub fn from_bytes(bytes: &[u8]) -> Result<PublicKey, KeyError> {
         let inner = HpkePublicKey::from_bytes(bytes).map_err(|_| KeyError::InvalidPublicKey)?;
         let bytes: [u8; KEY_LEN] = bytes.try_into().map_err(|_| KeyError::InvalidPublicKey)?;
-        Ok(PublicKey { bytes, inner })
+        Ok(PublicKey::new(bytes, inner))
+    }
+
+    fn new(bytes: [u8; KEY_LEN], inner: HpkePublicKey) -> PublicKey {
+        PublicKey {
+            key_id: key_id_of(&bytes),
+            bytes,
+            inner,
+        }
     }
 
     pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
@@ -98,13 +108,7 @@ impl PublicKey {
     }
 
     pub fn key_id(&self) -> KeyId {
-        let digest = Sha256::new()
-            .chain_update(b"relay.v1 key id")
-            .chain_update(self.bytes)
-            .finalize();
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&digest[..8]);
-        KeyId(id)
+        self.key_id
     }
 
     pub fn fingerprint(&self) -> Fingerprint {
@@ -158,10 +162,7 @@ impl KeyPair {
         bytes.copy_from_slice(&public.to_bytes());
         KeyPair {
             private,
-            public: PublicKey {
-                bytes,
-                inner: public,
-            },
+            public: PublicKey::new(bytes, public),
         }
     }
 
@@ -177,6 +178,16 @@ impl fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "KeyPair({}, private: ***)", self.public.key_id())
     }
+}
+
+fn key_id_of(public: &[u8; KEY_LEN]) -> KeyId {
+    let digest = Sha256::new()
+        .chain_update(b"relay.v1 key id")
+        .chain_update(public)
+        .finalize();
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest[..8]);
+    KeyId(id)
 }
 
 pub(crate) fn hex_lower(bytes: &[u8]) -> String {
