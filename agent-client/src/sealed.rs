@@ -6,12 +6,14 @@
 //! A broker that substitutes a key is refused here, before anything is sealed.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use envelope::endorse::verify_endorsement;
 use envelope::{
-    Fingerprint, KeyId, KeyPair, PendingReply, PublicKey, ReplyBody, RequestBody, RequestHeader,
+    Fingerprint, KeyId, KeyPair, PendingReply, PreparedSeal, PublicKey, ReplyBody, RequestBody,
+    RequestHeader,
 };
 use proto::pb::{self, Operation};
 
@@ -66,6 +68,9 @@ pub const PENDING_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Requests with an unknown outcome kept at once; the oldest goes first.
 pub const MAX_PENDING: usize = 10_000;
 
+/// Encapsulations kept ready by default (see [`SealedPortal::with_prepared`]).
+pub const DEFAULT_PREPARED: usize = 4;
+
 /// What opens the late reply of a request whose outcome was unknown.
 struct Pending {
     since: Instant,
@@ -87,6 +92,57 @@ pub struct SealedPortal {
     /// Requests that ended in OUTCOME_UNKNOWN, by request id: the reply
     /// keys stay in memory only, so a later `outcome` call can open it.
     pending: Mutex<HashMap<String, Pending>>,
+    /// HPKE encapsulations to the chosen agent key, made ahead of time.
+    prepared: Arc<Prepared>,
+}
+
+/// The encapsulations made ahead: sealing a request costs two X25519
+/// operations and an ephemeral key before the request is known, and only
+/// an AEAD after. Made on a blocking thread between requests, they take
+/// that work off the path of the user waiting for a reset. Each is used
+/// once; they hold secrets only this portal has, zeroized when dropped.
+struct Prepared {
+    target: usize,
+    ready: Mutex<Vec<PreparedSeal>>,
+    refilling: AtomicBool,
+}
+
+impl Prepared {
+    /// One made for `agent_key`, if any; those for another key are dropped
+    /// (the chosen key changed).
+    fn take(&self, agent_key: &PublicKey) -> Option<PreparedSeal> {
+        let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        ready.retain(|p| p.agent_key_id() == agent_key.key_id());
+        ready.pop()
+    }
+
+    /// Tops the stock up to its target on a blocking thread, unless that is
+    /// already under way or there is no runtime to run it.
+    fn refill(self: &Arc<Self>, portal_key: &KeyPair, agent_key: &PublicKey) {
+        if self.target == 0 || self.refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.refilling.store(false, Ordering::Release);
+            return;
+        };
+        let (this, portal_key, agent_key) =
+            (Arc::clone(self), portal_key.clone(), agent_key.clone());
+        runtime.spawn_blocking(move || {
+            let mut rng = envelope::os_rng();
+            loop {
+                let have = this.ready.lock().unwrap_or_else(|e| e.into_inner()).len();
+                if have >= this.target {
+                    break;
+                }
+                match envelope::prepare_seal(&portal_key, &agent_key, &mut rng) {
+                    Ok(p) => this.ready.lock().unwrap_or_else(|e| e.into_inner()).push(p),
+                    Err(_) => break,
+                }
+            }
+            this.refilling.store(false, Ordering::Release);
+        });
+    }
 }
 
 /// The agent's answer, opened.
@@ -123,7 +179,25 @@ impl SealedPortal {
             pending: Mutex::new(HashMap::new()),
             chosen_key: Mutex::new(None),
             key_cache: DEFAULT_KEY_CACHE,
+            prepared: Arc::new(Prepared {
+                target: DEFAULT_PREPARED,
+                ready: Mutex::new(Vec::new()),
+                refilling: AtomicBool::new(false),
+            }),
         }
+    }
+
+    /// How many encapsulations to keep ready for the chosen agent key
+    /// (default [`DEFAULT_PREPARED`]); 0 seals everything on the caller's
+    /// thread. They cost the same CPU either way; kept ready, a request
+    /// waits only for the AEAD.
+    pub fn with_prepared(mut self, count: usize) -> SealedPortal {
+        self.prepared = Arc::new(Prepared {
+            target: count,
+            ready: Mutex::new(Vec::new()),
+            refilling: AtomicBool::new(false),
+        });
+        self
     }
 
     /// How long the chosen agent key is reused before the broker is asked
@@ -154,6 +228,7 @@ impl SealedPortal {
                 metadata: HashMap::new(),
             })??;
         let key = self.trusted_key(&config.agent_keys)?;
+        self.prepared.refill(&self.portal_key, &key);
         *self.chosen_key.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((Instant::now(), key.clone()));
         Ok((key, false))
@@ -363,13 +438,12 @@ impl SealedPortal {
             issued_at_ms: now,
             expires_at_ms: now + self.validity.as_millis() as u64,
         };
-        Ok(envelope::seal_request(
-            &self.portal_key,
-            agent_key,
-            &header,
-            body,
-            &mut envelope::os_rng(),
-        )?)
+        let prepared = match self.prepared.take(agent_key) {
+            Some(p) => p,
+            None => envelope::prepare_seal(&self.portal_key, agent_key, &mut envelope::os_rng())?,
+        };
+        self.prepared.refill(&self.portal_key, agent_key);
+        Ok(envelope::seal_prepared(prepared, &header, body)?)
     }
 }
 
@@ -381,5 +455,54 @@ fn refused_or_relay(e: ClientError) -> SealedError {
             ..
         } => SealedError::Refused(message.clone()),
         _ => SealedError::Relay(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared(target: usize) -> Arc<Prepared> {
+        Arc::new(Prepared {
+            target,
+            ready: Mutex::new(Vec::new()),
+            refilling: AtomicBool::new(false),
+        })
+    }
+
+    async fn refilled(p: &Arc<Prepared>, portal: &KeyPair, agent: &PublicKey) {
+        p.refill(portal, agent);
+        while p.refilling.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn prepared_seals_are_for_the_chosen_key_and_used_once() {
+        let mut rng = envelope::os_rng();
+        let portal = KeyPair::generate(&mut rng);
+        let (a, b) = (KeyPair::generate(&mut rng), KeyPair::generate(&mut rng));
+        let p = prepared(3);
+        assert!(p.take(&a.public).is_none());
+        refilled(&p, &portal, &a.public).await;
+        assert_eq!(p.ready.lock().unwrap().len(), 3);
+        let one = p.take(&a.public).unwrap();
+        assert_eq!(one.agent_key_id(), a.public.key_id());
+        assert_eq!(p.ready.lock().unwrap().len(), 2, "taken, not copied");
+        // The chosen key changed: the old ones are dropped, not used.
+        assert!(p.take(&b.public).is_none());
+        assert!(p.ready.lock().unwrap().is_empty());
+        refilled(&p, &portal, &b.public).await;
+        assert_eq!(p.take(&b.public).unwrap().agent_key_id(), b.public.key_id());
+    }
+
+    #[tokio::test]
+    async fn none_are_made_when_the_target_is_zero() {
+        let mut rng = envelope::os_rng();
+        let portal = KeyPair::generate(&mut rng);
+        let agent = KeyPair::generate(&mut rng);
+        let p = prepared(0);
+        refilled(&p, &portal, &agent.public).await;
+        assert!(p.take(&agent.public).is_none());
     }
 }

@@ -32,7 +32,10 @@ pub use body::{Anchor, Password, ReplyBody, RequestBody};
 pub use error::{KeyError, OpenError, ReplyError, SealError};
 pub use keys::{Fingerprint, KeyId, KeyPair, PublicKey};
 pub use replay::ReplayWindow;
-pub use request::{OpenedRequest, PendingReply, Recipient, open_request, seal_request};
+pub use request::{
+    OpenedRequest, PendingReply, PreparedSeal, Recipient, open_request, prepare_seal,
+    seal_prepared, seal_request,
+};
 pub use wire::RequestHeader;
 
 /// The operating system's random number generator, for callers without one.

@@ -29,6 +29,60 @@ pub struct PendingReply {
     pub header: RequestHeader,
 }
 
+type SenderContext = hpke::aead::AeadCtxS<ChaCha20Poly1305, HkdfSha256, Kem>;
+
+/// The half of sealing a request that does not depend on the request:
+/// HPKE's auth-mode encapsulation from a portal key to an agent key (an
+/// ephemeral key pair and two X25519 operations, nearly all of the cost).
+/// A portal can make these ahead of time, so that a user's request waits
+/// only for the AEAD. Each is used once: [`seal_prepared`] consumes it.
+pub struct PreparedSeal {
+    agent_key_id: crate::keys::KeyId,
+    portal_key_id: crate::keys::KeyId,
+    enc: [u8; KEY_LEN],
+    ctx: SenderContext,
+}
+
+impl PreparedSeal {
+    /// The agent key it seals to.
+    pub fn agent_key_id(&self) -> crate::keys::KeyId {
+        self.agent_key_id
+    }
+}
+
+impl std::fmt::Debug for PreparedSeal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedSeal")
+            .field("agent_key_id", &self.agent_key_id)
+            .field("portal_key_id", &self.portal_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes the encapsulation of one request from `portal` to `agent`.
+pub fn prepare_seal(
+    portal: &KeyPair,
+    agent: &PublicKey,
+    rng: &mut impl CryptoRng,
+) -> Result<PreparedSeal, SealError> {
+    let mode = OpModeS::Auth((portal.private.clone(), portal.public.inner.clone()));
+    let (enc, ctx) = hpke::setup_sender_with_rng::<ChaCha20Poly1305, HkdfSha256, Kem>(
+        &mode,
+        &agent.inner,
+        REQUEST_INFO,
+        rng,
+    )
+    .map_err(|_| SealError::Hpke)?;
+    let mut enc_bytes = [0u8; KEY_LEN];
+    enc_bytes.copy_from_slice(&enc.to_bytes());
+    Ok(PreparedSeal {
+        agent_key_id: agent.key_id(),
+        portal_key_id: portal.public.key_id(),
+        enc: enc_bytes,
+        ctx,
+    })
+}
+
 /// Seals `body` from `portal` to `agent`. The header's key ids are filled in
 /// from the keys; the rest of it (tenant, request id, operation, times) is
 /// the caller's.
@@ -39,9 +93,33 @@ pub fn seal_request(
     body: &RequestBody,
     rng: &mut impl CryptoRng,
 ) -> Result<(Vec<u8>, PendingReply), SealError> {
+    // Checked before the encapsulation, which is the costly part.
+    let header = checked(header, agent.key_id(), portal.public.key_id(), body)?;
+    seal_checked(prepare_seal(portal, agent, rng)?, header, body)
+}
+
+/// Seals `body` with an encapsulation made by [`prepare_seal`]: the same
+/// envelope [`seal_request`] makes. The header's key ids are filled in from
+/// the prepared keys.
+pub fn seal_prepared(
+    prepared: PreparedSeal,
+    header: &RequestHeader,
+    body: &RequestBody,
+) -> Result<(Vec<u8>, PendingReply), SealError> {
+    let header = checked(header, prepared.agent_key_id, prepared.portal_key_id, body)?;
+    seal_checked(prepared, header, body)
+}
+
+/// The header with its key ids, once it and the body are valid.
+fn checked(
+    header: &RequestHeader,
+    agent_key_id: crate::keys::KeyId,
+    portal_key_id: crate::keys::KeyId,
+    body: &RequestBody,
+) -> Result<RequestHeader, SealError> {
     let mut header = header.clone();
-    header.agent_key_id = agent.key_id();
-    header.portal_key_id = portal.public.key_id();
+    header.agent_key_id = agent_key_id;
+    header.portal_key_id = portal_key_id;
     header
         .validate()
         .map_err(|(field, problem)| SealError::Invalid { field, problem })?;
@@ -50,33 +128,29 @@ pub fn seal_request(
             field: "body",
             problem,
         })?;
+    Ok(header)
+}
+
+fn seal_checked(
+    prepared: PreparedSeal,
+    header: RequestHeader,
+    body: &RequestBody,
+) -> Result<(Vec<u8>, PendingReply), SealError> {
+    let PreparedSeal { enc, mut ctx, .. } = prepared;
     let plaintext = body.encode().map_err(|problem| SealError::Invalid {
         field: "body",
         problem,
     })?;
-    let mode = OpModeS::Auth((portal.private.clone(), portal.public.inner.clone()));
-    let (enc, mut ctx) = hpke::setup_sender_with_rng::<ChaCha20Poly1305, HkdfSha256, Kem>(
-        &mode,
-        &agent.inner,
-        REQUEST_INFO,
-        rng,
-    )
-    .map_err(|_| SealError::Hpke)?;
     let mut out = Vec::with_capacity(128 + plaintext.len());
     header.encode(&mut out);
-    out.extend_from_slice(&enc.to_bytes());
+    out.extend_from_slice(&enc);
     let ciphertext = ctx.seal(&plaintext, &out).map_err(|_| SealError::Hpke)?;
     let secret = export_reply_secret(&ctx).map_err(|_| SealError::Hpke)?;
     out.extend_from_slice(&ciphertext);
-    let mut enc_bytes = [0u8; KEY_LEN];
-    enc_bytes.copy_from_slice(&enc.to_bytes());
     Ok((
         out,
         PendingReply {
-            keys: ReplyKeys {
-                secret,
-                enc: enc_bytes,
-            },
+            keys: ReplyKeys { secret, enc },
             header,
         },
     ))

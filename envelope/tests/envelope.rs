@@ -492,3 +492,47 @@ fn extreme_times_are_refused_without_overflow() {
     }
     assert!(envelope::KeyId::from_hex("+f00112233445566").is_err());
 }
+
+#[test]
+fn a_seal_prepared_ahead_opens_like_any_other_and_only_once() {
+    let w = world();
+    let prepared = envelope::prepare_seal(&w.portal, &w.agent.public, &mut os_rng()).unwrap();
+    assert_eq!(prepared.agent_key_id(), w.agent.public.key_id());
+    assert!(
+        !format!("{prepared:?}").contains("ctx"),
+        "no secret in Debug"
+    );
+    let h = header("contoso", "r-prepared", operation::RESET_PASSWORD);
+    let (bytes, pending) =
+        envelope::seal_prepared(prepared, &h, &reset_body("Tr0ub4dor&3")).unwrap();
+    let portals = [w.portal.public.clone()];
+    let keys = [w.agent.clone()];
+    let opened = open_request(&bytes, &recipient(&portals, &keys)).expect("open");
+    assert_eq!(opened.header.request_id, "r-prepared");
+    assert_eq!(opened.header.agent_key_id, w.agent.public.key_id());
+    assert_eq!(opened.header.portal_key_id, w.portal.public.key_id());
+    let reply = ReplyBody {
+        outcome: envelope::body::outcome::SUCCESS,
+        message: "done".into(),
+        details: Vec::new(),
+    };
+    let sealed = opened.seal_reply(&reply, &mut os_rng()).unwrap();
+    assert_eq!(pending.open(&sealed).unwrap(), reply);
+    // Two preparations never share an encapsulation (each is single use).
+    let a = envelope::prepare_seal(&w.portal, &w.agent.public, &mut os_rng()).unwrap();
+    let b = envelope::prepare_seal(&w.portal, &w.agent.public, &mut os_rng()).unwrap();
+    let (x, _) = envelope::seal_prepared(a, &h, &reset_body("x-Passw0rd")).unwrap();
+    let (y, _) = envelope::seal_prepared(b, &h, &reset_body("x-Passw0rd")).unwrap();
+    assert_ne!(x, y);
+    // An invalid header is refused before anything is sealed.
+    let c = envelope::prepare_seal(&w.portal, &w.agent.public, &mut os_rng()).unwrap();
+    let mut bad = h.clone();
+    bad.expires_at_ms = bad.issued_at_ms;
+    assert!(matches!(
+        envelope::seal_prepared(c, &bad, &reset_body("x-Passw0rd")),
+        Err(envelope::SealError::Invalid {
+            field: "expires_at_ms",
+            ..
+        })
+    ));
+}
