@@ -135,6 +135,11 @@ pub struct RunArgs {
     /// /dev/shm shows what the store's fsync costs.
     #[arg(long)]
     pub agent_state_dir: Option<PathBuf>,
+    /// Encapsulations the routed caller's `SealedPortal` keeps ready
+    /// [default: the library's default]; 0 seals each request entirely on
+    /// the caller's path, as before they existed.
+    #[arg(long)]
+    pub portal_prepared: Option<usize>,
     /// Writes the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -167,6 +172,7 @@ pub struct Settings {
     pub agents_per_tenant: usize,
     pub crypto_iterations: usize,
     pub agent_state_dir: Option<PathBuf>,
+    pub portal_prepared: Option<usize>,
     pub json: Option<PathBuf>,
     pub plot: Option<PathBuf>,
     pub build: bool,
@@ -226,6 +232,7 @@ impl RunArgs {
             agents_per_tenant: self.agents_per_tenant,
             crypto_iterations: pick(self.crypto_iterations, 5_000, 1_000),
             agent_state_dir: self.agent_state_dir.clone(),
+            portal_prepared: self.portal_prepared,
             json: self.json.clone(),
             plot: self.plot.clone(),
             build: !self.no_build,

@@ -74,6 +74,9 @@ pub struct RunSettings {
     /// run's working directory).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_state_dir: Option<String>,
+    /// `--portal-prepared`, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub portal_prepared: Option<usize>,
 }
 
 /// routed divided by the others; above 1 for latency means routed is
@@ -150,6 +153,7 @@ impl Report {
                     .agent_state_dir
                     .as_ref()
                     .map(|d| d.display().to_string()),
+                portal_prepared: settings.portal_prepared,
             },
             versions,
             routed: None,
@@ -218,6 +222,7 @@ mod tests {
             agents_per_tenant: 1000,
             crypto_iterations: None,
             agent_state_dir: None,
+            portal_prepared: None,
             json: None,
             plot: None,
             no_build: true,

@@ -286,11 +286,14 @@ pub async fn measure(ctx: &Context) -> anyhow::Result<Routed> {
         PortalClient::send_credential(TENANT, send_key),
     )
     .await?;
-    let sealed = SealedPortal::new(
+    let mut sealed = SealedPortal::new(
         client.clone(),
         portal_key,
         vec![agent_key.public.fingerprint()],
     );
+    if let Some(count) = ctx.settings.portal_prepared {
+        sealed = sealed.with_prepared(count);
+    }
     // What SealedPortal::submit does when its cached key is older than a
     // minute: the broker's list of agent keys, checked against the pinned
     // fingerprint.
