@@ -6,7 +6,7 @@
 //! A broker that substitutes a key is refused here, before anything is sealed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -69,7 +69,7 @@ pub const PENDING_RETENTION: Duration = Duration::from_secs(24 * 3600);
 pub const MAX_PENDING: usize = 10_000;
 
 /// Encapsulations kept ready by default (see [`SealedPortal::with_prepared`]).
-pub const DEFAULT_PREPARED: usize = 4;
+pub const DEFAULT_PREPARED: usize = 2;
 
 /// What opens the late reply of a request whose outcome was unknown.
 struct Pending {
@@ -98,13 +98,41 @@ pub struct SealedPortal {
 
 /// The encapsulations made ahead: sealing a request costs two X25519
 /// operations and an ephemeral key before the request is known, and only
-/// an AEAD after. Made on a blocking thread between requests, they take
-/// that work off the path of the user waiting for a reset. Each is used
-/// once; they hold secrets only this portal has, zeroized when dropped.
+/// an AEAD after. Made on a blocking thread when the portal is idle (no
+/// submission in progress), they take that work off the path of the next
+/// user waiting for a reset. A portal under sustained load is never idle
+/// and seals on its callers' threads: a background thread then only
+/// competes with them for the CPU (measured: -40% throughput on two cores).
+/// Each is used once; they hold secrets only this portal has, zeroized when
+/// dropped.
 struct Prepared {
     target: usize,
     ready: Mutex<Vec<PreparedSeal>>,
     refilling: AtomicBool,
+    /// Submissions in progress.
+    busy: AtomicUsize,
+}
+
+/// A submission in progress; the last one to end refills the stock.
+struct Busy<'a> {
+    portal: &'a SealedPortal,
+    agent_key: &'a PublicKey,
+}
+
+impl<'a> Busy<'a> {
+    fn start(portal: &'a SealedPortal, agent_key: &'a PublicKey) -> Busy<'a> {
+        portal.prepared.busy.fetch_add(1, Ordering::AcqRel);
+        Busy { portal, agent_key }
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let prepared = &self.portal.prepared;
+        if prepared.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            prepared.refill(&self.portal.portal_key, self.agent_key);
+        }
+    }
 }
 
 impl Prepared {
@@ -183,6 +211,7 @@ impl SealedPortal {
                 target: DEFAULT_PREPARED,
                 ready: Mutex::new(Vec::new()),
                 refilling: AtomicBool::new(false),
+                busy: AtomicUsize::new(0),
             }),
         }
     }
@@ -196,6 +225,7 @@ impl SealedPortal {
             target: count,
             ready: Mutex::new(Vec::new()),
             refilling: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
         });
         self
     }
@@ -338,6 +368,7 @@ impl SealedPortal {
         timeout: Option<Duration>,
         agent_key: PublicKey,
     ) -> Result<Answer, SealedError> {
+        let _busy = Busy::start(self, &agent_key);
         let (envelope, pending) = self.seal(request_id, operation, body, &agent_key)?;
         let submitted = match self
             .client
@@ -442,7 +473,6 @@ impl SealedPortal {
             Some(p) => p,
             None => envelope::prepare_seal(&self.portal_key, agent_key, &mut envelope::os_rng())?,
         };
-        self.prepared.refill(&self.portal_key, agent_key);
         Ok(envelope::seal_prepared(prepared, &header, body)?)
     }
 }
@@ -467,6 +497,7 @@ mod tests {
             target,
             ready: Mutex::new(Vec::new()),
             refilling: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
         })
     }
 
