@@ -16,6 +16,7 @@ pub mod faults;
 pub mod http;
 pub mod http_request;
 pub mod malicious;
+pub mod nats;
 pub mod raw;
 pub mod sealed;
 pub mod web;
