@@ -158,6 +158,14 @@ impl Broker {
         self.proc.rss_bytes()
     }
 
+    /// CPU time (user + system) the broker process has used so far.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let pid = self.proc.pid()?;
+        crate::load::process_cpu(pid)
+            .map(|d| d.as_secs_f64())
+            .with_context(|| format!("read /proc/{pid}/stat"))
+    }
+
     pub async fn admin(&self) -> anyhow::Result<AdminClient> {
         let key = read_key_file(&self.dir.join("data").join("operator.key"))?;
         Ok(AdminClient::connect(&self.endpoint(), Credential::operator(key)).await?)

@@ -60,7 +60,7 @@ pub struct Measured {
 pub type Processes = [(&'static str, u32)];
 
 /// CPU time (user + system) of process `pid` so far, from /proc/PID/stat.
-fn process_cpu(pid: u32) -> Option<Duration> {
+pub(crate) fn process_cpu(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are the
     // 14th and 15th of the whole line, in ticks of 10 ms (USER_HZ = 100).

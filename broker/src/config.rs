@@ -10,6 +10,8 @@ use serde::Deserialize;
 /// Default gRPC port: agents only need outbound 443.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:443";
 pub const DEFAULT_OPERATOR_LISTEN: &str = "127.0.0.1:9464";
+/// Linux's default `net.core.somaxconn`, which caps it.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_DEADLINE: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_ENVELOPE_BYTES: usize = 64 * 1024;
@@ -42,6 +44,11 @@ pub struct BrokerConfig {
     /// Address of the gRPC listener (agents and portals), TLS only.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Connections the kernel queues on the gRPC listener before the broker
+    /// accepts them (`listen(2)` backlog; the kernel caps it at
+    /// `net.core.somaxconn`). After a restart every agent dials at once.
+    #[serde(default = "default_listen_backlog")]
+    pub listen_backlog: u32,
     /// Address of the plain-HTTP operator endpoints (/healthz, /readyz, /metrics).
     #[serde(default = "default_operator_listen")]
     pub operator_listen: SocketAddr,
@@ -109,9 +116,17 @@ pub struct Limits {
     pub sessions_per_connection: u32,
     /// HTTP/2 streams open at once on one connection.
     pub max_concurrent_streams: u32,
-    /// How long a new connection may take to complete its TLS handshake.
+    /// How long a new connection may take to complete its TLS handshake,
+    /// counted from the moment it is accepted (waiting for a handshake slot
+    /// included).
     #[serde(with = "humantime_serde")]
     pub tls_handshake_timeout: Duration,
+    /// TLS handshakes past their ClientHello at once; beyond, connections
+    /// wait their turn, oldest first (see `listener`). Keeps a reconnect
+    /// storm flowing: the handshakes under way finish promptly instead of
+    /// all of them crawling together. A handshake that has waited a second
+    /// for the client's answer gives up its slot (and goes on).
+    pub max_concurrent_handshakes: u32,
 }
 
 impl Default for Limits {
@@ -124,12 +139,16 @@ impl Default for Limits {
             sessions_per_connection: 1,
             max_concurrent_streams: 256,
             tls_handshake_timeout: Duration::from_secs(10),
+            max_concurrent_handshakes: 1024,
         }
     }
 }
 
 fn default_listen() -> SocketAddr {
     DEFAULT_LISTEN.parse().expect("valid constant")
+}
+fn default_listen_backlog() -> u32 {
+    DEFAULT_LISTEN_BACKLOG
 }
 fn default_operator_listen() -> SocketAddr {
     DEFAULT_OPERATOR_LISTEN.parse().expect("valid constant")
@@ -220,6 +239,9 @@ impl BrokerConfig {
                 problem: problem.to_owned(),
             })
         };
+        if self.listen_backlog == 0 {
+            return invalid("listen_backlog", "must be at least 1");
+        }
         if self.default_deadline.is_zero() || self.default_deadline > self.max_deadline {
             return invalid(
                 "default_deadline",
@@ -260,6 +282,9 @@ impl BrokerConfig {
         if l.tls_handshake_timeout.is_zero() {
             return invalid("limits.tls_handshake_timeout", "must be positive");
         }
+        if l.max_concurrent_handshakes == 0 {
+            return invalid("limits.max_concurrent_handshakes", "must be at least 1");
+        }
         Ok(())
     }
 
@@ -288,6 +313,8 @@ tls_key = "k.pem""#,
         assert_eq!(c.default_deadline, Duration::from_secs(30));
         assert_eq!(c.max_envelope_bytes, 65536);
         assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.listen_backlog, 4096);
+        assert_eq!(c.limits.max_concurrent_handshakes, 1024);
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! - [`status_page`] over [`recent`]: the operator's HTML status page
 //!   (nodes, tenants, agents, the last 15 minutes' requests).
 //! - [`error`]: the one error type and its conversion to gRPC statuses.
+//! - [`listener`]: the gRPC socket, its accept loop and TLS handshakes.
 //! - [`config`], [`tls`], [`telemetry`], [`time`]: the edges.
 //!
 //! Envelopes are opaque bytes here: the broker never holds a key that can
@@ -35,6 +36,7 @@ pub mod config;
 pub mod deadline;
 pub mod error;
 pub mod gateway;
+pub mod listener;
 pub mod metrics;
 pub mod operator;
 pub mod outcomes;

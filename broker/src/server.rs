@@ -14,14 +14,14 @@ use sas::Key;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tracing::{info, warn};
 
 use crate::admin_service::AdminService;
 use crate::auth::Authorizer;
 use crate::config::BrokerConfig;
 use crate::gateway::Gateway;
+use crate::listener;
 use crate::metrics::Metrics;
 use crate::relay_service::RelayService;
 use crate::sessions::Registry;
@@ -36,6 +36,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// Room for the request fields around an envelope in one message.
 const MESSAGE_OVERHEAD: usize = 16 * 1024;
+/// TCP keepalive idle time of gRPC connections.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -119,15 +121,14 @@ pub async fn start(
     ));
     let tenants = Arc::new(Tenants::load(store)?);
     let operator_key = load_or_create_operator_key(&config.operator_key_path())?;
-    let identity = tls::load_identity(&config.tls_cert, &config.tls_key)?;
+    let tls_config = tls::server_config(&config.tls_cert, &config.tls_key)?;
 
-    let grpc_listener =
-        TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| BrokerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+    let grpc_listener = listener::bind(config.listen, config.listen_backlog).map_err(|source| {
+        BrokerError::Bind {
+            addr: config.listen,
+            source,
+        }
+    })?;
     let operator_listener = TcpListener::bind(config.operator_listen)
         .await
         .map_err(|source| BrokerError::Bind {
@@ -186,12 +187,6 @@ pub async fn start(
 
     let max_message = state.config.max_envelope_bytes + MESSAGE_OVERHEAD;
     let grpc = Server::builder()
-        .tls_config(
-            ServerTlsConfig::new()
-                .identity(identity)
-                .timeout(state.config.limits.tls_handshake_timeout),
-        )
-        .map_err(BrokerError::Grpc)?
         .http2_keepalive_interval(Some(state.config.heartbeat_interval))
         .http2_keepalive_timeout(Some(state.config.keepalive_timeout))
         .max_concurrent_streams(Some(state.config.limits.max_concurrent_streams))
@@ -205,9 +200,16 @@ pub async fn start(
                 .max_decoding_message_size(max_message),
         )
         .add_service(AdminServer::new(AdminService::new(Arc::clone(&state))));
-    let incoming = TcpIncoming::from(grpc_listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(30)));
+    // TLS is done by the listener, not by tonic (see listener.rs).
+    let incoming = listener::serve_tls(
+        grpc_listener,
+        tls_config,
+        listener::Settings {
+            handshake_timeout: state.config.limits.tls_handshake_timeout,
+            max_handshakes: state.config.limits.max_concurrent_handshakes as usize,
+            tcp_keepalive: TCP_KEEPALIVE,
+        },
+    );
 
     let drain = CancellationToken::new();
     let grpc_task = tokio::spawn({

@@ -2,11 +2,16 @@
 //! development CA with a server certificate for local runs and tests.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -27,10 +32,49 @@ pub enum TlsError {
     NotPem { what: &'static str, path: PathBuf },
     #[error("certificate generation failed")]
     Generate(#[from] rcgen::Error),
+    #[error("the certificate and private key do not make a usable TLS configuration")]
+    Config(#[from] tokio_rustls::rustls::Error),
+}
+
+/// The TLS configuration of the gRPC listener: the PEM certificate chain and
+/// private key the broker presents, TLS 1.2 and 1.3 with rustls' default
+/// (ring) suites and no client certificates, ALPN `h2`, as tonic would build
+/// it. It sends no TLS 1.3 session tickets: an agent builds a new TLS client
+/// for every connection and could never use one, and tickets held in memory
+/// would not survive a restart anyway.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let (cert_pem, key_pem) = read_pem(cert, key)?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| TlsError::NotPem {
+            what: "certificate",
+            path: cert.to_owned(),
+        })?;
+    let private_key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NotPem {
+        what: "private key",
+        path: key.to_owned(),
+    })?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, private_key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
 }
 
 /// Reads the PEM certificate chain and private key the broker presents.
 pub fn load_identity(cert: &Path, key: &Path) -> Result<tonic::transport::Identity, TlsError> {
+    let (cert_pem, key_pem) = read_pem(cert, key)?;
+    Ok(tonic::transport::Identity::from_pem(
+        cert_pem,
+        key_pem.as_slice(),
+    ))
+}
+
+/// The two files, each checked to hold PEM.
+fn read_pem(cert: &Path, key: &Path) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), TlsError> {
     let read = |what, path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::Read {
             what,
@@ -39,7 +83,7 @@ pub fn load_identity(cert: &Path, key: &Path) -> Result<tonic::transport::Identi
         })
     };
     let cert_pem = read("the certificate", cert)?;
-    let key_pem = zeroize::Zeroizing::new(read("the private key", key)?);
+    let key_pem = Zeroizing::new(read("the private key", key)?);
     if !cert_pem.windows(11).any(|w| w == b"-----BEGIN ") {
         return Err(TlsError::NotPem {
             what: "certificate",
@@ -52,10 +96,7 @@ pub fn load_identity(cert: &Path, key: &Path) -> Result<tonic::transport::Identi
             path: key.to_owned(),
         });
     }
-    Ok(tonic::transport::Identity::from_pem(
-        cert_pem,
-        key_pem.as_slice(),
-    ))
+    Ok((cert_pem, key_pem))
 }
 
 /// Files written by [`generate_dev_pki`].

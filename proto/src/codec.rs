@@ -12,6 +12,19 @@ use tonic_prost::{ProstDecoder, ProstEncoder};
 
 use crate::Reason;
 
+/// Initial capacity of a call's encode and decode buffers; tonic's default
+/// is 8 KiB each. An agent session holds one of each for as long as it
+/// lives, idle nearly all that time, so at 8 KiB they were a third of the
+/// broker's memory per idle session. A larger message grows its buffer (the
+/// decoder reserves the announced length at once).
+const BUFFER_SIZE: usize = 1024;
+/// tonic's default: how much a streaming response encodes before it yields.
+const YIELD_THRESHOLD: usize = 32 * 1024;
+
+fn buffer_settings() -> BufferSettings {
+    BufferSettings::new(BUFFER_SIZE, YIELD_THRESHOLD)
+}
+
 /// Generated services and clients name this codec (see build.rs).
 #[derive(Debug, Clone)]
 pub struct RelayCodec<T, U> {
@@ -35,12 +48,12 @@ where
     type Decoder = RelayDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder::new(BufferSettings::default())
+        ProstEncoder::new(buffer_settings())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
         RelayDecoder {
-            inner: ProstDecoder::new(BufferSettings::default()),
+            inner: ProstDecoder::new(buffer_settings()),
         }
     }
 }

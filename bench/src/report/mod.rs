@@ -248,6 +248,7 @@ mod tests {
             broker_rss_after_bytes: 50 << 20,
             broker_rss_bytes_per_session: 20971,
             connect_seconds: 2.0,
+            broker_cpu_us_per_session: 300.0,
             tenants: 2,
             source_addresses: 8,
             simulator_processes: 1,
@@ -257,9 +258,11 @@ mod tests {
             count: 2000,
             seconds: 3.5,
             broker_ready_seconds: 0.1,
+            broker_cpu_us_per_session: 300.0,
             all_reconnected: true,
             attempts: 2100,
             failed_attempts: 100,
+            failed_timeouts: 10,
             timeline: vec![[0.5, 10.0], [3.5, 2000.0]],
         });
         report.crypto = Some(Crypto {

@@ -81,13 +81,14 @@ impl Report {
         if let Some(s) = &self.sessions {
             line(String::new());
             line(format!(
-                "sessions: {} idle ({} requested), {} tenants, {} source addresses, {} simulator processes, all up in {:.1} s",
+                "sessions: {} idle ({} requested), {} tenants, {} source addresses, {} simulator processes, all up in {:.1} s (broker CPU {:.0} us per session)",
                 s.count,
                 s.requested,
                 s.tenants,
                 s.source_addresses,
                 s.simulator_processes,
-                s.connect_seconds
+                s.connect_seconds,
+                s.broker_cpu_us_per_session
             ));
             line(format!(
                 "  broker RSS {:.1} MiB -> {:.1} MiB: {:.1} KiB per session (simulators: {:.1} KiB per session)",
@@ -109,8 +110,12 @@ impl Report {
                 if re.all_reconnected { "" } else { ", NOT ALL" }
             ));
             line(format!(
-                "  {} connection attempts, {} failed (each failure doubles that agent's backoff ceiling)",
-                re.attempts, re.failed_attempts
+                "  {} connection attempts, {} failed, {} of them timeouts (each failure doubles that agent's backoff ceiling)",
+                re.attempts, re.failed_attempts, re.failed_timeouts
+            ));
+            line(format!(
+                "  broker CPU {:.0} us per session reconnected",
+                re.broker_cpu_us_per_session
             ));
         }
         if let Some(c) = &self.crypto {

@@ -40,6 +40,9 @@ pub struct Sessions {
     pub broker_rss_bytes_per_session: u64,
     /// From starting the simulators until the broker counted all N.
     pub connect_seconds: f64,
+    /// CPU time (user + system) the broker spent meanwhile, per session:
+    /// TCP, TLS and HTTP/2 handshakes, Hello, Welcome.
+    pub broker_cpu_us_per_session: f64,
     pub tenants: usize,
     pub source_addresses: usize,
     pub simulator_processes: usize,
@@ -56,12 +59,22 @@ pub struct Reconnect {
     pub seconds: f64,
     /// From the `kill -9` until the new broker printed its ready line.
     pub broker_ready_seconds: f64,
+    /// CPU time (user + system) of the new broker until all were back, per
+    /// session: with the broker alone on the machine (here it shares the
+    /// cores with the simulators), it could take this many per second
+    /// per core.
+    pub broker_cpu_us_per_session: f64,
     pub all_reconnected: bool,
     /// Connection attempts the simulated agents made from the kill until
     /// all were back, and how many of them failed (refused, reset, timed
     /// out): each failure doubles that agent's backoff ceiling.
     pub attempts: u64,
     pub failed_attempts: u64,
+    /// Of those, the ones that timed out (the broker did not answer in
+    /// time: what overload causes). The others were refused or reset,
+    /// nearly all while the old process was being torn down and the new
+    /// one was not yet listening.
+    pub failed_timeouts: u64,
     /// `[seconds since the kill, sessions connected]`, twice a second.
     pub timeline: Vec<[f64; 2]>,
 }
@@ -123,6 +136,7 @@ pub async fn measure(ctx: &Context) -> anyhow::Result<(Sessions, Reconnect)> {
     broker::tls::write(&tenants_file, lines.as_bytes(), 0o600)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = broker.rss_bytes()?;
+    let cpu_before = broker.cpu_seconds()?;
 
     let started = Instant::now();
     let mut sims = Vec::new();
@@ -168,6 +182,7 @@ pub async fn measure(ctx: &Context) -> anyhow::Result<(Sessions, Reconnect)> {
         dir.display()
     );
     let connect_seconds = round3(started.elapsed());
+    let connect_cpu = broker.cpu_seconds()? - cpu_before;
     tokio::time::sleep(SETTLE).await;
     let rss_after = broker.rss_bytes()?;
     let mut sim_rss = 0;
@@ -182,6 +197,7 @@ pub async fn measure(ctx: &Context) -> anyhow::Result<(Sessions, Reconnect)> {
         broker_rss_after_bytes: rss_after,
         broker_rss_bytes_per_session: rss_after.saturating_sub(rss_before) / count as u64,
         connect_seconds,
+        broker_cpu_us_per_session: per_session_us(connect_cpu, count as u64),
         tenants,
         source_addresses: sources.len(),
         simulator_processes: simulators,
@@ -203,14 +219,17 @@ pub async fn measure(ctx: &Context) -> anyhow::Result<(Sessions, Reconnect)> {
     )
     .await?;
     let seconds = round3(killed.elapsed());
+    let reconnect_cpu = broker.cpu_seconds()?;
     let after = attempts(&mut sims).await;
     let reconnect = Reconnect {
         count: back,
         seconds,
         broker_ready_seconds,
+        broker_cpu_us_per_session: per_session_us(reconnect_cpu, back),
         all_reconnected: back == count as u64,
         attempts: after.0.saturating_sub(before.0),
         failed_attempts: after.1.saturating_sub(before.1),
+        failed_timeouts: after.2.saturating_sub(before.2),
         timeline,
     };
     for sim in &mut sims {
@@ -220,15 +239,16 @@ pub async fn measure(ctx: &Context) -> anyhow::Result<(Sessions, Reconnect)> {
     Ok((sessions, reconnect))
 }
 
-/// Connection attempts and failures so far, over all simulators, from
-/// the status line each prints every second.
-async fn attempts(sims: &mut [Proc]) -> (u64, u64) {
+/// Connection attempts, failures and timeouts so far, over all
+/// simulators, from the status line each prints every second.
+async fn attempts(sims: &mut [Proc]) -> (u64, u64, u64) {
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let mut total = (0, 0);
+    let mut total = (0, 0, 0);
     for sim in sims {
         if let Some(line) = sim.latest_line("status ") {
             total.0 += status_field(&line, "attempts=");
             total.1 += status_field(&line, "failures=");
+            total.2 += status_field(&line, "timeouts=");
         }
     }
     total
@@ -285,6 +305,11 @@ async fn wait_for_timeline(
         tokio::time::sleep(POLL).await;
     }
     Ok(last)
+}
+
+/// CPU seconds per session, in µs, to one decimal (the clock ticks 10 ms).
+fn per_session_us(cpu_seconds: f64, sessions: u64) -> f64 {
+    (cpu_seconds * 1e7 / sessions.max(1) as f64).round() / 10.0
 }
 
 fn round3(d: Duration) -> f64 {

@@ -70,12 +70,15 @@ struct Counters {
     connected: AtomicU64,
     attempts: AtomicU64,
     failures: AtomicU64,
+    /// Failures that were timeouts (the broker did not answer in time),
+    /// as opposed to refusals and resets.
+    timeouts: AtomicU64,
     /// Failed attempts by error message, for the log.
     failure_kinds: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Runs the agents until killed; prints `started` at once, then
-/// `status connected=N attempts=N failures=N` every second.
+/// `status connected=N attempts=N failures=N timeouts=N` every second.
 pub async fn simulate(args: Args) -> anyhow::Result<()> {
     raise_nofile();
     anyhow::ensure!(!args.sources.is_empty(), "no --sources");
@@ -116,9 +119,10 @@ pub async fn simulate(args: Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let failures = counters.failures.load(Ordering::Relaxed);
         println!(
-            "status connected={} attempts={} failures={failures}",
+            "status connected={} attempts={} failures={failures} timeouts={}",
             counters.connected.load(Ordering::Relaxed),
             counters.attempts.load(Ordering::Relaxed),
+            counters.timeouts.load(Ordering::Relaxed),
         );
         if failures != logged_failures {
             logged_failures = failures;
@@ -157,6 +161,9 @@ async fn agent(
             Ok(_) => {}
             Err(e) => {
                 counters.failures.fetch_add(1, Ordering::Relaxed);
+                if is_timeout(&e) {
+                    counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                }
                 *counters
                     .failure_kinds
                     .lock()
@@ -167,6 +174,18 @@ async fn agent(
         }
         tokio::time::sleep(backoff.next_delay()).await;
     }
+}
+
+/// Whether an attempt failed because something did not happen in time (the
+/// TCP connect, the whole dial, the answer, Welcome) rather than being
+/// refused or reset.
+fn is_timeout(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.is::<tokio::time::error::Elapsed>()
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    })
 }
 
 /// One session until it ends; how long it was up.
