@@ -426,12 +426,21 @@ impl Registry {
         if live.is_empty() {
             return Pick::None;
         }
-        let open: Vec<&Arc<AgentSession>> =
-            live.into_iter().filter(|s| s.in_flight() < limit).collect();
-        let Some(best) = open.iter().map(|s| s.load_score()).min() else {
+        // One reading of each score: they move under concurrent requests,
+        // and a second reading could leave no session at the minimum.
+        let open: Vec<(u32, &Arc<AgentSession>)> = live
+            .into_iter()
+            .filter(|s| s.in_flight() < limit)
+            .map(|s| (s.load_score(), s))
+            .collect();
+        let Some(best) = open.iter().map(|(score, _)| *score).min() else {
             return Pick::Busy;
         };
-        let ties: Vec<_> = open.iter().filter(|s| s.load_score() == best).collect();
+        let ties: Vec<_> = open
+            .iter()
+            .filter(|(score, _)| *score == best)
+            .map(|(_, s)| *s)
+            .collect();
         let start = fastrand::usize(..ties.len());
         // Reserve the slot here, atomically, so that concurrent requests
         // cannot both take an agent's last one.
@@ -510,6 +519,34 @@ mod tests {
         assert_eq!(picked(&r), "a");
         b.note_success();
         assert_eq!(picked(&r), "b");
+    }
+
+    /// Loads change while a pick looks at them: concurrent picks and
+    /// releases must never find no session at the minimum (which once
+    /// panicked the routing task under 64 requests in flight).
+    #[test]
+    fn concurrent_picks_under_changing_load() {
+        let r = Arc::new(registry(64));
+        let sessions = [session(&r, "a"), session(&r, "b")];
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                let r = Arc::clone(&r);
+                scope.spawn(move || {
+                    for _ in 0..100_000 {
+                        match r.pick("t", &[]) {
+                            Pick::Session(s) => {
+                                s.in_flight.fetch_sub(1, Ordering::AcqRel);
+                            }
+                            Pick::Busy => {}
+                            Pick::None => panic!("two live sessions"),
+                        }
+                    }
+                });
+            }
+        });
+        for s in &sessions {
+            assert_eq!(s.in_flight(), 0);
+        }
     }
 
     #[test]
