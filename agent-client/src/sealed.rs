@@ -136,6 +136,15 @@ impl Drop for Busy<'_> {
 }
 
 impl Prepared {
+    fn new(target: usize) -> Prepared {
+        Prepared {
+            target,
+            ready: Mutex::new(Vec::new()),
+            refilling: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
+        }
+    }
+
     /// One made for `agent_key`, if any; those for another key are dropped
     /// (the chosen key changed).
     fn take(&self, agent_key: &PublicKey) -> Option<PreparedSeal> {
@@ -207,12 +216,7 @@ impl SealedPortal {
             pending: Mutex::new(HashMap::new()),
             chosen_key: Mutex::new(None),
             key_cache: DEFAULT_KEY_CACHE,
-            prepared: Arc::new(Prepared {
-                target: DEFAULT_PREPARED,
-                ready: Mutex::new(Vec::new()),
-                refilling: AtomicBool::new(false),
-                busy: AtomicUsize::new(0),
-            }),
+            prepared: Arc::new(Prepared::new(DEFAULT_PREPARED)),
         }
     }
 
@@ -221,12 +225,7 @@ impl SealedPortal {
     /// thread. They cost the same CPU either way; kept ready, a request
     /// waits only for the AEAD.
     pub fn with_prepared(mut self, count: usize) -> SealedPortal {
-        self.prepared = Arc::new(Prepared {
-            target: count,
-            ready: Mutex::new(Vec::new()),
-            refilling: AtomicBool::new(false),
-            busy: AtomicUsize::new(0),
-        });
+        self.prepared = Arc::new(Prepared::new(count));
         self
     }
 
@@ -493,12 +492,7 @@ mod tests {
     use super::*;
 
     fn prepared(target: usize) -> Arc<Prepared> {
-        Arc::new(Prepared {
-            target,
-            ready: Mutex::new(Vec::new()),
-            refilling: AtomicBool::new(false),
-            busy: AtomicUsize::new(0),
-        })
+        Arc::new(Prepared::new(target))
     }
 
     async fn refilled(p: &Arc<Prepared>, portal: &KeyPair, agent: &PublicKey) {

@@ -61,7 +61,12 @@ pub type Processes = [(&'static str, u32)];
 
 /// CPU time (user + system) of process `pid` so far, from /proc/PID/stat.
 pub(crate) fn process_cpu(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// User + system CPU time from the text of a `/proc/.../stat` file (of a
+/// process or a thread).
+pub(crate) fn stat_cpu(stat: &str) -> Option<Duration> {
     // Fields after the parenthesised command name; utime and stime are the
     // 14th and 15th of the whole line, in ticks of 10 ms (USER_HZ = 100).
     let rest = stat.rsplit_once(')')?.1;

@@ -115,12 +115,7 @@ fn thread_cpu() -> Option<(Duration, &'static str)> {
         return Some((Duration::from_secs_f64(ms / 1000.0), "sched"));
     }
     let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th of the whole line, in ticks of 10 ms (USER_HZ = 100).
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some((Duration::from_millis(ticks * 10), "stat"))
+    Some((crate::load::stat_cpu(&stat)?, "stat"))
 }
 
 fn sched_runtime_ms(sched: &str) -> Option<f64> {
