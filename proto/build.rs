@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/relay/v1/agent.proto",
         "proto/relay/v1/relay.proto",
         "proto/relay/v1/admin.proto",
+        "proto/relay/v1/cluster.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={file}");
@@ -25,6 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // retry on another agent and the frame to the agent.
         .bytes(".relay.v1.SubmitRequest.envelope")
         .bytes(".relay.v1.RelayedRequest.envelope")
+        .bytes(".relay.v1.ForwardedRequest.envelope")
         // Undecodable bytes become MALFORMED_MESSAGE, not a bare INTERNAL.
         .codec_path("crate::codec::RelayCodec")
         .build_client(true)

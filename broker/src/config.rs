@@ -95,6 +95,119 @@ pub struct BrokerConfig {
     pub limits: Limits,
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Cluster mode: several nodes on a NATS cluster (see docs/CLUSTER.md).
+    /// Absent: one node with its embedded store.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// How this node joins the others: through NATS, which carries requests for
+/// agents held by another node and, in JetStream key-value buckets, the
+/// tenants and the late outcomes every node must see.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the cluster: logs, metrics, the status
+    /// page and the NATS connection name carry it.
+    pub node_name: String,
+    /// NATS servers, e.g. `nats://10.0.0.5:4222` or `tls://nats-1:4222`.
+    /// The client also learns the rest of the NATS cluster from them.
+    pub nats_urls: Vec<String>,
+    /// NATS user; its password is read from `nats_password_file`.
+    #[serde(default)]
+    pub nats_user: Option<String>,
+    #[serde(default)]
+    pub nats_password_file: Option<PathBuf>,
+    /// PEM CA bundle that signs the NATS servers' certificates; set, the
+    /// connection must be TLS.
+    #[serde(default)]
+    pub nats_ca_file: Option<PathBuf>,
+    /// A client certificate and key for NATS servers that verify clients.
+    #[serde(default)]
+    pub nats_client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub nats_client_key: Option<PathBuf>,
+    /// The key (32 random bytes, base64, like the other key files) that
+    /// encrypts tenant records in the key-value bucket, so that NATS and its
+    /// disks never hold a tenant's keys in the clear. The same on every node.
+    pub storage_key_file: PathBuf,
+    /// Copies JetStream keeps of each bucket: 3 survives one NATS node.
+    #[serde(default = "default_kv_replicas")]
+    pub kv_replicas: usize,
+    /// First token of every subject and bucket name, so that several relay
+    /// clusters can share one NATS account.
+    #[serde(default = "default_subject_prefix")]
+    pub subject_prefix: String,
+    /// How often a node working on a request forwarded to it tells the
+    /// forwarding node it is still alive; three missed beats and the
+    /// forwarding node gives the request a definite OUTCOME_UNKNOWN instead
+    /// of waiting out its deadline.
+    #[serde(default = "default_forward_heartbeat", with = "humantime_serde")]
+    pub forward_heartbeat: Duration,
+    /// How long connecting to NATS may take at start-up.
+    #[serde(default = "default_nats_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+fn default_kv_replicas() -> usize {
+    3
+}
+fn default_subject_prefix() -> String {
+    "relay".into()
+}
+fn default_forward_heartbeat() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_nats_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, problem: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                problem: problem.to_owned(),
+            })
+        };
+        let is_token = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !is_token(&self.node_name) {
+            return invalid("cluster.node_name", "use 1-64 of [A-Za-z0-9_-]");
+        }
+        if !is_token(&self.subject_prefix) {
+            return invalid("cluster.subject_prefix", "use 1-64 of [A-Za-z0-9_-]");
+        }
+        if self.nats_urls.is_empty() {
+            return invalid("cluster.nats_urls", "name at least one NATS server");
+        }
+        if self.nats_user.is_some() != self.nats_password_file.is_some() {
+            return invalid(
+                "cluster.nats_user",
+                "set nats_user and nats_password_file together",
+            );
+        }
+        if self.nats_client_cert.is_some() != self.nats_client_key.is_some() {
+            return invalid(
+                "cluster.nats_client_cert",
+                "set nats_client_cert and nats_client_key together",
+            );
+        }
+        if self.kv_replicas == 0 || self.kv_replicas > 5 {
+            return invalid("cluster.kv_replicas", "must be between 1 and 5");
+        }
+        if self.forward_heartbeat < Duration::from_millis(50) {
+            return invalid("cluster.forward_heartbeat", "must be at least 50ms");
+        }
+        if self.connect_timeout.is_zero() {
+            return invalid("cluster.connect_timeout", "must be positive");
+        }
+        Ok(())
+    }
 }
 
 /// Protection against overload and abuse. Each limit, when hit, is answered
@@ -285,6 +398,9 @@ impl BrokerConfig {
         if l.max_concurrent_handshakes == 0 {
             return invalid("limits.max_concurrent_handshakes", "must be at least 1");
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
         Ok(())
     }
 
@@ -328,6 +444,39 @@ tls_key = "k.pem""#,
         let err =
             BrokerConfig::from_toml(&format!("{base}default_deadline = \"10m\"")).unwrap_err();
         assert!(err.to_string().contains("default_deadline"));
+    }
+
+    #[test]
+    fn cluster_settings_are_checked() {
+        let base = "data_dir = \"d\"\ntls_cert = \"c\"\ntls_key = \"k\"\n";
+        let ok = format!(
+            "{base}[cluster]\nnode_name = \"a\"\nnats_urls = [\"nats://127.0.0.1:4222\"]\nstorage_key_file = \"s.key\"\n"
+        );
+        let c = BrokerConfig::from_toml(&ok).unwrap().cluster.unwrap();
+        assert_eq!(c.kv_replicas, 3);
+        assert_eq!(c.subject_prefix, "relay");
+        assert_eq!(c.forward_heartbeat, Duration::from_secs(1));
+        for (change, setting) in [
+            ("node_name = \"a.b\"", "cluster.node_name"),
+            ("nats_urls = []", "cluster.nats_urls"),
+            ("nats_user = \"relay\"", "cluster.nats_user"),
+            ("kv_replicas = 0", "cluster.kv_replicas"),
+            ("subject_prefix = \"a b\"", "cluster.subject_prefix"),
+            ("forward_heartbeat = \"1ms\"", "cluster.forward_heartbeat"),
+        ] {
+            let key = change.split(' ').next().unwrap();
+            let text: String = ok
+                .lines()
+                .filter(|l| !l.starts_with(&format!("{key} ")))
+                .chain([change])
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let err = BrokerConfig::from_toml(&text).unwrap_err();
+            assert!(err.to_string().contains(setting), "{change}: {err}");
+        }
+        let err =
+            BrokerConfig::from_toml(&format!("{base}[cluster]\nnode_name = \"a\"\n")).unwrap_err();
+        assert!(format!("{err:?}").contains("nats_urls"), "{err:?}");
     }
 
     #[test]

@@ -102,6 +102,26 @@ pub enum RelayError {
     AgentKeyNotFound(String),
     #[error("the broker's store failed; nothing was changed")]
     Store(#[source] Box<StoreError>),
+    #[error(
+        "this broker node cannot reach the other nodes of its cluster (NATS is unreachable), and holds no agent of tenant {0:?}; nothing was sent. Retry: another node may serve it"
+    )]
+    ClusterUnavailable(String),
+    #[error("broker node {node:?} refused the forwarded request: {message}; nothing was sent")]
+    ForwardRefused { node: String, message: String },
+    #[error(
+        "the outcome of request {request_id:?} is unknown: broker node {node:?}, which {}, stopped answering; it may or may not have been applied. Ask GetOutcome for it later",
+        match (.agent_id, .acknowledged) {
+            (Some(_), true) => "had it acknowledged by its agent",
+            (Some(_), false) => "had passed it to its agent",
+            (None, _) => "took it for its agents",
+        }
+    )]
+    ForwardLost {
+        request_id: String,
+        node: String,
+        agent_id: Option<String>,
+        acknowledged: bool,
+    },
 }
 
 impl From<StoreError> for RelayError {
@@ -161,6 +181,8 @@ impl RelayError {
             E::InvalidAgentKey(_) => Reason::InvalidAgentKey,
             E::TooManyAgentKeys(_) => Reason::TooManyAgentKeys,
             E::AgentKeyNotFound(_) => Reason::AgentKeyNotFound,
+            E::ClusterUnavailable(_) | E::ForwardRefused { .. } => Reason::ClusterUnavailable,
+            E::ForwardLost { .. } => Reason::OutcomeUnknown,
         }
     }
 
@@ -176,6 +198,7 @@ impl RelayError {
             Reason::WritebackDisabled => "writeback_disabled",
             Reason::EnvelopeTooLarge => "envelope_too_large",
             Reason::ShuttingDown => "shutting_down",
+            Reason::ClusterUnavailable => "cluster_unavailable",
             _ => "refused",
         }
     }
@@ -200,6 +223,18 @@ impl RelayError {
                 ("agent_id", agent_id.clone()),
                 ("acknowledged", acknowledged.to_string()),
             ],
+            RelayError::ForwardLost {
+                request_id,
+                node,
+                agent_id,
+                acknowledged,
+            } => vec![
+                ("request_id", request_id.clone()),
+                ("agent_id", agent_id.clone().unwrap_or_default()),
+                ("acknowledged", acknowledged.to_string()),
+                ("node", node.clone()),
+            ],
+            RelayError::ForwardRefused { node, .. } => vec![("node", node.clone())],
             RelayError::RateLimited {
                 limit, retry_after, ..
             } => vec![

@@ -32,6 +32,7 @@
 pub mod admin_service;
 pub mod agent_keys;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod deadline;
 pub mod error;

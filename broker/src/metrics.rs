@@ -29,6 +29,13 @@ pub struct RefusalLabel {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ForwardLabels {
+    /// "out": this node forwarded a request; "in": it served one.
+    pub direction: &'static str,
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub agents_connected: Family<TenantLabel, Gauge>,
@@ -40,6 +47,10 @@ pub struct Metrics {
     /// Sealed replies kept for GetOutcome after the portal was told
     /// OUTCOME_UNKNOWN.
     pub late_outcomes: Counter,
+    /// Cluster mode: requests forwarded to, and served for, other nodes.
+    pub forwards: Family<ForwardLabels, Counter>,
+    /// Cluster mode: 1 while the NATS connection is up.
+    pub cluster_connected: Gauge,
 }
 
 impl Default for Metrics {
@@ -90,7 +101,21 @@ impl Metrics {
             "Sealed replies that arrived after their portal call had ended, kept for GetOutcome",
             late_outcomes.clone(),
         );
+        let forwards = Family::<ForwardLabels, Counter>::default();
+        registry.register(
+            "cluster_forwards",
+            "Cluster mode: requests forwarded to another node (direction=out) or served for one (direction=in), by outcome",
+            forwards.clone(),
+        );
+        let cluster_connected = Gauge::default();
+        registry.register(
+            "cluster_connected",
+            "Cluster mode: 1 while this node's NATS connection is up, else 0",
+            cluster_connected.clone(),
+        );
         Metrics {
+            forwards,
+            cluster_connected,
             registry,
             retries,
             late_outcomes,

@@ -1,6 +1,6 @@
 //! Operator endpoints on their own plain-HTTP port: `/healthz` (the process
 //! is alive), `/readyz` (the store is open and the gRPC listener is up, and
-//! the node is not draining) and `/metrics` (Prometheus text), all without
+//! the node is not draining; in cluster mode, NATS is reachable) and `/metrics` (Prometheus text), all without
 //! credentials; and the operator's status page (see [`crate::status_page`]),
 //! which needs the operator token.
 
@@ -26,6 +26,15 @@ pub fn router(state: Arc<State>) -> Router {
 async fn readyz(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {
     if state.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if state
+        .readiness
+        .cluster_down
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster unreachable: no NATS connection\n",
+        )
     } else if state.readiness.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
@@ -34,6 +43,12 @@ async fn readyz(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {
 }
 
 async fn metrics(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {
+    if let Some(cluster) = &state.cluster {
+        state
+            .metrics
+            .cluster_connected
+            .set(i64::from(cluster.is_up()));
+    }
     (
         [(
             header::CONTENT_TYPE,

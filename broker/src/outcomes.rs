@@ -2,12 +2,15 @@
 //! may still come (it finishes, or reconnects and posts it). The broker keeps
 //! that answer, sealed as it came, for `outcome_retention`, so the portal can
 //! fetch it with GetOutcome. Kept in the store so a broker restart does not
-//! lose it; the bytes are ciphertext the broker cannot open.
+//! lose it; the bytes are ciphertext the broker cannot open. In cluster mode
+//! they are kept in the cluster's outcomes bucket instead
+//! ([`crate::cluster::kv::outcomes`]), so that any node can answer.
 
 use std::time::Duration;
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use crate::cluster::kv::outcomes::{self as cluster, OutcomeBucket};
 use crate::sessions::AgentAnswer;
 use crate::store::{Store, StoreError, io};
 use crate::time::now_unix_ms;
@@ -15,7 +18,10 @@ use crate::time::now_unix_ms;
 /// `tenant/request_id` -> encoded [`Outcome`]. Neither part contains '/'.
 pub(crate) const OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("outcomes");
 
-/// Bounds the disk one tenant's agents can fill with posted replies.
+/// Bounds the disk one tenant's agents can fill with posted replies. One
+/// node only: in cluster mode counting a tenant's keys would take a scan of
+/// the bucket per reply, so there the cap does not apply; the bucket's
+/// max age (the retention) bounds what is kept.
 pub const MAX_OUTCOMES_PER_TENANT: usize = 10_000;
 
 /// What the broker knows of a request's outcome.
@@ -48,7 +54,7 @@ impl Outcome {
     /// version, state (0 waiting, 1 envelope, 2 error), expiry (i64 BE),
     /// code (i32 BE), agent id length (u16 BE), agent id, then the envelope
     /// or the error message.
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let (state, code, rest): (u8, i32, &[u8]) = match &self.answer {
             None => (0, 0, &[]),
             Some(StoredAnswer::Envelope(e)) => (1, 0, e),
@@ -66,7 +72,7 @@ impl Outcome {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Option<Outcome> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Outcome> {
         let (&[FORMAT, state], rest) = bytes.split_first_chunk::<2>()? else {
             return None;
         };
@@ -99,13 +105,31 @@ fn key(tenant: &str, request_id: &str) -> String {
 
 /// The late-outcome table, with the retention applied.
 pub struct Outcomes {
-    store: Store,
+    backend: Backend,
     retention: Duration,
+}
+
+enum Backend {
+    Local(Store),
+    // Boxed: a bucket handle carries its stream's whole info.
+    Cluster(Box<OutcomeBucket>),
 }
 
 impl Outcomes {
     pub fn new(store: Store, retention: Duration) -> Outcomes {
-        Outcomes { store, retention }
+        Outcomes {
+            backend: Backend::Local(store),
+            retention,
+        }
+    }
+
+    /// Outcomes in the cluster's outcomes bucket, whose max age should be
+    /// `retention` (see [`crate::cluster::kv::open_buckets`]).
+    pub fn cluster(bucket: async_nats::jetstream::kv::Store, retention: Duration) -> Outcomes {
+        Outcomes {
+            backend: Backend::Cluster(Box::new(OutcomeBucket::new(bucket))),
+            retention,
+        }
     }
 
     fn expiry(&self) -> i64 {
@@ -125,9 +149,22 @@ impl Outcomes {
             expires_unix_ms: self.expiry(),
             answer: None,
         };
-        self.write(key(tenant, request_id), tenant.to_owned(), record, false)
-            .await
-            .map(|_| ())
+        let store = match &self.backend {
+            Backend::Local(store) => store,
+            Backend::Cluster(bucket) => {
+                let keys = cluster::keys(tenant, request_id);
+                return Ok(bucket.expect(&keys, &record).await?);
+            }
+        };
+        self.write(
+            store,
+            key(tenant, request_id),
+            tenant.to_owned(),
+            record,
+            false,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Keeps an answer that arrived after its portal call ended. `false`
@@ -144,18 +181,32 @@ impl Outcomes {
             expires_unix_ms: self.expiry(),
             answer: Some(answer.into()),
         };
-        self.write(key(tenant, request_id), tenant.to_owned(), record, true)
-            .await
+        let store = match &self.backend {
+            Backend::Local(store) => store,
+            Backend::Cluster(bucket) => {
+                let keys = cluster::keys(tenant, request_id);
+                return Ok(bucket.record(&keys, &record).await?);
+            }
+        };
+        self.write(
+            store,
+            key(tenant, request_id),
+            tenant.to_owned(),
+            record,
+            true,
+        )
+        .await
     }
 
     async fn write(
         &self,
+        store: &Store,
         key: String,
         tenant: String,
         record: Outcome,
         answered: bool,
     ) -> Result<bool, StoreError> {
-        let store = self.store.clone();
+        let store = store.clone();
         tokio::task::spawn_blocking(move || {
             let tx = store.db().begin_write().map_err(io("write outcome"))?;
             let written = {
@@ -199,7 +250,13 @@ impl Outcomes {
 
     /// What is known of a request's outcome; `None` also once it expired.
     pub async fn get(&self, tenant: &str, request_id: &str) -> Result<Option<Outcome>, StoreError> {
-        let store = self.store.clone();
+        let store = match &self.backend {
+            Backend::Local(store) => store.clone(),
+            Backend::Cluster(bucket) => {
+                let found = bucket.get(&cluster::keys(tenant, request_id)).await?;
+                return Ok(found.filter(|o| o.expires_unix_ms > now_unix_ms()));
+            }
+        };
         let key = key(tenant, request_id);
         tokio::task::spawn_blocking(move || {
             let tx = store.db().begin_read().map_err(io("read outcome"))?;
@@ -214,9 +271,13 @@ impl Outcomes {
         .map_err(|_| StoreError::Cancelled)?
     }
 
-    /// Deletes expired outcomes; how many.
+    /// Deletes expired outcomes; how many. Nothing to do in cluster mode:
+    /// the bucket's max age expires them.
     pub async fn purge(&self) -> Result<usize, StoreError> {
-        let store = self.store.clone();
+        let store = match &self.backend {
+            Backend::Local(store) => store.clone(),
+            Backend::Cluster(_) => return Ok(0),
+        };
         tokio::task::spawn_blocking(move || {
             let now = now_unix_ms();
             let tx = store.db().begin_write().map_err(io("purge outcomes"))?;

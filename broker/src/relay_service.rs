@@ -68,7 +68,12 @@ async fn relay(
         request.operation == Operation::Ping,
     );
     let result = state.router.route(request).await;
-    if let Err(RelayError::OutcomeUnknown { agent_id, .. }) = &result
+    let unknown_agent = match &result {
+        Err(RelayError::OutcomeUnknown { agent_id, .. }) => Some(agent_id.as_str()),
+        Err(RelayError::ForwardLost { agent_id, .. }) => Some(agent_id.as_deref().unwrap_or("")),
+        _ => None,
+    };
+    if let Some(agent_id) = unknown_agent
         && !is_ping
     {
         // The agent may still post the answer: wait for it, durably.
@@ -211,6 +216,7 @@ impl Relay for RelayService {
                             envelope,
                             deadline,
                             budget,
+                            progress: None,
                         },
                         operation_label(operation),
                     )
@@ -258,6 +264,7 @@ impl Relay for RelayService {
                         envelope: Default::default(),
                         deadline,
                         budget,
+                        progress: None,
                     },
                     "ping",
                 )

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use proto::pb::{self, BrokerFrame, GoodbyeReason, Operation, broker_frame};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tonic::codegen::Bytes;
 use tracing::{debug, warn};
@@ -24,7 +24,7 @@ use crate::error::RelayError;
 use crate::sessions::{AgentAnswer, AgentSession, Pick, Registry, Waiter};
 
 /// A request to route to an agent of `tenant`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RouteRequest {
     pub tenant: String,
     pub request_id: String,
@@ -34,6 +34,25 @@ pub struct RouteRequest {
     pub deadline: Instant,
     /// The deadline as the caller gave it, for error messages.
     pub budget: Duration,
+    /// Told which agent has the request, and when it acknowledged it: a node
+    /// serving a forwarded request passes this on to the forwarding node.
+    pub progress: Option<Arc<watch::Sender<Delivery>>>,
+}
+
+/// How far a request got, as far as this node knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// The agent whose session the request was last queued to.
+    pub agent_id: Option<String>,
+    pub acknowledged: bool,
+}
+
+impl RouteRequest {
+    fn report(&self, delivery: Delivery) {
+        if let Some(progress) = &self.progress {
+            progress.send_replace(delivery);
+        }
+    }
 }
 
 /// An agent's answer and who gave it.
@@ -117,7 +136,10 @@ impl Registry {
             Err(_) => return Attempt::Done(Err(RelayError::DeadlineExceeded(request.budget))),
             // The session ended before the request was queued to it.
             Ok(Err(_)) => return Attempt::Retry { sent: false },
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => request.report(Delivery {
+                agent_id: Some(session.agent_id.clone()),
+                acknowledged: false,
+            }),
         }
         let is_ping = request.operation == Operation::Ping;
         let ack_deadline = (sent_at + self.ack_timeout).min(deadline);
@@ -178,6 +200,12 @@ impl Registry {
                 ack = &mut ack_rx, if ack_open => {
                     ack_open = false;
                     acked = ack.is_ok();
+                    if acked {
+                        request.report(Delivery {
+                            agent_id: Some(session.agent_id.clone()),
+                            acknowledged: true,
+                        });
+                    }
                 }
                 _ = tokio::time::sleep_until(ack_deadline), if !acked && ack_deadline < deadline => {
                     warn!(agent_id = %session.agent_id, session_id = %session.session_id,

@@ -19,10 +19,14 @@ use tracing::{info, warn};
 
 use crate::admin_service::AdminService;
 use crate::auth::Authorizer;
-use crate::config::BrokerConfig;
+use crate::cluster::forward::ClusterRouter;
+use crate::cluster::storage_key::StorageKey;
+use crate::cluster::{Cluster, ClusterError, kv};
+use crate::config::{BrokerConfig, ClusterConfig};
 use crate::gateway::Gateway;
 use crate::listener;
 use crate::metrics::Metrics;
+use crate::outcomes::Outcomes;
 use crate::relay_service::RelayService;
 use crate::sessions::Registry;
 use crate::state::{Readiness, State};
@@ -65,6 +69,62 @@ pub enum BrokerError {
     Operator(#[source] std::io::Error),
     #[error("the broker task panicked")]
     Panicked,
+    #[error("cannot join the cluster")]
+    Cluster(#[from] ClusterError),
+}
+
+/// Where tenants, late outcomes and the operator key live: the embedded
+/// store of one node, or the cluster's key-value buckets.
+struct Backing {
+    tenants: Arc<Tenants>,
+    outcomes: Arc<Outcomes>,
+    operator_key: Key,
+    cluster: Option<Arc<Cluster>>,
+}
+
+async fn open_local(config: &BrokerConfig) -> Result<Backing, BrokerError> {
+    let store_path = config.store_path();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+        .await
+        .map_err(|_| BrokerError::Panicked)??;
+    Ok(Backing {
+        outcomes: Arc::new(Outcomes::new(store.clone(), config.outcome_retention)),
+        tenants: Arc::new(Tenants::load(store)?),
+        operator_key: load_or_create_operator_key(&config.operator_key_path())?,
+        cluster: None,
+    })
+}
+
+async fn open_cluster(
+    config: &BrokerConfig,
+    cluster_config: &ClusterConfig,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    shutdown: &CancellationToken,
+) -> Result<Backing, BrokerError> {
+    let storage_key =
+        Arc::new(StorageKey::load(&cluster_config.storage_key_file).map_err(ClusterError::from)?);
+    let cluster = Cluster::connect(cluster_config, down).await?;
+    let buckets = kv::open_buckets(&cluster.jetstream, cluster_config, config.outcome_retention)
+        .await
+        .map_err(ClusterError::from)?;
+    let operator_key =
+        kv::converge_operator_key(&buckets.meta, &storage_key, &config.operator_key_path())
+            .await
+            .map_err(ClusterError::from)?;
+    let tenants = Tenants::load_cluster(&buckets, storage_key, shutdown.clone())
+        .await
+        .map_err(ClusterError::from)?;
+    info!(node = %cluster.node, tenants = tenants.len(), "cluster configuration loaded");
+    let _ = cluster.meta.set(buckets.meta.clone());
+    Ok(Backing {
+        tenants: Arc::new(tenants),
+        outcomes: Arc::new(Outcomes::cluster(
+            buckets.outcomes,
+            config.outcome_retention,
+        )),
+        operator_key,
+        cluster: Some(Arc::new(cluster)),
+    })
 }
 
 /// A running broker node.
@@ -111,16 +171,16 @@ pub async fn start(
         path: config.data_dir.clone(),
         source,
     })?;
-    let store_path = config.store_path();
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
-        .await
-        .map_err(|_| BrokerError::Panicked)??;
-    let outcomes = Arc::new(crate::outcomes::Outcomes::new(
-        store.clone(),
-        config.outcome_retention,
-    ));
-    let tenants = Arc::new(Tenants::load(store)?);
-    let operator_key = load_or_create_operator_key(&config.operator_key_path())?;
+    let cluster_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let Backing {
+        tenants,
+        outcomes,
+        operator_key,
+        cluster,
+    } = match &config.cluster {
+        None => open_local(&config).await?,
+        Some(c) => open_cluster(&config, c, Arc::clone(&cluster_down), &shutdown).await?,
+    };
     let tls_config = tls::server_config(&config.tls_cert, &config.tls_key)?;
 
     let grpc_listener = listener::bind(config.listen, config.listen_backlog).map_err(|source| {
@@ -154,6 +214,14 @@ pub async fn start(
         config.ack_timeout,
         Arc::clone(&metrics),
     ));
+    let router: Arc<dyn crate::routing::Router> = match &cluster {
+        None => Arc::clone(&registry) as _,
+        Some(c) => Arc::new(ClusterRouter::new(
+            Arc::clone(&registry),
+            Arc::clone(c),
+            Arc::clone(&metrics),
+        )),
+    };
     let state = Arc::new(State {
         authorizer: Authorizer::new(
             Arc::clone(&tenants),
@@ -161,7 +229,7 @@ pub async fn start(
             config.max_token_lifetime,
         ),
         tenants,
-        router: Arc::clone(&registry) as _,
+        router,
         registry,
         metrics,
         recent: Default::default(),
@@ -169,12 +237,16 @@ pub async fn start(
         rate_limit: crate::ratelimit::TenantRateLimit::new(
             config.limits.tenant_requests_per_minute,
         ),
-        readiness: Readiness::default(),
+        readiness: Readiness {
+            cluster_down,
+            ..Readiness::default()
+        },
         shutdown: shutdown.clone(),
         in_flight_ids: Default::default(),
         request_ended: Default::default(),
         started: std::time::Instant::now(),
         started_unix_ms: crate::time::now_unix_ms(),
+        cluster,
         config,
     });
     state.readiness.store_open.store(true, Ordering::Release);
@@ -236,6 +308,19 @@ pub async fn start(
         .store(true, Ordering::Release);
     info!(grpc = %grpc_addr, operator = %operator_addr, "broker ready");
 
+    if let Some(cluster) = &state.cluster {
+        tokio::spawn(crate::cluster::serve::run(
+            Arc::clone(&state),
+            Arc::clone(cluster),
+        ));
+        if let Some(meta) = cluster.meta.get() {
+            tokio::spawn(crate::cluster::nodes::announce(
+                Arc::clone(&state),
+                Arc::clone(cluster),
+                meta.clone(),
+            ));
+        }
+    }
     tokio::spawn({
         let state = Arc::clone(&state);
         async move {

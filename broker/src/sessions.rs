@@ -256,6 +256,10 @@ pub struct Registry {
     limits: Limits,
     pub(crate) ack_timeout: Duration,
     pub(crate) metrics: Arc<Metrics>,
+    /// Told the tenant's name whenever a session of it comes or goes; the
+    /// cluster uses it to listen for a tenant's requests exactly while this
+    /// node holds one of its agents.
+    presence: std::sync::OnceLock<mpsc::UnboundedSender<String>>,
 }
 
 impl Registry {
@@ -267,7 +271,26 @@ impl Registry {
             limits,
             ack_timeout,
             metrics,
+            presence: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Names of tenants whose sessions on this node changed, from now on.
+    /// Only one watcher: a second call gets `None`.
+    pub fn watch_presence(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.presence.set(tx).ok().map(|()| rx)
+    }
+
+    fn presence_changed(&self, tenant: &str) {
+        if let Some(tx) = self.presence.get() {
+            let _ = tx.send(tenant.to_owned());
+        }
+    }
+
+    /// Tenants with at least one session on this node.
+    pub fn tenants_present(&self) -> Vec<String> {
+        self.by_tenant.iter().map(|e| e.key().clone()).collect()
     }
 
     /// Adds a session within the session limits. A live session with the
@@ -317,6 +340,8 @@ impl Registry {
         self.metrics
             .agent_gauge(&session.tenant)
             .set(list.len() as i64);
+        drop(list);
+        self.presence_changed(&session.tenant);
         Ok(())
     }
 
@@ -345,6 +370,7 @@ impl Registry {
         self.by_tenant
             .remove_if(&session.tenant, |_, list| list.is_empty());
         self.release_addr(session);
+        self.presence_changed(&session.tenant);
     }
 
     pub fn sessions(&self, tenant: &str) -> Vec<Arc<AgentSession>> {

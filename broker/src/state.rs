@@ -7,6 +7,7 @@ use dashmap::DashSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authorizer;
+use crate::cluster::Cluster;
 use crate::config::BrokerConfig;
 use crate::metrics::Metrics;
 use crate::outcomes::Outcomes;
@@ -40,6 +41,8 @@ pub struct State {
     /// When this node started, for its uptime (monotonic) and "up since".
     pub started: std::time::Instant,
     pub started_unix_ms: i64,
+    /// Cluster mode: the link to the other nodes.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// What `/readyz` reports.
@@ -49,6 +52,9 @@ pub struct Readiness {
     pub grpc_listening: AtomicBool,
     /// Set on SIGTERM: load balancers should stop sending work here.
     pub draining: AtomicBool,
+    /// Cluster mode: set while NATS is unreachable, when this node can
+    /// serve neither requests for agents elsewhere nor configuration changes.
+    pub cluster_down: Arc<AtomicBool>,
 }
 
 impl Readiness {
@@ -56,5 +62,6 @@ impl Readiness {
         self.store_open.load(Ordering::Acquire)
             && self.grpc_listening.load(Ordering::Acquire)
             && !self.draining.load(Ordering::Acquire)
+            && !self.cluster_down.load(Ordering::Acquire)
     }
 }

@@ -132,6 +132,15 @@ pub enum StoreError {
     Cancelled,
     #[error("the system random number generator failed")]
     Random,
+    /// Cluster mode: the tenants or outcomes bucket failed.
+    #[error(transparent)]
+    Cluster(Box<crate::cluster::kv::KvError>),
+}
+
+impl From<crate::cluster::kv::KvError> for StoreError {
+    fn from(e: crate::cluster::kv::KvError) -> StoreError {
+        StoreError::Cluster(Box::new(e))
+    }
 }
 
 /// Handle to the database; cheap to clone.

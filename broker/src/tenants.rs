@@ -1,41 +1,102 @@
 //! Tenants in memory, backed by the store. Reads come from a concurrent map;
-//! every change is committed to the store first and only then made visible,
-//! so what callers see is always what survives a crash.
+//! every change is committed first and only then made visible, so what
+//! callers see is always what survives a crash.
+//!
+//! One node commits to its redb [`Store`]. In cluster mode the tenants live
+//! in the cluster's tenants bucket ([`crate::cluster::kv::tenants`]). A
+//! change is a compare-and-set there ([`crate::cluster::kv::cas`]); after a
+//! conflict with another node's change it reads again and reapplies. A
+//! watch ([`crate::cluster::kv::watch`]) applies every change from any node
+//! to this node's map. Each entry of the map keeps the bucket revision it
+//! came from, so a late or repeated notification never replaces a newer
+//! record, and the writer sees its own change at once.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use sas::{Key, KeySlot, Right};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::cluster::kv::cas::conflict_pause;
+use crate::cluster::kv::tenants::{TenantBucket, Written};
+use crate::cluster::kv::{Buckets, KvError};
+use crate::cluster::storage_key::StorageKey;
 use crate::error::RelayError;
 use crate::store::{Store, StoreError, TenantKeys, TenantRecord};
 use crate::time::now_unix_ms;
 
+/// Compare-and-set conflicts in a row before an update gives up.
+const MAX_CONFLICTS: u32 = 20;
+
 pub struct Tenants {
-    store: Store,
-    cache: DashMap<String, Arc<TenantRecord>>,
-    // Serialises read-modify-write so that concurrent admin calls on one
-    // tenant cannot lose each other's changes.
+    backend: Backend,
+    cache: Arc<TenantCache>,
+    // Serialises read-modify-write on one node so that concurrent admin
+    // calls on one tenant cannot lose each other's changes (across nodes,
+    // revisions do that).
     write: Mutex<()>,
+}
+
+enum Backend {
+    Local(Store),
+    // Boxed: a bucket handle carries its stream's whole info.
+    Cluster {
+        bucket: Box<TenantBucket>,
+        /// Stops the watch when the tenants are dropped.
+        _watch: DropGuard,
+    },
 }
 
 impl Tenants {
     pub fn load(store: Store) -> Result<Tenants, StoreError> {
-        let cache = DashMap::new();
+        let cache = TenantCache::default();
         for record in store.load_tenants()? {
-            cache.insert(record.name.clone(), Arc::new(record));
+            cache.insert_local(Arc::new(record));
         }
         Ok(Tenants {
-            store,
+            backend: Backend::Local(store),
+            cache: Arc::new(cache),
+            write: Mutex::new(()),
+        })
+    }
+
+    /// Loads every tenant of the cluster's tenants bucket, then follows
+    /// the changes from every node until `shutdown` (or until dropped).
+    pub async fn load_cluster(
+        buckets: &Buckets,
+        storage_key: Arc<StorageKey>,
+        shutdown: CancellationToken,
+    ) -> Result<Tenants, KvError> {
+        let bucket = TenantBucket::new(
+            buckets.tenants.clone(),
+            buckets.jetstream().clone(),
+            storage_key,
+        );
+        let cache = Arc::new(TenantCache::default());
+        let (watch, last) = crate::cluster::kv::watch::load(&bucket, &cache).await?;
+        let stop = shutdown.child_token();
+        crate::cluster::kv::watch::follow(
+            bucket.clone(),
+            Arc::clone(&cache),
+            watch,
+            last,
+            stop.clone(),
+        );
+        Ok(Tenants {
+            backend: Backend::Cluster {
+                bucket: Box::new(bucket),
+                _watch: stop.drop_guard(),
+            },
             cache,
             write: Mutex::new(()),
         })
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<TenantRecord>> {
-        self.cache.get(name).map(|r| Arc::clone(r.value()))
+        self.cache.get(name)
     }
 
     pub fn require(&self, name: &str) -> Result<Arc<TenantRecord>, RelayError> {
@@ -45,9 +106,7 @@ impl Tenants {
 
     /// Every tenant, sorted by name.
     pub fn all(&self) -> Vec<Arc<TenantRecord>> {
-        let mut all: Vec<_> = self.cache.iter().map(|r| Arc::clone(r.value())).collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        all
+        self.cache.all()
     }
 
     pub fn len(&self) -> usize {
@@ -55,7 +114,13 @@ impl Tenants {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.cache.is_empty()
+        self.len() == 0
+    }
+
+    /// Changes as this node sees them: the value counts the changes applied
+    /// to its view, its own and (in cluster mode) the other nodes'.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.cache.changes.subscribe()
     }
 
     pub async fn create(
@@ -68,9 +133,6 @@ impl Tenants {
             return Err(RelayError::InvalidTenantName);
         }
         let _guard = self.write.lock().await;
-        if self.cache.contains_key(name) {
-            return Err(RelayError::TenantExists(name.to_owned()));
-        }
         let now = now_unix_ms();
         let keys = TenantKeys::generate().map_err(|_| StoreError::Random)?;
         let record = TenantRecord {
@@ -83,19 +145,60 @@ impl Tenants {
             revoked_agents: BTreeSet::new(),
             agent_keys: Vec::new(),
         };
-        self.commit(record).await
+        match &self.backend {
+            Backend::Local(store) => {
+                if self.cache.get(name).is_some() {
+                    return Err(RelayError::TenantExists(name.to_owned()));
+                }
+                self.commit(store, record).await
+            }
+            Backend::Cluster { bucket, .. } => {
+                for attempt in 0..MAX_CONFLICTS {
+                    // The bucket decides: this node's view may lag.
+                    let current = bucket.read(name).await.map_err(kv)?;
+                    if current.exists() {
+                        return Err(RelayError::TenantExists(name.to_owned()));
+                    }
+                    match bucket.create(&record, &current).await.map_err(kv)? {
+                        Written::At(revision) => return Ok(self.cache.publish(record, revision)),
+                        Written::Conflict => conflict_pause(attempt).await,
+                    }
+                }
+                Err(contended(bucket, name))
+            }
+        }
     }
 
-    /// Applies `change` to a copy of the tenant, commits it, then publishes it.
+    /// Applies `change` to a copy of the tenant, commits it, then publishes
+    /// it. In cluster mode a conflict with another node's change runs a
+    /// fresh clone of `change` on the newer record, hence `Clone`.
     pub async fn update<F>(&self, name: &str, change: F) -> Result<Arc<TenantRecord>, RelayError>
     where
-        F: FnOnce(&mut TenantRecord) -> Result<(), RelayError>,
+        F: FnOnce(&mut TenantRecord) -> Result<(), RelayError> + Clone,
     {
         let _guard = self.write.lock().await;
-        let mut record = (*self.require(name)?).clone();
-        change(&mut record)?;
-        record.modified_unix_ms = now_unix_ms();
-        self.commit(record).await
+        let bucket = match &self.backend {
+            Backend::Local(store) => {
+                let mut record = (*self.require(name)?).clone();
+                change(&mut record)?;
+                record.modified_unix_ms = now_unix_ms();
+                return self.commit(store, record).await;
+            }
+            Backend::Cluster { bucket, .. } => bucket,
+        };
+        for attempt in 0..MAX_CONFLICTS {
+            let current = bucket.read(name).await.map_err(kv)?;
+            let Some(mut record) = bucket.record(name, &current).map_err(kv)? else {
+                return Err(RelayError::UnknownTenant(name.to_owned()));
+            };
+            (change.clone())(&mut record)?;
+            record.modified_unix_ms = now_unix_ms();
+            match bucket.replace(&record, &current).await.map_err(kv)? {
+                Written::At(revision) => return Ok(self.cache.publish(record, revision)),
+                Written::Conflict => conflict_pause(attempt).await,
+            }
+        }
+        Err(contended(bucket, name))
     }
 
     pub async fn set_writeback(
@@ -103,7 +206,7 @@ impl Tenants {
         name: &str,
         enabled: bool,
     ) -> Result<Arc<TenantRecord>, RelayError> {
-        self.update(name, |r| {
+        self.update(name, move |r| {
             r.writeback_enabled = enabled;
             Ok(())
         })
@@ -135,24 +238,240 @@ impl Tenants {
 
     pub async fn delete(&self, name: &str) -> Result<(), RelayError> {
         let _guard = self.write.lock().await;
-        self.require(name)?;
-        let store = self.store.clone();
-        let owned = name.to_owned();
-        tokio::task::spawn_blocking(move || store.delete_tenant(&owned))
-            .await
-            .map_err(|_| StoreError::Cancelled)??;
-        self.cache.remove(name);
-        Ok(())
+        let bucket = match &self.backend {
+            Backend::Local(store) => {
+                self.require(name)?;
+                let store = store.clone();
+                let owned = name.to_owned();
+                tokio::task::spawn_blocking(move || store.delete_tenant(&owned))
+                    .await
+                    .map_err(|_| StoreError::Cancelled)??;
+                self.cache.remove_local(name);
+                return Ok(());
+            }
+            Backend::Cluster { bucket, .. } => bucket,
+        };
+        for attempt in 0..MAX_CONFLICTS {
+            // A record this node cannot read can still be deleted: that is
+            // how an operator clears it.
+            let current = bucket.read(name).await.map_err(kv)?;
+            if !current.exists() {
+                return Err(RelayError::UnknownTenant(name.to_owned()));
+            }
+            match bucket.delete(name, &current).await.map_err(kv)? {
+                Written::At(revision) => {
+                    self.cache.apply(name, revision, None);
+                    return Ok(());
+                }
+                Written::Conflict => conflict_pause(attempt).await,
+            }
+        }
+        Err(contended(bucket, name))
     }
 
-    async fn commit(&self, record: TenantRecord) -> Result<Arc<TenantRecord>, RelayError> {
+    async fn commit(
+        &self,
+        store: &Store,
+        record: TenantRecord,
+    ) -> Result<Arc<TenantRecord>, RelayError> {
         let record = Arc::new(record);
-        let store = self.store.clone();
+        let store = store.clone();
         let to_write = Arc::clone(&record);
         tokio::task::spawn_blocking(move || store.put_tenant(&to_write))
             .await
             .map_err(|_| StoreError::Cancelled)??;
-        self.cache.insert(record.name.clone(), Arc::clone(&record));
+        self.cache.insert_local(Arc::clone(&record));
         Ok(record)
+    }
+}
+
+fn kv(e: KvError) -> RelayError {
+    StoreError::from(e).into()
+}
+
+fn contended(bucket: &TenantBucket, name: &str) -> RelayError {
+    kv(KvError::Contended {
+        bucket: bucket.name().to_owned(),
+        key: name.to_owned(),
+        attempts: MAX_CONFLICTS,
+    })
+}
+
+/// This node's view of the tenants.
+pub(crate) struct TenantCache {
+    slots: DashMap<String, Slot>,
+    changes: watch::Sender<u64>,
+}
+
+/// A tenant's latest known state. `None` once deleted: the revision of the
+/// deletion must outlive the record, or an older record arriving late
+/// would bring the tenant back.
+struct Slot {
+    revision: u64,
+    record: Option<Arc<TenantRecord>>,
+}
+
+impl Default for TenantCache {
+    fn default() -> TenantCache {
+        TenantCache {
+            slots: DashMap::new(),
+            changes: watch::channel(0).0,
+        }
+    }
+}
+
+impl TenantCache {
+    fn get(&self, name: &str) -> Option<Arc<TenantRecord>> {
+        self.slots.get(name).and_then(|s| s.record.clone())
+    }
+
+    fn all(&self) -> Vec<Arc<TenantRecord>> {
+        let mut all: Vec<_> = self.slots.iter().filter_map(|s| s.record.clone()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.record.is_some()).count()
+    }
+
+    /// One node: its own writes are the only ones, in order.
+    fn insert_local(&self, record: Arc<TenantRecord>) {
+        let name = record.name.clone();
+        let slot = Slot {
+            revision: 0,
+            record: Some(record),
+        };
+        self.slots.insert(name, slot);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    fn remove_local(&self, name: &str) {
+        self.slots.remove(name);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Takes `name`'s state at bucket `revision` unless this node knows a
+    /// later one; whether it did.
+    pub(crate) fn apply(
+        &self,
+        name: &str,
+        revision: u64,
+        record: Option<Arc<TenantRecord>>,
+    ) -> bool {
+        let slot = Slot { revision, record };
+        match self.slots.entry(name.to_owned()) {
+            Entry::Occupied(mut held) if held.get().revision < revision => {
+                held.insert(slot);
+            }
+            Entry::Occupied(_) => return false,
+            Entry::Vacant(empty) => {
+                empty.insert(slot);
+            }
+        }
+        self.changes.send_modify(|n| *n += 1);
+        true
+    }
+
+    /// A change this node wrote at `revision`, visible at once.
+    fn publish(&self, record: TenantRecord, revision: u64) -> Arc<TenantRecord> {
+        let record = Arc::new(record);
+        let name = record.name.clone();
+        if !self.apply(&name, revision, Some(Arc::clone(&record))) {
+            // The watch was faster, and has a later change already.
+            return self.get(&name).unwrap_or(record);
+        }
+        record
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, connector: &str) -> Arc<TenantRecord> {
+        Arc::new(TenantRecord {
+            name: name.to_owned(),
+            connector_name: connector.to_owned(),
+            writeback_enabled: true,
+            created_unix_ms: 1,
+            modified_unix_ms: 1,
+            keys: TenantKeys::generate().unwrap(),
+            revoked_agents: BTreeSet::new(),
+            agent_keys: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn the_latest_revision_wins_whatever_the_order() {
+        let cache = TenantCache::default();
+        let changes = cache.changes.subscribe();
+        assert!(cache.apply("a", 5, Some(record("a", "v5"))));
+        assert!(!cache.apply("a", 3, Some(record("a", "v3"))));
+        assert!(!cache.apply("a", 5, Some(record("a", "v5 again"))));
+        assert_eq!(cache.get("a").unwrap().connector_name, "v5");
+        assert!(cache.apply("a", 7, Some(record("a", "v7"))));
+        assert_eq!(cache.get("a").unwrap().connector_name, "v7");
+        assert_eq!(*changes.borrow(), 2);
+    }
+
+    #[test]
+    fn a_deletion_is_not_undone_by_an_older_record() {
+        let cache = TenantCache::default();
+        cache.apply("a", 4, Some(record("a", "v4")));
+        cache.apply("b", 5, Some(record("b", "v5")));
+        assert!(cache.apply("a", 6, None));
+        assert!(!cache.apply("a", 4, Some(record("a", "v4"))));
+        assert!(cache.get("a").is_none());
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.all().len(), 1);
+        // Created again later.
+        assert!(cache.apply("a", 9, Some(record("a", "v9"))));
+        assert_eq!(cache.len(), 2);
+        let names: Vec<_> = cache.all().iter().map(|r| r.name.clone()).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_writer_never_steps_back_behind_its_watch() {
+        let cache = TenantCache::default();
+        // The watch delivered another node's later change first.
+        cache.apply("a", 8, Some(record("a", "theirs")));
+        let shown = cache.publish((*record("a", "mine")).clone(), 7);
+        assert_eq!(shown.connector_name, "theirs");
+        let shown = cache.publish((*record("a", "mine")).clone(), 9);
+        assert_eq!(shown.connector_name, "mine");
+    }
+
+    #[tokio::test]
+    async fn local_tenants_keep_working_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("b.redb")).unwrap();
+        let tenants = Tenants::load(store.clone()).unwrap();
+        let mut changes = tenants.changes();
+        tenants.create("a", None, true).await.unwrap();
+        assert!(matches!(
+            tenants.create("a", None, true).await,
+            Err(RelayError::TenantExists(_))
+        ));
+        tenants.set_writeback("a", false).await.unwrap();
+        let key = tenants
+            .rotate_key("a", Right::Send, KeySlot::Secondary)
+            .await
+            .unwrap();
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        let reloaded = Tenants::load(store.clone()).unwrap();
+        let a = reloaded.require("a").unwrap();
+        assert!(!a.writeback_enabled);
+        assert_eq!(a.keys.send.secondary, key);
+        tenants.delete("a").await.unwrap();
+        assert!(tenants.is_empty());
+        assert!(changes.has_changed().unwrap());
+        assert!(Tenants::load(store).unwrap().is_empty());
+        assert!(matches!(
+            tenants.delete("a").await,
+            Err(RelayError::UnknownTenant(_))
+        ));
     }
 }

@@ -281,7 +281,7 @@ pub fn failure(trouble: &Trouble, task: Task, writes: bool) -> Failure {
                 "The on-premises service is busy, so nothing was changed. \
                  Please try again in a moment.",
             ),
-            Reason::ShuttingDown => nothing(
+            Reason::ShuttingDown | Reason::ClusterUnavailable => nothing(
                 "The service is restarting, so nothing was changed. Please try again in a moment.",
             ),
             _ => Failure::Misconfigured,

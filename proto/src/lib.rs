@@ -208,6 +208,10 @@ reasons! {
     TooManyAgentKeys => "TOO_MANY_AGENT_KEYS", ResourceExhausted;
     /// No registered agent key has that id.
     AgentKeyNotFound => "AGENT_KEY_NOT_FOUND", NotFound;
+    /// Cluster mode: the node cannot reach the other broker nodes (NATS is
+    /// unreachable), or the one it asked refused; nothing was sent to an
+    /// agent. Another node may serve the request.
+    ClusterUnavailable => "CLUSTER_UNAVAILABLE", Unavailable;
 }
 
 impl fmt::Display for Reason {

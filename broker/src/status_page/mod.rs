@@ -14,6 +14,7 @@ mod chart;
 mod render;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State as Extract;
@@ -170,7 +171,13 @@ async fn status(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Resp
         return see_other(LOGIN_PATH);
     };
     match (verify(&state.authorizer, &token, now_unix_secs()), source) {
-        (Ok(_), _) => Html(render::status_page(&view(&state))).into_response(),
+        (Ok(_), _) => {
+            let peers = match state.cluster.as_ref().and_then(|c| c.meta.get()) {
+                Some(meta) => Some(crate::cluster::nodes::list(meta).await),
+                None => None,
+            };
+            Html(render::status_page(&view(&state, peers))).into_response()
+        }
         // The login form says what was wrong with the cookie.
         (Err(_), Source::Cookie) => see_other(LOGIN_PATH),
         (Err(refused), Source::Header) => {
@@ -250,22 +257,39 @@ fn tenant_view(record: &TenantRecord, agents: Vec<AgentInfo>) -> render::TenantV
     }
 }
 
-fn view(state: &State) -> render::StatusView {
+/// `peers`: in cluster mode, the nodes announced in the meta bucket (this
+/// one among them, usually).
+fn view(
+    state: &State,
+    peers: Option<Vec<crate::cluster::nodes::NodeRecord>>,
+) -> render::StatusView {
     let now = now_unix_ms();
+    let cluster = state.cluster.as_ref().map(|c| render::ClusterView {
+        this: c.node.clone(),
+        others: peers
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.name != c.node)
+            .map(|p| render::PeerView {
+                seen_ago: Duration::from_millis(now.saturating_sub(p.seen_unix_ms).max(0) as u64),
+                name: p.name,
+                version: p.version,
+                condition: p.condition,
+                started_unix_ms: p.started_unix_ms,
+                agents: p.agents,
+                in_flight: p.in_flight,
+            })
+            .collect(),
+    });
     render::StatusView {
         now_unix_ms: now,
         node: render::NodeView {
             version: env!("CARGO_PKG_VERSION"),
-            condition: if state.shutdown.is_cancelled() {
-                "draining"
-            } else if state.readiness.is_ready() {
-                "ready"
-            } else {
-                "starting"
-            },
+            condition: crate::cluster::nodes::condition(state),
             started_unix_ms: state.started_unix_ms,
             uptime: state.started.elapsed(),
         },
+        cluster,
         tenants: state
             .tenants
             .all()

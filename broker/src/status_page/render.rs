@@ -54,6 +54,8 @@ impl fmt::Display for Esc<'_> {
 pub struct StatusView {
     pub now_unix_ms: i64,
     pub node: NodeView,
+    /// Cluster mode: this node's name and the other nodes.
+    pub cluster: Option<ClusterView>,
     pub tenants: Vec<TenantView>,
     /// Oldest first, the current minute last.
     pub minutes: Vec<MinuteStats>,
@@ -66,6 +68,26 @@ pub struct NodeView {
     pub started_unix_ms: i64,
     pub uptime: Duration,
 }
+
+pub struct ClusterView {
+    pub this: String,
+    /// Sorted by name.
+    pub others: Vec<PeerView>,
+}
+
+/// Another node, as it last announced itself.
+pub struct PeerView {
+    pub name: String,
+    pub version: String,
+    pub condition: String,
+    pub started_unix_ms: i64,
+    pub seen_ago: Duration,
+    pub agents: u32,
+    pub in_flight: u64,
+}
+
+/// A node that has not announced itself for this long is shown as lost.
+const PEER_LOST_AFTER: Duration = Duration::from_secs(15);
 
 pub struct TenantView {
     pub name: String,
@@ -172,15 +194,31 @@ fn nodes(out: &mut String, view: &StatusView) {
         .map(|a| u64::from(a.in_flight))
         .sum();
     let uptime = Duration::from_secs(node.uptime.as_secs());
+    let (intro, this_name) = match &view.cluster {
+        None => (
+            "Single node: this broker runs alone. A cluster would list every node here.".to_owned(),
+            "this node".to_owned(),
+        ),
+        Some(c) => (
+            format!(
+                "Cluster of {} nodes, as they last announced themselves (every {} s).",
+                c.others.len() + 1,
+                crate::cluster::nodes::ANNOUNCE_EVERY.as_secs()
+            ),
+            format!("{} (this node)", c.this),
+        ),
+    };
     let _ = writeln!(
         out,
         "<section id=\"nodes\" aria-labelledby=\"nodes-h\">\n<h2 id=\"nodes-h\">Nodes</h2>\n\
-         <p>Single node: this broker runs alone. A cluster would list every node here.</p>\n\
+         <p>{}</p>\n\
          <table>\n<thead><tr><th scope=\"col\">Node</th><th scope=\"col\">Version</th><th scope=\"col\">State</th>\
          <th scope=\"col\">Up since</th><th scope=\"col\">Uptime</th><th scope=\"col\" class=\"n\">Agents online</th>\
          <th scope=\"col\" class=\"n\">Requests in flight</th></tr></thead>\n\
-         <tbody><tr data-node=\"this\"><th scope=\"row\">this node</th><td>{}</td><td class=\"{}\">{}</td><td>{}</td>\
-         <td>{}</td><td class=\"n\">{agents}</td><td class=\"n\">{in_flight}</td></tr></tbody>\n</table>\n</section>",
+         <tbody><tr data-node=\"this\"><th scope=\"row\">{}</th><td>{}</td><td class=\"{}\">{}</td><td>{}</td>\
+         <td>{}</td><td class=\"n\">{agents}</td><td class=\"n\">{in_flight}</td></tr>",
+        Esc(&intro),
+        Esc(&this_name),
         Esc(node.version),
         if node.condition == "ready" {
             "ok"
@@ -191,6 +229,43 @@ fn nodes(out: &mut String, view: &StatusView) {
         time_utc(node.started_unix_ms),
         Esc(&humantime::format_duration(uptime).to_string()),
     );
+    for peer in view.cluster.iter().flat_map(|c| &c.others) {
+        let lost = peer.seen_ago > PEER_LOST_AFTER;
+        let condition = if lost {
+            format!(
+                "not seen for {}",
+                humantime::format_duration(Duration::from_secs(peer.seen_ago.as_secs()))
+            )
+        } else {
+            peer.condition.clone()
+        };
+        let uptime = Duration::from_millis(
+            (view.now_unix_ms - peer.started_unix_ms).max(0) as u64 / 1000 * 1000,
+        );
+        let _ = writeln!(
+            out,
+            "<tr data-node=\"{}\"><th scope=\"row\">{}</th><td>{}</td><td class=\"{}\">{}</td><td>{}</td>\
+             <td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            Esc(&peer.name),
+            Esc(&peer.name),
+            Esc(&peer.version),
+            if !lost && peer.condition == "ready" {
+                "ok"
+            } else {
+                "warn"
+            },
+            Esc(&condition),
+            time_utc(peer.started_unix_ms),
+            if lost {
+                "-".to_owned()
+            } else {
+                Esc(&humantime::format_duration(uptime).to_string()).to_string()
+            },
+            peer.agents,
+            peer.in_flight,
+        );
+    }
+    out.push_str("</tbody>\n</table>\n</section>\n");
 }
 
 const AGENT_COLUMNS: usize = 6;
@@ -399,6 +474,7 @@ mod tests {
                 started_unix_ms: NOW - 90_000,
                 uptime: Duration::from_secs(90),
             },
+            cluster: None,
             tenants,
             minutes: recent.snapshot_at(NOW),
         }
@@ -411,6 +487,31 @@ mod tests {
             writeback_enabled: true,
             agents,
         }
+    }
+
+    #[test]
+    fn a_cluster_lists_every_node_and_flags_the_silent_one() {
+        let mut v = view(Vec::new(), &RecentRequests::new());
+        let peer = |name: &str, seen_ago| PeerView {
+            name: name.into(),
+            version: "0.1.0".into(),
+            condition: "ready".into(),
+            started_unix_ms: NOW - 60_000,
+            seen_ago: Duration::from_secs(seen_ago),
+            agents: 2,
+            in_flight: 1,
+        };
+        v.cluster = Some(ClusterView {
+            this: "a".into(),
+            others: vec![peer("b", 3), peer("<c>", 40)],
+        });
+        let page = status_page(&v);
+        assert!(page.contains("Cluster of 3 nodes"), "{page}");
+        assert!(page.contains("a (this node)"));
+        assert!(page.contains("data-node=\"b\""));
+        assert!(page.contains("&lt;c&gt;"), "names are escaped");
+        assert!(!page.contains("<c>"));
+        assert!(page.contains("not seen for 40s"), "{page}");
     }
 
     #[test]

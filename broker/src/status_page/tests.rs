@@ -169,6 +169,7 @@ fn no_secret_of_a_tenant_reaches_the_page() {
             started_unix_ms: 0,
             uptime: Duration::from_secs(5),
         },
+        cluster: None,
         tenants: vec![tenant_view(&record, vec![agent])],
         minutes: recent.snapshot_at(NOW as i64 * 1000),
     });

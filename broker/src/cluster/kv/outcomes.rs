@@ -1,0 +1,154 @@
+//! Late outcomes in the outcomes bucket, so that GetOutcome answers on any
+//! node. Values are [`Outcome`]s as the single-node store keeps them: the
+//! envelope inside is sealed by the agent already. The bucket's max age is
+//! the outcome retention, so NATS expires them by itself.
+//!
+//! Each request has two keys, each written once with a KV create: the
+//! awaited marker and the answer. Creates are the one compare-and-set
+//! nats-server 2.9 checks when it applies a write (see [`super::cas`]), so
+//! when two agents post at once exactly one answer is kept, with no read
+//! before the write.
+//!
+//! KV keys allow `[-/_=.a-zA-Z0-9]` and request ids also have `:`, so the
+//! request id goes into the key in unpadded base64url:
+//! `<tenant>.awaited.<id>` and `<tenant>.answer.<id>`.
+
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{self, CreateErrorKind, EntryErrorKind, Operation};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::KvError;
+use super::retry::{failed, retry};
+use crate::outcomes::Outcome;
+
+/// `expect` and `get` answer a portal that waits: they give up sooner than
+/// tenant writes.
+pub const WAIT_FOR: Duration = Duration::from_secs(5);
+/// `record` holds the only copy of an agent's answer: worth waiting for a
+/// failover.
+pub const RECORD_FOR: Duration = super::RETRY_FOR;
+
+/// The keys of one request.
+pub(crate) struct Keys {
+    awaited: String,
+    answer: String,
+}
+
+pub(crate) fn keys(tenant: &str, request_id: &str) -> Keys {
+    let id = URL_SAFE_NO_PAD.encode(request_id);
+    Keys {
+        awaited: format!("{tenant}.awaited.{id}"),
+        answer: format!("{tenant}.answer.{id}"),
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct OutcomeBucket {
+    store: kv::Store,
+}
+
+impl OutcomeBucket {
+    pub(crate) fn new(store: kv::Store) -> OutcomeBucket {
+        OutcomeBucket { store }
+    }
+
+    fn name(&self) -> &str {
+        &self.store.name
+    }
+
+    /// Stores `value` unless the key has one already; whether it did.
+    async fn create(&self, key: &str, value: &[u8], window: Duration) -> Result<bool, KvError> {
+        let is_final = |e: &kv::CreateError| {
+            matches!(
+                e.kind(),
+                CreateErrorKind::AlreadyExists | CreateErrorKind::InvalidKey
+            )
+        };
+        let created = retry(self.name(), "store an outcome", window, is_final, || {
+            self.store.create(key, value.to_vec().into())
+        })
+        .await?;
+        match created {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(failed(self.name(), "store an outcome", e)),
+        }
+    }
+
+    async fn entry(&self, key: &str, window: Duration) -> Result<Option<kv::Entry>, KvError> {
+        let is_final = |e: &kv::EntryError| e.kind() == EntryErrorKind::InvalidKey;
+        let entry = retry(self.name(), "read an outcome", window, is_final, || {
+            self.store.entry(key)
+        })
+        .await?
+        .map_err(|e| failed(self.name(), "read an outcome", e))?;
+        Ok(entry.filter(|e| e.operation == Operation::Put))
+    }
+
+    /// Remembers that an answer is awaited. A second call changes nothing;
+    /// an answer kept already wins over it (see [`Self::get`]).
+    pub(crate) async fn expect(&self, keys: &Keys, waiting: &Outcome) -> Result<(), KvError> {
+        self.create(&keys.awaited, &waiting.encode(), WAIT_FOR)
+            .await
+            .map(drop)
+    }
+
+    /// Keeps an answer unless one is kept already: the first one wins.
+    pub(crate) async fn record(&self, keys: &Keys, answered: &Outcome) -> Result<bool, KvError> {
+        let value = answered.encode();
+        if self.create(&keys.answer, &value, RECORD_FOR).await? {
+            return Ok(true);
+        }
+        // Ours, if an earlier attempt's answer was lost in a failover.
+        let kept = self.entry(&keys.answer, RECORD_FOR).await?;
+        Ok(kept.is_some_and(|e| e.value == value))
+    }
+
+    /// The answer if one is kept, else the awaited marker; expired or not.
+    pub(crate) async fn get(&self, keys: &Keys) -> Result<Option<Outcome>, KvError> {
+        for key in [&keys.answer, &keys.awaited] {
+            if let Some(outcome) = self
+                .entry(key, WAIT_FOR)
+                .await?
+                .and_then(|e| Outcome::decode(&e.value))
+            {
+                return Ok(Some(outcome));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_kv_key(key: &str) -> bool {
+        !key.is_empty()
+            && !key.starts_with('.')
+            && !key.ends_with('.')
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b))
+    }
+
+    #[test]
+    fn keys_are_valid_and_distinct_for_every_request_id() {
+        let long = "x".repeat(128);
+        let ids = ["r1", "R:1", "a.b", "a-b_c", "...", ":", long.as_str()];
+        let mut seen = std::collections::BTreeSet::new();
+        for id in ids {
+            let Keys { awaited, answer } = keys("contoso", id);
+            for k in [awaited, answer] {
+                assert!(is_kv_key(&k), "{id:?} -> {k:?}");
+                assert!(k.starts_with("contoso."), "{k}");
+                assert!(seen.insert(k), "{id:?} collides");
+            }
+        }
+        // Another tenant, another key: none reaches into another's.
+        assert_ne!(keys("a", "r1").answer, keys("b", "r1").answer);
+        assert!(!keys("a", "b.answer.r1").answer.starts_with("b."));
+    }
+}

@@ -1,0 +1,241 @@
+//! Every node keeps all tenants in memory. At start-up it reads the latest
+//! record of each from a watch with history (one ordered consumer: no
+//! change can slip between loading and watching), then the same watch
+//! delivers every change from any node within milliseconds.
+//!
+//! A watch can fall behind without a word: its consumer lived on a NATS
+//! node that died (the client notices only after 10 s of missed
+//! heartbeats, or never while it retries on its own), or it was placed on
+//! a replica still catching up after a restart. So a check compares, every
+//! [`CHECK_EVERY`], the last revision applied with the stream's last
+//! sequence (from the stream leader); behind twice in a row with no
+//! progress, the watch is made again from the revision after the last one
+//! applied. Revisions make applying a change twice, or late, harmless.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{self, Operation};
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::KvError;
+use super::retry::{RETRY_FOR, failed, retry_all};
+use super::tenants::TenantBucket;
+use crate::tenants::TenantCache;
+
+/// The server or the client ended a watch.
+#[derive(Debug, thiserror::Error)]
+#[error("the watch ended")]
+struct WatchEnded;
+
+/// Every key of a bucket.
+const ALL: &str = ">";
+/// How long loading the tenants at start-up may take.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the watch is checked against the stream.
+pub const CHECK_EVERY: Duration = Duration::from_secs(3);
+/// How long one attempt to make a watch, or to read the stream's state,
+/// may take: they hang while a stream elects a leader.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+const MAX_RESUBSCRIBE_PAUSE: Duration = Duration::from_secs(2);
+
+/// Fills `cache` with the bucket's tenants. Returns the watch that goes on
+/// with the changes after them, and the last revision applied.
+pub(crate) async fn load(
+    bucket: &TenantBucket,
+    cache: &TenantCache,
+) -> Result<(kv::Watch, u64), KvError> {
+    let name = bucket.name();
+    // Where the stream leader is: the watch's consumer may sit on a
+    // replica that has not caught up yet, and must reach it.
+    let state = retry_all(name, "read the bucket's state", RETRY_FOR, || {
+        bucket.store().stream.get_info()
+    })
+    .await?
+    .state;
+    let mut watch = retry_all(name, "watch the tenants", RETRY_FOR, || {
+        bucket.store().watch_with_history(ALL)
+    })
+    .await?;
+    if state.messages == 0 {
+        return Ok((watch, 0));
+    }
+    let mut last = 0;
+    let mut current = false;
+    let caught_up = tokio::time::timeout(LOAD_TIMEOUT, async {
+        while let Some(entry) = watch.next().await {
+            let entry = entry.map_err(|e| failed(name, "load the tenants", e))?;
+            apply(bucket, cache, &entry);
+            last = last.max(entry.revision);
+            current |= entry.delta == 0;
+            if current && last >= state.last_sequence {
+                return Ok(());
+            }
+        }
+        Err(failed(name, "load the tenants", WatchEnded))
+    })
+    .await;
+    match caught_up {
+        Ok(done) => done?,
+        // The stream's last message may have been purged: what the watch
+        // delivered is all there is, and the check keeps watching.
+        Err(_) if current => warn!(
+            bucket = %name,
+            revision = last,
+            stream_last = state.last_sequence,
+            "the tenants loaded only up to an older revision than the stream's last"
+        ),
+        Err(_) => {
+            return Err(KvError::LoadTimeout {
+                bucket: name.to_owned(),
+                waited: LOAD_TIMEOUT,
+            });
+        }
+    }
+    info!(bucket = %name, tenants = cache.len(), revision = last, "loaded the tenants");
+    Ok((watch, last))
+}
+
+/// Applies every change `watch` delivers after `last`, until `stop`.
+pub(crate) fn follow(
+    bucket: TenantBucket,
+    cache: Arc<TenantCache>,
+    mut watch: kv::Watch,
+    last: u64,
+    stop: CancellationToken,
+) {
+    let applied = Arc::new(AtomicU64::new(last));
+    let behind = Arc::new(Notify::new());
+    tokio::spawn(check(
+        bucket.clone(),
+        Arc::clone(&applied),
+        Arc::clone(&behind),
+        stop.clone(),
+    ));
+    tokio::spawn(async move {
+        loop {
+            let why = tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = behind.notified() => "the watch fell behind the bucket".to_owned(),
+                item = watch.next() => match item {
+                    Some(Ok(entry)) => {
+                        apply(&bucket, &cache, &entry);
+                        applied.fetch_max(entry.revision, Ordering::AcqRel);
+                        continue;
+                    }
+                    Some(Err(e)) => e.to_string(),
+                    None => WatchEnded.to_string(),
+                },
+            };
+            let last = applied.load(Ordering::Acquire);
+            warn!(
+                bucket = %bucket.name(),
+                error = %why,
+                from_revision = last + 1,
+                "lost the watch on the tenants; watching again"
+            );
+            match resubscribe(&bucket, last, &stop).await {
+                Some(again) => watch = again,
+                None => return,
+            }
+        }
+    });
+}
+
+/// Tells the follower when it is behind the stream and makes no progress.
+async fn check(
+    bucket: TenantBucket,
+    applied: Arc<AtomicU64>,
+    behind: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut every = tokio::time::interval(CHECK_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stuck_at = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let read = tokio::time::timeout(ATTEMPT_TIMEOUT, bucket.store().stream.get_info());
+        let stream_last = match read.await {
+            Ok(Ok(info)) => info.state.last_sequence,
+            // NATS is failing over: the writes are, too.
+            _ => continue,
+        };
+        let last = applied.load(Ordering::Acquire);
+        if stream_last <= last {
+            stuck_at = None;
+        } else if stuck_at == Some(last) {
+            debug!(bucket = %bucket.name(), revision = last, stream_last, "the tenant watch is behind");
+            // Only a follower waiting hears it: one busy making a new
+            // watch already is doing what this asks.
+            behind.notify_waiters();
+            stuck_at = None;
+        } else {
+            stuck_at = Some(last);
+        }
+    }
+}
+
+/// A new watch from the revision after `last`; `None` once `stop`.
+async fn resubscribe(
+    bucket: &TenantBucket,
+    last: u64,
+    stop: &CancellationToken,
+) -> Option<kv::Watch> {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
+            if last == 0 {
+                bucket.store().watch_with_history(ALL).await
+            } else {
+                bucket.store().watch_all_from_revision(last + 1).await
+            }
+        });
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            made = attempt => match made {
+                Ok(Ok(watch)) => {
+                    info!(bucket = %bucket.name(), from_revision = last + 1, "watching the tenants again");
+                    return Some(watch);
+                }
+                // Expected for a few seconds after a NATS node died.
+                Ok(Err(e)) => debug!(bucket = %bucket.name(), error = %e, "cannot watch the tenants yet"),
+                Err(_) => debug!(bucket = %bucket.name(), "making the tenant watch timed out"),
+            },
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(MAX_RESUBSCRIBE_PAUSE);
+    }
+}
+
+/// Applies one change to the cache. A record this node cannot read takes
+/// the tenant out of its view rather than leaving an older record in
+/// place: that one may hold keys rotated away, or writeback the other nodes
+/// see disabled.
+fn apply(bucket: &TenantBucket, cache: &TenantCache, entry: &kv::Entry) {
+    let record = match entry.operation {
+        Operation::Put => match bucket.open(&entry.key, &entry.value) {
+            Ok(record) => Some(Arc::new(record)),
+            Err(e) => {
+                warn!(
+                    tenant = %entry.key,
+                    revision = entry.revision,
+                    error = %e,
+                    "skipped a tenant record this node cannot read; the tenant is unavailable here until a readable one is written"
+                );
+                None
+            }
+        },
+        Operation::Delete | Operation::Purge => None,
+    };
+    cache.apply(&entry.key, entry.revision, record);
+}

@@ -1,0 +1,179 @@
+//! Cluster mode: several broker nodes on a NATS cluster (docs/CLUSTER.md).
+//!
+//! Nodes hold nothing but the agent sessions connected to them. What they
+//! share goes through NATS:
+//! - [`forward`]: a portal request for a tenant with no agent on this node
+//!   is published to the tenant's subject and answered by a node that has
+//!   one (the forwarding side);
+//! - [`serve`]: while this node holds an agent of a tenant it listens on the
+//!   tenant's subject, in one queue group with the other nodes, and routes
+//!   what arrives to its own agents (the serving side);
+//! - [`wire`]: the messages between the two, and the subjects;
+//! - [`kv`]: tenants, the operator key and late outcomes in replicated
+//!   JetStream key-value buckets, watched so every node sees a change at once;
+//!   [`storage_key`] seals tenant records before they reach NATS;
+//! - [`nodes`]: each node's announcement of itself, for the status page.
+
+pub mod forward;
+pub mod kv;
+pub mod nodes;
+pub mod serve;
+pub mod storage_key;
+pub mod wire;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tracing::{info, warn};
+
+use crate::config::ClusterConfig;
+
+/// A failure to join the cluster. Messages name the setting or the server,
+/// never a password.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot read the NATS password file {path}")]
+    PasswordFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot connect to NATS at {urls}")]
+    Connect {
+        urls: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error(transparent)]
+    Kv(#[from] kv::KvError),
+    #[error(transparent)]
+    StorageKey(#[from] storage_key::StorageKeyError),
+}
+
+/// This node's link to the others.
+pub struct Cluster {
+    pub node: String,
+    pub client: async_nats::Client,
+    pub jetstream: jetstream::Context,
+    pub config: ClusterConfig,
+    /// Set while the NATS connection is down (shared with `/readyz`).
+    down: Arc<AtomicBool>,
+    /// The meta bucket, once open: where nodes announce themselves.
+    pub meta: std::sync::OnceLock<jetstream::kv::Store>,
+}
+
+/// Reconnect quickly at first (a NATS node restarting is back in seconds),
+/// then every 2 s at most, with jitter so that nodes do not dial in step.
+fn reconnect_delay(attempts: usize) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let base = 100u64.saturating_mul(1 << attempts.min(5)).min(2_000);
+    Duration::from_millis(base / 2 + fastrand::u64(..=base / 2))
+}
+
+impl Cluster {
+    /// Connects to NATS. `down` is kept up to date with the connection's
+    /// state from then on.
+    pub async fn connect(
+        config: &ClusterConfig,
+        down: Arc<AtomicBool>,
+    ) -> Result<Cluster, ClusterError> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("relay-broker {}", config.node_name))
+            .connection_timeout(config.connect_timeout)
+            .max_reconnects(None)
+            .reconnect_delay_callback(reconnect_delay);
+        if let (Some(user), Some(path)) = (&config.nats_user, &config.nats_password_file) {
+            let password =
+                zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+                    ClusterError::PasswordFile {
+                        path: path.clone(),
+                        source,
+                    }
+                })?);
+            options = options.user_and_password(user.clone(), password.trim_end().to_owned());
+        }
+        if let Some(ca) = &config.nats_ca_file {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let (Some(cert), Some(key)) = (&config.nats_client_cert, &config.nats_client_key) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        let events_down = Arc::clone(&down);
+        let node = config.node_name.clone();
+        options = options.event_callback(move |event| {
+            let down = Arc::clone(&events_down);
+            let node = node.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        down.store(false, Ordering::Release);
+                        info!(%node, "connected to NATS");
+                    }
+                    async_nats::Event::Disconnected | async_nats::Event::Closed => {
+                        down.store(true, Ordering::Release);
+                        warn!(%node, "lost the NATS connection: requests for agents on other nodes fail until it is back");
+                    }
+                    other => warn!(%node, event = %other, "NATS connection event"),
+                }
+            }
+        });
+        let urls = config.nats_urls.join(",");
+        let client = options
+            .connect(config.nats_urls.as_slice())
+            .await
+            .map_err(|source| ClusterError::Connect {
+                urls: urls.clone(),
+                source,
+            })?;
+        down.store(false, Ordering::Release);
+        info!(node = %config.node_name, nats = %urls, "joined the cluster");
+        let jetstream = jetstream::new(client.clone());
+        Ok(Cluster {
+            node: config.node_name.clone(),
+            client,
+            jetstream,
+            config: config.clone(),
+            down,
+            meta: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Whether NATS is reachable right now.
+    pub fn is_up(&self) -> bool {
+        !self.down.load(Ordering::Acquire)
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        self.config.forward_heartbeat
+    }
+
+    /// Where requests for `tenant` are published.
+    pub fn submit_subject(&self, tenant: &str) -> String {
+        wire::submit_subject(&self.config.subject_prefix, tenant)
+    }
+
+    /// The queue group of the nodes serving forwarded requests.
+    pub fn queue_group(&self) -> String {
+        format!("{}-brokers", self.config.subject_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_start_at_once_and_stay_under_two_seconds() {
+        assert_eq!(reconnect_delay(0), Duration::ZERO);
+        assert_eq!(reconnect_delay(1), Duration::ZERO);
+        for attempts in 2..100 {
+            let d = reconnect_delay(attempts);
+            assert!(d <= Duration::from_secs(2), "{attempts}: {d:?}");
+            assert!(d >= Duration::from_millis(100), "{attempts}: {d:?}");
+        }
+    }
+}

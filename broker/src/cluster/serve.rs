@@ -1,0 +1,298 @@
+//! The serving side: while this node holds an agent session of a tenant, it
+//! listens on the tenant's subject in the nodes' queue group and routes the
+//! requests other nodes forward to its own agents, reporting progress to the
+//! forwarding node (see [`super::forward`] for the exchange).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_nats::Subject;
+use futures_util::StreamExt;
+use proto::pb::{self, Operation, forward_event::Event};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::{Cluster, wire};
+use crate::error::RelayError;
+use crate::metrics::ForwardLabels;
+use crate::routing::{Delivery, RouteRequest, Router};
+use crate::state::State;
+
+/// One tenant's subscription and the task reading it.
+struct Listening {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Listens for each tenant exactly while this node holds one of its agent
+/// sessions; stops listening for all when the node starts draining, so the
+/// other nodes stop sending it work. Runs until `state.shutdown`.
+pub async fn run(state: Arc<State>, cluster: Arc<Cluster>) {
+    let Some(mut presence) = state.registry.watch_presence() else {
+        warn!("tenant presence is already watched; not serving forwarded requests");
+        return;
+    };
+    let mut listening: HashMap<String, Listening> = HashMap::new();
+    // Sessions registered before the watch began.
+    for tenant in state.registry.tenants_present() {
+        update(&state, &cluster, &mut listening, tenant).await;
+    }
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => break,
+            tenant = presence.recv() => match tenant {
+                Some(tenant) => update(&state, &cluster, &mut listening, tenant).await,
+                None => break,
+            },
+        }
+    }
+    for (tenant, l) in listening.drain() {
+        debug!(%tenant, "no longer listening for forwarded requests");
+        l.stop.cancel();
+        let _ = l.task.await;
+    }
+}
+
+async fn update(
+    state: &Arc<State>,
+    cluster: &Arc<Cluster>,
+    listening: &mut HashMap<String, Listening>,
+    tenant: String,
+) {
+    let present = !state.registry.sessions(&tenant).is_empty();
+    match (present, listening.contains_key(&tenant)) {
+        (true, false) => {
+            let subject = cluster.submit_subject(&tenant);
+            match cluster
+                .client
+                .queue_subscribe(subject.clone(), cluster.queue_group())
+                .await
+            {
+                Ok(subscriber) => {
+                    info!(%tenant, %subject, "listening for requests forwarded by other nodes");
+                    let stop = CancellationToken::new();
+                    let task = tokio::spawn(listen(
+                        Arc::clone(state),
+                        Arc::clone(cluster),
+                        tenant.clone(),
+                        subscriber,
+                        stop.clone(),
+                    ));
+                    listening.insert(tenant, Listening { stop, task });
+                }
+                // Only a closed client fails here: the node is stopping.
+                Err(e) => warn!(%tenant, error = %e, "cannot listen for forwarded requests"),
+            }
+        }
+        (false, true) => {
+            if let Some(l) = listening.remove(&tenant) {
+                info!(%tenant, "no agent of the tenant left here; no longer listening");
+                l.stop.cancel();
+            }
+        }
+        _ => {}
+    }
+}
+
+async fn listen(
+    state: Arc<State>,
+    cluster: Arc<Cluster>,
+    tenant: String,
+    mut subscriber: async_nats::Subscriber,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            message = subscriber.next() => match message {
+                Some(m) => spawn_serve(&state, &cluster, &tenant, m),
+                None => return,
+            },
+        }
+    }
+    // Whatever NATS delivered before the unsubscription took effect is
+    // still answered: it finds no agent, and the forwarding node asks
+    // another node.
+    if let Err(e) = subscriber.drain().await {
+        debug!(%tenant, error = %e, "draining the subscription failed");
+    }
+    while let Some(m) = subscriber.next().await {
+        spawn_serve(&state, &cluster, &tenant, m);
+    }
+}
+
+fn spawn_serve(
+    state: &Arc<State>,
+    cluster: &Arc<Cluster>,
+    tenant: &str,
+    message: async_nats::Message,
+) {
+    let Some(reply) = message.reply.clone() else {
+        debug!(%tenant, "forwarded request without a reply subject dropped");
+        return;
+    };
+    tokio::spawn(serve(
+        Arc::clone(state),
+        Arc::clone(cluster),
+        tenant.to_owned(),
+        reply,
+        message.payload,
+    ));
+}
+
+/// Publishes one event to the forwarding node. A failed publish is only
+/// logged: the forwarding node then hears nothing and says OUTCOME_UNKNOWN
+/// after three missed heartbeats, which is the truth.
+async fn tell(cluster: &Cluster, reply: &Subject, event: Event) {
+    if let Err(e) = cluster
+        .client
+        .publish(reply.clone(), wire::encode(event).into())
+        .await
+    {
+        debug!(error = %e, "cannot reach the forwarding node");
+    }
+}
+
+fn count(state: &State, outcome: &'static str) {
+    state
+        .metrics
+        .forwards
+        .get_or_create(&ForwardLabels {
+            direction: "in",
+            outcome,
+        })
+        .inc();
+}
+
+async fn serve(
+    state: Arc<State>,
+    cluster: Arc<Cluster>,
+    tenant: String,
+    reply: Subject,
+    payload: bytes::Bytes,
+) {
+    let fail = |e: &RelayError| Event::Failure(wire::failure_of(e));
+    let request = match wire::decode_request(&payload) {
+        Ok(r) if r.tenant == tenant => r,
+        Ok(_) | Err(_) => {
+            let e = RelayError::ProtocolViolation(
+                "undecodable forwarded request, or one for another tenant than its subject".into(),
+            );
+            warn!(%tenant, error = %e, "forwarded request refused");
+            count(&state, "refused");
+            return tell(&cluster, &reply, fail(&e)).await;
+        }
+    };
+    let span = info_span!("forwarded", tenant = %tenant, request_id = %request.request_id,
+        origin = %request.origin_node);
+    async move {
+        if state.shutdown.is_cancelled() {
+            count(&state, "shutting_down");
+            return tell(&cluster, &reply, fail(&RelayError::ShuttingDown)).await;
+        }
+        let operation = match Operation::try_from(request.operation) {
+            Ok(op) if op != Operation::Unspecified => op,
+            _ => {
+                let e = RelayError::InvalidOperation(format!(
+                    "forwarded operation {} is not a relay.v1 Operation",
+                    request.operation
+                ));
+                count(&state, "refused");
+                return tell(&cluster, &reply, fail(&e)).await;
+            }
+        };
+        tell(
+            &cluster,
+            &reply,
+            Event::Accepted(pb::ForwardAccepted {
+                node: cluster.node.clone(),
+            }),
+        )
+        .await;
+        // Counted in flight here too, so that a draining node waits for it.
+        let key = (tenant.clone(), request.request_id.clone());
+        let _in_flight = state.in_flight_ids.insert(key.clone()).then(|| InFlight {
+            state: Arc::clone(&state),
+            key,
+        });
+        let budget = std::time::Duration::from_millis(request.budget_ms.into());
+        let timeout = std::time::Duration::from_millis(request.timeout_ms.into())
+            .min(state.config.max_deadline);
+        let (progress, mut delivered) = watch::channel(Delivery::default());
+        let routed = state.registry.route(RouteRequest {
+            tenant: tenant.clone(),
+            request_id: request.request_id.clone(),
+            operation,
+            envelope: request.envelope,
+            deadline: Instant::now() + timeout,
+            budget,
+            progress: Some(Arc::new(progress)),
+        });
+        tokio::pin!(routed);
+        let mut beat = tokio::time::interval(cluster.heartbeat());
+        beat.tick().await;
+        let result = loop {
+            tokio::select! {
+                biased;
+                result = &mut routed => break result,
+                changed = delivered.changed() => {
+                    if changed.is_ok() {
+                        let progress = progress_of(&delivered.borrow_and_update());
+                        tell(&cluster, &reply, progress).await;
+                    }
+                }
+                _ = beat.tick() => {
+                    let progress = progress_of(&delivered.borrow());
+                    tell(&cluster, &reply, progress).await;
+                }
+            }
+        };
+        match result {
+            Ok(answer) => {
+                count(&state, "answered");
+                debug!(agent_id = %answer.agent_id, "forwarded request answered");
+                tell(
+                    &cluster,
+                    &reply,
+                    Event::Reply(pb::ForwardReply {
+                        agent_id: answer.agent_id,
+                        agent_version: answer.agent_version,
+                        envelope: answer.envelope,
+                        rtt_us: answer.rtt.as_micros().min(u128::from(u64::MAX)) as u64,
+                    }),
+                )
+                .await;
+            }
+            Err(e) => {
+                count(&state, e.outcome());
+                info!(reason = %e.reason(), error = %e, "forwarded request failed");
+                tell(&cluster, &reply, fail(&e)).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn progress_of(d: &Delivery) -> Event {
+    Event::Progress(pb::ForwardProgress {
+        agent_id: d.agent_id.clone().unwrap_or_default(),
+        acknowledged: d.acknowledged,
+    })
+}
+
+/// Removes a served request's id from the in-flight set however it ends.
+struct InFlight {
+    state: Arc<State>,
+    key: (String, String),
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.state.in_flight_ids.remove(&self.key);
+        self.state.request_ended.notify_waiters();
+    }
+}
