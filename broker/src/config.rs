@@ -484,4 +484,17 @@ tls_key = "k.pem""#,
         let text = include_str!("../../examples/broker.toml");
         BrokerConfig::from_toml(text).unwrap();
     }
+
+    #[test]
+    fn the_example_cluster_configs_parse() {
+        for (name, text) in [
+            ("a", include_str!("../../examples/cluster/node-a.toml")),
+            ("b", include_str!("../../examples/cluster/node-b.toml")),
+            ("c", include_str!("../../examples/cluster/node-c.toml")),
+        ] {
+            let config =
+                BrokerConfig::from_toml(text).unwrap_or_else(|e| panic!("node {name}: {e}"));
+            assert_eq!(config.cluster.expect("a [cluster] table").node_name, name);
+        }
+    }
 }

@@ -10,6 +10,7 @@
 
 pub mod agents;
 pub mod browser;
+pub mod cluster;
 pub mod connect_proxy;
 pub mod deployment;
 pub mod faults;
@@ -176,6 +177,8 @@ pub async fn await_connected(
 /// Settings of a broker to start.
 pub struct BrokerBuilder {
     extra_config: Vec<String>,
+    sections: Vec<String>,
+    pki: Option<broker::tls::DevPki>,
     rust_log: String,
     dir: Option<tempfile::TempDir>,
 }
@@ -190,6 +193,8 @@ impl BrokerBuilder {
     pub fn new() -> BrokerBuilder {
         BrokerBuilder {
             extra_config: Vec::new(),
+            sections: Vec::new(),
+            pki: None,
             rust_log: "info".into(),
             dir: None,
         }
@@ -198,6 +203,20 @@ impl BrokerBuilder {
     /// Adds a `key = value` line to the broker's TOML config.
     pub fn config(mut self, line: impl Into<String>) -> Self {
         self.extra_config.push(line.into());
+        self
+    }
+
+    /// Adds a TOML table (`[cluster]` and its keys) after every top-level
+    /// line, where TOML needs it.
+    pub fn section(mut self, text: impl Into<String>) -> Self {
+        self.sections.push(text.into());
+        self
+    }
+
+    /// Presents this certificate instead of one from a fresh development
+    /// CA, so that several brokers can share one CA file (cluster nodes).
+    pub fn pki(mut self, pki: broker::tls::DevPki) -> Self {
+        self.pki = Some(pki);
         self
     }
 
@@ -211,8 +230,13 @@ impl BrokerBuilder {
             Some(d) => d,
             None => tempfile::tempdir().expect("temp dir"),
         };
-        let pki = broker::tls::generate_dev_pki(&dir.path().join("pki"), &["127.0.0.1".to_owned()])
-            .expect("dev pki");
+        let pki = match self.pki {
+            Some(pki) => pki,
+            None => {
+                broker::tls::generate_dev_pki(&dir.path().join("pki"), &["127.0.0.1".to_owned()])
+                    .expect("dev pki")
+            }
+        };
         let config_path = dir.path().join("broker.toml");
         let mut config = format!(
             "listen = \"127.0.0.1:0\"\noperator_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
@@ -220,7 +244,7 @@ impl BrokerBuilder {
             pki.server_cert,
             pki.server_key
         );
-        for line in &self.extra_config {
+        for line in self.extra_config.iter().chain(&self.sections) {
             config.push_str(line);
             config.push('\n');
         }

@@ -1,0 +1,611 @@
+//! Several `relay-broker` nodes in cluster mode (issue 9) on a real NATS
+//! cluster ([`crate::nats`]), everything on loopback.
+//!
+//! ```ignore
+//! let cluster = BrokerCluster::start(3).await; // nodes a, b, c on 3 NATS nodes
+//! let tenant = cluster.create_tenant("contoso").await; // through a, known to all
+//! let agent = cluster.echo_agent(2, &tenant, "dc01").start().await; // on c
+//! cluster.await_routable(0, &tenant).await; // a reaches it through NATS
+//! let portal = cluster.portal(0, &tenant).await;
+//! ```
+//!
+//! Every node presents the same certificate from one development CA, so one
+//! CA file serves agents and portals on any node; each node has its own data
+//! directory; all read the same storage key file. Broker node `i` is given
+//! NATS node `i mod n`'s URL first, then the others' (the NATS client may
+//! still pick any of them, and learns the rest from the servers).
+//!
+//! With [`BrokerClusterBuilder::nats_through_proxies`] each broker node
+//! reaches NATS through fault proxies of its own ([`crate::faults`]), to cut
+//! one node off NATS while NATS itself stays up. With more than one NATS
+//! node the servers advertise their direct addresses, and the client may
+//! reconnect to those around the proxy: use it with one NATS node.
+//!
+//! One cluster at a time per test process: a cluster is six or more
+//! processes, and the tests measure sub-second propagation, which a second
+//! cluster starting beside it on a small machine would distort.
+//! [`BrokerClusterBuilder::start`] waits until the previous cluster is
+//! dropped.
+//!
+//! When a test panics, dropping the cluster prints the tail of every
+//! broker node's and NATS node's log.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use agent_client::Reason;
+use agent_client::directory::embedded::EmbeddedDirectory;
+use agent_client::portal::PortalClient;
+use agent_client::sealed::SealedPortal;
+use envelope::{Fingerprint, KeyPair};
+use sas::{KeySlot, Right};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::agents::EchoAgentBuilder;
+use crate::faults::FaultProxy;
+use crate::nats::NatsCluster;
+use crate::sealed::SETUP_PASSWORD;
+use crate::{
+    BrokerBuilder, BrokerProcess, EchoAgent, STARTUP_TIMEOUT, Tenant, await_line, bin, write_key,
+};
+
+/// Node names, in node order.
+pub const NODE_NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
+
+/// The broker's default `subject_prefix`.
+pub const SUBJECT_PREFIX: &str = "relay";
+
+/// How often awaited conditions are polled.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Lines of each log shown when a test fails.
+const TAIL_LINES: usize = 40;
+
+static ONE_AT_A_TIME: Semaphore = Semaphore::const_new(1);
+
+/// Settings of a cluster to start.
+pub struct BrokerClusterBuilder {
+    nodes: usize,
+    nats_nodes: usize,
+    nats_proxies: bool,
+    config: Vec<String>,
+    cluster_config: Vec<String>,
+    rust_log: String,
+}
+
+impl BrokerClusterBuilder {
+    /// NATS nodes (3 by default). Buckets keep `min(3, n)` replicas.
+    pub fn nats_nodes(mut self, n: usize) -> Self {
+        self.nats_nodes = n;
+        self
+    }
+
+    /// Each broker node reaches each NATS node through a fault proxy of its
+    /// own ([`BrokerCluster::nats_proxies`]). See the module documentation.
+    pub fn nats_through_proxies(mut self) -> Self {
+        self.nats_proxies = true;
+        self
+    }
+
+    /// A top-level `key = value` line for every node's configuration.
+    pub fn config(mut self, line: impl Into<String>) -> Self {
+        self.config.push(line.into());
+        self
+    }
+
+    /// A `key = value` line in every node's `[cluster]` table (not
+    /// `node_name`, `nats_urls`, `storage_key_file` or `kv_replicas`: the
+    /// harness sets those).
+    pub fn cluster_config(mut self, line: impl Into<String>) -> Self {
+        self.cluster_config.push(line.into());
+        self
+    }
+
+    pub fn rust_log(mut self, filter: impl Into<String>) -> Self {
+        self.rust_log = filter.into();
+        self
+    }
+
+    /// Starts NATS, then the broker nodes one after the other, each ready
+    /// (its "relay-broker ready" line) before the next starts.
+    pub async fn start(self) -> BrokerCluster {
+        assert!(
+            (1..=NODE_NAMES.len()).contains(&self.nodes),
+            "1 to {} broker nodes",
+            NODE_NAMES.len()
+        );
+        let permit = ONE_AT_A_TIME.acquire().await.expect("never closed");
+        let began = Instant::now();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pki = broker::tls::generate_dev_pki(&dir.path().join("pki"), &["127.0.0.1".to_owned()])
+            .expect("dev pki");
+        let storage_key_file = write_key(
+            dir.path(),
+            "cluster.key",
+            &sas::Key::generate().expect("storage key"),
+        );
+        let nats = NatsCluster::start(self.nats_nodes).await;
+        let mut node_times = Vec::new();
+        let mut cluster = BrokerCluster {
+            nodes: Vec::new(),
+            running: Vec::new(),
+            proxies: Vec::new(),
+            nats,
+            pki,
+            storage_key_file,
+            _dir: dir,
+            _permit: permit,
+        };
+        for (i, name) in NODE_NAMES.iter().enumerate().take(self.nodes) {
+            let n = cluster.nats.len();
+            let mut urls = Vec::new();
+            let mut proxies = Vec::new();
+            for k in (0..n).map(|k| (i + k) % n) {
+                let url = cluster.nats.client_url(k).to_owned();
+                if self.nats_proxies {
+                    let target = url
+                        .rsplit_once("://")
+                        .map_or(url.as_str(), |(_, addr)| addr)
+                        .parse()
+                        .expect("NATS client address");
+                    let proxy = FaultProxy::start(target).await;
+                    urls.push(format!("nats://{}", proxy.addr()));
+                    proxies.push(proxy);
+                } else {
+                    urls.push(url);
+                }
+            }
+            let mut section = format!(
+                "[cluster]\nnode_name = {:?}\nnats_urls = {urls:?}\nstorage_key_file = {:?}\n",
+                name, cluster.storage_key_file
+            );
+            if n < 3 {
+                section.push_str(&format!("kv_replicas = {n}\n"));
+            }
+            for line in &self.cluster_config {
+                section.push_str(line);
+                section.push('\n');
+            }
+            let builder = self
+                .config
+                .iter()
+                .fold(BrokerBuilder::new(), |b, line| b.config(line.clone()))
+                .pki(cluster.pki.clone())
+                .rust_log(self.rust_log.clone())
+                .section(section);
+            let node_began = Instant::now();
+            cluster.nodes.push(builder.start().await);
+            node_times.push(format!("{name} {:?}", node_began.elapsed()));
+            cluster.running.push(true);
+            cluster.proxies.push(proxies);
+        }
+        eprintln!(
+            "broker cluster ready in {:?}: NATS ({} nodes) {:?}, broker nodes {}",
+            began.elapsed(),
+            cluster.nats.len(),
+            cluster.nats.started_in(),
+            node_times.join(", ")
+        );
+        cluster
+    }
+}
+
+/// Running broker nodes on a running NATS cluster. Dropping it kills every
+/// process (SIGKILL) and removes their files.
+pub struct BrokerCluster {
+    // Fields drop in order: the brokers go before NATS.
+    nodes: Vec<BrokerProcess>,
+    running: Vec<bool>,
+    proxies: Vec<Vec<FaultProxy>>,
+    pub nats: NatsCluster,
+    pki: broker::tls::DevPki,
+    storage_key_file: PathBuf,
+    _dir: tempfile::TempDir,
+    _permit: SemaphorePermit<'static>,
+}
+
+impl BrokerCluster {
+    /// `n` broker nodes on a three-node NATS cluster, default settings.
+    pub async fn start(n: usize) -> BrokerCluster {
+        BrokerCluster::builder(n).start().await
+    }
+
+    pub fn builder(n: usize) -> BrokerClusterBuilder {
+        BrokerClusterBuilder {
+            nodes: n,
+            nats_nodes: 3,
+            nats_proxies: false,
+            config: Vec::new(),
+            cluster_config: Vec::new(),
+            rust_log: "info".into(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn node(&self, i: usize) -> &BrokerProcess {
+        &self.nodes[i]
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> &mut BrokerProcess {
+        &mut self.nodes[i]
+    }
+
+    /// The `node_name` of node `i`: a, b, c, ...
+    pub fn name(&self, i: usize) -> &'static str {
+        NODE_NAMES[i]
+    }
+
+    /// Whether node `i` runs (not killed by [`Self::kill9_node`]).
+    pub fn is_running(&self, i: usize) -> bool {
+        self.running[i]
+    }
+
+    /// The CA every node's certificate chains to.
+    pub fn ca_file(&self) -> &Path {
+        &self.pki.ca_cert
+    }
+
+    pub fn pki(&self) -> &broker::tls::DevPki {
+        &self.pki
+    }
+
+    pub fn storage_key_file(&self) -> &Path {
+        &self.storage_key_file
+    }
+
+    /// The fault proxies broker node `i` reaches NATS through (its first
+    /// NATS node first); empty without [`BrokerClusterBuilder::nats_through_proxies`].
+    pub fn nats_proxies(&self, i: usize) -> &[FaultProxy] {
+        &self.proxies[i]
+    }
+
+    /// `kill -9` of broker node `i`.
+    pub async fn kill9_node(&mut self, i: usize) {
+        self.nodes[i].kill9().await;
+        self.running[i] = false;
+    }
+
+    /// Every node's address as a TOML array, starting with node `first`,
+    /// then the following nodes in order: an agent's `broker` list.
+    pub fn urls_toml(&self, first: usize) -> String {
+        let n = self.nodes.len();
+        let urls: Vec<String> = (0..n).map(|k| self.nodes[(first + k) % n].url()).collect();
+        format!("{urls:?}")
+    }
+
+    /// An in-process echo agent of `tenant` that connects to node `first`,
+    /// and to the next nodes in turn when that fails.
+    pub fn echo_agent(&self, first: usize, tenant: &Tenant, agent_id: &str) -> EchoAgentBuilder {
+        EchoAgent::builder(&self.nodes[first], tenant, agent_id).broker_toml(self.urls_toml(first))
+    }
+
+    /// A portal client of `tenant` (Send key) on node `i`.
+    pub async fn portal(&self, i: usize, tenant: &Tenant) -> PortalClient {
+        self.nodes[i].portal(tenant, Right::Send).await
+    }
+
+    /// Creates `name` through the first running node and waits until every
+    /// running node knows it.
+    pub async fn create_tenant(&self, name: &str) -> Tenant {
+        let first = self.running_nodes().next().expect("a running node");
+        let tenant = self.nodes[first].create_tenant(name).await;
+        for i in self.running_nodes() {
+            self.await_tenant(i, &tenant).await;
+        }
+        tenant
+    }
+
+    /// Waits until node `i` knows `tenant` (GetConfiguration no longer
+    /// answers UNKNOWN_TENANT); how long that took.
+    pub async fn await_tenant(&self, i: usize, tenant: &Tenant) -> Duration {
+        let started = Instant::now();
+        let portal = self.portal(i, tenant).await;
+        loop {
+            match portal.configuration().await {
+                Ok(_) => return started.elapsed(),
+                Err(e) if e.reason() == Some(Reason::UnknownTenant) => {}
+                Err(e) => panic!(
+                    "GetConfiguration of {} on node {}: {e}",
+                    tenant.name,
+                    self.name(i)
+                ),
+            }
+            assert!(
+                started.elapsed() < STARTUP_TIMEOUT,
+                "node {} never learnt of tenant {}",
+                self.name(i),
+                tenant.name
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits until a Ping of `tenant` through node `i` reaches an agent (on
+    /// any node), asking again while the answer is UNKNOWN_TENANT,
+    /// NO_AGENT_ONLINE or CLUSTER_UNAVAILABLE; the agent that answered.
+    pub async fn await_routable(&self, i: usize, tenant: &Tenant) -> String {
+        let started = Instant::now();
+        let portal = self.portal(i, tenant).await;
+        loop {
+            match portal.ping(Some(Duration::from_secs(5))).await {
+                Ok(pong) => return pong.agent_id,
+                Err(e)
+                    if matches!(
+                        e.reason(),
+                        Some(
+                            Reason::UnknownTenant
+                                | Reason::NoAgentOnline
+                                | Reason::ClusterUnavailable
+                        )
+                    ) && started.elapsed() < STARTUP_TIMEOUT => {}
+                Err(e) => panic!(
+                    "no agent of {} reachable through node {} after {:?}: {e}",
+                    tenant.name,
+                    self.name(i),
+                    started.elapsed()
+                ),
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Where requests for `tenant` are forwarded between nodes.
+    pub fn submit_subject(tenant: &Tenant) -> String {
+        format!("{SUBJECT_PREFIX}.v1.{}.submit", tenant.name)
+    }
+
+    /// Waits until every running NATS node sees at least `nodes`
+    /// subscriptions to `tenant`'s subject: that many broker nodes hold an
+    /// agent of it and take forwarded requests.
+    pub async fn await_serving(&self, tenant: &Tenant, nodes: u64) {
+        let subject = Self::submit_subject(tenant);
+        for k in 0..self.nats.len() {
+            if self.nats.is_running(k) {
+                self.nats.await_interest(k, &subject, nodes).await;
+            }
+        }
+    }
+
+    /// The status of node `i`'s `/readyz`.
+    pub async fn readyz(&self, i: usize) -> u16 {
+        crate::http::get(&self.nodes[i].operator_addr, "/readyz")
+            .await
+            .0
+    }
+
+    /// Waits until node `i`'s `/readyz` answers `status`, at most `limit`;
+    /// how long that took.
+    pub async fn await_readyz(&self, i: usize, status: u16, limit: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let now = self.readyz(i).await;
+            if now == status {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "node {} /readyz still {now}, not {status}, after {limit:?}",
+                self.name(i)
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Node `i`'s `/metrics` text.
+    pub async fn metrics(&self, i: usize) -> String {
+        self.nodes[i].metrics().await
+    }
+
+    /// The tail of every broker node's log and every NATS node's log.
+    pub fn log_tails(&self) -> String {
+        let mut out = String::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            out.push_str(&format!(
+                "--- broker node {}{} ---\n{}\n",
+                self.name(i),
+                if self.running[i] { "" } else { " (killed)" },
+                tail(&node.logs(), TAIL_LINES)
+            ));
+        }
+        for k in 0..self.nats.len() {
+            out.push_str(&format!(
+                "--- NATS node {}{} ---\n{}\n",
+                self.nats.server_name(k),
+                if self.nats.is_running(k) {
+                    ""
+                } else {
+                    " (stopped)"
+                },
+                tail(&self.nats.logs(k), TAIL_LINES / 2)
+            ));
+        }
+        out
+    }
+
+    fn running_nodes(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|&i| self.running[i])
+    }
+}
+
+impl Drop for BrokerCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tails());
+        }
+    }
+}
+
+/// The sum of the samples of metric `name` whose labels include `labels`
+/// (Prometheus text format); 0 when there is none.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (label_set, value) = match rest.strip_prefix('{') {
+                Some(rest) => rest.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            let matches = labels.iter().all(|(key, want)| {
+                label_set
+                    .split(',')
+                    .any(|pair| pair == format!("{key}={want:?}"))
+            });
+            matches.then(|| value.trim().parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A real `writeback-agent` process for a cluster: onboarded with its own
+/// `init` (a fresh portal key pinned in its keyring), writing to copies of
+/// the sample forests, given every node's address starting with one node.
+pub struct WritebackAgent {
+    portal_key: KeyPair,
+    fingerprint: Fingerprint,
+    child: tokio::process::Child,
+    log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/forests")
+}
+
+impl WritebackAgent {
+    /// Onboards and starts agent `agent_id` of `tenant` on node `first`,
+    /// with the sample forests `forests`; returns once it is connected.
+    pub async fn start(
+        cluster: &BrokerCluster,
+        first: usize,
+        tenant: &Tenant,
+        agent_id: &str,
+        forests: &[&str],
+    ) -> WritebackAgent {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        let mut forest_sections = String::new();
+        for name in forests {
+            let forest_dir = d.join("forests").join(name);
+            std::fs::create_dir_all(&forest_dir).expect("forest dir");
+            let file = forest_dir.join(format!("{name}.json"));
+            std::fs::copy(examples().join(format!("{name}.json")), &file)
+                .expect("copy sample forest");
+            forest_sections.push_str(&format!(
+                "\n[[forests]]\nname = {name:?}\nkind = \"embedded\"\npath = {file:?}\n"
+            ));
+        }
+        let listen = write_key(
+            d,
+            "listen.key",
+            &tenant.key(Right::Listen, KeySlot::Primary),
+        );
+        std::fs::write(d.join("setup-password"), SETUP_PASSWORD).expect("password file");
+        let config = d.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "broker = {}\nca_file = {:?}\ntenant = {:?}\nagent_id = {agent_id:?}\nlisten_key_file = {listen:?}\nkey_file = {:?}\nsetup_password_file = {:?}\nstate_dir = {:?}\nreconnect_min = \"100ms\"\nreconnect_max = \"1s\"\n{forest_sections}",
+                cluster.urls_toml(first),
+                cluster.ca_file(),
+                tenant.name,
+                d.join("agent.keys"),
+                d.join("setup-password"),
+                d.join("state"),
+            ),
+        )
+        .expect("agent config");
+
+        let portal_key = KeyPair::generate(&mut envelope::os_rng());
+        let bundle = d.join("enrollment.json");
+        std::fs::write(
+            &bundle,
+            serde_json::to_string(&agent_client::agent::keyring::EnrollmentBundle::new(
+                &tenant.name,
+                std::slice::from_ref(&portal_key.public),
+            ))
+            .expect("json"),
+        )
+        .expect("bundle");
+        let init = tokio::process::Command::new(bin("writeback-agent"))
+            .arg("--config")
+            .arg(&config)
+            .args(["init", "--enrollment"])
+            .arg(&bundle)
+            .output()
+            .await
+            .expect("run init");
+        let stdout = String::from_utf8_lossy(&init.stdout).into_owned();
+        assert!(
+            init.status.success(),
+            "init failed: {stdout}{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let fingerprint = stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("key fingerprint"))
+            .expect("init prints the fingerprint")
+            .trim()
+            .to_owned();
+
+        let log = d.join("agent.log");
+        let mut child = tokio::process::Command::new(bin("writeback-agent"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("agent log"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn writeback-agent");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        await_line(&mut lines, "connected", &log).await;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        WritebackAgent {
+            portal_key,
+            fingerprint: Fingerprint::parse(&fingerprint).expect("fingerprint"),
+            child,
+            log,
+            dir,
+        }
+    }
+
+    /// A sealed portal on `portal`'s node holding the key this agent was
+    /// onboarded with and pinning the fingerprint `init` printed.
+    pub fn sealed_portal(&self, portal: PortalClient) -> SealedPortal {
+        SealedPortal::new(portal, self.portal_key.clone(), vec![self.fingerprint])
+    }
+
+    /// The forest `name` as it is on disk now.
+    pub fn forest(&self, name: &str) -> EmbeddedDirectory {
+        let file = self
+            .dir
+            .path()
+            .join("forests")
+            .join(name)
+            .join(format!("{name}.json"));
+        EmbeddedDirectory::open(name, file).expect("open forest")
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}

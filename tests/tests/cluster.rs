@@ -1,0 +1,950 @@
+//! Cluster mode (issue 9): three `relay-broker` nodes a, b, c on a real
+//! three-node NATS cluster, agents and portals on any of them. One test per
+//! acceptance point; each starts its own cluster (the harness runs them one
+//! at a time: see `tests/src/cluster.rs`).
+//!
+//! Needs `nats-server` (scripts/nats/install).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use agent_client::ClientError;
+use agent_client::Reason;
+use agent_client::portal::{PortalClient, Submitted};
+use envelope::body::outcome;
+use envelope::{Anchor, Password, RequestBody};
+use proto::pb::Operation;
+use tests::agents::EchoAgentBuilder;
+use tests::cluster::{BrokerCluster, BrokerClusterBuilder, WritebackAgent, metric};
+use tests::{Tenant, await_outcome};
+use tokio::sync::mpsc;
+
+/// Fast liveness, as in the availability tests: keepalive PINGs every
+/// second, one second to answer, one second for an Ack.
+const FAST_BROKER: [&str; 3] = [
+    "heartbeat_interval = \"1s\"",
+    "keepalive_timeout = \"1s\"",
+    "ack_timeout = \"1s\"",
+];
+const FAST_AGENT: [&str; 2] = ["keepalive_interval = \"1s\"", "keepalive_timeout = \"1s\""];
+
+/// The nodes' `forward_heartbeat` (the default, written out): a forwarding
+/// node gives up on a silent serving node after about three of them.
+const FORWARD_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// How long a change made through one node may take to reach another.
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+const GRACE: &str = "CN=Grace Hopper,OU=Staff,OU=Users,DC=contoso,DC=example";
+const ADA: &str = "CN=Ada Lovelace,OU=Staff,OU=Users,DC=contoso,DC=example";
+
+fn fast(builder: BrokerClusterBuilder) -> BrokerClusterBuilder {
+    FAST_BROKER
+        .iter()
+        .fold(builder, |b, line| b.config(*line))
+        .cluster_config(format!(
+            "forward_heartbeat = \"{}ms\"",
+            FORWARD_HEARTBEAT.as_millis()
+        ))
+}
+
+async fn fast_cluster() -> BrokerCluster {
+    fast(BrokerCluster::builder(3)).start().await
+}
+
+/// An echo agent connecting to node `first` first, then the next ones.
+fn agent(cluster: &BrokerCluster, first: usize, tenant: &Tenant, id: &str) -> EchoAgentBuilder {
+    FAST_AGENT
+        .iter()
+        .fold(cluster.echo_agent(first, tenant, id), |b, line| {
+            b.config(*line)
+        })
+}
+
+async fn submit(
+    portal: &PortalClient,
+    id: &str,
+    deadline: Duration,
+) -> Result<Submitted, ClientError> {
+    portal
+        .submit(
+            id,
+            Operation::ResetPassword,
+            id.as_bytes().to_vec(),
+            Some(deadline),
+        )
+        .await
+}
+
+/// The agent that answered, checked against the echo: `<agent>|<payload>`.
+fn answered_by(id: &str, reply: &Submitted) -> String {
+    let text = String::from_utf8(reply.envelope.clone()).expect("echo is text");
+    assert_eq!(
+        text,
+        format!("{}|{id}", reply.agent_id),
+        "the answer belongs to {id}"
+    );
+    reply.agent_id.clone()
+}
+
+fn metadata(e: &ClientError, key: &str) -> Option<String> {
+    match e {
+        ClientError::Relay { metadata, .. } => metadata.get(key).cloned(),
+        _ => None,
+    }
+}
+
+/// One request of a load: its id, result, how long it took and when it
+/// ended.
+struct Ended {
+    id: String,
+    result: Result<Submitted, ClientError>,
+    took: Duration,
+    at: Instant,
+}
+
+/// Submits `n` requests `<prefix>-<i>` (payload the id), `concurrency` at
+/// a time, each with `deadline`; results arrive as they end.
+fn load(
+    portal: &PortalClient,
+    prefix: &str,
+    n: usize,
+    concurrency: usize,
+    deadline: Duration,
+) -> mpsc::UnboundedReceiver<Ended> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let next = Arc::new(AtomicUsize::new(0));
+    for _ in 0..concurrency {
+        let (portal, tx, next, prefix) = (
+            portal.clone(),
+            tx.clone(),
+            Arc::clone(&next),
+            prefix.to_owned(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let id = format!("{prefix}-{i}");
+                let started = Instant::now();
+                let result = submit(&portal, &id, deadline).await;
+                let ended = Ended {
+                    id,
+                    result,
+                    took: started.elapsed(),
+                    at: Instant::now(),
+                };
+                if tx.send(ended).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    rx
+}
+
+async fn forwards(cluster: &BrokerCluster, i: usize, direction: &str, outcome: &str) -> f64 {
+    metric(
+        &cluster.metrics(i).await,
+        "relay_cluster_forwards_total",
+        &[("direction", direction), ("outcome", outcome)],
+    )
+}
+
+async fn cluster_connected(cluster: &BrokerCluster, i: usize) -> f64 {
+    metric(&cluster.metrics(i).await, "relay_cluster_connected", &[])
+}
+
+/// Agent on node j, portal on node i, for all nine pairs (a, b, c); one
+/// pair end to end: a sealed reset applied by a real `writeback-agent` in
+/// its directory. A tenant with no agent anywhere: NO_AGENT_ONLINE at once
+/// from every node. The forward counters show the cross-node requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_portal_node_reaches_an_agent_on_every_node() {
+    let cluster = fast_cluster().await;
+
+    // End to end first: the agent on c, the sealed portal on a.
+    let contoso = cluster.create_tenant("contoso").await;
+    let writeback = WritebackAgent::start(&cluster, 2, &contoso, "dc01", &["contoso"]).await;
+    assert_eq!(cluster.await_routable(0, &contoso).await, "dc01");
+    let sealed_a = writeback.sealed_portal(cluster.portal(0, &contoso).await);
+    let sealed_b = writeback.sealed_portal(cluster.portal(1, &contoso).await);
+    let grace = Anchor::UserPrincipalName("grace@contoso.example".into());
+    let started = Instant::now();
+    let policy = sealed_b
+        .submit(
+            "policy-from-b",
+            Operation::GetPasswordPolicy,
+            &RequestBody::without_passwords(grace.clone()),
+            Some(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("policy through b: {e}\n{}", writeback.logs()));
+    eprintln!(
+        "sealed policy query b -> c: {:?} ({:?})",
+        started.elapsed(),
+        policy.reply.outcome
+    );
+    assert_eq!(policy.reply.outcome, outcome::SUCCESS, "{:?}", policy.reply);
+    let started = Instant::now();
+    let reset = sealed_a
+        .submit(
+            "reset-from-a",
+            Operation::ResetPassword,
+            &RequestBody::reset(grace, Password::new("Cluster-Compiler-1952!")),
+            Some(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("reset through a: {e}\n{}", writeback.logs()));
+    eprintln!("sealed reset a -> c: {:?}", started.elapsed());
+    assert_eq!(reset.reply.outcome, outcome::SUCCESS, "{:?}", reset.reply);
+    let forest = writeback.forest("contoso");
+    assert!(forest.check_password(GRACE, &Password::new("Cluster-Compiler-1952!")));
+    assert!(!forest.check_password(GRACE, &Password::new("COBOL-Compiler-1959")));
+    // Nobody else's password moved.
+    assert!(forest.check_password(ADA, &Password::new("Analytical-Engine-1843")));
+
+    // Echo agents: tenant on-<j> has its only agent on node j.
+    let mut tenants = Vec::new();
+    let mut agents = Vec::new();
+    for j in 0..3 {
+        let tenant = cluster
+            .create_tenant(&format!("on-{}", cluster.name(j)))
+            .await;
+        agents.push(
+            agent(&cluster, j, &tenant, &format!("dc-{}", cluster.name(j)))
+                .start()
+                .await,
+        );
+        tenants.push(tenant);
+    }
+    for i in 0..3 {
+        for (j, tenant) in tenants.iter().enumerate() {
+            cluster.await_routable(i, tenant).await;
+            let portal = cluster.portal(i, tenant).await;
+            let id = format!("from-{}-to-{}", cluster.name(i), cluster.name(j));
+            let started = Instant::now();
+            let reply = submit(&portal, &id, Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|e| panic!("{id}: {e}"));
+            eprintln!("{id}: {:?}", started.elapsed());
+            assert_eq!(
+                answered_by(&id, &reply),
+                format!("dc-{}", cluster.name(j)),
+                "{id}"
+            );
+        }
+    }
+    for (j, agent) in agents.iter().enumerate() {
+        let mut seen: Vec<String> = agent
+            .request_ids()
+            .into_iter()
+            .filter(|id| id.starts_with("from-"))
+            .collect();
+        seen.sort();
+        let want: Vec<String> = (0..3)
+            .map(|i| format!("from-{}-to-{}", cluster.name(i), cluster.name(j)))
+            .collect();
+        assert_eq!(seen, want, "each request reached its agent once");
+    }
+
+    // No agent of the tenant anywhere: refused at once by every node.
+    let nobody = cluster.create_tenant("nobody").await;
+    for i in 0..3 {
+        let portal = cluster.portal(i, &nobody).await;
+        let started = Instant::now();
+        let result = submit(&portal, "to-nobody", Duration::from_secs(10)).await;
+        let took = started.elapsed();
+        let err = result.expect_err("no agent anywhere");
+        assert_eq!(err.reason(), Some(Reason::NoAgentOnline), "{err}");
+        eprintln!("NO_AGENT_ONLINE from {}: {took:?}", cluster.name(i));
+        assert!(took < Duration::from_secs(1), "not at once: {took:?}");
+    }
+
+    // Each node forwarded its cross-node requests and served the others'.
+    for i in 0..3 {
+        let metrics = cluster.metrics(i).await;
+        let out = metric(
+            &metrics,
+            "relay_cluster_forwards_total",
+            &[("direction", "out"), ("outcome", "answered")],
+        );
+        let served = metric(
+            &metrics,
+            "relay_cluster_forwards_total",
+            &[("direction", "in"), ("outcome", "answered")],
+        );
+        let refused = metric(
+            &metrics,
+            "relay_cluster_forwards_total",
+            &[("direction", "out"), ("outcome", "no_agent_online")],
+        );
+        eprintln!(
+            "node {}: forwards out answered {out}, in answered {served}, out no_agent_online {refused}",
+            cluster.name(i)
+        );
+        // Two echo requests each way per node, and node a forwarded the
+        // sealed reset, b the policy query, c served both.
+        assert!(out >= 2.0, "node {}:\n{metrics}", cluster.name(i));
+        assert!(served >= 2.0, "node {}:\n{metrics}", cluster.name(i));
+        assert!(refused >= 1.0, "node {}:\n{metrics}", cluster.name(i));
+        assert_eq!(
+            metric(&metrics, "relay_cluster_connected", &[]),
+            1.0,
+            "node {}:\n{metrics}",
+            cluster.name(i)
+        );
+    }
+
+    for agent in agents {
+        agent.stop().await;
+    }
+    writeback.stop().await;
+}
+
+/// Agents of one tenant on nodes b and c, the portal on a: the work
+/// spreads over both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_of_one_tenant_on_two_nodes_share_the_load() {
+    let cluster = fast_cluster().await;
+    let tenant = cluster.create_tenant("contoso").await;
+    let delay = Duration::from_millis(20);
+    let on_b = agent(&cluster, 1, &tenant, "on-b")
+        .delay(delay)
+        .start()
+        .await;
+    let on_c = agent(&cluster, 2, &tenant, "on-c")
+        .delay(delay)
+        .start()
+        .await;
+    // Both nodes listen for the tenant's requests, as every NATS node sees.
+    cluster.await_serving(&tenant, 2).await;
+    let portal = cluster.portal(0, &tenant).await;
+
+    let n = 60;
+    let started = Instant::now();
+    let mut rx = load(&portal, "r", n, 6, Duration::from_secs(10));
+    let mut per_agent = BTreeMap::<String, usize>::new();
+    while let Some(ended) = rx.recv().await {
+        let reply = ended.result.unwrap_or_else(|e| panic!("{}: {e}", ended.id));
+        *per_agent.entry(answered_by(&ended.id, &reply)).or_default() += 1;
+    }
+    eprintln!(
+        "{n} requests from a in {:?}: {per_agent:?}",
+        started.elapsed()
+    );
+    assert_eq!(per_agent.values().sum::<usize>(), n);
+    for id in ["on-b", "on-c"] {
+        let share = per_agent.get(id).copied().unwrap_or(0);
+        assert!(
+            share >= n / 5,
+            "{id} answered {share} of {n}: {per_agent:?}"
+        );
+    }
+    let out = forwards(&cluster, 0, "out", "answered").await;
+    let served_b = forwards(&cluster, 1, "in", "answered").await;
+    let served_c = forwards(&cluster, 2, "in", "answered").await;
+    eprintln!("forwards: a out {out}, b in {served_b}, c in {served_c}");
+    assert!(out >= n as f64, "a forwarded every request: {out}");
+    assert!(served_b >= 1.0 && served_c >= 1.0);
+    on_b.stop().await;
+    on_c.stop().await;
+}
+
+/// `kill -9` of node c, which holds the tenant's only agent, while portals
+/// on a and b have requests in flight: each ends in a definite status soon
+/// after the kill; the agent moves to a by itself; requests keep
+/// succeeding from a and b; what the agent had acknowledged and answered
+/// is fetched by id from the other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_node_ends_its_requests_and_its_agents_move() {
+    let mut cluster = fast_cluster().await;
+    let tenant = cluster.create_tenant("contoso").await;
+    // The list c, a, b: on c first, a next.
+    let mut dc01 = agent(&cluster, 2, &tenant, "dc01")
+        .delay(Duration::from_millis(300))
+        .start()
+        .await;
+    let portals = [
+        cluster.portal(0, &tenant).await,
+        cluster.portal(1, &tenant).await,
+    ];
+    for i in 0..2 {
+        assert_eq!(cluster.await_routable(i, &tenant).await, "dc01");
+    }
+
+    let deadline = Duration::from_secs(15);
+    let mut rx_a = load(&portals[0], "from-a", 30, 4, deadline);
+    let mut rx_b = load(&portals[1], "from-b", 30, 4, deadline);
+    let mut results = Vec::new();
+    let mut killed_at = None;
+    let mut reconnected_at = None;
+    loop {
+        let ended = tokio::select! {
+            Some(e) = rx_a.recv() => e,
+            Some(e) = rx_b.recv() => e,
+            // The agent moves on by itself (watched while the load runs).
+            _ = dc01.connected(), if killed_at.is_some() && reconnected_at.is_none() => {
+                reconnected_at = Some(Instant::now());
+                continue;
+            }
+            else => break,
+        };
+        results.push(ended);
+        if results.len() == 8 && killed_at.is_none() {
+            // Kill while the agent works on some requests: their answers
+            // can only come late, by id.
+            let started = Instant::now();
+            while dc01.request_ids().len() < dc01.completed().len() + 4 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "no load on dc01"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            cluster.kill9_node(2).await;
+            killed_at = Some(Instant::now());
+        }
+    }
+    let killed_at = killed_at.expect("node c was killed");
+    assert_eq!(results.len(), 60, "every request ended");
+
+    let mut statuses = BTreeMap::<String, usize>::new();
+    let mut unknown = Vec::new();
+    for ended in &results {
+        let id = &ended.id;
+        assert!(
+            ended.took < deadline,
+            "{id} took {:?}: it waited out its deadline",
+            ended.took
+        );
+        let status = match &ended.result {
+            Ok(reply) => {
+                assert_eq!(answered_by(id, reply), "dc01");
+                "answered".to_owned()
+            }
+            Err(e) => match e.reason() {
+                Some(Reason::OutcomeUnknown) => {
+                    assert_eq!(metadata(e, "request_id").as_deref(), Some(id.as_str()));
+                    let after_kill = ended.at.saturating_duration_since(killed_at);
+                    // Three missed forward heartbeats, with slack for a
+                    // small machine.
+                    assert!(
+                        after_kill < FORWARD_HEARTBEAT * 6,
+                        "{id} ended OUTCOME_UNKNOWN {after_kill:?} after the kill: {e}"
+                    );
+                    unknown.push((id.clone(), e.to_string(), metadata(e, "acknowledged")));
+                    eprintln!(
+                        "{id}: OUTCOME_UNKNOWN {after_kill:?} after the kill: node {:?}, agent {:?}, acknowledged {:?}",
+                        metadata(e, "node"),
+                        metadata(e, "agent_id"),
+                        metadata(e, "acknowledged")
+                    );
+                    "OUTCOME_UNKNOWN".to_owned()
+                }
+                // Refused before anything reached an agent.
+                Some(r @ (Reason::NoAgentOnline | Reason::ClusterUnavailable)) => r.to_string(),
+                // a and b are alive: a transport error from them, or a
+                // deadline, is not a definite status.
+                _ => panic!("{id}: not a definite status: {e:?}"),
+            },
+        };
+        *statuses.entry(status).or_default() += 1;
+    }
+    eprintln!("60 requests around the kill of c: {statuses:?}");
+    assert!(
+        !unknown.is_empty(),
+        "some requests were in flight on c at the kill: {statuses:?}"
+    );
+
+    // The agent moved on to a, the next in its list, by itself.
+    let reconnected_at = match reconnected_at {
+        Some(at) => at,
+        None => {
+            dc01.connected().await;
+            Instant::now()
+        }
+    };
+    eprintln!(
+        "dc01 reconnected {:?} after the kill; answered after that: {}",
+        reconnected_at.duration_since(killed_at),
+        results
+            .iter()
+            .filter(|e| e.result.is_ok() && e.at > reconnected_at)
+            .count()
+    );
+    let on_a = portals[0]
+        .configuration()
+        .await
+        .expect("configuration on a")
+        .agents_online;
+    assert!(
+        on_a.iter().any(|agent| agent.agent_id == "dc01"),
+        "dc01 holds its session on a: {on_a:?}"
+    );
+    for i in 0..2 {
+        assert_eq!(cluster.await_routable(i, &tenant).await, "dc01");
+    }
+    for (i, portal) in portals.iter().enumerate() {
+        for k in 0..5 {
+            let id = format!("after-{}-{k}", cluster.name(i));
+            let reply = submit(portal, &id, Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|e| panic!("{id} after the kill: {e}"));
+            assert_eq!(answered_by(&id, &reply), "dc01");
+        }
+    }
+
+    // Nothing was handled twice.
+    let handled = dc01.request_ids();
+    let distinct: HashSet<&String> = handled.iter().collect();
+    assert_eq!(distinct.len(), handled.len(), "a request handled twice");
+
+    // What the agent acknowledged, it answered after reconnecting: the
+    // outcome is there by id, through the other node.
+    let mut fetched = 0;
+    for (id, message, acknowledged) in &unknown {
+        let got_it = handled.contains(id);
+        if acknowledged.as_deref() == Some("true") {
+            assert!(got_it, "{id} acknowledged but never handled: {message}");
+        }
+        if !got_it {
+            continue;
+        }
+        let other = if id.starts_with("from-a") { 1 } else { 0 };
+        let started = Instant::now();
+        let late = loop {
+            match await_outcome(&portals[other], id).await {
+                Err(e)
+                    if e.reason() == Some(Reason::OutcomeNotFound)
+                        && started.elapsed() < Duration::from_secs(30) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                other => break other,
+            }
+        };
+        let late = late.unwrap_or_else(|e| {
+            panic!("outcome of {id} through node {}: {e}", cluster.name(other))
+        });
+        assert_eq!(answered_by(id, &late), "dc01");
+        fetched += 1;
+        eprintln!(
+            "outcome of {id} through node {} after {:?}",
+            cluster.name(other),
+            started.elapsed()
+        );
+    }
+    assert!(fetched > 0, "no late outcome to fetch: {unknown:?}");
+    dc01.stop().await;
+}
+
+/// The NATS node leading the tenants' key-value stream (the hardest to
+/// lose: creating a tenant waits for its new leader), or node 0.
+async fn tenants_leader(cluster: &BrokerCluster) -> usize {
+    let jsz = cluster
+        .nats
+        .monitor(0, "/jsz?accounts=true&streams=true")
+        .await;
+    let mut victim = 0;
+    for stream in jsz["account_details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten())
+    {
+        let name = stream["name"].as_str().unwrap_or_default();
+        if let Some(leader) = stream["cluster"]["leader"].as_str()
+            && name.starts_with("KV_")
+        {
+            eprintln!("stream {name} led by {leader}");
+            if name.contains("tenants") {
+                victim = cluster.nats.index_of(leader);
+            }
+        }
+    }
+    victim
+}
+
+/// Submits through `portal` until a request is answered, within `limit`;
+/// in between only refusals before sending are allowed. How long it took.
+async fn until_answered(portal: &PortalClient, what: &str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let id = format!("{what}-{attempt}");
+        match submit(portal, &id, Duration::from_secs(5)).await {
+            Ok(reply) => {
+                answered_by(&id, &reply);
+                return started.elapsed();
+            }
+            Err(e)
+                if matches!(
+                    e.reason(),
+                    Some(Reason::ClusterUnavailable | Reason::NoAgentOnline)
+                ) && started.elapsed() < limit =>
+            {
+                eprintln!("{id}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{id} after {:?}: {e:?}", started.elapsed()),
+        }
+    }
+}
+
+/// Losing one NATS node (the leader of the tenants' stream): the nodes
+/// keep routing, every tenant is still there on every node, a tenant can be
+/// created again within a bounded time and every node knows it within a
+/// second of its creation. Losing all of NATS: every
+/// node says it is not ready; a node with the agent still serves it, the
+/// others answer CLUSTER_UNAVAILABLE at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_a_nats_node_keeps_routing_and_configuration() {
+    let mut cluster = fast_cluster().await;
+    let contoso = cluster.create_tenant("contoso").await;
+    let fabrikam = cluster.create_tenant("fabrikam").await;
+    let dc01 = agent(&cluster, 2, &contoso, "dc01").start().await;
+    let portals = [
+        cluster.portal(0, &contoso).await,
+        cluster.portal(1, &contoso).await,
+        cluster.portal(2, &contoso).await,
+    ];
+    for i in 0..3 {
+        assert_eq!(cluster.await_routable(i, &contoso).await, "dc01");
+    }
+
+    let victim = tenants_leader(&cluster).await;
+    eprintln!("killing NATS node {}", cluster.nats.server_name(victim));
+    cluster.nats.kill9(victim).await;
+    let killed = Instant::now();
+
+    // Routing goes on; refusals before sending at most while the nodes on
+    // the lost NATS node reconnect.
+    for (i, portal) in portals.iter().enumerate() {
+        let took = until_answered(
+            portal,
+            &format!("through-{}", cluster.name(i)),
+            Duration::from_secs(15),
+        )
+        .await;
+        eprintln!(
+            "node {} answered again {took:?} into its attempts ({:?} after the kill)",
+            cluster.name(i),
+            killed.elapsed()
+        );
+        for k in 0..5 {
+            let id = format!("steady-{}-{k}", cluster.name(i));
+            let reply = submit(portal, &id, Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|e| panic!("{id}: {e}"));
+            answered_by(&id, &reply);
+        }
+    }
+
+    // Every node still has both tenants.
+    for i in 0..3 {
+        for tenant in [&contoso, &fabrikam] {
+            let took = cluster.await_tenant(i, tenant).await;
+            assert!(
+                took < Duration::from_secs(10),
+                "{} on node {}",
+                tenant.name,
+                cluster.name(i)
+            );
+        }
+        let portal = cluster.portal(i, &fabrikam).await;
+        let err = submit(&portal, "fabrikam-1", Duration::from_secs(5))
+            .await
+            .expect_err("fabrikam has no agent");
+        assert_eq!(err.reason(), Some(Reason::NoAgentOnline), "{err}");
+    }
+
+    // A new tenant, once JetStream has new leaders.
+    let admin = cluster.node(0).admin().await;
+    let started = Instant::now();
+    let mut attempt = 0;
+    let created = loop {
+        attempt += 1;
+        // A fresh name each time: a failed attempt may have been applied.
+        let name = format!("after-loss-{attempt}");
+        match admin.create_tenant(&name, None, false).await {
+            Ok((_, keys)) => break Tenant { name, keys },
+            Err(e) => {
+                eprintln!("create {name} after {:?}: {e}", started.elapsed());
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "no tenant created 30 s after the NATS node was lost: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    eprintln!(
+        "tenant {} created {:?} after the kill ({attempt} attempts)",
+        created.name,
+        killed.elapsed()
+    );
+    let created_at = Instant::now();
+    for i in 0..3 {
+        cluster.await_tenant(i, &created).await;
+        let took = created_at.elapsed();
+        eprintln!(
+            "{} known to node {} {took:?} after it was created",
+            created.name,
+            cluster.name(i)
+        );
+        assert!(
+            took < PROPAGATION,
+            "a tenant created after the loss reached node {} only {took:?} later",
+            cluster.name(i)
+        );
+    }
+
+    // All of NATS gone.
+    for k in 0..3 {
+        if cluster.nats.is_running(k) {
+            cluster.nats.kill9(k).await;
+        }
+    }
+    for i in 0..3 {
+        let took = cluster.await_readyz(i, 503, Duration::from_secs(10)).await;
+        eprintln!(
+            "node {} not ready {took:?} after NATS was gone",
+            cluster.name(i)
+        );
+        assert_eq!(cluster_connected(&cluster, i).await, 0.0);
+    }
+    // c holds the agent: it still serves it; a and b refuse at once.
+    let reply = submit(&portals[2], "no-nats-c", Duration::from_secs(5))
+        .await
+        .expect("the node with the agent serves it without NATS");
+    answered_by("no-nats-c", &reply);
+    for portal in &portals[..2] {
+        let started = Instant::now();
+        let err = submit(portal, "no-nats", Duration::from_secs(5))
+            .await
+            .expect_err("no way to c");
+        assert_eq!(err.reason(), Some(Reason::ClusterUnavailable), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    dc01.stop().await;
+}
+
+/// A tenant created through a is known to b and c within a second;
+/// write-back disabled through a is refused by c within a second, and
+/// enabled again likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_created_or_disabled_through_one_node_is_seen_by_the_others_within_a_second() {
+    let cluster = fast_cluster().await;
+    let admin = cluster.node(0).admin().await;
+
+    let started = Instant::now();
+    let (_, keys) = admin
+        .create_tenant("contoso", None, false)
+        .await
+        .expect("create through a");
+    let created_in = started.elapsed();
+    let tenant = Tenant {
+        name: "contoso".into(),
+        keys,
+    };
+    let created = Instant::now();
+    for i in [2, 1] {
+        cluster.await_tenant(i, &tenant).await;
+        let seen = created.elapsed();
+        eprintln!(
+            "created through a in {created_in:?}; known to {} {seen:?} later",
+            cluster.name(i)
+        );
+        assert!(seen < PROPAGATION, "node {}: {seen:?}", cluster.name(i));
+    }
+    let portal_c = cluster.portal(2, &tenant).await;
+    let err = portal_c
+        .ping(Some(Duration::from_secs(5)))
+        .await
+        .expect_err("no agent yet");
+    assert_eq!(err.reason(), Some(Reason::NoAgentOnline), "{err}");
+
+    // The agent on b, the portal on c.
+    let on_b = agent(&cluster, 1, &tenant, "on-b").start().await;
+    assert_eq!(cluster.await_routable(2, &tenant).await, "on-b");
+    answered_by(
+        "before",
+        &submit(&portal_c, "before", Duration::from_secs(5))
+            .await
+            .expect("enabled"),
+    );
+
+    // Disabled through a: c refuses within a second.
+    admin
+        .set_writeback("contoso", false)
+        .await
+        .expect("disable through a");
+    let disabled = Instant::now();
+    for attempt in 0.. {
+        let id = format!("while-disabling-{attempt}");
+        match submit(&portal_c, &id, Duration::from_secs(5)).await {
+            Err(e) if e.reason() == Some(Reason::WritebackDisabled) => break,
+            Ok(reply) => {
+                answered_by(&id, &reply);
+            }
+            Err(e) => panic!("{id}: {e}"),
+        }
+        assert!(
+            disabled.elapsed() < PROPAGATION,
+            "c still relays {:?} after the disable",
+            disabled.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = disabled.elapsed();
+    eprintln!("disabled through a; refused by c {took:?} later");
+    assert!(took < PROPAGATION, "{took:?}");
+    // c's own view says so too.
+    loop {
+        let configuration = portal_c.configuration().await.expect("configuration on c");
+        if !configuration.writeback_enabled {
+            break;
+        }
+        assert!(
+            disabled.elapsed() < PROPAGATION,
+            "c still shows write-back enabled {:?} after the disable",
+            disabled.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The agent's own node refuses too.
+    let portal_b = cluster.portal(1, &tenant).await;
+    let err = submit(&portal_b, "disabled-b", Duration::from_secs(5))
+        .await
+        .expect_err("disabled");
+    assert_eq!(err.reason(), Some(Reason::WritebackDisabled), "{err}");
+
+    // Enabled again through a: c relays within a second.
+    admin
+        .set_writeback("contoso", true)
+        .await
+        .expect("enable through a");
+    let enabled = Instant::now();
+    for attempt in 0.. {
+        let id = format!("while-enabling-{attempt}");
+        match submit(&portal_c, &id, Duration::from_secs(5)).await {
+            Ok(reply) => {
+                answered_by(&id, &reply);
+                break;
+            }
+            Err(e) if e.reason() == Some(Reason::WritebackDisabled) => {}
+            Err(e) => panic!("{id}: {e}"),
+        }
+        assert!(
+            enabled.elapsed() < PROPAGATION,
+            "c still refuses {:?} after the enable",
+            enabled.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "enabled through a; relayed by c {:?} later",
+        enabled.elapsed()
+    );
+    on_b.stop().await;
+}
+
+/// `/readyz` follows each node's NATS connection: 503 while it is cut
+/// (NATS itself stays up), 200 once it is back. Meanwhile the cut-off node
+/// answers CLUSTER_UNAVAILABLE at once for a tenant whose agent is
+/// elsewhere, and still serves the agent it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_nats_connection() {
+    let cluster = fast(BrokerCluster::builder(2))
+        .nats_nodes(1)
+        .nats_through_proxies()
+        .start()
+        .await;
+    let tenant = cluster.create_tenant("contoso").await;
+    let on_a = agent(&cluster, 0, &tenant, "on-a").start().await;
+    assert_eq!(cluster.await_routable(1, &tenant).await, "on-a");
+    let portals = [
+        cluster.portal(0, &tenant).await,
+        cluster.portal(1, &tenant).await,
+    ];
+    for i in 0..2 {
+        assert_eq!(cluster.readyz(i).await, 200, "node {}", cluster.name(i));
+        assert_eq!(cluster_connected(&cluster, i).await, 1.0);
+    }
+
+    // b loses NATS.
+    let b_proxy = &cluster.nats_proxies(1)[0];
+    b_proxy.refuse_new(true);
+    b_proxy.cut();
+    let took = cluster.await_readyz(1, 503, Duration::from_secs(5)).await;
+    eprintln!("b not ready {took:?} after losing NATS");
+    assert_eq!(cluster_connected(&cluster, 1).await, 0.0);
+    assert_eq!(cluster.readyz(0).await, 200, "a still reaches NATS");
+    let started = Instant::now();
+    let err = submit(&portals[1], "cut-off", Duration::from_secs(5))
+        .await
+        .expect_err("b cannot reach a");
+    assert_eq!(err.reason(), Some(Reason::ClusterUnavailable), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    answered_by(
+        "on-a-still",
+        &submit(&portals[0], "on-a-still", Duration::from_secs(5))
+            .await
+            .expect("a serves its own agent"),
+    );
+
+    // a loses NATS too: it still serves the agent it holds.
+    let a_proxy = &cluster.nats_proxies(0)[0];
+    a_proxy.refuse_new(true);
+    a_proxy.cut();
+    cluster.await_readyz(0, 503, Duration::from_secs(5)).await;
+    answered_by(
+        "local-only",
+        &submit(&portals[0], "local-only", Duration::from_secs(5))
+            .await
+            .expect("a serves its own agent without NATS"),
+    );
+
+    // NATS is back for both.
+    a_proxy.refuse_new(false);
+    b_proxy.refuse_new(false);
+    for i in 0..2 {
+        let took = cluster.await_readyz(i, 200, Duration::from_secs(15)).await;
+        eprintln!(
+            "node {} ready again {took:?} after NATS returned",
+            cluster.name(i)
+        );
+        assert_eq!(cluster_connected(&cluster, i).await, 1.0);
+    }
+    assert_eq!(cluster.await_routable(1, &tenant).await, "on-a");
+    answered_by(
+        "back",
+        &submit(&portals[1], "back", Duration::from_secs(5))
+            .await
+            .expect("b forwards again"),
+    );
+    let metrics = cluster.metrics(1).await;
+    eprintln!(
+        "b forwards: {}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("relay_cluster_forwards_total"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    assert!(
+        metric(
+            &metrics,
+            "relay_cluster_forwards_total",
+            &[("direction", "out"), ("outcome", "answered")]
+        ) >= 1.0,
+        "{metrics}"
+    );
+    on_a.stop().await;
+}
