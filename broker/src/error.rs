@@ -109,19 +109,32 @@ pub enum RelayError {
     #[error("broker node {node:?} refused the forwarded request: {message}; nothing was sent")]
     ForwardRefused { node: String, message: String },
     #[error(
-        "the outcome of request {request_id:?} is unknown: broker node {node:?}, which {}, stopped answering; it may or may not have been applied. Ask GetOutcome for it later",
-        match (.agent_id, .acknowledged) {
-            (Some(_), true) => "had it acknowledged by its agent",
-            (Some(_), false) => "had passed it to its agent",
-            (None, _) => "took it for its agents",
-        }
+        "the outcome of request {request_id:?} is unknown: {}; it may or may not have been applied. Ask GetOutcome for it later",
+        forward_lost(.node.as_deref(), .agent_id.as_deref(), *.acknowledged)
     )]
     ForwardLost {
         request_id: String,
-        node: String,
+        /// The node that took it, if one said so.
+        node: Option<String>,
         agent_id: Option<String>,
         acknowledged: bool,
     },
+}
+
+/// Where a forwarded request was when its serving node went silent.
+fn forward_lost(node: Option<&str>, agent_id: Option<&str>, acknowledged: bool) -> String {
+    match (node, agent_id) {
+        (Some(node), Some(agent)) if acknowledged => {
+            format!("broker node {node:?} stopped answering after agent {agent:?} acknowledged it")
+        }
+        (Some(node), Some(agent)) => {
+            format!("broker node {node:?} stopped answering after passing it to agent {agent:?}")
+        }
+        (Some(node), None) => {
+            format!("broker node {node:?} took it for its agents, then stopped answering")
+        }
+        (None, _) => "it was forwarded to the cluster and no node confirmed taking it".to_owned(),
+    }
 }
 
 impl From<StoreError> for RelayError {
@@ -232,7 +245,7 @@ impl RelayError {
                 ("request_id", request_id.clone()),
                 ("agent_id", agent_id.clone().unwrap_or_default()),
                 ("acknowledged", acknowledged.to_string()),
-                ("node", node.clone()),
+                ("node", node.clone().unwrap_or_default()),
             ],
             RelayError::ForwardRefused { node, .. } => vec![("node", node.clone())],
             RelayError::RateLimited {

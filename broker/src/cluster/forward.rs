@@ -213,7 +213,7 @@ fn lost(request: &RouteRequest, node: Option<String>, delivery: pb::ForwardProgr
     }
     Forwarded::Final(RelayError::ForwardLost {
         request_id: request.request_id.clone(),
-        node: node.unwrap_or_else(|| "(none answered)".into()),
+        node,
         agent_id: (!delivery.agent_id.is_empty()).then_some(delivery.agent_id),
         acknowledged: delivery.acknowledged,
     })
