@@ -300,10 +300,50 @@ async fn every_portal_node_reaches_an_agent_on_every_node() {
         );
     }
 
+    // No secret in any node's log, metrics or files: not a tenant key,
+    // not the storage key, not the password that crossed two nodes.
+    let storage_key = std::fs::read_to_string(cluster.storage_key_file()).expect("storage key");
+    let mut secrets = contoso.all_keys_base64();
+    secrets.push(storage_key.trim().to_owned());
+    secrets.push("Cluster-Compiler-1952!".to_owned());
+    for i in 0..3 {
+        let node = cluster.node(i);
+        let mut seen = node.logs();
+        seen.push_str(&cluster.metrics(i).await);
+        for file in files_under(&node.data_dir()) {
+            if file.file_name().is_some_and(|n| n == "operator.key") {
+                continue;
+            }
+            seen.push_str(&String::from_utf8_lossy(
+                &std::fs::read(&file).unwrap_or_default(),
+            ));
+        }
+        for secret in &secrets {
+            assert!(
+                !seen.contains(secret.as_str()),
+                "node {} shows a secret in its log, metrics or data files",
+                cluster.name(i)
+            );
+        }
+    }
+
     for agent in agents {
         agent.stop().await;
     }
     writeback.stop().await;
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 /// Agents of one tenant on nodes b and c, the portal on a: the work
