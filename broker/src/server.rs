@@ -313,6 +313,8 @@ pub async fn start(
             Arc::clone(&state),
             Arc::clone(cluster),
         ));
+        tokio::spawn(crate::cluster::enforce::run(Arc::clone(&state)));
+        tokio::spawn(Arc::clone(cluster).probe(state.shutdown.clone()));
         if let Some(meta) = cluster.meta.get() {
             tokio::spawn(crate::cluster::nodes::announce(
                 Arc::clone(&state),

@@ -811,7 +811,7 @@ async fn a_tenant_created_or_disabled_through_one_node_is_seen_by_the_others_wit
     assert_eq!(err.reason(), Some(Reason::NoAgentOnline), "{err}");
 
     // The agent on b, the portal on c.
-    let on_b = agent(&cluster, 1, &tenant, "on-b").start().await;
+    let mut on_b = agent(&cluster, 1, &tenant, "on-b").start().await;
     assert_eq!(cluster.await_routable(2, &tenant).await, "on-b");
     answered_by(
         "before",
@@ -892,6 +892,19 @@ async fn a_tenant_created_or_disabled_through_one_node_is_seen_by_the_others_wit
         "enabled through a; relayed by c {:?} later",
         enabled.elapsed()
     );
+    // Revoked through a: b, which holds the session, closes it.
+    let started = Instant::now();
+    // `false`: the session is not on a, which made the change.
+    let on_a = admin
+        .revoke_agent("contoso", "on-b")
+        .await
+        .expect("revoke through a");
+    assert!(!on_a, "the session is on b, not a");
+    let reason = on_b.disconnected().await;
+    let took = started.elapsed();
+    eprintln!("revoked through a; b closed the session {took:?} later: {reason}");
+    assert!(reason.to_lowercase().contains("revoked"), "{reason}");
+    assert!(took < PROPAGATION, "b closed the session {took:?} later");
     on_b.stop().await;
 }
 
@@ -986,5 +999,17 @@ async fn readiness_follows_the_nats_connection() {
         ) >= 1.0,
         "{metrics}"
     );
+
+    // b's NATS server vanishes without closing anything (packets dropped):
+    // b's own echo probe notices within a few heartbeats, where the NATS
+    // client alone would wait for TCP to give up.
+    b_proxy.black_hole_new(true);
+    b_proxy.black_hole();
+    let took = cluster.await_readyz(1, 503, FORWARD_HEARTBEAT * 10).await;
+    eprintln!("b not ready {took:?} after its NATS server went silent");
+    let err = submit(&portals[1], "silent", Duration::from_secs(5))
+        .await
+        .expect_err("b cannot reach a");
+    assert_eq!(err.reason(), Some(Reason::ClusterUnavailable), "{err}");
     on_a.stop().await;
 }

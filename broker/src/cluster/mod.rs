@@ -12,8 +12,11 @@
 //! - [`kv`]: tenants, the operator key and late outcomes in replicated
 //!   JetStream key-value buckets, watched so every node sees a change at once;
 //!   [`storage_key`] seals tenant records before they reach NATS;
-//! - [`nodes`]: each node's announcement of itself, for the status page.
+//! - [`nodes`]: each node's announcement of itself, for the status page;
+//! - [`enforce`]: admin changes made through another node, applied to this
+//!   node's sessions (deleted tenant, revoked agent, rotated key).
 
+pub mod enforce;
 pub mod forward;
 pub mod kv;
 pub mod nodes;
@@ -26,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
+use futures_util::StreamExt;
 use tracing::{info, warn};
 
 use crate::config::ClusterConfig;
@@ -64,6 +68,10 @@ pub struct Cluster {
     pub meta: std::sync::OnceLock<jetstream::kv::Store>,
 }
 
+/// With async-nats's two unanswered pings, a dead NATS server is noticed
+/// within about 15 s.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Reconnect quickly at first (a NATS node restarting is back in seconds),
 /// then every 2 s at most, with jitter so that nodes do not dial in step.
 fn reconnect_delay(attempts: usize) -> Duration {
@@ -85,6 +93,10 @@ impl Cluster {
             .name(format!("relay-broker {}", config.node_name))
             .connection_timeout(config.connect_timeout)
             .max_reconnects(None)
+            // The client's default (a ping after 60 s of silence, and none
+            // while commands flow) would leave a node ready for minutes
+            // after its NATS server's machine vanished.
+            .ping_interval(PING_INTERVAL)
             .reconnect_delay_callback(reconnect_delay);
         if let (Some(user), Some(path)) = (&config.nats_user, &config.nats_password_file) {
             let password =
@@ -149,6 +161,68 @@ impl Cluster {
 
     pub fn heartbeat(&self) -> Duration {
         self.config.forward_heartbeat
+    }
+
+    /// How often [`Cluster::probe`] checks the connection end to end.
+    fn probe_every(&self) -> Duration {
+        (self.config.forward_heartbeat * 2).max(Duration::from_millis(200))
+    }
+
+    /// Sends itself a message through its NATS server every
+    /// [`Self::probe_every`] and expects it back within as long. Two
+    /// misses in a row mean the server vanished without closing the
+    /// connection (power loss, a cut network): the client would notice only
+    /// when TCP gives up, minutes later, because its own pings stop while
+    /// commands flow. The node then counts as not ready and reconnects,
+    /// to another server if need be. Runs until `shutdown`.
+    pub async fn probe(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let inbox = self.client.new_inbox();
+        let Ok(mut echo) = self.client.subscribe(inbox.clone()).await else {
+            return;
+        };
+        let every = self.probe_every();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut sent, mut missed) = (0u64, 0u32);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if !self.is_up() {
+                // Reconnecting already.
+                missed = 0;
+                continue;
+            }
+            sent += 1;
+            let _ = self
+                .client
+                .publish(inbox.clone(), sent.to_be_bytes().to_vec().into())
+                .await;
+            let back = tokio::time::timeout(every, async {
+                // Skips the echo of a probe that came back late.
+                while let Some(m) = echo.next().await {
+                    if m.payload.as_ref() == sent.to_be_bytes() {
+                        return true;
+                    }
+                }
+                false
+            });
+            match back.await {
+                Ok(true) => missed = 0,
+                Ok(false) => return,
+                Err(_) => {
+                    missed += 1;
+                    if missed >= 2 {
+                        warn!(node = %self.node, waited = ?every * 2,
+                            "the NATS server stopped echoing: reconnecting");
+                        self.down.store(true, Ordering::Release);
+                        let _ = self.client.force_reconnect().await;
+                        missed = 0;
+                    }
+                }
+            }
+        }
     }
 
     /// Where requests for `tenant` are published.

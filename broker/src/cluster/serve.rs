@@ -232,8 +232,10 @@ async fn serve(
             progress: Some(Arc::new(progress)),
         });
         tokio::pin!(routed);
-        let mut beat = tokio::time::interval(cluster.heartbeat());
-        beat.tick().await;
+        // Not `interval`: its first tick, awaited here, would wait for
+        // the timer's next millisecond before routing starts.
+        let mut beat =
+            tokio::time::interval_at(Instant::now() + cluster.heartbeat(), cluster.heartbeat());
         let result = loop {
             tokio::select! {
                 biased;
