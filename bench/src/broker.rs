@@ -1,6 +1,7 @@
 //! The real `relay-broker` binary as the benchmark runs it: built in release
 //! mode, TLS with a development CA, its own data directory, restartable in
-//! place (same ports, same store) after a `kill -9`.
+//! place (same ports, same store) after a `kill -9`; alone with its embedded
+//! store, or as a node of a cluster (a `[cluster]` table).
 
 use std::path::{Path, PathBuf};
 
@@ -71,6 +72,8 @@ pub struct Broker {
     pub ca_file: PathBuf,
     pki: DevPki,
     limits: Vec<String>,
+    /// TOML tables after `[limits]` (`[cluster]`), verbatim.
+    tables: String,
     rust_log: String,
     pub grpc_addr: String,
     pub operator_addr: String,
@@ -92,12 +95,26 @@ impl Broker {
         limits: &[String],
         rust_log: &str,
     ) -> anyhow::Result<Broker> {
+        Broker::start_with_tables(bin, dir, pki, limits, "", rust_log).await
+    }
+
+    /// [`start`](Self::start) with more of the configuration: `tables` are
+    /// TOML tables (a `[cluster]` table) written after `[limits]`.
+    pub async fn start_with_tables(
+        bin: &Path,
+        dir: &Path,
+        pki: &DevPki,
+        limits: &[String],
+        tables: &str,
+        rust_log: &str,
+    ) -> anyhow::Result<Broker> {
         std::fs::create_dir_all(dir)?;
         let (proc, grpc_addr, operator_addr) = spawn(
             bin,
             dir,
             pki,
             limits,
+            tables,
             rust_log,
             "127.0.0.1:0",
             "127.0.0.1:0",
@@ -111,6 +128,7 @@ impl Broker {
             ca_file: pki.ca_cert.clone(),
             pki: pki.clone(),
             limits: limits.to_vec(),
+            tables: tables.to_owned(),
             rust_log: rust_log.to_owned(),
             grpc_addr,
             operator_addr,
@@ -132,6 +150,7 @@ impl Broker {
             &self.dir,
             &self.pki,
             &self.limits,
+            &self.tables,
             &self.rust_log,
             &self.grpc_addr,
             &self.operator_addr,
@@ -189,6 +208,16 @@ impl Broker {
         let body = http_get(&self.operator_addr, "/metrics").await?;
         Ok(sum_metric(&body, "relay_agents_connected"))
     }
+
+    /// Cluster mode: requests this node forwarded to another node and got
+    /// an answer for (`/metrics`).
+    pub async fn forwards_answered(&self) -> anyhow::Result<u64> {
+        let body = http_get(&self.operator_addr, "/metrics").await?;
+        Ok(sum_metric(
+            &body,
+            r#"relay_cluster_forwards_total{direction="out",outcome="answered"}"#,
+        ))
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -197,6 +226,7 @@ async fn spawn(
     dir: &Path,
     pki: &DevPki,
     limits: &[String],
+    tables: &str,
     rust_log: &str,
     listen: &str,
     operator_listen: &str,
@@ -213,6 +243,7 @@ async fn spawn(
         config.push_str(line);
         config.push('\n');
     }
+    config.push_str(tables);
     let config_path = dir.join("broker.toml");
     std::fs::write(&config_path, config)?;
     let mut cmd = tokio::process::Command::new(bin);
@@ -278,5 +309,15 @@ mod tests {
                     relay_agents_connected_total 100\nrelay_requests_total{x=\"y\"} 9\n";
         assert_eq!(sum_metric(text, "relay_agents_connected"), 7);
         assert_eq!(sum_metric("", "relay_agents_connected"), 0);
+        let forwards = "relay_cluster_forwards_total{direction=\"out\",outcome=\"answered\"} 12\n\
+                        relay_cluster_forwards_total{direction=\"out\",outcome=\"no_agent_online\"} 2\n\
+                        relay_cluster_forwards_total{direction=\"in\",outcome=\"answered\"} 5\n";
+        assert_eq!(
+            sum_metric(
+                forwards,
+                r#"relay_cluster_forwards_total{direction="out",outcome="answered"}"#
+            ),
+            12
+        );
     }
 }

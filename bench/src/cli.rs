@@ -9,9 +9,10 @@ use crate::load::Plan;
 use crate::scenarios;
 
 /// Measures the relay (portal client -> broker -> agent, envelopes sealed
-/// end to end) beside a direct tonic unary call and NATS request-reply, all
-/// over TLS on loopback with separate processes; then idle agent sessions,
-/// a kill -9 and restart of the broker under them, and the envelope crypto.
+/// end to end; on one broker, and across two broker nodes of a cluster)
+/// beside a direct tonic unary call and NATS request-reply, all over TLS on
+/// loopback with separate processes; then idle agent sessions, a kill -9
+/// and restart of the broker under them, and the envelope crypto.
 #[derive(Parser)]
 #[command(version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -59,6 +60,10 @@ pub enum Scenario {
     /// Portal client -> broker -> agent and back, sealed envelopes.
     #[value(name = "routed")]
     Routed,
+    /// The same with the agent on another broker node: two brokers in
+    /// cluster mode on a three-node NATS cluster.
+    #[value(name = "routed_cross_node")]
+    RoutedCrossNode,
     /// A tonic unary echo over TLS: the floor for one gRPC hop.
     #[value(name = "direct_tonic")]
     DirectTonic,
@@ -74,10 +79,11 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Crypto,
         Scenario::DirectTonic,
         Scenario::Routed,
+        Scenario::RoutedCrossNode,
         Scenario::NatsTls,
         Scenario::Sessions,
     ];
@@ -85,6 +91,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Routed => "routed",
+            Scenario::RoutedCrossNode => "routed_cross_node",
             Scenario::DirectTonic => "direct_tonic",
             Scenario::NatsTls => "nats_tls",
             Scenario::Sessions => "sessions",

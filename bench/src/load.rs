@@ -56,7 +56,8 @@ pub struct Measured {
 }
 
 /// The processes of a scenario, by role, whose CPU time is counted; the
-/// caller (this process) is always counted.
+/// caller (this process) is always counted. Processes of the same role are
+/// summed.
 pub type Processes = [(&'static str, u32)];
 
 /// CPU time (user + system) of process `pid` so far, from /proc/PID/stat.
@@ -88,16 +89,21 @@ fn cpu_per_call(
     after: &[(&'static str, Option<Duration>)],
     calls: u64,
 ) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
     let mut total = 0.0;
     for ((role, start), (_, end)) in before.iter().zip(after) {
         if let (Some(start), Some(end)) = (start, end) {
             let us = end.saturating_sub(*start).as_secs_f64() * 1e6 / calls.max(1) as f64;
             total += us;
-            out.insert((*role).to_owned(), (us * 10.0).round() / 10.0);
+            // Several processes of one role (the nodes of a NATS cluster)
+            // are counted together.
+            *out.entry((*role).to_owned()).or_default() += us;
         }
     }
-    out.insert("total".to_owned(), (total * 10.0).round() / 10.0);
+    out.insert("total".to_owned(), total);
+    for us in out.values_mut() {
+        *us = (*us * 10.0).round() / 10.0;
+    }
     out
 }
 
@@ -220,5 +226,25 @@ mod tests {
         assert!(end > start, "{start:?} -> {end:?}");
         let per = cpu_per_call(&[("caller", Some(start))], &[("caller", Some(end))], 2);
         assert_eq!(per["total"], per["caller"]);
+    }
+
+    #[test]
+    fn processes_of_one_role_are_summed() {
+        let ms = Duration::from_millis;
+        let before = [
+            ("caller", Some(ms(0))),
+            ("nats", Some(ms(10))),
+            ("nats", Some(ms(20))),
+        ];
+        let after = [
+            ("caller", Some(ms(30))),
+            ("nats", Some(ms(20))),
+            ("nats", Some(ms(40))),
+        ];
+        let per = cpu_per_call(&before, &after, 10);
+        assert_eq!(per["caller"], 3000.0);
+        assert_eq!(per["nats"], 3000.0);
+        assert_eq!(per["total"], 6000.0);
+        assert_eq!(per.len(), 3);
     }
 }

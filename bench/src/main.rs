@@ -1,6 +1,7 @@
 //! `bench`: measures the relay beside a direct gRPC call and NATS
-//! request-reply, holds many idle agent sessions on one broker, restarts it
-//! under them, and times the envelope crypto. Run it as
+//! request-reply, and across two broker nodes of a cluster beside one
+//! broker; holds many idle agent sessions on one broker, restarts it under
+//! them, and times the envelope crypto. Run it as
 //! `cargo run --release -p bench -- [flags]`; `docs/BENCHMARKS.md` explains
 //! the method and records the figures.
 //!

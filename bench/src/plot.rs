@@ -11,6 +11,7 @@ use serde_json::Value;
 
 const SERIES: &[(&str, &str)] = &[
     ("routed", "#d62728"),
+    ("routed_cross_node", "#9467bd"),
     ("direct_tonic", "#1f77b4"),
     ("nats_tls", "#2ca02c"),
 ];

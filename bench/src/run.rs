@@ -20,19 +20,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     let wants = |s: Scenario| settings.scenarios.contains(&s);
     // Missing tools fail the run before anything is measured.
-    let nats_server = if wants(Scenario::NatsTls) {
+    let nats_server = if wants(Scenario::NatsTls) || wants(Scenario::RoutedCrossNode) {
         Some(scenarios::nats_tls::nats_server()?)
     } else {
         None
     };
-    let broker_bin = if wants(Scenario::Routed) || wants(Scenario::Sessions) {
-        Some(crate::broker::ensure_binary(
-            settings.broker_bin.as_deref(),
-            settings.build,
-        )?)
-    } else {
-        None
-    };
+    let broker_bin =
+        if wants(Scenario::Routed) || wants(Scenario::RoutedCrossNode) || wants(Scenario::Sessions)
+        {
+            Some(crate::broker::ensure_binary(
+                settings.broker_bin.as_deref(),
+                settings.build,
+            )?)
+        } else {
+            None
+        };
     let work = tempfile::Builder::new()
         .prefix("relay-bench-")
         .tempdir()
@@ -122,6 +124,9 @@ async fn run_one(ctx: &Context, scenario: Scenario, report: &mut Report) -> anyh
             report.direct_tonic = Some(scenarios::direct_tonic::measure(ctx).await?);
         }
         Scenario::Routed => report.routed = Some(scenarios::routed::measure(ctx).await?),
+        Scenario::RoutedCrossNode => {
+            report.routed_cross_node = Some(scenarios::routed_cross_node::measure(ctx).await?);
+        }
         Scenario::NatsTls => report.nats_tls = Some(scenarios::nats_tls::measure(ctx).await?),
         Scenario::Sessions => {
             let (sessions, reconnect) = scenarios::sessions::measure(ctx).await?;

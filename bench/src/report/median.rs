@@ -6,6 +6,10 @@ const MEDIAN_FIGURES: &[&str] = &[
     "/routed/p50_us",
     "/routed/p99_us",
     "/routed/rps",
+    "/routed_cross_node/p50_us",
+    "/routed_cross_node/p99_us",
+    "/routed_cross_node/rps",
+    "/routed_cross_node/cpu_us_per_call/total",
     "/direct_tonic/p50_us",
     "/direct_tonic/p99_us",
     "/direct_tonic/rps",
@@ -19,7 +23,7 @@ const MEDIAN_FIGURES: &[&str] = &[
     "/crypto/seal_open_us",
 ];
 
-/// The ratios `bench median` reports: name, routed figure, other figure.
+/// The ratios `bench median` reports: name, numerator, denominator.
 const MEDIAN_RATIOS: &[(&str, &str, &str)] = &[
     (
         "routed_over_direct_p50",
@@ -35,6 +39,26 @@ const MEDIAN_RATIOS: &[(&str, &str, &str)] = &[
     ("routed_over_nats_p50", "/routed/p50_us", "/nats_tls/p50_us"),
     ("routed_over_nats_p99", "/routed/p99_us", "/nats_tls/p99_us"),
     ("routed_over_nats_rps", "/routed/rps", "/nats_tls/rps"),
+    (
+        "cross_node_over_routed_p50",
+        "/routed_cross_node/p50_us",
+        "/routed/p50_us",
+    ),
+    (
+        "cross_node_over_routed_p99",
+        "/routed_cross_node/p99_us",
+        "/routed/p99_us",
+    ),
+    (
+        "cross_node_over_routed_rps",
+        "/routed_cross_node/rps",
+        "/routed/rps",
+    ),
+    (
+        "cross_node_over_routed_cpu",
+        "/routed_cross_node/cpu_us_per_call/total",
+        "/routed/cpu_us_per_call/total",
+    ),
 ];
 
 /// The median of each ratio (computed per report from its figures, so that

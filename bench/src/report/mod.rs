@@ -21,6 +21,7 @@ use crate::load::Measured;
 use crate::payload::PAYLOAD_BYTES;
 use crate::scenarios::crypto::Crypto;
 use crate::scenarios::routed::Routed;
+use crate::scenarios::routed_cross_node::CrossNode;
 use crate::scenarios::sessions::{Reconnect, Sessions};
 
 pub use median::print_medians;
@@ -43,6 +44,8 @@ pub struct Report {
     pub versions: Versions,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routed: Option<Routed>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routed_cross_node: Option<CrossNode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direct_tonic: Option<Measured>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,8 +82,9 @@ pub struct RunSettings {
     pub portal_prepared: Option<usize>,
 }
 
-/// routed divided by the others; above 1 for latency means routed is
-/// slower, below 1 for rps means routed does less.
+/// routed divided by the others, and routed_cross_node by routed; above 1
+/// for latency (and CPU) means the first is slower (costs more), below 1 for
+/// rps means it does less.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Ratios {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,6 +99,15 @@ pub struct Ratios {
     pub routed_over_nats_p99: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routed_over_nats_rps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_node_over_routed_p50: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_node_over_routed_p99: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_node_over_routed_rps: Option<f64>,
+    /// Total CPU per call under load, all processes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_node_over_routed_cpu: Option<f64>,
 }
 
 /// `a / b` to three decimals (a throughput ratio can be a few hundredths).
@@ -103,11 +116,23 @@ fn ratio(a: f64, b: f64) -> Option<f64> {
 }
 
 impl Ratios {
-    fn of(routed: Option<&Measured>, direct: Option<&Measured>, nats: Option<&Measured>) -> Ratios {
+    fn of(
+        routed: Option<&Measured>,
+        cross_node: Option<&Measured>,
+        direct: Option<&Measured>,
+        nats: Option<&Measured>,
+    ) -> Ratios {
         let Some(r) = routed else {
             return Ratios::default();
         };
+        let cpu = |m: &Measured| m.cpu_us_per_call.get("total").copied().unwrap_or(0.0);
         Ratios {
+            cross_node_over_routed_p50: cross_node
+                .and_then(|c| ratio(c.latency.p50_us, r.latency.p50_us)),
+            cross_node_over_routed_p99: cross_node
+                .and_then(|c| ratio(c.latency.p99_us, r.latency.p99_us)),
+            cross_node_over_routed_rps: cross_node.and_then(|c| ratio(c.rps, r.rps)),
+            cross_node_over_routed_cpu: cross_node.and_then(|c| ratio(cpu(c), cpu(r))),
             routed_over_direct_p50: direct.and_then(|d| ratio(r.latency.p50_us, d.latency.p50_us)),
             routed_over_direct_p99: direct.and_then(|d| ratio(r.latency.p99_us, d.latency.p99_us)),
             routed_over_direct_rps: direct.and_then(|d| ratio(r.rps, d.rps)),
@@ -157,6 +182,7 @@ impl Report {
             },
             versions,
             routed: None,
+            routed_cross_node: None,
             direct_tonic: None,
             nats_tls: None,
             ratios: Ratios::default(),
@@ -173,6 +199,7 @@ impl Report {
         self.load_average_end = load_average();
         self.ratios = Ratios::of(
             self.routed.as_ref().map(|r| &r.measured),
+            self.routed_cross_node.as_ref().map(|c| &c.routed.measured),
             self.direct_tonic.as_ref(),
             self.nats_tls.as_ref(),
         );
@@ -233,10 +260,25 @@ mod tests {
         .settings()
         .unwrap();
         let mut report = Report::new(&settings, Versions::collect(None, None));
+        let with_cpu = |mut m: Measured, total: f64| {
+            m.cpu_us_per_call.insert("total".into(), total);
+            m
+        };
         report.routed = Some(Routed {
-            measured: measured(300.0, 600.0, 5000.0),
+            measured: with_cpu(measured(300.0, 600.0, 5000.0), 500.0),
             request_envelope_bytes: 700,
             reply_envelope_bytes: 570,
+        });
+        report.routed_cross_node = Some(CrossNode {
+            routed: Routed {
+                measured: with_cpu(measured(450.0, 1200.0, 4000.0), 750.0),
+                request_envelope_bytes: 700,
+                reply_envelope_bytes: 570,
+            },
+            broker_nodes: 2,
+            nats_nodes: 3,
+            forwarded_calls: 120,
+            nats_messages_per_call: 9.5,
         });
         report.direct_tonic = Some(measured(100.0, 200.0, 20000.0));
         report.nats_tls = Some(measured(150.0, 300.0, 10000.0));
@@ -312,6 +354,12 @@ mod tests {
         );
         assert_eq!(json["ratios"]["routed_over_direct_p50"], 3.0);
         assert_eq!(json["ratios"]["routed_over_nats_rps"], 0.5);
+        assert_eq!(json["routed_cross_node"]["p50_us"], 450.0);
+        assert_eq!(json["routed_cross_node"]["forwarded_calls"], 120);
+        assert_eq!(json["ratios"]["cross_node_over_routed_p50"], 1.5);
+        assert_eq!(json["ratios"]["cross_node_over_routed_p99"], 2.0);
+        assert_eq!(json["ratios"]["cross_node_over_routed_rps"], 0.8);
+        assert_eq!(json["ratios"]["cross_node_over_routed_cpu"], 1.5);
         assert_eq!(json["routed"]["distribution"][0][0], 50.0);
     }
 

@@ -21,18 +21,22 @@ impl Report {
         ));
         line(String::new());
         line(format!(
-            "{:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>9}",
+            "{:<17} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>9}",
             "scenario", "p50 us", "p90 us", "p99 us", "p99.9 us", "max us", "rps", "p50@64 us"
         ));
         let rows = [
             ("routed", self.routed.as_ref().map(|r| &r.measured)),
+            (
+                "routed_cross_node",
+                self.routed_cross_node.as_ref().map(|c| &c.routed.measured),
+            ),
             ("direct_tonic", self.direct_tonic.as_ref()),
             ("nats_tls", self.nats_tls.as_ref()),
         ];
         for (name, m) in rows {
             if let Some(m) = m {
                 line(format!(
-                    "{:<14} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>11.0} {:>9.1}",
+                    "{:<17} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>11.0} {:>9.1}",
                     name,
                     m.latency.p50_us,
                     m.latency.p90_us,
@@ -72,6 +76,19 @@ impl Report {
             x(r.routed_over_nats_p99),
             x(r.routed_over_nats_rps)
         ));
+        line(format!(
+            "routed_cross_node / routed: p50 {}  p99 {}  rps {}  CPU per call {}",
+            x(r.cross_node_over_routed_p50),
+            x(r.cross_node_over_routed_p99),
+            x(r.cross_node_over_routed_rps),
+            x(r.cross_node_over_routed_cpu)
+        ));
+        if let Some(c) = &self.routed_cross_node {
+            line(format!(
+                "routed_cross_node: {} broker nodes on {} NATS servers; node A forwarded {} calls, {:.1} NATS messages each",
+                c.broker_nodes, c.nats_nodes, c.forwarded_calls, c.nats_messages_per_call
+            ));
+        }
         if let Some(routed) = &self.routed {
             line(format!(
                 "routed envelopes: request {} B, reply {} B",

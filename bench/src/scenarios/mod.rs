@@ -1,12 +1,14 @@
 //! One module per scenario. Each `measure` function starts the processes it
 //! needs and stops them (they are killed when dropped) before it returns.
 //! The helper processes are this binary in a hidden role: `agent`,
-//! `echo-server`, `nats-responder`, `simulate`.
+//! `echo-server`, `nats-responder`, `simulate`; the others are
+//! `relay-broker` and `nats-server`.
 
 pub mod crypto;
 pub mod direct_tonic;
 pub mod nats_tls;
 pub mod routed;
+pub mod routed_cross_node;
 pub mod sessions;
 pub mod simulator;
 

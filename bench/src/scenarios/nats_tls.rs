@@ -61,7 +61,8 @@ pub fn nats_server() -> anyhow::Result<PathBuf> {
         .find(|p| p.is_file())
         .context(
             "nats-server is not installed: run scripts/bench/install-nats (apt-get, needs \
-             root), or leave nats_tls out (--scenarios routed,direct_tonic,sessions,crypto)",
+             root), or leave nats_tls and routed_cross_node out \
+             (--scenarios routed,direct_tonic,sessions,crypto)",
         )
 }
 
@@ -122,14 +123,25 @@ pub async fn measure(ctx: &Context) -> anyhow::Result<Measured> {
 
 /// The client URL from the ports file nats-server writes once it listens.
 async fn client_url(dir: &Path, pid: u32, server: &Proc) -> anyhow::Result<String> {
+    let ports = ports_file(dir, pid, server).await?;
+    ports["nats"][0]
+        .as_str()
+        .map(str::to_owned)
+        .context("no client URL in the ports file")
+}
+
+/// The ports file nats-server writes into `dir` (`ports_file_dir`) once it
+/// listens: `{"nats": ["tls://127.0.0.1:P"], "monitoring": [...], "cluster": [...]}`.
+pub async fn ports_file(dir: &Path, pid: u32, server: &Proc) -> anyhow::Result<serde_json::Value> {
     let file = dir.join(format!("nats-server_{pid}.ports"));
     let deadline = tokio::time::Instant::now() + crate::procs::READY_TIMEOUT;
     loop {
+        // It may be read while being written: retry until it parses.
         if let Ok(text) = std::fs::read_to_string(&file)
             && let Ok(ports) = serde_json::from_str::<serde_json::Value>(&text)
-            && let Some(url) = ports["nats"][0].as_str()
+            && ports["nats"][0].is_string()
         {
-            return Ok(url.to_owned());
+            return Ok(ports);
         }
         if tokio::time::Instant::now() > deadline {
             bail!(

@@ -5,12 +5,16 @@
 //! process running the agent library's session loop with its real
 //! `EnvelopeHandler` (open, replay window and request ids recorded durably,
 //! seal the reply), whose directory operation answers success at once.
+//! [`measure_between`] does the onboarding and the measurement for any
+//! pair of brokers: the same one here, two cluster nodes in
+//! [`routed_cross_node`](super::routed_cross_node).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use agent_client::admin::TenantKeys;
 use agent_client::agent::envelopes::{
     DurableReplay, EnvelopeHandler, KeySource, Operations, Validity,
 };
@@ -30,11 +34,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use crate::broker::Broker;
-use crate::load::{self, Call, Measured};
+use crate::load::{self, Call, Measured, Processes};
 use crate::payload;
 use crate::procs::{Proc, this_binary};
 
-const TENANT: &str = "bench";
+pub const TENANT: &str = "bench";
 const AGENT_ID: &str = "bench-agent";
 /// The deadline of each relayed call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -204,25 +208,78 @@ fn agent_state_dir(
     }
 }
 
-pub async fn measure(ctx: &Context) -> anyhow::Result<Routed> {
-    let dir = ctx.subdir("routed")?;
-    let limits = [
+/// The broker's `[limits]` for the routed scenarios.
+pub fn limits(ctx: &Context) -> Vec<String> {
+    vec![
         // Unlimited: the benchmark is the runaway portal the limit stops.
         "tenant_requests_per_minute = 0".to_owned(),
         format!(
             "max_in_flight_per_agent = {}",
             (ctx.settings.plan.concurrency * 2).max(64)
         ),
-    ];
+    ]
+}
+
+pub async fn measure(ctx: &Context) -> anyhow::Result<Routed> {
+    let dir = ctx.subdir("routed")?;
     let broker = Broker::start(
         ctx.broker_bin()?,
         &dir.join("broker"),
         &ctx.pki,
-        &limits,
+        &limits(ctx),
         &ctx.settings.rust_log,
     )
     .await?;
     let keys = broker.create_tenant(&broker.admin().await?, TENANT).await?;
+    let routed = measure_between(
+        ctx,
+        &dir,
+        &keys,
+        &broker,
+        &broker,
+        &[("broker", broker.pid()?)],
+    )
+    .await;
+    drop(broker);
+    routed
+}
+
+/// How long a change made through one broker node may take to be seen by
+/// another (a tenant, an agent key, an agent's subscription); on one node
+/// it is there at once.
+const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Calls `f` until it succeeds, every 50 ms, for at most
+/// [`PROPAGATION_TIMEOUT`]; then fails with its last error.
+async fn until_ok<T, E, F, Fut>(what: &str, mut f: F) -> anyhow::Result<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + PROPAGATION_TIMEOUT;
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                anyhow::bail!("{what}: still failing after {PROPAGATION_TIMEOUT:?}: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Onboards an agent on `agent_side`, calls it through `caller_side` (the
+/// same broker, or another node of one cluster) and measures; `processes`
+/// are the scenario's processes other than the caller and the agent.
+pub async fn measure_between(
+    ctx: &Context,
+    dir: &std::path::Path,
+    keys: &TenantKeys,
+    agent_side: &Broker,
+    caller_side: &Broker,
+    processes: &Processes,
+) -> anyhow::Result<Routed> {
     let key = |right| {
         keys.get(right, KeySlot::Primary)
             .cloned()
@@ -238,11 +295,11 @@ pub async fn measure(ctx: &Context) -> anyhow::Result<Routed> {
     let portal_key = KeyPair::generate(&mut rng);
     let agent_key = KeyPair::generate(&mut rng);
     let listen = Credential::new(TENANT, Right::Listen, listen_key.clone());
-    pb::agent_gateway_client::AgentGatewayClient::with_interceptor(
-        broker.endpoint().connect().await?,
+    let gateway = pb::agent_gateway_client::AgentGatewayClient::with_interceptor(
+        agent_side.endpoint().connect().await?,
         Authorize(listen),
-    )
-    .register_key(pb::RegisterKeyRequest {
+    );
+    let registration = pb::RegisterKeyRequest {
         tenant: TENANT.to_owned(),
         key: Some(pb::AgentKey {
             key_id: agent_key.public.key_id().to_hex(),
@@ -250,9 +307,14 @@ pub async fn measure(ctx: &Context) -> anyhow::Result<Routed> {
             registered_unix_ms: 0,
             endorsements: Vec::new(),
         }),
+    };
+    // Another node than the one that created the tenant may not know it yet.
+    until_ok("register the agent key", || {
+        let mut gateway = gateway.clone();
+        let registration = registration.clone();
+        async move { gateway.register_key(registration).await }
     })
-    .await
-    .context("register the agent key")?;
+    .await?;
     let listen_key_file = dir.join("listen.key");
     broker::tls::write(&listen_key_file, listen_key.to_base64().as_bytes(), 0o600)?;
     let agent_key_file = dir.join("agent.key");
@@ -262,12 +324,12 @@ pub async fn measure(ctx: &Context) -> anyhow::Result<Routed> {
         0o600,
     )?;
 
-    let (state_dir, _state_dir_guard) = agent_state_dir(ctx, &dir)?;
+    let (state_dir, _state_dir_guard) = agent_state_dir(ctx, dir)?;
     let mut cmd = this_binary("agent")?;
     cmd.arg("--broker")
-        .arg(broker.url())
+        .arg(agent_side.url())
         .arg("--ca")
-        .arg(&broker.ca_file)
+        .arg(&agent_side.ca_file)
         .arg("--listen-key-file")
         .arg(&listen_key_file)
         .arg("--agent-key-file")
@@ -281,7 +343,7 @@ pub async fn measure(ctx: &Context) -> anyhow::Result<Routed> {
     agent.expect_line("connected").await?;
 
     let client = PortalClient::connect(
-        &broker.endpoint(),
+        &caller_side.endpoint(),
         TENANT,
         PortalClient::send_credential(TENANT, send_key),
     )
@@ -297,8 +359,17 @@ pub async fn measure(ctx: &Context) -> anyhow::Result<Routed> {
     // What SealedPortal::submit does when its cached key is older than a
     // minute: the broker's list of agent keys, checked against the pinned
     // fingerprint.
-    let configuration = client.configuration().await?;
-    let trusted = sealed.trusted_key(&configuration.agent_keys)?;
+    let trusted = until_ok("find the agent key through the caller's broker", || async {
+        let configuration = client.configuration().await?;
+        anyhow::Ok(sealed.trusted_key(&configuration.agent_keys)?)
+    })
+    .await?;
+    // The caller's broker can reach the agent (across nodes: once the
+    // agent's node listens for the tenant and NATS has told the others).
+    until_ok("ping the agent through the caller's broker", || {
+        client.ping(Some(CALL_TIMEOUT))
+    })
+    .await?;
     let call = RoutedCall {
         client,
         sealed: Arc::new(sealed),
@@ -307,10 +378,13 @@ pub async fn measure(ctx: &Context) -> anyhow::Result<Routed> {
         next_id: Arc::new(AtomicU64::new(0)),
     };
     let (request_envelope_bytes, reply_envelope_bytes) = call.sealed_call().await?;
-    let processes = [("broker", broker.pid()?), ("agent", agent.pid()?)];
+    let processes: Vec<_> = processes
+        .iter()
+        .copied()
+        .chain([("agent", agent.pid()?)])
+        .collect();
     let measured = load::measure(call, &ctx.settings.plan, &processes).await;
     agent.kill9().await?;
-    drop(broker);
     Ok(Routed {
         measured: measured?,
         request_envelope_bytes,
