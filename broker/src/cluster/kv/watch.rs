@@ -8,9 +8,9 @@
 //! heartbeats, or never while it retries on its own), or it was placed on
 //! a replica still catching up after a restart. So a check compares, every
 //! [`CHECK_EVERY`], the last revision applied with the stream's last
-//! sequence (from the stream leader); behind twice in a row with no
-//! progress, the watch is made again from the revision after the last one
-//! applied. Revisions make applying a change twice, or late, harmless.
+//! sequence (from the stream leader); still behind a moment later, the
+//! watch is made again from the revision after the last one applied.
+//! Revisions make applying a change twice, or late, harmless.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,9 +38,13 @@ const ALL: &str = ">";
 const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the watch is checked against the stream. A change must reach
 /// every node within a second even when its watch died with a NATS node:
-/// behind at two checks in a row, it is made again, so within about
-/// twice this. The check is one small JetStream API request.
+/// a check that finds the watch behind, and still behind [`IN_TRANSIT`]
+/// later, makes it again. The check is one small JetStream API request.
 pub const CHECK_EVERY: Duration = Duration::from_millis(200);
+/// How long a check waits for the stream's state.
+const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+/// Ample for a change to travel through a live watch.
+const IN_TRANSIT: Duration = Duration::from_millis(100);
 /// How long one attempt to make a watch, or to read the stream's state,
 /// may take: they hang while a stream elects a leader.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -158,29 +162,33 @@ async fn check(
 ) {
     let mut every = tokio::time::interval(CHECK_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stuck_at = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = every.tick() => {}
         }
-        let read = tokio::time::timeout(ATTEMPT_TIMEOUT, bucket.store().stream.get_info());
+        // Short: a request lost in a leader election must not hold up the
+        // checks after it.
+        let read = tokio::time::timeout(CHECK_TIMEOUT, bucket.store().stream.get_info());
         let stream_last = match read.await {
             Ok(Ok(info)) => info.state.last_sequence,
             // NATS is failing over: the writes are, too.
             _ => continue,
         };
+        if stream_last <= applied.load(Ordering::Acquire) {
+            continue;
+        }
+        // The change may be on its way through the watch: give it a moment.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(IN_TRANSIT) => {}
+        }
         let last = applied.load(Ordering::Acquire);
-        if stream_last <= last {
-            stuck_at = None;
-        } else if stuck_at == Some(last) {
+        if stream_last > last {
             debug!(bucket = %bucket.name(), revision = last, stream_last, "the tenant watch is behind");
             // Only a follower waiting hears it: one busy making a new
             // watch already is doing what this asks.
             behind.notify_waiters();
-            stuck_at = None;
-        } else {
-            stuck_at = Some(last);
         }
     }
 }
