@@ -24,22 +24,13 @@ pub fn router(state: Arc<State>) -> Router {
 }
 
 async fn readyz(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {
-    if state.shutdown.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else if state
-        .readiness
-        .cluster_down
-        .load(std::sync::atomic::Ordering::Acquire)
-    {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "cluster unreachable: no NATS connection\n",
-        )
-    } else if state.readiness.is_ready() {
-        (StatusCode::OK, "ready\n")
+    let condition = state.condition();
+    let status = if condition == "ready" {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, format!("{condition}\n"))
 }
 
 async fn metrics(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {

@@ -45,6 +45,22 @@ pub struct State {
     pub cluster: Option<Arc<Cluster>>,
 }
 
+impl State {
+    /// What `/readyz` and the status page report: "ready", "starting",
+    /// "draining" or "cluster unreachable".
+    pub fn condition(&self) -> &'static str {
+        if self.shutdown.is_cancelled() {
+            "draining"
+        } else if self.readiness.cluster_down.load(Ordering::Acquire) {
+            "cluster unreachable"
+        } else if self.readiness.is_ready() {
+            "ready"
+        } else {
+            "starting"
+        }
+    }
+}
+
 /// What `/readyz` reports.
 #[derive(Default)]
 pub struct Readiness {

@@ -38,28 +38,11 @@ fn key(name: &str) -> String {
     format!("nodes.{name}")
 }
 
-/// The condition `/readyz` would report.
-pub fn condition(state: &State) -> &'static str {
-    if state.shutdown.is_cancelled() {
-        "draining"
-    } else if state
-        .readiness
-        .cluster_down
-        .load(std::sync::atomic::Ordering::Acquire)
-    {
-        "cluster unreachable"
-    } else if state.readiness.is_ready() {
-        "ready"
-    } else {
-        "starting"
-    }
-}
-
 fn record(state: &State, cluster: &Cluster) -> NodeRecord {
     NodeRecord {
         name: cluster.node.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        condition: condition(state).to_owned(),
+        condition: state.condition().to_owned(),
         started_unix_ms: state.started_unix_ms,
         seen_unix_ms: now_unix_ms(),
         agents: state.registry.total_sessions() as u32,

@@ -285,7 +285,7 @@ fn view(
         now_unix_ms: now,
         node: render::NodeView {
             version: env!("CARGO_PKG_VERSION"),
-            condition: crate::cluster::nodes::condition(state),
+            condition: state.condition(),
             started_unix_ms: state.started_unix_ms,
             uptime: state.started.elapsed(),
         },

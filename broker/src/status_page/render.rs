@@ -63,7 +63,8 @@ pub struct StatusView {
 
 pub struct NodeView {
     pub version: &'static str,
-    /// "ready", "starting" or "draining", as /readyz says.
+    /// "ready", "starting", "draining" or "cluster unreachable", as /readyz
+    /// says.
     pub condition: &'static str,
     pub started_unix_ms: i64,
     pub uptime: Duration,
