@@ -33,6 +33,8 @@ const FAST_AGENT: [&str; 2] = ["keepalive_interval = \"1s\"", "keepalive_timeout
 /// The nodes' `forward_heartbeat` (the default, written out): a forwarding
 /// node gives up on a silent serving node after about three of them.
 const FORWARD_HEARTBEAT: Duration = Duration::from_secs(1);
+/// The first change after a NATS node was lost, seen by every node.
+const AFTER_LOSS_PROPAGATION: Duration = Duration::from_secs(5);
 
 /// How long a change made through one node may take to reach another.
 const PROPAGATION: Duration = Duration::from_secs(1);
@@ -738,8 +740,12 @@ async fn losing_a_nats_node_keeps_routing_and_configuration() {
             created.name,
             cluster.name(i)
         );
+        // A node whose watch lived on the lost NATS server makes a new
+        // one when it sees the watch behind (within 300 ms); making it waits
+        // for the stream's new consumer leader. Under normal operation a
+        // change takes milliseconds (the next test holds that to 1 s).
         assert!(
-            took < PROPAGATION,
+            took < AFTER_LOSS_PROPAGATION,
             "a tenant created after the loss reached node {} only {took:?} later",
             cluster.name(i)
         );

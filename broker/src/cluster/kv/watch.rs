@@ -48,6 +48,8 @@ const IN_TRANSIT: Duration = Duration::from_millis(100);
 /// How long one attempt to make a watch, or to read the stream's state,
 /// may take: they hang while a stream elects a leader.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the first attempt to make a watch again may take.
+const FIRST_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 const MAX_RESUBSCRIBE_PAUSE: Duration = Duration::from_secs(2);
 
 /// Fills `cache` with the bucket's tenants. Returns the watch that goes on
@@ -200,8 +202,12 @@ async fn resubscribe(
     stop: &CancellationToken,
 ) -> Option<kv::Watch> {
     let mut pause = Duration::from_millis(100);
+    // A watch is made in milliseconds once the stream has a leader, but a
+    // request made during the election can hang: give up on it early, and
+    // wait longer each time in case the cluster is merely slow.
+    let mut wait = FIRST_ATTEMPT_TIMEOUT;
     loop {
-        let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, async {
+        let attempt = tokio::time::timeout(wait, async {
             if last == 0 {
                 bucket.store().watch_with_history(ALL).await
             } else {
@@ -225,6 +231,7 @@ async fn resubscribe(
             _ = tokio::time::sleep(pause) => {}
         }
         pause = (pause * 2).min(MAX_RESUBSCRIBE_PAUSE);
+        wait = (wait * 2).min(ATTEMPT_TIMEOUT);
     }
 }
 
