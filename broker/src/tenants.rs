@@ -159,7 +159,7 @@ impl Tenants {
                     if current.exists() {
                         return Err(RelayError::TenantExists(name.to_owned()));
                     }
-                    match bucket.create(&record, &current).await.map_err(kv)? {
+                    match bucket.put(&record, &current).await.map_err(kv)? {
                         Written::At(revision) => return Ok(self.cache.publish(record, revision)),
                         Written::Conflict => conflict_pause(attempt).await,
                     }
@@ -193,7 +193,7 @@ impl Tenants {
             };
             (change.clone())(&mut record)?;
             record.modified_unix_ms = now_unix_ms();
-            match bucket.replace(&record, &current).await.map_err(kv)? {
+            match bucket.put(&record, &current).await.map_err(kv)? {
                 Written::At(revision) => return Ok(self.cache.publish(record, revision)),
                 Written::Conflict => conflict_pause(attempt).await,
             }

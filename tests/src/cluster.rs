@@ -31,7 +31,6 @@
 //! broker node's and NATS node's log.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use agent_client::Reason;
@@ -40,16 +39,13 @@ use agent_client::portal::PortalClient;
 use agent_client::sealed::SealedPortal;
 use envelope::{Fingerprint, KeyPair};
 use sas::{KeySlot, Right};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::agents::EchoAgentBuilder;
 use crate::faults::FaultProxy;
 use crate::nats::NatsCluster;
 use crate::sealed::SETUP_PASSWORD;
-use crate::{
-    BrokerBuilder, BrokerProcess, EchoAgent, STARTUP_TIMEOUT, Tenant, await_line, bin, write_key,
-};
+use crate::{BrokerBuilder, BrokerProcess, EchoAgent, STARTUP_TIMEOUT, Tenant, write_key};
 
 /// Node names, in node order.
 pub const NODE_NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
@@ -530,53 +526,15 @@ impl WritebackAgent {
         )
         .expect("agent config");
 
-        let portal_key = KeyPair::generate(&mut envelope::os_rng());
-        let bundle = d.join("enrollment.json");
-        std::fs::write(
-            &bundle,
-            serde_json::to_string(&agent_client::agent::keyring::EnrollmentBundle::new(
-                &tenant.name,
-                std::slice::from_ref(&portal_key.public),
-            ))
-            .expect("json"),
-        )
-        .expect("bundle");
-        let init = tokio::process::Command::new(bin("writeback-agent"))
-            .arg("--config")
-            .arg(&config)
-            .args(["init", "--enrollment"])
-            .arg(&bundle)
-            .output()
-            .await
-            .expect("run init");
-        let stdout = String::from_utf8_lossy(&init.stdout).into_owned();
-        assert!(
-            init.status.success(),
-            "init failed: {stdout}{}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        let fingerprint = stdout
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("key fingerprint"))
-            .expect("init prints the fingerprint")
-            .trim()
-            .to_owned();
-
-        let log = d.join("agent.log");
-        let mut child = tokio::process::Command::new(bin("writeback-agent"))
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("agent log"))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn writeback-agent");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        await_line(&mut lines, "connected", &log).await;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let crate::deployment::Onboarded {
+            portal_key,
+            fingerprint,
+            child,
+            log,
+        } = crate::deployment::onboard(&config, &tenant.name, d).await;
         WritebackAgent {
             portal_key,
-            fingerprint: Fingerprint::parse(&fingerprint).expect("fingerprint"),
+            fingerprint,
             child,
             log,
             dir,

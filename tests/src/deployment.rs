@@ -79,55 +79,16 @@ impl Deployment {
         )
         .expect("agent config");
 
-        // Onboarding as an administrator does it.
-        let portal_key = KeyPair::generate(&mut envelope::os_rng());
-        let bundle = d.join("enrollment.json");
-        std::fs::write(
-            &bundle,
-            serde_json::to_string(&EnrollmentBundle::new(
-                "contoso",
-                std::slice::from_ref(&portal_key.public),
-            ))
-            .expect("json"),
-        )
-        .expect("bundle");
-        let init = std::process::Command::new(bin("writeback-agent"))
-            .arg("--config")
-            .arg(&config)
-            .args(["init", "--enrollment"])
-            .arg(&bundle)
-            .output()
-            .expect("run init");
-        let stdout = String::from_utf8_lossy(&init.stdout).into_owned();
-        assert!(
-            init.status.success(),
-            "init failed: {stdout}{}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        let fingerprint = stdout
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("key fingerprint"))
-            .expect("init prints the fingerprint")
-            .trim()
-            .to_owned();
-
-        let log = d.join("agent.log");
-        let mut agent = tokio::process::Command::new(bin("writeback-agent"))
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("agent log"))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn agent");
-        let mut lines = BufReader::new(agent.stdout.take().expect("stdout")).lines();
-        await_line(&mut lines, "connected", &log).await;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-
+        let Onboarded {
+            portal_key,
+            fingerprint,
+            child: agent,
+            ..
+        } = onboard(&config, "contoso", d).await;
         let portal = SealedPortal::new(
             broker.portal(&tenant, Right::Send).await,
             portal_key,
-            vec![envelope::Fingerprint::parse(&fingerprint).expect("fingerprint")],
+            vec![fingerprint],
         );
         Deployment {
             broker,
@@ -258,5 +219,72 @@ impl WebPortal {
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.server.wait().await.expect("graceful stop");
+    }
+}
+
+/// A `writeback-agent` onboarded and running.
+pub struct Onboarded {
+    /// The portal key the agent was enrolled with.
+    pub portal_key: KeyPair,
+    /// The agent key fingerprint `init` printed, for the portal to pin.
+    pub fingerprint: envelope::Fingerprint,
+    pub child: tokio::process::Child,
+    /// The agent's stderr log.
+    pub log: PathBuf,
+}
+
+/// Onboards an agent as an administrator does (an enrollment bundle with a
+/// fresh portal key, `writeback-agent init`), then starts it with `config`
+/// and waits until it is connected. Files go to `dir`.
+pub async fn onboard(config: &Path, tenant: &str, dir: &Path) -> Onboarded {
+    let portal_key = KeyPair::generate(&mut envelope::os_rng());
+    let bundle = dir.join("enrollment.json");
+    std::fs::write(
+        &bundle,
+        serde_json::to_string(&EnrollmentBundle::new(
+            tenant,
+            std::slice::from_ref(&portal_key.public),
+        ))
+        .expect("json"),
+    )
+    .expect("bundle");
+    let init = tokio::process::Command::new(bin("writeback-agent"))
+        .arg("--config")
+        .arg(config)
+        .args(["init", "--enrollment"])
+        .arg(&bundle)
+        .output()
+        .await
+        .expect("run init");
+    let stdout = String::from_utf8_lossy(&init.stdout).into_owned();
+    assert!(
+        init.status.success(),
+        "init failed: {stdout}{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let fingerprint = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("key fingerprint"))
+        .expect("init prints the fingerprint")
+        .trim()
+        .to_owned();
+
+    let log = dir.join("agent.log");
+    let mut child = tokio::process::Command::new(bin("writeback-agent"))
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("agent log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn writeback-agent");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    await_line(&mut lines, "connected", &log).await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Onboarded {
+        portal_key,
+        fingerprint: envelope::Fingerprint::parse(&fingerprint).expect("fingerprint"),
+        child,
+        log,
     }
 }

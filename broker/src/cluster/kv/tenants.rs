@@ -124,24 +124,10 @@ impl TenantBucket {
         .await
     }
 
-    /// Stores a new tenant where `current` holds none.
-    pub(crate) async fn create(
-        &self,
-        record: &TenantRecord,
-        current: &Current,
-    ) -> Result<Written, KvError> {
-        let sealed = self.seal(record)?;
-        match self
-            .write(&record.name, Change::Put(&sealed), current)
-            .await?
-        {
-            Some(revision) => Ok(Written::At(revision)),
-            None => self.landed(&record.name, &sealed).await,
-        }
-    }
-
-    /// Replaces the record `current` holds with `record`.
-    pub(crate) async fn replace(
+    /// Stores `record` where `current` holds none (a create) or the
+    /// record it replaces: the compare-and-set conditions come from
+    /// `current` either way.
+    pub(crate) async fn put(
         &self,
         record: &TenantRecord,
         current: &Current,
