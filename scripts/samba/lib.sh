@@ -68,7 +68,9 @@ valid_ipv4() {
 }
 
 address_assigned() {
-  ip -o -4 addr show | awk '{ split($4, a, "/"); print a[1] }' | grep -qxF "$1"
+  # awk reads to the end and decides: a `| grep -q` here could exit first
+  # and fail the pipe under pipefail.
+  ip -o -4 addr show | awk -v want="$1" '{ split($4, a, "/"); if (a[1] == want) found = 1 } END { exit !found }'
 }
 
 # Samba binds only addresses that are assigned to an interface: with
