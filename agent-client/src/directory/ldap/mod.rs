@@ -16,15 +16,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use envelope::Password;
-use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
-use ldap3::controls::RawControl;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
 use rustls::pki_types::pem::PemObject;
 use zeroize::Zeroizing;
 
-use super::embedded::rules::{check_min_age, check_new_password};
-use super::sd::{SecurityDescriptor, missing_rights_below};
 use super::{Account, Directory, DirectoryError, OuRights, Policy, Refusal, Right};
+
+mod import;
+mod policy;
+mod rights;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const PAGE_SIZE: i32 = 500;
@@ -283,133 +283,6 @@ impl LdapDirectory {
         })
     }
 
-    /// The resultant policy: the user's PSO (msDS-ResultantPSO) or the domain's.
-    async fn resultant_policy(&self, ldap: &mut Ldap, dn: &str) -> Result<Policy, DirectoryError> {
-        let user = self.read(ldap, dn, &["msDS-ResultantPSO"]).await?;
-        if let Some(pso) = first(&user, "msDS-ResultantPSO") {
-            let p = self
-                .read(
-                    ldap,
-                    pso,
-                    &[
-                        "cn",
-                        "msDS-MinimumPasswordLength",
-                        "msDS-PasswordComplexityEnabled",
-                        "msDS-PasswordHistoryLength",
-                        "msDS-MinimumPasswordAge",
-                        "msDS-MaximumPasswordAge",
-                    ],
-                )
-                .await?;
-            return Ok(Policy {
-                source: first(&p, "cn").unwrap_or("PSO").to_owned(),
-                min_length: first_i64(&p, "msDS-MinimumPasswordLength") as u32,
-                complexity: first(&p, "msDS-PasswordComplexityEnabled")
-                    .is_some_and(|v| v.eq_ignore_ascii_case("TRUE")),
-                history_length: first_i64(&p, "msDS-PasswordHistoryLength") as u32,
-                min_age_secs: interval_secs(first_i64(&p, "msDS-MinimumPasswordAge")),
-                max_age_secs: interval_secs(first_i64(&p, "msDS-MaximumPasswordAge")),
-            });
-        }
-        let base = self.base_dn(ldap).await?;
-        let d = self
-            .read(
-                ldap,
-                &base,
-                &[
-                    "minPwdLength",
-                    "pwdProperties",
-                    "pwdHistoryLength",
-                    "minPwdAge",
-                    "maxPwdAge",
-                ],
-            )
-            .await?;
-        Ok(Policy {
-            source: "Default Domain Policy".into(),
-            min_length: first_i64(&d, "minPwdLength") as u32,
-            complexity: first_i64(&d, "pwdProperties") & 1 != 0,
-            history_length: first_i64(&d, "pwdHistoryLength") as u32,
-            min_age_secs: interval_secs(first_i64(&d, "minPwdAge")),
-            max_age_secs: interval_secs(first_i64(&d, "maxPwdAge")),
-        })
-    }
-
-    /// The SIDs the service account acts with: its own, its groups', and
-    /// the well-known ones every authenticated account has.
-    async fn service_sids(&self, ldap: &mut Ldap) -> Result<Vec<String>, DirectoryError> {
-        let e = self
-            .read(ldap, &self.settings.bind_dn, &["objectSid", "tokenGroups"])
-            .await?;
-        let mut sids = vec!["S-1-1-0".to_owned(), "S-1-5-11".to_owned()];
-        for attr in ["objectSid", "tokenGroups"] {
-            for raw in e.bin_attrs.get(attr).into_iter().flatten() {
-                sids.extend(super::sd::sid_string(raw));
-            }
-        }
-        Ok(sids)
-    }
-
-    async fn descriptor(
-        &self,
-        ldap: &mut Ldap,
-        dn: &str,
-    ) -> Result<SecurityDescriptor, DirectoryError> {
-        let control = RawControl {
-            ctype: SD_FLAGS_OID.to_owned(),
-            crit: true,
-            val: Some(SD_FLAGS_DACL.to_vec()),
-        };
-        let (entries, _) = ldap
-            .with_controls(control)
-            .search(
-                dn,
-                Scope::Base,
-                "(objectClass=*)",
-                vec!["nTSecurityDescriptor"],
-            )
-            .await
-            .map_err(|e| DirectoryError(format!("read the security descriptor of {dn}: {e}")))?
-            .success()
-            .map_err(|e| DirectoryError(format!("read the security descriptor of {dn}: {e}")))?;
-        let entry = entries
-            .into_iter()
-            .next()
-            .map(SearchEntry::construct)
-            .ok_or_else(|| DirectoryError(format!("no object {dn}")))?;
-        let raw = entry
-            .bin_attrs
-            .get("nTSecurityDescriptor")
-            .and_then(|v| v.first())
-            .ok_or_else(|| DirectoryError(format!("{dn} returned no security descriptor")))?;
-        SecurityDescriptor::parse(raw).map_err(|e| DirectoryError(format!("{dn}: {e}")))
-    }
-
-    /// A permission refusal naming the OU, the right and whether inheritance is blocked there.
-    async fn denied(&self, ldap: &mut Ldap, dn: &str, needed: &[Right]) -> Refusal {
-        let ou = parent_dn(dn);
-        let (right, blocked) = match (
-            self.descriptor(ldap, &ou).await,
-            self.service_sids(ldap).await,
-        ) {
-            (Ok(sd), Ok(sids)) => {
-                let missing = missing_rights_below(&sd, &sids);
-                let right = needed
-                    .iter()
-                    .find(|r| missing.contains(r))
-                    .copied()
-                    .unwrap_or(needed[0]);
-                (right, sd.protected())
-            }
-            _ => (needed[0], false),
-        };
-        Refusal::PermissionDenied {
-            right,
-            ou,
-            inheritance_blocked: blocked,
-        }
-    }
-
     async fn modify(
         &self,
         ldap: &mut Ldap,
@@ -424,35 +297,6 @@ impl LdapDirectory {
             Ok(())
         } else {
             Err(LdapFailure::from_result(result.rc, &result.text))
-        }
-    }
-
-    /// The specific rule behind AD's generic policy failure.
-    async fn policy_refusal(
-        &self,
-        ldap: &mut Ldap,
-        dn: &str,
-        user: &UserState,
-        new: &Password,
-        change: bool,
-    ) -> Refusal {
-        let policy = match self.resultant_policy(ldap, dn).await {
-            Ok(p) => p,
-            Err(e) => {
-                return Refusal::DirectoryUnavailable(format!(
-                    "the password policy cannot be read: {}",
-                    e.0
-                ));
-            }
-        };
-        if change && let Err(r) = check_min_age(&policy, user.pwd_last_set_ms, now_ms()) {
-            return r;
-        }
-        if let Err(r) = check_new_password(&policy, new.expose(), &user.sam, &user.display_name) {
-            return r;
-        }
-        Refusal::InHistory {
-            history_length: policy.history_length,
         }
     }
 }
@@ -473,75 +317,7 @@ impl Directory for LdapDirectory {
     }
 
     async fn import(&self, since: Option<u64>) -> Result<(Vec<Account>, u64), DirectoryError> {
-        let mut ldap = self.connect().await?;
-        let root = self.read(&mut ldap, "", &["highestCommittedUSN"]).await?;
-        let cursor = first_i64(&root, "highestCommittedUSN").max(0) as u64;
-        let base = self.base_dn(&mut ldap).await?;
-        let filter = match since {
-            Some(usn) => format!(
-                "(&(objectCategory=person)(objectClass=user)(uSNChanged>={}))",
-                usn + 1
-            ),
-            None => "(&(objectCategory=person)(objectClass=user))".to_owned(),
-        };
-        let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
-            Box::new(EntriesOnly::new()),
-            Box::new(PagedResults::new(PAGE_SIZE)),
-        ];
-        let mut stream = ldap
-            .streaming_search_with(
-                adapters,
-                &base,
-                Scope::Subtree,
-                &filter,
-                vec![
-                    "sAMAccountName",
-                    "userPrincipalName",
-                    "objectGUID",
-                    "displayName",
-                    "userAccountControl",
-                    "uSNChanged",
-                ],
-            )
-            .await
-            .map_err(|e| DirectoryError(format!("forest {}: search failed: {e}", self.name)))?;
-        let mut accounts = Vec::new();
-        while let Some(entry) = stream
-            .next()
-            .await
-            .map_err(|e| DirectoryError(format!("forest {}: search failed: {e}", self.name)))?
-        {
-            let e = SearchEntry::construct(entry);
-            let Some(guid) = e
-                .bin_attrs
-                .get("objectGUID")
-                .and_then(|v| v.first())
-                .and_then(|g| <[u8; 16]>::try_from(g.as_slice()).ok())
-            else {
-                continue;
-            };
-            accounts.push(Account {
-                forest: self.name.clone(),
-                sam_account_name: first(&e, "sAMAccountName").unwrap_or_default().to_owned(),
-                user_principal_name: first(&e, "userPrincipalName")
-                    .unwrap_or_default()
-                    .to_owned(),
-                object_guid: guid,
-                display_name: first(&e, "displayName").unwrap_or_default().to_owned(),
-                enabled: first_i64(&e, "userAccountControl") as u64 & UAC_DISABLED == 0,
-                usn_changed: first_i64(&e, "uSNChanged").max(0) as u64,
-                dn: e.dn,
-            });
-        }
-        let result = stream.finish().await;
-        if result.rc != 0 {
-            return Err(DirectoryError(format!(
-                "forest {}: search ended with {} {}",
-                self.name, result.rc, result.text
-            )));
-        }
-        let _ = ldap.unbind().await;
-        Ok((accounts, cursor))
+        self.import_accounts(since).await
     }
 
     async fn reset_password(
@@ -642,6 +418,10 @@ impl Directory for LdapDirectory {
         outcome
     }
 
+    async fn effective_rights(&self) -> Result<Vec<OuRights>, DirectoryError> {
+        self.rights_report().await
+    }
+
     async fn policy(&self, dn: &str) -> Result<Policy, Refusal> {
         let mut ldap = self.session().await?;
         let policy = self
@@ -650,49 +430,6 @@ impl Directory for LdapDirectory {
             .map_err(|e| Refusal::DirectoryUnavailable(e.0));
         let _ = ldap.unbind().await;
         policy
-    }
-
-    async fn effective_rights(&self) -> Result<Vec<OuRights>, DirectoryError> {
-        let mut ldap = self.connect().await?;
-        let base = self.base_dn(&mut ldap).await?;
-        let sids = self.service_sids(&mut ldap).await?;
-        let (ous, _) = ldap
-            .search(
-                &base,
-                Scope::Subtree,
-                "(objectClass=organizationalUnit)",
-                vec!["ou"],
-            )
-            .await
-            .map_err(|e| DirectoryError(e.to_string()))?
-            .success()
-            .map_err(|e| DirectoryError(e.to_string()))?;
-        let mut out = Vec::new();
-        for ou in ous.into_iter().map(SearchEntry::construct) {
-            let (users, _) = ldap
-                .search(
-                    &ou.dn,
-                    Scope::OneLevel,
-                    "(&(objectCategory=person)(objectClass=user))",
-                    vec!["1.1"],
-                )
-                .await
-                .map_err(|e| DirectoryError(e.to_string()))?
-                .success()
-                .map_err(|e| DirectoryError(e.to_string()))?;
-            if users.is_empty() {
-                continue;
-            }
-            let sd = self.descriptor(&mut ldap, &ou.dn).await?;
-            out.push(OuRights {
-                user_count: users.len(),
-                missing: missing_rights_below(&sd, &sids),
-                inheritance_blocked: sd.protected(),
-                dn: ou.dn,
-            });
-        }
-        let _ = ldap.unbind().await;
-        Ok(out)
     }
 }
 
