@@ -190,7 +190,7 @@ impl ConnectorSpace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::{OuRights, Policy, Refusal};
+    use crate::directory::{OuRights, Refusal, ResultantPolicy};
     use envelope::Password;
     use std::sync::Mutex;
 
@@ -248,7 +248,7 @@ mod tests {
         async fn unlock(&self, _: &str) -> Result<(), Refusal> {
             unreachable!()
         }
-        async fn policy(&self, _: &str) -> Result<Policy, Refusal> {
+        async fn policy(&self, _: &str) -> Result<ResultantPolicy, Refusal> {
             unreachable!()
         }
         async fn effective_rights(&self) -> Result<Vec<OuRights>, DirectoryError> {

@@ -57,6 +57,11 @@ pub mod outcome {
     /// nothing was done. details: limit (operations per hour),
     /// retry_after_secs
     pub const RATE_LIMITED: u16 = 14;
+    /// The domain refused the password for a policy reason the agent cannot
+    /// attribute to one rule (a banned-password list, a password filter, a
+    /// policy it cannot read, or, on a change, possibly the history).
+    /// details: history_length (only when the history may be the reason)
+    pub const POLICY_REFUSED: u16 = 15;
 }
 
 /// A password: zeroized on drop, never shown by `Debug`.

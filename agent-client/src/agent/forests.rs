@@ -14,7 +14,7 @@ use tokio::sync::RwLock;
 use super::config::{AgentConfig, ForestKind};
 use crate::directory::embedded::EmbeddedDirectory;
 use crate::directory::ldap::{LdapDirectory, LdapSettings};
-use crate::directory::{Account, Directory, DirectoryError, OuRights, Policy, Refusal};
+use crate::directory::{Account, Directory, DirectoryError, OuRights, Refusal, ResultantPolicy};
 
 pub fn open_forests(config: &AgentConfig) -> Result<Vec<Arc<dyn Directory>>, DirectoryError> {
     config
@@ -154,7 +154,7 @@ impl Directory for Reloading {
         result
     }
 
-    async fn policy(&self, dn: &str) -> Result<Policy, Refusal> {
+    async fn policy(&self, dn: &str) -> Result<ResultantPolicy, Refusal> {
         self.current().await.map_err(unavailable)?.policy(dn).await
     }
 

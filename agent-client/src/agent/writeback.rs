@@ -16,7 +16,7 @@ use tracing::info;
 use super::envelopes::Operations;
 use super::eventlog::{Event, EventLog, Level, ids};
 use crate::connector::{ConnectorSpace, Unresolved};
-use crate::directory::{Account, Policy, Refusal};
+use crate::directory::{Account, Refusal, ResultantPolicy};
 use limits::{AccountLimiter, Limited};
 
 pub struct Writeback {
@@ -48,6 +48,7 @@ pub fn outcome_name(code: u16) -> &'static str {
         outcome::WRITEBACK_DISABLED => "WRITEBACK_DISABLED",
         outcome::DIRECTORY_UNAVAILABLE => "DIRECTORY_UNAVAILABLE",
         outcome::RATE_LIMITED => "RATE_LIMITED",
+        outcome::POLICY_REFUSED => "POLICY_REFUSED",
         _ => "UNKNOWN",
     }
 }
@@ -75,6 +76,14 @@ pub fn refusal_reply(refusal: &Refusal) -> (ReplyBody, u32) {
         Refusal::InHistory { history_length } => (
             outcome::IN_HISTORY,
             vec![detail("history_length", history_length.to_string())],
+            ids::POLICY_VIOLATION,
+        ),
+        Refusal::PolicyRefused { history_length } => (
+            outcome::POLICY_REFUSED,
+            history_length
+                .map(|n| detail("history_length", n.to_string()))
+                .into_iter()
+                .collect(),
             ids::POLICY_VIOLATION,
         ),
         Refusal::ChangedTooRecently {
@@ -146,11 +155,30 @@ fn limited_reply(limited: &Limited) -> ReplyBody {
     }
 }
 
-fn policy_reply(policy: &Policy) -> ReplyBody {
+fn policy_reply(policy: &ResultantPolicy) -> ReplyBody {
+    let d = |k: &str, v: String| (k.to_owned(), v);
+    let policy = match policy {
+        ResultantPolicy::Known(p) => p,
+        // Never zeros: a portal that shows "at least 0 characters" is
+        // worse than one that says it does not know.
+        ResultantPolicy::Unreadable { source } => {
+            return ReplyBody {
+                outcome: outcome::SUCCESS,
+                message: "The password rules for this account could not be read. Choose a long \
+                          password with upper and lower case letters, digits and symbols."
+                    .into(),
+                details: vec![
+                    d("source", source.clone()),
+                    d("settings_readable", "false".into()),
+                ],
+            };
+        }
+    };
     let mut rules = vec![format!("at least {} characters", policy.min_length)];
     if policy.complexity {
         rules.push(
-            "characters from three of: uppercase, lowercase, digits, symbols; not your account name or parts of your name"
+            "characters from three of: uppercase letters, lowercase letters, digits, symbols, \
+             letters without case; avoid your account name and parts of your name"
                 .into(),
         );
     }
@@ -160,12 +188,17 @@ fn policy_reply(policy: &Policy) -> ReplyBody {
             policy.history_length
         ));
     }
-    let d = |k: &str, v: String| (k.to_owned(), v);
+    let expiry = if policy.max_age_secs == 0 {
+        " It never expires.".to_owned()
+    } else {
+        String::new()
+    };
     ReplyBody {
         outcome: outcome::SUCCESS,
-        message: format!("Your new password needs {}.", rules.join("; ")),
+        message: format!("Your new password needs {}.{expiry}", rules.join("; ")),
         details: vec![
             d("source", policy.source.clone()),
+            d("settings_readable", "true".into()),
             d("min_length", policy.min_length.to_string()),
             d("complexity", policy.complexity.to_string()),
             d("history_length", policy.history_length.to_string()),

@@ -31,14 +31,21 @@ pub struct Account {
     pub usn_changed: u64,
 }
 
-/// The character categories of Active Directory's complexity rule.
+/// The five character categories of Active Directory's complexity rule
+/// ("Passwords must meet complexity requirements"): a password needs
+/// characters from three of them. Characters in none (a space, a currency
+/// sign, punctuation outside AD's list) count for nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Category {
     Uppercase,
     Lowercase,
+    /// 0-9.
     Digit,
-    /// Non-alphanumeric characters (and Unicode letters that are neither upper nor lower case).
+    /// One of AD's non-alphanumeric characters: ``~!@#$%^&*_-+=`|\(){}[]:;"'<>,.?/``.
     Symbol,
+    /// A Unicode letter that is neither upper nor lower case (as in
+    /// Chinese, Japanese or Arabic).
+    OtherLetter,
 }
 
 impl Category {
@@ -48,6 +55,7 @@ impl Category {
             Category::Lowercase => "lowercase letter",
             Category::Digit => "digit",
             Category::Symbol => "symbol",
+            Category::OtherLetter => "letter without case",
         }
     }
 }
@@ -61,7 +69,31 @@ pub struct Policy {
     pub complexity: bool,
     pub history_length: u32,
     pub min_age_secs: u64,
+    /// 0: passwords never expire (AD's maxPwdAge of 0 or "never").
     pub max_age_secs: u64,
+}
+
+/// The policy that applies to an account, as far as the service account
+/// can see it. By default it can read *which* fine-grained policy applies
+/// (msDS-ResultantPSO) but none of its settings: then the rules are
+/// unknown, never zeros.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResultantPolicy {
+    Known(Policy),
+    /// The PSO named `source` applies; its settings cannot be read.
+    Unreadable {
+        source: String,
+    },
+}
+
+impl ResultantPolicy {
+    /// The settings, when they could be read.
+    pub fn known(self) -> Option<Policy> {
+        match self {
+            ResultantPolicy::Known(p) => Some(p),
+            ResultantPolicy::Unreadable { .. } => None,
+        }
+    }
 }
 
 /// The rights write-back needs on an account.
@@ -111,14 +143,23 @@ pub enum Refusal {
     TooShort {
         min_length: u32,
     },
-    /// Categories missing (fewer than three of four present), and/or the
+    /// Categories to add from (fewer than three of five present), and/or the
     /// account name or a display-name token found in the password.
     FailsComplexity {
         missing: Vec<Category>,
         contains: Option<String>,
     },
+    /// Only on a user change, and only when the domain names the history
+    /// as the reason (AD does not check history on an administrative reset).
     InHistory {
         history_length: u32,
+    },
+    /// The domain refused the password for a policy reason the agent
+    /// cannot attribute to one rule: a banned-password list, a password
+    /// filter, a policy it cannot read, or, on a change, possibly the
+    /// history (`history_length` is then the number of passwords kept).
+    PolicyRefused {
+        history_length: Option<u32>,
     },
     ChangedTooRecently {
         allowed_after_unix_ms: u64,
@@ -150,9 +191,14 @@ impl fmt::Display for Refusal {
                 if !missing.is_empty() {
                     let names: Vec<_> = missing.iter().map(|c| c.as_str()).collect();
                     parts.push(format!(
-                        "it needs characters from three of four categories; add: {}",
+                        "it needs characters from three of these groups: uppercase \
+                         letters, lowercase letters, digits, symbols, letters without case; \
+                         add from: {}",
                         names.join(", ")
                     ));
+                }
+                if missing.is_empty() && contains.is_none() {
+                    parts.push("the domain controller refused it".to_owned());
                 }
                 if let Some(c) = contains {
                     parts.push(format!("it must not contain {c}"));
@@ -167,6 +213,18 @@ impl fmt::Display for Refusal {
                 f,
                 "the password was used recently: the last {history_length} passwords cannot be reused"
             ),
+            Refusal::PolicyRefused { history_length } => {
+                f.write_str(
+                    "the domain's password policy or a password filter refused the password",
+                )?;
+                match history_length {
+                    Some(n) if *n > 0 => write!(
+                        f,
+                        " (it may be one of the last {n} passwords, or a word the domain bans)"
+                    ),
+                    _ => f.write_str(" (it may contain a word the domain bans)"),
+                }
+            }
             Refusal::ChangedTooRecently {
                 allowed_after_unix_ms,
             } => write!(
@@ -219,6 +277,19 @@ pub struct OuRights {
     pub inheritance_blocked: bool,
 }
 
+/// A fine-grained policy (PSO) the service account cannot read, and what
+/// the fix needs to name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadablePolicy {
+    pub dn: String,
+    /// The Password Settings Container holding it: read granted there
+    /// (inherited) covers PSOs created later too.
+    pub container: String,
+    /// The service account's objectSid and `DOMAIN\sAMAccountName`.
+    pub service_sid: String,
+    pub service_account: String,
+}
+
 /// One forest, as the agent uses it. Operations take the account's DN (from
 /// the connector space) and act as the forest's service account.
 #[tonic::async_trait]
@@ -251,7 +322,13 @@ pub trait Directory: Send + Sync + 'static {
     async fn unlock(&self, dn: &str) -> Result<(), Refusal>;
 
     /// The policy that applies to the account.
-    async fn policy(&self, dn: &str) -> Result<Policy, Refusal>;
+    async fn policy(&self, dn: &str) -> Result<ResultantPolicy, Refusal>;
+
+    /// Fine-grained policies whose settings the service account cannot
+    /// read (for `doctor`); none where every policy is readable.
+    async fn unreadable_policies(&self) -> Result<Vec<UnreadablePolicy>, DirectoryError> {
+        Ok(Vec::new())
+    }
 
     /// The service account's effective rights on every OU holding users.
     async fn effective_rights(&self) -> Result<Vec<OuRights>, DirectoryError>;

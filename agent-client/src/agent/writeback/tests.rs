@@ -8,7 +8,7 @@ use envelope::{Anchor, KeyId, Password};
 
 use super::*;
 use crate::agent::config::AgentConfig;
-use crate::directory::{Directory, DirectoryError, OuRights};
+use crate::directory::{Directory, DirectoryError, OuRights, Policy};
 
 /// A forest whose operations all succeed and are counted per DN.
 struct Counting {
@@ -57,16 +57,16 @@ impl Directory for Counting {
         self.record(dn);
         Ok(())
     }
-    async fn policy(&self, dn: &str) -> Result<Policy, Refusal> {
+    async fn policy(&self, dn: &str) -> Result<ResultantPolicy, Refusal> {
         self.record(dn);
-        Ok(Policy {
+        Ok(ResultantPolicy::Known(Policy {
             source: "Default Domain Policy".into(),
             min_length: 8,
             complexity: true,
             history_length: 24,
             min_age_secs: 0,
             max_age_secs: 0,
-        })
+        }))
     }
     async fn effective_rights(&self) -> Result<Vec<OuRights>, DirectoryError> {
         Ok(Vec::new())

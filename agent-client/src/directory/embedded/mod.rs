@@ -17,7 +17,8 @@
 //!   over those linked through groups (nested ones included); among them the
 //!   lowest precedence wins (ties: the name sorting first).
 //! - Complexity exactly as AD defines it (see [`rules::check_complexity`]):
-//!   three of four categories (letters without case count as symbols), no
+//!   three of five categories (upper, lower, digits 0-9, AD's listed
+//!   symbols, letters without case; a space or `€` counts in none), no
 //!   sAMAccountName longer than two characters, no displayName token longer
 //!   than two characters (split on `, . - _ #`, tab and space), all
 //!   case-insensitive. Lengths are UTF-16 code units, as AD counts them.
@@ -136,7 +137,9 @@ use envelope::Password;
 use self::model::{ForestFile, Index, Parent};
 pub use self::model::{Guid, WELL_KNOWN};
 pub use self::rules::{Ace, AceKind, AceRight};
-use super::{Account, Directory, DirectoryError, OuRights, Policy, Refusal, Right};
+use super::{
+    Account, Directory, DirectoryError, OuRights, Policy, Refusal, ResultantPolicy, Right,
+};
 
 /// Milliseconds since the Unix epoch.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -712,8 +715,9 @@ impl Directory for EmbeddedDirectory {
         blocking(move || inner.unlock(&dn)).await
     }
 
-    async fn policy(&self, dn: &str) -> Result<Policy, Refusal> {
-        self.inner.policy(dn)
+    async fn policy(&self, dn: &str) -> Result<ResultantPolicy, Refusal> {
+        // The embedded forest's service account reads every policy.
+        self.inner.policy(dn).map(ResultantPolicy::Known)
     }
 
     async fn effective_rights(&self) -> Result<Vec<OuRights>, DirectoryError> {

@@ -25,28 +25,39 @@ pub fn password_length(password: &str) -> usize {
     password.encode_utf16().count()
 }
 
-/// The complexity category of one character. Letters that are neither upper
-/// nor lower case (AD's fifth "Unicode alphabetic" category: CJK, Arabic,
-/// title-case letters, ...) and everything that is not a letter or an ASCII
-/// digit count as symbols. Digits are 0-9, as AD's rule defines them; other
-/// numerals count as symbols.
-pub fn category(c: char) -> Category {
+/// The non-alphanumeric characters AD's complexity rule counts, exactly
+/// as documented ("Password must meet complexity requirements"). A space,
+/// currency signs and other punctuation are not among them.
+pub const SYMBOLS: &str = "~!@#$%^&*_-+=`|\\(){}[]:;\"'<>,.?/";
+
+/// The complexity category of one character, or `None` for characters AD
+/// counts in no category (a space, `€`, `£`, non-ASCII digits...). Letters
+/// that are neither upper nor lower case are AD's fifth category.
+///
+/// Samba (4.17) differs in one place: it counts every non-ASCII character
+/// that is not upper or lower case in that fifth category, `€` included.
+/// Active Directory is the reference here.
+pub fn category(c: char) -> Option<Category> {
     if c.is_uppercase() {
-        Category::Uppercase
+        Some(Category::Uppercase)
     } else if c.is_lowercase() {
-        Category::Lowercase
+        Some(Category::Lowercase)
     } else if c.is_ascii_digit() {
-        Category::Digit
+        Some(Category::Digit)
+    } else if SYMBOLS.contains(c) {
+        Some(Category::Symbol)
+    } else if c.is_alphabetic() {
+        Some(Category::OtherLetter)
     } else {
-        Category::Symbol
+        None
     }
 }
 
-/// The categories (in [`Category`] order) the password lacks.
+/// The categories (in [`Category`] order) the password has none of.
 pub fn missing_categories(password: &str) -> Vec<Category> {
-    let mut present = [false; 4];
-    for c in password.chars() {
-        present[category_index(category(c))] = true;
+    let mut present = [false; 5];
+    for c in password.chars().filter_map(category) {
+        present[category_index(c)] = true;
     }
     ALL_CATEGORIES
         .into_iter()
@@ -54,11 +65,12 @@ pub fn missing_categories(password: &str) -> Vec<Category> {
         .collect()
 }
 
-const ALL_CATEGORIES: [Category; 4] = [
+const ALL_CATEGORIES: [Category; 5] = [
     Category::Uppercase,
     Category::Lowercase,
     Category::Digit,
     Category::Symbol,
+    Category::OtherLetter,
 ];
 
 fn category_index(c: Category) -> usize {
@@ -67,6 +79,7 @@ fn category_index(c: Category) -> usize {
         Category::Lowercase => 1,
         Category::Digit => 2,
         Category::Symbol => 3,
+        Category::OtherLetter => 4,
     }
 }
 
@@ -90,9 +103,17 @@ pub fn check_complexity(
     sam_account_name: &str,
     display_name: &str,
 ) -> Result<(), Refusal> {
+    // Three of five are needed: more than two missing fails. What a user
+    // can add is named; letters without case count when present but are
+    // not suggested to someone typing a Latin-script password.
     let missing = missing_categories(password);
-    let missing = if missing.len() > 1 {
-        missing
+    let missing = if missing.len() > 2 {
+        let suggest: Vec<_> = missing
+            .iter()
+            .copied()
+            .filter(|c| *c != Category::OtherLetter)
+            .collect();
+        if suggest.is_empty() { missing } else { suggest }
     } else {
         Vec::new()
     };
@@ -477,27 +498,30 @@ mod tests {
     }
 
     #[test]
-    fn categories_follow_unicode_case_and_fold_caseless_letters_into_symbols() {
-        assert_eq!(category('A'), Category::Uppercase);
-        assert_eq!(category('É'), Category::Uppercase);
-        assert_eq!(category('Ж'), Category::Uppercase);
-        assert_eq!(category('a'), Category::Lowercase);
-        assert_eq!(category('ß'), Category::Lowercase);
-        assert_eq!(category('λ'), Category::Lowercase);
-        assert_eq!(category('7'), Category::Digit);
-        assert_eq!(category('!'), Category::Symbol);
-        assert_eq!(category(' '), Category::Symbol);
-        // Letters without case: AD's fifth category, folded into symbols.
-        assert_eq!(category('漢'), Category::Symbol);
-        assert_eq!(category('ا'), Category::Symbol);
-        assert_eq!(category('ǅ'), Category::Symbol);
-        // Non-ASCII numerals are not "base 10 digits (0 through 9)".
-        assert_eq!(category('٣'), Category::Symbol);
-        assert_eq!(category('😀'), Category::Symbol);
+    fn categories_are_ads_five_and_some_characters_count_in_none() {
+        let c = |ch| category(ch);
+        assert_eq!(c('A'), Some(Category::Uppercase));
+        assert_eq!(c('É'), Some(Category::Uppercase));
+        assert_eq!(c('Ж'), Some(Category::Uppercase));
+        assert_eq!(c('a'), Some(Category::Lowercase));
+        assert_eq!(c('ß'), Some(Category::Lowercase));
+        assert_eq!(c('λ'), Some(Category::Lowercase));
+        assert_eq!(c('7'), Some(Category::Digit));
+        for symbol in SYMBOLS.chars() {
+            assert_eq!(c(symbol), Some(Category::Symbol), "{symbol:?}");
+        }
+        // Letters without case: AD's fifth category.
+        assert_eq!(c('漢'), Some(Category::OtherLetter));
+        assert_eq!(c('ا'), Some(Category::OtherLetter));
+        assert_eq!(c('ǅ'), Some(Category::OtherLetter));
+        // In no category: a space, currency signs, non-ASCII numerals, emoji.
+        for none in [' ', '€', '£', '٣', '😀', '\t'] {
+            assert_eq!(c(none), None, "{none:?}");
+        }
     }
 
     #[test]
-    fn three_of_four_categories_pass_and_missing_ones_are_listed_otherwise() {
+    fn three_of_five_categories_pass_and_what_to_add_is_listed_otherwise() {
         assert_eq!(check_complexity("Abcdef12", "zz", ""), Ok(()));
         assert_eq!(check_complexity("abcdef1!", "zz", ""), Ok(()));
         assert_eq!(check_complexity("ABCDEF1!", "zz", ""), Ok(()));
@@ -513,6 +537,17 @@ mod tests {
             refusal_missing(check_complexity("abcdef12", "zz", "")),
             (vec![Category::Uppercase, Category::Symbol], None)
         );
+        // The password the domain refused and the old rules let pass: a
+        // space is not a symbol.
+        assert_eq!(
+            refusal_missing(check_complexity("correct horse battery 9", "zz", "")),
+            (vec![Category::Uppercase, Category::Symbol], None)
+        );
+        // Nor is a currency sign.
+        assert_eq!(
+            refusal_missing(check_complexity("pounds £££ 12", "zz", "")),
+            (vec![Category::Uppercase, Category::Symbol], None)
+        );
         assert_eq!(
             refusal_missing(check_complexity("12345678", "zz", "")),
             (
@@ -522,18 +557,29 @@ mod tests {
         );
         assert_eq!(
             refusal_missing(check_complexity("", "zz", "")),
-            (ALL_CATEGORIES.to_vec(), None)
+            (
+                vec![
+                    Category::Uppercase,
+                    Category::Lowercase,
+                    Category::Digit,
+                    Category::Symbol
+                ],
+                None
+            )
         );
     }
 
     #[test]
     fn unicode_letters_count_in_their_category() {
-        // Upper (É), lower (é), symbol (漢): three categories.
+        // Upper (É), lower (é), a letter without case (漢): three categories.
         assert_eq!(check_complexity("Éé漢Éé漢", "zz", ""), Ok(()));
-        // Lower and caseless only: two, so upper case and digit are missing.
+        // Lower and caseless only: two, so what a user can add is named.
         assert_eq!(
             refusal_missing(check_complexity("ééé漢漢漢", "zz", "")),
-            (vec![Category::Uppercase, Category::Digit], None)
+            (
+                vec![Category::Uppercase, Category::Digit, Category::Symbol],
+                None
+            )
         );
         // Greek upper, lower and a digit.
         assert_eq!(check_complexity("ΣσΣσ1234", "zz", ""), Ok(()));
@@ -615,8 +661,14 @@ mod tests {
             Err(Refusal::TooShort { min_length: 8 })
         );
         assert_eq!(password_length("😀😀😀😀"), 8);
-        // Five characters, eight UTF-16 units.
-        assert_eq!(check_new_password(&policy, "Aa😀😀😀", "zz", ""), Ok(()));
+        // Six characters, nine UTF-16 units: long enough. (An emoji counts
+        // in no complexity category.)
+        assert_eq!(check_new_password(&policy, "Aa1😀😀😀", "zz", ""), Ok(()));
+        // Four characters, five units: too short.
+        assert_eq!(
+            check_new_password(&policy, "Aa1😀", "zz", ""),
+            Err(Refusal::TooShort { min_length: 8 })
+        );
         assert!(matches!(
             check_new_password(&policy, "abcdefgh", "zz", ""),
             Err(Refusal::FailsComplexity { .. })

@@ -146,7 +146,7 @@ async fn both_sample_forests_parse_and_their_documented_passwords_bind() {
         assert!(contoso.dir.check_password(dn, &pw(password)), "{dn}");
         assert!(!contoso.dir.check_password(dn, &pw("wrong")), "{dn}");
         // Every sample password meets its own account's policy.
-        let policy = contoso.dir.policy(dn).await.unwrap();
+        let policy = contoso.dir.policy(dn).await.unwrap().known().unwrap();
         let state = contoso.dir.account_state(dn).unwrap();
         rules::check_new_password(
             &policy,
@@ -694,7 +694,7 @@ async fn unlock_clears_lockout_time_and_has_its_own_refusals() {
 #[tokio::test]
 async fn policy_is_the_domains_or_the_winning_psos() {
     let fx = sample("contoso");
-    let ada = fx.dir.policy(ADA).await.unwrap();
+    let ada = fx.dir.policy(ADA).await.unwrap().known().unwrap();
     assert_eq!(
         ada,
         Policy {
@@ -706,12 +706,12 @@ async fn policy_is_the_domains_or_the_winning_psos() {
             max_age_secs: 42 * 86_400,
         }
     );
-    let linus = fx.dir.policy(LINUS).await.unwrap();
+    let linus = fx.dir.policy(LINUS).await.unwrap().known().unwrap();
     assert_eq!(
         (linus.source.as_str(), linus.min_length),
         ("IT Admins PSO", 14)
     );
-    let tim = fx.dir.policy(TIM).await.unwrap();
+    let tim = fx.dir.policy(TIM).await.unwrap().known().unwrap();
     assert_eq!(
         (tim.source.as_str(), tim.min_length),
         ("Default Domain Policy", 10)
@@ -721,7 +721,15 @@ async fn policy_is_the_domains_or_the_winning_psos() {
         Err(Refusal::DirectoryUnavailable(_))
     ));
     // DNs compare case-insensitively.
-    assert_eq!(fx.dir.policy(&ADA.to_uppercase()).await.unwrap(), ada);
+    assert_eq!(
+        fx.dir
+            .policy(&ADA.to_uppercase())
+            .await
+            .unwrap()
+            .known()
+            .unwrap(),
+        ada
+    );
 }
 
 #[tokio::test]
@@ -740,7 +748,7 @@ async fn psos_apply_through_nested_groups_and_direct_links_win() {
         ]);
     });
     // Through Helpdesk, nested in Tier2: precedence 5 wins.
-    let p = fx.dir.policy(X_ADA).await.unwrap();
+    let p = fx.dir.policy(X_ADA).await.unwrap().known().unwrap();
     assert_eq!(
         (p.source.as_str(), p.min_length, p.history_length),
         ("Tier2", 12, 5)
@@ -754,10 +762,10 @@ async fn psos_apply_through_nested_groups_and_direct_links_win() {
              "applies_to": [X_SVC]}
         ]);
     });
-    let p = fx.dir.policy(X_SVC).await.unwrap();
+    let p = fx.dir.policy(X_SVC).await.unwrap().known().unwrap();
     assert_eq!((p.source.as_str(), p.min_length), ("Direct", 20));
     assert_eq!(
-        fx.dir.policy(X_ADA).await.unwrap().source,
+        fx.dir.policy(X_ADA).await.unwrap().known().unwrap().source,
         "Default Domain Policy"
     );
 }

@@ -6,9 +6,9 @@
 //! Failures are classified by LDAP result code and the 8-hex-digit extended
 //! error at the start of the diagnostic text, never by its English, which
 //! differs between Windows and Samba. AD answers every policy failure with
-//! the same `0000052D`; the backend then names the rule itself, from the
-//! policy it reads (length, complexity, minimum age — and history, which is
-//! what remains when those pass).
+//! the same `0000052D`; the reason is then the rule the DC named, or one
+//! the backend can check itself, or "refused by the domain's policy or a
+//! password filter" (see [`policy`]): never a guess.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -20,7 +20,10 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
 use rustls::pki_types::pem::PemObject;
 use zeroize::Zeroizing;
 
-use super::{Account, Directory, DirectoryError, OuRights, Policy, Refusal, Right};
+use super::{
+    Account, Directory, DirectoryError, OuRights, Refusal, ResultantPolicy, Right, UnreadablePolicy,
+};
+pub use policy::interval_secs;
 
 mod import;
 mod policy;
@@ -110,11 +113,6 @@ fn filetime_to_unix_ms(ft: i64) -> u64 {
         return 0;
     }
     ((ft / 10_000) - 11_644_473_600_000).max(0) as u64
-}
-
-/// AD's negative 100-ns intervals (minPwdAge, maxPwdAge) to seconds.
-fn interval_secs(v: i64) -> u64 {
-    (v.unsigned_abs()) / 10_000_000
 }
 
 /// The quoted UTF-16LE form unicodePwd takes.
@@ -350,9 +348,9 @@ impl Directory for LdapDirectory {
         let outcome = match result {
             Ok(()) => Ok(()),
             Err(f) if f.is_access_denied() => Err(self.denied(&mut ldap, dn, &needed).await),
-            Err(f) if f.is_policy() => {
-                Err(self.policy_refusal(&mut ldap, dn, &user, new, false).await)
-            }
+            Err(f) if f.is_policy() => Err(self
+                .policy_refusal(&mut ldap, dn, &user, new, false, &f.text)
+                .await),
             Err(f) => Err(unexpected(f)),
         };
         let _ = ldap.unbind().await;
@@ -385,9 +383,9 @@ impl Directory for LdapDirectory {
             Err(f) if f.is_access_denied() => {
                 Err(self.denied(&mut ldap, dn, &[Right::ChangePassword]).await)
             }
-            Err(f) if f.is_policy() => {
-                Err(self.policy_refusal(&mut ldap, dn, &user, new, true).await)
-            }
+            Err(f) if f.is_policy() => Err(self
+                .policy_refusal(&mut ldap, dn, &user, new, true, &f.text)
+                .await),
             Err(f) => Err(unexpected(f)),
         };
         let _ = ldap.unbind().await;
@@ -422,7 +420,7 @@ impl Directory for LdapDirectory {
         self.rights_report().await
     }
 
-    async fn policy(&self, dn: &str) -> Result<Policy, Refusal> {
+    async fn policy(&self, dn: &str) -> Result<ResultantPolicy, Refusal> {
         let mut ldap = self.session().await?;
         let policy = self
             .resultant_policy(&mut ldap, dn)
@@ -430,6 +428,10 @@ impl Directory for LdapDirectory {
             .map_err(|e| Refusal::DirectoryUnavailable(e.0));
         let _ = ldap.unbind().await;
         policy
+    }
+
+    async fn unreadable_policies(&self) -> Result<Vec<UnreadablePolicy>, DirectoryError> {
+        self.unreadable_psos().await
     }
 }
 
