@@ -322,7 +322,15 @@ async fn apply(
             )
         }
         // Routed for reset and change only; unlock has no password step.
-        Task::Reset | Task::Unlock => (Operation::ResetPassword, RequestBody::reset(anchor, new)),
+        // A reset also unlocks: someone who forgot their password has often
+        // locked the account guessing it, and "sign in now" must be true.
+        Task::Reset | Task::Unlock => (
+            Operation::ResetPassword,
+            RequestBody {
+                unlock: true,
+                ..RequestBody::reset(anchor, new)
+            },
+        ),
     };
     drop(form);
     let request_id = new_request_id();

@@ -120,6 +120,16 @@ pub fn refusal(reply: &ReplyBody, task: Task, account: &str) -> String {
              Please try again later."
                 .to_owned()
         }
+        outcome::POLICY_REFUSED => match d("history_length").filter(|n| *n != "0") {
+            Some(n) => format!(
+                "Your organisation's password rules refused this password: it may be one of \
+                 your last {n} passwords, or contain a word that is not allowed. Nothing was \
+                 changed; choose a different password."
+            ),
+            None => "Your organisation's password rules refused this password: it may contain \
+                     a word that is not allowed. Nothing was changed; choose a different password."
+                .to_owned(),
+        },
         outcome::RATE_LIMITED => match (d("limit"), number("retry_after_secs")) {
             (Some(limit), Some(secs)) => format!(
                 "Too many attempts for this account: at most {limit} per hour. Nothing was changed; \
@@ -139,8 +149,9 @@ fn missing_categories(missing: &str) -> String {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect();
-    // Three of the four groups are required: with n missing, n - 1 of
-    // them must be added.
+    // Three groups are required and the agent names the usual four a user
+    // can add (not letters without case): with n of them missing, n - 1
+    // must be added.
     let needed = names.len().saturating_sub(1).max(1);
     if needed == 1 {
         let singular: Vec<String> = names.iter().map(|n| with_article(n)).collect();
@@ -151,9 +162,9 @@ fn missing_categories(missing: &str) -> String {
     } else {
         let plural: Vec<String> = names.iter().map(|n| format!("{n}s")).collect();
         format!(
-            "The password needs characters from at least three of the four groups \
-             (uppercase letters, lowercase letters, digits, symbols): add characters \
-             from {} of these: {}.",
+            "The password needs characters from at least three groups (uppercase \
+             letters, lowercase letters, digits, symbols; spaces do not count): add \
+             characters from {} of these: {}.",
             if needed == 2 { "two" } else { "three" },
             plural.join(", ")
         )

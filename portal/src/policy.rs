@@ -59,13 +59,13 @@ impl PolicyView {
         }
         if self.complexity == Some(true) {
             rules.push(
-                "Characters from at least three of these four groups: uppercase letters, \
-                 lowercase letters, digits, symbols (such as ! $ # %)."
+                "Characters from at least three of these groups: uppercase letters, \
+                 lowercase letters, digits, symbols (such as ! $ # %). Spaces do not count."
                     .to_owned(),
             );
-            rules.push(
-                "It must not contain your account name, nor any part of your full name.".to_owned(),
-            );
+            // Advice, not a promise: Windows domains refuse the account name
+            // and parts of the full name, Samba domains do not.
+            rules.push("Avoid your account name and parts of your full name.".to_owned());
         }
         if task == Task::Change {
             if let Some(n) = self.history_length.filter(|n| *n > 0) {
@@ -138,7 +138,7 @@ mod tests {
         let change = policy.rules(Task::Change).join(" ");
         for words in [
             "At least 8 characters.",
-            "three of these four groups",
+            "three of these groups",
             "account name",
             "last 24 passwords",
             "once every 1 day.",
@@ -157,6 +157,22 @@ mod tests {
         reply.details.clear();
         let rules = PolicyView::from_reply(&reply).rules(Task::Reset);
         assert_eq!(rules, vec![reply.message]);
+    }
+
+    #[test]
+    fn an_unreadable_policy_shows_no_numbers() {
+        let reply = ReplyBody {
+            outcome: 0,
+            message: "The password rules for this account could not be read.".into(),
+            details: vec![
+                ("source".into(), "Executives-PSO".into()),
+                ("settings_readable".into(), "false".into()),
+            ],
+        };
+        let policy = PolicyView::from_reply(&reply);
+        let rules = policy.rules(Task::Change);
+        assert_eq!(rules, vec![reply.message.clone()]);
+        assert!(!rules.join(" ").contains('0'), "{rules:?}");
     }
 
     #[test]

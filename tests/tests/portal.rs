@@ -59,7 +59,7 @@ async fn a_user_resets_a_password_through_the_portal() {
     assert_eq!(page.status, 200);
     assert_contains(&page, "id=\"policy\"");
     assert_contains(&page, "At least 8 characters.");
-    assert_contains(&page, "three of these four groups");
+    assert_contains(&page, "three of these groups");
     assert_contains(&page, "Default Domain Policy");
     let policy_at = page.body.find("id=\"policy\"").unwrap();
     assert!(policy_at < page.body.find("id=\"new-password\"").unwrap());

@@ -356,8 +356,47 @@ async fn forest_checks(config: &AgentConfig, config_hint: &str) -> Vec<Check> {
             ));
         }
         checks.push(c);
+        checks.push(policy_check(&name, forest.as_ref()).await);
     }
     checks
+}
+
+/// Fine-grained policies whose settings the service account cannot read:
+/// their users would be shown no rules and get no specific refusals.
+async fn policy_check(name: &str, forest: &dyn crate::directory::Directory) -> Check {
+    let title = format!("forest {name}: password policies readable");
+    match forest.unreadable_policies().await {
+        Ok(list) if list.is_empty() => check(
+            title,
+            true,
+            "the service account reads the settings of every fine-grained policy",
+        ),
+        Ok(list) => {
+            let names: Vec<&str> = list.iter().map(|p| p.dn.as_str()).collect();
+            let mut c = check(
+                title,
+                false,
+                format!(
+                    "the service account cannot read the settings of {}: users they apply to \
+                     are told their rules are unknown, and refusals cannot name the rule",
+                    names.join("; ")
+                ),
+            );
+            // Granted on the container and inherited, so policies created
+            // later are readable too.
+            let first = &list[0];
+            c.fix.push(format!(
+                "samba-tool dsacl set --objectdn=\"{}\" --sddl=\"(A;CI;RPLCLORC;;;{})\"",
+                first.container, first.service_sid
+            ));
+            c.fix.push(format!(
+                "dsacls \"{}\" /I:T /G \"{}:GR\"",
+                first.container, first.service_account
+            ));
+            c
+        }
+        Err(e) => check(title, false, e.to_string()),
+    }
 }
 
 /// The report as a person reads it.

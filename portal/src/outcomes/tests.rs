@@ -117,6 +117,16 @@ fn every_outcome_has_its_own_sentence_built_from_its_details() {
             vec![("limit", "5"), ("retry_after_secs", "130")],
             vec!["at most 5 per hour", "try again in about 3 minutes"],
         ),
+        (
+            outcome::POLICY_REFUSED,
+            vec![("history_length", "24")],
+            vec!["may be one of your last 24 passwords", "Nothing was changed"],
+        ),
+        (
+            outcome::POLICY_REFUSED,
+            vec![],
+            vec!["password rules refused this password", "Nothing was changed"],
+        ),
     ];
     for (code, details, expected) in &cases {
         let sentence = say(*code, details);
@@ -131,10 +141,10 @@ fn every_outcome_has_its_own_sentence_built_from_its_details() {
             "outcome {code} fell back: {sentence:?}"
         );
     }
-    // Every refusal code 1..=14 is covered above.
+    // Every refusal code 1..=15 is covered above.
     let mut covered: Vec<u16> = cases.iter().map(|(c, ..)| *c).collect();
     covered.dedup();
-    assert_eq!(covered, (1..=14).collect::<Vec<_>>());
+    assert_eq!(covered, (1..=15).collect::<Vec<_>>());
 }
 
 #[test]
