@@ -120,12 +120,18 @@ fn every_outcome_has_its_own_sentence_built_from_its_details() {
         (
             outcome::POLICY_REFUSED,
             vec![("history_length", "24")],
-            vec!["may be one of your last 24 passwords", "Nothing was changed"],
+            vec![
+                "may be one of your last 24 passwords",
+                "Nothing was changed",
+            ],
         ),
         (
             outcome::POLICY_REFUSED,
             vec![],
-            vec!["password rules refused this password", "Nothing was changed"],
+            vec![
+                "password rules refused this password",
+                "Nothing was changed",
+            ],
         ),
     ];
     for (code, details, expected) in &cases {

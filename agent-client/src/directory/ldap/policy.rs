@@ -238,7 +238,9 @@ impl LdapDirectory {
             .search(
                 &container,
                 Scope::OneLevel,
-                "(objectClass=msDS-PasswordSettings)",
+                // Not (objectClass=msDS-PasswordSettings): an account that
+                // cannot read a PSO cannot match on its class either.
+                "(objectClass=*)",
                 PSO_ATTRS.to_vec(),
             )
             .await

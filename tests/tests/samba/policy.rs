@@ -1,0 +1,318 @@
+//! What the agent says when the domain refuses a password, and the policy
+//! it shows, against what Samba really enforces: a fine-grained policy the
+//! service account cannot read (applied through a group), complexity as AD
+//! counts it, history only on a change, and a maximum age of "never".
+
+use agent_client::directory::{Category, Directory, Refusal, ResultantPolicy};
+use envelope::body::outcome;
+use envelope::{Anchor, RequestBody};
+use proto::pb::Operation;
+use tests::deployment::{Deployment, detail};
+
+use crate::dc::{Dc, pw};
+
+/// The four rights, inherited by user objects below `ou` (as the
+/// Delegation of Control wizard grants them).
+fn delegate(dc: &Dc, ou: &str) {
+    let sid = dc.get("SERVICE_ACCOUNT_SID").to_owned();
+    let user = "bf967aba-0de6-11d0-a285-00aa003049e2";
+    let sddl: String = [
+        ("CR", "00299570-246d-11d0-a768-00aa006e0529"),
+        ("CR", "ab721a53-1e2f-11d0-9819-00aa0040529b"),
+        ("WP", "28630ebf-41d5-11d1-a9c1-0000f80367c1"),
+        ("WP", "bf967a0a-0de6-11d0-a285-00aa003049e2"),
+    ]
+    .iter()
+    .map(|(kind, guid)| format!("(OA;CIIO;{kind};{guid};{user};{sid})"))
+    .collect();
+    dc.samba_tool(&[
+        "dsacl",
+        "set",
+        &format!("--objectdn={ou}"),
+        &format!("--sddl={sddl}"),
+    ]);
+}
+
+/// An OU of this test's own, delegated, with one user per name; returns
+/// the OU's DN. Names carry a random suffix so reruns and other tests on
+/// the same DC never meet.
+fn lab(dc: &Dc, prefix: &str, users: &[(&str, &str)]) -> (String, String) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tag = format!("{:06x}", (nanos ^ std::process::id()) & 0xff_ffff);
+    let ou_rdn = format!("OU={prefix}-{tag}");
+    let ou = format!("{ou_rdn},{}", dc.get("BASE_DN"));
+    dc.samba_tool(&["ou", "create", &ou]);
+    delegate(dc, &ou);
+    for (name, password) in users {
+        dc.samba_tool(&[
+            "user",
+            "create",
+            &format!("{name}{tag}"),
+            password,
+            &format!("--userou={ou_rdn}"),
+        ]);
+    }
+    (ou, tag)
+}
+
+/// The `[[forests]]` section of an agent acting in `dc`.
+fn forest_section(dc: &Dc, name: &str) -> String {
+    format!(
+        "\n[[forests]]\nname = {name:?}\nkind = \"ldap\"\nurl = {:?}\nca_file = {:?}\nbind_dn = {:?}\nbind_password_file = {:?}\nbase_dn = {:?}\n",
+        dc.get("LDAPS_URL"),
+        dc.get("CA_FILE"),
+        dc.get("SERVICE_ACCOUNT_DN"),
+        dc.get("SERVICE_ACCOUNT_PASSWORD_FILE"),
+        dc.get("BASE_DN"),
+    )
+}
+
+/// Runs one line doctor printed exactly as printed, the way an
+/// administrator runs it on the DC: `samba-tool` there finds its own
+/// smb.conf; here a shim first in PATH adds the test DC's.
+fn run_as_printed(dc: &Dc, line: &str) {
+    let shims = tempfile::tempdir().expect("dir");
+    let real = which("samba-tool");
+    let shim = shims.path().join("samba-tool");
+    std::fs::write(
+        &shim,
+        format!("#!/bin/sh\nexec {real} \"$@\" -s {}\n", dc.get("SMB_CONF")),
+    )
+    .expect("shim");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        shims.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", line])
+        .env("PATH", path)
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "{line}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn which(name: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .expect("sh");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `writeback-agent doctor` over the forest: (exit code, stdout).
+fn doctor(dc: &Dc, scratch: &std::path::Path) -> (Option<i32>, String) {
+    let listen = tests::write_key(scratch, "listen.key", &sas::Key::generate().expect("key"));
+    let config = scratch.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "broker = \"https://127.0.0.1:1\"\ntenant = \"contoso\"\nlisten_key_file = {listen:?}\n{}",
+            forest_section(dc, "test")
+        ),
+    )
+    .expect("config");
+    let out = std::process::Command::new(tests::bin("writeback-agent"))
+        .arg("--config")
+        .arg(&config)
+        .arg("doctor")
+        .output()
+        .expect("doctor");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs Samba AD DCs: run scripts/test (see tests/tests/samba/main.rs)"]
+async fn an_unreadable_pso_is_unknown_never_zeros_and_doctor_fixes_it() {
+    let dc = Dc::load("dc1");
+    let dir = dc.directory("test");
+    let (ou, tag) = lab(&dc, "PolicyLab", &[("pso", "Start-Password-2024!")]);
+    let user_dn = format!("CN=pso{tag},{ou}");
+    let group = format!("PsoGroup{tag}");
+    let pso = format!("Strict{tag}");
+    dc.samba_tool(&["group", "add", &group]);
+    dc.samba_tool(&["group", "addmembers", &group, &format!("pso{tag}")]);
+    dc.samba_tool(&[
+        "domain",
+        "passwordsettings",
+        "pso",
+        "create",
+        &pso,
+        "5",
+        "--min-pwd-length=14",
+        "--complexity=on",
+        "--history-length=3",
+        "--max-pwd-age=0",
+    ]);
+    dc.samba_tool(&["domain", "passwordsettings", "pso", "apply", &pso, &group]);
+
+    // By default the service account sees which PSO applies, not its settings.
+    assert_eq!(
+        dir.policy(&user_dn).await,
+        Ok(ResultantPolicy::Unreadable {
+            source: pso.clone()
+        })
+    );
+    // The DC names the rule; the agent says that rule with the DC's number
+    // (not "in history", not "at least 0 characters").
+    assert_eq!(
+        dir.reset_password(&user_dn, &pw("Short-Pass-1"), false, false)
+            .await,
+        Err(Refusal::TooShort { min_length: 14 })
+    );
+    match dir
+        .reset_password(&user_dn, &pw("correct horse battery 9"), false, false)
+        .await
+    {
+        Err(Refusal::FailsComplexity { missing, contains }) => {
+            assert_eq!(missing, vec![Category::Uppercase, Category::Symbol]);
+            assert_eq!(contains, None);
+        }
+        other => panic!("expected complexity, got {other:?}"),
+    }
+
+    // Through the relay: the portal is told the rules are unknown, with no
+    // number, and a short password is refused with the DC's length.
+    let scratch = tempfile::tempdir().expect("dir");
+    let d = Deployment::start_with(scratch, &forest_section(&dc, "test"), "").await;
+    let upn = Anchor::UserPrincipalName(format!("pso{tag}@{}", dc.get("DNS_DOMAIN")));
+    let policy = d
+        .ask(
+            Operation::GetPasswordPolicy,
+            RequestBody::without_passwords(upn.clone()),
+        )
+        .await;
+    assert_eq!(policy.outcome, outcome::SUCCESS, "{policy:?}");
+    assert_eq!(detail(&policy, "settings_readable"), Some("false"));
+    assert_eq!(detail(&policy, "source"), Some(pso.as_str()));
+    assert_eq!(detail(&policy, "min_length"), None, "{policy:?}");
+    let short = d.reset(upn.clone(), "Short-Pass-1").await;
+    assert_eq!(short.outcome, outcome::PASSWORD_TOO_SHORT, "{short:?}");
+    assert_eq!(detail(&short, "min_length"), Some("14"));
+    d.stop().await;
+
+    // doctor names the policy and prints the grant; run as printed, it
+    // makes every PSO readable (granted on the container, so later ones too).
+    let scratch = tempfile::tempdir().expect("dir");
+    let (_, text) = doctor(&dc, scratch.path());
+    let check = text
+        .lines()
+        .find(|l| l.contains("password policies readable"))
+        .unwrap_or_else(|| panic!("doctor has a policy check: {text}"));
+    assert!(check.contains("FAIL") && check.contains(&pso), "{check}");
+    let fix = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("fix: "))
+        .find(|l| l.starts_with("samba-tool") && l.contains("Password Settings Container"))
+        .unwrap_or_else(|| panic!("doctor prints the samba-tool grant: {text}"));
+    assert!(
+        fix.contains(dc.get("SERVICE_ACCOUNT_SID")),
+        "the fix names the real account: {fix}"
+    );
+    assert!(text.contains("dsacls"), "and the Windows line: {text}");
+    run_as_printed(&dc, fix);
+    let (_, text) = doctor(&dc, scratch.path());
+    let check = text
+        .lines()
+        .find(|l| l.contains("password policies readable"))
+        .expect("policy check");
+    assert!(check.contains(" ok "), "{check}");
+
+    // Now the policy is read exactly, "never expires" included.
+    let policy = dir
+        .policy(&user_dn)
+        .await
+        .expect("policy")
+        .known()
+        .expect("readable after the fix");
+    assert_eq!(
+        (
+            policy.source.as_str(),
+            policy.min_length,
+            policy.history_length,
+            policy.max_age_secs
+        ),
+        (pso.as_str(), 14, 3, 0)
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs Samba AD DCs: run scripts/test (see tests/tests/samba/main.rs)"]
+async fn complexity_and_history_are_what_the_domain_enforces() {
+    let dc = Dc::load("dc1");
+    let dir = dc.directory("test");
+    let (ou, tag) = lab(&dc, "RulesLab", &[("rules", "Start-Password-2024!")]);
+    let user_dn = format!("CN=rules{tag},{ou}");
+
+    // A space is no symbol: the DC refuses, and so does the agent's rule.
+    match dir
+        .reset_password(&user_dn, &pw("correct horse battery 9"), false, false)
+        .await
+    {
+        Err(Refusal::FailsComplexity { missing, .. }) => {
+            assert_eq!(missing, vec![Category::Uppercase, Category::Symbol]);
+        }
+        other => panic!("expected complexity, got {other:?}"),
+    }
+    dc.binds(&user_dn, "Start-Password-2024!")
+        .await
+        .expect("nothing changed");
+
+    // An administrative reset to the current password: AD checks no
+    // history on a reset, and neither does the agent.
+    dir.reset_password(&user_dn, &pw("Start-Password-2024!"), false, false)
+        .await
+        .expect("a reset to a previous password is allowed");
+    // A user change to the current password: the DC names the history.
+    assert_eq!(
+        dir.change_password(
+            &user_dn,
+            &pw("Start-Password-2024!"),
+            &pw("Start-Password-2024!")
+        )
+        .await,
+        Err(Refusal::InHistory { history_length: 24 })
+    );
+    dir.change_password(
+        &user_dn,
+        &pw("Start-Password-2024!"),
+        &pw("Second-Password-2024!"),
+    )
+    .await
+    .expect("a new password is accepted");
+    dc.binds(&user_dn, "Second-Password-2024!")
+        .await
+        .expect("binds");
+}
+
+#[tokio::test]
+#[ignore = "needs Samba AD DCs: run scripts/test (see tests/tests/samba/main.rs)"]
+async fn a_domain_password_that_never_expires_is_shown_as_never() {
+    // dc2: its other tests do not depend on the maximum age.
+    let dc = Dc::load("dc2");
+    let dir = dc.directory("fabrikam");
+    dc.samba_tool(&["domain", "passwordsettings", "set", "--max-pwd-age=0"]);
+    let policy = dir.policy(dc.get("STAFF1_DN")).await;
+    dc.samba_tool(&["domain", "passwordsettings", "set", "--max-pwd-age=42"]);
+    let policy = policy.expect("policy").known().expect("domain policy");
+    assert_eq!(policy.source, "Default Domain Policy");
+    assert_eq!(policy.max_age_secs, 0, "never, not 922337203685 s");
+    let policy = dir
+        .policy(dc.get("STAFF1_DN"))
+        .await
+        .expect("policy")
+        .known()
+        .expect("domain policy");
+    assert_eq!(policy.max_age_secs, 42 * 86_400);
+}
