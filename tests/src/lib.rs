@@ -19,6 +19,7 @@ pub mod http_request;
 pub mod malicious;
 pub mod nats;
 pub mod raw;
+pub mod scenarios;
 pub mod sealed;
 pub mod web;
 

@@ -10,4 +10,6 @@
 
 mod basics;
 mod dc;
+mod lab;
 mod policy;
+mod scenarios;

@@ -10,37 +10,13 @@ use proto::pb::Operation;
 use tests::deployment::{Deployment, detail};
 
 use crate::dc::{Dc, pw};
-
-/// The four rights, inherited by user objects below `ou` (as the
-/// Delegation of Control wizard grants them).
-fn delegate(dc: &Dc, ou: &str) {
-    let sid = dc.get("SERVICE_ACCOUNT_SID").to_owned();
-    let user = "bf967aba-0de6-11d0-a285-00aa003049e2";
-    let sddl: String = [
-        ("CR", "00299570-246d-11d0-a768-00aa006e0529"),
-        ("CR", "ab721a53-1e2f-11d0-9819-00aa0040529b"),
-        ("WP", "28630ebf-41d5-11d1-a9c1-0000f80367c1"),
-        ("WP", "bf967a0a-0de6-11d0-a285-00aa003049e2"),
-    ]
-    .iter()
-    .map(|(kind, guid)| format!("(OA;CIIO;{kind};{guid};{user};{sid})"))
-    .collect();
-    dc.samba_tool(&[
-        "dsacl",
-        "set",
-        &format!("--objectdn={ou}"),
-        &format!("--sddl={sddl}"),
-    ]);
-}
+use crate::lab::{delegate, forest_section, unique_tag};
 
 /// An OU of this test's own, delegated, with one user per name; returns
 /// the OU's DN. Names carry a random suffix so reruns and other tests on
 /// the same DC never meet.
 fn lab(dc: &Dc, prefix: &str, users: &[(&str, &str)]) -> (String, String) {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let tag = format!("{:06x}", (nanos ^ std::process::id()) & 0xff_ffff);
+    let tag = unique_tag();
     let ou_rdn = format!("OU={prefix}-{tag}");
     let ou = format!("{ou_rdn},{}", dc.get("BASE_DN"));
     dc.samba_tool(&["ou", "create", &ou]);
@@ -55,18 +31,6 @@ fn lab(dc: &Dc, prefix: &str, users: &[(&str, &str)]) -> (String, String) {
         ]);
     }
     (ou, tag)
-}
-
-/// The `[[forests]]` section of an agent acting in `dc`.
-fn forest_section(dc: &Dc, name: &str) -> String {
-    format!(
-        "\n[[forests]]\nname = {name:?}\nkind = \"ldap\"\nurl = {:?}\nca_file = {:?}\nbind_dn = {:?}\nbind_password_file = {:?}\nbase_dn = {:?}\n",
-        dc.get("LDAPS_URL"),
-        dc.get("CA_FILE"),
-        dc.get("SERVICE_ACCOUNT_DN"),
-        dc.get("SERVICE_ACCOUNT_PASSWORD_FILE"),
-        dc.get("BASE_DN"),
-    )
 }
 
 /// Runs one line doctor printed exactly as printed, the way an
