@@ -262,6 +262,64 @@ async fn a_user_resets_changes_and_unlocks_in_the_portal_with_the_keyboard() {
     web.stop().await;
 }
 
+#[tokio::test]
+async fn a_locked_out_user_who_resets_can_sign_in_as_the_page_says() {
+    use agent_client::directory::embedded::EmbeddedDirectory;
+    use envelope::Password;
+    use tests::deployment::{Deployment, WebPortal};
+
+    const BARBARA: &str = "CN=Barbara Liskov,OU=Staff,OU=Users,DC=contoso,DC=example";
+    const GOOD: &str = "Unlocked-By-Reset-2026";
+
+    let d = Deployment::start(&["contoso"], "").await;
+    let forest_file = d.forest_file("contoso");
+    let before: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&forest_file).expect("forest file"))
+            .expect("forest json");
+    assert!(
+        lockout_of(&before, "barbara").is_some_and(|t| t > 0),
+        "the sample's barbara starts locked out"
+    );
+    let web = WebPortal::start(d.portal).await;
+    let browser = Browser::start().await;
+
+    browser.goto(&format!("{}/reset", web.base())).await;
+    from_the_top(&browser).await;
+    tab_to_and_type(&browser, "account", "barbara@contoso.example").await;
+    browser.press(keys::ENTER).await;
+    let policy = browser
+        .client
+        .wait()
+        .for_element(Locator::Id("policy"))
+        .await
+        .expect("the policy")
+        .text()
+        .await
+        .expect("policy text");
+    // Advice, not a promise some domains do not keep.
+    assert!(policy.contains("Avoid your account name"), "{policy}");
+    assert!(!policy.contains("must not contain"), "{policy}");
+    from_the_top(&browser).await;
+    tab_to_and_type(&browser, "new-password", GOOD).await;
+    tab_to_and_type(&browser, "confirm-password", GOOD).await;
+    browser.press(keys::ENTER).await;
+    let done = result_text(&browser).await;
+    assert!(done.contains("You can sign in"), "{done}");
+    browser.screenshot("portal-reset-locked-user").await;
+
+    // What the page says is true in the directory: the new password, and
+    // no lockout left to stop the sign-in.
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&forest_file).expect("forest file"))
+            .expect("forest json");
+    assert_eq!(lockout_of(&after, "barbara"), Some(0), "still locked out");
+    let forest = EmbeddedDirectory::open("contoso", &forest_file).expect("forest");
+    assert!(forest.check_password(BARBARA, &Password::new(GOOD)));
+
+    browser.close().await;
+    web.stop().await;
+}
+
 /// The lockout time of the user with this sAMAccountName in a forest file
 /// (0 or absent: not locked).
 fn lockout_of(value: &serde_json::Value, sam: &str) -> Option<i64> {
