@@ -20,7 +20,9 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
 use rustls::pki_types::pem::PemObject;
 use zeroize::Zeroizing;
 
-use super::{Account, Directory, DirectoryError, OuRights, Policy, Refusal, Right};
+use super::{
+    Account, ContainerRights, Directory, DirectoryError, Policy, Refusal, Right, ServiceAccount,
+};
 
 mod import;
 mod policy;
@@ -418,8 +420,12 @@ impl Directory for LdapDirectory {
         outcome
     }
 
-    async fn effective_rights(&self) -> Result<Vec<OuRights>, DirectoryError> {
+    async fn effective_rights(&self) -> Result<Vec<ContainerRights>, DirectoryError> {
         self.rights_report().await
+    }
+
+    async fn service_account(&self) -> Result<Option<ServiceAccount>, DirectoryError> {
+        self.service_account_info().await.map(Some)
     }
 
     async fn policy(&self, dn: &str) -> Result<Policy, Refusal> {
