@@ -330,26 +330,36 @@ async fn blocked_inheritance_is_diagnosed_fixed_and_then_works() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains(&format!("{EXECUTIVES} (1 users)")), "{text}");
     assert!(text.contains("inheritance is blocked here"), "{text}");
-    let fix = text
+    // Charles's object-level deny is named too, with its removal (a grant
+    // cannot override a deny).
+    assert!(
+        text.contains("Reset Password denied by deny Reset Password"),
+        "{text}"
+    );
+    let fixes: Vec<String> = text
         .lines()
-        .find_map(|l| l.trim().strip_prefix("fix: writeback-agent "))
-        .expect("a runnable fix")
-        .to_owned();
+        .filter_map(|l| l.trim().strip_prefix("fix: writeback-agent "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(fixes.len(), 2, "a grant and a deny removal: {text}");
+    assert!(fixes[1].contains("directory remove-deny"), "{fixes:?}");
     let json = d.agent_cli(&["doctor", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("doctor --json");
     assert_eq!(report["ok"], false);
 
-    // Apply the printed fix exactly as printed.
-    let applied = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("{} {fix}", tests::bin("writeback-agent").display()))
-        .output()
-        .expect("apply fix");
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    // Apply the printed fixes exactly as printed.
+    for fix in &fixes {
+        let applied = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{} {fix}", tests::bin("writeback-agent").display()))
+            .output()
+            .expect("apply fix");
+        assert!(
+            applied.status.success(),
+            "{fix}: {}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+    }
 
     // The running agent sees the change; the reset now succeeds; doctor passes.
     let r = d.reset(alan, "Enigma-Codebreaker-1941").await;
