@@ -236,37 +236,15 @@ samdb.add({"dn": dn, "objectClass": cls})
 }
 
 impl Dc {
-    /// An agent configuration in `dir` with this domain as forest `name`
-    /// (LDAPS as the service account; the broker is unreachable, which
-    /// doctor reports and which does not matter to its forest checks).
-    pub fn agent_config(&self, dir: &Path, name: &str) -> PathBuf {
-        let listen = tests::write_key(dir, "listen.key", &sas::Key::generate().expect("key"));
-        let config = dir.join("agent.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "broker = \"https://127.0.0.1:1\"\ntenant = \"contoso\"\nlisten_key_file = {listen:?}\n\n[[forests]]\nname = {name:?}\nkind = \"ldap\"\nurl = {:?}\nca_file = {:?}\nbind_dn = {:?}\nbind_password_file = {:?}\n",
-                self.get("LDAPS_URL"),
-                self.get("CA_FILE"),
-                self.get("SERVICE_ACCOUNT_DN"),
-                self.get("SERVICE_ACCOUNT_PASSWORD_FILE"),
-            ),
+    /// The agent's `[[forests]]` section for this domain as forest `name`
+    /// (LDAPS as the service account).
+    pub fn forest_section(&self, name: &str) -> String {
+        format!(
+            "\n[[forests]]\nname = {name:?}\nkind = \"ldap\"\nurl = {:?}\nca_file = {:?}\nbind_dn = {:?}\nbind_password_file = {:?}\n",
+            self.get("LDAPS_URL"),
+            self.get("CA_FILE"),
+            self.get("SERVICE_ACCOUNT_DN"),
+            self.get("SERVICE_ACCOUNT_PASSWORD_FILE"),
         )
-        .expect("config");
-        config
     }
-}
-
-/// `writeback-agent --config <config> doctor`: its exit code and output.
-pub fn doctor(config: &Path) -> (Option<i32>, String) {
-    let out = std::process::Command::new(tests::bin("writeback-agent"))
-        .arg("--config")
-        .arg(config)
-        .arg("doctor")
-        .output()
-        .expect("doctor");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
 }

@@ -6,7 +6,9 @@
 
 use agent_client::directory::{Directory, Refusal, Right};
 
-use crate::dc::{Dc, doctor, pw};
+use tests::deployment::Deployment;
+
+use crate::dc::{Dc, pw};
 
 const USER_CLASS: &str = "bf967aba-0de6-11d0-a285-00aa003049e2";
 
@@ -164,9 +166,23 @@ async fn doctor_finds_every_denied_place_and_its_printed_samba_fixes_work() {
 
     // (2) doctor lists each place with its user count and the reason, and
     // not Change Password, which every user object grants to Everyone.
-    let scratch = tempfile::tempdir().expect("dir");
-    let config = dc.agent_config(scratch.path(), "doctor");
-    let (code, text) = doctor(&config);
+    // A whole deployment (broker and agent), so that doctor's other checks
+    // pass and its exit code speaks for the forest alone.
+    let d = Deployment::start_with(
+        tempfile::tempdir().expect("dir"),
+        &dc.forest_section("doctor"),
+        "",
+    )
+    .await;
+    let doctor = || {
+        let out = d.agent_cli(&["doctor"]);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = doctor();
+    println!("doctor before the fixes:\n{text}");
     assert_eq!(code, Some(1), "{text}");
     let team_a = line_for(&text, &tree.team_a);
     assert!(team_a.contains("(1 users)"), "{team_a}");
@@ -258,7 +274,7 @@ async fn doctor_finds_every_denied_place_and_its_printed_samba_fixes_work() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let (code, after) = doctor(&config);
+    let (code, after) = doctor();
     assert_eq!(
         code,
         Some(0),
@@ -292,4 +308,5 @@ async fn doctor_finds_every_denied_place_and_its_printed_samba_fixes_work() {
             .expect_err("must change at next logon");
         assert!(must_change.contains("773"), "{user}: {must_change}");
     }
+    d.stop().await;
 }
