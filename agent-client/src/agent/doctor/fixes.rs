@@ -1,5 +1,6 @@
 //! The commands doctor prints to fix the service account's rights, ready to
-//! run as printed: on a Windows DC (dsacls, PowerShell) and on a Samba DC
+//! run as printed: on a Windows DC (dsacls in cmd or PowerShell; a deny's
+//! removal in PowerShell with the ActiveDirectory module) and on a Samba DC
 //! (samba-tool, ldbmodify), naming the real account. Pure: text from the
 //! rights report.
 //!
@@ -141,9 +142,11 @@ pub fn directory_fixes(rights: &[ContainerRights], account: &ServiceAccount) -> 
             continue;
         };
         // The DACL is rewritten from its explicit ACEs without the denies;
-        // the DC recomputes the inherited ones.
+        // the DC recomputes the inherited ones. A PowerShell line (not
+        // wrapped in `powershell -Command "..."`, whose `$acl` a PowerShell
+        // prompt would expand before the inner shell saw it).
         out.windows.push(format!(
-            "powershell -NoProfile -Command \"Import-Module ActiveDirectory; $acl = Get-Acl -Path {p}; $acl.SetSecurityDescriptorSddlForm({d}, 'Access'); Set-Acl -Path {p} -AclObject $acl\"",
+            "Import-Module ActiveDirectory; $acl = Get-Acl -Path {p}; $acl.SetSecurityDescriptorSddlForm({d}, 'Access'); Set-Acl -Path {p} -AclObject $acl",
             p = ps(&format!("AD:{}", deny.at)),
             d = ps(dacl),
         ));
