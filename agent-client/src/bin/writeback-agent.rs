@@ -119,8 +119,9 @@ enum Command {
     },
     /// Pre-flight: broker DNS, TCP, TLS and certificate, clock skew,
     /// credentials, write-back enabled, and for each forest the bind and the
-    /// service account's effective rights on every OU holding users, with
-    /// the exact fix. Exits non-zero when anything is wrong.
+    /// service account's effective rights on the users of every container,
+    /// with where each right is lost and the fix, runnable as printed.
+    /// Exits non-zero when anything is wrong.
     Doctor {
         #[arg(long)]
         json: bool,

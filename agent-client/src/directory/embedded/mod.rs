@@ -55,7 +55,10 @@
 //!   of the last `history_length` passwords, the current one included).
 //! - unlock: exists, adminCount=0, Write lockoutTime.
 //! - policy: the resultant policy; import: users changed after a USN;
-//!   effective rights: per OU (or container) directly holding users.
+//!   effective rights: per OU (or container) directly holding users
+//!   write-back can act on (enabled, adminCount=0), each user's chain
+//!   evaluated, with the protected DACL that blocks a grant and the deny
+//!   that decides ([`rules::withheld`]), as the LDAP backend reports them.
 //!
 //! # File format
 //!
