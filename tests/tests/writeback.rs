@@ -166,12 +166,20 @@ async fn every_outcome_is_reported_with_its_exact_reason() {
         [("right".to_owned(), "Reset Password".to_owned())]
     );
     assert!(!r.message.contains("DC="), "no DN reaches the user: {r:?}");
+    let events = d.events();
+    let refused = events
+        .iter()
+        .rev()
+        .find(|e| e["event_id"] == 33004)
+        .expect("an insufficient-permissions event");
+    assert_eq!(refused["container"], EXECUTIVES, "{refused}");
+    assert_eq!(refused["blocked_at"], EXECUTIVES, "{refused}");
+    assert!(refused.get("denied_at").is_none(), "{refused}");
     assert!(
-        d.event_log_text().contains(&format!(
-            "on {EXECUTIVES} (inheritance is blocked at {EXECUTIVES})"
-        )),
-        "{}",
-        d.event_log_text()
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("inheritance is blocked at")),
+        "{refused}"
     );
     let r = d
         .reset(

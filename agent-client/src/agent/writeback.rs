@@ -130,24 +130,40 @@ pub fn refusal_reply(refusal: &Refusal) -> (ReplyBody, u32) {
     )
 }
 
-/// The specific failure event of a request: its id, and the message it
-/// carries when that says more than the reply may (a refusal in full,
-/// with the DNs an administrator needs).
+/// The specific failure event of a request: its id, and what it says
+/// beyond the reply (a refusal in full, with the DNs an administrator
+/// needs and the end user must not see).
 struct FailureEvent {
     id: u32,
     message: Option<String>,
+    /// A permission refusal's container, blocked_at and denied_at.
+    place: Option<(String, Option<String>, Option<String>)>,
 }
 
 impl From<u32> for FailureEvent {
     fn from(id: u32) -> FailureEvent {
-        FailureEvent { id, message: None }
+        FailureEvent {
+            id,
+            message: None,
+            place: None,
+        }
     }
 }
 
 fn refusal_event(refusal: &Refusal, id: u32) -> FailureEvent {
+    let place = match refusal {
+        Refusal::PermissionDenied {
+            container,
+            blocked_at,
+            denied_at,
+            ..
+        } => Some((container.clone(), blocked_at.clone(), denied_at.clone())),
+        _ => None,
+    };
     FailureEvent {
         id,
         message: Some(refusal.to_string()),
+        place,
     }
 }
 
@@ -245,35 +261,35 @@ impl Operations for Writeback {
             e.account_dn = dn.map(str::to_owned);
             e.forest = forest.map(str::to_owned);
             e.outcome = outcome_code.map(|c| outcome_name(c).to_owned());
-            self.events.write(&e);
+            e
         };
-        event(
+        self.events.write(&event(
             started,
             Level::Information,
             format!("{op_name} started"),
             None,
             None,
             None,
-        );
+        ));
 
         let (reply, detail_event, dn, forest) = self.run(header, body).await;
         if reply.outcome == outcome::SUCCESS {
-            event(
+            self.events.write(&event(
                 succeeded,
                 Level::Information,
                 format!("{op_name} succeeded"),
                 dn.as_deref(),
                 forest.as_deref(),
                 Some(reply.outcome),
-            );
+            ));
         } else {
-            if let Some(FailureEvent { id, message }) = detail_event {
+            if let Some(FailureEvent { id, message, place }) = detail_event {
                 // The limit doing its job is not a fault of the agent.
                 let level = match reply.outcome {
                     outcome::RATE_LIMITED => Level::Warning,
                     _ => Level::Error,
                 };
-                event(
+                let mut e = event(
                     id,
                     level,
                     message.unwrap_or_else(|| reply.message.clone()),
@@ -281,15 +297,21 @@ impl Operations for Writeback {
                     forest.as_deref(),
                     Some(reply.outcome),
                 );
+                if let Some((container, blocked_at, denied_at)) = place {
+                    e.container = Some(container);
+                    e.blocked_at = blocked_at;
+                    e.denied_at = denied_at;
+                }
+                self.events.write(&e);
             }
-            event(
+            self.events.write(&event(
                 failed,
                 Level::Error,
                 format!("{op_name} failed: {}", outcome_name(reply.outcome)),
                 dn.as_deref(),
                 forest.as_deref(),
                 Some(reply.outcome),
-            );
+            ));
         }
         info!(
             outcome = outcome_name(reply.outcome),

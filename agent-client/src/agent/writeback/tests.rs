@@ -280,7 +280,16 @@ fn a_permission_refusal_tells_the_user_no_dn_and_the_event_log_everything() {
         reply.message,
         "the password service is not allowed to change this account; your help desk can fix this"
     );
-    let event = refusal_event(&refusal, id).message.expect("a message");
+    let failure = refusal_event(&refusal, id);
+    assert_eq!(
+        failure.place,
+        Some((
+            "OU=Team-A,OU=Dept-Sales,OU=Region-West,DC=x".to_owned(),
+            Some("OU=Region-West,DC=x".to_owned()),
+            Some("OU=Dept-Sales,OU=Region-West,DC=x".to_owned()),
+        ))
+    );
+    let event = failure.message.expect("a message");
     for dn in [
         "on OU=Team-A,OU=Dept-Sales,OU=Region-West,DC=x",
         "an explicit deny on OU=Dept-Sales,OU=Region-West,DC=x decides",
