@@ -48,7 +48,8 @@ pub mod outcome {
     pub const ACCOUNT_LOCKED: u16 = 7;
     pub const USER_NOT_FOUND: u16 = 8;
     pub const SEVERAL_MATCHES: u16 = 9;
-    /// details: ou, inheritance_blocked
+    /// details: right (the directory locations go to the agent's event
+    /// log only: the reply reaches an anonymous end user)
     pub const PERMISSION_DENIED: u16 = 10;
     pub const PROTECTED_ACCOUNT: u16 = 11;
     pub const WRITEBACK_DISABLED: u16 = 12;

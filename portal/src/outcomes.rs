@@ -89,17 +89,14 @@ pub fn refusal(reply: &ReplyBody, task: Task, account: &str) -> String {
              Please contact your help desk: they must resolve the duplicate.",
             d("forests").map_or(String::new(), |f| format!(" (in {})", f.replace(',', ", ")))
         ),
-        outcome::PERMISSION_DENIED => match (d("right"), d("ou")) {
-            (Some(right), Some(ou)) => format!(
-                "The password service is not allowed to do this for your account: it lacks the \
-                 {right} permission on {ou}{}. Nothing was changed. Please contact your help desk.",
-                if d("inheritance_blocked") == Some("true") {
-                    " (inheritance is blocked there)"
-                } else {
-                    ""
-                }
+        // The agent no longer says where in the directory (that is for the
+        // help desk, in its event log): only which permission is missing.
+        outcome::PERMISSION_DENIED => match d("right") {
+            Some(right) => format!(
+                "The password service is not allowed to change this account (it lacks the \
+                 {right} permission). Nothing was changed. Your help desk can fix this."
             ),
-            _ => fallback(),
+            None => fallback(),
         },
         outcome::PROTECTED_ACCOUNT => format!(
             "This is a protected administrator account: it cannot be {} from this portal. \

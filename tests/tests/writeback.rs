@@ -152,7 +152,8 @@ async fn every_outcome_is_reported_with_its_exact_reason() {
         .await;
     assert_eq!(r.outcome, outcome::PROTECTED_ACCOUNT, "{r:?}");
 
-    // Permission denied, naming the OU and whether inheritance is blocked.
+    // Permission denied: the reply names the right only (it reaches an
+    // anonymous end user); the event log names the OU and the block.
     let r = d
         .reset(
             upn("alan@contoso.example"),
@@ -160,9 +161,26 @@ async fn every_outcome_is_reported_with_its_exact_reason() {
         )
         .await;
     assert_eq!(r.outcome, outcome::PERMISSION_DENIED, "{r:?}");
-    assert_eq!(detail(&r, "ou"), Some(EXECUTIVES));
-    assert_eq!(detail(&r, "inheritance_blocked"), Some("true"));
-    assert_eq!(detail(&r, "right"), Some("Reset Password"));
+    assert_eq!(
+        r.details,
+        [("right".to_owned(), "Reset Password".to_owned())]
+    );
+    assert!(!r.message.contains("DC="), "no DN reaches the user: {r:?}");
+    let events = d.events();
+    let refused = events
+        .iter()
+        .rev()
+        .find(|e| e["event_id"] == 33004)
+        .expect("an insufficient-permissions event");
+    assert_eq!(refused["container"], EXECUTIVES, "{refused}");
+    assert_eq!(refused["blocked_at"], EXECUTIVES, "{refused}");
+    assert!(refused.get("denied_at").is_none(), "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("inheritance is blocked at")),
+        "{refused}"
+    );
     let r = d
         .reset(
             upn("charles@contoso.example"),
@@ -170,7 +188,7 @@ async fn every_outcome_is_reported_with_its_exact_reason() {
         )
         .await;
     assert_eq!(r.outcome, outcome::PERMISSION_DENIED, "{r:?}");
-    assert_eq!(detail(&r, "inheritance_blocked"), Some("false"));
+    assert_eq!(detail(&r, "ou"), None);
 
     // Not found; several matches across the two forests (UPN and source anchor).
     let r = d
@@ -307,9 +325,11 @@ async fn blocked_inheritance_is_diagnosed_fixed_and_then_works() {
     let r = d.reset(alan.clone(), "Enigma-Codebreaker-1941").await;
     assert_eq!(r.outcome, outcome::PERMISSION_DENIED);
     assert!(
-        r.message.contains(EXECUTIVES) && r.message.contains("inheritance is blocked"),
+        d.event_log_text().contains(&format!(
+            "lacks the Reset Password right on {EXECUTIVES} (inheritance is blocked at {EXECUTIVES})"
+        )),
         "{}",
-        r.message
+        d.event_log_text()
     );
 
     // Doctor lists the OU with its user count and the fix, and fails.
@@ -318,30 +338,36 @@ async fn blocked_inheritance_is_diagnosed_fixed_and_then_works() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains(&format!("{EXECUTIVES} (1 users)")), "{text}");
     assert!(text.contains("inheritance is blocked here"), "{text}");
-    let fix = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("fix: writeback-agent "))
-        .expect("a runnable fix")
-        .to_owned();
+    // Charles's object-level deny is named too, with its removal (a grant
+    // cannot override a deny).
     assert!(
-        text.contains("dsacls \"OU=Executives"),
-        "the Active Directory equivalent is printed too"
+        text.contains("Reset Password denied by deny Reset Password"),
+        "{text}"
     );
+    let fixes: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("fix: writeback-agent "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(fixes.len(), 2, "a grant and a deny removal: {text}");
+    assert!(fixes[1].contains("directory remove-deny"), "{fixes:?}");
     let json = d.agent_cli(&["doctor", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("doctor --json");
     assert_eq!(report["ok"], false);
 
-    // Apply the printed fix exactly as printed.
-    let applied = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("{} {fix}", tests::bin("writeback-agent").display()))
-        .output()
-        .expect("apply fix");
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    // Apply the printed fixes exactly as printed.
+    for fix in &fixes {
+        let applied = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{} {fix}", tests::bin("writeback-agent").display()))
+            .output()
+            .expect("apply fix");
+        assert!(
+            applied.status.success(),
+            "{fix}: {}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+    }
 
     // The running agent sees the change; the reset now succeeds; doctor passes.
     let r = d.reset(alan, "Enigma-Codebreaker-1941").await;

@@ -2,6 +2,8 @@
 //! support asks for. Each check says what it found and, when something is
 //! wrong, the exact command that fixes it.
 
+pub mod fixes;
+
 use std::time::{Duration, Instant};
 
 use proto::pb::relay_client::RelayClient;
@@ -13,7 +15,7 @@ use super::forests::open_forests;
 use super::keyring::Keyring;
 use crate::connect::BrokerEndpoint;
 use crate::credential::{Authorize, Credential};
-use crate::directory::{OuRights, Right as DirRight};
+use crate::directory::ContainerRights;
 use crate::error::ClientError;
 
 /// Skew beyond this is reported as a problem (envelopes allow 60 s).
@@ -24,20 +26,56 @@ pub struct Check {
     pub name: String,
     pub ok: bool,
     pub detail: String,
-    /// Commands that fix it, when it is not ok.
+    /// Commands that fix it, when it is not ok (on Windows for forests).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fix: Vec<String>,
-    /// For forests: the OUs where a right is missing or inheritance blocked.
+    /// For forests: the same fixes for a Samba DC, run there as root.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub ous: Vec<OuReport>,
+    pub samba_fix: Vec<String>,
+    /// For forests: the containers where write-back is denied.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<ContainerReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct OuReport {
+pub struct ContainerReport {
     pub dn: String,
+    pub is_ou: bool,
     pub user_count: usize,
     pub missing: Vec<&'static str>,
-    pub inheritance_blocked: bool,
+    /// The protected DACL that stops the grant from above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_at: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub denied_by: Vec<DenyReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DenyReport {
+    pub right: &'static str,
+    pub at: String,
+    pub ace: String,
+}
+
+impl ContainerReport {
+    fn from(c: &ContainerRights) -> ContainerReport {
+        ContainerReport {
+            dn: c.dn.clone(),
+            is_ou: c.is_ou,
+            user_count: c.user_count,
+            missing: c.missing.iter().map(|r| r.as_str()).collect(),
+            blocked_at: c.blocked_at.clone(),
+            denied_by: c
+                .denied_by
+                .iter()
+                .map(|d| DenyReport {
+                    right: d.right.as_str(),
+                    at: d.at.clone(),
+                    ace: d.ace.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -52,45 +90,9 @@ fn check(name: impl Into<String>, ok: bool, detail: impl Into<String>) -> Check 
         ok,
         detail: detail.into(),
         fix: Vec::new(),
-        ous: Vec::new(),
+        samba_fix: Vec::new(),
+        containers: Vec::new(),
     }
-}
-
-/// The dsacls lines that grant `missing` on users below `ou` to `account`.
-pub fn dsacls_fix(ou: &str, account: &str, missing: &[DirRight]) -> Vec<String> {
-    missing
-        .iter()
-        .map(|r| {
-            let grant = match r {
-                DirRight::ResetPassword => "CA;Reset Password;user",
-                DirRight::ChangePassword => "CA;Change Password;user",
-                DirRight::WriteLockoutTime => "WP;lockoutTime;user",
-                DirRight::WritePwdLastSet => "WP;pwdLastSet;user",
-            };
-            format!("dsacls \"{ou}\" /I:S /G \"{account}:{grant}\"")
-        })
-        .collect()
-}
-
-fn right_arg(r: DirRight) -> &'static str {
-    match r {
-        DirRight::ResetPassword => "reset-password",
-        DirRight::ChangePassword => "change-password",
-        DirRight::WriteLockoutTime => "write-lockout-time",
-        DirRight::WritePwdLastSet => "write-pwd-last-set",
-    }
-}
-
-/// The fix for one OU of an embedded forest, runnable as printed. Granting
-/// on the OU itself works whether or not inheritance is blocked there, and
-/// keeps whatever reason blocked it.
-fn embedded_fix(config_hint: &str, forest: &str, ou: &OuRights) -> String {
-    let rights: Vec<_> = ou.missing.iter().map(|r| right_arg(*r)).collect();
-    format!(
-        "writeback-agent {config_hint}directory grant --forest {forest} --ou \"{}\" --rights {}",
-        ou.dn,
-        rights.join(",")
-    )
 }
 
 /// Runs every check. `config_hint` is how the printed fix commands pass the
@@ -321,39 +323,42 @@ async fn forest_checks(config: &AgentConfig, config_hint: &str) -> Vec<Check> {
                 continue;
             }
         };
-        let lacking: Vec<&OuRights> = rights.iter().filter(|o| !o.missing.is_empty()).collect();
+        let lacking: Vec<&ContainerRights> =
+            rights.iter().filter(|o| !o.missing.is_empty()).collect();
         let users: usize = rights.iter().map(|o| o.user_count).sum();
         let mut c = check(
             format!("forest {name}: service account rights"),
             lacking.is_empty(),
             if lacking.is_empty() {
                 format!(
-                    "all four rights on every OU holding users ({} OUs, {users} users)",
+                    "all four rights on the users of every container ({} containers, {users} users)",
                     rights.len()
                 )
             } else {
                 let affected: usize = lacking.iter().map(|o| o.user_count).sum();
                 format!(
-                    "{} OUs ({affected} users) lack rights write-back needs",
+                    "{} containers ({affected} users) lack rights write-back needs",
                     lacking.len()
                 )
             },
         );
-        for ou in &lacking {
-            c.ous.push(OuReport {
-                dn: ou.dn.clone(),
-                user_count: ou.user_count,
-                missing: ou.missing.iter().map(|r| r.as_str()).collect(),
-                inheritance_blocked: ou.inheritance_blocked,
-            });
+        c.containers = lacking.iter().map(|o| ContainerReport::from(o)).collect();
+        if !lacking.is_empty() {
             if settings.kind == ForestKind::Embedded {
-                c.fix.push(embedded_fix(config_hint, &name, ou));
+                c.fix = fixes::embedded_fixes(config_hint, &name, &rights);
+            } else {
+                match forest.service_account().await {
+                    Ok(Some(account)) => {
+                        let f = fixes::directory_fixes(&rights, &account);
+                        c.fix = f.windows;
+                        c.samba_fix = f.samba;
+                    }
+                    Ok(None) => {}
+                    Err(e) => c.detail.push_str(&format!(
+                        "; no fix commands: the service account could not be read: {e}"
+                    )),
+                }
             }
-            c.fix.extend(dsacls_fix(
-                &ou.dn,
-                "<DOMAIN>\\<service account>",
-                &ou.missing,
-            ));
         }
         checks.push(c);
         checks.push(policy_check(&name, forest.as_ref()).await);
@@ -365,38 +370,45 @@ async fn forest_checks(config: &AgentConfig, config_hint: &str) -> Vec<Check> {
 /// their users would be shown no rules and get no specific refusals.
 async fn policy_check(name: &str, forest: &dyn crate::directory::Directory) -> Check {
     let title = format!("forest {name}: password policies readable");
-    match forest.unreadable_policies().await {
-        Ok(list) if list.is_empty() => check(
-            title,
-            true,
-            "the service account reads the settings of every fine-grained policy",
-        ),
-        Ok(list) => {
-            let names: Vec<&str> = list.iter().map(|p| p.dn.as_str()).collect();
-            let mut c = check(
+    let list = match forest.unreadable_policies().await {
+        Ok(list) if list.is_empty() => {
+            return check(
                 title,
-                false,
-                format!(
-                    "the service account cannot read the settings of {}: users they apply to \
-                     are told their rules are unknown, and refusals cannot name the rule",
-                    names.join("; ")
-                ),
+                true,
+                "the service account reads the settings of every fine-grained policy",
             );
-            // Granted on the container and inherited, so policies created
-            // later are readable too.
-            let first = &list[0];
-            c.fix.push(format!(
-                "samba-tool dsacl set --objectdn=\"{}\" --sddl=\"(A;CI;RPLCLORC;;;{})\"",
-                first.container, first.service_sid
-            ));
-            c.fix.push(format!(
-                "dsacls \"{}\" /I:T /G \"{}:GR\"",
-                first.container, first.service_account
-            ));
-            c
         }
-        Err(e) => check(title, false, e.to_string()),
+        Ok(list) => list,
+        Err(e) => return check(title, false, e.to_string()),
+    };
+    let names: Vec<&str> = list.iter().map(|p| p.dn.as_str()).collect();
+    let mut c = check(
+        title,
+        false,
+        format!(
+            "the service account cannot read the settings of {}: users they apply to are \
+             told their rules are unknown, and refusals cannot name the rule",
+            names.join("; ")
+        ),
+    );
+    // Granted on the container and inherited, so policies created later
+    // are readable too.
+    match forest.service_account().await {
+        Ok(Some(account)) => {
+            let container = &list[0].container;
+            c.fix.push(format!(
+                "dsacls \"{container}\" /I:T /G \"{}\\{}:GR\"",
+                account.netbios_domain, account.sam_account_name
+            ));
+            c.samba_fix.push(format!(
+                "samba-tool dsacl set --objectdn=\"{container}\" --sddl=\"(A;CI;RPLCLORC;;;{})\"",
+                account.sid
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => c.detail.push_str(&format!(" (no fix: {e})")),
     }
+    c
 }
 
 /// The report as a person reads it.
@@ -409,21 +421,31 @@ pub fn render(report: &Report) -> String {
             c.name,
             c.detail
         ));
-        for ou in &c.ous {
+        for ou in &c.containers {
             out.push_str(&format!(
-                "       {} ({} users): missing {}{}\n",
+                "       {} ({}{} users): missing {}",
                 ou.dn,
+                if ou.is_ou { "" } else { "not an OU, " },
                 ou.user_count,
                 ou.missing.join(", "),
-                if ou.inheritance_blocked {
-                    "; inheritance is blocked here"
-                } else {
-                    ""
-                }
             ));
+            if let Some(at) = &ou.blocked_at {
+                if at.eq_ignore_ascii_case(&ou.dn) {
+                    out.push_str("; inheritance is blocked here");
+                } else {
+                    out.push_str(&format!("; inheritance is blocked at {at}"));
+                }
+            }
+            for d in &ou.denied_by {
+                out.push_str(&format!("; {} denied by {} on {}", d.right, d.ace, d.at));
+            }
+            out.push('\n');
         }
         for fix in &c.fix {
             out.push_str(&format!("       fix: {fix}\n"));
+        }
+        for fix in &c.samba_fix {
+            out.push_str(&format!("       fix on a Samba DC: {fix}\n"));
         }
     }
     out.push_str(if report.ok {

@@ -77,6 +77,15 @@ pub struct Event {
     /// The outcome name (SUCCESS, PASSWORD_TOO_SHORT, ...) or refusal code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+    /// For a permission refusal: the container holding the account, the
+    /// protected DACL that blocks the grant, the object whose deny decides.
+    /// Here and not in the reply, which reaches an anonymous end user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denied_at: Option<String>,
 }
 
 impl Event {
@@ -91,6 +100,9 @@ impl Event {
             forest: None,
             account_dn: None,
             outcome: None,
+            container: None,
+            blocked_at: None,
+            denied_at: None,
         }
     }
 }

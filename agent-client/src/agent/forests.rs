@@ -14,7 +14,9 @@ use tokio::sync::RwLock;
 use super::config::{AgentConfig, ForestKind};
 use crate::directory::embedded::EmbeddedDirectory;
 use crate::directory::ldap::{LdapDirectory, LdapSettings};
-use crate::directory::{Account, Directory, DirectoryError, OuRights, Refusal, ResultantPolicy};
+use crate::directory::{
+    Account, ContainerRights, Directory, DirectoryError, Refusal, ResultantPolicy,
+};
 
 pub fn open_forests(config: &AgentConfig) -> Result<Vec<Arc<dyn Directory>>, DirectoryError> {
     config
@@ -158,7 +160,7 @@ impl Directory for Reloading {
         self.current().await.map_err(unavailable)?.policy(dn).await
     }
 
-    async fn effective_rights(&self) -> Result<Vec<OuRights>, DirectoryError> {
+    async fn effective_rights(&self) -> Result<Vec<ContainerRights>, DirectoryError> {
         self.current().await?.effective_rights().await
     }
 }

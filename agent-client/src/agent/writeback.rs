@@ -103,17 +103,12 @@ pub fn refusal_reply(refusal: &Refusal) -> (ReplyBody, u32) {
         ),
         Refusal::AccountDisabled => (outcome::ACCOUNT_DISABLED, vec![], ids::ACCOUNT_DISABLED),
         Refusal::AccountLocked => (outcome::ACCOUNT_LOCKED, vec![], ids::ACCOUNT_LOCKED),
-        Refusal::PermissionDenied {
-            right,
-            ou,
-            inheritance_blocked,
-        } => (
+        // The DNs (container, where inheritance is blocked, the deny) are
+        // for administrators: the reply reaches an anonymous end user, so
+        // they go to the event log only (see [`FailureEvent`]).
+        Refusal::PermissionDenied { right, .. } => (
             outcome::PERMISSION_DENIED,
-            vec![
-                detail("right", right.as_str().to_owned()),
-                detail("ou", ou.clone()),
-                detail("inheritance_blocked", inheritance_blocked.to_string()),
-            ],
+            vec![detail("right", right.as_str().to_owned())],
             ids::INSUFFICIENT_PERMISSIONS,
         ),
         Refusal::ProtectedAccount => (
@@ -127,14 +122,58 @@ pub fn refusal_reply(refusal: &Refusal) -> (ReplyBody, u32) {
             ids::DIRECTORY_CONFIGURATION_ERROR,
         ),
     };
+    let message = match refusal {
+        Refusal::PermissionDenied { .. } => {
+            "the password service is not allowed to change this account; your help desk can fix this"
+                .to_owned()
+        }
+        other => other.to_string(),
+    };
     (
         ReplyBody {
             outcome: code,
-            message: refusal.to_string(),
+            message,
             details,
         },
         event,
     )
+}
+
+/// The specific failure event of a request: its id, and what it says
+/// beyond the reply (a refusal in full, with the DNs an administrator
+/// needs and the end user must not see).
+struct FailureEvent {
+    id: u32,
+    message: Option<String>,
+    /// A permission refusal's container, blocked_at and denied_at.
+    place: Option<(String, Option<String>, Option<String>)>,
+}
+
+impl From<u32> for FailureEvent {
+    fn from(id: u32) -> FailureEvent {
+        FailureEvent {
+            id,
+            message: None,
+            place: None,
+        }
+    }
+}
+
+fn refusal_event(refusal: &Refusal, id: u32) -> FailureEvent {
+    let place = match refusal {
+        Refusal::PermissionDenied {
+            container,
+            blocked_at,
+            denied_at,
+            ..
+        } => Some((container.clone(), blocked_at.clone(), denied_at.clone())),
+        _ => None,
+    };
+    FailureEvent {
+        id,
+        message: Some(refusal.to_string()),
+        place,
+    }
 }
 
 /// The reply to an attempt over the per-account limit.
@@ -255,51 +294,57 @@ impl Operations for Writeback {
             e.account_dn = dn.map(str::to_owned);
             e.forest = forest.map(str::to_owned);
             e.outcome = outcome_code.map(|c| outcome_name(c).to_owned());
-            self.events.write(&e);
+            e
         };
-        event(
+        self.events.write(&event(
             started,
             Level::Information,
             format!("{op_name} started"),
             None,
             None,
             None,
-        );
+        ));
 
         let (reply, detail_event, dn, forest) = self.run(header, body).await;
         if reply.outcome == outcome::SUCCESS {
-            event(
+            self.events.write(&event(
                 succeeded,
                 Level::Information,
                 format!("{op_name} succeeded"),
                 dn.as_deref(),
                 forest.as_deref(),
                 Some(reply.outcome),
-            );
+            ));
         } else {
-            if let Some(id) = detail_event {
+            if let Some(FailureEvent { id, message, place }) = detail_event {
                 // The limit doing its job is not a fault of the agent.
                 let level = match reply.outcome {
                     outcome::RATE_LIMITED => Level::Warning,
                     _ => Level::Error,
                 };
-                event(
+                let mut e = event(
                     id,
                     level,
-                    reply.message.clone(),
+                    message.unwrap_or_else(|| reply.message.clone()),
                     dn.as_deref(),
                     forest.as_deref(),
                     Some(reply.outcome),
                 );
+                if let Some((container, blocked_at, denied_at)) = place {
+                    e.container = Some(container);
+                    e.blocked_at = blocked_at;
+                    e.denied_at = denied_at;
+                }
+                self.events.write(&e);
             }
-            event(
+            self.events.write(&event(
                 failed,
                 Level::Error,
                 format!("{op_name} failed: {}", outcome_name(reply.outcome)),
                 dn.as_deref(),
                 forest.as_deref(),
                 Some(reply.outcome),
-            );
+            ));
         }
         info!(
             outcome = outcome_name(reply.outcome),
@@ -330,14 +375,24 @@ impl Writeback {
         &self,
         header: &RequestHeader,
         body: &RequestBody,
-    ) -> (ReplyBody, Option<u32>, Option<String>, Option<String>) {
+    ) -> (
+        ReplyBody,
+        Option<FailureEvent>,
+        Option<String>,
+        Option<String>,
+    ) {
         if !self.enabled {
             let reply = ReplyBody {
                 outcome: outcome::WRITEBACK_DISABLED,
                 message: "password write-back is disabled on this agent".into(),
                 details: Vec::new(),
             };
-            return (reply, Some(ids::DIRECTORY_CONFIGURATION_ERROR), None, None);
+            return (
+                reply,
+                Some(ids::DIRECTORY_CONFIGURATION_ERROR.into()),
+                None,
+                None,
+            );
         }
         let (directory, account) = match self.space.resolve_fresh(&body.anchor).await {
             Ok(found) => found,
@@ -347,7 +402,7 @@ impl Writeback {
                     message: "no account matches in any configured forest".into(),
                     details: Vec::new(),
                 };
-                return (reply, Some(ids::USER_NOT_FOUND), None, None);
+                return (reply, Some(ids::USER_NOT_FOUND.into()), None, None);
             }
             Err(Unresolved::SeveralMatches(matches)) => {
                 let forests: Vec<_> = matches.iter().map(|(f, _)| f.as_str()).collect();
@@ -360,13 +415,13 @@ impl Writeback {
                     ),
                     details: vec![("forests".into(), forests.join(","))],
                 };
-                return (reply, Some(ids::SEVERAL_MATCHES), None, None);
+                return (reply, Some(ids::SEVERAL_MATCHES.into()), None, None);
             }
         };
         if let Err(limited) = self.count_attempt(header.operation, &account) {
             return (
                 limited_reply(&limited),
-                Some(ids::RATE_LIMITED),
+                Some(ids::RATE_LIMITED.into()),
                 Some(account.dn.clone()),
                 Some(account.forest.clone()),
             );
@@ -402,7 +457,7 @@ impl Writeback {
                         let (reply, id) = refusal_reply(&r);
                         (
                             reply,
-                            Some(id),
+                            Some(refusal_event(&r, id)),
                             Some(account.dn.clone()),
                             Some(account.forest.clone()),
                         )
@@ -427,7 +482,7 @@ impl Writeback {
             ),
             Err(refusal) => {
                 let (reply, id) = refusal_reply(&refusal);
-                (reply, Some(id))
+                (reply, Some(refusal_event(&refusal, id)))
             }
         };
         (

@@ -119,8 +119,9 @@ enum Command {
     },
     /// Pre-flight: broker DNS, TCP, TLS and certificate, clock skew,
     /// credentials, write-back enabled, and for each forest the bind and the
-    /// service account's effective rights on every OU holding users, with
-    /// the exact fix. Exits non-zero when anything is wrong.
+    /// service account's effective rights on the users of every container,
+    /// with where each right is lost and the fix, runnable as printed.
+    /// Exits non-zero when anything is wrong.
     Doctor {
         #[arg(long)]
         json: bool,
@@ -152,6 +153,17 @@ enum DirectoryCommand {
         ou: String,
         /// Comma-separated: reset-password, change-password,
         /// write-lockout-time, write-pwd-last-set.
+        #[arg(long, value_delimiter = ',')]
+        rights: Vec<String>,
+    },
+    /// Removes the deny ACEs on an object that take rights from the
+    /// forest's service account (a grant cannot override a deny).
+    RemoveDeny {
+        #[arg(long)]
+        forest: String,
+        #[arg(long)]
+        dn: String,
+        /// Comma-separated, as for grant.
         #[arg(long, value_delimiter = ',')]
         rights: Vec<String>,
     },
@@ -344,27 +356,23 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Directory(DirectoryCommand::Grant { forest, ou, rights }) => {
-            let settings = config
-                .forests
-                .iter()
-                .find(|f| f.name == forest)
-                .with_context(|| format!("no forest named {forest} in the configuration"))?;
-            let path = settings.path.as_deref().context(
-                "only embedded forests can be administered here; use dsacls for Active Directory",
-            )?;
-            let directory = EmbeddedDirectory::open(&forest, path)?;
+            let directory = embedded_forest(&config, &forest)?;
             let trustee = directory.service_account();
-            for name in &rights {
-                let right = match name.as_str() {
-                    "reset-password" => DirRight::ResetPassword,
-                    "change-password" => DirRight::ChangePassword,
-                    "write-lockout-time" => DirRight::WriteLockoutTime,
-                    "write-pwd-last-set" => DirRight::WritePwdLastSet,
-                    other => bail!("unknown right {other:?}"),
-                };
+            for right in parse_rights(&rights)? {
                 directory.grant(&ou, right, &trustee, true)?;
                 println!(
                     "granted {} on users below {ou} to {trustee}",
+                    right.as_str()
+                );
+            }
+            Ok(())
+        }
+        Command::Directory(DirectoryCommand::RemoveDeny { forest, dn, rights }) => {
+            let directory = embedded_forest(&config, &forest)?;
+            for right in parse_rights(&rights)? {
+                let removed = directory.remove_denies(&dn, right)?;
+                println!(
+                    "removed {removed} deny ACE(s) of {} on {dn}",
                     right.as_str()
                 );
             }
@@ -395,6 +403,21 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+fn parse_rights(names: &[String]) -> anyhow::Result<Vec<DirRight>> {
+    names
+        .iter()
+        .map(|name| {
+            Ok(match name.as_str() {
+                "reset-password" => DirRight::ResetPassword,
+                "change-password" => DirRight::ChangePassword,
+                "write-lockout-time" => DirRight::WriteLockoutTime,
+                "write-pwd-last-set" => DirRight::WritePwdLastSet,
+                other => bail!("unknown right {other:?}"),
+            })
+        })
+        .collect()
+}
+
 /// The configured embedded forest named `name`.
 fn embedded_forest(config: &AgentConfig, name: &str) -> anyhow::Result<EmbeddedDirectory> {
     let settings = config
@@ -403,7 +426,7 @@ fn embedded_forest(config: &AgentConfig, name: &str) -> anyhow::Result<EmbeddedD
         .find(|f| f.name == name)
         .with_context(|| format!("no forest named {name} in the configuration"))?;
     let path = settings.path.as_deref().context(
-        "only embedded forests can be administered here; use dsacls for Active Directory",
+        "only embedded forests can be administered here; doctor prints the commands for Active Directory",
     )?;
     Ok(EmbeddedDirectory::open(name, path)?)
 }

@@ -4,11 +4,14 @@
 //! implements the same trait against a real domain controller.
 //!
 //! Every refusal carries the specific reason a user or an administrator
-//! needs (the failing rule, the OU that lacks a right), never a generic one.
+//! needs (the failing rule, the container that lacks a right and where
+//! the right is lost), never a generic one.
 
+pub mod effective;
 pub mod embedded;
 pub mod ldap;
 pub mod sd;
+pub mod sddl;
 
 use std::fmt;
 
@@ -167,13 +170,17 @@ pub enum Refusal {
     WrongCurrentPassword,
     AccountDisabled,
     AccountLocked,
-    /// The service account lacks `right` on the account: `ou` is the OU
-    /// holding it, `inheritance_blocked` whether a protected ACL on that OU
-    /// (or above it, up to where the right is granted) stops inheritance.
+    /// The service account lacks `right` on the account. `container` holds
+    /// the account (an OU or not); `blocked_at` is the protected DACL that
+    /// stops a grant from above (the container itself or an ancestor);
+    /// `denied_at` the object holding an explicit deny that decides (an
+    /// ancestor or the account itself). For administrators only: the DNs
+    /// must not reach the end user.
     PermissionDenied {
         right: Right,
-        ou: String,
-        inheritance_blocked: bool,
+        container: String,
+        blocked_at: Option<String>,
+        denied_at: Option<String>,
     },
     /// adminCount=1: AdminSDHolder protects the account; delegated rights do not apply.
     ProtectedAccount,
@@ -240,18 +247,23 @@ impl fmt::Display for Refusal {
             Refusal::AccountLocked => f.write_str("the account is locked out"),
             Refusal::PermissionDenied {
                 right,
-                ou,
-                inheritance_blocked,
-            } => write!(
-                f,
-                "the write-back service account lacks the {} right on {ou}{}",
-                right.as_str(),
-                if *inheritance_blocked {
-                    " (inheritance is blocked there)"
-                } else {
-                    ""
+                container,
+                blocked_at,
+                denied_at,
+            } => {
+                write!(
+                    f,
+                    "the write-back service account lacks the {} right on {container}",
+                    right.as_str()
+                )?;
+                if let Some(at) = denied_at {
+                    write!(f, " (an explicit deny on {at} decides)")?;
                 }
-            ),
+                if let Some(at) = blocked_at {
+                    write!(f, " (inheritance is blocked at {at})")?;
+                }
+                Ok(())
+            }
             Refusal::ProtectedAccount => f.write_str(
                 "the account is protected (adminCount=1) and cannot be reset by write-back",
             ),
@@ -265,29 +277,63 @@ impl fmt::Display for Refusal {
 #[error("{0}")]
 pub struct DirectoryError(pub String);
 
-/// An OU's effective rights for the service account, for `doctor`.
+/// An explicit deny that takes a right from the service account.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OuRights {
-    pub dn: String,
-    /// Users directly in this OU.
-    pub user_count: usize,
-    /// Rights the service account lacks on users in this OU.
-    pub missing: Vec<Right>,
-    /// A protected ACL on this OU stops inheritance from above.
-    pub inheritance_blocked: bool,
+pub struct DenyAce {
+    pub right: Right,
+    /// The DN whose DACL holds the deny (an ancestor, or a user object).
+    pub at: String,
+    /// The ACE as the backend writes it: SDDL for Active Directory, e.g.
+    /// `(OD;CI;CR;00299570-...;bf967aba-...;S-1-5-...)`.
+    pub ace: String,
+    /// The explicit part of `at`'s DACL without the denies that take
+    /// write-back rights, as SDDL: what removing them writes. None when the
+    /// DACL holds ACEs that cannot be rewritten faithfully.
+    pub dacl_without: Option<String>,
 }
 
-/// A fine-grained policy (PSO) the service account cannot read, and what
-/// the fix needs to name.
+/// The service account's effective rights on the users of one container
+/// (OU or not), for `doctor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRights {
+    pub dn: String,
+    /// An organizational unit (else a container such as CN=Users).
+    pub is_ou: bool,
+    /// Users directly in this container that write-back can act on.
+    pub user_count: usize,
+    /// Rights the service account lacks on some user here.
+    pub missing: Vec<Right>,
+    /// Of `missing`, those still lacking once the denies are removed: they
+    /// need a grant (at `blocked_at` if set, else on this container).
+    pub ungranted: Vec<Right>,
+    /// The protected DACL (here or above) that stops the grant from above.
+    pub blocked_at: Option<String>,
+    /// The explicit denies that decide.
+    pub denied_by: Vec<DenyAce>,
+}
+
+/// The former name, kept for code outside this module that still spells
+/// it (connector.rs's test double).
+pub type OuRights = ContainerRights;
+
+/// The service account as fix commands must name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccount {
+    pub dn: String,
+    pub sam_account_name: String,
+    pub sid: String,
+    /// The domain's NetBIOS name (DOMAIN in DOMAIN\\account).
+    pub netbios_domain: String,
+}
+
+/// A fine-grained policy (PSO) the service account cannot read, and where
+/// the fix grants read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnreadablePolicy {
     pub dn: String,
     /// The Password Settings Container holding it: read granted there
     /// (inherited) covers PSOs created later too.
     pub container: String,
-    /// The service account's objectSid and `DOMAIN\sAMAccountName`.
-    pub service_sid: String,
-    pub service_account: String,
 }
 
 /// One forest, as the agent uses it. Operations take the account's DN (from
@@ -330,6 +376,12 @@ pub trait Directory: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
-    /// The service account's effective rights on every OU holding users.
-    async fn effective_rights(&self) -> Result<Vec<OuRights>, DirectoryError>;
+    /// The service account's effective rights on every container holding users.
+    async fn effective_rights(&self) -> Result<Vec<ContainerRights>, DirectoryError>;
+
+    /// Who the service account is, for fix commands that name it; None
+    /// where the backend has no such account (the embedded forest).
+    async fn service_account(&self) -> Result<Option<ServiceAccount>, DirectoryError> {
+        Ok(None)
+    }
 }

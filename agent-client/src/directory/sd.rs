@@ -1,20 +1,21 @@
 //! Windows security descriptors as Active Directory returns them in
-//! `nTSecurityDescriptor` (self-relative, [MS-DTYP] 2.4.6), and the rights
-//! write-back needs that they grant to users below an OU.
-//!
-//! Active Directory stores inherited ACEs in each object's descriptor, so
-//! what users created below an OU receive is decided by the OU's own DACL:
-//! its ACEs that propagate to child objects (container-inherit) and apply to
-//! the user class. A protected DACL (SE_DACL_PROTECTED) means nothing from
-//! above reached the OU. Pure code: parsed from bytes, no I/O.
+//! `nTSecurityDescriptor` (self-relative, [MS-DTYP] 2.4.6), and which of the
+//! rights write-back needs an ACE speaks to. How the ACEs of a user and its
+//! containers combine is [`super::effective`]'s. Pure code: parsed from
+//! bytes, no I/O.
 
 use super::Right;
 
 pub const SE_DACL_PROTECTED: u16 = 0x1000;
 const SE_DACL_PRESENT: u16 = 0x0004;
 
-const CONTAINER_INHERIT: u8 = 0x02;
-const INHERITED_ACE: u8 = 0x10;
+const SE_DACL_AUTO_INHERITED: u16 = 0x0400;
+
+pub const OBJECT_INHERIT: u8 = 0x01;
+pub const CONTAINER_INHERIT: u8 = 0x02;
+pub const NO_PROPAGATE_INHERIT: u8 = 0x04;
+pub const INHERIT_ONLY: u8 = 0x08;
+pub const INHERITED_ACE: u8 = 0x10;
 
 const ACCESS_ALLOWED: u8 = 0x00;
 const ACCESS_DENIED: u8 = 0x01;
@@ -24,8 +25,8 @@ const ACCESS_DENIED_OBJECT: u8 = 0x06;
 const OBJECT_TYPE_PRESENT: u32 = 0x1;
 const INHERITED_OBJECT_TYPE_PRESENT: u32 = 0x2;
 
-const WRITE_PROPERTY: u32 = 0x20;
-const CONTROL_ACCESS: u32 = 0x100;
+pub const WRITE_PROPERTY: u32 = 0x20;
+pub const CONTROL_ACCESS: u32 = 0x100;
 const GENERIC_ALL: u32 = 0x1000_0000;
 const GENERIC_WRITE: u32 = 0x4000_0000;
 
@@ -84,6 +85,8 @@ fn sid_len(bytes: &[u8]) -> Option<usize> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ace {
     pub allow: bool,
+    /// An object ACE (OA/OD in SDDL), even when it names no GUID.
+    pub object: bool,
     pub flags: u8,
     pub mask: u32,
     pub object_type: Option<String>,
@@ -96,6 +99,9 @@ pub struct SecurityDescriptor {
     pub control: u16,
     /// Empty when the DACL is absent; in stored (canonical) order.
     pub dacl: Vec<Ace>,
+    /// DACL entries of kinds this parser does not keep (callback ACEs and
+    /// the like): the DACL cannot be rewritten from `dacl` without losing them.
+    pub skipped: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -133,11 +139,13 @@ impl SecurityDescriptor {
             return Ok(SecurityDescriptor {
                 control,
                 dacl: Vec::new(),
+                skipped: 0,
             });
         }
         let count = u16_at(b, dacl_at + 4, "ace count")? as usize;
         let mut at = dacl_at + 8;
         let mut dacl = Vec::with_capacity(count);
+        let mut skipped = 0;
         for _ in 0..count {
             let kind = *b.get(at).ok_or(SdError("ace type"))?;
             let flags = *b.get(at + 1).ok_or(SdError("ace flags"))?;
@@ -155,6 +163,7 @@ impl SecurityDescriptor {
                         .ok_or(SdError("sid"))?;
                     Some(Ace {
                         allow: kind == ACCESS_ALLOWED,
+                        object: false,
                         flags,
                         mask,
                         object_type: None,
@@ -181,6 +190,7 @@ impl SecurityDescriptor {
                         .ok_or(SdError("sid"))?;
                     Some(Ace {
                         allow: kind == ACCESS_ALLOWED_OBJECT,
+                        object: true,
                         flags,
                         mask,
                         object_type,
@@ -191,18 +201,28 @@ impl SecurityDescriptor {
                 // Audit, callback and other ACE kinds grant nothing here.
                 _ => None,
             };
+            skipped += usize::from(parsed.is_none());
             dacl.extend(parsed);
             at += size;
         }
-        Ok(SecurityDescriptor { control, dacl })
+        Ok(SecurityDescriptor {
+            control,
+            dacl,
+            skipped,
+        })
     }
 
     pub fn protected(&self) -> bool {
         self.control & SE_DACL_PROTECTED != 0
     }
+
+    pub fn auto_inherited(&self) -> bool {
+        self.control & SE_DACL_AUTO_INHERITED != 0
+    }
 }
 
-fn grants(ace: &Ace, right: Right) -> bool {
+/// Whether `ace` speaks to `right` (allows or denies it, by its kind).
+pub fn grants(ace: &Ace, right: Right) -> bool {
     if ace.mask & GENERIC_ALL != 0 {
         return true;
     }
@@ -226,34 +246,7 @@ fn grants(ace: &Ace, right: Right) -> bool {
     }
 }
 
-/// The rights a user object created below the OU described by `ou` grants
-/// to `trustee_sids`, evaluated in canonical order: inherited denies and
-/// allows as stored (explicit ACEs on the user would come first). Returns
-/// the rights missing.
-pub fn missing_rights_below(ou: &SecurityDescriptor, trustee_sids: &[String]) -> Vec<Right> {
-    let inheritable: Vec<&Ace> = ou
-        .dacl
-        .iter()
-        .filter(|a| a.flags & CONTAINER_INHERIT != 0)
-        .filter(|a| {
-            a.inherited_object_type
-                .as_deref()
-                .is_none_or(|c| c == USER_CLASS)
-        })
-        .filter(|a| trustee_sids.contains(&a.sid))
-        .collect();
-    Right::ALL
-        .into_iter()
-        .filter(|right| {
-            // Canonical order puts denies before allows within each group;
-            // the first ACE that speaks to the right decides.
-            let decided = inheritable.iter().find(|a| grants(a, *right));
-            !decided.is_some_and(|a| a.allow)
-        })
-        .collect()
-}
-
-/// Whether an ACE came from above (for diagnostics).
+/// Whether an ACE was copied from a parent (flagged ID).
 pub fn is_inherited(ace: &Ace) -> bool {
     ace.flags & INHERITED_ACE != 0
 }
@@ -335,8 +328,33 @@ mod tests {
 
     const SVC: u32 = 1105;
 
-    fn sids() -> Vec<String> {
-        vec![sid_string(&sid_bytes(SVC)).unwrap(), "S-1-1-0".into()]
+    #[test]
+    fn object_aces_and_protection_are_read() {
+        let ace = object_ace(
+            false,
+            CONTAINER_INHERIT,
+            CONTROL_ACCESS,
+            Some(Right::ResetPassword.guid()),
+            Some(USER_CLASS),
+            SVC,
+        );
+        let sd = SecurityDescriptor::parse(&descriptor(SE_DACL_PROTECTED, &[ace])).unwrap();
+        assert!(sd.protected() && !sd.auto_inherited());
+        assert_eq!(sd.skipped, 0);
+        assert_eq!(
+            sd.dacl,
+            vec![Ace {
+                allow: false,
+                object: true,
+                flags: CONTAINER_INHERIT,
+                mask: CONTROL_ACCESS,
+                object_type: Some(Right::ResetPassword.guid().to_owned()),
+                inherited_object_type: Some(USER_CLASS.to_owned()),
+                sid: "S-1-5-21-1-2-3-1105".to_owned(),
+            }]
+        );
+        assert!(grants(&sd.dacl[0], Right::ResetPassword));
+        assert!(!grants(&sd.dacl[0], Right::ChangePassword));
     }
 
     #[test]
@@ -346,94 +364,6 @@ mod tests {
             Right::ResetPassword.guid()
         );
         assert_eq!(sid_string(&sid_bytes(500)).unwrap(), "S-1-5-21-1-2-3-500");
-    }
-
-    #[test]
-    fn delegated_rights_reach_users_below_unless_protected_or_denied() {
-        let all = [
-            object_ace(
-                true,
-                CONTAINER_INHERIT,
-                CONTROL_ACCESS,
-                Some(Right::ResetPassword.guid()),
-                Some(USER_CLASS),
-                SVC,
-            ),
-            object_ace(
-                true,
-                CONTAINER_INHERIT,
-                CONTROL_ACCESS,
-                Some(Right::ChangePassword.guid()),
-                Some(USER_CLASS),
-                SVC,
-            ),
-            object_ace(
-                true,
-                CONTAINER_INHERIT,
-                WRITE_PROPERTY,
-                Some(Right::WriteLockoutTime.guid()),
-                Some(USER_CLASS),
-                SVC,
-            ),
-            object_ace(
-                true,
-                CONTAINER_INHERIT,
-                WRITE_PROPERTY,
-                Some(ACCOUNT_RESTRICTIONS),
-                Some(USER_CLASS),
-                SVC,
-            ),
-        ];
-        let ou = SecurityDescriptor::parse(&descriptor(0, &all)).unwrap();
-        assert!(!ou.protected());
-        assert!(missing_rights_below(&ou, &sids()).is_empty());
-
-        // Blocked inheritance with nothing granted on the OU itself.
-        let blocked = SecurityDescriptor::parse(&descriptor(SE_DACL_PROTECTED, &[])).unwrap();
-        assert!(blocked.protected());
-        assert_eq!(missing_rights_below(&blocked, &sids()), Right::ALL.to_vec());
-
-        // Not container-inherit: applies to the OU only.
-        let here_only = [object_ace(
-            true,
-            0,
-            CONTROL_ACCESS,
-            Some(Right::ResetPassword.guid()),
-            None,
-            SVC,
-        )];
-        let ou = SecurityDescriptor::parse(&descriptor(0, &here_only)).unwrap();
-        assert!(missing_rights_below(&ou, &sids()).contains(&Right::ResetPassword));
-
-        // For another class (groups): not for users.
-        let groups = [object_ace(
-            true,
-            CONTAINER_INHERIT,
-            CONTROL_ACCESS,
-            None,
-            Some("bf967a9c-0de6-11d0-a285-00aa003049e2"),
-            SVC,
-        )];
-        let ou = SecurityDescriptor::parse(&descriptor(0, &groups)).unwrap();
-        assert_eq!(missing_rights_below(&ou, &sids()).len(), 4);
-
-        // A deny first wins; someone else's grant does not count.
-        let denied = [
-            object_ace(
-                false,
-                CONTAINER_INHERIT,
-                CONTROL_ACCESS,
-                Some(Right::ResetPassword.guid()),
-                None,
-                SVC,
-            ),
-            object_ace(true, CONTAINER_INHERIT, CONTROL_ACCESS, None, None, SVC),
-            object_ace(true, CONTAINER_INHERIT, GENERIC_ALL, None, None, 9999),
-        ];
-        let ou = SecurityDescriptor::parse(&descriptor(0, &denied)).unwrap();
-        let missing = missing_rights_below(&ou, &sids());
-        assert!(missing.contains(&Right::ResetPassword));
-        assert!(!missing.contains(&Right::ChangePassword));
     }
 
     #[test]

@@ -173,12 +173,16 @@ async fn delegation_and_blocked_inheritance_are_reported_then_fixed() {
     {
         Err(Refusal::PermissionDenied {
             right,
-            ou,
-            inheritance_blocked,
+            container,
+            blocked_at,
+            denied_at,
         }) => {
             assert_eq!(right, Right::ResetPassword);
-            assert!(ou.eq_ignore_ascii_case(dc.get("OTHER_OU")), "{ou}");
-            assert!(!inheritance_blocked);
+            assert!(
+                container.eq_ignore_ascii_case(dc.get("OTHER_OU")),
+                "{container}"
+            );
+            assert_eq!((blocked_at, denied_at), (None, None));
         }
         other => panic!("expected permission denied, got {other:?}"),
     }
@@ -189,12 +193,16 @@ async fn delegation_and_blocked_inheritance_are_reported_then_fixed() {
         .await
     {
         Err(Refusal::PermissionDenied {
-            ou,
-            inheritance_blocked,
+            container,
+            blocked_at,
             ..
         }) => {
-            assert!(ou.eq_ignore_ascii_case(dc.get("EXECUTIVES_OU")), "{ou}");
-            assert!(inheritance_blocked);
+            let exec = dc.get("EXECUTIVES_OU");
+            assert!(container.eq_ignore_ascii_case(exec), "{container}");
+            assert!(
+                blocked_at.is_some_and(|b| b.eq_ignore_ascii_case(exec)),
+                "blocked at Executives itself"
+            );
         }
         other => panic!("expected permission denied, got {other:?}"),
     }
@@ -205,8 +213,23 @@ async fn delegation_and_blocked_inheritance_are_reported_then_fixed() {
         .find(|o| o.dn.eq_ignore_ascii_case(dc.get("EXECUTIVES_OU")))
         .expect("Executives listed");
     assert_eq!(exec.user_count, 1);
-    assert!(exec.inheritance_blocked);
-    assert_eq!(exec.missing, Right::ALL.to_vec());
+    assert!(exec.is_ou);
+    assert!(
+        exec.blocked_at
+            .as_deref()
+            .is_some_and(|b| b.eq_ignore_ascii_case(dc.get("EXECUTIVES_OU"))),
+        "{exec:?}"
+    );
+    // Change Password is granted to Everyone on every user object by the
+    // user class's default descriptor: not missing.
+    assert_eq!(
+        exec.missing,
+        [
+            Right::ResetPassword,
+            Right::WriteLockoutTime,
+            Right::WritePwdLastSet
+        ]
+    );
     let staff = rights
         .iter()
         .find(|o| o.dn.eq_ignore_ascii_case(dc.get("STAFF_OU")))

@@ -117,3 +117,134 @@ impl Dc {
 pub fn pw(p: &str) -> Password {
     Password::new(p)
 }
+
+impl Dc {
+    /// Runs a Python script with Samba's bindings as `setup-delegation`
+    /// does (`/usr/bin/python3`, the interpreter samba-tool runs under),
+    /// with smb.conf as its first argument; returns its standard output.
+    pub fn samba_python(&self, script: &str, args: &[&str]) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .arg("-")
+            .arg(self.get("SMB_CONF"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(script.as_bytes())
+            .expect("script");
+        let out = child.wait_with_output().expect("python3");
+        assert!(
+            out.status.success(),
+            "python3 {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Protects the DACL of `dn` (blocks inheritance), turning the ACEs it
+    /// had inherited into explicit ones, as `setup-delegation` does.
+    pub fn block_inheritance(&self, dn: &str) {
+        self.samba_python(
+            r#"
+import sys
+from samba.auth import system_session
+from samba.dcerpc import security
+from samba.param import LoadParm
+from samba.samdb import SamDB
+from samba.sd_utils import SDUtils
+
+conf, dn = sys.argv[1], sys.argv[2]
+lp = LoadParm()
+lp.load(conf)
+samdb = SamDB(url=lp.samdb_url(), session_info=system_session(lp), lp=lp)
+sdu = SDUtils(samdb)
+sd = sdu.read_sd_on_dn(dn)
+aces = sd.dacl.aces
+for ace in aces:
+    ace.flags &= ~security.SEC_ACE_FLAG_INHERITED_ACE
+sd.dacl.aces = aces
+sd.type |= security.SEC_DESC_DACL_PROTECTED
+sdu.modify_sd_on_dn(dn, sd, controls=["sd_flags:1:%d" % security.SECINFO_DACL])
+"#,
+            &[dn],
+        );
+    }
+
+    /// Adds an object of `class` (e.g. `container`, which samba-tool 4.17
+    /// cannot create) at `dn`.
+    pub fn add_object(&self, dn: &str, class: &str) {
+        self.samba_python(
+            r#"
+import sys
+from samba.auth import system_session
+from samba.param import LoadParm
+from samba.samdb import SamDB
+
+conf, dn, cls = sys.argv[1], sys.argv[2], sys.argv[3]
+lp = LoadParm()
+lp.load(conf)
+samdb = SamDB(url=lp.samdb_url(), session_info=system_session(lp), lp=lp)
+samdb.add({"dn": dn, "objectClass": cls})
+"#,
+            &[dn, class],
+        );
+    }
+
+    /// A directory of shims that make a command printed for a Samba DC
+    /// installed with defaults act on this test DC: `samba-tool` gets
+    /// `-s <its smb.conf>`, and `ldbmodify` gets its smb.conf and this DC's
+    /// sam.ldb for `/var/lib/samba/private/sam.ldb`. Put first in PATH.
+    pub fn on_the_dc_shims(&self) -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("shim dir");
+        let which = |cmd: &str| {
+            let out = std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {cmd}")])
+                .output()
+                .expect("command -v");
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let conf = self.get("SMB_CONF");
+        let sam = format!("{}/private/sam.ldb", self.get("SAMBA_DIR"));
+        let shims = [
+            (
+                "samba-tool",
+                format!("#!/bin/sh\nexec {} \"$@\" -s {conf}\n", which("samba-tool")),
+            ),
+            (
+                "ldbmodify",
+                format!(
+                    "#!/bin/bash\nargs=()\nfor a in \"$@\"; do\n  [[ $a == /var/lib/samba/private/sam.ldb ]] && a={sam}\n  args+=(\"$a\")\ndone\nexec {} --configfile={conf} \"${{args[@]}}\"\n",
+                    which("ldbmodify")
+                ),
+            ),
+        ];
+        for (name, body) in shims {
+            let path = dir.path().join(name);
+            std::fs::write(&path, body).expect("shim");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        dir
+    }
+}
+
+impl Dc {
+    /// The agent's `[[forests]]` section for this domain as forest `name`
+    /// (LDAPS as the service account).
+    pub fn forest_section(&self, name: &str) -> String {
+        format!(
+            "\n[[forests]]\nname = {name:?}\nkind = \"ldap\"\nurl = {:?}\nca_file = {:?}\nbind_dn = {:?}\nbind_password_file = {:?}\n",
+            self.get("LDAPS_URL"),
+            self.get("CA_FILE"),
+            self.get("SERVICE_ACCOUNT_DN"),
+            self.get("SERVICE_ACCOUNT_PASSWORD_FILE"),
+        )
+    }
+}

@@ -10,6 +10,7 @@
 
 mod basics;
 mod dc;
+mod doctor;
 mod lab;
 mod policy;
 mod scenarios;

@@ -177,8 +177,8 @@ async fn an_unreadable_pso_is_unknown_never_zeros_and_doctor_fixes_it() {
     assert!(check.contains("FAIL") && check.contains(&pso), "{check}");
     let fix = text
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("fix: "))
-        .find(|l| l.starts_with("samba-tool") && l.contains("Password Settings Container"))
+        .filter_map(|l| l.trim().strip_prefix("fix on a Samba DC: "))
+        .find(|l| l.contains("Password Settings Container"))
         .unwrap_or_else(|| panic!("doctor prints the samba-tool grant: {text}"));
     assert!(
         fix.contains(dc.get("SERVICE_ACCOUNT_SID")),

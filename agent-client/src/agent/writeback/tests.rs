@@ -8,7 +8,7 @@ use envelope::{Anchor, KeyId, Password};
 
 use super::*;
 use crate::agent::config::AgentConfig;
-use crate::directory::{Directory, DirectoryError, OuRights, Policy};
+use crate::directory::{ContainerRights, Directory, DirectoryError, Policy, Right};
 
 /// A forest whose operations all succeed and are counted per DN.
 struct Counting {
@@ -68,7 +68,7 @@ impl Directory for Counting {
             max_age_secs: 0,
         }))
     }
-    async fn effective_rights(&self) -> Result<Vec<OuRights>, DirectoryError> {
+    async fn effective_rights(&self) -> Result<Vec<ContainerRights>, DirectoryError> {
         Ok(Vec::new())
     }
 }
@@ -259,4 +259,42 @@ fn the_limit_is_configured_in_a_limits_table() {
     let err =
         AgentConfig::from_toml(&format!("{base}[limits]\nresets_per_user = 3\n")).unwrap_err();
     assert!(err.to_string().contains("resets_per_user"), "{err}");
+}
+
+#[test]
+fn a_permission_refusal_tells_the_user_no_dn_and_the_event_log_everything() {
+    let refusal = Refusal::PermissionDenied {
+        right: Right::ResetPassword,
+        container: "OU=Team-A,OU=Dept-Sales,OU=Region-West,DC=x".into(),
+        blocked_at: Some("OU=Region-West,DC=x".into()),
+        denied_at: Some("OU=Dept-Sales,OU=Region-West,DC=x".into()),
+    };
+    let (reply, id) = refusal_reply(&refusal);
+    assert_eq!(reply.outcome, outcome::PERMISSION_DENIED);
+    assert_eq!(id, ids::INSUFFICIENT_PERMISSIONS);
+    assert_eq!(
+        reply.details,
+        [("right".to_owned(), "Reset Password".to_owned())]
+    );
+    assert_eq!(
+        reply.message,
+        "the password service is not allowed to change this account; your help desk can fix this"
+    );
+    let failure = refusal_event(&refusal, id);
+    assert_eq!(
+        failure.place,
+        Some((
+            "OU=Team-A,OU=Dept-Sales,OU=Region-West,DC=x".to_owned(),
+            Some("OU=Region-West,DC=x".to_owned()),
+            Some("OU=Dept-Sales,OU=Region-West,DC=x".to_owned()),
+        ))
+    );
+    let event = failure.message.expect("a message");
+    for dn in [
+        "on OU=Team-A,OU=Dept-Sales,OU=Region-West,DC=x",
+        "an explicit deny on OU=Dept-Sales,OU=Region-West,DC=x decides",
+        "inheritance is blocked at OU=Region-West,DC=x",
+    ] {
+        assert!(event.contains(dn), "{event}");
+    }
 }

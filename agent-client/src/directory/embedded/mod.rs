@@ -56,7 +56,10 @@
 //!   of the last `history_length` passwords, the current one included).
 //! - unlock: exists, adminCount=0, Write lockoutTime.
 //! - policy: the resultant policy; import: users changed after a USN;
-//!   effective rights: per OU (or container) directly holding users.
+//!   effective rights: per OU (or container) directly holding users
+//!   write-back can act on (enabled, adminCount=0), each user's chain
+//!   evaluated, with the protected DACL that blocks a grant and the deny
+//!   that decides ([`rules::withheld`]), as the LDAP backend reports them.
 //!
 //! # File format
 //!
@@ -138,7 +141,8 @@ use self::model::{ForestFile, Index, Parent};
 pub use self::model::{Guid, WELL_KNOWN};
 pub use self::rules::{Ace, AceKind, AceRight};
 use super::{
-    Account, Directory, DirectoryError, OuRights, Policy, Refusal, ResultantPolicy, Right,
+    Account, ContainerRights, DenyAce, Directory, DirectoryError, Policy, Refusal, ResultantPolicy,
+    Right,
 };
 
 /// Milliseconds since the Unix epoch.
@@ -296,6 +300,36 @@ impl EmbeddedDirectory {
         })
     }
 
+    /// Removes the deny ACEs on `object_dn` (an OU, a container, a domain
+    /// head or a user) that take `right` from the service account (itself,
+    /// a group of its or a well-known principal): the fix `doctor` prints
+    /// for a deny, which no grant can override. Returns how many were
+    /// removed. Persisted.
+    pub fn remove_denies(&self, object_dn: &str, right: Right) -> Result<usize, DirectoryError> {
+        self.inner.modify(|f, ix| {
+            let aces = if let Some(c) = ix.container(object_dn) {
+                &mut f.ous[c].aces
+            } else if let Some(u) = ix.user(object_dn) {
+                &mut f.users[u].aces
+            } else if let Some(d) = ix.domain(object_dn) {
+                &mut f.domains[d].aces
+            } else {
+                return Err(no_object_error(object_dn));
+            };
+            let before = aces.len();
+            aces.retain(|a| {
+                !(a.kind == rules::AceKind::Deny
+                    && a.right.covers(right)
+                    && ix.in_token(&a.trustee))
+            });
+            let removed = before - aces.len();
+            if removed > 0 {
+                f.highest_usn += 1;
+            }
+            Ok((removed, removed > 0))
+        })
+    }
+
     /// Grants `right` to `trustee_dn` on `ou_dn` (any object [`add_ace`]
     /// accepts); `inheritable`: also on everything below it whose DACL is
     /// not protected. This is what `doctor`'s fix applies.
@@ -423,14 +457,24 @@ impl Inner {
     fn require(f: &ForestFile, ix: &Index, user: usize, right: Right) -> Result<(), Refusal> {
         let levels = ix.user_levels(f, user);
         let in_token = |t: &str| ix.in_token(t);
-        match rules::withheld(&levels, right, &in_token) {
-            None => Ok(()),
-            Some(inheritance_blocked) => Err(Refusal::PermissionDenied {
-                right,
-                ou: ix.parent_dn(f, ix.user_parent(user)),
-                inheritance_blocked,
-            }),
-        }
+        let Some(w) = rules::withheld(&levels, right, &in_token) else {
+            return Ok(());
+        };
+        let dns = Self::chain_dns(f, ix, user);
+        Err(Refusal::PermissionDenied {
+            right,
+            container: ix.parent_dn(f, ix.user_parent(user)),
+            blocked_at: w.blocked_at.and_then(|d| dns.get(d).cloned()),
+            denied_at: w.denied_at.and_then(|d| dns.get(d).cloned()),
+        })
+    }
+
+    /// The DNs of [`Index::user_levels`]' levels: the user, then its
+    /// containers (AdminSDHolder's single level is the user's own).
+    fn chain_dns(f: &ForestFile, ix: &Index, user: usize) -> Vec<String> {
+        let mut dns = vec![f.users[user].dn.clone()];
+        dns.extend(ix.dns_from(f, ix.user_parent(user)));
+        dns
     }
 
     fn set_password(f: &mut ForestFile, user: usize, new: &Password) {
@@ -572,18 +616,21 @@ impl Inner {
         (accounts, st.file.highest_usn)
     }
 
-    fn effective_rights(&self) -> Vec<OuRights> {
+    fn effective_rights(&self) -> Vec<ContainerRights> {
         let st = self.lock();
         let (f, ix) = (&st.file, &st.index);
-        let mut holders: Vec<(Parent, usize)> = Vec::new();
-        for u in 0..f.users.len() {
+        let mut holders: Vec<(Parent, Vec<usize>)> = Vec::new();
+        // As over LDAP: only users write-back can act on (enabled, not
+        // adminCount=1, which are refused before rights matter).
+        for u in (0..f.users.len()).filter(|u| f.users[*u].enabled && f.users[*u].admin_count == 0)
+        {
             let p = ix.user_parent(u);
             match holders.iter_mut().find(|(h, _)| *h == p) {
-                Some((_, n)) => *n += 1,
-                None => holders.push((p, 1)),
+                Some((_, users)) => users.push(u),
+                None => holders.push((p, vec![u])),
             }
         }
-        // Domain heads first, then OUs in file order.
+        // Domain heads first, then containers in file order.
         holders.sort_by_key(|(p, _)| match p {
             Parent::Domain(d) => (0, *d),
             Parent::Container(c) => (1, *c),
@@ -591,28 +638,49 @@ impl Inner {
         let in_token = |t: &str| ix.in_token(t);
         holders
             .into_iter()
-            .map(|(p, user_count)| {
-                // A user in this OU with no ACEs of its own.
-                let mut levels = vec![rules::AclLevel {
-                    aces: &[],
-                    protected: false,
-                }];
-                levels.extend(ix.levels_from(f, p));
-                let missing = Right::ALL
-                    .into_iter()
-                    .filter(|r| {
-                        rules::access_check(&levels, *r, &in_token, true) != rules::Access::Granted
-                    })
-                    .collect();
-                OuRights {
-                    dn: ix.parent_dn(f, p),
-                    user_count,
-                    missing,
-                    inheritance_blocked: match p {
-                        Parent::Domain(_) => false,
-                        Parent::Container(c) => f.ous[c].protected,
-                    },
+            .map(|(p, users)| {
+                let dn = ix.parent_dn(f, p);
+                let mut out = ContainerRights {
+                    is_ou: dn.get(..3).is_some_and(|s| s.eq_ignore_ascii_case("OU=")),
+                    dn,
+                    user_count: users.len(),
+                    missing: Vec::new(),
+                    ungranted: Vec::new(),
+                    blocked_at: None,
+                    denied_by: Vec::new(),
+                };
+                for right in Right::ALL {
+                    let mut missing = false;
+                    for &u in &users {
+                        let levels = ix.user_levels(f, u);
+                        let Some(w) = rules::withheld(&levels, right, &in_token) else {
+                            continue;
+                        };
+                        missing = true;
+                        let dns = Self::chain_dns(f, ix, u);
+                        if let Some(at) = w.denied_at.and_then(|d| dns.get(d)) {
+                            let deny = DenyAce {
+                                right,
+                                at: at.clone(),
+                                ace: format!("deny {} to the service account", right.as_str()),
+                                dacl_without: None,
+                            };
+                            if !out.denied_by.contains(&deny) {
+                                out.denied_by.push(deny);
+                            }
+                        }
+                        if w.ungranted && !out.ungranted.contains(&right) {
+                            out.ungranted.push(right);
+                        }
+                        if out.blocked_at.is_none() {
+                            out.blocked_at = w.blocked_at.and_then(|d| dns.get(d).cloned());
+                        }
+                    }
+                    if missing {
+                        out.missing.push(right);
+                    }
                 }
+                out
             })
             .collect()
     }
@@ -720,7 +788,7 @@ impl Directory for EmbeddedDirectory {
         self.inner.policy(dn).map(ResultantPolicy::Known)
     }
 
-    async fn effective_rights(&self) -> Result<Vec<OuRights>, DirectoryError> {
+    async fn effective_rights(&self) -> Result<Vec<ContainerRights>, DirectoryError> {
         Ok(self.inner.effective_rights())
     }
 }

@@ -617,6 +617,18 @@ impl Index {
         }
     }
 
+    /// The DNs of [`Index::levels_from`]'s levels, in the same order.
+    pub fn dns_from(&self, f: &ForestFile, mut p: Parent) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            out.push(self.parent_dn(f, p));
+            match p {
+                Parent::Domain(_) => return out,
+                Parent::Container(c) => p = self.container_parent[c],
+            }
+        }
+    }
+
     /// The chain an access check on a user walks: the user, then its
     /// containers. Accounts with adminCount=1 carry AdminSDHolder's DACL,
     /// protected.

@@ -418,22 +418,62 @@ pub fn access_check(
     Access::NotGranted
 }
 
-/// Why a right is withheld, for [`Refusal::PermissionDenied`]: `None` when
-/// it is granted, else whether blocked inheritance is the reason — the right
-/// would be granted if no DACL in the chain were protected; when that does
-/// not tell (nothing grants it anywhere), whether any container between the
-/// object and the naming context's head (`chain[1..]`) is protected.
+/// Where a withheld right is lost, as depths in the chain of
+/// [`access_check`]: for [`Refusal::PermissionDenied`] and `doctor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Withheld {
+    /// The level whose deny ACE decides.
+    pub denied_at: Option<usize>,
+    /// The protected level where the walk stops without a grant (with any
+    /// decisive deny set aside): a grant there reaches everything below.
+    pub blocked_at: Option<usize>,
+    /// Whether a grant is still needed once the denies are removed.
+    pub ungranted: bool,
+}
+
+/// Why a right is withheld: `None` when it is granted.
 pub fn withheld(
     chain: &[AclLevel<'_>],
     right: Right,
     in_token: &dyn Fn(&str) -> bool,
-) -> Option<bool> {
-    if access_check(chain, right, in_token, true) == Access::Granted {
-        return None;
+) -> Option<Withheld> {
+    // The walk of [`access_check`], remembering where it ended.
+    let walk = |skip_denies: bool| {
+        for (depth, level) in chain.iter().enumerate() {
+            let applicable = || {
+                level.aces.iter().filter(move |a| {
+                    (depth == 0 || a.inheritable) && a.right.covers(right) && in_token(&a.trustee)
+                })
+            };
+            if !skip_denies && applicable().any(|a| a.kind == AceKind::Deny) {
+                return (Access::Denied, Some(depth));
+            }
+            if applicable().any(|a| a.kind == AceKind::Allow) {
+                return (Access::Granted, None);
+            }
+            if level.protected {
+                return (Access::NotGranted, Some(depth));
+            }
+        }
+        (Access::NotGranted, None)
+    };
+    let (access, at) = walk(false);
+    let mut out = Withheld {
+        denied_at: None,
+        blocked_at: None,
+        ungranted: true,
+    };
+    match access {
+        Access::Granted => return None,
+        Access::NotGranted => out.blocked_at = at,
+        Access::Denied => {
+            out.denied_at = at;
+            let (without, blocked) = walk(true);
+            out.ungranted = without != Access::Granted;
+            out.blocked_at = blocked.filter(|_| out.ungranted);
+        }
     }
-    let blocked = access_check(chain, right, in_token, false) == Access::Granted
-        || chain.iter().skip(1).any(|l| l.protected);
-    Some(blocked)
+    Some(out)
 }
 
 // ---------------------------------------------------------------- password verifiers
@@ -886,7 +926,14 @@ mod tests {
             access_check(&chain, Right::ResetPassword, &token, false),
             Access::Granted
         );
-        assert_eq!(withheld(&chain, Right::ResetPassword, &token), Some(true));
+        assert_eq!(
+            withheld(&chain, Right::ResetPassword, &token),
+            Some(Withheld {
+                denied_at: None,
+                blocked_at: Some(1),
+                ungranted: true
+            })
+        );
         // A grant on the protected OU itself flows to its users.
         let chain = [level(&[], false), level(&grant, true), level(&[], false)];
         assert_eq!(check(&chain, Right::ResetPassword), Access::Granted);
@@ -894,25 +941,57 @@ mod tests {
         // A protected user object receives nothing from above.
         let chain = [level(&[], true), level(&grant, false)];
         assert_eq!(check(&chain, Right::ResetPassword), Access::NotGranted);
-        assert_eq!(withheld(&chain, Right::ResetPassword, &token), Some(true));
+        assert_eq!(
+            withheld(&chain, Right::ResetPassword, &token).map(|w| w.blocked_at),
+            Some(Some(0))
+        );
         // A protected OU above the grant does not matter.
         let chain = [level(&[], false), level(&grant, false), level(&[], true)];
         assert_eq!(check(&chain, Right::ResetPassword), Access::Granted);
     }
 
     #[test]
-    fn withheld_reports_blocking_only_where_it_explains_the_denial() {
-        // Nothing granted anywhere, nothing protected.
+    fn withheld_names_the_deny_or_the_block_where_the_right_is_lost() {
+        let w = |denied_at, blocked_at, ungranted| {
+            Some(Withheld {
+                denied_at,
+                blocked_at,
+                ungranted,
+            })
+        };
+        // Nothing granted anywhere, nothing protected: grant on the container.
         let chain = [level(&[], false), level(&[], false)];
-        assert_eq!(withheld(&chain, Right::ResetPassword, &token), Some(false));
-        // Nothing granted anywhere, a protected OU in the chain: reported.
-        let chain = [level(&[], false), level(&[], true), level(&[], false)];
-        assert_eq!(withheld(&chain, Right::ResetPassword, &token), Some(true));
-        // Explicitly denied, no protection.
-        let deny = [Ace::deny(Right::ResetPassword, SVC, true)];
+        assert_eq!(
+            withheld(&chain, Right::ResetPassword, &token),
+            w(None, None, true)
+        );
+        // Blocked two levels above the user's container.
         let grant = [Ace::allow(Right::ResetPassword, SVC, true)];
+        let chain = [
+            level(&[], false),
+            level(&[], false),
+            level(&[], false),
+            level(&[], true),
+            level(&grant, false),
+        ];
+        assert_eq!(
+            withheld(&chain, Right::ResetPassword, &token),
+            w(None, Some(3), true)
+        );
+        // Explicitly denied below the grant: removing the deny suffices.
+        let deny = [Ace::deny(Right::ResetPassword, SVC, true)];
         let chain = [level(&[], false), level(&deny, false), level(&grant, false)];
-        assert_eq!(withheld(&chain, Right::ResetPassword, &token), Some(false));
+        assert_eq!(
+            withheld(&chain, Right::ResetPassword, &token),
+            w(Some(1), None, false)
+        );
+        // Denied on the object with nothing granted above: both are needed.
+        let own = [Ace::deny(Right::ResetPassword, SVC, false)];
+        let chain = [level(&own, false), level(&[], true)];
+        assert_eq!(
+            withheld(&chain, Right::ResetPassword, &token),
+            w(Some(0), Some(1), true)
+        );
     }
 
     #[test]

@@ -90,11 +90,17 @@ fn sample(name: &str) -> Fixture {
     open_text(&format!("{name}.json"), &text)
 }
 
-fn denied(right: Right, ou: &str, inheritance_blocked: bool) -> Refusal {
+fn denied(
+    right: Right,
+    container: &str,
+    blocked_at: Option<&str>,
+    denied_at: Option<&str>,
+) -> Refusal {
     Refusal::PermissionDenied {
         right,
-        ou: ou.to_owned(),
-        inheritance_blocked,
+        container: container.to_owned(),
+        blocked_at: blocked_at.map(str::to_owned),
+        denied_at: denied_at.map(str::to_owned),
     }
 }
 
@@ -299,11 +305,11 @@ async fn reset_refusals_in_the_order_ad_checks_them() {
     // Permission before policy: a too-short password still gets PermissionDenied.
     assert_eq!(
         reset(ALAN, "x").await,
-        Err(denied(Right::ResetPassword, EXEC, true))
+        Err(denied(Right::ResetPassword, EXEC, Some(EXEC), None))
     );
     assert_eq!(
         reset(CHARLES, "Quite-G00d-Password").await,
-        Err(denied(Right::ResetPassword, STAFF, false))
+        Err(denied(Right::ResetPassword, STAFF, None, Some(CHARLES)))
     );
     assert_eq!(
         reset(ADA, "Sh0rt!").await,
@@ -409,21 +415,21 @@ async fn unlock_and_must_change_need_their_property_rights() {
     let p = pw("Fresh-Passw0rd");
     assert_eq!(
         fx.dir.reset_password(X_ADA, &p, true, false).await,
-        Err(denied(Right::WriteLockoutTime, X_PEOPLE, false))
+        Err(denied(Right::WriteLockoutTime, X_PEOPLE, None, None))
     );
     assert_eq!(
         fx.dir.reset_password(X_ADA, &p, false, true).await,
-        Err(denied(Right::WritePwdLastSet, X_PEOPLE, false))
+        Err(denied(Right::WritePwdLastSet, X_PEOPLE, None, None))
     );
     assert_eq!(
         fx.dir.unlock(X_ADA).await,
-        Err(denied(Right::WriteLockoutTime, X_PEOPLE, false))
+        Err(denied(Right::WriteLockoutTime, X_PEOPLE, None, None))
     );
     assert_eq!(
         fx.dir
             .change_password(X_ADA, &pw("Start-Passw0rd"), &p)
             .await,
-        Err(denied(Right::ChangePassword, X_PEOPLE, false))
+        Err(denied(Right::ChangePassword, X_PEOPLE, None, None))
     );
     fx.dir
         .reset_password(X_ADA, &p, false, false)
@@ -463,7 +469,12 @@ async fn deny_beats_allow_and_object_aces_beat_inherited_ones() {
     let p = pw("Fresh-Passw0rd");
     assert_eq!(
         fx.dir.reset_password(X_ADA, &p, false, true).await,
-        Err(denied(Right::WritePwdLastSet, X_PEOPLE, false))
+        Err(denied(
+            Right::WritePwdLastSet,
+            X_PEOPLE,
+            None,
+            Some(X_PEOPLE)
+        ))
     );
     let rights = fx.dir.effective_rights().await.unwrap();
     let people = rights.iter().find(|o| o.dn == X_PEOPLE).unwrap();
@@ -479,7 +490,7 @@ async fn deny_beats_allow_and_object_aces_beat_inherited_ones() {
         .unwrap();
     assert_eq!(
         fx.dir.reset_password(X_ADA, &p, false, false).await,
-        Err(denied(Right::ResetPassword, X_PEOPLE, false))
+        Err(denied(Right::ResetPassword, X_PEOPLE, None, Some(X_ADA)))
     );
 }
 
@@ -491,7 +502,7 @@ async fn a_protected_user_object_receives_nothing_from_its_ou() {
         fx.dir
             .reset_password(X_ADA, &pw("Fresh-Passw0rd"), false, false)
             .await,
-        Err(denied(Right::ResetPassword, X_PEOPLE, true))
+        Err(denied(Right::ResetPassword, X_PEOPLE, Some(X_ADA), None))
     );
     fx.dir.set_inheritance(X_ADA, false).unwrap();
     fx.dir
@@ -590,7 +601,7 @@ async fn change_refusals_in_the_order_ad_checks_them() {
     );
     assert_eq!(
         change(ALAN, "Enigma-Bombe-1940").await,
-        Err(denied(Right::ChangePassword, EXEC, true))
+        Err(denied(Right::ChangePassword, EXEC, Some(EXEC), None))
     );
     // Charles is denied Reset Password only.
     change(CHARLES, "Difference-Engine-1822").await.unwrap();
@@ -671,7 +682,7 @@ async fn unlock_clears_lockout_time_and_has_its_own_refusals() {
     assert_eq!(fx.dir.unlock(ADMIN).await, Err(Refusal::ProtectedAccount));
     assert_eq!(
         fx.dir.unlock(ALAN).await,
-        Err(denied(Right::WriteLockoutTime, EXEC, true))
+        Err(denied(Right::WriteLockoutTime, EXEC, Some(EXEC), None))
     );
     assert!(matches!(
         fx.dir.unlock("CN=Nobody,DC=contoso,DC=example").await,
@@ -820,25 +831,27 @@ async fn import_returns_changes_after_the_cursor() {
 async fn effective_rights_name_the_blocked_ou_and_doctors_fixes_work() {
     let fx = sample("contoso");
     let rights = fx.dir.effective_rights().await.unwrap();
-    let summary: Vec<(&str, usize, usize, bool)> = rights
+    let summary: Vec<(&str, usize, usize, Option<&str>)> = rights
         .iter()
         .map(|o| {
             (
                 o.dn.as_str(),
                 o.user_count,
                 o.missing.len(),
-                o.inheritance_blocked,
+                o.blocked_at.as_deref(),
             )
         })
         .collect();
     assert_eq!(
         summary,
         [
-            (STAFF, 6, 0, false),
-            (EXEC, 1, 4, true),
-            ("OU=IT,OU=Users,DC=contoso,DC=example", 2, 0, false),
-            ("OU=Service Accounts,DC=contoso,DC=example", 1, 0, false),
-            ("OU=Users,DC=emea,DC=contoso,DC=example", 1, 0, false),
+            // Charles's own deny (one of five enabled users; Edsger is disabled).
+            (STAFF, 5, 1, None),
+            (EXEC, 1, 4, Some(EXEC)),
+            // The admin (adminCount=1) is refused as protected, not counted.
+            ("OU=IT,OU=Users,DC=contoso,DC=example", 1, 0, None),
+            ("OU=Service Accounts,DC=contoso,DC=example", 1, 0, None),
+            ("OU=Users,DC=emea,DC=contoso,DC=example", 1, 0, None),
         ]
     );
     let exec = &rights[1];
@@ -855,8 +868,23 @@ async fn effective_rights_name_the_blocked_ou_and_doctors_fixes_work() {
     fx.dir.grant(EXEC, Right::ResetPassword, SVC, true).unwrap();
     assert_eq!(fx.dir.import(None).await.unwrap().1, cursor);
     let rights = fx.dir.effective_rights().await.unwrap();
-    assert!(rights.iter().all(|o| o.missing.is_empty()));
-    assert!(rights[1].inheritance_blocked, "still protected");
+    assert_eq!(
+        rights[1].blocked_at, None,
+        "granted on the protected OU itself"
+    );
+    assert!(rights[1].missing.is_empty());
+    // Charles's deny is named where it is, and no grant is proposed for it.
+    let staff = &rights[0];
+    assert_eq!(staff.missing, [Right::ResetPassword]);
+    assert!(staff.ungranted.is_empty());
+    assert_eq!(staff.denied_by.len(), 1);
+    assert_eq!(staff.denied_by[0].at, CHARLES);
+    assert_eq!(
+        fx.dir.remove_denies(CHARLES, Right::ResetPassword).unwrap(),
+        1
+    );
+    let rights = fx.dir.effective_rights().await.unwrap();
+    assert!(rights.iter().all(|o| o.missing.is_empty()), "{rights:?}");
     // The fix survives a restart.
     let again = fx.reopen();
     again
@@ -872,7 +900,7 @@ async fn unblocking_inheritance_lets_the_delegation_through() {
     fx.dir.set_inheritance(EXEC, false).unwrap();
     let rights = fx.dir.effective_rights().await.unwrap();
     let exec = rights.iter().find(|o| o.dn == EXEC).unwrap();
-    assert!(exec.missing.is_empty() && !exec.inheritance_blocked);
+    assert!(exec.missing.is_empty() && exec.blocked_at.is_none());
     fx.dir
         .reset_password(ALAN, &pw("Quite-G00d-Password"), true, true)
         .await
@@ -883,7 +911,7 @@ async fn unblocking_inheritance_lets_the_delegation_through() {
         fx.reopen()
             .reset_password(ADA, &pw("Quite-G00d-Password"), false, false)
             .await,
-        Err(denied(Right::ResetPassword, STAFF, true))
+        Err(denied(Right::ResetPassword, STAFF, Some(STAFF), None))
     );
     assert!(
         fx.dir

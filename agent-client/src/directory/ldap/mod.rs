@@ -21,7 +21,8 @@ use rustls::pki_types::pem::PemObject;
 use zeroize::Zeroizing;
 
 use super::{
-    Account, Directory, DirectoryError, OuRights, Refusal, ResultantPolicy, Right, UnreadablePolicy,
+    Account, ContainerRights, Directory, DirectoryError, Refusal, ResultantPolicy, Right,
+    ServiceAccount, UnreadablePolicy,
 };
 pub use policy::interval_secs;
 
@@ -416,8 +417,12 @@ impl Directory for LdapDirectory {
         outcome
     }
 
-    async fn effective_rights(&self) -> Result<Vec<OuRights>, DirectoryError> {
+    async fn effective_rights(&self) -> Result<Vec<ContainerRights>, DirectoryError> {
         self.rights_report().await
+    }
+
+    async fn service_account(&self) -> Result<Option<ServiceAccount>, DirectoryError> {
+        self.service_account_info().await.map(Some)
     }
 
     async fn policy(&self, dn: &str) -> Result<ResultantPolicy, Refusal> {

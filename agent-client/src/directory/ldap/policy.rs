@@ -14,7 +14,6 @@ use ldap3::{Ldap, Scope, SearchEntry};
 
 use super::{LdapDirectory, UserState, first, first_i64, now_ms};
 use crate::directory::embedded::rules::{check_complexity, check_min_age, check_new_password};
-use crate::directory::sd::sid_string;
 use crate::directory::{DirectoryError, Policy, Refusal, ResultantPolicy, UnreadablePolicy};
 
 const PSO_ATTRS: [&str; 6] = [
@@ -248,68 +247,16 @@ impl LdapDirectory {
             .non_error()
             .map_err(|e| DirectoryError(format!("search {container}: {e}")))?;
         let _ = result;
-        let unreadable: Vec<String> = entries
+        let _ = ldap.unbind().await;
+        Ok(entries
             .into_iter()
             .map(SearchEntry::construct)
             .filter(|e| pso_settings(e).is_none())
-            .map(|e| e.dn)
-            .collect();
-        if unreadable.is_empty() {
-            let _ = ldap.unbind().await;
-            return Ok(Vec::new());
-        }
-        let me = self
-            .read(
-                &mut ldap,
-                &self.settings.bind_dn,
-                &["objectSid", "sAMAccountName"],
-            )
-            .await?;
-        let service_sid = me
-            .bin_attrs
-            .get("objectSid")
-            .and_then(|v| v.first())
-            .and_then(|raw| sid_string(raw))
-            .ok_or_else(|| {
-                DirectoryError("the service account's objectSid cannot be read".into())
-            })?;
-        let netbios = self.netbios_name(&mut ldap, &base).await;
-        let sam = first(&me, "sAMAccountName").unwrap_or_default();
-        let _ = ldap.unbind().await;
-        Ok(unreadable
-            .into_iter()
-            .map(|dn| UnreadablePolicy {
-                dn,
+            .map(|e| UnreadablePolicy {
+                dn: e.dn,
                 container: container.clone(),
-                service_sid: service_sid.clone(),
-                service_account: format!("{netbios}\\{sam}"),
             })
             .collect())
-    }
-
-    /// The domain's NetBIOS name (CN=Partitions), or its first DC= label.
-    async fn netbios_name(&self, ldap: &mut Ldap, base: &str) -> String {
-        let fallback = || rdn_value(base).to_ascii_uppercase();
-        let Ok(root) = self.read(ldap, "", &["configurationNamingContext"]).await else {
-            return fallback();
-        };
-        let Some(config) = first(&root, "configurationNamingContext") else {
-            return fallback();
-        };
-        let partitions = format!("CN=Partitions,{config}");
-        let filter = format!("(&(objectClass=crossRef)(nCName={base})(nETBIOSName=*))");
-        match ldap
-            .search(&partitions, Scope::OneLevel, &filter, vec!["nETBIOSName"])
-            .await
-            .and_then(|r| r.success())
-        {
-            Ok((entries, _)) => entries
-                .into_iter()
-                .map(SearchEntry::construct)
-                .find_map(|e| first(&e, "nETBIOSName").map(str::to_owned))
-                .unwrap_or_else(fallback),
-            Err(_) => fallback(),
-        }
     }
 }
 
