@@ -117,3 +117,16 @@ impl Dc {
 pub fn pw(p: &str) -> Password {
     Password::new(p)
 }
+
+/// The account at `dn` as a full import reads it (what the connector space
+/// hands the backend).
+pub async fn account(dir: &LdapDirectory, dn: &str) -> agent_client::directory::Account {
+    use agent_client::directory::Directory;
+    dir.import(None)
+        .await
+        .expect("import")
+        .accounts
+        .into_iter()
+        .find(|a| a.dn.eq_ignore_ascii_case(dn))
+        .unwrap_or_else(|| panic!("{dn} not imported"))
+}

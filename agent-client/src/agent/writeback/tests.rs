@@ -8,7 +8,7 @@ use envelope::{Anchor, KeyId, Password};
 
 use super::*;
 use crate::agent::config::AgentConfig;
-use crate::directory::{Directory, DirectoryError, OuRights};
+use crate::directory::{DirectoryError, Imported, OuRights};
 
 /// A forest whose operations all succeed and are counted per DN.
 struct Counting {
@@ -36,29 +36,41 @@ impl Directory for Counting {
     fn forest(&self) -> &str {
         "contoso"
     }
-    async fn import(&self, _: Option<u64>) -> Result<(Vec<Account>, u64), DirectoryError> {
-        Ok((self.accounts.clone(), 1))
+    async fn import(&self, _: Option<u64>) -> Result<Imported, DirectoryError> {
+        Ok(Imported {
+            accounts: self.accounts.clone(),
+            deleted: Vec::new(),
+            cursor: 1,
+        })
+    }
+    async fn refresh(&self, account: &Account) -> Result<Option<Account>, DirectoryError> {
+        Ok(Some(account.clone()))
     }
     async fn reset_password(
         &self,
-        dn: &str,
+        account: &Account,
         _: &Password,
         _: bool,
         _: bool,
     ) -> Result<(), Refusal> {
-        self.record(dn);
+        self.record(&account.dn);
         Ok(())
     }
-    async fn change_password(&self, dn: &str, _: &Password, _: &Password) -> Result<(), Refusal> {
-        self.record(dn);
+    async fn change_password(
+        &self,
+        account: &Account,
+        _: &Password,
+        _: &Password,
+    ) -> Result<(), Refusal> {
+        self.record(&account.dn);
         Err(Refusal::WrongCurrentPassword)
     }
-    async fn unlock(&self, dn: &str) -> Result<(), Refusal> {
-        self.record(dn);
+    async fn unlock(&self, account: &Account) -> Result<(), Refusal> {
+        self.record(&account.dn);
         Ok(())
     }
-    async fn policy(&self, dn: &str) -> Result<Policy, Refusal> {
-        self.record(dn);
+    async fn policy(&self, account: &Account) -> Result<Policy, Refusal> {
+        self.record(&account.dn);
         Ok(Policy {
             source: "Default Domain Policy".into(),
             min_length: 8,

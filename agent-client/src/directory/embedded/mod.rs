@@ -133,10 +133,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use envelope::Password;
 
-use self::model::{ForestFile, Index, Parent};
+use self::model::{ForestFile, Index, Parent, TombstoneFile};
 pub use self::model::{Guid, WELL_KNOWN};
 pub use self::rules::{Ace, AceKind, AceRight};
-use super::{Account, Directory, DirectoryError, OuRights, Policy, Refusal, Right};
+use super::{Account, Directory, DirectoryError, Imported, OuRights, Policy, Refusal, Right};
 
 /// Milliseconds since the Unix epoch.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -154,8 +154,12 @@ pub fn system_clock() -> Clock {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountState {
     pub account: Account,
-    /// Unix ms; 0: not locked.
+    /// Unix ms; 0: never locked or unlocked since. It stays set when the
+    /// lockout expires, as in AD: see `locked`.
     pub lockout_time_ms: u64,
+    /// Locked out now: lockoutTime is set and the lockout duration has not
+    /// passed (AD's UF_LOCKOUT).
+    pub locked: bool,
     /// Unix ms; 0: must change at next logon.
     pub pwd_last_set_ms: u64,
     pub admin_count: u32,
@@ -191,10 +195,6 @@ impl std::fmt::Debug for EmbeddedDirectory {
             .field("path", &self.inner.path)
             .finish_non_exhaustive()
     }
-}
-
-fn no_object(dn: &str) -> Refusal {
-    Refusal::DirectoryUnavailable(format!("no user object {dn} in the directory"))
 }
 
 fn no_object_error(dn: &str) -> DirectoryError {
@@ -242,12 +242,14 @@ impl EmbeddedDirectory {
 
     /// A user's state, or `None` if there is no such user.
     pub fn account_state(&self, dn: &str) -> Option<AccountState> {
+        let now = (self.inner.clock)();
         let st = self.inner.lock();
         let i = st.index.user(dn)?;
         let u = &st.file.users[i];
         Some(AccountState {
             account: u.account(&self.forest),
             lockout_time_ms: u.lockout_time,
+            locked: st.index.locked(&st.file, i, now),
             pwd_last_set_ms: u.pwd_last_set_ms(),
             admin_count: u.admin_count,
             ou: st.index.parent_dn(&st.file, st.index.user_parent(i)),
@@ -351,6 +353,75 @@ impl EmbeddedDirectory {
             Ok(((), true))
         })
     }
+
+    /// Moves or renames a user to `new_dn` (an existing OU, container or
+    /// domain head must hold it), as `samba-tool user move` or a rename
+    /// does: the objectGUID stays, the DN and uSNChanged change, and links
+    /// naming the user (ACE trustees, PSO targets, the service account)
+    /// follow it as AD's do.
+    pub fn move_user(&self, dn: &str, new_dn: &str) -> Result<(), DirectoryError> {
+        self.inner.restructure(|f, ix| {
+            let u = ix.user(dn).ok_or_else(|| no_object_error(dn))?;
+            let old = f.users[u].dn.clone();
+            relink(f, &old, Some(new_dn));
+            f.users[u].dn = new_dn.to_owned();
+            touch(f, u);
+            Ok(())
+        })
+    }
+
+    /// Deletes a user, leaving a tombstone with its objectGUID; links
+    /// naming it (ACE trustees, PSO targets) go with it, as in AD.
+    pub fn delete_user(&self, dn: &str) -> Result<(), DirectoryError> {
+        self.inner.restructure(|f, ix| {
+            let u = ix.user(dn).ok_or_else(|| no_object_error(dn))?;
+            let old = f.users.remove(u);
+            relink(f, &old.dn, None);
+            f.highest_usn += 1;
+            f.deleted.push(TombstoneFile {
+                object_guid: old.object_guid,
+                usn_changed: f.highest_usn,
+            });
+            Ok(())
+        })
+    }
+}
+
+/// Points every link naming `old` (a user's DN) at `new`, or drops it.
+fn relink(f: &mut ForestFile, old: &str, new: Option<&str>) {
+    let key = model::normalize(old);
+    let names = |dn: &str| model::normalize(dn) == key;
+    let mut aces: Vec<&mut Vec<Ace>> = Vec::new();
+    for d in &mut f.domains {
+        for p in &mut d.password_settings {
+            match new {
+                Some(n) => p
+                    .applies_to
+                    .iter_mut()
+                    .filter(|t| names(t))
+                    .for_each(|t| *t = n.to_owned()),
+                None => p.applies_to.retain(|t| !names(t)),
+            }
+        }
+        aces.push(&mut d.aces);
+        aces.push(&mut d.admin_sd_holder);
+    }
+    aces.extend(f.ous.iter_mut().map(|o| &mut o.aces));
+    aces.extend(f.users.iter_mut().map(|u| &mut u.aces));
+    for list in aces {
+        match new {
+            Some(n) => list
+                .iter_mut()
+                .filter(|a| names(&a.trustee))
+                .for_each(|a| a.trustee = n.to_owned()),
+            None => list.retain(|a| !names(&a.trustee)),
+        }
+    }
+    if let Some(n) = new
+        && names(&f.service_account)
+    {
+        f.service_account = n.to_owned();
+    }
 }
 
 /// Parses and validates a forest file; -1 in pwd_last_set becomes `now_ms`.
@@ -416,6 +487,28 @@ impl Inner {
         Ok(out)
     }
 
+    /// Like [`Inner::modify`] for changes to the tree itself (moves,
+    /// deletions): the copy is validated and indexed again before it is
+    /// saved, so a move to a missing OU or onto an existing DN is refused.
+    fn restructure(
+        &self,
+        change: impl FnOnce(&mut ForestFile, &Index) -> Result<(), DirectoryError>,
+    ) -> Result<(), DirectoryError> {
+        let mut st = self.lock();
+        let mut next = st.file.clone();
+        change(&mut next, &st.index)?;
+        let index = Index::build(&next).map_err(DirectoryError)?;
+        save(&self.path, &next).map_err(|e| {
+            DirectoryError(format!(
+                "could not save the forest to {}: {e}",
+                self.path.display()
+            ))
+        })?;
+        st.file = next;
+        st.index = index;
+        Ok(())
+    }
+
     /// Refuses unless the service account holds `right` on the user.
     fn require(f: &ForestFile, ix: &Index, user: usize, right: Right) -> Result<(), Refusal> {
         let levels = ix.user_levels(f, user);
@@ -441,14 +534,14 @@ impl Inner {
 
     fn reset_password(
         &self,
-        dn: &str,
+        guid: &[u8; 16],
         new: &Password,
         unlock: bool,
         must_change: bool,
     ) -> Result<(), Refusal> {
         let now = (self.clock)();
         self.modify(|f, ix| {
-            let u = ix.user(dn).ok_or_else(|| no_object(dn))?;
+            let u = ix.user_by_guid(guid).ok_or(Refusal::UserNotFound)?;
             let user = &f.users[u];
             if !user.enabled {
                 return Err(Refusal::AccountDisabled);
@@ -485,15 +578,20 @@ impl Inner {
         })
     }
 
-    fn change_password(&self, dn: &str, current: &Password, new: &Password) -> Result<(), Refusal> {
+    fn change_password(
+        &self,
+        guid: &[u8; 16],
+        current: &Password,
+        new: &Password,
+    ) -> Result<(), Refusal> {
         let now = (self.clock)();
         self.modify(|f, ix| {
-            let u = ix.user(dn).ok_or_else(|| no_object(dn))?;
+            let u = ix.user_by_guid(guid).ok_or(Refusal::UserNotFound)?;
             let user = &f.users[u];
             if !user.enabled {
                 return Err(Refusal::AccountDisabled);
             }
-            if user.lockout_time != 0 {
+            if ix.locked(f, u, now) {
                 return Err(Refusal::AccountLocked);
             }
             if !user
@@ -534,9 +632,9 @@ impl Inner {
         })
     }
 
-    fn unlock(&self, dn: &str) -> Result<(), Refusal> {
+    fn unlock(&self, guid: &[u8; 16]) -> Result<(), Refusal> {
         self.modify(|f, ix| {
-            let u = ix.user(dn).ok_or_else(|| no_object(dn))?;
+            let u = ix.user_by_guid(guid).ok_or(Refusal::UserNotFound)?;
             if f.users[u].admin_count != 0 {
                 return Err(Refusal::ProtectedAccount);
             }
@@ -550,13 +648,19 @@ impl Inner {
         })
     }
 
-    fn policy(&self, dn: &str) -> Result<Policy, Refusal> {
+    fn policy(&self, guid: &[u8; 16]) -> Result<Policy, Refusal> {
         let st = self.lock();
-        let u = st.index.user(dn).ok_or_else(|| no_object(dn))?;
+        let u = st.index.user_by_guid(guid).ok_or(Refusal::UserNotFound)?;
         Ok(st.index.policy(&st.file, u))
     }
 
-    fn import(&self, since: Option<u64>) -> (Vec<Account>, u64) {
+    fn refresh(&self, guid: &[u8; 16]) -> Option<Account> {
+        let st = self.lock();
+        let u = st.index.user_by_guid(guid)?;
+        Some(st.file.users[u].account(&self.forest))
+    }
+
+    fn import(&self, since: Option<u64>) -> Imported {
         let st = self.lock();
         let mut accounts: Vec<Account> = st
             .file
@@ -566,7 +670,21 @@ impl Inner {
             .map(|u| u.account(&self.forest))
             .collect();
         accounts.sort_by_key(|a| a.usn_changed);
-        (accounts, st.file.highest_usn)
+        let deleted = match since {
+            Some(s) => st
+                .file
+                .deleted
+                .iter()
+                .filter(|t| t.usn_changed > s)
+                .map(|t| t.object_guid.0)
+                .collect(),
+            None => Vec::new(),
+        };
+        Imported {
+            accounts,
+            deleted,
+            cursor: st.file.highest_usn,
+        }
     }
 
     fn effective_rights(&self) -> Vec<OuRights> {
@@ -681,39 +799,43 @@ impl Directory for EmbeddedDirectory {
         &self.forest
     }
 
-    async fn import(&self, since: Option<u64>) -> Result<(Vec<Account>, u64), DirectoryError> {
+    async fn import(&self, since: Option<u64>) -> Result<Imported, DirectoryError> {
         Ok(self.inner.import(since))
+    }
+
+    async fn refresh(&self, account: &Account) -> Result<Option<Account>, DirectoryError> {
+        Ok(self.inner.refresh(&account.object_guid))
     }
 
     async fn reset_password(
         &self,
-        dn: &str,
+        account: &Account,
         new: &Password,
         unlock: bool,
         must_change: bool,
     ) -> Result<(), Refusal> {
-        let (inner, dn, new) = (self.inner.clone(), dn.to_owned(), new.clone());
-        blocking(move || inner.reset_password(&dn, &new, unlock, must_change)).await
+        let (inner, guid, new) = (self.inner.clone(), account.object_guid, new.clone());
+        blocking(move || inner.reset_password(&guid, &new, unlock, must_change)).await
     }
 
     async fn change_password(
         &self,
-        dn: &str,
+        account: &Account,
         current: &Password,
         new: &Password,
     ) -> Result<(), Refusal> {
-        let (inner, dn) = (self.inner.clone(), dn.to_owned());
+        let (inner, guid) = (self.inner.clone(), account.object_guid);
         let (current, new) = (current.clone(), new.clone());
-        blocking(move || inner.change_password(&dn, &current, &new)).await
+        blocking(move || inner.change_password(&guid, &current, &new)).await
     }
 
-    async fn unlock(&self, dn: &str) -> Result<(), Refusal> {
-        let (inner, dn) = (self.inner.clone(), dn.to_owned());
-        blocking(move || inner.unlock(&dn)).await
+    async fn unlock(&self, account: &Account) -> Result<(), Refusal> {
+        let (inner, guid) = (self.inner.clone(), account.object_guid);
+        blocking(move || inner.unlock(&guid)).await
     }
 
-    async fn policy(&self, dn: &str) -> Result<Policy, Refusal> {
-        self.inner.policy(dn)
+    async fn policy(&self, account: &Account) -> Result<Policy, Refusal> {
+        self.inner.policy(&account.object_guid)
     }
 
     async fn effective_rights(&self) -> Result<Vec<OuRights>, DirectoryError> {
