@@ -3,6 +3,8 @@
 //! the exact outcome. Every request leaves its events in the event log
 //! (started, then succeeded or failed with the specific reason's event).
 
+#[cfg(test)]
+mod identity_tests;
 pub mod limits;
 #[cfg(test)]
 mod tests;

@@ -32,22 +32,34 @@
 //! - Every operation is evaluated as the forest's service account (and the
 //!   groups it is in, and the well-known principals).
 //!
+//! - Lockout as AD computes it (UF_LOCKOUT of
+//!   msDS-User-Account-Control-Computed): an account is locked while
+//!   lockoutTime is set and the lockout duration has not passed since. The
+//!   duration is the resultant PSO's `lockout_duration_secs`, else the
+//!   domain's, each 30 minutes when absent (AD's default); 0 means until an
+//!   administrator unlocks. An expired lockout leaves lockoutTime set, as AD
+//!   does.
+//! - Identity by objectGUID: operations act on the account's objectGUID, so
+//!   a user moved or renamed ([`EmbeddedDirectory::move_user`]) is found at
+//!   its new DN, and a deleted one ([`EmbeddedDirectory::delete_user`], which
+//!   leaves a tombstone an incremental import reports) is `UserNotFound`.
+//!
 //! Not modelled: lockout counting (bad attempts never lock an account;
-//! [`EmbeddedDirectory::lock`] does) and lockout duration (a locked account
-//! stays locked until unlocked), password expiry at logon, and the
-//! "password policy hints" control (administrative resets skip history and
-//! minimum age, as AD does without it).
+//! [`EmbeddedDirectory::lock`] does), password expiry at logon, account
+//! expiry (which AD checks at logon, never on a password change or reset),
+//! and the "password policy hints" control (administrative resets skip
+//! history and minimum age, as AD does without it).
 //!
 //! # Operations, and the order of their checks
 //!
-//! - reset: the user exists (else `DirectoryUnavailable`), is enabled
+//! - reset: the user (its objectGUID) exists (else `UserNotFound`), is enabled
 //!   (`AccountDisabled`), has adminCount=0 (`ProtectedAccount`); the service
 //!   account holds Reset Password, and Write lockoutTime when unlocking and
 //!   Write pwdLastSet when forcing a change (`PermissionDenied`); then
 //!   length and complexity. It sets the password (pushing it to the
 //!   history), pwdLastSet (now, or 0 for must-change) and clears lockoutTime
 //!   only when asked: a reset without unlock leaves a locked account locked.
-//! - change: exists, enabled, not locked (`AccountLocked`), the current
+//! - change: exists, enabled, not locked now (`AccountLocked`), the current
 //!   password matches (`WrongCurrentPassword`), Change Password right
 //!   (`PermissionDenied`; for adminCount=1, AdminSDHolder's DACL decides and
 //!   a refusal is `ProtectedAccount`), minimum age (`ChangedTooRecently`),
@@ -69,10 +81,12 @@
 //!     "netbios_name": "CONTOSO",
 //!     "policy": {"min_length": 8, "complexity": true, "history_length": 24,
 //!                "min_age_secs": 86400, "max_age_secs": 3628800},
+//!     "lockout_duration_secs": 1800,           // optional; 0: until unlocked
 //!     "aces": [ACE...],                        // on the domain head
 //!     "admin_sd_holder": [ACE...],             // the DACL of adminCount=1 accounts
 //!     "password_settings": [{"name": "IT Admins PSO", "precedence": 10,
 //!                            "settings": {same fields as policy},
+//!                            "lockout_duration_secs": 1800,  // optional
 //!                            "applies_to": ["CN=IT Admins,OU=Groups,DC=contoso,DC=example"]}]
 //!   }],
 //!   "ous": [{"dn": "OU=Users,DC=contoso,DC=example", "protected": false, "aces": [ACE...]}],
@@ -82,7 +96,7 @@
 //!     "sam_account_name": "ada", "user_principal_name": "ada@contoso.example",
 //!     "object_guid": "3b1a4c2e-7d5f-4e8a-9b6c-1d2e3f405162",
 //!     "display_name": "Ada Lovelace", "enabled": true,
-//!     "lockout_time": 0,                       // Unix ms; 0: not locked
+//!     "lockout_time": 0,                       // Unix ms; 0: never locked
 //!     "pwd_last_set": 1767225600000,           // Unix ms; 0: must change; -1: now (at open)
 //!     "admin_count": 0,
 //!     "member_of": ["CN=...group DN"],
@@ -90,7 +104,8 @@
 //!     "usn_changed": 12001,
 //!     "protected": false,                      // SE_DACL_PROTECTED on the user
 //!     "aces": [ACE...]                         // on the user object
-//!   }]
+//!   }],
+//!   "deleted": [{"object_guid": "...", "usn_changed": 12101}]  // tombstones
 //! }
 //! ```
 //!
@@ -101,7 +116,8 @@
 //! (both extended rights), `write-all-properties` (both properties) or
 //! `generic-all`. `_comment` is allowed on every object; any other unknown
 //! field is an error. Optional fields (`aces`, `protected`, `member_of`,
-//! `lockout_time`, `admin_count`, `password_settings`, `admin_sd_holder`)
+//! `lockout_time`, `admin_count`, `password_settings`, `admin_sd_holder`,
+//! `lockout_duration_secs`, `deleted`)
 //! default to empty/false/0. A `pwd_last_set` of -1 becomes the time the
 //! file is opened (and is written as that time with the next change), so a
 //! sample user can have "just changed" their password whenever a test runs.
