@@ -10,3 +10,4 @@
 
 mod basics;
 mod dc;
+mod identity;
