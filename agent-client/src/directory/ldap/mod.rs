@@ -538,6 +538,40 @@ mod tests {
     }
 
     #[test]
+    fn objects_are_named_by_guid_in_the_standard_string_form() {
+        // A user's objectGUID as Samba 4.17 returned it (base64
+        // otVSBygvAkCIE57q8Tn98g==), and the extended DN that found it.
+        let guid = [
+            0xa2, 0xd5, 0x52, 0x07, 0x28, 0x2f, 0x02, 0x40, 0x88, 0x13, 0x9e, 0xea, 0xf1, 0x39,
+            0xfd, 0xf2,
+        ];
+        assert_eq!(
+            guid_dn(&guid),
+            "<GUID=0752d5a2-2f28-4002-8813-9eeaf139fdf2>"
+        );
+    }
+
+    #[test]
+    fn a_vanished_object_is_not_found_and_an_unanswered_write_is_unconfirmed() {
+        let gone = Modified::Refused(LdapFailure::from_result(
+            32,
+            "0000208D: NameErr: DSID-03100288, problem 2001 (NO_OBJECT)",
+        ));
+        assert_eq!(unexpected("test", gone), Refusal::UserNotFound);
+        assert_eq!(
+            unexpected("test", Modified::Unconfirmed("connection reset".into())),
+            Refusal::WriteUnconfirmed("connection reset".into())
+        );
+        assert_eq!(
+            unexpected(
+                "test",
+                Modified::Refused(LdapFailure::from_result(53, "unwilling"))
+            ),
+            Refusal::DirectoryUnavailable("forest test: result 53: unwilling".into())
+        );
+    }
+
+    #[test]
     fn times_and_dns() {
         assert_eq!(filetime_to_unix_ms(0), 0);
         assert_eq!(filetime_to_unix_ms(116_444_736_000_000_000 + 10_000), 1);
