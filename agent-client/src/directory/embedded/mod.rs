@@ -136,6 +136,7 @@
 
 mod model;
 pub mod rules;
+mod tree;
 
 #[cfg(test)]
 mod tests;
@@ -149,7 +150,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use envelope::Password;
 
-use self::model::{ForestFile, Index, Parent, TombstoneFile};
+use self::model::{ForestFile, Index, Parent};
 pub use self::model::{Guid, WELL_KNOWN};
 pub use self::rules::{Ace, AceKind, AceRight};
 use super::{Account, Directory, DirectoryError, Imported, OuRights, Policy, Refusal, Right};
@@ -369,75 +370,6 @@ impl EmbeddedDirectory {
             Ok(((), true))
         })
     }
-
-    /// Moves or renames a user to `new_dn` (an existing OU, container or
-    /// domain head must hold it), as `samba-tool user move` or a rename
-    /// does: the objectGUID stays, the DN and uSNChanged change, and links
-    /// naming the user (ACE trustees, PSO targets, the service account)
-    /// follow it as AD's do.
-    pub fn move_user(&self, dn: &str, new_dn: &str) -> Result<(), DirectoryError> {
-        self.inner.restructure(|f, ix| {
-            let u = ix.user(dn).ok_or_else(|| no_object_error(dn))?;
-            let old = f.users[u].dn.clone();
-            relink(f, &old, Some(new_dn));
-            f.users[u].dn = new_dn.to_owned();
-            touch(f, u);
-            Ok(())
-        })
-    }
-
-    /// Deletes a user, leaving a tombstone with its objectGUID; links
-    /// naming it (ACE trustees, PSO targets) go with it, as in AD.
-    pub fn delete_user(&self, dn: &str) -> Result<(), DirectoryError> {
-        self.inner.restructure(|f, ix| {
-            let u = ix.user(dn).ok_or_else(|| no_object_error(dn))?;
-            let old = f.users.remove(u);
-            relink(f, &old.dn, None);
-            f.highest_usn += 1;
-            f.deleted.push(TombstoneFile {
-                object_guid: old.object_guid,
-                usn_changed: f.highest_usn,
-            });
-            Ok(())
-        })
-    }
-}
-
-/// Points every link naming `old` (a user's DN) at `new`, or drops it.
-fn relink(f: &mut ForestFile, old: &str, new: Option<&str>) {
-    let key = model::normalize(old);
-    let names = |dn: &str| model::normalize(dn) == key;
-    let mut aces: Vec<&mut Vec<Ace>> = Vec::new();
-    for d in &mut f.domains {
-        for p in &mut d.password_settings {
-            match new {
-                Some(n) => p
-                    .applies_to
-                    .iter_mut()
-                    .filter(|t| names(t))
-                    .for_each(|t| *t = n.to_owned()),
-                None => p.applies_to.retain(|t| !names(t)),
-            }
-        }
-        aces.push(&mut d.aces);
-        aces.push(&mut d.admin_sd_holder);
-    }
-    aces.extend(f.ous.iter_mut().map(|o| &mut o.aces));
-    aces.extend(f.users.iter_mut().map(|u| &mut u.aces));
-    for list in aces {
-        match new {
-            Some(n) => list
-                .iter_mut()
-                .filter(|a| names(&a.trustee))
-                .for_each(|a| a.trustee = n.to_owned()),
-            None => list.retain(|a| !names(&a.trustee)),
-        }
-    }
-    if let Some(n) = new
-        && names(&f.service_account)
-    {
-        f.service_account = n.to_owned();
-    }
 }
 
 /// Parses and validates a forest file; -1 in pwd_last_set becomes `now_ms`.
@@ -501,28 +433,6 @@ impl Inner {
             st.file = next;
         }
         Ok(out)
-    }
-
-    /// Like [`Inner::modify`] for changes to the tree itself (moves,
-    /// deletions): the copy is validated and indexed again before it is
-    /// saved, so a move to a missing OU or onto an existing DN is refused.
-    fn restructure(
-        &self,
-        change: impl FnOnce(&mut ForestFile, &Index) -> Result<(), DirectoryError>,
-    ) -> Result<(), DirectoryError> {
-        let mut st = self.lock();
-        let mut next = st.file.clone();
-        change(&mut next, &st.index)?;
-        let index = Index::build(&next).map_err(DirectoryError)?;
-        save(&self.path, &next).map_err(|e| {
-            DirectoryError(format!(
-                "could not save the forest to {}: {e}",
-                self.path.display()
-            ))
-        })?;
-        st.file = next;
-        st.index = index;
-        Ok(())
     }
 
     /// Refuses unless the service account holds `right` on the user.

@@ -307,8 +307,9 @@ pub enum Parent {
     Container(usize),
 }
 
-/// Lookups over a validated [`ForestFile`]. Objects are never added or
-/// removed at run time, so indices stay valid across changes.
+/// Lookups over a validated [`ForestFile`]. Password operations never add,
+/// remove or move objects, so indices stay valid across them; moves and
+/// deletions (`tree.rs`) build a new index.
 #[derive(Debug)]
 pub struct Index {
     domains: HashMap<String, usize>,
