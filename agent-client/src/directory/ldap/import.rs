@@ -100,8 +100,16 @@ impl LdapDirectory {
                 self.name, result.rc, result.text
             )));
         }
+        // Deletions are also found on use (noSuchObject): a failed
+        // tombstone search must not cost the accounts just read.
         let deleted = match since {
-            Some(usn) => self.tombstones(&mut ldap, &base, usn).await?,
+            Some(usn) => self
+                .tombstones(&mut ldap, &base, usn)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "deleted accounts not imported");
+                    Vec::new()
+                }),
             None => Vec::new(),
         };
         let _ = ldap.unbind().await;
