@@ -240,3 +240,40 @@ async fn a_directory_failure_reaches_the_event_log_not_the_reply() {
     d.stop().await;
     dc.remove_ou(&ou);
 }
+
+#[tokio::test]
+#[ignore = "needs Samba AD DCs: run scripts/test (see tests/tests/samba.rs)"]
+async fn an_expired_account_is_reset_and_changed_as_ad_allows() {
+    // accountExpires refuses logons (data 701), not password writes: AD and
+    // Samba accept a reset and a change, so the agent must not refuse them.
+    let dc = Dc::load("dc1");
+    let ou = dc.own_ou("Identity-");
+    let sam = unique("ide");
+    let dn = dc.create_user(&ou, &sam, "Before-Expiry-2024!");
+    dc.samba_tool(&["user", "setexpiry", &sam, "--days=0"]);
+    let d = agent(&dc).await;
+    let expired = dc
+        .binds(&dn, "Before-Expiry-2024!")
+        .await
+        .expect_err("an expired account does not bind");
+    assert!(expired.contains("701"), "{expired}");
+
+    let r = d.reset(dc.upn(&sam), "Reset-While-Expired-1!").await;
+    assert_eq!(r.outcome, outcome::SUCCESS, "{r:?}");
+    let r = d
+        .change(
+            dc.upn(&sam),
+            "Reset-While-Expired-1!",
+            "Changed-While-Expired-2!",
+        )
+        .await;
+    assert_eq!(r.outcome, outcome::SUCCESS, "{r:?}");
+
+    // The new password is the one AD holds: it binds once the expiry is lifted.
+    dc.samba_tool(&["user", "setexpiry", &sam, "--noexpiry"]);
+    dc.binds(&dn, "Changed-While-Expired-2!")
+        .await
+        .expect("the changed password binds");
+    d.stop().await;
+    dc.remove_ou(&ou);
+}
