@@ -1,8 +1,13 @@
 //! The connector space: the agent's index of the accounts of every
 //! configured forest, so that the anchor a portal sends (the cloud source
 //! anchor — by default the base64 objectGUID — or the userPrincipalName)
-//! resolves to one forest and distinguished name. The first import reads
-//! everything; later imports ask each forest only for what changed.
+//! resolves to one account. An account is (forest, objectGUID), as in AD:
+//! a move or a rename changes its DN, not its identity. The first import
+//! reads everything; later imports ask each forest only for what changed,
+//! deletions (tombstones) included where the service account can see them.
+//! Where it cannot, a deleted account is found on use: the backend answers
+//! [`Refusal::UserNotFound`] and
+//! [`ConnectorSpace::forget`] drops it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,8 +16,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use envelope::Anchor;
 use tokio::sync::RwLock;
-use tracing::info;
+use tracing::{info, warn};
 
+#[cfg(doc)]
+use crate::directory::Refusal;
 use crate::directory::{Account, Directory, DirectoryError};
 
 /// Progress is reported every this many accounts on long imports.
@@ -22,7 +29,7 @@ pub const PROGRESS_EVERY: usize = 1000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unresolved {
     NotFound,
-    /// (forest, dn) of every match.
+    /// (forest, dn) of every match: distinct objects (objectGUIDs).
     SeveralMatches(Vec<(String, String)>),
 }
 
@@ -36,43 +43,63 @@ pub struct ImportReport {
     pub incremental: bool,
 }
 
+/// (forest index, objectGUID): an account's identity.
+type Key = (usize, [u8; 16]);
+
 #[derive(Default)]
 struct Index {
-    /// (forest index, dn) -> account
-    accounts: HashMap<(usize, String), Account>,
-    /// base64 objectGUID -> keys of `accounts`
-    by_guid: HashMap<String, Vec<(usize, String)>>,
+    accounts: HashMap<Key, Account>,
     /// lower-case UPN -> keys of `accounts`
-    by_upn: HashMap<String, Vec<(usize, String)>>,
+    by_upn: HashMap<String, Vec<Key>>,
     cursors: HashMap<usize, u64>,
 }
 
 impl Index {
-    fn remove(&mut self, key: &(usize, String)) {
+    fn remove(&mut self, key: &Key) {
         if let Some(old) = self.accounts.remove(key) {
-            if let Some(list) = self.by_guid.get_mut(&STANDARD.encode(old.object_guid)) {
+            let upn = old.user_principal_name.to_lowercase();
+            if let Some(list) = self.by_upn.get_mut(&upn) {
                 list.retain(|k| k != key);
-            }
-            if let Some(list) = self.by_upn.get_mut(&old.user_principal_name.to_lowercase()) {
-                list.retain(|k| k != key);
+                if list.is_empty() {
+                    self.by_upn.remove(&upn);
+                }
             }
         }
     }
 
     fn insert(&mut self, forest: usize, account: Account) {
-        let key = (forest, account.dn.clone());
+        let key = (forest, account.object_guid);
         self.remove(&key);
-        self.by_guid
-            .entry(STANDARD.encode(account.object_guid))
-            .or_default()
-            .push(key.clone());
         if !account.user_principal_name.is_empty() {
             self.by_upn
                 .entry(account.user_principal_name.to_lowercase())
                 .or_default()
-                .push(key.clone());
+                .push(key);
         }
         self.accounts.insert(key, account);
+    }
+
+    fn keys(&self, anchor: &Anchor, forests: usize) -> Vec<Key> {
+        match anchor {
+            Anchor::SourceAnchor(a) => {
+                let Some(guid) = STANDARD
+                    .decode(a.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                else {
+                    return Vec::new();
+                };
+                (0..forests)
+                    .map(|f| (f, guid))
+                    .filter(|k| self.accounts.contains_key(k))
+                    .collect()
+            }
+            Anchor::UserPrincipalName(upn) => self
+                .by_upn
+                .get(&upn.trim().to_lowercase())
+                .cloned()
+                .unwrap_or_default(),
+        }
     }
 }
 
@@ -93,6 +120,10 @@ impl ConnectorSpace {
         &self.forests
     }
 
+    fn forest_index(&self, name: &str) -> Option<usize> {
+        self.forests.iter().position(|f| f.forest() == name)
+    }
+
     /// Imports every forest: everything the first time, then only changes.
     /// `progress(forest, accounts so far)` is called every
     /// [`PROGRESS_EVERY`] accounts and at the end of each forest.
@@ -104,22 +135,39 @@ impl ConnectorSpace {
         for (i, forest) in self.forests.iter().enumerate() {
             let since = self.index.read().await.cursors.get(&i).copied();
             report.incremental |= since.is_some();
-            let (accounts, cursor) = forest.import(since).await?;
-            let read = accounts.len();
+            let imported = forest.import(since).await?;
+            let read = imported.accounts.len();
+            let deleted = imported.deleted.len();
             let mut index = self.index.write().await;
-            for (n, account) in accounts.into_iter().enumerate() {
+            if since.is_none() {
+                // A full import is the whole truth: what it lacks is gone.
+                let stale: Vec<Key> = index
+                    .accounts
+                    .keys()
+                    .filter(|k| k.0 == i)
+                    .copied()
+                    .collect();
+                for key in stale {
+                    index.remove(&key);
+                }
+            }
+            for (n, account) in imported.accounts.into_iter().enumerate() {
                 index.insert(i, account);
                 if (n + 1) % PROGRESS_EVERY == 0 {
                     progress(forest.forest(), n + 1);
                 }
             }
-            index.cursors.insert(i, cursor);
+            for guid in imported.deleted {
+                index.remove(&(i, guid));
+            }
+            index.cursors.insert(i, imported.cursor);
             drop(index);
             progress(forest.forest(), read);
-            if read > 0 {
+            if read + deleted > 0 {
                 info!(
                     forest = forest.forest(),
                     accounts = read,
+                    deleted,
                     incremental = since.is_some(),
                     "connector space import"
                 );
@@ -136,13 +184,9 @@ impl ConnectorSpace {
         anchor: &Anchor,
     ) -> Result<(Arc<dyn Directory>, Account), Unresolved> {
         let index = self.index.read().await;
-        let keys = match anchor {
-            Anchor::SourceAnchor(a) => index.by_guid.get(a.trim()),
-            Anchor::UserPrincipalName(upn) => index.by_upn.get(&upn.trim().to_lowercase()),
-        };
-        match keys.map(Vec::as_slice) {
-            None | Some([]) => Err(Unresolved::NotFound),
-            Some([key]) => {
+        match index.keys(anchor, self.forests.len()).as_slice() {
+            [] => Err(Unresolved::NotFound),
+            [key] => {
                 let account = index
                     .accounts
                     .get(key)
@@ -150,10 +194,13 @@ impl ConnectorSpace {
                     .ok_or(Unresolved::NotFound)?;
                 Ok((Arc::clone(&self.forests[key.0]), account))
             }
-            Some(many) => {
+            many => {
                 let mut matches: Vec<_> = many
                     .iter()
-                    .map(|(f, dn)| (self.forests[*f].forest().to_owned(), dn.clone()))
+                    .filter_map(|k| {
+                        let a = index.accounts.get(k)?;
+                        Some((self.forests[k.0].forest().to_owned(), a.dn.clone()))
+                    })
                     .collect();
                 matches.sort();
                 Err(Unresolved::SeveralMatches(matches))
@@ -162,7 +209,9 @@ impl ConnectorSpace {
     }
 
     /// Resolves, and on a miss imports the changes once and tries again, so
-    /// an account created a minute ago is found.
+    /// an account created a minute ago is found. Several matches are each
+    /// read again first: one may be a stale entry for an account deleted or
+    /// renamed since (which an import without tombstones cannot tell).
     pub async fn resolve_fresh(
         &self,
         anchor: &Anchor,
@@ -170,11 +219,52 @@ impl ConnectorSpace {
         match self.resolve(anchor).await {
             Err(Unresolved::NotFound) => {
                 if let Err(e) = self.import(|_, _| {}).await {
-                    tracing::warn!(error = %e, "incremental import failed");
+                    warn!(error = %e, "incremental import failed");
                 }
                 self.resolve(anchor).await
             }
-            other => other,
+            Err(Unresolved::SeveralMatches(_)) => {
+                let keys = self.index.read().await.keys(anchor, self.forests.len());
+                for key in keys {
+                    let Some(account) = self.index.read().await.accounts.get(&key).cloned() else {
+                        continue;
+                    };
+                    self.recheck(key.0, &account).await;
+                }
+                self.resolve(anchor).await
+            }
+            found => found,
+        }
+    }
+
+    /// Reads the account again from its forest and updates the index: gone
+    /// (`None`), or as it is now. A forest that cannot answer leaves the
+    /// entry as it was.
+    async fn recheck(&self, forest: usize, account: &Account) -> Option<Account> {
+        match self.forests[forest].refresh(account).await {
+            Ok(Some(now)) => {
+                self.index.write().await.insert(forest, now.clone());
+                Some(now)
+            }
+            Ok(None) => {
+                self.index
+                    .write()
+                    .await
+                    .remove(&(forest, account.object_guid));
+                None
+            }
+            Err(e) => {
+                warn!(forest = %account.forest, error = %e, "could not read an account again");
+                Some(account.clone())
+            }
+        }
+    }
+
+    /// Drops an account its forest reported as gone (by objectGUID), so the
+    /// anchor can resolve to what exists now.
+    pub async fn forget(&self, account: &Account) {
+        if let Some(i) = self.forest_index(&account.forest) {
+            self.index.write().await.remove(&(i, account.object_guid));
         }
     }
 
@@ -190,7 +280,7 @@ impl ConnectorSpace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::{OuRights, Refusal, ResultantPolicy};
+    use crate::directory::{ContainerRights, Imported, Refusal, ResultantPolicy};
     use envelope::Password;
     use std::sync::Mutex;
 
@@ -198,6 +288,8 @@ mod tests {
     struct Listed {
         name: String,
         accounts: Mutex<Vec<Account>>,
+        /// Tombstones: (objectGUID, uSNChanged of the deletion).
+        deleted: Mutex<Vec<([u8; 16], u64)>>,
     }
 
     fn account(forest: &str, dn: &str, upn: &str, guid: u8, usn: u64) -> Account {
@@ -218,19 +310,36 @@ mod tests {
         fn forest(&self) -> &str {
             &self.name
         }
-        async fn import(&self, since: Option<u64>) -> Result<(Vec<Account>, u64), DirectoryError> {
+        async fn import(&self, since: Option<u64>) -> Result<Imported, DirectoryError> {
             let all = self.accounts.lock().unwrap().clone();
-            let cursor = all.iter().map(|a| a.usn_changed).max().unwrap_or(0);
-            Ok((
-                all.into_iter()
-                    .filter(|a| since.is_none_or(|s| a.usn_changed > s))
+            let gone = self.deleted.lock().unwrap().clone();
+            let cursor = all
+                .iter()
+                .map(|a| a.usn_changed)
+                .chain(gone.iter().map(|g| g.1))
+                .max()
+                .unwrap_or(0);
+            let after = |usn: u64| since.is_none_or(|s| usn > s);
+            Ok(Imported {
+                accounts: all.into_iter().filter(|a| after(a.usn_changed)).collect(),
+                deleted: gone
+                    .into_iter()
+                    .filter(|g| since.is_some() && after(g.1))
+                    .map(|g| g.0)
                     .collect(),
                 cursor,
-            ))
+            })
+        }
+        async fn refresh(&self, account: &Account) -> Result<Option<Account>, DirectoryError> {
+            let all = self.accounts.lock().unwrap();
+            Ok(all
+                .iter()
+                .find(|a| a.object_guid == account.object_guid)
+                .cloned())
         }
         async fn reset_password(
             &self,
-            _: &str,
+            _: &Account,
             _: &Password,
             _: bool,
             _: bool,
@@ -239,36 +348,44 @@ mod tests {
         }
         async fn change_password(
             &self,
-            _: &str,
+            _: &Account,
             _: &Password,
             _: &Password,
         ) -> Result<(), Refusal> {
             unreachable!()
         }
-        async fn unlock(&self, _: &str) -> Result<(), Refusal> {
+        async fn unlock(&self, _: &Account) -> Result<(), Refusal> {
             unreachable!()
         }
-        async fn policy(&self, _: &str) -> Result<ResultantPolicy, Refusal> {
+        async fn policy(&self, _: &Account) -> Result<ResultantPolicy, Refusal> {
             unreachable!()
         }
-        async fn effective_rights(&self) -> Result<Vec<OuRights>, DirectoryError> {
+        async fn effective_rights(&self) -> Result<Vec<ContainerRights>, DirectoryError> {
             unreachable!()
         }
     }
 
+    fn listed(name: &str, accounts: Vec<Account>) -> Arc<Listed> {
+        Arc::new(Listed {
+            name: name.into(),
+            accounts: Mutex::new(accounts),
+            deleted: Mutex::new(Vec::new()),
+        })
+    }
+
     #[tokio::test]
     async fn anchors_resolve_across_forests_and_imports_are_incremental() {
-        let contoso = Arc::new(Listed {
-            name: "contoso".into(),
-            accounts: Mutex::new(vec![
+        let contoso = listed(
+            "contoso",
+            vec![
                 account("contoso", "CN=Ada", "ada@contoso.example", 1, 5),
                 account("contoso", "CN=Dup", "dup@example.org", 3, 6),
-            ]),
-        });
-        let fabrikam = Arc::new(Listed {
-            name: "fabrikam".into(),
-            accounts: Mutex::new(vec![account("fabrikam", "CN=Dup", "dup@example.org", 4, 2)]),
-        });
+            ],
+        );
+        let fabrikam = listed(
+            "fabrikam",
+            vec![account("fabrikam", "CN=Dup", "dup@example.org", 4, 2)],
+        );
         let space = ConnectorSpace::new(vec![contoso.clone(), fabrikam.clone()]);
         let mut calls = Vec::new();
         let first = space
@@ -349,5 +466,54 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    #[tokio::test]
+    async fn moves_and_deletions_follow_the_object_guid() {
+        let contoso = listed(
+            "contoso",
+            vec![
+                account("contoso", "CN=Ada,OU=Old", "ada@contoso.example", 1, 5),
+                account("contoso", "CN=Bob", "bob@contoso.example", 2, 6),
+            ],
+        );
+        let space = ConnectorSpace::new(vec![contoso.clone()]);
+        space.import(|_, _| {}).await.unwrap();
+        let ada = Anchor::UserPrincipalName("ada@contoso.example".into());
+
+        // A move: same objectGUID, new DN and uSNChanged. One account, at its new DN.
+        contoso.accounts.lock().unwrap()[0].dn = "CN=Ada,OU=New".into();
+        contoso.accounts.lock().unwrap()[0].usn_changed = 9;
+        space.import(|_, _| {}).await.unwrap();
+        assert_eq!(space.resolve(&ada).await.unwrap().1.dn, "CN=Ada,OU=New");
+        assert_eq!(space.len().await, 2);
+
+        // A deletion seen as a tombstone by the incremental import.
+        contoso.accounts.lock().unwrap().remove(1);
+        contoso.deleted.lock().unwrap().push(([2; 16], 10));
+        space.import(|_, _| {}).await.unwrap();
+        let bob = Anchor::UserPrincipalName("bob@contoso.example".into());
+        assert_eq!(space.resolve(&bob).await.err(), Some(Unresolved::NotFound));
+
+        // A deletion the import cannot see (no tombstone), then a new account
+        // with the same UPN: the stale entry is read again and dropped rather
+        // than reported as a second match.
+        {
+            let mut list = contoso.accounts.lock().unwrap();
+            list.clear();
+            list.push(account("contoso", "CN=Ada2", "ada@contoso.example", 7, 11));
+        }
+        space.import(|_, _| {}).await.unwrap();
+        assert!(matches!(
+            space.resolve(&ada).await,
+            Err(Unresolved::SeveralMatches(_))
+        ));
+        let (_, now) = space.resolve_fresh(&ada).await.unwrap();
+        assert_eq!(now.object_guid, [7; 16]);
+        assert_eq!(space.len().await, 1);
+
+        // An account the backend found gone on use is forgotten.
+        space.forget(&now).await;
+        assert_eq!(space.resolve(&ada).await.err(), Some(Unresolved::NotFound));
     }
 }

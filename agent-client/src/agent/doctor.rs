@@ -302,10 +302,10 @@ async fn forest_checks(config: &AgentConfig, config_hint: &str) -> Vec<Check> {
     for (forest, settings) in forests.iter().zip(&config.forests) {
         let name = forest.forest().to_owned();
         match forest.import(None).await {
-            Ok((accounts, _)) => checks.push(check(
+            Ok(imported) => checks.push(check(
                 format!("forest {name}: bind"),
                 true,
-                format!("{} accounts readable", accounts.len()),
+                format!("{} accounts readable", imported.accounts.len()),
             )),
             Err(e) => {
                 checks.push(check(format!("forest {name}: bind"), false, e.to_string()));

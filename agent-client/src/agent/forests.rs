@@ -15,7 +15,7 @@ use super::config::{AgentConfig, ForestKind};
 use crate::directory::embedded::EmbeddedDirectory;
 use crate::directory::ldap::{LdapDirectory, LdapSettings};
 use crate::directory::{
-    Account, ContainerRights, Directory, DirectoryError, Refusal, ResultantPolicy,
+    Account, ContainerRights, Directory, DirectoryError, Imported, Refusal, ResultantPolicy,
 };
 
 pub fn open_forests(config: &AgentConfig) -> Result<Vec<Arc<dyn Directory>>, DirectoryError> {
@@ -120,44 +120,52 @@ impl Directory for Reloading {
         &self.name
     }
 
-    async fn import(&self, since: Option<u64>) -> Result<(Vec<Account>, u64), DirectoryError> {
+    async fn import(&self, since: Option<u64>) -> Result<Imported, DirectoryError> {
         self.current().await?.import(since).await
+    }
+
+    async fn refresh(&self, account: &Account) -> Result<Option<Account>, DirectoryError> {
+        self.current().await?.refresh(account).await
     }
 
     async fn reset_password(
         &self,
-        dn: &str,
+        account: &Account,
         new: &Password,
         unlock: bool,
         must_change: bool,
     ) -> Result<(), Refusal> {
         let dir = self.current().await.map_err(unavailable)?;
-        let result = dir.reset_password(dn, new, unlock, must_change).await;
+        let result = dir.reset_password(account, new, unlock, must_change).await;
         self.wrote().await;
         result
     }
 
     async fn change_password(
         &self,
-        dn: &str,
+        account: &Account,
         current: &Password,
         new: &Password,
     ) -> Result<(), Refusal> {
         let dir = self.current().await.map_err(unavailable)?;
-        let result = dir.change_password(dn, current, new).await;
+        let result = dir.change_password(account, current, new).await;
         self.wrote().await;
         result
     }
 
-    async fn unlock(&self, dn: &str) -> Result<(), Refusal> {
+    async fn unlock(&self, account: &Account) -> Result<(), Refusal> {
         let dir = self.current().await.map_err(unavailable)?;
-        let result = dir.unlock(dn).await;
+        let result = dir.unlock(account).await;
         self.wrote().await;
         result
     }
 
-    async fn policy(&self, dn: &str) -> Result<ResultantPolicy, Refusal> {
-        self.current().await.map_err(unavailable)?.policy(dn).await
+    async fn policy(&self, account: &Account) -> Result<ResultantPolicy, Refusal> {
+        self.current()
+            .await
+            .map_err(unavailable)?
+            .policy(account)
+            .await
     }
 
     async fn effective_rights(&self) -> Result<Vec<ContainerRights>, DirectoryError> {

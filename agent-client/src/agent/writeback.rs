@@ -3,6 +3,8 @@
 //! the exact outcome. Every request leaves its events in the event log
 //! (started, then succeeded or failed with the specific reason's event).
 
+#[cfg(test)]
+mod identity_tests;
 pub mod limits;
 #[cfg(test)]
 mod tests;
@@ -11,12 +13,12 @@ use std::sync::Arc;
 
 use envelope::body::{operation, outcome};
 use envelope::{ReplyBody, RequestBody, RequestHeader};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::envelopes::Operations;
 use super::eventlog::{Event, EventLog, Level, ids};
 use crate::connector::{ConnectorSpace, Unresolved};
-use crate::directory::{Account, Refusal, ResultantPolicy};
+use crate::directory::{Account, Directory, Refusal, ResultantPolicy};
 use limits::{AccountLimiter, Limited};
 
 pub struct Writeback {
@@ -53,7 +55,25 @@ pub fn outcome_name(code: u16) -> &'static str {
     }
 }
 
-/// The outcome code, details and 33xxx event of a refusal.
+/// What a portal shows for DIRECTORY_UNAVAILABLE before anything was
+/// written. Anonymous end users read it: no DN, LDAP code or server text.
+pub const UNAVAILABLE_MESSAGE: &str = "the directory could not be reached or answered unexpectedly; nothing was changed. Try again later or contact your help desk";
+
+/// What a portal shows when the change was sent but never confirmed.
+pub const UNCONFIRMED_MESSAGE: &str = "the directory stopped answering after the change was sent, so it may or may not have been applied. Try signing in with the new password, or contact your help desk";
+
+/// What a portal shows when no account matches (or it no longer exists).
+pub const NOT_FOUND_MESSAGE: &str = "no account matches in any configured forest";
+
+/// What a portal shows when the service account lacks a right: where it is
+/// missing is for the event log.
+pub const PERMISSION_MESSAGE: &str =
+    "the password service is not allowed to change this account; your help desk can fix this";
+
+/// The outcome code, details and 33xxx event of a refusal. The reply's
+/// message is what the user sees; for DIRECTORY_UNAVAILABLE it is a plain
+/// sentence, and the refusal's full text (`refusal.to_string()`) belongs in
+/// the event log and the agent's log only.
 pub fn refusal_reply(refusal: &Refusal) -> (ReplyBody, u32) {
     let detail = |k: &str, v: String| (k.to_owned(), v);
     let (code, details, event) = match refusal {
@@ -101,11 +121,12 @@ pub fn refusal_reply(refusal: &Refusal) -> (ReplyBody, u32) {
             vec![],
             ids::WRONG_CURRENT_PASSWORD,
         ),
+        Refusal::UserNotFound => (outcome::USER_NOT_FOUND, vec![], ids::USER_NOT_FOUND),
         Refusal::AccountDisabled => (outcome::ACCOUNT_DISABLED, vec![], ids::ACCOUNT_DISABLED),
         Refusal::AccountLocked => (outcome::ACCOUNT_LOCKED, vec![], ids::ACCOUNT_LOCKED),
         // The DNs (container, where inheritance is blocked, the deny) are
         // for administrators: the reply reaches an anonymous end user, so
-        // they go to the event log only (see [`FailureEvent`]).
+        // they go to the event log only (see [`Done::place`]).
         Refusal::PermissionDenied { right, .. } => (
             outcome::PERMISSION_DENIED,
             vec![detail("right", right.as_str().to_owned())],
@@ -116,17 +137,17 @@ pub fn refusal_reply(refusal: &Refusal) -> (ReplyBody, u32) {
             vec![],
             ids::INSUFFICIENT_PERMISSIONS,
         ),
-        Refusal::DirectoryUnavailable(_) => (
+        Refusal::DirectoryUnavailable(_) | Refusal::WriteUnconfirmed(_) => (
             outcome::DIRECTORY_UNAVAILABLE,
             vec![],
             ids::DIRECTORY_CONFIGURATION_ERROR,
         ),
     };
     let message = match refusal {
-        Refusal::PermissionDenied { .. } => {
-            "the password service is not allowed to change this account; your help desk can fix this"
-                .to_owned()
-        }
+        Refusal::DirectoryUnavailable(_) => UNAVAILABLE_MESSAGE.to_owned(),
+        Refusal::WriteUnconfirmed(_) => UNCONFIRMED_MESSAGE.to_owned(),
+        Refusal::UserNotFound => NOT_FOUND_MESSAGE.to_owned(),
+        Refusal::PermissionDenied { .. } => PERMISSION_MESSAGE.to_owned(),
         other => other.to_string(),
     };
     (
@@ -139,28 +160,10 @@ pub fn refusal_reply(refusal: &Refusal) -> (ReplyBody, u32) {
     )
 }
 
-/// The specific failure event of a request: its id, and what it says
-/// beyond the reply (a refusal in full, with the DNs an administrator
-/// needs and the end user must not see).
-struct FailureEvent {
-    id: u32,
-    message: Option<String>,
-    /// A permission refusal's container, blocked_at and denied_at.
-    place: Option<(String, Option<String>, Option<String>)>,
-}
-
-impl From<u32> for FailureEvent {
-    fn from(id: u32) -> FailureEvent {
-        FailureEvent {
-            id,
-            message: None,
-            place: None,
-        }
-    }
-}
-
-fn refusal_event(refusal: &Refusal, id: u32) -> FailureEvent {
-    let place = match refusal {
+/// A permission refusal's container, where inheritance is blocked and the
+/// deny that decides: for the event log's fields, never the reply.
+fn refusal_place(refusal: &Refusal) -> Option<Place> {
+    match refusal {
         Refusal::PermissionDenied {
             container,
             blocked_at,
@@ -168,13 +171,11 @@ fn refusal_event(refusal: &Refusal, id: u32) -> FailureEvent {
             ..
         } => Some((container.clone(), blocked_at.clone(), denied_at.clone())),
         _ => None,
-    };
-    FailureEvent {
-        id,
-        message: Some(refusal.to_string()),
-        place,
     }
 }
+
+/// (container, blocked_at, denied_at) of a permission refusal.
+type Place = (String, Option<String>, Option<String>);
 
 /// The reply to an attempt over the per-account limit.
 fn limited_reply(limited: &Limited) -> ReplyBody {
@@ -305,7 +306,14 @@ impl Operations for Writeback {
             None,
         ));
 
-        let (reply, detail_event, dn, forest) = self.run(header, body).await;
+        let Done {
+            reply,
+            detail_event,
+            detail_text,
+            place,
+            dn,
+            forest,
+        } = self.run(header, body).await;
         if reply.outcome == outcome::SUCCESS {
             self.events.write(&event(
                 succeeded,
@@ -316,16 +324,25 @@ impl Operations for Writeback {
                 Some(reply.outcome),
             ));
         } else {
-            if let Some(FailureEvent { id, message, place }) = detail_event {
+            if let Some(id) = detail_event {
                 // The limit doing its job is not a fault of the agent.
                 let level = match reply.outcome {
                     outcome::RATE_LIMITED => Level::Warning,
                     _ => Level::Error,
                 };
+                if let Some(text) = &detail_text {
+                    warn!(
+                        outcome = outcome_name(reply.outcome),
+                        dn = dn.as_deref().unwrap_or(""),
+                        forest = forest.as_deref().unwrap_or(""),
+                        error = %text,
+                        "request failed"
+                    );
+                }
                 let mut e = event(
                     id,
                     level,
-                    message.unwrap_or_else(|| reply.message.clone()),
+                    detail_text.unwrap_or_else(|| reply.message.clone()),
                     dn.as_deref(),
                     forest.as_deref(),
                     Some(reply.outcome),
@@ -370,126 +387,151 @@ impl Writeback {
         }
     }
 
-    /// The reply, the specific failure event, and the account's DN and forest if found.
-    async fn run(
-        &self,
-        header: &RequestHeader,
-        body: &RequestBody,
-    ) -> (
-        ReplyBody,
-        Option<FailureEvent>,
-        Option<String>,
-        Option<String>,
-    ) {
+    /// The reply, the specific failure event (and its text, when it says
+    /// more than the reply may), and the account's DN and forest if found.
+    async fn run(&self, header: &RequestHeader, body: &RequestBody) -> Done {
         if !self.enabled {
             let reply = ReplyBody {
                 outcome: outcome::WRITEBACK_DISABLED,
                 message: "password write-back is disabled on this agent".into(),
                 details: Vec::new(),
             };
-            return (
-                reply,
-                Some(ids::DIRECTORY_CONFIGURATION_ERROR.into()),
-                None,
-                None,
-            );
+            return Done::unresolved(reply, ids::DIRECTORY_CONFIGURATION_ERROR);
         }
-        let (directory, account) = match self.space.resolve_fresh(&body.anchor).await {
-            Ok(found) => found,
-            Err(Unresolved::NotFound) => {
-                let reply = ReplyBody {
-                    outcome: outcome::USER_NOT_FOUND,
-                    message: "no account matches in any configured forest".into(),
-                    details: Vec::new(),
-                };
-                return (reply, Some(ids::USER_NOT_FOUND.into()), None, None);
-            }
-            Err(Unresolved::SeveralMatches(matches)) => {
-                let forests: Vec<_> = matches.iter().map(|(f, _)| f.as_str()).collect();
-                let reply = ReplyBody {
-                    outcome: outcome::SEVERAL_MATCHES,
-                    message: format!(
-                        "{} accounts match, in forests {}: an administrator must resolve the duplicate",
-                        matches.len(),
-                        forests.join(", ")
-                    ),
-                    details: vec![("forests".into(), forests.join(","))],
-                };
-                return (reply, Some(ids::SEVERAL_MATCHES.into()), None, None);
-            }
-        };
-        if let Err(limited) = self.count_attempt(header.operation, &account) {
-            return (
-                limited_reply(&limited),
-                Some(ids::RATE_LIMITED.into()),
-                Some(account.dn.clone()),
-                Some(account.forest.clone()),
-            );
-        }
-        let dn = account.dn.as_str();
-        let result = match header.operation {
-            operation::RESET_PASSWORD => match &body.new_password {
-                Some(new) => {
-                    directory
-                        .reset_password(dn, new, body.unlock, body.must_change)
-                        .await
+        let mut found = self.space.resolve_fresh(&body.anchor).await;
+        // At most once: the account was deleted (or replaced) since the
+        // connector space last saw it; the anchor may now name another.
+        let mut retried = false;
+        loop {
+            let (directory, account) = match found {
+                Ok(found) => found,
+                Err(Unresolved::NotFound) => {
+                    let reply = ReplyBody {
+                        outcome: outcome::USER_NOT_FOUND,
+                        message: NOT_FOUND_MESSAGE.into(),
+                        details: Vec::new(),
+                    };
+                    return Done::unresolved(reply, ids::USER_NOT_FOUND);
                 }
-                None => Err(Refusal::DirectoryUnavailable(
-                    "a reset without a password".into(),
-                )),
-            },
+                Err(Unresolved::SeveralMatches(matches)) => {
+                    let forests: Vec<_> = matches.iter().map(|(f, _)| f.as_str()).collect();
+                    let reply = ReplyBody {
+                        outcome: outcome::SEVERAL_MATCHES,
+                        message: format!(
+                            "{} accounts match, in forests {}: an administrator must resolve the duplicate",
+                            matches.len(),
+                            forests.join(", ")
+                        ),
+                        details: vec![("forests".into(), forests.join(","))],
+                    };
+                    return Done::unresolved(reply, ids::SEVERAL_MATCHES);
+                }
+            };
+            let done = |reply, detail_event, detail_text| Done {
+                reply,
+                detail_event,
+                detail_text,
+                place: None,
+                dn: Some(account.dn.clone()),
+                forest: Some(account.forest.clone()),
+            };
+            if let Err(limited) = self.count_attempt(header.operation, &account) {
+                return done(limited_reply(&limited), Some(ids::RATE_LIMITED), None);
+            }
+            match self
+                .act(header.operation, body, &*directory, &account)
+                .await
+            {
+                Err(Refusal::UserNotFound) if !retried => {
+                    info!(
+                        forest = %account.forest,
+                        dn = %account.dn,
+                        "the account no longer exists; resolving the anchor again"
+                    );
+                    self.space.forget(&account).await;
+                    retried = true;
+                    found = self.space.resolve_fresh(&body.anchor).await;
+                }
+                Ok(reply) => return done(reply, None, None),
+                Err(refusal) => {
+                    let (reply, id) = refusal_reply(&refusal);
+                    let text = Some(refusal.to_string()).filter(|t| *t != reply.message);
+                    return Done {
+                        place: refusal_place(&refusal),
+                        ..done(reply, Some(id), text)
+                    };
+                }
+            }
+        }
+    }
+
+    /// The operation itself, on the resolved account.
+    async fn act(
+        &self,
+        op: u8,
+        body: &RequestBody,
+        directory: &dyn Directory,
+        account: &Account,
+    ) -> Result<ReplyBody, Refusal> {
+        let success = |message: &str| ReplyBody {
+            outcome: outcome::SUCCESS,
+            message: message.into(),
+            details: Vec::new(),
+        };
+        match op {
+            operation::RESET_PASSWORD => {
+                let new = body.new_password.as_ref().ok_or_else(|| {
+                    Refusal::DirectoryUnavailable("a reset without a password".into())
+                })?;
+                directory
+                    .reset_password(account, new, body.unlock, body.must_change)
+                    .await?;
+                Ok(success("the password was changed"))
+            }
             operation::CHANGE_PASSWORD => match (&body.current_password, &body.new_password) {
-                (Some(current), Some(new)) => directory.change_password(dn, current, new).await,
+                (Some(current), Some(new)) => {
+                    directory.change_password(account, current, new).await?;
+                    Ok(success("the password was changed"))
+                }
                 _ => Err(Refusal::DirectoryUnavailable(
                     "a change needs both passwords".into(),
                 )),
             },
-            operation::UNLOCK_ACCOUNT => directory.unlock(dn).await,
-            operation::GET_PASSWORD_POLICY => {
-                return match directory.policy(dn).await {
-                    Ok(policy) => (
-                        policy_reply(&policy),
-                        None,
-                        Some(account.dn.clone()),
-                        Some(account.forest.clone()),
-                    ),
-                    Err(r) => {
-                        let (reply, id) = refusal_reply(&r);
-                        (
-                            reply,
-                            Some(refusal_event(&r, id)),
-                            Some(account.dn.clone()),
-                            Some(account.forest.clone()),
-                        )
-                    }
-                };
+            operation::UNLOCK_ACCOUNT => {
+                directory.unlock(account).await?;
+                Ok(success("the account was unlocked"))
             }
+            operation::GET_PASSWORD_POLICY => Ok(policy_reply(&directory.policy(account).await?)),
             _ => Err(Refusal::DirectoryUnavailable(
                 "unsupported operation".into(),
             )),
-        };
-        let (reply, detail) = match result {
-            Ok(()) => (
-                ReplyBody {
-                    outcome: outcome::SUCCESS,
-                    message: match header.operation {
-                        operation::UNLOCK_ACCOUNT => "the account was unlocked".into(),
-                        _ => "the password was changed".into(),
-                    },
-                    details: Vec::new(),
-                },
-                None,
-            ),
-            Err(refusal) => {
-                let (reply, id) = refusal_reply(&refusal);
-                (reply, Some(refusal_event(&refusal, id)))
-            }
-        };
-        (
+        }
+    }
+}
+
+/// What [`Writeback::run`] found.
+struct Done {
+    reply: ReplyBody,
+    detail_event: Option<u32>,
+    /// The detail event's text when it differs from the reply's message.
+    detail_text: Option<String>,
+    /// A permission refusal's container, blocked_at and denied_at: for the
+    /// event log, never the reply.
+    place: Option<Place>,
+    dn: Option<String>,
+    forest: Option<String>,
+}
+
+impl Done {
+    /// A failure before any account was found.
+    fn unresolved(reply: ReplyBody, event: u32) -> Done {
+        Done {
             reply,
-            detail,
-            Some(account.dn.clone()),
-            Some(account.forest.clone()),
-        )
+            detail_event: Some(event),
+            detail_text: None,
+            place: None,
+            dn: None,
+            forest: None,
+        }
     }
 }

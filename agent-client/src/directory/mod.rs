@@ -17,11 +17,15 @@ use std::fmt;
 
 use envelope::Password;
 
-/// A user account as the connector space sees it.
+/// A user account as the connector space sees it. Its identity is
+/// (forest, objectGUID): the DN changes when the account is moved or
+/// renamed, the objectGUID never does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     /// The forest (configured name) the account lives in.
     pub forest: String,
+    /// The DN when last read: a hint for logs and events, never what a
+    /// backend acts on.
     pub dn: String,
     pub sam_account_name: String,
     pub user_principal_name: String,
@@ -168,6 +172,8 @@ pub enum Refusal {
         allowed_after_unix_ms: u64,
     },
     WrongCurrentPassword,
+    /// The account (its objectGUID) no longer exists in its forest.
+    UserNotFound,
     AccountDisabled,
     AccountLocked,
     /// The service account lacks `right` on the account. `container` holds
@@ -184,7 +190,14 @@ pub enum Refusal {
     },
     /// adminCount=1: AdminSDHolder protects the account; delegated rights do not apply.
     ProtectedAccount,
+    /// The directory could not be reached, or answered in a way no other
+    /// variant describes, before anything was written. The text (DNs, LDAP
+    /// codes, server diagnostics) is for administrators, never for users.
     DirectoryUnavailable(String),
+    /// The change was sent but no answer came back (the connection failed
+    /// after the write): it may or may not have been applied. The text is
+    /// for administrators.
+    WriteUnconfirmed(String),
 }
 
 impl fmt::Display for Refusal {
@@ -243,6 +256,7 @@ impl fmt::Display for Refusal {
                 )
             ),
             Refusal::WrongCurrentPassword => f.write_str("the current password is wrong"),
+            Refusal::UserNotFound => f.write_str("the account no longer exists in its forest"),
             Refusal::AccountDisabled => f.write_str("the account is disabled"),
             Refusal::AccountLocked => f.write_str("the account is locked out"),
             Refusal::PermissionDenied {
@@ -268,6 +282,10 @@ impl fmt::Display for Refusal {
                 "the account is protected (adminCount=1) and cannot be reset by write-back",
             ),
             Refusal::DirectoryUnavailable(why) => write!(f, "the directory is unavailable: {why}"),
+            Refusal::WriteUnconfirmed(why) => write!(
+                f,
+                "the change was sent but the directory did not confirm it: {why}"
+            ),
         }
     }
 }
@@ -312,10 +330,6 @@ pub struct ContainerRights {
     pub denied_by: Vec<DenyAce>,
 }
 
-/// The former name, kept for code outside this module that still spells
-/// it (connector.rs's test double).
-pub type OuRights = ContainerRights;
-
 /// The service account as fix commands must name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceAccount {
@@ -336,21 +350,39 @@ pub struct UnreadablePolicy {
     pub container: String,
 }
 
-/// One forest, as the agent uses it. Operations take the account's DN (from
-/// the connector space) and act as the forest's service account.
+/// What one import read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Imported {
+    /// Accounts created or changed (moved and renamed ones included).
+    pub accounts: Vec<Account>,
+    /// objectGUIDs of accounts deleted since the cursor (always empty for a
+    /// full import, and when the service account cannot see tombstones).
+    pub deleted: Vec<[u8; 16]>,
+    /// The cursor for the next incremental import.
+    pub cursor: u64,
+}
+
+/// One forest, as the agent uses it. Operations take the account from the
+/// connector space and act, as the forest's service account, on the object
+/// with its objectGUID (wherever it now is); an object that no longer exists
+/// is [`Refusal::UserNotFound`].
 #[tonic::async_trait]
 pub trait Directory: Send + Sync + 'static {
     /// The configured forest name.
     fn forest(&self) -> &str;
 
     /// Accounts changed after `since` (None: all), and the new cursor.
-    async fn import(&self, since: Option<u64>) -> Result<(Vec<Account>, u64), DirectoryError>;
+    async fn import(&self, since: Option<u64>) -> Result<Imported, DirectoryError>;
+
+    /// The account as it is now (its current DN, UPN, state), `None` if its
+    /// objectGUID no longer exists in the forest.
+    async fn refresh(&self, account: &Account) -> Result<Option<Account>, DirectoryError>;
 
     /// Administrative reset: set `new` without the old password; optionally
     /// clear the lockout and require a change at next logon.
     async fn reset_password(
         &self,
-        dn: &str,
+        account: &Account,
         new: &Password,
         unlock: bool,
         must_change: bool,
@@ -359,16 +391,16 @@ pub trait Directory: Send + Sync + 'static {
     /// User change: `current` is verified first.
     async fn change_password(
         &self,
-        dn: &str,
+        account: &Account,
         current: &Password,
         new: &Password,
     ) -> Result<(), Refusal>;
 
     /// Clears lockoutTime.
-    async fn unlock(&self, dn: &str) -> Result<(), Refusal>;
+    async fn unlock(&self, account: &Account) -> Result<(), Refusal>;
 
     /// The policy that applies to the account.
-    async fn policy(&self, dn: &str) -> Result<ResultantPolicy, Refusal>;
+    async fn policy(&self, account: &Account) -> Result<ResultantPolicy, Refusal>;
 
     /// Fine-grained policies whose settings the service account cannot
     /// read (for `doctor`); none where every policy is readable.

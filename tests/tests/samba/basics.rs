@@ -5,7 +5,7 @@ use agent_client::directory::{Directory, Refusal, Right};
 use envelope::body::outcome;
 use tests::deployment::{Deployment, detail};
 
-use crate::dc::{Dc, pw};
+use crate::dc::{Dc, account, pw};
 
 #[tokio::test]
 #[ignore = "needs Samba AD DCs: run scripts/test (see tests/tests/samba.rs)"]
@@ -16,19 +16,25 @@ async fn admin_reset_user_change_and_policy_failures_against_samba() {
     let old = dc.get("STAFF1_PASSWORD").to_owned();
 
     // Import finds the fixtures, and the cursor makes the next import incremental.
-    let (accounts, cursor) = dir.import(None).await.expect("import");
+    let all = dir.import(None).await.expect("import");
     assert!(
-        accounts.iter().any(|a| a.dn.eq_ignore_ascii_case(&staff1)),
+        all.accounts
+            .iter()
+            .any(|a| a.dn.eq_ignore_ascii_case(&staff1)),
         "staff1 imported"
     );
-    let (again, _) = dir.import(Some(cursor)).await.expect("incremental import");
+    let again = dir
+        .import(Some(all.cursor))
+        .await
+        .expect("incremental import");
     assert!(
-        again.len() < accounts.len(),
+        again.accounts.len() < all.accounts.len(),
         "an incremental import reads only changes"
     );
+    let staff = account(&dir, &staff1).await;
 
     // Admin reset: the new password binds, the old one no longer does.
-    dir.reset_password(&staff1, &pw("Reset-By-Agent-2024!"), false, false)
+    dir.reset_password(&staff, &pw("Reset-By-Agent-2024!"), false, false)
         .await
         .expect("reset");
     dc.binds(&staff1, "Reset-By-Agent-2024!")
@@ -42,11 +48,11 @@ async fn admin_reset_user_change_and_policy_failures_against_samba() {
 
     // Too short and complexity, each with its rule.
     assert_eq!(
-        dir.reset_password(&staff1, &pw("Ab1!"), false, false).await,
+        dir.reset_password(&staff, &pw("Ab1!"), false, false).await,
         Err(Refusal::TooShort { min_length: 7 })
     );
     match dir
-        .reset_password(&staff1, &pw("onlylowercase"), false, false)
+        .reset_password(&staff, &pw("onlylowercase"), false, false)
         .await
     {
         Err(Refusal::FailsComplexity { missing, .. }) => assert!(!missing.is_empty()),
@@ -56,7 +62,7 @@ async fn admin_reset_user_change_and_policy_failures_against_samba() {
     // User change with the right and the wrong current password, and history.
     assert_eq!(
         dir.change_password(
-            &staff1,
+            &staff,
             &pw("Not-The-Password-1"),
             &pw("Changed-By-User-2024!")
         )
@@ -64,7 +70,7 @@ async fn admin_reset_user_change_and_policy_failures_against_samba() {
         Err(Refusal::WrongCurrentPassword)
     );
     dir.change_password(
-        &staff1,
+        &staff,
         &pw("Reset-By-Agent-2024!"),
         &pw("Changed-By-User-2024!"),
     )
@@ -75,7 +81,7 @@ async fn admin_reset_user_change_and_policy_failures_against_samba() {
         .expect("changed password binds");
     assert_eq!(
         dir.change_password(
-            &staff1,
+            &staff,
             &pw("Changed-By-User-2024!"),
             &pw("Reset-By-Agent-2024!")
         )
@@ -84,7 +90,7 @@ async fn admin_reset_user_change_and_policy_failures_against_samba() {
     );
 
     // Force change at next logon: the bind now reports "must change" (data 773).
-    dir.reset_password(&staff1, &pw("Temporary-Pass-2024!"), false, true)
+    dir.reset_password(&staff, &pw("Temporary-Pass-2024!"), false, true)
         .await
         .expect("reset must change");
     let must = dc
@@ -95,7 +101,7 @@ async fn admin_reset_user_change_and_policy_failures_against_samba() {
 
     // The policy as the portal shows it.
     let policy = dir
-        .policy(&staff1)
+        .policy(&staff)
         .await
         .expect("policy")
         .known()
@@ -110,7 +116,8 @@ async fn lockout_is_cleared_by_unlock_and_reset_with_unlock() {
     let dc = Dc::load("dc1");
     let dir = dc.directory("test");
     let user = dc.get("STAFF1_DN").to_owned();
-    dir.reset_password(&user, &pw("Before-Lockout-2024!"), false, false)
+    let staff = account(&dir, &user).await;
+    dir.reset_password(&staff, &pw("Before-Lockout-2024!"), false, false)
         .await
         .expect("known password");
     dc.samba_tool(&[
@@ -132,14 +139,14 @@ async fn lockout_is_cleared_by_unlock_and_reset_with_unlock() {
     );
     assert_eq!(
         dir.change_password(
-            &user,
+            &staff,
             &pw("Before-Lockout-2024!"),
             &pw("While-Locked-2024!")
         )
         .await,
         Err(Refusal::AccountLocked)
     );
-    dir.unlock(&user).await.expect("unlock");
+    dir.unlock(&staff).await.expect("unlock");
     dc.binds(&user, "Before-Lockout-2024!")
         .await
         .expect("unlocked account binds");
@@ -147,7 +154,7 @@ async fn lockout_is_cleared_by_unlock_and_reset_with_unlock() {
     for _ in 0..4 {
         let _ = dc.binds(&user, "Wrong-Password-1").await;
     }
-    dir.reset_password(&user, &pw("After-Unlock-2024!"), true, false)
+    dir.reset_password(&staff, &pw("After-Unlock-2024!"), true, false)
         .await
         .expect("reset with unlock");
     dc.binds(&user, "After-Unlock-2024!")
@@ -167,8 +174,9 @@ async fn delegation_and_blocked_inheritance_are_reported_then_fixed() {
     let dc = Dc::load("dc1");
     let dir = dc.directory("test");
     // No delegation at all on OU=Other.
+    let other1 = account(&dir, dc.get("OTHER1_DN")).await;
     match dir
-        .reset_password(dc.get("OTHER1_DN"), &pw("Other-Reset-2024!"), false, false)
+        .reset_password(&other1, &pw("Other-Reset-2024!"), false, false)
         .await
     {
         Err(Refusal::PermissionDenied {
@@ -188,8 +196,9 @@ async fn delegation_and_blocked_inheritance_are_reported_then_fixed() {
     }
     // Blocked inheritance on OU=Executives.
     let exec1 = dc.get("EXEC1_DN").to_owned();
+    let exec1_account = account(&dir, &exec1).await;
     match dir
-        .reset_password(&exec1, &pw("Exec-Reset-2024!"), false, false)
+        .reset_password(&exec1_account, &pw("Exec-Reset-2024!"), false, false)
         .await
     {
         Err(Refusal::PermissionDenied {
@@ -303,7 +312,7 @@ async fn delegation_and_blocked_inheritance_are_reported_then_fixed() {
             &format!("--sddl={ace}"),
         ]);
     }
-    dir.reset_password(&exec1, &pw("Exec-Reset-2024!"), false, false)
+    dir.reset_password(&exec1_account, &pw("Exec-Reset-2024!"), false, false)
         .await
         .expect("reset after the fix");
     dc.binds(&exec1, "Exec-Reset-2024!").await.expect("binds");

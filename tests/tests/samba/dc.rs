@@ -248,3 +248,164 @@ impl Dc {
         )
     }
 }
+
+/// The account at `dn` as a full import reads it (what the connector space
+/// hands the backend).
+pub async fn account(dir: &LdapDirectory, dn: &str) -> agent_client::directory::Account {
+    use agent_client::directory::Directory;
+    dir.import(None)
+        .await
+        .expect("import")
+        .accounts
+        .into_iter()
+        .find(|a| a.dn.eq_ignore_ascii_case(dn))
+        .unwrap_or_else(|| panic!("{dn} not imported"))
+}
+
+/// A short name no other run (or engineer) uses: `prefix` and 6 hex digits.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .subsec_nanos();
+    format!(
+        "{prefix}{:06x}",
+        (nanos ^ std::process::id().rotate_left(16)) & 0xff_ffff
+    )
+}
+
+/// The four write-back rights, as `scripts/samba/setup-delegation` grants
+/// them: inherited by the user objects below the OU.
+pub fn delegation_aces(sid: &str) -> Vec<String> {
+    const USER_CLASS: &str = "bf967aba-0de6-11d0-a285-00aa003049e2";
+    [
+        ("CR", "00299570-246d-11d0-a768-00aa006e0529"),
+        ("CR", "ab721a53-1e2f-11d0-9819-00aa0040529b"),
+        ("WP", "28630ebf-41d5-11d1-a9c1-0000f80367c1"),
+        ("WP", "bf967a0a-0de6-11d0-a285-00aa003049e2"),
+    ]
+    .into_iter()
+    .map(|(kind, right)| format!("(OA;CIIO;{kind};{right};{USER_CLASS};{sid})"))
+    .collect()
+}
+
+impl Dc {
+    /// A new OU of this test's own under the domain head, with the four
+    /// write-back rights delegated to the service account. Returns its DN.
+    pub fn own_ou(&self, prefix: &str) -> String {
+        let dn = format!("OU={},{}", unique(prefix), self.get("BASE_DN"));
+        self.samba_tool(&["ou", "add", &dn]);
+        for ace in delegation_aces(self.get("SERVICE_ACCOUNT_SID")) {
+            self.samba_tool(&[
+                "dsacl",
+                "set",
+                &format!("--objectdn={dn}"),
+                &format!("--sddl={ace}"),
+            ]);
+        }
+        dn
+    }
+
+    /// Creates user `sam` in `ou_dn`; samba-tool makes its CN the
+    /// sAMAccountName and its UPN sam@<dns domain>. Returns its DN.
+    pub fn create_user(&self, ou_dn: &str, sam: &str, password: &str) -> String {
+        let base = format!(",{}", self.get("BASE_DN"));
+        let relative = ou_dn
+            .strip_suffix(&base)
+            .unwrap_or_else(|| panic!("{ou_dn} is not under {base}"));
+        self.samba_tool(&[
+            "user",
+            "create",
+            sam,
+            password,
+            &format!("--userou={relative}"),
+        ]);
+        format!("CN={sam},{ou_dn}")
+    }
+
+    /// The anchor a portal sends for a user created by [`Dc::create_user`].
+    pub fn upn(&self, sam: &str) -> envelope::Anchor {
+        envelope::Anchor::UserPrincipalName(format!(
+            "{sam}@{}",
+            self.get("DNS_DOMAIN").to_lowercase()
+        ))
+    }
+
+    /// The `[[forests]]` section of an ldap forest named `name` for this DC,
+    /// bound as `bind_dn` with the password in `password_file`.
+    pub fn forest_section_as(&self, name: &str, bind_dn: &str, password_file: &str) -> String {
+        format!(
+            "\n[[forests]]\nname = {name:?}\nkind = \"ldap\"\nurl = {:?}\nca_file = {:?}\nbind_dn = {bind_dn:?}\nbind_password_file = {password_file:?}\nbase_dn = {:?}\n",
+            self.get("LDAPS_URL"),
+            self.get("CA_FILE"),
+            self.get("BASE_DN"),
+        )
+    }
+
+    /// Deletes the OU and everything in it (cleanup; failures are ignored
+    /// so that they never hide the test's own result).
+    pub fn remove_ou(&self, ou_dn: &str) {
+        let _ = std::process::Command::new("samba-tool")
+            .args(["ou", "delete", ou_dn, "--force-subtree-delete"])
+            .args(["-s", self.get("SMB_CONF")])
+            .output();
+    }
+}
+
+impl Dc {
+    /// Reads `attrs` of `dn` as the domain's administrator (what the DC
+    /// itself holds, constructed attributes included when named).
+    pub async fn admin_read(&self, dn: &str, attrs: &[&str]) -> HashMap<String, Vec<String>> {
+        let pem = std::fs::read(self.get("CA_FILE")).expect("ca");
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject;
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            roots.add(c.expect("cert")).expect("root");
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("tls")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let settings = ldap3::LdapConnSettings::new().set_config(Arc::new(tls));
+        let (conn, mut ldap) = ldap3::LdapConnAsync::with_settings(settings, self.get("LDAPS_URL"))
+            .await
+            .expect("connect");
+        ldap3::drive!(conn);
+        ldap.simple_bind(self.get("ADMIN_DN"), &self.password("ADMIN_PASSWORD_FILE"))
+            .await
+            .expect("bind")
+            .success()
+            .expect("admin bind");
+        let (entries, _) = ldap
+            .search(dn, ldap3::Scope::Base, "(objectClass=*)", attrs.to_vec())
+            .await
+            .expect("search")
+            .success()
+            .expect("admin read");
+        let _ = ldap.unbind().await;
+        entries
+            .into_iter()
+            .next()
+            .map(|e| ldap3::SearchEntry::construct(e).attrs)
+            .unwrap_or_default()
+    }
+
+    /// An LDAP backend bound as the domain's administrator, who (unlike a
+    /// delegated service account) may see tombstones.
+    pub fn admin_directory(&self, name: &str) -> LdapDirectory {
+        LdapDirectory::new(
+            name,
+            LdapSettings {
+                url: self.get("LDAPS_URL").to_owned(),
+                ca_file: PathBuf::from(self.get("CA_FILE")),
+                bind_dn: self.get("ADMIN_DN").to_owned(),
+                bind_password: Zeroizing::new(self.password("ADMIN_PASSWORD_FILE")),
+                base_dn: Some(self.get("BASE_DN").to_owned()),
+            },
+        )
+        .expect("admin directory")
+    }
+}

@@ -8,7 +8,7 @@ use agent_client::directory::{Directory, Refusal, Right};
 
 use tests::deployment::Deployment;
 
-use crate::dc::{Dc, pw};
+use crate::dc::{Dc, account, pw};
 
 const USER_CLASS: &str = "bf967aba-0de6-11d0-a285-00aa003049e2";
 
@@ -137,7 +137,10 @@ async fn doctor_finds_every_denied_place_and_its_printed_samba_fixes_work() {
     };
     let new = pw("Doctor-Reset-2024!");
     assert_eq!(
-        refusal(dir.reset_password(team_a_user, &new, false, false).await),
+        refusal(
+            dir.reset_password(&account(&dir, team_a_user).await, &new, false, false)
+                .await
+        ),
         (
             Right::ResetPassword,
             tree.team_a.to_lowercase(),
@@ -146,7 +149,10 @@ async fn doctor_finds_every_denied_place_and_its_printed_samba_fixes_work() {
         )
     );
     assert_eq!(
-        refusal(dir.reset_password(legacy_user, &new, false, false).await),
+        refusal(
+            dir.reset_password(&account(&dir, legacy_user).await, &new, false, false)
+                .await
+        ),
         (
             Right::ResetPassword,
             tree.legacy.to_lowercase(),
@@ -155,7 +161,10 @@ async fn doctor_finds_every_denied_place_and_its_printed_samba_fixes_work() {
         )
     );
     assert_eq!(
-        refusal(dir.reset_password(no_reset_user, &new, false, false).await),
+        refusal(
+            dir.reset_password(&account(&dir, no_reset_user).await, &new, false, false)
+                .await
+        ),
         (
             Right::ResetPassword,
             tree.no_reset.to_lowercase(),
@@ -299,7 +308,7 @@ async fn doctor_finds_every_denied_place_and_its_printed_samba_fixes_work() {
     ]);
     let team_b_user = format!("CN={name},{team_b}");
     for user in [team_a_user, no_reset_user, legacy_user, &team_b_user] {
-        dir.reset_password(user, &new, true, true)
+        dir.reset_password(&account(&dir, user).await, &new, true, true)
             .await
             .unwrap_or_else(|r| panic!("{user}: {r}"));
         let must_change = dc

@@ -11,6 +11,7 @@
 mod basics;
 mod dc;
 mod doctor;
+mod identity;
 mod lab;
 mod policy;
 mod scenarios;

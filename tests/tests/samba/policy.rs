@@ -9,7 +9,7 @@ use envelope::{Anchor, RequestBody};
 use proto::pb::Operation;
 use tests::deployment::{Deployment, detail};
 
-use crate::dc::{Dc, pw};
+use crate::dc::{Dc, account, pw};
 use crate::lab::{delegate, forest_section, unique_tag};
 
 /// An OU of this test's own, delegated, with one user per name; returns
@@ -123,7 +123,7 @@ async fn an_unreadable_pso_is_unknown_never_zeros_and_doctor_fixes_it() {
 
     // By default the service account sees which PSO applies, not its settings.
     assert_eq!(
-        dir.policy(&user_dn).await,
+        dir.policy(&account(&dir, &user_dn).await).await,
         Ok(ResultantPolicy::Unreadable {
             source: pso.clone()
         })
@@ -131,12 +131,22 @@ async fn an_unreadable_pso_is_unknown_never_zeros_and_doctor_fixes_it() {
     // The DC names the rule; the agent says that rule with the DC's number
     // (not "in history", not "at least 0 characters").
     assert_eq!(
-        dir.reset_password(&user_dn, &pw("Short-Pass-1"), false, false)
-            .await,
+        dir.reset_password(
+            &account(&dir, &user_dn).await,
+            &pw("Short-Pass-1"),
+            false,
+            false
+        )
+        .await,
         Err(Refusal::TooShort { min_length: 14 })
     );
     match dir
-        .reset_password(&user_dn, &pw("correct horse battery 9"), false, false)
+        .reset_password(
+            &account(&dir, &user_dn).await,
+            &pw("correct horse battery 9"),
+            false,
+            false,
+        )
         .await
     {
         Err(Refusal::FailsComplexity { missing, contains }) => {
@@ -195,7 +205,7 @@ async fn an_unreadable_pso_is_unknown_never_zeros_and_doctor_fixes_it() {
 
     // Now the policy is read exactly, "never expires" included.
     let policy = dir
-        .policy(&user_dn)
+        .policy(&account(&dir, &user_dn).await)
         .await
         .expect("policy")
         .known()
@@ -221,7 +231,12 @@ async fn complexity_and_history_are_what_the_domain_enforces() {
 
     // A space is no symbol: the DC refuses, and so does the agent's rule.
     match dir
-        .reset_password(&user_dn, &pw("correct horse battery 9"), false, false)
+        .reset_password(
+            &account(&dir, &user_dn).await,
+            &pw("correct horse battery 9"),
+            false,
+            false,
+        )
         .await
     {
         Err(Refusal::FailsComplexity { missing, .. }) => {
@@ -235,13 +250,18 @@ async fn complexity_and_history_are_what_the_domain_enforces() {
 
     // An administrative reset to the current password: AD checks no
     // history on a reset, and neither does the agent.
-    dir.reset_password(&user_dn, &pw("Start-Password-2024!"), false, false)
-        .await
-        .expect("a reset to a previous password is allowed");
+    dir.reset_password(
+        &account(&dir, &user_dn).await,
+        &pw("Start-Password-2024!"),
+        false,
+        false,
+    )
+    .await
+    .expect("a reset to a previous password is allowed");
     // A user change to the current password: the DC names the history.
     assert_eq!(
         dir.change_password(
-            &user_dn,
+            &account(&dir, &user_dn).await,
             &pw("Start-Password-2024!"),
             &pw("Start-Password-2024!")
         )
@@ -249,7 +269,7 @@ async fn complexity_and_history_are_what_the_domain_enforces() {
         Err(Refusal::InHistory { history_length: 24 })
     );
     dir.change_password(
-        &user_dn,
+        &account(&dir, &user_dn).await,
         &pw("Start-Password-2024!"),
         &pw("Second-Password-2024!"),
     )
@@ -267,13 +287,13 @@ async fn a_domain_password_that_never_expires_is_shown_as_never() {
     let dc = Dc::load("dc2");
     let dir = dc.directory("fabrikam");
     dc.samba_tool(&["domain", "passwordsettings", "set", "--max-pwd-age=0"]);
-    let policy = dir.policy(dc.get("STAFF1_DN")).await;
+    let policy = dir.policy(&account(&dir, dc.get("STAFF1_DN")).await).await;
     dc.samba_tool(&["domain", "passwordsettings", "set", "--max-pwd-age=42"]);
     let policy = policy.expect("policy").known().expect("domain policy");
     assert_eq!(policy.source, "Default Domain Policy");
     assert_eq!(policy.max_age_secs, 0, "never, not 922337203685 s");
     let policy = dir
-        .policy(dc.get("STAFF1_DN"))
+        .policy(&account(&dir, dc.get("STAFF1_DN")).await)
         .await
         .expect("policy")
         .known()

@@ -8,7 +8,7 @@ use envelope::{Anchor, KeyId, Password};
 
 use super::*;
 use crate::agent::config::AgentConfig;
-use crate::directory::{ContainerRights, Directory, DirectoryError, Policy, Right};
+use crate::directory::{ContainerRights, DirectoryError, Imported, Policy, Right};
 
 /// A forest whose operations all succeed and are counted per DN.
 struct Counting {
@@ -36,29 +36,41 @@ impl Directory for Counting {
     fn forest(&self) -> &str {
         "contoso"
     }
-    async fn import(&self, _: Option<u64>) -> Result<(Vec<Account>, u64), DirectoryError> {
-        Ok((self.accounts.clone(), 1))
+    async fn import(&self, _: Option<u64>) -> Result<Imported, DirectoryError> {
+        Ok(Imported {
+            accounts: self.accounts.clone(),
+            deleted: Vec::new(),
+            cursor: 1,
+        })
+    }
+    async fn refresh(&self, account: &Account) -> Result<Option<Account>, DirectoryError> {
+        Ok(Some(account.clone()))
     }
     async fn reset_password(
         &self,
-        dn: &str,
+        account: &Account,
         _: &Password,
         _: bool,
         _: bool,
     ) -> Result<(), Refusal> {
-        self.record(dn);
+        self.record(&account.dn);
         Ok(())
     }
-    async fn change_password(&self, dn: &str, _: &Password, _: &Password) -> Result<(), Refusal> {
-        self.record(dn);
+    async fn change_password(
+        &self,
+        account: &Account,
+        _: &Password,
+        _: &Password,
+    ) -> Result<(), Refusal> {
+        self.record(&account.dn);
         Err(Refusal::WrongCurrentPassword)
     }
-    async fn unlock(&self, dn: &str) -> Result<(), Refusal> {
-        self.record(dn);
+    async fn unlock(&self, account: &Account) -> Result<(), Refusal> {
+        self.record(&account.dn);
         Ok(())
     }
-    async fn policy(&self, dn: &str) -> Result<ResultantPolicy, Refusal> {
-        self.record(dn);
+    async fn policy(&self, account: &Account) -> Result<ResultantPolicy, Refusal> {
+        self.record(&account.dn);
         Ok(ResultantPolicy::Known(Policy {
             source: "Default Domain Policy".into(),
             min_length: 8,
@@ -280,16 +292,16 @@ fn a_permission_refusal_tells_the_user_no_dn_and_the_event_log_everything() {
         reply.message,
         "the password service is not allowed to change this account; your help desk can fix this"
     );
-    let failure = refusal_event(&refusal, id);
     assert_eq!(
-        failure.place,
+        refusal_place(&refusal),
         Some((
             "OU=Team-A,OU=Dept-Sales,OU=Region-West,DC=x".to_owned(),
             Some("OU=Region-West,DC=x".to_owned()),
             Some("OU=Dept-Sales,OU=Region-West,DC=x".to_owned()),
         ))
     );
-    let event = failure.message.expect("a message");
+    // The event's text is the refusal in full.
+    let event = refusal.to_string();
     for dn in [
         "on OU=Team-A,OU=Dept-Sales,OU=Region-West,DC=x",
         "an explicit deny on OU=Dept-Sales,OU=Region-West,DC=x decides",

@@ -33,22 +33,34 @@
 //! - Every operation is evaluated as the forest's service account (and the
 //!   groups it is in, and the well-known principals).
 //!
+//! - Lockout as AD computes it (UF_LOCKOUT of
+//!   msDS-User-Account-Control-Computed): an account is locked while
+//!   lockoutTime is set and the lockout duration has not passed since. The
+//!   duration is the resultant PSO's `lockout_duration_secs`, else the
+//!   domain's, each 30 minutes when absent (AD's default); 0 means until an
+//!   administrator unlocks. An expired lockout leaves lockoutTime set, as AD
+//!   does.
+//! - Identity by objectGUID: operations act on the account's objectGUID, so
+//!   a user moved or renamed ([`EmbeddedDirectory::move_user`]) is found at
+//!   its new DN, and a deleted one ([`EmbeddedDirectory::delete_user`], which
+//!   leaves a tombstone an incremental import reports) is `UserNotFound`.
+//!
 //! Not modelled: lockout counting (bad attempts never lock an account;
-//! [`EmbeddedDirectory::lock`] does) and lockout duration (a locked account
-//! stays locked until unlocked), password expiry at logon, and the
-//! "password policy hints" control (administrative resets skip history and
-//! minimum age, as AD does without it).
+//! [`EmbeddedDirectory::lock`] does), password expiry at logon, account
+//! expiry (which AD checks at logon, never on a password change or reset),
+//! and the "password policy hints" control (administrative resets skip
+//! history and minimum age, as AD does without it).
 //!
 //! # Operations, and the order of their checks
 //!
-//! - reset: the user exists (else `DirectoryUnavailable`), is enabled
+//! - reset: the user (its objectGUID) exists (else `UserNotFound`), is enabled
 //!   (`AccountDisabled`), has adminCount=0 (`ProtectedAccount`); the service
 //!   account holds Reset Password, and Write lockoutTime when unlocking and
 //!   Write pwdLastSet when forcing a change (`PermissionDenied`); then
 //!   length and complexity. It sets the password (pushing it to the
 //!   history), pwdLastSet (now, or 0 for must-change) and clears lockoutTime
 //!   only when asked: a reset without unlock leaves a locked account locked.
-//! - change: exists, enabled, not locked (`AccountLocked`), the current
+//! - change: exists, enabled, not locked now (`AccountLocked`), the current
 //!   password matches (`WrongCurrentPassword`), Change Password right
 //!   (`PermissionDenied`; for adminCount=1, AdminSDHolder's DACL decides and
 //!   a refusal is `ProtectedAccount`), minimum age (`ChangedTooRecently`),
@@ -73,10 +85,12 @@
 //!     "netbios_name": "CONTOSO",
 //!     "policy": {"min_length": 8, "complexity": true, "history_length": 24,
 //!                "min_age_secs": 86400, "max_age_secs": 3628800},
+//!     "lockout_duration_secs": 1800,           // optional; 0: until unlocked
 //!     "aces": [ACE...],                        // on the domain head
 //!     "admin_sd_holder": [ACE...],             // the DACL of adminCount=1 accounts
 //!     "password_settings": [{"name": "IT Admins PSO", "precedence": 10,
 //!                            "settings": {same fields as policy},
+//!                            "lockout_duration_secs": 1800,  // optional
 //!                            "applies_to": ["CN=IT Admins,OU=Groups,DC=contoso,DC=example"]}]
 //!   }],
 //!   "ous": [{"dn": "OU=Users,DC=contoso,DC=example", "protected": false, "aces": [ACE...]}],
@@ -86,7 +100,7 @@
 //!     "sam_account_name": "ada", "user_principal_name": "ada@contoso.example",
 //!     "object_guid": "3b1a4c2e-7d5f-4e8a-9b6c-1d2e3f405162",
 //!     "display_name": "Ada Lovelace", "enabled": true,
-//!     "lockout_time": 0,                       // Unix ms; 0: not locked
+//!     "lockout_time": 0,                       // Unix ms; 0: never locked
 //!     "pwd_last_set": 1767225600000,           // Unix ms; 0: must change; -1: now (at open)
 //!     "admin_count": 0,
 //!     "member_of": ["CN=...group DN"],
@@ -94,7 +108,8 @@
 //!     "usn_changed": 12001,
 //!     "protected": false,                      // SE_DACL_PROTECTED on the user
 //!     "aces": [ACE...]                         // on the user object
-//!   }]
+//!   }],
+//!   "deleted": [{"object_guid": "...", "usn_changed": 12101}]  // tombstones
 //! }
 //! ```
 //!
@@ -105,7 +120,8 @@
 //! (both extended rights), `write-all-properties` (both properties) or
 //! `generic-all`. `_comment` is allowed on every object; any other unknown
 //! field is an error. Optional fields (`aces`, `protected`, `member_of`,
-//! `lockout_time`, `admin_count`, `password_settings`, `admin_sd_holder`)
+//! `lockout_time`, `admin_count`, `password_settings`, `admin_sd_holder`,
+//! `lockout_duration_secs`, `deleted`)
 //! default to empty/false/0. A `pwd_last_set` of -1 becomes the time the
 //! file is opened (and is written as that time with the next change), so a
 //! sample user can have "just changed" their password whenever a test runs.
@@ -124,6 +140,7 @@
 
 mod model;
 pub mod rules;
+mod tree;
 
 #[cfg(test)]
 mod tests;
@@ -141,8 +158,8 @@ use self::model::{ForestFile, Index, Parent};
 pub use self::model::{Guid, WELL_KNOWN};
 pub use self::rules::{Ace, AceKind, AceRight};
 use super::{
-    Account, ContainerRights, DenyAce, Directory, DirectoryError, Policy, Refusal, ResultantPolicy,
-    Right,
+    Account, ContainerRights, DenyAce, Directory, DirectoryError, Imported, Policy, Refusal,
+    ResultantPolicy, Right,
 };
 
 /// Milliseconds since the Unix epoch.
@@ -161,8 +178,12 @@ pub fn system_clock() -> Clock {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountState {
     pub account: Account,
-    /// Unix ms; 0: not locked.
+    /// Unix ms; 0: never locked or unlocked since. It stays set when the
+    /// lockout expires, as in AD: see `locked`.
     pub lockout_time_ms: u64,
+    /// Locked out now: lockoutTime is set and the lockout duration has not
+    /// passed (AD's UF_LOCKOUT).
+    pub locked: bool,
     /// Unix ms; 0: must change at next logon.
     pub pwd_last_set_ms: u64,
     pub admin_count: u32,
@@ -198,10 +219,6 @@ impl std::fmt::Debug for EmbeddedDirectory {
             .field("path", &self.inner.path)
             .finish_non_exhaustive()
     }
-}
-
-fn no_object(dn: &str) -> Refusal {
-    Refusal::DirectoryUnavailable(format!("no user object {dn} in the directory"))
 }
 
 fn no_object_error(dn: &str) -> DirectoryError {
@@ -249,12 +266,14 @@ impl EmbeddedDirectory {
 
     /// A user's state, or `None` if there is no such user.
     pub fn account_state(&self, dn: &str) -> Option<AccountState> {
+        let now = (self.inner.clock)();
         let st = self.inner.lock();
         let i = st.index.user(dn)?;
         let u = &st.file.users[i];
         Some(AccountState {
             account: u.account(&self.forest),
             lockout_time_ms: u.lockout_time,
+            locked: st.index.locked(&st.file, i, now),
             pwd_last_set_ms: u.pwd_last_set_ms(),
             admin_count: u.admin_count,
             ou: st.index.parent_dn(&st.file, st.index.user_parent(i)),
@@ -488,14 +507,14 @@ impl Inner {
 
     fn reset_password(
         &self,
-        dn: &str,
+        guid: &[u8; 16],
         new: &Password,
         unlock: bool,
         must_change: bool,
     ) -> Result<(), Refusal> {
         let now = (self.clock)();
         self.modify(|f, ix| {
-            let u = ix.user(dn).ok_or_else(|| no_object(dn))?;
+            let u = ix.user_by_guid(guid).ok_or(Refusal::UserNotFound)?;
             let user = &f.users[u];
             if !user.enabled {
                 return Err(Refusal::AccountDisabled);
@@ -532,15 +551,20 @@ impl Inner {
         })
     }
 
-    fn change_password(&self, dn: &str, current: &Password, new: &Password) -> Result<(), Refusal> {
+    fn change_password(
+        &self,
+        guid: &[u8; 16],
+        current: &Password,
+        new: &Password,
+    ) -> Result<(), Refusal> {
         let now = (self.clock)();
         self.modify(|f, ix| {
-            let u = ix.user(dn).ok_or_else(|| no_object(dn))?;
+            let u = ix.user_by_guid(guid).ok_or(Refusal::UserNotFound)?;
             let user = &f.users[u];
             if !user.enabled {
                 return Err(Refusal::AccountDisabled);
             }
-            if user.lockout_time != 0 {
+            if ix.locked(f, u, now) {
                 return Err(Refusal::AccountLocked);
             }
             if !user
@@ -581,9 +605,9 @@ impl Inner {
         })
     }
 
-    fn unlock(&self, dn: &str) -> Result<(), Refusal> {
+    fn unlock(&self, guid: &[u8; 16]) -> Result<(), Refusal> {
         self.modify(|f, ix| {
-            let u = ix.user(dn).ok_or_else(|| no_object(dn))?;
+            let u = ix.user_by_guid(guid).ok_or(Refusal::UserNotFound)?;
             if f.users[u].admin_count != 0 {
                 return Err(Refusal::ProtectedAccount);
             }
@@ -597,13 +621,19 @@ impl Inner {
         })
     }
 
-    fn policy(&self, dn: &str) -> Result<Policy, Refusal> {
+    fn policy(&self, guid: &[u8; 16]) -> Result<Policy, Refusal> {
         let st = self.lock();
-        let u = st.index.user(dn).ok_or_else(|| no_object(dn))?;
+        let u = st.index.user_by_guid(guid).ok_or(Refusal::UserNotFound)?;
         Ok(st.index.policy(&st.file, u))
     }
 
-    fn import(&self, since: Option<u64>) -> (Vec<Account>, u64) {
+    fn refresh(&self, guid: &[u8; 16]) -> Option<Account> {
+        let st = self.lock();
+        let u = st.index.user_by_guid(guid)?;
+        Some(st.file.users[u].account(&self.forest))
+    }
+
+    fn import(&self, since: Option<u64>) -> Imported {
         let st = self.lock();
         let mut accounts: Vec<Account> = st
             .file
@@ -613,7 +643,21 @@ impl Inner {
             .map(|u| u.account(&self.forest))
             .collect();
         accounts.sort_by_key(|a| a.usn_changed);
-        (accounts, st.file.highest_usn)
+        let deleted = match since {
+            Some(s) => st
+                .file
+                .deleted
+                .iter()
+                .filter(|t| t.usn_changed > s)
+                .map(|t| t.object_guid.0)
+                .collect(),
+            None => Vec::new(),
+        };
+        Imported {
+            accounts,
+            deleted,
+            cursor: st.file.highest_usn,
+        }
     }
 
     fn effective_rights(&self) -> Vec<ContainerRights> {
@@ -752,40 +796,46 @@ impl Directory for EmbeddedDirectory {
         &self.forest
     }
 
-    async fn import(&self, since: Option<u64>) -> Result<(Vec<Account>, u64), DirectoryError> {
+    async fn import(&self, since: Option<u64>) -> Result<Imported, DirectoryError> {
         Ok(self.inner.import(since))
+    }
+
+    async fn refresh(&self, account: &Account) -> Result<Option<Account>, DirectoryError> {
+        Ok(self.inner.refresh(&account.object_guid))
     }
 
     async fn reset_password(
         &self,
-        dn: &str,
+        account: &Account,
         new: &Password,
         unlock: bool,
         must_change: bool,
     ) -> Result<(), Refusal> {
-        let (inner, dn, new) = (self.inner.clone(), dn.to_owned(), new.clone());
-        blocking(move || inner.reset_password(&dn, &new, unlock, must_change)).await
+        let (inner, guid, new) = (self.inner.clone(), account.object_guid, new.clone());
+        blocking(move || inner.reset_password(&guid, &new, unlock, must_change)).await
     }
 
     async fn change_password(
         &self,
-        dn: &str,
+        account: &Account,
         current: &Password,
         new: &Password,
     ) -> Result<(), Refusal> {
-        let (inner, dn) = (self.inner.clone(), dn.to_owned());
+        let (inner, guid) = (self.inner.clone(), account.object_guid);
         let (current, new) = (current.clone(), new.clone());
-        blocking(move || inner.change_password(&dn, &current, &new)).await
+        blocking(move || inner.change_password(&guid, &current, &new)).await
     }
 
-    async fn unlock(&self, dn: &str) -> Result<(), Refusal> {
-        let (inner, dn) = (self.inner.clone(), dn.to_owned());
-        blocking(move || inner.unlock(&dn)).await
+    async fn unlock(&self, account: &Account) -> Result<(), Refusal> {
+        let (inner, guid) = (self.inner.clone(), account.object_guid);
+        blocking(move || inner.unlock(&guid)).await
     }
 
-    async fn policy(&self, dn: &str) -> Result<ResultantPolicy, Refusal> {
+    async fn policy(&self, account: &Account) -> Result<ResultantPolicy, Refusal> {
         // The embedded forest's service account reads every policy.
-        self.inner.policy(dn).map(ResultantPolicy::Known)
+        self.inner
+            .policy(&account.object_guid)
+            .map(ResultantPolicy::Known)
     }
 
     async fn effective_rights(&self) -> Result<Vec<ContainerRights>, DirectoryError> {

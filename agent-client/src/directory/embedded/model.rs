@@ -44,7 +44,23 @@ pub struct ForestFile {
     pub groups: Vec<GroupFile>,
     #[serde(default)]
     pub users: Vec<UserFile>,
+    /// Tombstones of deleted users: what an incremental import reports as
+    /// deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<TombstoneFile>,
 }
+
+/// What remains of a deleted user (AD keeps a tombstone with its objectGUID).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TombstoneFile {
+    pub object_guid: Guid,
+    /// The USN the deletion took.
+    pub usn_changed: u64,
+}
+
+/// AD's default lockoutDuration: 30 minutes.
+pub const DEFAULT_LOCKOUT_DURATION_SECS: u64 = 30 * 60;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +72,10 @@ pub struct DomainFile {
     pub netbios_name: String,
     /// The Default Domain Policy's password settings.
     pub policy: PasswordSettings,
+    /// The domain's lockoutDuration; absent: 30 minutes (AD's default); 0:
+    /// until an administrator unlocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockout_duration_secs: Option<u64>,
     /// ACEs on the domain head (inheritable ones reach the whole domain).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aces: Vec<Ace>,
@@ -77,6 +97,9 @@ pub struct PsoFile {
     /// msDS-PasswordSettingsPrecedence: lowest wins; at least 1.
     pub precedence: u32,
     pub settings: PasswordSettings,
+    /// msDS-LockoutDuration; absent: 30 minutes; 0: until unlocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lockout_duration_secs: Option<u64>,
     /// msDS-PSOAppliesTo: DNs of users or groups of the same domain.
     pub applies_to: Vec<String>,
 }
@@ -284,14 +307,16 @@ pub enum Parent {
     Container(usize),
 }
 
-/// Lookups over a validated [`ForestFile`]. Objects are never added or
-/// removed at run time, so indices stay valid across changes.
+/// Lookups over a validated [`ForestFile`]. Password operations never add,
+/// remove or move objects, so indices stay valid across them; moves and
+/// deletions (`tree.rs`) build a new index.
 #[derive(Debug)]
 pub struct Index {
     domains: HashMap<String, usize>,
     containers: HashMap<String, usize>,
     groups: HashMap<String, usize>,
     users: HashMap<String, usize>,
+    users_by_guid: HashMap<[u8; 16], usize>,
     container_parent: Vec<Parent>,
     user_parent: Vec<Parent>,
     user_domain: Vec<usize>,
@@ -332,6 +357,7 @@ impl Index {
             containers: HashMap::new(),
             groups: HashMap::new(),
             users: HashMap::new(),
+            users_by_guid: HashMap::new(),
             container_parent: Vec::new(),
             user_parent: Vec::new(),
             user_domain: Vec::new(),
@@ -361,6 +387,12 @@ impl Index {
         ix.containers = containers;
         ix.groups = groups;
         ix.users = users;
+        ix.users_by_guid = f
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.object_guid.0, i))
+            .collect();
 
         for c in &f.ous {
             let p = ix.parent(&c.dn)?;
@@ -400,7 +432,9 @@ impl Index {
                     u.dn, u.user_principal_name
                 ));
             }
-            if !guids.insert(u.object_guid) {
+            if !guids.insert(u.object_guid)
+                || f.deleted.iter().any(|t| t.object_guid == u.object_guid)
+            {
                 return err(format!(
                     "{}: objectGUID {} is not unique in the forest",
                     u.dn, u.object_guid
@@ -561,6 +595,11 @@ impl Index {
         self.users.get(&normalize(dn)).copied()
     }
 
+    /// The user with this objectGUID, wherever it is now.
+    pub fn user_by_guid(&self, guid: &[u8; 16]) -> Option<usize> {
+        self.users_by_guid.get(guid).copied()
+    }
+
     pub fn container(&self, dn: &str) -> Option<usize> {
         self.containers.get(&normalize(dn)).copied()
     }
@@ -668,6 +707,34 @@ impl Index {
             })
             .collect();
         rules::resultant_policy(&domain.policy, &candidates)
+    }
+}
+
+impl Index {
+    /// The lockout duration that applies to a user in ms (0: until
+    /// unlocked): the resultant PSO's, else the domain's.
+    pub fn lockout_duration_ms(&self, f: &ForestFile, user: usize) -> u64 {
+        let domain = &f.domains[self.user_domain[user]];
+        let source = self.policy(f, user).source;
+        let secs = domain
+            .password_settings
+            .iter()
+            .find(|p| p.name == source)
+            .map_or(domain.lockout_duration_secs, |p| p.lockout_duration_secs)
+            .unwrap_or(DEFAULT_LOCKOUT_DURATION_SECS);
+        secs.saturating_mul(1000)
+    }
+
+    /// Whether the user is locked out at `now_ms`, as AD computes
+    /// UF_LOCKOUT: lockoutTime is set and the lockout duration has not
+    /// passed since.
+    pub fn locked(&self, f: &ForestFile, user: usize, now_ms: u64) -> bool {
+        let since = f.users[user].lockout_time;
+        if since == 0 {
+            return false;
+        }
+        let duration = self.lockout_duration_ms(f, user);
+        duration == 0 || now_ms < since.saturating_add(duration)
     }
 }
 

@@ -12,6 +12,8 @@ use tempfile::TempDir;
 use super::*;
 use crate::directory::Category;
 
+mod identity;
+
 /// 2026-06-01T00:00:00Z.
 const T0: u64 = 1_780_272_000_000;
 const DAY_MS: u64 = 86_400_000;
@@ -33,6 +35,23 @@ const TIM: &str = "CN=Tim Berners-Lee,OU=Users,DC=emea,DC=contoso,DC=example";
 
 fn pw(s: &str) -> Password {
     Password::new(s)
+}
+
+/// The account at `dn` as the connector space would hand it over; a DN
+/// that names no user gets an objectGUID no user has.
+fn acct(dir: &EmbeddedDirectory, dn: &str) -> Account {
+    dir.account_state(dn)
+        .map(|s| s.account)
+        .unwrap_or_else(|| Account {
+            forest: "nowhere".into(),
+            dn: dn.into(),
+            sam_account_name: String::new(),
+            user_principal_name: String::new(),
+            object_guid: [0xee; 16],
+            display_name: String::new(),
+            enabled: true,
+            usn_changed: 0,
+        })
 }
 
 fn samples_dir() -> PathBuf {
@@ -152,7 +171,13 @@ async fn both_sample_forests_parse_and_their_documented_passwords_bind() {
         assert!(contoso.dir.check_password(dn, &pw(password)), "{dn}");
         assert!(!contoso.dir.check_password(dn, &pw("wrong")), "{dn}");
         // Every sample password meets its own account's policy.
-        let policy = contoso.dir.policy(dn).await.unwrap().known().unwrap();
+        let policy = contoso
+            .dir
+            .policy(&acct(&contoso.dir, dn))
+            .await
+            .unwrap()
+            .known()
+            .unwrap();
         let state = contoso.dir.account_state(dn).unwrap();
         rules::check_new_password(
             &policy,
@@ -172,8 +197,16 @@ async fn both_sample_forests_parse_and_their_documented_passwords_bind() {
     }
 
     // The documented collisions across the two forests.
-    let (c, _) = contoso.dir.import(None).await.unwrap();
-    let (f, _) = fabrikam.dir.import(None).await.unwrap();
+    let Imported {
+        accounts: c,
+        cursor: _,
+        ..
+    } = contoso.dir.import(None).await.unwrap();
+    let Imported {
+        accounts: f,
+        cursor: _,
+        ..
+    } = fabrikam.dir.import(None).await.unwrap();
     let c_ada = c.iter().find(|a| a.dn == ADA).unwrap();
     let c_grace = c.iter().find(|a| a.dn == GRACE).unwrap();
     let same_upn: Vec<_> = f
@@ -205,7 +238,7 @@ async fn reset_sets_the_password_pwd_last_set_and_a_new_usn() {
     let fx = sample("contoso");
     let before = fx.dir.account_state(ADA).unwrap();
     fx.dir
-        .reset_password(ADA, &pw("Brand-New-Passw0rd"), false, false)
+        .reset_password(&acct(&fx.dir, ADA), &pw("Brand-New-Passw0rd"), false, false)
         .await
         .unwrap();
     assert!(fx.dir.check_password(ADA, &pw("Brand-New-Passw0rd")));
@@ -219,7 +252,7 @@ async fn reset_sets_the_password_pwd_last_set_and_a_new_usn() {
 
     // must_change: pwdLastSet = 0.
     fx.dir
-        .reset_password(ADA, &pw("Another-Passw0rd"), false, true)
+        .reset_password(&acct(&fx.dir, ADA), &pw("Another-Passw0rd"), false, true)
         .await
         .unwrap();
     assert_eq!(fx.dir.account_state(ADA).unwrap().pwd_last_set_ms, 0);
@@ -231,11 +264,21 @@ async fn reset_skips_history_and_minimum_age() {
     // Katherine's password was set "now" (minimum age 1 day): a reset ignores it,
     // and may even set the current password again.
     fx.dir
-        .reset_password(KATHERINE, &pw("Orbital-Mechanics-1962"), false, false)
+        .reset_password(
+            &acct(&fx.dir, KATHERINE),
+            &pw("Orbital-Mechanics-1962"),
+            false,
+            false,
+        )
         .await
         .unwrap();
     fx.dir
-        .reset_password(ADA, &pw("Bernoulli-Numbers-1843"), false, false)
+        .reset_password(
+            &acct(&fx.dir, ADA),
+            &pw("Bernoulli-Numbers-1843"),
+            false,
+            false,
+        )
         .await
         .unwrap();
     assert!(fx.dir.check_password(ADA, &pw("Bernoulli-Numbers-1843")));
@@ -247,7 +290,12 @@ async fn reset_of_a_locked_account_unlocks_only_when_asked() {
     let locked = fx.dir.account_state(BARBARA).unwrap().lockout_time_ms;
     assert_ne!(locked, 0);
     fx.dir
-        .reset_password(BARBARA, &pw("Open-Closed-Rule-1"), false, false)
+        .reset_password(
+            &acct(&fx.dir, BARBARA),
+            &pw("Open-Closed-Rule-1"),
+            false,
+            false,
+        )
         .await
         .unwrap();
     assert!(fx.dir.check_password(BARBARA, &pw("Open-Closed-Rule-1")));
@@ -258,7 +306,7 @@ async fn reset_of_a_locked_account_unlocks_only_when_asked() {
     assert_eq!(
         fx.dir
             .change_password(
-                BARBARA,
+                &acct(&fx.dir, BARBARA),
                 &pw("Open-Closed-Rule-1"),
                 &pw("Open-Closed-Rule-2")
             )
@@ -266,7 +314,12 @@ async fn reset_of_a_locked_account_unlocks_only_when_asked() {
         Err(Refusal::AccountLocked)
     );
     fx.dir
-        .reset_password(BARBARA, &pw("Open-Closed-Rule-3"), true, false)
+        .reset_password(
+            &acct(&fx.dir, BARBARA),
+            &pw("Open-Closed-Rule-3"),
+            true,
+            false,
+        )
         .await
         .unwrap();
     assert_eq!(fx.dir.account_state(BARBARA).unwrap().lockout_time_ms, 0);
@@ -278,23 +331,30 @@ async fn reset_refusals_in_the_order_ad_checks_them() {
     let good = pw("Quite-G00d-Password");
     let reset = |dn: &'static str, p: &'static str| {
         let d = fx.dir.clone();
-        async move { d.reset_password(dn, &pw(p), false, false).await }
+        async move { d.reset_password(&acct(&d, dn), &pw(p), false, false).await }
     };
-    assert!(matches!(
-        fx.dir.reset_password("CN=Nobody,OU=Staff,OU=Users,DC=contoso,DC=example", &good, false, false).await,
-        Err(Refusal::DirectoryUnavailable(why)) if why.contains("CN=Nobody")
-    ));
-    // A group is not a user.
     assert!(matches!(
         fx.dir
             .reset_password(
-                "CN=IT Admins,OU=Groups,DC=contoso,DC=example",
+                &acct(&fx.dir, "CN=Nobody,OU=Staff,OU=Users,DC=contoso,DC=example"),
                 &good,
                 false,
                 false
             )
             .await,
-        Err(Refusal::DirectoryUnavailable(_))
+        Err(Refusal::UserNotFound)
+    ));
+    // A group is not a user (its objectGUID names no user).
+    assert!(matches!(
+        fx.dir
+            .reset_password(
+                &acct(&fx.dir, "CN=IT Admins,OU=Groups,DC=contoso,DC=example"),
+                &good,
+                false,
+                false
+            )
+            .await,
+        Err(Refusal::UserNotFound)
     ));
     // Disabled comes first, even before policy.
     assert_eq!(reset(EDSGER, "x").await, Err(Refusal::AccountDisabled));
@@ -355,7 +415,7 @@ async fn reset_refusals_in_the_order_ad_checks_them() {
     // Nothing was changed by any refusal.
     assert!(fx.dir.check_password(ADA, &pw("Analytical-Engine-1843")));
     assert!(fx.dir.check_password(ALAN, &pw("Enigma-Bombe-1940")));
-    let (_, cursor) = fx.dir.import(None).await.unwrap();
+    let Imported { cursor, .. } = fx.dir.import(None).await.unwrap();
     assert_eq!(cursor, 12_100);
     // Other users reset fine.
     reset(GRACE, "Quite-G00d-Password").await.unwrap();
@@ -414,25 +474,29 @@ async fn unlock_and_must_change_need_their_property_rights() {
     let fx = small_forest(json!([ace("allow", "reset-password", X_SVC, true)]), |_| {});
     let p = pw("Fresh-Passw0rd");
     assert_eq!(
-        fx.dir.reset_password(X_ADA, &p, true, false).await,
-        Err(denied(Right::WriteLockoutTime, X_PEOPLE, None, None))
-    );
-    assert_eq!(
-        fx.dir.reset_password(X_ADA, &p, false, true).await,
-        Err(denied(Right::WritePwdLastSet, X_PEOPLE, None, None))
-    );
-    assert_eq!(
-        fx.dir.unlock(X_ADA).await,
+        fx.dir
+            .reset_password(&acct(&fx.dir, X_ADA), &p, true, false)
+            .await,
         Err(denied(Right::WriteLockoutTime, X_PEOPLE, None, None))
     );
     assert_eq!(
         fx.dir
-            .change_password(X_ADA, &pw("Start-Passw0rd"), &p)
+            .reset_password(&acct(&fx.dir, X_ADA), &p, false, true)
+            .await,
+        Err(denied(Right::WritePwdLastSet, X_PEOPLE, None, None))
+    );
+    assert_eq!(
+        fx.dir.unlock(&acct(&fx.dir, X_ADA)).await,
+        Err(denied(Right::WriteLockoutTime, X_PEOPLE, None, None))
+    );
+    assert_eq!(
+        fx.dir
+            .change_password(&acct(&fx.dir, X_ADA), &pw("Start-Passw0rd"), &p)
             .await,
         Err(denied(Right::ChangePassword, X_PEOPLE, None, None))
     );
     fx.dir
-        .reset_password(X_ADA, &p, false, false)
+        .reset_password(&acct(&fx.dir, X_ADA), &p, false, false)
         .await
         .unwrap();
     // Grants to a nested group count; so do the broad rights.
@@ -447,7 +511,7 @@ async fn unlock_and_must_change_need_their_property_rights() {
         )
         .unwrap();
     fx.dir
-        .reset_password(X_ADA, &pw("Fresh-Passw0rd-2"), true, true)
+        .reset_password(&acct(&fx.dir, X_ADA), &pw("Fresh-Passw0rd-2"), true, true)
         .await
         .unwrap();
 }
@@ -468,7 +532,9 @@ async fn deny_beats_allow_and_object_aces_beat_inherited_ones() {
     );
     let p = pw("Fresh-Passw0rd");
     assert_eq!(
-        fx.dir.reset_password(X_ADA, &p, false, true).await,
+        fx.dir
+            .reset_password(&acct(&fx.dir, X_ADA), &p, false, true)
+            .await,
         Err(denied(
             Right::WritePwdLastSet,
             X_PEOPLE,
@@ -483,13 +549,18 @@ async fn deny_beats_allow_and_object_aces_beat_inherited_ones() {
     fx.dir
         .add_ace(X_ADA, Ace::allow(Right::WritePwdLastSet, X_SVC, false))
         .unwrap();
-    fx.dir.reset_password(X_ADA, &p, false, true).await.unwrap();
+    fx.dir
+        .reset_password(&acct(&fx.dir, X_ADA), &p, false, true)
+        .await
+        .unwrap();
     // An explicit deny on the object beats the inherited allow.
     fx.dir
         .add_ace(X_ADA, Ace::deny(Right::ResetPassword, X_SVC, false))
         .unwrap();
     assert_eq!(
-        fx.dir.reset_password(X_ADA, &p, false, false).await,
+        fx.dir
+            .reset_password(&acct(&fx.dir, X_ADA), &p, false, false)
+            .await,
         Err(denied(Right::ResetPassword, X_PEOPLE, None, Some(X_ADA)))
     );
 }
@@ -500,13 +571,13 @@ async fn a_protected_user_object_receives_nothing_from_its_ou() {
     fx.dir.set_inheritance(X_ADA, true).unwrap();
     assert_eq!(
         fx.dir
-            .reset_password(X_ADA, &pw("Fresh-Passw0rd"), false, false)
+            .reset_password(&acct(&fx.dir, X_ADA), &pw("Fresh-Passw0rd"), false, false)
             .await,
         Err(denied(Right::ResetPassword, X_PEOPLE, Some(X_ADA), None))
     );
     fx.dir.set_inheritance(X_ADA, false).unwrap();
     fx.dir
-        .reset_password(X_ADA, &pw("Fresh-Passw0rd"), false, false)
+        .reset_password(&acct(&fx.dir, X_ADA), &pw("Fresh-Passw0rd"), false, false)
         .await
         .unwrap();
 }
@@ -518,7 +589,7 @@ async fn change_succeeds_then_minimum_age_history_and_policy_apply() {
     let fx = sample("contoso");
     let current = pw("Analytical-Engine-1843");
     fx.dir
-        .change_password(ADA, &current, &pw("Punched-Cards-1804"))
+        .change_password(&acct(&fx.dir, ADA), &current, &pw("Punched-Cards-1804"))
         .await
         .unwrap();
     assert!(fx.dir.check_password(ADA, &pw("Punched-Cards-1804")));
@@ -527,7 +598,7 @@ async fn change_succeeds_then_minimum_age_history_and_policy_apply() {
     let current = pw("Punched-Cards-1804");
     assert_eq!(
         fx.dir
-            .change_password(ADA, &current, &pw("Jacquard-Loom-1804"))
+            .change_password(&acct(&fx.dir, ADA), &current, &pw("Jacquard-Loom-1804"))
             .await,
         Err(Refusal::ChangedTooRecently {
             allowed_after_unix_ms: T0 + DAY_MS
@@ -541,18 +612,22 @@ async fn change_succeeds_then_minimum_age_history_and_policy_apply() {
         "Bernoulli-Numbers-1843",
     ] {
         assert_eq!(
-            fx.dir.change_password(ADA, &current, &pw(old)).await,
+            fx.dir
+                .change_password(&acct(&fx.dir, ADA), &current, &pw(old))
+                .await,
             Err(Refusal::InHistory { history_length: 24 }),
             "{old}"
         );
     }
     assert_eq!(
-        fx.dir.change_password(ADA, &current, &pw("Sh0rt!")).await,
+        fx.dir
+            .change_password(&acct(&fx.dir, ADA), &current, &pw("Sh0rt!"))
+            .await,
         Err(Refusal::TooShort { min_length: 8 })
     );
     assert_eq!(
         fx.dir
-            .change_password(ADA, &current, &pw("lovelace-lovelace"))
+            .change_password(&acct(&fx.dir, ADA), &current, &pw("lovelace-lovelace"))
             .await,
         Err(Refusal::FailsComplexity {
             missing: vec![Category::Uppercase, Category::Digit],
@@ -560,7 +635,7 @@ async fn change_succeeds_then_minimum_age_history_and_policy_apply() {
         })
     );
     fx.dir
-        .change_password(ADA, &current, &pw("Jacquard-Loom-1804"))
+        .change_password(&acct(&fx.dir, ADA), &current, &pw("Jacquard-Loom-1804"))
         .await
         .unwrap();
 }
@@ -572,11 +647,11 @@ async fn change_refusals_in_the_order_ad_checks_them() {
     let change = |dn: &'static str, current: &'static str| {
         let d = fx.dir.clone();
         let new = new.clone();
-        async move { d.change_password(dn, &pw(current), &new).await }
+        async move { d.change_password(&acct(&d, dn), &pw(current), &new).await }
     };
     assert!(matches!(
         change("CN=Nobody,DC=contoso,DC=example", "x").await,
-        Err(Refusal::DirectoryUnavailable(_))
+        Err(Refusal::UserNotFound)
     ));
     assert_eq!(
         change(EDSGER, "Shortest-Path-1956").await,
@@ -619,11 +694,18 @@ async fn a_protected_account_without_change_password_on_admin_sd_holder_is_refus
     });
     assert_eq!(
         fx.dir
-            .change_password(X_ADA, &pw("Start-Passw0rd"), &pw("Fresh-Passw0rd"))
+            .change_password(
+                &acct(&fx.dir, X_ADA),
+                &pw("Start-Passw0rd"),
+                &pw("Fresh-Passw0rd")
+            )
             .await,
         Err(Refusal::ProtectedAccount)
     );
-    assert_eq!(fx.dir.unlock(X_ADA).await, Err(Refusal::ProtectedAccount));
+    assert_eq!(
+        fx.dir.unlock(&acct(&fx.dir, X_ADA)).await,
+        Err(Refusal::ProtectedAccount)
+    );
 }
 
 #[tokio::test]
@@ -635,19 +717,19 @@ async fn history_length_bounds_what_is_remembered() {
     let mut current = "Start-Passw0rd";
     for next in steps {
         fx.dir
-            .change_password(X_ADA, &pw(current), &pw(next))
+            .change_password(&acct(&fx.dir, X_ADA), &pw(current), &pw(next))
             .await
             .unwrap();
         current = next;
     }
     assert_eq!(
         fx.dir
-            .change_password(X_ADA, &pw(current), &pw("Second-Passw0rd"))
+            .change_password(&acct(&fx.dir, X_ADA), &pw(current), &pw("Second-Passw0rd"))
             .await,
         Err(Refusal::InHistory { history_length: 2 })
     );
     fx.dir
-        .change_password(X_ADA, &pw(current), &pw("Start-Passw0rd"))
+        .change_password(&acct(&fx.dir, X_ADA), &pw(current), &pw("Start-Passw0rd"))
         .await
         .unwrap();
 }
@@ -657,7 +739,12 @@ async fn at_most_24_passwords_are_kept() {
     let fx = small_forest(json!([ace("allow", "generic-all", X_SVC, true)]), |_| {});
     for i in 0..30 {
         fx.dir
-            .reset_password(X_ADA, &pw(&format!("Passw0rd-{i}")), false, false)
+            .reset_password(
+                &acct(&fx.dir, X_ADA),
+                &pw(&format!("Passw0rd-{i}")),
+                false,
+                false,
+            )
             .await
             .unwrap();
     }
@@ -670,42 +757,57 @@ async fn at_most_24_passwords_are_kept() {
 #[tokio::test]
 async fn unlock_clears_lockout_time_and_has_its_own_refusals() {
     let fx = sample("contoso");
-    fx.dir.unlock(BARBARA).await.unwrap();
+    fx.dir.unlock(&acct(&fx.dir, BARBARA)).await.unwrap();
     assert_eq!(fx.dir.account_state(BARBARA).unwrap().lockout_time_ms, 0);
     let usn = fx.dir.account_state(BARBARA).unwrap().account.usn_changed;
     // Unlocking an account that is not locked changes nothing.
-    fx.dir.unlock(BARBARA).await.unwrap();
+    fx.dir.unlock(&acct(&fx.dir, BARBARA)).await.unwrap();
     assert_eq!(
         fx.dir.account_state(BARBARA).unwrap().account.usn_changed,
         usn
     );
-    assert_eq!(fx.dir.unlock(ADMIN).await, Err(Refusal::ProtectedAccount));
     assert_eq!(
-        fx.dir.unlock(ALAN).await,
+        fx.dir.unlock(&acct(&fx.dir, ADMIN)).await,
+        Err(Refusal::ProtectedAccount)
+    );
+    assert_eq!(
+        fx.dir.unlock(&acct(&fx.dir, ALAN)).await,
         Err(denied(Right::WriteLockoutTime, EXEC, Some(EXEC), None))
     );
     assert!(matches!(
-        fx.dir.unlock("CN=Nobody,DC=contoso,DC=example").await,
-        Err(Refusal::DirectoryUnavailable(_))
+        fx.dir
+            .unlock(&acct(&fx.dir, "CN=Nobody,DC=contoso,DC=example"))
+            .await,
+        Err(Refusal::UserNotFound)
     ));
     // lock() is what failed logons would do.
     fx.dir.lock(ADA).unwrap();
     assert_eq!(fx.dir.account_state(ADA).unwrap().lockout_time_ms, T0);
     assert_eq!(
         fx.dir
-            .change_password(ADA, &pw("Analytical-Engine-1843"), &pw("Whatever-1234"))
+            .change_password(
+                &acct(&fx.dir, ADA),
+                &pw("Analytical-Engine-1843"),
+                &pw("Whatever-1234")
+            )
             .await,
         Err(Refusal::AccountLocked)
     );
     // Disabled accounts can be unlocked.
     fx.dir.lock(EDSGER).unwrap();
-    fx.dir.unlock(EDSGER).await.unwrap();
+    fx.dir.unlock(&acct(&fx.dir, EDSGER)).await.unwrap();
 }
 
 #[tokio::test]
 async fn policy_is_the_domains_or_the_winning_psos() {
     let fx = sample("contoso");
-    let ada = fx.dir.policy(ADA).await.unwrap().known().unwrap();
+    let ada = fx
+        .dir
+        .policy(&acct(&fx.dir, ADA))
+        .await
+        .unwrap()
+        .known()
+        .unwrap();
     assert_eq!(
         ada,
         Policy {
@@ -717,24 +819,38 @@ async fn policy_is_the_domains_or_the_winning_psos() {
             max_age_secs: 42 * 86_400,
         }
     );
-    let linus = fx.dir.policy(LINUS).await.unwrap().known().unwrap();
+    let linus = fx
+        .dir
+        .policy(&acct(&fx.dir, LINUS))
+        .await
+        .unwrap()
+        .known()
+        .unwrap();
     assert_eq!(
         (linus.source.as_str(), linus.min_length),
         ("IT Admins PSO", 14)
     );
-    let tim = fx.dir.policy(TIM).await.unwrap().known().unwrap();
+    let tim = fx
+        .dir
+        .policy(&acct(&fx.dir, TIM))
+        .await
+        .unwrap()
+        .known()
+        .unwrap();
     assert_eq!(
         (tim.source.as_str(), tim.min_length),
         ("Default Domain Policy", 10)
     );
     assert!(matches!(
-        fx.dir.policy("CN=Nobody,DC=contoso,DC=example").await,
-        Err(Refusal::DirectoryUnavailable(_))
+        fx.dir
+            .policy(&acct(&fx.dir, "CN=Nobody,DC=contoso,DC=example"))
+            .await,
+        Err(Refusal::UserNotFound)
     ));
     // DNs compare case-insensitively.
     assert_eq!(
         fx.dir
-            .policy(&ADA.to_uppercase())
+            .policy(&acct(&fx.dir, &ADA.to_uppercase()))
             .await
             .unwrap()
             .known()
@@ -759,7 +875,13 @@ async fn psos_apply_through_nested_groups_and_direct_links_win() {
         ]);
     });
     // Through Helpdesk, nested in Tier2: precedence 5 wins.
-    let p = fx.dir.policy(X_ADA).await.unwrap().known().unwrap();
+    let p = fx
+        .dir
+        .policy(&acct(&fx.dir, X_ADA))
+        .await
+        .unwrap()
+        .known()
+        .unwrap();
     assert_eq!(
         (p.source.as_str(), p.min_length, p.history_length),
         ("Tier2", 12, 5)
@@ -773,10 +895,22 @@ async fn psos_apply_through_nested_groups_and_direct_links_win() {
              "applies_to": [X_SVC]}
         ]);
     });
-    let p = fx.dir.policy(X_SVC).await.unwrap().known().unwrap();
+    let p = fx
+        .dir
+        .policy(&acct(&fx.dir, X_SVC))
+        .await
+        .unwrap()
+        .known()
+        .unwrap();
     assert_eq!((p.source.as_str(), p.min_length), ("Direct", 20));
     assert_eq!(
-        fx.dir.policy(X_ADA).await.unwrap().known().unwrap().source,
+        fx.dir
+            .policy(&acct(&fx.dir, X_ADA))
+            .await
+            .unwrap()
+            .known()
+            .unwrap()
+            .source,
         "Default Domain Policy"
     );
 }
@@ -786,7 +920,11 @@ async fn psos_apply_through_nested_groups_and_direct_links_win() {
 #[tokio::test]
 async fn import_returns_changes_after_the_cursor() {
     let fx = sample("contoso");
-    let (all, cursor) = fx.dir.import(None).await.unwrap();
+    let Imported {
+        accounts: all,
+        cursor,
+        ..
+    } = fx.dir.import(None).await.unwrap();
     assert_eq!(all.len(), 11);
     assert_eq!(cursor, 12_100);
     assert!(all.windows(2).all(|w| w[0].usn_changed <= w[1].usn_changed));
@@ -806,25 +944,45 @@ async fn import_returns_changes_after_the_cursor() {
     );
     assert!(!all.iter().find(|a| a.dn == EDSGER).unwrap().enabled);
 
-    let (none, same) = fx.dir.import(Some(cursor)).await.unwrap();
+    let Imported {
+        accounts: none,
+        cursor: same,
+        ..
+    } = fx.dir.import(Some(cursor)).await.unwrap();
     assert!(none.is_empty());
     assert_eq!(same, cursor);
 
     fx.dir
-        .reset_password(GRACE, &pw("Quite-G00d-Password"), false, false)
+        .reset_password(
+            &acct(&fx.dir, GRACE),
+            &pw("Quite-G00d-Password"),
+            false,
+            false,
+        )
         .await
         .unwrap();
     fx.dir.lock(ADA).unwrap();
-    let (changed, next) = fx.dir.import(Some(cursor)).await.unwrap();
+    let Imported {
+        accounts: changed,
+        cursor: next,
+        ..
+    } = fx.dir.import(Some(cursor)).await.unwrap();
     let dns: Vec<_> = changed.iter().map(|a| a.dn.as_str()).collect();
     assert_eq!(dns, [GRACE, ADA]);
     assert_eq!(next, cursor + 2);
     assert_eq!(changed[1].usn_changed, next);
-    let (changed, _) = fx.dir.import(Some(cursor + 1)).await.unwrap();
+    let Imported {
+        accounts: changed,
+        cursor: _,
+        ..
+    } = fx.dir.import(Some(cursor + 1)).await.unwrap();
     assert_eq!(changed.len(), 1);
     // Refusals change nothing.
-    let _ = fx.dir.reset_password(ALAN, &pw("x"), false, false).await;
-    assert!(fx.dir.import(Some(next)).await.unwrap().0.is_empty());
+    let _ = fx
+        .dir
+        .reset_password(&acct(&fx.dir, ALAN), &pw("x"), false, false)
+        .await;
+    assert!(fx.dir.import(Some(next)).await.unwrap().accounts.is_empty());
 }
 
 #[tokio::test]
@@ -864,9 +1022,9 @@ async fn effective_rights_name_the_blocked_ou_and_doctors_fixes_work() {
             .unwrap();
     }
     // Granting twice changes nothing.
-    let (_, cursor) = fx.dir.import(None).await.unwrap();
+    let Imported { cursor, .. } = fx.dir.import(None).await.unwrap();
     fx.dir.grant(EXEC, Right::ResetPassword, SVC, true).unwrap();
-    assert_eq!(fx.dir.import(None).await.unwrap().1, cursor);
+    assert_eq!(fx.dir.import(None).await.unwrap().cursor, cursor);
     let rights = fx.dir.effective_rights().await.unwrap();
     assert_eq!(
         rights[1].blocked_at, None,
@@ -888,7 +1046,12 @@ async fn effective_rights_name_the_blocked_ou_and_doctors_fixes_work() {
     // The fix survives a restart.
     let again = fx.reopen();
     again
-        .reset_password(ALAN, &pw("Quite-G00d-Password"), false, false)
+        .reset_password(
+            &acct(&again, ALAN),
+            &pw("Quite-G00d-Password"),
+            false,
+            false,
+        )
         .await
         .unwrap();
     assert!(again.check_password(ALAN, &pw("Quite-G00d-Password")));
@@ -902,14 +1065,19 @@ async fn unblocking_inheritance_lets_the_delegation_through() {
     let exec = rights.iter().find(|o| o.dn == EXEC).unwrap();
     assert!(exec.missing.is_empty() && exec.blocked_at.is_none());
     fx.dir
-        .reset_password(ALAN, &pw("Quite-G00d-Password"), true, true)
+        .reset_password(&acct(&fx.dir, ALAN), &pw("Quite-G00d-Password"), true, true)
         .await
         .unwrap();
     // And blocking it again on Staff cuts Ada off.
     fx.dir.set_inheritance(STAFF, true).unwrap();
     assert_eq!(
         fx.reopen()
-            .reset_password(ADA, &pw("Quite-G00d-Password"), false, false)
+            .reset_password(
+                &acct(&fx.dir, ADA),
+                &pw("Quite-G00d-Password"),
+                false,
+                false
+            )
             .await,
         Err(denied(Right::ResetPassword, STAFF, Some(STAFF), None))
     );
@@ -945,7 +1113,7 @@ async fn changes_survive_reopening_and_leave_no_temporary_files() {
     let katherine_set = fx.dir.account_state(KATHERINE).unwrap().pwd_last_set_ms;
     assert_eq!(katherine_set, T0, "-1 is resolved at open");
     fx.dir
-        .reset_password(ADA, &pw("Persisted-Passw0rd"), true, false)
+        .reset_password(&acct(&fx.dir, ADA), &pw("Persisted-Passw0rd"), true, false)
         .await
         .unwrap();
     fx.dir.lock(GRACE).unwrap();
@@ -955,7 +1123,7 @@ async fn changes_survive_reopening_and_leave_no_temporary_files() {
     assert!(again.check_password(ADA, &pw("Persisted-Passw0rd")));
     assert_ne!(again.account_state(GRACE).unwrap().lockout_time_ms, 0);
     assert!(again.account_state(EDSGER).unwrap().account.enabled);
-    assert_eq!(again.import(None).await.unwrap().1, 12_103);
+    assert_eq!(again.import(None).await.unwrap().cursor, 12_103);
     // The -1 was written as the time it was resolved, not re-resolved.
     assert_eq!(again.account_state(KATHERINE).unwrap().pwd_last_set_ms, T0);
     let text = std::fs::read_to_string(&fx.path).unwrap();
@@ -989,11 +1157,11 @@ async fn a_failed_save_changes_nothing_and_reports_the_directory_unavailable() {
     let dir = EmbeddedDirectory::open("contoso", &path).unwrap();
     drop(gone);
     assert!(matches!(
-        dir.reset_password(ADA, &pw("Never-Saved-Passw0rd"), false, false).await,
+        dir.reset_password(&acct(&dir, ADA), &pw("Never-Saved-Passw0rd"), false, false).await,
         Err(Refusal::DirectoryUnavailable(why)) if why.contains("could not save")
     ));
     assert!(dir.check_password(ADA, &pw("Analytical-Engine-1843")));
-    assert_eq!(dir.import(None).await.unwrap().1, 12_100);
+    assert_eq!(dir.import(None).await.unwrap().cursor, 12_100);
     assert!(dir.lock(ADA).is_err());
     assert_eq!(dir.account_state(ADA).unwrap().lockout_time_ms, 0);
 }
@@ -1006,7 +1174,7 @@ async fn concurrent_operations_all_land() {
         let d = fx.dir.clone();
         tasks.push(tokio::spawn(async move {
             d.change_password(
-                dn,
+                &acct(&d, dn),
                 &pw(CONTOSO_PASSWORDS.iter().find(|(u, _)| *u == dn).unwrap().1),
                 &pw(&format!("Concurrent-Passw0rd-{i}")),
             )
@@ -1017,7 +1185,7 @@ async fn concurrent_operations_all_land() {
         t.await.unwrap().unwrap();
     }
     let again = fx.reopen();
-    assert_eq!(again.import(None).await.unwrap().1, 12_105);
+    assert_eq!(again.import(None).await.unwrap().cursor, 12_105);
     assert!(again.check_password(TIM, &pw("Concurrent-Passw0rd-4")));
 }
 

@@ -9,6 +9,17 @@
 //! the same `0000052D`; the reason is then the rule the DC named, or one
 //! the backend can check itself, or "refused by the domain's policy or a
 //! password filter" (see [`policy`]): never a guess.
+//!
+//! Every operation acts on the account's objectGUID: it reads the entry at
+//! `<GUID=...>` (AD's extended DN form; Samba 4.17 accepts it as a search
+//! base and as the target of a modify), so a moved or renamed account is
+//! found where it now is and a deleted one is [`Refusal::UserNotFound`]
+//! (noSuchObject). Its state is what the DC computes: disabled from
+//! userAccountControl, locked out from msDS-User-Account-Control-Computed
+//! (UF_LOCKOUT), which is clear once the lockout duration has passed though
+//! lockoutTime stays set. Account expiry (accountExpires) refuses logons,
+//! not password changes or resets, on AD and on Samba alike: it is not
+//! checked here.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -20,8 +31,9 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
 use rustls::pki_types::pem::PemObject;
 use zeroize::Zeroizing;
 
+use super::embedded::Guid;
 use super::{
-    Account, ContainerRights, Directory, DirectoryError, Refusal, ResultantPolicy, Right,
+    Account, ContainerRights, Directory, DirectoryError, Imported, Refusal, ResultantPolicy, Right,
     ServiceAccount, UnreadablePolicy,
 };
 pub use policy::interval_secs;
@@ -37,6 +49,11 @@ const PAGE_SIZE: i32 = 500;
 const SD_FLAGS_OID: &str = "1.2.840.113556.1.4.801";
 const SD_FLAGS_DACL: [u8; 5] = [0x30, 0x03, 0x02, 0x01, 0x04];
 const UAC_DISABLED: u64 = 0x2;
+/// UF_LOCKOUT in msDS-User-Account-Control-Computed: locked out now, as the
+/// DC computes it from lockoutTime and the resultant lockout duration.
+const UF_LOCKOUT: u64 = 0x10;
+/// LDAP noSuchObject.
+const NO_SUCH_OBJECT: u32 = 32;
 
 /// How to reach and act in one forest.
 #[derive(Clone)]
@@ -147,8 +164,15 @@ fn first_i64(e: &SearchEntry, attr: &str) -> i64 {
     first(e, attr).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+/// The extended DN naming an object by its objectGUID, wherever it is.
+fn guid_dn(guid: &[u8; 16]) -> String {
+    format!("<GUID={}>", Guid(*guid))
+}
+
 /// What an operation needs to know about the account first.
 struct UserState {
+    /// Where the account is now (for refusals naming its OU).
+    dn: String,
     sam: String,
     display_name: String,
     disabled: bool,
@@ -256,53 +280,98 @@ impl LdapDirectory {
             .ok_or_else(|| DirectoryError(format!("no object {dn}")))
     }
 
-    async fn user_state(&self, ldap: &mut Ldap, dn: &str) -> Result<UserState, Refusal> {
+    /// The entry of the object with `guid`: `Ok(None)` when noSuchObject.
+    async fn read_by_guid(
+        &self,
+        ldap: &mut Ldap,
+        guid: &[u8; 16],
+        attrs: &[&str],
+    ) -> Result<Option<SearchEntry>, DirectoryError> {
+        let base = guid_dn(guid);
+        let ldap3::SearchResult(entries, result) = ldap
+            .search(&base, Scope::Base, "(objectClass=*)", attrs.to_vec())
+            .await
+            .map_err(|e| DirectoryError(format!("forest {}: search {base}: {e}", self.name)))?;
+        match result.rc {
+            0 => Ok(entries.into_iter().next().map(SearchEntry::construct)),
+            NO_SUCH_OBJECT => Ok(None),
+            rc => Err(DirectoryError(format!(
+                "forest {}: search {base}: result {rc}: {}",
+                self.name, result.text
+            ))),
+        }
+    }
+
+    /// The account's state now, read by objectGUID. The computed attribute
+    /// is constructed: AD returns it only when asked for by name.
+    async fn user_state(&self, ldap: &mut Ldap, account: &Account) -> Result<UserState, Refusal> {
         let e = self
-            .read(
+            .read_by_guid(
                 ldap,
-                dn,
+                &account.object_guid,
                 &[
                     "sAMAccountName",
                     "displayName",
                     "userAccountControl",
-                    "lockoutTime",
+                    "msDS-User-Account-Control-Computed",
                     "adminCount",
                     "pwdLastSet",
                 ],
             )
             .await
-            .map_err(|e| Refusal::DirectoryUnavailable(e.0))?;
+            .map_err(|e| Refusal::DirectoryUnavailable(e.0))?
+            .ok_or(Refusal::UserNotFound)?;
         Ok(UserState {
             sam: first(&e, "sAMAccountName").unwrap_or_default().to_owned(),
             display_name: first(&e, "displayName").unwrap_or_default().to_owned(),
             disabled: first_i64(&e, "userAccountControl") as u64 & UAC_DISABLED != 0,
-            locked: first_i64(&e, "lockoutTime") > 0,
+            locked: first_i64(&e, "msDS-User-Account-Control-Computed") as u64 & UF_LOCKOUT != 0,
             protected: first_i64(&e, "adminCount") == 1,
             pwd_last_set_ms: filetime_to_unix_ms(first_i64(&e, "pwdLastSet")),
+            dn: e.dn,
         })
     }
 
+    /// Modifies the object with `guid`. A result code means the DC refused
+    /// the whole modify (LDAP modifies are atomic); no result at all means
+    /// the request may have been applied.
     async fn modify(
         &self,
         ldap: &mut Ldap,
-        dn: &str,
+        guid: &[u8; 16],
         mods: Vec<Mod<Vec<u8>>>,
-    ) -> Result<(), LdapFailure> {
-        let result = ldap
-            .modify(dn, mods)
-            .await
-            .map_err(|e| LdapFailure::from_result(80, &e.to_string()))?;
+    ) -> Result<(), Modified> {
+        let target = guid_dn(guid);
+        let result = ldap.modify(&target, mods).await.map_err(|e| {
+            Modified::Unconfirmed(format!("forest {}: modify {target}: {e}", self.name))
+        })?;
         if result.rc == 0 {
             Ok(())
         } else {
-            Err(LdapFailure::from_result(result.rc, &result.text))
+            Err(Modified::Refused(LdapFailure::from_result(
+                result.rc,
+                &result.text,
+            )))
         }
     }
 }
 
-/// A failure with no more specific meaning, reported with its code and text.
-fn unexpected(f: LdapFailure) -> Refusal {
-    Refusal::DirectoryUnavailable(format!("result {}: {}", f.rc, f.text))
+/// How a modify failed.
+enum Modified {
+    Refused(LdapFailure),
+    Unconfirmed(String),
+}
+
+/// A failure with no more specific meaning, reported with its code and text
+/// (for the event log: never shown to users).
+fn unexpected(forest: &str, f: Modified) -> Refusal {
+    match f {
+        Modified::Refused(f) if f.rc == NO_SUCH_OBJECT => Refusal::UserNotFound,
+        Modified::Refused(f) => {
+            Refusal::DirectoryUnavailable(format!("forest {forest}: result {}: {}", f.rc, f.text))
+        }
+        Modified::Unconfirmed(why) => Refusal::WriteUnconfirmed(why),
+    }
 }
 
 fn set(values: &[&[u8]]) -> HashSet<Vec<u8>> {
@@ -315,19 +384,23 @@ impl Directory for LdapDirectory {
         &self.name
     }
 
-    async fn import(&self, since: Option<u64>) -> Result<(Vec<Account>, u64), DirectoryError> {
+    async fn import(&self, since: Option<u64>) -> Result<Imported, DirectoryError> {
         self.import_accounts(since).await
+    }
+
+    async fn refresh(&self, account: &Account) -> Result<Option<Account>, DirectoryError> {
+        self.refresh_account(account).await
     }
 
     async fn reset_password(
         &self,
-        dn: &str,
+        account: &Account,
         new: &Password,
         unlock: bool,
         must_change: bool,
     ) -> Result<(), Refusal> {
         let mut ldap = self.session().await?;
-        let user = self.user_state(&mut ldap, dn).await?;
+        let user = self.user_state(&mut ldap, account).await?;
         if user.disabled {
             return Err(Refusal::AccountDisabled);
         }
@@ -345,14 +418,15 @@ impl Directory for LdapDirectory {
             mods.push(Mod::Replace(b"pwdLastSet".to_vec(), set(&[b"0"])));
             needed.push(Right::WritePwdLastSet);
         }
-        let result = self.modify(&mut ldap, dn, mods).await;
-        let outcome = match result {
+        let outcome = match self.modify(&mut ldap, &account.object_guid, mods).await {
             Ok(()) => Ok(()),
-            Err(f) if f.is_access_denied() => Err(self.denied(&mut ldap, dn, &needed).await),
-            Err(f) if f.is_policy() => Err(self
-                .policy_refusal(&mut ldap, dn, &user, new, false, &f.text)
+            Err(Modified::Refused(f)) if f.is_access_denied() => {
+                Err(self.denied(&mut ldap, &user.dn, &needed).await)
+            }
+            Err(Modified::Refused(f)) if f.is_policy() => Err(self
+                .policy_refusal(&mut ldap, &user.dn, &user, new, false, &f.text)
                 .await),
-            Err(f) => Err(unexpected(f)),
+            Err(f) => Err(unexpected(&self.name, f)),
         };
         let _ = ldap.unbind().await;
         outcome
@@ -360,12 +434,12 @@ impl Directory for LdapDirectory {
 
     async fn change_password(
         &self,
-        dn: &str,
+        account: &Account,
         current: &Password,
         new: &Password,
     ) -> Result<(), Refusal> {
         let mut ldap = self.session().await?;
-        let user = self.user_state(&mut ldap, dn).await?;
+        let user = self.user_state(&mut ldap, account).await?;
         if user.disabled {
             return Err(Refusal::AccountDisabled);
         }
@@ -378,40 +452,42 @@ impl Directory for LdapDirectory {
             Mod::Delete(b"unicodePwd".to_vec(), set(&[&old])),
             Mod::Add(b"unicodePwd".to_vec(), set(&[&fresh])),
         ];
-        let outcome = match self.modify(&mut ldap, dn, mods).await {
+        let outcome = match self.modify(&mut ldap, &account.object_guid, mods).await {
             Ok(()) => Ok(()),
-            Err(f) if f.is_wrong_password() => Err(Refusal::WrongCurrentPassword),
-            Err(f) if f.is_access_denied() => {
-                Err(self.denied(&mut ldap, dn, &[Right::ChangePassword]).await)
+            Err(Modified::Refused(f)) if f.is_wrong_password() => {
+                Err(Refusal::WrongCurrentPassword)
             }
-            Err(f) if f.is_policy() => Err(self
-                .policy_refusal(&mut ldap, dn, &user, new, true, &f.text)
+            Err(Modified::Refused(f)) if f.is_access_denied() => Err(self
+                .denied(&mut ldap, &user.dn, &[Right::ChangePassword])
                 .await),
-            Err(f) => Err(unexpected(f)),
+            Err(Modified::Refused(f)) if f.is_policy() => Err(self
+                .policy_refusal(&mut ldap, &user.dn, &user, new, true, &f.text)
+                .await),
+            Err(f) => Err(unexpected(&self.name, f)),
         };
         let _ = ldap.unbind().await;
         outcome
     }
 
-    async fn unlock(&self, dn: &str) -> Result<(), Refusal> {
+    async fn unlock(&self, account: &Account) -> Result<(), Refusal> {
         let mut ldap = self.session().await?;
-        let user = self.user_state(&mut ldap, dn).await?;
+        let user = self.user_state(&mut ldap, account).await?;
         if user.protected {
             return Err(Refusal::ProtectedAccount);
         }
         let outcome = match self
             .modify(
                 &mut ldap,
-                dn,
+                &account.object_guid,
                 vec![Mod::Replace(b"lockoutTime".to_vec(), set(&[b"0"]))],
             )
             .await
         {
             Ok(()) => Ok(()),
-            Err(f) if f.is_access_denied() => {
-                Err(self.denied(&mut ldap, dn, &[Right::WriteLockoutTime]).await)
-            }
-            Err(f) => Err(unexpected(f)),
+            Err(Modified::Refused(f)) if f.is_access_denied() => Err(self
+                .denied(&mut ldap, &user.dn, &[Right::WriteLockoutTime])
+                .await),
+            Err(f) => Err(unexpected(&self.name, f)),
         };
         let _ = ldap.unbind().await;
         outcome
@@ -425,12 +501,15 @@ impl Directory for LdapDirectory {
         self.service_account_info().await.map(Some)
     }
 
-    async fn policy(&self, dn: &str) -> Result<ResultantPolicy, Refusal> {
+    async fn policy(&self, account: &Account) -> Result<ResultantPolicy, Refusal> {
         let mut ldap = self.session().await?;
-        let policy = self
-            .resultant_policy(&mut ldap, dn)
-            .await
-            .map_err(|e| Refusal::DirectoryUnavailable(e.0));
+        let policy = match self.user_state(&mut ldap, account).await {
+            Ok(user) => self
+                .resultant_policy(&mut ldap, &user.dn)
+                .await
+                .map_err(|e| Refusal::DirectoryUnavailable(e.0)),
+            Err(r) => Err(r),
+        };
         let _ = ldap.unbind().await;
         policy
     }
@@ -463,6 +542,40 @@ mod tests {
         assert!(LdapFailure::from_result(50, "00002098: SecErr").is_access_denied());
         assert!(LdapFailure::from_result(50, "").is_access_denied());
         assert!(!LdapFailure::from_result(19, "Password too short").is_policy());
+    }
+
+    #[test]
+    fn objects_are_named_by_guid_in_the_standard_string_form() {
+        // A user's objectGUID as Samba 4.17 returned it (base64
+        // otVSBygvAkCIE57q8Tn98g==), and the extended DN that found it.
+        let guid = [
+            0xa2, 0xd5, 0x52, 0x07, 0x28, 0x2f, 0x02, 0x40, 0x88, 0x13, 0x9e, 0xea, 0xf1, 0x39,
+            0xfd, 0xf2,
+        ];
+        assert_eq!(
+            guid_dn(&guid),
+            "<GUID=0752d5a2-2f28-4002-8813-9eeaf139fdf2>"
+        );
+    }
+
+    #[test]
+    fn a_vanished_object_is_not_found_and_an_unanswered_write_is_unconfirmed() {
+        let gone = Modified::Refused(LdapFailure::from_result(
+            32,
+            "0000208D: NameErr: DSID-03100288, problem 2001 (NO_OBJECT)",
+        ));
+        assert_eq!(unexpected("test", gone), Refusal::UserNotFound);
+        assert_eq!(
+            unexpected("test", Modified::Unconfirmed("connection reset".into())),
+            Refusal::WriteUnconfirmed("connection reset".into())
+        );
+        assert_eq!(
+            unexpected(
+                "test",
+                Modified::Refused(LdapFailure::from_result(53, "unwilling"))
+            ),
+            Refusal::DirectoryUnavailable("forest test: result 53: unwilling".into())
+        );
     }
 
     #[test]
