@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use agent_client::directory::embedded::EmbeddedDirectory;
 use agent_client::directory::embedded::rules::make_verifier;
 use serde_json::{Value, json};
 
@@ -137,6 +138,7 @@ impl Lab for EmbeddedLab {
                 {"dn": lab, "aces": [grant("reset-password"), grant("change-password"),
                                      grant("write-lockout-time"), grant("write-pwd-last-set")]},
                 {"dn": blocked, "protected": true},
+                {"dn": format!("OU=Moved,{lab}")},
             ],
             "users": list,
         });
@@ -149,6 +151,20 @@ impl Lab for EmbeddedLab {
             "\n[[forests]]\nname = \"lab\"\nkind = \"embedded\"\npath = {:?}\n",
             self.file()
         )
+    }
+
+    async fn disturb(&mut self, sam: &str, setup: Setup) {
+        // Another handle on the file, as an administrator's tool would be;
+        // the agent re-reads the file when it changes.
+        let forest = EmbeddedDirectory::open("lab", self.file()).expect("open the lab forest");
+        let dn = format!("CN={sam},OU=Lab,{DOMAIN}");
+        match setup {
+            Setup::Moved => forest
+                .move_user(&dn, &format!("CN={sam},OU=Moved,OU=Lab,{DOMAIN}"))
+                .expect("move"),
+            Setup::Deleted => forest.delete_user(&dn).expect("delete"),
+            _ => {}
+        }
     }
 
     fn upn(&self, sam: &str) -> String {

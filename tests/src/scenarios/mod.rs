@@ -31,6 +31,10 @@ pub enum Setup {
     Blocked,
     /// Never created: its name resolves to nothing.
     Missing,
+    /// Moved to another delegated OU after the agent imported it.
+    Moved,
+    /// Deleted after the agent imported it.
+    Deleted,
 }
 
 /// One operation, by the portal.
@@ -203,6 +207,31 @@ pub fn table() -> Vec<Scenario> {
             )],
         },
         Scenario {
+            name: "moved while the agent runs",
+            setup: Setup::Moved,
+            steps: vec![
+                (Reset("Reset-Passw0rd-2024"), expect(outcome::SUCCESS, &[])),
+                (
+                    Change {
+                        current: "Reset-Passw0rd-2024",
+                        new: "Changed-Passw0rd-2024",
+                    },
+                    expect(outcome::SUCCESS, &[]),
+                ),
+            ],
+        },
+        Scenario {
+            name: "deleted while the agent runs",
+            setup: Setup::Deleted,
+            steps: vec![
+                (
+                    Reset("Reset-Passw0rd-2024"),
+                    expect(outcome::USER_NOT_FOUND, &[]),
+                ),
+                (Policy, expect(outcome::USER_NOT_FOUND, &[])),
+            ],
+        },
+        Scenario {
             name: "no such account",
             setup: Setup::Missing,
             steps: vec![
@@ -226,6 +255,10 @@ pub trait Lab: Send {
     /// sAMAccountName, in the state given) and returns the agent's
     /// `[[forests]]` section for the directory.
     async fn prepare(&mut self, users: &[(String, Setup)]) -> String;
+
+    /// Once the agent runs and has imported everyone: moves a
+    /// [`Setup::Moved`] user, deletes a [`Setup::Deleted`] one.
+    async fn disturb(&mut self, sam: &str, setup: Setup);
 
     /// The userPrincipalName of a user `prepare` was given.
     fn upn(&self, sam: &str) -> String;
@@ -251,6 +284,11 @@ pub async fn run(lab: &mut dyn Lab, tag: &str) -> Vec<Answer> {
     let section = lab.prepare(&users).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let d = Deployment::start_with(dir, &section, "").await;
+    for (sam, setup) in &users {
+        if matches!(setup, Setup::Moved | Setup::Deleted) {
+            lab.disturb(sam, *setup).await;
+        }
+    }
     let mut answers = Vec::new();
     for (scenario, (sam, _)) in table.iter().zip(&users) {
         let anchor = Anchor::UserPrincipalName(lab.upn(sam));

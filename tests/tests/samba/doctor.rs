@@ -118,6 +118,26 @@ async fn doctor_finds_every_denied_place_and_its_printed_samba_fixes_work() {
     let (tree, users) = build(&dc, &run);
     let (team_a_user, no_reset_user, legacy_user) = (&users[0], &users[1], &users[2]);
     let dir = dc.directory("doctor");
+    // A fine-grained policy applied through a group: by default the service
+    // account can read which PSO applies but none of its settings.
+    let team_a_sam = team_a_user
+        .strip_prefix("CN=")
+        .and_then(|r| r.split(',').next())
+        .expect("CN=<sam>,...")
+        .to_owned();
+    let (group, pso) = (format!("PsoGroup{run}"), format!("Doctor{run}"));
+    dc.samba_tool(&["group", "add", &group]);
+    dc.samba_tool(&["group", "addmembers", &group, &team_a_sam]);
+    dc.samba_tool(&[
+        "domain",
+        "passwordsettings",
+        "pso",
+        "create",
+        &pso,
+        "9",
+        "--min-pwd-length=9",
+    ]);
+    dc.samba_tool(&["domain", "passwordsettings", "pso", "apply", &pso, &group]);
 
     // (1) The refusal names the container, and where inheritance is blocked
     // (two levels up) or the deny that decides.
@@ -234,6 +254,14 @@ async fn doctor_finds_every_denied_place_and_its_printed_samba_fixes_work() {
         "{text}"
     );
     assert!(!text.contains("<DOMAIN>"), "{text}");
+    let policies = text
+        .lines()
+        .find(|l| l.contains("password policies readable"))
+        .unwrap_or_else(|| panic!("doctor checks the policies: {text}"));
+    assert!(
+        policies.contains("FAIL") && policies.contains(&pso),
+        "{policies}"
+    );
 
     // (3) Every fix printed for a Samba DC, run exactly as printed, on "the
     // DC" (shims map the default smb.conf and sam.ldb to this test DC).
@@ -288,6 +316,18 @@ async fn doctor_finds_every_denied_place_and_its_printed_samba_fixes_work() {
         code,
         Some(0),
         "after the printed fixes:\n{after}\nbefore:\n{text}"
+    );
+
+    // The PSO is read now, so its users are told their real rules.
+    let policy = dir
+        .policy(&account(&dir, team_a_user).await)
+        .await
+        .expect("policy")
+        .known()
+        .expect("readable after the fix");
+    assert_eq!(
+        (policy.source.as_str(), policy.min_length),
+        (pso.as_str(), 9)
     );
 
     // (4) Resets work in every container, and in an OU created after the

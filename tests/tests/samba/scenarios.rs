@@ -12,6 +12,8 @@ use crate::lab::{delegate, forest_section, protect_dacl, unique_tag};
 /// protected DACL, the domain's policy (7, complexity, history 24).
 struct SambaLab {
     dc: Dc,
+    /// The lab OU's DN relative to the domain, once made.
+    lab_rdn: String,
 }
 
 #[tonic::async_trait]
@@ -32,6 +34,8 @@ impl Lab for SambaLab {
         // after it, "convert to explicit" would keep the grant there.
         protect_dacl(dc, &format!("OU=Blocked,{lab}"));
         delegate(dc, &lab);
+        // Inherits the delegation: a move there keeps the rights.
+        dc.samba_tool(&["ou", "create", &format!("OU=Moved,{lab}")]);
         let locked: Vec<&str> = users
             .iter()
             .filter(|(_, s)| *s == Setup::Locked)
@@ -81,7 +85,21 @@ impl Lab for SambaLab {
                 assert!(refused.contains("775"), "{sam} is locked: {refused}");
             }
         }
+        self.lab_rdn = lab_rdn;
         forest_section(dc, "lab")
+    }
+
+    async fn disturb(&mut self, sam: &str, setup: Setup) {
+        match setup {
+            Setup::Moved => self.dc.samba_tool(&[
+                "user",
+                "move",
+                sam,
+                &format!("OU=Moved,{},{}", self.lab_rdn, self.dc.get("BASE_DN")),
+            ]),
+            Setup::Deleted => self.dc.samba_tool(&["user", "delete", sam]),
+            _ => {}
+        }
     }
 
     fn upn(&self, sam: &str) -> String {
@@ -94,6 +112,7 @@ impl Lab for SambaLab {
 async fn the_scenario_table_gives_the_same_outcomes_on_samba_and_embedded() {
     let mut samba = SambaLab {
         dc: Dc::load("dc1"),
+        lab_rdn: String::new(),
     };
     let mut embedded = EmbeddedLab::new();
     let tag = unique_tag();
