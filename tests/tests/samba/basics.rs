@@ -5,7 +5,8 @@ use agent_client::directory::{Directory, Refusal, Right};
 use envelope::body::outcome;
 use tests::deployment::{Deployment, detail};
 
-use crate::dc::{Dc, account, pw};
+use crate::dc::{Dc, pw};
+use crate::lab::account;
 
 #[tokio::test]
 #[ignore = "needs Samba AD DCs: run scripts/test (see tests/tests/samba.rs)"]

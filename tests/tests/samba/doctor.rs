@@ -8,7 +8,8 @@ use agent_client::directory::{Directory, Refusal, Right};
 
 use tests::deployment::Deployment;
 
-use crate::dc::{Dc, account, pw};
+use crate::dc::{Dc, pw};
+use crate::lab::account;
 
 const USER_CLASS: &str = "bf967aba-0de6-11d0-a285-00aa003049e2";
 
@@ -291,25 +292,8 @@ async fn doctor_finds_every_denied_place_and_its_printed_samba_fixes_work() {
         !removal.contains("(OD;CI;CR;"),
         "the rewritten DACL lacks the deny: {removal}"
     );
-    let shims = dc.on_the_dc_shims();
-    let path = format!(
-        "{}:{}",
-        shims.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
     for fix in &samba_fixes {
-        let out = std::process::Command::new("bash")
-            .arg("-c")
-            .arg(fix)
-            .env("PATH", &path)
-            .output()
-            .expect("bash");
-        assert!(
-            out.status.success(),
-            "{fix}\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        dc.run_on_the_dc(fix);
     }
     let (code, after) = doctor();
     assert_eq!(

@@ -12,7 +12,8 @@ use envelope::Anchor;
 use envelope::body::outcome;
 use tests::deployment::Deployment;
 
-use crate::dc::{Dc, account, unique};
+use crate::dc::Dc;
+use crate::lab::{account, unique};
 
 /// The agent, with dc1 as forest "test" bound as the service account. The
 /// periodic import is an hour away: only a miss (or nothing) imports.

@@ -9,18 +9,18 @@ use envelope::{Anchor, RequestBody};
 use proto::pb::Operation;
 use tests::deployment::{Deployment, detail};
 
-use crate::dc::{Dc, account, pw};
-use crate::lab::{delegate, forest_section, unique_tag};
+use crate::dc::{Dc, pw};
+use crate::lab::{account, unique};
 
 /// An OU of this test's own, delegated, with one user per name; returns
 /// the OU's DN. Names carry a random suffix so reruns and other tests on
 /// the same DC never meet.
 fn lab(dc: &Dc, prefix: &str, users: &[(&str, &str)]) -> (String, String) {
-    let tag = unique_tag();
+    let tag = unique("");
     let ou_rdn = format!("OU={prefix}-{tag}");
     let ou = format!("{ou_rdn},{}", dc.get("BASE_DN"));
     dc.samba_tool(&["ou", "create", &ou]);
-    delegate(dc, &ou);
+    dc.delegate(&ou);
     for (name, password) in users {
         dc.samba_tool(&[
             "user",
@@ -33,45 +33,6 @@ fn lab(dc: &Dc, prefix: &str, users: &[(&str, &str)]) -> (String, String) {
     (ou, tag)
 }
 
-/// Runs one line doctor printed exactly as printed, the way an
-/// administrator runs it on the DC: `samba-tool` there finds its own
-/// smb.conf; here a shim first in PATH adds the test DC's.
-fn run_as_printed(dc: &Dc, line: &str) {
-    let shims = tempfile::tempdir().expect("dir");
-    let real = which("samba-tool");
-    let shim = shims.path().join("samba-tool");
-    std::fs::write(
-        &shim,
-        format!("#!/bin/sh\nexec {real} \"$@\" -s {}\n", dc.get("SMB_CONF")),
-    )
-    .expect("shim");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let path = format!(
-        "{}:{}",
-        shims.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let out = std::process::Command::new("bash")
-        .args(["-c", line])
-        .env("PATH", path)
-        .output()
-        .expect("bash");
-    assert!(
-        out.status.success(),
-        "{line}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn which(name: &str) -> String {
-    let out = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .expect("sh");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// `writeback-agent doctor` over the forest: (exit code, stdout).
 fn doctor(dc: &Dc, scratch: &std::path::Path) -> (Option<i32>, String) {
     let listen = tests::write_key(scratch, "listen.key", &sas::Key::generate().expect("key"));
@@ -80,7 +41,7 @@ fn doctor(dc: &Dc, scratch: &std::path::Path) -> (Option<i32>, String) {
         &config,
         format!(
             "broker = \"https://127.0.0.1:1\"\ntenant = \"contoso\"\nlisten_key_file = {listen:?}\n{}",
-            forest_section(dc, "test")
+            dc.forest_section("test")
         ),
     )
     .expect("config");
@@ -159,7 +120,7 @@ async fn an_unreadable_pso_is_unknown_never_zeros_and_doctor_fixes_it() {
     // Through the relay: the portal is told the rules are unknown, with no
     // number, and a short password is refused with the DC's length.
     let scratch = tempfile::tempdir().expect("dir");
-    let d = Deployment::start_with(scratch, &forest_section(&dc, "test"), "").await;
+    let d = Deployment::start_with(scratch, &dc.forest_section("test"), "").await;
     let upn = Anchor::UserPrincipalName(format!("pso{tag}@{}", dc.get("DNS_DOMAIN")));
     let policy = d
         .ask(
@@ -195,7 +156,7 @@ async fn an_unreadable_pso_is_unknown_never_zeros_and_doctor_fixes_it() {
         "the fix names the real account: {fix}"
     );
     assert!(text.contains("dsacls"), "and the Windows line: {text}");
-    run_as_printed(&dc, fix);
+    dc.run_on_the_dc(fix);
     let (_, text) = doctor(&dc, scratch.path());
     let check = text
         .lines()

@@ -6,7 +6,7 @@ use tests::scenarios::embedded::EmbeddedLab;
 use tests::scenarios::{INITIAL, Lab, Setup, differences, mismatches, run};
 
 use crate::dc::Dc;
-use crate::lab::{delegate, forest_section, protect_dacl, unique_tag};
+use crate::lab::unique;
 
 /// The lab in dc1: `OU=Scen-<tag>` delegated, `OU=Blocked` below it with a
 /// protected DACL, the domain's policy (7, complexity, history 24).
@@ -24,7 +24,7 @@ impl Lab for SambaLab {
 
     async fn prepare(&mut self, users: &[(String, Setup)]) -> String {
         let dc = &self.dc;
-        let tag = unique_tag();
+        let tag = unique("");
         let lab_rdn = format!("OU=Scen-{tag}");
         let lab = format!("{lab_rdn},{}", dc.get("BASE_DN"));
         let blocked_rdn = format!("OU=Blocked,{lab_rdn}");
@@ -32,8 +32,8 @@ impl Lab for SambaLab {
         dc.samba_tool(&["ou", "create", &format!("OU=Blocked,{lab}")]);
         // Protected before the delegation, as setup-delegation does: made
         // after it, "convert to explicit" would keep the grant there.
-        protect_dacl(dc, &format!("OU=Blocked,{lab}"));
-        delegate(dc, &lab);
+        dc.block_inheritance(&format!("OU=Blocked,{lab}"));
+        dc.delegate(&lab);
         // Inherits the delegation: a move there keeps the rights.
         dc.samba_tool(&["ou", "create", &format!("OU=Moved,{lab}")]);
         let locked: Vec<&str> = users
@@ -86,7 +86,7 @@ impl Lab for SambaLab {
             }
         }
         self.lab_rdn = lab_rdn;
-        forest_section(dc, "lab")
+        dc.forest_section("lab")
     }
 
     async fn disturb(&mut self, sam: &str, setup: Setup) {
@@ -115,7 +115,7 @@ async fn the_scenario_table_gives_the_same_outcomes_on_samba_and_embedded() {
         lab_rdn: String::new(),
     };
     let mut embedded = EmbeddedLab::new();
-    let tag = unique_tag();
+    let tag = unique("");
     let on_samba = run(&mut samba, &tag).await;
     let on_embedded = run(&mut embedded, &tag).await;
     let mut wrong = mismatches("samba", &on_samba);
