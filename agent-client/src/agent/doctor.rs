@@ -42,6 +42,8 @@ pub struct ContainerReport {
     pub dn: String,
     pub is_ou: bool,
     pub user_count: usize,
+    /// The users here that lack a right (see [`ContainerRights::affected`]).
+    pub affected: usize,
     pub missing: Vec<&'static str>,
     /// The protected DACL that stops the grant from above.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,6 +65,7 @@ impl ContainerReport {
             dn: c.dn.clone(),
             is_ou: c.is_ou,
             user_count: c.user_count,
+            affected: c.affected,
             missing: c.missing.iter().map(|r| r.as_str()).collect(),
             blocked_at: c.blocked_at.clone(),
             denied_by: c
@@ -335,7 +338,7 @@ async fn forest_checks(config: &AgentConfig, config_hint: &str) -> Vec<Check> {
                     rights.len()
                 )
             } else {
-                let affected: usize = lacking.iter().map(|o| o.user_count).sum();
+                let affected: usize = lacking.iter().map(|o| o.affected).sum();
                 format!(
                     "{} containers ({affected} users) lack rights write-back needs",
                     lacking.len()
@@ -422,8 +425,13 @@ pub fn render(report: &Report) -> String {
             c.detail
         ));
         for ou in &c.containers {
+            let affected = if ou.affected < ou.user_count {
+                format!(", {} affected", ou.affected)
+            } else {
+                String::new()
+            };
             out.push_str(&format!(
-                "       {} ({}{} users): missing {}",
+                "       {} ({}{} users{affected}): missing {}",
                 ou.dn,
                 if ou.is_ou { "" } else { "not an OU, " },
                 ou.user_count,

@@ -152,6 +152,7 @@ pub fn container_rights(
         dn,
         is_ou,
         user_count,
+        affected: 0,
         missing: Vec::new(),
         ungranted: Vec::new(),
         blocked_at: None,
@@ -162,10 +163,11 @@ pub fn container_rights(
     } else {
         users.iter().copied().map(Some).collect()
     };
+    let mut lacking = vec![false; sample.len()];
     for right in Right::ALL {
         let mut missing = false;
         let mut ungranted = false;
-        for user in &sample {
+        for (i, user) in sample.iter().enumerate() {
             let granted = match user {
                 Some(u) => stored_grants(u.sd, right, sids),
                 None => walk(None, chain, right, sids, false) == Walk::Granted,
@@ -174,6 +176,7 @@ pub fn container_rights(
                 continue;
             }
             missing = true;
+            lacking[i] = true;
             let left = match walk(*user, chain, right, sids, false) {
                 Walk::Denied { at, ace } => {
                     let holder = chain
@@ -211,6 +214,14 @@ pub fn container_rights(
             out.ungranted.push(right);
         }
     }
+    let lacking = lacking.iter().filter(|l| **l).count();
+    // A stand-in or a sample in which every user lacks a right speaks for
+    // the whole container.
+    out.affected = if lacking == sample.len() {
+        user_count
+    } else {
+        lacking
+    };
     out
 }
 

@@ -319,6 +319,10 @@ pub struct ContainerRights {
     pub is_ou: bool,
     /// Users directly in this container that write-back can act on.
     pub user_count: usize,
+    /// Of those, the users that lack some right (a deny on one user object
+    /// affects that user only). Counted over the users whose descriptors
+    /// were read: a lower bound where only a sample was.
+    pub affected: usize,
     /// Rights the service account lacks on some user here.
     pub missing: Vec<Right>,
     /// Of `missing`, those still lacking once the denies are removed: they

@@ -228,6 +228,7 @@ mod tests {
             dn: dn.into(),
             is_ou: true,
             user_count: 1,
+            affected: 1,
             missing: ungranted.to_vec(),
             ungranted: ungranted.to_vec(),
             blocked_at: blocked_at.map(str::to_owned),

@@ -195,14 +195,23 @@ fn a_deny_on_the_user_object_is_named_there() {
     ];
     let mut u = user(&delegation());
     u.dacl.insert(0, ace(false, 0, Right::WritePwdLastSet, SVC));
-    let users = [Held {
-        dn: "CN=s1,OU=Staff",
-        sd: &u,
-    }];
-    let r = container_rights(true, 1, &users, &chain, &sids());
+    let other = user(&delegation());
+    let users = [
+        Held {
+            dn: "CN=s1,OU=Staff",
+            sd: &u,
+        },
+        Held {
+            dn: "CN=s2,OU=Staff",
+            sd: &other,
+        },
+    ];
+    let r = container_rights(true, 2, &users, &chain, &sids());
     assert_eq!(r.missing, vec![Right::WritePwdLastSet]);
     assert_eq!(r.denied_by[0].at, "CN=s1,OU=Staff");
     assert!(r.ungranted.is_empty());
+    // One user's own deny affects that user, not the container's others.
+    assert_eq!((r.user_count, r.affected), (2, 1));
 }
 
 #[test]

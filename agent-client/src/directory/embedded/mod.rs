@@ -688,19 +688,22 @@ impl Inner {
                     is_ou: dn.get(..3).is_some_and(|s| s.eq_ignore_ascii_case("OU=")),
                     dn,
                     user_count: users.len(),
+                    affected: 0,
                     missing: Vec::new(),
                     ungranted: Vec::new(),
                     blocked_at: None,
                     denied_by: Vec::new(),
                 };
+                let mut lacking = vec![false; users.len()];
                 for right in Right::ALL {
                     let mut missing = false;
-                    for &u in &users {
+                    for (i, &u) in users.iter().enumerate() {
                         let levels = ix.user_levels(f, u);
                         let Some(w) = rules::withheld(&levels, right, &in_token) else {
                             continue;
                         };
                         missing = true;
+                        lacking[i] = true;
                         let dns = Self::chain_dns(f, ix, u);
                         if let Some(at) = w.denied_at.and_then(|d| dns.get(d)) {
                             let deny = DenyAce {
@@ -724,6 +727,7 @@ impl Inner {
                         out.missing.push(right);
                     }
                 }
+                out.affected = lacking.iter().filter(|l| **l).count();
                 out
             })
             .collect()

@@ -989,12 +989,13 @@ async fn import_returns_changes_after_the_cursor() {
 async fn effective_rights_name_the_blocked_ou_and_doctors_fixes_work() {
     let fx = sample("contoso");
     let rights = fx.dir.effective_rights().await.unwrap();
-    let summary: Vec<(&str, usize, usize, Option<&str>)> = rights
+    let summary: Vec<(&str, usize, usize, usize, Option<&str>)> = rights
         .iter()
         .map(|o| {
             (
                 o.dn.as_str(),
                 o.user_count,
+                o.affected,
                 o.missing.len(),
                 o.blocked_at.as_deref(),
             )
@@ -1003,13 +1004,14 @@ async fn effective_rights_name_the_blocked_ou_and_doctors_fixes_work() {
     assert_eq!(
         summary,
         [
-            // Charles's own deny (one of five enabled users; Edsger is disabled).
-            (STAFF, 5, 1, None),
-            (EXEC, 1, 4, Some(EXEC)),
+            // Charles's own deny: one of five enabled users (Edsger is
+            // disabled) is affected, not the whole OU.
+            (STAFF, 5, 1, 1, None),
+            (EXEC, 1, 1, 4, Some(EXEC)),
             // The admin (adminCount=1) is refused as protected, not counted.
-            ("OU=IT,OU=Users,DC=contoso,DC=example", 1, 0, None),
-            ("OU=Service Accounts,DC=contoso,DC=example", 1, 0, None),
-            ("OU=Users,DC=emea,DC=contoso,DC=example", 1, 0, None),
+            ("OU=IT,OU=Users,DC=contoso,DC=example", 1, 0, 0, None),
+            ("OU=Service Accounts,DC=contoso,DC=example", 1, 0, 0, None),
+            ("OU=Users,DC=emea,DC=contoso,DC=example", 1, 0, 0, None),
         ]
     );
     let exec = &rights[1];
