@@ -21,7 +21,16 @@ use crate::wire::Reader;
 
 pub const REQUEST_BLOCK: usize = 256;
 pub const REPLY_BLOCK: usize = 512;
-const MAX_FIELD: usize = 1024;
+/// The longest anchor, password or detail value, in bytes. Both sides
+/// enforce every limit: the sealer refuses to seal past it, the opener
+/// refuses to open past it (`INVALID_BODY` at the agent).
+pub const MAX_FIELD: usize = 1024;
+/// The longest reply message, in bytes.
+pub const MAX_MESSAGE: usize = 4096;
+/// The most details a reply carries.
+pub const MAX_DETAILS: usize = 32;
+/// The longest detail key, in bytes.
+pub const MAX_DETAIL_KEY: usize = 64;
 
 /// Operation numbers (relay.v1 `Operation`) that envelopes carry.
 pub mod operation {
@@ -244,16 +253,16 @@ impl ReplyBody {
     pub fn encode(&self) -> Result<Zeroizing<Vec<u8>>, &'static str> {
         let mut out = Zeroizing::new(Vec::with_capacity(REPLY_BLOCK));
         out.extend_from_slice(&self.outcome.to_be_bytes());
-        if self.message.len() > 4096 {
+        if self.message.len() > MAX_MESSAGE {
             return Err("the message must have at most 4096 bytes");
         }
         put_u16_field(&mut out, self.message.as_bytes());
-        if self.details.len() > 32 {
+        if self.details.len() > MAX_DETAILS {
             return Err("at most 32 details");
         }
         out.push(self.details.len() as u8);
         for (k, v) in &self.details {
-            if k.is_empty() || k.len() > 64 || v.len() > MAX_FIELD {
+            if k.is_empty() || k.len() > MAX_DETAIL_KEY || v.len() > MAX_FIELD {
                 return Err("detail keys have 1-64 bytes, values at most 1024");
             }
             out.push(k.len() as u8);
@@ -269,11 +278,11 @@ impl ReplyBody {
         let mut r = Reader::new(bytes);
         let outcome = r.u16("outcome")?;
         let message = utf8(u16_field(&mut r, "message")?, "message")?;
-        if message.len() > 4096 {
+        if message.len() > MAX_MESSAGE {
             return Err("the message must have at most 4096 bytes");
         }
         let count = r.u8("detail count")?;
-        if count > 32 {
+        if count as usize > MAX_DETAILS {
             return Err("at most 32 details");
         }
         let mut details = Vec::with_capacity(count as usize);
@@ -281,7 +290,7 @@ impl ReplyBody {
             let klen = r.u8("detail key length")? as usize;
             let key = utf8(r.take(klen, "detail key")?, "detail key")?;
             let value = utf8(u16_field(&mut r, "detail value")?, "detail value")?;
-            if key.is_empty() || key.len() > 64 || value.len() > MAX_FIELD {
+            if key.is_empty() || key.len() > MAX_DETAIL_KEY || value.len() > MAX_FIELD {
                 return Err("detail keys have 1-64 bytes, values at most 1024");
             }
             details.push((key, value));
