@@ -45,8 +45,13 @@ pub fn refusal(reply: &ReplyBody, task: Task, account: &str) -> String {
                 parts.push(missing_categories(missing));
             }
             if let Some(name) = d("contains").filter(|c| !c.is_empty()) {
+                let what = match d("contains_kind") {
+                    Some("account_name") => "your account name",
+                    Some("display_name") => "a part of your full name",
+                    _ => "your account name or a part of your full name",
+                };
                 parts.push(format!(
-                    "The password must not contain your account name or a part of your full name (\u{201c}{name}\u{201d})."
+                    "The password must not contain {what} (\u{201c}{name}\u{201d})."
                 ));
             }
             if parts.is_empty() {

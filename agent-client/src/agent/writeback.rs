@@ -89,7 +89,8 @@ pub fn refusal_reply(refusal: &Refusal) -> (ReplyBody, u32) {
                 d.push(detail("missing", names.join(", ")));
             }
             if let Some(c) = contains {
-                d.push(detail("contains", c.clone()));
+                d.push(detail("contains", c.text().to_owned()));
+                d.push(detail("contains_kind", c.kind().to_owned()));
             }
             (outcome::FAILS_COMPLEXITY, d, ids::POLICY_VIOLATION)
         }

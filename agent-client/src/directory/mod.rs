@@ -67,6 +67,42 @@ impl Category {
     }
 }
 
+/// What a password contained that AD's complexity rule forbids: the text
+/// that matched, as the directory holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contained {
+    /// The sAMAccountName (checked when longer than two characters).
+    AccountName(String),
+    /// A displayName token (split on AD's delimiters, longer than two).
+    DisplayName(String),
+}
+
+impl Contained {
+    /// The matched text.
+    pub fn text(&self) -> &str {
+        match self {
+            Contained::AccountName(t) | Contained::DisplayName(t) => t,
+        }
+    }
+
+    /// The stable name of the kind, for the reply's `contains_kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Contained::AccountName(_) => "account_name",
+            Contained::DisplayName(_) => "display_name",
+        }
+    }
+}
+
+impl fmt::Display for Contained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Contained::AccountName(t) => write!(f, "the account name (\"{t}\")"),
+            Contained::DisplayName(t) => write!(f, "part of the display name (\"{t}\")"),
+        }
+    }
+}
+
 /// The password policy that applies to one account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -154,7 +190,7 @@ pub enum Refusal {
     /// account name or a display-name token found in the password.
     FailsComplexity {
         missing: Vec<Category>,
-        contains: Option<String>,
+        contains: Option<Contained>,
     },
     /// Only on a user change, and only when the domain names the history
     /// as the reason (AD does not check history on an administrative reset).

@@ -44,11 +44,16 @@ fn every_outcome_has_its_own_sentence_built_from_its_details() {
         ),
         (
             outcome::FAILS_COMPLEXITY,
-            vec![("contains", "Lovelace")],
+            vec![("contains", "Lovelace"), ("contains_kind", "display_name")],
             vec![
-                "must not contain your account name",
+                "must not contain a part of your full name",
                 "\u{201c}Lovelace\u{201d}",
             ],
+        ),
+        (
+            outcome::FAILS_COMPLEXITY,
+            vec![("contains", "ada"), ("contains_kind", "account_name")],
+            vec!["must not contain your account name (\u{201c}ada\u{201d})"],
         ),
         (
             outcome::IN_HISTORY,

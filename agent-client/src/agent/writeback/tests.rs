@@ -310,3 +310,44 @@ fn a_permission_refusal_tells_the_user_no_dn_and_the_event_log_everything() {
         assert!(event.contains(dn), "{event}");
     }
 }
+
+/// The FAILS_COMPLEXITY details as the agent builds them, against the row
+/// of docs/PROTOCOL.md's outcome table that a portal developer reads.
+#[test]
+fn complexity_details_are_what_protocol_md_says() {
+    use crate::directory::{Category, Contained};
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md"))
+        .expect("PROTOCOL.md");
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with("| 2 | FAILS_COMPLEXITY |"))
+        .expect("the FAILS_COMPLEXITY row");
+    let all = [
+        Category::Uppercase,
+        Category::Lowercase,
+        Category::Digit,
+        Category::Symbol,
+        Category::OtherLetter,
+    ];
+    let listed: Vec<String> = all.iter().map(|c| format!("`{}`", c.as_str())).collect();
+    assert!(row.contains(&listed.join(", ")), "{row}");
+    let (reply, _) = refusal_reply(&Refusal::FailsComplexity {
+        missing: vec![Category::Uppercase, Category::Symbol],
+        contains: Some(Contained::DisplayName("Lovelace".into())),
+    });
+    assert_eq!(
+        reply.details,
+        [
+            ("missing".to_owned(), "uppercase letter, symbol".to_owned()),
+            ("contains".to_owned(), "Lovelace".to_owned()),
+            ("contains_kind".to_owned(), "display_name".to_owned()),
+        ]
+    );
+    assert!(row.contains("separated by `, `"), "{row}");
+    for kind in [
+        Contained::AccountName("ada".into()).kind(),
+        Contained::DisplayName("x".into()).kind(),
+    ] {
+        assert!(row.contains(&format!("`{kind}`")), "{kind}: {row}");
+    }
+}

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::directory::{Category, Policy, Refusal, Right};
+use crate::directory::{Category, Contained, Policy, Refusal, Right};
 
 /// The source of a policy that no fine-grained policy overrides.
 pub const DEFAULT_POLICY: &str = "Default Domain Policy";
@@ -121,11 +121,11 @@ pub fn check_complexity(
     let contains = if sam_account_name.chars().count() > 2
         && lower.contains(&sam_account_name.to_lowercase())
     {
-        Some("the account name".to_owned())
+        Some(Contained::AccountName(sam_account_name.to_owned()))
     } else {
         display_name_tokens(display_name)
             .find(|t| lower.contains(&t.to_lowercase()))
-            .map(|t| format!("part of the display name (\"{t}\")"))
+            .map(|t| Contained::DisplayName(t.to_owned()))
     };
     if missing.is_empty() && contains.is_none() {
         Ok(())
@@ -530,7 +530,7 @@ pub fn verify(verifier: &str, password: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn refusal_missing(r: Result<(), Refusal>) -> (Vec<Category>, Option<String>) {
+    fn refusal_missing(r: Result<(), Refusal>) -> (Vec<Category>, Option<Contained>) {
         match r {
             Err(Refusal::FailsComplexity { missing, contains }) => (missing, contains),
             other => panic!("expected FailsComplexity, got {other:?}"),
@@ -629,12 +629,12 @@ mod tests {
     fn account_name_longer_than_two_characters_must_not_appear() {
         assert_eq!(
             refusal_missing(check_complexity("xxADA-2024!", "ada", "")),
-            (vec![], Some("the account name".into()))
+            (vec![], Some(Contained::AccountName("ada".into())))
         );
         // Case-insensitive, including non-ASCII case folding.
         assert_eq!(
             refusal_missing(check_complexity("Zz1!ÉMILIE", "émilie", "")),
-            (vec![], Some("the account name".into()))
+            (vec![], Some(Contained::AccountName("émilie".into())))
         );
         // Two characters or fewer: not checked.
         assert_eq!(check_complexity("Al-Pass-2024!", "al", ""), Ok(()));
@@ -646,10 +646,7 @@ mod tests {
         assert_eq!(tokens, ["Berners", "Lee", "Tim", "Yves", "Zoë"]);
         assert_eq!(
             refusal_missing(check_complexity("Ilovelovelace1!", "ada", "Ada Lovelace")),
-            (
-                vec![],
-                Some("part of the display name (\"Lovelace\")".into())
-            )
+            (vec![], Some(Contained::DisplayName("Lovelace".into())))
         );
         // "Ada" is three characters: it counts.
         assert_eq!(
@@ -658,7 +655,7 @@ mod tests {
                 "alovelace",
                 "Ada Lovelace"
             )),
-            (vec![], Some("part of the display name (\"Ada\")".into()))
+            (vec![], Some(Contained::DisplayName("Ada".into())))
         );
         // Tokens of two characters are ignored; substrings of tokens are not checked.
         assert_eq!(
@@ -668,10 +665,7 @@ mod tests {
         // A display name without delimiters is one token.
         assert_eq!(
             refusal_missing(check_complexity("Xmadonna1", "zz", "Madonna")),
-            (
-                vec![],
-                Some("part of the display name (\"Madonna\")".into())
-            )
+            (vec![], Some(Contained::DisplayName("Madonna".into())))
         );
     }
 
@@ -681,7 +675,7 @@ mod tests {
             refusal_missing(check_complexity("lovelace", "ada", "Ada Lovelace")),
             (
                 vec![Category::Uppercase, Category::Digit, Category::Symbol],
-                Some("part of the display name (\"Lovelace\")".into())
+                Some(Contained::DisplayName("Lovelace".into()))
             )
         );
     }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use super::*;
-use crate::directory::Category;
+use crate::directory::{Category, Contained};
 
 mod identity;
 
@@ -386,14 +386,14 @@ async fn reset_refusals_in_the_order_ad_checks_them() {
         reset(ADA, "Lovelace-2026").await,
         Err(Refusal::FailsComplexity {
             missing: vec![],
-            contains: Some("part of the display name (\"Lovelace\")".into())
+            contains: Some(Contained::DisplayName("Lovelace".into()))
         })
     );
     assert_eq!(
         reset(ADA, "My-ADA-Pass-1").await,
         Err(Refusal::FailsComplexity {
             missing: vec![],
-            contains: Some("the account name".into())
+            contains: Some(Contained::AccountName("ada".into()))
         })
     );
     // The PSO of IT Admins (14) applies to Linus; the child domain's policy to Tim.
@@ -409,7 +409,7 @@ async fn reset_refusals_in_the_order_ad_checks_them() {
         reset(TIM, "Berners-2026!").await,
         Err(Refusal::FailsComplexity {
             missing: vec![],
-            contains: Some("part of the display name (\"Berners\")".into())
+            contains: Some(Contained::DisplayName("Berners".into()))
         })
     );
     // Nothing was changed by any refusal.
@@ -631,7 +631,7 @@ async fn change_succeeds_then_minimum_age_history_and_policy_apply() {
             .await,
         Err(Refusal::FailsComplexity {
             missing: vec![Category::Uppercase, Category::Digit],
-            contains: Some("part of the display name (\"Lovelace\")".into())
+            contains: Some(Contained::DisplayName("Lovelace".into()))
         })
     );
     fx.dir
