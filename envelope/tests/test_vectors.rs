@@ -42,8 +42,9 @@ const EXPIRES_AT_MS: u64 = ISSUED_AT_MS + 120_000;
 const ANCHOR: &str = "AAECAwQFBgcICQoLDA0ODw==";
 const NEW_PASSWORD: &str = "Correct-Horse-Battery-9";
 const REPLY_OUTCOME: u16 = 0;
-const REPLY_MESSAGE: &str = "The password was reset.";
-const REPLY_DETAIL: (&str, &str) = ("changed_at", "2026-01-01T00:00:01Z");
+/// What the agent answers a successful reset (agent::writeback): the
+/// example shows the real reply, not an illustration.
+const REPLY_MESSAGE: &str = "the password was changed";
 
 // The protocol's constants, written out here rather than taken from the
 // crate so that a change to them shows up as a failing test, not as
@@ -236,7 +237,7 @@ fn reply_body() -> ReplyBody {
     ReplyBody {
         outcome: REPLY_OUTCOME,
         message: REPLY_MESSAGE.into(),
-        details: vec![(REPLY_DETAIL.0.into(), REPLY_DETAIL.1.into())],
+        details: Vec::new(),
     }
 }
 
@@ -453,10 +454,7 @@ fn generate() -> String {
                     Json::Obj(vec![
                         ("outcome", Json::Num(u64::from(REPLY_OUTCOME))),
                         ("message", s(REPLY_MESSAGE)),
-                        (
-                            "details",
-                            Json::Arr(vec![Json::Arr(vec![s(REPLY_DETAIL.0), s(REPLY_DETAIL.1)])]),
-                        ),
+                        ("details", Json::Arr(Vec::new())),
                     ]),
                 ),
                 ("padded_plaintext", hx(reply_plaintext.as_slice())),

@@ -95,6 +95,22 @@ async fn every_outcome_is_reported_with_its_exact_reason() {
     // A good one: the directory's password changes.
     let r = d.reset(ada(), &remember("Difference-Engine-No2!")).await;
     assert_eq!(r.outcome, outcome::SUCCESS, "{r:?}");
+    // The worked example in PROTOCOL.md (and its vector) is this reply.
+    let vectors: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/test-vectors/envelope-v1.json"
+        ))
+        .expect("vectors"),
+    )
+    .expect("json");
+    let example = &vectors["reply"]["body"];
+    assert_eq!(example["outcome"], u64::from(r.outcome));
+    assert_eq!(example["message"], r.message.as_str());
+    assert_eq!(
+        example["details"].as_array().map(Vec::len),
+        Some(r.details.len())
+    );
     let forest = d.forest("contoso");
     assert!(!forest.check_password(ADA, &Password::new("Analytical-Engine-1843")));
     assert!(forest.check_password(ADA, &Password::new("Difference-Engine-No2!")));
