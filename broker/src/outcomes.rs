@@ -12,6 +12,7 @@
 //! restart does not lose it; in cluster mode in the cluster's outcomes bucket
 //! instead ([`crate::cluster::kv::outcomes`]), so that any node can answer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -176,6 +177,56 @@ fn key(tenant: &str, request_id: &str) -> String {
     format!("{tenant}/{request_id}")
 }
 
+/// The record of one request, from before it is routed until its final
+/// state is written. Owned by the request's routing task, not its caller.
+pub struct Recording {
+    outcomes: Arc<Outcomes>,
+    tenant: String,
+    request_id: String,
+    /// Whether this request made the awaited record it starts with.
+    opened: tokio::task::JoinHandle<Result<bool, StoreError>>,
+}
+
+impl Recording {
+    /// Starts the record as awaited (from an agent not known yet) while the
+    /// request is routed, so that an answer the agent posts after a broker
+    /// crash is still admitted ([`Admission::Late`]). Written beside the
+    /// routing rather than before it: a crash within the write's few
+    /// milliseconds of the send can still lose that answer, a price paid to
+    /// keep the write off every request's latency.
+    pub fn begin(outcomes: &Arc<Outcomes>, tenant: &str, request_id: &str) -> Recording {
+        let opened = tokio::spawn({
+            let (outcomes, tenant, request_id) = (
+                Arc::clone(outcomes),
+                tenant.to_owned(),
+                request_id.to_owned(),
+            );
+            async move { outcomes.expect(&tenant, &request_id, "").await }
+        });
+        Recording {
+            outcomes: Arc::clone(outcomes),
+            tenant: tenant.to_owned(),
+            request_id: request_id.to_owned(),
+            opened,
+        }
+    }
+
+    /// Writes the request's final state; for one no agent can have
+    /// received, removes the awaited record if this request made it.
+    pub async fn finish(self, settled: Settled) -> Result<(), StoreError> {
+        let opened = self.opened.await.map_err(|_| StoreError::Cancelled)?;
+        let (tenant, request_id) = (&self.tenant, &self.request_id);
+        match settled {
+            Settled::NotRelayed if opened? => self.outcomes.forget(tenant, request_id).await,
+            settled => self
+                .outcomes
+                .settle(tenant, request_id, settled)
+                .await
+                .map(drop),
+        }
+    }
+}
+
 /// The late-outcome table, with the retention applied.
 pub struct Outcomes {
     backend: Backend,
@@ -222,22 +273,20 @@ impl Outcomes {
                 self.record(tenant, request_id, &agent_id, answer, Admission::Relayed)
                     .await
             }
-            Settled::Awaited { agent_id } => self
-                .expect(tenant, request_id, &agent_id)
-                .await
-                .map(|()| true),
+            Settled::Awaited { agent_id } => self.expect(tenant, request_id, &agent_id).await,
             Settled::NotRelayed => Ok(false),
         }
     }
 
-    /// The portal was told OUTCOME_UNKNOWN: remember that an answer is
-    /// awaited, unless one already arrived.
+    /// Remembers that an answer is awaited from `agent_id` (empty: from
+    /// an agent not known yet), unless a record exists. Whether this call
+    /// made the record (or, on one node, named the agent of an awaited one).
     pub async fn expect(
         &self,
         tenant: &str,
         request_id: &str,
         agent_id: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let record = Outcome {
             agent_id: agent_id.to_owned(),
             expires_unix_ms: self.expiry(),
@@ -258,7 +307,36 @@ impl Outcomes {
             Admission::Relayed,
         )
         .await
-        .map(|_| ())
+    }
+
+    /// Removes an awaited record (never an answer): for a request that, after
+    /// all, no agent can have received, whose record this request made.
+    pub async fn forget(&self, tenant: &str, request_id: &str) -> Result<(), StoreError> {
+        let store = match &self.backend {
+            Backend::Local(store) => store.clone(),
+            Backend::Cluster(bucket) => {
+                return Ok(bucket.forget(&cluster::keys(tenant, request_id)).await?);
+            }
+        };
+        let key = key(tenant, request_id);
+        tokio::task::spawn_blocking(move || {
+            let tx = store.db().begin_write().map_err(io("forget outcome"))?;
+            {
+                let mut table = tx.open_table(OUTCOMES).map_err(io("forget outcome"))?;
+                let awaited = table
+                    .get(key.as_str())
+                    .map_err(io("read outcome"))?
+                    .and_then(|v| Outcome::decode(v.value()))
+                    .is_some_and(|o| o.answer.is_none());
+                if awaited {
+                    table.remove(key.as_str()).map_err(io("forget outcome"))?;
+                }
+            }
+            tx.commit().map_err(io("commit outcome"))?;
+            Ok(())
+        })
+        .await
+        .map_err(|_| StoreError::Cancelled)?
     }
 
     /// Keeps an agent's answer unless one is kept already (the first one is
@@ -329,8 +407,11 @@ impl Outcomes {
                         }),
                         _,
                     ) => false,
-                    // Waiting already: a second expect changes nothing.
-                    (Some(_), _) if record.answer.is_none() => false,
+                    // Waiting already: a second expect changes nothing, but
+                    // names the agent when the first did not know it yet.
+                    (Some(awaited), _) if record.answer.is_none() => {
+                        awaited.agent_id.is_empty() && !record.agent_id.is_empty()
+                    }
                     (Some(awaited), Admission::Late) => admits_late(awaited, &record.agent_id),
                     (Some(_), Admission::Relayed) => true,
                     // Nothing was relayed under this id (or it expired).
@@ -544,6 +625,32 @@ mod tests {
         );
         assert!(!o.settle("t", "r3", Settled::NotRelayed).await.unwrap());
         assert_eq!(o.get("t", "r3").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn an_awaited_record_learns_its_agent_and_only_it_is_forgotten() {
+        let (_dir, o) = outcomes(Duration::from_secs(60));
+        // Opened before routing, the agent not known yet; named once known.
+        assert!(o.expect("t", "r1", "").await.unwrap());
+        assert!(o.expect("t", "r1", "dc01").await.unwrap());
+        assert!(!o.expect("t", "r1", "dc02").await.unwrap());
+        assert!(
+            !o.record("t", "r1", "dc02", envelope(1), Admission::Late)
+                .await
+                .unwrap()
+        );
+        assert_eq!(o.get("t", "r1").await.unwrap().unwrap().agent_id, "dc01");
+        o.forget("t", "r1").await.unwrap();
+        assert_eq!(o.get("t", "r1").await.unwrap(), None);
+        // An answer is never forgotten.
+        o.record("t", "r2", "dc01", envelope(2), Admission::Relayed)
+            .await
+            .unwrap();
+        o.forget("t", "r2").await.unwrap();
+        assert_eq!(
+            o.get("t", "r2").await.unwrap().unwrap().answer,
+            Some(envelope(2))
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tracing::{Instrument, debug, info, info_span};
 
 use crate::error::RelayError;
 use crate::metrics::{OperationLabel, RequestLabels};
-use crate::outcomes::{Outcome, Settled, StoredAnswer};
+use crate::outcomes::{Outcome, Recording, Settled, StoredAnswer};
 use crate::routing::{RouteReply, RouteRequest};
 use crate::state::State;
 use crate::time::now_unix_secs;
@@ -191,6 +191,7 @@ impl Relay for RelayService {
                 let request_id = request_id.clone();
                 async move {
                     let _id = id;
+                    let recording = Recording::begin(&state.outcomes, &tenant, &request_id);
                     let size = envelope.len();
                     let result = relay(
                         &state,
@@ -212,7 +213,7 @@ impl Relay for RelayService {
                     }
                     let settled = Settled::of(&result);
                     let _ = answer_caller.send(result);
-                    if let Err(e) = state.outcomes.settle(&tenant, &request_id, settled).await {
+                    if let Err(e) = recording.finish(settled).await {
                         tracing::warn!(error = %e, "cannot record the request's outcome");
                     }
                 }

@@ -89,10 +89,19 @@ impl OutcomeBucket {
 
     /// Remembers that an answer is awaited. A second call changes nothing;
     /// an answer kept already wins over it (see [`Self::get`]).
-    pub(crate) async fn expect(&self, keys: &Keys, waiting: &Outcome) -> Result<(), KvError> {
+    /// Whether this call made it.
+    pub(crate) async fn expect(&self, keys: &Keys, waiting: &Outcome) -> Result<bool, KvError> {
         self.create(&keys.awaited, &waiting.encode(), WAIT_FOR)
             .await
-            .map(drop)
+    }
+
+    /// Removes the awaited marker of a request that, after all, no agent
+    /// can have received. A delete marker, which reads as no record.
+    pub(crate) async fn forget(&self, keys: &Keys) -> Result<(), KvError> {
+        self.store
+            .delete(&keys.awaited)
+            .await
+            .map_err(|e| failed(self.name(), "forget an outcome", e))
     }
 
     /// Keeps an answer unless one is kept already: the first one wins.
