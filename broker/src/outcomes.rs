@@ -40,7 +40,11 @@ pub const MAX_OUTCOMES_PER_TENANT: usize = 10_000;
 /// What the broker knows of a request's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
+    /// Empty while the agent is not known yet (or was lost with a forward).
     pub agent_id: String,
+    /// Whether the agent acknowledged the request: awaited records say
+    /// what the portal was told with OUTCOME_UNKNOWN; an answer implies it.
+    pub acknowledged: bool,
     pub expires_unix_ms: i64,
     /// `None` while the broker still waits for the agent to post it.
     pub answer: Option<StoredAnswer>,
@@ -77,7 +81,10 @@ pub enum Settled {
         answer: StoredAnswer,
     },
     /// Delivered, or maybe: the agent may still post the answer.
-    Awaited { agent_id: String },
+    Awaited {
+        agent_id: String,
+        acknowledged: bool,
+    },
     /// Refused or failed before any agent could have it: nothing to keep.
     NotRelayed,
 }
@@ -93,11 +100,21 @@ impl Settled {
                 agent_id: agent_id.clone(),
                 answer: StoredAnswer::Failed(message.clone()),
             },
-            Err(RelayError::OutcomeUnknown { agent_id, .. }) => Settled::Awaited {
+            Err(RelayError::OutcomeUnknown {
+                agent_id,
+                acknowledged,
+                ..
+            }) => Settled::Awaited {
                 agent_id: agent_id.clone(),
+                acknowledged: *acknowledged,
             },
-            Err(RelayError::ForwardLost { agent_id, .. }) => Settled::Awaited {
+            Err(RelayError::ForwardLost {
+                agent_id,
+                acknowledged,
+                ..
+            }) => Settled::Awaited {
                 agent_id: agent_id.clone().unwrap_or_default(),
+                acknowledged: *acknowledged,
             },
             Err(_) => Settled::NotRelayed,
         }
@@ -117,11 +134,12 @@ const FORMAT: u8 = 1;
 
 impl Outcome {
     /// version, state (0 waiting, 1 envelope, 2 error, 3 failed), expiry (i64 BE),
-    /// code (i32 BE), agent id length (u16 BE), agent id, then the envelope
-    /// or the error message.
+    /// code (i32 BE; in state 0, 1 if the agent acknowledged the request),
+    /// agent id length (u16 BE), agent id, then the envelope or the error
+    /// message.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let (state, code, rest): (u8, i32, &[u8]) = match &self.answer {
-            None => (0, 0, &[]),
+            None => (0, i32::from(self.acknowledged), &[]),
             Some(StoredAnswer::Envelope(e)) => (1, 0, e),
             Some(StoredAnswer::Error { code, message }) => (2, *code, message.as_bytes()),
             Some(StoredAnswer::Failed(message)) => (3, 0, message.as_bytes()),
@@ -167,6 +185,7 @@ impl Outcome {
         };
         Some(Outcome {
             agent_id,
+            acknowledged: answer.is_some() || i32::from_be_bytes(*code) != 0,
             expires_unix_ms: i64::from_be_bytes(*expires),
             answer,
         })
@@ -201,7 +220,7 @@ impl Recording {
                 tenant.to_owned(),
                 request_id.to_owned(),
             );
-            async move { outcomes.expect(&tenant, &request_id, "").await }
+            async move { outcomes.expect(&tenant, &request_id, "", false).await }
         });
         Recording {
             outcomes: Arc::clone(outcomes),
@@ -273,22 +292,31 @@ impl Outcomes {
                 self.record(tenant, request_id, &agent_id, answer, Admission::Relayed)
                     .await
             }
-            Settled::Awaited { agent_id } => self.expect(tenant, request_id, &agent_id).await,
+            Settled::Awaited {
+                agent_id,
+                acknowledged,
+            } => {
+                self.expect(tenant, request_id, &agent_id, acknowledged)
+                    .await
+            }
             Settled::NotRelayed => Ok(false),
         }
     }
 
     /// Remembers that an answer is awaited from `agent_id` (empty: from
-    /// an agent not known yet), unless a record exists. Whether this call
-    /// made the record (or, on one node, named the agent of an awaited one).
+    /// an agent not known yet), unless an answer is kept. An empty agent
+    /// only makes a record; a named one also updates an awaited record.
+    /// Whether this call wrote.
     pub async fn expect(
         &self,
         tenant: &str,
         request_id: &str,
         agent_id: &str,
+        acknowledged: bool,
     ) -> Result<bool, StoreError> {
         let record = Outcome {
             agent_id: agent_id.to_owned(),
+            acknowledged,
             expires_unix_ms: self.expiry(),
             answer: None,
         };
@@ -352,6 +380,7 @@ impl Outcomes {
     ) -> Result<bool, StoreError> {
         let record = Outcome {
             agent_id: agent_id.to_owned(),
+            acknowledged: true,
             expires_unix_ms: self.expiry(),
             answer: Some(answer),
         };
@@ -407,10 +436,12 @@ impl Outcomes {
                         }),
                         _,
                     ) => false,
-                    // Waiting already: a second expect changes nothing, but
-                    // names the agent when the first did not know it yet.
+                    // Waiting already: an expect naming the agent says what
+                    // the routing found; one without changes nothing.
                     (Some(awaited), _) if record.answer.is_none() => {
-                        awaited.agent_id.is_empty() && !record.agent_id.is_empty()
+                        !record.agent_id.is_empty()
+                            && (&awaited.agent_id, awaited.acknowledged)
+                                != (&record.agent_id, record.acknowledged)
                     }
                     (Some(awaited), Admission::Late) => admits_late(awaited, &record.agent_id),
                     (Some(_), Admission::Relayed) => true,
@@ -544,11 +575,19 @@ mod tests {
         ] {
             let o = Outcome {
                 agent_id: "dc01".into(),
+                acknowledged: answer.is_some(),
                 expires_unix_ms: 42,
                 answer,
             };
             assert_eq!(Outcome::decode(&o.encode()), Some(o));
         }
+        let acknowledged = Outcome {
+            agent_id: "dc01".into(),
+            acknowledged: true,
+            expires_unix_ms: 42,
+            answer: None,
+        };
+        assert_eq!(Outcome::decode(&acknowledged.encode()), Some(acknowledged));
         assert_eq!(Outcome::decode(&[9, 9, 9]), None);
     }
 
@@ -559,7 +598,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_replaces_waiting_and_is_never_replaced() {
         let (_dir, o) = outcomes(Duration::from_secs(60));
-        o.expect("t", "r1", "dc01").await.unwrap();
+        o.expect("t", "r1", "dc01", false).await.unwrap();
         assert_eq!(o.get("t", "r1").await.unwrap().unwrap().answer, None);
         assert!(
             o.record("t", "r1", "dc01", envelope(7), Admission::Late)
@@ -573,7 +612,7 @@ mod tests {
                     .unwrap()
             );
         }
-        o.expect("t", "r1", "dc01").await.unwrap();
+        o.expect("t", "r1", "dc01", false).await.unwrap();
         let got = o.get("t", "r1").await.unwrap().unwrap();
         assert_eq!(got.answer, Some(envelope(7)));
         assert_eq!(got.agent_id, "dc01");
@@ -592,7 +631,7 @@ mod tests {
         );
         assert_eq!(o.get("t", "r1").await.unwrap(), None);
         // Awaited from dc01: another agent's answer is not kept.
-        o.expect("t", "r1", "dc01").await.unwrap();
+        o.expect("t", "r1", "dc01", false).await.unwrap();
         assert!(
             !o.record("t", "r1", "dc02", envelope(2), Admission::Late)
                 .await
@@ -617,7 +656,7 @@ mod tests {
             Some(envelope(3))
         );
         // Awaited from an agent the broker lost track of: any may post it.
-        o.expect("t", "r2", "").await.unwrap();
+        o.expect("t", "r2", "", false).await.unwrap();
         assert!(
             o.record("t", "r2", "dc02", envelope(4), Admission::Late)
                 .await
@@ -630,16 +669,26 @@ mod tests {
     #[tokio::test]
     async fn an_awaited_record_learns_its_agent_and_only_it_is_forgotten() {
         let (_dir, o) = outcomes(Duration::from_secs(60));
-        // Opened before routing, the agent not known yet; named once known.
-        assert!(o.expect("t", "r1", "").await.unwrap());
-        assert!(o.expect("t", "r1", "dc01").await.unwrap());
-        assert!(!o.expect("t", "r1", "dc02").await.unwrap());
+        // Opened before routing, the agent not known yet; named once known,
+        // with whether it acknowledged; an unnamed expect changes nothing.
+        assert!(o.expect("t", "r1", "", false).await.unwrap());
+        assert!(o.expect("t", "r1", "dc01", true).await.unwrap());
+        assert!(!o.expect("t", "r1", "dc01", true).await.unwrap());
+        assert!(!o.expect("t", "r1", "", false).await.unwrap());
         assert!(
             !o.record("t", "r1", "dc02", envelope(1), Admission::Late)
                 .await
                 .unwrap()
         );
-        assert_eq!(o.get("t", "r1").await.unwrap().unwrap().agent_id, "dc01");
+        let awaited = o.get("t", "r1").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                awaited.agent_id.as_str(),
+                awaited.acknowledged,
+                awaited.answer
+            ),
+            ("dc01", true, None)
+        );
         o.forget("t", "r1").await.unwrap();
         assert_eq!(o.get("t", "r1").await.unwrap(), None);
         // An answer is never forgotten.
@@ -663,6 +712,7 @@ mod tests {
             for (id, expiry) in [("t/a", 30), ("t/b", 10), ("t/c", 20), ("u/z", 1)] {
                 let o = Outcome {
                     agent_id: "dc01".into(),
+                    acknowledged: false,
                     expires_unix_ms: expiry,
                     answer: None,
                 };

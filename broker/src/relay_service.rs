@@ -317,12 +317,23 @@ impl Relay for RelayService {
                 .in_flight_ids
                 .contains(&(tenant.clone(), request_id.clone())) =>
             {
-                Err(RelayError::OutcomePending(request_id).into())
+                Err(RelayError::OutcomePending {
+                    request_id,
+                    awaited: None,
+                }
+                .into())
             }
             None => Err(RelayError::OutcomeNotFound(request_id).into()),
-            Some(Outcome { answer: None, .. }) => {
-                Err(RelayError::OutcomePending(request_id).into())
+            Some(Outcome {
+                agent_id,
+                acknowledged,
+                answer: None,
+                ..
+            }) => Err(RelayError::OutcomePending {
+                request_id,
+                awaited: Some((agent_id, acknowledged)),
             }
+            .into()),
             Some(Outcome {
                 agent_id,
                 answer: Some(StoredAnswer::Envelope(envelope)),

@@ -1075,16 +1075,21 @@ async fn every_relayed_request_has_its_outcome_on_every_node() {
         .await
         .expect_err("no agent could answer");
     assert_eq!(err.reason(), Some(Reason::OutcomeUnknown), "{err}");
-    assert_eq!(
-        portals[0]
-            .outcome("r2")
-            .await
-            .map(|_| ())
-            .unwrap_err()
-            .reason(),
-        Some(Reason::OutcomePending),
-        "awaited, on the other node too"
-    );
+    // Awaited, on the other node too, with what the portal was told.
+    match portals[0].outcome("r2").await.map(|_| ()).unwrap_err() {
+        ClientError::Relay {
+            reason: Reason::OutcomePending,
+            metadata,
+            ..
+        } => {
+            assert_eq!(metadata.get("agent_id").map(String::as_str), Some("dead"));
+            assert_eq!(
+                metadata.get("acknowledged").map(String::as_str),
+                Some("false")
+            );
+        }
+        other => panic!("{other:?}"),
+    };
     // A live agent on b; the portal retries the same id through a.
     let alive = agent(&cluster, 1, &tenant, "alive").start().await;
     assert_eq!(cluster.await_routable(0, &tenant).await, "alive");

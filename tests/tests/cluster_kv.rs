@@ -368,7 +368,7 @@ async fn the_operator_key_converges_and_outcomes_cross_nodes() {
     let a = Outcomes::cluster(m0.outcomes.clone(), RETENTION);
     let b = Outcomes::cluster(m1.outcomes.clone(), RETENTION);
     let c = Outcomes::cluster(m2.outcomes.clone(), RETENTION);
-    a.expect("contoso", "req:1", "dc01").await.unwrap();
+    a.expect("contoso", "req:1", "dc01", true).await.unwrap();
     let waiting = b.get("contoso", "req:1").await.unwrap().expect("awaited");
     assert_eq!((waiting.agent_id.as_str(), waiting.answer), ("dc01", None));
     let envelope = |b: u8| StoredAnswer::Envelope(vec![b]);
@@ -387,7 +387,7 @@ async fn the_operator_key_converges_and_outcomes_cross_nodes() {
             .await
             .unwrap()
     );
-    a.expect("contoso", "req:1", "dc01").await.unwrap();
+    a.expect("contoso", "req:1", "dc01", true).await.unwrap();
     let got = b.get("contoso", "req:1").await.unwrap().expect("answered");
     assert_eq!(got.answer, Some(StoredAnswer::Envelope(vec![7])));
     assert_eq!(got.agent_id, "dc01");

@@ -124,10 +124,22 @@ async fn after_a_no_ack_timeout_the_answered_retry_resolves_the_pending_outcome(
         ),
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        portal.outcome("r1").await.map(|_| ()).unwrap_err().reason(),
-        Some(Reason::OutcomePending)
-    );
+    // PENDING, with what the portal was told: the agent it is awaited
+    // from, which never acknowledged it.
+    match portal.outcome("r1").await.map(|_| ()).unwrap_err() {
+        ClientError::Relay {
+            reason: Reason::OutcomePending,
+            metadata,
+            ..
+        } => {
+            assert_eq!(metadata.get("agent_id").map(String::as_str), Some("dead"));
+            assert_eq!(
+                metadata.get("acknowledged").map(String::as_str),
+                Some("false")
+            );
+        }
+        other => panic!("{other:?}"),
+    };
 
     // The portal retries the same id; a live agent answers it.
     let alive = EchoAgent::start(&broker, &tenant, "alive").await;

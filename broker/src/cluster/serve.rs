@@ -275,11 +275,15 @@ async fn serve(
                 // answer the agent posts here before then must find the
                 // request awaited (see `keep_late_answer`). A create, so
                 // the origin's changes nothing.
-                if let RelayError::OutcomeUnknown { agent_id, .. } = &e
+                if let RelayError::OutcomeUnknown {
+                    agent_id,
+                    acknowledged,
+                    ..
+                } = &e
                     && operation != Operation::Ping
                     && let Err(e) = state
                         .outcomes
-                        .expect(&tenant, &request.request_id, agent_id)
+                        .expect(&tenant, &request.request_id, agent_id, *acknowledged)
                         .await
                 {
                     warn!(error = %e, "cannot record the awaited outcome");
