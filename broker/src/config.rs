@@ -84,8 +84,8 @@ pub struct BrokerConfig {
     /// session is declared dead and the request given to another agent.
     #[serde(default = "default_ack_timeout", with = "humantime_serde")]
     pub ack_timeout: Duration,
-    /// How long late outcomes (sealed replies that arrived after the portal
-    /// was told OUTCOME_UNKNOWN) are kept for GetOutcome.
+    /// How long each relayed request's outcome record (the agent's sealed
+    /// reply or error, or that one is awaited) is kept for GetOutcome.
     #[serde(default = "default_outcome_retention", with = "humantime_serde")]
     pub outcome_retention: Duration,
     /// On SIGTERM, how long in-flight requests may take to finish.

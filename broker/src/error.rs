@@ -70,8 +70,13 @@ pub enum RelayError {
         agent_id: String,
         acknowledged: bool,
     },
-    #[error("the agent has not posted the outcome of request {0:?} yet")]
-    OutcomePending(String),
+    /// `awaited`: the agent the answer is awaited from (empty: not known)
+    /// and whether it acknowledged the request; `None` while in flight.
+    #[error("the agent has not posted the outcome of request {request_id:?} yet")]
+    OutcomePending {
+        request_id: String,
+        awaited: Option<(String, bool)>,
+    },
     #[error(
         "no outcome of request {0:?} is known: it was never relayed, or was kept longer than the outcome retention"
     )]
@@ -182,7 +187,7 @@ impl RelayError {
             E::TenantExists(_) => Reason::TenantExists,
             E::AgentNotFound(_) => Reason::AgentNotFound,
             E::OutcomeUnknown { .. } => Reason::OutcomeUnknown,
-            E::OutcomePending(_) => Reason::OutcomePending,
+            E::OutcomePending { .. } => Reason::OutcomePending,
             E::OutcomeNotFound(_) => Reason::OutcomeNotFound,
             E::RateLimited { .. } => Reason::RateLimited,
             E::AgentsBusy(_) => Reason::AgentsBusy,
@@ -227,6 +232,14 @@ impl RelayError {
             } => {
                 vec![("agent_id", agent.clone())]
             }
+            RelayError::OutcomePending {
+                request_id,
+                awaited: Some((agent_id, acknowledged)),
+            } => vec![
+                ("request_id", request_id.clone()),
+                ("agent_id", agent_id.clone()),
+                ("acknowledged", acknowledged.to_string()),
+            ],
             RelayError::OutcomeUnknown {
                 request_id,
                 agent_id,

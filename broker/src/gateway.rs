@@ -18,6 +18,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::RelayError;
 use crate::metrics::RefusalLabel;
+use crate::outcomes::Admission;
 use crate::sessions::{AgentAnswer, AgentSession, OUTBOUND_QUEUE};
 use crate::state::State;
 use crate::time::{now_unix_ms, now_unix_secs};
@@ -249,7 +250,7 @@ async fn drive(state: Arc<State>, session: Arc<AgentSession>, mut inbound: Strea
 }
 
 fn handle_frame(
-    state: &State,
+    state: &Arc<State>,
     session: &AgentSession,
     frame: AgentFrame,
 ) -> Result<(), (GoodbyeReason, String)> {
@@ -337,28 +338,56 @@ fn handle_frame(
     }
 }
 
-/// An answer whose portal call already ended (it was told OUTCOME_UNKNOWN,
-/// or the broker restarted): keep it, sealed, for GetOutcome.
-fn keep_late_answer(state: &State, session: &AgentSession, request_id: &str, answer: AgentAnswer) {
+/// An answer whose routing already ended (its request was given up at the
+/// deadline, its session was declared dead, or the broker restarted): keep
+/// it, sealed, for GetOutcome, if the request was awaited from this agent.
+fn keep_late_answer(
+    state: &Arc<State>,
+    session: &AgentSession,
+    request_id: &str,
+    answer: AgentAnswer,
+) {
     if !proto::names::is_valid_request_id(request_id) {
         debug!("late reply without a valid request id dropped");
         return;
     }
-    let (tenant, agent_id, request_id) = (
-        session.tenant.clone(),
-        session.agent_id.clone(),
-        request_id.to_owned(),
-    );
-    let outcomes = std::sync::Arc::clone(&state.outcomes);
-    let metrics = std::sync::Arc::clone(&state.metrics);
+    let key = (session.tenant.clone(), request_id.to_owned());
+    let agent_id = session.agent_id.clone();
+    let state = Arc::clone(state);
     tokio::spawn(
         async move {
-            match outcomes.record(&tenant, &request_id, &agent_id, answer).await {
+            // The routing task may be between giving up on the answer and
+            // recording that it awaits one: its record is what admits this
+            // answer, so wait for the task to end (by its deadline at most).
+            let ended = async {
+                loop {
+                    let notified = state.request_ended.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if !state.in_flight_ids.contains(&key) {
+                        return;
+                    }
+                    notified.await;
+                }
+            };
+            if tokio::time::timeout(state.config.max_deadline, ended)
+                .await
+                .is_err()
+            {
+                debug!(request_id = %key.1, "late outcome dropped: its request is still in flight");
+                return;
+            }
+            let (tenant, request_id) = (&key.0, &key.1);
+            match state
+                .outcomes
+                .record(tenant, request_id, &agent_id, answer.into(), Admission::Late)
+                .await
+            {
                 Ok(true) => {
-                    metrics.late_outcomes.inc();
+                    state.metrics.late_outcomes.inc();
                     info!(%request_id, "late outcome kept for GetOutcome");
                 }
-                Ok(false) => debug!(%request_id, "late outcome not kept: already known, or the tenant's outcome store is full"),
+                Ok(false) => debug!(%request_id, "late outcome not kept: already known, or never awaited from this agent"),
                 Err(e) => warn!(%request_id, error = %e, "cannot keep a late outcome"),
             }
         }

@@ -1,16 +1,25 @@
-//! Late outcomes: when a portal was told OUTCOME_UNKNOWN, the agent's answer
-//! may still come (it finishes, or reconnects and posts it). The broker keeps
-//! that answer, sealed as it came, for `outcome_retention`, so the portal can
-//! fetch it with GetOutcome. Kept in the store so a broker restart does not
-//! lose it; the bytes are ciphertext the broker cannot open. In cluster mode
-//! they are kept in the cluster's outcomes bucket instead
-//! ([`crate::cluster::kv::outcomes`]), so that any node can answer.
+//! Outcomes: one record per relayed request, so that a portal whose call
+//! ended without the answer (its deadline fired first, it hung up, it was
+//! told OUTCOME_UNKNOWN) can fetch what became of it with GetOutcome.
+//!
+//! The record is written by the task that routed the request, after its
+//! caller was answered and before the request id leaves the in-flight set,
+//! so that GetOutcome sees PENDING (in flight) and then the record, with no
+//! gap, whether or not the caller is still there ([`Settled`]). An answer the
+//! agent posts after that (it finishes, or reconnects and posts it) replaces
+//! an awaited record ([`Admission::Late`]). The answer is kept sealed as it
+//! came: ciphertext the broker cannot open. Kept in the store so a broker
+//! restart does not lose it; in cluster mode in the cluster's outcomes bucket
+//! instead ([`crate::cluster::kv::outcomes`]), so that any node can answer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::cluster::kv::outcomes::{self as cluster, OutcomeBucket};
+use crate::error::RelayError;
+use crate::routing::RouteReply;
 use crate::sessions::AgentAnswer;
 use crate::store::{Store, StoreError, io};
 use crate::time::now_unix_ms;
@@ -18,16 +27,24 @@ use crate::time::now_unix_ms;
 /// `tenant/request_id` -> encoded [`Outcome`]. Neither part contains '/'.
 pub(crate) const OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("outcomes");
 
-/// Bounds the disk one tenant's agents can fill with posted replies. One
-/// node only: in cluster mode counting a tenant's keys would take a scan of
-/// the bucket per reply, so there the cap does not apply; the bucket's
-/// max age (the retention) bounds what is kept.
+/// Bounds the disk one tenant's requests fill. When a tenant has this many
+/// records, a new one evicts the one that expires first: the newest outcomes
+/// are the ones a portal still asks for. Only requests the broker relayed
+/// make records (an agent cannot add its own, see [`Admission::Late`]), so
+/// the tenant's rate limit bounds how fast they come. One node only: in
+/// cluster mode counting a tenant's keys would take a scan of the bucket per
+/// request, so there the bucket's max age (the retention) bounds what is
+/// kept.
 pub const MAX_OUTCOMES_PER_TENANT: usize = 10_000;
 
 /// What the broker knows of a request's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
+    /// Empty while the agent is not known yet (or was lost with a forward).
     pub agent_id: String,
+    /// Whether the agent acknowledged the request: awaited records say
+    /// what the portal was told with OUTCOME_UNKNOWN; an answer implies it.
+    pub acknowledged: bool,
     pub expires_unix_ms: i64,
     /// `None` while the broker still waits for the agent to post it.
     pub answer: Option<StoredAnswer>,
@@ -36,7 +53,72 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoredAnswer {
     Envelope(Vec<u8>),
-    Error { code: i32, message: String },
+    Error {
+        code: i32,
+        message: String,
+    },
+    /// The agent's error as the portal was told it: the code is in the text
+    /// already (a forwarded request's failure carries only the text).
+    Failed(String),
+}
+
+/// Who asks to record an answer, which decides whether it may make a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The routing task of a request the broker relayed.
+    Relayed,
+    /// An agent posting an answer nobody waits for any more: kept only over
+    /// an awaited record naming that agent (or no agent), so that an agent
+    /// cannot fill the store with replies to requests it was never given.
+    Late,
+}
+
+/// The final state of a relayed request, as its routing task saw it end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    Answered {
+        agent_id: String,
+        answer: StoredAnswer,
+    },
+    /// Delivered, or maybe: the agent may still post the answer.
+    Awaited {
+        agent_id: String,
+        acknowledged: bool,
+    },
+    /// Refused or failed before any agent could have it: nothing to keep.
+    NotRelayed,
+}
+
+impl Settled {
+    pub fn of(result: &Result<RouteReply, RelayError>) -> Settled {
+        match result {
+            Ok(reply) => Settled::Answered {
+                agent_id: reply.agent_id.clone(),
+                answer: StoredAnswer::Envelope(reply.envelope.clone()),
+            },
+            Err(RelayError::AgentError { agent_id, message }) => Settled::Answered {
+                agent_id: agent_id.clone(),
+                answer: StoredAnswer::Failed(message.clone()),
+            },
+            Err(RelayError::OutcomeUnknown {
+                agent_id,
+                acknowledged,
+                ..
+            }) => Settled::Awaited {
+                agent_id: agent_id.clone(),
+                acknowledged: *acknowledged,
+            },
+            Err(RelayError::ForwardLost {
+                agent_id,
+                acknowledged,
+                ..
+            }) => Settled::Awaited {
+                agent_id: agent_id.clone().unwrap_or_default(),
+                acknowledged: *acknowledged,
+            },
+            Err(_) => Settled::NotRelayed,
+        }
+    }
 }
 
 impl From<AgentAnswer> for StoredAnswer {
@@ -51,14 +133,16 @@ impl From<AgentAnswer> for StoredAnswer {
 const FORMAT: u8 = 1;
 
 impl Outcome {
-    /// version, state (0 waiting, 1 envelope, 2 error), expiry (i64 BE),
-    /// code (i32 BE), agent id length (u16 BE), agent id, then the envelope
-    /// or the error message.
+    /// version, state (0 waiting, 1 envelope, 2 error, 3 failed), expiry (i64 BE),
+    /// code (i32 BE; in state 0, 1 if the agent acknowledged the request),
+    /// agent id length (u16 BE), agent id, then the envelope or the error
+    /// message.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let (state, code, rest): (u8, i32, &[u8]) = match &self.answer {
-            None => (0, 0, &[]),
+            None => (0, i32::from(self.acknowledged), &[]),
             Some(StoredAnswer::Envelope(e)) => (1, 0, e),
             Some(StoredAnswer::Error { code, message }) => (2, *code, message.as_bytes()),
+            Some(StoredAnswer::Failed(message)) => (3, 0, message.as_bytes()),
         };
         let id = &self.agent_id.as_bytes()[..self.agent_id.len().min(u16::MAX as usize)];
         let mut out = Vec::with_capacity(17 + id.len() + rest.len());
@@ -70,6 +154,11 @@ impl Outcome {
         out.extend_from_slice(id);
         out.extend_from_slice(rest);
         out
+    }
+
+    /// The expiry alone, without copying the answer.
+    fn expiry_of(bytes: &[u8]) -> Option<i64> {
+        Some(i64::from_be_bytes(*bytes.get(2..10)?.first_chunk::<8>()?))
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Option<Outcome> {
@@ -89,10 +178,14 @@ impl Outcome {
                 code: i32::from_be_bytes(*code),
                 message: String::from_utf8_lossy(rest).into_owned(),
             }),
+            3 => Some(StoredAnswer::Failed(
+                String::from_utf8_lossy(rest).into_owned(),
+            )),
             _ => return None,
         };
         Some(Outcome {
             agent_id,
+            acknowledged: answer.is_some() || i32::from_be_bytes(*code) != 0,
             expires_unix_ms: i64::from_be_bytes(*expires),
             answer,
         })
@@ -101,6 +194,56 @@ impl Outcome {
 
 fn key(tenant: &str, request_id: &str) -> String {
     format!("{tenant}/{request_id}")
+}
+
+/// The record of one request, from before it is routed until its final
+/// state is written. Owned by the request's routing task, not its caller.
+pub struct Recording {
+    outcomes: Arc<Outcomes>,
+    tenant: String,
+    request_id: String,
+    /// Whether this request made the awaited record it starts with.
+    opened: tokio::task::JoinHandle<Result<bool, StoreError>>,
+}
+
+impl Recording {
+    /// Starts the record as awaited (from an agent not known yet) while the
+    /// request is routed, so that an answer the agent posts after a broker
+    /// crash is still admitted ([`Admission::Late`]). Written beside the
+    /// routing rather than before it: a crash within the write's few
+    /// milliseconds of the send can still lose that answer, a price paid to
+    /// keep the write off every request's latency.
+    pub fn begin(outcomes: &Arc<Outcomes>, tenant: &str, request_id: &str) -> Recording {
+        let opened = tokio::spawn({
+            let (outcomes, tenant, request_id) = (
+                Arc::clone(outcomes),
+                tenant.to_owned(),
+                request_id.to_owned(),
+            );
+            async move { outcomes.expect(&tenant, &request_id, "", false).await }
+        });
+        Recording {
+            outcomes: Arc::clone(outcomes),
+            tenant: tenant.to_owned(),
+            request_id: request_id.to_owned(),
+            opened,
+        }
+    }
+
+    /// Writes the request's final state; for one no agent can have
+    /// received, removes the awaited record if this request made it.
+    pub async fn finish(self, settled: Settled) -> Result<(), StoreError> {
+        let opened = self.opened.await.map_err(|_| StoreError::Cancelled)?;
+        let (tenant, request_id) = (&self.tenant, &self.request_id);
+        match settled {
+            Settled::NotRelayed if opened? => self.outcomes.forget(tenant, request_id).await,
+            settled => self
+                .outcomes
+                .settle(tenant, request_id, settled)
+                .await
+                .map(drop),
+        }
+    }
 }
 
 /// The late-outcome table, with the retention applied.
@@ -136,16 +279,44 @@ impl Outcomes {
         now_unix_ms().saturating_add(self.retention.as_millis() as i64)
     }
 
-    /// The portal was told OUTCOME_UNKNOWN: remember that an answer is
-    /// awaited, unless one already arrived.
+    /// Writes the final state of a relayed request, as its routing task
+    /// saw it end. Whether a record was written.
+    pub async fn settle(
+        &self,
+        tenant: &str,
+        request_id: &str,
+        settled: Settled,
+    ) -> Result<bool, StoreError> {
+        match settled {
+            Settled::Answered { agent_id, answer } => {
+                self.record(tenant, request_id, &agent_id, answer, Admission::Relayed)
+                    .await
+            }
+            Settled::Awaited {
+                agent_id,
+                acknowledged,
+            } => {
+                self.expect(tenant, request_id, &agent_id, acknowledged)
+                    .await
+            }
+            Settled::NotRelayed => Ok(false),
+        }
+    }
+
+    /// Remembers that an answer is awaited from `agent_id` (empty: from
+    /// an agent not known yet), unless an answer is kept. An empty agent
+    /// only makes a record; a named one also updates an awaited record.
+    /// Whether this call wrote.
     pub async fn expect(
         &self,
         tenant: &str,
         request_id: &str,
         agent_id: &str,
-    ) -> Result<(), StoreError> {
+        acknowledged: bool,
+    ) -> Result<bool, StoreError> {
         let record = Outcome {
             agent_id: agent_id.to_owned(),
+            acknowledged,
             expires_unix_ms: self.expiry(),
             answer: None,
         };
@@ -161,30 +332,70 @@ impl Outcomes {
             key(tenant, request_id),
             tenant.to_owned(),
             record,
-            false,
+            Admission::Relayed,
         )
         .await
-        .map(|_| ())
     }
 
-    /// Keeps an answer that arrived after its portal call ended. `false`
-    /// when the tenant already has the most outcomes kept.
+    /// Removes an awaited record (never an answer): for a request that, after
+    /// all, no agent can have received, whose record this request made.
+    pub async fn forget(&self, tenant: &str, request_id: &str) -> Result<(), StoreError> {
+        let store = match &self.backend {
+            Backend::Local(store) => store.clone(),
+            Backend::Cluster(bucket) => {
+                return Ok(bucket.forget(&cluster::keys(tenant, request_id)).await?);
+            }
+        };
+        let key = key(tenant, request_id);
+        tokio::task::spawn_blocking(move || {
+            let tx = store.db().begin_write().map_err(io("forget outcome"))?;
+            {
+                let mut table = tx.open_table(OUTCOMES).map_err(io("forget outcome"))?;
+                let awaited = table
+                    .get(key.as_str())
+                    .map_err(io("read outcome"))?
+                    .and_then(|v| Outcome::decode(v.value()))
+                    .is_some_and(|o| o.answer.is_none());
+                if awaited {
+                    table.remove(key.as_str()).map_err(io("forget outcome"))?;
+                }
+            }
+            tx.commit().map_err(io("commit outcome"))?;
+            Ok(())
+        })
+        .await
+        .map_err(|_| StoreError::Cancelled)?
+    }
+
+    /// Keeps an agent's answer unless one is kept already (the first one is
+    /// the agent's); a [`Admission::Late`] one only over an awaited record
+    /// of that agent. Whether it was kept.
     pub async fn record(
         &self,
         tenant: &str,
         request_id: &str,
         agent_id: &str,
-        answer: AgentAnswer,
+        answer: StoredAnswer,
+        admission: Admission,
     ) -> Result<bool, StoreError> {
         let record = Outcome {
             agent_id: agent_id.to_owned(),
+            acknowledged: true,
             expires_unix_ms: self.expiry(),
-            answer: Some(answer.into()),
+            answer: Some(answer),
         };
         let store = match &self.backend {
             Backend::Local(store) => store,
             Backend::Cluster(bucket) => {
                 let keys = cluster::keys(tenant, request_id);
+                if admission == Admission::Late {
+                    // Two reads before a create: only an unsolicited reply
+                    // pays for them, and the create still decides a race.
+                    let awaited = bucket.get(&keys).await?;
+                    if !awaited.is_some_and(|o| admits_late(&o, agent_id)) {
+                        return Ok(false);
+                    }
+                }
                 return Ok(bucket.record(&keys, &record).await?);
             }
         };
@@ -193,7 +404,7 @@ impl Outcomes {
             key(tenant, request_id),
             tenant.to_owned(),
             record,
-            true,
+            admission,
         )
         .await
     }
@@ -204,42 +415,49 @@ impl Outcomes {
         key: String,
         tenant: String,
         record: Outcome,
-        answered: bool,
+        admission: Admission,
     ) -> Result<bool, StoreError> {
         let store = store.clone();
         tokio::task::spawn_blocking(move || {
+            let now = now_unix_ms();
             let tx = store.db().begin_write().map_err(io("write outcome"))?;
             let written = {
                 let mut table = tx.open_table(OUTCOMES).map_err(io("write outcome"))?;
                 let existing = table
                     .get(key.as_str())
                     .map_err(io("read outcome"))?
-                    .and_then(|v| Outcome::decode(v.value()));
-                match existing {
+                    .and_then(|v| Outcome::decode(v.value()))
+                    .filter(|o| o.expires_unix_ms > now);
+                let write = match (&existing, admission) {
                     // An answer is never replaced: the first one is the agent's.
-                    Some(Outcome {
-                        answer: Some(_), ..
-                    }) => false,
-                    // Waiting already: a second expect changes nothing.
-                    Some(_) if !answered => false,
-                    existing => {
-                        let lower = format!("{tenant}/");
-                        let upper = format!("{tenant}0");
-                        let kept = table
-                            .range(lower.as_str()..upper.as_str())
-                            .map_err(io("count outcomes"))?
-                            .take(MAX_OUTCOMES_PER_TENANT)
-                            .count();
-                        if existing.is_none() && kept >= MAX_OUTCOMES_PER_TENANT {
-                            false
-                        } else {
-                            table
-                                .insert(key.as_str(), record.encode().as_slice())
-                                .map_err(io("write outcome"))?;
-                            true
-                        }
+                    (
+                        Some(Outcome {
+                            answer: Some(_), ..
+                        }),
+                        _,
+                    ) => false,
+                    // Waiting already: an expect naming the agent says what
+                    // the routing found; one without changes nothing.
+                    (Some(awaited), _) if record.answer.is_none() => {
+                        !record.agent_id.is_empty()
+                            && (&awaited.agent_id, awaited.acknowledged)
+                                != (&record.agent_id, record.acknowledged)
                     }
+                    (Some(awaited), Admission::Late) => admits_late(awaited, &record.agent_id),
+                    (Some(_), Admission::Relayed) => true,
+                    // Nothing was relayed under this id (or it expired).
+                    (None, Admission::Late) => false,
+                    (None, Admission::Relayed) => {
+                        make_room(&mut table, &tenant, MAX_OUTCOMES_PER_TENANT)?;
+                        true
+                    }
+                };
+                if write {
+                    table
+                        .insert(key.as_str(), record.encode().as_slice())
+                        .map_err(io("write outcome"))?;
                 }
+                write
             };
             tx.commit().map_err(io("commit outcome"))?;
             Ok(written)
@@ -297,6 +515,43 @@ impl Outcomes {
     }
 }
 
+/// Whether an answer `agent_id` posted late may replace `awaited`: only the
+/// agent the request was given to, or any of the tenant's when the broker
+/// lost track of which (a forward lost with its node).
+fn admits_late(awaited: &Outcome, agent_id: &str) -> bool {
+    awaited.answer.is_none() && (awaited.agent_id.is_empty() || awaited.agent_id == agent_id)
+}
+
+/// Evicts the tenant's record that expires first if it has the most kept.
+fn make_room(
+    table: &mut redb::Table<&str, &[u8]>,
+    tenant: &str,
+    cap: usize,
+) -> Result<(), StoreError> {
+    let lower = format!("{tenant}/");
+    let upper = format!("{tenant}0");
+    let mut kept = 0usize;
+    let mut first: Option<(String, i64)> = None;
+    for entry in table
+        .range(lower.as_str()..upper.as_str())
+        .map_err(io("count outcomes"))?
+    {
+        let (k, v) = entry.map_err(io("count outcomes"))?;
+        kept += 1;
+        // An undecodable record goes first.
+        let expiry = Outcome::expiry_of(v.value()).unwrap_or(i64::MIN);
+        if first.as_ref().is_none_or(|(_, e)| expiry < *e) {
+            first = Some((k.value().to_owned(), expiry));
+        }
+    }
+    if kept >= cap
+        && let Some((oldest, _)) = first
+    {
+        table.remove(oldest.as_str()).map_err(io("evict outcome"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,44 +571,168 @@ mod tests {
                 code: 3,
                 message: "REPLAYED: x".into(),
             }),
+            Some(StoredAnswer::Failed("no such user (REJECTED)".into())),
         ] {
             let o = Outcome {
                 agent_id: "dc01".into(),
+                acknowledged: answer.is_some(),
                 expires_unix_ms: 42,
                 answer,
             };
             assert_eq!(Outcome::decode(&o.encode()), Some(o));
         }
+        let acknowledged = Outcome {
+            agent_id: "dc01".into(),
+            acknowledged: true,
+            expires_unix_ms: 42,
+            answer: None,
+        };
+        assert_eq!(Outcome::decode(&acknowledged.encode()), Some(acknowledged));
         assert_eq!(Outcome::decode(&[9, 9, 9]), None);
+    }
+
+    fn envelope(b: u8) -> StoredAnswer {
+        StoredAnswer::Envelope(vec![b])
     }
 
     #[tokio::test]
     async fn an_answer_replaces_waiting_and_is_never_replaced() {
         let (_dir, o) = outcomes(Duration::from_secs(60));
-        o.expect("t", "r1", "dc01").await.unwrap();
+        o.expect("t", "r1", "dc01", false).await.unwrap();
         assert_eq!(o.get("t", "r1").await.unwrap().unwrap().answer, None);
         assert!(
-            o.record("t", "r1", "dc01", AgentAnswer::Envelope(vec![7]))
+            o.record("t", "r1", "dc01", envelope(7), Admission::Late)
                 .await
                 .unwrap()
         );
-        assert!(
-            !o.record("t", "r1", "dc02", AgentAnswer::Envelope(vec![8]))
-                .await
-                .unwrap()
-        );
-        o.expect("t", "r1", "dc01").await.unwrap();
+        for admission in [Admission::Late, Admission::Relayed] {
+            assert!(
+                !o.record("t", "r1", "dc02", envelope(8), admission)
+                    .await
+                    .unwrap()
+            );
+        }
+        o.expect("t", "r1", "dc01", false).await.unwrap();
         let got = o.get("t", "r1").await.unwrap().unwrap();
-        assert_eq!(got.answer, Some(StoredAnswer::Envelope(vec![7])));
+        assert_eq!(got.answer, Some(envelope(7)));
         assert_eq!(got.agent_id, "dc01");
         // Tenants do not see each other's outcomes.
         assert_eq!(o.get("u", "r1").await.unwrap(), None);
     }
 
     #[tokio::test]
+    async fn a_late_answer_needs_a_request_awaited_from_that_agent() {
+        let (_dir, o) = outcomes(Duration::from_secs(60));
+        // Never relayed: an agent cannot make a record of its own.
+        assert!(
+            !o.record("t", "r1", "dc01", envelope(1), Admission::Late)
+                .await
+                .unwrap()
+        );
+        assert_eq!(o.get("t", "r1").await.unwrap(), None);
+        // Awaited from dc01: another agent's answer is not kept.
+        o.expect("t", "r1", "dc01", false).await.unwrap();
+        assert!(
+            !o.record("t", "r1", "dc02", envelope(2), Admission::Late)
+                .await
+                .unwrap()
+        );
+        assert_eq!(o.get("t", "r1").await.unwrap().unwrap().answer, None);
+        // A retry answered by dc02 through the broker settles it.
+        assert!(
+            o.settle(
+                "t",
+                "r1",
+                Settled::Answered {
+                    agent_id: "dc02".into(),
+                    answer: envelope(3),
+                },
+            )
+            .await
+            .unwrap()
+        );
+        assert_eq!(
+            o.get("t", "r1").await.unwrap().unwrap().answer,
+            Some(envelope(3))
+        );
+        // Awaited from an agent the broker lost track of: any may post it.
+        o.expect("t", "r2", "", false).await.unwrap();
+        assert!(
+            o.record("t", "r2", "dc02", envelope(4), Admission::Late)
+                .await
+                .unwrap()
+        );
+        assert!(!o.settle("t", "r3", Settled::NotRelayed).await.unwrap());
+        assert_eq!(o.get("t", "r3").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn an_awaited_record_learns_its_agent_and_only_it_is_forgotten() {
+        let (_dir, o) = outcomes(Duration::from_secs(60));
+        // Opened before routing, the agent not known yet; named once known,
+        // with whether it acknowledged; an unnamed expect changes nothing.
+        assert!(o.expect("t", "r1", "", false).await.unwrap());
+        assert!(o.expect("t", "r1", "dc01", true).await.unwrap());
+        assert!(!o.expect("t", "r1", "dc01", true).await.unwrap());
+        assert!(!o.expect("t", "r1", "", false).await.unwrap());
+        assert!(
+            !o.record("t", "r1", "dc02", envelope(1), Admission::Late)
+                .await
+                .unwrap()
+        );
+        let awaited = o.get("t", "r1").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                awaited.agent_id.as_str(),
+                awaited.acknowledged,
+                awaited.answer
+            ),
+            ("dc01", true, None)
+        );
+        o.forget("t", "r1").await.unwrap();
+        assert_eq!(o.get("t", "r1").await.unwrap(), None);
+        // An answer is never forgotten.
+        o.record("t", "r2", "dc01", envelope(2), Admission::Relayed)
+            .await
+            .unwrap();
+        o.forget("t", "r2").await.unwrap();
+        assert_eq!(
+            o.get("t", "r2").await.unwrap().unwrap().answer,
+            Some(envelope(2))
+        );
+    }
+
+    #[test]
+    fn a_full_tenant_evicts_the_record_that_expires_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("b.redb")).unwrap();
+        let tx = store.db().begin_write().unwrap();
+        {
+            let mut table = tx.open_table(OUTCOMES).unwrap();
+            for (id, expiry) in [("t/a", 30), ("t/b", 10), ("t/c", 20), ("u/z", 1)] {
+                let o = Outcome {
+                    agent_id: "dc01".into(),
+                    acknowledged: false,
+                    expires_unix_ms: expiry,
+                    answer: None,
+                };
+                table.insert(id, o.encode().as_slice()).unwrap();
+            }
+            make_room(&mut table, "t", 4).unwrap();
+            assert_eq!(table.len().unwrap(), 4, "room left: nothing evicted");
+            make_room(&mut table, "t", 3).unwrap();
+            assert!(table.get("t/b").unwrap().is_none(), "the first to expire");
+            for kept in ["t/a", "t/c", "u/z"] {
+                assert!(table.get(kept).unwrap().is_some(), "{kept}");
+            }
+        }
+        tx.commit().unwrap();
+    }
+
+    #[tokio::test]
     async fn expired_outcomes_are_gone_and_purged() {
         let (_dir, o) = outcomes(Duration::ZERO);
-        o.record("t", "r1", "dc01", AgentAnswer::Envelope(vec![7]))
+        o.record("t", "r1", "dc01", envelope(7), Admission::Relayed)
             .await
             .unwrap();
         assert_eq!(o.get("t", "r1").await.unwrap(), None);

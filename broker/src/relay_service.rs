@@ -12,7 +12,7 @@ use tracing::{Instrument, debug, info, info_span};
 
 use crate::error::RelayError;
 use crate::metrics::{OperationLabel, RequestLabels};
-use crate::outcomes::{Outcome, StoredAnswer};
+use crate::outcomes::{Outcome, Recording, Settled, StoredAnswer};
 use crate::routing::{RouteReply, RouteRequest};
 use crate::state::State;
 use crate::time::now_unix_secs;
@@ -62,25 +62,7 @@ async fn relay(
     if state.shutdown.is_cancelled() {
         return Err(RelayError::ShuttingDown);
     }
-    let (tenant, request_id, is_ping) = (
-        request.tenant.clone(),
-        request.request_id.clone(),
-        request.operation == Operation::Ping,
-    );
     let result = state.router.route(request).await;
-    let unknown_agent = match &result {
-        Err(RelayError::OutcomeUnknown { agent_id, .. }) => Some(agent_id.as_str()),
-        Err(RelayError::ForwardLost { agent_id, .. }) => Some(agent_id.as_deref().unwrap_or("")),
-        _ => None,
-    };
-    if let Some(agent_id) = unknown_agent
-        && !is_ping
-    {
-        // The agent may still post the answer: wait for it, durably.
-        if let Err(e) = state.outcomes.expect(&tenant, &request_id, agent_id).await {
-            tracing::warn!(error = %e, "cannot record the awaited outcome");
-        }
-    }
     let outcome = match &result {
         Ok(_) => "delivered",
         Err(e) => e.outcome(),
@@ -197,21 +179,25 @@ impl Relay for RelayService {
             key,
         };
         let span = info_span!("request", tenant = %tenant, request_id = %request_id, operation = operation_label(operation));
-        // Routed on its own task: a portal that hangs up does not cancel a
-        // request an agent may already hold. The task runs to the deadline
-        // and records OUTCOME_UNKNOWN, so GetOutcome can find the answer.
-        let routed = tokio::spawn(
+        // Routed on its own task: a portal that hangs up, or whose deadline
+        // fires first, does not cancel a request an agent may already hold.
+        // The task owns the request to its end: it answers the caller if
+        // still there, then records the final state for GetOutcome, and only
+        // then releases the id, so GetOutcome sees PENDING until the record.
+        let (answer_caller, answered) = tokio::sync::oneshot::channel();
+        tokio::spawn(
             {
                 let state = Arc::clone(state);
                 let request_id = request_id.clone();
                 async move {
                     let _id = id;
+                    let recording = Recording::begin(&state.outcomes, &tenant, &request_id);
                     let size = envelope.len();
-                    let reply = relay(
+                    let result = relay(
                         &state,
                         RouteRequest {
-                            tenant,
-                            request_id,
+                            tenant: tenant.clone(),
+                            request_id: request_id.clone(),
                             operation,
                             envelope,
                             deadline,
@@ -220,15 +206,21 @@ impl Relay for RelayService {
                         },
                         operation_label(operation),
                     )
-                    .await
-                    .inspect_err(|e| info!(reason = %e.reason(), error = %e, "request failed"))?;
-                    info!(agent_id = %reply.agent_id, envelope_bytes = size, reply_bytes = reply.envelope.len(), rtt_us = reply.rtt.as_micros() as u64, "request answered");
-                    Ok::<_, RelayError>(reply)
+                    .await;
+                    match &result {
+                        Ok(reply) => info!(agent_id = %reply.agent_id, envelope_bytes = size, reply_bytes = reply.envelope.len(), rtt_us = reply.rtt.as_micros() as u64, "request answered"),
+                        Err(e) => info!(reason = %e.reason(), error = %e, "request failed"),
+                    }
+                    let settled = Settled::of(&result);
+                    let _ = answer_caller.send(result);
+                    if let Err(e) = recording.finish(settled).await {
+                        tracing::warn!(error = %e, "cannot record the request's outcome");
+                    }
                 }
             }
             .instrument(span),
         );
-        let reply = routed
+        let reply = answered
             .await
             .map_err(|_| Status::internal("the routing task failed"))??;
         Ok(Response::new(pb::SubmitReply {
@@ -325,12 +317,23 @@ impl Relay for RelayService {
                 .in_flight_ids
                 .contains(&(tenant.clone(), request_id.clone())) =>
             {
-                Err(RelayError::OutcomePending(request_id).into())
+                Err(RelayError::OutcomePending {
+                    request_id,
+                    awaited: None,
+                }
+                .into())
             }
             None => Err(RelayError::OutcomeNotFound(request_id).into()),
-            Some(Outcome { answer: None, .. }) => {
-                Err(RelayError::OutcomePending(request_id).into())
+            Some(Outcome {
+                agent_id,
+                acknowledged,
+                answer: None,
+                ..
+            }) => Err(RelayError::OutcomePending {
+                request_id,
+                awaited: Some((agent_id, acknowledged)),
             }
+            .into()),
             Some(Outcome {
                 agent_id,
                 answer: Some(StoredAnswer::Envelope(envelope)),
@@ -345,6 +348,11 @@ impl Relay for RelayService {
                 answer: Some(StoredAnswer::Error { code, message }),
                 ..
             }) => Err(RelayError::from_agent(agent_id, code, &message).into()),
+            Some(Outcome {
+                agent_id,
+                answer: Some(StoredAnswer::Failed(message)),
+                ..
+            }) => Err(RelayError::AgentError { agent_id, message }.into()),
         }
     }
 }

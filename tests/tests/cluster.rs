@@ -1019,3 +1019,93 @@ async fn readiness_follows_the_nats_connection() {
     assert_eq!(err.reason(), Some(Reason::ClusterUnavailable), "{err}");
     on_a.stop().await;
 }
+
+/// Issue 16, observations 1 and 2 across two nodes: an answer that reaches
+/// the forwarding node after its caller gave up, and a request that ended
+/// OUTCOME_UNKNOWN without an Ack then was answered on retry, are both
+/// fetched with GetOutcome through the other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_relayed_request_has_its_outcome_on_every_node() {
+    let cluster = fast(BrokerCluster::builder(2)).nats_nodes(1).start().await;
+    let tenant = cluster.create_tenant("contoso").await;
+    let portals = [
+        cluster.portal(0, &tenant).await,
+        cluster.portal(1, &tenant).await,
+    ];
+
+    // Observation 1: the agent is on a, the caller on b gives up (its call
+    // is reset) before the agent answers; b's routing task still gets the
+    // answer and records it for any node.
+    let mut slow = agent(&cluster, 0, &tenant, "slow")
+        .delay(Duration::from_millis(600))
+        .start()
+        .await;
+    assert_eq!(cluster.await_routable(1, &tenant).await, "slow");
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(200),
+        portals[1].submit("r1", Operation::ResetPassword, b"r1".to_vec(), None),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the caller gave up before the answer");
+    slow.answered("r1").await;
+    for portal in &portals {
+        let kept = await_outcome(portal, "r1")
+            .await
+            .expect("the answer is kept, not lost with the caller's call");
+        assert_eq!(
+            (kept.agent_id.as_str(), kept.envelope),
+            ("slow", b"slow|r1".to_vec())
+        );
+    }
+    slow.stop().await;
+
+    // Observation 2: the only agent, on a behind a proxy, goes silent; the
+    // request from b is queued to it, never acknowledged, and ends
+    // OUTCOME_UNKNOWN (acknowledged=false).
+    let proxy =
+        tests::faults::FaultProxy::start(cluster.node(0).grpc_addr.parse().expect("addr")).await;
+    let dead = agent(&cluster, 0, &tenant, "dead")
+        .broker_url(&proxy.https_url())
+        .start()
+        .await;
+    assert_eq!(cluster.await_routable(1, &tenant).await, "dead");
+    proxy.black_hole_new(true);
+    proxy.black_hole();
+    let err = submit(&portals[1], "r2", Duration::from_secs(10))
+        .await
+        .expect_err("no agent could answer");
+    assert_eq!(err.reason(), Some(Reason::OutcomeUnknown), "{err}");
+    // Awaited, on the other node too, with what the portal was told.
+    match portals[0].outcome("r2").await.map(|_| ()).unwrap_err() {
+        ClientError::Relay {
+            reason: Reason::OutcomePending,
+            metadata,
+            ..
+        } => {
+            assert_eq!(metadata.get("agent_id").map(String::as_str), Some("dead"));
+            assert_eq!(
+                metadata.get("acknowledged").map(String::as_str),
+                Some("false")
+            );
+        }
+        other => panic!("{other:?}"),
+    };
+    // A live agent on b; the portal retries the same id through a.
+    let alive = agent(&cluster, 1, &tenant, "alive").start().await;
+    assert_eq!(cluster.await_routable(0, &tenant).await, "alive");
+    let reply = submit(&portals[0], "r2", Duration::from_secs(10))
+        .await
+        .expect("the retry is answered");
+    assert_eq!(reply.agent_id, "alive");
+    for portal in &portals {
+        let fetched = await_outcome(portal, "r2")
+            .await
+            .expect("PENDING resolves to the retry's answer");
+        assert_eq!(
+            (fetched.agent_id.as_str(), fetched.envelope),
+            ("alive", reply.envelope.clone())
+        );
+    }
+    alive.stop().await;
+    dead.kill().await;
+}

@@ -13,8 +13,7 @@ use broker::cluster::kv::{
 use broker::cluster::storage_key::{OpenError, StorageKey};
 use broker::config::ClusterConfig;
 use broker::error::RelayError;
-use broker::outcomes::{Outcomes, StoredAnswer};
-use broker::sessions::AgentAnswer;
+use broker::outcomes::{Admission, Outcomes, StoredAnswer};
 use broker::store::StoreError;
 use broker::tenants::Tenants;
 use sas::{Key, KeySlot, Right};
@@ -364,33 +363,51 @@ async fn the_operator_key_converges_and_outcomes_cross_nodes() {
     assert!(!path("wrong.key").exists());
 
     // Late outcomes: expected on one node, posted on another, fetched on a
-    // third; the first answer wins.
+    // third; only the agent it was awaited from may post it; the first
+    // answer wins.
     let a = Outcomes::cluster(m0.outcomes.clone(), RETENTION);
     let b = Outcomes::cluster(m1.outcomes.clone(), RETENTION);
     let c = Outcomes::cluster(m2.outcomes.clone(), RETENTION);
-    a.expect("contoso", "req:1", "dc01").await.unwrap();
+    a.expect("contoso", "req:1", "dc01", true).await.unwrap();
     let waiting = b.get("contoso", "req:1").await.unwrap().expect("awaited");
     assert_eq!((waiting.agent_id.as_str(), waiting.answer), ("dc01", None));
+    let envelope = |b: u8| StoredAnswer::Envelope(vec![b]);
     assert!(
-        c.record("contoso", "req:1", "dc01", AgentAnswer::Envelope(vec![7]))
+        !c.record("contoso", "req:1", "dc02", envelope(6), Admission::Late)
             .await
             .unwrap()
     );
     assert!(
-        !a.record("contoso", "req:1", "dc02", AgentAnswer::Envelope(vec![8]))
+        c.record("contoso", "req:1", "dc01", envelope(7), Admission::Late)
             .await
             .unwrap()
     );
-    a.expect("contoso", "req:1", "dc01").await.unwrap();
+    assert!(
+        !a.record("contoso", "req:1", "dc02", envelope(8), Admission::Relayed)
+            .await
+            .unwrap()
+    );
+    a.expect("contoso", "req:1", "dc01", true).await.unwrap();
     let got = b.get("contoso", "req:1").await.unwrap().expect("answered");
     assert_eq!(got.answer, Some(StoredAnswer::Envelope(vec![7])));
     assert_eq!(got.agent_id, "dc01");
-    // Posted with nobody waiting; another tenant sees none of it.
-    let error = AgentAnswer::Error {
+    // Posted by an agent with nobody waiting: not kept. Answered through
+    // the broker: kept. Another tenant sees none of it.
+    let error = StoredAnswer::Error {
         code: 3,
         message: "REPLAYED: x".into(),
     };
-    assert!(b.record("contoso", "req.2", "dc01", error).await.unwrap());
+    assert!(
+        !b.record("contoso", "req.2", "dc01", error.clone(), Admission::Late)
+            .await
+            .unwrap()
+    );
+    assert_eq!(c.get("contoso", "req.2").await.unwrap(), None);
+    assert!(
+        b.record("contoso", "req.2", "dc01", error, Admission::Relayed)
+            .await
+            .unwrap()
+    );
     assert!(matches!(
         c.get("contoso", "req.2")
             .await
@@ -403,7 +420,7 @@ async fn the_operator_key_converges_and_outcomes_cross_nodes() {
     let expired = Outcomes::cluster(m0.outcomes.clone(), Duration::ZERO);
     assert!(
         expired
-            .record("contoso", "req-3", "dc01", AgentAnswer::Envelope(vec![9]))
+            .record("contoso", "req-3", "dc01", envelope(9), Admission::Relayed)
             .await
             .unwrap()
     );

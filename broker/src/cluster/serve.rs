@@ -271,6 +271,23 @@ async fn serve(
             Err(e) => {
                 count(&state, e.outcome());
                 info!(reason = %e.reason(), error = %e, "forwarded request failed");
+                // The origin node records this too, but only once told: an
+                // answer the agent posts here before then must find the
+                // request awaited (see `keep_late_answer`). A create, so
+                // the origin's changes nothing.
+                if let RelayError::OutcomeUnknown {
+                    agent_id,
+                    acknowledged,
+                    ..
+                } = &e
+                    && operation != Operation::Ping
+                    && let Err(e) = state
+                        .outcomes
+                        .expect(&tenant, &request.request_id, agent_id, *acknowledged)
+                        .await
+                {
+                    warn!(error = %e, "cannot record the awaited outcome");
+                }
                 tell(&cluster, &reply, fail(&e)).await;
             }
         }

@@ -87,12 +87,36 @@ impl OutcomeBucket {
         Ok(entry.filter(|e| e.operation == Operation::Put))
     }
 
-    /// Remembers that an answer is awaited. A second call changes nothing;
-    /// an answer kept already wins over it (see [`Self::get`]).
-    pub(crate) async fn expect(&self, keys: &Keys, waiting: &Outcome) -> Result<(), KvError> {
-        self.create(&keys.awaited, &waiting.encode(), WAIT_FOR)
+    /// Remembers that an answer is awaited: an awaited record naming no
+    /// agent only if there is none, one naming the agent in any case (what
+    /// the routing found; a put is safe, as the answer is another key). An
+    /// answer kept already wins over it (see [`Self::get`]). Whether this
+    /// call wrote.
+    pub(crate) async fn expect(&self, keys: &Keys, waiting: &Outcome) -> Result<bool, KvError> {
+        let value = waiting.encode();
+        if waiting.agent_id.is_empty() {
+            return self.create(&keys.awaited, &value, WAIT_FOR).await;
+        }
+        let never_final = |_: &kv::PutError| false;
+        retry(
+            self.name(),
+            "store an outcome",
+            WAIT_FOR,
+            never_final,
+            || self.store.put(&keys.awaited, value.clone().into()),
+        )
+        .await?
+        .map_err(|e| failed(self.name(), "store an outcome", e))?;
+        Ok(true)
+    }
+
+    /// Removes the awaited marker of a request that, after all, no agent
+    /// can have received. A delete marker, which reads as no record.
+    pub(crate) async fn forget(&self, keys: &Keys) -> Result<(), KvError> {
+        self.store
+            .delete(&keys.awaited)
             .await
-            .map(drop)
+            .map_err(|e| failed(self.name(), "forget an outcome", e))
     }
 
     /// Keeps an answer unless one is kept already: the first one wins.
