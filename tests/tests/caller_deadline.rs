@@ -68,6 +68,10 @@ async fn a_tonic_callers_own_deadline_ends_in_outcome_unknown_with_acknowledged(
             .await
             .expect_err("the agent never answers");
         let elapsed = started.elapsed();
+        eprintln!(
+            "tonic, grpc-timeout {timeout_ms} ms: {:?} after {elapsed:?}",
+            status.code()
+        );
         assert_eq!(
             status.code(),
             Code::Unknown,
@@ -135,6 +139,7 @@ async fn a_grpcio_callers_own_deadline_ends_in_outcome_unknown_with_acknowledged
         let line = String::from_utf8(out.stdout).expect("utf-8");
         let answer: serde_json::Value =
             serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line:?} {stderr}"));
+        eprintln!("grpcio, timeout {timeout} s: {answer}");
         assert_eq!(answer["code"], "UNKNOWN", "{timeout} s: {answer}");
         assert_eq!(answer["domain"], "relay.v1", "{answer}");
         assert_eq!(answer["reason"], "OUTCOME_UNKNOWN", "{answer}");
