@@ -28,6 +28,9 @@ pub struct Principal {
 pub struct Authorizer {
     tenants: Arc<Tenants>,
     operator_key: Key,
+    /// A random key no token is signed with: what a token is checked against
+    /// when the tenant it addresses has no key for it (see `authorize`).
+    dummy_key: Key,
     max_token_lifetime: Duration,
 }
 
@@ -36,6 +39,7 @@ impl Authorizer {
         Authorizer {
             tenants,
             operator_key,
+            dummy_key: Key::generate().expect("the system random source works"),
             max_token_lifetime,
         }
     }
@@ -57,9 +61,12 @@ impl Authorizer {
         self.authorize(text, tenant, accepted, now_unix)
     }
 
-    /// The checks, in an order that reveals nothing to a caller who cannot
-    /// sign: the addressed tenant must exist, then the signature must match
-    /// a current key, then expiry, then scope and right.
+    /// The checks, in an order that tells a caller who cannot prove a key of
+    /// the addressed tenant nothing about that tenant, not even whether it
+    /// exists (docs/PROTOCOL.md, "The order of the broker's checks"):
+    /// token syntax, tenant name syntax, then the signature against the keys
+    /// of the addressed tenant only, then expiry, lifetime, the operator's
+    /// tenant existence, and the right.
     pub fn authorize(
         &self,
         token_text: &str,
@@ -68,11 +75,10 @@ impl Authorizer {
         now_unix: u64,
     ) -> Result<Principal, RelayError> {
         let token = Token::parse(token_text)?;
-        if let Some(tenant) = tenant {
-            if !proto::names::is_valid_tenant(tenant) {
-                return Err(RelayError::InvalidTenantName);
-            }
-            self.tenants.require(tenant)?;
+        if let Some(tenant) = tenant
+            && !proto::names::is_valid_tenant(tenant)
+        {
+            return Err(RelayError::InvalidTenantName);
         }
         let slot = if token.right == Right::Operator {
             if token.resource != sas::OPERATOR_RESOURCE {
@@ -82,17 +88,21 @@ impl Authorizer {
                 .verify(&self.operator_key, &self.operator_key)
                 .ok_or(RelayError::BadSignature)?
         } else {
-            let record = self
-                .tenants
-                .get(&token.resource)
-                .ok_or(RelayError::BadSignature)?;
-            let pair = record
-                .keys
-                .pair(token.right)
-                .ok_or(RelayError::BadSignature)?;
-            token
-                .verify(&pair.primary, &pair.secondary)
-                .ok_or(RelayError::BadSignature)?
+            // A token names its own tenant; only a token of the addressed
+            // tenant can be checked against that tenant's keys. Every other
+            // case (another tenant's token, a missing tenant, a right without
+            // keys) is checked against the dummy key, so the answer and the
+            // time it takes are those of a wrong signature on an existing
+            // tenant: they cannot tell whether the tenant exists.
+            let addressed = tenant.unwrap_or(&token.resource);
+            let record = (token.resource == addressed)
+                .then(|| self.tenants.get(addressed))
+                .flatten();
+            let slot = match record.as_ref().and_then(|r| r.keys.pair(token.right)) {
+                Some(pair) => token.verify(&pair.primary, &pair.secondary),
+                None => token.verify(&self.dummy_key, &self.dummy_key).and(None),
+            };
+            slot.ok_or(RelayError::BadSignature)?
         };
         if token.is_expired(now_unix) {
             return Err(RelayError::TokenExpired);
@@ -100,11 +110,12 @@ impl Authorizer {
         if token.expiry_unix > now_unix.saturating_add(self.max_token_lifetime.as_secs()) {
             return Err(RelayError::TokenLifetimeTooLong(self.max_token_lifetime));
         }
+        // Only the operator gets here without a proven key of the tenant, and
+        // the operator may know which tenants exist.
         if let Some(tenant) = tenant
-            && token.right != Right::Operator
-            && token.resource != tenant
+            && token.right == Right::Operator
         {
-            return Err(RelayError::TenantMismatch(tenant.to_owned()));
+            self.tenants.require(tenant)?;
         }
         if !accepted.contains(&token.right) {
             return Err(RelayError::WrongRight {
@@ -157,12 +168,8 @@ mod tests {
         let reason = |r: Result<Principal, RelayError>| r.unwrap_err().reason();
         use proto::Reason as R;
         assert_eq!(
-            reason(auth.authorize(ok.expose(), Some("zz"), &[Right::Send], NOW)),
-            R::UnknownTenant
-        );
-        assert_eq!(
-            reason(auth.authorize(ok.expose(), Some("b"), &[Right::Send], NOW)),
-            R::TenantMismatch
+            reason(auth.authorize(ok.expose(), Some("a"), &[Right::Send], NOW + 60)),
+            R::TokenExpired
         );
         assert_eq!(
             reason(auth.authorize(ok.expose(), Some("a"), &[Right::Manage], NOW)),
@@ -206,11 +213,55 @@ mod tests {
             reason(auth.authorize(operator.expose(), Some("b"), &[Right::Send], NOW)),
             R::WrongRight
         );
+        assert_eq!(
+            reason(auth.authorize(
+                operator.expose(),
+                Some("zz"),
+                &[Right::Manage, Right::Operator],
+                NOW
+            )),
+            R::UnknownTenant
+        );
         let fake_operator = sas::mint(&a.keys.manage.primary, "*", Right::Operator, NOW + 60);
         assert_eq!(
             reason(auth.authorize(fake_operator.expose(), None, &[Right::Operator], NOW)),
             R::BadSignature
         );
+    }
+
+    /// What a caller without a key of a tenant learns about it: the same
+    /// error, whether the tenant exists or not.
+    #[tokio::test]
+    async fn a_tenant_without_a_proven_key_looks_the_same_whether_it_exists_or_not() {
+        let (_d, tenants, auth, _op) = setup().await;
+        let a = tenants.get("a").unwrap();
+        let made_up = Key::generate().unwrap();
+        for right in [Right::Send, Right::Listen, Right::Manage] {
+            let answers = |tenant: &str| {
+                let tokens = [
+                    sas::mint(&a.keys.pair(right).unwrap().primary, "a", right, NOW + 60),
+                    sas::mint(&made_up, tenant, right, NOW + 60),
+                    sas::mint(&made_up, tenant, right, NOW - 60),
+                    sas::mint(&made_up, tenant, right, NOW + 999_999),
+                ];
+                tokens
+                    .iter()
+                    .map(|t| {
+                        auth.authorize(t.expose(), Some(tenant), &[right], NOW)
+                            .unwrap_err()
+                            .to_string()
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let existing = answers("b");
+            assert_eq!(existing, answers("zz"), "{right}");
+            assert!(
+                existing
+                    .iter()
+                    .all(|m| *m == RelayError::BadSignature.to_string()),
+                "{existing:?}"
+            );
+        }
     }
 
     #[tokio::test]

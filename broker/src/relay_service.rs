@@ -62,6 +62,11 @@ async fn relay(
     if state.shutdown.is_cancelled() {
         return Err(RelayError::ShuttingDown);
     }
+    // The caller's deadline is within the margin: nothing could be relayed
+    // and answered in time, so nothing is sent to an agent.
+    if request.budget.is_zero() {
+        return Err(RelayError::DeadlineExceeded(request.budget));
+    }
     let result = state.router.route(request).await;
     let outcome = match &result {
         Ok(_) => "delivered",

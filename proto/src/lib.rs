@@ -146,7 +146,9 @@ reasons! {
     MissingCredential => "MISSING_CREDENTIAL", Unauthenticated;
     /// The credential is not a well-formed shared access signature.
     MalformedToken => "MALFORMED_TOKEN", Unauthenticated;
-    /// The token's signature matches no current key.
+    /// The token's signature matches no current key of the addressed tenant
+    /// (also sent for another tenant's token, and for a tenant that does not
+    /// exist, so that a caller without a key learns nothing about a tenant).
     BadSignature => "BAD_SIGNATURE", Unauthenticated;
     /// The token's expiry has passed.
     TokenExpired => "TOKEN_EXPIRED", Unauthenticated;
@@ -154,8 +156,6 @@ reasons! {
     TokenLifetimeTooLong => "TOKEN_LIFETIME_TOO_LONG", Unauthenticated;
     /// The token is valid but does not grant the right this call needs.
     WrongRight => "WRONG_RIGHT", PermissionDenied;
-    /// The token is valid for another tenant than the one addressed.
-    TenantMismatch => "TENANT_MISMATCH", PermissionDenied;
     /// The agent id was revoked by an administrator.
     AgentRevoked => "AGENT_REVOKED", PermissionDenied;
     /// The tenant name is not 1-63 of [a-z0-9-] starting alphanumeric.

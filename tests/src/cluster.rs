@@ -300,15 +300,16 @@ impl BrokerCluster {
         tenant
     }
 
-    /// Waits until node `i` knows `tenant` (GetConfiguration no longer
-    /// answers UNKNOWN_TENANT); how long that took.
+    /// Waits until node `i` knows `tenant` and its keys (GetConfiguration no
+    /// longer answers BAD_SIGNATURE, which is what a tenant a node does not
+    /// know looks like to a tenant's token); how long that took.
     pub async fn await_tenant(&self, i: usize, tenant: &Tenant) -> Duration {
         let started = Instant::now();
         let portal = self.portal(i, tenant).await;
         loop {
             match portal.configuration().await {
                 Ok(_) => return started.elapsed(),
-                Err(e) if e.reason() == Some(Reason::UnknownTenant) => {}
+                Err(e) if e.reason() == Some(Reason::BadSignature) => {}
                 Err(e) => panic!(
                     "GetConfiguration of {} on node {}: {e}",
                     tenant.name,
@@ -326,7 +327,8 @@ impl BrokerCluster {
     }
 
     /// Waits until a Ping of `tenant` through node `i` reaches an agent (on
-    /// any node), asking again while the answer is UNKNOWN_TENANT,
+    /// any node), asking again while the answer is BAD_SIGNATURE (the node
+    /// does not know the tenant yet),
     /// NO_AGENT_ONLINE or CLUSTER_UNAVAILABLE; the agent that answered.
     pub async fn await_routable(&self, i: usize, tenant: &Tenant) -> String {
         let started = Instant::now();
@@ -338,7 +340,7 @@ impl BrokerCluster {
                     if matches!(
                         e.reason(),
                         Some(
-                            Reason::UnknownTenant
+                            Reason::BadSignature
                                 | Reason::NoAgentOnline
                                 | Reason::ClusterUnavailable
                         )
