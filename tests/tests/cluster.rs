@@ -1076,7 +1076,18 @@ async fn every_relayed_request_has_its_outcome_on_every_node() {
         .expect_err("no agent could answer");
     assert_eq!(err.reason(), Some(Reason::OutcomeUnknown), "{err}");
     // Awaited, on the other node too, with what the portal was told.
-    match portals[0].outcome("r2").await.map(|_| ()).unwrap_err() {
+    // (Read through the other node: its direct get may lag the write by a
+    // moment, so wait for the record that names the agent.)
+    let began = std::time::Instant::now();
+    let pending = loop {
+        let err = portals[0].outcome("r2").await.map(|_| ()).unwrap_err();
+        let named = matches!(&err, ClientError::Relay { metadata, .. } if metadata.contains_key("agent_id"));
+        if named || began.elapsed() > Duration::from_secs(5) {
+            break err;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    match pending {
         ClientError::Relay {
             reason: Reason::OutcomePending,
             metadata,

@@ -408,13 +408,24 @@ async fn the_operator_key_converges_and_outcomes_cross_nodes() {
             .await
             .unwrap()
     );
-    assert!(matches!(
-        c.get("contoso", "req.2")
+    // The buckets allow direct gets, which a follower may serve a moment
+    // behind the leader: read through c until the record arrives.
+    let began = Instant::now();
+    let seen = loop {
+        let got = c
+            .get("contoso", "req.2")
             .await
             .unwrap()
-            .and_then(|o| o.answer),
-        Some(StoredAnswer::Error { code: 3, .. })
-    ));
+            .and_then(|o| o.answer);
+        if got.is_some() || began.elapsed() > Duration::from_secs(5) {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        matches!(seen, Some(StoredAnswer::Error { code: 3, .. })),
+        "{seen:?}"
+    );
     assert_eq!(c.get("fabrikam", "req:1").await.unwrap(), None);
     // Expiry is honoured even before NATS removes the entry.
     let expired = Outcomes::cluster(m0.outcomes.clone(), Duration::ZERO);
