@@ -187,8 +187,9 @@ impl Relay for RelayService {
         // Routed on its own task: a portal that hangs up, or whose deadline
         // fires first, does not cancel a request an agent may already hold.
         // The task owns the request to its end: it answers the caller if
-        // still there, then records the final state for GetOutcome, and only
-        // then releases the id, so GetOutcome sees PENDING until the record.
+        // still there and records the final state for GetOutcome (a failure
+        // before the caller hears of it), and only then releases the id, so
+        // GetOutcome sees PENDING until the record.
         let (answer_caller, answered) = tokio::sync::oneshot::channel();
         tokio::spawn(
             {
@@ -217,9 +218,21 @@ impl Relay for RelayService {
                         Err(e) => info!(reason = %e.reason(), error = %e, "request failed"),
                     }
                     let settled = Settled::of(&result);
-                    let _ = answer_caller.send(result);
-                    if let Err(e) = recording.finish(settled).await {
-                        tracing::warn!(error = %e, "cannot record the request's outcome");
+                    let record = async {
+                        if let Err(e) = recording.finish(settled).await {
+                            tracing::warn!(error = %e, "cannot record the request's outcome");
+                        }
+                    };
+                    // A failure is recorded before the caller hears of it, so
+                    // the GetOutcome it may ask next already names the agent
+                    // and whether it acknowledged. An answer goes to the caller
+                    // first: the store write stays off the answer's path.
+                    if result.is_ok() {
+                        let _ = answer_caller.send(result);
+                        record.await;
+                    } else {
+                        record.await;
+                        let _ = answer_caller.send(result);
                     }
                 }
             }
