@@ -52,6 +52,10 @@ impl RelayService {
     }
 }
 
+/// How long an OUTCOME_UNKNOWN waits for its record before the caller is
+/// told anyway.
+const RECORD_BEFORE_ANSWER: Duration = Duration::from_millis(250);
+
 /// Routes a request and records its outcome and latency.
 async fn relay(
     state: &State,
@@ -218,21 +222,25 @@ impl Relay for RelayService {
                         Err(e) => info!(reason = %e.reason(), error = %e, "request failed"),
                     }
                     let settled = Settled::of(&result);
+                    let unknown = matches!(&result, Err(e) if e.reason() == proto::Reason::OutcomeUnknown);
                     let record = async {
                         if let Err(e) = recording.finish(settled).await {
                             tracing::warn!(error = %e, "cannot record the request's outcome");
                         }
                     };
-                    // A failure is recorded before the caller hears of it, so
-                    // the GetOutcome it may ask next already names the agent
-                    // and whether it acknowledged. An answer goes to the caller
-                    // first: the store write stays off the answer's path.
-                    if result.is_ok() {
-                        let _ = answer_caller.send(result);
+                    tokio::pin!(record);
+                    // OUTCOME_UNKNOWN is recorded before the caller hears of
+                    // it (within a bound: a store that cannot be reached must
+                    // not hold the answer), so the GetOutcome it asks next
+                    // already names the agent and whether it acknowledged.
+                    // Anything else goes to the caller first.
+                    let recorded = unknown
+                        && tokio::time::timeout(RECORD_BEFORE_ANSWER, &mut record)
+                            .await
+                            .is_ok();
+                    let _ = answer_caller.send(result);
+                    if !recorded {
                         record.await;
-                    } else {
-                        record.await;
-                        let _ = answer_caller.send(result);
                     }
                 }
             }
