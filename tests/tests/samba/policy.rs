@@ -4,34 +4,13 @@
 //! counts it, history only on a change, and a maximum age of "never".
 
 use agent_client::directory::{Category, Directory, Refusal, ResultantPolicy};
+use envelope::RequestBody;
 use envelope::body::outcome;
-use envelope::{Anchor, RequestBody};
 use proto::pb::Operation;
 use tests::deployment::{Deployment, detail};
 
 use crate::dc::{Dc, pw};
 use crate::lab::{account, unique};
-
-/// An OU of this test's own, delegated, with one user per name; returns
-/// the OU's DN. Names carry a random suffix so reruns and other tests on
-/// the same DC never meet.
-fn lab(dc: &Dc, prefix: &str, users: &[(&str, &str)]) -> (String, String) {
-    let tag = unique("");
-    let ou_rdn = format!("OU={prefix}-{tag}");
-    let ou = format!("{ou_rdn},{}", dc.get("BASE_DN"));
-    dc.samba_tool(&["ou", "create", &ou]);
-    dc.delegate(&ou);
-    for (name, password) in users {
-        dc.samba_tool(&[
-            "user",
-            "create",
-            &format!("{name}{tag}"),
-            password,
-            &format!("--userou={ou_rdn}"),
-        ]);
-    }
-    (ou, tag)
-}
 
 /// `writeback-agent doctor` over the forest: (exit code, stdout).
 fn doctor(dc: &Dc, scratch: &std::path::Path) -> (Option<i32>, String) {
@@ -62,12 +41,14 @@ fn doctor(dc: &Dc, scratch: &std::path::Path) -> (Option<i32>, String) {
 async fn an_unreadable_pso_is_unknown_never_zeros_and_doctor_fixes_it() {
     let dc = Dc::load("dc1");
     let dir = dc.directory("test");
-    let (ou, tag) = lab(&dc, "PolicyLab", &[("pso", "Start-Password-2024!")]);
-    let user_dn = format!("CN=pso{tag},{ou}");
-    let group = format!("PsoGroup{tag}");
-    let pso = format!("Strict{tag}");
+    let ou = dc.own_ou("PolicyLab-");
+    let sam = unique("pso");
+    let user_dn = dc.create_user(&ou, &sam, "Start-Password-2024!");
+    let user = account(&dir, &user_dn).await;
+    let group = unique("PsoGroup");
+    let pso = unique("Strict");
     dc.samba_tool(&["group", "add", &group]);
-    dc.samba_tool(&["group", "addmembers", &group, &format!("pso{tag}")]);
+    dc.samba_tool(&["group", "addmembers", &group, &sam]);
     dc.samba_tool(&[
         "domain",
         "passwordsettings",
@@ -84,7 +65,7 @@ async fn an_unreadable_pso_is_unknown_never_zeros_and_doctor_fixes_it() {
 
     // By default the service account sees which PSO applies, not its settings.
     assert_eq!(
-        dir.policy(&account(&dir, &user_dn).await).await,
+        dir.policy(&user).await,
         Ok(ResultantPolicy::Unreadable {
             source: pso.clone()
         })
@@ -92,22 +73,12 @@ async fn an_unreadable_pso_is_unknown_never_zeros_and_doctor_fixes_it() {
     // The DC names the rule; the agent says that rule with the DC's number
     // (not "in history", not "at least 0 characters").
     assert_eq!(
-        dir.reset_password(
-            &account(&dir, &user_dn).await,
-            &pw("Short-Pass-1"),
-            false,
-            false
-        )
-        .await,
+        dir.reset_password(&user, &pw("Short-Pass-1"), false, false)
+            .await,
         Err(Refusal::TooShort { min_length: 14 })
     );
     match dir
-        .reset_password(
-            &account(&dir, &user_dn).await,
-            &pw("correct horse battery 9"),
-            false,
-            false,
-        )
+        .reset_password(&user, &pw("correct horse battery 9"), false, false)
         .await
     {
         Err(Refusal::FailsComplexity { missing, contains }) => {
@@ -121,7 +92,7 @@ async fn an_unreadable_pso_is_unknown_never_zeros_and_doctor_fixes_it() {
     // number, and a short password is refused with the DC's length.
     let scratch = tempfile::tempdir().expect("dir");
     let d = Deployment::start_with(scratch, &dc.forest_section("test"), "").await;
-    let upn = Anchor::UserPrincipalName(format!("pso{tag}@{}", dc.get("DNS_DOMAIN")));
+    let upn = dc.upn(&sam);
     let policy = d
         .ask(
             Operation::GetPasswordPolicy,
@@ -166,7 +137,7 @@ async fn an_unreadable_pso_is_unknown_never_zeros_and_doctor_fixes_it() {
 
     // Now the policy is read exactly, "never expires" included.
     let policy = dir
-        .policy(&account(&dir, &user_dn).await)
+        .policy(&user)
         .await
         .expect("policy")
         .known()
@@ -187,17 +158,13 @@ async fn an_unreadable_pso_is_unknown_never_zeros_and_doctor_fixes_it() {
 async fn complexity_and_history_are_what_the_domain_enforces() {
     let dc = Dc::load("dc1");
     let dir = dc.directory("test");
-    let (ou, tag) = lab(&dc, "RulesLab", &[("rules", "Start-Password-2024!")]);
-    let user_dn = format!("CN=rules{tag},{ou}");
+    let ou = dc.own_ou("RulesLab-");
+    let user_dn = dc.create_user(&ou, &unique("rules"), "Start-Password-2024!");
+    let user = account(&dir, &user_dn).await;
 
     // A space is no symbol: the DC refuses, and so does the agent's rule.
     match dir
-        .reset_password(
-            &account(&dir, &user_dn).await,
-            &pw("correct horse battery 9"),
-            false,
-            false,
-        )
+        .reset_password(&user, &pw("correct horse battery 9"), false, false)
         .await
     {
         Err(Refusal::FailsComplexity { missing, .. }) => {
@@ -211,18 +178,13 @@ async fn complexity_and_history_are_what_the_domain_enforces() {
 
     // An administrative reset to the current password: AD checks no
     // history on a reset, and neither does the agent.
-    dir.reset_password(
-        &account(&dir, &user_dn).await,
-        &pw("Start-Password-2024!"),
-        false,
-        false,
-    )
-    .await
-    .expect("a reset to a previous password is allowed");
+    dir.reset_password(&user, &pw("Start-Password-2024!"), false, false)
+        .await
+        .expect("a reset to a previous password is allowed");
     // A user change to the current password: the DC names the history.
     assert_eq!(
         dir.change_password(
-            &account(&dir, &user_dn).await,
+            &user,
             &pw("Start-Password-2024!"),
             &pw("Start-Password-2024!")
         )
@@ -230,7 +192,7 @@ async fn complexity_and_history_are_what_the_domain_enforces() {
         Err(Refusal::InHistory { history_length: 24 })
     );
     dir.change_password(
-        &account(&dir, &user_dn).await,
+        &user,
         &pw("Start-Password-2024!"),
         &pw("Second-Password-2024!"),
     )
@@ -248,13 +210,14 @@ async fn a_domain_password_that_never_expires_is_shown_as_never() {
     let dc = Dc::load("dc2");
     let dir = dc.directory("fabrikam");
     dc.samba_tool(&["domain", "passwordsettings", "set", "--max-pwd-age=0"]);
-    let policy = dir.policy(&account(&dir, dc.get("STAFF1_DN")).await).await;
+    let staff1 = account(&dir, dc.get("STAFF1_DN")).await;
+    let policy = dir.policy(&staff1).await;
     dc.samba_tool(&["domain", "passwordsettings", "set", "--max-pwd-age=42"]);
     let policy = policy.expect("policy").known().expect("domain policy");
     assert_eq!(policy.source, "Default Domain Policy");
     assert_eq!(policy.max_age_secs, 0, "never, not 922337203685 s");
     let policy = dir
-        .policy(&account(&dir, dc.get("STAFF1_DN")).await)
+        .policy(&staff1)
         .await
         .expect("policy")
         .known()

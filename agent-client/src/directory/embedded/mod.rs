@@ -225,6 +225,23 @@ fn no_object_error(dn: &str) -> DirectoryError {
     DirectoryError(format!("no object {dn} in the directory"))
 }
 
+/// The DACL of the object at `dn`: an OU or container, a user, or a domain head.
+fn aces_of<'a>(
+    f: &'a mut ForestFile,
+    ix: &Index,
+    dn: &str,
+) -> Result<&'a mut Vec<Ace>, DirectoryError> {
+    if let Some(c) = ix.container(dn) {
+        Ok(&mut f.ous[c].aces)
+    } else if let Some(u) = ix.user(dn) {
+        Ok(&mut f.users[u].aces)
+    } else if let Some(d) = ix.domain(dn) {
+        Ok(&mut f.domains[d].aces)
+    } else {
+        Err(no_object_error(dn))
+    }
+}
+
 impl EmbeddedDirectory {
     /// Loads the forest file at `path`; `forest` is the configured name
     /// reported in [`Account::forest`].
@@ -301,15 +318,7 @@ impl EmbeddedDirectory {
                     ace.trustee
                 )));
             }
-            let aces = if let Some(c) = ix.container(object_dn) {
-                &mut f.ous[c].aces
-            } else if let Some(u) = ix.user(object_dn) {
-                &mut f.users[u].aces
-            } else if let Some(d) = ix.domain(object_dn) {
-                &mut f.domains[d].aces
-            } else {
-                return Err(no_object_error(object_dn));
-            };
+            let aces = aces_of(f, ix, object_dn)?;
             if aces.contains(&ace) {
                 return Ok(((), false));
             }
@@ -326,15 +335,7 @@ impl EmbeddedDirectory {
     /// removed. Persisted.
     pub fn remove_denies(&self, object_dn: &str, right: Right) -> Result<usize, DirectoryError> {
         self.inner.modify(|f, ix| {
-            let aces = if let Some(c) = ix.container(object_dn) {
-                &mut f.ous[c].aces
-            } else if let Some(u) = ix.user(object_dn) {
-                &mut f.users[u].aces
-            } else if let Some(d) = ix.domain(object_dn) {
-                &mut f.domains[d].aces
-            } else {
-                return Err(no_object_error(object_dn));
-            };
+            let aces = aces_of(f, ix, object_dn)?;
             let before = aces.len();
             aces.retain(|a| {
                 !(a.kind == rules::AceKind::Deny
