@@ -2,6 +2,8 @@
 makes it: stubs generated from proto/ at run time, the caller's own deadline
 (grpc-timeout), and the answer read only from what gRPC carries (status code,
 google.rpc.ErrorInfo). Prints one JSON line: the outcome of one Submit.
+The google.rpc messages are generated from the copies vendored in proto/, not
+taken from a googleapis package: a portal needs nothing but proto/.
 
 Run by tests/tests/caller_deadline.rs with the venv of scripts/python/install:
     python client.py --proto-dir proto/proto --target 127.0.0.1:PORT \
@@ -19,8 +21,6 @@ import time
 
 import grpc
 from grpc_tools import protoc
-from grpc_status import rpc_status
-from google.rpc import error_details_pb2
 
 
 def generate(proto_dir, out_dir):
@@ -29,6 +29,9 @@ def generate(proto_dir, out_dir):
     files = [
         os.path.join("relay", "v1", name)
         for name in ("common.proto", "relay.proto")
+    ] + [
+        os.path.join("google", "rpc", name)
+        for name in ("status.proto", "error_details.proto")
     ]
     code = protoc.main(
         [
@@ -42,7 +45,22 @@ def generate(proto_dir, out_dir):
     )
     if code != 0:
         sys.exit(f"protoc failed with {code}")
+    # A regular package, so an installed googleapis copy cannot shadow it.
+    open(os.path.join(out_dir, "google", "rpc", "__init__.py"), "w").close()
     sys.path.insert(0, out_dir)
+
+
+def error_info(err):
+    """The google.rpc.ErrorInfo in the call's grpc-status-details-bin trailer."""
+    from google.rpc import error_details_pb2, status_pb2
+
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            for detail in status_pb2.Status.FromString(value).details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return info
+    return None
 
 
 def main():
@@ -82,13 +100,11 @@ def main():
                 result = {"code": "OK", "agent_id": reply.agent_id}
             except grpc.RpcError as err:
                 result = {"code": err.code().name, "message": err.details()}
-                status = rpc_status.from_call(err)
-                for detail in status.details if status else []:
-                    info = error_details_pb2.ErrorInfo()
-                    if detail.Unpack(info):
-                        result["domain"] = info.domain
-                        result["reason"] = info.reason
-                        result["metadata"] = dict(info.metadata)
+                info = error_info(err)
+                if info is not None:
+                    result["domain"] = info.domain
+                    result["reason"] = info.reason
+                    result["metadata"] = dict(info.metadata)
             result["elapsed_ms"] = round((time.monotonic() - started) * 1000)
             print(json.dumps(result), flush=True)
 
