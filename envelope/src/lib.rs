@@ -28,7 +28,7 @@ pub mod reply;
 pub mod request;
 pub mod wire;
 
-pub use body::{Anchor, Password, ReplyBody, RequestBody};
+pub use body::{Anchor, Outcome, Password, ReplyBody, RequestBody};
 pub use error::{KeyError, OpenError, ReplyError, SealError};
 pub use keys::{Fingerprint, KeyId, KeyPair, PublicKey};
 pub use replay::ReplayWindow;
