@@ -63,7 +63,10 @@ pub enum StoredAnswer {
     },
     /// The agent's error as the portal was told it: the code is in the text
     /// already ([`RelayError::from_agent`]).
-    Failed { refusal: i32, message: String },
+    Failed {
+        refusal: i32,
+        message: String,
+    },
 }
 
 /// Who asks to record an answer, which decides whether it may make a record.

@@ -190,7 +190,10 @@ impl EnvelopeHandler {
         refusal: EnvelopeRefusal,
         message: String,
     ) -> Result<Vec<u8>, HandlerError> {
-        warn!(refusal = refusal.name(), "envelope refused; the refusal is sealed to the portal");
+        warn!(
+            refusal = refusal.name(),
+            "envelope refused; the refusal is sealed to the portal"
+        );
         self.record_refusal(request, refusal.name(), &message);
         opened
             .seal_reply(&not_applied(refusal, message), &mut envelope::os_rng())
