@@ -557,20 +557,43 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
         pending.open(&first.envelope).expect("open").outcome,
         outcome::SUCCESS
     );
-    let replayed = client
-        .submit("r-1", Operation::ResetPassword, genuine, timeout)
-        .await
-        .expect("a sealed refusal is an answer");
+    // The broker releases the request id a moment after answering.
+    let began = std::time::Instant::now();
+    let replayed = loop {
+        match client
+            .submit("r-1", Operation::ResetPassword, genuine.clone(), timeout)
+            .await
+        {
+            Err(e)
+                if e.reason() == Some(agent_client::Reason::DuplicateRequestId)
+                    && began.elapsed() < Duration::from_secs(5) =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            other => break other.expect("a sealed refusal is an answer"),
+        }
+    };
     let body = pending.open(&replayed.envelope).expect("sealed");
     assert_eq!(body.outcome, outcome::NOT_APPLIED);
     assert_eq!(body.detail("reason"), Some("REPLAYED"));
 
     // Through the SealedPortal: a fresh envelope for an applied request id.
     let portal = sealed_portal(&broker, &tenant, portal_key, vec![agent_key.fingerprint()]).await;
-    let answer = portal
-        .submit("r-1", Operation::ResetPassword, &reset(PASSWORD), timeout)
-        .await
-        .expect("a sealed answer");
+    let began = std::time::Instant::now();
+    let answer = loop {
+        match portal
+            .submit("r-1", Operation::ResetPassword, &reset(PASSWORD), timeout)
+            .await
+        {
+            Err(e)
+                if e.reason() == Some(agent_client::Reason::DuplicateRequestId)
+                    && began.elapsed() < Duration::from_secs(5) =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            other => break other.expect("a sealed answer"),
+        }
+    };
     assert_eq!(answer.provenance(), Provenance::Sealed);
     assert_eq!(
         answer.not_applied(),

@@ -144,8 +144,7 @@ pub fn refusal_of(error: &envelope::OpenError) -> EnvelopeRefusal {
         E::Malformed(_) => EnvelopeRefusal::Malformed,
         E::UnsupportedVersion(_) => EnvelopeRefusal::UnsupportedVersion,
         E::WrongTenant { .. } => EnvelopeRefusal::WrongTenant,
-        // MERGE(addr): uncomment when envelope::OpenError::WrongAgent lands.
-        // E::WrongAgent { .. } => EnvelopeRefusal::WrongAgent,
+        // MERGE(addr): uncomment with OpenError::WrongAgent: E::WrongAgent { .. } => EnvelopeRefusal::WrongAgent,
         E::UnknownKey(_) => EnvelopeRefusal::UnknownKey,
         E::UnknownSender(_) => EnvelopeRefusal::UnknownSender,
         E::AuthenticationFailed => EnvelopeRefusal::AuthenticationFailed,
