@@ -318,3 +318,54 @@ impl From<RelayError> for Status {
         proto::status(err.reason(), err.to_string(), &err.metadata())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::pb::{AgentErrorCode, EnvelopeRefusal};
+
+    fn status_of(err: RelayError) -> (Status, std::collections::HashMap<String, String>) {
+        let status = Status::from(err);
+        let (reason, metadata) = proto::reason_of(&status).expect("a relay reason");
+        assert_eq!(reason, Reason::AgentError);
+        (status, metadata)
+    }
+
+    #[test]
+    fn an_agent_refusal_is_carried_as_the_refusal_entry() {
+        let (status, metadata) = status_of(RelayError::from_agent(
+            "dc01".into(),
+            AgentErrorCode::Rejected as i32,
+            EnvelopeRefusal::UnknownKey as i32,
+            "envelope sealed to key 0011223344556677, which this agent does not hold",
+        ));
+        assert_eq!(
+            metadata.get("refusal").map(String::as_str),
+            Some("UNKNOWN_KEY")
+        );
+        assert_eq!(metadata.get("agent_id").map(String::as_str), Some("dc01"));
+        assert_eq!(
+            status.message(),
+            "agent \"dc01\" could not answer: envelope sealed to key 0011223344556677, \
+             which this agent does not hold (refusal UNKNOWN_KEY; AGENT_ERROR_CODE_REJECTED)"
+        );
+    }
+
+    #[test]
+    fn other_agent_errors_have_no_refusal_and_unknown_ones_keep_their_number() {
+        let (_, metadata) = status_of(RelayError::from_agent(
+            "dc01".into(),
+            AgentErrorCode::UnsupportedOperation as i32,
+            0,
+            "no handler",
+        ));
+        assert!(!metadata.contains_key("refusal"));
+        let (_, metadata) = status_of(RelayError::from_agent(
+            "dc01".into(),
+            AgentErrorCode::Rejected as i32,
+            999,
+            "from a newer agent",
+        ));
+        assert_eq!(metadata.get("refusal").map(String::as_str), Some("999"));
+    }
+}
