@@ -305,7 +305,12 @@ fn dispatch(
                     (agent_reply::Result::Envelope(envelope), None)
                 }
                 Err(e) => {
-                    info!(code = e.code.as_str_name(), error = %e.message, "request refused");
+                    info!(
+                        code = e.code.as_str_name(),
+                        refusal = e.refusal().map(|r| r.name()),
+                        error = %e.message,
+                        "request refused"
+                    );
                     let refusal = e.refusal();
                     let error = pb::AgentError {
                         code: e.code as i32,
