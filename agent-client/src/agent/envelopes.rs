@@ -2,10 +2,11 @@
 //! refuses replays and request ids it already applied (both remembered
 //! durably before anything is applied), hands the request to the directory
 //! [`Operations`], and seals the outcome back to the portal. Refusals before
-//! the envelope could be opened go back unsealed, as an AgentError with the
-//! typed refusal ([`refusal_of`]), since there is nobody to seal to. Those
-//! after it was opened (the agent's own checks) are sealed to the portal
-//! like any reply, with outcome NOT_APPLIED ([`not_applied`]).
+//! the envelope could be decrypted go back unsealed, as an AgentError with
+//! the typed refusal ([`refusal_of`]), since there is nobody to seal to.
+//! Those after it was decrypted (its body, lifetime and times, then the
+//! agent's own checks) are sealed to the portal like any reply, with
+//! outcome NOT_APPLIED ([`not_applied`]).
 
 mod store;
 #[cfg(test)]
@@ -181,11 +182,12 @@ impl EnvelopeHandler {
         }
     }
 
-    /// Seals a refusal made after opening to the portal.
+    /// Seals a refusal made after decryption to the portal, with `seal`
+    /// (the opened request's, or the refused one's).
     fn seal_refusal(
         &self,
         request: &IncomingRequest,
-        opened: &envelope::OpenedRequest,
+        seal: impl FnOnce(&ReplyBody) -> Result<Vec<u8>, envelope::ReplyError>,
         refusal: EnvelopeRefusal,
         message: String,
     ) -> Result<Vec<u8>, HandlerError> {
@@ -194,14 +196,12 @@ impl EnvelopeHandler {
             "envelope refused; the refusal is sealed to the portal"
         );
         self.record_refusal(request, refusal.name(), &message);
-        opened
-            .seal_reply(&not_applied(refusal, message), &mut envelope::os_rng())
-            .map_err(|e| {
-                HandlerError::new(
-                    AgentErrorCode::Internal,
-                    format!("cannot seal the reply: {e}"),
-                )
-            })
+        seal(&not_applied(refusal, message)).map_err(|e| {
+            HandlerError::new(
+                AgentErrorCode::Internal,
+                format!("cannot seal the reply: {e}"),
+            )
+        })
     }
 }
 
@@ -230,19 +230,31 @@ impl EnvelopeHandler {
             max_lifetime_ms: self.validity.max_lifetime.as_millis() as u64,
         };
         let skew = request.broker_clock_skew_ms;
-        let opened = envelope::open_request(&request.envelope, &recipient).map_err(|e| {
-            warn!(code = e.code(), error = %e, broker_clock_skew_ms = skew, "envelope refused");
-            match e {
-                // Skew is the usual cause of these: say what was measured.
-                envelope::OpenError::Expired { .. } | envelope::OpenError::NotYetValid { .. } => {
-                    HandlerError::refused(
+        let opened = match envelope::open_request_sealing_refusals(&request.envelope, &recipient) {
+            Ok(opened) => opened,
+            Err(envelope::Refused { error: e, reply }) => {
+                warn!(code = e.code(), error = %e, broker_clock_skew_ms = skew, "envelope refused");
+                let message = match e {
+                    // Skew is the usual cause of these: say what was measured.
+                    envelope::OpenError::Expired { .. }
+                    | envelope::OpenError::NotYetValid { .. } => format!(
+                        "{e}; this agent's clock is {skew} ms behind the broker's (negative: ahead)"
+                    ),
+                    ref e => e.to_string(),
+                };
+                return match reply {
+                    // Decrypted before the refusal: sealed to the portal.
+                    Some(reply) => self.seal_refusal(
+                        request,
+                        |body| reply.seal_reply(body, &mut envelope::os_rng()),
                         refusal_of(&e),
-                        format!("{e}; this agent's clock is {skew} ms behind the broker's (negative: ahead)"),
-                    )
-                }
-                e => HandlerError::refused(refusal_of(&e), e.to_string()),
+                        format!("{message}; nothing was done with this delivery"),
+                    ),
+                    // Nobody to seal to.
+                    None => Err(HandlerError::refused(refusal_of(&e), message)),
+                };
             }
-        })?;
+        };
         // From here on the envelope is open: a refusal is sealed to the
         // portal, so that the broker can neither hide nor invent it.
         // The sealed header is authoritative; a broker that relabels a
@@ -251,7 +263,7 @@ impl EnvelopeHandler {
             warn!("sealed request id differs from the relayed one");
             return self.seal_refusal(
                 request,
-                &opened,
+                |body| opened.seal_reply(body, &mut envelope::os_rng()),
                 EnvelopeRefusal::RequestIdMismatch,
                 "the relayed request id is not the sealed one; nothing was done with this delivery"
                     .into(),
@@ -261,7 +273,7 @@ impl EnvelopeHandler {
             warn!("sealed operation differs from the relayed one");
             return self.seal_refusal(
                 request,
-                &opened,
+                |body| opened.seal_reply(body, &mut envelope::os_rng()),
                 EnvelopeRefusal::OperationMismatch,
                 "the relayed operation is not the sealed one; nothing was done with this delivery"
                     .into(),
@@ -301,7 +313,8 @@ impl EnvelopeHandler {
             )),
         };
         if let Some((refusal, message)) = refused {
-            return self.seal_refusal(request, &opened, refusal, message);
+            let seal = |body: &ReplyBody| opened.seal_reply(body, &mut envelope::os_rng());
+            return self.seal_refusal(request, seal, refusal, message);
         }
         let reply = self.operations.apply(&opened.header, &opened.body).await;
         info!(outcome = reply.outcome, "request applied");
