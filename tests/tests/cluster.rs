@@ -1164,16 +1164,16 @@ async fn a_refusal_crossing_nodes_keeps_its_typed_code() {
             EnvelopeRefusal::UnknownKey,
         ),
         (
-            "x-expired",
+            "x-wrong-tenant",
             seal_reset(
                 portal_key,
                 agent_key,
-                "contoso",
-                "x-expired",
-                now_ms() - 600_000,
+                "fabrikam",
+                "x-wrong-tenant",
+                now_ms(),
             )
             .0,
-            EnvelopeRefusal::Expired,
+            EnvelopeRefusal::WrongTenant,
         ),
     ];
     for (id, sealed, expected) in cases {

@@ -86,7 +86,7 @@ fn refused_with(answer: &Answer, expected: EnvelopeRefusal) {
     }
 }
 
-/// A refusal after the envelope was opened: sealed to the portal, outcome
+/// A refusal after the envelope was decrypted: sealed to the portal, outcome
 /// NOT_APPLIED with the refusal's name as its `reason`.
 fn sealed_refusal(answer: &Answer, pending: &PendingReply, expected: EnvelopeRefusal) {
     match answer {
@@ -264,7 +264,7 @@ async fn a_held_back_request_expires_and_the_refusal_reports_the_measured_skew()
         Anchor::UserPrincipalName("ada@contoso.example".into()),
         Password::new("Late-Pass-1"),
     );
-    let (late, _) = envelope::seal_request(
+    let (late, pending) = envelope::seal_request(
         &contoso.portal,
         &contoso.agent_key.public,
         &header,
@@ -273,10 +273,12 @@ async fn a_held_back_request_expires_and_the_refusal_reports_the_measured_skew()
     )
     .expect("seal");
     let answer = a.relay("late-1", Operation::ResetPassword, late).await;
-    refused_with(&answer, EnvelopeRefusal::Expired);
-    let Answer::Error { message, .. } = answer else {
+    // Decrypted, then refused: sealed to the portal.
+    sealed_refusal(&answer, &pending, EnvelopeRefusal::Expired);
+    let Answer::Envelope(reply) = answer else {
         unreachable!()
     };
+    let message = pending.open(&reply).expect("sealed").message;
     assert!(message.contains("allowance 60000 ms"), "{message}");
     assert!(
         message.contains("behind the broker"),

@@ -447,9 +447,9 @@ async fn a_full_reset_leaves_no_password_in_the_broker() {
 }
 
 /// Every kind of agent refusal reaches the Rust SDK typed, through the real
-/// broker: the ones before opening as AGENT_ERROR with the `refusal`
-/// ErrorInfo entry (and GetOutcome returns the same), the ones after
-/// opening sealed as NOT_APPLIED.
+/// broker: the ones before decryption as AGENT_ERROR with the `refusal`
+/// ErrorInfo entry (and GetOutcome returns the same), the ones after it
+/// sealed as NOT_APPLIED.
 #[tokio::test]
 async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
     use agent_client::EnvelopeRefusal;
@@ -509,16 +509,16 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
             EnvelopeRefusal::WrongTenant,
         ),
         (
-            "r-expired",
+            "r-unknown-sender",
             seal_reset(
-                portal_key,
+                &stranger,
                 agent_key,
                 "contoso",
-                "r-expired",
-                now_ms() - 600_000,
+                "r-unknown-sender",
+                now_ms(),
             )
             .0,
-            EnvelopeRefusal::Expired,
+            EnvelopeRefusal::UnknownSender,
         ),
     ];
     for (id, envelope, expected) in cases {
@@ -547,7 +547,27 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
         assert_eq!(again.to_string(), err.to_string());
     }
 
-    // Refused after opening: sealed to the portal.
+    // Refused after decryption: sealed to the portal, GetOutcome the same.
+    let (expired, pending) = seal_reset(
+        portal_key,
+        agent_key,
+        "contoso",
+        "r-expired",
+        now_ms() - 600_000,
+    );
+    for answer in [
+        client
+            .submit("r-expired", Operation::ResetPassword, expired, timeout)
+            .await
+            .expect("a sealed refusal is an answer"),
+        tests::await_outcome(&client, "r-expired")
+            .await
+            .expect("kept"),
+    ] {
+        let body = pending.open(&answer.envelope).expect("sealed");
+        assert_eq!(body.outcome, outcome::NOT_APPLIED);
+        assert_eq!(body.detail("reason"), Some("EXPIRED"));
+    }
     let (genuine, pending) = seal_reset(portal_key, agent_key, "contoso", "r-1", now_ms());
     let first = client
         .submit("r-1", Operation::ResetPassword, genuine.clone(), timeout)
@@ -599,17 +619,27 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
         answer.not_applied(),
         Some(EnvelopeRefusal::DuplicateRequestId)
     );
-    // ...and an unsealed refusal, typed in the SealedError.
     let too_long = sealed_portal(&broker, &tenant, portal_key, vec![agent_key.fingerprint()])
         .await
-        .with_validity(Duration::from_secs(3600));
-    match too_long
+        .with_validity(Duration::from_secs(3600))
         .submit("r-2", Operation::ResetPassword, &reset(PASSWORD), timeout)
+        .await
+        .expect("a sealed answer");
+    assert_eq!(
+        too_long.not_applied(),
+        Some(EnvelopeRefusal::LifetimeTooLong)
+    );
+    // ...and an unsealed refusal, typed in the SealedError: a portal key the
+    // agent has not pinned.
+    let unpinned = sealed_portal(&broker, &tenant, &stranger, vec![agent_key.fingerprint()]).await;
+    match unpinned
+        .submit("r-3", Operation::ResetPassword, &reset(PASSWORD), timeout)
         .await
     {
         Err(e @ SealedError::Refused { .. }) => {
-            assert_eq!(e.refusal(), Some(EnvelopeRefusal::LifetimeTooLong), "{e}");
+            assert_eq!(e.refusal(), Some(EnvelopeRefusal::UnknownSender), "{e}");
             assert_eq!(e.provenance(), Provenance::Broker);
+            assert!(e.is_broker_word());
         }
         other => panic!("expected a refusal, got {other:?}"),
     }

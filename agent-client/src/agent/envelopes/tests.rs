@@ -346,5 +346,20 @@ async fn refusals_before_opening_are_typed_agent_errors_and_after_it_sealed() {
         sealed_refusal(&reply, &pending),
         EnvelopeRefusal::OperationMismatch
     );
+    // Decrypted, then refused for its lifetime: sealed as well.
+    drop(handler);
+    let strict = EnvelopeHandler {
+        validity: Validity {
+            max_lifetime: Duration::from_secs(1),
+            ..Validity::default()
+        },
+        ..f.handler()
+    };
+    let (long, pending) = f.seal("req-4");
+    let reply = strict.handle(long).await.unwrap();
+    assert_eq!(
+        sealed_refusal(&reply, &pending),
+        EnvelopeRefusal::LifetimeTooLong
+    );
     assert_eq!(f.applied(), 0);
 }
