@@ -41,7 +41,7 @@ pub enum SealedError {
     /// AGENT_ERROR): an unsealed refusal, the broker's word only.
     /// `refusal` is the `refusal` ErrorInfo entry, typed (`None`: not an
     /// envelope refusal, or one this release does not know). Refusals the
-    /// agent makes after opening the envelope are not errors: they are
+    /// agent makes after decrypting the envelope are not errors: they are
     /// sealed answers with outcome NOT_APPLIED ([`Answer::not_applied`]).
     #[error("the agent refused the envelope, the broker says: {message}")]
     Refused {

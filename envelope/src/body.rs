@@ -80,7 +80,8 @@ pub mod outcome {
     /// same envelope: a broker can replay an envelope to obtain a genuine
     /// NOT_APPLIED (REPLAYED) and show it instead of the first delivery's
     /// answer, so it never means "nothing was changed". details: reason (the
-    /// relay.v1 `EnvelopeRefusal` name without its prefix: REPLAYED,
+    /// relay.v1 `EnvelopeRefusal` name without its prefix: INVALID_BODY,
+    /// LIFETIME_TOO_LONG, EXPIRED, NOT_YET_VALID, REPLAYED,
     /// DUPLICATE_REQUEST_ID, REQUEST_ID_MISMATCH, OPERATION_MISMATCH,
     /// REPLAY_STORE_UNAVAILABLE)
     pub const NOT_APPLIED: u16 = Outcome::NotApplied as u16;
