@@ -157,7 +157,7 @@ pub fn refusal_of(error: &envelope::OpenError) -> EnvelopeRefusal {
     }
 }
 
-/// The sealed reply of a refusal made after the envelope was opened:
+/// The sealed reply of a refusal made after the envelope was decrypted:
 /// outcome NOT_APPLIED, detail `reason` = the refusal's name. It says the
 /// agent did nothing with THIS delivery; nothing about other deliveries of
 /// the same envelope.
@@ -255,10 +255,9 @@ impl EnvelopeHandler {
                 };
             }
         };
-        // From here on the envelope is open: a refusal is sealed to the
-        // portal, so that the broker can neither hide nor invent it.
-        // The sealed header is authoritative; a broker that relabels a
-        // request is caught here.
+        // The envelope is open: a refusal is sealed to the portal, so that
+        // the broker can neither hide nor invent it. The sealed header is
+        // authoritative; a broker that relabels a request is caught here.
         if opened.header.request_id != request.request_id {
             warn!("sealed request id differs from the relayed one");
             return self.seal_refusal(
