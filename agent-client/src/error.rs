@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 pub use proto::Reason;
+pub use proto::pb::EnvelopeRefusal;
 use tonic::{Code, Status};
 
 use crate::connect::ConnectError;
@@ -35,6 +36,24 @@ impl ClientError {
             ClientError::Rpc(s) if s.code() == Code::DeadlineExceeded => {
                 Some(Reason::DeadlineExceeded)
             }
+            _ => None,
+        }
+    }
+
+    /// With reason AGENT_ERROR: which of the agent's checks refused the
+    /// envelope (the `refusal` ErrorInfo entry), typed. `None` for other
+    /// failures, for an agent error that is no envelope refusal, and for a
+    /// refusal this release does not know. Like every status, the broker's
+    /// word only: see [`crate::sealed::Provenance`].
+    pub fn refusal(&self) -> Option<EnvelopeRefusal> {
+        match self {
+            ClientError::Relay {
+                reason: Reason::AgentError,
+                metadata,
+                ..
+            } => metadata
+                .get(proto::REFUSAL_KEY)
+                .and_then(|name| EnvelopeRefusal::from_name(name)),
             _ => None,
         }
     }

@@ -28,4 +28,4 @@ pub mod proxy;
 pub mod sealed;
 pub mod telemetry;
 
-pub use error::{ClientError, Reason};
+pub use error::{ClientError, EnvelopeRefusal, Reason};

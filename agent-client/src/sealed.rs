@@ -17,7 +17,7 @@ use envelope::{
 };
 use proto::pb::{self, Operation};
 
-use crate::error::ClientError;
+use crate::error::{ClientError, EnvelopeRefusal};
 use crate::portal::PortalClient;
 
 /// How long a sealed request stays valid by default.
@@ -37,8 +37,17 @@ pub enum SealedError {
     KeyNotTrusted { offered: String },
     #[error("cannot seal the request: {0}")]
     Seal(#[from] envelope::SealError),
-    #[error("the agent refused the envelope: {0}")]
-    Refused(String),
+    /// The broker says the agent answered with an AgentError (reason
+    /// AGENT_ERROR): an unsealed refusal, the broker's word only.
+    /// `refusal` is the `refusal` ErrorInfo entry, typed (`None`: not an
+    /// envelope refusal, or one this release does not know). Refusals the
+    /// agent makes after decrypting the envelope are not errors: they are
+    /// sealed answers with outcome NOT_APPLIED ([`Answer::not_applied`]).
+    #[error("the agent refused the envelope, the broker says: {message}")]
+    Refused {
+        refusal: Option<EnvelopeRefusal>,
+        message: String,
+    },
     #[error("the reply could not be opened: {0}")]
     Reply(#[from] envelope::ReplyError),
     #[error(
@@ -48,13 +57,63 @@ pub enum SealedError {
     NotPending(String),
 }
 
+/// Who vouches for what a call returned. The broker is not trusted (see
+/// PROTOCOL.md "Threat model"): only what the agent sealed is authentic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provenance {
+    /// Sealed by the agent and opened with this portal's key: every
+    /// [`Answer`], including a NOT_APPLIED refusal.
+    Sealed,
+    /// Only the broker's word: every gRPC status (NO_AGENT_ONLINE,
+    /// AGENT_ERROR and its refusal, OUTCOME_UNKNOWN, DEADLINE_EXCEEDED, ...),
+    /// a failed call, and reply bytes that do not open. A compromised broker
+    /// can send any of these after delivering the envelope, so none of them
+    /// says that nothing was changed.
+    Broker,
+    /// Decided in this process before anything was sent (no trusted agent
+    /// key, sealing failed, an invalid argument, no connection could be
+    /// made) or about this process's own state (no pending request):
+    /// nothing of this call reached an agent.
+    Local,
+}
+
 impl SealedError {
     /// The broker's reason, when the failure came from the relay.
     pub fn reason(&self) -> Option<proto::Reason> {
         match self {
             SealedError::Relay(e) => e.reason(),
+            SealedError::Refused { .. } => Some(proto::Reason::AgentError),
             _ => None,
         }
+    }
+
+    /// The agent's refusal as the broker reported it (AGENT_ERROR).
+    pub fn refusal(&self) -> Option<EnvelopeRefusal> {
+        match self {
+            SealedError::Refused { refusal, .. } => *refusal,
+            SealedError::Relay(e) => e.refusal(),
+            _ => None,
+        }
+    }
+
+    /// Who vouches for this error: never [`Provenance::Sealed`].
+    pub fn provenance(&self) -> Provenance {
+        match self {
+            SealedError::Relay(ClientError::Relay { .. } | ClientError::Rpc(_))
+            | SealedError::Refused { .. }
+            | SealedError::Reply(_) => Provenance::Broker,
+            SealedError::Relay(ClientError::Connect(_) | ClientError::InvalidArgument(_))
+            | SealedError::NoAgentKey
+            | SealedError::KeyNotTrusted { .. }
+            | SealedError::Seal(_)
+            | SealedError::NotPending(_) => Provenance::Local,
+        }
+    }
+
+    /// Whether this error is only the broker's word: the request may have
+    /// been delivered and applied whatever it says.
+    pub fn is_broker_word(&self) -> bool {
+        self.provenance() == Provenance::Broker
     }
 }
 
@@ -182,12 +241,34 @@ impl Prepared {
     }
 }
 
-/// The agent's answer, opened.
+/// The agent's answer, opened: sealed by the agent, authentic
+/// ([`Provenance::Sealed`]). `agent_id` is the broker's word.
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub agent_id: String,
     pub agent_key_id: KeyId,
     pub reply: ReplyBody,
+}
+
+impl Answer {
+    pub fn provenance(&self) -> Provenance {
+        Provenance::Sealed
+    }
+
+    /// For outcome NOT_APPLIED: the refusal the agent sealed (its `reason`
+    /// detail; UNSPECIFIED for a reason this release does not know). The
+    /// agent did nothing with THIS delivery of the envelope; that says
+    /// nothing about other deliveries of it (a broker can replay an envelope
+    /// to obtain a genuine REPLAYED), so it does not mean nothing was
+    /// changed.
+    pub fn not_applied(&self) -> Option<EnvelopeRefusal> {
+        (self.reply.typed_outcome() == Some(envelope::Outcome::NotApplied)).then(|| {
+            self.reply
+                .detail("reason")
+                .and_then(EnvelopeRefusal::from_name)
+                .unwrap_or(EnvelopeRefusal::Unspecified)
+        })
+    }
 }
 
 fn now_ms() -> u64 {
@@ -349,7 +430,10 @@ impl SealedPortal {
             // The agents dropped the cached key (a rotation finished): ask
             // the broker again. Nothing was applied: the agent could not
             // open the envelope, so the same request id is still unused.
-            Err(SealedError::Refused(message)) if cached && message.contains("UNKNOWN_KEY") => {
+            Err(SealedError::Refused {
+                refusal: Some(EnvelopeRefusal::UnknownKey),
+                ..
+            }) if cached => {
                 self.forget_key();
                 let (agent_key, _) = self.agent_key(timeout).await?;
                 self.submit_to(request_id, operation, body, timeout, agent_key)
@@ -440,7 +524,7 @@ impl SealedPortal {
             Err(e) if e.reason() == Some(proto::Reason::OutcomePending) => return Err(e),
             Err(e) => {
                 // A definite answer (a refusal) ends the wait as well.
-                if matches!(e, SealedError::Refused(_)) {
+                if matches!(e, SealedError::Refused { .. }) {
                     pending.remove(request_id);
                 }
                 return Err(e);
@@ -477,13 +561,14 @@ impl SealedPortal {
 }
 
 fn refused_or_relay(e: ClientError) -> SealedError {
-    match &e {
+    let refusal = e.refusal();
+    match e {
         ClientError::Relay {
             reason: proto::Reason::AgentError,
             message,
             ..
-        } => SealedError::Refused(message.clone()),
-        _ => SealedError::Relay(e),
+        } => SealedError::Refused { refusal, message },
+        e => SealedError::Relay(e),
     }
 }
 

@@ -98,8 +98,15 @@ pub enum RelayError {
         "this connection already carries {0} agent sessions, the most allowed; open a new connection per session"
     )]
     TooManyStreams(u32),
+    /// `message` is the agent's, with its code's name after it
+    /// ([`RelayError::from_agent`]); `refusal` the agent's
+    /// `AgentError.refusal`, unchanged (0: none).
     #[error("agent {agent_id:?} could not answer: {message}")]
-    AgentError { agent_id: String, message: String },
+    AgentError {
+        agent_id: String,
+        refusal: i32,
+        message: String,
+    },
     #[error("the broker is shutting down")]
     ShuttingDown,
     #[error("invalid agent key: {0}")]
@@ -145,6 +152,17 @@ fn forward_lost(node: Option<&str>, agent_id: Option<&str>, acknowledged: bool) 
     }
 }
 
+/// The `refusal` ErrorInfo entry: the name without its prefix, or the
+/// number of a refusal this release does not know; `None` for none.
+fn refusal_name(refusal: i32) -> Option<String> {
+    use proto::pb::EnvelopeRefusal;
+    match EnvelopeRefusal::try_from(refusal) {
+        Ok(EnvelopeRefusal::Unspecified) => None,
+        Ok(r) => Some(r.name().to_owned()),
+        Err(_) => Some(refusal.to_string()),
+    }
+}
+
 impl From<StoreError> for RelayError {
     fn from(err: StoreError) -> RelayError {
         RelayError::Store(Box::new(err))
@@ -152,14 +170,21 @@ impl From<StoreError> for RelayError {
 }
 
 impl RelayError {
-    /// An agent's AgentError, with its code's name after the message.
-    pub fn from_agent(agent_id: String, code: i32, message: &str) -> RelayError {
+    /// An agent's AgentError, with its code's name (and its refusal's, for
+    /// people reading logs) after the message; the refusal itself goes on
+    /// unchanged.
+    pub fn from_agent(agent_id: String, code: i32, refusal: i32, message: &str) -> RelayError {
         let code = proto::pb::AgentErrorCode::try_from(code)
             .map(|c| c.as_str_name())
             .unwrap_or("AGENT_ERROR_CODE_UNSPECIFIED");
+        let message = match refusal_name(refusal) {
+            Some(name) => format!("{message} (refusal {name}; {code})"),
+            None => format!("{message} ({code})"),
+        };
         RelayError::AgentError {
             agent_id,
-            message: format!("{message} ({code})"),
+            refusal,
+            message,
         }
     }
 
@@ -223,16 +248,22 @@ impl RelayError {
         }
     }
 
-    fn metadata(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn metadata(&self) -> Vec<(&'static str, String)> {
         match self {
             RelayError::EnvelopeTooLarge { size, limit } => {
                 vec![("size", size.to_string()), ("limit", limit.to_string())]
             }
             RelayError::DeadlineExceeded(d) => vec![("deadline_ms", d.as_millis().to_string())],
             RelayError::AgentError {
-                agent_id: agent, ..
+                agent_id: agent,
+                refusal,
+                ..
             } => {
-                vec![("agent_id", agent.clone())]
+                let mut m = vec![("agent_id", agent.clone())];
+                if let Some(name) = refusal_name(*refusal) {
+                    m.push((proto::REFUSAL_KEY, name));
+                }
+                m
             }
             RelayError::OutcomePending {
                 request_id,
@@ -285,5 +316,56 @@ impl From<RelayError> for Status {
             tracing::error!(error = %source, cause = ?std::error::Error::source(source), "store failure");
         }
         proto::status(err.reason(), err.to_string(), &err.metadata())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::pb::{AgentErrorCode, EnvelopeRefusal};
+
+    fn status_of(err: RelayError) -> (Status, std::collections::HashMap<String, String>) {
+        let status = Status::from(err);
+        let (reason, metadata) = proto::reason_of(&status).expect("a relay reason");
+        assert_eq!(reason, Reason::AgentError);
+        (status, metadata)
+    }
+
+    #[test]
+    fn an_agent_refusal_is_carried_as_the_refusal_entry() {
+        let (status, metadata) = status_of(RelayError::from_agent(
+            "dc01".into(),
+            AgentErrorCode::Rejected as i32,
+            EnvelopeRefusal::UnknownKey as i32,
+            "envelope sealed to key 0011223344556677, which this agent does not hold",
+        ));
+        assert_eq!(
+            metadata.get("refusal").map(String::as_str),
+            Some("UNKNOWN_KEY")
+        );
+        assert_eq!(metadata.get("agent_id").map(String::as_str), Some("dc01"));
+        assert_eq!(
+            status.message(),
+            "agent \"dc01\" could not answer: envelope sealed to key 0011223344556677, \
+             which this agent does not hold (refusal UNKNOWN_KEY; AGENT_ERROR_CODE_REJECTED)"
+        );
+    }
+
+    #[test]
+    fn other_agent_errors_have_no_refusal_and_unknown_ones_keep_their_number() {
+        let (_, metadata) = status_of(RelayError::from_agent(
+            "dc01".into(),
+            AgentErrorCode::UnsupportedOperation as i32,
+            0,
+            "no handler",
+        ));
+        assert!(!metadata.contains_key("refusal"));
+        let (_, metadata) = status_of(RelayError::from_agent(
+            "dc01".into(),
+            AgentErrorCode::Rejected as i32,
+            999,
+            "from a newer agent",
+        ));
+        assert_eq!(metadata.get("refusal").map(String::as_str), Some("999"));
     }
 }

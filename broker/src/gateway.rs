@@ -262,6 +262,7 @@ fn handle_frame(
                     if envelope.len() > state.config.max_envelope_bytes {
                         AgentAnswer::Error {
                             code: pb::AgentErrorCode::Rejected as i32,
+                            refusal: 0,
                             message: format!(
                                 "the agent's reply of {} bytes exceeds the envelope limit of {}",
                                 envelope.len(),
@@ -274,10 +275,12 @@ fn handle_frame(
                 }
                 Some(agent_reply::Result::Error(e)) => AgentAnswer::Error {
                     code: e.code,
+                    refusal: e.refusal,
                     message: e.message.chars().take(512).collect(),
                 },
                 None => AgentAnswer::Error {
                     code: pb::AgentErrorCode::Unspecified as i32,
+                    refusal: 0,
                     message: "the agent's reply carried neither an envelope nor an error".into(),
                 },
             };

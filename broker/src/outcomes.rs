@@ -50,16 +50,23 @@ pub struct Outcome {
     pub answer: Option<StoredAnswer>,
 }
 
+/// `refusal` is the agent's `AgentError.refusal`, unchanged (0: none, and
+/// in records written before it was kept: format 1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoredAnswer {
     Envelope(Vec<u8>),
+    /// An agent's error as the agent posted it (a late answer).
     Error {
         code: i32,
+        refusal: i32,
         message: String,
     },
     /// The agent's error as the portal was told it: the code is in the text
-    /// already (a forwarded request's failure carries only the text).
-    Failed(String),
+    /// already ([`RelayError::from_agent`]).
+    Failed {
+        refusal: i32,
+        message: String,
+    },
 }
 
 /// Who asks to record an answer, which decides whether it may make a record.
@@ -96,9 +103,16 @@ impl Settled {
                 agent_id: reply.agent_id.clone(),
                 answer: StoredAnswer::Envelope(reply.envelope.clone()),
             },
-            Err(RelayError::AgentError { agent_id, message }) => Settled::Answered {
+            Err(RelayError::AgentError {
+                agent_id,
+                refusal,
+                message,
+            }) => Settled::Answered {
                 agent_id: agent_id.clone(),
-                answer: StoredAnswer::Failed(message.clone()),
+                answer: StoredAnswer::Failed {
+                    refusal: *refusal,
+                    message: message.clone(),
+                },
             },
             Err(RelayError::OutcomeUnknown {
                 agent_id,
@@ -125,62 +139,101 @@ impl From<AgentAnswer> for StoredAnswer {
     fn from(a: AgentAnswer) -> StoredAnswer {
         match a {
             AgentAnswer::Envelope(e) => StoredAnswer::Envelope(e),
-            AgentAnswer::Error { code, message } => StoredAnswer::Error { code, message },
+            AgentAnswer::Error {
+                code,
+                refusal,
+                message,
+            } => StoredAnswer::Error {
+                code,
+                refusal,
+                message,
+            },
         }
     }
 }
 
-const FORMAT: u8 = 1;
+/// The format written. Format 1 (before refusals were kept) is still read:
+/// its errors read with refusal 0.
+const FORMAT: u8 = 2;
+const FORMAT_1: u8 = 1;
 
 impl Outcome {
-    /// version, state (0 waiting, 1 envelope, 2 error, 3 failed), expiry (i64 BE),
-    /// code (i32 BE; in state 0, 1 if the agent acknowledged the request),
-    /// agent id length (u16 BE), agent id, then the envelope or the error
-    /// message.
+    /// version (2), state (0 waiting, 1 envelope, 2 error, 3 failed), expiry
+    /// (i64 BE), code (i32 BE; in state 0, 1 if the agent acknowledged the
+    /// request), agent id length (u16 BE), agent id, then the envelope, or
+    /// for states 2 and 3 the refusal (i32 BE) and the error message.
+    /// Format 1 is the same without the refusal.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let (state, code, rest): (u8, i32, &[u8]) = match &self.answer {
-            None => (0, i32::from(self.acknowledged), &[]),
-            Some(StoredAnswer::Envelope(e)) => (1, 0, e),
-            Some(StoredAnswer::Error { code, message }) => (2, *code, message.as_bytes()),
-            Some(StoredAnswer::Failed(message)) => (3, 0, message.as_bytes()),
+        let (state, code, refusal, rest): (u8, i32, Option<i32>, &[u8]) = match &self.answer {
+            None => (0, i32::from(self.acknowledged), None, &[]),
+            Some(StoredAnswer::Envelope(e)) => (1, 0, None, e),
+            Some(StoredAnswer::Error {
+                code,
+                refusal,
+                message,
+            }) => (2, *code, Some(*refusal), message.as_bytes()),
+            Some(StoredAnswer::Failed { refusal, message }) => {
+                (3, 0, Some(*refusal), message.as_bytes())
+            }
         };
         let id = &self.agent_id.as_bytes()[..self.agent_id.len().min(u16::MAX as usize)];
-        let mut out = Vec::with_capacity(17 + id.len() + rest.len());
+        let mut out = Vec::with_capacity(21 + id.len() + rest.len());
         out.push(FORMAT);
         out.push(state);
         out.extend_from_slice(&self.expires_unix_ms.to_be_bytes());
         out.extend_from_slice(&code.to_be_bytes());
         out.extend_from_slice(&(id.len() as u16).to_be_bytes());
         out.extend_from_slice(id);
+        if let Some(refusal) = refusal {
+            out.extend_from_slice(&refusal.to_be_bytes());
+        }
         out.extend_from_slice(rest);
         out
     }
 
-    /// The expiry alone, without copying the answer.
+    /// The expiry alone, without copying the answer (the same place in
+    /// both formats).
     fn expiry_of(bytes: &[u8]) -> Option<i64> {
         Some(i64::from_be_bytes(*bytes.get(2..10)?.first_chunk::<8>()?))
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Option<Outcome> {
-        let (&[FORMAT, state], rest) = bytes.split_first_chunk::<2>()? else {
+        let (&[format, state], rest) = bytes.split_first_chunk::<2>()?;
+        if format != FORMAT && format != FORMAT_1 {
             return None;
-        };
+        }
         let (expires, rest) = rest.split_first_chunk::<8>()?;
         let (code, rest) = rest.split_first_chunk::<4>()?;
         let (len, rest) = rest.split_first_chunk::<2>()?;
         let len = u16::from_be_bytes(*len) as usize;
         let agent_id = String::from_utf8(rest.get(..len)?.to_vec()).ok()?;
         let rest = &rest[len..];
+        // An error's refusal: after the agent id from format 2 on.
+        let refused = |rest: &[u8]| -> Option<(i32, String)> {
+            let (refusal, rest) = match format {
+                FORMAT_1 => (0, rest),
+                _ => {
+                    let (refusal, rest) = rest.split_first_chunk::<4>()?;
+                    (i32::from_be_bytes(*refusal), rest)
+                }
+            };
+            Some((refusal, String::from_utf8_lossy(rest).into_owned()))
+        };
         let answer = match state {
             0 => None,
             1 => Some(StoredAnswer::Envelope(rest.to_vec())),
-            2 => Some(StoredAnswer::Error {
-                code: i32::from_be_bytes(*code),
-                message: String::from_utf8_lossy(rest).into_owned(),
-            }),
-            3 => Some(StoredAnswer::Failed(
-                String::from_utf8_lossy(rest).into_owned(),
-            )),
+            2 => {
+                let (refusal, message) = refused(rest)?;
+                Some(StoredAnswer::Error {
+                    code: i32::from_be_bytes(*code),
+                    refusal,
+                    message,
+                })
+            }
+            3 => {
+                let (refusal, message) = refused(rest)?;
+                Some(StoredAnswer::Failed { refusal, message })
+            }
             _ => return None,
         };
         Some(Outcome {
@@ -569,9 +622,17 @@ mod tests {
             Some(StoredAnswer::Envelope(vec![1, 2, 3])),
             Some(StoredAnswer::Error {
                 code: 3,
-                message: "REPLAYED: x".into(),
+                refusal: 5,
+                message: "unknown key".into(),
             }),
-            Some(StoredAnswer::Failed("no such user (REJECTED)".into())),
+            Some(StoredAnswer::Failed {
+                refusal: 10,
+                message: "expired (refusal EXPIRED; AGENT_ERROR_CODE_REJECTED)".into(),
+            }),
+            Some(StoredAnswer::Failed {
+                refusal: 0,
+                message: "no handler (AGENT_ERROR_CODE_UNSUPPORTED_OPERATION)".into(),
+            }),
         ] {
             let o = Outcome {
                 agent_id: "dc01".into(),
@@ -589,6 +650,47 @@ mod tests {
         };
         assert_eq!(Outcome::decode(&acknowledged.encode()), Some(acknowledged));
         assert_eq!(Outcome::decode(&[9, 9, 9]), None);
+    }
+
+    /// A record as format 1 wrote it: the fields of format 2 without the
+    /// refusal.
+    fn format_1(state: u8, code: i32, agent_id: &str, rest: &[u8]) -> Vec<u8> {
+        let mut out = vec![1, state];
+        out.extend_from_slice(&42i64.to_be_bytes());
+        out.extend_from_slice(&code.to_be_bytes());
+        out.extend_from_slice(&(agent_id.len() as u16).to_be_bytes());
+        out.extend_from_slice(agent_id.as_bytes());
+        out.extend_from_slice(rest);
+        out
+    }
+
+    #[test]
+    fn records_of_format_1_are_still_read() {
+        let read = |bytes: Vec<u8>| Outcome::decode(&bytes).expect("readable").answer;
+        assert_eq!(read(format_1(0, 1, "dc01", &[])), None);
+        assert_eq!(
+            read(format_1(1, 0, "dc01", &[7, 8])),
+            Some(StoredAnswer::Envelope(vec![7, 8]))
+        );
+        assert_eq!(
+            read(format_1(2, 3, "dc01", b"REPLAYED: x")),
+            Some(StoredAnswer::Error {
+                code: 3,
+                refusal: 0,
+                message: "REPLAYED: x".into()
+            })
+        );
+        assert_eq!(
+            read(format_1(3, 0, "dc01", b"no such user (REJECTED)")),
+            Some(StoredAnswer::Failed {
+                refusal: 0,
+                message: "no such user (REJECTED)".into()
+            })
+        );
+        let waiting = Outcome::decode(&format_1(0, 1, "dc01", &[])).unwrap();
+        assert!(waiting.acknowledged);
+        assert_eq!(waiting.expires_unix_ms, 42);
+        assert_eq!(waiting.agent_id, "dc01");
     }
 
     fn envelope(b: u8) -> StoredAnswer {

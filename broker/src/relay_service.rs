@@ -371,14 +371,24 @@ impl Relay for RelayService {
             })),
             Some(Outcome {
                 agent_id,
-                answer: Some(StoredAnswer::Error { code, message }),
+                answer:
+                    Some(StoredAnswer::Error {
+                        code,
+                        refusal,
+                        message,
+                    }),
                 ..
-            }) => Err(RelayError::from_agent(agent_id, code, &message).into()),
+            }) => Err(RelayError::from_agent(agent_id, code, refusal, &message).into()),
             Some(Outcome {
                 agent_id,
-                answer: Some(StoredAnswer::Failed(message)),
+                answer: Some(StoredAnswer::Failed { refusal, message }),
                 ..
-            }) => Err(RelayError::AgentError { agent_id, message }.into()),
+            }) => Err(RelayError::AgentError {
+                agent_id,
+                refusal,
+                message,
+            }
+            .into()),
         }
     }
 }

@@ -177,7 +177,11 @@ impl Registry {
                             debug!(agent_id = %session.agent_id, "agent unavailable; trying another");
                             Attempt::Retry { sent: false }
                         }
-                        Ok(AgentAnswer::Error { code, message }) => {
+                        Ok(AgentAnswer::Error {
+                            code,
+                            refusal,
+                            message,
+                        }) => {
                             if code == pb::AgentErrorCode::Internal as i32
                                 || code == pb::AgentErrorCode::Unavailable as i32
                             {
@@ -186,6 +190,7 @@ impl Registry {
                             Attempt::Done(Err(RelayError::from_agent(
                                 session.agent_id.clone(),
                                 code,
+                                refusal,
                                 &message,
                             )))
                         }

@@ -28,7 +28,12 @@ pub type Outbound = mpsc::Sender<Result<BrokerFrame, Status>>;
 #[derive(Debug, Clone)]
 pub enum AgentAnswer {
     Envelope(Vec<u8>),
-    Error { code: i32, message: String },
+    /// `refusal`: the agent's `AgentError.refusal`, unchanged.
+    Error {
+        code: i32,
+        refusal: i32,
+        message: String,
+    },
 }
 
 /// The two stages of one request's delivery, as the router waits for them.

@@ -41,37 +41,107 @@ pub mod operation {
 }
 
 /// Outcome codes carried in [`ReplyBody::outcome`]. Stable: portals show a
-/// message per code and read the details listed with each.
+/// message per code and read the details listed with each. The same
+/// vocabulary, typed: [`Outcome`].
 pub mod outcome {
-    pub const SUCCESS: u16 = 0;
+    use super::Outcome;
+
+    pub const SUCCESS: u16 = Outcome::Success as u16;
     /// details: min_length
-    pub const PASSWORD_TOO_SHORT: u16 = 1;
+    pub const PASSWORD_TOO_SHORT: u16 = Outcome::PasswordTooShort as u16;
     /// details: missing (categories), contains (account name or display name token)
-    pub const FAILS_COMPLEXITY: u16 = 2;
+    pub const FAILS_COMPLEXITY: u16 = Outcome::FailsComplexity as u16;
     /// details: history_length
-    pub const IN_HISTORY: u16 = 3;
+    pub const IN_HISTORY: u16 = Outcome::InHistory as u16;
     /// details: allowed_after_unix_ms
-    pub const CHANGED_TOO_RECENTLY: u16 = 4;
-    pub const WRONG_CURRENT_PASSWORD: u16 = 5;
-    pub const ACCOUNT_DISABLED: u16 = 6;
-    pub const ACCOUNT_LOCKED: u16 = 7;
-    pub const USER_NOT_FOUND: u16 = 8;
-    pub const SEVERAL_MATCHES: u16 = 9;
+    pub const CHANGED_TOO_RECENTLY: u16 = Outcome::ChangedTooRecently as u16;
+    pub const WRONG_CURRENT_PASSWORD: u16 = Outcome::WrongCurrentPassword as u16;
+    pub const ACCOUNT_DISABLED: u16 = Outcome::AccountDisabled as u16;
+    pub const ACCOUNT_LOCKED: u16 = Outcome::AccountLocked as u16;
+    pub const USER_NOT_FOUND: u16 = Outcome::UserNotFound as u16;
+    pub const SEVERAL_MATCHES: u16 = Outcome::SeveralMatches as u16;
     /// details: right (the directory locations go to the agent's event
     /// log only: the reply reaches an anonymous end user)
-    pub const PERMISSION_DENIED: u16 = 10;
-    pub const PROTECTED_ACCOUNT: u16 = 11;
-    pub const WRITEBACK_DISABLED: u16 = 12;
-    pub const DIRECTORY_UNAVAILABLE: u16 = 13;
+    pub const PERMISSION_DENIED: u16 = Outcome::PermissionDenied as u16;
+    pub const PROTECTED_ACCOUNT: u16 = Outcome::ProtectedAccount as u16;
+    pub const WRITEBACK_DISABLED: u16 = Outcome::WritebackDisabled as u16;
+    pub const DIRECTORY_UNAVAILABLE: u16 = Outcome::DirectoryUnavailable as u16;
     /// The agent's per-account limit on password operations was reached;
     /// nothing was done. details: limit (operations per hour),
     /// retry_after_secs
-    pub const RATE_LIMITED: u16 = 14;
+    pub const RATE_LIMITED: u16 = Outcome::RateLimited as u16;
     /// The domain refused the password for a policy reason the agent cannot
     /// attribute to one rule (a banned-password list, a password filter, a
     /// policy it cannot read, or, on a change, possibly the history).
     /// details: history_length (only when the history may be the reason)
-    pub const POLICY_REFUSED: u16 = 15;
+    pub const POLICY_REFUSED: u16 = Outcome::PolicyRefused as u16;
+    /// The agent refused THIS delivery of the envelope after opening it and
+    /// did nothing with it. It says nothing about other deliveries of the
+    /// same envelope: a broker can replay an envelope to obtain a genuine
+    /// NOT_APPLIED (REPLAYED) and show it instead of the first delivery's
+    /// answer, so it never means "nothing was changed". details: reason (the
+    /// relay.v1 `EnvelopeRefusal` name without its prefix: INVALID_BODY,
+    /// LIFETIME_TOO_LONG, EXPIRED, NOT_YET_VALID, REPLAYED,
+    /// DUPLICATE_REQUEST_ID, REQUEST_ID_MISMATCH, OPERATION_MISMATCH,
+    /// REPLAY_STORE_UNAVAILABLE)
+    pub const NOT_APPLIED: u16 = Outcome::NotApplied as u16;
+}
+
+macro_rules! outcomes {
+    ($($variant:ident = $code:literal => $name:literal,)*) => {
+        /// The outcome vocabulary as a type: matching on it exhaustively makes
+        /// an added outcome fail to compile wherever it is not handled.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u16)]
+        pub enum Outcome {
+            $($variant = $code,)*
+        }
+
+        impl Outcome {
+            /// Every outcome, in code order.
+            pub const ALL: &'static [Outcome] = &[$(Outcome::$variant,)*];
+
+            /// The outcome a code names; `None` for a code this release does
+            /// not know (a newer agent's).
+            pub fn from_code(code: u16) -> Option<Outcome> {
+                match code {
+                    $($code => Some(Outcome::$variant),)*
+                    _ => None,
+                }
+            }
+
+            pub fn code(self) -> u16 {
+                self as u16
+            }
+
+            /// The stable name (PROTOCOL.md "Reply body").
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Outcome::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+outcomes! {
+    Success = 0 => "SUCCESS",
+    PasswordTooShort = 1 => "PASSWORD_TOO_SHORT",
+    FailsComplexity = 2 => "FAILS_COMPLEXITY",
+    InHistory = 3 => "IN_HISTORY",
+    ChangedTooRecently = 4 => "CHANGED_TOO_RECENTLY",
+    WrongCurrentPassword = 5 => "WRONG_CURRENT_PASSWORD",
+    AccountDisabled = 6 => "ACCOUNT_DISABLED",
+    AccountLocked = 7 => "ACCOUNT_LOCKED",
+    UserNotFound = 8 => "USER_NOT_FOUND",
+    SeveralMatches = 9 => "SEVERAL_MATCHES",
+    PermissionDenied = 10 => "PERMISSION_DENIED",
+    ProtectedAccount = 11 => "PROTECTED_ACCOUNT",
+    WritebackDisabled = 12 => "WRITEBACK_DISABLED",
+    DirectoryUnavailable = 13 => "DIRECTORY_UNAVAILABLE",
+    RateLimited = 14 => "RATE_LIMITED",
+    PolicyRefused = 15 => "POLICY_REFUSED",
+    NotApplied = 16 => "NOT_APPLIED",
 }
 
 /// A password: zeroized on drop, never shown by `Debug`.
@@ -249,6 +319,19 @@ pub struct ReplyBody {
 }
 
 impl ReplyBody {
+    /// The outcome, typed; `None` for a code this release does not know.
+    pub fn typed_outcome(&self) -> Option<Outcome> {
+        Outcome::from_code(self.outcome)
+    }
+
+    /// The value of detail `key`, if the reply has it.
+    pub fn detail(&self, key: &str) -> Option<&str> {
+        self.details
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The padded plaintext.
     pub fn encode(&self) -> Result<Zeroizing<Vec<u8>>, &'static str> {
         let mut out = Zeroizing::new(Vec::with_capacity(REPLY_BLOCK));
@@ -328,4 +411,20 @@ fn check_padding(rest: &[u8], total: usize, block: usize) -> Result<(), &'static
         return Err("padding");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_codes_are_dense_and_round_trip() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(o.code() as usize, i);
+            assert_eq!(Outcome::from_code(o.code()), Some(*o));
+        }
+        assert_eq!(Outcome::from_code(Outcome::ALL.len() as u16), None);
+        assert_eq!(outcome::NOT_APPLIED, 16);
+        assert_eq!(Outcome::NotApplied.name(), "NOT_APPLIED");
+    }
 }

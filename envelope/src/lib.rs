@@ -28,13 +28,13 @@ pub mod reply;
 pub mod request;
 pub mod wire;
 
-pub use body::{Anchor, Password, ReplyBody, RequestBody};
+pub use body::{Anchor, Outcome, Password, ReplyBody, RequestBody};
 pub use error::{KeyError, OpenError, ReplyError, SealError};
 pub use keys::{Fingerprint, KeyId, KeyPair, PublicKey};
 pub use replay::ReplayWindow;
 pub use request::{
-    OpenedRequest, PendingReply, PreparedSeal, Recipient, open_request, prepare_seal,
-    seal_prepared, seal_request,
+    OpenedRequest, PendingReply, PreparedSeal, Recipient, RefusalReply, Refused, open_request,
+    open_request_sealing_refusals, prepare_seal, seal_prepared, seal_request,
 };
 pub use wire::RequestHeader;
 

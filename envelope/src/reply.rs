@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 use crate::body::ReplyBody;
 use crate::error::ReplyError;
 use crate::keys::KEY_LEN;
-use crate::request::{OpenedRequest, PendingReply};
+use crate::request::{OpenedRequest, PendingReply, RefusalReply};
 use crate::wire::{Reader, TAG_LEN, VERSION};
 
 /// The exporter context of the reply secret.
@@ -88,19 +88,38 @@ impl OpenedRequest {
         body: &ReplyBody,
         rng: &mut impl CryptoRng,
     ) -> Result<Vec<u8>, ReplyError> {
-        let plaintext = body.encode().map_err(ReplyError::InvalidBody)?;
-        let mut response_nonce = [0u8; RESPONSE_NONCE_LEN];
-        rng.fill_bytes(&mut response_nonce);
-        let (cipher, nonce) = self.reply.aead(&response_nonce);
-        let ciphertext = cipher
-            .encrypt(&nonce, plaintext.as_slice())
-            .map_err(|_| ReplyError::InvalidBody("encryption failed"))?;
-        let mut out = Vec::with_capacity(1 + RESPONSE_NONCE_LEN + ciphertext.len());
-        out.push(VERSION);
-        out.extend_from_slice(&response_nonce);
-        out.extend_from_slice(&ciphertext);
-        Ok(out)
+        seal_with(&self.reply, body, rng)
     }
+}
+
+impl RefusalReply {
+    /// Seals the agent's answer (its refusal) to the refused request.
+    pub fn seal_reply(
+        &self,
+        body: &ReplyBody,
+        rng: &mut impl CryptoRng,
+    ) -> Result<Vec<u8>, ReplyError> {
+        seal_with(&self.keys, body, rng)
+    }
+}
+
+fn seal_with(
+    keys: &ReplyKeys,
+    body: &ReplyBody,
+    rng: &mut impl CryptoRng,
+) -> Result<Vec<u8>, ReplyError> {
+    let plaintext = body.encode().map_err(ReplyError::InvalidBody)?;
+    let mut response_nonce = [0u8; RESPONSE_NONCE_LEN];
+    rng.fill_bytes(&mut response_nonce);
+    let (cipher, nonce) = keys.aead(&response_nonce);
+    let ciphertext = cipher
+        .encrypt(&nonce, plaintext.as_slice())
+        .map_err(|_| ReplyError::InvalidBody("encryption failed"))?;
+    let mut out = Vec::with_capacity(1 + RESPONSE_NONCE_LEN + ciphertext.len());
+    out.push(VERSION);
+    out.extend_from_slice(&response_nonce);
+    out.extend_from_slice(&ciphertext);
+    Ok(out)
 }
 
 impl PendingReply {

@@ -194,13 +194,51 @@ impl std::fmt::Debug for OpenedRequest {
 /// Replays are the caller's to check, with [`OpenedRequest::enc`] (see
 /// [`crate::replay::ReplayWindow`]).
 pub fn open_request(bytes: &[u8], to: &Recipient<'_>) -> Result<OpenedRequest, OpenError> {
+    open_request_sealing_refusals(bytes, to).map_err(|r| r.error)
+}
+
+/// Why [`open_request_sealing_refusals`] refused a request.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: OpenError,
+    /// Set when the refusal came after the envelope was authenticated and
+    /// decrypted (`INVALID_BODY`, `LIFETIME_TOO_LONG`, `EXPIRED`,
+    /// `NOT_YET_VALID`): seals the refusal to the portal that sealed it.
+    pub reply: Option<RefusalReply>,
+}
+
+/// What seals a reply to a request refused after it was decrypted.
+pub struct RefusalReply {
+    pub(crate) keys: ReplyKeys,
+}
+
+impl std::fmt::Debug for RefusalReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefusalReply").finish_non_exhaustive()
+    }
+}
+
+impl From<OpenError> for Refused {
+    fn from(error: OpenError) -> Refused {
+        Refused { error, reply: None }
+    }
+}
+
+/// [`open_request`], with what seals a reply to the portal when the
+/// refusal came after decryption (steps 7-10 of PROTOCOL.md "Order of
+/// checks").
+pub fn open_request_sealing_refusals(
+    bytes: &[u8],
+    to: &Recipient<'_>,
+) -> Result<OpenedRequest, Refused> {
     let parsed = parse_request(bytes)?;
     let header = parsed.header;
     if header.tenant != to.tenant {
         return Err(OpenError::WrongTenant {
             expected: to.tenant.to_owned(),
             found: header.tenant,
-        });
+        }
+        .into());
     }
     let key = to
         .keys
@@ -224,9 +262,22 @@ pub fn open_request(bytes: &[u8], to: &Recipient<'_>) -> Result<OpenedRequest, O
         ctx.open(parsed.ciphertext, parsed.aad)
             .map_err(|_| OpenError::AuthenticationFailed)?,
     );
-    let body = RequestBody::decode(&plaintext).map_err(OpenError::InvalidBody)?;
+    let secret = export_reply_secret(&ctx).map_err(|_| OpenError::AuthenticationFailed)?;
+    let mut enc = [0u8; KEY_LEN];
+    enc.copy_from_slice(parsed.enc);
+    // Authentic from here on: a refusal can be sealed to the portal.
+    let late = |error: OpenError| Refused {
+        error,
+        reply: Some(RefusalReply {
+            keys: ReplyKeys {
+                secret: secret.clone(),
+                enc,
+            },
+        }),
+    };
+    let body = RequestBody::decode(&plaintext).map_err(|e| late(OpenError::InvalidBody(e)))?;
     body.check(header.operation)
-        .map_err(OpenError::InvalidBody)?;
+        .map_err(|e| late(OpenError::InvalidBody(e)))?;
     // u64 throughout, with saturating arithmetic: times near the ends of the
     // range must be refused by the checks, not wrap or overflow.
     let (now, skew) = (to.now_ms, to.skew_allowance_ms);
@@ -234,26 +285,23 @@ pub fn open_request(bytes: &[u8], to: &Recipient<'_>) -> Result<OpenedRequest, O
     let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let lifetime = expires.saturating_sub(issued);
     if expires <= issued || lifetime > to.max_lifetime_ms {
-        return Err(OpenError::LifetimeTooLong {
+        return Err(late(OpenError::LifetimeTooLong {
             lifetime_ms: as_i64(lifetime),
             max_ms: as_i64(to.max_lifetime_ms),
-        });
+        }));
     }
     if now > expires.saturating_add(skew) {
-        return Err(OpenError::Expired {
+        return Err(late(OpenError::Expired {
             expired_ms_ago: as_i64(now - expires),
             allowance_ms: as_i64(skew),
-        });
+        }));
     }
     if issued > now.saturating_add(skew) {
-        return Err(OpenError::NotYetValid {
+        return Err(late(OpenError::NotYetValid {
             ahead_ms: as_i64(issued - now),
             allowance_ms: as_i64(skew),
-        });
+        }));
     }
-    let secret = export_reply_secret(&ctx).map_err(|_| OpenError::AuthenticationFailed)?;
-    let mut enc = [0u8; KEY_LEN];
-    enc.copy_from_slice(parsed.enc);
     Ok(OpenedRequest {
         header,
         body,

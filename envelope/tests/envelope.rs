@@ -536,3 +536,47 @@ fn a_seal_prepared_ahead_opens_like_any_other_and_only_once() {
         })
     ));
 }
+
+#[test]
+fn refusals_after_decryption_can_be_sealed_to_the_portal_and_only_those() {
+    let w = world();
+    let portals = [w.portal.public.clone()];
+    let keys = [w.agent.clone()];
+    let h = header("contoso", "r", operation::RESET_PASSWORD);
+    let body = reset_body("S3cret!pass");
+    let (bytes, pending) = seal(&w, &h, &body);
+    let late = Recipient {
+        now_ms: NOW + 2 * MINUTE + 31_000,
+        ..recipient(&portals, &keys)
+    };
+    let refused = envelope::open_request_sealing_refusals(&bytes, &late).unwrap_err();
+    assert!(matches!(refused.error, OpenError::Expired { .. }));
+    let answer = ReplyBody {
+        outcome: envelope::body::outcome::NOT_APPLIED,
+        message: "expired".into(),
+        details: vec![("reason".into(), "EXPIRED".into())],
+    };
+    let sealed = refused
+        .reply
+        .expect("decrypted before the refusal")
+        .seal_reply(&answer, &mut os_rng())
+        .expect("seal");
+    assert_eq!(pending.open(&sealed).expect("the portal opens it"), answer);
+
+    // Before decryption there is nobody to seal to.
+    let stranger = KeyPair::generate(&mut os_rng());
+    let (to_stranger, _) =
+        seal_request(&w.portal, &stranger.public, &h, &body, &mut os_rng()).expect("seal");
+    let refused =
+        envelope::open_request_sealing_refusals(&to_stranger, &recipient(&portals, &keys))
+            .unwrap_err();
+    assert!(matches!(refused.error, OpenError::UnknownKey(_)));
+    assert!(refused.reply.is_none());
+    let mut altered = bytes.clone();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    let refused =
+        envelope::open_request_sealing_refusals(&altered, &recipient(&portals, &keys)).unwrap_err();
+    assert_eq!(refused.error, OpenError::AuthenticationFailed);
+    assert!(refused.reply.is_none());
+}

@@ -32,7 +32,7 @@ use tracing::{error, info, warn};
 use zeroize::Zeroizing;
 
 use crate::csrf::{Browser, CarriesToken, Checked};
-use crate::outcomes::{self, Failure, MISCONFIGURED, Trouble};
+use crate::outcomes::{self, Failure, Trouble};
 use crate::pages::{self, Alert};
 use crate::policy::PolicyView;
 use crate::{AppState, Task};
@@ -214,7 +214,7 @@ async fn send(
 
 /// Logs what the user is not shown.
 fn log_failure(request_id: &str, operation: &str, trouble: &Trouble, failure: &Failure) {
-    if *failure == Failure::Misconfigured {
+    if matches!(failure, Failure::Misconfigured { .. }) {
         error!(request_id, operation, error = %trouble, "request failed: the portal or the deployment needs an operator");
     } else {
         warn!(request_id, operation, error = %trouble, "request failed");
@@ -222,10 +222,7 @@ fn log_failure(request_id: &str, operation: &str, trouble: &Trouble, failure: &F
 }
 
 fn failure_text(failure: Failure) -> String {
-    match failure {
-        Failure::NothingChanged(m) | Failure::Unknown { message: m, .. } => m,
-        Failure::Misconfigured => MISCONFIGURED.to_owned(),
-    }
+    failure.text().to_owned()
 }
 
 async fn home(State(state): State<AppState>) -> Html<String> {
@@ -352,7 +349,7 @@ async fn apply(
 }
 
 /// The page for an unknown outcome, or `Err(message)` for the caller to
-/// re-render its form with (nothing was changed; the user may retry).
+/// re-render its form with (the user may retry).
 fn after_failure(
     state: &AppState,
     task: Task,

@@ -100,6 +100,28 @@ impl fmt::Debug for pb::TenantKey {
 /// The `ErrorInfo.domain` of every relay error.
 pub const ERROR_DOMAIN: &str = "relay.v1";
 
+/// The ErrorInfo metadata key of an agent's refusal (AGENT_ERROR).
+pub const REFUSAL_KEY: &str = "refusal";
+
+impl pb::EnvelopeRefusal {
+    const PREFIX: &'static str = "ENVELOPE_REFUSAL_";
+
+    /// The name without its `ENVELOPE_REFUSAL_` prefix (`UNKNOWN_KEY`): what
+    /// the `refusal` ErrorInfo entry, a NOT_APPLIED reply's `reason` detail
+    /// and the agent's event log carry.
+    pub fn name(self) -> &'static str {
+        let full = self.as_str_name();
+        full.strip_prefix(Self::PREFIX).unwrap_or(full)
+    }
+
+    /// The refusal named by [`Self::name`]; `None` for a name this release
+    /// does not know.
+    pub fn from_name(name: &str) -> Option<pb::EnvelopeRefusal> {
+        pb::EnvelopeRefusal::from_str_name(&format!("{}{name}", Self::PREFIX))
+            .filter(|r| *r != pb::EnvelopeRefusal::Unspecified)
+    }
+}
+
 macro_rules! reasons {
     ($($(#[$doc:meta])* $variant:ident => $name:literal, $code:ident;)*) => {
         /// Why a relay call failed. The string form is stable and is what
@@ -257,6 +279,18 @@ mod tests {
             assert_eq!(back, reason);
             assert_eq!(meta.get("limit").map(String::as_str), Some("65536"));
         }
+    }
+
+    #[test]
+    fn refusal_names_round_trip_without_their_prefix() {
+        for n in 1..=16 {
+            let r = pb::EnvelopeRefusal::try_from(n).expect("defined");
+            assert!(!r.name().starts_with("ENVELOPE_REFUSAL_"));
+            assert_eq!(pb::EnvelopeRefusal::from_name(r.name()), Some(r));
+        }
+        assert_eq!(pb::EnvelopeRefusal::UnknownKey.name(), "UNKNOWN_KEY");
+        assert_eq!(pb::EnvelopeRefusal::from_name("UNSPECIFIED"), None);
+        assert_eq!(pb::EnvelopeRefusal::from_name("NO_SUCH"), None);
     }
 
     #[test]

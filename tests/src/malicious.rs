@@ -1,7 +1,9 @@
 //! A broker under the attacker's full control: a real TLS gRPC server that
 //! accepts agent sessions and lets the test push any frame to the agent and
 //! read every frame back. With it, a test plays the compromised broker:
-//! it replays, redirects, relabels and alters at will.
+//! it replays, redirects, relabels and alters at will. It also serves the
+//! portal side (relay.v1 `Relay`): it hands each Submit to the test, which
+//! answers it with whatever it likes, whether or not it delivered it.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -9,8 +11,11 @@ use std::sync::Arc;
 
 use proto::pb::agent_frame::Frame as AgentFrameKind;
 use proto::pb::agent_gateway_server::{AgentGateway, AgentGatewayServer};
-use proto::pb::{self, AgentFrame, BrokerFrame, Operation, agent_reply, broker_frame};
-use tokio::sync::{Mutex, mpsc};
+use proto::pb::relay_server::{Relay, RelayServer};
+use proto::pb::{
+    self, AgentFrame, BrokerFrame, EnvelopeRefusal, Operation, agent_reply, broker_frame,
+};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -31,7 +36,12 @@ pub struct HeldSession {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     Envelope(Vec<u8>),
-    Error(String),
+    /// An AgentError: its typed refusal (UNSPECIFIED when none or unknown)
+    /// and its message.
+    Error {
+        refusal: EnvelopeRefusal,
+        message: String,
+    },
 }
 
 impl HeldSession {
@@ -70,8 +80,15 @@ impl HeldSession {
                 {
                     return match reply.result {
                         Some(agent_reply::Result::Envelope(e)) => Answer::Envelope(e),
-                        Some(agent_reply::Result::Error(e)) => Answer::Error(e.message),
-                        None => Answer::Error("empty reply".into()),
+                        Some(agent_reply::Result::Error(e)) => Answer::Error {
+                            refusal: EnvelopeRefusal::try_from(e.refusal)
+                                .unwrap_or(EnvelopeRefusal::Unspecified),
+                            message: e.message,
+                        },
+                        None => Answer::Error {
+                            refusal: EnvelopeRefusal::Unspecified,
+                            message: "empty reply".into(),
+                        },
                     };
                 }
             }
@@ -144,11 +161,84 @@ impl AgentGateway for Gateway {
     }
 }
 
+/// A portal's Submit as the malicious broker holds it: the test may
+/// deliver its envelope (through a [`HeldSession`]) and answers it with
+/// anything.
+pub struct HeldSubmit {
+    pub request: pb::SubmitRequest,
+    answer: oneshot::Sender<Result<pb::SubmitReply, Status>>,
+}
+
+impl HeldSubmit {
+    pub fn answer(self, answer: Result<pb::SubmitReply, Status>) {
+        let _ = self.answer.send(answer);
+    }
+}
+
+/// The portal side: Submit goes to the test, GetConfiguration offers the
+/// keys the test set.
+struct PortalSide {
+    submits: mpsc::UnboundedSender<HeldSubmit>,
+    agent_keys: Arc<std::sync::Mutex<Vec<pb::AgentKey>>>,
+}
+
+#[tonic::async_trait]
+impl Relay for PortalSide {
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitReply>, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.submits
+            .send(HeldSubmit {
+                request: request.into_inner(),
+                answer: tx,
+            })
+            .map_err(|_| Status::internal("nobody holds submits"))?;
+        let reply = rx
+            .await
+            .map_err(|_| Status::internal("the test dropped the submit"))??;
+        Ok(Response::new(reply))
+    }
+
+    async fn ping(
+        &self,
+        _request: Request<pb::PingRequest>,
+    ) -> Result<Response<pb::PingReply>, Status> {
+        Err(Status::unimplemented("ping"))
+    }
+
+    async fn get_configuration(
+        &self,
+        request: Request<pb::GetConfigurationRequest>,
+    ) -> Result<Response<pb::TenantConfiguration>, Status> {
+        Ok(Response::new(pb::TenantConfiguration {
+            tenant: request.into_inner().tenant,
+            writeback_enabled: true,
+            agent_keys: self
+                .agent_keys
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_outcome(
+        &self,
+        _request: Request<pb::GetOutcomeRequest>,
+    ) -> Result<Response<pb::SubmitReply>, Status> {
+        Err(Status::unimplemented("get_outcome"))
+    }
+}
+
 /// The running malicious broker.
 pub struct MaliciousBroker {
     pub addr: SocketAddr,
     pub ca_file: std::path::PathBuf,
     sessions: Arc<Mutex<mpsc::UnboundedReceiver<HeldSession>>>,
+    submits: Arc<Mutex<mpsc::UnboundedReceiver<HeldSubmit>>>,
+    agent_keys: Arc<std::sync::Mutex<Vec<pb::AgentKey>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -166,17 +256,38 @@ impl MaliciousBroker {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = mpsc::unbounded_channel();
+        let (submits_tx, submits_rx) = mpsc::unbounded_channel();
+        let agent_keys = Arc::new(std::sync::Mutex::new(Vec::new()));
         let server = Server::builder()
             .tls_config(ServerTlsConfig::new().identity(identity))
             .expect("tls")
-            .add_service(AgentGatewayServer::new(Gateway { sessions: tx }));
+            .add_service(AgentGatewayServer::new(Gateway { sessions: tx }))
+            .add_service(RelayServer::new(PortalSide {
+                submits: submits_tx,
+                agent_keys: Arc::clone(&agent_keys),
+            }));
         tokio::spawn(server.serve_with_incoming(TcpListenerStream::new(listener)));
         MaliciousBroker {
             addr,
             ca_file: pki.ca_cert,
             sessions: Arc::new(Mutex::new(rx)),
+            submits: Arc::new(Mutex::new(submits_rx)),
+            agent_keys,
             _dir: dir,
         }
+    }
+
+    /// The agent keys GetConfiguration offers portals.
+    pub fn offer_keys(&self, keys: Vec<pb::AgentKey>) {
+        *self.agent_keys.lock().unwrap_or_else(|e| e.into_inner()) = keys;
+    }
+
+    /// Waits for the next Submit of a portal.
+    pub async fn next_submit(&self) -> HeldSubmit {
+        tokio::time::timeout(STARTUP_TIMEOUT, self.submits.lock().await.recv())
+            .await
+            .expect("a portal submits")
+            .expect("server running")
     }
 
     pub fn url(&self) -> String {

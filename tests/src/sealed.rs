@@ -159,3 +159,37 @@ impl SealedAgent {
         let _ = self.task.await;
     }
 }
+
+/// A reset of ada@contoso.example sealed by `portal` to `agent`, with the
+/// header fields a refusal test varies: the tenant it names and when it was
+/// issued (valid for two minutes from then).
+pub fn seal_reset(
+    portal: &KeyPair,
+    agent: &envelope::PublicKey,
+    tenant: &str,
+    request_id: &str,
+    issued_at_ms: u64,
+) -> (Vec<u8>, envelope::PendingReply) {
+    let header = RequestHeader {
+        tenant: tenant.into(),
+        agent_key_id: agent.key_id(),
+        portal_key_id: portal.public.key_id(),
+        request_id: request_id.into(),
+        operation: proto::pb::Operation::ResetPassword as i32 as u8,
+        issued_at_ms,
+        expires_at_ms: issued_at_ms + 120_000,
+    };
+    let body = RequestBody::reset(
+        envelope::Anchor::UserPrincipalName("ada@contoso.example".into()),
+        envelope::Password::new("Refusal-Test-Pass-1"),
+    );
+    envelope::seal_request(portal, agent, &header, &body, &mut envelope::os_rng()).expect("seal")
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}

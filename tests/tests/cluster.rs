@@ -1120,3 +1120,128 @@ async fn every_relayed_request_has_its_outcome_on_every_node() {
     alive.stop().await;
     dead.kill().await;
 }
+
+/// An agent's refusal crossing nodes (agent on a, portal on b) keeps its
+/// typed code: in the answer to Submit and in GetOutcome on either node.
+/// A refusal after opening crosses as the sealed answer it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_crossing_nodes_keeps_its_typed_code() {
+    use agent_client::EnvelopeRefusal;
+    use sas::{KeySlot, Right};
+    use tests::sealed::{SealedAgent, now_ms, onboard, seal_reset};
+
+    let cluster = fast(BrokerCluster::builder(2)).nats_nodes(1).start().await;
+    let tenant = cluster.create_tenant("contoso").await;
+    let onboarded = onboard("contoso");
+    let state = tempfile::tempdir().expect("state");
+    let agent = SealedAgent::start(
+        &cluster.node(0).url(),
+        cluster.ca_file(),
+        &tenant.key(Right::Listen, KeySlot::Primary),
+        "dc01",
+        &onboarded,
+        state.path(),
+    )
+    .await;
+    assert_eq!(cluster.await_routable(1, &tenant).await, "dc01");
+    let portals = [
+        cluster.portal(0, &tenant).await,
+        cluster.portal(1, &tenant).await,
+    ];
+    let (portal_key, agent_key) = (&onboarded.portal, &onboarded.agent_key.public);
+    let stranger = envelope::KeyPair::generate(&mut envelope::os_rng());
+    let cases = [
+        (
+            "x-unknown-key",
+            seal_reset(
+                portal_key,
+                &stranger.public,
+                "contoso",
+                "x-unknown-key",
+                now_ms(),
+            )
+            .0,
+            EnvelopeRefusal::UnknownKey,
+        ),
+        (
+            "x-wrong-tenant",
+            seal_reset(
+                portal_key,
+                agent_key,
+                "fabrikam",
+                "x-wrong-tenant",
+                now_ms(),
+            )
+            .0,
+            EnvelopeRefusal::WrongTenant,
+        ),
+    ];
+    for (id, sealed, expected) in cases {
+        let err = submit_envelope(&portals[1], id, sealed)
+            .await
+            .expect_err("refused");
+        assert_eq!(err.reason(), Some(Reason::AgentError), "{err}");
+        assert_eq!(err.refusal(), Some(expected), "{err}");
+        assert_eq!(metadata(&err, "refusal").as_deref(), Some(expected.name()));
+        assert_eq!(metadata(&err, "agent_id").as_deref(), Some("dc01"));
+        for portal in &portals {
+            // A follower's direct get may lag the write for a moment.
+            let began = Instant::now();
+            let kept = loop {
+                match await_outcome(portal, id).await {
+                    Err(e)
+                        if e.reason() == Some(Reason::OutcomeNotFound)
+                            && began.elapsed() < Duration::from_secs(5) =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
+                    other => break other,
+                }
+            };
+            let kept = kept.expect_err("the refusal is the outcome");
+            assert_eq!(kept.refusal(), Some(expected), "{kept}");
+        }
+    }
+    // Sealed: a replay of an applied envelope, sent through b.
+    let (genuine, pending) = seal_reset(portal_key, agent_key, "contoso", "x-1", now_ms());
+    let first = submit_envelope(&portals[1], "x-1", genuine.clone())
+        .await
+        .expect("answered");
+    assert_eq!(
+        pending.open(&first.envelope).expect("open").outcome,
+        outcome::SUCCESS
+    );
+    // The broker releases the request id a moment after answering.
+    let began = Instant::now();
+    let again = loop {
+        match submit_envelope(&portals[1], "x-1", genuine.clone()).await {
+            Err(e)
+                if e.reason() == Some(Reason::DuplicateRequestId)
+                    && began.elapsed() < Duration::from_secs(5) =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            other => break other.expect("a sealed refusal is an answer"),
+        }
+    };
+    let body = pending.open(&again.envelope).expect("sealed");
+    assert_eq!(body.outcome, outcome::NOT_APPLIED);
+    assert_eq!(body.detail("reason"), Some("REPLAYED"));
+    assert_eq!(agent.applied.all().len(), 1);
+    agent.stop().await;
+}
+
+async fn submit_envelope(
+    portal: &PortalClient,
+    id: &str,
+    sealed: Vec<u8>,
+) -> Result<Submitted, ClientError> {
+    portal
+        .submit(
+            id,
+            Operation::ResetPassword,
+            sealed,
+            Some(Duration::from_secs(10)),
+        )
+        .await
+}

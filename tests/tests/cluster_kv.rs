@@ -395,7 +395,8 @@ async fn the_operator_key_converges_and_outcomes_cross_nodes() {
     // the broker: kept. Another tenant sees none of it.
     let error = StoredAnswer::Error {
         code: 3,
-        message: "REPLAYED: x".into(),
+        refusal: 12,
+        message: "envelope already seen".into(),
     };
     assert!(
         !b.record("contoso", "req.2", "dc01", error.clone(), Admission::Late)

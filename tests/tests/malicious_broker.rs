@@ -5,8 +5,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use envelope::body::outcome;
 use envelope::{Anchor, KeyPair, Password, PendingReply, ReplyError, RequestBody, RequestHeader};
-use proto::pb::Operation;
+use proto::pb::{EnvelopeRefusal, Operation};
 use tests::malicious::{Answer, MaliciousBroker};
 use tests::sealed::{SealedAgent, onboard};
 
@@ -70,13 +71,33 @@ async fn attach(
     (agent, session)
 }
 
-fn refused_with(answer: &Answer, code: &str) {
+/// A refusal before the envelope was opened: an unsealed AgentError with
+/// its typed refusal.
+fn refused_with(answer: &Answer, expected: EnvelopeRefusal) {
     match answer {
-        Answer::Error(message) => assert!(
-            message.starts_with(code),
-            "expected {code}, got {message:?}"
-        ),
-        Answer::Envelope(_) => panic!("expected a {code} refusal, the agent answered"),
+        Answer::Error { refusal, message } => {
+            assert_eq!(*refusal, expected, "{message}");
+            assert!(
+                !message.starts_with(expected.name()),
+                "the code is typed, not in the text: {message:?}"
+            );
+        }
+        Answer::Envelope(_) => panic!("expected a {expected:?} refusal, the agent answered"),
+    }
+}
+
+/// A refusal after the envelope was decrypted: sealed to the portal, outcome
+/// NOT_APPLIED with the refusal's name as its `reason`.
+fn sealed_refusal(answer: &Answer, pending: &PendingReply, expected: EnvelopeRefusal) {
+    match answer {
+        Answer::Envelope(reply) => {
+            let body = pending.open(reply).expect("a sealed refusal opens");
+            assert_eq!(body.outcome, outcome::NOT_APPLIED, "{body:?}");
+            assert_eq!(body.detail("reason"), Some(expected.name()), "{body:?}");
+        }
+        Answer::Error { refusal, message } => {
+            panic!("expected a sealed {expected:?}, got an unsealed {refusal:?}: {message}")
+        }
     }
 }
 
@@ -103,7 +124,7 @@ async fn a_compromised_broker_can_neither_read_forge_replay_redirect_nor_alter()
         .await
     {
         Answer::Envelope(r) => r,
-        Answer::Error(e) => panic!("refused: {e}"),
+        Answer::Error { message, .. } => panic!("refused: {message}"),
     };
     // Reading: the broker holds only ciphertext, both ways.
     assert!(!genuine.windows(15).any(|w| w == b"Correct-Horse-7"));
@@ -126,15 +147,16 @@ async fn a_compromised_broker_can_neither_read_forge_replay_redirect_nor_alter()
         );
     }
 
-    // Replaying the recorded request.
-    refused_with(
+    // Replaying the recorded request: refused after opening, so sealed.
+    sealed_refusal(
         &a.relay("req-1", Operation::ResetPassword, genuine.clone())
             .await,
-        "REPLAYED",
+        &pending,
+        EnvelopeRefusal::Replayed,
     );
 
     // Redirecting tenant contoso's envelope to fabrikam's agent.
-    let (for_contoso, _) = seal(
+    let (for_contoso, pending_2) = seal(
         &contoso.portal,
         &contoso.agent_key,
         "contoso",
@@ -144,19 +166,21 @@ async fn a_compromised_broker_can_neither_read_forge_replay_redirect_nor_alter()
     refused_with(
         &b.relay("req-2", Operation::ResetPassword, for_contoso.clone())
             .await,
-        "WRONG_TENANT",
+        EnvelopeRefusal::WrongTenant,
     );
 
-    // Relabelling what the broker can see.
-    refused_with(
+    // Relabelling what the broker can see: caught after opening, sealed.
+    sealed_refusal(
         &a.relay("req-X", Operation::ResetPassword, for_contoso.clone())
             .await,
-        "REQUEST_ID_MISMATCH",
+        &pending_2,
+        EnvelopeRefusal::RequestIdMismatch,
     );
-    refused_with(
+    sealed_refusal(
         &a.relay("req-2", Operation::UnlockAccount, for_contoso.clone())
             .await,
-        "OPERATION_MISMATCH",
+        &pending_2,
+        EnvelopeRefusal::OperationMismatch,
     );
 
     // Forging: the broker seals with a key of its own.
@@ -171,7 +195,7 @@ async fn a_compromised_broker_can_neither_read_forge_replay_redirect_nor_alter()
     refused_with(
         &a.relay("req-3", Operation::ResetPassword, forged.clone())
             .await,
-        "UNKNOWN_SENDER",
+        EnvelopeRefusal::UnknownSender,
     );
     // ...and claims the pinned portal's key id for it.
     let mut claimed = forged.clone();
@@ -179,7 +203,7 @@ async fn a_compromised_broker_can_neither_read_forge_replay_redirect_nor_alter()
     claimed[at..at + 8].copy_from_slice(&contoso.portal.public.key_id().0);
     refused_with(
         &a.relay("req-3", Operation::ResetPassword, claimed).await,
-        "AUTHENTICATION_FAILED",
+        EnvelopeRefusal::AuthenticationFailed,
     );
 
     // Altering single bytes of a genuine request.
@@ -194,7 +218,7 @@ async fn a_compromised_broker_can_neither_read_forge_replay_redirect_nor_alter()
         let mut altered = fresh.clone();
         altered[i] ^= 0x40;
         match a.relay("req-4", Operation::ResetPassword, altered).await {
-            Answer::Error(_) => {}
+            Answer::Error { .. } => {}
             Answer::Envelope(_) => panic!("byte {i}: an altered envelope was applied"),
         }
     }
@@ -209,9 +233,10 @@ async fn a_compromised_broker_can_neither_read_forge_replay_redirect_nor_alter()
     // The replay window survives an agent restart.
     agent_a.stop().await;
     let (agent_a, mut a) = attach(&evil, &contoso, "dc-a", state_a.path()).await;
-    refused_with(
+    sealed_refusal(
         &a.relay("req-1", Operation::ResetPassword, genuine).await,
-        "REPLAYED",
+        &pending,
+        EnvelopeRefusal::Replayed,
     );
     assert!(agent_a.applied.all().is_empty());
     agent_a.stop().await;
@@ -239,7 +264,7 @@ async fn a_held_back_request_expires_and_the_refusal_reports_the_measured_skew()
         Anchor::UserPrincipalName("ada@contoso.example".into()),
         Password::new("Late-Pass-1"),
     );
-    let (late, _) = envelope::seal_request(
+    let (late, pending) = envelope::seal_request(
         &contoso.portal,
         &contoso.agent_key.public,
         &header,
@@ -248,10 +273,12 @@ async fn a_held_back_request_expires_and_the_refusal_reports_the_measured_skew()
     )
     .expect("seal");
     let answer = a.relay("late-1", Operation::ResetPassword, late).await;
-    refused_with(&answer, "EXPIRED");
-    let Answer::Error(message) = answer else {
+    // Decrypted, then refused: sealed to the portal.
+    sealed_refusal(&answer, &pending, EnvelopeRefusal::Expired);
+    let Answer::Envelope(reply) = answer else {
         unreachable!()
     };
+    let message = pending.open(&reply).expect("sealed").message;
     assert!(message.contains("allowance 60000 ms"), "{message}");
     assert!(
         message.contains("behind the broker"),
@@ -259,4 +286,106 @@ async fn a_held_back_request_expires_and_the_refusal_reports_the_measured_skew()
     );
     assert!(agent.applied.all().is_empty());
     agent.stop().await;
+}
+
+/// The broker delivers the envelope, the agent applies it and seals its
+/// answer, and the broker tells the portal NO_AGENT_ONLINE instead. The SDK
+/// marks that as the broker's word, and the portal does not tell the user
+/// that nothing was changed.
+#[tokio::test]
+async fn an_invented_no_agent_online_after_delivery_is_only_the_brokers_word() {
+    use agent_client::connect::BrokerEndpoint;
+    use agent_client::portal::PortalClient;
+    use agent_client::sealed::{Provenance, SealedPortal};
+    use portal::Task;
+    use portal::outcomes::{Failure, Trouble, failure};
+
+    let evil = MaliciousBroker::start().await;
+    let contoso = onboard("contoso");
+    let state = tempfile::tempdir().expect("state");
+    let (agent, mut a) = attach(&evil, &contoso, "dc-a", state.path()).await;
+    let key = &contoso.agent_key.public;
+    evil.offer_keys(vec![proto::pb::AgentKey {
+        key_id: key.key_id().to_hex(),
+        public_key: key.as_bytes().to_vec(),
+        registered_unix_ms: 0,
+        endorsements: Vec::new(),
+    }]);
+    let client = PortalClient::connect(
+        &BrokerEndpoint::new(evil.url(), Some(&evil.ca_file)),
+        "contoso",
+        PortalClient::send_credential("contoso", sas::Key::generate().expect("key")),
+    )
+    .await
+    .expect("connect");
+    let sealed = SealedPortal::new(client, contoso.portal.clone(), vec![key.fingerprint()]);
+    let submitting = tokio::spawn(async move {
+        let body = RequestBody::reset(
+            Anchor::UserPrincipalName("ada@contoso.example".into()),
+            Password::new("Genuine-Pass-11"),
+        );
+        sealed
+            .submit(
+                "req-1",
+                Operation::ResetPassword,
+                &body,
+                Some(std::time::Duration::from_secs(30)),
+            )
+            .await
+    });
+    let held = evil.next_submit().await;
+    let delivered = a
+        .relay(
+            &held.request.request_id,
+            Operation::ResetPassword,
+            held.request.envelope.to_vec(),
+        )
+        .await;
+    assert!(matches!(delivered, Answer::Envelope(_)), "{delivered:?}");
+    held.answer(Err(proto::status(
+        proto::Reason::NoAgentOnline,
+        "no agent of tenant \"contoso\" is online",
+        &[],
+    )));
+    let err = submitting
+        .await
+        .expect("task")
+        .expect_err("the broker said NO_AGENT_ONLINE");
+    assert_eq!(err.reason(), Some(proto::Reason::NoAgentOnline));
+    assert_eq!(err.provenance(), Provenance::Broker);
+    assert!(err.is_broker_word());
+    // It was applied all the same.
+    assert_eq!(
+        agent.applied.all(),
+        vec![("req-1".to_owned(), "Genuine-Pass-11".to_owned())]
+    );
+    // The portal's rendering says what is true.
+    for task in [Task::Reset, Task::Change] {
+        let shown = failure(&Trouble::Sealed(rebuild(&err)), task, true);
+        let text = shown.text().to_lowercase();
+        assert!(!text.contains("nothing was changed"), "{text}");
+        assert!(text.contains("could not confirm"), "{text}");
+        assert!(text.contains("not connected"), "{text}");
+        assert!(matches!(shown, Failure::TryAgain(_)), "{shown:?}");
+    }
+    agent.stop().await;
+}
+
+/// The same error again (SealedError is not Clone): the broker's status as
+/// the SDK read it.
+fn rebuild(err: &agent_client::sealed::SealedError) -> agent_client::sealed::SealedError {
+    use agent_client::ClientError;
+    use agent_client::sealed::SealedError;
+    match err {
+        SealedError::Relay(ClientError::Relay {
+            reason,
+            message,
+            metadata,
+        }) => SealedError::Relay(ClientError::Relay {
+            reason: *reason,
+            message: message.clone(),
+            metadata: metadata.clone(),
+        }),
+        other => panic!("unexpected {other:?}"),
+    }
 }

@@ -445,3 +445,204 @@ async fn a_full_reset_leaves_no_password_in_the_broker() {
     );
     let _ = agent.start_kill();
 }
+
+/// Every kind of agent refusal reaches the Rust SDK typed, through the real
+/// broker: the ones before decryption as AGENT_ERROR with the `refusal`
+/// ErrorInfo entry (and GetOutcome returns the same), the ones after it
+/// sealed as NOT_APPLIED.
+#[tokio::test]
+async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
+    use agent_client::EnvelopeRefusal;
+    use agent_client::sealed::Provenance;
+    use tests::sealed::{now_ms, seal_reset};
+
+    let broker = BrokerBuilder::new().start().await;
+    let tenant = broker.create_tenant("contoso").await;
+    let onboarded = onboard("contoso");
+    let dir = tempfile::tempdir().expect("dir");
+    let config = agent_config(&broker, &tenant, dir.path());
+    let registrar = onboarding::Registrar::connect(&config)
+        .await
+        .expect("registrar");
+    let ring = Keyring::load(&onboarded.keyring, SETUP_PASSWORD).expect("keyring");
+    registrar.register(ring.current()).await.expect("register");
+    let state = tempfile::tempdir().expect("state");
+    let agent = SealedAgent::start(
+        &broker.url(),
+        &broker.ca_file,
+        &tenant.key(Right::Listen, KeySlot::Primary),
+        "dc01",
+        &onboarded,
+        state.path(),
+    )
+    .await;
+    let client = broker.portal(&tenant, Right::Send).await;
+    let agent_key = &onboarded.agent_key.public;
+    let portal_key = &onboarded.portal;
+    let timeout = Some(Duration::from_secs(10));
+
+    // Refused before opening: unsealed, typed, the broker's word.
+    let stranger = KeyPair::generate(&mut envelope::os_rng());
+    let cases = [
+        (
+            "r-unknown-key",
+            seal_reset(
+                portal_key,
+                &stranger.public,
+                "contoso",
+                "r-unknown-key",
+                now_ms(),
+            )
+            .0,
+            EnvelopeRefusal::UnknownKey,
+        ),
+        (
+            "r-wrong-tenant",
+            seal_reset(
+                portal_key,
+                agent_key,
+                "fabrikam",
+                "r-wrong-tenant",
+                now_ms(),
+            )
+            .0,
+            EnvelopeRefusal::WrongTenant,
+        ),
+        (
+            "r-unknown-sender",
+            seal_reset(
+                &stranger,
+                agent_key,
+                "contoso",
+                "r-unknown-sender",
+                now_ms(),
+            )
+            .0,
+            EnvelopeRefusal::UnknownSender,
+        ),
+    ];
+    for (id, envelope, expected) in cases {
+        let err = client
+            .submit(id, Operation::ResetPassword, envelope, timeout)
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            err.reason(),
+            Some(agent_client::Reason::AgentError),
+            "{err}"
+        );
+        assert_eq!(err.refusal(), Some(expected), "{err}");
+        let agent_client::ClientError::Relay { metadata, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(
+            metadata.get("refusal").map(String::as_str),
+            Some(expected.name())
+        );
+        // GetOutcome returns the same, typed.
+        let again = tests::await_outcome(&client, id)
+            .await
+            .expect_err("a refusal");
+        assert_eq!(again.refusal(), Some(expected), "{again}");
+        assert_eq!(again.to_string(), err.to_string());
+    }
+
+    // Refused after decryption: sealed to the portal, GetOutcome the same.
+    let (expired, pending) = seal_reset(
+        portal_key,
+        agent_key,
+        "contoso",
+        "r-expired",
+        now_ms() - 600_000,
+    );
+    for answer in [
+        client
+            .submit("r-expired", Operation::ResetPassword, expired, timeout)
+            .await
+            .expect("a sealed refusal is an answer"),
+        tests::await_outcome(&client, "r-expired")
+            .await
+            .expect("kept"),
+    ] {
+        let body = pending.open(&answer.envelope).expect("sealed");
+        assert_eq!(body.outcome, outcome::NOT_APPLIED);
+        assert_eq!(body.detail("reason"), Some("EXPIRED"));
+    }
+    let (genuine, pending) = seal_reset(portal_key, agent_key, "contoso", "r-1", now_ms());
+    let first = client
+        .submit("r-1", Operation::ResetPassword, genuine.clone(), timeout)
+        .await
+        .expect("answered");
+    assert_eq!(
+        pending.open(&first.envelope).expect("open").outcome,
+        outcome::SUCCESS
+    );
+    // The broker releases the request id a moment after answering.
+    let began = std::time::Instant::now();
+    let replayed = loop {
+        match client
+            .submit("r-1", Operation::ResetPassword, genuine.clone(), timeout)
+            .await
+        {
+            Err(e)
+                if e.reason() == Some(agent_client::Reason::DuplicateRequestId)
+                    && began.elapsed() < Duration::from_secs(5) =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            other => break other.expect("a sealed refusal is an answer"),
+        }
+    };
+    let body = pending.open(&replayed.envelope).expect("sealed");
+    assert_eq!(body.outcome, outcome::NOT_APPLIED);
+    assert_eq!(body.detail("reason"), Some("REPLAYED"));
+
+    // Through the SealedPortal: a fresh envelope for an applied request id.
+    let portal = sealed_portal(&broker, &tenant, portal_key, vec![agent_key.fingerprint()]).await;
+    let began = std::time::Instant::now();
+    let answer = loop {
+        match portal
+            .submit("r-1", Operation::ResetPassword, &reset(PASSWORD), timeout)
+            .await
+        {
+            Err(e)
+                if e.reason() == Some(agent_client::Reason::DuplicateRequestId)
+                    && began.elapsed() < Duration::from_secs(5) =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            other => break other.expect("a sealed answer"),
+        }
+    };
+    assert_eq!(answer.provenance(), Provenance::Sealed);
+    assert_eq!(
+        answer.not_applied(),
+        Some(EnvelopeRefusal::DuplicateRequestId)
+    );
+    let too_long = sealed_portal(&broker, &tenant, portal_key, vec![agent_key.fingerprint()])
+        .await
+        .with_validity(Duration::from_secs(3600))
+        .submit("r-2", Operation::ResetPassword, &reset(PASSWORD), timeout)
+        .await
+        .expect("a sealed answer");
+    assert_eq!(
+        too_long.not_applied(),
+        Some(EnvelopeRefusal::LifetimeTooLong)
+    );
+    // ...and an unsealed refusal, typed in the SealedError: a portal key the
+    // agent has not pinned.
+    let unpinned = sealed_portal(&broker, &tenant, &stranger, vec![agent_key.fingerprint()]).await;
+    match unpinned
+        .submit("r-3", Operation::ResetPassword, &reset(PASSWORD), timeout)
+        .await
+    {
+        Err(e @ SealedError::Refused { .. }) => {
+            assert_eq!(e.refusal(), Some(EnvelopeRefusal::UnknownSender), "{e}");
+            assert_eq!(e.provenance(), Provenance::Broker);
+            assert!(e.is_broker_word());
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(agent.applied.all().len(), 1, "only the first was applied");
+    agent.stop().await;
+}

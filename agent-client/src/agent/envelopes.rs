@@ -2,8 +2,11 @@
 //! refuses replays and request ids it already applied (both remembered
 //! durably before anything is applied), hands the request to the directory
 //! [`Operations`], and seals the outcome back to the portal. Refusals before
-//! the envelope could be trusted go back unsealed, with the refusal's code,
-//! since there is nobody to seal to.
+//! the envelope could be decrypted go back unsealed, as an AgentError with
+//! the typed refusal ([`refusal_of`]), since there is nobody to seal to.
+//! Those after it was decrypted (its body, lifetime and times, then the
+//! agent's own checks) are sealed to the portal like any reply, with
+//! outcome NOT_APPLIED ([`not_applied`]).
 
 mod store;
 #[cfg(test)]
@@ -18,7 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use envelope::body::outcome;
 use envelope::{KeyPair, PublicKey, Recipient, ReplyBody, RequestBody, RequestHeader};
-use proto::pb::AgentErrorCode;
+use proto::pb::{AgentErrorCode, EnvelopeRefusal};
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
@@ -133,21 +136,72 @@ pub struct EnvelopeHandler {
     pub events: Option<Arc<EventLog>>,
 }
 
-fn refuse(code: &str, message: impl std::fmt::Display) -> HandlerError {
-    HandlerError::new(AgentErrorCode::Rejected, format!("{code}: {message}"))
+/// The relay.v1 refusal of each way opening an envelope fails. Exhaustive:
+/// an `OpenError` added to the envelope crate fails to compile here until
+/// it has its refusal.
+pub fn refusal_of(error: &envelope::OpenError) -> EnvelopeRefusal {
+    use envelope::OpenError as E;
+    match error {
+        E::Malformed(_) => EnvelopeRefusal::Malformed,
+        E::UnsupportedVersion(_) => EnvelopeRefusal::UnsupportedVersion,
+        E::WrongTenant { .. } => EnvelopeRefusal::WrongTenant,
+        // MERGE(addr): uncomment with OpenError::WrongAgent: E::WrongAgent { .. } => EnvelopeRefusal::WrongAgent,
+        E::UnknownKey(_) => EnvelopeRefusal::UnknownKey,
+        E::UnknownSender(_) => EnvelopeRefusal::UnknownSender,
+        E::AuthenticationFailed => EnvelopeRefusal::AuthenticationFailed,
+        E::Expired { .. } => EnvelopeRefusal::Expired,
+        E::NotYetValid { .. } => EnvelopeRefusal::NotYetValid,
+        E::LifetimeTooLong { .. } => EnvelopeRefusal::LifetimeTooLong,
+        E::Replayed => EnvelopeRefusal::Replayed,
+        E::InvalidBody(_) => EnvelopeRefusal::InvalidBody,
+    }
+}
+
+/// The sealed reply of a refusal made after the envelope was decrypted:
+/// outcome NOT_APPLIED, detail `reason` = the refusal's name. It says the
+/// agent did nothing with THIS delivery; nothing about other deliveries of
+/// the same envelope.
+pub fn not_applied(refusal: EnvelopeRefusal, message: impl Into<String>) -> ReplyBody {
+    ReplyBody {
+        outcome: outcome::NOT_APPLIED,
+        message: message.into(),
+        details: vec![("reason".to_owned(), refusal.name().to_owned())],
+    }
 }
 
 impl EnvelopeHandler {
-    fn record_refusal(&self, request: &IncomingRequest, error: &HandlerError) {
+    /// Event 32004 for a refused envelope, sealed or not.
+    fn record_refusal(&self, request: &IncomingRequest, refusal: &str, message: &str) {
         if let Some(events) = &self.events {
-            let code = error.message.split(':').next().unwrap_or_default();
-            let mut e = Event::new(ids::DECRYPTION_ERROR, Level::Error, error.message.clone());
+            let mut e = Event::new(ids::DECRYPTION_ERROR, Level::Error, message.to_owned());
             e.tenant = Some(self.tenant.clone());
             e.request_id = Some(request.request_id.clone());
             e.operation = Some(request.operation.as_str_name().to_owned());
-            e.outcome = Some(code.to_owned());
+            e.outcome = Some(refusal.to_owned());
             events.write(&e);
         }
+    }
+
+    /// Seals a refusal made after decryption to the portal, with `seal`
+    /// (the opened request's, or the refused one's).
+    fn seal_refusal(
+        &self,
+        request: &IncomingRequest,
+        seal: impl FnOnce(&ReplyBody) -> Result<Vec<u8>, envelope::ReplyError>,
+        refusal: EnvelopeRefusal,
+        message: String,
+    ) -> Result<Vec<u8>, HandlerError> {
+        warn!(
+            refusal = refusal.name(),
+            "envelope refused; the refusal is sealed to the portal"
+        );
+        self.record_refusal(request, refusal.name(), &message);
+        seal(&not_applied(refusal, message)).map_err(|e| {
+            HandlerError::new(
+                AgentErrorCode::Internal,
+                format!("cannot seal the reply: {e}"),
+            )
+        })
     }
 }
 
@@ -156,7 +210,8 @@ impl RequestHandler for EnvelopeHandler {
     async fn handle(&self, request: IncomingRequest) -> Result<Vec<u8>, HandlerError> {
         let result = self.open_and_apply(&request).await;
         if let Err(e) = &result {
-            self.record_refusal(&request, e);
+            let name = e.refusal().map_or(e.code.as_str_name(), |r| r.name());
+            self.record_refusal(&request, name, &e.message);
         }
         result
     }
@@ -175,61 +230,91 @@ impl EnvelopeHandler {
             max_lifetime_ms: self.validity.max_lifetime.as_millis() as u64,
         };
         let skew = request.broker_clock_skew_ms;
-        let opened = envelope::open_request(&request.envelope, &recipient).map_err(|e| {
-            warn!(code = e.code(), error = %e, broker_clock_skew_ms = skew, "envelope refused");
-            match e {
-                // Skew is the usual cause of these: say what was measured.
-                envelope::OpenError::Expired { .. } | envelope::OpenError::NotYetValid { .. } => refuse(
-                    e.code(),
-                    format!("{e}; this agent's clock is {skew} ms behind the broker's (negative: ahead)"),
-                ),
-                e => refuse(e.code(), e),
+        let opened = match envelope::open_request_sealing_refusals(&request.envelope, &recipient) {
+            Ok(opened) => opened,
+            Err(envelope::Refused { error: e, reply }) => {
+                warn!(code = e.code(), error = %e, broker_clock_skew_ms = skew, "envelope refused");
+                let message = match e {
+                    // Skew is the usual cause of these: say what was measured.
+                    envelope::OpenError::Expired { .. }
+                    | envelope::OpenError::NotYetValid { .. } => format!(
+                        "{e}; this agent's clock is {skew} ms behind the broker's (negative: ahead)"
+                    ),
+                    ref e => e.to_string(),
+                };
+                return match reply {
+                    // Decrypted before the refusal: sealed to the portal.
+                    Some(reply) => self.seal_refusal(
+                        request,
+                        |body| reply.seal_reply(body, &mut envelope::os_rng()),
+                        refusal_of(&e),
+                        format!("{message}; nothing was done with this delivery"),
+                    ),
+                    // Nobody to seal to.
+                    None => Err(HandlerError::refused(refusal_of(&e), message)),
+                };
             }
-        })?;
-        // The sealed header is authoritative; a broker that relabels a
-        // request is caught here.
+        };
+        // The envelope is open: a refusal is sealed to the portal, so that
+        // the broker can neither hide nor invent it. The sealed header is
+        // authoritative; a broker that relabels a request is caught here.
         if opened.header.request_id != request.request_id {
             warn!("sealed request id differs from the relayed one");
-            return Err(refuse(
-                "REQUEST_ID_MISMATCH",
-                "the relayed request id is not the sealed one",
-            ));
+            return self.seal_refusal(
+                request,
+                |body| opened.seal_reply(body, &mut envelope::os_rng()),
+                EnvelopeRefusal::RequestIdMismatch,
+                "the relayed request id is not the sealed one; nothing was done with this delivery"
+                    .into(),
+            );
         }
         if opened.header.operation as i32 != request.operation as i32 {
             warn!("sealed operation differs from the relayed one");
-            return Err(refuse(
-                "OPERATION_MISMATCH",
-                "the relayed operation is not the sealed one",
-            ));
+            return self.seal_refusal(
+                request,
+                |body| opened.seal_reply(body, &mut envelope::os_rng()),
+                EnvelopeRefusal::OperationMismatch,
+                "the relayed operation is not the sealed one; nothing was done with this delivery"
+                    .into(),
+            );
         }
         let until = opened.header.expires_at_ms + self.validity.skew_allowance.as_millis() as u64;
-        let request = (
+        let request_key = (
             opened.header.tenant.as_str(),
             opened.header.request_id.as_str(),
         );
-        self.replay
-            .check_and_record(opened.enc, until, request, now)
-            .await
-            .map_err(|e| match e {
-                RecordError::Replayed(e) => {
-                    warn!(code = e.code(), "envelope refused");
-                    refuse(e.code(), e)
-                }
-                RecordError::Duplicate => {
-                    let (_, request_id) = request;
-                    warn!(request_id, "request id already applied; refused");
-                    refuse(
-                        "DUPLICATE_REQUEST_ID",
-                        format!("request id {request_id} was already applied by this agent; nothing was done"),
-                    )
-                }
-                // Refused rather than risk applying a request that a restart
-                // would let through again.
-                RecordError::Store => HandlerError::new(
-                    AgentErrorCode::Unavailable,
-                    "REPLAY_STORE_UNAVAILABLE: the agent cannot record the request durably; nothing was applied",
-                ),
-            })?;
+        let recorded = self
+            .replay
+            .check_and_record(opened.enc, until, request_key, now)
+            .await;
+        let refused = match recorded {
+            Ok(()) => None,
+            Err(RecordError::Replayed(e)) => Some((
+                refusal_of(&e),
+                format!("{e}; nothing was done with this delivery"),
+            )),
+            Err(RecordError::Duplicate) => {
+                let (_, request_id) = request_key;
+                Some((
+                    EnvelopeRefusal::DuplicateRequestId,
+                    format!(
+                        "request id {request_id} was already used with another envelope; \
+                         nothing was done with this one"
+                    ),
+                ))
+            }
+            // Refused rather than risk applying a request that a restart
+            // would let through again.
+            Err(RecordError::Store) => Some((
+                EnvelopeRefusal::ReplayStoreUnavailable,
+                "the agent cannot record the request durably; nothing was done with this delivery"
+                    .to_owned(),
+            )),
+        };
+        if let Some((refusal, message)) = refused {
+            let seal = |body: &ReplyBody| opened.seal_reply(body, &mut envelope::os_rng());
+            return self.seal_refusal(request, seal, refusal, message);
+        }
         let reply = self.operations.apply(&opened.header, &opened.body).await;
         info!(outcome = reply.outcome, "request applied");
         opened

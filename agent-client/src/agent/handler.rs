@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use proto::pb::{AgentErrorCode, Operation};
+use proto::pb::{AgentErrorCode, EnvelopeRefusal, Operation};
 
 /// A portal request delivered to this agent.
 #[derive(Debug)]
@@ -25,6 +25,9 @@ pub struct IncomingRequest {
 #[error("{message}")]
 pub struct HandlerError {
     pub code: AgentErrorCode,
+    /// Which check refused the envelope; UNSPECIFIED for an error that is
+    /// not an envelope refusal. Travels as `AgentError.refusal`.
+    pub refusal: EnvelopeRefusal,
     pub message: String,
 }
 
@@ -32,8 +35,23 @@ impl HandlerError {
     pub fn new(code: AgentErrorCode, message: impl Into<String>) -> HandlerError {
         HandlerError {
             code,
+            refusal: EnvelopeRefusal::Unspecified,
             message: message.into(),
         }
+    }
+
+    /// An envelope refused by one of the agent's checks (REJECTED).
+    pub fn refused(refusal: EnvelopeRefusal, message: impl Into<String>) -> HandlerError {
+        HandlerError {
+            code: AgentErrorCode::Rejected,
+            refusal,
+            message: message.into(),
+        }
+    }
+
+    /// The refusal, unless this is another kind of error.
+    pub fn refusal(&self) -> Option<EnvelopeRefusal> {
+        Some(self.refusal).filter(|r| *r != EnvelopeRefusal::Unspecified)
     }
 }
 

@@ -48,11 +48,12 @@ pub enum AgentEvent {
     Refused {
         reason: String,
     },
-    /// A request was answered: with a reply envelope, or refused with the
-    /// refusal's code (`REPLAYED`, `EXPIRED`, ...).
+    /// A request was answered: with a reply envelope (a sealed NOT_APPLIED
+    /// refusal included), or with an AgentError, carrying its refusal when
+    /// it is an envelope refusal (`EXPIRED`, `UNKNOWN_KEY`, ...).
     Answered {
         request_id: String,
-        refusal: Option<String>,
+        refusal: Option<proto::pb::EnvelopeRefusal>,
     },
 }
 

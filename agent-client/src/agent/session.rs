@@ -246,6 +246,7 @@ fn refuse_unavailable(request: pb::RelayedRequest, tx: &mpsc::Sender<AgentFrame>
         agent_reply::Result::Error(pb::AgentError {
             code: pb::AgentErrorCode::Unavailable as i32,
             message: why.to_owned(),
+            refusal: pb::EnvelopeRefusal::Unspecified as i32,
         }),
     );
     let _ = tx.try_send(reply);
@@ -304,11 +305,17 @@ fn dispatch(
                     (agent_reply::Result::Envelope(envelope), None)
                 }
                 Err(e) => {
-                    info!(code = e.code.as_str_name(), error = %e.message, "request refused");
-                    let refusal = e.message.split(':').next().map(str::to_owned);
+                    info!(
+                        code = e.code.as_str_name(),
+                        refusal = e.refusal().map(|r| r.name()),
+                        error = %e.message,
+                        "request refused"
+                    );
+                    let refusal = e.refusal();
                     let error = pb::AgentError {
                         code: e.code as i32,
                         message: e.message,
+                        refusal: e.refusal as i32,
                     };
                     (agent_reply::Result::Error(error), refusal)
                 }

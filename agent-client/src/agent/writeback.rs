@@ -34,25 +34,7 @@ pub struct Writeback {
 
 /// The stable name of an outcome code, for events and logs.
 pub fn outcome_name(code: u16) -> &'static str {
-    match code {
-        outcome::SUCCESS => "SUCCESS",
-        outcome::PASSWORD_TOO_SHORT => "PASSWORD_TOO_SHORT",
-        outcome::FAILS_COMPLEXITY => "FAILS_COMPLEXITY",
-        outcome::IN_HISTORY => "IN_HISTORY",
-        outcome::CHANGED_TOO_RECENTLY => "CHANGED_TOO_RECENTLY",
-        outcome::WRONG_CURRENT_PASSWORD => "WRONG_CURRENT_PASSWORD",
-        outcome::ACCOUNT_DISABLED => "ACCOUNT_DISABLED",
-        outcome::ACCOUNT_LOCKED => "ACCOUNT_LOCKED",
-        outcome::USER_NOT_FOUND => "USER_NOT_FOUND",
-        outcome::SEVERAL_MATCHES => "SEVERAL_MATCHES",
-        outcome::PERMISSION_DENIED => "PERMISSION_DENIED",
-        outcome::PROTECTED_ACCOUNT => "PROTECTED_ACCOUNT",
-        outcome::WRITEBACK_DISABLED => "WRITEBACK_DISABLED",
-        outcome::DIRECTORY_UNAVAILABLE => "DIRECTORY_UNAVAILABLE",
-        outcome::RATE_LIMITED => "RATE_LIMITED",
-        outcome::POLICY_REFUSED => "POLICY_REFUSED",
-        _ => "UNKNOWN",
-    }
+    envelope::Outcome::from_code(code).map_or("UNKNOWN", envelope::Outcome::name)
 }
 
 /// What a portal shows for DIRECTORY_UNAVAILABLE before anything was

@@ -53,10 +53,15 @@ pub fn failure_of(err: &RelayError) -> pb::ForwardFailure {
             acknowledged: *acknowledged,
             ..Default::default()
         },
-        RelayError::AgentError { agent_id, message } => pb::ForwardFailure {
+        RelayError::AgentError {
+            agent_id,
+            refusal,
+            message,
+        } => pb::ForwardFailure {
             kind: K::AgentError as i32,
             agent_id: agent_id.clone(),
             message: message.clone(),
+            refusal: *refusal,
             ..Default::default()
         },
         other => pb::ForwardFailure {
@@ -96,9 +101,11 @@ pub fn relay_error_of(
             agent_id: f.agent_id,
             acknowledged: f.acknowledged,
         }),
-        // The message already ends with the agent's code (RelayError::from_agent).
+        // The message already ends with the agent's code (RelayError::from_agent);
+        // the refusal goes on unchanged.
         K::AgentError => Failure::Final(RelayError::AgentError {
             agent_id: f.agent_id,
+            refusal: f.refusal,
             message: f.message,
         }),
         K::Invalid | K::Unspecified => Failure::Final(RelayError::ForwardRefused {
@@ -126,7 +133,7 @@ mod tests {
                 agent_id: "dc01".into(),
                 acknowledged: true,
             },
-            RelayError::from_agent("dc01".into(), 3, "replayed"),
+            RelayError::from_agent("dc01".into(), 3, 5, "unknown key"),
         ];
         let read: Vec<_> = cases
             .iter()
@@ -150,6 +157,7 @@ mod tests {
             };
             assert_eq!(got.to_string(), case.to_string());
             assert_eq!(got.reason(), case.reason());
+            assert_eq!(got.metadata(), case.metadata());
         }
     }
 

@@ -251,7 +251,7 @@ async fn an_unreachable_broker_is_reported_and_nothing_changed() {
     assert!(
         reply
             .body
-            .contains("cannot be reached right now, so nothing was changed"),
+            .contains("The password service cannot be reached right now. Please try again later."),
         "{}",
         reply.body
     );

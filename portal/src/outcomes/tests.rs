@@ -1,5 +1,7 @@
 use std::collections::HashMap;
 
+use envelope::body::outcome;
+
 use super::*;
 
 fn reply(code: u16, message: &str, details: &[(&str, &str)]) -> ReplyBody {
@@ -135,6 +137,15 @@ fn every_outcome_has_its_own_sentence_built_from_its_details() {
                 "Nothing was changed",
             ],
         ),
+        (
+            outcome::NOT_APPLIED,
+            vec![("reason", "REPLAYED")],
+            vec![
+                "could not confirm whether your password was changed",
+                "did not act on this delivery of your request (REPLAYED)",
+                "Try signing in with your new password",
+            ],
+        ),
     ];
     for (code, details, expected) in &cases {
         let sentence = say(*code, details);
@@ -149,10 +160,34 @@ fn every_outcome_has_its_own_sentence_built_from_its_details() {
             "outcome {code} fell back: {sentence:?}"
         );
     }
-    // Every refusal code 1..=15 is covered above.
+    // Every refusal code 1..=16 is covered above.
     let mut covered: Vec<u16> = cases.iter().map(|(c, ..)| *c).collect();
     covered.dedup();
-    assert_eq!(covered, (1..=15).collect::<Vec<_>>());
+    assert_eq!(covered, (1..=16).collect::<Vec<_>>());
+}
+
+/// NOT_APPLIED is sealed, but covers one delivery only: a broker can replay
+/// an envelope to obtain a genuine one. Never "nothing was changed".
+#[test]
+fn not_applied_is_not_shown_as_nothing_changed() {
+    for reason in ["REPLAYED", "DUPLICATE_REQUEST_ID", "REQUEST_ID_MISMATCH"] {
+        for task in [Task::Reset, Task::Change, Task::Unlock] {
+            let sentence = refusal(
+                &reply(
+                    outcome::NOT_APPLIED,
+                    "nothing was done with this delivery",
+                    &[("reason", reason)],
+                ),
+                task,
+                "ada@contoso.example",
+            );
+            assert!(
+                !sentence.to_lowercase().contains("nothing was"),
+                "{sentence}"
+            );
+            assert!(sentence.contains("could not confirm"), "{sentence}");
+        }
+    }
 }
 
 #[test]
@@ -183,30 +218,61 @@ fn relay(reason: Reason, metadata: &[(&str, &str)]) -> Trouble {
     }))
 }
 
-fn nothing_changed(f: Failure) -> String {
+/// The sentence of a failure the user may retry, which must not claim
+/// that nothing was changed: it is the broker's word.
+fn try_again(f: Failure) -> String {
     match f {
-        Failure::NothingChanged(s) => s,
-        other => panic!("expected NothingChanged, got {other:?}"),
+        Failure::TryAgain(s) => {
+            assert!(!s.to_lowercase().contains("nothing was changed"), "{s}");
+            s
+        }
+        other => panic!("expected TryAgain, got {other:?}"),
     }
 }
 
 #[test]
 fn broker_failures_say_what_happened_to_the_password() {
     let reset = |t: &Trouble| failure(t, Task::Reset, true);
+    let not_connected = try_again(reset(&relay(Reason::NoAgentOnline, &[])));
     assert!(
-        nothing_changed(reset(&relay(Reason::NoAgentOnline, &[])))
-            .contains("on-premises service is not connected")
+        not_connected.contains("on-premises service is not connected"),
+        "{not_connected}"
     );
     assert!(
-        nothing_changed(reset(&relay(Reason::WritebackDisabled, &[])))
+        not_connected.contains("We could not confirm whether your password was changed"),
+        "{not_connected}"
+    );
+    assert!(
+        not_connected.contains("Try signing in with your new password"),
+        "{not_connected}"
+    );
+    assert!(
+        try_again(reset(&relay(Reason::WritebackDisabled, &[])))
             .contains("write-back is turned off")
     );
     assert!(
-        nothing_changed(reset(&relay(
+        try_again(reset(&relay(
             Reason::RateLimited,
             &[("retry_after_ms", "30000")]
         )))
         .contains("about 1 minute")
+    );
+    assert!(try_again(reset(&relay(Reason::AgentsBusy, &[]))).contains("busy"));
+    assert!(try_again(reset(&relay(Reason::ShuttingDown, &[]))).contains("restarting"));
+    assert!(
+        try_again(reset(&Trouble::Sealed(SealedError::Relay(
+            ClientError::Rpc(tonic::Status::unimplemented("no such method"))
+        ))))
+        .contains("cannot be reached")
+    );
+    let unlock = try_again(failure(
+        &relay(Reason::NoAgentOnline, &[]),
+        Task::Unlock,
+        true,
+    ));
+    assert!(
+        unlock.contains("whether your account was unlocked"),
+        "{unlock}"
     );
     match reset(&relay(Reason::OutcomeUnknown, &[])) {
         Failure::Unknown { message, can_check } => {
@@ -227,20 +293,46 @@ fn broker_failures_say_what_happened_to_the_password() {
     }
     // A policy query changes nothing, whatever became of it.
     assert!(
-        nothing_changed(failure(&Trouble::NoAnswer, Task::Reset, false))
+        try_again(failure(&Trouble::NoAnswer, Task::Reset, false))
             .contains("did not answer in time")
     );
-    // Operator problems.
+    assert_eq!(
+        try_again(failure(
+            &relay(Reason::NoAgentOnline, &[]),
+            Task::Reset,
+            false
+        )),
+        "The password service reports that the on-premises service is not connected. \
+         Please try again later."
+    );
+    // Operator problems, on the broker's word: not confirmed.
     for trouble in [
         relay(Reason::BadSignature, &[]),
         relay(Reason::UnknownTenant, &[]),
+        Trouble::Sealed(SealedError::Refused {
+            refusal: Some(agent_client::EnvelopeRefusal::UnknownSender),
+            message: "portal key unknown".into(),
+        }),
+    ] {
+        let f = reset(&trouble);
+        assert_eq!(
+            f,
+            Failure::Misconfigured {
+                nothing_sent: false
+            }
+        );
+        assert!(!f.text().contains("nothing was changed"), "{}", f.text());
+    }
+    // ...and known here, before anything was sent.
+    for trouble in [
         Trouble::Sealed(SealedError::KeyNotTrusted {
             offered: "0011223344556677".into(),
         }),
         Trouble::Sealed(SealedError::NoAgentKey),
-        Trouble::Sealed(SealedError::Refused("portal key unknown".into())),
     ] {
-        assert_eq!(reset(&trouble), Failure::Misconfigured);
+        let f = reset(&trouble);
+        assert_eq!(f, Failure::Misconfigured { nothing_sent: true });
+        assert_eq!(f.text(), MISCONFIGURED);
     }
     assert!(
         matches!(failure(&relay(Reason::OutcomeUnknown, &[]), Task::Unlock, true),

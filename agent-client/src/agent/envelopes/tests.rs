@@ -114,8 +114,65 @@ impl Fixture {
     }
 }
 
-fn refusal_code(error: &HandlerError) -> &str {
-    error.message.split(':').next().unwrap_or_default()
+/// The refusal a sealed NOT_APPLIED reply carries.
+fn sealed_refusal(reply: &[u8], pending: &PendingReply) -> EnvelopeRefusal {
+    let body = pending.open(reply).expect("a sealed reply");
+    assert_eq!(body.outcome, outcome::NOT_APPLIED, "{body:?}");
+    EnvelopeRefusal::from_name(body.detail("reason").expect("a reason")).expect("known")
+}
+
+#[test]
+fn every_open_error_has_its_refusal() {
+    use envelope::OpenError as E;
+    let key = envelope::KeyId([0; 8]);
+    let cases = [
+        (E::Malformed("x"), EnvelopeRefusal::Malformed),
+        (
+            E::UnsupportedVersion(2),
+            EnvelopeRefusal::UnsupportedVersion,
+        ),
+        (
+            E::WrongTenant {
+                expected: "a".into(),
+                found: "b".into(),
+            },
+            EnvelopeRefusal::WrongTenant,
+        ),
+        (E::UnknownKey(key), EnvelopeRefusal::UnknownKey),
+        (E::UnknownSender(key), EnvelopeRefusal::UnknownSender),
+        (
+            E::AuthenticationFailed,
+            EnvelopeRefusal::AuthenticationFailed,
+        ),
+        (
+            E::Expired {
+                expired_ms_ago: 1,
+                allowance_ms: 1,
+            },
+            EnvelopeRefusal::Expired,
+        ),
+        (
+            E::NotYetValid {
+                ahead_ms: 1,
+                allowance_ms: 1,
+            },
+            EnvelopeRefusal::NotYetValid,
+        ),
+        (
+            E::LifetimeTooLong {
+                lifetime_ms: 1,
+                max_ms: 1,
+            },
+            EnvelopeRefusal::LifetimeTooLong,
+        ),
+        (E::Replayed, EnvelopeRefusal::Replayed),
+        (E::InvalidBody("x"), EnvelopeRefusal::InvalidBody),
+    ];
+    for (error, refusal) in cases {
+        assert_eq!(refusal_of(&error), refusal);
+        // The typed name is the envelope crate's own code.
+        assert_eq!(refusal.name(), error.code());
+    }
 }
 
 #[tokio::test]
@@ -126,17 +183,17 @@ async fn a_fresh_envelope_with_an_applied_request_id_is_refused() {
     let reply = handler.handle(first).await.unwrap();
     assert_eq!(pending.open(&reply).unwrap().outcome, outcome::SUCCESS);
 
-    let (again, _) = f.seal("req-1");
-    let err = handler.handle(again).await.unwrap_err();
-    assert_eq!(err.code, AgentErrorCode::Rejected);
+    // Refused after opening: sealed to the portal, not an AgentError.
+    let (again, pending) = f.seal("req-1");
+    let reply = handler.handle(again).await.unwrap();
     assert_eq!(
-        err.message,
-        "DUPLICATE_REQUEST_ID: request id req-1 was already applied by this agent; nothing was done"
+        sealed_refusal(&reply, &pending),
+        EnvelopeRefusal::DuplicateRequestId
     );
     assert_eq!(f.applied(), 1);
 
     // The same envelope again is still a replay, checked first.
-    let (third, _) = f.seal("req-2");
+    let (third, pending) = f.seal("req-2");
     let copy = IncomingRequest {
         request_id: third.request_id.clone(),
         operation: third.operation,
@@ -145,8 +202,8 @@ async fn a_fresh_envelope_with_an_applied_request_id_is_refused() {
         broker_clock_skew_ms: 0,
     };
     handler.handle(third).await.unwrap();
-    let err = handler.handle(copy).await.unwrap_err();
-    assert_eq!(refusal_code(&err), "REPLAYED");
+    let reply = handler.handle(copy).await.unwrap();
+    assert_eq!(sealed_refusal(&reply, &pending), EnvelopeRefusal::Replayed);
     assert_eq!(f.applied(), 2);
 }
 
@@ -157,9 +214,12 @@ async fn applied_request_ids_survive_a_restart_and_others_pass() {
     f.handler().handle(first).await.unwrap();
 
     let restarted = f.handler();
-    let (again, _) = f.seal("req-1");
-    let err = restarted.handle(again).await.unwrap_err();
-    assert_eq!(refusal_code(&err), "DUPLICATE_REQUEST_ID");
+    let (again, pending) = f.seal("req-1");
+    let reply = restarted.handle(again).await.unwrap();
+    assert_eq!(
+        sealed_refusal(&reply, &pending),
+        EnvelopeRefusal::DuplicateRequestId
+    );
     for id in ["req-2", "req-3"] {
         let (other, _) = f.seal(id);
         restarted.handle(other).await.unwrap();
@@ -258,4 +318,48 @@ async fn concurrent_entries_are_grouped_and_all_durable() {
             .await;
         assert_eq!(recorded(result), "DUPLICATE_REQUEST_ID");
     }
+}
+
+#[tokio::test]
+async fn refusals_before_opening_are_typed_agent_errors_and_after_it_sealed() {
+    let f = Fixture::new();
+    let handler = f.handler();
+    // Sealed to a key this agent does not hold: nobody to seal to.
+    let other = Fixture::new();
+    let (foreign, _) = other.seal("req-1");
+    let err = handler.handle(foreign).await.unwrap_err();
+    assert_eq!(err.code, AgentErrorCode::Rejected);
+    assert_eq!(err.refusal(), Some(EnvelopeRefusal::UnknownKey));
+    assert!(!err.message.starts_with("UNKNOWN_KEY"), "{}", err.message);
+    // Relabelled by the broker: opened, so the refusal is sealed.
+    let (mut relabelled, pending) = f.seal("req-2");
+    relabelled.request_id = "req-X".into();
+    let reply = handler.handle(relabelled).await.unwrap();
+    assert_eq!(
+        sealed_refusal(&reply, &pending),
+        EnvelopeRefusal::RequestIdMismatch
+    );
+    let (mut relabelled, pending) = f.seal("req-3");
+    relabelled.operation = Operation::UnlockAccount;
+    let reply = handler.handle(relabelled).await.unwrap();
+    assert_eq!(
+        sealed_refusal(&reply, &pending),
+        EnvelopeRefusal::OperationMismatch
+    );
+    // Decrypted, then refused for its lifetime: sealed as well.
+    drop(handler);
+    let strict = EnvelopeHandler {
+        validity: Validity {
+            max_lifetime: Duration::from_secs(1),
+            ..Validity::default()
+        },
+        ..f.handler()
+    };
+    let (long, pending) = f.seal("req-4");
+    let reply = strict.handle(long).await.unwrap();
+    assert_eq!(
+        sealed_refusal(&reply, &pending),
+        EnvelopeRefusal::LifetimeTooLong
+    );
+    assert_eq!(f.applied(), 0);
 }
