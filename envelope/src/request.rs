@@ -84,8 +84,8 @@ pub fn prepare_seal(
 }
 
 /// Seals `body` from `portal` to `agent`. The header's key ids are filled in
-/// from the keys; the rest of it (tenant, request id, operation, times) is
-/// the caller's.
+/// from the keys; the rest of it (tenant, addressee agent id, request id,
+/// operation, times) is the caller's.
 pub fn seal_request(
     portal: &KeyPair,
     agent: &PublicKey,
@@ -160,6 +160,9 @@ fn seal_checked(
 pub struct Recipient<'a> {
     /// The tenant this agent serves.
     pub tenant: &'a str,
+    /// This agent's own id (its `Hello.agent_id`): only envelopes addressed
+    /// to it are opened.
+    pub agent_id: &'a str,
     /// The agent's key pairs: the current one and any kept for overlap.
     pub keys: &'a [KeyPair],
     /// The portal keys pinned at onboarding.
@@ -200,6 +203,12 @@ pub fn open_request(bytes: &[u8], to: &Recipient<'_>) -> Result<OpenedRequest, O
         return Err(OpenError::WrongTenant {
             expected: to.tenant.to_owned(),
             found: header.tenant,
+        });
+    }
+    if header.agent_id != to.agent_id {
+        return Err(OpenError::WrongAgent {
+            expected: to.agent_id.to_owned(),
+            found: header.agent_id,
         });
     }
     let key = to
