@@ -141,9 +141,14 @@ impl Relay for RelayService {
             request_id,
             operation,
             envelope,
+            agent_id,
         } = request.into_inner();
         if !proto::names::is_valid_request_id(&request_id) {
             return Err(RelayError::InvalidRequestId.into());
+        }
+        // The addressee: the request goes to that agent only.
+        if !proto::names::is_valid_agent_id(&agent_id) {
+            return Err(RelayError::InvalidAddressee.into());
         }
         let operation = match Operation::try_from(operation) {
             Ok(Operation::Unspecified) | Err(_) => {
@@ -209,6 +214,7 @@ impl Relay for RelayService {
                             tenant: tenant.clone(),
                             request_id: request_id.clone(),
                             operation,
+                            agent_id: Some(agent_id),
                             envelope,
                             deadline,
                             budget,
@@ -279,6 +285,7 @@ impl Relay for RelayService {
                         tenant,
                         request_id,
                         operation: Operation::Ping,
+                        agent_id: None,
                         envelope: Default::default(),
                         deadline,
                         budget,

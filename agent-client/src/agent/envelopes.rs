@@ -125,6 +125,9 @@ impl KeySource {
 /// Answers relayed requests by opening their envelopes.
 pub struct EnvelopeHandler {
     pub tenant: String,
+    /// This agent's id, as sent in Hello: envelopes addressed to another
+    /// agent of the tenant are refused (WRONG_AGENT).
+    pub agent_id: String,
     pub keys: KeySource,
     pub validity: Validity,
     pub replay: Arc<DurableReplay>,
@@ -168,6 +171,7 @@ impl EnvelopeHandler {
         let (keys, portals) = self.keys.current();
         let recipient = Recipient {
             tenant: &self.tenant,
+            agent_id: &self.agent_id,
             keys: &keys,
             trusted_portals: &portals,
             now_ms: now,
