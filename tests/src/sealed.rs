@@ -110,6 +110,24 @@ impl SealedAgent {
         onboarded: &Onboarded,
         state_dir: &Path,
     ) -> SealedAgent {
+        let applied = Arc::new(Applied::default());
+        Self::start_sharing(
+            url, ca_file, listen_key, agent_id, onboarded, state_dir, applied,
+        )
+        .await
+    }
+
+    /// As [`SealedAgent::start`], applying to `applied`: agents sharing one
+    /// directory (and, from `onboarded`, one keyring).
+    pub async fn start_sharing(
+        url: &str,
+        ca_file: &Path,
+        listen_key: &sas::Key,
+        agent_id: &str,
+        onboarded: &Onboarded,
+        state_dir: &Path,
+        applied: Arc<Applied>,
+    ) -> SealedAgent {
         let key_file = write_key(
             onboarded.dir.path(),
             &format!("{agent_id}.listen"),
@@ -120,9 +138,9 @@ impl SealedAgent {
             onboarded.tenant
         ))
         .expect("agent config");
-        let applied = Arc::new(Applied::default());
         let handler = Arc::new(EnvelopeHandler {
             tenant: onboarded.tenant.clone(),
+            agent_id: agent_id.to_owned(),
             keys: KeySource::keyring(
                 &onboarded.keyring,
                 zeroize::Zeroizing::new(SETUP_PASSWORD.to_owned()),

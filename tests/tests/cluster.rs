@@ -65,8 +65,27 @@ fn agent(cluster: &BrokerCluster, first: usize, tenant: &Tenant, id: &str) -> Ec
         })
 }
 
+/// Submits `id` (payload the id) to an agent a ping finds, wherever it is
+/// connected (`tests::submit_pinged`).
 async fn submit(
     portal: &PortalClient,
+    id: &str,
+    deadline: Duration,
+) -> Result<Submitted, ClientError> {
+    tests::submit_pinged(
+        portal,
+        id,
+        Operation::ResetPassword,
+        id.as_bytes().to_vec(),
+        Some(deadline),
+    )
+    .await
+}
+
+/// Submits `id` (payload the id) addressed to `agent`.
+async fn submit_to(
+    portal: &PortalClient,
+    agent: &str,
     id: &str,
     deadline: Duration,
 ) -> Result<Submitted, ClientError> {
@@ -74,6 +93,7 @@ async fn submit(
         .submit(
             id,
             Operation::ResetPassword,
+            agent,
             id.as_bytes().to_vec(),
             Some(deadline),
         )
@@ -1043,7 +1063,7 @@ async fn every_relayed_request_has_its_outcome_on_every_node() {
     assert_eq!(cluster.await_routable(1, &tenant).await, "slow");
     let gave_up = tokio::time::timeout(
         Duration::from_millis(200),
-        portals[1].submit("r1", Operation::ResetPassword, b"r1".to_vec(), None),
+        portals[1].submit("r1", Operation::ResetPassword, "slow", b"r1".to_vec(), None),
     )
     .await;
     assert!(gave_up.is_err(), "the caller gave up before the answer");
@@ -1071,7 +1091,7 @@ async fn every_relayed_request_has_its_outcome_on_every_node() {
     assert_eq!(cluster.await_routable(1, &tenant).await, "dead");
     proxy.black_hole_new(true);
     proxy.black_hole();
-    let err = submit(&portals[1], "r2", Duration::from_secs(10))
+    let err = submit_to(&portals[1], "dead", "r2", Duration::from_secs(10))
         .await
         .expect_err("no agent could answer");
     assert_eq!(err.reason(), Some(Reason::OutcomeUnknown), "{err}");
@@ -1104,7 +1124,7 @@ async fn every_relayed_request_has_its_outcome_on_every_node() {
     // A live agent on b; the portal retries the same id through a.
     let alive = agent(&cluster, 1, &tenant, "alive").start().await;
     assert_eq!(cluster.await_routable(0, &tenant).await, "alive");
-    let reply = submit(&portals[0], "r2", Duration::from_secs(10))
+    let reply = submit_to(&portals[0], "alive", "r2", Duration::from_secs(10))
         .await
         .expect("the retry is answered");
     assert_eq!(reply.agent_id, "alive");

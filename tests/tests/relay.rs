@@ -51,6 +51,7 @@ async fn requests_reach_the_agent_of_their_own_tenant_only() {
             .submit(
                 &format!("a-{i}"),
                 Operation::ResetPassword,
+                "agent-a",
                 b"sealed-a".to_vec(),
                 None,
             )
@@ -62,6 +63,7 @@ async fn requests_reach_the_agent_of_their_own_tenant_only() {
             .submit(
                 &format!("b-{i}"),
                 Operation::ChangePassword,
+                "agent-b",
                 b"sealed-b".to_vec(),
                 None,
             )
@@ -85,7 +87,7 @@ async fn requests_reach_the_agent_of_their_own_tenant_only() {
     assert_eq!(
         reason(
             cross
-                .submit("x-1", Operation::ResetPassword, vec![1], None)
+                .submit("x-1", Operation::ResetPassword, "agent-b", vec![1], None)
                 .await
         ),
         Reason::BadSignature
@@ -106,7 +108,7 @@ async fn every_portal_error_has_its_own_status() {
         let portal = portal.clone();
         async move {
             portal
-                .submit(id, Operation::ResetPassword, envelope, timeout)
+                .submit(id, Operation::ResetPassword, "slow", envelope, timeout)
                 .await
         }
     };
@@ -133,7 +135,7 @@ async fn every_portal_error_has_its_own_status() {
     .await
     .expect("client");
     let err = ghost
-        .submit("r2", Operation::ResetPassword, vec![1], None)
+        .submit("r2", Operation::ResetPassword, "dc01", vec![1], None)
         .await
         .unwrap_err();
     assert_eq!(err.reason(), Some(Reason::BadSignature));
@@ -156,7 +158,11 @@ async fn every_portal_error_has_its_own_status() {
         Reason::InvalidRequestId
     );
     assert_eq!(
-        reason(portal.submit("r4", Operation::Ping, vec![], None).await),
+        reason(
+            portal
+                .submit("r4", Operation::Ping, "slow", vec![], None)
+                .await
+        ),
         Reason::InvalidOperation
     );
 
@@ -218,7 +224,7 @@ async fn an_agent_error_and_a_lost_agent_are_reported_as_such() {
     let mut agent = broker.agent_process(&tenant, "dc01").start().await;
     let portal = broker.portal(&tenant, Right::Send).await;
     let err = portal
-        .submit("r1", Operation::ResetPassword, vec![1, 2, 3], None)
+        .submit("r1", Operation::ResetPassword, "dc01", vec![1, 2, 3], None)
         .await
         .unwrap_err();
     assert_eq!(err.reason(), Some(Reason::AgentError));
@@ -235,6 +241,7 @@ async fn an_agent_error_and_a_lost_agent_are_reported_as_such() {
                 .submit(
                     "r2",
                     Operation::ResetPassword,
+                    "slow",
                     vec![1],
                     Some(Duration::from_secs(20)),
                 )

@@ -214,6 +214,7 @@ async fn onboarding_is_idempotent_and_keys_rotate_without_downtime() {
             Operation::ResetPassword,
             &reset("During-Overlap-2"),
             &old_key,
+            "dc01",
         )
         .expect("seal");
     let rotated = onboarding::rotate(&config, SETUP_PASSWORD, true)
@@ -239,7 +240,13 @@ async fn onboarding_is_idempotent_and_keys_rotate_without_downtime() {
     let relayed = broker
         .portal(&tenant, Right::Send)
         .await
-        .submit("r-old", Operation::ResetPassword, sealed_to_old, None)
+        .submit(
+            "r-old",
+            Operation::ResetPassword,
+            "dc01",
+            sealed_to_old,
+            None,
+        )
         .await
         .expect("old key still accepted");
     assert_eq!(

@@ -18,10 +18,7 @@ pub fn submit_subject(prefix: &str, tenant: &str) -> String {
 /// which agent ids cannot contain: the token stays one, and distinct ids
 /// stay distinct.
 pub fn agent_subject(prefix: &str, tenant: &str, agent_id: &str) -> String {
-    format!(
-        "{prefix}.v1.{tenant}.agent.{}",
-        agent_id.replace('.', "~")
-    )
+    format!("{prefix}.v1.{tenant}.agent.{}", agent_id.replace('.', "~"))
 }
 
 pub fn encode(event: forward_event::Event) -> Vec<u8> {
