@@ -268,3 +268,97 @@ async fn an_agent_error_and_a_lost_agent_are_reported_as_such() {
     }
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// A request goes to the agent it is addressed to, and to no other: among
+/// three agents of a tenant, each named agent gets exactly its own requests.
+/// The addressee not connected: NO_AGENT_ONLINE at once, naming it, and no
+/// other agent gets the request. No addressee: INVALID_AGENT_ID.
+#[tokio::test]
+async fn a_request_reaches_the_agent_it_names_and_no_other() {
+    let broker = BrokerBuilder::new().start().await;
+    let tenant = broker.create_tenant("contoso").await;
+    let agents = [
+        EchoAgent::start(&broker, &tenant, "dc01").await,
+        EchoAgent::start(&broker, &tenant, "dc02.contoso.example").await,
+        EchoAgent::start(&broker, &tenant, "dc03").await,
+    ];
+    let portal = broker.portal(&tenant, Right::Send).await;
+    for i in 0..12 {
+        let agent = &agents[i % 3].agent_id;
+        let id = format!("r{i}");
+        let reply = portal
+            .submit(
+                &id,
+                Operation::ResetPassword,
+                agent,
+                id.clone().into_bytes(),
+                None,
+            )
+            .await
+            .expect("submit");
+        assert_eq!(&reply.agent_id, agent);
+        assert_eq!(reply.envelope, format!("{agent}|{id}").into_bytes());
+    }
+    for (k, agent) in agents.iter().enumerate() {
+        let mut expected: Vec<String> = (0..12)
+            .filter(|i| i % 3 == k)
+            .map(|i| format!("r{i}"))
+            .collect();
+        let mut got = agent.request_ids();
+        expected.sort();
+        got.sort();
+        assert_eq!(got, expected, "{} got exactly its own", agent.agent_id);
+    }
+
+    // Addressed to an agent that is not connected.
+    let started = Instant::now();
+    let err = portal
+        .submit(
+            "to-dc09",
+            Operation::ResetPassword,
+            "dc09",
+            vec![1],
+            Some(Duration::from_secs(20)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::NoAgentOnline), "{err:?}");
+    assert_eq!(err.code(), Some(Code::Unavailable));
+    match &err {
+        agent_client::ClientError::Relay {
+            metadata, message, ..
+        } => {
+            assert_eq!(metadata.get("agent_id").map(String::as_str), Some("dc09"));
+            assert!(message.contains("dc09"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "at once");
+    assert!(
+        agents
+            .iter()
+            .all(|a| !a.request_ids().contains(&"to-dc09".to_owned())),
+        "no other agent got it"
+    );
+    // Nothing was relayed: GetOutcome knows nothing of it.
+    assert_eq!(
+        reason(portal.outcome("to-dc09").await),
+        Reason::OutcomeNotFound
+    );
+
+    // No addressee, or not an agent id.
+    for bad in ["", "dc 01", "dc01/x", &"d".repeat(65)] {
+        let err = portal
+            .submit("r-bad", Operation::ResetPassword, bad, vec![1], None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), Some(Reason::InvalidAgentId), "{bad:?}");
+        assert_eq!(err.code(), Some(Code::InvalidArgument));
+        assert!(err.to_string().contains("agent_id"), "{err}");
+    }
+    // A ping is addressed to nobody: any agent answers it.
+    assert!(portal.ping(None).await.is_ok());
+    for agent in agents {
+        agent.stop().await;
+    }
+}
