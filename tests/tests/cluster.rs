@@ -1140,3 +1140,52 @@ async fn every_relayed_request_has_its_outcome_on_every_node() {
     alive.stop().await;
     dead.kill().await;
 }
+
+/// A request addressed to an agent goes to the node holding that agent's
+/// session, over its own subject, and to no other agent: from a portal on
+/// a, each of three agents (on a, b and c, one with dots in its id) gets
+/// exactly the requests named for it. An addressee connected nowhere:
+/// NO_AGENT_ONLINE naming it, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_addressed_request_reaches_its_agent_on_whichever_node_holds_it() {
+    let cluster = fast_cluster().await;
+    let tenant = cluster.create_tenant("contoso").await;
+    let ids = ["dc-a", "dc.b.contoso.example", "dc-c"];
+    let mut agents = Vec::new();
+    for (node, id) in ids.iter().enumerate() {
+        agents.push(agent(&cluster, node, &tenant, id).start().await);
+    }
+    for id in ids {
+        cluster.await_agent_serving(&tenant, id).await;
+    }
+    let portal = cluster.portal(0, &tenant).await;
+    for i in 0..9 {
+        let id = format!("r{i}");
+        let to = ids[i % 3];
+        let reply = submit_to(&portal, to, &id, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("{id} to {to}: {e}"));
+        assert_eq!(answered_by(&id, &reply), to);
+    }
+    for (k, agent) in agents.iter().enumerate() {
+        let mut got = agent.request_ids();
+        got.sort();
+        let expected: Vec<String> = (0..9)
+            .filter(|i| i % 3 == k)
+            .map(|i| format!("r{i}"))
+            .collect();
+        assert_eq!(got, expected, "{} got exactly its own", ids[k]);
+    }
+    assert!(forwards(&cluster, 0, "out", "answered").await >= 6.0);
+
+    let started = Instant::now();
+    let err = submit_to(&portal, "dc-z", "to-nobody", Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::NoAgentOnline), "{err}");
+    assert_eq!(metadata(&err, "agent_id").as_deref(), Some("dc-z"));
+    assert!(started.elapsed() < Duration::from_secs(5), "at once");
+    for agent in agents {
+        agent.stop().await;
+    }
+}
