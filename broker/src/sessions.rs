@@ -600,7 +600,7 @@ mod tests {
         assert!(matches!(r.pick("t", &[], Some("b")), Pick::Busy));
         assert!(matches!(r.pick("t", &[], Some("d")), Pick::None));
         assert!(matches!(
-            r.pick("t", &[b.session_id.clone()], Some("b")),
+            r.pick("t", std::slice::from_ref(&b.session_id), Some("b")),
             Pick::None
         ));
     }
