@@ -738,6 +738,71 @@ mod tests {
         assert_eq!(p.take(&b.public).unwrap().agent_key_id(), b.public.key_id());
     }
 
+    fn portal() -> SealedPortal {
+        let channel = tonic::transport::Channel::from_static("http://127.0.0.1:9").connect_lazy();
+        let credential = PortalClient::send_credential("t", sas::Key::generate().unwrap());
+        let client = PortalClient::with_channel(channel, "t", credential);
+        SealedPortal::new(
+            client,
+            KeyPair::generate(&mut envelope::os_rng()),
+            Vec::new(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_addressee_is_the_least_loaded_agent_online_in_turn_among_equals() {
+        let p = portal();
+        assert_eq!(p.least_loaded(&[]), None, "nobody online");
+        *p.agents.lock().unwrap() = vec![("a".into(), 3), ("b".into(), 0), ("c".into(), 0)];
+        let picks: Vec<String> = (0..4).map(|_| p.least_loaded(&[]).unwrap()).collect();
+        assert!(picks.iter().all(|id| id != "a"), "{picks:?}");
+        assert!(picks.contains(&"b".to_owned()) && picks.contains(&"c".to_owned()));
+        // This portal's own submissions count: b has two in flight now.
+        let one = Addressed::start(&p, "b");
+        let two = Addressed::start(&p, "b");
+        assert_eq!(p.least_loaded(&[]).as_deref(), Some("c"));
+        // An agent tried already is not chosen again.
+        assert_eq!(p.least_loaded(&["c".into()]).as_deref(), Some("b"));
+        assert_eq!(p.least_loaded(&["a".into(), "b".into(), "c".into()]), None);
+        drop(one);
+        drop(two);
+        assert!(p.addressed.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_a_failure_before_the_agent_had_it_is_resealed() {
+        let relay = |reason, metadata: &[(&str, &str)]| {
+            SealedError::Relay(ClientError::Relay {
+                reason,
+                message: String::new(),
+                metadata: metadata
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            })
+        };
+        use proto::Reason as R;
+        assert!(not_reached(&relay(
+            R::NoAgentOnline,
+            &[("agent_id", "dc1")]
+        )));
+        assert!(not_reached(&relay(R::AgentsBusy, &[])));
+        assert!(not_reached(&relay(
+            R::OutcomeUnknown,
+            &[("acknowledged", "false")]
+        )));
+        assert!(!not_reached(&relay(
+            R::OutcomeUnknown,
+            &[("acknowledged", "true")]
+        )));
+        assert!(!not_reached(&relay(
+            R::OutcomeUnknown,
+            &[("acknowledged", "unknown")]
+        )));
+        assert!(!not_reached(&relay(R::AgentError, &[])));
+        assert!(!not_reached(&relay(R::DeadlineExceeded, &[])));
+    }
+
     #[tokio::test]
     async fn none_are_made_when_the_target_is_zero() {
         let mut rng = envelope::os_rng();
