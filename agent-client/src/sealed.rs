@@ -473,7 +473,16 @@ impl SealedPortal {
             .client
             .ping(timeout.or(Some(CONFIGURATION_TIMEOUT)))
             .await?;
-        Ok((!tried.contains(&pong.agent_id)).then_some(pong.agent_id))
+        if tried.contains(&pong.agent_id) || !envelope::valid_agent_id(&pong.agent_id) {
+            return Ok(None);
+        }
+        // Remembered with the configuration, so that the next requests
+        // need no ping of their own until it is fetched again.
+        let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        if !agents.iter().any(|(id, _)| *id == pong.agent_id) {
+            agents.push((pong.agent_id.clone(), 0));
+        }
+        Ok(Some(pong.agent_id))
     }
 
     fn least_loaded(&self, tried: &[String]) -> Option<String> {
