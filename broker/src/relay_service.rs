@@ -146,10 +146,6 @@ impl Relay for RelayService {
         if !proto::names::is_valid_request_id(&request_id) {
             return Err(RelayError::InvalidRequestId.into());
         }
-        // The addressee: the request goes to that agent only.
-        if !proto::names::is_valid_agent_id(&agent_id) {
-            return Err(RelayError::InvalidAddressee.into());
-        }
         let operation = match Operation::try_from(operation) {
             Ok(Operation::Unspecified) | Err(_) => {
                 return Err(RelayError::InvalidOperation(format!(
@@ -164,6 +160,11 @@ impl Relay for RelayService {
             }
             Ok(op) => op,
         };
+        // The addressee of a sealed operation: the request goes to that
+        // agent only.
+        if !proto::names::is_valid_agent_id(&agent_id) {
+            return Err(RelayError::InvalidAddressee.into());
+        }
         if envelope.len() > state.config.max_envelope_bytes {
             return Err(RelayError::EnvelopeTooLarge {
                 size: envelope.len(),

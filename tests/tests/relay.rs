@@ -340,9 +340,10 @@ async fn a_request_reaches_the_agent_it_names_and_no_other() {
             .all(|a| !a.request_ids().contains(&"to-dc09".to_owned())),
         "no other agent got it"
     );
-    // Nothing was relayed: GetOutcome knows nothing of it.
+    // Nothing was relayed: GetOutcome knows nothing of it (once the
+    // broker has released the id: PENDING until then).
     assert_eq!(
-        reason(portal.outcome("to-dc09").await),
+        reason(tests::await_outcome(&portal, "to-dc09").await),
         Reason::OutcomeNotFound
     );
 
