@@ -73,13 +73,14 @@ impl PortalClient {
         &self.tenant
     }
 
-    /// Relays a sealed envelope to an agent and returns its sealed reply.
-    /// `timeout` becomes the call's gRPC deadline (the broker's default
-    /// applies when `None`).
+    /// Relays a sealed envelope to `agent_id`, the agent it is addressed to,
+    /// and returns its sealed reply. `timeout` becomes the call's gRPC
+    /// deadline (the broker's default applies when `None`).
     pub async fn submit(
         &self,
         request_id: &str,
         operation: Operation,
+        agent_id: &str,
         envelope: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<Submitted, ClientError> {
@@ -88,6 +89,7 @@ impl PortalClient {
             request_id: request_id.to_owned(),
             operation: operation as i32,
             envelope: envelope.into(),
+            agent_id: agent_id.to_owned(),
         });
         if let Some(t) = timeout {
             request.set_timeout(t);

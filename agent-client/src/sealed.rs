@@ -4,6 +4,12 @@
 //! administrator pinned (confirmed out of band with the on-prem
 //! administrator) or one endorsed by a trusted key along the rotation chain.
 //! A broker that substitutes a key is refused here, before anything is sealed.
+//!
+//! Each envelope is addressed to one agent of the tenant (its id is sealed
+//! in the header, and every other agent refuses it), chosen among the agents
+//! online. When the broker says the addressee is offline or busy before
+//! anything reached it, or that its outcome is unknown without an Ack, the
+//! request is sealed again, under the same request id, to another agent.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -148,6 +154,14 @@ pub struct SealedPortal {
     /// keep a superseded key for days, so a minute-old choice stays valid.
     chosen_key: Mutex<Option<(Instant, PublicKey)>>,
     key_cache: Duration,
+    /// The tenant's agents online when the key was last fetched (agent id,
+    /// requests in flight then): who the envelopes are addressed to.
+    agents: Mutex<Vec<(String, u32)>>,
+    /// This portal's own submissions in progress, per addressee: added to
+    /// the fetched load, so that a cached choice still spreads the work.
+    addressed: Mutex<HashMap<String, u32>>,
+    /// Takes turns between equally loaded agents.
+    turn: AtomicUsize,
     /// Requests that ended in OUTCOME_UNKNOWN, by request id: the reply
     /// keys stay in memory only, so a later `outcome` call can open it.
     pending: Mutex<HashMap<String, Pending>>,
@@ -297,6 +311,9 @@ impl SealedPortal {
             pending: Mutex::new(HashMap::new()),
             chosen_key: Mutex::new(None),
             key_cache: DEFAULT_KEY_CACHE,
+            agents: Mutex::new(Vec::new()),
+            addressed: Mutex::new(HashMap::new()),
+            turn: AtomicUsize::new(0),
             prepared: Arc::new(Prepared::new(DEFAULT_PREPARED)),
         }
     }
@@ -338,6 +355,11 @@ impl SealedPortal {
                 metadata: HashMap::new(),
             })??;
         let key = self.trusted_key(&config.agent_keys)?;
+        *self.agents.lock().unwrap_or_else(|e| e.into_inner()) = config
+            .agents_online
+            .iter()
+            .map(|a| (a.agent_id.clone(), a.in_flight))
+            .collect();
         self.prepared.refill(&self.portal_key, &key);
         *self.chosen_key.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((Instant::now(), key.clone()));
@@ -443,6 +465,10 @@ impl SealedPortal {
         }
     }
 
+    /// Addresses the request to an agent online and submits it; when the
+    /// broker says nothing reached that agent (offline, busy) or that it may
+    /// have it without having acknowledged it, seals it again to another
+    /// agent online, once per agent, within `timeout`.
     async fn submit_to(
         &self,
         request_id: &str,
@@ -451,11 +477,134 @@ impl SealedPortal {
         timeout: Option<Duration>,
         agent_key: PublicKey,
     ) -> Result<Answer, SealedError> {
-        let _busy = Busy::start(self, &agent_key);
-        let (envelope, pending) = self.seal(request_id, operation, body, &agent_key)?;
+        let started = Instant::now();
+        let left = || match timeout {
+            Some(t) => t.checked_sub(started.elapsed()).filter(|d| !d.is_zero()),
+            None => Some(CONFIGURATION_TIMEOUT),
+        };
+        let mut agent_key = agent_key;
+        let mut tried: Vec<String> = Vec::new();
+        let mut last: Option<SealedError> = None;
+        loop {
+            let Some(remaining) = left() else {
+                return Err(last.unwrap_or_else(|| deadline("no agent answered in time")));
+            };
+            let budget = timeout.map(|_| remaining);
+            let agent_id = match self.addressee(&tried, budget).await {
+                Ok(Some(id)) => id,
+                // Every agent online was tried: the last answer stands.
+                Ok(None) => {
+                    return Err(last.unwrap_or_else(|| no_agent(self.client.tenant())));
+                }
+                Err(e) => return Err(last.unwrap_or(e)),
+            };
+            let mut result = self
+                .submit_addressed(request_id, operation, body, budget, &agent_key, &agent_id)
+                .await;
+            // A re-seal can meet the broker still closing the previous
+            // attempt under the same request id: wait for it.
+            while !tried.is_empty()
+                && matches!(&result, Err(e) if e.reason() == Some(proto::Reason::DuplicateRequestId))
+                && left().is_some_and(|d| d > REUSE_PAUSE)
+            {
+                tokio::time::sleep(REUSE_PAUSE).await;
+                let budget = timeout.and_then(|_| left());
+                result = self
+                    .submit_addressed(request_id, operation, body, budget, &agent_key, &agent_id)
+                    .await;
+            }
+            match result {
+                Err(e) if not_reached(&e) => {
+                    tracing::debug!(%agent_id, error = %e, "the addressed agent did not get the request; sealing it to another agent");
+                    tried.push(agent_id);
+                    last = Some(e);
+                    // Who is online now, and the key to seal to.
+                    self.forget_key();
+                    match self.agent_key(timeout.and_then(|_| left())).await {
+                        Ok((key, _)) => agent_key = key,
+                        Err(_) => return Err(last.expect("set above")),
+                    }
+                }
+                Ok(answer) => {
+                    if !tried.is_empty() {
+                        // An earlier attempt's reply key is of no more use.
+                        self.pending
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(request_id);
+                    }
+                    return Ok(answer);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The agent to address the request to: of the agents online not tried
+    /// yet, the one with the fewest requests in flight (as the broker last
+    /// said, plus this portal's own since), in turn among equals. A broker
+    /// listing none it holds (a cluster node whose agents are all on other
+    /// nodes) is asked to ping one.
+    async fn addressee(
+        &self,
+        tried: &[String],
+        timeout: Option<Duration>,
+    ) -> Result<Option<String>, SealedError> {
+        if let Some(id) = self.least_loaded(tried) {
+            return Ok(Some(id));
+        }
+        let pong = self
+            .client
+            .ping(timeout.or(Some(CONFIGURATION_TIMEOUT)))
+            .await?;
+        if tried.contains(&pong.agent_id) || !envelope::valid_agent_id(&pong.agent_id) {
+            return Ok(None);
+        }
+        // Remembered with the configuration, so that the next requests
+        // need no ping of their own until it is fetched again.
+        let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        if !agents.iter().any(|(id, _)| *id == pong.agent_id) {
+            agents.push((pong.agent_id.clone(), 0));
+        }
+        Ok(Some(pong.agent_id))
+    }
+
+    fn least_loaded(&self, tried: &[String]) -> Option<String> {
+        let agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        let addressed = self.addressed.lock().unwrap_or_else(|e| e.into_inner());
+        let load = |id: &String, in_flight: u32| {
+            in_flight.saturating_add(addressed.get(id).copied().unwrap_or(0))
+        };
+        let open: Vec<(u32, &String)> = agents
+            .iter()
+            .filter(|(id, _)| !tried.contains(id) && envelope::valid_agent_id(id))
+            .map(|(id, n)| (load(id, *n), id))
+            .collect();
+        let best = open.iter().map(|(n, _)| *n).min()?;
+        let ties: Vec<&String> = open
+            .iter()
+            .filter(|(n, _)| *n == best)
+            .map(|(_, id)| *id)
+            .collect();
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        Some(ties[turn % ties.len()].clone())
+    }
+
+    async fn submit_addressed(
+        &self,
+        request_id: &str,
+        operation: Operation,
+        body: &RequestBody,
+        timeout: Option<Duration>,
+        agent_key: &PublicKey,
+        agent_id: &str,
+    ) -> Result<Answer, SealedError> {
+        let _busy = Busy::start(self, agent_key);
+        let _addressed = Addressed::start(self, agent_id);
+        let (envelope, pending) = self.seal(request_id, operation, body, agent_key, agent_id)?;
         let submitted = match self
             .client
-            .submit(request_id, operation, envelope, timeout)
+            .submit(request_id, operation, agent_id, envelope, timeout)
             .await
         {
             Ok(s) => s,
@@ -534,19 +683,23 @@ impl SealedPortal {
         Ok(answer)
     }
 
-    /// Seals without sending (for callers that relay themselves).
+    /// Seals without sending (for callers that relay themselves), addressed
+    /// to `agent_id`: only that agent opens it, and the relay must name it
+    /// (`SubmitRequest.agent_id`).
     pub fn seal(
         &self,
         request_id: &str,
         operation: Operation,
         body: &RequestBody,
         agent_key: &PublicKey,
+        agent_id: &str,
     ) -> Result<(Vec<u8>, PendingReply), SealedError> {
         let now = now_ms();
         let header = RequestHeader {
             tenant: self.client.tenant().to_owned(),
             agent_key_id: agent_key.key_id(),
             portal_key_id: self.portal_key.public.key_id(),
+            agent_id: agent_id.to_owned(),
             request_id: request_id.to_owned(),
             operation: operation_of(operation),
             issued_at_ms: now,
@@ -558,6 +711,79 @@ impl SealedPortal {
         };
         Ok(envelope::seal_prepared(prepared, &header, body)?)
     }
+}
+
+/// How long a re-seal waits for the broker to release the request id.
+const REUSE_PAUSE: Duration = Duration::from_millis(25);
+
+/// A submission to an agent in progress, counted against it.
+struct Addressed<'a> {
+    portal: &'a SealedPortal,
+    agent_id: &'a str,
+}
+
+impl<'a> Addressed<'a> {
+    fn start(portal: &'a SealedPortal, agent_id: &'a str) -> Addressed<'a> {
+        *portal
+            .addressed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(agent_id.to_owned())
+            .or_default() += 1;
+        Addressed { portal, agent_id }
+    }
+}
+
+impl Drop for Addressed<'_> {
+    fn drop(&mut self) {
+        let mut addressed = self
+            .portal
+            .addressed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = addressed.get_mut(self.agent_id) {
+            *n -= 1;
+            if *n == 0 {
+                addressed.remove(self.agent_id);
+            }
+        }
+    }
+}
+
+/// Whether the broker says the addressed agent did not get the request and
+/// another may: it is not connected or has no room (nothing was sent), or
+/// the outcome is unknown and the agent never acknowledged it. The
+/// envelope names that agent, so no other would open it: it is sealed anew.
+fn not_reached(e: &SealedError) -> bool {
+    let SealedError::Relay(ClientError::Relay {
+        reason, metadata, ..
+    }) = e
+    else {
+        return false;
+    };
+    match reason {
+        proto::Reason::NoAgentOnline | proto::Reason::AgentsBusy => true,
+        proto::Reason::OutcomeUnknown => {
+            metadata.get("acknowledged").map(String::as_str) == Some("false")
+        }
+        _ => false,
+    }
+}
+
+fn deadline(message: &str) -> SealedError {
+    SealedError::Relay(ClientError::Relay {
+        reason: proto::Reason::DeadlineExceeded,
+        message: message.into(),
+        metadata: HashMap::new(),
+    })
+}
+
+fn no_agent(tenant: &str) -> SealedError {
+    SealedError::Relay(ClientError::Relay {
+        reason: proto::Reason::NoAgentOnline,
+        message: format!("no agent of tenant {tenant:?} is online"),
+        metadata: HashMap::new(),
+    })
 }
 
 fn refused_or_relay(e: ClientError) -> SealedError {
@@ -604,6 +830,71 @@ mod tests {
         assert!(p.ready.lock().unwrap().is_empty());
         refilled(&p, &portal, &b.public).await;
         assert_eq!(p.take(&b.public).unwrap().agent_key_id(), b.public.key_id());
+    }
+
+    fn portal() -> SealedPortal {
+        let channel = tonic::transport::Channel::from_static("http://127.0.0.1:9").connect_lazy();
+        let credential = PortalClient::send_credential("t", sas::Key::generate().unwrap());
+        let client = PortalClient::with_channel(channel, "t", credential);
+        SealedPortal::new(
+            client,
+            KeyPair::generate(&mut envelope::os_rng()),
+            Vec::new(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_addressee_is_the_least_loaded_agent_online_in_turn_among_equals() {
+        let p = portal();
+        assert_eq!(p.least_loaded(&[]), None, "nobody online");
+        *p.agents.lock().unwrap() = vec![("a".into(), 3), ("b".into(), 0), ("c".into(), 0)];
+        let picks: Vec<String> = (0..4).map(|_| p.least_loaded(&[]).unwrap()).collect();
+        assert!(picks.iter().all(|id| id != "a"), "{picks:?}");
+        assert!(picks.contains(&"b".to_owned()) && picks.contains(&"c".to_owned()));
+        // This portal's own submissions count: b has two in flight now.
+        let one = Addressed::start(&p, "b");
+        let two = Addressed::start(&p, "b");
+        assert_eq!(p.least_loaded(&[]).as_deref(), Some("c"));
+        // An agent tried already is not chosen again.
+        assert_eq!(p.least_loaded(&["c".into()]).as_deref(), Some("b"));
+        assert_eq!(p.least_loaded(&["a".into(), "b".into(), "c".into()]), None);
+        drop(one);
+        drop(two);
+        assert!(p.addressed.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_a_failure_before_the_agent_had_it_is_resealed() {
+        let relay = |reason, metadata: &[(&str, &str)]| {
+            SealedError::Relay(ClientError::Relay {
+                reason,
+                message: String::new(),
+                metadata: metadata
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            })
+        };
+        use proto::Reason as R;
+        assert!(not_reached(&relay(
+            R::NoAgentOnline,
+            &[("agent_id", "dc1")]
+        )));
+        assert!(not_reached(&relay(R::AgentsBusy, &[])));
+        assert!(not_reached(&relay(
+            R::OutcomeUnknown,
+            &[("acknowledged", "false")]
+        )));
+        assert!(!not_reached(&relay(
+            R::OutcomeUnknown,
+            &[("acknowledged", "true")]
+        )));
+        assert!(!not_reached(&relay(
+            R::OutcomeUnknown,
+            &[("acknowledged", "unknown")]
+        )));
+        assert!(!not_reached(&relay(R::AgentError, &[])));
+        assert!(!not_reached(&relay(R::DeadlineExceeded, &[])));
     }
 
     #[tokio::test]

@@ -19,6 +19,12 @@ pub enum RelayError {
     WritebackDisabled(String),
     #[error("no agent of tenant {0:?} is online")]
     NoAgentOnline(String),
+    /// The addressed agent has no session (on this node, or in the cluster):
+    /// nothing was sent. Sent as NO_AGENT_ONLINE with `agent_id` metadata.
+    #[error(
+        "agent {agent_id:?} of tenant {tenant:?}, whom the request is addressed to, is not connected; nothing was sent (seal it to another agent of the tenant)"
+    )]
+    AgentOffline { tenant: String, agent_id: String },
     #[error("the deadline of {} passed before an agent answered", humantime::format_duration(*.0))]
     DeadlineExceeded(Duration),
     #[error("the envelope has {size} bytes; the limit is {limit}")]
@@ -50,6 +56,10 @@ pub enum RelayError {
     InvalidAgentId,
     #[error("invalid request id: use 1-128 of [A-Za-z0-9._:-]")]
     InvalidRequestId,
+    #[error(
+        "invalid agent_id: a sealed request names the agent its envelope is addressed to, 1-64 of [A-Za-z0-9._-] (the agent id sealed in the envelope's header)"
+    )]
+    InvalidAddressee,
     #[error("invalid operation: {0}")]
     InvalidOperation(String),
     #[error("invalid key selector: {0}")]
@@ -193,7 +203,7 @@ impl RelayError {
         match self {
             E::UnknownTenant(_) => Reason::UnknownTenant,
             E::WritebackDisabled(_) => Reason::WritebackDisabled,
-            E::NoAgentOnline(_) => Reason::NoAgentOnline,
+            E::NoAgentOnline(_) | E::AgentOffline { .. } => Reason::NoAgentOnline,
             E::DeadlineExceeded(_) => Reason::DeadlineExceeded,
             E::EnvelopeTooLarge { .. } => Reason::EnvelopeTooLarge,
             E::MissingCredential => Reason::MissingCredential,
@@ -206,6 +216,7 @@ impl RelayError {
             E::InvalidTenantName => Reason::InvalidTenantName,
             E::InvalidAgentId => Reason::InvalidAgentId,
             E::InvalidRequestId => Reason::InvalidRequestId,
+            E::InvalidAddressee => Reason::InvalidAgentId,
             E::InvalidOperation(_) => Reason::InvalidOperation,
             E::InvalidKeySelector(_) => Reason::InvalidKeySelector,
             E::ProtocolViolation(_) => Reason::ProtocolViolation,
@@ -254,6 +265,7 @@ impl RelayError {
                 vec![("size", size.to_string()), ("limit", limit.to_string())]
             }
             RelayError::DeadlineExceeded(d) => vec![("deadline_ms", d.as_millis().to_string())],
+            RelayError::AgentOffline { agent_id, .. } => vec![("agent_id", agent_id.clone())],
             RelayError::AgentError {
                 agent_id: agent,
                 refusal,

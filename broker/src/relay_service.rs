@@ -141,6 +141,7 @@ impl Relay for RelayService {
             request_id,
             operation,
             envelope,
+            agent_id,
         } = request.into_inner();
         if !proto::names::is_valid_request_id(&request_id) {
             return Err(RelayError::InvalidRequestId.into());
@@ -159,6 +160,11 @@ impl Relay for RelayService {
             }
             Ok(op) => op,
         };
+        // The addressee of a sealed operation: the request goes to that
+        // agent only.
+        if !proto::names::is_valid_agent_id(&agent_id) {
+            return Err(RelayError::InvalidAddressee.into());
+        }
         if envelope.len() > state.config.max_envelope_bytes {
             return Err(RelayError::EnvelopeTooLarge {
                 size: envelope.len(),
@@ -209,6 +215,7 @@ impl Relay for RelayService {
                             tenant: tenant.clone(),
                             request_id: request_id.clone(),
                             operation,
+                            agent_id: Some(agent_id),
                             envelope,
                             deadline,
                             budget,
@@ -279,6 +286,7 @@ impl Relay for RelayService {
                         tenant,
                         request_id,
                         operation: Operation::Ping,
+                        agent_id: None,
                         envelope: Default::default(),
                         deadline,
                         budget,

@@ -4,11 +4,19 @@
 //! portal-facing service only ever calls `route`, and [`Registry`] is the
 //! single-node implementation that hands requests to sessions it holds.
 //!
-//! A request is *delivered* once its agent acknowledges it. Until then the
-//! broker may give it to another agent (the session broke, the agent said it
-//! is unavailable, or no Ack came within the ack timeout, which also closes
-//! the session as dead). After the Ack it never does: if no answer follows,
-//! the portal is told OUTCOME_UNKNOWN and can ask for the outcome later.
+//! A sealed request is addressed to one agent (its envelope names it, and
+//! every other agent refuses it: WRONG_AGENT), so it goes to that agent's
+//! session only, never to another agent. A ping, which any agent may
+//! answer, goes to the least loaded one.
+//!
+//! A request is *delivered* once its agent acknowledges it. Until it has
+//! reached a session's queue the broker may try again (the session ended
+//! first, or the agent said it is unavailable: another session of the same
+//! agent, after a reconnection; for a ping, another agent). Once the agent
+//! may have it (queued, and the session broke or sent no Ack within the ack
+//! timeout, which also closes the session as dead), a sealed request is
+//! never sent again: the portal is told OUTCOME_UNKNOWN and can ask for the
+//! outcome later.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,7 +37,10 @@ pub struct RouteRequest {
     pub tenant: String,
     pub request_id: String,
     pub operation: Operation,
-    /// Shared, not copied, between attempts on several agents.
+    /// The agent the envelope is addressed to: only its sessions are tried.
+    /// `None` for a ping, which any agent of the tenant may answer.
+    pub agent_id: Option<String>,
+    /// Shared, not copied, between attempts on several sessions.
     pub envelope: Bytes,
     pub deadline: Instant,
     /// The deadline as the caller gave it, for error messages.
@@ -237,8 +248,10 @@ impl Router for Registry {
         // The last agent whose session took the request but ended without
         // an Ack: it may have the request even so.
         let mut maybe_delivered: Option<String> = None;
+        let addressee = request.agent_id.as_deref();
         loop {
-            let session = match (self.pick(&request.tenant, &tried), maybe_delivered.take()) {
+            let picked = self.pick(&request.tenant, &tried, addressee);
+            let session = match (picked, maybe_delivered.take()) {
                 (Pick::Session(s), _) => s,
                 // Nowhere else to go, and it may have been applied: saying
                 // "no agent" or "busy" would claim nothing happened.
@@ -251,12 +264,28 @@ impl Router for Registry {
                 }
                 (Pick::Busy, _) => return Err(RelayError::AgentsBusy(request.tenant.clone())),
                 (Pick::None, _) => {
-                    return Err(RelayError::NoAgentOnline(request.tenant.clone()));
+                    return Err(match addressee {
+                        Some(agent_id) => RelayError::AgentOffline {
+                            tenant: request.tenant.clone(),
+                            agent_id: agent_id.to_owned(),
+                        },
+                        None => RelayError::NoAgentOnline(request.tenant.clone()),
+                    });
                 }
             };
             match self.attempt(&session, &request).await {
                 Attempt::Done(result) => return result,
                 Attempt::Retry { sent } => {
+                    // The addressed agent may have it: never sent again
+                    // (not even to a new session of the same agent, which
+                    // would refuse it as a replay and hide the outcome).
+                    if sent && addressee.is_some() {
+                        return Err(RelayError::OutcomeUnknown {
+                            request_id: request.request_id.clone(),
+                            agent_id: session.agent_id.clone(),
+                            acknowledged: false,
+                        });
+                    }
                     if sent {
                         maybe_delivered = Some(session.agent_id.clone());
                     }

@@ -442,17 +442,22 @@ impl Registry {
     }
 
     /// The routable session with the lowest load score; ties at random so
-    /// that equal agents share the load. Sessions in `exclude` were tried.
+    /// that equal agents share the load. Sessions in `exclude` were tried;
+    /// with an `addressee`, only that agent's sessions are considered.
     /// A picked session has one more request in flight: the caller releases
     /// it when the request ends.
-    pub(crate) fn pick(&self, tenant: &str, exclude: &[String]) -> Pick {
+    pub(crate) fn pick(&self, tenant: &str, exclude: &[String], addressee: Option<&str>) -> Pick {
         let Some(list) = self.by_tenant.get(tenant) else {
             return Pick::None;
         };
         let limit = self.limits.max_in_flight_per_agent;
         let live: Vec<&Arc<AgentSession>> = list
             .iter()
-            .filter(|s| s.is_routable() && !exclude.contains(&s.session_id))
+            .filter(|s| {
+                s.is_routable()
+                    && !exclude.contains(&s.session_id)
+                    && addressee.is_none_or(|id| s.agent_id == id)
+            })
             .collect();
         if live.is_empty() {
             return Pick::None;
@@ -520,7 +525,7 @@ mod tests {
     }
 
     fn picked(registry: &Registry) -> String {
-        match registry.pick("t", &[]) {
+        match registry.pick("t", &[], None) {
             Pick::Session(s) => {
                 s.in_flight.fetch_sub(1, Ordering::Relaxed);
                 s.agent_id.clone()
@@ -564,7 +569,7 @@ mod tests {
                 let r = Arc::clone(&r);
                 scope.spawn(move || {
                     for _ in 0..100_000 {
-                        match r.pick("t", &[]) {
+                        match r.pick("t", &[], None) {
                             Pick::Session(s) => {
                                 s.in_flight.fetch_sub(1, Ordering::AcqRel);
                             }
@@ -581,16 +586,41 @@ mod tests {
     }
 
     #[test]
+    fn an_addressed_pick_takes_only_the_named_agent() {
+        let r = registry(1);
+        let _a = session(&r, "a");
+        let b = session(&r, "b");
+        let _c = session(&r, "c");
+        for _ in 0..16 {
+            match r.pick("t", &[], Some("b")) {
+                Pick::Session(s) => {
+                    assert_eq!(s.agent_id, "b");
+                    s.in_flight.fetch_sub(1, Ordering::Relaxed);
+                }
+                _ => panic!("b is live"),
+            }
+        }
+        // b full: busy, although a and c have room.
+        b.in_flight.store(1, Ordering::Relaxed);
+        assert!(matches!(r.pick("t", &[], Some("b")), Pick::Busy));
+        assert!(matches!(r.pick("t", &[], Some("d")), Pick::None));
+        assert!(matches!(
+            r.pick("t", std::slice::from_ref(&b.session_id), Some("b")),
+            Pick::None
+        ));
+    }
+
+    #[test]
     fn full_agents_are_busy_draining_ones_are_skipped() {
         let r = registry(1);
         let a = session(&r, "a");
-        assert!(matches!(r.pick("t", &[]), Pick::Session(_)));
+        assert!(matches!(r.pick("t", &[], None), Pick::Session(_)));
         // The slot is taken: the next pick finds every agent full.
-        assert!(matches!(r.pick("t", &[]), Pick::Busy));
+        assert!(matches!(r.pick("t", &[], None), Pick::Busy));
         a.in_flight.store(0, Ordering::Relaxed);
         a.drain();
-        assert!(matches!(r.pick("t", &[]), Pick::None));
-        assert!(matches!(r.pick("other", &[]), Pick::None));
+        assert!(matches!(r.pick("t", &[], None), Pick::None));
+        assert!(matches!(r.pick("other", &[], None), Pick::None));
     }
 
     #[test]

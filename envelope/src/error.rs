@@ -37,6 +37,10 @@ pub enum OpenError {
     UnsupportedVersion(u8),
     #[error("envelope addressed to tenant {found:?}, not to this agent's tenant {expected:?}")]
     WrongTenant { expected: String, found: String },
+    #[error(
+        "envelope addressed to agent {found:?}, not to this agent ({expected:?}): refused unopened"
+    )]
+    WrongAgent { expected: String, found: String },
     #[error("envelope sealed to key {0}, which this agent does not hold")]
     UnknownKey(KeyId),
     #[error("envelope from portal key {0}, which this agent has not pinned")]
@@ -67,6 +71,7 @@ impl OpenError {
             OpenError::Malformed(_) => "MALFORMED",
             OpenError::UnsupportedVersion(_) => "UNSUPPORTED_VERSION",
             OpenError::WrongTenant { .. } => "WRONG_TENANT",
+            OpenError::WrongAgent { .. } => "WRONG_AGENT",
             OpenError::UnknownKey(_) => "UNKNOWN_KEY",
             OpenError::UnknownSender(_) => "UNKNOWN_SENDER",
             OpenError::AuthenticationFailed => "AUTHENTICATION_FAILED",

@@ -36,7 +36,7 @@ pub use request::{
     OpenedRequest, PendingReply, PreparedSeal, Recipient, RefusalReply, Refused, open_request,
     open_request_sealing_refusals, prepare_seal, seal_prepared, seal_request,
 };
-pub use wire::RequestHeader;
+pub use wire::{RequestHeader, valid_agent_id};
 
 /// The operating system's random number generator, for callers without one.
 pub fn os_rng() -> impl rand_core::CryptoRng {

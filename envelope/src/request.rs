@@ -84,8 +84,8 @@ pub fn prepare_seal(
 }
 
 /// Seals `body` from `portal` to `agent`. The header's key ids are filled in
-/// from the keys; the rest of it (tenant, request id, operation, times) is
-/// the caller's.
+/// from the keys; the rest of it (tenant, addressee agent id, request id,
+/// operation, times) is the caller's.
 pub fn seal_request(
     portal: &KeyPair,
     agent: &PublicKey,
@@ -160,6 +160,9 @@ fn seal_checked(
 pub struct Recipient<'a> {
     /// The tenant this agent serves.
     pub tenant: &'a str,
+    /// This agent's own id (its `Hello.agent_id`): only envelopes addressed
+    /// to it are opened.
+    pub agent_id: &'a str,
     /// The agent's key pairs: the current one and any kept for overlap.
     pub keys: &'a [KeyPair],
     /// The portal keys pinned at onboarding.
@@ -225,7 +228,7 @@ impl From<OpenError> for Refused {
 }
 
 /// [`open_request`], with what seals a reply to the portal when the
-/// refusal came after decryption (steps 7-10 of PROTOCOL.md "Order of
+/// refusal came after decryption (steps 8-11 of PROTOCOL.md "Order of
 /// checks").
 pub fn open_request_sealing_refusals(
     bytes: &[u8],
@@ -237,6 +240,13 @@ pub fn open_request_sealing_refusals(
         return Err(OpenError::WrongTenant {
             expected: to.tenant.to_owned(),
             found: header.tenant,
+        }
+        .into());
+    }
+    if header.agent_id != to.agent_id {
+        return Err(OpenError::WrongAgent {
+            expected: to.agent_id.to_owned(),
+            found: header.agent_id,
         }
         .into());
     }

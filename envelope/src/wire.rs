@@ -7,6 +7,8 @@
 //!   T bytes   tenant (ASCII)
 //!   8 bytes   agent key id       (recipient)
 //!   8 bytes   portal key id      (sender)
+//!   u8        A, agent id length (1..=64)
+//!   A bytes   agent id           (addressee: [A-Za-z0-9._-])
 //!   u8        R, request id length (1..=128)
 //!   R bytes   request id (ASCII)
 //!   u8        operation (relay.v1 Operation number)
@@ -77,6 +79,10 @@ pub struct RequestHeader {
     pub agent_key_id: KeyId,
     /// The portal key that sealed it.
     pub portal_key_id: KeyId,
+    /// The one agent the envelope is addressed to (its `Hello.agent_id`):
+    /// every other agent of the tenant refuses it, so that a broker cannot
+    /// have it applied once per agent.
+    pub agent_id: String,
     pub request_id: String,
     /// The relay.v1 Operation number.
     pub operation: u8,
@@ -91,6 +97,19 @@ fn ascii_field(bytes: &[u8], max: usize, what: &'static str) -> Result<String, &
     String::from_utf8(bytes.to_vec()).map_err(|_| what)
 }
 
+/// The longest agent id, as `Hello.agent_id` allows.
+pub const MAX_AGENT_ID_LEN: usize = 64;
+
+/// Whether `id` is a valid agent id: 1-64 of `[A-Za-z0-9._-]`, the grammar
+/// of `Hello.agent_id`.
+pub fn valid_agent_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_AGENT_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 impl RequestHeader {
     /// Appends the header fields (without enc) to `out`.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
@@ -99,6 +118,8 @@ impl RequestHeader {
         out.extend_from_slice(self.tenant.as_bytes());
         out.extend_from_slice(&self.agent_key_id.0);
         out.extend_from_slice(&self.portal_key_id.0);
+        out.push(self.agent_id.len() as u8);
+        out.extend_from_slice(self.agent_id.as_bytes());
         out.push(self.request_id.len() as u8);
         out.extend_from_slice(self.request_id.as_bytes());
         out.push(self.operation);
@@ -113,6 +134,9 @@ impl RequestHeader {
             || !self.tenant.bytes().all(|b| b.is_ascii_graphic())
         {
             return Err(("tenant", "1-63 printable ASCII characters"));
+        }
+        if !valid_agent_id(&self.agent_id) {
+            return Err(("agent_id", "1-64 characters of [A-Za-z0-9._-]"));
         }
         if self.request_id.is_empty()
             || self.request_id.len() > 128
@@ -149,6 +173,12 @@ pub(crate) fn parse_request(bytes: &[u8]) -> Result<ParsedRequest<'_>, OpenError
         agent.copy_from_slice(r.take(8, "agent key id")?);
         let mut portal = [0u8; 8];
         portal.copy_from_slice(r.take(8, "portal key id")?);
+        let a = r.u8("agent id length")? as usize;
+        let agent_id = std::str::from_utf8(r.take(a, "agent id")?)
+            .ok()
+            .filter(|id| valid_agent_id(id))
+            .ok_or("agent id")?
+            .to_owned();
         let n = r.u8("request id length")? as usize;
         let request_id = ascii_field(r.take(n, "request id")?, 128, "request id")?;
         let operation = r.u8("operation")?;
@@ -158,6 +188,7 @@ pub(crate) fn parse_request(bytes: &[u8]) -> Result<ParsedRequest<'_>, OpenError
             tenant,
             agent_key_id: KeyId(agent),
             portal_key_id: KeyId(portal),
+            agent_id,
             request_id,
             operation,
             issued_at_ms,

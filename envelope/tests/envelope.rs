@@ -31,6 +31,7 @@ fn header(tenant: &str, request_id: &str, op: u8) -> RequestHeader {
         tenant: tenant.into(),
         agent_key_id: envelope::KeyId([0; 8]),
         portal_key_id: envelope::KeyId([0; 8]),
+        agent_id: "dc1-agent".into(),
         request_id: request_id.into(),
         operation: op,
         issued_at_ms: NOW,
@@ -48,6 +49,7 @@ fn reset_body(password: &str) -> RequestBody {
 fn recipient<'a>(portals: &'a [envelope::PublicKey], keys: &'a [KeyPair]) -> Recipient<'a> {
     Recipient {
         tenant: "contoso",
+        agent_id: "dc1-agent",
         keys,
         trusted_portals: portals,
         now_ms: NOW + 1_000,
@@ -188,6 +190,33 @@ fn every_refusal_has_its_own_error() {
         Err(OpenError::WrongTenant { .. })
     ));
 
+    // Addressed to another agent of the same tenant (which may share this
+    // agent's key pair): refused before any public-key operation.
+    let mut to_other = h.clone();
+    to_other.agent_id = "dc2-agent".into();
+    let (other_agent, _) = seal(&w, &to_other, &body);
+    assert_eq!(
+        open_request(&other_agent, &to).unwrap_err(),
+        OpenError::WrongAgent {
+            expected: "dc1-agent".into(),
+            found: "dc2-agent".into(),
+        }
+    );
+    assert_eq!(
+        OpenError::WrongAgent {
+            expected: String::new(),
+            found: String::new(),
+        }
+        .code(),
+        "WRONG_AGENT"
+    );
+    // The same envelope opens at the agent it names.
+    let addressed = Recipient {
+        agent_id: "dc2-agent",
+        ..recipient(&portals, &keys)
+    };
+    assert!(open_request(&other_agent, &addressed).is_ok());
+
     // Sealed to a key this agent does not hold (e.g. substituted by the broker).
     let stranger = KeyPair::generate(&mut os_rng());
     let (to_stranger, _) =
@@ -292,6 +321,7 @@ fn altering_any_single_byte_of_a_request_is_refused() {
                     err,
                     OpenError::AuthenticationFailed
                         | OpenError::WrongTenant { .. }
+                        | OpenError::WrongAgent { .. }
                         | OpenError::UnknownKey(_)
                         | OpenError::UnknownSender(_)
                         | OpenError::Malformed(_)

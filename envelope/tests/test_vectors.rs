@@ -33,6 +33,8 @@ const AGENT_IKM: &[u8] = b"relay.v1 test vector agent key ikm";
 const PORTAL_RNG_SEED: &[u8] = b"relay.v1 test vector portal rng";
 const AGENT_RNG_SEED: &[u8] = b"relay.v1 test vector agent rng";
 const TENANT: &str = "contoso";
+/// The agent the request is addressed to (its `Hello.agent_id`).
+const AGENT_ID: &str = "dc1.contoso.example";
 const REQUEST_ID: &str = "pwreset-20260101-0001";
 /// 2026-01-01T00:00:00Z.
 const ISSUED_AT_MS: u64 = 1_767_225_600_000;
@@ -219,6 +221,7 @@ fn header() -> RequestHeader {
         // seal_request fills both key ids in from the keys it is given.
         agent_key_id: KeyId([0; 8]),
         portal_key_id: KeyId([0; 8]),
+        agent_id: AGENT_ID.into(),
         request_id: REQUEST_ID.into(),
         operation: operation::RESET_PASSWORD,
         issued_at_ms: ISSUED_AT_MS,
@@ -339,7 +342,8 @@ fn generate() -> String {
     // Split the envelope where the document says: the header's fixed and
     // length-prefixed fields, then the 32-byte enc, then the ciphertext.
     let enc = &opened.enc[..];
-    let header_len = 1 + 1 + TENANT.len() + 8 + 8 + 1 + REQUEST_ID.len() + 1 + 8 + 8;
+    let header_len =
+        1 + 1 + TENANT.len() + 8 + 8 + 1 + AGENT_ID.len() + 1 + REQUEST_ID.len() + 1 + 8 + 8;
     assert_eq!(&request[header_len..header_len + 32], enc);
     let aad = &request[..header_len + 32];
     let request_plaintext = request_body().encode().expect("encode request");
@@ -408,6 +412,7 @@ fn generate() -> String {
                         ("tenant", s(&h.tenant)),
                         ("agent_key_id", s(h.agent_key_id.to_hex())),
                         ("portal_key_id", s(h.portal_key_id.to_hex())),
+                        ("agent_id", s(&h.agent_id)),
                         ("request_id", s(&h.request_id)),
                         ("operation", Json::Num(u64::from(h.operation))),
                         ("issued_at_ms", Json::Num(h.issued_at_ms)),
@@ -471,6 +476,7 @@ fn generate() -> String {
 fn recipient<'a>(keys: &'a [KeyPair], trusted: &'a [PublicKey]) -> Recipient<'a> {
     Recipient {
         tenant: TENANT,
+        agent_id: AGENT_ID,
         keys,
         trusted_portals: trusted,
         now_ms: ISSUED_AT_MS + 1_000,
@@ -589,9 +595,20 @@ fn the_committed_envelopes_open_with_the_public_api() {
         max_lifetime_ms: number(&v, "open_at.max_lifetime_ms"),
         ..recipient(&keys, &trusted)
     };
+    // Another agent of the tenant, even holding the same key pair, refuses
+    // it before any public-key operation: it is addressed to one agent.
+    let other = Recipient {
+        agent_id: "dc2.contoso.example",
+        ..recipient(&keys, &trusted)
+    };
+    assert_eq!(
+        open_request(&envelope, &other).unwrap_err().code(),
+        "WRONG_AGENT"
+    );
     let opened = open_request(&envelope, &to).expect("the committed request opens");
     let h = &opened.header;
     assert_eq!(h.tenant, text(&v, "request.header.tenant"));
+    assert_eq!(h.agent_id, text(&v, "request.header.agent_id"));
     assert_eq!(h.request_id, text(&v, "request.header.request_id"));
     assert_eq!(
         u64::from(h.operation),
@@ -618,6 +635,7 @@ fn the_committed_envelopes_open_with_the_public_api() {
         tenant: h.tenant.clone(),
         agent_key_id: KeyId([0; 8]),
         portal_key_id: KeyId([0; 8]),
+        agent_id: h.agent_id.clone(),
         request_id: h.request_id.clone(),
         operation: h.operation,
         issued_at_ms: h.issued_at_ms,
@@ -695,11 +713,14 @@ fn the_committed_vectors_follow_the_documented_construction() {
 
     // The request header, field by field, as the layout table says.
     let tenant = text(&v, "request.header.tenant");
+    let agent_id = text(&v, "request.header.agent_id");
     let request_id = text(&v, "request.header.request_id");
     let mut header = vec![1u8, tenant.len() as u8];
     header.extend_from_slice(tenant.as_bytes());
     header.extend(hex::decode(text(&v, "agent.key_id")).expect("hex"));
     header.extend(hex::decode(text(&v, "portal.key_id")).expect("hex"));
+    header.push(agent_id.len() as u8);
+    header.extend_from_slice(agent_id.as_bytes());
     header.push(request_id.len() as u8);
     header.extend_from_slice(request_id.as_bytes());
     header.push(number(&v, "request.header.operation") as u8);

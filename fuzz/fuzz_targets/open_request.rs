@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use relay_fuzz::{TENANT, fixture};
+use relay_fuzz::{AGENT_ID, TENANT, fixture};
 
 fuzz_target!(
     init: {
@@ -25,6 +25,7 @@ fuzz_target!(
                     "an envelope the portal never sealed opened: {opened:?}"
                 );
                 assert_eq!(opened.header.tenant, TENANT);
+                assert_eq!(opened.header.agent_id, AGENT_ID);
                 assert_eq!(opened.header.agent_key_id, f.agent.public.key_id());
                 assert_eq!(opened.header.portal_key_id, f.portal.public.key_id());
                 assert_eq!(opened.body.check(opened.header.operation), Ok(()));

@@ -17,7 +17,7 @@ use envelope::{Anchor, Password, RequestBody, RequestHeader, open_request, seal_
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use relay_fuzz::{
-    MAX_LIFETIME_MS, NOW_MS, SKEW_ALLOWANCE_MS, TENANT, TestRng, fixture, sample_replies,
+    AGENT_ID, MAX_LIFETIME_MS, NOW_MS, SKEW_ALLOWANCE_MS, TENANT, TestRng, fixture, sample_replies,
 };
 
 fn time_near(u: &mut Unstructured<'_>, base: u64) -> Result<u64> {
@@ -33,6 +33,11 @@ fn input(u: &mut Unstructured<'_>) -> Result<(RequestHeader, RequestBody)> {
         u.arbitrary()?
     } else {
         TENANT.to_owned()
+    };
+    let agent_id = if u.ratio(1, 16)? {
+        u.arbitrary()?
+    } else {
+        AGENT_ID.to_owned()
     };
     let request_id: String = u.arbitrary()?;
     let operation = if u.arbitrary()? {
@@ -61,6 +66,7 @@ fn input(u: &mut Unstructured<'_>) -> Result<(RequestHeader, RequestBody)> {
         tenant,
         agent_key_id: envelope::KeyId([0; 8]),
         portal_key_id: envelope::KeyId([0; 8]),
+        agent_id,
         request_id,
         operation,
         issued_at_ms,
@@ -81,6 +87,9 @@ fn input(u: &mut Unstructured<'_>) -> Result<(RequestHeader, RequestBody)> {
 fn model(h: &RequestHeader) -> Option<&'static str> {
     if h.tenant != TENANT {
         return Some("WRONG_TENANT");
+    }
+    if h.agent_id != AGENT_ID {
+        return Some("WRONG_AGENT");
     }
     let (now, skew, max) = (
         i128::from(NOW_MS),

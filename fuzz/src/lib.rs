@@ -17,6 +17,9 @@ use envelope::{
 use rand_core::{TryCryptoRng, TryRng};
 
 pub const TENANT: &str = "contoso";
+/// The agent of every target (its `Hello.agent_id`), whom the sample
+/// requests are addressed to.
+pub const AGENT_ID: &str = "dc1-agent";
 /// The agent's clock in every target.
 pub const NOW_MS: u64 = 1_800_000_000_000;
 pub const MINUTE_MS: u64 = 60_000;
@@ -162,11 +165,12 @@ impl Fixture {
         fixture
     }
 
-    /// The agent of every target: tenant "contoso", one key, one pinned
+    /// The agent of every target: tenant "contoso", agent id "dc1-agent", one key, one pinned
     /// portal, its clock at [`NOW_MS`].
     pub fn recipient(&self) -> Recipient<'_> {
         Recipient {
             tenant: TENANT,
+            agent_id: AGENT_ID,
             keys: &self.agent_keys,
             trusted_portals: &self.trusted_portals,
             now_ms: NOW_MS,
@@ -205,6 +209,7 @@ pub fn header(request_id: &str, op: u8) -> RequestHeader {
         tenant: TENANT.into(),
         agent_key_id: KeyId([0; 8]),
         portal_key_id: KeyId([0; 8]),
+        agent_id: AGENT_ID.into(),
         request_id: request_id.into(),
         operation: op,
         issued_at_ms: NOW_MS,

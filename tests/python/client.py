@@ -70,6 +70,9 @@ def main():
     parser.add_argument("--ca", required=True)
     parser.add_argument("--tenant", required=True)
     parser.add_argument("--request-id", required=True)
+    parser.add_argument(
+        "--agent-id", required=True, help="the agent the envelope is addressed to"
+    )
     parser.add_argument("--timeout", type=float, required=True, help="seconds")
     args = parser.parse_args()
     token = os.environ["RELAY_TOKEN"]
@@ -88,6 +91,7 @@ def main():
                 request_id=args.request_id,
                 operation=common_pb2.OPERATION_RESET_PASSWORD,
                 envelope=b"sealed",
+                agent_id=args.agent_id,
             )
             started = time.monotonic()
             result = {}

@@ -361,6 +361,27 @@ impl BrokerCluster {
         format!("{SUBJECT_PREFIX}.v1.{}.submit", tenant.name)
     }
 
+    /// The subject requests addressed to `agent_id` are served on ('.' in
+    /// the agent id written '~').
+    pub fn agent_subject(tenant: &Tenant, agent_id: &str) -> String {
+        format!(
+            "{SUBJECT_PREFIX}.v1.{}.agent.{}",
+            tenant.name,
+            agent_id.replace('.', "~")
+        )
+    }
+
+    /// Waits until every running NATS node sees the subscription of the
+    /// node holding `agent_id` to its subject.
+    pub async fn await_agent_serving(&self, tenant: &Tenant, agent_id: &str) {
+        let subject = Self::agent_subject(tenant, agent_id);
+        for k in 0..self.nats.len() {
+            if self.nats.is_running(k) {
+                self.nats.await_interest(k, &subject, 1).await;
+            }
+        }
+    }
+
     /// Waits until every running NATS node sees at least `nodes`
     /// subscriptions to `tenant`'s subject: that many broker nodes hold an
     /// agent of it and take forwarded requests.

@@ -499,3 +499,100 @@ pub async fn await_outcome(
         }
     }
 }
+
+/// Submits an opaque (echo) envelope the way `SealedPortal` addresses a
+/// sealed one: to `agents[first % len]`, and when the broker says that agent
+/// did not get it (not connected, busy, or no Ack: OUTCOME_UNKNOWN with
+/// acknowledged=false), to the next one, once per agent, under the same
+/// request id. The broker itself never gives a request to another agent
+/// than the one named.
+pub async fn submit_any(
+    portal: &PortalClient,
+    request_id: &str,
+    operation: proto::pb::Operation,
+    envelope: Vec<u8>,
+    agents: &[&str],
+    first: usize,
+    timeout: Option<Duration>,
+) -> Result<agent_client::portal::Submitted, agent_client::ClientError> {
+    use proto::Reason;
+    let mut last = None;
+    for k in 0..agents.len() {
+        let agent = agents[(first + k) % agents.len()];
+        let mut result = portal
+            .submit(request_id, operation, agent, envelope.clone(), timeout)
+            .await;
+        // The broker may still be closing the previous attempt's id.
+        for _ in 0..40 {
+            if k == 0
+                || !matches!(&result, Err(e) if e.reason() == Some(Reason::DuplicateRequestId))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            result = portal
+                .submit(request_id, operation, agent, envelope.clone(), timeout)
+                .await;
+        }
+        let moved_on = match &result {
+            Err(agent_client::ClientError::Relay {
+                reason: Reason::NoAgentOnline | Reason::AgentsBusy,
+                ..
+            }) => true,
+            Err(agent_client::ClientError::Relay {
+                reason: Reason::OutcomeUnknown,
+                metadata,
+                ..
+            }) => metadata.get("acknowledged").map(String::as_str) == Some("false"),
+            _ => false,
+        };
+        if !moved_on {
+            return result;
+        }
+        last = Some(result);
+    }
+    last.expect("at least one agent")
+}
+
+/// Submits an opaque (echo) envelope to an agent the broker names: a ping
+/// finds one (the least loaded, or in cluster mode one on some node), and
+/// the request is addressed to it; when the broker says it did not get it,
+/// another ping finds another (at most three times). For tests about
+/// routing across agents and nodes rather than about one named agent.
+pub async fn submit_pinged(
+    portal: &PortalClient,
+    request_id: &str,
+    operation: proto::pb::Operation,
+    envelope: Vec<u8>,
+    timeout: Option<Duration>,
+) -> Result<agent_client::portal::Submitted, agent_client::ClientError> {
+    let mut last = None;
+    for _ in 0..3 {
+        let agent = match portal.ping(timeout).await {
+            Ok(pong) => pong.agent_id,
+            Err(e) => return last.unwrap_or(Err(e)),
+        };
+        let result = submit_any(
+            portal,
+            request_id,
+            operation,
+            envelope.clone(),
+            &[agent.as_str()],
+            0,
+            timeout,
+        )
+        .await;
+        let moved_on = matches!(
+            &result,
+            Err(agent_client::ClientError::Relay {
+                reason: proto::Reason::NoAgentOnline | proto::Reason::AgentsBusy,
+                ..
+            })
+        );
+        if !moved_on {
+            return result;
+        }
+        last = Some(result);
+    }
+    last.expect("tried")
+}

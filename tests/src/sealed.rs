@@ -110,6 +110,24 @@ impl SealedAgent {
         onboarded: &Onboarded,
         state_dir: &Path,
     ) -> SealedAgent {
+        let applied = Arc::new(Applied::default());
+        Self::start_sharing(
+            url, ca_file, listen_key, agent_id, onboarded, state_dir, applied,
+        )
+        .await
+    }
+
+    /// As [`SealedAgent::start`], applying to `applied`: agents sharing one
+    /// directory (and, from `onboarded`, one keyring).
+    pub async fn start_sharing(
+        url: &str,
+        ca_file: &Path,
+        listen_key: &sas::Key,
+        agent_id: &str,
+        onboarded: &Onboarded,
+        state_dir: &Path,
+        applied: Arc<Applied>,
+    ) -> SealedAgent {
         let key_file = write_key(
             onboarded.dir.path(),
             &format!("{agent_id}.listen"),
@@ -120,9 +138,9 @@ impl SealedAgent {
             onboarded.tenant
         ))
         .expect("agent config");
-        let applied = Arc::new(Applied::default());
         let handler = Arc::new(EnvelopeHandler {
             tenant: onboarded.tenant.clone(),
+            agent_id: agent_id.to_owned(),
             keys: KeySource::keyring(
                 &onboarded.keyring,
                 zeroize::Zeroizing::new(SETUP_PASSWORD.to_owned()),
@@ -160,9 +178,10 @@ impl SealedAgent {
     }
 }
 
-/// A reset of ada@contoso.example sealed by `portal` to `agent`, with the
-/// header fields a refusal test varies: the tenant it names and when it was
-/// issued (valid for two minutes from then).
+/// A reset of ada@contoso.example sealed by `portal` to `agent` and
+/// addressed to the agent id `dc01` (the one the refusal tests start), with
+/// the header fields a refusal test varies: the tenant it names and when it
+/// was issued (valid for two minutes from then).
 pub fn seal_reset(
     portal: &KeyPair,
     agent: &envelope::PublicKey,
@@ -174,6 +193,7 @@ pub fn seal_reset(
         tenant: tenant.into(),
         agent_key_id: agent.key_id(),
         portal_key_id: portal.public.key_id(),
+        agent_id: "dc01".into(),
         request_id: request_id.into(),
         operation: proto::pb::Operation::ResetPassword as i32 as u8,
         issued_at_ms,

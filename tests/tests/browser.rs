@@ -57,7 +57,13 @@ async fn the_status_page_shows_connected_agents_and_forgets_a_stopped_one() {
     for i in 0..3 {
         let id = format!("r{i}");
         portal
-            .submit(&id, Operation::ResetPassword, id.clone().into_bytes(), None)
+            .submit(
+                &id,
+                Operation::ResetPassword,
+                "dc01",
+                id.clone().into_bytes(),
+                None,
+            )
             .await
             .expect("submit");
     }

@@ -57,6 +57,7 @@ async fn a_tonic_callers_own_deadline_ends_in_outcome_unknown_with_acknowledged(
             request_id: request_id.clone(),
             operation: Operation::ResetPassword as i32,
             envelope: b"sealed".to_vec().into(),
+            agent_id: "dc01".into(),
         });
         request
             .metadata_mut()
@@ -128,6 +129,7 @@ async fn a_grpcio_callers_own_deadline_ends_in_outcome_unknown_with_acknowledged
             .arg("--ca")
             .arg(&broker.ca_file)
             .args(["--tenant", "contoso", "--request-id", &request_id])
+            .args(["--agent-id", "dc01"])
             .args(["--timeout", timeout])
             .env("RELAY_TOKEN", &token)
             .kill_on_drop(true)

@@ -65,8 +65,27 @@ fn agent(cluster: &BrokerCluster, first: usize, tenant: &Tenant, id: &str) -> Ec
         })
 }
 
+/// Submits `id` (payload the id) to an agent a ping finds, wherever it is
+/// connected (`tests::submit_pinged`).
 async fn submit(
     portal: &PortalClient,
+    id: &str,
+    deadline: Duration,
+) -> Result<Submitted, ClientError> {
+    tests::submit_pinged(
+        portal,
+        id,
+        Operation::ResetPassword,
+        id.as_bytes().to_vec(),
+        Some(deadline),
+    )
+    .await
+}
+
+/// Submits `id` (payload the id) addressed to `agent`.
+async fn submit_to(
+    portal: &PortalClient,
+    agent: &str,
     id: &str,
     deadline: Duration,
 ) -> Result<Submitted, ClientError> {
@@ -74,6 +93,7 @@ async fn submit(
         .submit(
             id,
             Operation::ResetPassword,
+            agent,
             id.as_bytes().to_vec(),
             Some(deadline),
         )
@@ -1043,7 +1063,7 @@ async fn every_relayed_request_has_its_outcome_on_every_node() {
     assert_eq!(cluster.await_routable(1, &tenant).await, "slow");
     let gave_up = tokio::time::timeout(
         Duration::from_millis(200),
-        portals[1].submit("r1", Operation::ResetPassword, b"r1".to_vec(), None),
+        portals[1].submit("r1", Operation::ResetPassword, "slow", b"r1".to_vec(), None),
     )
     .await;
     assert!(gave_up.is_err(), "the caller gave up before the answer");
@@ -1071,7 +1091,7 @@ async fn every_relayed_request_has_its_outcome_on_every_node() {
     assert_eq!(cluster.await_routable(1, &tenant).await, "dead");
     proxy.black_hole_new(true);
     proxy.black_hole();
-    let err = submit(&portals[1], "r2", Duration::from_secs(10))
+    let err = submit_to(&portals[1], "dead", "r2", Duration::from_secs(10))
         .await
         .expect_err("no agent could answer");
     assert_eq!(err.reason(), Some(Reason::OutcomeUnknown), "{err}");
@@ -1104,7 +1124,7 @@ async fn every_relayed_request_has_its_outcome_on_every_node() {
     // A live agent on b; the portal retries the same id through a.
     let alive = agent(&cluster, 1, &tenant, "alive").start().await;
     assert_eq!(cluster.await_routable(0, &tenant).await, "alive");
-    let reply = submit(&portals[0], "r2", Duration::from_secs(10))
+    let reply = submit_to(&portals[0], "alive", "r2", Duration::from_secs(10))
         .await
         .expect("the retry is answered");
     assert_eq!(reply.agent_id, "alive");
@@ -1240,8 +1260,58 @@ async fn submit_envelope(
         .submit(
             id,
             Operation::ResetPassword,
+            "dc01",
             sealed,
             Some(Duration::from_secs(10)),
         )
         .await
+}
+
+/// A request addressed to an agent goes to the node holding that agent's
+/// session, over its own subject, and to no other agent: from a portal on
+/// a, each of three agents (on a, b and c, one with dots in its id) gets
+/// exactly the requests named for it. An addressee connected nowhere:
+/// NO_AGENT_ONLINE naming it, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_addressed_request_reaches_its_agent_on_whichever_node_holds_it() {
+    let cluster = fast_cluster().await;
+    let tenant = cluster.create_tenant("contoso").await;
+    let ids = ["dc-a", "dc.b.contoso.example", "dc-c"];
+    let mut agents = Vec::new();
+    for (node, id) in ids.iter().enumerate() {
+        agents.push(agent(&cluster, node, &tenant, id).start().await);
+    }
+    for id in ids {
+        cluster.await_agent_serving(&tenant, id).await;
+    }
+    let portal = cluster.portal(0, &tenant).await;
+    for i in 0..9 {
+        let id = format!("r{i}");
+        let to = ids[i % 3];
+        let reply = submit_to(&portal, to, &id, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("{id} to {to}: {e}"));
+        assert_eq!(answered_by(&id, &reply), to);
+    }
+    for (k, agent) in agents.iter().enumerate() {
+        let mut got = agent.request_ids();
+        got.sort();
+        let expected: Vec<String> = (0..9)
+            .filter(|i| i % 3 == k)
+            .map(|i| format!("r{i}"))
+            .collect();
+        assert_eq!(got, expected, "{} got exactly its own", ids[k]);
+    }
+    assert!(forwards(&cluster, 0, "out", "answered").await >= 6.0);
+
+    let started = Instant::now();
+    let err = submit_to(&portal, "dc-z", "to-nobody", Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::NoAgentOnline), "{err}");
+    assert_eq!(metadata(&err, "agent_id").as_deref(), Some("dc-z"));
+    assert!(started.elapsed() < Duration::from_secs(5), "at once");
+    for agent in agents {
+        agent.stop().await;
+    }
 }

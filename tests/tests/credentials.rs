@@ -112,7 +112,7 @@ async fn each_right_acts_only_where_it_should() {
             .await
             .expect("client");
     let err = listen_portal
-        .submit("r1", Operation::ResetPassword, vec![1], None)
+        .submit("r1", Operation::ResetPassword, "dc01", vec![1], None)
         .await
         .unwrap_err();
     assert_eq!(err.reason(), Some(Reason::WrongRight));
@@ -124,7 +124,7 @@ async fn each_right_acts_only_where_it_should() {
     assert_eq!(
         reason(
             manage_portal
-                .submit("r2", Operation::ResetPassword, vec![1], None)
+                .submit("r2", Operation::ResetPassword, "dc01", vec![1], None)
                 .await
         ),
         Reason::WrongRight

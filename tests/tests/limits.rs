@@ -57,12 +57,18 @@ async fn a_tenant_over_its_request_rate_is_told_when_to_retry() {
     let portal_a = broker.portal(&a, Right::Send).await;
     for i in 0..3 {
         portal_a
-            .submit(&format!("a-{i}"), Operation::ResetPassword, vec![1], None)
+            .submit(
+                &format!("a-{i}"),
+                Operation::ResetPassword,
+                "agent-a",
+                vec![1],
+                None,
+            )
             .await
             .expect("within the limit");
     }
     let err = portal_a
-        .submit("a-3", Operation::ResetPassword, vec![1], None)
+        .submit("a-3", Operation::ResetPassword, "agent-a", vec![1], None)
         .await
         .unwrap_err();
     assert_eq!(err.reason(), Some(Reason::RateLimited), "{err:?}");
@@ -77,7 +83,7 @@ async fn a_tenant_over_its_request_rate_is_told_when_to_retry() {
     let reply = broker
         .portal(&b, Right::Send)
         .await
-        .submit("b-0", Operation::ResetPassword, vec![1], None)
+        .submit("b-0", Operation::ResetPassword, "agent-b", vec![1], None)
         .await
         .expect("the other tenant is not limited");
     assert_eq!(reply.agent_id, "agent-b");
@@ -98,13 +104,14 @@ async fn a_busy_agent_gets_no_more_than_its_requests_in_flight() {
     let slow_1 = EchoAgent::start_with_delay(&broker, &a, "slow-1", delay).await;
     let _agent_b = EchoAgent::start(&broker, &b, "agent-b").await;
     let portal = broker.portal(&a, Right::Send).await;
-    let submit = |id: &'static str| {
+    let submit = |id: &'static str, agent: &'static str| {
         let portal = portal.clone();
         async move {
             portal
                 .submit(
                     id,
                     Operation::ResetPassword,
+                    agent,
                     vec![1],
                     Some(Duration::from_secs(20)),
                 )
@@ -112,21 +119,26 @@ async fn a_busy_agent_gets_no_more_than_its_requests_in_flight() {
         }
     };
 
-    let r1 = tokio::spawn(submit("r1"));
+    let r1 = tokio::spawn(submit("r1", "slow-1"));
     slow_1.wait_for_request("r1").await;
-    let err = submit("r2").await.unwrap_err();
+    let err = submit("r2", "slow-1").await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::AgentsBusy), "{err:?}");
     assert_eq!(err.code(), Some(Code::ResourceExhausted));
     assert_pings(&broker, &b, "agent-b").await;
     assert_eq!(r1.await.expect("join").expect("r1").agent_id, "slow-1");
 
-    let slow_2 = EchoAgent::start_with_delay(&broker, &a, "slow-2", delay).await;
-    let r3 = tokio::spawn(submit("r3"));
-    tokio::select! {
-        _ = slow_1.wait_for_request("r3") => {}
-        _ = slow_2.wait_for_request("r3") => {}
-    }
-    let r4 = submit("r4").await.expect("the idle agent takes it");
+    let _slow_2 = EchoAgent::start_with_delay(&broker, &a, "slow-2", delay).await;
+    let r3 = tokio::spawn(submit("r3", "slow-1"));
+    slow_1.wait_for_request("r3").await;
+    // The full agent is busy for the request addressed to it; the idle
+    // agent takes the one addressed to it.
+    assert_eq!(
+        submit("r3b", "slow-1").await.unwrap_err().reason(),
+        Some(Reason::AgentsBusy)
+    );
+    let r4 = submit("r4", "slow-2")
+        .await
+        .expect("the idle agent takes it");
     let r3 = r3.await.expect("join").expect("r3");
     assert_ne!(r3.agent_id, r4.agent_id);
 }
@@ -235,7 +247,13 @@ async fn oversized_messages_are_refused_with_the_limit() {
     assert_eq!(
         reason(
             portal_a
-                .submit("r1", Operation::ResetPassword, vec![0; 1025], None)
+                .submit(
+                    "r1",
+                    Operation::ResetPassword,
+                    "agent-b",
+                    vec![0; 1025],
+                    None
+                )
                 .await
         ),
         Reason::EnvelopeTooLarge
@@ -251,6 +269,7 @@ async fn oversized_messages_are_refused_with_the_limit() {
             request_id: "r2".into(),
             operation: Operation::ResetPassword as i32,
             envelope: vec![0; 128 * 1024].into(),
+            agent_id: "agent-a".into(),
         })
         .await
         .unwrap_err();
@@ -265,7 +284,7 @@ async fn oversized_messages_are_refused_with_the_limit() {
     let reply = broker
         .portal(&b, Right::Send)
         .await
-        .submit("b-1", Operation::ResetPassword, vec![1], None)
+        .submit("b-1", Operation::ResetPassword, "agent-b", vec![1], None)
         .await
         .expect("the other tenant still works");
     assert_eq!(reply.agent_id, "agent-b");

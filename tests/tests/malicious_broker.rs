@@ -25,11 +25,24 @@ fn seal(
     request_id: &str,
     password: &str,
 ) -> (Vec<u8>, PendingReply) {
+    seal_to(portal, agent, tenant, "dc-a", request_id, password)
+}
+
+/// Seals a reset addressed to agent `agent_id`.
+fn seal_to(
+    portal: &KeyPair,
+    agent: &KeyPair,
+    tenant: &str,
+    agent_id: &str,
+    request_id: &str,
+    password: &str,
+) -> (Vec<u8>, PendingReply) {
     let now = now_ms();
     let header = RequestHeader {
         tenant: tenant.into(),
         agent_key_id: agent.public.key_id(),
         portal_key_id: portal.public.key_id(),
+        agent_id: agent_id.into(),
         request_id: request_id.into(),
         operation: Operation::ResetPassword as i32 as u8,
         issued_at_ms: now,
@@ -255,6 +268,7 @@ async fn a_held_back_request_expires_and_the_refusal_reports_the_measured_skew()
         tenant: "contoso".into(),
         agent_key_id: contoso.agent_key.public.key_id(),
         portal_key_id: contoso.portal.public.key_id(),
+        agent_id: "dc-a".into(),
         request_id: "late-1".into(),
         operation: Operation::ResetPassword as i32 as u8,
         issued_at_ms: issued,
@@ -387,5 +401,84 @@ fn rebuild(err: &agent_client::sealed::SealedError) -> agent_client::sealed::Sea
             metadata: metadata.clone(),
         }),
         other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// The agents of a tenant share one key pair (the keyring is copied to each)
+/// and keep their own replay windows: a broker delivering one envelope to
+/// each of them would have it applied once per agent, were it not addressed
+/// to one. Three agents over one directory: the named one applies it, the
+/// other two refuse it unopened.
+#[tokio::test]
+async fn an_envelope_delivered_to_every_agent_of_the_tenant_is_applied_once() {
+    let evil = MaliciousBroker::start().await;
+    let contoso = onboard("contoso");
+    let directory = std::sync::Arc::new(tests::sealed::Applied::default());
+    let mut agents = Vec::new();
+    let mut sessions = Vec::new();
+    let mut states = Vec::new();
+    for id in ["dc-1", "dc-2", "dc-3"] {
+        let state = tempfile::tempdir().expect("state");
+        let agent = SealedAgent::start_sharing(
+            &evil.url(),
+            &evil.ca_file,
+            &sas::Key::generate().expect("key"),
+            id,
+            &contoso,
+            state.path(),
+            std::sync::Arc::clone(&directory),
+        )
+        .await;
+        let session = evil.next_session().await;
+        assert_eq!(session.agent_id, id);
+        agents.push(agent);
+        sessions.push(session);
+        states.push(state);
+    }
+    let (envelope, pending) = seal_to(
+        &contoso.portal,
+        &contoso.agent_key,
+        "contoso",
+        "dc-2",
+        "req-everywhere",
+        "Once-Only-Pass-1",
+    );
+    let mut answers = Vec::new();
+    for session in &mut sessions {
+        answers.push(
+            session
+                .relay("req-everywhere", Operation::ResetPassword, envelope.clone())
+                .await,
+        );
+    }
+    refused_with(&answers[0], EnvelopeRefusal::WrongAgent);
+    refused_with(&answers[2], EnvelopeRefusal::WrongAgent);
+    let Answer::Envelope(reply) = &answers[1] else {
+        panic!("the addressed agent refused: {:?}", answers[1]);
+    };
+    assert_eq!(pending.open(reply).expect("open reply").outcome, 0);
+    // And again, in any order: nothing more is applied.
+    for (k, session) in sessions.iter_mut().enumerate().rev() {
+        let again = session
+            .relay("req-everywhere", Operation::ResetPassword, envelope.clone())
+            .await;
+        match (k, &again) {
+            // The addressee itself: a sealed NOT_APPLIED for this delivery.
+            (1, Answer::Envelope(reply)) => {
+                let body = pending.open(reply).expect("open the refusal");
+                assert_eq!(body.outcome, outcome::NOT_APPLIED);
+                assert_eq!(body.detail("reason"), Some("REPLAYED"));
+            }
+            (1, other) => panic!("the addressee answered {other:?}"),
+            (_, other) => refused_with(other, EnvelopeRefusal::WrongAgent),
+        }
+    }
+    assert_eq!(
+        directory.all(),
+        vec![("req-everywhere".to_owned(), "Once-Only-Pass-1".to_owned())],
+        "applied exactly once, by the agent the envelope names"
+    );
+    for agent in agents {
+        agent.stop().await;
     }
 }

@@ -103,7 +103,13 @@ async fn health_readiness_and_metrics_answer_as_documented() {
     let portal = broker.portal(&tenant, Right::Send).await;
     for i in 0..3 {
         portal
-            .submit(&format!("r{i}"), Operation::ResetPassword, vec![1], None)
+            .submit(
+                &format!("r{i}"),
+                Operation::ResetPassword,
+                if i % 2 == 0 { "dc01" } else { "dc02" },
+                vec![1],
+                None,
+            )
             .await
             .expect("submit");
     }
@@ -114,7 +120,7 @@ async fn health_readiness_and_metrics_answer_as_documented() {
         .await
         .expect("disable");
     let _ = portal
-        .submit("r9", Operation::ResetPassword, vec![1], None)
+        .submit("r9", Operation::ResetPassword, "dc01", vec![1], None)
         .await;
     let metrics = broker.metrics().await;
     assert!(
@@ -168,7 +174,13 @@ async fn no_key_or_token_appears_in_any_log_line() {
     let portal = broker.portal(&tenant, Right::Send).await;
     portal.ping(None).await.expect("ping");
     let _ = portal
-        .submit("r1", Operation::ResetPassword, b"opaque".to_vec(), None)
+        .submit(
+            "r1",
+            Operation::ResetPassword,
+            "dc01",
+            b"opaque".to_vec(),
+            None,
+        )
         .await;
     // Failures log too: a forged key, a wrong right, a rotation.
     let forged = agent_client::portal::PortalClient::connect(

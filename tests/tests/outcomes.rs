@@ -14,6 +14,7 @@ use tests::{BrokerBuilder, EchoAgent, await_outcome};
 
 async fn submit(
     portal: &PortalClient,
+    agent: &str,
     id: &str,
     timeout: Option<Duration>,
 ) -> Result<Submitted, ClientError> {
@@ -21,6 +22,7 @@ async fn submit(
         .submit(
             id,
             Operation::ResetPassword,
+            agent,
             id.as_bytes().to_vec(),
             timeout,
         )
@@ -43,8 +45,11 @@ async fn an_answer_that_comes_after_the_caller_gave_up_is_kept_for_get_outcome()
     // The caller's own deadline fires first and its call is gone (the
     // stream reset), while the broker's deadline (its default, 30 s) has not:
     // the routing task gets the answer with nobody to give it to.
-    let gave_up =
-        tokio::time::timeout(Duration::from_millis(200), submit(&portal, "r1", None)).await;
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(200),
+        submit(&portal, "dc01", "r1", None),
+    )
+    .await;
     assert!(gave_up.is_err(), "the caller gave up before the answer");
     agent.answered("r1").await;
     let kept = await_outcome(&portal, "r1")
@@ -59,7 +64,7 @@ async fn an_answer_that_comes_after_the_caller_gave_up_is_kept_for_get_outcome()
     // the server's): every trial ends with the answer fetchable.
     for (i, ms) in (294..=306).step_by(2).enumerate() {
         let id = format!("race-{i}");
-        let _ = submit(&portal, &id, Some(Duration::from_millis(ms))).await;
+        let _ = submit(&portal, "dc01", &id, Some(Duration::from_millis(ms))).await;
         agent.answered(&id).await;
         let kept = await_outcome(&portal, &id)
             .await
@@ -75,7 +80,7 @@ async fn a_request_answered_normally_can_be_fetched_by_id() {
     let tenant = broker.create_tenant("contoso").await;
     let agent = EchoAgent::start(&broker, &tenant, "dc01").await;
     let portal = broker.portal(&tenant, Right::Send).await;
-    let reply = submit(&portal, "r1", None).await.expect("answered");
+    let reply = submit(&portal, "dc01", "r1", None).await.expect("answered");
     // The record is written right after the reply: PENDING until then.
     let fetched = await_outcome(&portal, "r1").await.expect("fetchable");
     assert_eq!(
@@ -113,7 +118,7 @@ async fn after_a_no_ack_timeout_the_answered_retry_resolves_the_pending_outcome(
     // comes, the broker closes the session and has nowhere else to go.
     proxy.black_hole_new(true);
     proxy.black_hole();
-    let err = submit(&portal, "r1", Some(Duration::from_secs(10)))
+    let err = submit(&portal, "dead", "r1", Some(Duration::from_secs(10)))
         .await
         .expect_err("no agent could answer");
     assert_eq!(err.reason(), Some(Reason::OutcomeUnknown), "{err}");
@@ -143,7 +148,7 @@ async fn after_a_no_ack_timeout_the_answered_retry_resolves_the_pending_outcome(
 
     // The portal retries the same id; a live agent answers it.
     let alive = EchoAgent::start(&broker, &tenant, "alive").await;
-    let reply = submit(&portal, "r1", Some(Duration::from_secs(10)))
+    let reply = submit(&portal, "alive", "r1", Some(Duration::from_secs(10)))
         .await
         .expect("the retry is answered");
     assert_eq!(reply.envelope, echo("alive", "r1"));

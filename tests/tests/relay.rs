@@ -51,6 +51,7 @@ async fn requests_reach_the_agent_of_their_own_tenant_only() {
             .submit(
                 &format!("a-{i}"),
                 Operation::ResetPassword,
+                "agent-a",
                 b"sealed-a".to_vec(),
                 None,
             )
@@ -62,6 +63,7 @@ async fn requests_reach_the_agent_of_their_own_tenant_only() {
             .submit(
                 &format!("b-{i}"),
                 Operation::ChangePassword,
+                "agent-b",
                 b"sealed-b".to_vec(),
                 None,
             )
@@ -85,7 +87,7 @@ async fn requests_reach_the_agent_of_their_own_tenant_only() {
     assert_eq!(
         reason(
             cross
-                .submit("x-1", Operation::ResetPassword, vec![1], None)
+                .submit("x-1", Operation::ResetPassword, "agent-b", vec![1], None)
                 .await
         ),
         Reason::BadSignature
@@ -106,7 +108,7 @@ async fn every_portal_error_has_its_own_status() {
         let portal = portal.clone();
         async move {
             portal
-                .submit(id, Operation::ResetPassword, envelope, timeout)
+                .submit(id, Operation::ResetPassword, "slow", envelope, timeout)
                 .await
         }
     };
@@ -133,7 +135,7 @@ async fn every_portal_error_has_its_own_status() {
     .await
     .expect("client");
     let err = ghost
-        .submit("r2", Operation::ResetPassword, vec![1], None)
+        .submit("r2", Operation::ResetPassword, "dc01", vec![1], None)
         .await
         .unwrap_err();
     assert_eq!(err.reason(), Some(Reason::BadSignature));
@@ -156,7 +158,11 @@ async fn every_portal_error_has_its_own_status() {
         Reason::InvalidRequestId
     );
     assert_eq!(
-        reason(portal.submit("r4", Operation::Ping, vec![], None).await),
+        reason(
+            portal
+                .submit("r4", Operation::Ping, "slow", vec![], None)
+                .await
+        ),
         Reason::InvalidOperation
     );
 
@@ -218,7 +224,7 @@ async fn an_agent_error_and_a_lost_agent_are_reported_as_such() {
     let mut agent = broker.agent_process(&tenant, "dc01").start().await;
     let portal = broker.portal(&tenant, Right::Send).await;
     let err = portal
-        .submit("r1", Operation::ResetPassword, vec![1, 2, 3], None)
+        .submit("r1", Operation::ResetPassword, "dc01", vec![1, 2, 3], None)
         .await
         .unwrap_err();
     assert_eq!(err.reason(), Some(Reason::AgentError));
@@ -235,6 +241,7 @@ async fn an_agent_error_and_a_lost_agent_are_reported_as_such() {
                 .submit(
                     "r2",
                     Operation::ResetPassword,
+                    "slow",
                     vec![1],
                     Some(Duration::from_secs(20)),
                 )
@@ -260,4 +267,99 @@ async fn an_agent_error_and_a_lost_agent_are_reported_as_such() {
         other => panic!("{other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A request goes to the agent it is addressed to, and to no other: among
+/// three agents of a tenant, each named agent gets exactly its own requests.
+/// The addressee not connected: NO_AGENT_ONLINE at once, naming it, and no
+/// other agent gets the request. No addressee: INVALID_AGENT_ID.
+#[tokio::test]
+async fn a_request_reaches_the_agent_it_names_and_no_other() {
+    let broker = BrokerBuilder::new().start().await;
+    let tenant = broker.create_tenant("contoso").await;
+    let agents = [
+        EchoAgent::start(&broker, &tenant, "dc01").await,
+        EchoAgent::start(&broker, &tenant, "dc02.contoso.example").await,
+        EchoAgent::start(&broker, &tenant, "dc03").await,
+    ];
+    let portal = broker.portal(&tenant, Right::Send).await;
+    for i in 0..12 {
+        let agent = &agents[i % 3].agent_id;
+        let id = format!("r{i}");
+        let reply = portal
+            .submit(
+                &id,
+                Operation::ResetPassword,
+                agent,
+                id.clone().into_bytes(),
+                None,
+            )
+            .await
+            .expect("submit");
+        assert_eq!(&reply.agent_id, agent);
+        assert_eq!(reply.envelope, format!("{agent}|{id}").into_bytes());
+    }
+    for (k, agent) in agents.iter().enumerate() {
+        let mut expected: Vec<String> = (0..12)
+            .filter(|i| i % 3 == k)
+            .map(|i| format!("r{i}"))
+            .collect();
+        let mut got = agent.request_ids();
+        expected.sort();
+        got.sort();
+        assert_eq!(got, expected, "{} got exactly its own", agent.agent_id);
+    }
+
+    // Addressed to an agent that is not connected.
+    let started = Instant::now();
+    let err = portal
+        .submit(
+            "to-dc09",
+            Operation::ResetPassword,
+            "dc09",
+            vec![1],
+            Some(Duration::from_secs(20)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::NoAgentOnline), "{err:?}");
+    assert_eq!(err.code(), Some(Code::Unavailable));
+    match &err {
+        agent_client::ClientError::Relay {
+            metadata, message, ..
+        } => {
+            assert_eq!(metadata.get("agent_id").map(String::as_str), Some("dc09"));
+            assert!(message.contains("dc09"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "at once");
+    assert!(
+        agents
+            .iter()
+            .all(|a| !a.request_ids().contains(&"to-dc09".to_owned())),
+        "no other agent got it"
+    );
+    // Nothing was relayed: GetOutcome knows nothing of it (once the
+    // broker has released the id: PENDING until then).
+    assert_eq!(
+        reason(tests::await_outcome(&portal, "to-dc09").await),
+        Reason::OutcomeNotFound
+    );
+
+    // No addressee, or not an agent id.
+    for bad in ["", "dc 01", "dc01/x", &"d".repeat(65)] {
+        let err = portal
+            .submit("r-bad", Operation::ResetPassword, bad, vec![1], None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), Some(Reason::InvalidAgentId), "{bad:?}");
+        assert_eq!(err.code(), Some(Code::InvalidArgument));
+        assert!(err.to_string().contains("agent_id"), "{err}");
+    }
+    // A ping is addressed to nobody: any agent answers it.
+    assert!(portal.ping(None).await.is_ok());
+    for agent in agents {
+        agent.stop().await;
+    }
 }

@@ -214,6 +214,7 @@ async fn onboarding_is_idempotent_and_keys_rotate_without_downtime() {
             Operation::ResetPassword,
             &reset("During-Overlap-2"),
             &old_key,
+            "dc01",
         )
         .expect("seal");
     let rotated = onboarding::rotate(&config, SETUP_PASSWORD, true)
@@ -239,7 +240,13 @@ async fn onboarding_is_idempotent_and_keys_rotate_without_downtime() {
     let relayed = broker
         .portal(&tenant, Right::Send)
         .await
-        .submit("r-old", Operation::ResetPassword, sealed_to_old, None)
+        .submit(
+            "r-old",
+            Operation::ResetPassword,
+            "dc01",
+            sealed_to_old,
+            None,
+        )
         .await
         .expect("old key still accepted");
     assert_eq!(
@@ -523,7 +530,7 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
     ];
     for (id, envelope, expected) in cases {
         let err = client
-            .submit(id, Operation::ResetPassword, envelope, timeout)
+            .submit(id, Operation::ResetPassword, "dc01", envelope, timeout)
             .await
             .expect_err("refused");
         assert_eq!(
@@ -557,7 +564,13 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
     );
     for answer in [
         client
-            .submit("r-expired", Operation::ResetPassword, expired, timeout)
+            .submit(
+                "r-expired",
+                Operation::ResetPassword,
+                "dc01",
+                expired,
+                timeout,
+            )
             .await
             .expect("a sealed refusal is an answer"),
         tests::await_outcome(&client, "r-expired")
@@ -570,7 +583,13 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
     }
     let (genuine, pending) = seal_reset(portal_key, agent_key, "contoso", "r-1", now_ms());
     let first = client
-        .submit("r-1", Operation::ResetPassword, genuine.clone(), timeout)
+        .submit(
+            "r-1",
+            Operation::ResetPassword,
+            "dc01",
+            genuine.clone(),
+            timeout,
+        )
         .await
         .expect("answered");
     assert_eq!(
@@ -581,7 +600,13 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
     let began = std::time::Instant::now();
     let replayed = loop {
         match client
-            .submit("r-1", Operation::ResetPassword, genuine.clone(), timeout)
+            .submit(
+                "r-1",
+                Operation::ResetPassword,
+                "dc01",
+                genuine.clone(),
+                timeout,
+            )
             .await
         {
             Err(e)
@@ -645,4 +670,108 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
     }
     assert_eq!(agent.applied.all().len(), 1, "only the first was applied");
     agent.stop().await;
+}
+
+/// The portal addresses each envelope to one agent online. When the broker
+/// says the addressee is gone before anything reached it, the portal seals
+/// the request again, under the same request id, to another agent online:
+/// nothing fails, and each request is applied once.
+#[tokio::test]
+async fn a_request_whose_addressee_went_offline_is_resealed_to_another_agent() {
+    let broker = BrokerBuilder::new().start().await;
+    let tenant = broker.create_tenant("contoso").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = agent_config(&broker, &tenant, dir.path());
+    let portal_key = KeyPair::generate(&mut envelope::os_rng());
+    let bundle = EnrollmentBundle::new("contoso", std::slice::from_ref(&portal_key.public));
+    let first = onboarding::init(&config, &bundle, SETUP_PASSWORD)
+        .await
+        .expect("init");
+    // Two agents with copies of one keyring, applying to one directory.
+    let onboarded = tests::sealed::Onboarded {
+        tenant: "contoso".into(),
+        portal: portal_key.clone(),
+        agent_key: Keyring::load(
+            config.key_file.as_deref().expect("key file"),
+            SETUP_PASSWORD,
+        )
+        .expect("keyring")
+        .current()
+        .pair
+        .clone(),
+        keyring: config.key_file.clone().expect("key file"),
+        dir: tempfile::tempdir().expect("dir"),
+    };
+    let directory = std::sync::Arc::new(tests::sealed::Applied::default());
+    let listen = tenant.key(Right::Listen, KeySlot::Primary);
+    let mut agents = Vec::new();
+    for id in ["dc01", "dc02"] {
+        agents.push(
+            SealedAgent::start_sharing(
+                &broker.url(),
+                &broker.ca_file,
+                &listen,
+                id,
+                &onboarded,
+                &dir.path().join(id),
+                std::sync::Arc::clone(&directory),
+            )
+            .await,
+        );
+    }
+    // The default key cache: the agents online are those of the first
+    // request's configuration, a minute old at most.
+    let portal = sealed_portal(&broker, &tenant, &portal_key, vec![first.fingerprint]).await;
+    let answer = portal
+        .submit("r-1", Operation::ResetPassword, &reset("Pass-One-1"), None)
+        .await
+        .expect("submit");
+    assert_eq!(answer.reply.outcome, outcome::SUCCESS);
+
+    // dc02 leaves; the portal still believes it online.
+    agents.pop().expect("dc02").stop().await;
+    let client = broker.portal(&tenant, Right::Send).await;
+    for _ in 0..100 {
+        if client
+            .configuration()
+            .await
+            .expect("config")
+            .agents_online
+            .len()
+            == 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The portal takes turns between the equally loaded agents: one of the
+    // next two requests is addressed to dc02 first, refused as offline, and
+    // sealed again to dc01.
+    for (id, password) in [("r-2", "Pass-Two-2"), ("r-3", "Pass-Three-3")] {
+        let answer = portal
+            .submit(
+                id,
+                Operation::ResetPassword,
+                &reset(password),
+                Some(Duration::from_secs(10)),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!(answer.agent_id, "dc01", "{id}");
+        assert_eq!(answer.reply.outcome, outcome::SUCCESS);
+    }
+    let metrics = broker.metrics().await;
+    assert!(
+        metrics.contains(
+            "relay_requests_total{operation=\"reset_password\",outcome=\"no_agent_online\"} 1"
+        ),
+        "one request was addressed to the agent gone:\n{metrics}"
+    );
+    let applied: Vec<String> = directory.all().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(applied.len(), 3, "{applied:?}");
+    assert!(applied.contains(&"r-1".to_owned()));
+    assert_eq!(&applied[1..], ["r-2", "r-3"], "each applied once");
+    for agent in agents {
+        agent.stop().await;
+    }
 }

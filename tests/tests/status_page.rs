@@ -131,7 +131,13 @@ async fn the_page_needs_the_operator_token_and_lists_agents_and_requests() {
     let portal = broker.portal(&tenant, Right::Send).await;
     for i in 0..3 {
         portal
-            .submit(&format!("r{i}"), Operation::ResetPassword, vec![1], None)
+            .submit(
+                &format!("r{i}"),
+                Operation::ResetPassword,
+                "dc01",
+                vec![1],
+                None,
+            )
             .await
             .expect("submit");
     }

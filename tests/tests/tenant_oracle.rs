@@ -90,6 +90,7 @@ async fn refusal(channel: &Channel, rpc: Rpc, addressed: &str, token: &str) -> S
                     request_id: "oracle-1".into(),
                     operation: Operation::ResetPassword as i32,
                     envelope: vec![1, 2, 3].into(),
+                    agent_id: "dc01".into(),
                 },
                 token,
             ))

@@ -128,6 +128,9 @@ impl KeySource {
 /// Answers relayed requests by opening their envelopes.
 pub struct EnvelopeHandler {
     pub tenant: String,
+    /// This agent's id, as sent in Hello: envelopes addressed to another
+    /// agent of the tenant are refused (WRONG_AGENT).
+    pub agent_id: String,
     pub keys: KeySource,
     pub validity: Validity,
     pub replay: Arc<DurableReplay>,
@@ -145,7 +148,7 @@ pub fn refusal_of(error: &envelope::OpenError) -> EnvelopeRefusal {
         E::Malformed(_) => EnvelopeRefusal::Malformed,
         E::UnsupportedVersion(_) => EnvelopeRefusal::UnsupportedVersion,
         E::WrongTenant { .. } => EnvelopeRefusal::WrongTenant,
-        // MERGE(addr): uncomment with OpenError::WrongAgent: E::WrongAgent { .. } => EnvelopeRefusal::WrongAgent,
+        E::WrongAgent { .. } => EnvelopeRefusal::WrongAgent,
         E::UnknownKey(_) => EnvelopeRefusal::UnknownKey,
         E::UnknownSender(_) => EnvelopeRefusal::UnknownSender,
         E::AuthenticationFailed => EnvelopeRefusal::AuthenticationFailed,
@@ -223,6 +226,7 @@ impl EnvelopeHandler {
         let (keys, portals) = self.keys.current();
         let recipient = Recipient {
             tenant: &self.tenant,
+            agent_id: &self.agent_id,
             keys: &keys,
             trusted_portals: &portals,
             now_ms: now,

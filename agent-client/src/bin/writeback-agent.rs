@@ -477,6 +477,7 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
             let replay = Arc::new(DurableReplay::open(&state_dir.join("replay.redb"))?);
             Arc::new(EnvelopeHandler {
                 tenant: config.tenant.clone(),
+                agent_id: config.agent_id(),
                 keys,
                 validity: Validity {
                     skew_allowance: config.clock_skew_allowance,

@@ -48,6 +48,7 @@ fn cycles(iterations: usize) -> anyhow::Result<Crypto> {
     let portals = [portal.public.clone()];
     let recipient = Recipient {
         tenant: "bench",
+        agent_id: "bench-agent",
         keys: &keys,
         trusted_portals: &portals,
         now_ms,
@@ -67,6 +68,7 @@ fn cycles(iterations: usize) -> anyhow::Result<Crypto> {
             tenant: "bench".into(),
             agent_key_id: agent.public.key_id(),
             portal_key_id: portal.public.key_id(),
+            agent_id: "bench-agent".into(),
             request_id: format!("crypto-{i}"),
             operation: operation::RESET_PASSWORD,
             issued_at_ms: now_ms,

@@ -97,6 +97,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let portal_key = PublicKey::from_bytes(&B64.decode(&args.portal_key)?)?;
     let handler = Arc::new(EnvelopeHandler {
         tenant: TENANT.to_owned(),
+        agent_id: AGENT_ID.to_owned(),
         keys: KeySource::Fixed {
             keys: vec![agent_key],
             portals: vec![portal_key],
@@ -144,6 +145,7 @@ impl RoutedCall {
             Operation::ResetPassword,
             &self.body,
             &self.agent_key,
+            AGENT_ID,
         )?;
         let sent = envelope.len();
         let submitted = self
@@ -151,6 +153,7 @@ impl RoutedCall {
             .submit(
                 &request_id,
                 Operation::ResetPassword,
+                AGENT_ID,
                 envelope,
                 Some(CALL_TIMEOUT),
             )

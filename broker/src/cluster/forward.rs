@@ -1,9 +1,10 @@
 //! The forwarding side: a request this node cannot give to an agent of its
 //! own goes over NATS to a node that can.
 //!
-//! The request is published to the tenant's subject with a fresh reply
-//! inbox. The nodes holding agents of the tenant listen there in one queue
-//! group, so exactly one gets it; it reports Accepted, then Progress (which
+//! The request is published with a fresh reply inbox to the subject of the
+//! agent it is addressed to (a ping: to the tenant's subject). The node
+//! holding that agent's session (for a ping, the nodes holding agents of the
+//! tenant) listens there in one queue group, so exactly one gets it; it reports Accepted, then Progress (which
 //! agent has it, whether it acknowledged) every `forward_heartbeat`, then the
 //! answer or a failure. No listener at all is NATS's no-responders status,
 //! which arrives at once: NO_AGENT_ONLINE without waiting for the deadline.
@@ -61,7 +62,13 @@ impl ClusterRouter {
     }
 
     async fn forward(&self, request: &RouteRequest) -> Result<RouteReply, RelayError> {
-        let mut last = RelayError::NoAgentOnline(request.tenant.clone());
+        let mut last = match &request.agent_id {
+            Some(agent_id) => RelayError::AgentOffline {
+                tenant: request.tenant.clone(),
+                agent_id: agent_id.clone(),
+            },
+            None => RelayError::NoAgentOnline(request.tenant.clone()),
+        };
         for _ in 0..MAX_FORWARDS {
             if Instant::now() >= request.deadline {
                 break;
@@ -79,8 +86,9 @@ impl ClusterRouter {
                     self.count(e.outcome());
                     return Err(e);
                 }
-                // Nobody listens on the tenant's subject: no node holds one
-                // of its agents. Asking again cannot help.
+                // Nobody listens on the subject: no node holds one of the
+                // tenant's agents (the addressed agent). Asking again
+                // cannot help.
                 Forwarded::NoListener => {
                     self.count("no_agent_online");
                     return Err(last);
@@ -112,12 +120,16 @@ impl ClusterRouter {
             timeout_ms: millis(remaining),
             budget_ms: millis(request.budget),
             origin_node: cluster.node.clone(),
+            agent_id: request.agent_id.clone().unwrap_or_default(),
         };
         let sent_at = Instant::now();
         let published = cluster
             .client
             .publish_with_reply(
-                cluster.submit_subject(&request.tenant),
+                match &request.agent_id {
+                    Some(agent_id) => cluster.agent_subject(&request.tenant, agent_id),
+                    None => cluster.submit_subject(&request.tenant),
+                },
                 inbox,
                 prost::Message::encode_to_vec(&forwarded).into(),
             )
@@ -224,7 +236,9 @@ impl Router for ClusterRouter {
     async fn route(&self, request: RouteRequest) -> Result<RouteReply, RelayError> {
         let local = self.registry.route(request.clone()).await;
         let busy = match &local {
-            Err(RelayError::NoAgentOnline(_)) => false,
+            Err(RelayError::NoAgentOnline(_) | RelayError::AgentOffline { .. }) => false,
+            // The addressed agent is here, and full: no other node has it.
+            Err(RelayError::AgentsBusy(_)) if request.agent_id.is_some() => return local,
             Err(RelayError::AgentsBusy(_)) => true,
             _ => return local,
         };
@@ -233,7 +247,11 @@ impl Router for ClusterRouter {
         }
         match self.forward(&request).await {
             // Every agent in reach is this node's, and they are all busy.
-            Err(RelayError::NoAgentOnline(_) | RelayError::ClusterUnavailable(_)) if busy => local,
+            Err(
+                RelayError::NoAgentOnline(_)
+                | RelayError::AgentOffline { .. }
+                | RelayError::ClusterUnavailable(_),
+            ) if busy => local,
             other => other,
         }
     }

@@ -6,8 +6,9 @@
 //!   is published to the tenant's subject and answered by a node that has
 //!   one (the forwarding side);
 //! - [`serve`]: while this node holds an agent of a tenant it listens on the
-//!   tenant's subject, in one queue group with the other nodes, and routes
-//!   what arrives to its own agents (the serving side);
+//!   tenant's subject (pings) and on each of its agents' subjects (requests
+//!   addressed to that agent), in one queue group with the other nodes, and
+//!   routes what arrives to its own agents (the serving side);
 //! - [`wire`]: the messages between the two, and the subjects;
 //! - [`kv`]: tenants, the operator key and late outcomes in replicated
 //!   JetStream key-value buckets, watched so every node sees a change at once;
@@ -228,6 +229,11 @@ impl Cluster {
     /// Where requests for `tenant` are published.
     pub fn submit_subject(&self, tenant: &str) -> String {
         wire::submit_subject(&self.config.subject_prefix, tenant)
+    }
+
+    /// Where requests addressed to `agent_id` are served.
+    pub fn agent_subject(&self, tenant: &str, agent_id: &str) -> String {
+        wire::agent_subject(&self.config.subject_prefix, tenant, agent_id)
     }
 
     /// The queue group of the nodes serving forwarded requests.

@@ -1,7 +1,9 @@
 //! The serving side: while this node holds an agent session of a tenant, it
-//! listens on the tenant's subject in the nodes' queue group and routes the
-//! requests other nodes forward to its own agents, reporting progress to the
-//! forwarding node (see [`super::forward`] for the exchange).
+//! listens on the tenant's subject (pings, which any agent may answer) and
+//! on the subject of each agent it holds (requests addressed to that agent),
+//! in the nodes' queue group, and routes the requests other nodes forward to
+//! its own agents, reporting progress to the forwarding node (see
+//! [`super::forward`] for the exchange).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,8 +23,9 @@ use crate::metrics::ForwardLabels;
 use crate::routing::{Delivery, RouteRequest, Router};
 use crate::state::State;
 
-/// One tenant's subscription and the task reading it.
+/// One subscription (a tenant's, or one agent's) and the task reading it.
 struct Listening {
+    tenant: String,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -35,6 +38,7 @@ pub async fn run(state: Arc<State>, cluster: Arc<Cluster>) {
         warn!("tenant presence is already watched; not serving forwarded requests");
         return;
     };
+    // By subject.
     let mut listening: HashMap<String, Listening> = HashMap::new();
     // Sessions registered before the watch began.
     for tenant in state.registry.tenants_present() {
@@ -49,51 +53,71 @@ pub async fn run(state: Arc<State>, cluster: Arc<Cluster>) {
             },
         }
     }
-    for (tenant, l) in listening.drain() {
-        debug!(%tenant, "no longer listening for forwarded requests");
+    for (subject, l) in listening.drain() {
+        debug!(tenant = %l.tenant, %subject, "no longer listening for forwarded requests");
         l.stop.cancel();
         let _ = l.task.await;
     }
 }
 
+/// Listens on exactly the subjects of `tenant` this node should: the
+/// tenant's while it holds any of its agents, and each held agent's.
 async fn update(
     state: &Arc<State>,
     cluster: &Arc<Cluster>,
     listening: &mut HashMap<String, Listening>,
     tenant: String,
 ) {
-    let present = !state.registry.sessions(&tenant).is_empty();
-    match (present, listening.contains_key(&tenant)) {
-        (true, false) => {
-            let subject = cluster.submit_subject(&tenant);
-            match cluster
-                .client
-                .queue_subscribe(subject.clone(), cluster.queue_group())
-                .await
-            {
-                Ok(subscriber) => {
-                    info!(%tenant, %subject, "listening for requests forwarded by other nodes");
-                    let stop = CancellationToken::new();
-                    let task = tokio::spawn(listen(
-                        Arc::clone(state),
-                        Arc::clone(cluster),
-                        tenant.clone(),
-                        subscriber,
-                        stop.clone(),
-                    ));
-                    listening.insert(tenant, Listening { stop, task });
-                }
-                // Only a closed client fails here: the node is stopping.
-                Err(e) => warn!(%tenant, error = %e, "cannot listen for forwarded requests"),
-            }
+    let sessions = state.registry.sessions(&tenant);
+    let mut wanted: Vec<String> = sessions
+        .iter()
+        .map(|s| cluster.agent_subject(&tenant, &s.agent_id))
+        .collect();
+    if !sessions.is_empty() {
+        wanted.push(cluster.submit_subject(&tenant));
+    }
+    let stale: Vec<String> = listening
+        .iter()
+        .filter(|(subject, l)| l.tenant == tenant && !wanted.contains(subject))
+        .map(|(subject, _)| subject.clone())
+        .collect();
+    for subject in stale {
+        if let Some(l) = listening.remove(&subject) {
+            info!(%tenant, %subject, "no agent for this subject left here; no longer listening");
+            l.stop.cancel();
         }
-        (false, true) => {
-            if let Some(l) = listening.remove(&tenant) {
-                info!(%tenant, "no agent of the tenant left here; no longer listening");
-                l.stop.cancel();
-            }
+    }
+    for subject in wanted {
+        if listening.contains_key(&subject) {
+            continue;
         }
-        _ => {}
+        match cluster
+            .client
+            .queue_subscribe(subject.clone(), cluster.queue_group())
+            .await
+        {
+            Ok(subscriber) => {
+                info!(%tenant, %subject, "listening for requests forwarded by other nodes");
+                let stop = CancellationToken::new();
+                let task = tokio::spawn(listen(
+                    Arc::clone(state),
+                    Arc::clone(cluster),
+                    tenant.clone(),
+                    subscriber,
+                    stop.clone(),
+                ));
+                listening.insert(
+                    subject,
+                    Listening {
+                        tenant: tenant.clone(),
+                        stop,
+                        task,
+                    },
+                );
+            }
+            // Only a closed client fails here: the node is stopping.
+            Err(e) => warn!(%tenant, error = %e, "cannot listen for forwarded requests"),
+        }
     }
 }
 
@@ -226,6 +250,7 @@ async fn serve(
             tenant: tenant.clone(),
             request_id: request.request_id.clone(),
             operation,
+            agent_id: (!request.agent_id.is_empty()).then(|| request.agent_id.clone()),
             envelope: request.envelope,
             deadline: Instant::now() + timeout,
             budget,

@@ -12,6 +12,15 @@ pub fn submit_subject(prefix: &str, tenant: &str) -> String {
     format!("{prefix}.v1.{tenant}.submit")
 }
 
+/// `<prefix>.v1.<tenant>.agent.<agent id>`: where the node holding that
+/// agent's session serves the requests addressed to it. Agent ids are
+/// `[A-Za-z0-9._-]`; '.' separates subject tokens, so it is written '~',
+/// which agent ids cannot contain: the token stays one, and distinct ids
+/// stay distinct.
+pub fn agent_subject(prefix: &str, tenant: &str, agent_id: &str) -> String {
+    format!("{prefix}.v1.{tenant}.agent.{}", agent_id.replace('.', "~"))
+}
+
 pub fn encode(event: forward_event::Event) -> Vec<u8> {
     pb::ForwardEvent { event: Some(event) }.encode_to_vec()
 }
@@ -40,6 +49,11 @@ pub fn failure_of(err: &RelayError) -> pb::ForwardFailure {
     use ForwardFailureKind as K;
     match err {
         RelayError::NoAgentOnline(_) => failure(K::NoAgentOnline),
+        RelayError::AgentOffline { agent_id, .. } => pb::ForwardFailure {
+            kind: K::NoAgentOnline as i32,
+            agent_id: agent_id.clone(),
+            ..Default::default()
+        },
         RelayError::AgentsBusy(_) => failure(K::AgentsBusy),
         RelayError::ShuttingDown => failure(K::ShuttingDown),
         RelayError::DeadlineExceeded(_) => failure(K::DeadlineExceeded),
@@ -91,6 +105,10 @@ pub fn relay_error_of(
 ) -> Failure {
     use ForwardFailureKind as K;
     match K::try_from(f.kind).unwrap_or(K::Unspecified) {
+        K::NoAgentOnline if !f.agent_id.is_empty() => Failure::NotSent(RelayError::AgentOffline {
+            tenant: tenant.to_owned(),
+            agent_id: f.agent_id,
+        }),
         K::NoAgentOnline | K::ShuttingDown => {
             Failure::NotSent(RelayError::NoAgentOnline(tenant.to_owned()))
         }
@@ -159,6 +177,32 @@ mod tests {
             assert_eq!(got.reason(), case.reason());
             assert_eq!(got.metadata(), case.metadata());
         }
+    }
+
+    #[test]
+    fn an_offline_addressee_stays_named_across_nodes() {
+        let e = RelayError::AgentOffline {
+            tenant: "t".into(),
+            agent_id: "dc1.contoso".into(),
+        };
+        let Failure::NotSent(RelayError::AgentOffline { agent_id, .. }) =
+            relay_error_of(failure_of(&e), "t", "r1", Duration::from_secs(1), "b")
+        else {
+            panic!("an offline addressee is NotSent AgentOffline");
+        };
+        assert_eq!(agent_id, "dc1.contoso");
+    }
+
+    #[test]
+    fn agent_subjects_are_one_token_per_agent() {
+        assert_eq!(
+            agent_subject("relay", "contoso", "dc1.contoso.example"),
+            "relay.v1.contoso.agent.dc1~contoso~example"
+        );
+        assert_ne!(
+            agent_subject("relay", "t", "a.b"),
+            agent_subject("relay", "t", "a_b")
+        );
     }
 
     #[test]

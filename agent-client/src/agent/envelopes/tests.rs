@@ -64,6 +64,7 @@ impl Fixture {
     fn handler(&self) -> EnvelopeHandler {
         EnvelopeHandler {
             tenant: "contoso".into(),
+            agent_id: "dc1-agent".into(),
             keys: KeySource::Fixed {
                 keys: vec![self.agent.clone()],
                 portals: vec![self.portal.public.clone()],
@@ -82,6 +83,7 @@ impl Fixture {
             tenant: "contoso".into(),
             agent_key_id: self.agent.public.key_id(),
             portal_key_id: self.portal.public.key_id(),
+            agent_id: "dc1-agent".into(),
             request_id: request_id.into(),
             operation: operation::RESET_PASSWORD,
             issued_at_ms: now,

@@ -18,6 +18,7 @@ fn header(op: u8) -> RequestHeader {
         tenant: "contoso".into(),
         agent_key_id: KeyId([0; 8]),
         portal_key_id: KeyId([0; 8]),
+        agent_id: "dc1-agent".into(),
         request_id: "req-identity".into(),
         operation: op,
         issued_at_ms: 0,
