@@ -207,7 +207,8 @@ pub struct Refused {
     /// Set when the refusal came after the envelope was authenticated and
     /// decrypted (`INVALID_BODY`, `LIFETIME_TOO_LONG`, `EXPIRED`,
     /// `NOT_YET_VALID`): seals the refusal to the portal that sealed it.
-    pub reply: Option<RefusalReply>,
+    /// Boxed: it holds the reply keys, and refusals are the rare path.
+    pub reply: Option<Box<RefusalReply>>,
 }
 
 /// What seals a reply to a request refused after it was decrypted.
@@ -278,12 +279,12 @@ pub fn open_request_sealing_refusals(
     // Authentic from here on: a refusal can be sealed to the portal.
     let late = |error: OpenError| Refused {
         error,
-        reply: Some(RefusalReply {
+        reply: Some(Box::new(RefusalReply {
             keys: ReplyKeys {
                 secret: secret.clone(),
                 enc,
             },
-        }),
+        })),
     };
     let body = RequestBody::decode(&plaintext).map_err(|e| late(OpenError::InvalidBody(e)))?;
     body.check(header.operation)
