@@ -256,16 +256,20 @@ pub struct Recording {
     tenant: String,
     request_id: String,
     /// Whether this request made the awaited record it starts with.
-    opened: tokio::task::JoinHandle<Result<bool, StoreError>>,
+    opened: Opened,
+}
+
+/// The write of the awaited record: under way, or done with its result.
+enum Opened {
+    Writing(tokio::task::JoinHandle<Result<bool, StoreError>>),
+    Done(Result<bool, StoreError>),
 }
 
 impl Recording {
-    /// Starts the record as awaited (from an agent not known yet) while the
-    /// request is routed, so that an answer the agent posts after a broker
-    /// crash is still admitted ([`Admission::Late`]). Written beside the
-    /// routing rather than before it: a crash within the write's few
-    /// milliseconds of the send can still lose that answer, a price paid to
-    /// keep the write off every request's latency.
+    /// Starts writing the record as awaited (from an agent not known yet),
+    /// so that an answer the agent posts after a broker crash is still
+    /// admitted ([`Admission::Late`]). The routing task waits for the write
+    /// ([`Recording::opened_within`]) before the request can reach an agent.
     pub fn begin(outcomes: &Arc<Outcomes>, tenant: &str, request_id: &str) -> Recording {
         let opened = tokio::spawn({
             let (outcomes, tenant, request_id) = (
@@ -279,14 +283,35 @@ impl Recording {
             outcomes: Arc::clone(outcomes),
             tenant: tenant.to_owned(),
             request_id: request_id.to_owned(),
-            opened,
+            opened: Opened::Writing(opened),
         }
+    }
+
+    /// Waits, at most `bound`, until the awaited record is durable. Relaying
+    /// only after it means a broker killed at any moment has a record for
+    /// every request an agent may hold, so the agent's answer, posted when
+    /// it reconnects, is kept. The bound keeps a slow or unreachable store
+    /// (NATS lost, in cluster mode) from stopping write-back: past it the
+    /// request goes on unrecorded, and says so in the log.
+    pub async fn opened_within(&mut self, bound: std::time::Duration) -> bool {
+        if let Opened::Writing(write) = &mut self.opened {
+            match tokio::time::timeout(bound, write).await {
+                Ok(joined) => {
+                    self.opened = Opened::Done(joined.unwrap_or(Err(StoreError::Cancelled)))
+                }
+                Err(_) => return false,
+            }
+        }
+        matches!(self.opened, Opened::Done(Ok(_)))
     }
 
     /// Writes the request's final state; for one no agent can have
     /// received, removes the awaited record if this request made it.
     pub async fn finish(self, settled: Settled) -> Result<(), StoreError> {
-        let opened = self.opened.await.map_err(|_| StoreError::Cancelled)?;
+        let opened = match self.opened {
+            Opened::Writing(write) => write.await.map_err(|_| StoreError::Cancelled)?,
+            Opened::Done(result) => result,
+        };
         let (tenant, request_id) = (&self.tenant, &self.request_id);
         match settled {
             Settled::NotRelayed if opened? => self.outcomes.forget(tenant, request_id).await,

@@ -55,6 +55,9 @@ impl RelayService {
 /// How long an OUTCOME_UNKNOWN waits for its record before the caller is
 /// told anyway.
 const RECORD_BEFORE_ANSWER: Duration = Duration::from_millis(250);
+/// How long a request waits for its awaited record to be durable before it
+/// is relayed anyway (the store is slow or, in cluster mode, unreachable).
+const RECORD_BEFORE_RELAY: Duration = Duration::from_millis(500);
 
 /// Routes a request and records its outcome and latency.
 async fn relay(
@@ -207,7 +210,13 @@ impl Relay for RelayService {
                 let request_id = request_id.clone();
                 async move {
                     let _id = id;
-                    let recording = Recording::begin(&state.outcomes, &tenant, &request_id);
+                    let mut recording = Recording::begin(&state.outcomes, &tenant, &request_id);
+                    // Without NATS the record cannot be written at all, and a
+                    // node with the agent still serves it: no point waiting.
+                    let store_reachable = state.cluster.as_ref().is_none_or(|c| c.is_up());
+                    if store_reachable && !recording.opened_within(RECORD_BEFORE_RELAY).await {
+                        tracing::warn!(bound = ?RECORD_BEFORE_RELAY, "the request's awaited record is not durable; relaying it anyway: a broker crash now would lose its answer");
+                    }
                     let size = envelope.len();
                     let result = relay(
                         &state,

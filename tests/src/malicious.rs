@@ -180,6 +180,7 @@ impl HeldSubmit {
 struct PortalSide {
     submits: mpsc::UnboundedSender<HeldSubmit>,
     agent_keys: Arc<std::sync::Mutex<Vec<pb::AgentKey>>>,
+    agents_online: Arc<std::sync::Mutex<Vec<pb::AgentInfo>>>,
 }
 
 #[tonic::async_trait]
@@ -220,6 +221,11 @@ impl Relay for PortalSide {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            agents_online: self
+                .agents_online
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             ..Default::default()
         }))
     }
@@ -239,6 +245,7 @@ pub struct MaliciousBroker {
     sessions: Arc<Mutex<mpsc::UnboundedReceiver<HeldSession>>>,
     submits: Arc<Mutex<mpsc::UnboundedReceiver<HeldSubmit>>>,
     agent_keys: Arc<std::sync::Mutex<Vec<pb::AgentKey>>>,
+    agents_online: Arc<std::sync::Mutex<Vec<pb::AgentInfo>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -258,6 +265,7 @@ impl MaliciousBroker {
         let (tx, rx) = mpsc::unbounded_channel();
         let (submits_tx, submits_rx) = mpsc::unbounded_channel();
         let agent_keys = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let agents_online = Arc::new(std::sync::Mutex::new(Vec::new()));
         let server = Server::builder()
             .tls_config(ServerTlsConfig::new().identity(identity))
             .expect("tls")
@@ -265,6 +273,7 @@ impl MaliciousBroker {
             .add_service(RelayServer::new(PortalSide {
                 submits: submits_tx,
                 agent_keys: Arc::clone(&agent_keys),
+                agents_online: Arc::clone(&agents_online),
             }));
         tokio::spawn(server.serve_with_incoming(TcpListenerStream::new(listener)));
         MaliciousBroker {
@@ -273,6 +282,7 @@ impl MaliciousBroker {
             sessions: Arc::new(Mutex::new(rx)),
             submits: Arc::new(Mutex::new(submits_rx)),
             agent_keys,
+            agents_online,
             _dir: dir,
         }
     }
@@ -280,6 +290,18 @@ impl MaliciousBroker {
     /// The agent keys GetConfiguration offers portals.
     pub fn offer_keys(&self, keys: Vec<pb::AgentKey>) {
         *self.agent_keys.lock().unwrap_or_else(|e| e.into_inner()) = keys;
+    }
+
+    /// The agents GetConfiguration lists as online (portals address their
+    /// envelopes to one of them).
+    pub fn offer_agents(&self, ids: &[&str]) {
+        *self.agents_online.lock().unwrap_or_else(|e| e.into_inner()) = ids
+            .iter()
+            .map(|id| pb::AgentInfo {
+                agent_id: (*id).to_owned(),
+                ..Default::default()
+            })
+            .collect();
     }
 
     /// Waits for the next Submit of a portal.

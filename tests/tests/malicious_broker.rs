@@ -325,6 +325,7 @@ async fn an_invented_no_agent_online_after_delivery_is_only_the_brokers_word() {
         registered_unix_ms: 0,
         endorsements: Vec::new(),
     }]);
+    evil.offer_agents(&["dc-a"]);
     let client = PortalClient::connect(
         &BrokerEndpoint::new(evil.url(), Some(&evil.ca_file)),
         "contoso",
