@@ -12,10 +12,13 @@
 //! restart does not lose it; in cluster mode in the cluster's outcomes bucket
 //! instead ([`crate::cluster::kv::outcomes`]), so that any node can answer.
 
+mod index;
+mod writer;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 
 use crate::cluster::kv::outcomes::{self as cluster, OutcomeBucket};
 use crate::error::RelayError;
@@ -331,17 +334,23 @@ pub struct Outcomes {
 }
 
 enum Backend {
-    Local(Store),
+    /// The store, and the thread that commits its writes in groups.
+    Local(Store, writer::Writer),
     // Boxed: a bucket handle carries its stream's whole info.
     Cluster(Box<OutcomeBucket>),
 }
 
 impl Outcomes {
-    pub fn new(store: Store, retention: Duration) -> Outcomes {
-        Outcomes {
-            backend: Backend::Local(store),
+    /// Indexes a store written before the per-tenant index existed.
+    pub fn new(store: Store, retention: Duration) -> Result<Outcomes, StoreError> {
+        let tx = store.db().begin_write().map_err(io("open outcomes"))?;
+        index::ensure_built(&tx)?;
+        tx.commit().map_err(io("open outcomes"))?;
+        let writer = writer::Writer::start(store.clone())?;
+        Ok(Outcomes {
+            backend: Backend::Local(store, writer),
             retention,
-        }
+        })
     }
 
     /// Outcomes in the cluster's outcomes bucket, whose max age should be
@@ -398,15 +407,15 @@ impl Outcomes {
             expires_unix_ms: self.expiry(),
             answer: None,
         };
-        let store = match &self.backend {
-            Backend::Local(store) => store,
+        let writer = match &self.backend {
+            Backend::Local(_, writer) => writer,
             Backend::Cluster(bucket) => {
                 let keys = cluster::keys(tenant, request_id);
                 return Ok(bucket.expect(&keys, &record).await?);
             }
         };
         self.write(
-            store,
+            writer,
             key(tenant, request_id),
             tenant.to_owned(),
             record,
@@ -418,31 +427,18 @@ impl Outcomes {
     /// Removes an awaited record (never an answer): for a request that, after
     /// all, no agent can have received, whose record this request made.
     pub async fn forget(&self, tenant: &str, request_id: &str) -> Result<(), StoreError> {
-        let store = match &self.backend {
-            Backend::Local(store) => store.clone(),
+        let writer = match &self.backend {
+            Backend::Local(_, writer) => writer,
             Backend::Cluster(bucket) => {
                 return Ok(bucket.forget(&cluster::keys(tenant, request_id)).await?);
             }
         };
-        let key = key(tenant, request_id);
-        tokio::task::spawn_blocking(move || {
-            let tx = store.db().begin_write().map_err(io("forget outcome"))?;
-            {
-                let mut table = tx.open_table(OUTCOMES).map_err(io("forget outcome"))?;
-                let awaited = table
-                    .get(key.as_str())
-                    .map_err(io("read outcome"))?
-                    .and_then(|v| Outcome::decode(v.value()))
-                    .is_some_and(|o| o.answer.is_none());
-                if awaited {
-                    table.remove(key.as_str()).map_err(io("forget outcome"))?;
-                }
-            }
-            tx.commit().map_err(io("commit outcome"))?;
-            Ok(())
-        })
-        .await
-        .map_err(|_| StoreError::Cancelled)?
+        writer
+            .run(writer::Op::Forget {
+                key: key(tenant, request_id),
+            })
+            .await
+            .map(drop)
     }
 
     /// Keeps an agent's answer unless one is kept already (the first one is
@@ -462,8 +458,8 @@ impl Outcomes {
             expires_unix_ms: self.expiry(),
             answer: Some(answer),
         };
-        let store = match &self.backend {
-            Backend::Local(store) => store,
+        let writer = match &self.backend {
+            Backend::Local(_, writer) => writer,
             Backend::Cluster(bucket) => {
                 let keys = cluster::keys(tenant, request_id);
                 if admission == Admission::Late {
@@ -478,7 +474,7 @@ impl Outcomes {
             }
         };
         self.write(
-            store,
+            writer,
             key(tenant, request_id),
             tenant.to_owned(),
             record,
@@ -489,65 +485,26 @@ impl Outcomes {
 
     async fn write(
         &self,
-        store: &Store,
+        writer: &writer::Writer,
         key: String,
         tenant: String,
         record: Outcome,
         admission: Admission,
     ) -> Result<bool, StoreError> {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || {
-            let now = now_unix_ms();
-            let tx = store.db().begin_write().map_err(io("write outcome"))?;
-            let written = {
-                let mut table = tx.open_table(OUTCOMES).map_err(io("write outcome"))?;
-                let existing = table
-                    .get(key.as_str())
-                    .map_err(io("read outcome"))?
-                    .and_then(|v| Outcome::decode(v.value()))
-                    .filter(|o| o.expires_unix_ms > now);
-                let write = match (&existing, admission) {
-                    // An answer is never replaced: the first one is the agent's.
-                    (
-                        Some(Outcome {
-                            answer: Some(_), ..
-                        }),
-                        _,
-                    ) => false,
-                    // Waiting already: an expect naming the agent says what
-                    // the routing found; one without changes nothing.
-                    (Some(awaited), _) if record.answer.is_none() => {
-                        !record.agent_id.is_empty()
-                            && (&awaited.agent_id, awaited.acknowledged)
-                                != (&record.agent_id, record.acknowledged)
-                    }
-                    (Some(awaited), Admission::Late) => admits_late(awaited, &record.agent_id),
-                    (Some(_), Admission::Relayed) => true,
-                    // Nothing was relayed under this id (or it expired).
-                    (None, Admission::Late) => false,
-                    (None, Admission::Relayed) => {
-                        make_room(&mut table, &tenant, MAX_OUTCOMES_PER_TENANT)?;
-                        true
-                    }
-                };
-                if write {
-                    table
-                        .insert(key.as_str(), record.encode().as_slice())
-                        .map_err(io("write outcome"))?;
-                }
-                write
-            };
-            tx.commit().map_err(io("commit outcome"))?;
-            Ok(written)
-        })
-        .await
-        .map_err(|_| StoreError::Cancelled)?
+        writer
+            .run(writer::Op::Write {
+                key,
+                tenant,
+                record,
+                admission,
+            })
+            .await
     }
 
     /// What is known of a request's outcome; `None` also once it expired.
     pub async fn get(&self, tenant: &str, request_id: &str) -> Result<Option<Outcome>, StoreError> {
         let store = match &self.backend {
-            Backend::Local(store) => store.clone(),
+            Backend::Local(store, _) => store.clone(),
             Backend::Cluster(bucket) => {
                 let found = bucket.get(&cluster::keys(tenant, request_id)).await?;
                 return Ok(found.filter(|o| o.expires_unix_ms > now_unix_ms()));
@@ -571,7 +528,7 @@ impl Outcomes {
     /// the bucket's max age expires them.
     pub async fn purge(&self) -> Result<usize, StoreError> {
         let store = match &self.backend {
-            Backend::Local(store) => store.clone(),
+            Backend::Local(store, _) => store.clone(),
             Backend::Cluster(_) => return Ok(0),
         };
         tokio::task::spawn_blocking(move || {
@@ -579,14 +536,23 @@ impl Outcomes {
             let tx = store.db().begin_write().map_err(io("purge outcomes"))?;
             let removed = {
                 let mut table = tx.open_table(OUTCOMES).map_err(io("purge outcomes"))?;
-                let before = table.len().map_err(io("purge outcomes"))?;
-                table
-                    .retain(|_, v| Outcome::decode(v).is_some_and(|o| o.expires_unix_ms > now))
-                    .map_err(io("purge outcomes"))?;
-                before - table.len().map_err(io("purge outcomes"))?
+                let mut index = index::Index::open(&tx)?;
+                let mut gone = Vec::new();
+                for record in table.iter().map_err(io("purge outcomes"))? {
+                    let (k, v) = record.map_err(io("purge outcomes"))?;
+                    if Outcome::decode(v.value()).is_none_or(|o| o.expires_unix_ms <= now) {
+                        gone.push((k.value().to_owned(), index::expiry_of(v.value())));
+                    }
+                }
+                for (key, expiry) in &gone {
+                    table.remove(key.as_str()).map_err(io("purge outcomes"))?;
+                    let (tenant, request_id) = split(key);
+                    index.removed(tenant, request_id, *expiry)?;
+                }
+                gone.len()
             };
             tx.commit().map_err(io("commit outcomes"))?;
-            Ok(removed as usize)
+            Ok(removed)
         })
         .await
         .map_err(|_| StoreError::Cancelled)?
@@ -603,31 +569,25 @@ fn admits_late(awaited: &Outcome, agent_id: &str) -> bool {
 /// Evicts the tenant's record that expires first if it has the most kept.
 fn make_room(
     table: &mut redb::Table<&str, &[u8]>,
+    index: &mut index::Index<'_>,
     tenant: &str,
     cap: usize,
 ) -> Result<(), StoreError> {
-    let lower = format!("{tenant}/");
-    let upper = format!("{tenant}0");
-    let mut kept = 0usize;
-    let mut first: Option<(String, i64)> = None;
-    for entry in table
-        .range(lower.as_str()..upper.as_str())
-        .map_err(io("count outcomes"))?
-    {
-        let (k, v) = entry.map_err(io("count outcomes"))?;
-        kept += 1;
-        // An undecodable record goes first.
-        let expiry = Outcome::expiry_of(v.value()).unwrap_or(i64::MIN);
-        if first.as_ref().is_none_or(|(_, e)| expiry < *e) {
-            first = Some((k.value().to_owned(), expiry));
-        }
+    if index.count(tenant)? < cap as u64 {
+        return Ok(());
     }
-    if kept >= cap
-        && let Some((oldest, _)) = first
-    {
-        table.remove(oldest.as_str()).map_err(io("evict outcome"))?;
+    if let Some((request_id, expiry)) = index.first(tenant)? {
+        table
+            .remove(key(tenant, &request_id).as_str())
+            .map_err(io("evict outcome"))?;
+        index.removed(tenant, &request_id, expiry)?;
     }
     Ok(())
+}
+
+/// `tenant/request_id` back into its parts.
+fn split(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or((key, ""))
 }
 
 #[cfg(test)]
@@ -637,7 +597,7 @@ mod tests {
     fn outcomes(retention: Duration) -> (tempfile::TempDir, Outcomes) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("b.redb")).unwrap();
-        (dir, Outcomes::new(store, retention))
+        (dir, Outcomes::new(store, retention).unwrap())
     }
 
     #[test]
@@ -829,31 +789,129 @@ mod tests {
         );
     }
 
+    fn awaited(expiry: i64) -> Outcome {
+        Outcome {
+            agent_id: "dc01".into(),
+            acknowledged: false,
+            expires_unix_ms: expiry,
+            answer: None,
+        }
+    }
+
     #[test]
     fn a_full_tenant_evicts_the_record_that_expires_first() {
+        use redb::ReadableTableMetadata;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("b.redb")).unwrap();
         let tx = store.db().begin_write().unwrap();
         {
             let mut table = tx.open_table(OUTCOMES).unwrap();
+            let mut index = index::Index::open(&tx).unwrap();
             for (id, expiry) in [("t/a", 30), ("t/b", 10), ("t/c", 20), ("u/z", 1)] {
-                let o = Outcome {
-                    agent_id: "dc01".into(),
-                    acknowledged: false,
-                    expires_unix_ms: expiry,
-                    answer: None,
-                };
-                table.insert(id, o.encode().as_slice()).unwrap();
+                table
+                    .insert(id, awaited(expiry).encode().as_slice())
+                    .unwrap();
+                let (tenant, request_id) = split(id);
+                index.added(tenant, request_id, expiry as u64).unwrap();
             }
-            make_room(&mut table, "t", 4).unwrap();
+            make_room(&mut table, &mut index, "t", 4).unwrap();
             assert_eq!(table.len().unwrap(), 4, "room left: nothing evicted");
-            make_room(&mut table, "t", 3).unwrap();
+            make_room(&mut table, &mut index, "t", 3).unwrap();
             assert!(table.get("t/b").unwrap().is_none(), "the first to expire");
             for kept in ["t/a", "t/c", "u/z"] {
                 assert!(table.get(kept).unwrap().is_some(), "{kept}");
             }
+            assert_eq!(index.count("t").unwrap(), 2);
+            assert_eq!(index.first("t").unwrap(), Some(("c".to_owned(), 20)));
         }
         tx.commit().unwrap();
+    }
+
+    /// The index agrees with a scan of the records after every kind of
+    /// change, and a store written before the index existed is indexed when
+    /// it is opened.
+    #[tokio::test]
+    async fn the_index_follows_every_change_and_is_built_for_an_old_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.redb");
+        let store = Store::open(&path).unwrap();
+        // Records as an older broker wrote them: no index.
+        {
+            let tx = store.db().begin_write().unwrap();
+            {
+                let mut table = tx.open_table(OUTCOMES).unwrap();
+                let far = now_unix_ms() + 3_600_000;
+                for (id, expiry) in [("t/old1", far + 5), ("t/old2", far + 1), ("u/x", far)] {
+                    table
+                        .insert(id, awaited(expiry).encode().as_slice())
+                        .unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        let o = Outcomes::new(store.clone(), Duration::from_secs(3600)).unwrap();
+        let check = |store: &Store| {
+            let tx = store.db().begin_write().unwrap();
+            let mut scanned: std::collections::BTreeMap<String, (u64, Option<(u64, String)>)> =
+                Default::default();
+            {
+                let table = tx.open_table(OUTCOMES).unwrap();
+                for r in table.iter().unwrap() {
+                    let (k, v) = r.unwrap();
+                    let (tenant, id) = split(k.value());
+                    let e = index::expiry_of(v.value());
+                    let t = scanned.entry(tenant.to_owned()).or_default();
+                    t.0 += 1;
+                    if t.1.as_ref().is_none_or(|(first, _)| e < *first) {
+                        t.1 = Some((e, id.to_owned()));
+                    }
+                }
+                let index = index::Index::open(&tx).unwrap();
+                for (tenant, (count, first)) in &scanned {
+                    assert_eq!(index.count(tenant).unwrap(), *count, "{tenant}");
+                    let (e, id) = first.clone().unwrap();
+                    assert_eq!(index.first(tenant).unwrap(), Some((id, e)), "{tenant}");
+                }
+            }
+            tx.abort().unwrap();
+            scanned.values().map(|(c, _)| *c).sum::<u64>()
+        };
+        assert_eq!(check(&store), 3);
+        o.expect("t", "r1", "", false).await.unwrap();
+        o.expect("t", "r1", "dc01", true).await.unwrap();
+        o.record("t", "r2", "dc01", envelope(2), Admission::Relayed)
+            .await
+            .unwrap();
+        o.expect("t", "r3", "", false).await.unwrap();
+        o.forget("t", "r3").await.unwrap();
+        o.settle(
+            "t",
+            "r1",
+            Settled::Answered {
+                agent_id: "dc01".into(),
+                answer: envelope(1),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(check(&store), 5);
+        // Reopening does not index twice.
+        let again = Outcomes::new(store.clone(), Duration::from_secs(3600)).unwrap();
+        assert_eq!(check(&store), 5);
+        // Everything expired: purged, and the index with it.
+        let gone = Outcomes::new(store.clone(), Duration::ZERO).unwrap();
+        let tx = store.db().begin_write().unwrap();
+        {
+            let mut table = tx.open_table(OUTCOMES).unwrap();
+            let mut index = index::Index::open(&tx).unwrap();
+            let old = index::expiry_of(table.get("u/x").unwrap().unwrap().value());
+            table.insert("u/x", awaited(1).encode().as_slice()).unwrap();
+            index.replaced("u", "x", old, 1).unwrap();
+        }
+        tx.commit().unwrap();
+        drop((o, again));
+        assert_eq!(gone.purge().await.unwrap(), 1);
+        assert_eq!(check(&store), 4);
     }
 
     #[tokio::test]

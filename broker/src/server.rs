@@ -88,7 +88,7 @@ async fn open_local(config: &BrokerConfig) -> Result<Backing, BrokerError> {
         .await
         .map_err(|_| BrokerError::Panicked)??;
     Ok(Backing {
-        outcomes: Arc::new(Outcomes::new(store.clone(), config.outcome_retention)),
+        outcomes: Arc::new(Outcomes::new(store.clone(), config.outcome_retention)?),
         tenants: Arc::new(Tenants::load(store)?),
         operator_key: load_or_create_operator_key(&config.operator_key_path())?,
         cluster: None,

@@ -1,0 +1,199 @@
+//! One thread owns the outcome records' write side and commits in groups:
+//! the writes that arrive while a commit is on disk go into the next one
+//! together. Every relayed request writes twice (its awaited record before
+//! it is relayed, its final state after), and each redb commit costs an
+//! fsync and a copy of the pages it touched; with 64 requests in flight,
+//! one commit per write made the store the broker's bottleneck. A group
+//! shares them, and no runtime thread waits on the disk.
+
+use std::sync::mpsc;
+
+use redb::ReadableTable;
+use tokio::sync::oneshot;
+use tracing::warn;
+
+use super::index::{self, Index};
+use super::{Admission, OUTCOMES, Outcome, admits_late, make_room, split};
+use crate::store::{Store, StoreError, io};
+use crate::time::now_unix_ms;
+
+/// The most writes one commit carries; more wait for the next.
+const MAX_GROUP: usize = 256;
+
+pub(super) enum Op {
+    /// Insert or replace a record, by the rules of [`Admission`].
+    Write {
+        key: String,
+        tenant: String,
+        record: Outcome,
+        admission: Admission,
+    },
+    /// Remove an awaited record (never an answer).
+    Forget { key: String },
+}
+
+struct Job {
+    op: Op,
+    done: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+/// The handle to the writer thread; the thread ends when it is dropped.
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    pub(super) fn start(store: Store) -> Result<Writer, StoreError> {
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("outcome-store".into())
+            .spawn(move || commit_groups(&store, &queue))
+            .map_err(|e| StoreError::Io {
+                operation: "start the outcome writer",
+                source: Box::new(redb::Error::Io(e)),
+            })?;
+        Ok(Writer { jobs })
+    }
+
+    /// Applies `op` in the next group commit; whether it wrote (for a
+    /// forget: whether it removed) a record.
+    pub(super) async fn run(&self, op: Op) -> Result<bool, StoreError> {
+        let (done, result) = oneshot::channel();
+        self.jobs
+            .send(Job { op, done })
+            .map_err(|_| StoreError::Cancelled)?;
+        result.await.map_err(|_| StoreError::Cancelled)?
+    }
+}
+
+fn commit_groups(store: &Store, queue: &mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        match commit(store, &group) {
+            Ok(results) => {
+                for (job, result) in group.into_iter().zip(results) {
+                    let _ = job.done.send(Ok(result));
+                }
+            }
+            // Nothing of the group was written: each caller hears so.
+            Err(e) => {
+                warn!(error = %e, writes = group.len(), "outcome store commit failed");
+                let text = e.to_string();
+                for job in group {
+                    let _ = job.done.send(Err(StoreError::Io {
+                        operation: "commit outcomes",
+                        source: Box::new(redb::Error::Io(std::io::Error::other(text.clone()))),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction for the whole group, applied in arrival order.
+fn commit(store: &Store, group: &[Job]) -> Result<Vec<bool>, StoreError> {
+    let now = now_unix_ms();
+    let tx = store.db().begin_write().map_err(io("write outcomes"))?;
+    let results = {
+        let mut table = tx.open_table(OUTCOMES).map_err(io("write outcomes"))?;
+        let mut index = Index::open(&tx)?;
+        let mut results = Vec::with_capacity(group.len());
+        for job in group {
+            results.push(match &job.op {
+                Op::Write {
+                    key,
+                    tenant,
+                    record,
+                    admission,
+                } => write(&mut table, &mut index, now, key, tenant, record, *admission)?,
+                Op::Forget { key } => forget(&mut table, &mut index, key)?,
+            });
+        }
+        results
+    };
+    tx.commit().map_err(io("commit outcomes"))?;
+    Ok(results)
+}
+
+fn write(
+    table: &mut redb::Table<&str, &[u8]>,
+    index: &mut Index<'_>,
+    now: i64,
+    key: &str,
+    tenant: &str,
+    record: &Outcome,
+    admission: Admission,
+) -> Result<bool, StoreError> {
+    let (stored, old_expiry) = match table.get(key).map_err(io("read outcome"))? {
+        Some(v) => (
+            Outcome::decode(v.value()),
+            Some(index::expiry_of(v.value())),
+        ),
+        None => (None, None),
+    };
+    let existing = stored.filter(|o| o.expires_unix_ms > now);
+    let write = match (&existing, admission) {
+        // An answer is never replaced: the first one is the agent's.
+        (
+            Some(Outcome {
+                answer: Some(_), ..
+            }),
+            _,
+        ) => false,
+        // Waiting already: an expect naming the agent says what the routing
+        // found; one without changes nothing.
+        (Some(awaited), _) if record.answer.is_none() => {
+            !record.agent_id.is_empty()
+                && (&awaited.agent_id, awaited.acknowledged)
+                    != (&record.agent_id, record.acknowledged)
+        }
+        (Some(awaited), Admission::Late) => admits_late(awaited, &record.agent_id),
+        (Some(_), Admission::Relayed) => true,
+        // Nothing was relayed under this id (or it expired).
+        (None, Admission::Late) => false,
+        // Nothing awaited, or only an expired record: a new one.
+        (None, Admission::Relayed) => {
+            if old_expiry.is_none() {
+                make_room(table, index, tenant, super::MAX_OUTCOMES_PER_TENANT)?;
+            }
+            true
+        }
+    };
+    if write {
+        table
+            .insert(key, record.encode().as_slice())
+            .map_err(io("write outcome"))?;
+        let (tenant, request_id) = split(key);
+        let expiry = record.expires_unix_ms.max(0) as u64;
+        match old_expiry {
+            Some(old) => index.replaced(tenant, request_id, old, expiry)?,
+            None => index.added(tenant, request_id, expiry)?,
+        }
+    }
+    Ok(write)
+}
+
+fn forget(
+    table: &mut redb::Table<&str, &[u8]>,
+    index: &mut Index<'_>,
+    key: &str,
+) -> Result<bool, StoreError> {
+    let awaited = table
+        .get(key)
+        .map_err(io("read outcome"))?
+        .and_then(|v| Outcome::decode(v.value()))
+        .filter(|o| o.answer.is_none());
+    let Some(awaited) = awaited else {
+        return Ok(false);
+    };
+    table.remove(key).map_err(io("forget outcome"))?;
+    let (tenant, request_id) = split(key);
+    index.removed(tenant, request_id, awaited.expires_unix_ms.max(0) as u64)?;
+    Ok(true)
+}
