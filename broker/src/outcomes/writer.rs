@@ -39,20 +39,36 @@ struct Job {
 
 /// The handle to the writer thread; the thread ends when it is dropped.
 pub(super) struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    /// Waits for the commit under way and for the thread to let go of the
+    /// store, so the same file can be opened again at once (a broker
+    /// restarted in the same process).
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Writer {
     pub(super) fn start(store: Store) -> Result<Writer, StoreError> {
         let (jobs, queue) = mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("outcome-store".into())
             .spawn(move || commit_groups(&store, &queue))
             .map_err(|e| StoreError::Io {
                 operation: "start the outcome writer",
                 source: Box::new(redb::Error::Io(e)),
             })?;
-        Ok(Writer { jobs })
+        Ok(Writer {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
     }
 
     /// Applies `op` in the next group commit; whether it wrote (for a
@@ -60,6 +76,8 @@ impl Writer {
     pub(super) async fn run(&self, op: Op) -> Result<bool, StoreError> {
         let (done, result) = oneshot::channel();
         self.jobs
+            .as_ref()
+            .ok_or(StoreError::Cancelled)?
             .send(Job { op, done })
             .map_err(|_| StoreError::Cancelled)?;
         result.await.map_err(|_| StoreError::Cancelled)?
