@@ -85,13 +85,9 @@ impl Gateway {
             return Err(RelayError::AgentRevoked(hello.agent_id));
         }
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let mut version = hello.agent_version;
-        // At most 64 bytes, cut on a character boundary (the agent chooses it).
-        let cut = (0..=version.len().min(64))
-            .rev()
-            .find(|&i| version.is_char_boundary(i))
-            .unwrap_or(0);
-        version.truncate(cut);
+        // At most 64 characters, control characters escaped: the agent
+        // chooses it, and it is logged and shown to operators.
+        let version = crate::agent_text::printable(&hello.agent_version, 64);
         let session = Arc::new(AgentSession::new(
             hello.tenant,
             hello.agent_id,
@@ -276,7 +272,7 @@ fn handle_frame(
                 Some(agent_reply::Result::Error(e)) => AgentAnswer::Error {
                     code: e.code,
                     refusal: e.refusal,
-                    message: e.message.chars().take(512).collect(),
+                    message: crate::agent_text::printable(&e.message, 512),
                 },
                 None => AgentAnswer::Error {
                     code: pb::AgentErrorCode::Unspecified as i32,

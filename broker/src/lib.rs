@@ -31,6 +31,7 @@
 
 pub mod admin_service;
 pub mod agent_keys;
+pub mod agent_text;
 pub mod auth;
 pub mod cluster;
 pub mod config;

@@ -158,6 +158,24 @@ impl RawSession {
         self.tx.send(bytes).await.expect("session stream open");
     }
 
+    /// Waits for the next request the broker relays (skipping heartbeats).
+    pub async fn next_request(&mut self) -> pb::RelayedRequest {
+        let wait = async {
+            loop {
+                match self.inbound.message().await {
+                    Ok(Some(pb::BrokerFrame {
+                        frame: Some(broker_frame::Frame::Request(request)),
+                    })) => return request,
+                    Ok(Some(_)) => continue,
+                    other => panic!("the session ended before a request: {other:?}"),
+                }
+            }
+        };
+        tokio::time::timeout(STARTUP_TIMEOUT, wait)
+            .await
+            .expect("no request in time")
+    }
+
     /// Waits for the broker's Goodbye (skipping heartbeats and requests),
     /// then for the end of the stream.
     pub async fn goodbye(&mut self) -> pb::Goodbye {

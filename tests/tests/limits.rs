@@ -366,3 +366,60 @@ async fn malformed_and_unexpected_messages_are_named() {
 
     assert_pings(&broker, &b, "agent-b").await;
 }
+
+// Text an agent chooses (its version, an AgentError's message) is logged
+// with its control characters escaped: a newline or a terminal escape in it
+// cannot forge a line of the broker's log.
+#[tokio::test]
+async fn agent_text_is_escaped_in_the_brokers_log() {
+    let broker = BrokerBuilder::new().start().await;
+    let a = broker.create_tenant("tenant-a").await;
+    let channel = broker.endpoint().connect().await.expect("channel");
+    let mut hello = raw::hello(&a, "rogue");
+    if let Some(pb::agent_frame::Frame::Hello(h)) = &mut hello.frame {
+        h.agent_version = "9.9\n2026-12-05T00:00:00Z ERROR forged version\u{1b}[31m".into();
+    }
+    let mut session = RawSession::open(&channel, hello).await.expect("session");
+    let portal = broker.portal(&a, Right::Send).await;
+    let submit = tokio::spawn(async move {
+        portal
+            .submit("r-1", Operation::ResetPassword, "rogue", vec![1], None)
+            .await
+    });
+    let request = session.next_request().await;
+    session
+        .send(&pb::AgentFrame {
+            frame: Some(pb::agent_frame::Frame::Reply(pb::AgentReply {
+                correlation_id: request.correlation_id,
+                request_id: request.request_id,
+                result: Some(pb::agent_reply::Result::Error(pb::AgentError {
+                    code: pb::AgentErrorCode::Internal as i32,
+                    message: "failed\r\n2026-12-05T00:00:01Z ERROR forged message\u{1b}[2J".into(),
+                    refusal: 0,
+                })),
+            })),
+        })
+        .await;
+    let err = submit.await.expect("task").unwrap_err();
+    assert_eq!(err.reason(), Some(Reason::AgentError), "{err}");
+
+    let logs = broker.logs();
+    for forged in ["ERROR forged version", "ERROR forged message"] {
+        assert!(
+            !logs
+                .lines()
+                .any(|l| l.starts_with("2026-12-05T00:00") || l.trim_start().starts_with(forged)),
+            "a forged line in the log:\n{logs}"
+        );
+        assert!(
+            logs.contains(forged),
+            "the text is logged, escaped:\n{logs}"
+        );
+    }
+    assert!(logs.contains("\\n2026-12-05T00:00:00Z"), "{logs}");
+    assert!(logs.contains("\\r\\n2026-12-05T00:00:01Z"), "{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "no raw escape character in the log"
+    );
+}
