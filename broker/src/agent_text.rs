@@ -11,11 +11,12 @@
 pub fn printable(text: &str, max: usize) -> String {
     text.chars()
         .flat_map(|c| {
-            let escaped = c.is_control().then(|| c.escape_default());
-            escaped
-                .into_iter()
-                .flatten()
-                .chain((!c.is_control()).then_some(c))
+            let (escaped, plain) = if c.is_control() {
+                (Some(c.escape_default()), None)
+            } else {
+                (None, Some(c))
+            };
+            escaped.into_iter().flatten().chain(plain)
         })
         .take(max)
         .collect()

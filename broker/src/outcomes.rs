@@ -414,14 +414,13 @@ impl Outcomes {
                 return Ok(bucket.expect(&keys, &record).await?);
             }
         };
-        self.write(
-            writer,
-            key(tenant, request_id),
-            tenant.to_owned(),
-            record,
-            Admission::Relayed,
-        )
-        .await
+        writer
+            .run(writer::Op::Write {
+                key: key(tenant, request_id),
+                record,
+                admission: Admission::Relayed,
+            })
+            .await
     }
 
     /// Removes an awaited record (never an answer): for a request that, after
@@ -473,28 +472,9 @@ impl Outcomes {
                 return Ok(bucket.record(&keys, &record).await?);
             }
         };
-        self.write(
-            writer,
-            key(tenant, request_id),
-            tenant.to_owned(),
-            record,
-            admission,
-        )
-        .await
-    }
-
-    async fn write(
-        &self,
-        writer: &writer::Writer,
-        key: String,
-        tenant: String,
-        record: Outcome,
-        admission: Admission,
-    ) -> Result<bool, StoreError> {
         writer
             .run(writer::Op::Write {
-                key,
-                tenant,
+                key: key(tenant, request_id),
                 record,
                 admission,
             })

@@ -16,7 +16,7 @@ use envelope::body::outcome;
 use envelope::{Anchor, KeyPair, Password, RequestBody};
 use proto::pb::{self, Operation};
 use sas::{KeySlot, Right};
-use tests::sealed::{SETUP_PASSWORD, SealedAgent, onboard};
+use tests::sealed::{Onboarded, SETUP_PASSWORD, SealedAgent, onboard};
 use tests::{BrokerBuilder, BrokerProcess, Tenant, bin, write_key};
 
 const PASSWORD: &str = "Correct-Horse-Battery-Staple-42";
@@ -48,6 +48,18 @@ fn agent_config(broker: &BrokerProcess, tenant: &Tenant, dir: &Path) -> AgentCon
     .expect("config")
 }
 
+/// Registers the onboarded agent's current key with the broker, as
+/// `writeback-agent init` does, without starting an agent.
+async fn register_agent_key(broker: &BrokerProcess, tenant: &Tenant, onboarded: &Onboarded) {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = agent_config(broker, tenant, dir.path());
+    let registrar = onboarding::Registrar::connect(&config)
+        .await
+        .expect("registrar");
+    let ring = Keyring::load(&onboarded.keyring, SETUP_PASSWORD).expect("keyring");
+    registrar.register(ring.current()).await.expect("register");
+}
+
 async fn sealed_portal(
     broker: &BrokerProcess,
     tenant: &Tenant,
@@ -66,13 +78,7 @@ async fn the_portal_refuses_agent_keys_the_broker_substitutes() {
     let broker = BrokerBuilder::new().start().await;
     let tenant = broker.create_tenant("contoso").await;
     let onboarded = onboard("contoso");
-    let dir = tempfile::tempdir().expect("dir");
-    let config = agent_config(&broker, &tenant, dir.path());
-    let registrar = onboarding::Registrar::connect(&config)
-        .await
-        .expect("registrar");
-    let ring = Keyring::load(&onboarded.keyring, SETUP_PASSWORD).expect("keyring");
-    registrar.register(ring.current()).await.expect("register");
+    register_agent_key(&broker, &tenant, &onboarded).await;
 
     let pinned = vec![onboarded.agent_key.public.fingerprint()];
     let portal = sealed_portal(&broker, &tenant, &onboarded.portal, pinned).await;
@@ -466,13 +472,7 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
     let broker = BrokerBuilder::new().start().await;
     let tenant = broker.create_tenant("contoso").await;
     let onboarded = onboard("contoso");
-    let dir = tempfile::tempdir().expect("dir");
-    let config = agent_config(&broker, &tenant, dir.path());
-    let registrar = onboarding::Registrar::connect(&config)
-        .await
-        .expect("registrar");
-    let ring = Keyring::load(&onboarded.keyring, SETUP_PASSWORD).expect("keyring");
-    registrar.register(ring.current()).await.expect("register");
+    register_agent_key(&broker, &tenant, &onboarded).await;
     let state = tempfile::tempdir().expect("state");
     let agent = SealedAgent::start(
         &broker.url(),

@@ -25,7 +25,12 @@ const VERSION: u64 = 1;
 /// The expiry a record is indexed under; an undecodable one sorts first,
 /// so it is the first evicted.
 pub(super) fn expiry_of(bytes: &[u8]) -> u64 {
-    Outcome::expiry_of(bytes).map_or(0, |e| e.max(0) as u64)
+    Outcome::expiry_of(bytes).map_or(0, indexed)
+}
+
+/// A record's expiry (Unix ms) as the index holds it.
+pub(super) fn indexed(expires_unix_ms: i64) -> u64 {
+    expires_unix_ms.max(0) as u64
 }
 
 fn entry(tenant: &str, expiry: u64, request_id: &str) -> String {

@@ -24,7 +24,6 @@ pub(super) enum Op {
     /// Insert or replace a record, by the rules of [`Admission`].
     Write {
         key: String,
-        tenant: String,
         record: Outcome,
         admission: Admission,
     },
@@ -126,10 +125,9 @@ fn commit(store: &Store, group: &[Job]) -> Result<Vec<bool>, StoreError> {
             results.push(match &job.op {
                 Op::Write {
                     key,
-                    tenant,
                     record,
                     admission,
-                } => write(&mut table, &mut index, now, key, tenant, record, *admission)?,
+                } => write(&mut table, &mut index, now, key, record, *admission)?,
                 Op::Forget { key } => forget(&mut table, &mut index, key)?,
             });
         }
@@ -144,10 +142,10 @@ fn write(
     index: &mut Index<'_>,
     now: i64,
     key: &str,
-    tenant: &str,
     record: &Outcome,
     admission: Admission,
 ) -> Result<bool, StoreError> {
+    let (tenant, request_id) = split(key);
     let (stored, old_expiry) = match table.get(key).map_err(io("read outcome"))? {
         Some(v) => (
             Outcome::decode(v.value()),
@@ -187,8 +185,7 @@ fn write(
         table
             .insert(key, record.encode().as_slice())
             .map_err(io("write outcome"))?;
-        let (tenant, request_id) = split(key);
-        let expiry = record.expires_unix_ms.max(0) as u64;
+        let expiry = index::indexed(record.expires_unix_ms);
         match old_expiry {
             Some(old) => index.replaced(tenant, request_id, old, expiry)?,
             None => index.added(tenant, request_id, expiry)?,
@@ -212,6 +209,6 @@ fn forget(
     };
     table.remove(key).map_err(io("forget outcome"))?;
     let (tenant, request_id) = split(key);
-    index.removed(tenant, request_id, awaited.expires_unix_ms.max(0) as u64)?;
+    index.removed(tenant, request_id, index::indexed(awaited.expires_unix_ms))?;
     Ok(true)
 }
