@@ -18,6 +18,7 @@ pub mod http;
 pub mod http_request;
 pub mod malicious;
 pub mod nats;
+pub mod pressure;
 pub mod raw;
 pub mod scenarios;
 pub mod sealed;
@@ -182,6 +183,7 @@ pub struct BrokerBuilder {
     pki: Option<broker::tls::DevPki>,
     rust_log: String,
     dir: Option<tempfile::TempDir>,
+    open_files: Option<u64>,
 }
 
 impl Default for BrokerBuilder {
@@ -198,6 +200,7 @@ impl BrokerBuilder {
             pki: None,
             rust_log: "info".into(),
             dir: None,
+            open_files: None,
         }
     }
 
@@ -218,6 +221,13 @@ impl BrokerBuilder {
     /// CA, so that several brokers can share one CA file (cluster nodes).
     pub fn pki(mut self, pki: broker::tls::DevPki) -> Self {
         self.pki = Some(pki);
+        self
+    }
+
+    /// Runs the broker with this descriptor limit (soft and hard), as
+    /// systemd's default soft limit of 1,024 would.
+    pub fn open_files_limit(mut self, limit: u64) -> Self {
+        self.open_files = Some(limit);
         self
     }
 
@@ -255,6 +265,7 @@ impl BrokerBuilder {
             ca_file: pki.ca_cert,
             config_path,
             rust_log: self.rust_log,
+            open_files: self.open_files,
             child: None,
             grpc_addr: String::new(),
             operator_addr: String::new(),
@@ -271,6 +282,7 @@ pub struct BrokerProcess {
     pub ca_file: PathBuf,
     config_path: PathBuf,
     rust_log: String,
+    open_files: Option<u64>,
     child: Option<Child>,
     pub grpc_addr: String,
     pub operator_addr: String,
@@ -281,7 +293,18 @@ impl BrokerProcess {
     async fn spawn(&mut self) {
         let log = self.log_path(self.restarts);
         let stderr = std::fs::File::create(&log).expect("broker log file");
-        let mut child = Command::new(bin("relay-broker"))
+        // prlimit execs the broker: the pid stays the broker's.
+        let mut command = match self.open_files {
+            None => Command::new(bin("relay-broker")),
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(bin("relay-broker"));
+                c
+            }
+        };
+        let mut child = command
             .arg("--config")
             .arg(&self.config_path)
             .env("RUST_LOG", &self.rust_log)
