@@ -114,8 +114,10 @@ impl Shared {
         let server = self.name;
         let reason = cut.as_str();
         match cut {
-            Cut::HeaderTimeout => info!(server, %peer, reason, timeout = ?self.limits.header_timeout,
-                "connection closed: no complete request headers in time"),
+            Cut::HeaderTimeout => {
+                info!(server, %peer, reason, timeout = ?self.limits.header_timeout,
+                "connection closed: no complete request headers in time")
+            }
             Cut::BodyTimeout => info!(server, %peer, reason, timeout = ?self.limits.body_timeout,
                 "request refused and connection closed: its body did not arrive in time"),
             Cut::BodyTooLarge => info!(server, %peer, reason, limit = self.limits.max_body_bytes,
@@ -165,8 +167,11 @@ pub async fn serve(
             }
             if !full_logged {
                 full_logged = true;
-                warn!(server = name, limit = shared.limits.max_connections,
-                    "at the connection cap: closing the oldest idle connections, or pausing accepts while all are answering");
+                warn!(
+                    server = name,
+                    limit = shared.limits.max_connections,
+                    "at the connection cap: closing the oldest idle connections, or pausing accepts while all are answering"
+                );
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break 'accepting,
@@ -265,10 +270,7 @@ async fn respond(
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.is::<LengthLimitError>() => {
             shared.cut(Cut::BodyTooLarge, peer.ip());
-            let why = format!(
-                "the request body is over {} bytes",
-                limits.max_body_bytes
-            );
+            let why = format!("the request body is over {} bytes", limits.max_body_bytes);
             return Ok(closing(StatusCode::PAYLOAD_TOO_LARGE, why));
         }
         Ok(Err(error)) => {
@@ -298,7 +300,10 @@ fn closing(status: StatusCode, why: String) -> Response<Body> {
     let mut response = Response::new(Body::from(format!("{why}\n")));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    headers.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
     headers.insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; charset=utf-8"),

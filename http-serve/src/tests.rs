@@ -101,7 +101,10 @@ async fn half_sent_headers_and_idle_connections_are_closed_at_the_header_timeout
         [Cut::HeaderTimeout, Cut::HeaderTimeout]
     );
     server.shutdown.cancel();
-    tokio::time::timeout(BOUND, server.task).await.unwrap().unwrap();
+    tokio::time::timeout(BOUND, server.task)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -155,7 +158,11 @@ async fn connection_caps_close_the_surplus_and_the_oldest_idle() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(started.elapsed() < HEADER_TIMEOUT, "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < HEADER_TIMEOUT,
+        "{:?}",
+        started.elapsed()
+    );
     let mut buf = [0u8; 1];
     let closed = tokio::time::timeout(BOUND, held[0].read(&mut buf)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
