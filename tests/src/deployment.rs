@@ -92,7 +92,7 @@ impl Deployment {
         let portal = SealedPortal::new(
             broker.portal(&tenant, Right::Send).await,
             portal_key.clone(),
-            vec![fingerprint.clone()],
+            vec![fingerprint],
         );
         Deployment {
             broker,
@@ -112,7 +112,7 @@ impl Deployment {
         SealedPortal::new(
             self.broker.portal(&self.tenant, Right::Send).await,
             self.portal_key.clone(),
-            vec![self.fingerprint.clone()],
+            vec![self.fingerprint],
         )
     }
 
