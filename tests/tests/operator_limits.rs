@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sas::Right;
+use tests::cluster::metric;
+use tests::http_request::connect_from;
 use tests::pressure::{Bystander, ProcStat, Sampler, assert_unharmed};
 use tests::{BrokerBuilder, EchoAgent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,11 +68,7 @@ fn raise_open_files_limit() {
 /// ends, and returns how long the broker kept it open, and when (after
 /// `start`) it closed it.
 async fn half_sent(source: u8, to: SocketAddr, start: Instant) -> (Duration, Duration) {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(SocketAddr::from(([127, 0, 0, source], 0)))
-        .expect("bind a loopback source");
-    let Ok(mut stream) = socket.connect(to).await else {
+    let Ok(mut stream) = connect_from(source, &to.to_string()).await else {
         return (Duration::ZERO, start.elapsed());
     };
     let opened = Instant::now();
@@ -192,14 +190,10 @@ async fn half_sent_operator_requests_are_closed_and_agents_still_connect() {
         calls.len()
     );
 
-    let (_, metrics) = tests::http::get(&broker.operator_addr, "/metrics").await;
-    let cut = |reason: &str| -> u64 {
-        let series =
-            format!("relay_http_connections_cut_total{{port=\"operator\",reason=\"{reason}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&series))
-            .map_or(0, |v| v.trim().parse().expect("a count"))
+    let metrics = broker.metrics().await;
+    let cut = |reason: &str| {
+        let labels = [("port", "operator"), ("reason", reason)];
+        metric(&metrics, "relay_http_connections_cut_total", &labels) as u64
     };
     let (source_full, timed_out, evicted) =
         (cut("source_full"), cut("header_timeout"), cut("evicted"));

@@ -15,10 +15,11 @@ use envelope::body::outcome;
 use envelope::{Anchor, RequestBody};
 use proto::pb::Operation;
 use sas::Right;
+use tests::EchoAgent;
+use tests::cluster::metric;
 use tests::deployment::Deployment;
-use tests::http_request::{Response, form_body};
+use tests::http_request::{Response, connect_from, form_body, send_from};
 use tests::pressure::{Bystander, ProcStat, Sampler, assert_unharmed};
-use tests::{EchoAgent, http};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// More than the tenant's 600 calls a minute (the broker's default): without
@@ -46,7 +47,7 @@ const EXTRA_FDS: usize = 16;
 const EXTRA_RSS: u64 = 32 << 20;
 const EXTRA_THREADS: usize = 16;
 
-/// One HTTP/1.0 request from 127.0.0.`source` (the server closes after it).
+/// One HTTP/1.0 request from 127.0.0.`source` with the browser's cookie.
 async fn request_from(
     source: u8,
     to: SocketAddr,
@@ -55,42 +56,11 @@ async fn request_from(
     cookie: &str,
     body: &str,
 ) -> Response {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(SocketAddr::from(([127, 0, 0, source], 0)))
-        .expect("bind a loopback source");
-    let mut stream = socket.connect(to).await.expect("connect to the portal");
-    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: portal\r\n");
+    let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
     if !cookie.is_empty() {
-        head.push_str(&format!("Cookie: {cookie}\r\n"));
+        headers.push(("Cookie", cookie));
     }
-    if method == "POST" {
-        head.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(head.as_bytes()).await.expect("send");
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
-        .await
-        .expect("the portal answers")
-        .expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("a status line");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Response {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    send_from(source, &to.to_string(), method, path, &headers, body).await
 }
 
 /// A browser at 127.0.0.`source`: its CSRF cookie and token.
@@ -119,11 +89,9 @@ async fn ask_policy(
 /// Opens a connection from 127.0.0.`source`, sends half a request, and
 /// returns how long the portal kept it open.
 async fn half_sent(source: u8, to: SocketAddr) -> Duration {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(SocketAddr::from(([127, 0, 0, source], 0)))
-        .expect("bind a loopback source");
-    let mut stream = socket.connect(to).await.expect("connect");
+    let mut stream = connect_from(source, &to.to_string())
+        .await
+        .expect("connect");
     let opened = Instant::now();
     let _ = stream
         .write_all(b"POST /reset/policy HTTP/1.1\r\nHost: portal\r\nContent-Ty")
@@ -145,13 +113,9 @@ async fn half_sent(source: u8, to: SocketAddr) -> Duration {
 }
 
 /// The broker's count of requests by `operation` and `outcome`.
-fn broker_count(metrics: &str, operation: &str, outcome: &str) -> u64 {
-    let series =
-        format!("relay_requests_total{{operation=\"{operation}\",outcome=\"{outcome}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .map_or(0, |v| v.trim().parse().expect("a count"))
+fn broker_count(metrics: &str, operation: &str, outcome: &str) -> usize {
+    let labels = [("operation", operation), ("outcome", outcome)];
+    metric(metrics, "relay_requests_total", &labels) as usize
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,12 +217,12 @@ async fn one_browser_flooding_the_portal_is_limited_and_the_tenant_keeps_working
     assert_eq!(page.status, 200);
     assert!(page.body.contains("id=\"policy\""), "{}", page.body);
 
-    let (_, metrics) = http::get(&d.broker.operator_addr, "/metrics").await;
+    let metrics = d.broker.metrics().await;
     let policy_calls = broker_count(&metrics, "get_password_policy", "delivered");
     eprintln!(
         "the broker saw {policy_calls} policy calls: {sent} from the flood, {OTHER_PORTAL_CALLS} from the other portal, 1 from the other visitor"
     );
-    assert_eq!(policy_calls as usize, sent + OTHER_PORTAL_CALLS + 1);
+    assert_eq!(policy_calls, sent + OTHER_PORTAL_CALLS + 1);
     assert_eq!(
         broker_count(&metrics, "get_password_policy", "rate_limited"),
         0
