@@ -184,8 +184,10 @@ impl Drop for Slot {
     }
 }
 
-/// Marks a connection busy while one of its requests is being answered, so
-/// that it is not evicted mid-answer.
+/// Marks a connection busy while the router works on one of its requests,
+/// so that it is not evicted mid-answer. Writing the response out is not
+/// busy: a peer too slow to read it can still be evicted when the server
+/// is full.
 pub(crate) struct Busy(Arc<AtomicUsize>);
 
 impl Busy {
