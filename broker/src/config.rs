@@ -240,6 +240,20 @@ pub struct Limits {
     /// all of them crawling together. A handshake that has waited a second
     /// for the client's answer gives up its slot (and goes on).
     pub max_concurrent_handshakes: u32,
+    /// Operator port: how long a request's headers may take to arrive,
+    /// counted from the connection's opening or the previous answer (so
+    /// also how long an idle connection stays open).
+    #[serde(with = "humantime_serde")]
+    pub operator_header_timeout: Duration,
+    /// Operator port: how long a request's body may take to arrive.
+    #[serde(with = "humantime_serde")]
+    pub operator_body_timeout: Duration,
+    /// Operator port: connections open at once. Far below the process's
+    /// descriptor limit, so the operator port cannot take the descriptors
+    /// agents need; at the cap the oldest idle connection is closed.
+    pub operator_max_connections: u32,
+    /// Operator port: connections open at once from one IP address.
+    pub operator_connections_per_source: u32,
 }
 
 impl Default for Limits {
@@ -253,6 +267,10 @@ impl Default for Limits {
             max_concurrent_streams: 256,
             tls_handshake_timeout: Duration::from_secs(10),
             max_concurrent_handshakes: 1024,
+            operator_header_timeout: Duration::from_secs(5),
+            operator_body_timeout: Duration::from_secs(10),
+            operator_max_connections: 128,
+            operator_connections_per_source: 32,
         }
     }
 }
@@ -398,6 +416,18 @@ impl BrokerConfig {
         if l.max_concurrent_handshakes == 0 {
             return invalid("limits.max_concurrent_handshakes", "must be at least 1");
         }
+        if l.operator_header_timeout.is_zero() || l.operator_body_timeout.is_zero() {
+            return invalid("limits.operator_*_timeout", "must be positive");
+        }
+        if l.operator_max_connections == 0
+            || l.operator_connections_per_source == 0
+            || l.operator_connections_per_source > l.operator_max_connections
+        {
+            return invalid(
+                "limits.operator_connections_per_source",
+                "must be at least 1 and at most operator_max_connections",
+            );
+        }
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
         }
@@ -431,6 +461,8 @@ tls_key = "k.pem""#,
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.listen_backlog, 4096);
         assert_eq!(c.limits.max_concurrent_handshakes, 1024);
+        assert_eq!(c.limits.operator_header_timeout, Duration::from_secs(5));
+        assert_eq!(c.limits.operator_max_connections, 128);
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //! - [`agent_keys`]: the agents' write-back public keys, which portals read
 //!   and verify (the broker only stores them).
 //! - [`tenants`] over [`store`]: tenants in memory, committed to redb first.
-//! - [`operator`], [`metrics`]: /healthz, /readyz, /metrics.
+//! - [`operator`], [`metrics`]: /healthz, /readyz, /metrics, served with
+//!   request deadlines and connection caps (the `http-serve` crate).
 //! - [`status_page`] over [`recent`]: the operator's HTML status page
 //!   (nodes, tenants, agents, the last 15 minutes' requests).
 //! - [`error`]: the one error type and its conversion to gRPC statuses.

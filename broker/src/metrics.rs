@@ -36,6 +36,15 @@ pub struct ForwardLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpCutLabels {
+    /// "operator".
+    pub port: &'static str,
+    /// An `http_serve::Cut` name: header_timeout, body_timeout,
+    /// body_too_large, source_full, evicted.
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub agents_connected: Family<TenantLabel, Gauge>,
@@ -51,6 +60,8 @@ pub struct Metrics {
     pub forwards: Family<ForwardLabels, Counter>,
     /// Cluster mode: 1 while the NATS connection is up.
     pub cluster_connected: Gauge,
+    /// Plain-HTTP connections and requests cut off by a deadline or a cap.
+    pub http_cuts: Family<HttpCutLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -113,7 +124,14 @@ impl Metrics {
             "Cluster mode: 1 while this node's NATS connection is up, else 0",
             cluster_connected.clone(),
         );
+        let http_cuts = Family::<HttpCutLabels, Counter>::default();
+        registry.register(
+            "http_connections_cut",
+            "Operator-port connections closed or requests refused by a deadline or a connection cap, by reason",
+            http_cuts.clone(),
+        );
         Metrics {
+            http_cuts,
             forwards,
             cluster_connected,
             registry,

@@ -3,6 +3,10 @@
 //! the node is not draining; in cluster mode, NATS is reachable) and `/metrics` (Prometheus text), all without
 //! credentials; and the operator's status page (see [`crate::status_page`]),
 //! which needs the operator token.
+//!
+//! Served by [`http_serve`] with the operator port's deadlines and
+//! connection caps (`limits.operator_*`): a client that opens connections
+//! and never finishes a request cannot hold the broker's descriptors.
 
 use std::sync::Arc;
 
@@ -12,7 +16,40 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use http_serve::{Cut, Limits};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::HttpCutLabels;
 use crate::state::State;
+
+/// The largest request body: the status page's login form holds a token.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Serves the operator endpoints on `listener` until `drain` is cancelled.
+pub async fn serve(listener: TcpListener, state: Arc<State>, drain: CancellationToken) {
+    let l = &state.config.limits;
+    let limits = Limits {
+        header_timeout: l.operator_header_timeout,
+        body_timeout: l.operator_body_timeout,
+        max_body_bytes: MAX_BODY_BYTES,
+        max_connections: l.operator_max_connections as usize,
+        max_connections_per_source: l.operator_connections_per_source as usize,
+        unlimited_sources: Vec::new(),
+    };
+    let on_cut = {
+        let metrics = Arc::clone(&state.metrics);
+        Arc::new(move |cut: Cut| {
+            let labels = HttpCutLabels {
+                port: "operator",
+                reason: cut.as_str(),
+            };
+            metrics.http_cuts.get_or_create(&labels).inc();
+        })
+    };
+    let app = router(Arc::clone(&state));
+    http_serve::serve(listener, "operator", app, limits, on_cut, drain).await;
+}
 
 pub fn router(state: Arc<State>) -> Router {
     Router::new()

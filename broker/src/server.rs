@@ -65,8 +65,6 @@ pub enum BrokerError {
     },
     #[error("the gRPC server failed")]
     Grpc(#[source] tonic::transport::Error),
-    #[error("the operator HTTP server failed")]
-    Operator(#[source] std::io::Error),
     #[error("the broker task panicked")]
     Panicked,
     #[error("cannot join the cluster")]
@@ -292,16 +290,11 @@ pub async fn start(
                 .map_err(BrokerError::Grpc)
         }
     });
-    let operator_task = tokio::spawn({
-        let app = crate::operator::router(Arc::clone(&state));
-        let drain = drain.clone();
-        async move {
-            axum::serve(operator_listener, app)
-                .with_graceful_shutdown(drain.cancelled_owned())
-                .await
-                .map_err(BrokerError::Operator)
-        }
-    });
+    let operator_task = tokio::spawn(crate::operator::serve(
+        operator_listener,
+        Arc::clone(&state),
+        drain.clone(),
+    ));
     state
         .readiness
         .grpc_listening
@@ -378,7 +371,7 @@ pub async fn start(
                     warn!("connections still open after the drain; stopping anyway")
                 }
             }
-            operator_task.await.map_err(|_| BrokerError::Panicked)??;
+            operator_task.await.map_err(|_| BrokerError::Panicked)?;
             info!("broker stopped");
             Ok(())
         }

@@ -3,7 +3,7 @@
 //! fingerprints stay on the server: the browser only ever sees what its
 //! user typed.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -53,6 +53,59 @@ pub struct PortalConfig {
     /// How the portal knows who the user is. Required, so that nobody runs
     /// this reference believing it checks identity.
     pub identity_check: IdentityCheck,
+    /// What one visitor may cost the portal and the tenant's broker quota.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Bounds on what one visitor (one IP address) can make the portal do, and
+/// send through it: the broker limits the whole tenant, so without these
+/// one anonymous browser could spend every other user's allowance.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Calls to the broker per visitor per minute, in bursts of up to as
+    /// many; 0 = unlimited. A user needs two or three (the policy, then the
+    /// reset, once more after a typo).
+    pub visitor_requests_per_minute: u32,
+    /// Calls to the broker about one account per hour, whoever asks, in
+    /// bursts of up to as many; 0 = unlimited.
+    pub account_requests_per_hour: u32,
+    /// Visitors and accounts remembered, each; beyond, the one seen least
+    /// recently is forgotten, so memory stays bounded.
+    pub tracked_visitors: usize,
+    pub tracked_accounts: usize,
+    /// Reverse proxies whose `X-Forwarded-For` header names the visitor.
+    /// From any other peer the header is ignored (anyone can send it).
+    pub trusted_proxies: Vec<IpAddr>,
+    /// How long a request's headers may take to arrive, from the
+    /// connection's opening or the previous answer (so also how long an
+    /// idle connection stays open).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// How long a request's body (a form) may take to arrive.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Connections open at once; at the cap the oldest idle one is closed.
+    pub max_connections: usize,
+    /// Connections open at once from one address (trusted proxies excepted).
+    pub connections_per_visitor: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            visitor_requests_per_minute: 10,
+            account_requests_per_hour: 20,
+            tracked_visitors: 10_000,
+            tracked_accounts: 10_000,
+            trusted_proxies: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 512,
+            connections_per_visitor: 32,
+        }
+    }
 }
 
 /// How the portal establishes that the user owns the account they name.
@@ -93,6 +146,8 @@ pub enum ConfigError {
     NoTrustedKeys,
     #[error("request_timeout must be between 1s and 5m")]
     RequestTimeout,
+    #[error("limits.{0}")]
+    Limit(&'static str),
     #[error("cannot read the tenant's Send key")]
     SendKey(#[source] CredentialError),
     #[error("cannot read the portal key file {path}")]
@@ -130,6 +185,7 @@ impl PortalConfig {
         {
             return Err(ConfigError::RequestTimeout);
         }
+        config.limits.validate()?;
         Ok(config)
     }
 
@@ -168,6 +224,26 @@ impl PortalConfig {
             portal_key,
             self.trusted_agent_keys.clone(),
         ))
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.tracked_visitors == 0 || self.tracked_accounts == 0 {
+            return Err(ConfigError::Limit("tracked_* must be at least 1"));
+        }
+        if self.header_timeout.is_zero() || self.body_timeout.is_zero() {
+            return Err(ConfigError::Limit("*_timeout must be positive"));
+        }
+        if self.max_connections == 0
+            || self.connections_per_visitor == 0
+            || self.connections_per_visitor > self.max_connections
+        {
+            return Err(ConfigError::Limit(
+                "connections_per_visitor must be at least 1 and at most max_connections",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -243,6 +319,8 @@ mod tests {
         assert_eq!(config.title, DEFAULT_TITLE);
         assert_eq!(config.request_timeout, DEFAULT_REQUEST_TIMEOUT);
         assert_eq!(config.trusted_agent_keys[0].to_string(), FINGERPRINT);
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.limits.visitor_requests_per_minute, 10);
     }
 
     #[test]
@@ -262,6 +340,8 @@ mod tests {
         };
         assert!(with("verify = false").contains("verify"));
         assert!(with("request_timeout = \"10m\"").contains("request_timeout"));
+        assert!(with("[limits]\nconnections_per_visitor = 0").contains("connections_per_visitor"));
+        assert!(with("[limits]\ntrusted_proxy = []").contains("trusted_proxy"));
         let text = minimal("identity_check = \"none\"")
             .replace("https://relay", "http://relay")
             .replace(FINGERPRINT, "abcd");

@@ -11,16 +11,19 @@
 //! | `GET /style.css` | the stylesheet |
 //!
 //! Every request is sealed here, on the server; the browser sends only what
-//! its user typed and the CSRF token.
+//! its user typed and the CSRF token. Before anything is sent, the
+//! visitor's and the account's allowances are checked ([`crate::visitors`]):
+//! past them the answer is 429 with Retry-After, and the broker hears
+//! nothing.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agent_client::agent::writeback::outcome_name;
 use agent_client::connect::{CONNECT_TIMEOUT, HANDSHAKE_ALLOWANCE};
 use axum::Router;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use envelope::body::outcome;
@@ -35,6 +38,7 @@ use crate::csrf::{Browser, CarriesToken, Checked};
 use crate::outcomes::{self, Failure, Trouble};
 use crate::pages::{self, Alert};
 use crate::policy::PolicyView;
+use crate::visitors::{Scope, Visitor};
 use crate::{AppState, Task};
 
 /// Active Directory's limit. 256 characters of UTF-8 also fit the
@@ -53,20 +57,20 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/reset",
             get(|s: State<AppState>, b: Extension<Browser>| start(Task::Reset, s, b))
-                .post(|s: State<AppState>, f| apply(Task::Reset, s, f)),
+                .post(|s: State<AppState>, v: Visitor, f| apply(Task::Reset, s, v, f)),
         )
         .route(
             "/reset/policy",
-            post(|s: State<AppState>, f| policy(Task::Reset, s, f)),
+            post(|s: State<AppState>, v: Visitor, f| policy(Task::Reset, s, v, f)),
         )
         .route(
             "/change",
             get(|s: State<AppState>, b: Extension<Browser>| start(Task::Change, s, b))
-                .post(|s: State<AppState>, f| apply(Task::Change, s, f)),
+                .post(|s: State<AppState>, v: Visitor, f| apply(Task::Change, s, v, f)),
         )
         .route(
             "/change/policy",
-            post(|s: State<AppState>, f| policy(Task::Change, s, f)),
+            post(|s: State<AppState>, v: Visitor, f| policy(Task::Change, s, v, f)),
         )
         .route(
             "/unlock",
@@ -212,6 +216,37 @@ async fn send(
     }
 }
 
+/// The answer for a visitor or an account past its allowance, without
+/// contacting the broker; `None` when the request may go.
+fn over_limit(state: &AppState, visitor: Visitor, account: Option<&str>) -> Option<Response> {
+    let limited = state
+        .limiter
+        .admit(visitor, account, Instant::now())
+        .err()?;
+    let seconds = limited.retry_after.as_secs();
+    // One line per burst: a flood must not flood the log as well.
+    if limited.first {
+        warn!(%visitor, scope = limited.scope.as_str(), retry_after_s = seconds,
+            "requests limited before reaching the broker");
+    }
+    let wait = match seconds {
+        0..=1 => "a second".to_owned(),
+        2..=90 => format!("{seconds} seconds"),
+        _ => format!("{} minutes", seconds.div_ceil(60)),
+    };
+    let message = match limited.scope {
+        Scope::Visitor => format!(
+            "Too many requests from your network address. Nothing was sent. Try again in {wait}."
+        ),
+        Scope::Account => {
+            format!("Too many requests for this account. Nothing was sent. Try again in {wait}.")
+        }
+    };
+    let page = pages::problem(&state.settings, "Too many attempts", &message);
+    let retry_after = [(RETRY_AFTER, seconds.max(1).to_string())];
+    Some((StatusCode::TOO_MANY_REQUESTS, retry_after, page).into_response())
+}
+
 /// Logs what the user is not shown.
 fn log_failure(request_id: &str, operation: &str, trouble: &Trouble, failure: &Failure) {
     if matches!(failure, Failure::Misconfigured { .. }) {
@@ -255,6 +290,7 @@ async fn start(
 async fn policy(
     task: Task,
     State(state): State<AppState>,
+    visitor: Visitor,
     Checked { form, token }: Checked<AccountForm>,
 ) -> Response {
     let settings = &state.settings;
@@ -266,6 +302,9 @@ async fn policy(
         Ok(a) => a,
         Err(why) => return step1(&form.account, why.to_owned()),
     };
+    if let Some(limited) = over_limit(&state, visitor, Some(&account)) {
+        return limited;
+    }
     let request_id = new_request_id();
     let body = RequestBody::without_passwords(Anchor::UserPrincipalName(account.clone()));
     match send(&state, &request_id, Operation::GetPasswordPolicy, &body).await {
@@ -287,6 +326,7 @@ async fn policy(
 async fn apply(
     task: Task,
     State(state): State<AppState>,
+    visitor: Visitor,
     Checked { mut form, token }: Checked<PasswordForm>,
 ) -> Response {
     let settings = &state.settings;
@@ -306,6 +346,9 @@ async fn apply(
     };
     if let Some(problem) = check_passwords(task, &form) {
         return step2(problem.to_owned());
+    }
+    if let Some(limited) = over_limit(&state, visitor, Some(&account)) {
+        return limited;
     }
     // Moved, not copied, into the zeroizing Password the envelope is sealed from.
     let new = Password::new(std::mem::take(&mut *form.new_password));
@@ -376,6 +419,7 @@ fn after_failure(
 
 async fn unlock(
     State(state): State<AppState>,
+    visitor: Visitor,
     Checked { form, token }: Checked<AccountForm>,
 ) -> Response {
     let task = Task::Unlock;
@@ -388,6 +432,9 @@ async fn unlock(
         Ok(a) => a,
         Err(why) => return form_again(&form.account, why.to_owned()),
     };
+    if let Some(limited) = over_limit(&state, visitor, Some(&account)) {
+        return limited;
+    }
     let request_id = new_request_id();
     let body = RequestBody::without_passwords(Anchor::UserPrincipalName(account.clone()));
     match send(&state, &request_id, Operation::UnlockAccount, &body).await {
@@ -410,6 +457,7 @@ async fn unlock(
 /// opened with the reply key the shared [`agent_client::sealed::SealedPortal`] kept.
 async fn check_again(
     State(state): State<AppState>,
+    visitor: Visitor,
     Checked { form, token }: Checked<OutcomeForm>,
 ) -> Response {
     let settings = &state.settings;
@@ -421,6 +469,10 @@ async fn check_again(
             "This request reference is not one this portal issues. Nothing was checked.",
         );
         return (StatusCode::BAD_REQUEST, page).into_response();
+    }
+    // The request was counted against its account when it was sent.
+    if let Some(limited) = over_limit(&state, visitor, None) {
+        return limited;
     }
     let request_id = form.request_id.as_str();
     let call = state.portal.outcome(request_id);

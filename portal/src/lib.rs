@@ -15,6 +15,11 @@
 //! - [`policy`]: the policy reply's details, in plain words.
 //! - [`outcomes`]: outcome codes and broker failures, in plain words.
 //! - [`pages`]: server-rendered HTML, escaped, without scripts.
+//! - [`visitors`]: per-visitor and per-account limits on what reaches the
+//!   broker.
+//!
+//! It is served by [`http_serve`], with deadlines for each request's
+//! headers and body and caps on connections per visitor and in all.
 
 pub mod config;
 pub mod csrf;
@@ -22,6 +27,7 @@ pub mod handlers;
 pub mod outcomes;
 pub mod pages;
 pub mod policy;
+pub mod visitors;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,8 +45,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{ConfigError, PortalConfig};
+use crate::config::{ConfigError, Limits, PortalConfig};
 use crate::csrf::Csrf;
+use crate::visitors::Limiter;
 
 /// The largest form accepted: an account and three passwords fit many times.
 pub const MAX_FORM_BYTES: usize = 8 * 1024;
@@ -76,14 +83,27 @@ pub struct AppState {
     pub portal: Arc<SealedPortal>,
     pub csrf: Arc<Csrf>,
     pub settings: Arc<Settings>,
+    pub limits: Arc<Limits>,
+    pub limiter: Arc<Limiter>,
 }
 
 impl AppState {
+    /// With the default [`Limits`].
     pub fn new(portal: SealedPortal, settings: Settings) -> AppState {
         AppState {
             portal: Arc::new(portal),
             csrf: Arc::new(Csrf::new()),
             settings: Arc::new(settings),
+            limits: Arc::new(Limits::default()),
+            limiter: Arc::new(Limiter::new(&Limits::default())),
+        }
+    }
+
+    pub fn with_limits(self, limits: Limits) -> AppState {
+        AppState {
+            limiter: Arc::new(Limiter::new(&limits)),
+            limits: Arc::new(limits),
+            ..self
         }
     }
 }
@@ -196,7 +216,8 @@ pub async fn serve(
     let state = AppState::new(
         config.sealed_portal(client.clone())?,
         Settings::from_config(&config),
-    );
+    )
+    .with_limits(config.limits.clone());
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -216,11 +237,20 @@ pub fn serve_on(
     shutdown: CancellationToken,
 ) -> Result<Server, StartError> {
     let addr = listener.local_addr().map_err(StartError::LocalAddr)?;
+    let l = &state.limits;
+    let limits = http_serve::Limits {
+        header_timeout: l.header_timeout,
+        body_timeout: l.body_timeout,
+        max_body_bytes: MAX_FORM_BYTES,
+        max_connections: l.max_connections,
+        max_connections_per_source: l.connections_per_visitor,
+        unlimited_sources: l.trusted_proxies.clone(),
+    };
+    // Each cut is logged by http_serve with the peer's address.
+    let on_cut: http_serve::OnCut = Arc::new(|_| {});
     let service = app(state);
     let task = tokio::spawn(async move {
-        axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await?;
+        http_serve::serve(listener, "portal", service, limits, on_cut, shutdown).await;
         info!("stopped");
         Ok(())
     });

@@ -23,6 +23,10 @@ pub struct Deployment {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub portal: SealedPortal,
+    /// The key the agent was enrolled with and the fingerprint it pins,
+    /// for another portal of the same tenant ([`Deployment::another_portal`]).
+    portal_key: KeyPair,
+    fingerprint: envelope::Fingerprint,
     agent: tokio::process::Child,
     next_id: std::sync::atomic::AtomicU64,
 }
@@ -87,7 +91,7 @@ impl Deployment {
         } = onboard(&config, "contoso", d).await;
         let portal = SealedPortal::new(
             broker.portal(&tenant, Right::Send).await,
-            portal_key,
+            portal_key.clone(),
             vec![fingerprint],
         );
         Deployment {
@@ -96,9 +100,20 @@ impl Deployment {
             dir,
             config,
             portal,
+            portal_key,
+            fingerprint,
             agent,
             next_id: std::sync::atomic::AtomicU64::new(1),
         }
+    }
+
+    /// A second portal of the same tenant, with its own broker connection.
+    pub async fn another_portal(&self) -> SealedPortal {
+        SealedPortal::new(
+            self.broker.portal(&self.tenant, Right::Send).await,
+            self.portal_key.clone(),
+            vec![self.fingerprint],
+        )
     }
 
     pub fn forest_file(&self, name: &str) -> PathBuf {

@@ -58,9 +58,44 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Response {
-    let mut stream = TcpStream::connect(addr)
+    let stream = TcpStream::connect(addr)
         .await
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    exchange(stream, addr, method, path, headers, body).await
+}
+
+/// [`send`] from 127.0.0.`source` (any loopback address works on Linux),
+/// for limits counted per source address.
+pub async fn send_from(
+    source: u8,
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
+    let stream = connect_from(source, addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr} from 127.0.0.{source}: {e}"));
+    exchange(stream, addr, method, path, headers, body).await
+}
+
+/// A TCP connection from 127.0.0.`source` to `addr`.
+pub async fn connect_from(source: u8, addr: &str) -> std::io::Result<TcpStream> {
+    let to: std::net::SocketAddr = addr.parse().expect("an IP address and port");
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from(([127, 0, 0, source], 0)))?;
+    socket.connect(to).await
+}
+
+async fn exchange(
+    mut stream: TcpStream,
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
     let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));

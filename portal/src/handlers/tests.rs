@@ -293,3 +293,38 @@ async fn oversized_forms_and_foreign_request_ids_are_refused() {
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.body.contains("can no longer check"), "{}", reply.body);
 }
+
+#[tokio::test]
+async fn a_visitor_past_its_allowance_gets_429_and_nothing_is_sent() {
+    let limits = crate::config::Limits {
+        visitor_requests_per_minute: 2,
+        ..crate::config::Limits::default()
+    };
+    let router = app(nowhere().with_limits(limits));
+    let (cookie, token) = visit(&router, "/unlock").await;
+    let unlock = |account: &str| {
+        post(
+            "/unlock",
+            Some(&cookie),
+            &[("csrf", &token), ("account", account)],
+        )
+    };
+    for _ in 0..2 {
+        let reply = call(&router, unlock("ada@contoso.example")).await;
+        assert!(reply.body.contains("cannot be reached"), "{}", reply.body);
+    }
+    let reply = call(&router, unlock("grace@contoso.example")).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(reply.headers[header::RETRY_AFTER], "30");
+    assert!(
+        reply
+            .body
+            .contains("Too many requests from your network address. Nothing was sent. Try again in 30 seconds."),
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.headers["cache-control"], "no-store");
+    // A form the portal refuses itself costs nothing.
+    let reply = call(&router, unlock("")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
