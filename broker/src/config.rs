@@ -240,6 +240,37 @@ pub struct Limits {
     /// all of them crawling together. A handshake that has waited a second
     /// for the client's answer gives up its slot (and goes on).
     pub max_concurrent_handshakes: u32,
+    /// After the TLS handshake, how long a connection may take to send the
+    /// HTTP/2 preface and its first request. hyper has no such deadline; a
+    /// connection that never speaks would hold its descriptor forever.
+    #[serde(with = "humantime_serde")]
+    pub first_request_timeout: Duration,
+    /// How long a connection that has never carried an authenticated call
+    /// (a valid token in `authorization`, or an agent session past its
+    /// Welcome) may stay open with no call in progress.
+    #[serde(with = "humantime_serde")]
+    pub unauthenticated_idle_timeout: Duration,
+    /// How long an authenticated connection may stay open with no call in
+    /// progress. Clients reconnect on their next call; an agent's session
+    /// is a call, so an agent's connection is never idle.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long the whole request message of a unary call may take to
+    /// arrive, counted from its headers (agent sessions have
+    /// `hello_timeout` and heartbeats instead).
+    #[serde(with = "humantime_serde")]
+    pub request_receive_timeout: Duration,
+    /// Connections from one source IP address that have not yet carried an
+    /// authenticated call (TLS handshakes included); beyond, new ones are
+    /// closed at once. The rest of a reconnect storm from behind one NAT
+    /// gets in as the first ones authenticate.
+    pub unauthenticated_connections_per_source: u32,
+    /// Descriptors kept back from gRPC connections for the store, NATS,
+    /// log files and the operator port. The gRPC port may hold the process
+    /// limit (raised to the hard limit at start) minus this many
+    /// connections; at that budget a new connection evicts the oldest one
+    /// not yet authenticated, or waits in the kernel's queue.
+    pub reserved_descriptors: u32,
 }
 
 impl Default for Limits {
@@ -253,6 +284,12 @@ impl Default for Limits {
             max_concurrent_streams: 256,
             tls_handshake_timeout: Duration::from_secs(10),
             max_concurrent_handshakes: 1024,
+            first_request_timeout: Duration::from_secs(10),
+            unauthenticated_idle_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            request_receive_timeout: Duration::from_secs(5),
+            unauthenticated_connections_per_source: 128,
+            reserved_descriptors: 128,
         }
     }
 }
@@ -397,6 +434,25 @@ impl BrokerConfig {
         }
         if l.max_concurrent_handshakes == 0 {
             return invalid("limits.max_concurrent_handshakes", "must be at least 1");
+        }
+        for (setting, value) in [
+            ("limits.first_request_timeout", l.first_request_timeout),
+            (
+                "limits.unauthenticated_idle_timeout",
+                l.unauthenticated_idle_timeout,
+            ),
+            ("limits.idle_timeout", l.idle_timeout),
+            ("limits.request_receive_timeout", l.request_receive_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                return invalid(setting, "must be at least 100ms");
+            }
+        }
+        if l.unauthenticated_connections_per_source == 0 {
+            return invalid(
+                "limits.unauthenticated_connections_per_source",
+                "must be at least 1",
+            );
         }
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;

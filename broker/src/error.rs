@@ -68,6 +68,10 @@ pub enum RelayError {
     ProtocolViolation(String),
     #[error("no Hello arrived within {}", humantime::format_duration(*.0))]
     HelloTimeout(Duration),
+    /// A unary call's message did not arrive within
+    /// `limits.request_receive_timeout` of its headers: nothing was done.
+    #[error("the request message did not arrive within {} of the call's start; nothing was done", humantime::format_duration(*.0))]
+    RequestTooSlow(Duration),
     #[error("request {0:?} is already in flight for this tenant")]
     DuplicateRequestId(String),
     #[error("tenant {0:?} already exists")]
@@ -221,6 +225,7 @@ impl RelayError {
             E::InvalidKeySelector(_) => Reason::InvalidKeySelector,
             E::ProtocolViolation(_) => Reason::ProtocolViolation,
             E::HelloTimeout(_) => Reason::HelloTimeout,
+            E::RequestTooSlow(_) => Reason::ProtocolViolation,
             E::DuplicateRequestId(_) => Reason::DuplicateRequestId,
             E::TenantExists(_) => Reason::TenantExists,
             E::AgentNotFound(_) => Reason::AgentNotFound,
@@ -316,6 +321,7 @@ impl RelayError {
                 vec![("scope", (*scope).to_owned()), ("limit", limit.to_string())]
             }
             RelayError::TooManyStreams(limit) => vec![("limit", limit.to_string())],
+            RelayError::RequestTooSlow(limit) => vec![("limit_ms", limit.as_millis().to_string())],
             _ => Vec::new(),
         }
     }
