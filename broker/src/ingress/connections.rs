@@ -21,6 +21,11 @@ use tracing::{debug, info};
 
 use crate::metrics::Metrics;
 
+/// How far past its budget the port may go while evicted connections are
+/// still closing (their tasks close them at their next poll): accepting
+/// pauses beyond, so the overshoot is bounded whatever the arrival rate.
+const EVICTION_SLACK: usize = 16;
+
 /// The deadlines and limits of the gRPC port's connections.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -129,7 +134,10 @@ impl Connections {
             let notified = self.room.notified();
             {
                 let inner = self.lock();
-                if inner.open < self.settings.budget || !inner.unauthenticated.is_empty() {
+                let budget = self.settings.budget;
+                if inner.open < budget
+                    || (!inner.unauthenticated.is_empty() && inner.open < budget + EVICTION_SLACK)
+                {
                     return;
                 }
             }
