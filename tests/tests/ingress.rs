@@ -471,6 +471,10 @@ async fn idle_tls_connections_are_closed_and_agents_still_get_in() {
     /// A new agent's first ping during the attack: a handshake and a
     /// session, behind at most the eviction of one idle connection.
     const AGENT_WITHIN: Duration = Duration::from_secs(15);
+    /// Descriptors the broker may hold at the peak: its budget for the gRPC
+    /// port (1,024 − 128 reserved), the eviction slack (16) and 48 for its
+    /// store, logs, operator port and the legitimate clients.
+    const FDS_PEAK_BOUND: usize = 1024 - 128 + 16 + 48;
 
     raise_own_descriptor_limit();
     let broker = BrokerBuilder::new().open_files_limit(1024).start().await;
@@ -585,7 +589,13 @@ async fn idle_tls_connections_are_closed_and_agents_still_get_in() {
     }
 
     assert!(last_closed <= CLOSED_WITHIN, "{last_closed:?}");
-    assert!(peak.open_fds <= 1024, "{peak:?}");
+    // The budget (1,024 − 128 reserved) plus the eviction slack (16) and
+    // the broker's own files; the reserve stays free for the store.
+    assert!(peak.open_fds <= FDS_PEAK_BOUND, "{peak:?}");
+    assert!(
+        !metrics.contains("relay_connections_closed_total{reason=\"evicted\"} 0"),
+        "the budget was reached: idle strangers were evicted for newcomers"
+    );
     // The port's own connections are gone: the bystander's and the new
     // agent's remain, and the store and logs.
     assert!(
