@@ -605,3 +605,28 @@ async fn idle_tls_connections_are_closed_and_agents_still_get_in() {
     assert!(metrics.contains("relay_connections_closed_total{reason=\"first_request_timeout\"}"));
     drop(late_agent);
 }
+
+// A call that carries names and ids has a message limit of kibibytes, not
+// the envelope's: a valid token does not buy a 64 KiB Ping.
+#[tokio::test]
+async fn a_call_of_names_and_ids_is_bounded_to_kibibytes() {
+    let broker = BrokerBuilder::new().start().await;
+    let tenant = broker.create_tenant("tenant-a").await;
+    let channel = broker.endpoint().connect().await.expect("channel");
+    let token = tenant
+        .credential(Right::Send)
+        .mint(Duration::from_secs(600));
+    // Field 1 (tenant), a string of 8 KiB.
+    let mut body = vec![0x0a, 0x80, 0x40];
+    body.extend(std::iter::repeat_n(b'a', 8 * 1024));
+    let status = tests::raw::unary::<proto::pb::PingReply>(
+        &channel,
+        "/relay.v1.Relay/Ping",
+        body,
+        token.expose(),
+    )
+    .await
+    .expect_err("an 8 KiB Ping is refused");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("4096 bytes"), "{status:?}");
+}

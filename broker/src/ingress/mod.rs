@@ -80,6 +80,27 @@ fn access(path: &str) -> Access {
     }
 }
 
+/// The largest message of a call that carries names and ids only (a tenant
+/// of 63 bytes, a request id of 128, a key id of 16): a few hundred bytes,
+/// with room for fields to come. The services' own limits (tonic's, per
+/// service) cover the rest: an envelope for Submit, OpenSession and
+/// RegisterKey, 4 KiB for Admin, 1 KiB for health.
+const SMALL_MESSAGE_LIMIT: usize = 4 * 1024;
+
+/// The message limit of a call tighter than its service's, if any.
+fn message_limit(path: &str) -> Option<usize> {
+    match path {
+        "/relay.v1.Relay/Ping"
+        | "/relay.v1.Relay/GetConfiguration"
+        | "/relay.v1.Relay/GetOutcome"
+        | "/relay.v1.AgentGateway/RetireKey" => Some(SMALL_MESSAGE_LIMIT),
+        _ => None,
+    }
+}
+
+/// The gRPC length prefix of a message.
+const PREFIX: usize = 5;
+
 /// The layer; see the module documentation.
 #[derive(Clone)]
 pub struct IngressLayer {
@@ -167,6 +188,8 @@ where
                     sleep: Box::pin(tokio::time::sleep(limit)),
                     limit,
                     done: false,
+                    received: 0,
+                    max_bytes: message_limit(&path).map(|m| m + PREFIX),
                     method: path.clone(),
                     conn: peer,
                     state: Arc::clone(&self.state),
@@ -188,12 +211,16 @@ where
     }
 }
 
-/// A request body that must end within `limit` of the call's headers.
+/// A request body that must end within `limit` of the call's headers, and
+/// hold no more than `max_bytes`.
 struct ReceiveDeadline {
     inner: Body,
     sleep: Pin<Box<tokio::time::Sleep>>,
     limit: Duration,
     done: bool,
+    /// Body bytes so far, against `max_bytes` (one message and its prefix).
+    received: usize,
+    max_bytes: Option<usize>,
     method: String,
     conn: Option<Arc<Conn>>,
     state: Arc<State>,
@@ -214,6 +241,20 @@ impl http_body::Body for ReceiveDeadline {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Pending => {}
             Poll::Ready(frame) => {
+                if let (Some(Ok(f)), Some(max)) = (&frame, this.max_bytes)
+                    && let Some(data) = f.data_ref()
+                {
+                    this.received += data.len();
+                    if this.received > max {
+                        this.inner = Body::empty();
+                        this.done = true;
+                        return Poll::Ready(Some(Err(Status::out_of_range(format!(
+                            "the request message of {} is larger than its limit of {} bytes",
+                            this.method,
+                            max - PREFIX
+                        )))));
+                    }
+                }
                 if frame.is_none() || this.inner.is_end_stream() {
                     this.done = true;
                 }
