@@ -112,6 +112,13 @@ pub enum RelayError {
         "this connection already carries {0} agent sessions, the most allowed; open a new connection per session"
     )]
     TooManyStreams(u32),
+    /// Calls whose message is read before any token is checked (agent
+    /// sessions before their Welcome, health checks) on a connection that
+    /// has not authenticated yet.
+    #[error(
+        "this connection has not authenticated yet and already carries {0} calls without a token, the most allowed; wait for a session's Welcome or call with a token"
+    )]
+    UnauthenticatedStreams(u32),
     /// `message` is the agent's, with its code's name after it
     /// ([`RelayError::from_agent`]); `refusal` the agent's
     /// `AgentError.refusal`, unchanged (0: none).
@@ -235,7 +242,7 @@ impl RelayError {
             E::RateLimited { .. } => Reason::RateLimited,
             E::AgentsBusy(_) => Reason::AgentsBusy,
             E::TooManySessions { .. } => Reason::TooManySessions,
-            E::TooManyStreams(_) => Reason::TooManyStreams,
+            E::TooManyStreams(_) | E::UnauthenticatedStreams(_) => Reason::TooManyStreams,
             E::AgentError { .. } => Reason::AgentError,
             E::ShuttingDown => Reason::ShuttingDown,
             E::Store(_) => Reason::StoreUnavailable,
@@ -320,7 +327,9 @@ impl RelayError {
             RelayError::TooManySessions { scope, limit } => {
                 vec![("scope", (*scope).to_owned()), ("limit", limit.to_string())]
             }
-            RelayError::TooManyStreams(limit) => vec![("limit", limit.to_string())],
+            RelayError::TooManyStreams(limit) | RelayError::UnauthenticatedStreams(limit) => {
+                vec![("limit", limit.to_string())]
+            }
             RelayError::RequestTooSlow(limit) => vec![("limit_ms", limit.as_millis().to_string())],
             _ => Vec::new(),
         }

@@ -138,7 +138,7 @@ impl Metrics {
         let requests_cut_off = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "requests_cut_off",
-            "Calls cut off before their request message arrived (receive_timeout)",
+            "Calls refused or cut off before their request message was read: refused_from_headers, unauthenticated_streams, receive_timeout",
             requests_cut_off.clone(),
         );
         let mut process = Registry::default();

@@ -630,3 +630,51 @@ async fn a_call_of_names_and_ids_is_bounded_to_kibibytes() {
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     assert!(status.message().contains("4096 bytes"), "{status:?}");
 }
+
+// An OpenSession's first message is read before any token (the token is in
+// it): a connection not yet authenticated gets four such calls at once, so
+// a stranger cannot make the broker buffer a Hello-sized message on each of
+// its 256 streams.
+#[tokio::test]
+async fn a_connection_without_a_token_gets_four_calls_without_one() {
+    const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+    let broker = BrokerBuilder::new()
+        .config(format!(
+            "hello_timeout = \"{}ms\"",
+            HELLO_TIMEOUT.as_millis()
+        ))
+        .start()
+        .await;
+    let channel = channel_from(&broker, ATTACKER).await;
+    let hang_up = CancellationToken::new();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        calls.spawn(stalled_call(
+            channel.clone(),
+            hang_up.clone(),
+            tests::raw::OPEN_SESSION,
+            None,
+            1024,
+            1023,
+        ));
+    }
+    let mut reasons = Vec::new();
+    while let Some(joined) = calls.join_next().await {
+        let (took, status) = joined.expect("call task");
+        let reason = proto::reason_of(&status).map(|(r, _)| r);
+        match reason {
+            Some(Reason::TooManyStreams) => assert!(took <= REFUSED_WITHIN, "{took:?}"),
+            Some(Reason::HelloTimeout) => {
+                assert!(took <= HELLO_TIMEOUT + REFUSED_WITHIN, "{took:?}")
+            }
+            other => panic!("unexpected answer {other:?}: {status:?}"),
+        }
+        reasons.push(reason.expect("a reason"));
+    }
+    let refused = reasons
+        .iter()
+        .filter(|r| **r == Reason::TooManyStreams)
+        .count();
+    assert_eq!(refused, 2, "{reasons:?}");
+    hang_up.cancel();
+}

@@ -261,6 +261,11 @@ impl Conn {
         }
     }
 
+    /// Calls in progress.
+    pub fn calls(&self) -> usize {
+        self.streams.load(Ordering::Acquire)
+    }
+
     /// A call starts; the guard ends it.
     pub fn call(self: &Arc<Self>) -> CallGuard {
         self.requested.store(true, Ordering::Release);

@@ -98,6 +98,12 @@ fn message_limit(path: &str) -> Option<usize> {
     }
 }
 
+/// Calls on a connection not yet authenticated whose message the broker
+/// reads before any token (OpenSession's Hello, health checks): an agent
+/// needs one session and perhaps a health check; each such call may make
+/// the broker buffer one message until `hello_timeout`.
+const UNAUTHENTICATED_CALLS: usize = 4;
+
 /// The gRPC length prefix of a message.
 const PREFIX: usize = 5;
 
@@ -172,12 +178,27 @@ where
                     }
                 }
                 Err(e) => {
+                    self.state.metrics.request_cut_off("refused_from_headers");
                     debug!(method = %path, peer = ?info.as_ref().map(|i| i.conn.peer()),
                         reason = %e.reason(), "call refused from its headers; body not read");
                     let response = Status::from(e).into_http::<Body>();
                     return Box::pin(async move { Ok(response) });
                 }
             }
+        }
+        if let Some(info) = &info
+            && !matches!(access, Access::Token(_))
+            && !info.conn.is_authenticated()
+            && info.conn.calls() > UNAUTHENTICATED_CALLS
+        {
+            self.state
+                .metrics
+                .request_cut_off("unauthenticated_streams");
+            debug!(method = %path, peer = %info.conn.peer(), limit = UNAUTHENTICATED_CALLS,
+                "call refused: too many calls without a token on an unauthenticated connection");
+            let e = RelayError::UnauthenticatedStreams(UNAUTHENTICATED_CALLS as u32);
+            let response = Status::from(e).into_http::<Body>();
+            return Box::pin(async move { Ok(response) });
         }
         if access != Access::Hello {
             let limit = self.state.config.limits.request_receive_timeout;
