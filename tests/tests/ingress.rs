@@ -678,3 +678,44 @@ async fn a_connection_without_a_token_gets_four_calls_without_one() {
     assert_eq!(refused, 2, "{reasons:?}");
     hang_up.cancel();
 }
+
+// One source address holds at most unauthenticated_connections_per_source
+// connections that have not proved a key; beyond, new ones are closed at
+// once, and another address (a legitimate portal) is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_gets_its_unauthenticated_connections_and_no_more() {
+    const PER_SOURCE: usize = 4;
+    let broker = BrokerBuilder::new()
+        .config("[limits]")
+        .config(format!(
+            "unauthenticated_connections_per_source = {PER_SOURCE}"
+        ))
+        .start()
+        .await;
+    let (_tenant, _agent, calls) = bystander(&broker).await;
+    let addr: SocketAddr = broker.grpc_addr.parse().expect("gRPC address");
+    let tls = tls_client(&broker);
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..PER_SOURCE + 2 {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(ATTACKER, 0))
+            .expect("bind the attacker's address");
+        let tcp = socket.connect(addr).await.expect("TCP connect");
+        let name = ServerName::try_from("127.0.0.1").expect("name");
+        match tokio::time::timeout(REFUSED_WITHIN, tls.connect(name, tcp)).await {
+            Ok(Ok(stream)) => held.push(stream),
+            Ok(Err(_)) => refused += 1,
+            Err(_) => panic!("neither served nor closed"),
+        }
+    }
+    assert_eq!((held.len(), refused), (PER_SOURCE, 2));
+    let calls = calls.stop().await;
+    assert_unharmed(&calls, 1, BYSTANDER_BOUND);
+    let metrics = broker.metrics().await;
+    assert!(
+        metrics.contains("relay_connections_closed_total{reason=\"source_limit\"} 2"),
+        "{metrics}"
+    );
+}
