@@ -475,6 +475,13 @@ async fn idle_tls_connections_are_closed_and_agents_still_get_in() {
     /// port (1,024 − 128 reserved), the eviction slack (16) and 48 for its
     /// store, logs, operator port and the legitimate clients.
     const FDS_PEAK_BOUND: usize = 1024 - 128 + 16 + 48;
+    /// TLS and connection state for ~900 open connections at a time (a
+    /// few tens of KiB each) and allocator slack.
+    const RSS_GROWTH_BOUND: u64 = 64 << 20;
+    /// Here the attacker's 1,500 client handshakes and the broker's run on
+    /// the same two cores as the bystander: its pings wait for CPU, not for
+    /// anything the broker queues them behind.
+    const BYSTANDER_BOUND_UNDER_HANDSHAKES: Duration = Duration::from_secs(3);
 
     raise_own_descriptor_limit();
     let broker = BrokerBuilder::new().open_files_limit(1024).start().await;
@@ -578,7 +585,7 @@ async fn idle_tls_connections_are_closed_and_agents_still_get_in() {
     let after = ProcStat::of(pid);
     eprintln!("after: {after}");
     let calls = calls.stop().await;
-    let slowest = assert_unharmed(&calls, 8, BYSTANDER_BOUND);
+    let slowest = assert_unharmed(&calls, 8, BYSTANDER_BOUND_UNDER_HANDSHAKES);
     eprintln!("bystander: {} pings, slowest {slowest:?}", calls.len());
     let metrics = broker.metrics().await;
     for line in metrics
@@ -592,6 +599,11 @@ async fn idle_tls_connections_are_closed_and_agents_still_get_in() {
     // The budget (1,024 − 128 reserved) plus the eviction slack (16) and
     // the broker's own files; the reserve stays free for the store.
     assert!(peak.open_fds <= FDS_PEAK_BOUND, "{peak:?}");
+    assert!(
+        peak.rss_bytes <= before.rss_bytes + RSS_GROWTH_BOUND,
+        "RSS grew from {before} to {} MiB",
+        peak.rss_bytes >> 20
+    );
     assert!(
         !metrics.contains("relay_connections_closed_total{reason=\"evicted\"} 0"),
         "the budget was reached: idle strangers were evicted for newcomers"
