@@ -74,7 +74,12 @@ pub struct Connections {
     inner: Mutex<Inner>,
     /// Signalled whenever a connection closes.
     room: Notify,
+    /// When a close was last logged.
+    noted: Mutex<Option<Instant>>,
 }
+
+/// How often closes by deadline or limit are logged at info level.
+const NOTE_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct Inner {
@@ -105,6 +110,7 @@ impl Connections {
             next_id: AtomicU64::new(0),
             inner: Mutex::new(Inner::default()),
             room: Notify::new(),
+            noted: Mutex::new(None),
         })
     }
 
@@ -121,8 +127,18 @@ impl Connections {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn count_closed(&self, reason: CloseReason) {
+    /// Counts a connection the broker closed, and says so in the log at
+    /// most once per [`NOTE_EVERY`] (each close is a debug line): a flood
+    /// of them is one line, not a log that fills the disk.
+    pub fn count_closed(&self, reason: CloseReason, peer: IpAddr) {
         self.metrics.connection_closed(reason.label());
+        let mut last = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|at| at.elapsed() >= NOTE_EVERY) {
+            *last = Some(Instant::now());
+            drop(last);
+            info!(reason = reason.label(), %peer,
+                "closing gRPC connections that hold resources without using them; relay_connections_closed_total{{reason}} counts them");
+        }
     }
 
     /// Returns once the port may take another connection: it is under its
@@ -167,7 +183,7 @@ impl Connections {
                 .unwrap_or(0);
             if from_peer >= self.settings.unauthenticated_per_source {
                 drop(inner);
-                self.count_closed(CloseReason::SourceLimit);
+                self.count_closed(CloseReason::SourceLimit, peer);
                 debug!(%peer, limit = self.settings.unauthenticated_per_source,
                     "connection closed: its source address holds its unauthenticated connections");
                 return None;
@@ -189,7 +205,7 @@ impl Connections {
         };
         if let Some((victim, token)) = evicted {
             token.cancel();
-            self.count_closed(CloseReason::Evicted);
+            self.count_closed(CloseReason::Evicted, victim);
             debug!(peer = %victim, budget = self.settings.budget,
                 "connection evicted: the descriptor budget is reached and it had not authenticated");
         }
@@ -308,7 +324,7 @@ impl Conn {
     }
 
     pub fn count_closed(&self, reason: CloseReason) {
-        self.connections.count_closed(reason);
+        self.connections.count_closed(reason, self.peer);
     }
 }
 
