@@ -66,7 +66,9 @@ impl Authorizer {
     /// exists (docs/PROTOCOL.md, "The order of the broker's checks"):
     /// token syntax, tenant name syntax, then the signature against the keys
     /// of the addressed tenant only, then expiry, lifetime, the operator's
-    /// tenant existence, and the right.
+    /// tenant existence, and the right. The ingress layer calls it first
+    /// with no tenant, on the headers alone (the token's own tenant), before
+    /// any body is read; the services call it again with the addressed one.
     pub fn authorize(
         &self,
         token_text: &str,

@@ -254,6 +254,37 @@ pub struct Limits {
     pub operator_max_connections: u32,
     /// Operator port: connections open at once from one IP address.
     pub operator_connections_per_source: u32,
+    /// After the TLS handshake, how long a connection may take to send the
+    /// HTTP/2 preface and its first request. hyper has no such deadline; a
+    /// connection that never speaks would hold its descriptor forever.
+    #[serde(with = "humantime_serde")]
+    pub first_request_timeout: Duration,
+    /// How long a connection that has never carried an authenticated call
+    /// (a valid token in `authorization`, or an agent session past its
+    /// Welcome) may stay open with no call in progress.
+    #[serde(with = "humantime_serde")]
+    pub unauthenticated_idle_timeout: Duration,
+    /// How long an authenticated connection may stay open with no call in
+    /// progress. Clients reconnect on their next call; an agent's session
+    /// is a call, so an agent's connection is never idle.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long the whole request message of a unary call may take to
+    /// arrive, counted from its headers (agent sessions have
+    /// `hello_timeout` and heartbeats instead).
+    #[serde(with = "humantime_serde")]
+    pub request_receive_timeout: Duration,
+    /// Connections from one source IP address that have not yet carried an
+    /// authenticated call (TLS handshakes included); beyond, new ones are
+    /// closed at once. The rest of a reconnect storm from behind one NAT
+    /// gets in as the first ones authenticate.
+    pub unauthenticated_connections_per_source: u32,
+    /// Descriptors kept back from gRPC connections for the store, NATS and
+    /// log files. The gRPC port may hold the process limit (raised to the
+    /// hard limit at start) minus this many and minus
+    /// `operator_max_connections`; at that budget a new connection evicts the oldest one
+    /// not yet authenticated, or waits in the kernel's queue.
+    pub reserved_descriptors: u32,
 }
 
 impl Default for Limits {
@@ -271,6 +302,12 @@ impl Default for Limits {
             operator_body_timeout: Duration::from_secs(10),
             operator_max_connections: 128,
             operator_connections_per_source: 32,
+            first_request_timeout: Duration::from_secs(10),
+            unauthenticated_idle_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            request_receive_timeout: Duration::from_secs(5),
+            unauthenticated_connections_per_source: 128,
+            reserved_descriptors: 64,
         }
     }
 }
@@ -426,6 +463,25 @@ impl BrokerConfig {
             return invalid(
                 "limits.operator_connections_per_source",
                 "must be at least 1 and at most operator_max_connections",
+            );
+        }
+        for (setting, value) in [
+            ("limits.first_request_timeout", l.first_request_timeout),
+            (
+                "limits.unauthenticated_idle_timeout",
+                l.unauthenticated_idle_timeout,
+            ),
+            ("limits.idle_timeout", l.idle_timeout),
+            ("limits.request_receive_timeout", l.request_receive_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                return invalid(setting, "must be at least 100ms");
+            }
+        }
+        if l.unauthenticated_connections_per_source == 0 {
+            return invalid(
+                "limits.unauthenticated_connections_per_source",
+                "must be at least 1",
             );
         }
         if let Some(cluster) = &self.cluster {

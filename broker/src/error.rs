@@ -68,6 +68,10 @@ pub enum RelayError {
     ProtocolViolation(String),
     #[error("no Hello arrived within {}", humantime::format_duration(*.0))]
     HelloTimeout(Duration),
+    /// A unary call's message did not arrive within
+    /// `limits.request_receive_timeout` of its headers: nothing was done.
+    #[error("the request message did not arrive within {} of the call's start; nothing was done", humantime::format_duration(*.0))]
+    RequestTooSlow(Duration),
     #[error("request {0:?} is already in flight for this tenant")]
     DuplicateRequestId(String),
     #[error("tenant {0:?} already exists")]
@@ -108,6 +112,13 @@ pub enum RelayError {
         "this connection already carries {0} agent sessions, the most allowed; open a new connection per session"
     )]
     TooManyStreams(u32),
+    /// Calls whose message is read before any token is checked (agent
+    /// sessions before their Welcome, health checks) on a connection that
+    /// has not authenticated yet.
+    #[error(
+        "this connection has not authenticated yet and already carries {0} calls without a token, the most allowed; wait for a session's Welcome or call with a token"
+    )]
+    UnauthenticatedStreams(u32),
     /// `message` is the agent's, with its code's name after it
     /// ([`RelayError::from_agent`]); `refusal` the agent's
     /// `AgentError.refusal`, unchanged (0: none).
@@ -221,6 +232,7 @@ impl RelayError {
             E::InvalidKeySelector(_) => Reason::InvalidKeySelector,
             E::ProtocolViolation(_) => Reason::ProtocolViolation,
             E::HelloTimeout(_) => Reason::HelloTimeout,
+            E::RequestTooSlow(_) => Reason::ProtocolViolation,
             E::DuplicateRequestId(_) => Reason::DuplicateRequestId,
             E::TenantExists(_) => Reason::TenantExists,
             E::AgentNotFound(_) => Reason::AgentNotFound,
@@ -230,7 +242,7 @@ impl RelayError {
             E::RateLimited { .. } => Reason::RateLimited,
             E::AgentsBusy(_) => Reason::AgentsBusy,
             E::TooManySessions { .. } => Reason::TooManySessions,
-            E::TooManyStreams(_) => Reason::TooManyStreams,
+            E::TooManyStreams(_) | E::UnauthenticatedStreams(_) => Reason::TooManyStreams,
             E::AgentError { .. } => Reason::AgentError,
             E::ShuttingDown => Reason::ShuttingDown,
             E::Store(_) => Reason::StoreUnavailable,
@@ -315,7 +327,10 @@ impl RelayError {
             RelayError::TooManySessions { scope, limit } => {
                 vec![("scope", (*scope).to_owned()), ("limit", limit.to_string())]
             }
-            RelayError::TooManyStreams(limit) => vec![("limit", limit.to_string())],
+            RelayError::TooManyStreams(limit) | RelayError::UnauthenticatedStreams(limit) => {
+                vec![("limit", limit.to_string())]
+            }
+            RelayError::RequestTooSlow(limit) => vec![("limit_ms", limit.as_millis().to_string())],
             _ => Vec::new(),
         }
     }

@@ -25,6 +25,9 @@
 //!   (nodes, tenants, agents, the last 15 minutes' requests).
 //! - [`error`]: the one error type and its conversion to gRPC statuses.
 //! - [`listener`]: the gRPC socket, its accept loop and TLS handshakes.
+//! - [`ingress`]: what a caller can make the gRPC port spend before it
+//!   proves a key: connections against the descriptor budget and their
+//!   deadlines, tokens checked from the headers before any body is read.
 //! - [`config`], [`tls`], [`telemetry`], [`time`]: the edges.
 //!
 //! Envelopes are opaque bytes here: the broker never holds a key that can
@@ -39,6 +42,7 @@ pub mod config;
 pub mod deadline;
 pub mod error;
 pub mod gateway;
+pub mod ingress;
 pub mod listener;
 pub mod metrics;
 pub mod operator;

@@ -16,6 +16,7 @@
 //! `max_concurrent_handshakes` are past their ClientHello at once, oldest
 //! first, and the others wait their turn (within their timeout).
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
@@ -31,8 +32,11 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::server::Acceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::Stream;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tracing::{debug, warn};
+
+use crate::ingress::{Conn, ConnInfo, Connections};
 
 /// Handshaken connections waiting for tonic to take them.
 const READY_QUEUE: usize = 1024;
@@ -68,19 +72,49 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.listen(backlog)
 }
 
-/// A TLS connection, handshake done. Boxed, so that tonic's task for the
-/// connection stays small.
-pub struct TlsConnection(Box<TlsStream<TcpStream>>);
+/// A TLS connection, handshake done, with the deadlines of its
+/// [`Conn`]: HTTP/2 reads through it, so when a deadline passes (or the
+/// connection is evicted) the next read fails and hyper closes it. Boxed,
+/// so that tonic's task for the connection stays small.
+pub struct TlsConnection(Box<Inner>);
+
+struct Inner {
+    stream: TlsStream<TcpStream>,
+    conn: Arc<Conn>,
+    /// When the connection was handed to HTTP/2.
+    start: tokio::time::Instant,
+    check: Pin<Box<tokio::time::Sleep>>,
+    evicted: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl TlsConnection {
+    fn new(stream: TlsStream<TcpStream>, conn: Arc<Conn>) -> TlsConnection {
+        let start = tokio::time::Instant::now();
+        TlsConnection(Box::new(Inner {
+            stream,
+            check: Box::pin(tokio::time::sleep_until(
+                start + conn.first_request_timeout(),
+            )),
+            evicted: Box::pin(conn.closed()),
+            conn,
+            start,
+        }))
+    }
+}
 
 impl Connected for TlsConnection {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
-    /// What tonic gives a plain TCP connection: `Request::remote_addr`.
-    fn connect_info(&self) -> TcpConnectInfo {
-        let tcp = self.0.get_ref().0;
-        TcpConnectInfo {
-            local_addr: tcp.local_addr().ok(),
-            remote_addr: tcp.peer_addr().ok(),
+    /// What tonic gives a plain TCP connection (`Request::remote_addr`),
+    /// and the connection's state for the ingress layer.
+    fn connect_info(&self) -> ConnInfo {
+        let tcp = self.0.stream.get_ref().0;
+        ConnInfo {
+            tcp: TcpConnectInfo {
+                local_addr: tcp.local_addr().ok(),
+                remote_addr: tcp.peer_addr().ok(),
+            },
+            conn: Arc::clone(&self.0.conn),
         }
     }
 }
@@ -91,7 +125,31 @@ impl AsyncRead for TlsConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0).poll_read(cx, buf)
+        let this = &mut *self.0;
+        if this.evicted.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "evicted: the descriptor budget is reached",
+            )));
+        }
+        if let Poll::Ready(read) = Pin::new(&mut this.stream).poll_read(cx, buf) {
+            return Poll::Ready(read);
+        }
+        // Nothing to read: is the connection past a deadline?
+        while this.check.as_mut().poll(cx).is_ready() {
+            match this.conn.verdict(this.start, tokio::time::Instant::now()) {
+                Ok(next) => this.check.as_mut().reset(next),
+                Err(reason) => {
+                    this.conn.count_closed(reason);
+                    debug!(peer = %this.conn.peer(), reason = reason.label(), "connection closed");
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        reason.label(),
+                    )));
+                }
+            }
+        }
+        Poll::Pending
     }
 }
 
@@ -101,7 +159,7 @@ impl AsyncWrite for TlsConnection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0).poll_write(cx, buf)
+        Pin::new(&mut self.0.stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -109,19 +167,19 @@ impl AsyncWrite for TlsConnection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.0.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.0.stream.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0).poll_flush(cx)
+        Pin::new(&mut self.0.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0).poll_shutdown(cx)
+        Pin::new(&mut self.0.stream).poll_shutdown(cx)
     }
 }
 
@@ -140,9 +198,14 @@ impl Stream for TlsIncoming {
 
 /// Starts accepting on `listener`. The listener closes when the returned
 /// stream is dropped (tonic drops it when it stops serving).
-pub fn serve_tls(listener: TcpListener, tls: Arc<ServerConfig>, settings: Settings) -> TlsIncoming {
+pub fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    settings: Settings,
+    connections: Arc<Connections>,
+) -> TlsIncoming {
     let (tx, ready) = mpsc::channel(READY_QUEUE);
-    tokio::spawn(accept_loop(listener, tls, settings, tx));
+    tokio::spawn(accept_loop(listener, tls, settings, connections, tx));
     TlsIncoming { ready }
 }
 
@@ -150,6 +213,7 @@ async fn accept_loop(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     settings: Settings,
+    connections: Arc<Connections>,
     ready: mpsc::Sender<TlsConnection>,
 ) {
     let keepalive = socket2::TcpKeepalive::new().with_time(settings.tcp_keepalive);
@@ -158,10 +222,19 @@ async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             _ = ready.closed() => return,
-            accepted = listener.accept() => accepted,
+            accepted = async {
+                // At the descriptor budget with nobody to evict, new
+                // connections wait in the kernel's queue.
+                connections.room().await;
+                listener.accept().await
+            } => accepted,
         };
         match accepted {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
+                // Refused: dropped, so closed at once.
+                let Some(conn) = connections.admit(peer.ip()) else {
+                    continue;
+                };
                 if let Err(e) = stream.set_nodelay(true) {
                     debug!(error = %e, "cannot set TCP_NODELAY");
                 }
@@ -170,6 +243,7 @@ async fn accept_loop(
                 }
                 tokio::spawn(handshake(
                     stream,
+                    conn,
                     Arc::clone(&tls),
                     settings.handshake_timeout,
                     Arc::clone(&slots),
@@ -205,6 +279,7 @@ fn is_per_connection(e: &io::Error) -> bool {
 
 async fn handshake(
     stream: TcpStream,
+    conn: Arc<Conn>,
     tls: Arc<ServerConfig>,
     timeout: Duration,
     slots: Arc<Semaphore>,
@@ -229,10 +304,17 @@ async fn handshake(
             }
         }
     };
+    let evicted = conn.closed();
+    let handshake = async {
+        tokio::select! {
+            done = handshake => done,
+            _ = evicted => Err(io::Error::other("evicted: the descriptor budget is reached")),
+        }
+    };
     match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(stream)) => {
             // Fails only when the server has stopped.
-            let _ = ready.send(TlsConnection(Box::new(stream))).await;
+            let _ = ready.send(TlsConnection::new(stream, conn)).await;
         }
         Ok(Err(e)) => debug!(error = %e, "TLS handshake failed"),
         Err(_) => debug!(?timeout, "TLS handshake timed out"),
@@ -266,7 +348,17 @@ mod tests {
             max_handshakes: 1,
             tcp_keepalive: Duration::from_secs(30),
         };
-        let mut incoming = serve_tls(listener, config, settings);
+        let connections = Connections::new(
+            crate::ingress::connections::Settings {
+                first_request_timeout: WAIT * 2,
+                unauthenticated_idle_timeout: WAIT * 2,
+                idle_timeout: WAIT * 2,
+                unauthenticated_per_source: 16,
+                budget: 16,
+            },
+            Arc::new(crate::metrics::Metrics::new()),
+        );
+        let mut incoming = serve_tls(listener, config, settings, connections);
 
         let _silent = TcpStream::connect(addr).await.unwrap();
         let mut roots = RootCertStore::empty();
@@ -297,6 +389,6 @@ mod tests {
             .unwrap()
             .unwrap()
             .unwrap();
-        assert_eq!(served.connect_info().remote_addr, Some(client_addr));
+        assert_eq!(served.connect_info().tcp.remote_addr, Some(client_addr));
     }
 }

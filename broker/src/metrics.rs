@@ -62,6 +62,22 @@ pub struct Metrics {
     pub cluster_connected: Gauge,
     /// Plain-HTTP connections and requests cut off by a deadline or a cap.
     pub http_cuts: Family<HttpCutLabels, Counter>,
+    /// gRPC connections the broker closed, by deadline or limit.
+    pub connections_closed: Family<ReasonLabel, Counter>,
+    /// Calls cut off before their request arrived, by why.
+    pub requests_cut_off: Family<ReasonLabel, Counter>,
+    /// `process_*`, read from /proc on each scrape (no prefix: the names
+    /// every Prometheus client library uses).
+    process: Registry,
+    process_open_fds: Gauge,
+    process_max_fds: Gauge,
+    process_resident_memory_bytes: Gauge,
+    process_threads: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
 }
 
 impl Default for Metrics {
@@ -130,8 +146,58 @@ impl Metrics {
             "Operator-port connections closed or requests refused by a deadline or a connection cap, by reason",
             http_cuts.clone(),
         );
+        let connections_closed = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "gRPC connections the broker closed: first_request_timeout, unauthenticated_idle, idle, source_limit, evicted",
+            connections_closed.clone(),
+        );
+        let requests_cut_off = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "requests_cut_off",
+            "Calls refused or cut off before their request message was read: refused_from_headers, unauthenticated_streams, receive_timeout",
+            requests_cut_off.clone(),
+        );
+        let mut process = Registry::default();
+        let [
+            process_open_fds,
+            process_max_fds,
+            process_resident_memory_bytes,
+            process_threads,
+        ] = std::array::from_fn(|_| Gauge::default());
+        for (name, help, gauge) in [
+            (
+                "process_open_fds",
+                "Open file descriptors",
+                &process_open_fds,
+            ),
+            (
+                "process_max_fds",
+                "The soft limit of open file descriptors",
+                &process_max_fds,
+            ),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory in bytes",
+                &process_resident_memory_bytes,
+            ),
+            (
+                "process_threads",
+                "Operating system threads",
+                &process_threads,
+            ),
+        ] {
+            process.register(name, help, gauge.clone());
+        }
         Metrics {
             http_cuts,
+            connections_closed,
+            requests_cut_off,
+            process,
+            process_open_fds,
+            process_max_fds,
+            process_resident_memory_bytes,
+            process_threads,
             forwards,
             cluster_connected,
             registry,
@@ -146,10 +212,53 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
+        self.read_process();
         let mut out = String::new();
         // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.process);
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn request_cut_off(&self, reason: &'static str) {
+        self.requests_cut_off
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// The process gauges from /proc/self (left as they were where /proc
+    /// is missing).
+    fn read_process(&self) {
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            self.process_open_fds.set(dir.count() as i64);
+        }
+        if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+            self.process_max_fds.set(soft.min(i64::MAX as u64) as i64);
+        }
+        let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+            return;
+        };
+        let field = |name: &str| -> Option<i64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        };
+        if let Some(kib) = field("VmRSS:") {
+            self.process_resident_memory_bytes.set(kib * 1024);
+        }
+        if let Some(n) = field("Threads:") {
+            self.process_threads.set(n);
+        }
     }
 
     pub fn agent_gauge(&self, tenant: &str) -> Gauge {

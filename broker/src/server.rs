@@ -24,6 +24,7 @@ use crate::cluster::storage_key::StorageKey;
 use crate::cluster::{Cluster, ClusterError, kv};
 use crate::config::{BrokerConfig, ClusterConfig};
 use crate::gateway::Gateway;
+use crate::ingress::{self, Connections, IngressLayer};
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::outcomes::Outcomes;
@@ -42,6 +43,18 @@ const PURGE_EVERY: Duration = Duration::from_secs(60);
 const MESSAGE_OVERHEAD: usize = 16 * 1024;
 /// TCP keepalive idle time of gRPC connections.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+/// The largest Admin request: a tenant name and a connector name, a few
+/// hundred bytes at most; the margin is for fields to come.
+const ADMIN_MESSAGE_LIMIT: usize = 4 * 1024;
+/// A health check names a service.
+const HEALTH_MESSAGE_LIMIT: usize = 1024;
+/// HTTP/2 flow-control windows: what a peer may send before the broker has
+/// taken it. A stream's window holds one largest message (an envelope and
+/// its fields) so a Submit flows without waiting for a window update; the
+/// connection's caps what all its streams together can make the broker
+/// hold unread (hyper's default is 1 MiB for each stream).
+const STREAM_WINDOW: u32 = 128 * 1024;
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -159,6 +172,25 @@ pub fn load_or_create_operator_key(path: &Path) -> Result<Key, BrokerError> {
     }
 }
 
+/// Raises the soft descriptor limit to the hard one, as Go's runtime does:
+/// the soft limit (1,024 under systemd) is a compatibility default for
+/// select(2), which tokio does not use. Returns the limit now in force.
+fn raise_descriptor_limit() -> u64 {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE).ok();
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(now) => {
+            info!(soft_before = ?before.map(|(soft, _)| soft), soft = now,
+                hard = ?before.map(|(_, hard)| hard), "descriptor limit");
+            now
+        }
+        Err(e) => {
+            let soft = before.map_or(1024, |(soft, _)| soft);
+            warn!(error = %e, soft, "cannot raise the descriptor limit; keeping the soft limit");
+            soft
+        }
+    }
+}
+
 /// Opens the store, binds the listeners and starts serving. Returns once the
 /// node is ready; cancel `shutdown` to stop it, then [`Broker::wait`].
 pub async fn start(
@@ -180,6 +212,7 @@ pub async fn start(
         Some(c) => open_cluster(&config, c, Arc::clone(&cluster_down), &shutdown).await?,
     };
     let tls_config = tls::server_config(&config.tls_cert, &config.tls_key)?;
+    let descriptors = raise_descriptor_limit();
 
     let grpc_listener = listener::bind(config.listen, config.listen_backlog).map_err(|source| {
         BrokerError::Bind {
@@ -256,11 +289,38 @@ pub async fn start(
     health.set_serving::<AdminServer<AdminService>>().await;
 
     let max_message = state.config.max_envelope_bytes + MESSAGE_OVERHEAD;
+    let limits = &state.config.limits;
+    // The operator port has a cap of its own; what it may hold is kept
+    // back too, so that neither port can take the other's descriptors.
+    let budget = descriptors
+        .saturating_sub(u64::from(limits.reserved_descriptors))
+        .saturating_sub(u64::from(limits.operator_max_connections))
+        .max(1);
+    let connections = Connections::new(
+        ingress::connections::Settings {
+            first_request_timeout: limits.first_request_timeout,
+            unauthenticated_idle_timeout: limits.unauthenticated_idle_timeout,
+            idle_timeout: limits.idle_timeout,
+            unauthenticated_per_source: limits.unauthenticated_connections_per_source as usize,
+            budget: usize::try_from(budget).unwrap_or(usize::MAX),
+        },
+        Arc::clone(&state.metrics),
+    );
+    info!(
+        descriptors,
+        reserved = limits.reserved_descriptors,
+        operator = limits.operator_max_connections,
+        budget,
+        "gRPC connections the port may hold at once"
+    );
     let grpc = Server::builder()
         .http2_keepalive_interval(Some(state.config.heartbeat_interval))
         .http2_keepalive_timeout(Some(state.config.keepalive_timeout))
         .max_concurrent_streams(Some(state.config.limits.max_concurrent_streams))
-        .add_service(health_service)
+        .initial_stream_window_size(STREAM_WINDOW.max(max_message as u32))
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .layer(IngressLayer::new(Arc::clone(&state)))
+        .add_service(health_service.max_decoding_message_size(HEALTH_MESSAGE_LIMIT))
         .add_service(
             AgentGatewayServer::new(Gateway::new(Arc::clone(&state)))
                 .max_decoding_message_size(max_message),
@@ -269,7 +329,10 @@ pub async fn start(
             RelayServer::new(RelayService::new(Arc::clone(&state)))
                 .max_decoding_message_size(max_message),
         )
-        .add_service(AdminServer::new(AdminService::new(Arc::clone(&state))));
+        .add_service(
+            AdminServer::new(AdminService::new(Arc::clone(&state)))
+                .max_decoding_message_size(ADMIN_MESSAGE_LIMIT),
+        );
     // TLS is done by the listener, not by tonic (see listener.rs).
     let incoming = listener::serve_tls(
         grpc_listener,
@@ -279,6 +342,7 @@ pub async fn start(
             max_handshakes: state.config.limits.max_concurrent_handshakes as usize,
             tcp_keepalive: TCP_KEEPALIVE,
         },
+        connections,
     );
 
     let drain = CancellationToken::new();
