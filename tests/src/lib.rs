@@ -9,6 +9,7 @@
 //! ```
 
 pub mod agents;
+pub mod attacks;
 pub mod browser;
 pub mod cluster;
 pub mod connect_proxy;

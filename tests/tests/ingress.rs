@@ -9,7 +9,6 @@
 use std::future::{Future, poll_fn};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,14 +16,11 @@ use bytes::Bytes;
 use http_body::{Body as _, Frame};
 use proto::Reason;
 use sas::{Key, Right};
+use tests::attacks::{idle_tls, raise_own_descriptor_limit, tls_client};
 use tests::pressure::{Bystander, ProcStat, Sampler, assert_unharmed};
 use tests::{BrokerBuilder, BrokerProcess, EchoAgent, Tenant};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpSocket;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::body::Body;
 use tonic::codegen::Service;
@@ -47,29 +43,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_secs()
-}
-
-/// The test process holds thousands of sockets: its soft descriptor limit
-/// goes up to its hard one (the broker's is set by the builder). A shell
-/// started from here inherits the hard limit, so it can tell it.
-fn raise_own_descriptor_limit() {
-    let hard = std::process::Command::new("sh")
-        .args(["-c", "ulimit -Hn"])
-        .output()
-        .expect("ulimit -Hn");
-    let hard = String::from_utf8_lossy(&hard.stdout).trim().to_owned();
-    let status = std::process::Command::new("prlimit")
-        .args([
-            format!("--nofile={hard}:"),
-            "--pid".to_owned(),
-            std::process::id().to_string(),
-        ])
-        .status()
-        .expect("run prlimit");
-    assert!(
-        status.success(),
-        "cannot raise this process's descriptor limit"
-    );
 }
 
 /// A legitimate tenant with its own agent and portal, pinging every quarter
@@ -419,29 +392,6 @@ async fn unauthenticated_slow_bodies_are_refused_from_their_headers() {
     );
 }
 
-fn tls_client(broker: &BrokerProcess) -> TlsConnector {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&broker.ca_file).expect("CA file") {
-        roots.add(cert.expect("CA certificate")).expect("CA");
-    }
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    TlsConnector::from(Arc::new(config))
-}
-
-/// What became of one idle connection.
-#[derive(Debug)]
-struct Idle {
-    handshaken: bool,
-    /// From the start of the attack to the broker closing it.
-    closed_after: Option<Duration>,
-}
-
 // Observation 3: 1,500 TLS connections that never sent the HTTP/2 preface
 // stayed open, and on a broker with 1,024 descriptors locked every new
 // client out. Now each is closed after first_request_timeout; at the
@@ -490,42 +440,13 @@ async fn idle_tls_connections_are_closed_and_agents_still_get_in() {
     let mut idle = tokio::task::JoinSet::new();
     for i in 0..IDLE {
         let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (i % SOURCES) as u8));
-        let tls = tls.clone();
-        idle.spawn(async move {
-            let socket = TcpSocket::new_v4().expect("socket");
-            socket
-                .bind(SocketAddr::new(source, 0))
-                .expect("bind the attacker's address");
-            let Ok(tcp) = socket.connect(addr).await else {
-                return Idle {
-                    handshaken: false,
-                    closed_after: Some(attack_start.elapsed()),
-                };
-            };
-            let name = ServerName::try_from("127.0.0.1").expect("name");
-            let handshake = tokio::time::timeout(CLOSED_WITHIN, tls.connect(name, tcp)).await;
-            let Ok(Ok(mut stream)) = handshake else {
-                return Idle {
-                    handshaken: false,
-                    closed_after: Some(attack_start.elapsed()),
-                };
-            };
-            // Never a byte of HTTP/2: wait for the broker to close.
-            let mut buf = [0u8; 256];
-            let closed = tokio::time::timeout(CLOSED_WITHIN, async {
-                loop {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => continue,
-                    }
-                }
-            })
-            .await;
-            Idle {
-                handshaken: true,
-                closed_after: closed.is_ok().then(|| attack_start.elapsed()),
-            }
-        });
+        idle.spawn(idle_tls(
+            source,
+            addr,
+            tls.clone(),
+            attack_start,
+            CLOSED_WITHIN,
+        ));
     }
 
     // Give the attack a moment to fill the port, then a new agent of
@@ -558,7 +479,7 @@ async fn idle_tls_connections_are_closed_and_agents_still_get_in() {
     let mut last_closed = Duration::ZERO;
     while let Some(outcome) = idle.join_next().await {
         let outcome = outcome.expect("attacker task");
-        handshaken += usize::from(outcome.handshaken);
+        handshaken += usize::from(outcome.established);
         let closed = outcome
             .closed_after
             .unwrap_or_else(|| panic!("a connection stayed open: {outcome:?}"));

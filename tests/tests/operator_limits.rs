@@ -11,11 +11,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sas::Right;
+use tests::attacks::{half_sent_http, loopback, raise_own_descriptor_limit};
 use tests::cluster::metric;
-use tests::http_request::connect_from;
 use tests::pressure::{Bystander, ProcStat, Sampler, assert_unharmed};
 use tests::{BrokerBuilder, EchoAgent};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The figure.
 const HALF_SENT: usize = 1_100;
@@ -45,54 +44,9 @@ const EXTRA_RSS: u64 = 32 << 20;
 /// Tokio's workers are fixed; a few blocking threads may come and go.
 const EXTRA_THREADS: usize = 16;
 
-/// The test process itself opens 1,100 sockets: raise its own soft
-/// descriptor limit to the hard one (no `unsafe` needed with prlimit).
-fn raise_open_files_limit() {
-    let limits = std::fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
-    let hard = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(4))
-        .expect("the open files line")
-        .to_owned();
-    let status = std::process::Command::new("prlimit")
-        .arg(format!("--nofile={hard}:"))
-        .arg("--pid")
-        .arg(std::process::id().to_string())
-        .status()
-        .expect("run prlimit");
-    assert!(status.success(), "prlimit failed");
-}
-
-/// Opens a connection from 127.0.0.`source`, sends a request that never
-/// ends, and returns how long the broker kept it open, and when (after
-/// `start`) it closed it.
-async fn half_sent(source: u8, to: SocketAddr, start: Instant) -> (Duration, Duration) {
-    let Ok(mut stream) = connect_from(source, &to.to_string()).await else {
-        return (Duration::ZERO, start.elapsed());
-    };
-    let opened = Instant::now();
-    let head = b"GET /readyz HTTP/1.1\r\nHost: relay\r\nUser-Agent: slow\r\nX-Never: ";
-    if stream.write_all(head).await.is_err() {
-        return (opened.elapsed(), start.elapsed());
-    }
-    let mut buf = [0u8; 512];
-    let closed = tokio::time::timeout(ALL_CLOSED_WITHIN * 2, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "a half-sent request was never closed");
-    (opened.elapsed(), start.elapsed())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_sent_operator_requests_are_closed_and_agents_still_connect() {
-    raise_open_files_limit();
+    raise_own_descriptor_limit();
     let broker = BrokerBuilder::new()
         .open_files_limit(DESCRIPTOR_LIMIT)
         .start()
@@ -119,7 +73,12 @@ async fn half_sent_operator_requests_are_closed_and_agents_still_connect() {
             } else {
                 3 + (i / 2 % SPREAD_SOURCES) as u8
             };
-            tokio::spawn(half_sent(source, operator, start))
+            tokio::spawn(half_sent_http(
+                loopback(source),
+                operator,
+                start,
+                ALL_CLOSED_WITHIN * 2,
+            ))
         })
         .collect();
 
@@ -146,8 +105,11 @@ async fn half_sent_operator_requests_are_closed_and_agents_still_connect() {
 
     let (mut longest, mut over) = (Duration::ZERO, Duration::ZERO);
     for closed in attack {
-        let (held, at) = closed.await.expect("attack task");
-        longest = longest.max(held);
+        let held = closed.await.expect("attack task");
+        let at = held
+            .closed_after
+            .expect("a half-sent request was never closed");
+        longest = longest.max(held.held_for);
         over = over.max(at);
     }
     eprintln!(
