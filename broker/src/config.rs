@@ -240,6 +240,22 @@ pub struct Limits {
     /// all of them crawling together. A handshake that has waited a second
     /// for the client's answer gives up its slot (and goes on).
     pub max_concurrent_handshakes: u32,
+    /// Bytes of outcome records one tenant may keep in the store. Past it, a
+    /// new record evicts the tenant's records that expire first, as the
+    /// 10,000-record bound does: an agent posting big replies cannot grow
+    /// the store file beyond it. Sealed replies are a few hundred bytes, so
+    /// a tenant's 10,000 ordinary records fit many times over.
+    pub max_outcome_bytes_per_tenant: u64,
+    /// Late answers of one tenant queued for the store or being written at
+    /// once. Beyond, an answer is not taken (and not confirmed: the agent
+    /// posts it again at its next heartbeat), so one tenant's agents cannot
+    /// fill the store's queue for everyone. As many as an agent can hold.
+    pub max_pending_outcome_writes_per_tenant: u32,
+    /// Replies for requests a session was never given (or that nobody
+    /// awaits any more) one session may post within a minute; past it the
+    /// session is closed with Goodbye `UNSOLICITED_REPLIES`. A correct agent
+    /// posts none; a few can follow a broker restart that lost its records.
+    pub unsolicited_replies_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -253,6 +269,9 @@ impl Default for Limits {
             max_concurrent_streams: 256,
             tls_handshake_timeout: Duration::from_secs(10),
             max_concurrent_handshakes: 1024,
+            max_outcome_bytes_per_tenant: 64 << 20,
+            max_pending_outcome_writes_per_tenant: 64,
+            unsolicited_replies_per_minute: 16,
         }
     }
 }
@@ -397,6 +416,19 @@ impl BrokerConfig {
         }
         if l.max_concurrent_handshakes == 0 {
             return invalid("limits.max_concurrent_handshakes", "must be at least 1");
+        }
+        // Below one full envelope no late answer could ever be kept.
+        if l.max_outcome_bytes_per_tenant < self.max_envelope_bytes as u64 {
+            return invalid(
+                "limits.max_outcome_bytes_per_tenant",
+                "must be at least max_envelope_bytes",
+            );
+        }
+        if l.max_pending_outcome_writes_per_tenant == 0 {
+            return invalid(
+                "limits.max_pending_outcome_writes_per_tenant",
+                "must be at least 1",
+            );
         }
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub forwards: Family<ForwardLabels, Counter>,
     /// Cluster mode: 1 while the NATS connection is up.
     pub cluster_connected: Gauge,
+    /// Agent replies nobody waited for that were not kept, by why.
+    pub replies_refused: Family<RefusalLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -113,7 +115,14 @@ impl Metrics {
             "Cluster mode: 1 while this node's NATS connection is up, else 0",
             cluster_connected.clone(),
         );
+        let replies_refused = Family::<RefusalLabel, Counter>::default();
+        registry.register(
+            "agent_replies_refused",
+            "Agent replies not kept, by reason: unsolicited (never given to the session or not awaited), duplicate (already answered), tenant_busy (the tenant's store writes at their bound)",
+            replies_refused.clone(),
+        );
         Metrics {
+            replies_refused,
             forwards,
             cluster_connected,
             registry,

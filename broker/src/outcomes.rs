@@ -13,7 +13,13 @@
 //! instead ([`crate::cluster::kv::outcomes`]), so that any node can answer.
 
 mod index;
+mod known;
+mod late;
+mod readers;
 mod writer;
+
+pub use known::LateCheck;
+pub use late::PendingSlot;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +27,7 @@ use std::time::Duration;
 use redb::{ReadableTable, TableDefinition};
 
 use crate::cluster::kv::outcomes::{self as cluster, OutcomeBucket};
+use crate::config::Limits;
 use crate::error::RelayError;
 use crate::routing::RouteReply;
 use crate::sessions::AgentAnswer;
@@ -331,25 +338,47 @@ impl Recording {
 pub struct Outcomes {
     backend: Backend,
     retention: Duration,
+    pending: Arc<late::PendingWrites>,
+    max_pending_per_tenant: u32,
 }
 
 enum Backend {
-    /// The store, and the thread that commits its writes in groups.
-    Local(Store, writer::Writer),
+    /// The store; the thread that commits its writes in groups (dropped
+    /// first: it finishes its commit before the readers go); the threads
+    /// that read it; what its records hold, in memory.
+    Local {
+        writer: writer::Writer,
+        readers: readers::Readers,
+        known: Arc<known::Known>,
+    },
     // Boxed: a bucket handle carries its stream's whole info.
     Cluster(Box<OutcomeBucket>),
 }
 
 impl Outcomes {
-    /// Indexes a store written before the per-tenant index existed.
-    pub fn new(store: Store, retention: Duration) -> Result<Outcomes, StoreError> {
+    /// Indexes a store written before the per-tenant index existed, and
+    /// reads what every record holds into memory.
+    pub fn new(store: Store, retention: Duration, limits: &Limits) -> Result<Outcomes, StoreError> {
         let tx = store.db().begin_write().map_err(io("open outcomes"))?;
         index::ensure_built(&tx)?;
         tx.commit().map_err(io("open outcomes"))?;
-        let writer = writer::Writer::start(store.clone())?;
+        let known = Arc::new(known::Known::load(&store)?);
+        let writer = writer::Writer::start(
+            store.clone(),
+            writer::Bounds {
+                known: Arc::clone(&known),
+                max_bytes_per_tenant: limits.max_outcome_bytes_per_tenant,
+            },
+        )?;
         Ok(Outcomes {
-            backend: Backend::Local(store, writer),
+            backend: Backend::Local {
+                writer,
+                readers: readers::Readers::start(store)?,
+                known,
+            },
             retention,
+            pending: Arc::default(),
+            max_pending_per_tenant: limits.max_pending_outcome_writes_per_tenant,
         })
     }
 
@@ -359,7 +388,31 @@ impl Outcomes {
         Outcomes {
             backend: Backend::Cluster(Box::new(OutcomeBucket::new(bucket))),
             retention,
+            pending: Arc::default(),
+            max_pending_per_tenant: Limits::default().max_pending_outcome_writes_per_tenant,
         }
+    }
+
+    /// [`Outcomes::cluster`] with the limits' bound on late answers queued.
+    pub fn with_limits(mut self, limits: &Limits) -> Outcomes {
+        self.max_pending_per_tenant = limits.max_pending_outcome_writes_per_tenant;
+        self
+    }
+
+    /// What the records say of an answer `agent_id` posts for `request_id`
+    /// after its routing ended; no store work. In cluster mode the bucket
+    /// decides: [`LateCheck::Unknown`].
+    pub fn check_late(&self, tenant: &str, request_id: &str, agent_id: &str) -> LateCheck {
+        match &self.backend {
+            Backend::Local { known, .. } => known.check(tenant, request_id, agent_id),
+            Backend::Cluster(_) => LateCheck::Unknown,
+        }
+    }
+
+    /// A place for one of `tenant`'s late answers on its way to the store,
+    /// if fewer than `max_pending_outcome_writes_per_tenant` are.
+    pub fn reserve_late(&self, tenant: &str) -> Option<PendingSlot> {
+        self.pending.reserve(tenant, self.max_pending_per_tenant)
     }
 
     fn expiry(&self) -> i64 {
@@ -408,7 +461,7 @@ impl Outcomes {
             answer: None,
         };
         let writer = match &self.backend {
-            Backend::Local(_, writer) => writer,
+            Backend::Local { writer, .. } => writer,
             Backend::Cluster(bucket) => {
                 let keys = cluster::keys(tenant, request_id);
                 return Ok(bucket.expect(&keys, &record).await?);
@@ -427,7 +480,7 @@ impl Outcomes {
     /// all, no agent can have received, whose record this request made.
     pub async fn forget(&self, tenant: &str, request_id: &str) -> Result<(), StoreError> {
         let writer = match &self.backend {
-            Backend::Local(_, writer) => writer,
+            Backend::Local { writer, .. } => writer,
             Backend::Cluster(bucket) => {
                 return Ok(bucket.forget(&cluster::keys(tenant, request_id)).await?);
             }
@@ -458,7 +511,7 @@ impl Outcomes {
             answer: Some(answer),
         };
         let writer = match &self.backend {
-            Backend::Local(_, writer) => writer,
+            Backend::Local { writer, .. } => writer,
             Backend::Cluster(bucket) => {
                 let keys = cluster::keys(tenant, request_id);
                 if admission == Admission::Late {
@@ -483,15 +536,15 @@ impl Outcomes {
 
     /// What is known of a request's outcome; `None` also once it expired.
     pub async fn get(&self, tenant: &str, request_id: &str) -> Result<Option<Outcome>, StoreError> {
-        let store = match &self.backend {
-            Backend::Local(store, _) => store.clone(),
+        let readers = match &self.backend {
+            Backend::Local { readers, .. } => readers,
             Backend::Cluster(bucket) => {
                 let found = bucket.get(&cluster::keys(tenant, request_id)).await?;
                 return Ok(found.filter(|o| o.expires_unix_ms > now_unix_ms()));
             }
         };
         let key = key(tenant, request_id);
-        tokio::task::spawn_blocking(move || {
+        readers.run(move |store| {
             let tx = store.db().begin_read().map_err(io("read outcome"))?;
             let table = tx.open_table(OUTCOMES).map_err(io("read outcome"))?;
             let found = table
@@ -501,17 +554,16 @@ impl Outcomes {
             Ok(found.filter(|o| o.expires_unix_ms > now_unix_ms()))
         })
         .await
-        .map_err(|_| StoreError::Cancelled)?
     }
 
     /// Deletes expired outcomes; how many. Nothing to do in cluster mode:
     /// the bucket's max age expires them.
     pub async fn purge(&self) -> Result<usize, StoreError> {
-        let store = match &self.backend {
-            Backend::Local(store, _) => store.clone(),
+        let (readers, known) = match &self.backend {
+            Backend::Local { readers, known, .. } => (readers, Arc::clone(known)),
             Backend::Cluster(_) => return Ok(0),
         };
-        tokio::task::spawn_blocking(move || {
+        readers.run(move |store| {
             let now = now_unix_ms();
             let tx = store.db().begin_write().map_err(io("purge outcomes"))?;
             let removed = {
@@ -529,13 +581,16 @@ impl Outcomes {
                     let (tenant, request_id) = split(key);
                     index.removed(tenant, request_id, *expiry)?;
                 }
-                gone.len()
+                gone
             };
             tx.commit().map_err(io("commit outcomes"))?;
-            Ok(removed)
+            for (key, _) in &removed {
+                let (tenant, request_id) = split(key);
+                known.remove(tenant, request_id);
+            }
+            Ok(removed.len())
         })
         .await
-        .map_err(|_| StoreError::Cancelled)?
     }
 }
 
@@ -546,23 +601,39 @@ fn admits_late(awaited: &Outcome, agent_id: &str) -> bool {
     awaited.answer.is_none() && (awaited.agent_id.is_empty() || awaited.agent_id == agent_id)
 }
 
-/// Evicts the tenant's record that expires first if it has the most kept.
+/// Evicts the tenant's record that expires first if it has the most kept;
+/// the request id of the one evicted.
 fn make_room(
     table: &mut redb::Table<&str, &[u8]>,
     index: &mut index::Index<'_>,
     tenant: &str,
     cap: usize,
-) -> Result<(), StoreError> {
+) -> Result<Option<String>, StoreError> {
     if index.count(tenant)? < cap as u64 {
-        return Ok(());
+        return Ok(None);
     }
-    if let Some((request_id, expiry)) = index.first(tenant)? {
-        table
-            .remove(key(tenant, &request_id).as_str())
-            .map_err(io("evict outcome"))?;
-        index.removed(tenant, &request_id, expiry)?;
+    evict_first(table, index, tenant, "")
+}
+
+/// Evicts the tenant's record that expires first, unless it is `keep`'s;
+/// the request id of the one evicted.
+fn evict_first(
+    table: &mut redb::Table<&str, &[u8]>,
+    index: &mut index::Index<'_>,
+    tenant: &str,
+    keep: &str,
+) -> Result<Option<String>, StoreError> {
+    let Some((request_id, expiry)) = index.first(tenant)? else {
+        return Ok(None);
+    };
+    if request_id == keep {
+        return Ok(None);
     }
-    Ok(())
+    table
+        .remove(key(tenant, &request_id).as_str())
+        .map_err(io("evict outcome"))?;
+    index.removed(tenant, &request_id, expiry)?;
+    Ok(Some(request_id))
 }
 
 /// `tenant/request_id` back into its parts.
@@ -577,7 +648,7 @@ mod tests {
     fn outcomes(retention: Duration) -> (tempfile::TempDir, Outcomes) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("b.redb")).unwrap();
-        (dir, Outcomes::new(store, retention).unwrap())
+        (dir, Outcomes::new(store, retention, &Limits::default()).unwrap())
     }
 
     #[test]
@@ -829,7 +900,7 @@ mod tests {
             }
             tx.commit().unwrap();
         }
-        let o = Outcomes::new(store.clone(), Duration::from_secs(3600)).unwrap();
+        let o = Outcomes::new(store.clone(), Duration::from_secs(3600), &Limits::default()).unwrap();
         let check = |store: &Store| {
             let tx = store.db().begin_write().unwrap();
             let mut scanned: std::collections::BTreeMap<String, (u64, Option<(u64, String)>)> =
@@ -876,10 +947,10 @@ mod tests {
         .unwrap();
         assert_eq!(check(&store), 5);
         // Reopening does not index twice.
-        let again = Outcomes::new(store.clone(), Duration::from_secs(3600)).unwrap();
+        let again = Outcomes::new(store.clone(), Duration::from_secs(3600), &Limits::default()).unwrap();
         assert_eq!(check(&store), 5);
         // Everything expired: purged, and the index with it.
-        let gone = Outcomes::new(store.clone(), Duration::ZERO).unwrap();
+        let gone = Outcomes::new(store.clone(), Duration::ZERO, &Limits::default()).unwrap();
         let tx = store.db().begin_write().unwrap();
         {
             let mut table = tx.open_table(OUTCOMES).unwrap();

@@ -65,7 +65,13 @@ pub struct AgentSession {
     closed: CancellationToken,
     finished: CancellationToken,
     close_reason: Mutex<Option<(GoodbyeReason, String)>>,
+    /// Replies for requests nobody awaits from this session, in the minute
+    /// that began at the first of them (see [`AgentSession::note_unsolicited`]).
+    unsolicited: Mutex<Option<(std::time::Instant, u32)>>,
 }
+
+/// The window [`AgentSession::note_unsolicited`] counts in.
+pub const UNSOLICITED_WINDOW: Duration = Duration::from_secs(60);
 
 fn slot_code(slot: KeySlot) -> u8 {
     match slot {
@@ -105,7 +111,26 @@ impl AgentSession {
             closed: CancellationToken::new(),
             finished: CancellationToken::new(),
             close_reason: Mutex::new(None),
+            unsolicited: Mutex::new(None),
         }
+    }
+
+    /// Counts one reply for a request nobody awaits from this session; how
+    /// many there were in the current minute (counted from the first).
+    pub fn note_unsolicited(&self) -> u32 {
+        let now = std::time::Instant::now();
+        let mut window = self.unsolicited.lock().unwrap_or_else(|e| e.into_inner());
+        let count = match *window {
+            Some((since, n)) if now.duration_since(since) < UNSOLICITED_WINDOW => n + 1,
+            _ => {
+                *window = Some((now, 1));
+                return 1;
+            }
+        };
+        if let Some((_, n)) = window.as_mut() {
+            *n = count;
+        }
+        count
     }
 
     pub fn touch(&self) {
@@ -256,7 +281,9 @@ pub(crate) enum Pick {
 /// The sessions this node holds, per tenant.
 pub struct Registry {
     by_tenant: DashMap<String, Vec<Arc<AgentSession>>>,
-    by_source: DashMap<IpAddr, u32>,
+    /// Per tenant and source address: other tenants' agents behind the same
+    /// address (a shared egress NAT) do not use up a tenant's allowance.
+    by_source: DashMap<(String, IpAddr), u32>,
     by_connection: DashMap<SocketAddr, u32>,
     limits: Limits,
     pub(crate) ack_timeout: Duration,
@@ -311,10 +338,11 @@ impl Registry {
                     self.limits.sessions_per_connection,
                 ));
             }
-            let mut from_source = self.by_source.entry(addr.ip()).or_default();
+            let source = (session.tenant.clone(), addr.ip());
+            let mut from_source = self.by_source.entry(source.clone()).or_default();
             if *from_source >= self.limits.sessions_per_source {
                 drop(from_source);
-                self.by_source.remove_if(&addr.ip(), |_, n| *n == 0);
+                self.by_source.remove_if(&source, |_, n| *n == 0);
                 return Err(RelayError::TooManySessions {
                     scope: "source",
                     limit: self.limits.sessions_per_source,
@@ -356,10 +384,11 @@ impl Registry {
                 *n = n.saturating_sub(1);
             }
             self.by_connection.remove_if(&addr, |_, n| *n == 0);
-            if let Some(mut n) = self.by_source.get_mut(&addr.ip()) {
+            let source = (session.tenant.clone(), addr.ip());
+            if let Some(mut n) = self.by_source.get_mut(&source) {
                 *n = n.saturating_sub(1);
             }
-            self.by_source.remove_if(&addr.ip(), |_, n| *n == 0);
+            self.by_source.remove_if(&source, |_, n| *n == 0);
         }
     }
 
