@@ -435,7 +435,10 @@ fn unsolicited(
         warn!(%request_id, "reply dropped: no request with this id is awaited from this agent (logged once a minute per session)");
     }
     if count > limit {
-        warn!(count, limit, "closing the session: too many replies for requests it was never given");
+        warn!(
+            count,
+            limit, "closing the session: too many replies for requests it was never given"
+        );
         return Err((
             GoodbyeReason::UnsolicitedReplies,
             format!(

@@ -544,16 +544,17 @@ impl Outcomes {
             }
         };
         let key = key(tenant, request_id);
-        readers.run(move |store| {
-            let tx = store.db().begin_read().map_err(io("read outcome"))?;
-            let table = tx.open_table(OUTCOMES).map_err(io("read outcome"))?;
-            let found = table
-                .get(key.as_str())
-                .map_err(io("read outcome"))?
-                .and_then(|v| Outcome::decode(v.value()));
-            Ok(found.filter(|o| o.expires_unix_ms > now_unix_ms()))
-        })
-        .await
+        readers
+            .run(move |store| {
+                let tx = store.db().begin_read().map_err(io("read outcome"))?;
+                let table = tx.open_table(OUTCOMES).map_err(io("read outcome"))?;
+                let found = table
+                    .get(key.as_str())
+                    .map_err(io("read outcome"))?
+                    .and_then(|v| Outcome::decode(v.value()));
+                Ok(found.filter(|o| o.expires_unix_ms > now_unix_ms()))
+            })
+            .await
     }
 
     /// Deletes expired outcomes; how many. Nothing to do in cluster mode:
@@ -563,34 +564,35 @@ impl Outcomes {
             Backend::Local { readers, known, .. } => (readers, Arc::clone(known)),
             Backend::Cluster(_) => return Ok(0),
         };
-        readers.run(move |store| {
-            let now = now_unix_ms();
-            let tx = store.db().begin_write().map_err(io("purge outcomes"))?;
-            let removed = {
-                let mut table = tx.open_table(OUTCOMES).map_err(io("purge outcomes"))?;
-                let mut index = index::Index::open(&tx)?;
-                let mut gone = Vec::new();
-                for record in table.iter().map_err(io("purge outcomes"))? {
-                    let (k, v) = record.map_err(io("purge outcomes"))?;
-                    if Outcome::decode(v.value()).is_none_or(|o| o.expires_unix_ms <= now) {
-                        gone.push((k.value().to_owned(), index::expiry_of(v.value())));
+        readers
+            .run(move |store| {
+                let now = now_unix_ms();
+                let tx = store.db().begin_write().map_err(io("purge outcomes"))?;
+                let removed = {
+                    let mut table = tx.open_table(OUTCOMES).map_err(io("purge outcomes"))?;
+                    let mut index = index::Index::open(&tx)?;
+                    let mut gone = Vec::new();
+                    for record in table.iter().map_err(io("purge outcomes"))? {
+                        let (k, v) = record.map_err(io("purge outcomes"))?;
+                        if Outcome::decode(v.value()).is_none_or(|o| o.expires_unix_ms <= now) {
+                            gone.push((k.value().to_owned(), index::expiry_of(v.value())));
+                        }
                     }
-                }
-                for (key, expiry) in &gone {
-                    table.remove(key.as_str()).map_err(io("purge outcomes"))?;
+                    for (key, expiry) in &gone {
+                        table.remove(key.as_str()).map_err(io("purge outcomes"))?;
+                        let (tenant, request_id) = split(key);
+                        index.removed(tenant, request_id, *expiry)?;
+                    }
+                    gone
+                };
+                tx.commit().map_err(io("commit outcomes"))?;
+                for (key, _) in &removed {
                     let (tenant, request_id) = split(key);
-                    index.removed(tenant, request_id, *expiry)?;
+                    known.remove(tenant, request_id);
                 }
-                gone
-            };
-            tx.commit().map_err(io("commit outcomes"))?;
-            for (key, _) in &removed {
-                let (tenant, request_id) = split(key);
-                known.remove(tenant, request_id);
-            }
-            Ok(removed.len())
-        })
-        .await
+                Ok(removed.len())
+            })
+            .await
     }
 }
 
@@ -629,11 +631,22 @@ fn evict_first(
     if request_id == keep {
         return Ok(None);
     }
+    evict(table, index, tenant, &request_id, expiry).map(Some)
+}
+
+/// Removes one record found in the index; its request id.
+fn evict(
+    table: &mut redb::Table<&str, &[u8]>,
+    index: &mut index::Index<'_>,
+    tenant: &str,
+    request_id: &str,
+    expiry: u64,
+) -> Result<String, StoreError> {
     table
-        .remove(key(tenant, &request_id).as_str())
+        .remove(key(tenant, request_id).as_str())
         .map_err(io("evict outcome"))?;
-    index.removed(tenant, &request_id, expiry)?;
-    Ok(Some(request_id))
+    index.removed(tenant, request_id, expiry)?;
+    Ok(request_id.to_owned())
 }
 
 /// `tenant/request_id` back into its parts.
@@ -648,7 +661,10 @@ mod tests {
     fn outcomes(retention: Duration) -> (tempfile::TempDir, Outcomes) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("b.redb")).unwrap();
-        (dir, Outcomes::new(store, retention, &Limits::default()).unwrap())
+        (
+            dir,
+            Outcomes::new(store, retention, &Limits::default()).unwrap(),
+        )
     }
 
     #[test]
@@ -900,7 +916,8 @@ mod tests {
             }
             tx.commit().unwrap();
         }
-        let o = Outcomes::new(store.clone(), Duration::from_secs(3600), &Limits::default()).unwrap();
+        let o =
+            Outcomes::new(store.clone(), Duration::from_secs(3600), &Limits::default()).unwrap();
         let check = |store: &Store| {
             let tx = store.db().begin_write().unwrap();
             let mut scanned: std::collections::BTreeMap<String, (u64, Option<(u64, String)>)> =
@@ -947,7 +964,8 @@ mod tests {
         .unwrap();
         assert_eq!(check(&store), 5);
         // Reopening does not index twice.
-        let again = Outcomes::new(store.clone(), Duration::from_secs(3600), &Limits::default()).unwrap();
+        let again =
+            Outcomes::new(store.clone(), Duration::from_secs(3600), &Limits::default()).unwrap();
         assert_eq!(check(&store), 5);
         // Everything expired: purged, and the index with it.
         let gone = Outcomes::new(store.clone(), Duration::ZERO, &Limits::default()).unwrap();
@@ -963,6 +981,77 @@ mod tests {
         drop((o, again));
         assert_eq!(gone.purge().await.unwrap(), 1);
         assert_eq!(check(&store), 4);
+    }
+
+    /// A tenant's records stay within its bytes: the newest answer is kept,
+    /// the records that expire first make room; the in-memory view of the
+    /// records agrees with the store, also when read again at start.
+    #[tokio::test]
+    async fn a_tenants_bytes_are_bounded_and_late_answers_checked_without_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("b.redb")).unwrap();
+        let limits = Limits {
+            max_outcome_bytes_per_tenant: 10_000,
+            ..Limits::default()
+        };
+        let o = Outcomes::new(store.clone(), Duration::from_secs(60), &limits).unwrap();
+        assert_eq!(o.check_late("t", "r0", "dc01"), LateCheck::NotAwaited);
+        for i in 0..10 {
+            o.expect("t", &format!("r{i}"), "dc01", true).await.unwrap();
+        }
+        o.expect("u", "x", "", false).await.unwrap();
+        assert_eq!(o.check_late("t", "r0", "dc01"), LateCheck::Awaited);
+        assert_eq!(o.check_late("t", "r0", "dc02"), LateCheck::NotAwaited);
+        assert_eq!(o.check_late("u", "x", "any"), LateCheck::Awaited);
+        for i in 0..10 {
+            let big = StoredAnswer::Envelope(vec![0; 3_000]);
+            o.record("t", &format!("r{i}"), "dc01", big, Admission::Late)
+                .await
+                .unwrap();
+        }
+        let Backend::Local { known, .. } = &o.backend else {
+            unreachable!()
+        };
+        assert!(known.bytes("t") <= 10_000, "{}", known.bytes("t"));
+        assert_eq!(o.check_late("t", "r9", "dc01"), LateCheck::Answered);
+        assert!(o.get("t", "r9").await.unwrap().unwrap().answer.is_some());
+        assert_eq!(o.get("t", "r0").await.unwrap(), None, "evicted");
+        assert_eq!(o.check_late("t", "r0", "dc01"), LateCheck::NotAwaited);
+        // Only answers made room: no awaited record was lost to them.
+        for i in 0..10 {
+            assert_eq!(
+                o.check_late("t", &format!("r{i}"), "dc01") == LateCheck::Answered,
+                o.get("t", &format!("r{i}")).await.unwrap().is_some(),
+                "r{i}"
+            );
+        }
+        assert_eq!(
+            o.check_late("u", "x", "any"),
+            LateCheck::Awaited,
+            "untouched"
+        );
+        let bytes = known.bytes("t");
+        drop(o);
+        let again = Outcomes::new(store, Duration::from_secs(60), &limits).unwrap();
+        let Backend::Local { known, .. } = &again.backend else {
+            unreachable!()
+        };
+        assert_eq!(known.bytes("t"), bytes);
+        assert_eq!(again.check_late("t", "r9", "dc01"), LateCheck::Answered);
+        assert_eq!(again.check_late("u", "x", "any"), LateCheck::Awaited);
+    }
+
+    #[test]
+    fn late_answers_under_way_are_bounded_per_tenant() {
+        let pending = Arc::new(late::PendingWrites::default());
+        let held: Vec<_> = (0..3).map(|_| pending.reserve("t", 3).unwrap()).collect();
+        assert!(pending.reserve("t", 3).is_none());
+        let other = pending.reserve("u", 3).expect("another tenant's own bound");
+        drop(held);
+        assert_eq!(pending.of("t"), 0);
+        assert!(pending.reserve("t", 3).is_some());
+        drop(other);
+        assert_eq!(pending.of("u"), 0);
     }
 
     #[tokio::test]

@@ -652,6 +652,60 @@ mod tests {
         assert!(matches!(r.pick("other", &[], None), Pick::None));
     }
 
+    fn from(tenant: &str, agent_id: &str, port: u16) -> Arc<AgentSession> {
+        let (tx, rx) = mpsc::channel(1);
+        std::mem::forget(rx);
+        Arc::new(AgentSession::new(
+            tenant.into(),
+            agent_id.into(),
+            "1".into(),
+            Some(SocketAddr::from(([10, 0, 0, 1], port))),
+            KeySlot::Primary,
+            u64::MAX,
+            tx,
+        ))
+    }
+
+    /// Behind one address (a shared NAT), each tenant has its own
+    /// allowance: other tenants' sessions do not lock a tenant out.
+    #[test]
+    fn sessions_per_source_are_counted_per_tenant() {
+        let limits = Limits {
+            sessions_per_source: 2,
+            ..Limits::default()
+        };
+        let r = Registry::new(limits, Duration::from_secs(10), Arc::new(Metrics::new()));
+        for (i, tenant) in ["a", "a", "b", "b"].iter().enumerate() {
+            r.register(from(tenant, &format!("x{i}"), i as u16))
+                .unwrap();
+        }
+        assert!(matches!(
+            r.register(from("a", "x9", 9)),
+            Err(RelayError::TooManySessions {
+                scope: "source",
+                ..
+            })
+        ));
+        let victim = from("c", "v", 10);
+        r.register(Arc::clone(&victim))
+            .expect("another tenant's own allowance");
+        r.deregister(&victim);
+        assert!(
+            r.by_source
+                .get(&("c".to_owned(), [10, 0, 0, 1].into()))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn unsolicited_replies_are_counted_per_minute() {
+        let s = from("t", "a", 1);
+        assert_eq!(s.note_unsolicited(), 1);
+        assert_eq!(s.note_unsolicited(), 2);
+        *s.unsolicited.lock().unwrap() = Some((std::time::Instant::now() - UNSOLICITED_WINDOW, 40));
+        assert_eq!(s.note_unsolicited(), 1, "a new minute");
+    }
+
     #[test]
     fn session_limits_per_tenant_and_a_replacement_is_not_counted() {
         let limits = Limits {

@@ -105,6 +105,13 @@ impl Known {
         self.tenants.remove_if(tenant, |_, r| r.ids.is_empty());
     }
 
+    /// Whether the tenant's record of `request_id` holds an answer.
+    pub(super) fn is_answered(&self, tenant: &str, request_id: &str) -> bool {
+        self.tenants
+            .get(tenant)
+            .is_some_and(|r| matches!(r.ids.get(request_id), Some((Kept::Answered, _))))
+    }
+
     /// The bytes of the tenant's records (keys and values).
     pub(super) fn bytes(&self, tenant: &str) -> u64 {
         self.tenants.get(tenant).map_or(0, |r| r.bytes)

@@ -14,7 +14,7 @@ use tracing::warn;
 
 use super::index::{self, Index};
 use super::known::{self, Kept, Known};
-use super::{Admission, OUTCOMES, Outcome, admits_late, evict_first, make_room, split};
+use super::{Admission, OUTCOMES, Outcome, admits_late, evict, evict_first, make_room, split};
 use crate::store::{Store, StoreError, io};
 use crate::time::now_unix_ms;
 
@@ -139,9 +139,7 @@ fn commit(store: &Store, bounds: &Bounds, group: &[Job]) -> Result<Vec<bool>, St
                     key,
                     record,
                     admission,
-                } => write(
-                    &mut table, &mut index, bounds, now, key, record, *admission,
-                )?,
+                } => write(&mut table, &mut index, bounds, now, key, record, *admission)?,
                 Op::Forget { key } => forget(&mut table, &mut index, &bounds.known, key)?,
             });
         }
@@ -217,10 +215,17 @@ fn write(
         bounds
             .known
             .set(tenant, request_id, kept, known::size(key, &encoded));
-        // Over its bytes: the tenant's records that expire first make room,
+        // Over its bytes: the tenant's answers that expire first make room,
         // never the one just written (the newest is what a portal asks for).
+        // Awaited records are a few bytes, and each one is what admits an
+        // answer still to come: they go only when no answer is left.
         while bounds.known.bytes(tenant) > bounds.max_bytes_per_tenant {
-            match evict_first(table, index, tenant, request_id)? {
+            let answered = |id: &str| id != request_id && bounds.known.is_answered(tenant, id);
+            let evicted = match index.first_where(tenant, answered)? {
+                Some((id, expiry)) => Some(evict(table, index, tenant, &id, expiry)?),
+                None => evict_first(table, index, tenant, request_id)?,
+            };
+            match evicted {
                 Some(evicted) => bounds.known.remove(tenant, &evicted),
                 None => break,
             }
