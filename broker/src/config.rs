@@ -223,7 +223,9 @@ pub struct Limits {
     pub max_in_flight_per_agent: u32,
     /// Agent sessions one tenant may hold on this node.
     pub sessions_per_tenant: u32,
-    /// Agent sessions from one source IP address.
+    /// Agent sessions of one tenant from one source IP address: counted
+    /// per tenant, so that other tenants' agents behind the same address (a
+    /// shared egress NAT) cannot use up a tenant's allowance.
     pub sessions_per_source: u32,
     /// Agent sessions on one connection (one agent = one connection).
     pub sessions_per_connection: u32,
