@@ -401,10 +401,10 @@ async fn a_flood_of_late_replies_is_bounded_per_tenant() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for id in &ids {
-            if let Err(e) = rogue_portal.outcome(id).await {
-                if e.reason() == Some(Reason::OutcomePending) {
-                    outstanding.push(id.clone());
-                }
+            if let Err(e) = rogue_portal.outcome(id).await
+                && e.reason() == Some(Reason::OutcomePending)
+            {
+                outstanding.push(id.clone());
             }
         }
     }

@@ -97,10 +97,10 @@ impl Known {
     }
 
     pub(super) fn remove(&self, tenant: &str, request_id: &str) {
-        if let Some(mut records) = self.tenants.get_mut(tenant) {
-            if let Some((_, bytes)) = records.ids.remove(request_id) {
-                records.bytes = records.bytes.saturating_sub(bytes);
-            }
+        if let Some(mut records) = self.tenants.get_mut(tenant)
+            && let Some((_, bytes)) = records.ids.remove(request_id)
+        {
+            records.bytes = records.bytes.saturating_sub(bytes);
         }
         self.tenants.remove_if(tenant, |_, r| r.ids.is_empty());
     }

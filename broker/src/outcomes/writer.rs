@@ -188,12 +188,11 @@ fn write(
         (None, Admission::Late) => false,
         // Nothing awaited, or only an expired record: a new one.
         (None, Admission::Relayed) => {
-            if old_expiry.is_none() {
-                if let Some(evicted) =
+            if old_expiry.is_none()
+                && let Some(evicted) =
                     make_room(table, index, tenant, super::MAX_OUTCOMES_PER_TENANT)?
-                {
-                    bounds.known.remove(tenant, &evicted);
-                }
+            {
+                bounds.known.remove(tenant, &evicted);
             }
             true
         }
