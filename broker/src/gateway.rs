@@ -404,8 +404,11 @@ fn take_late_answer(
     };
     let Some(slot) = slot else {
         refused(state, LateRefusal::TenantBusy);
-        debug!(%request_id, limit = state.config.limits.max_pending_outcome_writes_per_tenant,
-            "late answer not taken: the tenant's late answers on their way to the store are at their bound; the agent posts it again");
+        if let (1, before) = session.refused_busy.note() {
+            warn!(%request_id, limit = state.config.limits.max_pending_outcome_writes_per_tenant,
+                refused_in_the_minute_before = before.unwrap_or(0),
+                "late answer not taken: the tenant's late answers on their way to the store are at their bound; the agent posts it again (logged once a minute per session)");
+        }
         return Ok(false);
     };
     keep_late_answer(state, session, request_id, answer, slot);
@@ -429,10 +432,11 @@ fn unsolicited(
     session: &AgentSession,
     request_id: &str,
 ) -> Result<(), (GoodbyeReason, String)> {
-    let count = session.note_unsolicited();
+    let (count, before) = session.unsolicited.note();
     let limit = state.config.limits.unsolicited_replies_per_minute;
     if count == 1 {
-        warn!(%request_id, "reply dropped: no request with this id is awaited from this agent (logged once a minute per session)");
+        warn!(%request_id, dropped_in_the_minute_before = before.unwrap_or(0),
+            "reply dropped: no request with this id is awaited from this agent (logged once a minute per session)");
     }
     if count > limit {
         warn!(

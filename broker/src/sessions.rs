@@ -65,13 +65,39 @@ pub struct AgentSession {
     closed: CancellationToken,
     finished: CancellationToken,
     close_reason: Mutex<Option<(GoodbyeReason, String)>>,
-    /// Replies for requests nobody awaits from this session, in the minute
-    /// that began at the first of them (see [`AgentSession::note_unsolicited`]).
-    unsolicited: Mutex<Option<(std::time::Instant, u32)>>,
+    /// Replies for requests nobody awaits from this session.
+    pub unsolicited: PerMinute,
+    /// Late answers not taken: their tenant's store writes at their bound.
+    pub refused_busy: PerMinute,
 }
 
-/// The window [`AgentSession::note_unsolicited`] counts in.
-pub const UNSOLICITED_WINDOW: Duration = Duration::from_secs(60);
+/// The window [`PerMinute`] counts in.
+pub const MINUTE: Duration = Duration::from_secs(60);
+
+/// Events counted per minute (from the first of them), for a limit and for
+/// logging them once a minute with how many there were.
+#[derive(Default)]
+pub struct PerMinute(Mutex<Option<(std::time::Instant, u32)>>);
+
+impl PerMinute {
+    /// Counts one: how many in the current minute, and when this one starts
+    /// a new minute, how many the one before had.
+    pub fn note(&self) -> (u32, Option<u32>) {
+        let now = std::time::Instant::now();
+        let mut window = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match window.as_mut() {
+            Some((since, n)) if now.duration_since(*since) < MINUTE => {
+                *n += 1;
+                (*n, None)
+            }
+            _ => {
+                let before = window.map(|(_, n)| n);
+                *window = Some((now, 1));
+                (1, before)
+            }
+        }
+    }
+}
 
 fn slot_code(slot: KeySlot) -> u8 {
     match slot {
@@ -111,26 +137,9 @@ impl AgentSession {
             closed: CancellationToken::new(),
             finished: CancellationToken::new(),
             close_reason: Mutex::new(None),
-            unsolicited: Mutex::new(None),
+            unsolicited: PerMinute::default(),
+            refused_busy: PerMinute::default(),
         }
-    }
-
-    /// Counts one reply for a request nobody awaits from this session; how
-    /// many there were in the current minute (counted from the first).
-    pub fn note_unsolicited(&self) -> u32 {
-        let now = std::time::Instant::now();
-        let mut window = self.unsolicited.lock().unwrap_or_else(|e| e.into_inner());
-        let count = match *window {
-            Some((since, n)) if now.duration_since(since) < UNSOLICITED_WINDOW => n + 1,
-            _ => {
-                *window = Some((now, 1));
-                return 1;
-            }
-        };
-        if let Some((_, n)) = window.as_mut() {
-            *n = count;
-        }
-        count
     }
 
     pub fn touch(&self) {
@@ -698,12 +707,12 @@ mod tests {
     }
 
     #[test]
-    fn unsolicited_replies_are_counted_per_minute() {
-        let s = from("t", "a", 1);
-        assert_eq!(s.note_unsolicited(), 1);
-        assert_eq!(s.note_unsolicited(), 2);
-        *s.unsolicited.lock().unwrap() = Some((std::time::Instant::now() - UNSOLICITED_WINDOW, 40));
-        assert_eq!(s.note_unsolicited(), 1, "a new minute");
+    fn events_are_counted_per_minute() {
+        let count = PerMinute::default();
+        assert_eq!(count.note(), (1, None));
+        assert_eq!(count.note(), (2, None));
+        *count.0.lock().unwrap() = Some((std::time::Instant::now() - MINUTE, 40));
+        assert_eq!(count.note(), (1, Some(40)), "a new minute");
     }
 
     #[test]
