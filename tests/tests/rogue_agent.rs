@@ -477,3 +477,92 @@ async fn a_flood_of_late_replies_is_bounded_per_tenant() {
         .expect("the bystander's outcome is its own");
     agent.stop().await;
 }
+
+/// The refusal itself, without the session's closing: with the limit out of
+/// the way, all 10,000 forged replies reach the broker on one session, and
+/// each is dropped as it arrives, nothing stored, nothing kept.
+#[tokio::test]
+async fn ten_thousand_forged_replies_on_one_session_cost_no_store_work() {
+    const REPLIES: usize = 10_000;
+    /// As in the test above: nothing of the rogue's is stored or kept.
+    const STORE_GROWTH_BOUND: u64 = 1 << 20;
+    const RSS_GROWTH_BOUND: u64 = 64 << 20;
+
+    let broker = BrokerBuilder::new()
+        .config("[limits]")
+        .config("unsolicited_replies_per_minute = 1000000")
+        .start()
+        .await;
+    let pid = broker.pid();
+    let (_tenant, agent, portal) = bystander(&broker).await;
+    let rogue = broker.create_tenant("rogue").await;
+    let channel = attacker_channel(&broker).await;
+    let session = RawSession::open(&channel, raw::hello(&rogue, "rogue-1"))
+        .await
+        .expect("the rogue's session is accepted");
+    let store_before = store_bytes(&broker);
+    let before = ProcStat::of(pid);
+
+    let sampler = Sampler::start(pid);
+    let pings = Bystander::start(portal.clone(), LATENCY_BOUND);
+    let outcomes = OutcomeProbe::start(portal.clone(), "kept-1");
+    let started = Instant::now();
+    let frames = (0..REPLIES).map(|i| reply(i as u64 + 1, &format!("forged-{i}")));
+    let sent = pump(&session, frames, CancellationToken::new())
+        .await
+        .expect("pump");
+    // Until the broker has refused every one (bounded).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let metrics = broker.metrics().await;
+        let refused = counter(
+            &metrics,
+            "relay_agent_replies_refused_total{reason=\"unsolicited\"}",
+        );
+        if refused >= REPLIES as u64 || Instant::now() > deadline {
+            break refused;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let attack = started.elapsed();
+    let during = ProcStat::of(pid);
+    let peak = sampler.stop().await;
+    let calls = pings.stop().await;
+    let slowest_outcome = outcomes.stop(1).await;
+    drop((session, channel));
+    let after = ProcStat::of(pid);
+    let store_after = store_bytes(&broker);
+
+    eprintln!(
+        "{sent} forged replies of {REPLY_BYTES} bytes on one session in {attack:?}; the broker refused {refused} as unsolicited"
+    );
+    eprintln!("broker before: {before}");
+    eprintln!(
+        "broker during: {during} (peaks: RSS {} MiB, {} descriptors, {} threads)",
+        peak.rss_bytes >> 20,
+        peak.open_fds,
+        peak.threads
+    );
+    eprintln!("broker after:  {after}");
+    eprintln!("store file: {store_before} bytes before, {store_after} after");
+    let slowest_ping = assert_unharmed(&calls, 1, LATENCY_BOUND);
+    eprintln!(
+        "bystander: {} pings, slowest {slowest_ping:?}; GetOutcome slowest {slowest_outcome:?}",
+        calls.len()
+    );
+    assert_eq!(
+        refused, REPLIES as u64,
+        "every forged reply reached the broker and was refused"
+    );
+    assert!(
+        peak.rss_bytes <= before.rss_bytes + RSS_GROWTH_BOUND,
+        "RSS peaked at {} MiB from {} MiB",
+        peak.rss_bytes >> 20,
+        before.rss_mib()
+    );
+    assert!(
+        store_after <= store_before + STORE_GROWTH_BOUND,
+        "the store grew from {store_before} to {store_after} bytes"
+    );
+    agent.stop().await;
+}
