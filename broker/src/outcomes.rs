@@ -11,6 +11,12 @@
 //! came: ciphertext the broker cannot open. Kept in the store so a broker
 //! restart does not lose it; in cluster mode in the cluster's outcomes bucket
 //! instead ([`crate::cluster::kv::outcomes`]), so that any node can answer.
+//!
+//! Store work has threads of its own and per-tenant bounds, so one tenant's
+//! agents cannot make another tenant wait: `writer` commits in groups and
+//! bounds each tenant's bytes, `readers` serve GetOutcome, `known` answers
+//! whether a late answer is awaited without touching the store, and `late`
+//! bounds each tenant's late answers on their way to the writer.
 
 mod index;
 mod known;
