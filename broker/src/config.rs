@@ -223,7 +223,9 @@ pub struct Limits {
     pub max_in_flight_per_agent: u32,
     /// Agent sessions one tenant may hold on this node.
     pub sessions_per_tenant: u32,
-    /// Agent sessions from one source IP address.
+    /// Agent sessions of one tenant from one source IP address: counted
+    /// per tenant, so that other tenants' agents behind the same address (a
+    /// shared egress NAT) cannot use up a tenant's allowance.
     pub sessions_per_source: u32,
     /// Agent sessions on one connection (one agent = one connection).
     pub sessions_per_connection: u32,
@@ -285,6 +287,22 @@ pub struct Limits {
     /// `operator_max_connections`; at that budget a new connection evicts the oldest one
     /// not yet authenticated, or waits in the kernel's queue.
     pub reserved_descriptors: u32,
+    /// Bytes of outcome records one tenant may keep in the store. Past it, a
+    /// new record evicts the tenant's records that expire first, as the
+    /// 10,000-record bound does: an agent posting big replies cannot grow
+    /// the store file beyond it. Sealed replies are a few hundred bytes, so
+    /// a tenant's 10,000 ordinary records fit many times over.
+    pub max_outcome_bytes_per_tenant: u64,
+    /// Late answers of one tenant queued for the store or being written at
+    /// once. Beyond, an answer is not taken (and not confirmed: the agent
+    /// posts it again at its next heartbeat), so one tenant's agents cannot
+    /// fill the store's queue for everyone. As many as an agent can hold.
+    pub max_pending_outcome_writes_per_tenant: u32,
+    /// Replies for requests a session was never given (or that nobody
+    /// awaits any more) one session may post within a minute; past it the
+    /// session is closed with Goodbye `UNSOLICITED_REPLIES`. A correct agent
+    /// posts none; a few can follow a broker restart that lost its records.
+    pub unsolicited_replies_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -308,6 +326,9 @@ impl Default for Limits {
             request_receive_timeout: Duration::from_secs(5),
             unauthenticated_connections_per_source: 128,
             reserved_descriptors: 64,
+            max_outcome_bytes_per_tenant: 64 << 20,
+            max_pending_outcome_writes_per_tenant: 64,
+            unsolicited_replies_per_minute: 16,
         }
     }
 }
@@ -481,6 +502,19 @@ impl BrokerConfig {
         if l.unauthenticated_connections_per_source == 0 {
             return invalid(
                 "limits.unauthenticated_connections_per_source",
+                "must be at least 1",
+            );
+        }
+        // Below one full envelope no late answer could ever be kept.
+        if l.max_outcome_bytes_per_tenant < self.max_envelope_bytes as u64 {
+            return invalid(
+                "limits.max_outcome_bytes_per_tenant",
+                "must be at least max_envelope_bytes",
+            );
+        }
+        if l.max_pending_outcome_writes_per_tenant == 0 {
+            return invalid(
+                "limits.max_pending_outcome_writes_per_tenant",
                 "must be at least 1",
             );
         }

@@ -18,7 +18,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::RelayError;
 use crate::metrics::RefusalLabel;
-use crate::outcomes::Admission;
+use crate::outcomes::{Admission, LateCheck, PendingSlot};
 use crate::sessions::{AgentAnswer, AgentSession, OUTBOUND_QUEUE};
 use crate::state::State;
 use crate::time::{now_unix_ms, now_unix_secs};
@@ -247,7 +247,7 @@ async fn drive(state: Arc<State>, session: Arc<AgentSession>, mut inbound: Strea
 
 fn handle_frame(
     state: &Arc<State>,
-    session: &AgentSession,
+    session: &Arc<AgentSession>,
     frame: AgentFrame,
 ) -> Result<(), (GoodbyeReason, String)> {
     match frame.frame {
@@ -281,19 +281,22 @@ fn handle_frame(
                 },
             };
             let request_id = reply.request_id;
-            if let Err(answer) = session.complete(reply.correlation_id, answer) {
-                keep_late_answer(state, session, &request_id, answer);
-            }
+            let confirm = match session.complete(reply.correlation_id, answer) {
+                Ok(()) => true,
+                Err(answer) => take_late_answer(state, session, &request_id, answer)?,
+            };
             // The agent keeps each reply until the broker confirms it, so
             // that one written into a silently dead connection is posted
             // again on the next session.
-            let receipt = BrokerFrame {
-                frame: Some(broker_frame::Frame::Receipt(pb::Receipt {
-                    correlation_id: reply.correlation_id,
-                    request_id,
-                })),
-            };
-            let _ = session.outbound().try_send(Ok(receipt));
+            if confirm {
+                let receipt = BrokerFrame {
+                    frame: Some(broker_frame::Frame::Receipt(pb::Receipt {
+                        correlation_id: reply.correlation_id,
+                        request_id,
+                    })),
+                };
+                let _ = session.outbound().try_send(Ok(receipt));
+            }
             Ok(())
         }
         Some(AgentFrameKind::Ack(ack)) => {
@@ -337,24 +340,134 @@ fn handle_frame(
     }
 }
 
+/// Why an answer nobody waits for was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LateRefusal {
+    /// Never given to this agent, or no longer awaited (expired, or another
+    /// agent's): counted against the session.
+    Unsolicited,
+    /// Answered already: a repeat of a reply whose Receipt was lost.
+    Duplicate,
+    /// The tenant's late answers on their way to the store are at their
+    /// bound: not confirmed, so the agent posts it again later.
+    TenantBusy,
+}
+
+impl LateRefusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            LateRefusal::Unsolicited => "unsolicited",
+            LateRefusal::Duplicate => "duplicate",
+            LateRefusal::TenantBusy => "tenant_busy",
+        }
+    }
+}
+
 /// An answer whose routing already ended (its request was given up at the
-/// deadline, its session was declared dead, or the broker restarted): keep
-/// it, sealed, for GetOutcome, if the request was awaited from this agent.
-fn keep_late_answer(
+/// deadline, its session was declared dead, or the broker restarted): kept,
+/// sealed, for GetOutcome if the request is awaited from this agent. The
+/// checks cost no store work and come before anything is queued, so a
+/// flood of replies nobody asked for is dropped as it arrives: no task, no
+/// copy of the payload, no store write. Whether to confirm the reply with a
+/// Receipt; the Goodbye when the session posted too many unsolicited ones.
+fn take_late_answer(
     state: &Arc<State>,
-    session: &AgentSession,
+    session: &Arc<AgentSession>,
     request_id: &str,
     answer: AgentAnswer,
-) {
-    if !proto::names::is_valid_request_id(request_id) {
-        debug!("late reply without a valid request id dropped");
-        return;
+) -> Result<bool, (GoodbyeReason, String)> {
+    let check = if !proto::names::is_valid_request_id(request_id) {
+        LateCheck::NotAwaited
+    } else if state
+        .in_flight_ids
+        .contains(&(session.tenant.clone(), request_id.to_owned()))
+    {
+        // Still being routed (its awaited record may not be written yet):
+        // the routing task's record decides, once it ends.
+        LateCheck::Awaited
+    } else {
+        state
+            .outcomes
+            .check_late(&session.tenant, request_id, &session.agent_id)
+    };
+    let slot = match check {
+        LateCheck::Awaited | LateCheck::Unknown => state.outcomes.reserve_late(&session.tenant),
+        LateCheck::Answered => {
+            refused(state, LateRefusal::Duplicate);
+            debug!(%request_id, "a repeated reply to a request already answered dropped");
+            return Ok(true);
+        }
+        LateCheck::NotAwaited => {
+            refused(state, LateRefusal::Unsolicited);
+            return unsolicited(state, session, request_id).map(|()| true);
+        }
+    };
+    let Some(slot) = slot else {
+        refused(state, LateRefusal::TenantBusy);
+        if let (1, before) = session.refused_busy.note() {
+            warn!(%request_id, limit = state.config.limits.max_pending_outcome_writes_per_tenant,
+                refused_in_the_minute_before = before.unwrap_or(0),
+                "late answer not taken: the tenant's late answers on their way to the store are at their bound; the agent posts it again (logged once a minute per session)");
+        }
+        return Ok(false);
+    };
+    keep_late_answer(state, session, request_id, answer, slot);
+    Ok(true)
+}
+
+fn refused(state: &State, why: LateRefusal) {
+    state
+        .metrics
+        .replies_refused
+        .get_or_create(&RefusalLabel {
+            reason: why.as_str(),
+        })
+        .inc();
+}
+
+/// Counts an unsolicited reply against the session: logged at the first of
+/// each minute, and past the limit the session is closed.
+fn unsolicited(
+    state: &State,
+    session: &AgentSession,
+    request_id: &str,
+) -> Result<(), (GoodbyeReason, String)> {
+    let (count, before) = session.unsolicited.note();
+    let limit = state.config.limits.unsolicited_replies_per_minute;
+    if count == 1 {
+        warn!(%request_id, dropped_in_the_minute_before = before.unwrap_or(0),
+            "reply dropped: no request with this id is awaited from this agent (logged once a minute per session)");
     }
+    if count > limit {
+        warn!(
+            count,
+            limit, "closing the session: too many replies for requests it was never given"
+        );
+        return Err((
+            GoodbyeReason::UnsolicitedReplies,
+            format!(
+                "{count} replies within a minute for requests this agent was not given or that are no longer awaited (at most {limit})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes an admitted late answer; `slot` holds its place in the tenant's
+/// bound until the write is done.
+fn keep_late_answer(
+    state: &Arc<State>,
+    session: &Arc<AgentSession>,
+    request_id: &str,
+    answer: AgentAnswer,
+    slot: PendingSlot,
+) {
     let key = (session.tenant.clone(), request_id.to_owned());
-    let agent_id = session.agent_id.clone();
     let state = Arc::clone(state);
+    let session = Arc::clone(session);
     tokio::spawn(
         async move {
+            let _slot = slot;
             // The routing task may be between giving up on the answer and
             // recording that it awaits one: its record is what admits this
             // answer, so wait for the task to end (by its deadline at most).
@@ -379,14 +492,21 @@ fn keep_late_answer(
             let (tenant, request_id) = (&key.0, &key.1);
             match state
                 .outcomes
-                .record(tenant, request_id, &agent_id, answer.into(), Admission::Late)
+                .record(tenant, request_id, &session.agent_id, answer.into(), Admission::Late)
                 .await
             {
                 Ok(true) => {
                     state.metrics.late_outcomes.inc();
                     info!(%request_id, "late outcome kept for GetOutcome");
                 }
-                Ok(false) => debug!(%request_id, "late outcome not kept: already known, or never awaited from this agent"),
+                // Known only now (cluster mode, or a race with the routing
+                // task): counted against the session like one refused at once.
+                Ok(false) => {
+                    debug!(%request_id, "late outcome not kept: already known, or never awaited from this agent");
+                    if let Err((reason, message)) = unsolicited(&state, &session, request_id) {
+                        session.close(reason, message);
+                    }
+                }
                 Err(e) => warn!(%request_id, error = %e, "cannot keep a late outcome"),
             }
         }

@@ -73,6 +73,8 @@ pub struct Metrics {
     process_max_fds: Gauge,
     process_resident_memory_bytes: Gauge,
     process_threads: Gauge,
+    /// Agent replies nobody waited for that were not kept, by why.
+    pub replies_refused: Family<RefusalLabel, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -189,6 +191,12 @@ impl Metrics {
         ] {
             process.register(name, help, gauge.clone());
         }
+        let replies_refused = Family::<RefusalLabel, Counter>::default();
+        registry.register(
+            "agent_replies_refused",
+            "Agent replies not kept, by reason: unsolicited (never given to the session or not awaited), duplicate (already answered), tenant_busy (the tenant's store writes at their bound)",
+            replies_refused.clone(),
+        );
         Metrics {
             http_cuts,
             connections_closed,
@@ -198,6 +206,7 @@ impl Metrics {
             process_max_fds,
             process_resident_memory_bytes,
             process_threads,
+            replies_refused,
             forwards,
             cluster_connected,
             registry,

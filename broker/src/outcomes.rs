@@ -11,9 +11,21 @@
 //! came: ciphertext the broker cannot open. Kept in the store so a broker
 //! restart does not lose it; in cluster mode in the cluster's outcomes bucket
 //! instead ([`crate::cluster::kv::outcomes`]), so that any node can answer.
+//!
+//! Store work has threads of its own and per-tenant bounds, so one tenant's
+//! agents cannot make another tenant wait: `writer` commits in groups and
+//! bounds each tenant's bytes, `readers` serve GetOutcome, `known` answers
+//! whether a late answer is awaited without touching the store, and `late`
+//! bounds each tenant's late answers on their way to the writer.
 
 mod index;
+mod known;
+mod late;
+mod readers;
 mod writer;
+
+pub use known::LateCheck;
+pub use late::PendingSlot;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +33,7 @@ use std::time::Duration;
 use redb::{ReadableTable, TableDefinition};
 
 use crate::cluster::kv::outcomes::{self as cluster, OutcomeBucket};
+use crate::config::Limits;
 use crate::error::RelayError;
 use crate::routing::RouteReply;
 use crate::sessions::AgentAnswer;
@@ -331,25 +344,47 @@ impl Recording {
 pub struct Outcomes {
     backend: Backend,
     retention: Duration,
+    pending: Arc<late::PendingWrites>,
+    max_pending_per_tenant: u32,
 }
 
 enum Backend {
-    /// The store, and the thread that commits its writes in groups.
-    Local(Store, writer::Writer),
+    /// The store; the thread that commits its writes in groups (dropped
+    /// first: it finishes its commit before the readers go); the threads
+    /// that read it; what its records hold, in memory.
+    Local {
+        writer: writer::Writer,
+        readers: readers::Readers,
+        known: Arc<known::Known>,
+    },
     // Boxed: a bucket handle carries its stream's whole info.
     Cluster(Box<OutcomeBucket>),
 }
 
 impl Outcomes {
-    /// Indexes a store written before the per-tenant index existed.
-    pub fn new(store: Store, retention: Duration) -> Result<Outcomes, StoreError> {
+    /// Indexes a store written before the per-tenant index existed, and
+    /// reads what every record holds into memory.
+    pub fn new(store: Store, retention: Duration, limits: &Limits) -> Result<Outcomes, StoreError> {
         let tx = store.db().begin_write().map_err(io("open outcomes"))?;
         index::ensure_built(&tx)?;
         tx.commit().map_err(io("open outcomes"))?;
-        let writer = writer::Writer::start(store.clone())?;
+        let known = Arc::new(known::Known::load(&store)?);
+        let writer = writer::Writer::start(
+            store.clone(),
+            writer::Bounds {
+                known: Arc::clone(&known),
+                max_bytes_per_tenant: limits.max_outcome_bytes_per_tenant,
+            },
+        )?;
         Ok(Outcomes {
-            backend: Backend::Local(store, writer),
+            backend: Backend::Local {
+                writer,
+                readers: readers::Readers::start(store)?,
+                known,
+            },
             retention,
+            pending: Arc::default(),
+            max_pending_per_tenant: limits.max_pending_outcome_writes_per_tenant,
         })
     }
 
@@ -359,7 +394,31 @@ impl Outcomes {
         Outcomes {
             backend: Backend::Cluster(Box::new(OutcomeBucket::new(bucket))),
             retention,
+            pending: Arc::default(),
+            max_pending_per_tenant: Limits::default().max_pending_outcome_writes_per_tenant,
         }
+    }
+
+    /// [`Outcomes::cluster`] with the limits' bound on late answers queued.
+    pub fn with_limits(mut self, limits: &Limits) -> Outcomes {
+        self.max_pending_per_tenant = limits.max_pending_outcome_writes_per_tenant;
+        self
+    }
+
+    /// What the records say of an answer `agent_id` posts for `request_id`
+    /// after its routing ended; no store work. In cluster mode the bucket
+    /// decides: [`LateCheck::Unknown`].
+    pub fn check_late(&self, tenant: &str, request_id: &str, agent_id: &str) -> LateCheck {
+        match &self.backend {
+            Backend::Local { known, .. } => known.check(tenant, request_id, agent_id),
+            Backend::Cluster(_) => LateCheck::Unknown,
+        }
+    }
+
+    /// A place for one of `tenant`'s late answers on its way to the store,
+    /// if fewer than `max_pending_outcome_writes_per_tenant` are.
+    pub fn reserve_late(&self, tenant: &str) -> Option<PendingSlot> {
+        self.pending.reserve(tenant, self.max_pending_per_tenant)
     }
 
     fn expiry(&self) -> i64 {
@@ -408,7 +467,7 @@ impl Outcomes {
             answer: None,
         };
         let writer = match &self.backend {
-            Backend::Local(_, writer) => writer,
+            Backend::Local { writer, .. } => writer,
             Backend::Cluster(bucket) => {
                 let keys = cluster::keys(tenant, request_id);
                 return Ok(bucket.expect(&keys, &record).await?);
@@ -427,7 +486,7 @@ impl Outcomes {
     /// all, no agent can have received, whose record this request made.
     pub async fn forget(&self, tenant: &str, request_id: &str) -> Result<(), StoreError> {
         let writer = match &self.backend {
-            Backend::Local(_, writer) => writer,
+            Backend::Local { writer, .. } => writer,
             Backend::Cluster(bucket) => {
                 return Ok(bucket.forget(&cluster::keys(tenant, request_id)).await?);
             }
@@ -458,7 +517,7 @@ impl Outcomes {
             answer: Some(answer),
         };
         let writer = match &self.backend {
-            Backend::Local(_, writer) => writer,
+            Backend::Local { writer, .. } => writer,
             Backend::Cluster(bucket) => {
                 let keys = cluster::keys(tenant, request_id);
                 if admission == Admission::Late {
@@ -483,59 +542,63 @@ impl Outcomes {
 
     /// What is known of a request's outcome; `None` also once it expired.
     pub async fn get(&self, tenant: &str, request_id: &str) -> Result<Option<Outcome>, StoreError> {
-        let store = match &self.backend {
-            Backend::Local(store, _) => store.clone(),
+        let readers = match &self.backend {
+            Backend::Local { readers, .. } => readers,
             Backend::Cluster(bucket) => {
                 let found = bucket.get(&cluster::keys(tenant, request_id)).await?;
                 return Ok(found.filter(|o| o.expires_unix_ms > now_unix_ms()));
             }
         };
         let key = key(tenant, request_id);
-        tokio::task::spawn_blocking(move || {
-            let tx = store.db().begin_read().map_err(io("read outcome"))?;
-            let table = tx.open_table(OUTCOMES).map_err(io("read outcome"))?;
-            let found = table
-                .get(key.as_str())
-                .map_err(io("read outcome"))?
-                .and_then(|v| Outcome::decode(v.value()));
-            Ok(found.filter(|o| o.expires_unix_ms > now_unix_ms()))
-        })
-        .await
-        .map_err(|_| StoreError::Cancelled)?
+        readers
+            .run(move |store| {
+                let tx = store.db().begin_read().map_err(io("read outcome"))?;
+                let table = tx.open_table(OUTCOMES).map_err(io("read outcome"))?;
+                let found = table
+                    .get(key.as_str())
+                    .map_err(io("read outcome"))?
+                    .and_then(|v| Outcome::decode(v.value()));
+                Ok(found.filter(|o| o.expires_unix_ms > now_unix_ms()))
+            })
+            .await
     }
 
     /// Deletes expired outcomes; how many. Nothing to do in cluster mode:
     /// the bucket's max age expires them.
     pub async fn purge(&self) -> Result<usize, StoreError> {
-        let store = match &self.backend {
-            Backend::Local(store, _) => store.clone(),
+        let (readers, known) = match &self.backend {
+            Backend::Local { readers, known, .. } => (readers, Arc::clone(known)),
             Backend::Cluster(_) => return Ok(0),
         };
-        tokio::task::spawn_blocking(move || {
-            let now = now_unix_ms();
-            let tx = store.db().begin_write().map_err(io("purge outcomes"))?;
-            let removed = {
-                let mut table = tx.open_table(OUTCOMES).map_err(io("purge outcomes"))?;
-                let mut index = index::Index::open(&tx)?;
-                let mut gone = Vec::new();
-                for record in table.iter().map_err(io("purge outcomes"))? {
-                    let (k, v) = record.map_err(io("purge outcomes"))?;
-                    if Outcome::decode(v.value()).is_none_or(|o| o.expires_unix_ms <= now) {
-                        gone.push((k.value().to_owned(), index::expiry_of(v.value())));
+        readers
+            .run(move |store| {
+                let now = now_unix_ms();
+                let tx = store.db().begin_write().map_err(io("purge outcomes"))?;
+                let removed = {
+                    let mut table = tx.open_table(OUTCOMES).map_err(io("purge outcomes"))?;
+                    let mut index = index::Index::open(&tx)?;
+                    let mut gone = Vec::new();
+                    for record in table.iter().map_err(io("purge outcomes"))? {
+                        let (k, v) = record.map_err(io("purge outcomes"))?;
+                        if Outcome::decode(v.value()).is_none_or(|o| o.expires_unix_ms <= now) {
+                            gone.push((k.value().to_owned(), index::expiry_of(v.value())));
+                        }
                     }
-                }
-                for (key, expiry) in &gone {
-                    table.remove(key.as_str()).map_err(io("purge outcomes"))?;
+                    for (key, expiry) in &gone {
+                        table.remove(key.as_str()).map_err(io("purge outcomes"))?;
+                        let (tenant, request_id) = split(key);
+                        index.removed(tenant, request_id, *expiry)?;
+                    }
+                    gone
+                };
+                tx.commit().map_err(io("commit outcomes"))?;
+                for (key, _) in &removed {
                     let (tenant, request_id) = split(key);
-                    index.removed(tenant, request_id, *expiry)?;
+                    known.remove(tenant, request_id);
                 }
-                gone.len()
-            };
-            tx.commit().map_err(io("commit outcomes"))?;
-            Ok(removed)
-        })
-        .await
-        .map_err(|_| StoreError::Cancelled)?
+                Ok(removed.len())
+            })
+            .await
     }
 }
 
@@ -546,23 +609,50 @@ fn admits_late(awaited: &Outcome, agent_id: &str) -> bool {
     awaited.answer.is_none() && (awaited.agent_id.is_empty() || awaited.agent_id == agent_id)
 }
 
-/// Evicts the tenant's record that expires first if it has the most kept.
+/// Evicts the tenant's record that expires first if it has the most kept;
+/// the request id of the one evicted.
 fn make_room(
     table: &mut redb::Table<&str, &[u8]>,
     index: &mut index::Index<'_>,
     tenant: &str,
     cap: usize,
-) -> Result<(), StoreError> {
+) -> Result<Option<String>, StoreError> {
     if index.count(tenant)? < cap as u64 {
-        return Ok(());
+        return Ok(None);
     }
-    if let Some((request_id, expiry)) = index.first(tenant)? {
-        table
-            .remove(key(tenant, &request_id).as_str())
-            .map_err(io("evict outcome"))?;
-        index.removed(tenant, &request_id, expiry)?;
+    evict_first(table, index, tenant, "")
+}
+
+/// Evicts the tenant's record that expires first, unless it is `keep`'s;
+/// the request id of the one evicted.
+fn evict_first(
+    table: &mut redb::Table<&str, &[u8]>,
+    index: &mut index::Index<'_>,
+    tenant: &str,
+    keep: &str,
+) -> Result<Option<String>, StoreError> {
+    let Some((request_id, expiry)) = index.first(tenant)? else {
+        return Ok(None);
+    };
+    if request_id == keep {
+        return Ok(None);
     }
-    Ok(())
+    evict(table, index, tenant, &request_id, expiry).map(Some)
+}
+
+/// Removes one record found in the index; its request id.
+fn evict(
+    table: &mut redb::Table<&str, &[u8]>,
+    index: &mut index::Index<'_>,
+    tenant: &str,
+    request_id: &str,
+    expiry: u64,
+) -> Result<String, StoreError> {
+    table
+        .remove(key(tenant, request_id).as_str())
+        .map_err(io("evict outcome"))?;
+    index.removed(tenant, request_id, expiry)?;
+    Ok(request_id.to_owned())
 }
 
 /// `tenant/request_id` back into its parts.
@@ -577,7 +667,10 @@ mod tests {
     fn outcomes(retention: Duration) -> (tempfile::TempDir, Outcomes) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("b.redb")).unwrap();
-        (dir, Outcomes::new(store, retention).unwrap())
+        (
+            dir,
+            Outcomes::new(store, retention, &Limits::default()).unwrap(),
+        )
     }
 
     #[test]
@@ -829,7 +922,8 @@ mod tests {
             }
             tx.commit().unwrap();
         }
-        let o = Outcomes::new(store.clone(), Duration::from_secs(3600)).unwrap();
+        let o =
+            Outcomes::new(store.clone(), Duration::from_secs(3600), &Limits::default()).unwrap();
         let check = |store: &Store| {
             let tx = store.db().begin_write().unwrap();
             let mut scanned: std::collections::BTreeMap<String, (u64, Option<(u64, String)>)> =
@@ -876,10 +970,11 @@ mod tests {
         .unwrap();
         assert_eq!(check(&store), 5);
         // Reopening does not index twice.
-        let again = Outcomes::new(store.clone(), Duration::from_secs(3600)).unwrap();
+        let again =
+            Outcomes::new(store.clone(), Duration::from_secs(3600), &Limits::default()).unwrap();
         assert_eq!(check(&store), 5);
         // Everything expired: purged, and the index with it.
-        let gone = Outcomes::new(store.clone(), Duration::ZERO).unwrap();
+        let gone = Outcomes::new(store.clone(), Duration::ZERO, &Limits::default()).unwrap();
         let tx = store.db().begin_write().unwrap();
         {
             let mut table = tx.open_table(OUTCOMES).unwrap();
@@ -892,6 +987,77 @@ mod tests {
         drop((o, again));
         assert_eq!(gone.purge().await.unwrap(), 1);
         assert_eq!(check(&store), 4);
+    }
+
+    /// A tenant's records stay within its bytes: the newest answer is kept,
+    /// the records that expire first make room; the in-memory view of the
+    /// records agrees with the store, also when read again at start.
+    #[tokio::test]
+    async fn a_tenants_bytes_are_bounded_and_late_answers_checked_without_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("b.redb")).unwrap();
+        let limits = Limits {
+            max_outcome_bytes_per_tenant: 10_000,
+            ..Limits::default()
+        };
+        let o = Outcomes::new(store.clone(), Duration::from_secs(60), &limits).unwrap();
+        assert_eq!(o.check_late("t", "r0", "dc01"), LateCheck::NotAwaited);
+        for i in 0..10 {
+            o.expect("t", &format!("r{i}"), "dc01", true).await.unwrap();
+        }
+        o.expect("u", "x", "", false).await.unwrap();
+        assert_eq!(o.check_late("t", "r0", "dc01"), LateCheck::Awaited);
+        assert_eq!(o.check_late("t", "r0", "dc02"), LateCheck::NotAwaited);
+        assert_eq!(o.check_late("u", "x", "any"), LateCheck::Awaited);
+        for i in 0..10 {
+            let big = StoredAnswer::Envelope(vec![0; 3_000]);
+            o.record("t", &format!("r{i}"), "dc01", big, Admission::Late)
+                .await
+                .unwrap();
+        }
+        let Backend::Local { known, .. } = &o.backend else {
+            unreachable!()
+        };
+        assert!(known.bytes("t") <= 10_000, "{}", known.bytes("t"));
+        assert_eq!(o.check_late("t", "r9", "dc01"), LateCheck::Answered);
+        assert!(o.get("t", "r9").await.unwrap().unwrap().answer.is_some());
+        assert_eq!(o.get("t", "r0").await.unwrap(), None, "evicted");
+        assert_eq!(o.check_late("t", "r0", "dc01"), LateCheck::NotAwaited);
+        // Only answers made room: no awaited record was lost to them.
+        for i in 0..10 {
+            assert_eq!(
+                o.check_late("t", &format!("r{i}"), "dc01") == LateCheck::Answered,
+                o.get("t", &format!("r{i}")).await.unwrap().is_some(),
+                "r{i}"
+            );
+        }
+        assert_eq!(
+            o.check_late("u", "x", "any"),
+            LateCheck::Awaited,
+            "untouched"
+        );
+        let bytes = known.bytes("t");
+        drop(o);
+        let again = Outcomes::new(store, Duration::from_secs(60), &limits).unwrap();
+        let Backend::Local { known, .. } = &again.backend else {
+            unreachable!()
+        };
+        assert_eq!(known.bytes("t"), bytes);
+        assert_eq!(again.check_late("t", "r9", "dc01"), LateCheck::Answered);
+        assert_eq!(again.check_late("u", "x", "any"), LateCheck::Awaited);
+    }
+
+    #[test]
+    fn late_answers_under_way_are_bounded_per_tenant() {
+        let pending = Arc::new(late::PendingWrites::default());
+        let held: Vec<_> = (0..3).map(|_| pending.reserve("t", 3).unwrap()).collect();
+        assert!(pending.reserve("t", 3).is_none());
+        let other = pending.reserve("u", 3).expect("another tenant's own bound");
+        drop(held);
+        assert_eq!(pending.of("t"), 0);
+        assert!(pending.reserve("t", 3).is_some());
+        drop(other);
+        assert_eq!(pending.of("u"), 0);
     }
 
     #[tokio::test]

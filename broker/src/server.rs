@@ -99,7 +99,11 @@ async fn open_local(config: &BrokerConfig) -> Result<Backing, BrokerError> {
         .await
         .map_err(|_| BrokerError::Panicked)??;
     Ok(Backing {
-        outcomes: Arc::new(Outcomes::new(store.clone(), config.outcome_retention)?),
+        outcomes: Arc::new(Outcomes::new(
+            store.clone(),
+            config.outcome_retention,
+            &config.limits,
+        )?),
         tenants: Arc::new(Tenants::load(store)?),
         operator_key: load_or_create_operator_key(&config.operator_key_path())?,
         cluster: None,
@@ -129,10 +133,10 @@ async fn open_cluster(
     let _ = cluster.meta.set(buckets.meta.clone());
     Ok(Backing {
         tenants: Arc::new(tenants),
-        outcomes: Arc::new(Outcomes::cluster(
-            buckets.outcomes,
-            config.outcome_retention,
-        )),
+        outcomes: Arc::new(
+            Outcomes::cluster(buckets.outcomes, config.outcome_retention)
+                .with_limits(&config.limits),
+        ),
         operator_key,
         cluster: Some(Arc::new(cluster)),
     })

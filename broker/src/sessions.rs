@@ -65,6 +65,38 @@ pub struct AgentSession {
     closed: CancellationToken,
     finished: CancellationToken,
     close_reason: Mutex<Option<(GoodbyeReason, String)>>,
+    /// Replies for requests nobody awaits from this session.
+    pub unsolicited: PerMinute,
+    /// Late answers not taken: their tenant's store writes at their bound.
+    pub refused_busy: PerMinute,
+}
+
+/// The window [`PerMinute`] counts in.
+pub const MINUTE: Duration = Duration::from_secs(60);
+
+/// Events counted per minute (from the first of them), for a limit and for
+/// logging them once a minute with how many there were.
+#[derive(Default)]
+pub struct PerMinute(Mutex<Option<(std::time::Instant, u32)>>);
+
+impl PerMinute {
+    /// Counts one: how many in the current minute, and when this one starts
+    /// a new minute, how many the one before had.
+    pub fn note(&self) -> (u32, Option<u32>) {
+        let now = std::time::Instant::now();
+        let mut window = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match window.as_mut() {
+            Some((since, n)) if now.duration_since(*since) < MINUTE => {
+                *n += 1;
+                (*n, None)
+            }
+            _ => {
+                let before = window.map(|(_, n)| n);
+                *window = Some((now, 1));
+                (1, before)
+            }
+        }
+    }
 }
 
 fn slot_code(slot: KeySlot) -> u8 {
@@ -105,6 +137,8 @@ impl AgentSession {
             closed: CancellationToken::new(),
             finished: CancellationToken::new(),
             close_reason: Mutex::new(None),
+            unsolicited: PerMinute::default(),
+            refused_busy: PerMinute::default(),
         }
     }
 
@@ -256,7 +290,9 @@ pub(crate) enum Pick {
 /// The sessions this node holds, per tenant.
 pub struct Registry {
     by_tenant: DashMap<String, Vec<Arc<AgentSession>>>,
-    by_source: DashMap<IpAddr, u32>,
+    /// Per tenant and source address: other tenants' agents behind the same
+    /// address (a shared egress NAT) do not use up a tenant's allowance.
+    by_source: DashMap<(String, IpAddr), u32>,
     by_connection: DashMap<SocketAddr, u32>,
     limits: Limits,
     pub(crate) ack_timeout: Duration,
@@ -311,10 +347,11 @@ impl Registry {
                     self.limits.sessions_per_connection,
                 ));
             }
-            let mut from_source = self.by_source.entry(addr.ip()).or_default();
+            let source = (session.tenant.clone(), addr.ip());
+            let mut from_source = self.by_source.entry(source.clone()).or_default();
             if *from_source >= self.limits.sessions_per_source {
                 drop(from_source);
-                self.by_source.remove_if(&addr.ip(), |_, n| *n == 0);
+                self.by_source.remove_if(&source, |_, n| *n == 0);
                 return Err(RelayError::TooManySessions {
                     scope: "source",
                     limit: self.limits.sessions_per_source,
@@ -356,10 +393,11 @@ impl Registry {
                 *n = n.saturating_sub(1);
             }
             self.by_connection.remove_if(&addr, |_, n| *n == 0);
-            if let Some(mut n) = self.by_source.get_mut(&addr.ip()) {
+            let source = (session.tenant.clone(), addr.ip());
+            if let Some(mut n) = self.by_source.get_mut(&source) {
                 *n = n.saturating_sub(1);
             }
-            self.by_source.remove_if(&addr.ip(), |_, n| *n == 0);
+            self.by_source.remove_if(&source, |_, n| *n == 0);
         }
     }
 
@@ -621,6 +659,60 @@ mod tests {
         a.drain();
         assert!(matches!(r.pick("t", &[], None), Pick::None));
         assert!(matches!(r.pick("other", &[], None), Pick::None));
+    }
+
+    fn from(tenant: &str, agent_id: &str, port: u16) -> Arc<AgentSession> {
+        let (tx, rx) = mpsc::channel(1);
+        std::mem::forget(rx);
+        Arc::new(AgentSession::new(
+            tenant.into(),
+            agent_id.into(),
+            "1".into(),
+            Some(SocketAddr::from(([10, 0, 0, 1], port))),
+            KeySlot::Primary,
+            u64::MAX,
+            tx,
+        ))
+    }
+
+    /// Behind one address (a shared NAT), each tenant has its own
+    /// allowance: other tenants' sessions do not lock a tenant out.
+    #[test]
+    fn sessions_per_source_are_counted_per_tenant() {
+        let limits = Limits {
+            sessions_per_source: 2,
+            ..Limits::default()
+        };
+        let r = Registry::new(limits, Duration::from_secs(10), Arc::new(Metrics::new()));
+        for (i, tenant) in ["a", "a", "b", "b"].iter().enumerate() {
+            r.register(from(tenant, &format!("x{i}"), i as u16))
+                .unwrap();
+        }
+        assert!(matches!(
+            r.register(from("a", "x9", 9)),
+            Err(RelayError::TooManySessions {
+                scope: "source",
+                ..
+            })
+        ));
+        let victim = from("c", "v", 10);
+        r.register(Arc::clone(&victim))
+            .expect("another tenant's own allowance");
+        r.deregister(&victim);
+        assert!(
+            r.by_source
+                .get(&("c".to_owned(), [10, 0, 0, 1].into()))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn events_are_counted_per_minute() {
+        let count = PerMinute::default();
+        assert_eq!(count.note(), (1, None));
+        assert_eq!(count.note(), (2, None));
+        *count.0.lock().unwrap() = Some((std::time::Instant::now() - MINUTE, 40));
+        assert_eq!(count.note(), (1, Some(40)), "a new minute");
     }
 
     #[test]

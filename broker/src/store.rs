@@ -130,6 +130,9 @@ pub enum StoreError {
     SchemaVersion { found: u64 },
     #[error("the store task was cancelled")]
     Cancelled,
+    /// The outcome store's readers have this many reads queued already.
+    #[error("the outcome store has {queued} reads queued; try again")]
+    Busy { queued: usize },
     #[error("the system random number generator failed")]
     Random,
     /// Cluster mode: the tenants or outcomes bucket failed.

@@ -158,6 +158,12 @@ impl RawSession {
         self.tx.send(bytes).await.expect("session stream open");
     }
 
+    /// Sends on this session from another task; a send fails, rather than
+    /// panicking, once the session is gone.
+    pub fn sender(&self) -> mpsc::Sender<Vec<u8>> {
+        self.tx.clone()
+    }
+
     /// Waits for the next request the broker relays (skipping heartbeats).
     pub async fn next_request(&mut self) -> pb::RelayedRequest {
         let wait = async {

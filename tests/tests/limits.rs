@@ -178,8 +178,9 @@ async fn a_tenant_at_its_session_limit_adds_no_agent_but_may_replace_one() {
     assert_pings(&broker, &a, "dc01").await;
 }
 
-// Past sessions_per_source agent sessions from one address, the next is
-// refused TOO_MANY_SESSIONS with scope "source"; the first ones keep working.
+// Past sessions_per_source agent sessions of one tenant from one address,
+// the tenant's next is refused TOO_MANY_SESSIONS with scope "source"; its
+// first ones, and other tenants' sessions from the same address, keep working.
 #[tokio::test]
 async fn a_source_address_at_its_session_limit_is_refused() {
     let broker = BrokerBuilder::new()
@@ -189,18 +190,94 @@ async fn a_source_address_at_its_session_limit_is_refused() {
         .await;
     let a = broker.create_tenant("tenant-a").await;
     let b = broker.create_tenant("tenant-b").await;
-    let c = broker.create_tenant("tenant-c").await;
-    let _agent_a = EchoAgent::start(&broker, &a, "agent-a").await;
-    let _agent_b = EchoAgent::start(&broker, &b, "agent-b").await;
+    let _agent_a1 = EchoAgent::start(&broker, &a, "agent-a1").await;
+    let _agent_a2 = EchoAgent::start(&broker, &a, "agent-a2").await;
 
     let channel = broker.endpoint().connect().await.expect("channel");
-    let (why, meta) = refusal(RawSession::open(&channel, raw::hello(&c, "agent-c")).await);
+    let (why, meta) = refusal(RawSession::open(&channel, raw::hello(&a, "agent-a3")).await);
     assert_eq!(why, Reason::TooManySessions);
     assert_eq!(meta["scope"], "source");
     assert_eq!(meta["limit"], "2");
 
-    assert_pings(&broker, &a, "agent-a").await;
+    let _agent_b = EchoAgent::start(&broker, &b, "agent-b").await;
     assert_pings(&broker, &b, "agent-b").await;
+    let pong = broker
+        .portal(&a, Right::Send)
+        .await
+        .ping(None)
+        .await
+        .expect("tenant a's first agents still work");
+    assert!(pong.agent_id.starts_with("agent-a"), "{}", pong.agent_id);
+}
+
+// Observation 6 of issue 17: behind one address (a shared egress NAT), other
+// tenants' sessions at the per-source limit do not lock a victim tenant's
+// agent out: each tenant has its own allowance per address.
+#[tokio::test]
+async fn other_tenants_behind_one_address_do_not_lock_a_tenant_out() {
+    use std::net::{IpAddr, Ipv4Addr};
+    use tests::pressure::{Bystander, ProcStat, assert_unharmed};
+    /// A small limit keeps the test quick; the default is 1,024.
+    const PER_SOURCE: usize = 16;
+    /// Behind the NAT.
+    const SHARED: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    /// A ping is a few milliseconds; a second is what a person notices.
+    const LATENCY_BOUND: Duration = Duration::from_secs(1);
+
+    let broker = BrokerBuilder::new()
+        .config("[limits]")
+        .config(format!("sessions_per_source = {PER_SOURCE}"))
+        .start()
+        .await;
+    let bystander = broker.create_tenant("bystander").await;
+    let _agent = EchoAgent::start(&broker, &bystander, "dc01").await;
+    let pings = Bystander::start(broker.portal(&bystander, Right::Send).await, LATENCY_BOUND);
+    let before = ProcStat::of(broker.pid());
+    let connect = || async {
+        broker
+            .endpoint()
+            .endpoint()
+            .expect("endpoint")
+            .local_address(Some(SHARED))
+            .connect()
+            .await
+            .expect("connect from 127.0.0.2")
+    };
+    let mut held = Vec::new();
+    for tenant in ["noisy-1", "noisy-2"] {
+        let t = broker.create_tenant(tenant).await;
+        for i in 0..PER_SOURCE {
+            let session = RawSession::open(&connect().await, raw::hello(&t, &format!("a{i}")))
+                .await
+                .unwrap_or_else(|e| panic!("{tenant} session {i}: {e}"));
+            held.push(session);
+        }
+        // Each at its own limit from the shared address.
+        let (why, meta) =
+            refusal(RawSession::open(&connect().await, raw::hello(&t, "one-more")).await);
+        assert_eq!(
+            (why, meta["scope"].as_str()),
+            (Reason::TooManySessions, "source")
+        );
+    }
+    let during = ProcStat::of(broker.pid());
+    // 32 sessions of others from the address: the victim still gets in.
+    let victim = broker.create_tenant("victim").await;
+    let session = RawSession::open(&connect().await, raw::hello(&victim, "dc01"))
+        .await
+        .expect("the victim's agent connects behind the shared address");
+    assert!(!session.welcome.session_id.is_empty());
+    let calls = pings.stop().await;
+    drop(held);
+    let after = ProcStat::of(broker.pid());
+    eprintln!("broker before: {before}");
+    eprintln!(
+        "broker with {} sessions from one address: {during}",
+        2 * PER_SOURCE
+    );
+    eprintln!("broker after:  {after}");
+    let slowest = assert_unharmed(&calls, 1, LATENCY_BOUND);
+    eprintln!("bystander: {} pings, slowest {slowest:?}", calls.len());
 }
 
 // A second agent session on the same connection is refused TOO_MANY_STREAMS

@@ -130,8 +130,14 @@ pub async fn run(
                 reason,
                 goodbye,
             }) => {
-                if lasted >= HEALTHY_SESSION {
+                // Closed for posting replies nobody asked for: however long
+                // the session lasted, reconnecting at once would repeat it.
+                let misbehaved = goodbye == Some(proto::pb::GoodbyeReason::UnsolicitedReplies);
+                if lasted >= HEALTHY_SESSION && !misbehaved {
                     backoff.reset();
+                }
+                if misbehaved {
+                    error!(%reason, "the broker closed the session: this agent posted replies for requests it was not given; reconnecting after a backoff");
                 }
                 if let Some(g) = goodbye {
                     info!(goodbye = g.as_str_name(), "session closed by the broker");

@@ -120,18 +120,30 @@ impl<'t> Index<'t> {
 
     /// The tenant's record that expires first: its request id and expiry.
     pub(super) fn first(&self, tenant: &str) -> Result<Option<(String, u64)>, StoreError> {
+        self.first_where(tenant, |_| true)
+    }
+
+    /// The tenant's record that expires first among those whose request id
+    /// `wanted` accepts.
+    pub(super) fn first_where(
+        &self,
+        tenant: &str,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Option<(String, u64)>, StoreError> {
         let (lower, upper) = (format!("{tenant}/"), format!("{tenant}0"));
-        let mut range = self
+        let range = self
             .expiries
             .range(lower.as_str()..upper.as_str())
             .map_err(io("read outcome index"))?;
-        let Some(found) = range.next() else {
-            return Ok(None);
-        };
-        let (k, _) = found.map_err(io("read outcome index"))?;
-        let rest = &k.value()[lower.len()..];
-        let (expiry, request_id) = rest.split_once('/').unwrap_or((rest, ""));
-        Ok(Some((request_id.to_owned(), expiry.parse().unwrap_or(0))))
+        for found in range {
+            let (k, _) = found.map_err(io("read outcome index"))?;
+            let rest = &k.value()[lower.len()..];
+            let (expiry, request_id) = rest.split_once('/').unwrap_or((rest, ""));
+            if wanted(request_id) {
+                return Ok(Some((request_id.to_owned(), expiry.parse().unwrap_or(0))));
+            }
+        }
+        Ok(None)
     }
 }
 

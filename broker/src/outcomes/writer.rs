@@ -6,14 +6,15 @@
 //! one commit per write made the store the broker's bottleneck. A group
 //! shares them, and no runtime thread waits on the disk.
 
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use redb::ReadableTable;
 use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::index::{self, Index};
-use super::{Admission, OUTCOMES, Outcome, admits_late, make_room, split};
+use super::known::{self, Kept, Known};
+use super::{Admission, OUTCOMES, Outcome, admits_late, evict, evict_first, make_room, split};
 use crate::store::{Store, StoreError, io};
 use crate::time::now_unix_ms;
 
@@ -54,12 +55,19 @@ impl Drop for Writer {
     }
 }
 
+/// What the writer keeps in step with the records, and the bound it keeps.
+pub(super) struct Bounds {
+    pub known: Arc<Known>,
+    /// [`crate::config::Limits::max_outcome_bytes_per_tenant`].
+    pub max_bytes_per_tenant: u64,
+}
+
 impl Writer {
-    pub(super) fn start(store: Store) -> Result<Writer, StoreError> {
+    pub(super) fn start(store: Store, bounds: Bounds) -> Result<Writer, StoreError> {
         let (jobs, queue) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("outcome-store".into())
-            .spawn(move || commit_groups(&store, &queue))
+            .spawn(move || commit_groups(&store, &bounds, &queue))
             .map_err(|e| StoreError::Io {
                 operation: "start the outcome writer",
                 source: Box::new(redb::Error::Io(e)),
@@ -83,7 +91,7 @@ impl Writer {
     }
 }
 
-fn commit_groups(store: &Store, queue: &mpsc::Receiver<Job>) {
+fn commit_groups(store: &Store, bounds: &Bounds, queue: &mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -92,7 +100,7 @@ fn commit_groups(store: &Store, queue: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        match commit(store, &group) {
+        match commit(store, bounds, &group) {
             Ok(results) => {
                 for (job, result) in group.into_iter().zip(results) {
                     let _ = job.done.send(Ok(result));
@@ -101,6 +109,10 @@ fn commit_groups(store: &Store, queue: &mpsc::Receiver<Job>) {
             // Nothing of the group was written: each caller hears so.
             Err(e) => {
                 warn!(error = %e, writes = group.len(), "outcome store commit failed");
+                // The group's changes were noted as they were made.
+                if let Err(e) = bounds.known.reload(store) {
+                    warn!(error = %e, "cannot re-read the outcome records after a failed commit");
+                }
                 let text = e.to_string();
                 for job in group {
                     let _ = job.done.send(Err(StoreError::Io {
@@ -114,7 +126,7 @@ fn commit_groups(store: &Store, queue: &mpsc::Receiver<Job>) {
 }
 
 /// One transaction for the whole group, applied in arrival order.
-fn commit(store: &Store, group: &[Job]) -> Result<Vec<bool>, StoreError> {
+fn commit(store: &Store, bounds: &Bounds, group: &[Job]) -> Result<Vec<bool>, StoreError> {
     let now = now_unix_ms();
     let tx = store.db().begin_write().map_err(io("write outcomes"))?;
     let results = {
@@ -127,8 +139,8 @@ fn commit(store: &Store, group: &[Job]) -> Result<Vec<bool>, StoreError> {
                     key,
                     record,
                     admission,
-                } => write(&mut table, &mut index, now, key, record, *admission)?,
-                Op::Forget { key } => forget(&mut table, &mut index, key)?,
+                } => write(&mut table, &mut index, bounds, now, key, record, *admission)?,
+                Op::Forget { key } => forget(&mut table, &mut index, &bounds.known, key)?,
             });
         }
         results
@@ -140,6 +152,7 @@ fn commit(store: &Store, group: &[Job]) -> Result<Vec<bool>, StoreError> {
 fn write(
     table: &mut redb::Table<&str, &[u8]>,
     index: &mut Index<'_>,
+    bounds: &Bounds,
     now: i64,
     key: &str,
     record: &Outcome,
@@ -175,20 +188,46 @@ fn write(
         (None, Admission::Late) => false,
         // Nothing awaited, or only an expired record: a new one.
         (None, Admission::Relayed) => {
-            if old_expiry.is_none() {
-                make_room(table, index, tenant, super::MAX_OUTCOMES_PER_TENANT)?;
+            if old_expiry.is_none()
+                && let Some(evicted) =
+                    make_room(table, index, tenant, super::MAX_OUTCOMES_PER_TENANT)?
+            {
+                bounds.known.remove(tenant, &evicted);
             }
             true
         }
     };
     if write {
+        let encoded = record.encode();
         table
-            .insert(key, record.encode().as_slice())
+            .insert(key, encoded.as_slice())
             .map_err(io("write outcome"))?;
         let expiry = index::indexed(record.expires_unix_ms);
         match old_expiry {
             Some(old) => index.replaced(tenant, request_id, old, expiry)?,
             None => index.added(tenant, request_id, expiry)?,
+        }
+        let kept = match record.answer {
+            None => Kept::Awaited(record.agent_id.clone()),
+            Some(_) => Kept::Answered,
+        };
+        bounds
+            .known
+            .set(tenant, request_id, kept, known::size(key, &encoded));
+        // Over its bytes: the tenant's answers that expire first make room,
+        // never the one just written (the newest is what a portal asks for).
+        // Awaited records are a few bytes, and each one is what admits an
+        // answer still to come: they go only when no answer is left.
+        while bounds.known.bytes(tenant) > bounds.max_bytes_per_tenant {
+            let answered = |id: &str| id != request_id && bounds.known.is_answered(tenant, id);
+            let evicted = match index.first_where(tenant, answered)? {
+                Some((id, expiry)) => Some(evict(table, index, tenant, &id, expiry)?),
+                None => evict_first(table, index, tenant, request_id)?,
+            };
+            match evicted {
+                Some(evicted) => bounds.known.remove(tenant, &evicted),
+                None => break,
+            }
         }
     }
     Ok(write)
@@ -197,6 +236,7 @@ fn write(
 fn forget(
     table: &mut redb::Table<&str, &[u8]>,
     index: &mut Index<'_>,
+    known: &Known,
     key: &str,
 ) -> Result<bool, StoreError> {
     let awaited = table
@@ -210,5 +250,6 @@ fn forget(
     table.remove(key).map_err(io("forget outcome"))?;
     let (tenant, request_id) = split(key);
     index.removed(tenant, request_id, index::indexed(awaited.expires_unix_ms))?;
+    known.remove(tenant, request_id);
     Ok(true)
 }
