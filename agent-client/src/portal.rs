@@ -112,11 +112,16 @@ impl PortalClient {
     /// agent's sealed reply once it posted it; OUTCOME_PENDING while the
     /// broker still waits; OUTCOME_NOT_FOUND when the broker knows nothing.
     pub async fn outcome(&self, request_id: &str) -> Result<Submitted, ClientError> {
-        let request = pb::GetOutcomeRequest {
+        let request = || pb::GetOutcomeRequest {
             tenant: self.tenant.clone(),
             request_id: request_id.to_owned(),
         };
-        let reply = self.inner.clone().get_outcome(request).await?.into_inner();
+        let reply = read_only(|| {
+            let (mut client, request) = (self.inner.clone(), request());
+            async move { client.get_outcome(request).await }
+        })
+        .await?
+        .into_inner();
         Ok(Submitted {
             request_id: reply.request_id,
             agent_id: reply.agent_id,
@@ -126,14 +131,22 @@ impl PortalClient {
 
     /// Travels to an agent and back: the first thing to try.
     pub async fn ping(&self, timeout: Option<Duration>) -> Result<Pong, ClientError> {
-        let mut request = tonic::Request::new(pb::PingRequest {
-            tenant: self.tenant.clone(),
-        });
-        if let Some(t) = timeout {
-            request.set_timeout(t);
-        }
+        let request = || {
+            let mut request = tonic::Request::new(pb::PingRequest {
+                tenant: self.tenant.clone(),
+            });
+            if let Some(t) = timeout {
+                request.set_timeout(t);
+            }
+            request
+        };
         let started = Instant::now();
-        let reply = self.inner.clone().ping(request).await?.into_inner();
+        let reply = read_only(|| {
+            let (mut client, request) = (self.inner.clone(), request());
+            async move { client.ping(request).await }
+        })
+        .await?
+        .into_inner();
         Ok(Pong {
             agent_id: reply.agent_id,
             agent_version: reply.agent_version,
@@ -144,14 +157,40 @@ impl PortalClient {
 
     /// The tenant's write-back configuration and agents online.
     pub async fn configuration(&self) -> Result<pb::TenantConfiguration, ClientError> {
-        let request = pb::GetConfigurationRequest {
+        let request = || pb::GetConfigurationRequest {
             tenant: self.tenant.clone(),
         };
-        Ok(self
-            .inner
-            .clone()
-            .get_configuration(request)
-            .await?
-            .into_inner())
+        Ok(read_only(|| {
+            let (mut client, request) = (self.inner.clone(), request());
+            async move { client.get_configuration(request).await }
+        })
+        .await?
+        .into_inner())
     }
+}
+
+/// Runs a call that changes nothing, and runs it once more when its
+/// connection broke under it with no answer from the broker. The broker
+/// closes a connection idle for `limits.idle_timeout` at the socket; a call
+/// sent at that very moment meets the close without having been read, and
+/// the channel's next call reconnects. A Submit is never retried here: its
+/// failure is OUTCOME_UNKNOWN (see [`crate::error`]).
+async fn read_only<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    match call().await {
+        Err(status) if connection_broke(&status) => call().await,
+        done => done,
+    }
+}
+
+/// A failure of the connection rather than an answer of the broker's: the
+/// broker's own errors carry a reason.
+fn connection_broke(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown
+    ) && proto::reason_of(status).is_none()
 }

@@ -135,10 +135,23 @@ impl AsyncRead for TlsConnection {
         if let Poll::Ready(read) = Pin::new(&mut this.stream).poll_read(cx, buf) {
             return Poll::Ready(read);
         }
-        // Nothing to read: is the connection past a deadline?
-        while this.check.as_mut().poll(cx).is_ready() {
+        // Nothing to read: is the connection past a deadline? The verdict
+        // is taken now, not only when the timer fires: a call that began
+        // since brings the next look closer than the first-request deadline
+        // the timer was set to. Only an earlier deadline moves the timer
+        // (one that is later finds the timer firing early and looking again),
+        // so a busy connection does not touch the timer wheel on each read.
+        // A verdict of Ok is always in the future, so the loop ends.
+        loop {
             match this.conn.verdict(this.start, tokio::time::Instant::now()) {
-                Ok(next) => this.check.as_mut().reset(next),
+                Ok(next) => {
+                    if next < this.check.deadline() || this.check.is_elapsed() {
+                        this.check.as_mut().reset(next);
+                    }
+                    if this.check.as_mut().poll(cx).is_pending() {
+                        break;
+                    }
+                }
                 Err(reason) => {
                     this.conn.count_closed(reason);
                     debug!(peer = %this.conn.peer(), reason = reason.label(), "connection closed");

@@ -650,3 +650,53 @@ async fn a_source_gets_its_unauthenticated_connections_and_no_more() {
         "{metrics}"
     );
 }
+
+// A portal's connection that falls idle is closed after idle_timeout, and
+// the portal's next call reconnects. The gaps between calls sweep across
+// the timeout, so some calls are sent at the very moment the broker closes
+// (such a call meets the close unread; the SDK runs a read-only call once
+// more, a Submit would be OUTCOME_UNKNOWN). The agent's connection, which
+// carries its session, is never idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_portal_connection_is_closed_and_its_next_call_reconnects() {
+    const IDLE: Duration = Duration::from_millis(300);
+    const ROUNDS: u64 = 30;
+    let broker = BrokerBuilder::new()
+        .config("[limits]")
+        .config(format!("idle_timeout = \"{}ms\"", IDLE.as_millis()))
+        .start()
+        .await;
+    let tenant = broker.create_tenant("contoso").await;
+    let _agent = EchoAgent::start(&broker, &tenant, "agent-1").await;
+    let portal = broker.portal(&tenant, Right::Send).await;
+    let before = ProcStat::of(broker.pid());
+    let mut failures = Vec::new();
+    for k in 0..ROUNDS {
+        let gap = IDLE - Duration::from_millis(30) + Duration::from_millis(2 * k);
+        tokio::time::sleep(gap).await;
+        if let Err(e) = portal.ping(Some(BYSTANDER_DEADLINE)).await {
+            failures.push((gap, e.to_string()));
+        }
+    }
+    let after = ProcStat::of(broker.pid());
+    let metrics = broker.metrics().await;
+    let idle_closed = tests::cluster::metric(
+        &metrics,
+        "relay_connections_closed_total",
+        &[("reason", "idle")],
+    );
+    eprintln!(
+        "{ROUNDS} pings: {idle_closed} connections closed as idle; before {before}, after {after}"
+    );
+    assert!(failures.is_empty(), "calls failed: {failures:?}");
+    assert!(
+        idle_closed >= 3.0,
+        "idle connections were closed: {metrics}"
+    );
+    assert_eq!(
+        tests::cluster::metric(&metrics, "relay_agents_connected", &[("tenant", "contoso")]),
+        1.0,
+        "the agent's session kept its connection"
+    );
+    assert!(after.open_fds <= before.open_fds + 1, "{before} -> {after}");
+}

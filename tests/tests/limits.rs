@@ -12,6 +12,7 @@ use agent_client::{ClientError, Reason};
 use proto::pb::relay_client::RelayClient;
 use proto::pb::{self, GoodbyeReason, Operation};
 use sas::Right;
+use tests::pressure::{Bystander, ProcStat, Sampler, assert_unharmed};
 use tests::raw::{self, RawSession};
 use tests::{BrokerBuilder, BrokerProcess, EchoAgent, Tenant, reason};
 use tokio::io::AsyncReadExt;
@@ -450,7 +451,12 @@ async fn malformed_and_unexpected_messages_are_named() {
 #[tokio::test]
 async fn agent_text_is_escaped_in_the_brokers_log() {
     let broker = BrokerBuilder::new().start().await;
+    let before = ProcStat::of(broker.pid());
     let a = broker.create_tenant("tenant-a").await;
+    let b = broker.create_tenant("bystander").await;
+    let _b_agent = EchoAgent::start(&broker, &b, "b-agent").await;
+    let bystander = Bystander::start(broker.portal(&b, Right::Send).await, Duration::from_secs(5));
+    let sampler = Sampler::start(broker.pid());
     let channel = broker.endpoint().connect().await.expect("channel");
     let mut hello = raw::hello(&a, "rogue");
     if let Some(pb::agent_frame::Frame::Hello(h)) = &mut hello.frame {
@@ -499,4 +505,11 @@ async fn agent_text_is_escaped_in_the_brokers_log() {
         !logs.contains('\u{1b}'),
         "no raw escape character in the log"
     );
+    // A few bystander pings beside the forged text, all answered promptly.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let calls = bystander.stop().await;
+    let slowest = assert_unharmed(&calls, 2, Duration::from_secs(1));
+    let peak = sampler.stop().await;
+    let after = ProcStat::of(broker.pid());
+    eprintln!("before {before}; peak {peak:?}; after {after}; bystander slowest {slowest:?}");
 }
