@@ -1,6 +1,7 @@
 //! Agents for tests: the real `writeback-agent` binary, and an in-process
 //! agent with an echo handler that records what reached it.
 
+use crate::agent_toml::AgentToml;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -59,14 +60,14 @@ impl AgentProcessBuilder {
     pub fn spawn(self) -> AgentProcess {
         let key_file = write_key(self.dir.path(), "listen.key", &self.key);
         let config = self.dir.path().join("agent.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "broker = {:?}\nca_file = {:?}\ntenant = {:?}\nagent_id = {:?}\nlisten_key_file = {:?}\nreconnect_min = \"100ms\"\nreconnect_max = \"1s\"\n",
-                self.url, self.ca_file, self.tenant, self.agent_id, key_file
-            ),
+        AgentToml::new(
+            &self.url,
+            &self.ca_file,
+            &self.tenant,
+            &self.agent_id,
+            &key_file,
         )
-        .expect("agent config");
+        .write(&config);
         let log = self.dir.path().join("agent.log");
         let mut child = Command::new(bin("writeback-agent"))
             .arg("--config")
@@ -224,20 +225,20 @@ impl EchoAgentBuilder {
     pub fn spawn(self) -> EchoAgent {
         let dir = tempfile::tempdir().expect("temp dir");
         let key_file = write_key(dir.path(), "listen.key", &self.listen_key);
-        let broker = if self.broker_url.starts_with('"') || self.broker_url.starts_with('[') {
-            self.broker_url.clone()
-        } else {
-            format!("{:?}", self.broker_url)
-        };
-        let mut toml = format!(
-            "broker = {broker}\nca_file = {:?}\ntenant = {:?}\nagent_id = {:?}\nlisten_key_file = {:?}\nreconnect_min = \"100ms\"\nreconnect_max = \"1s\"\n",
-            self.ca_file, self.tenant, self.agent_id, key_file
+        let mut toml = AgentToml::new(
+            &self.broker_url,
+            &self.ca_file,
+            &self.tenant,
+            &self.agent_id,
+            &key_file,
         );
-        for line in &self.extra {
-            toml.push_str(line);
-            toml.push('\n');
+        if self.broker_url.starts_with('"') || self.broker_url.starts_with('[') {
+            toml = toml.broker_value(self.broker_url.clone());
         }
-        let config = AgentConfig::from_toml(&toml).expect("agent config");
+        for line in &self.extra {
+            toml = toml.line(line.clone());
+        }
+        let config = AgentConfig::from_toml(&toml.build()).expect("agent config");
         let seen = Arc::new(Seen::default());
         let handler = Arc::new(Echo {
             agent_id: self.agent_id.clone(),

@@ -30,6 +30,7 @@
 //! When a test panics, dropping the cluster prints the tail of every
 //! broker node's and NATS node's log.
 
+use crate::agent_toml::AgentToml;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -535,19 +536,13 @@ impl WritebackAgent {
         );
         std::fs::write(d.join("setup-password"), SETUP_PASSWORD).expect("password file");
         let config = d.join("agent.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "broker = {}\nca_file = {:?}\ntenant = {:?}\nagent_id = {agent_id:?}\nlisten_key_file = {listen:?}\nkey_file = {:?}\nsetup_password_file = {:?}\nstate_dir = {:?}\nreconnect_min = \"100ms\"\nreconnect_max = \"1s\"\n{forest_sections}",
-                cluster.urls_toml(first),
-                cluster.ca_file(),
-                tenant.name,
-                d.join("agent.keys"),
-                d.join("setup-password"),
-                d.join("state"),
-            ),
-        )
-        .expect("agent config");
+        AgentToml::new("", cluster.ca_file(), &tenant.name, agent_id, &listen)
+            .broker_value(cluster.urls_toml(first))
+            .path("key_file", &d.join("agent.keys"))
+            .path("setup_password_file", &d.join("setup-password"))
+            .path("state_dir", &d.join("state"))
+            .section(forest_sections)
+            .write(&config);
 
         let crate::deployment::Onboarded {
             portal_key,

@@ -3,6 +3,7 @@
 //! process onboarded with its own `init` command, and a sealed portal that
 //! pinned the fingerprint `init` printed.
 
+use crate::agent_toml::AgentToml;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
@@ -70,18 +71,13 @@ impl Deployment {
         );
         std::fs::write(d.join("setup-password"), SETUP_PASSWORD).expect("password file");
         let config = d.join("agent.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "broker = {:?}\nca_file = {:?}\ntenant = \"contoso\"\nagent_id = \"dc01\"\nlisten_key_file = {listen:?}\nkey_file = {:?}\nsetup_password_file = {:?}\nstate_dir = {:?}\nreconnect_min = \"100ms\"\nreconnect_max = \"1s\"\n{extra}\n{forest_sections}",
-                broker.url(),
-                broker.ca_file,
-                d.join("agent.keys"),
-                d.join("setup-password"),
-                d.join("state"),
-            ),
-        )
-        .expect("agent config");
+        AgentToml::new(&broker.url(), &broker.ca_file, "contoso", "dc01", &listen)
+            .path("key_file", &d.join("agent.keys"))
+            .path("setup_password_file", &d.join("setup-password"))
+            .path("state_dir", &d.join("state"))
+            .line(extra)
+            .section(forest_sections)
+            .write(&config);
 
         let Onboarded {
             portal_key,

@@ -8,6 +8,7 @@
 //! let agent = broker.agent_process(&tenant, "dc01").start().await;
 //! ```
 
+pub mod agent_toml;
 pub mod agents;
 pub mod attacks;
 pub mod browser;

@@ -2,6 +2,7 @@
 //! clients never would: raw bytes in place of a message, a second Hello,
 //! several agent sessions on one connection.
 
+use crate::agent_toml::AgentToml;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -216,15 +217,14 @@ pub async fn refused_agent(broker: &BrokerProcess, tenant: &Tenant, agent_id: &s
         "listen.key",
         &tenant.key(Right::Listen, KeySlot::Primary),
     );
-    let toml = format!(
-        "broker = {:?}\nca_file = {:?}\ntenant = {:?}\nagent_id = {:?}\nlisten_key_file = {:?}\n",
-        broker.url(),
-        broker.ca_file,
-        tenant.name,
+    let toml = AgentToml::new(
+        &broker.url(),
+        &broker.ca_file,
+        &tenant.name,
         agent_id,
-        key_file
+        &key_file,
     );
-    let config = AgentConfig::from_toml(&toml).expect("agent config");
+    let config = AgentConfig::from_toml(&toml.build()).expect("agent config");
     let mut agent = crate::spawn_agent(config, Arc::new(NoOperations));
     let wait = async {
         while let Some(event) = agent.events.recv().await {

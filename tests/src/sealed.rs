@@ -2,6 +2,7 @@
 //! `writeback-agent init` makes it, the agent library's real envelope
 //! handler, and a directory double that records what reached it.
 
+use crate::agent_toml::AgentToml;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -133,11 +134,8 @@ impl SealedAgent {
             &format!("{agent_id}.listen"),
             listen_key,
         );
-        let config = AgentConfig::from_toml(&format!(
-            "broker = {url:?}\nca_file = {ca_file:?}\ntenant = {:?}\nagent_id = {agent_id:?}\nlisten_key_file = {key_file:?}\nreconnect_min = \"100ms\"\nreconnect_max = \"1s\"\n",
-            onboarded.tenant
-        ))
-        .expect("agent config");
+        let toml = AgentToml::new(url, ca_file, &onboarded.tenant, agent_id, &key_file);
+        let config = AgentConfig::from_toml(&toml.build()).expect("agent config");
         let handler = Arc::new(EnvelopeHandler {
             tenant: onboarded.tenant.clone(),
             agent_id: agent_id.to_owned(),

@@ -16,6 +16,7 @@ use envelope::body::outcome;
 use envelope::{Anchor, KeyPair, Password, RequestBody};
 use proto::pb::{self, Operation};
 use sas::{KeySlot, Right};
+use tests::agent_toml::AgentToml;
 use tests::sealed::{Onboarded, SETUP_PASSWORD, SealedAgent, onboard};
 use tests::{BrokerBuilder, BrokerProcess, Tenant, bin, write_key};
 
@@ -37,15 +38,18 @@ fn agent_config(broker: &BrokerProcess, tenant: &Tenant, dir: &Path) -> AgentCon
     );
     let password = dir.join("setup-password");
     std::fs::write(&password, SETUP_PASSWORD).expect("password file");
-    AgentConfig::from_toml(&format!(
-        "broker = {:?}\nca_file = {:?}\ntenant = {:?}\nagent_id = \"dc01\"\nlisten_key_file = {listen:?}\nkey_file = {:?}\nsetup_password_file = {password:?}\nstate_dir = {:?}\nreconnect_min = \"100ms\"\nreconnect_max = \"1s\"\nkey_overlap = \"1h\"\n",
-        broker.url(),
-        broker.ca_file,
-        tenant.name,
-        dir.join("agent.keys"),
-        dir.join("state"),
-    ))
-    .expect("config")
+    let toml = AgentToml::new(
+        &broker.url(),
+        &broker.ca_file,
+        &tenant.name,
+        "dc01",
+        &listen,
+    )
+    .path("key_file", &dir.join("agent.keys"))
+    .path("setup_password_file", &password)
+    .path("state_dir", &dir.join("state"))
+    .line("key_overlap = \"1h\"");
+    AgentConfig::from_toml(&toml.build()).expect("config")
 }
 
 /// Registers the onboarded agent's current key with the broker, as
@@ -365,19 +369,20 @@ async fn a_full_reset_leaves_no_password_in_the_broker() {
     )
     .expect("bundle");
     let toml_path = dir.path().join("agent.toml");
-    std::fs::write(
-        &toml_path,
-        format!(
-            "broker = {:?}\nca_file = {:?}\ntenant = \"contoso\"\nagent_id = \"dc01\"\nlisten_key_file = {:?}\nkey_file = {:?}\nsetup_password_file = {:?}\nstate_dir = {:?}\n",
-            config.broker.first(),
-            config.ca_file.as_ref().expect("ca"),
-            config.listen_key_file,
-            config.key_file.as_ref().expect("key file"),
-            config.setup_password_file.as_ref().expect("password file"),
-            config.state_dir.as_ref().expect("state dir"),
-        ),
+    AgentToml::new(
+        &config.broker.first().to_string(),
+        config.ca_file.as_ref().expect("ca"),
+        "contoso",
+        "dc01",
+        &config.listen_key_file,
     )
-    .expect("agent.toml");
+    .path("key_file", config.key_file.as_ref().expect("key file"))
+    .path(
+        "setup_password_file",
+        config.setup_password_file.as_ref().expect("password file"),
+    )
+    .path("state_dir", config.state_dir.as_ref().expect("state dir"))
+    .write(&toml_path);
 
     // Onboarding with the real binary; it prints the fingerprint to pin.
     let init = std::process::Command::new(bin("writeback-agent"))
