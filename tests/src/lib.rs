@@ -18,6 +18,7 @@ pub mod deployment;
 pub mod faults;
 pub mod http;
 pub mod http_request;
+pub mod load;
 pub mod malicious;
 pub mod nats;
 pub mod pressure;

@@ -3,8 +3,6 @@
 //! real TLS on loopback, the agent library's real session loop.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use agent_client::ClientError;
@@ -87,38 +85,31 @@ fn load(
     concurrency: usize,
     agents: &'static [&'static str],
 ) -> mpsc::UnboundedReceiver<Outcome> {
+    let (portal, prefix) = (portal.clone(), prefix.to_owned());
+    let mut ended = tests::load::load(n, concurrency, move |i| {
+        let (portal, id) = (portal.clone(), format!("{prefix}-{i}"));
+        async move {
+            let result = tests::submit_any(
+                &portal,
+                &id,
+                Operation::ResetPassword,
+                id.clone().into_bytes(),
+                agents,
+                i,
+                Some(Duration::from_secs(20)),
+            )
+            .await;
+            (id, result)
+        }
+    });
     let (tx, rx) = mpsc::unbounded_channel();
-    let next = Arc::new(AtomicUsize::new(0));
-    for _ in 0..concurrency {
-        let (portal, tx, next, prefix) = (
-            portal.clone(),
-            tx.clone(),
-            Arc::clone(&next),
-            prefix.to_owned(),
-        );
-        tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                let id = format!("{prefix}-{i}");
-                let result = tests::submit_any(
-                    &portal,
-                    &id,
-                    Operation::ResetPassword,
-                    id.clone().into_bytes(),
-                    agents,
-                    i,
-                    Some(Duration::from_secs(20)),
-                )
-                .await;
-                if tx.send((id, result)).is_err() {
-                    break;
-                }
+    tokio::spawn(async move {
+        while let Some(e) = ended.recv().await {
+            if tx.send(e.result).is_err() {
+                break;
             }
-        });
-    }
+        }
+    });
     rx
 }
 

@@ -6,8 +6,6 @@
 //! Needs `nats-server` (scripts/nats/install).
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use agent_client::ClientError;
@@ -136,36 +134,29 @@ fn load(
     concurrency: usize,
     deadline: Duration,
 ) -> mpsc::UnboundedReceiver<Ended> {
+    let (portal, prefix) = (portal.clone(), prefix.to_owned());
+    let mut ended = tests::load::load(n, concurrency, move |i| {
+        let (portal, id) = (portal.clone(), format!("{prefix}-{i}"));
+        async move {
+            let result = submit(&portal, &id, deadline).await;
+            (id, result)
+        }
+    });
     let (tx, rx) = mpsc::unbounded_channel();
-    let next = Arc::new(AtomicUsize::new(0));
-    for _ in 0..concurrency {
-        let (portal, tx, next, prefix) = (
-            portal.clone(),
-            tx.clone(),
-            Arc::clone(&next),
-            prefix.to_owned(),
-        );
-        tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                let id = format!("{prefix}-{i}");
-                let started = Instant::now();
-                let result = submit(&portal, &id, deadline).await;
-                let ended = Ended {
-                    id,
-                    result,
-                    took: started.elapsed(),
-                    at: Instant::now(),
-                };
-                if tx.send(ended).is_err() {
-                    break;
-                }
+    tokio::spawn(async move {
+        while let Some(e) = ended.recv().await {
+            let (id, result) = e.result;
+            let e = Ended {
+                id,
+                result,
+                took: e.took,
+                at: e.at,
+            };
+            if tx.send(e).is_err() {
+                break;
             }
-        });
-    }
+        }
+    });
     rx
 }
 
