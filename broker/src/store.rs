@@ -4,6 +4,9 @@
 //!
 //! Sessions are not stored: they live in memory and are rebuilt when agents
 //! reconnect.
+//!
+//! The schema is versioned: an older store is migrated forward when it is
+//! opened, a newer one refused ([`migrations`]).
 
 use std::collections::BTreeSet;
 use std::path::Path;
