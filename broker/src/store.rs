@@ -6,7 +6,7 @@
 //! reconnect.
 //!
 //! The schema is versioned: an older store is migrated forward when it is
-//! opened, a newer one refused ([`migrations`]).
+//! opened, a newer one refused (`store/migrations.rs`).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -180,7 +180,7 @@ pub(crate) fn io<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E
 
 impl Store {
     /// Opens (or creates) the database file and brings an older schema
-    /// forward ([`migrations`]); refuses a store of a newer one.
+    /// forward (`store/migrations.rs`); refuses a store of a newer one.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = Database::create(path).map_err(|e| StoreError::Open {
             path: path.display().to_string(),
