@@ -1,5 +1,5 @@
 //! The store as the broker of schema version 1 wrote it, committed in
-//! `tests/fixtures/store-v1` (gzipped): whatever later changes the store (new records,
+//! `tests/fixtures/store-v1`: whatever later changes the store (new records,
 //! other backends), a broker must still open this file and read back every
 //! piece of it, or migrate it forward. The fixture is written by
 //! `write_fixture` below with the broker's own code (see the fixture's
@@ -208,23 +208,18 @@ async fn write_fixture() {
     Database::open(&path).unwrap().compact().unwrap();
     let out = fixture_dir();
     std::fs::create_dir_all(&out).unwrap();
-    let gz = std::fs::File::create(out.join("broker.redb.gz")).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(gz, flate2::Compression::best());
-    std::io::copy(&mut std::fs::File::open(&path).unwrap(), &mut gz).unwrap();
-    gz.finish().unwrap();
+    std::fs::copy(&path, out.join("broker.redb")).unwrap();
     let mut text = operator_key().to_base64();
     text.push('\n');
     std::fs::write(out.join("operator.key"), text.as_bytes()).unwrap();
 }
 
-/// A copy of the fixture's data directory, the store unpacked.
+/// A copy of the fixture's data directory.
 fn copy_of_fixture() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let gz = std::fs::File::open(fixture_dir().join("broker.redb.gz")).unwrap();
-    let mut store = std::fs::File::create(dir.path().join("broker.redb")).unwrap();
-    std::io::copy(&mut flate2::read::GzDecoder::new(gz), &mut store).unwrap();
-    let key = "operator.key";
-    std::fs::copy(fixture_dir().join(key), dir.path().join(key)).unwrap();
+    for file in ["broker.redb", "operator.key"] {
+        std::fs::copy(fixture_dir().join(file), dir.path().join(file)).unwrap();
+    }
     dir
 }
 
