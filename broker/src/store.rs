@@ -4,6 +4,9 @@
 //!
 //! Sessions are not stored: they live in memory and are rebuilt when agents
 //! reconnect.
+//!
+//! The schema is versioned: an older store is migrated forward when it is
+//! opened, a newer one refused (`store/migrations.rs`).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -13,9 +16,12 @@ use redb::{Database, ReadableTable, TableDefinition};
 use sas::{Key, KeySlot, Right};
 use serde::{Deserialize, Serialize};
 
+mod migrations;
+
+pub use migrations::SCHEMA_VERSION;
+use migrations::{META, MIGRATIONS, VERSION_KEY};
+
 const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const SCHEMA_VERSION: u64 = 1;
 
 /// A right's two keys.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,8 +132,21 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("the store has schema version {found}; this broker understands {SCHEMA_VERSION}")]
-    SchemaVersion { found: u64 },
+    /// Written by a newer broker: opening it could lose what it added.
+    #[error(
+        "the store has schema version {found}, newer than the {supported} this broker \
+         writes: it was written by a newer broker; run that one, or restore the copy of \
+         data_dir taken before the upgrade"
+    )]
+    SchemaTooNew { found: u64, supported: u64 },
+    #[error("no migration from store schema version {from}")]
+    NoMigration { from: u64 },
+    #[error("migrating the store from schema version {from} failed; it is still at {from}")]
+    Migration {
+        from: u64,
+        #[source]
+        source: Box<StoreError>,
+    },
     #[error("the store task was cancelled")]
     Cancelled,
     /// The outcome store's readers have this many reads queued already.
@@ -160,26 +179,22 @@ pub(crate) fn io<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E
 }
 
 impl Store {
-    /// Opens (or creates) the database file and checks its schema version.
+    /// Opens (or creates) the database file and brings an older schema
+    /// forward (`store/migrations.rs`); refuses a store of a newer one.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = Database::create(path).map_err(|e| StoreError::Open {
             path: path.display().to_string(),
             source: Box::new(e.into()),
         })?;
+        migrations::migrate(&db, MIGRATIONS, SCHEMA_VERSION)?;
         let tx = db.begin_write().map_err(io("open"))?;
         {
             let mut meta = tx.open_table(META).map_err(io("open"))?;
-            let found = meta
-                .get("schema_version")
-                .map_err(io("open"))?
-                .map(|v| v.value());
-            match found {
-                None => {
-                    meta.insert("schema_version", SCHEMA_VERSION)
-                        .map_err(io("open"))?;
-                }
-                Some(SCHEMA_VERSION) => {}
-                Some(found) => return Err(StoreError::SchemaVersion { found }),
+            // A new store starts at the current version; a migrated one is
+            // there already.
+            if meta.get(VERSION_KEY).map_err(io("open"))?.is_none() {
+                meta.insert(VERSION_KEY, SCHEMA_VERSION)
+                    .map_err(io("open"))?;
             }
             tx.open_table(TENANTS).map_err(io("open"))?;
             tx.open_table(crate::outcomes::OUTCOMES)

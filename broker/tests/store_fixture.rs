@@ -1,0 +1,415 @@
+//! The store as the broker of schema version 1 wrote it, committed in
+//! `tests/fixtures/store-v1`: whatever later changes the store (new records,
+//! other backends), a broker must still open this file and read back every
+//! piece of it, or migrate it forward. The fixture is written by
+//! `write_fixture` below with the broker's own code (see the fixture's
+//! README); the tests open a copy, never the committed file.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use broker::auth::Authorizer;
+use broker::config::Limits;
+use broker::outcomes::{Admission, Outcome, Outcomes, Settled, StoredAnswer};
+use broker::server::load_or_create_operator_key;
+use broker::store::{
+    AgentKeyRecord, KeyPair, SCHEMA_VERSION, Store, StoreError, TenantKeys, TenantRecord,
+};
+use broker::tenants::Tenants;
+use redb::{Database, ReadableTable, TableDefinition, TableHandle};
+use sas::{Key, KeySlot, Right};
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("outcomes");
+const OUTCOME_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("outcome_counts");
+
+/// Long enough that the fixture's outcomes never expire under the tests.
+const RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// 2026-12-05; only the far future matters.
+const WRITTEN_UNIX_MS: i64 = 1_796_428_800_000;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1")
+}
+
+/// A test key: 32 copies of `byte`. Never a real secret.
+fn key(byte: u8) -> Key {
+    Key::from_base64(&STANDARD.encode([byte; 32])).unwrap()
+}
+
+/// Distinct keys per tenant, right and slot: `base` + 0..6.
+fn keys(base: u8) -> TenantKeys {
+    let pair = |n: u8| KeyPair {
+        primary: key(base + 2 * n),
+        secondary: key(base + 2 * n + 1),
+    };
+    TenantKeys {
+        listen: pair(0),
+        send: pair(1),
+        manage: pair(2),
+    }
+}
+
+fn operator_key() -> Key {
+    key(0xee)
+}
+
+fn fixture_tenants() -> Vec<TenantRecord> {
+    vec![
+        TenantRecord {
+            name: "contoso".into(),
+            connector_name: "contoso - AAD".into(),
+            writeback_enabled: true,
+            created_unix_ms: WRITTEN_UNIX_MS,
+            modified_unix_ms: WRITTEN_UNIX_MS + 1,
+            keys: keys(0x10),
+            revoked_agents: BTreeSet::from(["dc-retired".to_owned()]),
+            agent_keys: vec![
+                AgentKeyRecord {
+                    key_id: "agent-key-1".into(),
+                    public_key: vec![0x04; 65],
+                    registered_unix_ms: WRITTEN_UNIX_MS,
+                    endorsements: vec![("portal-key-1".into(), vec![0x30; 72])],
+                },
+                AgentKeyRecord {
+                    key_id: "agent-key-2".into(),
+                    public_key: vec![0x05; 65],
+                    registered_unix_ms: WRITTEN_UNIX_MS + 2,
+                    endorsements: Vec::new(),
+                },
+            ],
+        },
+        TenantRecord {
+            name: "fabrikam".into(),
+            connector_name: "Fabrikam writeback".into(),
+            writeback_enabled: false,
+            created_unix_ms: WRITTEN_UNIX_MS + 3,
+            modified_unix_ms: WRITTEN_UNIX_MS + 4,
+            keys: keys(0x40),
+            revoked_agents: BTreeSet::new(),
+            agent_keys: vec![AgentKeyRecord {
+                key_id: "fab-agent".into(),
+                public_key: vec![0x06; 33],
+                registered_unix_ms: WRITTEN_UNIX_MS + 5,
+                endorsements: vec![
+                    ("portal-a".into(), vec![1, 2, 3]),
+                    ("portal-b".into(), vec![4, 5, 6]),
+                ],
+            }],
+        },
+    ]
+}
+
+fn envelope() -> Vec<u8> {
+    (0..=255u8).collect()
+}
+
+/// (tenant, request id, what a read must find, but for the expiry).
+fn fixture_outcomes() -> Vec<(&'static str, &'static str, Outcome)> {
+    let outcome = |agent_id: &str, acknowledged, answer| Outcome {
+        agent_id: agent_id.into(),
+        acknowledged,
+        expires_unix_ms: 0,
+        answer,
+    };
+    vec![
+        ("contoso", "req-awaited", outcome("", false, None)),
+        ("contoso", "req-acknowledged", outcome("dc01", true, None)),
+        (
+            "contoso",
+            "req-envelope",
+            outcome("dc01", true, Some(StoredAnswer::Envelope(envelope()))),
+        ),
+        (
+            "contoso",
+            "req-late-error",
+            outcome(
+                "dc02",
+                true,
+                Some(StoredAnswer::Error {
+                    code: 3,
+                    refusal: 5,
+                    message: "unknown key".into(),
+                }),
+            ),
+        ),
+        (
+            "contoso",
+            "req-refused",
+            outcome(
+                "dc01",
+                true,
+                Some(StoredAnswer::Failed {
+                    refusal: 10,
+                    message: "expired (refusal EXPIRED; AGENT_ERROR_CODE_REJECTED)".into(),
+                }),
+            ),
+        ),
+        (
+            "fabrikam",
+            "req-envelope",
+            outcome("fab01", true, Some(StoredAnswer::Envelope(vec![7; 40]))),
+        ),
+    ]
+}
+
+/// Writes the fixture with the broker's code paths: tenants through the
+/// store, outcomes as routing tasks and late answers settle them.
+#[tokio::test]
+#[ignore = "writes the committed fixture; run by hand, see its README"]
+async fn write_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broker.redb");
+    {
+        let store = Store::open(&path).unwrap();
+        for record in fixture_tenants() {
+            store.put_tenant(&record).unwrap();
+        }
+        let outcomes = Outcomes::new(store, RETENTION, &Limits::default()).unwrap();
+        for (tenant, request_id, want) in fixture_outcomes() {
+            // Every request starts awaited from an agent not known yet.
+            assert!(
+                outcomes
+                    .expect(tenant, request_id, "", false)
+                    .await
+                    .unwrap()
+            );
+            let settled = match want.answer {
+                None if want.agent_id.is_empty() => continue,
+                None => Settled::Awaited {
+                    agent_id: want.agent_id,
+                    acknowledged: want.acknowledged,
+                },
+                Some(answer @ StoredAnswer::Error { .. }) => {
+                    // An agent's error arrives late, over its awaited record.
+                    let agent = want.agent_id;
+                    outcomes
+                        .expect(tenant, request_id, &agent, true)
+                        .await
+                        .unwrap();
+                    let late = Admission::Late;
+                    let kept = outcomes.record(tenant, request_id, &agent, answer, late);
+                    assert!(kept.await.unwrap());
+                    continue;
+                }
+                Some(answer) => Settled::Answered {
+                    agent_id: want.agent_id,
+                    answer,
+                },
+            };
+            assert!(outcomes.settle(tenant, request_id, settled).await.unwrap());
+        }
+    }
+    // Dropped the store's threads: compact so the committed file is small.
+    Database::open(&path).unwrap().compact().unwrap();
+    let out = fixture_dir();
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::copy(&path, out.join("broker.redb")).unwrap();
+    let mut text = operator_key().to_base64();
+    text.push('\n');
+    std::fs::write(out.join("operator.key"), text.as_bytes()).unwrap();
+}
+
+/// A copy of the fixture's data directory.
+fn copy_of_fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["broker.redb", "operator.key"] {
+        std::fs::copy(fixture_dir().join(file), dir.path().join(file)).unwrap();
+    }
+    dir
+}
+
+fn schema_version(path: &Path) -> Option<u64> {
+    let db = Database::open(path).unwrap();
+    let tx = db.begin_read().unwrap();
+    let meta = tx.open_table(META).unwrap();
+    meta.get("schema_version").unwrap().map(|v| v.value())
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn the_fixture_is_at_version_1_and_opens_at_the_current_version() {
+    let dir = copy_of_fixture();
+    let path = dir.path().join("broker.redb");
+    assert_eq!(schema_version(&path), Some(1));
+    drop(Store::open(&path).unwrap());
+    assert_eq!(schema_version(&path), Some(SCHEMA_VERSION));
+    // A second start finds nothing to do and changes nothing it reads.
+    drop(Store::open(&path).unwrap());
+    assert_eq!(schema_version(&path), Some(SCHEMA_VERSION));
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.load_tenants().unwrap().len(), 2);
+}
+
+#[test]
+fn every_tenant_reads_back_exactly() {
+    let dir = copy_of_fixture();
+    let store = Store::open(&dir.path().join("broker.redb")).unwrap();
+    let mut found = store.load_tenants().unwrap();
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    let want = fixture_tenants();
+    assert_eq!(found.len(), want.len());
+    for (got, want) in found.iter().zip(&want) {
+        assert_eq!(got.name, want.name);
+        assert_eq!(got.connector_name, want.connector_name);
+        assert_eq!(got.writeback_enabled, want.writeback_enabled);
+        assert_eq!(got.created_unix_ms, want.created_unix_ms);
+        assert_eq!(got.modified_unix_ms, want.modified_unix_ms);
+        assert_eq!(got.revoked_agents, want.revoked_agents);
+        assert_eq!(got.agent_keys, want.agent_keys);
+        for right in [Right::Listen, Right::Send, Right::Manage] {
+            let (got, want) = (
+                got.keys.pair(right).unwrap(),
+                want.keys.pair(right).unwrap(),
+            );
+            assert_eq!(got.primary, want.primary, "{right}");
+            assert_eq!(got.secondary, want.secondary, "{right}");
+        }
+    }
+}
+
+#[test]
+fn the_keys_authorize_tokens_as_before() {
+    let dir = copy_of_fixture();
+    let store = Store::open(&dir.path().join("broker.redb")).unwrap();
+    let tenants = Arc::new(Tenants::load(store).unwrap());
+    let operator = load_or_create_operator_key(&dir.path().join("operator.key")).unwrap();
+    assert_eq!(operator, operator_key());
+    let auth = Authorizer::new(Arc::clone(&tenants), operator, Duration::from_secs(3600));
+    let now = now_unix();
+    let expiry = now + 600;
+    for record in fixture_tenants() {
+        for right in [Right::Listen, Right::Send, Right::Manage] {
+            let pair = record.keys.pair(right).unwrap();
+            for (slot, key) in [
+                (KeySlot::Primary, &pair.primary),
+                (KeySlot::Secondary, &pair.secondary),
+            ] {
+                let token = sas::mint(key, &record.name, right, expiry);
+                let principal = auth
+                    .authorize(token.expose(), Some(&record.name), &[right], now)
+                    .unwrap();
+                assert_eq!((principal.right, principal.slot), (right, slot));
+            }
+        }
+    }
+    // One tenant's key proves nothing for the other.
+    let fabrikam = &fixture_tenants()[1];
+    let token = sas::mint(&fabrikam.keys.send.primary, "contoso", Right::Send, expiry);
+    assert!(
+        auth.authorize(token.expose(), Some("contoso"), &[Right::Send], now)
+            .is_err()
+    );
+    let token = sas::mint(
+        &operator_key(),
+        sas::OPERATOR_RESOURCE,
+        Right::Operator,
+        expiry,
+    );
+    let principal = auth
+        .authorize(token.expose(), Some("fabrikam"), &[Right::Operator], now)
+        .unwrap();
+    assert_eq!(principal.right, Right::Operator);
+}
+
+#[tokio::test]
+async fn every_outcome_reads_back_exactly() {
+    let dir = copy_of_fixture();
+    let store = Store::open(&dir.path().join("broker.redb")).unwrap();
+    let outcomes = Outcomes::new(store, RETENTION, &Limits::default()).unwrap();
+    let after = WRITTEN_UNIX_MS + RETENTION.as_millis() as i64;
+    for (tenant, request_id, want) in fixture_outcomes() {
+        let got = outcomes.get(tenant, request_id).await.unwrap();
+        let got = got.unwrap_or_else(|| panic!("{tenant}/{request_id} is missing"));
+        assert!(got.expires_unix_ms >= after, "{tenant}/{request_id}");
+        let want = Outcome {
+            expires_unix_ms: got.expires_unix_ms,
+            ..want
+        };
+        assert_eq!(got, want, "{tenant}/{request_id}");
+    }
+    assert_eq!(outcomes.get("contoso", "req-never").await.unwrap(), None);
+}
+
+/// The tables and the outcome index as version 1 lays them out: the
+/// records, and the per-tenant counts the index keeps beside its version.
+#[test]
+fn the_tables_hold_what_version_1_wrote() {
+    let dir = copy_of_fixture();
+    let db = Database::open(dir.path().join("broker.redb")).unwrap();
+    let tx = db.begin_read().unwrap();
+    let mut tables: Vec<String> = tx
+        .list_tables()
+        .unwrap()
+        .map(|t| t.name().to_owned())
+        .collect();
+    tables.sort();
+    let expected = [
+        "meta",
+        "outcome_counts",
+        "outcome_expiries",
+        "outcomes",
+        "tenants",
+    ];
+    assert_eq!(tables, expected);
+    let records = tx.open_table(OUTCOMES).unwrap();
+    let mut keys = Vec::new();
+    for entry in records.iter().unwrap() {
+        let (k, v) = entry.unwrap();
+        // Format 2 of the outcome records.
+        assert_eq!(v.value().first(), Some(&2), "{}", k.value());
+        keys.push(k.value().to_owned());
+    }
+    let mut expected: Vec<String> = fixture_outcomes()
+        .iter()
+        .map(|(tenant, request_id, _)| format!("{tenant}/{request_id}"))
+        .collect();
+    expected.sort();
+    assert_eq!(keys, expected);
+    let counts = tx.open_table(OUTCOME_COUNTS).unwrap();
+    let counts: Vec<(String, u64)> = counts
+        .iter()
+        .unwrap()
+        .map(|e| {
+            let (k, v) = e.unwrap();
+            (k.value().to_owned(), v.value())
+        })
+        .collect();
+    let expected = [("#index-version", 1), ("contoso", 5), ("fabrikam", 1)];
+    let expected: Vec<(String, u64)> = expected.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    assert_eq!(counts, expected);
+}
+
+#[test]
+fn a_store_of_a_newer_broker_is_refused_untouched() {
+    let dir = copy_of_fixture();
+    let path = dir.path().join("broker.redb");
+    let newer = SCHEMA_VERSION + 1;
+    {
+        let db = Database::open(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(META)
+            .unwrap()
+            .insert("schema_version", newer)
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let err = Store::open(&path).err().expect("a newer store is refused");
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found, supported }
+            if found == newer && supported == SCHEMA_VERSION),
+        "{err}"
+    );
+    assert!(err.to_string().contains("newer broker"), "{err}");
+    assert_eq!(schema_version(&path), Some(newer));
+}
