@@ -16,6 +16,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 pub mod codec;
+pub mod time;
 
 /// Generated relay.v1 code.
 #[allow(clippy::all, missing_docs)]

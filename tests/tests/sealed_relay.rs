@@ -467,7 +467,8 @@ async fn a_full_reset_leaves_no_password_in_the_broker() {
 async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
     use agent_client::EnvelopeRefusal;
     use agent_client::sealed::Provenance;
-    use tests::sealed::{now_ms, seal_reset};
+    use proto::time::unix_ms;
+    use tests::sealed::seal_reset;
 
     let broker = BrokerBuilder::new().start().await;
     let tenant = broker.create_tenant("contoso").await;
@@ -498,7 +499,7 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
                 &stranger.public,
                 "contoso",
                 "r-unknown-key",
-                now_ms(),
+                unix_ms(),
             )
             .0,
             EnvelopeRefusal::UnknownKey,
@@ -510,7 +511,7 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
                 agent_key,
                 "fabrikam",
                 "r-wrong-tenant",
-                now_ms(),
+                unix_ms(),
             )
             .0,
             EnvelopeRefusal::WrongTenant,
@@ -522,7 +523,7 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
                 agent_key,
                 "contoso",
                 "r-unknown-sender",
-                now_ms(),
+                unix_ms(),
             )
             .0,
             EnvelopeRefusal::UnknownSender,
@@ -560,7 +561,7 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
         agent_key,
         "contoso",
         "r-expired",
-        now_ms() - 600_000,
+        unix_ms() - 600_000,
     );
     for answer in [
         client
@@ -581,7 +582,7 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
         assert_eq!(body.outcome, outcome::NOT_APPLIED);
         assert_eq!(body.detail("reason"), Some("EXPIRED"));
     }
-    let (genuine, pending) = seal_reset(portal_key, agent_key, "contoso", "r-1", now_ms());
+    let (genuine, pending) = seal_reset(portal_key, agent_key, "contoso", "r-1", unix_ms());
     let first = client
         .submit(
             "r-1",
