@@ -2,7 +2,7 @@
 //! which short-lived tokens are minted for each call or session.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sas::{Key, Right, SignedToken};
 use tonic::metadata::AsciiMetadataValue;
@@ -63,9 +63,8 @@ impl Credential {
 
     /// A token valid for `lifetime` from now.
     pub fn mint(&self, lifetime: Duration) -> SignedToken {
-        let expiry = SystemTime::now()
+        let expiry = Duration::from_millis(proto::time::unix_ms())
             .checked_add(lifetime)
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
         sas::mint(&self.key, &self.resource, self.right, expiry)
     }

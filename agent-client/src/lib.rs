@@ -14,6 +14,11 @@
 //! - [`admin`]: [`admin::AdminClient`], tenant administration.
 //! - [`agent`]: the agent's session loop, reconnect backoff and the
 //!   [`agent::RequestHandler`] seam that the directory operations plug into.
+//! - [`directory`]: the directory seam and its backends (embedded, LDAPS to
+//!   Active Directory): the operations and their exact refusals.
+//! - [`connector`]: the connector space, the agent's index of every forest's
+//!   accounts, which resolves the anchor a portal sends to one account.
+//! - [`telemetry`]: log output to stderr, text or JSON lines.
 //! - [`error`]: client errors carrying the broker's stable reasons.
 
 pub mod admin;

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use envelope::endorse::verify_endorsement;
 use envelope::{
@@ -22,6 +22,7 @@ use envelope::{
     RequestHeader,
 };
 use proto::pb::{self, Operation};
+use proto::time::unix_ms;
 
 use crate::error::{ClientError, EnvelopeRefusal};
 use crate::portal::PortalClient;
@@ -283,12 +284,6 @@ impl Answer {
                 .unwrap_or(EnvelopeRefusal::Unspecified)
         })
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn operation_of(op: Operation) -> u8 {
@@ -694,7 +689,7 @@ impl SealedPortal {
         agent_key: &PublicKey,
         agent_id: &str,
     ) -> Result<(Vec<u8>, PendingReply), SealedError> {
-        let now = now_ms();
+        let now = unix_ms();
         let header = RequestHeader {
             tenant: self.client.tenant().to_owned(),
             agent_key_id: agent_key.key_id(),

@@ -178,7 +178,6 @@ async fn drive(state: Arc<State>, session: Arc<AgentSession>, mut inbound: Strea
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
-    let silence_limit = (interval * 3).as_millis() as i64;
     let mut draining = false;
     loop {
         tokio::select! {
@@ -195,7 +194,7 @@ async fn drive(state: Arc<State>, session: Arc<AgentSession>, mut inbound: Strea
                 }
             }
             _ = ticker.tick() => {
-                if now_unix_ms() - session.last_seen_ms() > silence_limit {
+                if session.is_silent(interval) {
                     session.close(GoodbyeReason::HeartbeatTimeout, "no frame from the agent within three heartbeat intervals");
                     break;
                 }

@@ -5,16 +5,21 @@
 //! In the order a request travels:
 //! - [`server`]: start-up (store, listeners, TLS) and shutdown of one node.
 //! - [`auth`]: shared access signature checks per tenant and right.
-//! - [`relay_service`]: the portal-facing `Relay` service (Submit, Ping,
-//!   GetConfiguration); takes the caller's deadline from [`deadline`].
+//! - [`relay_service`] over [`deadline`]: the portal-facing `Relay` service
+//!   (Submit, Ping, GetConfiguration), bounded by the caller's `grpc-timeout`.
 //! - [`ratelimit`]: the per-tenant request rate limit.
-//! - [`routing`]: the [`routing::Router`] that hands a request to one of the
-//!   live agent sessions of [`sessions`] and waits for its Ack and answer
-//!   (two-stage delivery).
+//! - [`routing`] over [`sessions`]: the [`routing::Router`] that hands a
+//!   request to one of the live agent sessions and waits for its Ack and
+//!   answer (two-stage delivery).
+//! - [`cluster`]: several nodes on NATS (docs/CLUSTER.md): a request for a
+//!   tenant whose agent is on another node is forwarded there; tenants and
+//!   late outcomes are shared in JetStream.
 //! - [`outcomes`]: answers that came after the portal was told
 //!   OUTCOME_UNKNOWN, kept sealed for GetOutcome.
 //! - [`gateway`]: the agent-facing `AgentGateway` service that authenticates
 //!   and drives each session (heartbeats, replies, token renewal, goodbye).
+//! - [`agent_text`]: text an agent chooses (its version, its error messages)
+//!   made printable once, where it enters the broker.
 //! - [`admin_service`]: tenants, write-back switch, agents, keys.
 //! - [`agent_keys`]: the agents' write-back public keys, which portals read
 //!   and verify (the broker only stores them).
@@ -28,6 +33,7 @@
 //! - [`ingress`]: what a caller can make the gRPC port spend before it
 //!   proves a key: connections against the descriptor budget and their
 //!   deadlines, tokens checked from the headers before any body is read.
+//! - [`state`]: what every service of one node shares.
 //! - [`config`], [`tls`], [`telemetry`], [`time`]: the edges.
 //!
 //! Envelopes are opaque bytes here: the broker never holds a key that can

@@ -11,6 +11,7 @@ use dashmap::DashMap;
 use proto::pb::{self, BrokerFrame, GoodbyeReason};
 use sas::KeySlot;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -50,7 +51,14 @@ pub struct AgentSession {
     pub agent_version: String,
     pub remote_addr: Option<SocketAddr>,
     pub connected_since_ms: i64,
-    last_seen_ms: AtomicI64,
+    /// Wall time of the agent's last frame, for people (ListAgents, the
+    /// status page); never for deciding anything, since the wall clock can
+    /// be stepped.
+    last_seen_unix_ms: AtomicI64,
+    /// The monotonic clock the silence decision reads: `last_seen_nanos`
+    /// counts from `opened`, so one atomic holds an `Instant`.
+    opened: Instant,
+    last_seen_nanos: AtomicU64,
     slot: AtomicU8,
     token_expiry_unix: AtomicU64,
     pub(crate) in_flight: AtomicU32,
@@ -70,6 +78,10 @@ pub struct AgentSession {
     /// Late answers not taken: their tenant's store writes at their bound.
     pub refused_busy: PerMinute,
 }
+
+/// A session with no frame from its agent for this many heartbeat
+/// intervals is closed as silent.
+pub const SILENT_AFTER_INTERVALS: u32 = 3;
 
 /// The window [`PerMinute`] counts in.
 pub const MINUTE: Duration = Duration::from_secs(60);
@@ -125,7 +137,9 @@ impl AgentSession {
             agent_version,
             remote_addr,
             connected_since_ms: now,
-            last_seen_ms: AtomicI64::new(now),
+            last_seen_unix_ms: AtomicI64::new(now),
+            opened: Instant::now(),
+            last_seen_nanos: AtomicU64::new(0),
             slot: AtomicU8::new(slot_code(slot)),
             token_expiry_unix: AtomicU64::new(token_expiry_unix),
             in_flight: AtomicU32::new(0),
@@ -142,12 +156,28 @@ impl AgentSession {
         }
     }
 
+    /// Notes a frame from the agent.
     pub fn touch(&self) {
-        self.last_seen_ms.store(now_unix_ms(), Ordering::Relaxed);
+        self.last_seen_unix_ms
+            .store(now_unix_ms(), Ordering::Relaxed);
+        // u64 nanoseconds run out after 584 years of one session.
+        let since_open = self.opened.elapsed().as_nanos() as u64;
+        self.last_seen_nanos
+            .fetch_max(since_open, Ordering::Relaxed);
     }
 
-    pub fn last_seen_ms(&self) -> i64 {
-        self.last_seen_ms.load(Ordering::Relaxed)
+    /// Wall time of the agent's last frame, for display only.
+    pub fn last_seen_unix_ms(&self) -> i64 {
+        self.last_seen_unix_ms.load(Ordering::Relaxed)
+    }
+
+    /// Whether the agent has sent nothing for more than
+    /// [`SILENT_AFTER_INTERVALS`] heartbeat intervals, on the monotonic
+    /// clock: a wall clock stepped forward must not close healthy sessions,
+    /// nor one stepped back keep a dead one.
+    pub fn is_silent(&self, heartbeat_interval: Duration) -> bool {
+        let last = self.opened + Duration::from_nanos(self.last_seen_nanos.load(Ordering::Relaxed));
+        Instant::now().saturating_duration_since(last) > heartbeat_interval * SILENT_AFTER_INTERVALS
     }
 
     pub fn slot(&self) -> KeySlot {
@@ -270,7 +300,7 @@ impl AgentSession {
             agent_id: self.agent_id.clone(),
             agent_version: self.agent_version.clone(),
             connected_since_unix_ms: self.connected_since_ms,
-            last_heartbeat_unix_ms: self.last_seen_ms(),
+            last_heartbeat_unix_ms: self.last_seen_unix_ms(),
             session_id: self.session_id.clone(),
             in_flight: self.in_flight(),
             remote_addr: self.remote_addr.map(|a| a.to_string()).unwrap_or_default(),
@@ -571,6 +601,37 @@ mod tests {
             Pick::Busy => "busy".into(),
             Pick::None => "none".into(),
         }
+    }
+
+    /// Silence is judged on tokio's monotonic clock: with time paused the
+    /// wall clock barely moves, yet three intervals of advanced time make a
+    /// session silent, and any frame makes it heard again.
+    #[tokio::test(start_paused = true)]
+    async fn silence_follows_the_monotonic_clock() {
+        let interval = Duration::from_secs(10);
+        let r = registry(8);
+        let s = session(&r, "a");
+        let wall_before = now_unix_ms();
+        tokio::time::advance(interval * SILENT_AFTER_INTERVALS).await;
+        assert!(
+            !s.is_silent(interval),
+            "exactly three intervals is not yet silent"
+        );
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(s.is_silent(interval));
+        assert!(
+            now_unix_ms() - wall_before < 30_000,
+            "the wall clock did not see 30 s pass"
+        );
+        s.touch();
+        assert!(!s.is_silent(interval));
+        tokio::time::advance(interval * 2).await;
+        s.touch();
+        tokio::time::advance(interval * 2).await;
+        assert!(
+            !s.is_silent(interval),
+            "the last frame counts, not the first"
+        );
     }
 
     #[test]

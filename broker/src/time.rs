@@ -1,18 +1,7 @@
-//! Wall-clock helpers. Only the edges of the broker read the clock; the
-//! token and protocol code take the time as an argument.
+//! The broker's names for the one wall clock in `proto::time`. Only the
+//! edges of the broker read it; the token and protocol code take the time
+//! as an argument, and elapsed-time decisions (heartbeat silence) use a
+//! monotonic `Instant` instead.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-pub fn now_unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-pub fn now_unix_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use proto::time::unix_ms_i64 as now_unix_ms;
+pub use proto::time::unix_secs as now_unix_secs;

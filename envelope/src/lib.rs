@@ -12,6 +12,10 @@
 //! - [`reply`]: replies sealed under a key exported from the request's HPKE
 //!   context, as RFC 9458 does for Oblivious HTTP responses.
 //! - [`replay`]: the agent's replay window.
+//! - [`endorse`]: an agent's new key endorsed by its older one, so portals
+//!   trust it without a new fingerprint check and still see a substituted key.
+//! - [`keystore`]: private keys at rest under the administrator's setup
+//!   password (Argon2id, ChaCha20-Poly1305).
 //! - [`error`]: one error per refusal.
 //!
 //! The byte-level specification is `docs/PROTOCOL.md`.

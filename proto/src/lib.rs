@@ -5,6 +5,11 @@
 //! - [`Reason`]: the stable machine-readable failure reasons carried in a
 //!   `google.rpc.ErrorInfo` detail of every error status, and the two helpers
 //!   that put them into a [`tonic::Status`] and read them back out.
+//! - [`codec`]: prost's codec, except that bytes that are not valid protobuf
+//!   become `MALFORMED_MESSAGE` rather than a bare INTERNAL status.
+//! - [`names`]: the syntax of tenant names, agent ids and request ids.
+//! - [`time`]: the one wall clock of every crate, for timestamps people read
+//!   and the wire carries; elapsed time is measured on `Instant`s instead.
 //!
 //! Generated types stay behind `pb`; the broker and clients convert them to
 //! their own domain types at the edge.
@@ -16,6 +21,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 pub mod codec;
+pub mod time;
 
 /// Generated relay.v1 code.
 #[allow(clippy::all, missing_docs)]

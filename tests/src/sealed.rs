@@ -203,11 +203,3 @@ pub fn seal_reset(
     );
     envelope::seal_request(portal, agent, &header, &body, &mut envelope::os_rng()).expect("seal")
 }
-
-/// Now, in Unix milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64
-}

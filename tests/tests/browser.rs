@@ -2,7 +2,7 @@
 //! and the reference reset portal. Keyboard only, labels on every field,
 //! screenshots saved under target/browser-artifacts/.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use fantoccini::Locator;
 use proto::pb::Operation;
@@ -11,11 +11,7 @@ use tests::browser::{Browser, keys};
 use tests::{BrokerBuilder, EchoAgent};
 
 fn operator_token(key: &sas::Key) -> String {
-    let expiry = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
+    let expiry = proto::time::unix_secs() + 3600;
     sas::mint(key, sas::OPERATOR_RESOURCE, Right::Operator, expiry)
         .expose()
         .to_owned()

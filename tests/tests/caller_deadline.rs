@@ -5,11 +5,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use proto::Reason;
 use proto::pb::relay_client::RelayClient;
 use proto::pb::{self, Operation};
+use proto::time::unix_secs;
 use sas::{KeySlot, Right};
 use tests::{BrokerBuilder, BrokerProcess, EchoAgent, Tenant};
 use tonic::Code;
@@ -18,19 +19,12 @@ use tonic::Code;
 /// while the test runs.
 const NEVER: Duration = Duration::from_secs(600);
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 fn send_token(tenant: &Tenant) -> String {
     sas::mint(
         &tenant.key(Right::Send, KeySlot::Primary),
         &tenant.name,
         Right::Send,
-        unix_now() + 600,
+        unix_secs() + 600,
     )
     .expose()
     .to_owned()

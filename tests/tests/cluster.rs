@@ -1138,8 +1138,9 @@ async fn every_relayed_request_has_its_outcome_on_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_crossing_nodes_keeps_its_typed_code() {
     use agent_client::EnvelopeRefusal;
+    use proto::time::unix_ms;
     use sas::{KeySlot, Right};
-    use tests::sealed::{SealedAgent, now_ms, onboard, seal_reset};
+    use tests::sealed::{SealedAgent, onboard, seal_reset};
 
     let cluster = fast(BrokerCluster::builder(2)).nats_nodes(1).start().await;
     let tenant = cluster.create_tenant("contoso").await;
@@ -1169,7 +1170,7 @@ async fn a_refusal_crossing_nodes_keeps_its_typed_code() {
                 &stranger.public,
                 "contoso",
                 "x-unknown-key",
-                now_ms(),
+                unix_ms(),
             )
             .0,
             EnvelopeRefusal::UnknownKey,
@@ -1181,7 +1182,7 @@ async fn a_refusal_crossing_nodes_keeps_its_typed_code() {
                 agent_key,
                 "fabrikam",
                 "x-wrong-tenant",
-                now_ms(),
+                unix_ms(),
             )
             .0,
             EnvelopeRefusal::WrongTenant,
@@ -1214,7 +1215,7 @@ async fn a_refusal_crossing_nodes_keeps_its_typed_code() {
         }
     }
     // Sealed: a replay of an applied envelope, sent through b.
-    let (genuine, pending) = seal_reset(portal_key, agent_key, "contoso", "x-1", now_ms());
+    let (genuine, pending) = seal_reset(portal_key, agent_key, "contoso", "x-1", unix_ms());
     let first = submit_envelope(&portals[1], "x-1", genuine.clone())
         .await
         .expect("answered");

@@ -2,8 +2,6 @@
 //! credentials act on that tenant only, expired and forged tokens are
 //! refused, and keys rotate without dropping agents that moved to the other key.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use agent_client::Reason;
 use agent_client::admin::AdminClient;
 use agent_client::credential::Credential;
@@ -11,16 +9,10 @@ use agent_client::portal::PortalClient;
 use proto::pb::agent_gateway_client::AgentGatewayClient;
 use proto::pb::relay_client::RelayClient;
 use proto::pb::{self, Operation, agent_frame};
+use proto::time::unix_secs;
 use sas::{Key, KeySlot, Right};
 use tests::{BrokerBuilder, reason};
 use tonic::Code;
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
 
 #[tokio::test]
 async fn an_agent_with_tenant_a_credentials_cannot_register_for_tenant_b() {
@@ -44,7 +36,7 @@ async fn an_agent_with_tenant_a_credentials_cannot_register_for_tenant_b() {
         &a.key(Right::Listen, KeySlot::Primary),
         "tenant-a",
         Right::Listen,
-        unix_now() + 600,
+        unix_secs() + 600,
     );
     let hello = pb::AgentFrame {
         frame: Some(agent_frame::Frame::Hello(pb::Hello {
@@ -195,12 +187,12 @@ async fn missing_expired_and_overlong_tokens_are_refused() {
         assert!(!status.message().contains("sig="), "{status:?}");
     };
     check(call(None).await, Reason::MissingCredential);
-    let expired = sas::mint(&key, "contoso", Right::Send, unix_now() - 10);
+    let expired = sas::mint(&key, "contoso", Right::Send, unix_secs() - 10);
     check(
         call(Some(expired.expose().to_owned())).await,
         Reason::TokenExpired,
     );
-    let overlong = sas::mint(&key, "contoso", Right::Send, unix_now() + 3 * 24 * 3600);
+    let overlong = sas::mint(&key, "contoso", Right::Send, unix_secs() + 3 * 24 * 3600);
     check(
         call(Some(overlong.expose().to_owned())).await,
         Reason::TokenLifetimeTooLong,
@@ -358,7 +350,7 @@ async fn a_session_must_open_with_a_timely_valid_hello() {
         &tenant.key(Right::Listen, KeySlot::Primary),
         "contoso",
         Right::Listen,
-        unix_now() + 600,
+        unix_secs() + 600,
     );
     let hello = |agent_id: &str| pb::AgentFrame {
         frame: Some(agent_frame::Frame::Hello(pb::Hello {

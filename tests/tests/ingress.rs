@@ -10,11 +10,12 @@ use std::future::{Future, poll_fn};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body as _, Frame};
 use proto::Reason;
+use proto::time::unix_secs;
 use sas::{Key, Right};
 use tests::attacks::{idle_tls, raise_own_descriptor_limit, tls_client};
 use tests::pressure::{Bystander, ProcStat, Sampler, assert_unharmed};
@@ -37,13 +38,6 @@ const BYSTANDER_BOUND: Duration = Duration::from_secs(2);
 /// A call refused from its headers is answered at once; the bound is for a
 /// loaded machine, not for anything the broker waits on.
 const REFUSED_WITHIN: Duration = Duration::from_secs(5);
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
 
 /// A legitimate tenant with its own agent and portal, pinging every quarter
 /// second.
@@ -293,7 +287,7 @@ async fn unauthenticated_slow_bodies_are_refused_from_their_headers() {
         &Key::generate().expect("key"),
         &tenant.name,
         Right::Send,
-        unix_now() + 600,
+        unix_secs() + 600,
     );
     let (slowest_submit, submit_channels) = stalled_attack(
         &broker,

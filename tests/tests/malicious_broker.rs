@@ -3,20 +3,12 @@
 //! real TLS) must refuse each attack with its specific error and apply only
 //! what a pinned portal sealed, once.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use envelope::body::outcome;
 use envelope::{Anchor, KeyPair, Password, PendingReply, ReplyError, RequestBody, RequestHeader};
 use proto::pb::{EnvelopeRefusal, Operation};
+use proto::time::unix_ms;
 use tests::malicious::{Answer, MaliciousBroker};
 use tests::sealed::{SealedAgent, onboard};
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64
-}
 
 fn seal(
     portal: &KeyPair,
@@ -37,7 +29,7 @@ fn seal_to(
     request_id: &str,
     password: &str,
 ) -> (Vec<u8>, PendingReply) {
-    let now = now_ms();
+    let now = unix_ms();
     let header = RequestHeader {
         tenant: tenant.into(),
         agent_key_id: agent.public.key_id(),
@@ -263,7 +255,7 @@ async fn a_held_back_request_expires_and_the_refusal_reports_the_measured_skew()
     let state = tempfile::tempdir().expect("state");
     let (agent, mut a) = attach(&evil, &contoso, "dc-a", state.path()).await;
     // The broker sat on this envelope past its validity and the allowance.
-    let issued = now_ms() - 10 * 60_000;
+    let issued = unix_ms() - 10 * 60_000;
     let header = RequestHeader {
         tenant: "contoso".into(),
         agent_key_id: contoso.agent_key.public.key_id(),

@@ -472,7 +472,8 @@ async fn a_full_reset_leaves_no_password_in_the_broker() {
 async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
     use agent_client::EnvelopeRefusal;
     use agent_client::sealed::Provenance;
-    use tests::sealed::{now_ms, seal_reset};
+    use proto::time::unix_ms;
+    use tests::sealed::seal_reset;
 
     let broker = BrokerBuilder::new().start().await;
     let tenant = broker.create_tenant("contoso").await;
@@ -503,7 +504,7 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
                 &stranger.public,
                 "contoso",
                 "r-unknown-key",
-                now_ms(),
+                unix_ms(),
             )
             .0,
             EnvelopeRefusal::UnknownKey,
@@ -515,7 +516,7 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
                 agent_key,
                 "fabrikam",
                 "r-wrong-tenant",
-                now_ms(),
+                unix_ms(),
             )
             .0,
             EnvelopeRefusal::WrongTenant,
@@ -527,7 +528,7 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
                 agent_key,
                 "contoso",
                 "r-unknown-sender",
-                now_ms(),
+                unix_ms(),
             )
             .0,
             EnvelopeRefusal::UnknownSender,
@@ -565,7 +566,7 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
         agent_key,
         "contoso",
         "r-expired",
-        now_ms() - 600_000,
+        unix_ms() - 600_000,
     );
     for answer in [
         client
@@ -586,7 +587,7 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
         assert_eq!(body.outcome, outcome::NOT_APPLIED);
         assert_eq!(body.detail("reason"), Some("EXPIRED"));
     }
-    let (genuine, pending) = seal_reset(portal_key, agent_key, "contoso", "r-1", now_ms());
+    let (genuine, pending) = seal_reset(portal_key, agent_key, "contoso", "r-1", unix_ms());
     let first = client
         .submit(
             "r-1",

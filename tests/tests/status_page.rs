@@ -2,20 +2,14 @@
 //! token (header or login cookie), lists each tenant's connected agents and
 //! the last minutes' requests, and shows no secret.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use agent_client::Reason;
 use proto::pb::Operation;
+use proto::time::unix_secs;
 use sas::{Key, KeySlot, Right};
 use tests::http_request::{self, Response};
 use tests::{BrokerBuilder, BrokerProcess, EchoAgent, STARTUP_TIMEOUT, http, reason};
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
 
 /// An operator token, as `relayctl operator-token` mints it.
 fn operator_token(key: &Key, expiry_unix: u64) -> String {
@@ -80,10 +74,10 @@ async fn the_page_needs_the_operator_token_and_lists_agents_and_requests() {
         &tenant.key(Right::Manage, KeySlot::Primary),
         "contoso",
         Right::Manage,
-        now_unix() + 600,
+        unix_secs() + 600,
     );
-    let foreign = operator_token(&Key::generate().expect("key"), now_unix() + 600);
-    let expired = operator_token(&op, now_unix() - 10);
+    let foreign = operator_token(&Key::generate().expect("key"), unix_secs() + 600);
+    let expired = operator_token(&op, unix_secs() - 10);
     for (token, status, why) in [
         (
             manage.expose(),
@@ -106,7 +100,7 @@ async fn the_page_needs_the_operator_token_and_lists_agents_and_requests() {
         assert_security_headers(&r);
     }
 
-    let token = operator_token(&op, now_unix() + 3600);
+    let token = operator_token(&op, unix_secs() + 3600);
     let r = status_with_token(&broker, &token).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_security_headers(&r);
@@ -187,12 +181,12 @@ async fn a_browser_signs_in_with_a_pasted_token_kept_in_a_cookie() {
     assert!(form.body.contains("<label for=\"token\">"));
     assert!(form.body.contains("id=\"submit\""));
 
-    let expired = operator_token(&op, now_unix() - 10);
+    let expired = operator_token(&op, unix_secs() - 10);
     let send = sas::mint(
         &tenant.key(Right::Send, KeySlot::Primary),
         "contoso",
         Right::Send,
-        now_unix() + 600,
+        unix_secs() + 600,
     );
     for (token, status, why) in [
         (expired.as_str(), 401, "the token expired"),
@@ -212,7 +206,7 @@ async fn a_browser_signs_in_with_a_pasted_token_kept_in_a_cookie() {
     }
 
     // Pasted with the newline a terminal copy adds.
-    let token = operator_token(&op, now_unix() + 3600);
+    let token = operator_token(&op, unix_secs() + 3600);
     let r =
         http_request::post_form(addr, "/status/login", &[("token", &format!("{token}\n"))]).await;
     assert_eq!(r.status, 303, "{}", r.body);
@@ -244,7 +238,7 @@ async fn a_browser_signs_in_with_a_pasted_token_kept_in_a_cookie() {
     // which says why and clears it.
     let stale = format!(
         "relay_operator={}",
-        operator_token(&op, now_unix() - 10).replace(' ', "%20")
+        operator_token(&op, unix_secs() - 10).replace(' ', "%20")
     );
     let r = http_request::get(addr, "/status", &[("Cookie", &stale)]).await;
     assert_eq!(

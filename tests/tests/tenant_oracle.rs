@@ -3,24 +3,16 @@
 //! tenant's valid token, and a made-up one, the same way for an existing
 //! tenant and a missing one (issue 16, observation 8).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use proto::Reason;
 use proto::pb::admin_client::AdminClient;
 use proto::pb::agent_gateway_client::AgentGatewayClient;
 use proto::pb::relay_client::RelayClient;
 use proto::pb::{self, Operation, agent_frame};
+use proto::time::unix_secs;
 use sas::{Key, KeySlot, Right};
 use tests::BrokerBuilder;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
 
 /// Every call that addresses a tenant, with the right a caller needs for it.
 #[derive(Debug, Clone, Copy)]
@@ -208,7 +200,7 @@ async fn a_tenant_looks_the_same_whether_it_exists_or_not_to_a_caller_without_it
     let (existing, missing) = ("tenant-b", "tenant-c");
     let channel = broker.endpoint().connect().await.expect("channel");
     let made_up = Key::generate().expect("key");
-    let expiry = unix_now() + 600;
+    let expiry = unix_secs() + 600;
 
     for &rpc in ALL {
         let right = rpc.right();

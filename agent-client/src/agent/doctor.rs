@@ -220,9 +220,7 @@ async fn broker_checks(config: &AgentConfig, endpoint: &BrokerEndpoint, checks: 
             return;
         }
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = proto::time::unix_ms_i64();
     let skew = configuration.broker_time_unix_ms - (now - rtt.as_millis() as i64 / 2);
     let mut skew_check = check(
         "clock skew",

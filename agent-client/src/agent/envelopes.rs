@@ -12,8 +12,8 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+use store::RecordError;
 pub use store::{DurableReplay, REQUEST_ID_RETENTION, ReplayStoreError};
-use store::{RecordError, now_ms};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use envelope::body::outcome;
 use envelope::{KeyPair, PublicKey, Recipient, ReplyBody, RequestBody, RequestHeader};
 use proto::pb::{AgentErrorCode, EnvelopeRefusal};
+use proto::time::unix_ms;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
@@ -222,7 +223,7 @@ impl RequestHandler for EnvelopeHandler {
 
 impl EnvelopeHandler {
     async fn open_and_apply(&self, request: &IncomingRequest) -> Result<Vec<u8>, HandlerError> {
-        let now = now_ms();
+        let now = unix_ms();
         let (keys, portals) = self.keys.current();
         let recipient = Recipient {
             tenant: &self.tenant,

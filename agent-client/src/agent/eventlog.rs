@@ -9,7 +9,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -147,9 +146,7 @@ impl EventLog {
     /// reported to the tracing log, never to the caller: losing an event
     /// must not fail a password reset.
     pub fn write(&self, event: &Event) {
-        let time_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let time_unix_ms = proto::time::unix_ms();
         let mut line = match serde_json::to_vec(&Line {
             time_unix_ms,
             source: "PasswordResetService",

@@ -10,11 +10,12 @@
 //!   once the overlap has passed.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use envelope::endorse::endorse;
 use envelope::{Fingerprint, KeyId, KeyPair};
 use proto::pb::{self, agent_gateway_client::AgentGatewayClient};
+use proto::time::unix_ms;
 use sas::Right;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -58,12 +59,6 @@ pub struct KeyReport {
     pub created: bool,
     /// Keys dropped because their overlap had passed.
     pub dropped: Vec<KeyId>,
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn key_file(config: &AgentConfig) -> Result<&Path, OnboardingError> {
@@ -177,7 +172,7 @@ pub async fn init(
             tenant: config.tenant.clone(),
             keys: vec![AgentKey {
                 pair,
-                created_unix_ms: now_ms(),
+                created_unix_ms: unix_ms(),
                 superseded_unix_ms: None,
                 endorsements: Vec::new(),
                 active: true,
@@ -234,7 +229,7 @@ pub async fn rotate(
 ) -> Result<KeyReport, OnboardingError> {
     let path = key_file(config)?;
     let mut ring = Keyring::load(path, password)?;
-    let now = now_ms();
+    let now = unix_ms();
     let current = ring.current().pair.clone();
     let fresh = KeyPair::generate(&mut envelope::os_rng());
     let mut endorsements = Vec::new();
@@ -275,7 +270,7 @@ pub async fn rotate(
 pub async fn activate(config: &AgentConfig, password: &str) -> Result<KeyReport, OnboardingError> {
     let path = key_file(config)?;
     let mut ring = Keyring::load(path, password)?;
-    let now = now_ms();
+    let now = unix_ms();
     let staged = ring
         .keys
         .iter()
@@ -305,7 +300,7 @@ pub async fn drop_expired(
     let path = key_file(config)?;
     let mut ring = Keyring::load(path, password)?;
     let overlap = config.key_overlap.as_millis() as u64;
-    let now = now_ms();
+    let now = unix_ms();
     let expired: Vec<KeyId> = ring
         .keys
         .iter()

@@ -2,12 +2,13 @@
 //! heartbeats and renew the token until the session ends.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use proto::pb::agent_gateway_client::AgentGatewayClient;
 use proto::pb::broker_frame::Frame as BrokerFrameKind;
 use proto::pb::{self, AgentFrame, GoodbyeReason, Operation, agent_frame, agent_reply};
+use proto::time::unix_ms_i64;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -67,12 +68,6 @@ pub enum SessionError {
     NoWelcome(String),
 }
 
-fn now_unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 pub async fn run_session(
     ctx: &SessionContext,
     endpoint: &BrokerEndpoint,
@@ -122,7 +117,7 @@ pub async fn run_session(
         Err(_) => return Err(SessionError::NoWelcome("no Welcome within 15s".into())),
     };
     let started = Instant::now();
-    let skew_ms = welcome.broker_time_unix_ms - now_unix_ms();
+    let skew_ms = welcome.broker_time_unix_ms - unix_ms_i64();
     let span = info_span!("session", session_id = %welcome.session_id);
     span.in_scope(|| info!(broker = %endpoint.url, skew_ms, "session established"));
     ctx.events.emit(AgentEvent::Connected {
@@ -186,7 +181,7 @@ async fn serve(
                 if last_seen.elapsed() > silence_limit {
                     return Some((format!("no frame from the broker for {}", humantime::format_duration(silence_limit)), None));
                 }
-                let beat = AgentFrame { frame: Some(agent_frame::Frame::Heartbeat(pb::Heartbeat { sent_unix_ms: now_unix_ms() })) };
+                let beat = AgentFrame { frame: Some(agent_frame::Frame::Heartbeat(pb::Heartbeat { sent_unix_ms: unix_ms_i64() })) };
                 let _ = tx.try_send(beat);
                 if Instant::now() >= renew_at {
                     let token = ctx.credential.mint(ctx.token_lifetime).expose().to_owned();

@@ -608,7 +608,7 @@ async fn scheduled_rotation(config: AgentConfig, every: Duration, shutdown: Canc
     loop {
         if let (Some(path), Some(password)) = (&config.key_file, config.setup_password())
             && let Ok(ring) = Keyring::load(path, &password)
-            && onboarding::rotation_due(&ring, every, onboarding::now_ms())
+            && onboarding::rotation_due(&ring, every, proto::time::unix_ms())
         {
             match onboarding::rotate(&config, &password, true).await {
                 Ok(r) => tracing::info!(key_id = %r.key_id, "scheduled key rotation done"),

@@ -159,9 +159,7 @@ impl Report {
         Report {
             schema: SCHEMA,
             mode: settings.mode,
-            started_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            started_unix: proto::time::unix_secs(),
             load_average_start: load_average(),
             load_average_end: None,
             settings: RunSettings {

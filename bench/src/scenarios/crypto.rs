@@ -3,7 +3,7 @@
 //! HKDF-SHA256, ChaCha20-Poly1305), the agent opens it and seals the reply,
 //! the portal opens the reply. 512-byte bodies, as the routed scenario.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use envelope::body::operation;
@@ -43,7 +43,7 @@ fn cycles(iterations: usize) -> anyhow::Result<Crypto> {
     let agent = KeyPair::generate(&mut rng);
     let body = payload::request_body();
     let reply = payload::reply_body();
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    let now_ms = proto::time::unix_ms();
     let keys = [agent.clone()];
     let portals = [portal.public.clone()];
     let recipient = Recipient {

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use agent_client::directory::embedded::EmbeddedDirectory;
 use agent_client::directory::embedded::rules::make_verifier;
+use proto::time::unix_ms;
 use serde_json::{Value, json};
 
 use super::{INITIAL, Lab, Setup};
@@ -35,12 +36,6 @@ impl Default for EmbeddedLab {
     fn default() -> Self {
         EmbeddedLab::new()
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn guid() -> String {
@@ -86,7 +81,7 @@ fn user(dn: &str, sam: &str, usn: u64, password: &str) -> Value {
         "object_guid": guid(),
         "display_name": sam,
         "enabled": true,
-        "pwd_last_set": now_ms() - 2 * 86_400_000,
+        "pwd_last_set": unix_ms() - 2 * 86_400_000,
         "passwords": [make_verifier(password, sam.as_bytes())],
         "usn_changed": usn,
     })
@@ -118,7 +113,7 @@ impl Lab for EmbeddedLab {
             let mut u = user(&format!("CN={sam},{ou}"), sam, 101 + i as u64, INITIAL);
             match setup {
                 Setup::Disabled => u["enabled"] = json!(false),
-                Setup::Locked => u["lockout_time"] = json!(now_ms()),
+                Setup::Locked => u["lockout_time"] = json!(unix_ms()),
                 _ => {}
             }
             list.push(u);

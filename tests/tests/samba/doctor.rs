@@ -108,14 +108,7 @@ fn line_for<'a>(text: &'a str, dn: &str) -> &'a str {
 #[ignore = "needs Samba AD DCs: run scripts/test (see tests/tests/samba.rs)"]
 async fn doctor_finds_every_denied_place_and_its_printed_samba_fixes_work() {
     let dc = Dc::load("dc3");
-    let run = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs()
-            & 0xff_ffff
-    );
+    let run = format!("{:x}", proto::time::unix_secs() & 0xff_ffff);
     let (tree, users) = build(&dc, &run);
     let (team_a_user, no_reset_user, legacy_user) = (&users[0], &users[1], &users[2]);
     let dir = dc.directory("doctor");

@@ -11,9 +11,10 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use envelope::ReplayWindow;
+use proto::time::unix_ms;
 use redb::{Database, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 use tracing::warn;
@@ -77,12 +78,6 @@ struct Entry {
     done: oneshot::Sender<Result<(), RecordError>>,
 }
 
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl DurableReplay {
     pub fn open(path: &Path) -> Result<DurableReplay, ReplayStoreError> {
         let err = |e: redb::Error| ReplayStoreError {
@@ -94,7 +89,7 @@ impl DurableReplay {
         }
         let db = Database::create(path).map_err(|e| err(e.into()))?;
         let mut window = ReplayWindow::new();
-        let now = now_ms();
+        let now = unix_ms();
         let tx = db.begin_write().map_err(|e| err(e.into()))?;
         {
             let mut table = tx.open_table(REPLAY).map_err(|e| err(e.into()))?;

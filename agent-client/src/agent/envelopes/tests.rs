@@ -78,7 +78,7 @@ impl Fixture {
 
     /// A fresh envelope (its own enc) for `request_id`.
     fn seal(&self, request_id: &str) -> (IncomingRequest, PendingReply) {
-        let now = now_ms();
+        let now = unix_ms();
         let header = RequestHeader {
             tenant: "contoso".into(),
             agent_key_id: self.agent.public.key_id(),
@@ -233,7 +233,7 @@ async fn applied_request_ids_survive_a_restart_and_others_pass() {
 async fn request_ids_are_per_tenant_and_forgotten_after_their_retention() {
     let dir = tempfile::tempdir().unwrap();
     let store = DurableReplay::open(&dir.path().join("replay.redb")).unwrap();
-    let now = now_ms();
+    let now = unix_ms();
     let record = |enc: u8, tenant, now: u64| {
         store.check_and_record([enc; 32], now + 1, (tenant, "req-1"), now)
     };
@@ -251,7 +251,7 @@ async fn request_ids_are_per_tenant_and_forgotten_after_their_retention() {
 async fn a_store_from_before_request_ids_still_opens() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("replay.redb");
-    let until = now_ms() + 60_000;
+    let until = unix_ms() + 60_000;
     {
         let db = Database::create(&path).unwrap();
         let tx = db.begin_write().unwrap();
@@ -263,7 +263,7 @@ async fn a_store_from_before_request_ids_still_opens() {
     }
     let store = DurableReplay::open(&path).unwrap();
     assert_eq!(store.len(), 1, "the old entries are restored");
-    let now = now_ms();
+    let now = unix_ms();
     let result = store
         .check_and_record([9; 32], until, ("contoso", "req-1"), now)
         .await;
@@ -281,7 +281,7 @@ async fn concurrent_entries_are_grouped_and_all_durable() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("replay.redb");
     let store = Arc::new(DurableReplay::open(&path).unwrap());
-    let now = now_ms();
+    let now = unix_ms();
     let until = now + 60_000;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..200u8 {

@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The window the limit counts in.
 pub const WINDOW: Duration = Duration::from_secs(3600);
@@ -25,7 +25,8 @@ pub const WINDOW: Duration = Duration::from_secs(3600);
 /// entry, and between sweeps an idle entry costs only its few timestamps.
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
 
-/// Milliseconds since the Unix epoch; injectable so tests can move time.
+/// Milliseconds on a clock that never goes back; injectable so tests can
+/// move time.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// The stable identity of an account: its forest and objectGUID, so that a
@@ -53,16 +54,18 @@ pub struct AccountLimiter {
     state: Mutex<State>,
 }
 
-fn system_clock() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// Milliseconds since the limiter was made, on the monotonic clock: the
+/// window is elapsed time, and a wall clock stepped back must not hold an
+/// account shut for longer, nor one stepped forward open it early.
+fn monotonic_clock() -> Clock {
+    let start = Instant::now();
+    Arc::new(move || start.elapsed().as_millis() as u64)
 }
 
 impl AccountLimiter {
-    /// A limiter on the system clock.
+    /// A limiter on the monotonic clock.
     pub fn new(per_hour: u32) -> AccountLimiter {
-        AccountLimiter::with_clock(per_hour, Arc::new(system_clock))
+        AccountLimiter::with_clock(per_hour, monotonic_clock())
     }
 
     pub fn with_clock(per_hour: u32, clock: Clock) -> AccountLimiter {

@@ -24,7 +24,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use envelope::Password;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
@@ -117,12 +117,6 @@ impl LdapFailure {
     fn is_access_denied(&self) -> bool {
         self.rc == 50 || self.code.as_deref() == Some("00002098")
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Windows FILETIME (100 ns since 1601) to Unix ms; 0 stays 0.

@@ -11,8 +11,9 @@
 
 use envelope::Password;
 use ldap3::{Ldap, Scope, SearchEntry};
+use proto::time::unix_ms;
 
-use super::{LdapDirectory, UserState, first, first_i64, now_ms};
+use super::{LdapDirectory, UserState, first, first_i64};
 use crate::directory::embedded::rules::{check_complexity, check_min_age, check_new_password};
 use crate::directory::{DirectoryError, Policy, Refusal, ResultantPolicy, UnreadablePolicy};
 
@@ -221,7 +222,7 @@ impl LdapDirectory {
                 sam: &user.sam,
                 display_name: &user.display_name,
                 pwd_last_set_ms: user.pwd_last_set_ms,
-                now_ms: now_ms(),
+                now_ms: unix_ms(),
                 change,
             },
             new.expose(),
