@@ -187,10 +187,13 @@ where
 }
 
 /// A failure of the connection rather than an answer of the broker's: the
-/// broker's own errors carry a reason.
+/// broker's own errors carry a reason. A connection closed under a call
+/// shows as UNAVAILABLE or UNKNOWN ("transport error") when the call was
+/// being written, CANCELLED ("operation was canceled") when it was still
+/// queued for the connection.
 fn connection_broke(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
-        tonic::Code::Unavailable | tonic::Code::Unknown
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
     ) && proto::reason_of(status).is_none()
 }
