@@ -170,7 +170,7 @@ impl Cluster {
     }
 
     /// Sends itself a message through its NATS server every
-    /// [`Self::probe_every`] and expects it back within as long. Two
+    /// `probe_every` and expects it back within as long. Two
     /// misses in a row mean the server vanished without closing the
     /// connection (power loss, a cut network): the client would notice only
     /// when TCP gives up, minutes later, because its own pings stop while

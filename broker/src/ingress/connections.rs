@@ -128,7 +128,7 @@ impl Connections {
     }
 
     /// Counts a connection the broker closed, and says so in the log at
-    /// most once per [`NOTE_EVERY`] (each close is a debug line): a flood
+    /// most once per `NOTE_EVERY` (each close is a debug line): a flood
     /// of them is one line, not a log that fills the disk.
     pub fn count_closed(&self, reason: CloseReason, peer: IpAddr) {
         self.metrics.connection_closed(reason.label());

@@ -8,7 +8,7 @@
 //! differs between Windows and Samba. AD answers every policy failure with
 //! the same `0000052D`; the reason is then the rule the DC named, or one
 //! the backend can check itself, or "refused by the domain's policy or a
-//! password filter" (see [`policy`]): never a guess.
+//! password filter" (see `policy.rs`): never a guess.
 //!
 //! Every operation acts on the account's objectGUID: it reads the entry at
 //! `<GUID=...>` (AD's extended DN form; Samba 4.17 accepts it as a search

@@ -38,7 +38,7 @@ const ALL: &str = ">";
 const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the watch is checked against the stream. A change must reach
 /// every node within a second even when its watch died with a NATS node:
-/// a check that finds the watch behind, and still behind [`IN_TRANSIT`]
+/// a check that finds the watch behind, and still behind `IN_TRANSIT`
 /// later, makes it again. The check is one small JetStream API request.
 pub const CHECK_EVERY: Duration = Duration::from_millis(200);
 /// How long a check waits for the stream's state.
