@@ -137,7 +137,7 @@ pub async fn run(
                     backoff.reset();
                 }
                 if misbehaved {
-                    error!(%reason, "the broker closed the session: this agent posted replies for requests it was not given; reconnecting after a backoff");
+                    error!(%reason, "the broker closed the session for replies it does not expect: for requests it never gave this agent, or whose records it no longer has (a store restored from an old backup); reconnecting after a backoff");
                 }
                 if let Some(g) = goodbye {
                     info!(goodbye = g.as_str_name(), "session closed by the broker");
