@@ -53,7 +53,19 @@ impl Authorizer {
         accepted: &[Right],
         now_unix: u64,
     ) -> Result<Principal, RelayError> {
-        let text = metadata
+        self.authorize_headers(metadata.as_ref(), tenant, accepted, now_unix)
+    }
+
+    /// [`Self::authorize_metadata`] on the HTTP headers of a call, before
+    /// tonic has made them metadata (the ingress layer).
+    pub fn authorize_headers(
+        &self,
+        headers: &http::HeaderMap,
+        tenant: Option<&str>,
+        accepted: &[Right],
+        now_unix: u64,
+    ) -> Result<Principal, RelayError> {
+        let text = headers
             .get(AUTHORIZATION)
             .ok_or(RelayError::MissingCredential)?
             .to_str()

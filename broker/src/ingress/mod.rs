@@ -27,7 +27,6 @@ use http_body::Frame;
 use sas::Right;
 use tonic::Status;
 use tonic::body::Body;
-use tonic::metadata::MetadataMap;
 use tonic::transport::server::TcpConnectInfo;
 use tower::{Layer, Service};
 use tracing::{debug, info};
@@ -165,13 +164,12 @@ where
         let path = request.uri().path().to_owned();
         let access = access(&path);
         if let Access::Token(rights) = access {
-            // Clones the headers, not the body; a token is bytes.
-            let metadata = MetadataMap::from_headers(request.headers().clone());
-            match self
-                .state
-                .authorizer
-                .authorize_metadata(&metadata, None, rights, now_unix_secs())
-            {
+            match self.state.authorizer.authorize_headers(
+                request.headers(),
+                None,
+                rights,
+                now_unix_secs(),
+            ) {
                 Ok(_) => {
                     if let Some(info) = &info {
                         info.conn.authenticate();
