@@ -1,7 +1,7 @@
 //! The fixtures of `scripts/samba/setup-delegation`: reset, change,
 //! policy refusals, lockout, delegation and two forests through the relay.
 
-use agent_client::directory::{Directory, Refusal, Right};
+use agent_client::directory::{Directory, Refusal, DirectoryRight};
 use envelope::body::outcome;
 use tests::deployment::{Deployment, detail};
 
@@ -186,7 +186,7 @@ async fn delegation_and_blocked_inheritance_are_reported_then_fixed() {
             blocked_at,
             denied_at,
         }) => {
-            assert_eq!(right, Right::ResetPassword);
+            assert_eq!(right, DirectoryRight::ResetPassword);
             assert!(
                 container.eq_ignore_ascii_case(dc.get("OTHER_OU")),
                 "{container}"
@@ -235,9 +235,9 @@ async fn delegation_and_blocked_inheritance_are_reported_then_fixed() {
     assert_eq!(
         exec.missing,
         [
-            Right::ResetPassword,
-            Right::WriteLockoutTime,
-            Right::WritePwdLastSet
+            DirectoryRight::ResetPassword,
+            DirectoryRight::WriteLockoutTime,
+            DirectoryRight::WritePwdLastSet
         ]
     );
     let staff = rights

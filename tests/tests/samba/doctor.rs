@@ -4,7 +4,7 @@
 //! a Samba DC are run exactly as printed, and then everything works —
 //! including for an OU created after the fix.
 
-use agent_client::directory::{Directory, Refusal, Right};
+use agent_client::directory::{Directory, Refusal, DirectoryRight};
 
 use tests::deployment::Deployment;
 
@@ -15,11 +15,11 @@ const USER_CLASS: &str = "bf967aba-0de6-11d0-a285-00aa003049e2";
 
 /// The four delegated rights, inherit-only onto user objects.
 fn delegation(sid: &str) -> String {
-    Right::ALL
+    DirectoryRight::ALL
         .iter()
         .map(|r| {
             let access = match r {
-                Right::ResetPassword | Right::ChangePassword => "CR",
+                DirectoryRight::ResetPassword | DirectoryRight::ChangePassword => "CR",
                 _ => "WP",
             };
             format!("(OA;CIIO;{access};{};{USER_CLASS};{sid})", r.guid())
@@ -66,7 +66,7 @@ fn build(dc: &Dc, run: &str) -> (Tree, Vec<String>) {
         &format!("--objectdn={no_reset}"),
         &format!(
             "--sddl=(OD;CI;CR;{};{USER_CLASS};{sid})",
-            Right::ResetPassword.guid()
+            DirectoryRight::ResetPassword.guid()
         ),
     ]);
     let mut users = Vec::new();
@@ -156,7 +156,7 @@ async fn doctor_finds_every_denied_place_and_its_printed_samba_fixes_work() {
                 .await
         ),
         (
-            Right::ResetPassword,
+            DirectoryRight::ResetPassword,
             tree.team_a.to_lowercase(),
             Some(tree.west.to_lowercase()),
             None
@@ -168,7 +168,7 @@ async fn doctor_finds_every_denied_place_and_its_printed_samba_fixes_work() {
                 .await
         ),
         (
-            Right::ResetPassword,
+            DirectoryRight::ResetPassword,
             tree.legacy.to_lowercase(),
             Some(tree.legacy.to_lowercase()),
             None
@@ -180,7 +180,7 @@ async fn doctor_finds_every_denied_place_and_its_printed_samba_fixes_work() {
                 .await
         ),
         (
-            Right::ResetPassword,
+            DirectoryRight::ResetPassword,
             tree.no_reset.to_lowercase(),
             None,
             Some(tree.no_reset.to_lowercase())
@@ -228,7 +228,7 @@ async fn doctor_finds_every_denied_place_and_its_printed_samba_fixes_work() {
     assert!(
         no_reset.contains(&format!(
             "Reset Password denied by (OD;CI;CR;{};{USER_CLASS};{})",
-            Right::ResetPassword.guid(),
+            DirectoryRight::ResetPassword.guid(),
             dc.get("SERVICE_ACCOUNT_SID")
         )),
         "{no_reset}"

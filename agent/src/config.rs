@@ -1,0 +1,427 @@
+//! Typed agent configuration, read from TOML with unknown keys refused.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The broker's address, `https://host:port`, or a list of addresses
+    /// tried in turn (the next one after every failed or ended session).
+    pub broker: Brokers,
+    /// PEM CA bundle that signs the broker's certificate; the system roots
+    /// when absent.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The name to verify in the broker's certificate, when not the URL's host.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    pub tenant: String,
+    /// This installation's id: 1-64 of [A-Za-z0-9._-]. Defaults to the host name.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// File holding the tenant's Listen key (base64), readable by the agent only.
+    pub listen_key_file: PathBuf,
+    /// Lifetime of the session tokens the agent mints; renewed at half-life.
+    #[serde(default = "default_token_lifetime", with = "humantime_serde")]
+    pub token_lifetime: Duration,
+    /// First reconnect delay ceiling; doubles per failure up to reconnect_max.
+    #[serde(default = "default_reconnect_min", with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    #[serde(default = "default_reconnect_max", with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// The keyring made by `writeback-agent init`: the write-back private
+    /// keys and pinned portal keys, sealed under the setup password. Without
+    /// it the agent answers pings only.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// A file holding the setup password, so the service can open the
+    /// keyring at start (mode 0600; on systemd hosts, supply it with
+    /// LoadCredentialEncrypted). The WRITEBACK_AGENT_SETUP_PASSWORD
+    /// environment variable is the alternative.
+    #[serde(default)]
+    pub setup_password_file: Option<PathBuf>,
+    /// Where the agent keeps its state (the replay window). Defaults to the
+    /// key file's directory, or the Listen key file's without a keyring.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// How far a portal's clock may be off from this agent's.
+    #[serde(default = "default_skew", with = "humantime_serde")]
+    pub clock_skew_allowance: Duration,
+    /// The longest validity window an envelope may claim.
+    #[serde(default = "default_max_lifetime", with = "humantime_serde")]
+    pub max_envelope_lifetime: Duration,
+    /// How long a superseded key is kept after a rotation.
+    #[serde(default = "default_key_overlap", with = "humantime_serde")]
+    pub key_overlap: Duration,
+    /// Rotate the write-back key automatically when it is this old (Entra
+    /// rotates every 6 months). Off when absent.
+    #[serde(default, with = "humantime_serde")]
+    pub rotate_every: Option<Duration>,
+    /// The forests this agent writes to, each with its own service account.
+    #[serde(default)]
+    pub forests: Vec<ForestConfig>,
+    /// The on-prem switch: when false, every request is refused as
+    /// WRITEBACK_DISABLED without touching a directory.
+    #[serde(default = "yes")]
+    pub writeback_enabled: bool,
+    /// Where the event log (events.jsonl) goes. Defaults to `<state_dir>/events`.
+    #[serde(default)]
+    pub event_log_dir: Option<PathBuf>,
+    /// The event log rotates when a file reaches this size.
+    #[serde(default = "default_event_log_max_bytes")]
+    pub event_log_max_bytes: u64,
+    /// How often the connector space imports changes from the forests.
+    #[serde(default = "default_import_interval", with = "humantime_serde")]
+    pub import_interval: Duration,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// HTTP/2 keepalive PINGs to the broker go out this often; with
+    /// keepalive_timeout it bounds how long a silently dead connection
+    /// stays open (20 s + 20 s: found within a minute).
+    #[serde(default = "default_keepalive", with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    #[serde(default = "default_keepalive", with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// On SIGTERM, how long acknowledged requests may take to finish before
+    /// the agent stops anyway.
+    #[serde(default = "default_drain_grace", with = "humantime_serde")]
+    pub drain_grace: Duration,
+    /// HTTP CONNECT proxy to reach the broker through, for networks whose
+    /// only way out is a forward proxy; TLS to the broker stays end to end.
+    #[serde(default)]
+    pub proxy: Option<relay_client::proxy::ProxyConfig>,
+    /// Limits the agent enforces itself (`[limits]`).
+    #[serde(default)]
+    pub limits: AgentLimits,
+}
+
+/// Limits the agent enforces on the requests it applies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLimits {
+    /// Password resets, changes and unlocks per account in any hour; 0 is
+    /// unlimited. Every attempt that reaches the directory counts, refused
+    /// ones too (so guessing through CHANGE_PASSWORD is throttled); policy
+    /// queries never count. Over the limit the agent answers RATE_LIMITED.
+    #[serde(default = "default_resets_per_account_per_hour")]
+    pub resets_per_account_per_hour: u32,
+}
+
+impl Default for AgentLimits {
+    fn default() -> Self {
+        AgentLimits {
+            resets_per_account_per_hour: default_resets_per_account_per_hour(),
+        }
+    }
+}
+
+fn default_resets_per_account_per_hour() -> u32 {
+    5
+}
+
+/// One forest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForestConfig {
+    /// A name for the forest, used in logs, events and doctor's report.
+    pub name: String,
+    pub kind: ForestKind,
+    /// For `embedded`: the forest file (see examples/forests/).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// For `ldap`: `ldaps://dc.example:636`, or `ldap://...` with StartTLS.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// For `ldap`: the CA that signs the domain controllers' certificates.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// For `ldap`: the service account's DN.
+    #[serde(default)]
+    pub bind_dn: Option<String>,
+    /// For `ldap`: a file (mode 0600) holding the service account's password.
+    #[serde(default)]
+    pub bind_password_file: Option<PathBuf>,
+    /// For `ldap`: the domain's naming context; read from the rootDSE when absent.
+    #[serde(default)]
+    pub base_dn: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForestKind {
+    /// The embedded directory with Active Directory's semantics.
+    Embedded,
+    /// Active Directory over LDAPS or StartTLS.
+    Ldap,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_keepalive() -> Duration {
+    relay_client::connect::KEEPALIVE_INTERVAL
+}
+fn default_drain_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// One broker address or several, tried in turn.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Brokers {
+    One(String),
+    Several(Vec<String>),
+}
+
+impl Brokers {
+    /// Every address, in the order they are tried.
+    pub fn all(&self) -> Vec<String> {
+        match self {
+            Brokers::One(url) => vec![url.clone()],
+            Brokers::Several(urls) => urls.clone(),
+        }
+    }
+
+    /// The address one-shot commands (init, status, doctor) use.
+    pub fn first(&self) -> String {
+        match self {
+            Brokers::One(url) => url.clone(),
+            Brokers::Several(urls) => urls.first().cloned().unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for Brokers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.all().join(", "))
+    }
+}
+fn default_event_log_max_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_import_interval() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_skew() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_lifetime() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_key_overlap() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+fn default_token_lifetime() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_reconnect_min() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_reconnect_max() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("invalid setting {setting}: {problem}")]
+    Invalid {
+        setting: &'static str,
+        problem: &'static str,
+    },
+}
+
+impl AgentConfig {
+    pub fn from_file(path: &Path) -> Result<AgentConfig, AgentConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        AgentConfig::from_toml(&text)
+    }
+
+    pub fn from_toml(text: &str) -> Result<AgentConfig, AgentConfigError> {
+        let config: AgentConfig = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), AgentConfigError> {
+        let invalid = |setting, problem| Err(AgentConfigError::Invalid { setting, problem });
+        let brokers = self.broker.all();
+        if brokers.is_empty() {
+            return invalid("broker", "needs at least one address");
+        }
+        if brokers.iter().any(|b| !b.starts_with("https://")) {
+            return invalid("broker", "must be https:// URLs");
+        }
+        if self.keepalive_interval < Duration::from_millis(100)
+            || self.keepalive_timeout < Duration::from_millis(100)
+        {
+            return invalid(
+                "keepalive_interval",
+                "keepalive settings must be at least 100ms",
+            );
+        }
+        if !proto::names::is_valid_tenant(&self.tenant) {
+            return invalid("tenant", "must be 1-63 of [a-z0-9-]");
+        }
+        if let Some(id) = &self.agent_id
+            && !proto::names::is_valid_agent_id(id)
+        {
+            return invalid("agent_id", "must be 1-64 of [A-Za-z0-9._-]");
+        }
+        if self.token_lifetime < Duration::from_secs(60) {
+            return invalid("token_lifetime", "must be at least 1m");
+        }
+        for f in &self.forests {
+            if f.kind == ForestKind::Embedded && f.path.is_none() {
+                return invalid("forests", "an embedded forest needs a path");
+            }
+            if f.kind == ForestKind::Ldap
+                && (f.url.is_none()
+                    || f.ca_file.is_none()
+                    || f.bind_dn.is_none()
+                    || f.bind_password_file.is_none())
+            {
+                return invalid(
+                    "forests",
+                    "an ldap forest needs url, ca_file, bind_dn and bind_password_file",
+                );
+            }
+        }
+        let mut names: Vec<_> = self.forests.iter().map(|f| f.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return invalid("forests", "forest names must be unique");
+        }
+        if let Some(proxy) = &self.proxy
+            && let Err(problem) = proxy.validate()
+        {
+            return invalid("proxy", problem);
+        }
+        if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
+            return invalid(
+                "reconnect_min",
+                "must be positive and at most reconnect_max",
+            );
+        }
+        Ok(())
+    }
+
+    /// Where the replay window lives.
+    pub fn state_dir(&self) -> PathBuf {
+        // Never the working directory: a service's is often `/`, a test's
+        // is the source tree.
+        self.state_dir.clone().unwrap_or_else(|| {
+            self.key_file
+                .as_deref()
+                .unwrap_or(&self.listen_key_file)
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_owned)
+        })
+    }
+
+    /// Where the event log goes.
+    pub fn event_log_dir(&self) -> PathBuf {
+        self.event_log_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir().join("events"))
+    }
+
+    /// The setup password from the configured file or the environment.
+    pub fn setup_password(&self) -> Option<zeroize::Zeroizing<String>> {
+        if let Some(path) = &self.setup_password_file {
+            let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).ok()?);
+            return Some(zeroize::Zeroizing::new(
+                text.trim_end_matches(['\n', '\r']).to_owned(),
+            ));
+        }
+        std::env::var("WRITEBACK_AGENT_SETUP_PASSWORD")
+            .ok()
+            .map(zeroize::Zeroizing::new)
+    }
+
+    /// The configured agent id, or one derived from the host name.
+    pub fn agent_id(&self) -> String {
+        if let Some(id) = &self.agent_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        let id: String = host
+            .trim()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .take(64)
+            .collect();
+        if id.is_empty() {
+            "agent".to_owned()
+        } else {
+            id
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        AgentConfig::from_toml(include_str!("../../examples/agent.toml")).unwrap();
+    }
+
+    #[test]
+    fn plain_http_and_unknown_keys_are_refused() {
+        let base = "tenant = \"a\"\nlisten_key_file = \"k\"\n";
+        let err = AgentConfig::from_toml(&format!("{base}broker = \"http://x\"")).unwrap_err();
+        assert!(err.to_string().contains("https"));
+        let err = AgentConfig::from_toml(&format!("{base}broker = \"https://x\"\nverify = false"))
+            .unwrap_err();
+        assert!(err.to_string().contains("verify"));
+    }
+
+    #[test]
+    fn the_agent_config_takes_a_proxy_table() {
+        let base = "broker = \"https://b:443\"\ntenant = \"a\"\nlisten_key_file = \"k\"\n";
+        let config = AgentConfig::from_toml(&format!(
+            "{base}[proxy]\nurl = \"http://proxy.corp.example:3128\"\nusername = \"svc\"\npassword_file = \"/p\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.proxy.unwrap().url, "http://proxy.corp.example:3128");
+        let err = AgentConfig::from_toml(&format!(
+            "{base}[proxy]\nurl = \"https://proxy.corp.example:3128\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("https:// proxies are not supported"),
+            "{err}"
+        );
+        let err = AgentConfig::from_toml(&format!(
+            "{base}[proxy]\nurl = \"http://p:1\"\npassword = \"x\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("password"), "{err}");
+    }
+}
