@@ -13,9 +13,9 @@ use serde::Serialize;
 use super::config::{AgentConfig, ForestKind};
 use super::forests::open_forests;
 use super::keyring::Keyring;
+use directory::ContainerRights;
 use relay_client::connect::BrokerEndpoint;
 use relay_client::credential::{Authorize, Credential};
-use directory::ContainerRights;
 use relay_client::error::ClientError;
 
 /// Skew beyond this is reported as a problem (envelopes allow 60 s).

@@ -10,8 +10,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use envelope::keystore::{self, KeystoreError};
 use envelope::{KeyPair, PublicKey};
-use serde::{Deserialize, Serialize};
 use relay_client::enrollment::EnrollmentError;
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 /// One of the agent's key pairs.

@@ -49,14 +49,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 pub use config::AgentConfig;
-pub use service::{Agent, StartError, start};
 pub use handler::{HandlerError, IncomingRequest, NoOperations, RequestHandler};
+pub use service::{Agent, StartError, start};
 use session::{SessionContext, SessionEnd, SessionError, run_session};
 
-use relay_client::connect::BrokerEndpoint;
-use relay_client::credential::{Credential, CredentialError};
 use backoff::Backoff;
 use outbox::Outbox;
+use relay_client::connect::BrokerEndpoint;
+use relay_client::credential::{Credential, CredentialError};
 
 /// A session that stayed up this long resets the backoff.
 pub const HEALTHY_SESSION: Duration = Duration::from_secs(60);

@@ -23,9 +23,9 @@ use tracing::info;
 
 use super::config::AgentConfig;
 use super::keyring::{AgentKey, Keyring, KeyringError};
-use relay_client::enrollment::EnrollmentBundle;
 use relay_client::connect::{BrokerEndpoint, ConnectError};
 use relay_client::credential::{Authorize, Credential, CredentialError};
+use relay_client::enrollment::EnrollmentBundle;
 use relay_client::error::ClientError;
 
 #[derive(Debug, thiserror::Error)]

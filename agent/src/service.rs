@@ -122,9 +122,7 @@ pub async fn start(config: AgentConfig, shutdown: CancellationToken) -> Result<A
     };
     let handler: Arc<dyn RequestHandler> = match &config.key_file {
         Some(path) => {
-            let password = config
-                .setup_password()
-                .ok_or(StartError::NoSetupPassword)?;
+            let password = config.setup_password().ok_or(StartError::NoSetupPassword)?;
             let keys = KeySource::keyring(path, password)?;
             let state_dir = config.state_dir();
             std::fs::create_dir_all(&state_dir).map_err(|source| StartError::StateDir {

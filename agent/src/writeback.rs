@@ -18,9 +18,9 @@ use tracing::{info, warn};
 use super::envelopes::Operations;
 use super::eventlog::{Event, EventLog, Level, ids};
 use crate::connector::{ConnectorSpace, Unresolved};
-use relay_client::outcome::outcome_name;
 use directory::{Account, Directory, Refusal, ResultantPolicy};
 use limits::{AccountLimiter, Limited};
+use relay_client::outcome::outcome_name;
 
 pub struct Writeback {
     pub tenant: String,

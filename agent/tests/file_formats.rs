@@ -4,10 +4,10 @@
 //! file and an enrollment bundle made by another implementation must work
 //! here, and the source anchor must be the bytes AD returns.
 
-use directory::sd::guid_string;
-use relay_client::enrollment::EnrollmentBundle;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use directory::sd::guid_string;
+use relay_client::enrollment::EnrollmentBundle;
 
 fn vector() -> Vec<(String, String)> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md");

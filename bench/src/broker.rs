@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use agent_client::admin::{AdminClient, TenantKeys};
-use agent_client::connect::BrokerEndpoint;
-use agent_client::credential::{Credential, read_key_file};
 use anyhow::{Context, bail};
 use broker::tls::DevPki;
+use relay_client::admin::{AdminClient, TenantKeys};
+use relay_client::connect::BrokerEndpoint;
+use relay_client::credential::{Credential, read_key_file};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::procs::Proc;

@@ -55,8 +55,7 @@ impl EnrollmentBundle {
         self.portal_keys
             .iter()
             .map(|p| {
-                decode_public(p)
-                    .ok_or_else(|| EnrollmentError("a portal key is not X25519".into()))
+                decode_public(p).ok_or_else(|| EnrollmentError("a portal key is not X25519".into()))
             })
             .collect()
     }

@@ -119,7 +119,10 @@ pub fn walk(
 
 /// A deny ACE that takes a write-back right from the service account.
 fn blocking_deny(a: &Ace, sids: &[String]) -> bool {
-    !a.allow && !is_inherited(a) && for_users(a) && DirectoryRight::ALL.iter().any(|r| speaks(a, *r, sids))
+    !a.allow
+        && !is_inherited(a)
+        && for_users(a)
+        && DirectoryRight::ALL.iter().any(|r| speaks(a, *r, sids))
 }
 
 /// The DACL of `held` without the denies that take write-back rights from

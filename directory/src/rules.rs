@@ -4,7 +4,6 @@
 //! refusal names the rule AD would apply), feeding them the policy and the
 //! time.
 
-
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 

@@ -7,11 +7,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agent_client::connect::{BrokerEndpoint, ConnectError};
-use agent_client::credential::{CredentialError, read_key_file};
-use agent_client::portal::PortalClient;
-use agent_client::sealed::SealedPortal;
 use envelope::{Fingerprint, KeyError, KeyPair};
+use relay_client::connect::{BrokerEndpoint, ConnectError};
+use relay_client::credential::{CredentialError, read_key_file};
+use relay_client::portal_client::PortalClient;
+use relay_client::sealed::SealedPortal;
 use serde::{Deserialize, Deserializer};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

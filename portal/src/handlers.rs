@@ -18,8 +18,6 @@
 
 use std::time::{Duration, Instant};
 
-use agent_client::agent::writeback::outcome_name;
-use agent_client::connect::{CONNECT_TIMEOUT, HANDSHAKE_ALLOWANCE};
 use axum::Router;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
@@ -29,6 +27,8 @@ use axum::routing::{get, post};
 use envelope::body::outcome;
 use envelope::{Anchor, Password, ReplyBody, RequestBody};
 use proto::pb::Operation;
+use relay_client::connect::{CONNECT_TIMEOUT, HANDSHAKE_ALLOWANCE};
+use relay_client::outcome::outcome_name;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
 use tracing::{error, info, warn};
@@ -454,7 +454,7 @@ async fn unlock(
 }
 
 /// "Check again": the late answer of a request whose outcome was unknown,
-/// opened with the reply key the shared [`agent_client::sealed::SealedPortal`] kept.
+/// opened with the reply key the shared [`relay_client::sealed::SealedPortal`] kept.
 async fn check_again(
     State(state): State<AppState>,
     visitor: Visitor,

@@ -7,15 +7,15 @@
 //! so (the agent's authenticated word), or nothing left this portal. The
 //! broker is not trusted (PROTOCOL.md "Threat model"): it can deliver the
 //! envelope and then answer with any status, so a failure it reports
-//! ([`agent_client::sealed::Provenance::Broker`]), and a sealed NOT_APPLIED
+//! ([`relay_client::sealed::Provenance::Broker`]), and a sealed NOT_APPLIED
 //! (which covers one delivery only), are shown as "could not confirm".
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use agent_client::ClientError;
-use agent_client::sealed::SealedError;
 use envelope::{Outcome, ReplyBody};
 use proto::Reason;
+use relay_client::ClientError;
+use relay_client::sealed::SealedError;
 
 use crate::Task;
 use crate::policy::detail;
@@ -238,7 +238,7 @@ fn agents_words(reply: &ReplyBody) -> String {
     if message.is_empty() {
         return format!(
             "The request was refused ({}).",
-            agent_client::agent::writeback::outcome_name(reply.outcome)
+            relay_client::outcome::outcome_name(reply.outcome)
         );
     }
     let mut chars = message.chars();

@@ -3,14 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use relay_client::admin::AdminClient;
-use relay_client::outcome::outcome_name;
-use relay_client::connect::BrokerEndpoint;
-use relay_client::credential::{Credential, read_key_file};
-use relay_client::portal_client::PortalClient;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use proto::pb;
+use relay_client::admin::AdminClient;
+use relay_client::connect::BrokerEndpoint;
+use relay_client::credential::{Credential, read_key_file};
+use relay_client::outcome::outcome_name;
+use relay_client::portal_client::PortalClient;
 use sas::{KeySlot, Right};
 
 /// Operator and portal command line for the relay broker.
@@ -377,8 +377,8 @@ fn read_password(path: &Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
 }
 
 async fn portal(cli: &Cli, endpoint: &BrokerEndpoint, cmd: &PortalCommand) -> anyhow::Result<()> {
-    use relay_client::sealed::SealedPortal;
     use envelope::{Anchor, Password, RequestBody};
+    use relay_client::sealed::SealedPortal;
     let (tenant, trust, body, operation) = match cmd {
         PortalCommand::Keygen {
             tenant,

@@ -108,7 +108,7 @@ mod tests {
         let text = AgentToml::new("https://h:1", ca, "t", "a", Path::new("/k"))
             .line("drain_grace = \"2s\"")
             .build();
-        let config = agent_client::agent::AgentConfig::from_toml(&text).expect("valid");
+        let config = writeback_agent::AgentConfig::from_toml(&text).expect("valid");
         assert_eq!(
             (config.tenant.as_str(), config.agent_id().as_str()),
             ("t", "a")

@@ -7,12 +7,12 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_client::agent::{AgentConfig, AgentEvent, HandlerError, IncomingRequest, RequestHandler};
 use sas::{KeySlot, Right};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use writeback_agent::{AgentConfig, AgentEvent, HandlerError, IncomingRequest, RequestHandler};
 
 use crate::{BrokerProcess, STARTUP_TIMEOUT, Tenant, bin, write_key};
 

@@ -34,11 +34,11 @@ use crate::agent_toml::AgentToml;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use agent_client::Reason;
-use agent_client::directory::embedded::EmbeddedDirectory;
-use agent_client::portal::PortalClient;
-use agent_client::sealed::SealedPortal;
+use directory::embedded::EmbeddedDirectory;
 use envelope::{Fingerprint, KeyPair};
+use relay_client::Reason;
+use relay_client::portal_client::PortalClient;
+use relay_client::sealed::SealedPortal;
 use sas::{KeySlot, Right};
 use tokio::sync::{Semaphore, SemaphorePermit};
 

@@ -7,11 +7,11 @@ use crate::agent_toml::AgentToml;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use agent_client::agent::keyring::EnrollmentBundle;
-use agent_client::directory::embedded::EmbeddedDirectory;
-use agent_client::sealed::SealedPortal;
+use directory::embedded::EmbeddedDirectory;
 use envelope::{Anchor, KeyPair, Password, ReplyBody, RequestBody};
 use proto::pb::Operation;
+use relay_client::enrollment::EnrollmentBundle;
+use relay_client::sealed::SealedPortal;
 use sas::{KeySlot, Right};
 use tokio::io::{AsyncBufReadExt, BufReader};
 

@@ -32,10 +32,10 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use agent_client::admin::{AdminClient, TenantKeys};
-use agent_client::connect::BrokerEndpoint;
-use agent_client::credential::Credential;
-use agent_client::portal::PortalClient;
+use relay_client::admin::{AdminClient, TenantKeys};
+use relay_client::connect::BrokerEndpoint;
+use relay_client::credential::Credential;
+use relay_client::portal_client::PortalClient;
 use sas::{Key, KeySlot, Right};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -68,7 +68,9 @@ pub fn bin_dir() -> &'static Path {
             "-p",
             "broker",
             "-p",
-            "agent-client",
+            "writeback-agent",
+            "-p",
+            "relayctl",
             "-p",
             "portal",
             "--bins",
@@ -128,25 +130,25 @@ pub async fn await_line(
 
 /// A running in-process agent: its events, its stop switch and its task.
 pub struct Spawned {
-    pub events: tokio::sync::mpsc::UnboundedReceiver<agent_client::agent::AgentEvent>,
+    pub events: tokio::sync::mpsc::UnboundedReceiver<writeback_agent::AgentEvent>,
     pub shutdown: tokio_util::sync::CancellationToken,
     pub task: tokio::task::JoinHandle<()>,
 }
 
 /// Runs the agent library's real session loop with `handler` on a task.
 pub fn spawn_agent(
-    config: agent_client::agent::AgentConfig,
-    handler: std::sync::Arc<dyn agent_client::agent::RequestHandler>,
+    config: writeback_agent::AgentConfig,
+    handler: std::sync::Arc<dyn writeback_agent::RequestHandler>,
 ) -> Spawned {
     let (tx, events) = tokio::sync::mpsc::unbounded_channel();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            agent_client::agent::run(
+            writeback_agent::run(
                 &config,
                 handler,
-                agent_client::agent::EventSink::new(tx),
+                writeback_agent::EventSink::new(tx),
                 shutdown,
             )
             .await
@@ -162,12 +164,12 @@ pub fn spawn_agent(
 
 /// Waits for the next Connected event of an in-process agent.
 pub async fn await_connected(
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<agent_client::agent::AgentEvent>,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<writeback_agent::AgentEvent>,
     who: &str,
 ) -> String {
     let wait = async {
         while let Some(event) = events.recv().await {
-            if let agent_client::agent::AgentEvent::Connected { session_id, .. } = event {
+            if let writeback_agent::AgentEvent::Connected { session_id, .. } = event {
                 return Some(session_id);
             }
         }
@@ -361,7 +363,7 @@ impl BrokerProcess {
     }
 
     pub fn operator_key(&self) -> Key {
-        agent_client::credential::read_key_file(&self.data_dir().join("operator.key"))
+        relay_client::credential::read_key_file(&self.data_dir().join("operator.key"))
             .expect("operator key")
     }
 
@@ -498,8 +500,8 @@ pub fn write_key(dir: &Path, name: &str, key: &Key) -> PathBuf {
 
 /// The relay reason of a failed client call.
 pub fn reason<T: std::fmt::Debug>(
-    result: Result<T, agent_client::ClientError>,
-) -> agent_client::Reason {
+    result: Result<T, relay_client::ClientError>,
+) -> relay_client::Reason {
     let err = result.expect_err("the call should fail");
     err.reason()
         .unwrap_or_else(|| panic!("error without a relay reason: {err}"))
@@ -511,7 +513,7 @@ pub fn reason<T: std::fmt::Debug>(
 pub async fn await_outcome(
     portal: &PortalClient,
     request_id: &str,
-) -> Result<agent_client::portal::Submitted, agent_client::ClientError> {
+) -> Result<relay_client::portal_client::Submitted, relay_client::ClientError> {
     let started = std::time::Instant::now();
     loop {
         match portal.outcome(request_id).await {
@@ -540,7 +542,7 @@ pub async fn submit_any(
     agents: &[&str],
     first: usize,
     timeout: Option<Duration>,
-) -> Result<agent_client::portal::Submitted, agent_client::ClientError> {
+) -> Result<relay_client::portal_client::Submitted, relay_client::ClientError> {
     use proto::Reason;
     let mut last = None;
     for k in 0..agents.len() {
@@ -561,11 +563,11 @@ pub async fn submit_any(
                 .await;
         }
         let moved_on = match &result {
-            Err(agent_client::ClientError::Relay {
+            Err(relay_client::ClientError::Relay {
                 reason: Reason::NoAgentOnline | Reason::AgentsBusy,
                 ..
             }) => true,
-            Err(agent_client::ClientError::Relay {
+            Err(relay_client::ClientError::Relay {
                 reason: Reason::OutcomeUnknown,
                 metadata,
                 ..
@@ -591,7 +593,7 @@ pub async fn submit_pinged(
     operation: proto::pb::Operation,
     envelope: Vec<u8>,
     timeout: Option<Duration>,
-) -> Result<agent_client::portal::Submitted, agent_client::ClientError> {
+) -> Result<relay_client::portal_client::Submitted, relay_client::ClientError> {
     let mut last = None;
     for _ in 0..3 {
         let agent = match portal.ping(timeout).await {
@@ -610,7 +612,7 @@ pub async fn submit_pinged(
         .await;
         let moved_on = matches!(
             &result,
-            Err(agent_client::ClientError::Relay {
+            Err(relay_client::ClientError::Relay {
                 reason: proto::Reason::NoAgentOnline | proto::Reason::AgentsBusy,
                 ..
             })

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_client::portal::PortalClient;
+use relay_client::portal_client::PortalClient;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

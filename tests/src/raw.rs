@@ -7,7 +7,6 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_client::agent::{AgentConfig, AgentEvent, NoOperations};
 use prost::Message;
 use prost::bytes::BufMut;
 use proto::pb::{self, agent_frame, broker_frame};
@@ -18,6 +17,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::{Request, Status, Streaming};
+use writeback_agent::{AgentConfig, AgentEvent, NoOperations};
 
 use crate::{BrokerProcess, STARTUP_TIMEOUT, Tenant, write_key};
 

@@ -6,15 +6,13 @@ use crate::agent_toml::AgentToml;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use agent_client::agent::envelopes::{
-    DurableReplay, EnvelopeHandler, KeySource, Operations, Validity,
-};
-use agent_client::agent::keyring::{AgentKey, Keyring};
-use agent_client::agent::{AgentConfig, AgentEvent};
 use envelope::body::outcome;
 use envelope::{KeyPair, ReplyBody, RequestBody, RequestHeader};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use writeback_agent::envelopes::{DurableReplay, EnvelopeHandler, KeySource, Operations, Validity};
+use writeback_agent::keyring::{AgentKey, Keyring};
+use writeback_agent::{AgentConfig, AgentEvent};
 
 use crate::write_key;
 

@@ -5,10 +5,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use agent_client::ClientError;
-use agent_client::Reason;
-use agent_client::portal::{PortalClient, Submitted};
 use proto::pb::Operation;
+use relay_client::ClientError;
+use relay_client::Reason;
+use relay_client::portal_client::{PortalClient, Submitted};
 use sas::Right;
 use tests::connect_proxy::ConnectProxy;
 use tests::faults::FaultProxy;

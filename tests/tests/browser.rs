@@ -160,7 +160,7 @@ async fn result_text(browser: &Browser) -> String {
 
 #[tokio::test]
 async fn a_user_resets_changes_and_unlocks_in_the_portal_with_the_keyboard() {
-    use agent_client::directory::embedded::EmbeddedDirectory;
+    use directory::embedded::EmbeddedDirectory;
     use envelope::Password;
     use tests::deployment::{Deployment, WebPortal};
 
@@ -266,7 +266,7 @@ async fn a_user_resets_changes_and_unlocks_in_the_portal_with_the_keyboard() {
 
 #[tokio::test]
 async fn a_locked_out_user_who_resets_can_sign_in_as_the_page_says() {
-    use agent_client::directory::embedded::EmbeddedDirectory;
+    use directory::embedded::EmbeddedDirectory;
     use envelope::Password;
     use tests::deployment::{Deployment, WebPortal};
 

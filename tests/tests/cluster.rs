@@ -8,12 +8,12 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use agent_client::ClientError;
-use agent_client::Reason;
-use agent_client::portal::{PortalClient, Submitted};
 use envelope::body::outcome;
 use envelope::{Anchor, Password, RequestBody};
 use proto::pb::Operation;
+use relay_client::ClientError;
+use relay_client::Reason;
+use relay_client::portal_client::{PortalClient, Submitted};
 use tests::agents::EchoAgentBuilder;
 use tests::cluster::{BrokerCluster, BrokerClusterBuilder, WritebackAgent, metric};
 use tests::{Tenant, await_outcome};
@@ -1137,8 +1137,8 @@ async fn every_relayed_request_has_its_outcome_on_every_node() {
 /// A refusal after opening crosses as the sealed answer it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_crossing_nodes_keeps_its_typed_code() {
-    use agent_client::EnvelopeRefusal;
     use proto::time::unix_ms;
+    use relay_client::EnvelopeRefusal;
     use sas::{KeySlot, Right};
     use tests::sealed::{SealedAgent, onboard, seal_reset};
 

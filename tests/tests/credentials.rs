@@ -2,14 +2,14 @@
 //! credentials act on that tenant only, expired and forged tokens are
 //! refused, and keys rotate without dropping agents that moved to the other key.
 
-use agent_client::Reason;
-use agent_client::admin::AdminClient;
-use agent_client::credential::Credential;
-use agent_client::portal::PortalClient;
 use proto::pb::agent_gateway_client::AgentGatewayClient;
 use proto::pb::relay_client::RelayClient;
 use proto::pb::{self, Operation, agent_frame};
 use proto::time::unix_secs;
+use relay_client::Reason;
+use relay_client::admin::AdminClient;
+use relay_client::credential::Credential;
+use relay_client::portal_client::PortalClient;
 use sas::{Key, KeySlot, Right};
 use tests::{BrokerBuilder, reason};
 use tonic::Code;

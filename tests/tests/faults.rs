@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use agent_client::admin::AdminClient;
-use agent_client::credential::Credential;
-use agent_client::proxy::ProxyConfig;
+use relay_client::admin::AdminClient;
+use relay_client::credential::Credential;
+use relay_client::proxy::ProxyConfig;
 use tests::BrokerBuilder;
 use tests::connect_proxy::ConnectProxy;
 use tests::faults::FaultProxy;

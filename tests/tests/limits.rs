@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use agent_client::credential::Authorize;
-use agent_client::{ClientError, Reason};
 use proto::pb::relay_client::RelayClient;
 use proto::pb::{self, GoodbyeReason, Operation};
+use relay_client::credential::Authorize;
+use relay_client::{ClientError, Reason};
 use sas::Right;
 use tests::pressure::{Bystander, ProcStat, Sampler, assert_unharmed};
 use tests::raw::{self, RawSession};

@@ -300,11 +300,11 @@ async fn a_held_back_request_expires_and_the_refusal_reports_the_measured_skew()
 /// that nothing was changed.
 #[tokio::test]
 async fn an_invented_no_agent_online_after_delivery_is_only_the_brokers_word() {
-    use agent_client::connect::BrokerEndpoint;
-    use agent_client::portal::PortalClient;
-    use agent_client::sealed::{Provenance, SealedPortal};
     use portal::Task;
     use portal::outcomes::{Failure, Trouble, failure};
+    use relay_client::connect::BrokerEndpoint;
+    use relay_client::portal_client::PortalClient;
+    use relay_client::sealed::{Provenance, SealedPortal};
 
     let evil = MaliciousBroker::start().await;
     let contoso = onboard("contoso");
@@ -380,9 +380,9 @@ async fn an_invented_no_agent_online_after_delivery_is_only_the_brokers_word() {
 
 /// The same error again (SealedError is not Clone): the broker's status as
 /// the SDK read it.
-fn rebuild(err: &agent_client::sealed::SealedError) -> agent_client::sealed::SealedError {
-    use agent_client::ClientError;
-    use agent_client::sealed::SealedError;
+fn rebuild(err: &relay_client::sealed::SealedError) -> relay_client::sealed::SealedError {
+    use relay_client::ClientError;
+    use relay_client::sealed::SealedError;
     match err {
         SealedError::Relay(ClientError::Relay {
             reason,

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use agent_client::Reason;
 use proto::pb::Operation;
+use relay_client::Reason;
 use sas::{KeySlot, Right};
 use tests::{BrokerBuilder, EchoAgent, http, reason};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -55,10 +55,10 @@ async fn the_store_keeps_every_tenant_across_kill_9() {
     let _agent = broker.agent_process(&tenants[0], "dc01").start().await;
     let portal = broker.portal(&tenants[0], Right::Send).await;
     assert_eq!(portal.ping(None).await.expect("ping").agent_id, "dc01");
-    let rotated_portal = agent_client::portal::PortalClient::connect(
+    let rotated_portal = relay_client::portal_client::PortalClient::connect(
         &broker.endpoint(),
         "tenant-2",
-        agent_client::credential::Credential::new("tenant-2", Right::Send, rotated),
+        relay_client::credential::Credential::new("tenant-2", Right::Send, rotated),
     )
     .await
     .expect("client");
@@ -183,10 +183,10 @@ async fn no_key_or_token_appears_in_any_log_line() {
         )
         .await;
     // Failures log too: a forged key, a wrong right, a rotation.
-    let forged = agent_client::portal::PortalClient::connect(
+    let forged = relay_client::portal_client::PortalClient::connect(
         &broker.endpoint(),
         "contoso",
-        agent_client::credential::Credential::new(
+        relay_client::credential::Credential::new(
             "contoso",
             Right::Send,
             tenant.key(Right::Listen, KeySlot::Primary),

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use agent_client::portal::{PortalClient, Submitted};
-use agent_client::{ClientError, Reason};
 use proto::pb::Operation;
+use relay_client::portal_client::{PortalClient, Submitted};
+use relay_client::{ClientError, Reason};
 use sas::Right;
 use tests::faults::FaultProxy;
 use tests::{BrokerBuilder, EchoAgent, await_outcome};

@@ -4,7 +4,7 @@
 //! one accepted and checked in the directory, and no password ever echoed
 //! into a page or written to the event log.
 
-use agent_client::directory::embedded::EmbeddedDirectory;
+use directory::embedded::EmbeddedDirectory;
 use envelope::Password;
 use tests::deployment::{Deployment, WebPortal};
 use tests::web::{Browser, Page};

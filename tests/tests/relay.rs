@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use agent_client::Reason;
 use proto::pb::Operation;
+use relay_client::Reason;
 use sas::Right;
 use tests::{BrokerBuilder, EchoAgent, reason};
 use tonic::Code;
@@ -77,7 +77,7 @@ async fn requests_reach_the_agent_of_their_own_tenant_only() {
     assert_eq!(agent_b.request_ids().len(), 10);
 
     // Tenant A's Send key cannot address tenant B.
-    let cross = agent_client::portal::PortalClient::connect(
+    let cross = relay_client::portal_client::PortalClient::connect(
         &broker.endpoint(),
         "tenant-b",
         a.credential(Right::Send),
@@ -127,7 +127,7 @@ async fn every_portal_error_has_its_own_status() {
 
     // Unknown tenant: to a token of another tenant it looks like any
     // tenant it has no key of, not "no such tenant".
-    let ghost = agent_client::portal::PortalClient::connect(
+    let ghost = relay_client::portal_client::PortalClient::connect(
         &broker.endpoint(),
         "ghost",
         tenant.credential(Right::Send),
@@ -145,7 +145,7 @@ async fn every_portal_error_has_its_own_status() {
     let err = submit("r3", vec![0; 1025], None).await.unwrap_err();
     assert_eq!(err.reason(), Some(Reason::EnvelopeTooLarge));
     match &err {
-        agent_client::ClientError::Relay { metadata, .. } => {
+        relay_client::ClientError::Relay { metadata, .. } => {
             assert_eq!(metadata.get("limit").map(String::as_str), Some("1024"));
             assert_eq!(metadata.get("size").map(String::as_str), Some("1025"));
         }
@@ -257,7 +257,7 @@ async fn an_agent_error_and_a_lost_agent_are_reported_as_such() {
     let err = call.await.expect("join").unwrap_err();
     assert_eq!(err.reason(), Some(Reason::OutcomeUnknown), "{err:?}");
     match &err {
-        agent_client::error::ClientError::Relay { metadata, .. } => {
+        relay_client::error::ClientError::Relay { metadata, .. } => {
             assert_eq!(metadata.get("request_id").map(String::as_str), Some("r2"));
             assert_eq!(
                 metadata.get("acknowledged").map(String::as_str),
@@ -325,7 +325,7 @@ async fn a_request_reaches_the_agent_it_names_and_no_other() {
     assert_eq!(err.reason(), Some(Reason::NoAgentOnline), "{err:?}");
     assert_eq!(err.code(), Some(Code::Unavailable));
     match &err {
-        agent_client::ClientError::Relay {
+        relay_client::ClientError::Relay {
             metadata, message, ..
         } => {
             assert_eq!(metadata.get("agent_id").map(String::as_str), Some("dc09"));

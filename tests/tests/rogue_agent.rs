@@ -10,10 +10,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_client::Reason;
-use agent_client::portal::PortalClient;
 use prost::Message;
 use proto::pb::{self, GoodbyeReason, Operation, agent_frame, agent_reply};
+use relay_client::Reason;
+use relay_client::portal_client::PortalClient;
 use sas::Right;
 use tests::pressure::{Bystander, ProcStat, Sampler, assert_unharmed};
 use tests::raw::{self, RawSession};

@@ -8,17 +8,18 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use agent_client::agent::AgentConfig;
-use agent_client::agent::keyring::{EnrollmentBundle, Keyring};
-use agent_client::agent::onboarding;
-use agent_client::sealed::{SealedError, SealedPortal};
 use envelope::body::outcome;
 use envelope::{Anchor, KeyPair, Password, RequestBody};
 use proto::pb::{self, Operation};
+use relay_client::enrollment::EnrollmentBundle;
+use relay_client::sealed::{SealedError, SealedPortal};
 use sas::{KeySlot, Right};
 use tests::agent_toml::AgentToml;
 use tests::sealed::{Onboarded, SETUP_PASSWORD, SealedAgent, onboard};
 use tests::{BrokerBuilder, BrokerProcess, Tenant, bin, write_key};
+use writeback_agent::AgentConfig;
+use writeback_agent::keyring::Keyring;
+use writeback_agent::onboarding;
 
 const PASSWORD: &str = "Correct-Horse-Battery-Staple-42";
 
@@ -470,9 +471,9 @@ async fn a_full_reset_leaves_no_password_in_the_broker() {
 /// sealed as NOT_APPLIED.
 #[tokio::test]
 async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
-    use agent_client::EnvelopeRefusal;
-    use agent_client::sealed::Provenance;
     use proto::time::unix_ms;
+    use relay_client::EnvelopeRefusal;
+    use relay_client::sealed::Provenance;
     use tests::sealed::seal_reset;
 
     let broker = BrokerBuilder::new().start().await;
@@ -541,11 +542,11 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
             .expect_err("refused");
         assert_eq!(
             err.reason(),
-            Some(agent_client::Reason::AgentError),
+            Some(relay_client::Reason::AgentError),
             "{err}"
         );
         assert_eq!(err.refusal(), Some(expected), "{err}");
-        let agent_client::ClientError::Relay { metadata, .. } = &err else {
+        let relay_client::ClientError::Relay { metadata, .. } = &err else {
             panic!("{err:?}");
         };
         assert_eq!(
@@ -616,7 +617,7 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
             .await
         {
             Err(e)
-                if e.reason() == Some(agent_client::Reason::DuplicateRequestId)
+                if e.reason() == Some(relay_client::Reason::DuplicateRequestId)
                     && began.elapsed() < Duration::from_secs(5) =>
             {
                 tokio::time::sleep(Duration::from_millis(20)).await
@@ -637,7 +638,7 @@ async fn every_refusal_reaches_the_sdk_typed_and_get_outcome_returns_it() {
             .await
         {
             Err(e)
-                if e.reason() == Some(agent_client::Reason::DuplicateRequestId)
+                if e.reason() == Some(relay_client::Reason::DuplicateRequestId)
                     && began.elapsed() < Duration::from_secs(5) =>
             {
                 tokio::time::sleep(Duration::from_millis(20)).await

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use agent_client::Reason;
 use proto::pb::Operation;
 use proto::time::unix_secs;
+use relay_client::Reason;
 use sas::{Key, KeySlot, Right};
 use tests::http_request::{self, Response};
 use tests::{BrokerBuilder, BrokerProcess, EchoAgent, STARTUP_TIMEOUT, http, reason};

@@ -4,7 +4,7 @@
 //! its details checked; the event log holds the matching Entra event ids
 //! and never a password.
 
-use agent_client::directory::Directory;
+use directory::Directory;
 use envelope::body::outcome;
 use envelope::{Anchor, Password, RequestBody};
 use proto::pb::Operation;

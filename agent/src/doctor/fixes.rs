@@ -223,7 +223,11 @@ mod tests {
         }
     }
 
-    fn container(dn: &str, ungranted: &[DirectoryRight], blocked_at: Option<&str>) -> ContainerRights {
+    fn container(
+        dn: &str,
+        ungranted: &[DirectoryRight],
+        blocked_at: Option<&str>,
+    ) -> ContainerRights {
         ContainerRights {
             dn: dn.into(),
             is_ou: true,
@@ -242,7 +246,10 @@ mod tests {
         let rights = [
             container(
                 &format!("OU=Team-A,OU=Dept-Sales,{west}"),
-                &[DirectoryRight::ResetPassword, DirectoryRight::WritePwdLastSet],
+                &[
+                    DirectoryRight::ResetPassword,
+                    DirectoryRight::WritePwdLastSet,
+                ],
                 Some(west),
             ),
             container(
@@ -250,7 +257,11 @@ mod tests {
                 &[DirectoryRight::WriteLockoutTime],
                 Some(west),
             ),
-            container("OU=Other,DC=doctor,DC=test", &[DirectoryRight::ResetPassword], None),
+            container(
+                "OU=Other,DC=doctor,DC=test",
+                &[DirectoryRight::ResetPassword],
+                None,
+            ),
         ];
         let f = directory_fixes(&rights, &account());
         assert_eq!(

@@ -8,7 +8,7 @@ use envelope::{Anchor, KeyId, Password};
 
 use super::*;
 use crate::config::AgentConfig;
-use directory::{ContainerRights, DirectoryError, Imported, Policy, DirectoryRight};
+use directory::{ContainerRights, DirectoryError, DirectoryRight, Imported, Policy};
 
 /// A forest whose operations all succeed and are counted per DN.
 struct Counting {

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use agent_client::connect::BrokerEndpoint;
 use anyhow::Context as _;
+use relay_client::connect::BrokerEndpoint;
 use tonic::transport::{Channel, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 

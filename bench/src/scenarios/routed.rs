@@ -14,23 +14,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use agent_client::admin::TenantKeys;
-use agent_client::agent::envelopes::{
-    DurableReplay, EnvelopeHandler, KeySource, Operations, Validity,
-};
-use agent_client::agent::{AgentConfig, AgentEvent, EventSink};
-use agent_client::credential::{Authorize, Credential};
-use agent_client::portal::PortalClient;
-use agent_client::sealed::SealedPortal;
 use anyhow::Context as _;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use envelope::body::outcome;
 use envelope::{KeyPair, PublicKey, ReplyBody, RequestBody, RequestHeader};
 use proto::pb::{self, Operation};
+use relay_client::admin::TenantKeys;
+use relay_client::credential::{Authorize, Credential};
+use relay_client::portal_client::PortalClient;
+use relay_client::sealed::SealedPortal;
 use sas::{KeySlot, Right};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use writeback_agent::envelopes::{DurableReplay, EnvelopeHandler, KeySource, Operations, Validity};
+use writeback_agent::{AgentConfig, AgentEvent, EventSink};
 
 use super::Context;
 use crate::broker::Broker;
@@ -86,7 +84,7 @@ impl Operations for Succeed {
 
 /// Runs the agent until killed; prints `connected` for each session.
 pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
-    agent_client::telemetry::init(Default::default());
+    writeback_agent::telemetry::init(Default::default());
     let config = AgentConfig::from_toml(&format!(
         "broker = {:?}\nca_file = {:?}\ntenant = {TENANT:?}\nagent_id = {AGENT_ID:?}\n\
          listen_key_file = {:?}\n",
@@ -115,7 +113,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
             }
         }
     });
-    agent_client::agent::run(
+    writeback_agent::run(
         &config,
         handler,
         EventSink::new(tx),

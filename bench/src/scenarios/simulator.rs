@@ -3,7 +3,7 @@
 //! `OpenSession` stream: Hello with a fresh Listen token, Welcome, then a
 //! heartbeat every interval the broker asks for, a token renewal at
 //! half-life, nothing else. When a session ends it reconnects with the real
-//! agent's backoff (`agent_client::agent::backoff`, the agent's default
+//! agent's backoff (`writeback_agent::backoff`, the agent's default
 //! 500 ms to 30 s, full jitter, reset after a healthy minute), so a restart
 //! of the broker meets the reconnect storm real agents would make.
 
@@ -14,18 +14,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_client::agent::HEALTHY_SESSION;
-use agent_client::agent::backoff::Backoff;
-use agent_client::connect::{BrokerEndpoint, CONNECT_TIMEOUT, HANDSHAKE_ALLOWANCE};
-use agent_client::credential::Credential;
 use anyhow::{Context as _, bail};
 use proto::pb::agent_gateway_client::AgentGatewayClient;
 use proto::pb::broker_frame::Frame as BrokerFrameKind;
 use proto::pb::{self, AgentFrame, agent_frame};
+use relay_client::connect::{BrokerEndpoint, CONNECT_TIMEOUT, HANDSHAKE_ALLOWANCE};
+use relay_client::credential::Credential;
 use sas::{Key, Right};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
+use writeback_agent::HEALTHY_SESSION;
+use writeback_agent::backoff::Backoff;
 
 /// The agent's defaults (`reconnect_min`, `reconnect_max`, `token_lifetime`).
 const RECONNECT_MIN: Duration = Duration::from_millis(500);

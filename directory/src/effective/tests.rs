@@ -171,7 +171,13 @@ fn a_deny_at_an_ancestor_is_named_with_the_dacl_that_removes_it() {
     );
     // A grant would not help: doctor must not loop on one.
     assert_eq!(
-        walk(Some(users[0]), &chain, DirectoryRight::ResetPassword, &sids(), false),
+        walk(
+            Some(users[0]),
+            &chain,
+            DirectoryRight::ResetPassword,
+            &sids(),
+            false
+        ),
         Walk::Denied {
             at: "OU=NoReset,OU=Corp,DC=x".into(),
             ace: deny
@@ -194,7 +200,8 @@ fn a_deny_on_the_user_object_is_named_there() {
         },
     ];
     let mut u = user(&delegation());
-    u.dacl.insert(0, ace(false, 0, DirectoryRight::WritePwdLastSet, SVC));
+    u.dacl
+        .insert(0, ace(false, 0, DirectoryRight::WritePwdLastSet, SVC));
     let other = user(&delegation());
     let users = [
         Held {
@@ -244,7 +251,12 @@ fn only_inheritable_grants_for_users_and_for_the_service_account_count() {
     let here_only = ace(true, 0, DirectoryRight::ResetPassword, SVC);
     let mut for_groups = ace(true, CI_IO, DirectoryRight::WriteLockoutTime, SVC);
     for_groups.inherited_object_type = Some("bf967a9c-0de6-11d0-a285-00aa003049e2".into());
-    let someone_else = ace(true, CI_IO, DirectoryRight::WritePwdLastSet, "S-1-5-21-1-2-3-9999");
+    let someone_else = ace(
+        true,
+        CI_IO,
+        DirectoryRight::WritePwdLastSet,
+        "S-1-5-21-1-2-3-9999",
+    );
     let mut grandchildren_miss = ace(true, CI_IO, DirectoryRight::ChangePassword, SVC);
     grandchildren_miss.flags |= NO_PROPAGATE_INHERIT;
     let ou = sd(false, vec![here_only, for_groups, someone_else]);
@@ -276,7 +288,10 @@ fn stored_order_decides_for_the_user() {
     };
     let u = sd(
         false,
-        vec![inherited_deny, ace(true, 0, DirectoryRight::ResetPassword, SVC)],
+        vec![
+            inherited_deny,
+            ace(true, 0, DirectoryRight::ResetPassword, SVC),
+        ],
     );
     assert!(!stored_grants(&u, DirectoryRight::ResetPassword, &sids()));
     let io = Ace {
@@ -294,7 +309,12 @@ fn stored_order_decides_for_the_user() {
 fn a_dacl_with_aces_it_cannot_render_is_not_rewritten() {
     let mut s = sd(
         false,
-        vec![ace(false, CONTAINER_INHERIT, DirectoryRight::ResetPassword, SVC)],
+        vec![ace(
+            false,
+            CONTAINER_INHERIT,
+            DirectoryRight::ResetPassword,
+            SVC,
+        )],
     );
     assert_eq!(dacl_without_denies(&s, &sids()).as_deref(), Some("D:AI"));
     s.skipped = 1;

@@ -35,10 +35,16 @@ impl AceRight {
         match self {
             AceRight::Right(r) => r == right,
             AceRight::AllExtendedRights => {
-                matches!(right, DirectoryRight::ResetPassword | DirectoryRight::ChangePassword)
+                matches!(
+                    right,
+                    DirectoryRight::ResetPassword | DirectoryRight::ChangePassword
+                )
             }
             AceRight::WriteAllProperties => {
-                matches!(right, DirectoryRight::WriteLockoutTime | DirectoryRight::WritePwdLastSet)
+                matches!(
+                    right,
+                    DirectoryRight::WriteLockoutTime | DirectoryRight::WritePwdLastSet
+                )
             }
             AceRight::GenericAll => true,
         }
@@ -289,21 +295,39 @@ mod tests {
             Ace::allow(DirectoryRight::ChangePassword, SVC, false),
         ];
         let chain = [level(&[], false), level(&[], false), level(&top, false)];
-        assert_eq!(check(&chain, DirectoryRight::ResetPassword), Access::Granted);
-        assert_eq!(check(&chain, DirectoryRight::ChangePassword), Access::NotGranted);
-        assert_eq!(check(&chain, DirectoryRight::WritePwdLastSet), Access::NotGranted);
+        assert_eq!(
+            check(&chain, DirectoryRight::ResetPassword),
+            Access::Granted
+        );
+        assert_eq!(
+            check(&chain, DirectoryRight::ChangePassword),
+            Access::NotGranted
+        );
+        assert_eq!(
+            check(&chain, DirectoryRight::WritePwdLastSet),
+            Access::NotGranted
+        );
         // Granted to a group the caller is in; others' grants do not count.
         let via_group = [
             Ace::allow(DirectoryRight::WritePwdLastSet, GROUP, true),
             Ace::allow(DirectoryRight::WriteLockoutTime, "CN=Other,DC=x", true),
         ];
         let chain = [level(&[], false), level(&via_group, false)];
-        assert_eq!(check(&chain, DirectoryRight::WritePwdLastSet), Access::Granted);
-        assert_eq!(check(&chain, DirectoryRight::WriteLockoutTime), Access::NotGranted);
+        assert_eq!(
+            check(&chain, DirectoryRight::WritePwdLastSet),
+            Access::Granted
+        );
+        assert_eq!(
+            check(&chain, DirectoryRight::WriteLockoutTime),
+            Access::NotGranted
+        );
         // Non-inheritable ACEs on the object itself apply to it.
         let own = [Ace::allow(DirectoryRight::ChangePassword, SVC, false)];
         let chain = [level(&own, false)];
-        assert_eq!(check(&chain, DirectoryRight::ChangePassword), Access::Granted);
+        assert_eq!(
+            check(&chain, DirectoryRight::ChangePassword),
+            Access::Granted
+        );
     }
 
     #[test]
@@ -312,11 +336,17 @@ mod tests {
             (AceRight::GenericAll, DirectoryRight::ALL.to_vec()),
             (
                 AceRight::AllExtendedRights,
-                vec![DirectoryRight::ResetPassword, DirectoryRight::ChangePassword],
+                vec![
+                    DirectoryRight::ResetPassword,
+                    DirectoryRight::ChangePassword,
+                ],
             ),
             (
                 AceRight::WriteAllProperties,
-                vec![DirectoryRight::WriteLockoutTime, DirectoryRight::WritePwdLastSet],
+                vec![
+                    DirectoryRight::WriteLockoutTime,
+                    DirectoryRight::WritePwdLastSet,
+                ],
             ),
         ];
         for (broad, covered) in cases {
@@ -343,13 +373,19 @@ mod tests {
         ];
         let chain = [level(&[], false), level(&both, false)];
         assert_eq!(check(&chain, DirectoryRight::ResetPassword), Access::Denied);
-        assert_eq!(check(&chain, DirectoryRight::ChangePassword), Access::Granted);
+        assert_eq!(
+            check(&chain, DirectoryRight::ChangePassword),
+            Access::Granted
+        );
 
         // An explicit allow on the object beats an inherited deny.
         let own = [Ace::allow(DirectoryRight::ResetPassword, SVC, false)];
         let deny_above = [Ace::deny(DirectoryRight::ResetPassword, SVC, true)];
         let chain = [level(&own, false), level(&deny_above, false)];
-        assert_eq!(check(&chain, DirectoryRight::ResetPassword), Access::Granted);
+        assert_eq!(
+            check(&chain, DirectoryRight::ResetPassword),
+            Access::Granted
+        );
 
         // An explicit deny on the object beats an inherited allow.
         let own = [Ace::deny(DirectoryRight::ResetPassword, SVC, false)];
@@ -363,7 +399,10 @@ mod tests {
             level(&allow_above, false),
             level(&deny_above, false),
         ];
-        assert_eq!(check(&chain, DirectoryRight::ResetPassword), Access::Granted);
+        assert_eq!(
+            check(&chain, DirectoryRight::ResetPassword),
+            Access::Granted
+        );
         let chain = [
             level(&[], false),
             level(&deny_above, false),
@@ -377,7 +416,10 @@ mod tests {
         let grant = [Ace::allow(DirectoryRight::ResetPassword, SVC, true)];
         // OU chain: user <- Executives (protected) <- Users (grant).
         let chain = [level(&[], false), level(&[], true), level(&grant, false)];
-        assert_eq!(check(&chain, DirectoryRight::ResetPassword), Access::NotGranted);
+        assert_eq!(
+            check(&chain, DirectoryRight::ResetPassword),
+            Access::NotGranted
+        );
         assert_eq!(
             access_check(&chain, DirectoryRight::ResetPassword, &token, false),
             Access::Granted
@@ -392,18 +434,30 @@ mod tests {
         );
         // A grant on the protected OU itself flows to its users.
         let chain = [level(&[], false), level(&grant, true), level(&[], false)];
-        assert_eq!(check(&chain, DirectoryRight::ResetPassword), Access::Granted);
-        assert_eq!(withheld(&chain, DirectoryRight::ResetPassword, &token), None);
+        assert_eq!(
+            check(&chain, DirectoryRight::ResetPassword),
+            Access::Granted
+        );
+        assert_eq!(
+            withheld(&chain, DirectoryRight::ResetPassword, &token),
+            None
+        );
         // A protected user object receives nothing from above.
         let chain = [level(&[], true), level(&grant, false)];
-        assert_eq!(check(&chain, DirectoryRight::ResetPassword), Access::NotGranted);
+        assert_eq!(
+            check(&chain, DirectoryRight::ResetPassword),
+            Access::NotGranted
+        );
         assert_eq!(
             withheld(&chain, DirectoryRight::ResetPassword, &token).map(|w| w.blocked_at),
             Some(Some(0))
         );
         // A protected OU above the grant does not matter.
         let chain = [level(&[], false), level(&grant, false), level(&[], true)];
-        assert_eq!(check(&chain, DirectoryRight::ResetPassword), Access::Granted);
+        assert_eq!(
+            check(&chain, DirectoryRight::ResetPassword),
+            Access::Granted
+        );
     }
 
     #[test]
@@ -470,7 +524,10 @@ mod tests {
             r#"{"type":"deny","right":"00299570-246d-11d0-a768-00aa006e0529","trustee":"Everyone","inheritable":true}"#,
         )
         .unwrap();
-        assert_eq!(ace, Ace::deny(DirectoryRight::ResetPassword, "Everyone", true));
+        assert_eq!(
+            ace,
+            Ace::deny(DirectoryRight::ResetPassword, "Everyone", true)
+        );
         assert_eq!(
             serde_json::to_string(&ace).unwrap(),
             r#"{"type":"deny","right":"reset-password","trustee":"Everyone","inheritable":true}"#

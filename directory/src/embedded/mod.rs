@@ -154,14 +154,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use envelope::Password;
 
+pub use self::acl::{Ace, AceKind, AceRight};
 use self::model::{ForestFile, ForestIndex, Parent};
 pub use self::model::{Guid, WELL_KNOWN};
-pub use self::acl::{Ace, AceKind, AceRight};
-use crate::rules;
 use super::{
-    Account, ContainerRights, DenyAce, Directory, DirectoryError, Imported, Policy, Refusal,
-    ResultantPolicy, DirectoryRight,
+    Account, ContainerRights, DenyAce, Directory, DirectoryError, DirectoryRight, Imported, Policy,
+    Refusal, ResultantPolicy,
 };
+use crate::rules;
 
 /// Milliseconds since the Unix epoch.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -330,14 +330,16 @@ impl EmbeddedDirectory {
     /// a group of its or a well-known principal): the fix `doctor` prints
     /// for a deny, which no grant can override. Returns how many were
     /// removed. Persisted.
-    pub fn remove_denies(&self, object_dn: &str, right: DirectoryRight) -> Result<usize, DirectoryError> {
+    pub fn remove_denies(
+        &self,
+        object_dn: &str,
+        right: DirectoryRight,
+    ) -> Result<usize, DirectoryError> {
         self.inner.modify(|f, ix| {
             let aces = aces_of(f, ix, object_dn)?;
             let before = aces.len();
             aces.retain(|a| {
-                !(a.kind == acl::AceKind::Deny
-                    && a.right.covers(right)
-                    && ix.in_token(&a.trustee))
+                !(a.kind == acl::AceKind::Deny && a.right.covers(right) && ix.in_token(&a.trustee))
             });
             let removed = before - aces.len();
             if removed > 0 {
@@ -471,7 +473,12 @@ impl Inner {
     }
 
     /// Refuses unless the service account holds `right` on the user.
-    fn require(f: &ForestFile, ix: &ForestIndex, user: usize, right: DirectoryRight) -> Result<(), Refusal> {
+    fn require(
+        f: &ForestFile,
+        ix: &ForestIndex,
+        user: usize,
+        right: DirectoryRight,
+    ) -> Result<(), Refusal> {
         let levels = ix.user_levels(f, user);
         let in_token = |t: &str| ix.in_token(t);
         let Some(w) = acl::withheld(&levels, right, &in_token) else {

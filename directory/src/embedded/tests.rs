@@ -365,11 +365,21 @@ async fn reset_refusals_in_the_order_ad_checks_them() {
     // Permission before policy: a too-short password still gets PermissionDenied.
     assert_eq!(
         reset(ALAN, "x").await,
-        Err(denied(DirectoryRight::ResetPassword, EXEC, Some(EXEC), None))
+        Err(denied(
+            DirectoryRight::ResetPassword,
+            EXEC,
+            Some(EXEC),
+            None
+        ))
     );
     assert_eq!(
         reset(CHARLES, "Quite-G00d-Password").await,
-        Err(denied(DirectoryRight::ResetPassword, STAFF, None, Some(CHARLES)))
+        Err(denied(
+            DirectoryRight::ResetPassword,
+            STAFF,
+            None,
+            Some(CHARLES)
+        ))
     );
     assert_eq!(
         reset(ADA, "Sh0rt!").await,
@@ -477,17 +487,32 @@ async fn unlock_and_must_change_need_their_property_rights() {
         fx.dir
             .reset_password(&acct(&fx.dir, X_ADA), &p, true, false)
             .await,
-        Err(denied(DirectoryRight::WriteLockoutTime, X_PEOPLE, None, None))
+        Err(denied(
+            DirectoryRight::WriteLockoutTime,
+            X_PEOPLE,
+            None,
+            None
+        ))
     );
     assert_eq!(
         fx.dir
             .reset_password(&acct(&fx.dir, X_ADA), &p, false, true)
             .await,
-        Err(denied(DirectoryRight::WritePwdLastSet, X_PEOPLE, None, None))
+        Err(denied(
+            DirectoryRight::WritePwdLastSet,
+            X_PEOPLE,
+            None,
+            None
+        ))
     );
     assert_eq!(
         fx.dir.unlock(&acct(&fx.dir, X_ADA)).await,
-        Err(denied(DirectoryRight::WriteLockoutTime, X_PEOPLE, None, None))
+        Err(denied(
+            DirectoryRight::WriteLockoutTime,
+            X_PEOPLE,
+            None,
+            None
+        ))
     );
     assert_eq!(
         fx.dir
@@ -547,7 +572,10 @@ async fn deny_beats_allow_and_object_aces_beat_inherited_ones() {
     assert_eq!(people.missing, vec![DirectoryRight::WritePwdLastSet]);
     // An explicit allow on the user object comes before the inherited deny.
     fx.dir
-        .add_ace(X_ADA, Ace::allow(DirectoryRight::WritePwdLastSet, X_SVC, false))
+        .add_ace(
+            X_ADA,
+            Ace::allow(DirectoryRight::WritePwdLastSet, X_SVC, false),
+        )
         .unwrap();
     fx.dir
         .reset_password(&acct(&fx.dir, X_ADA), &p, false, true)
@@ -555,13 +583,21 @@ async fn deny_beats_allow_and_object_aces_beat_inherited_ones() {
         .unwrap();
     // An explicit deny on the object beats the inherited allow.
     fx.dir
-        .add_ace(X_ADA, Ace::deny(DirectoryRight::ResetPassword, X_SVC, false))
+        .add_ace(
+            X_ADA,
+            Ace::deny(DirectoryRight::ResetPassword, X_SVC, false),
+        )
         .unwrap();
     assert_eq!(
         fx.dir
             .reset_password(&acct(&fx.dir, X_ADA), &p, false, false)
             .await,
-        Err(denied(DirectoryRight::ResetPassword, X_PEOPLE, None, Some(X_ADA)))
+        Err(denied(
+            DirectoryRight::ResetPassword,
+            X_PEOPLE,
+            None,
+            Some(X_ADA)
+        ))
     );
 }
 
@@ -573,7 +609,12 @@ async fn a_protected_user_object_receives_nothing_from_its_ou() {
         fx.dir
             .reset_password(&acct(&fx.dir, X_ADA), &pw("Fresh-Passw0rd"), false, false)
             .await,
-        Err(denied(DirectoryRight::ResetPassword, X_PEOPLE, Some(X_ADA), None))
+        Err(denied(
+            DirectoryRight::ResetPassword,
+            X_PEOPLE,
+            Some(X_ADA),
+            None
+        ))
     );
     fx.dir.set_inheritance(X_ADA, false).unwrap();
     fx.dir
@@ -676,7 +717,12 @@ async fn change_refusals_in_the_order_ad_checks_them() {
     );
     assert_eq!(
         change(ALAN, "Enigma-Bombe-1940").await,
-        Err(denied(DirectoryRight::ChangePassword, EXEC, Some(EXEC), None))
+        Err(denied(
+            DirectoryRight::ChangePassword,
+            EXEC,
+            Some(EXEC),
+            None
+        ))
     );
     // Charles is denied Reset Password only.
     change(CHARLES, "Difference-Engine-1822").await.unwrap();
@@ -772,7 +818,12 @@ async fn unlock_clears_lockout_time_and_has_its_own_refusals() {
     );
     assert_eq!(
         fx.dir.unlock(&acct(&fx.dir, ALAN)).await,
-        Err(denied(DirectoryRight::WriteLockoutTime, EXEC, Some(EXEC), None))
+        Err(denied(
+            DirectoryRight::WriteLockoutTime,
+            EXEC,
+            Some(EXEC),
+            None
+        ))
     );
     assert!(matches!(
         fx.dir
@@ -1025,7 +1076,9 @@ async fn effective_rights_name_the_blocked_ou_and_doctors_fixes_work() {
     }
     // Granting twice changes nothing.
     let Imported { cursor, .. } = fx.dir.import(None).await.unwrap();
-    fx.dir.grant(EXEC, DirectoryRight::ResetPassword, SVC, true).unwrap();
+    fx.dir
+        .grant(EXEC, DirectoryRight::ResetPassword, SVC, true)
+        .unwrap();
     assert_eq!(fx.dir.import(None).await.unwrap().cursor, cursor);
     let rights = fx.dir.effective_rights().await.unwrap();
     assert_eq!(
@@ -1040,7 +1093,9 @@ async fn effective_rights_name_the_blocked_ou_and_doctors_fixes_work() {
     assert_eq!(staff.denied_by.len(), 1);
     assert_eq!(staff.denied_by[0].at, CHARLES);
     assert_eq!(
-        fx.dir.remove_denies(CHARLES, DirectoryRight::ResetPassword).unwrap(),
+        fx.dir
+            .remove_denies(CHARLES, DirectoryRight::ResetPassword)
+            .unwrap(),
         1
     );
     let rights = fx.dir.effective_rights().await.unwrap();
@@ -1081,7 +1136,12 @@ async fn unblocking_inheritance_lets_the_delegation_through() {
                 false
             )
             .await,
-        Err(denied(DirectoryRight::ResetPassword, STAFF, Some(STAFF), None))
+        Err(denied(
+            DirectoryRight::ResetPassword,
+            STAFF,
+            Some(STAFF),
+            None
+        ))
     );
     assert!(
         fx.dir
@@ -1090,7 +1150,12 @@ async fn unblocking_inheritance_lets_the_delegation_through() {
     );
     assert!(
         fx.dir
-            .grant(EXEC, DirectoryRight::ResetPassword, "CN=Stranger,DC=x", true)
+            .grant(
+                EXEC,
+                DirectoryRight::ResetPassword,
+                "CN=Stranger,DC=x",
+                true
+            )
             .is_err()
     );
     assert!(
@@ -1104,7 +1169,9 @@ async fn unblocking_inheritance_lets_the_delegation_through() {
             .is_err()
     );
     // The domain head accepts ACEs too.
-    fx.dir.grant(D, DirectoryRight::ResetPassword, SVC, true).unwrap();
+    fx.dir
+        .grant(D, DirectoryRight::ResetPassword, SVC, true)
+        .unwrap();
 }
 
 // ---------------------------------------------------------------- persistence

@@ -32,8 +32,8 @@ use rustls::pki_types::pem::PemObject;
 use zeroize::Zeroizing;
 
 use super::{
-    Account, ContainerRights, Directory, DirectoryError, Imported, Refusal, ResultantPolicy, DirectoryRight,
-    ServiceAccount, UnreadablePolicy,
+    Account, ContainerRights, Directory, DirectoryError, DirectoryRight, Imported, Refusal,
+    ResultantPolicy, ServiceAccount, UnreadablePolicy,
 };
 pub use policy::interval_secs;
 

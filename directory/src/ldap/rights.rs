@@ -12,7 +12,7 @@ use ldap3::{Ldap, Scope, SearchEntry};
 use super::{LdapDirectory, PAGE_SIZE, SD_FLAGS_DACL, SD_FLAGS_OID, first, parent_dn};
 use crate::effective::{Held, Walk, container_rights, stored_grants, walk};
 use crate::sd::{SecurityDescriptor, sid_string};
-use crate::{ContainerRights, DirectoryError, Refusal, DirectoryRight, ServiceAccount};
+use crate::{ContainerRights, DirectoryError, DirectoryRight, Refusal, ServiceAccount};
 
 /// Users whose own descriptors are read per container: enough to see the
 /// per-object grants and the odd hand-edited user, bounded for large OUs.
@@ -107,7 +107,12 @@ impl LdapDirectory {
 
     /// A permission refusal naming the container, where inheritance is
     /// blocked and the deny that decides, from the same evaluation doctor uses.
-    pub(super) async fn denied(&self, ldap: &mut Ldap, dn: &str, needed: &[DirectoryRight]) -> Refusal {
+    pub(super) async fn denied(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        needed: &[DirectoryRight],
+    ) -> Refusal {
         let container = parent_dn(dn);
         let plain = Refusal::PermissionDenied {
             right: needed[0],

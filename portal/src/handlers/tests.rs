@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use agent_client::connect::BrokerEndpoint;
-use agent_client::portal::PortalClient;
-use agent_client::sealed::SealedPortal;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use relay_client::connect::BrokerEndpoint;
+use relay_client::portal_client::PortalClient;
+use relay_client::sealed::SealedPortal;
 use tower::ServiceExt;
 
 use crate::{AppState, CONTENT_SECURITY_POLICY, MAX_FORM_BYTES, Settings, app};

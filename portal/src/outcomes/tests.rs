@@ -310,7 +310,7 @@ fn broker_failures_say_what_happened_to_the_password() {
         relay(Reason::BadSignature, &[]),
         relay(Reason::UnknownTenant, &[]),
         Trouble::Sealed(SealedError::Refused {
-            refusal: Some(agent_client::EnvelopeRefusal::UnknownSender),
+            refusal: Some(relay_client::EnvelopeRefusal::UnknownSender),
             message: "portal key unknown".into(),
         }),
     ] {

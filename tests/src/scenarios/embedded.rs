@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use agent_client::directory::embedded::EmbeddedDirectory;
-use agent_client::directory::embedded::rules::make_verifier;
+use directory::embedded::EmbeddedDirectory;
+use directory::embedded::verifier::make_verifier;
 use proto::time::unix_ms;
 use serde_json::{Value, json};
 

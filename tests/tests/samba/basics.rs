@@ -1,7 +1,7 @@
 //! The fixtures of `scripts/samba/setup-delegation`: reset, change,
 //! policy refusals, lockout, delegation and two forests through the relay.
 
-use agent_client::directory::{Directory, Refusal, DirectoryRight};
+use directory::{Directory, DirectoryRight, Refusal};
 use envelope::body::outcome;
 use tests::deployment::{Deployment, detail};
 

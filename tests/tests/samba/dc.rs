@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use agent_client::directory::ldap::{LdapDirectory, LdapSettings};
+use directory::ldap::{LdapDirectory, LdapSettings};
 use envelope::Password;
 use zeroize::Zeroizing;
 

@@ -4,7 +4,7 @@
 //! a Samba DC are run exactly as printed, and then everything works —
 //! including for an OU created after the fix.
 
-use agent_client::directory::{Directory, Refusal, DirectoryRight};
+use directory::{Directory, DirectoryRight, Refusal};
 
 use tests::deployment::Deployment;
 

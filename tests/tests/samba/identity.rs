@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use agent_client::directory::Directory;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use directory::Directory;
 use envelope::Anchor;
 use envelope::body::outcome;
 use tests::deployment::Deployment;

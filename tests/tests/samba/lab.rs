@@ -3,7 +3,7 @@
 //! inheritance, plain containers, and shims that run commands printed for
 //! a DC installed with defaults against these test DCs.
 
-use agent_client::directory::ldap::LdapDirectory;
+use directory::ldap::LdapDirectory;
 
 use crate::dc::Dc;
 
@@ -162,8 +162,8 @@ impl Dc {
 
 /// The account at `dn` as a full import reads it (what the connector space
 /// hands the backend).
-pub async fn account(dir: &LdapDirectory, dn: &str) -> agent_client::directory::Account {
-    use agent_client::directory::Directory;
+pub async fn account(dir: &LdapDirectory, dn: &str) -> directory::Account {
+    use directory::Directory;
     dir.import(None)
         .await
         .expect("import")

@@ -3,7 +3,7 @@
 //! service account cannot read (applied through a group), complexity as AD
 //! counts it, history only on a change, and a maximum age of "never".
 
-use agent_client::directory::{Category, Directory, Refusal, ResultantPolicy};
+use directory::{Category, Directory, Refusal, ResultantPolicy};
 use envelope::RequestBody;
 use envelope::body::outcome;
 use proto::pb::Operation;
