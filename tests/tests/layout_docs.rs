@@ -19,7 +19,9 @@ const CRATES: &[(&str, &str)] = &[
     ("sas", "src/lib.rs"),
     ("envelope", "src/lib.rs"),
     ("broker", "src/lib.rs"),
-    ("agent-client", "src/lib.rs"),
+    ("client", "src/lib.rs"),
+    ("directory", "src/lib.rs"),
+    ("agent", "src/lib.rs"),
     ("portal", "src/lib.rs"),
     ("bench", "src/main.rs"),
 ];
@@ -114,7 +116,7 @@ fn every_crates_layout_names_its_modules_and_only_those() {
             continue;
         };
         let modules = tree_modules(&dir.join("src"), root_file);
-        // `portal::PortalClient` names the module `portal`.
+        // `sealed::SealedPortal` names the module `sealed`.
         let named: BTreeSet<&str> = names
             .iter()
             .map(|n| n.split("::").next().unwrap_or(n))
