@@ -1,11 +1,25 @@
-//! The directory seam: what the agent asks of an Active Directory forest,
-//! and the exact outcomes it gets back. The embedded backend ([`embedded`])
-//! implements Active Directory's semantics over a file; an LDAPS backend
-//! implements the same trait against a real domain controller.
+//! The directory seam of the write-back agent: what the agent asks of an
+//! Active Directory forest, and the exact outcomes it gets back. Its
+//! audience is the agent (`writeback-agent`) and the tests and tools that
+//! drive a forest directly; it knows nothing of sessions, brokers or
+//! envelopes beyond the password type.
 //!
 //! Every refusal carries the specific reason a user or an administrator
 //! needs (the failing rule, the container that lacks a right and where
 //! the right is lost), never a generic one.
+//!
+//! # Layout
+//! - [`Directory`], [`Refusal`], [`DirectoryRight`] (this file): the seam,
+//!   its operations and their refusals.
+//! - [`rules`]: Active Directory's password rules (length, complexity,
+//!   history, minimum age, the resultant policy), shared by both backends.
+//! - [`sd`], [`sddl`]: security descriptors as AD returns them, and back
+//!   to SDDL.
+//! - [`effective`]: the service account's effective rights on users, and
+//!   where each is lost.
+//! - [`ldap`]: the LDAPS backend, against a real domain controller.
+//! - [`embedded`]: the embedded backend, Active Directory's semantics over
+//!   a JSON file.
 
 pub mod effective;
 pub mod embedded;
