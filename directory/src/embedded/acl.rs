@@ -210,7 +210,7 @@ pub fn access_check(
 }
 
 /// Where a withheld right is lost, as depths in the chain of
-/// [`access_check`]: for [`Refusal::PermissionDenied`] and `doctor`.
+/// [`access_check`]: for [`crate::Refusal::PermissionDenied`] and `doctor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Withheld {
     /// The level whose deny ACE decides.
