@@ -36,7 +36,10 @@ fn tree(package: &str, depth: Option<u32>) -> BTreeSet<String> {
 
 fn assert_links_none(package: &str, depth: Option<u32>, forbidden: &[&str], why: &str) {
     let deps = tree(package, depth);
-    assert!(deps.contains(package), "cargo tree -p {package} listed {deps:?}");
+    assert!(
+        deps.contains(package),
+        "cargo tree -p {package} listed {deps:?}"
+    );
     let found: Vec<&&str> = forbidden.iter().filter(|f| deps.contains(**f)).collect();
     assert!(found.is_empty(), "{package} links {found:?}: {why}");
 }
@@ -63,7 +66,13 @@ fn the_directory_does_not_reach_back_into_the_relay() {
     assert_links_none(
         "directory",
         None,
-        &["relay-client", "writeback-agent", "broker", "portal", "session"],
+        &[
+            "relay-client",
+            "writeback-agent",
+            "broker",
+            "portal",
+            "session",
+        ],
         "the directory seam sits below the agent and knows nothing of sessions or brokers",
     );
     // tonic reaches it only through proto, which it takes for the one clock.
