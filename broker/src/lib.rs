@@ -18,6 +18,8 @@
 //!   OUTCOME_UNKNOWN, kept sealed for GetOutcome.
 //! - [`gateway`]: the agent-facing `AgentGateway` service that authenticates
 //!   and drives each session (heartbeats, replies, token renewal, goodbye).
+//! - [`answer`]: what an agent answered, as sessions carry it and outcome
+//!   records keep it.
 //! - [`agent_text`]: text an agent chooses (its version, its error messages)
 //!   made printable once, where it enters the broker.
 //! - [`admin_service`]: tenants, write-back switch, agents, keys.
@@ -42,6 +44,7 @@
 pub mod admin_service;
 pub mod agent_keys;
 pub mod agent_text;
+pub mod answer;
 pub mod auth;
 pub mod cluster;
 pub mod config;

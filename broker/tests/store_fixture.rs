@@ -14,10 +14,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use broker::auth::Authorizer;
 use broker::config::Limits;
-use broker::outcomes::{Admission, Outcome, Outcomes, Settled, StoredAnswer};
+use broker::outcomes::{Admission, OutcomeRecord, Outcomes, Settled, StoredAnswer};
 use broker::server::load_or_create_operator_key;
 use broker::store::{
-    AgentKeyRecord, KeyPair, SCHEMA_VERSION, Store, StoreError, TenantKeys, TenantRecord,
+    AgentKeyRecord, KeySlots, SCHEMA_VERSION, Store, StoreError, TenantKeys, TenantRecord,
 };
 use broker::tenants::Tenants;
 use redb::{Database, ReadableTable, TableDefinition, TableHandle};
@@ -43,7 +43,7 @@ fn key(byte: u8) -> Key {
 
 /// Distinct keys per tenant, right and slot: `base` + 0..6.
 fn keys(base: u8) -> TenantKeys {
-    let pair = |n: u8| KeyPair {
+    let pair = |n: u8| KeySlots {
         primary: key(base + 2 * n),
         secondary: key(base + 2 * n + 1),
     };
@@ -109,8 +109,8 @@ fn envelope() -> Vec<u8> {
 }
 
 /// (tenant, request id, what a read must find, but for the expiry).
-fn fixture_outcomes() -> Vec<(&'static str, &'static str, Outcome)> {
-    let outcome = |agent_id: &str, acknowledged, answer| Outcome {
+fn fixture_outcomes() -> Vec<(&'static str, &'static str, OutcomeRecord)> {
+    let outcome = |agent_id: &str, acknowledged, answer| OutcomeRecord {
         agent_id: agent_id.into(),
         acknowledged,
         expires_unix_ms: 0,
@@ -332,7 +332,7 @@ async fn every_outcome_reads_back_exactly() {
         let got = outcomes.get(tenant, request_id).await.unwrap();
         let got = got.unwrap_or_else(|| panic!("{tenant}/{request_id} is missing"));
         assert!(got.expires_unix_ms >= after, "{tenant}/{request_id}");
-        let want = Outcome {
+        let want = OutcomeRecord {
             expires_unix_ms: got.expires_unix_ms,
             ..want
         };

@@ -269,15 +269,19 @@ async fn records_a_node_cannot_read_are_skipped_not_fatal() {
     assert!(c.tenants.get("contoso").is_some());
     // Writing to an unreadable tenant fails with a store error naming it.
     let err = c.tenants.set_writeback("eve", false).await.unwrap_err();
-    let RelayError::Store(store) = &err else {
+    let Some(store) = StoreError::of(&err) else {
         panic!("{err:?}")
     };
-    let StoreError::Cluster(kv) = store.as_ref() else {
+    // Backend-neutral: the bucket's error is the store error's source.
+    let StoreError::Shared(shared) = store else {
         panic!("{store:?}")
+    };
+    let Some(kv) = shared.downcast_ref::<KvError>() else {
+        panic!("{shared:?}")
     };
     assert!(
         matches!(
-            kv.as_ref(),
+            kv,
             KvError::Unreadable {
                 source: RecordError::Sealed(OpenError::WrongKey),
                 ..

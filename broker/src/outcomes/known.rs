@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use dashmap::DashMap;
 use redb::ReadableTable;
 
-use super::{OUTCOMES, split};
-use crate::store::{Store, StoreError, io};
+use super::local::split;
+use crate::store::{LateCheck, OUTCOMES, Store, StoreError, io};
 
 /// What a record holds, as far as a late answer cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,19 +21,6 @@ pub(super) enum Kept {
     /// Awaited from this agent (empty: from any of the tenant's agents).
     Awaited(String),
     Answered,
-}
-
-/// What the records say about an answer posted late.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LateCheck {
-    /// Awaited from this agent: the answer may be written.
-    Awaited,
-    /// Answered already: a repeat of an answer that was kept.
-    Answered,
-    /// Never relayed to this agent, or expired: nobody awaits it.
-    NotAwaited,
-    /// Cluster mode: the records are in the bucket, not known here.
-    Unknown,
 }
 
 #[derive(Default)]
