@@ -25,7 +25,9 @@
 //! - [`admin_service`]: tenants, write-back switch, agents, keys.
 //! - [`agent_keys`]: the agents' write-back public keys, which portals read
 //!   and verify (the broker only stores them).
-//! - [`tenants`] over [`store`]: tenants in memory, committed to redb first.
+//! - [`tenants`] over [`store`]: tenants in memory, committed first to the
+//!   store behind the persistence traits ([`store::TenantStore`],
+//!   [`store::OutcomeStore`]): redb on one node, NATS buckets in a cluster.
 //! - [`operator`], [`metrics`]: /healthz, /readyz, /metrics, served with
 //!   request deadlines and connection caps (the `http-serve` crate).
 //! - [`status_page`] over [`recent`]: the operator's HTML status page
