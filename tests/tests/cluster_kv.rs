@@ -10,7 +10,7 @@ use async_nats::jetstream;
 use broker::cluster::kv::{
     Buckets, KvError, RETRY_FOR, RecordError, converge_operator_key, open_buckets,
 };
-use broker::cluster::storage_key::{OpenError, StorageKey};
+use broker::cluster::storage_key::{StorageKey, UnsealError};
 use broker::config::ClusterConfig;
 use broker::error::RelayError;
 use broker::outcomes::{Admission, Outcomes, StoredAnswer};
@@ -283,7 +283,7 @@ async fn records_a_node_cannot_read_are_skipped_not_fatal() {
         matches!(
             kv,
             KvError::Unreadable {
-                source: RecordError::Sealed(OpenError::WrongKey),
+                source: RecordError::Sealed(UnsealError::WrongKey),
                 ..
             }
         ),
@@ -358,7 +358,7 @@ async fn the_operator_key_converges_and_outcomes_cross_nodes() {
         matches!(
             err,
             KvError::Unreadable {
-                source: RecordError::Sealed(OpenError::WrongKey),
+                source: RecordError::Sealed(UnsealError::WrongKey),
                 ..
             }
         ),

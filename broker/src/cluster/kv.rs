@@ -24,7 +24,7 @@ pub use buckets::{Buckets, open_buckets};
 pub use operator_key::{OPERATOR_KEY, converge_operator_key};
 pub use retry::RETRY_FOR;
 
-use super::storage_key::{OpenError, StorageKeyError};
+use super::storage_key::{StorageKeyError, UnsealError};
 use crate::store::StoreError;
 use crate::store::codec::CodecError;
 
@@ -107,7 +107,7 @@ pub enum KvError {
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     #[error(transparent)]
-    Sealed(#[from] OpenError),
+    Sealed(#[from] UnsealError),
     #[error(transparent)]
     Record(#[from] CodecError),
     #[error("the opened value is not a {expected} ({category} error at column {column})")]

@@ -86,7 +86,7 @@ impl TenantBucket {
 
     /// Opens and decodes what is stored under `tenant`.
     pub(crate) fn open(&self, tenant: &str, sealed: &[u8]) -> Result<TenantRecord, RecordError> {
-        let bytes = self.key.open(&context(self.name(), tenant), sealed)?;
+        let bytes = self.key.unseal(&context(self.name(), tenant), sealed)?;
         let record = codec::decode_tenant(&bytes)?;
         if record.name != tenant {
             return Err(RecordError::OtherTenant { found: record.name });
