@@ -386,4 +386,30 @@ mod tests {
             Err(RelayError::UnknownTenant(_))
         ));
     }
+
+    /// One node orders its own changes by the store's revisions: a tenant
+    /// deleted and created again is there, with its new keys, and a tenant
+    /// loaded at start is changed like one created since.
+    #[tokio::test]
+    async fn a_tenant_deleted_and_created_again_is_back_on_one_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("b.redb")).unwrap();
+        Tenants::load(store.clone())
+            .unwrap()
+            .create("loaded", None, true)
+            .await
+            .unwrap();
+        let tenants = Tenants::load(store.clone()).unwrap();
+        tenants.set_writeback("loaded", false).await.unwrap();
+        assert!(!tenants.require("loaded").unwrap().writeback_enabled);
+        let first = tenants.create("a", None, true).await.unwrap();
+        tenants.delete("a").await.unwrap();
+        assert!(tenants.get("a").is_none());
+        let again = tenants.create("a", None, true).await.unwrap();
+        let seen = tenants.require("a").unwrap();
+        assert_eq!(seen.keys.send.primary, again.keys.send.primary);
+        assert_ne!(seen.keys.send.primary, first.keys.send.primary);
+        assert_eq!(tenants.len(), 2);
+        assert_eq!(Tenants::load(store).unwrap().len(), 2);
+    }
 }

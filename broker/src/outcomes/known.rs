@@ -13,6 +13,7 @@ use dashmap::DashMap;
 use redb::ReadableTable;
 
 use super::local::split;
+use crate::store::codec::outcome_awaited_from;
 use crate::store::{LateCheck, OUTCOMES, Store, StoreError, io};
 
 /// What a record holds, as far as a late answer cares.
@@ -107,13 +108,9 @@ impl Known {
 
 /// What a stored record holds, from its header alone.
 pub(super) fn kept_of(bytes: &[u8]) -> Option<Kept> {
-    let (&[_format, state], rest) = bytes.split_first_chunk::<2>()?;
-    let rest = rest.get(12..)?;
-    let (len, rest) = rest.split_first_chunk::<2>()?;
-    let agent_id = std::str::from_utf8(rest.get(..u16::from_be_bytes(*len) as usize)?).ok()?;
-    Some(match state {
-        0 => Kept::Awaited(agent_id.to_owned()),
-        _ => Kept::Answered,
+    Some(match outcome_awaited_from(bytes)? {
+        Some(agent_id) => Kept::Awaited(agent_id.to_owned()),
+        None => Kept::Answered,
     })
 }
 

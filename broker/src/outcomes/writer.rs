@@ -118,7 +118,7 @@ fn commit_groups(store: &Store, bounds: &Bounds, queue: &mpsc::Receiver<Job>) {
                 for job in group {
                     let _ = job.done.send(Err(StoreError::Io {
                         operation: "commit outcomes",
-                        source: Box::new(redb::Error::Io(std::io::Error::other(text.clone()))),
+                        source: text.clone().into(),
                     }));
                 }
             }

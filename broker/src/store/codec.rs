@@ -145,6 +145,17 @@ pub fn outcome_expiry(bytes: &[u8]) -> Option<i64> {
     Some(i64::from_be_bytes(*bytes.get(2..10)?.first_chunk::<8>()?))
 }
 
+/// From the header alone, without copying the answer: `Some(agent id)` if
+/// the record awaits an answer from that agent (empty: any of the
+/// tenant's), `None` if it holds one. `None` outside: not a record.
+pub fn outcome_awaited_from(bytes: &[u8]) -> Option<Option<&str>> {
+    let (&[_format, state], rest) = bytes.split_first_chunk::<2>()?;
+    let rest = rest.get(12..)?;
+    let (len, rest) = rest.split_first_chunk::<2>()?;
+    let agent_id = std::str::from_utf8(rest.get(..u16::from_be_bytes(*len) as usize)?).ok()?;
+    Some((state == 0).then_some(agent_id))
+}
+
 /// An outcome record of either format; `None` if the bytes are not one.
 pub fn decode_outcome(bytes: &[u8]) -> Option<OutcomeRecord> {
     let (&[format, state], rest) = bytes.split_first_chunk::<2>()?;
