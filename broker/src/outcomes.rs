@@ -8,23 +8,25 @@
 //! gap, whether or not the caller is still there ([`Settled`]). An answer the
 //! agent posts after that (it finishes, or reconnects and posts it) replaces
 //! an awaited record ([`Admission::Late`]). The answer is kept sealed as it
-//! came: ciphertext the broker cannot open. Kept in the store so a broker
-//! restart does not lose it; in cluster mode in the cluster's outcomes bucket
-//! instead ([`crate::cluster::kv::outcomes`]), so that any node can answer.
+//! came: ciphertext the broker cannot open. Kept in an [`OutcomeStore`] so a
+//! broker restart does not lose it: one node's redb store ([`LocalOutcomes`]),
+//! or in cluster mode the cluster's outcomes bucket
+//! ([`crate::cluster::kv::outcomes`], which makes `Outcomes::cluster`), so
+//! that any node can answer.
 //!
-//! Store work has threads of its own and per-tenant bounds, so one tenant's
-//! agents cannot make another tenant wait: `writer` commits in groups and
-//! bounds each tenant's bytes, `readers` serve GetOutcome, `known` answers
-//! whether a late answer is awaited without touching the store, and `late`
-//! bounds each tenant's late answers on their way to the writer.
+//! One node's store work has threads of its own and per-tenant bounds, so
+//! one tenant's agents cannot make another tenant wait: `writer` commits in
+//! groups and bounds each tenant's bytes, `readers` serve GetOutcome,
+//! `known` answers whether a late answer is awaited without touching the
+//! store, and `local` puts them behind the trait. Whatever the store, `late`
+//! bounds each tenant's late answers on their way to it.
 
 mod index;
 mod known;
 mod late;
+mod local;
 mod readers;
 mod writer;
-
-mod local;
 
 pub use late::PendingSlot;
 pub use local::LocalOutcomes;
