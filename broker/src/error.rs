@@ -9,8 +9,6 @@ use proto::Reason;
 use sas::Right;
 use tonic::Status;
 
-use crate::store::StoreError;
-
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("tenant {0:?} does not exist")]
@@ -136,8 +134,11 @@ pub enum RelayError {
     TooManyAgentKeys(usize),
     #[error("no agent key {0:?} is registered")]
     AgentKeyNotFound(String),
+    /// A failure of the store, made by the store (`store::StoreError`,
+    /// which converts into this): opaque here, so this module needs nothing
+    /// of the store.
     #[error("the broker's store failed; nothing was changed")]
-    Store(#[source] Box<StoreError>),
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(
         "this broker node cannot reach the other nodes of its cluster (NATS is unreachable), and holds no agent of tenant {0:?}; nothing was sent. Retry: another node may serve it"
     )]
@@ -181,12 +182,6 @@ fn refusal_name(refusal: i32) -> Option<String> {
         Ok(EnvelopeRefusal::Unspecified) => None,
         Ok(r) => Some(r.name().to_owned()),
         Err(_) => Some(refusal.to_string()),
-    }
-}
-
-impl From<StoreError> for RelayError {
-    fn from(err: StoreError) -> RelayError {
-        RelayError::Store(Box::new(err))
     }
 }
 
@@ -340,7 +335,7 @@ impl From<RelayError> for Status {
     fn from(err: RelayError) -> Status {
         // The store error's source chain is for the log, not the peer.
         if let RelayError::Store(source) = &err {
-            tracing::error!(error = %source, cause = ?std::error::Error::source(source), "store failure");
+            tracing::error!(error = %source, cause = ?source.source(), "store failure");
         }
         proto::status(err.reason(), err.to_string(), &err.metadata())
     }

@@ -18,12 +18,16 @@
 //!   OUTCOME_UNKNOWN, kept sealed for GetOutcome.
 //! - [`gateway`]: the agent-facing `AgentGateway` service that authenticates
 //!   and drives each session (heartbeats, replies, token renewal, goodbye).
+//! - [`answer`]: what an agent answered, as sessions carry it and outcome
+//!   records keep it.
 //! - [`agent_text`]: text an agent chooses (its version, its error messages)
 //!   made printable once, where it enters the broker.
 //! - [`admin_service`]: tenants, write-back switch, agents, keys.
 //! - [`agent_keys`]: the agents' write-back public keys, which portals read
 //!   and verify (the broker only stores them).
-//! - [`tenants`] over [`store`]: tenants in memory, committed to redb first.
+//! - [`tenants`] over [`store`]: tenants in memory, committed first to the
+//!   store behind the persistence traits ([`store::TenantStore`],
+//!   [`store::OutcomeStore`]): redb on one node, NATS buckets in a cluster.
 //! - [`operator`], [`metrics`]: /healthz, /readyz, /metrics, served with
 //!   request deadlines and connection caps (the `http-serve` crate).
 //! - [`status_page`] over [`recent`]: the operator's HTML status page
@@ -42,6 +46,7 @@
 pub mod admin_service;
 pub mod agent_keys;
 pub mod agent_text;
+pub mod answer;
 pub mod auth;
 pub mod cluster;
 pub mod config;

@@ -12,7 +12,7 @@ use tracing::{Instrument, debug, info, info_span};
 
 use crate::error::RelayError;
 use crate::metrics::{OperationLabel, RequestLabels};
-use crate::outcomes::{Outcome, Recording, Settled, StoredAnswer};
+use crate::outcomes::{OutcomeRecord, Recording, Settled, StoredAnswer};
 use crate::routing::{RouteReply, RouteRequest};
 use crate::state::State;
 use crate::time::now_unix_secs;
@@ -367,7 +367,7 @@ impl Relay for RelayService {
                 .into())
             }
             None => Err(RelayError::OutcomeNotFound(request_id).into()),
-            Some(Outcome {
+            Some(OutcomeRecord {
                 agent_id,
                 acknowledged,
                 answer: None,
@@ -377,7 +377,7 @@ impl Relay for RelayService {
                 awaited: Some((agent_id, acknowledged)),
             }
             .into()),
-            Some(Outcome {
+            Some(OutcomeRecord {
                 agent_id,
                 answer: Some(StoredAnswer::Envelope(envelope)),
                 ..
@@ -386,7 +386,7 @@ impl Relay for RelayService {
                 agent_id,
                 envelope,
             })),
-            Some(Outcome {
+            Some(OutcomeRecord {
                 agent_id,
                 answer:
                     Some(StoredAnswer::Error {
@@ -396,7 +396,7 @@ impl Relay for RelayService {
                     }),
                 ..
             }) => Err(RelayError::from_agent(agent_id, code, refusal, &message).into()),
-            Some(Outcome {
+            Some(OutcomeRecord {
                 agent_id,
                 answer: Some(StoredAnswer::Failed { refusal, message }),
                 ..

@@ -25,17 +25,7 @@ pub const OUTBOUND_QUEUE: usize = 64;
 
 pub type Outbound = mpsc::Sender<Result<BrokerFrame, Status>>;
 
-/// What an agent answered.
-#[derive(Debug, Clone)]
-pub enum AgentAnswer {
-    Envelope(Vec<u8>),
-    /// `refusal`: the agent's `AgentError.refusal`, unchanged.
-    Error {
-        code: i32,
-        refusal: i32,
-        message: String,
-    },
-}
+pub use crate::answer::AgentAnswer;
 
 /// The two stages of one request's delivery, as the router waits for them.
 pub(crate) struct Waiter {

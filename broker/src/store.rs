@@ -1,181 +1,52 @@
-//! The embedded persistent store: tenants, their keys and configuration, in a
-//! redb database. Every write is a durable ACID commit, so a `kill -9` of the
-//! broker loses nothing that was acknowledged.
+//! The persistence seam of the broker, and its single-node backend.
 //!
-//! Sessions are not stored: they live in memory and are rebuilt when agents
-//! reconnect.
+//! What the rest of the broker asks of a store is in [`TenantStore`] and
+//! [`OutcomeStore`], in the records' own vocabulary ([`records`],
+//! [`outcome`]), with one backend-neutral [`StoreError`]. Records become
+//! bytes in one place, [`codec`], for every backend.
+//!
+//! One node keeps everything in a redb database, [`Store`]: tenants (this
+//! file and `local`) and outcome records (`outcomes::local`). Every write
+//! is a durable ACID commit, so a `kill -9` of the broker loses nothing
+//! that was acknowledged. Sessions are not stored: they live in memory and
+//! are rebuilt when agents reconnect.
 //!
 //! The schema is versioned: an older store is migrated forward when it is
 //! opened, a newer one refused (`store/migrations.rs`).
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use redb::{Database, ReadableTable, TableDefinition};
-use sas::{Key, KeySlot, Right};
-use serde::{Deserialize, Serialize};
 
+pub mod codec;
+mod error;
+mod local;
 mod migrations;
+pub mod outcome;
+pub mod records;
+mod traits;
 
+pub(crate) use error::io;
+pub use error::{Source, StoreError};
 pub use migrations::SCHEMA_VERSION;
 use migrations::{META, MIGRATIONS, VERSION_KEY};
+pub use outcome::{Admission, LateCheck, OutcomeRecord, StoredAnswer};
+pub use records::{AgentKeyRecord, KeySlots, TenantKeys, TenantRecord};
+pub use traits::{Current, OutcomeStore, TenantStore, Written};
 
 const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
-
-/// A right's two keys.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct KeyPair {
-    pub primary: Key,
-    pub secondary: Key,
-}
-
-impl KeyPair {
-    pub fn generate() -> Result<KeyPair, sas::KeyError> {
-        Ok(KeyPair {
-            primary: Key::generate()?,
-            secondary: Key::generate()?,
-        })
-    }
-
-    pub fn slot_mut(&mut self, slot: KeySlot) -> &mut Key {
-        match slot {
-            KeySlot::Primary => &mut self.primary,
-            KeySlot::Secondary => &mut self.secondary,
-        }
-    }
-}
-
-/// The keys of a tenant's three rights.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TenantKeys {
-    pub listen: KeyPair,
-    pub send: KeyPair,
-    pub manage: KeyPair,
-}
-
-impl TenantKeys {
-    pub fn generate() -> Result<TenantKeys, sas::KeyError> {
-        Ok(TenantKeys {
-            listen: KeyPair::generate()?,
-            send: KeyPair::generate()?,
-            manage: KeyPair::generate()?,
-        })
-    }
-
-    /// The pair of a tenant right; `None` for the operator right, which no
-    /// tenant has.
-    pub fn pair(&self, right: Right) -> Option<&KeyPair> {
-        match right {
-            Right::Listen => Some(&self.listen),
-            Right::Send => Some(&self.send),
-            Right::Manage => Some(&self.manage),
-            Right::Operator => None,
-        }
-    }
-
-    pub fn pair_mut(&mut self, right: Right) -> Option<&mut KeyPair> {
-        match right {
-            Right::Listen => Some(&mut self.listen),
-            Right::Send => Some(&mut self.send),
-            Right::Manage => Some(&mut self.manage),
-            Right::Operator => None,
-        }
-    }
-}
-
-/// A write-back public key of the tenant's agents, with the endorsements
-/// that let portals trust it. Public material only: the broker can neither
-/// use nor check it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentKeyRecord {
-    pub key_id: String,
-    pub public_key: Vec<u8>,
-    pub registered_unix_ms: i64,
-    /// (portal key id, endorsement bytes)
-    pub endorsements: Vec<(String, Vec<u8>)>,
-}
-
-/// One tenant as stored. `Debug` is safe: keys print as `Key(***)`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TenantRecord {
-    pub name: String,
-    pub connector_name: String,
-    pub writeback_enabled: bool,
-    pub created_unix_ms: i64,
-    pub modified_unix_ms: i64,
-    pub keys: TenantKeys,
-    pub revoked_agents: BTreeSet<String>,
-    /// Oldest first.
-    #[serde(default)]
-    pub agent_keys: Vec<AgentKeyRecord>,
-}
-
-/// A store failure. The messages name the operation, never a key.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot open the store at {path}")]
-    Open {
-        path: String,
-        #[source]
-        source: Box<redb::Error>,
-    },
-    #[error("store {operation} failed")]
-    Io {
-        operation: &'static str,
-        #[source]
-        source: Box<redb::Error>,
-    },
-    #[error("tenant record {tenant:?} in the store is corrupt")]
-    Corrupt {
-        tenant: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    /// Written by a newer broker: opening it could lose what it added.
-    #[error(
-        "the store has schema version {found}, newer than the {supported} this broker \
-         writes: it was written by a newer broker; run that one, or restore the copy of \
-         data_dir taken before the upgrade"
-    )]
-    SchemaTooNew { found: u64, supported: u64 },
-    #[error("no migration from store schema version {from}")]
-    NoMigration { from: u64 },
-    #[error("migrating the store from schema version {from} failed; it is still at {from}")]
-    Migration {
-        from: u64,
-        #[source]
-        source: Box<StoreError>,
-    },
-    #[error("the store task was cancelled")]
-    Cancelled,
-    /// The outcome store's readers have this many reads queued already.
-    #[error("the outcome store has {queued} reads queued; try again")]
-    Busy { queued: usize },
-    #[error("the system random number generator failed")]
-    Random,
-    /// Cluster mode: the tenants or outcomes bucket failed.
-    #[error(transparent)]
-    Cluster(Box<crate::cluster::kv::KvError>),
-}
-
-impl From<crate::cluster::kv::KvError> for StoreError {
-    fn from(e: crate::cluster::kv::KvError) -> StoreError {
-        StoreError::Cluster(Box::new(e))
-    }
-}
+/// `tenant/request_id` -> an outcome record ([`codec::encode_outcome`]).
+/// Neither part contains '/'. Written by `outcomes::local`.
+pub(crate) const OUTCOMES: TableDefinition<&str, &[u8]> = TableDefinition::new("outcomes");
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
-}
-
-pub(crate) fn io<E: Into<redb::Error>>(operation: &'static str) -> impl FnOnce(E) -> StoreError {
-    move |e| StoreError::Io {
-        operation,
-        source: Box::new(e.into()),
-    }
+    /// Orders this node's tenant writes for the cache (see `local`).
+    revisions: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -184,7 +55,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = Database::create(path).map_err(|e| StoreError::Open {
             path: path.display().to_string(),
-            source: Box::new(e.into()),
+            source: Box::new(redb::Error::from(e)),
         })?;
         migrations::migrate(&db, MIGRATIONS, SCHEMA_VERSION)?;
         let tx = db.begin_write().map_err(io("open"))?;
@@ -197,11 +68,13 @@ impl Store {
                     .map_err(io("open"))?;
             }
             tx.open_table(TENANTS).map_err(io("open"))?;
-            tx.open_table(crate::outcomes::OUTCOMES)
-                .map_err(io("open"))?;
+            tx.open_table(OUTCOMES).map_err(io("open"))?;
         }
         tx.commit().map_err(io("open"))?;
-        Ok(Store { db: Arc::new(db) })
+        Ok(Store {
+            db: Arc::new(db),
+            revisions: Arc::default(),
+        })
     }
 
     pub(crate) fn db(&self) -> &Database {
@@ -215,24 +88,25 @@ impl Store {
         let mut out = Vec::new();
         for entry in table.iter().map_err(io("read"))? {
             let (name, bytes) = entry.map_err(io("read"))?;
-            let record =
-                serde_json::from_slice(bytes.value()).map_err(|source| StoreError::Corrupt {
-                    tenant: name.value().to_owned(),
-                    source,
-                })?;
-            out.push(record);
+            out.push(decode(name.value(), bytes.value())?);
         }
         Ok(out)
     }
 
+    /// One tenant; `None` if there is none. Blocking.
+    pub fn get_tenant(&self, name: &str) -> Result<Option<TenantRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(io("read"))?;
+        let table = tx.open_table(TENANTS).map_err(io("read"))?;
+        let found = table.get(name).map_err(io("read"))?;
+        found.map(|bytes| decode(name, bytes.value())).transpose()
+    }
+
     /// Writes a tenant durably. Blocking: call from a blocking context.
     pub fn put_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
-        let bytes = zeroize::Zeroizing::new(serde_json::to_vec(record).map_err(|source| {
-            StoreError::Corrupt {
-                tenant: record.name.clone(),
-                source,
-            }
-        })?);
+        let bytes = codec::encode_tenant(record).map_err(|source| StoreError::Corrupt {
+            tenant: record.name.clone(),
+            source,
+        })?;
         let tx = self.db.begin_write().map_err(io("write"))?;
         {
             let mut table = tx.open_table(TENANTS).map_err(io("write"))?;
@@ -255,8 +129,17 @@ impl Store {
     }
 }
 
+fn decode(tenant: &str, bytes: &[u8]) -> Result<TenantRecord, StoreError> {
+    codec::decode_tenant(bytes).map_err(|source| StoreError::Corrupt {
+        tenant: tenant.to_owned(),
+        source,
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn record(name: &str) -> TenantRecord {

@@ -2,97 +2,69 @@
 //! every change is committed first and only then made visible, so what
 //! callers see is always what survives a crash.
 //!
-//! One node commits to its redb [`Store`]. In cluster mode the tenants live
-//! in the cluster's tenants bucket ([`crate::cluster::kv::tenants`]). A
-//! change is a compare-and-set there ([`crate::cluster::kv::cas`]); after a
+//! Changes go through a [`TenantStore`]: one node commits to its redb
+//! [`Store`]; in cluster mode the tenants live in the cluster's tenants
+//! bucket ([`crate::cluster::kv::tenants`], which also makes
+//! `Tenants::load_cluster`). A change is a compare-and-set there; after a
 //! conflict with another node's change it reads again and reapplies. A
 //! watch ([`crate::cluster::kv::watch`]) applies every change from any node
-//! to this node's map. Each entry of the map keeps the bucket revision it
-//! came from, so a late or repeated notification never replaces a newer
-//! record, and the writer sees its own change at once.
+//! to this node's map. Each entry of the map keeps the revision it came
+//! from, so a late or repeated notification never replaces a newer record,
+//! and the writer sees its own change at once.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use sas::{Key, KeySlot, Right};
 use tokio::sync::{Mutex, watch};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::DropGuard;
 
-use crate::cluster::kv::cas::conflict_pause;
-use crate::cluster::kv::tenants::{TenantBucket, Written};
-use crate::cluster::kv::{Buckets, KvError};
-use crate::cluster::storage_key::StorageKey;
 use crate::error::RelayError;
-use crate::store::{Store, StoreError, TenantKeys, TenantRecord};
+use crate::store::{Store, StoreError, TenantKeys, TenantRecord, TenantStore, Written};
 use crate::time::now_unix_ms;
 
 /// Compare-and-set conflicts in a row before an update gives up.
 const MAX_CONFLICTS: u32 = 20;
 
 pub struct Tenants {
-    backend: Backend,
+    store: Box<dyn TenantStore>,
     cache: Arc<TenantCache>,
     // Serialises read-modify-write on one node so that concurrent admin
     // calls on one tenant cannot lose each other's changes (across nodes,
     // revisions do that).
     write: Mutex<()>,
-}
-
-enum Backend {
-    Local(Store),
-    // Boxed: a bucket handle carries its stream's whole info.
-    Cluster {
-        bucket: Box<TenantBucket>,
-        /// Stops the watch when the tenants are dropped.
-        _watch: DropGuard,
-    },
+    /// Stops following the other nodes' changes when the tenants are
+    /// dropped (cluster mode).
+    _follow: Option<DropGuard>,
 }
 
 impl Tenants {
     pub fn load(store: Store) -> Result<Tenants, StoreError> {
         let cache = TenantCache::default();
         for record in store.load_tenants()? {
-            cache.insert_local(Arc::new(record));
+            // Revision 0: below every write of this node's.
+            cache.apply(&record.name.clone(), 0, Some(Arc::new(record)));
         }
-        Ok(Tenants {
-            backend: Backend::Local(store),
-            cache: Arc::new(cache),
-            write: Mutex::new(()),
-        })
+        Ok(Tenants::with_store(Box::new(store), Arc::new(cache), None))
     }
 
-    /// Loads every tenant of the cluster's tenants bucket, then follows
-    /// the changes from every node until `shutdown` (or until dropped).
-    pub async fn load_cluster(
-        buckets: &Buckets,
-        storage_key: Arc<StorageKey>,
-        shutdown: CancellationToken,
-    ) -> Result<Tenants, KvError> {
-        let bucket = TenantBucket::new(
-            buckets.tenants.clone(),
-            buckets.jetstream().clone(),
-            storage_key,
-        );
-        let cache = Arc::new(TenantCache::default());
-        let (watch, last) = crate::cluster::kv::watch::load(&bucket, &cache).await?;
-        let stop = shutdown.child_token();
-        crate::cluster::kv::watch::follow(
-            bucket.clone(),
-            Arc::clone(&cache),
-            watch,
-            last,
-            stop.clone(),
-        );
-        Ok(Tenants {
-            backend: Backend::Cluster {
-                bucket: Box::new(bucket),
-                _watch: stop.drop_guard(),
-            },
+    /// Tenants committed to `store`, seen through `cache`, which the
+    /// caller filled (and, with `follow`, keeps up to date with the
+    /// changes of other writers).
+    pub(crate) fn with_store(
+        store: Box<dyn TenantStore>,
+        cache: Arc<TenantCache>,
+        follow: Option<DropGuard>,
+    ) -> Tenants {
+        Tenants {
+            store,
             cache,
             write: Mutex::new(()),
-        })
+            _follow: follow,
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<TenantRecord>> {
@@ -145,60 +117,41 @@ impl Tenants {
             revoked_agents: BTreeSet::new(),
             agent_keys: Vec::new(),
         };
-        match &self.backend {
-            Backend::Local(store) => {
-                if self.cache.get(name).is_some() {
-                    return Err(RelayError::TenantExists(name.to_owned()));
-                }
-                self.commit(store, record).await
+        for attempt in 0..MAX_CONFLICTS {
+            // The store decides: this node's view may lag.
+            let current = self.store.read(name).await?;
+            if current.exists() {
+                return Err(RelayError::TenantExists(name.to_owned()));
             }
-            Backend::Cluster { bucket, .. } => {
-                for attempt in 0..MAX_CONFLICTS {
-                    // The bucket decides: this node's view may lag.
-                    let current = bucket.read(name).await.map_err(kv)?;
-                    if current.exists() {
-                        return Err(RelayError::TenantExists(name.to_owned()));
-                    }
-                    match bucket.put(&record, &current).await.map_err(kv)? {
-                        Written::At(revision) => return Ok(self.cache.publish(record, revision)),
-                        Written::Conflict => conflict_pause(attempt).await,
-                    }
-                }
-                Err(contended(bucket, name))
+            match self.store.put(&record, &current).await? {
+                Written::At(revision) => return Ok(self.cache.publish(record, revision)),
+                Written::Conflict => conflict_pause(attempt).await,
             }
         }
+        Err(self.contended(name))
     }
 
     /// Applies `change` to a copy of the tenant, commits it, then publishes
-    /// it. In cluster mode a conflict with another node's change runs a
-    /// fresh clone of `change` on the newer record, hence `Clone`.
+    /// it. A conflict with another node's change runs a fresh clone of
+    /// `change` on the newer record, hence `Clone`.
     pub async fn update<F>(&self, name: &str, change: F) -> Result<Arc<TenantRecord>, RelayError>
     where
         F: FnOnce(&mut TenantRecord) -> Result<(), RelayError> + Clone,
     {
         let _guard = self.write.lock().await;
-        let bucket = match &self.backend {
-            Backend::Local(store) => {
-                let mut record = (*self.require(name)?).clone();
-                change(&mut record)?;
-                record.modified_unix_ms = now_unix_ms();
-                return self.commit(store, record).await;
-            }
-            Backend::Cluster { bucket, .. } => bucket,
-        };
         for attempt in 0..MAX_CONFLICTS {
-            let current = bucket.read(name).await.map_err(kv)?;
-            let Some(mut record) = bucket.record(name, &current).map_err(kv)? else {
+            let mut current = self.store.read(name).await?;
+            let Some(mut record) = current.take_record()? else {
                 return Err(RelayError::UnknownTenant(name.to_owned()));
             };
             (change.clone())(&mut record)?;
             record.modified_unix_ms = now_unix_ms();
-            match bucket.put(&record, &current).await.map_err(kv)? {
+            match self.store.put(&record, &current).await? {
                 Written::At(revision) => return Ok(self.cache.publish(record, revision)),
                 Written::Conflict => conflict_pause(attempt).await,
             }
         }
-        Err(contended(bucket, name))
+        Err(self.contended(name))
     }
 
     pub async fn set_writeback(
@@ -238,27 +191,14 @@ impl Tenants {
 
     pub async fn delete(&self, name: &str) -> Result<(), RelayError> {
         let _guard = self.write.lock().await;
-        let bucket = match &self.backend {
-            Backend::Local(store) => {
-                self.require(name)?;
-                let store = store.clone();
-                let owned = name.to_owned();
-                tokio::task::spawn_blocking(move || store.delete_tenant(&owned))
-                    .await
-                    .map_err(|_| StoreError::Cancelled)??;
-                self.cache.remove_local(name);
-                return Ok(());
-            }
-            Backend::Cluster { bucket, .. } => bucket,
-        };
         for attempt in 0..MAX_CONFLICTS {
             // A record this node cannot read can still be deleted: that is
             // how an operator clears it.
-            let current = bucket.read(name).await.map_err(kv)?;
+            let current = self.store.read(name).await?;
             if !current.exists() {
                 return Err(RelayError::UnknownTenant(name.to_owned()));
             }
-            match bucket.delete(name, &current).await.map_err(kv)? {
+            match self.store.delete(name, &current).await? {
                 Written::At(revision) => {
                     self.cache.apply(name, revision, None);
                     return Ok(());
@@ -266,35 +206,23 @@ impl Tenants {
                 Written::Conflict => conflict_pause(attempt).await,
             }
         }
-        Err(contended(bucket, name))
+        Err(self.contended(name))
     }
 
-    async fn commit(
-        &self,
-        store: &Store,
-        record: TenantRecord,
-    ) -> Result<Arc<TenantRecord>, RelayError> {
-        let record = Arc::new(record);
-        let store = store.clone();
-        let to_write = Arc::clone(&record);
-        tokio::task::spawn_blocking(move || store.put_tenant(&to_write))
-            .await
-            .map_err(|_| StoreError::Cancelled)??;
-        self.cache.insert_local(Arc::clone(&record));
-        Ok(record)
+    fn contended(&self, name: &str) -> RelayError {
+        StoreError::Contended {
+            place: self.store.place(name),
+            attempts: MAX_CONFLICTS,
+        }
+        .into()
     }
 }
 
-fn kv(e: KvError) -> RelayError {
-    StoreError::from(e).into()
-}
-
-fn contended(bucket: &TenantBucket, name: &str) -> RelayError {
-    kv(KvError::Contended {
-        bucket: bucket.name().to_owned(),
-        key: name.to_owned(),
-        attempts: MAX_CONFLICTS,
-    })
+/// A short random pause after a conflict, growing with `attempt`: nodes
+/// retrying in step would conflict again.
+async fn conflict_pause(attempt: u32) {
+    let most = 5 * u64::from(attempt + 1);
+    tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=most))).await;
 }
 
 /// This node's view of the tenants.
@@ -321,7 +249,7 @@ impl Default for TenantCache {
 }
 
 impl TenantCache {
-    fn get(&self, name: &str) -> Option<Arc<TenantRecord>> {
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<TenantRecord>> {
         self.slots.get(name).and_then(|s| s.record.clone())
     }
 
@@ -335,24 +263,8 @@ impl TenantCache {
         self.slots.iter().filter(|s| s.record.is_some()).count()
     }
 
-    /// One node: its own writes are the only ones, in order.
-    fn insert_local(&self, record: Arc<TenantRecord>) {
-        let name = record.name.clone();
-        let slot = Slot {
-            revision: 0,
-            record: Some(record),
-        };
-        self.slots.insert(name, slot);
-        self.changes.send_modify(|n| *n += 1);
-    }
-
-    fn remove_local(&self, name: &str) {
-        self.slots.remove(name);
-        self.changes.send_modify(|n| *n += 1);
-    }
-
-    /// Takes `name`'s state at bucket `revision` unless this node knows a
-    /// later one; whether it did.
+    /// Takes `name`'s state at `revision` unless this node knows a later
+    /// one; whether it did.
     pub(crate) fn apply(
         &self,
         name: &str,
@@ -473,5 +385,31 @@ mod tests {
             tenants.delete("a").await,
             Err(RelayError::UnknownTenant(_))
         ));
+    }
+
+    /// One node orders its own changes by the store's revisions: a tenant
+    /// deleted and created again is there, with its new keys, and a tenant
+    /// loaded at start is changed like one created since.
+    #[tokio::test]
+    async fn a_tenant_deleted_and_created_again_is_back_on_one_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("b.redb")).unwrap();
+        Tenants::load(store.clone())
+            .unwrap()
+            .create("loaded", None, true)
+            .await
+            .unwrap();
+        let tenants = Tenants::load(store.clone()).unwrap();
+        tenants.set_writeback("loaded", false).await.unwrap();
+        assert!(!tenants.require("loaded").unwrap().writeback_enabled);
+        let first = tenants.create("a", None, true).await.unwrap();
+        tenants.delete("a").await.unwrap();
+        assert!(tenants.get("a").is_none());
+        let again = tenants.create("a", None, true).await.unwrap();
+        let seen = tenants.require("a").unwrap();
+        assert_eq!(seen.keys.send.primary, again.keys.send.primary);
+        assert_ne!(seen.keys.send.primary, first.keys.send.primary);
+        assert_eq!(tenants.len(), 2);
+        assert_eq!(Tenants::load(store).unwrap().len(), 2);
     }
 }

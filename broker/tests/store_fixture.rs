@@ -1,7 +1,9 @@
 //! The store as the broker of schema version 1 wrote it, committed in
 //! `tests/fixtures/store-v1`: whatever later changes the store (new records,
 //! other backends), a broker must still open this file and read back every
-//! piece of it, or migrate it forward. The fixture is written by
+//! piece of it, or migrate it forward (the tests at the end follow the step
+//! to version 2, see `broker/src/store/migrations/v2.rs`). The fixture is
+//! written by
 //! `write_fixture` below with the broker's own code (see the fixture's
 //! README); the tests open a copy, never the committed file.
 
@@ -14,10 +16,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use broker::auth::Authorizer;
 use broker::config::Limits;
-use broker::outcomes::{Admission, Outcome, Outcomes, Settled, StoredAnswer};
+use broker::outcomes::{Admission, OutcomeRecord, Outcomes, Settled, StoredAnswer};
 use broker::server::load_or_create_operator_key;
 use broker::store::{
-    AgentKeyRecord, KeyPair, SCHEMA_VERSION, Store, StoreError, TenantKeys, TenantRecord,
+    AgentKeyRecord, KeySlots, SCHEMA_VERSION, Store, StoreError, TenantKeys, TenantRecord, codec,
 };
 use broker::tenants::Tenants;
 use redb::{Database, ReadableTable, TableDefinition, TableHandle};
@@ -32,8 +34,13 @@ const RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// 2026-12-05; only the far future matters.
 const WRITTEN_UNIX_MS: i64 = 1_796_428_800_000;
 
+/// The committed store of `version`: the tests read version 1's.
+fn fixture_dir_of(version: u64) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/store-v{version}"))
+}
+
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1")
+    fixture_dir_of(1)
 }
 
 /// A test key: 32 copies of `byte`. Never a real secret.
@@ -43,7 +50,7 @@ fn key(byte: u8) -> Key {
 
 /// Distinct keys per tenant, right and slot: `base` + 0..6.
 fn keys(base: u8) -> TenantKeys {
-    let pair = |n: u8| KeyPair {
+    let pair = |n: u8| KeySlots {
         primary: key(base + 2 * n),
         secondary: key(base + 2 * n + 1),
     };
@@ -109,8 +116,8 @@ fn envelope() -> Vec<u8> {
 }
 
 /// (tenant, request id, what a read must find, but for the expiry).
-fn fixture_outcomes() -> Vec<(&'static str, &'static str, Outcome)> {
-    let outcome = |agent_id: &str, acknowledged, answer| Outcome {
+fn fixture_outcomes() -> Vec<(&'static str, &'static str, OutcomeRecord)> {
+    let outcome = |agent_id: &str, acknowledged, answer| OutcomeRecord {
         agent_id: agent_id.into(),
         acknowledged,
         expires_unix_ms: 0,
@@ -206,7 +213,8 @@ async fn write_fixture() {
     }
     // Dropped the store's threads: compact so the committed file is small.
     Database::open(&path).unwrap().compact().unwrap();
-    let out = fixture_dir();
+    // The version this broker writes, never over an older one's fixture.
+    let out = fixture_dir_of(SCHEMA_VERSION);
     std::fs::create_dir_all(&out).unwrap();
     std::fs::copy(&path, out.join("broker.redb")).unwrap();
     let mut text = operator_key().to_base64();
@@ -332,7 +340,7 @@ async fn every_outcome_reads_back_exactly() {
         let got = outcomes.get(tenant, request_id).await.unwrap();
         let got = got.unwrap_or_else(|| panic!("{tenant}/{request_id} is missing"));
         assert!(got.expires_unix_ms >= after, "{tenant}/{request_id}");
-        let want = Outcome {
+        let want = OutcomeRecord {
             expires_unix_ms: got.expires_unix_ms,
             ..want
         };
@@ -412,4 +420,127 @@ fn a_store_of_a_newer_broker_is_refused_untouched() {
     );
     assert!(err.to_string().contains("newer broker"), "{err}");
     assert_eq!(schema_version(&path), Some(newer));
+}
+
+/// Every entry of every table, raw: (table, key, value).
+fn contents(path: &Path) -> Vec<(&'static str, String, Vec<u8>)> {
+    const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
+    const EXPIRIES: TableDefinition<&str, ()> = TableDefinition::new("outcome_expiries");
+    let db = Database::open(path).unwrap();
+    let tx = db.begin_read().unwrap();
+    let mut out = Vec::new();
+    for (name, table) in [("tenants", TENANTS), ("outcomes", OUTCOMES)] {
+        for entry in tx.open_table(table).unwrap().iter().unwrap() {
+            let (k, v) = entry.unwrap();
+            out.push((name, k.value().to_owned(), v.value().to_vec()));
+        }
+    }
+    for (name, table) in [("meta", META), ("outcome_counts", OUTCOME_COUNTS)] {
+        for entry in tx.open_table(table).unwrap().iter().unwrap() {
+            let (k, v) = entry.unwrap();
+            out.push((name, k.value().to_owned(), v.value().to_be_bytes().to_vec()));
+        }
+    }
+    for entry in tx.open_table(EXPIRIES).unwrap().iter().unwrap() {
+        out.push((
+            "outcome_expiries",
+            entry.unwrap().0.value().to_owned(),
+            Vec::new(),
+        ));
+    }
+    out
+}
+
+/// A tenant record's fields as JSON, without the format it names.
+fn fields(bytes: &[u8]) -> serde_json::Value {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+    value.as_object_mut().unwrap().remove("format");
+    value
+}
+
+/// Step 1 -> 2 rewrites each tenant record in format 2 with the same
+/// fields, and leaves every other record as version 1 wrote it.
+#[test]
+fn the_migration_to_version_2_names_every_tenant_format_and_keeps_the_rest() {
+    let dir = copy_of_fixture();
+    let path = dir.path().join("broker.redb");
+    let before = contents(&path);
+    let tenants = |c: &[(&str, String, Vec<u8>)]| -> Vec<(String, Vec<u8>)> {
+        c.iter()
+            .filter(|(table, ..)| *table == "tenants")
+            .map(|(_, k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    for (name, bytes) in tenants(&before) {
+        assert_eq!(codec::tenant_format(&bytes).unwrap(), 1, "{name}");
+    }
+    drop(Store::open(&path).unwrap());
+    assert_eq!(schema_version(&path), Some(2));
+    let after = contents(&path);
+    let (old, new) = (tenants(&before), tenants(&after));
+    assert_eq!(old.len(), 2);
+    assert_eq!(new.len(), old.len());
+    for ((name, was), (again, now)) in old.iter().zip(&new) {
+        assert_eq!(name, again);
+        assert_eq!(codec::tenant_format(now).unwrap(), 2, "{name}");
+        assert_eq!(fields(now), fields(was), "{name}");
+    }
+    let others = |c: &[(&'static str, String, Vec<u8>)]| {
+        c.iter()
+            .filter(|(table, key, _)| *table != "tenants" && key != "schema_version")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(others(&after), others(&before));
+}
+
+/// A broker that stops right after the migration's transaction, or any
+/// time after, starts again on the migrated store and changes nothing.
+#[tokio::test]
+async fn a_restart_after_the_migration_changes_nothing() {
+    let dir = copy_of_fixture();
+    let path = dir.path().join("broker.redb");
+    drop(Store::open(&path).unwrap());
+    let migrated = contents(&path);
+    for _ in 0..2 {
+        let store = Store::open(&path).unwrap();
+        let tenants = Tenants::load(store.clone()).unwrap();
+        assert_eq!(tenants.len(), 2);
+        let outcomes = Outcomes::new(store, RETENTION, &Limits::default()).unwrap();
+        let found = outcomes.get("contoso", "req-envelope").await.unwrap();
+        assert!(found.is_some());
+        drop((tenants, outcomes));
+        assert_eq!(schema_version(&path), Some(2));
+        assert_eq!(contents(&path), migrated);
+    }
+}
+
+#[test]
+fn a_version_3_store_is_refused_and_left_byte_for_byte() {
+    let dir = copy_of_fixture();
+    let path = dir.path().join("broker.redb");
+    {
+        let db = Database::open(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(META)
+            .unwrap()
+            .insert("schema_version", 3)
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    let err = Store::open(&path)
+        .err()
+        .expect("a version 3 store is refused");
+    assert!(
+        matches!(
+            err,
+            StoreError::SchemaTooNew {
+                found: 3,
+                supported: 2
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file was changed");
 }

@@ -10,7 +10,7 @@ use async_nats::jetstream;
 use broker::cluster::kv::{
     Buckets, KvError, RETRY_FOR, RecordError, converge_operator_key, open_buckets,
 };
-use broker::cluster::storage_key::{OpenError, StorageKey};
+use broker::cluster::storage_key::{StorageKey, UnsealError};
 use broker::config::ClusterConfig;
 use broker::error::RelayError;
 use broker::outcomes::{Admission, Outcomes, StoredAnswer};
@@ -269,17 +269,21 @@ async fn records_a_node_cannot_read_are_skipped_not_fatal() {
     assert!(c.tenants.get("contoso").is_some());
     // Writing to an unreadable tenant fails with a store error naming it.
     let err = c.tenants.set_writeback("eve", false).await.unwrap_err();
-    let RelayError::Store(store) = &err else {
+    let Some(store) = StoreError::of(&err) else {
         panic!("{err:?}")
     };
-    let StoreError::Cluster(kv) = store.as_ref() else {
+    // Backend-neutral: the bucket's error is the store error's source.
+    let StoreError::Shared(shared) = store else {
         panic!("{store:?}")
+    };
+    let Some(kv) = shared.downcast_ref::<KvError>() else {
+        panic!("{shared:?}")
     };
     assert!(
         matches!(
-            kv.as_ref(),
+            kv,
             KvError::Unreadable {
-                source: RecordError::Sealed(OpenError::WrongKey),
+                source: RecordError::Sealed(UnsealError::WrongKey),
                 ..
             }
         ),
@@ -354,7 +358,7 @@ async fn the_operator_key_converges_and_outcomes_cross_nodes() {
         matches!(
             err,
             KvError::Unreadable {
-                source: RecordError::Sealed(OpenError::WrongKey),
+                source: RecordError::Sealed(UnsealError::WrongKey),
                 ..
             }
         ),

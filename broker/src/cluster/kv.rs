@@ -24,7 +24,9 @@ pub use buckets::{Buckets, open_buckets};
 pub use operator_key::{OPERATOR_KEY, converge_operator_key};
 pub use retry::RETRY_FOR;
 
-use super::storage_key::{OpenError, StorageKeyError};
+use super::storage_key::{StorageKeyError, UnsealError};
+use crate::store::StoreError;
+use crate::store::codec::CodecError;
 
 /// A key-value bucket operation failed. Messages name the bucket, the key
 /// and the operation, never a value.
@@ -105,8 +107,9 @@ pub enum KvError {
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     #[error(transparent)]
-    Sealed(#[from] OpenError),
-    // serde_json's own message may quote the input, which holds keys.
+    Sealed(#[from] UnsealError),
+    #[error(transparent)]
+    Record(#[from] CodecError),
     #[error("the opened value is not a {expected} ({category} error at column {column})")]
     Decode {
         expected: &'static str,
@@ -117,19 +120,9 @@ pub enum RecordError {
     OtherTenant { found: String },
 }
 
-impl RecordError {
-    fn decode(expected: &'static str, e: &serde_json::Error) -> RecordError {
-        use serde_json::error::Category;
-        RecordError::Decode {
-            expected,
-            category: match e.classify() {
-                Category::Io => "io",
-                Category::Syntax => "syntax",
-                Category::Data => "data",
-                Category::Eof => "end of input",
-            },
-            column: e.column(),
-        }
+impl From<KvError> for StoreError {
+    fn from(e: KvError) -> StoreError {
+        StoreError::Shared(Box::new(e))
     }
 }
 

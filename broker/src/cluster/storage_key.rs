@@ -50,7 +50,7 @@ pub enum StorageKeyError {
 
 /// A sealed value that does not open.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OpenError {
+pub enum UnsealError {
     #[error("the sealed value has {0} bytes, fewer than any sealed value")]
     TooShort(usize),
     #[error("the sealed value has format version {0}; this broker reads version {VERSION}")]
@@ -162,19 +162,19 @@ impl StorageKey {
     }
 
     /// Decrypts what [`StorageKey::seal`] made for the same `context`.
-    pub fn open(&self, context: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+    pub fn unseal(&self, context: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, UnsealError> {
         if sealed.len() < HEADER_LEN + TAG_LEN {
-            return Err(OpenError::TooShort(sealed.len()));
+            return Err(UnsealError::TooShort(sealed.len()));
         }
         let (header, ciphertext) = sealed.split_at(HEADER_LEN);
         if header[0] != VERSION {
-            return Err(OpenError::UnknownVersion(header[0]));
+            return Err(UnsealError::UnknownVersion(header[0]));
         }
         if header[1..1 + KEY_ID_LEN] != self.key_id {
-            return Err(OpenError::WrongKey);
+            return Err(UnsealError::WrongKey);
         }
         let nonce = Nonce::try_assume_unique_for_key(&header[1 + KEY_ID_LEN..])
-            .map_err(|_| OpenError::Tampered)?;
+            .map_err(|_| UnsealError::Tampered)?;
         let mut buffer = Zeroizing::new(ciphertext.to_vec());
         let plain_len = self
             .aead()
@@ -183,7 +183,7 @@ impl StorageKey {
                 Aad::from(associated_data(header, context)),
                 &mut buffer,
             )
-            .map_err(|_| OpenError::Tampered)?
+            .map_err(|_| UnsealError::Tampered)?
             .len();
         buffer.truncate(plain_len);
         Ok(buffer)
@@ -220,11 +220,12 @@ mod tests {
         let key = StorageKey::generate().unwrap();
         let sealed = key.seal(CONTEXT, b"tenant record").unwrap();
         assert_eq!(sealed[0], VERSION);
-        assert_eq!(&key.open(CONTEXT, &sealed).unwrap()[..], b"tenant record");
+        assert_eq!(&key.unseal(CONTEXT, &sealed).unwrap()[..], b"tenant record");
         // A fresh nonce each time: equal records do not look equal.
         assert_ne!(key.seal(CONTEXT, b"tenant record").unwrap(), sealed);
         assert_eq!(
-            &key.open(CONTEXT, &key.seal(CONTEXT, b"").unwrap()).unwrap()[..],
+            &key.unseal(CONTEXT, &key.seal(CONTEXT, b"").unwrap())
+                .unwrap()[..],
             b""
         );
     }
@@ -237,26 +238,26 @@ mod tests {
             let mut altered = sealed.clone();
             altered[i] ^= 1;
             assert_eq!(
-                key.open(CONTEXT, &altered),
-                Err(OpenError::Tampered),
+                key.unseal(CONTEXT, &altered),
+                Err(UnsealError::Tampered),
                 "byte {i}"
             );
         }
         assert_eq!(
-            key.open("relay_tenants/fabrikam", &sealed),
-            Err(OpenError::Tampered)
+            key.unseal("relay_tenants/fabrikam", &sealed),
+            Err(UnsealError::Tampered)
         );
         let other = StorageKey::generate().unwrap();
-        assert_eq!(other.open(CONTEXT, &sealed), Err(OpenError::WrongKey));
+        assert_eq!(other.unseal(CONTEXT, &sealed), Err(UnsealError::WrongKey));
         let mut future = sealed.clone();
         future[0] = 2;
         assert_eq!(
-            key.open(CONTEXT, &future),
-            Err(OpenError::UnknownVersion(2))
+            key.unseal(CONTEXT, &future),
+            Err(UnsealError::UnknownVersion(2))
         );
         assert_eq!(
-            key.open(CONTEXT, &sealed[..HEADER_LEN + TAG_LEN - 1]),
-            Err(OpenError::TooShort(HEADER_LEN + TAG_LEN - 1))
+            key.unseal(CONTEXT, &sealed[..HEADER_LEN + TAG_LEN - 1]),
+            Err(UnsealError::TooShort(HEADER_LEN + TAG_LEN - 1))
         );
     }
 
@@ -268,7 +269,7 @@ mod tests {
         std::fs::write(&path, format!("{}\n", key.to_base64().as_str())).unwrap();
         let loaded = StorageKey::load(&path).unwrap();
         let sealed = key.seal(CONTEXT, b"x").unwrap();
-        assert_eq!(&loaded.open(CONTEXT, &sealed).unwrap()[..], b"x");
+        assert_eq!(&loaded.unseal(CONTEXT, &sealed).unwrap()[..], b"x");
         // The format of the other key files: one tool writes them all.
         let text = sas::Key::generate().unwrap().to_base64();
         assert!(StorageKey::from_base64(&text).is_some());

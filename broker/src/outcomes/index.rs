@@ -9,8 +9,8 @@
 
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::{OUTCOMES, Outcome};
-use crate::store::{StoreError, io};
+use crate::store::codec::outcome_expiry;
+use crate::store::{OUTCOMES, StoreError, io};
 
 /// `tenant/expiry/request_id` (expiry as 20 decimal digits, so that the
 /// keys of a tenant sort by expiry) -> nothing.
@@ -25,7 +25,7 @@ const VERSION: u64 = 1;
 /// The expiry a record is indexed under; an undecodable one sorts first,
 /// so it is the first evicted.
 pub(super) fn expiry_of(bytes: &[u8]) -> u64 {
-    Outcome::expiry_of(bytes).map_or(0, indexed)
+    outcome_expiry(bytes).map_or(0, indexed)
 }
 
 /// A record's expiry (Unix ms) as the index holds it.

@@ -12,8 +12,9 @@ use std::collections::HashMap;
 use dashmap::DashMap;
 use redb::ReadableTable;
 
-use super::{OUTCOMES, split};
-use crate::store::{Store, StoreError, io};
+use super::local::split;
+use crate::store::codec::outcome_awaited_from;
+use crate::store::{LateCheck, OUTCOMES, Store, StoreError, io};
 
 /// What a record holds, as far as a late answer cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,19 +22,6 @@ pub(super) enum Kept {
     /// Awaited from this agent (empty: from any of the tenant's agents).
     Awaited(String),
     Answered,
-}
-
-/// What the records say about an answer posted late.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LateCheck {
-    /// Awaited from this agent: the answer may be written.
-    Awaited,
-    /// Answered already: a repeat of an answer that was kept.
-    Answered,
-    /// Never relayed to this agent, or expired: nobody awaits it.
-    NotAwaited,
-    /// Cluster mode: the records are in the bucket, not known here.
-    Unknown,
 }
 
 #[derive(Default)]
@@ -120,13 +108,9 @@ impl Known {
 
 /// What a stored record holds, from its header alone.
 pub(super) fn kept_of(bytes: &[u8]) -> Option<Kept> {
-    let (&[_format, state], rest) = bytes.split_first_chunk::<2>()?;
-    let rest = rest.get(12..)?;
-    let (len, rest) = rest.split_first_chunk::<2>()?;
-    let agent_id = std::str::from_utf8(rest.get(..u16::from_be_bytes(*len) as usize)?).ok()?;
-    Some(match state {
-        0 => Kept::Awaited(agent_id.to_owned()),
-        _ => Kept::Answered,
+    Some(match outcome_awaited_from(bytes)? {
+        Some(agent_id) => Kept::Awaited(agent_id.to_owned()),
+        None => Kept::Answered,
     })
 }
 

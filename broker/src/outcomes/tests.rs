@@ -1,4 +1,9 @@
+use redb::ReadableTable;
+
+use super::local::{make_room, split};
 use super::*;
+use crate::store::codec::{decode_outcome, encode_outcome};
+use crate::store::{OUTCOMES, Store};
 
 fn outcomes(retention: Duration) -> (tempfile::TempDir, Outcomes) {
     let dir = tempfile::tempdir().unwrap();
@@ -28,22 +33,25 @@ fn records_round_trip() {
             message: "no handler (AGENT_ERROR_CODE_UNSUPPORTED_OPERATION)".into(),
         }),
     ] {
-        let o = Outcome {
+        let o = OutcomeRecord {
             agent_id: "dc01".into(),
             acknowledged: answer.is_some(),
             expires_unix_ms: 42,
             answer,
         };
-        assert_eq!(Outcome::decode(&o.encode()), Some(o));
+        assert_eq!(decode_outcome(&encode_outcome(&o)), Some(o));
     }
-    let acknowledged = Outcome {
+    let acknowledged = OutcomeRecord {
         agent_id: "dc01".into(),
         acknowledged: true,
         expires_unix_ms: 42,
         answer: None,
     };
-    assert_eq!(Outcome::decode(&acknowledged.encode()), Some(acknowledged));
-    assert_eq!(Outcome::decode(&[9, 9, 9]), None);
+    assert_eq!(
+        decode_outcome(&encode_outcome(&acknowledged)),
+        Some(acknowledged)
+    );
+    assert_eq!(decode_outcome(&[9, 9, 9]), None);
 }
 
 /// A record as format 1 wrote it: the fields of format 2 without the
@@ -60,7 +68,7 @@ fn format_1(state: u8, code: i32, agent_id: &str, rest: &[u8]) -> Vec<u8> {
 
 #[test]
 fn records_of_format_1_are_still_read() {
-    let read = |bytes: Vec<u8>| Outcome::decode(&bytes).expect("readable").answer;
+    let read = |bytes: Vec<u8>| decode_outcome(&bytes).expect("readable").answer;
     assert_eq!(read(format_1(0, 1, "dc01", &[])), None);
     assert_eq!(
         read(format_1(1, 0, "dc01", &[7, 8])),
@@ -81,7 +89,7 @@ fn records_of_format_1_are_still_read() {
             message: "no such user (REJECTED)".into()
         })
     );
-    let waiting = Outcome::decode(&format_1(0, 1, "dc01", &[])).unwrap();
+    let waiting = decode_outcome(&format_1(0, 1, "dc01", &[])).unwrap();
     assert!(waiting.acknowledged);
     assert_eq!(waiting.expires_unix_ms, 42);
     assert_eq!(waiting.agent_id, "dc01");
@@ -198,8 +206,8 @@ async fn an_awaited_record_learns_its_agent_and_only_it_is_forgotten() {
     );
 }
 
-fn awaited(expiry: i64) -> Outcome {
-    Outcome {
+fn awaited(expiry: i64) -> OutcomeRecord {
+    OutcomeRecord {
         agent_id: "dc01".into(),
         acknowledged: false,
         expires_unix_ms: expiry,
@@ -218,7 +226,7 @@ fn a_full_tenant_evicts_the_record_that_expires_first() {
         let mut index = index::Index::open(&tx).unwrap();
         for (id, expiry) in [("t/a", 30), ("t/b", 10), ("t/c", 20), ("u/z", 1)] {
             table
-                .insert(id, awaited(expiry).encode().as_slice())
+                .insert(id, encode_outcome(&awaited(expiry)).as_slice())
                 .unwrap();
             let (tenant, request_id) = split(id);
             index.added(tenant, request_id, expiry as u64).unwrap();
@@ -252,7 +260,7 @@ async fn the_index_follows_every_change_and_is_built_for_an_old_store() {
             let far = now_unix_ms() + 3_600_000;
             for (id, expiry) in [("t/old1", far + 5), ("t/old2", far + 1), ("u/x", far)] {
                 table
-                    .insert(id, awaited(expiry).encode().as_slice())
+                    .insert(id, encode_outcome(&awaited(expiry)).as_slice())
                     .unwrap();
             }
         }
@@ -315,7 +323,9 @@ async fn the_index_follows_every_change_and_is_built_for_an_old_store() {
         let mut table = tx.open_table(OUTCOMES).unwrap();
         let mut index = index::Index::open(&tx).unwrap();
         let old = index::expiry_of(table.get("u/x").unwrap().unwrap().value());
-        table.insert("u/x", awaited(1).encode().as_slice()).unwrap();
+        table
+            .insert("u/x", encode_outcome(&awaited(1)).as_slice())
+            .unwrap();
         index.replaced("u", "x", old, 1).unwrap();
     }
     tx.commit().unwrap();
@@ -335,7 +345,12 @@ async fn a_tenants_bytes_are_bounded_and_late_answers_checked_without_the_store(
         max_outcome_bytes_per_tenant: 10_000,
         ..Limits::default()
     };
-    let o = Outcomes::new(store.clone(), Duration::from_secs(60), &limits).unwrap();
+    let open = |store: &Store| {
+        let local = Arc::new(LocalOutcomes::open(store.clone(), &limits).unwrap());
+        let outcomes = Outcomes::with_store(Box::new(Arc::clone(&local)), Duration::from_secs(60));
+        (local, outcomes.with_limits(&limits))
+    };
+    let (local, o) = open(&store);
     assert_eq!(o.check_late("t", "r0", "dc01"), LateCheck::NotAwaited);
     for i in 0..10 {
         o.expect("t", &format!("r{i}"), "dc01", true).await.unwrap();
@@ -350,9 +365,7 @@ async fn a_tenants_bytes_are_bounded_and_late_answers_checked_without_the_store(
             .await
             .unwrap();
     }
-    let Backend::Local { known, .. } = &o.backend else {
-        unreachable!()
-    };
+    let known = &local.known;
     assert!(known.bytes("t") <= 10_000, "{}", known.bytes("t"));
     assert_eq!(o.check_late("t", "r9", "dc01"), LateCheck::Answered);
     assert!(o.get("t", "r9").await.unwrap().unwrap().answer.is_some());
@@ -372,12 +385,9 @@ async fn a_tenants_bytes_are_bounded_and_late_answers_checked_without_the_store(
         "untouched"
     );
     let bytes = known.bytes("t");
-    drop(o);
-    let again = Outcomes::new(store, Duration::from_secs(60), &limits).unwrap();
-    let Backend::Local { known, .. } = &again.backend else {
-        unreachable!()
-    };
-    assert_eq!(known.bytes("t"), bytes);
+    drop((o, local));
+    let (local, again) = open(&store);
+    assert_eq!(local.known.bytes("t"), bytes);
     assert_eq!(again.check_late("t", "r9", "dc01"), LateCheck::Answered);
     assert_eq!(again.check_late("u", "x", "any"), LateCheck::Awaited);
 }

@@ -14,8 +14,9 @@ use tracing::warn;
 
 use super::index::{self, Index};
 use super::known::{self, Kept, Known};
-use super::{Admission, OUTCOMES, Outcome, admits_late, evict, evict_first, make_room, split};
-use crate::store::{Store, StoreError, io};
+use super::local::{evict, evict_first, make_room, split};
+use crate::store::codec::{decode_outcome, encode_outcome};
+use crate::store::{Admission, OUTCOMES, OutcomeRecord, Store, StoreError, io};
 use crate::time::now_unix_ms;
 
 /// The most writes one commit carries; more wait for the next.
@@ -25,7 +26,7 @@ pub(super) enum Op {
     /// Insert or replace a record, by the rules of [`Admission`].
     Write {
         key: String,
-        record: Outcome,
+        record: OutcomeRecord,
         admission: Admission,
     },
     /// Remove an awaited record (never an answer).
@@ -117,7 +118,7 @@ fn commit_groups(store: &Store, bounds: &Bounds, queue: &mpsc::Receiver<Job>) {
                 for job in group {
                     let _ = job.done.send(Err(StoreError::Io {
                         operation: "commit outcomes",
-                        source: Box::new(redb::Error::Io(std::io::Error::other(text.clone()))),
+                        source: text.clone().into(),
                     }));
                 }
             }
@@ -155,22 +156,19 @@ fn write(
     bounds: &Bounds,
     now: i64,
     key: &str,
-    record: &Outcome,
+    record: &OutcomeRecord,
     admission: Admission,
 ) -> Result<bool, StoreError> {
     let (tenant, request_id) = split(key);
     let (stored, old_expiry) = match table.get(key).map_err(io("read outcome"))? {
-        Some(v) => (
-            Outcome::decode(v.value()),
-            Some(index::expiry_of(v.value())),
-        ),
+        Some(v) => (decode_outcome(v.value()), Some(index::expiry_of(v.value()))),
         None => (None, None),
     };
     let existing = stored.filter(|o| o.expires_unix_ms > now);
     let write = match (&existing, admission) {
         // An answer is never replaced: the first one is the agent's.
         (
-            Some(Outcome {
+            Some(OutcomeRecord {
                 answer: Some(_), ..
             }),
             _,
@@ -182,7 +180,7 @@ fn write(
                 && (&awaited.agent_id, awaited.acknowledged)
                     != (&record.agent_id, record.acknowledged)
         }
-        (Some(awaited), Admission::Late) => admits_late(awaited, &record.agent_id),
+        (Some(awaited), Admission::Late) => awaited.admits_late(&record.agent_id),
         (Some(_), Admission::Relayed) => true,
         // Nothing was relayed under this id (or it expired).
         (None, Admission::Late) => false,
@@ -198,7 +196,7 @@ fn write(
         }
     };
     if write {
-        let encoded = record.encode();
+        let encoded = encode_outcome(record);
         table
             .insert(key, encoded.as_slice())
             .map_err(io("write outcome"))?;
@@ -242,7 +240,7 @@ fn forget(
     let awaited = table
         .get(key)
         .map_err(io("read outcome"))?
-        .and_then(|v| Outcome::decode(v.value()))
+        .and_then(|v| decode_outcome(v.value()))
         .filter(|o| o.answer.is_none());
     let Some(awaited) = awaited else {
         return Ok(false);

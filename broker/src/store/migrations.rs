@@ -16,21 +16,23 @@ use tracing::info;
 
 use super::{StoreError, io};
 
+mod v2;
+
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(super) const VERSION_KEY: &str = "schema_version";
 
 /// The schema this broker writes.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Brings a store from version `from` to `from + 1`. It runs inside the
 /// transaction that records the new version, so it must not commit.
 pub(super) type Step = fn(&WriteTransaction) -> Result<(), StoreError>;
 
-/// One step per version below [`SCHEMA_VERSION`], in order. Empty: version 1
-/// is the first versioned schema. The outcome index of stores written before
+/// One step per version below [`SCHEMA_VERSION`], in order. Version 1 is
+/// the first versioned schema. The outcome index of stores written before
 /// it existed is built at start by `outcomes::index::ensure_built`, which
 /// also rebuilds an index found missing, so it stays there rather than here.
-pub(super) const MIGRATIONS: &[(u64, Step)] = &[];
+pub(super) const MIGRATIONS: &[(u64, Step)] = &[(1, v2::records_name_their_format)];
 
 /// The store's recorded version; `None` for a store nothing was written to.
 pub(super) fn version(db: &Database) -> Result<Option<u64>, StoreError> {

@@ -27,13 +27,6 @@ use async_nats::jetstream::{self};
 use super::KvError;
 use super::retry::{failed, retry, retry_all};
 
-/// A short random pause after a conflict, growing with `attempt`: nodes
-/// retrying in step would conflict again.
-pub(crate) async fn conflict_pause(attempt: u32) {
-    let most = 5 * u64::from(attempt + 1);
-    tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=most))).await;
-}
-
 /// A key as read, with what a write needs to be conditioned on it.
 pub(crate) struct Snapshot {
     /// The key's latest entry: a value, a deletion, or nothing.

@@ -113,7 +113,7 @@ fn open(
         source,
     };
     let text = storage_key
-        .open(context, sealed)
+        .unseal(context, sealed)
         .map_err(|e| unreadable(RecordError::Sealed(e)))?;
     std::str::from_utf8(&text)
         .ok()

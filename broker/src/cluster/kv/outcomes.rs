@@ -1,6 +1,7 @@
 //! Late outcomes in the outcomes bucket, so that GetOutcome answers on any
-//! node. Values are [`Outcome`]s as the single-node store keeps them: the
-//! envelope inside is sealed by the agent already. The bucket's max age is
+//! node: the cluster's [`OutcomeStore`]. Values are outcome records as the
+//! single-node store keeps them ([`crate::store::codec`]): the envelope
+//! inside is sealed by the agent already. The bucket's max age is
 //! the outcome retention, so NATS expires them by itself.
 //!
 //! Each request has two keys, each written once with a KV create: the
@@ -21,7 +22,17 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::KvError;
 use super::retry::{failed, retry};
-use crate::outcomes::Outcome;
+use crate::outcomes::Outcomes;
+use crate::store::codec::{decode_outcome, encode_outcome};
+use crate::store::{Admission, OutcomeRecord, OutcomeStore, StoreError};
+
+impl Outcomes {
+    /// Outcomes in the cluster's outcomes bucket, whose max age should be
+    /// `retention` (see [`super::open_buckets`]).
+    pub fn cluster(bucket: kv::Store, retention: Duration) -> Outcomes {
+        Outcomes::with_store(Box::new(OutcomeBucket::new(bucket)), retention)
+    }
+}
 
 /// `expect` and `get` answer a portal that waits: they give up sooner than
 /// tenant writes.
@@ -90,10 +101,10 @@ impl OutcomeBucket {
     /// Remembers that an answer is awaited: an awaited record naming no
     /// agent only if there is none, one naming the agent in any case (what
     /// the routing found; a put is safe, as the answer is another key). An
-    /// answer kept already wins over it (see [`Self::get`]). Whether this
+    /// answer kept already wins over it (see [`Self::get_at`]). Whether this
     /// call wrote.
-    pub(crate) async fn expect(&self, keys: &Keys, waiting: &Outcome) -> Result<bool, KvError> {
-        let value = waiting.encode();
+    async fn expect_at(&self, keys: &Keys, waiting: &OutcomeRecord) -> Result<bool, KvError> {
+        let value = encode_outcome(waiting);
         if waiting.agent_id.is_empty() {
             return self.create(&keys.awaited, &value, WAIT_FOR).await;
         }
@@ -112,7 +123,7 @@ impl OutcomeBucket {
 
     /// Removes the awaited marker of a request that, after all, no agent
     /// can have received. A delete marker, which reads as no record.
-    pub(crate) async fn forget(&self, keys: &Keys) -> Result<(), KvError> {
+    async fn forget_at(&self, keys: &Keys) -> Result<(), KvError> {
         self.store
             .delete(&keys.awaited)
             .await
@@ -120,8 +131,8 @@ impl OutcomeBucket {
     }
 
     /// Keeps an answer unless one is kept already: the first one wins.
-    pub(crate) async fn record(&self, keys: &Keys, answered: &Outcome) -> Result<bool, KvError> {
-        let value = answered.encode();
+    async fn record_at(&self, keys: &Keys, answered: &OutcomeRecord) -> Result<bool, KvError> {
+        let value = encode_outcome(answered);
         if self.create(&keys.answer, &value, RECORD_FOR).await? {
             return Ok(true);
         }
@@ -131,17 +142,60 @@ impl OutcomeBucket {
     }
 
     /// The answer if one is kept, else the awaited marker; expired or not.
-    pub(crate) async fn get(&self, keys: &Keys) -> Result<Option<Outcome>, KvError> {
+    async fn get_at(&self, keys: &Keys) -> Result<Option<OutcomeRecord>, KvError> {
         for key in [&keys.answer, &keys.awaited] {
             if let Some(outcome) = self
                 .entry(key, WAIT_FOR)
                 .await?
-                .and_then(|e| Outcome::decode(&e.value))
+                .and_then(|e| decode_outcome(&e.value))
             {
                 return Ok(Some(outcome));
             }
         }
         Ok(None)
+    }
+}
+
+#[tonic::async_trait]
+impl OutcomeStore for OutcomeBucket {
+    async fn expect(
+        &self,
+        tenant: &str,
+        request_id: &str,
+        record: OutcomeRecord,
+    ) -> Result<bool, StoreError> {
+        Ok(self.expect_at(&keys(tenant, request_id), &record).await?)
+    }
+
+    async fn forget(&self, tenant: &str, request_id: &str) -> Result<(), StoreError> {
+        Ok(self.forget_at(&keys(tenant, request_id)).await?)
+    }
+
+    async fn record(
+        &self,
+        tenant: &str,
+        request_id: &str,
+        record: OutcomeRecord,
+        admission: Admission,
+    ) -> Result<bool, StoreError> {
+        let keys = keys(tenant, request_id);
+        if admission == Admission::Late {
+            // Two reads before a create: only an unsolicited reply pays
+            // for them, and the create still decides a race.
+            let awaited = self.get_at(&keys).await?;
+            if !awaited.is_some_and(|o| o.admits_late(&record.agent_id)) {
+                return Ok(false);
+            }
+        }
+        Ok(self.record_at(&keys, &record).await?)
+    }
+
+    async fn get(
+        &self,
+        tenant: &str,
+        request_id: &str,
+    ) -> Result<Option<OutcomeRecord>, StoreError> {
+        Ok(self.get_at(&keys(tenant, request_id)).await?)
     }
 }
 

@@ -1,27 +1,54 @@
 //! Tenant records in the tenants bucket, keyed by tenant name, each sealed
-//! with the storage key for `<bucket>/<tenant>`. Every write is a
-//! compare-and-set ([`super::cas`]), so two nodes changing one tenant
-//! cannot overwrite each other: the later one gets a conflict, reads again
-//! and reapplies its change.
+//! with the storage key for `<bucket>/<tenant>`: the cluster's
+//! [`TenantStore`]. Every write is a compare-and-set ([`super::cas`]), so
+//! two nodes changing one tenant cannot overwrite each other: the later one
+//! gets a conflict, reads again and reapplies its change.
+//!
+//! The bytes sealed are the record as [`crate::store::codec`] writes it,
+//! the same as the single-node store's; see there for how nodes of two
+//! releases read each other's records.
 
 use std::sync::Arc;
 
 use async_nats::jetstream::{self, kv};
-use zeroize::Zeroizing;
+use tokio_util::sync::CancellationToken;
 
 use super::cas::{self, Change, Snapshot};
 use super::retry::{RETRY_FOR, failed};
-use super::{KvError, RecordError, context};
+use super::{Buckets, KvError, RecordError, context};
 use crate::cluster::storage_key::StorageKey;
-use crate::store::TenantRecord;
+use crate::store::{Current, StoreError, TenantRecord, TenantStore, Written, codec};
+use crate::tenants::{TenantCache, Tenants};
 
-/// The outcome of a compare-and-set write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Written {
-    /// Written; the bucket's revision of the change.
-    At(u64),
-    /// The entry changed since the revision given: read it again.
-    Conflict,
+impl Tenants {
+    /// Loads every tenant of the cluster's tenants bucket, then follows
+    /// the changes from every node until `shutdown` (or until dropped).
+    pub async fn load_cluster(
+        buckets: &Buckets,
+        storage_key: Arc<StorageKey>,
+        shutdown: CancellationToken,
+    ) -> Result<Tenants, KvError> {
+        let bucket = TenantBucket::new(
+            buckets.tenants.clone(),
+            buckets.jetstream().clone(),
+            storage_key,
+        );
+        let cache = Arc::new(TenantCache::default());
+        let (watch, last) = super::watch::load(&bucket, &cache).await?;
+        let stop = shutdown.child_token();
+        super::watch::follow(
+            bucket.clone(),
+            Arc::clone(&cache),
+            watch,
+            last,
+            stop.clone(),
+        );
+        Ok(Tenants::with_store(
+            Box::new(bucket),
+            cache,
+            Some(stop.drop_guard()),
+        ))
+    }
 }
 
 /// The tenants bucket and the key that seals its records.
@@ -30,18 +57,6 @@ pub(crate) struct TenantBucket {
     store: kv::Store,
     js: jetstream::Context,
     key: Arc<StorageKey>,
-}
-
-/// A tenant as read, with what a write needs to be conditioned on it.
-pub(crate) struct Current {
-    snapshot: Snapshot,
-}
-
-impl Current {
-    /// Whether the tenant exists (was created and not deleted since).
-    pub(crate) fn exists(&self) -> bool {
-        self.snapshot.value().is_some()
-    }
 }
 
 impl TenantBucket {
@@ -62,49 +77,36 @@ impl TenantBucket {
     }
 
     fn seal(&self, record: &TenantRecord) -> Result<Vec<u8>, KvError> {
-        let json = Zeroizing::new(
-            serde_json::to_vec(record)
-                .map_err(|e| failed(self.name(), "encode a tenant record", e))?,
-        );
+        let bytes = codec::encode_tenant(record)
+            .map_err(|e| failed(self.name(), "encode a tenant record", e))?;
         self.key
-            .seal(&context(self.name(), &record.name), &json)
+            .seal(&context(self.name(), &record.name), &bytes)
             .map_err(KvError::Seal)
     }
 
     /// Opens and decodes what is stored under `tenant`.
     pub(crate) fn open(&self, tenant: &str, sealed: &[u8]) -> Result<TenantRecord, RecordError> {
-        let json = self.key.open(&context(self.name(), tenant), sealed)?;
-        let record: TenantRecord =
-            serde_json::from_slice(&json).map_err(|e| RecordError::decode("tenant record", &e))?;
+        let bytes = self.key.unseal(&context(self.name(), tenant), sealed)?;
+        let record = codec::decode_tenant(&bytes)?;
         if record.name != tenant {
             return Err(RecordError::OtherTenant { found: record.name });
         }
         Ok(record)
     }
 
-    /// The tenant as it is now.
-    pub(crate) async fn read(&self, tenant: &str) -> Result<Current, KvError> {
+    /// `tenant`'s entry and the record it holds, opened.
+    async fn snapshot(&self, tenant: &str) -> Result<Current, KvError> {
         let snapshot = cas::read(&self.store, tenant, RETRY_FOR).await?;
-        Ok(Current { snapshot })
-    }
-
-    /// The record `current` holds, opened; `None` if the tenant does not
-    /// exist.
-    pub(crate) fn record(
-        &self,
-        tenant: &str,
-        current: &Current,
-    ) -> Result<Option<TenantRecord>, KvError> {
-        let Some(entry) = current.snapshot.value() else {
-            return Ok(None);
-        };
-        self.open(tenant, &entry.value)
-            .map(Some)
-            .map_err(|source| KvError::Unreadable {
-                bucket: self.name().to_owned(),
-                key: tenant.to_owned(),
-                source,
+        let record = snapshot.value().map(|entry| {
+            self.open(tenant, &entry.value).map_err(|source| {
+                StoreError::from(KvError::Unreadable {
+                    bucket: self.name().to_owned(),
+                    key: tenant.to_owned(),
+                    source,
+                })
             })
+        });
+        Ok(Current::new(record, snapshot))
     }
 
     async fn write(
@@ -113,21 +115,13 @@ impl TenantBucket {
         change: Change<'_>,
         current: &Current,
     ) -> Result<Option<u64>, KvError> {
-        cas::write(
-            &self.js,
-            &self.store,
-            tenant,
-            change,
-            &current.snapshot,
-            RETRY_FOR,
-        )
-        .await
+        let snapshot: &Snapshot = current
+            .condition()
+            .expect("a tenant read from the tenants bucket");
+        cas::write(&self.js, &self.store, tenant, change, snapshot, RETRY_FOR).await
     }
 
-    /// Stores `record` where `current` holds none (a create) or the
-    /// record it replaces: the compare-and-set conditions come from
-    /// `current` either way.
-    pub(crate) async fn put(
+    async fn put_sealed(
         &self,
         record: &TenantRecord,
         current: &Current,
@@ -142,8 +136,7 @@ impl TenantBucket {
         }
     }
 
-    /// Deletes the tenant whose record `current` holds.
-    pub(crate) async fn delete(&self, tenant: &str, current: &Current) -> Result<Written, KvError> {
+    async fn delete_entry(&self, tenant: &str, current: &Current) -> Result<Written, KvError> {
         match self.write(tenant, Change::Delete, current).await? {
             Some(revision) => Ok(Written::At(revision)),
             // Deleted meanwhile, by an attempt of ours whose answer was
@@ -169,5 +162,24 @@ impl TenantBucket {
             Some(entry) if entry.value == sealed => Written::At(entry.revision),
             _ => Written::Conflict,
         })
+    }
+}
+
+#[tonic::async_trait]
+impl TenantStore for TenantBucket {
+    fn place(&self, tenant: &str) -> String {
+        format!("{tenant:?} in the key-value bucket {}", self.name())
+    }
+
+    async fn read(&self, tenant: &str) -> Result<Current, StoreError> {
+        Ok(self.snapshot(tenant).await?)
+    }
+
+    async fn put(&self, record: &TenantRecord, current: &Current) -> Result<Written, StoreError> {
+        Ok(self.put_sealed(record, current).await?)
+    }
+
+    async fn delete(&self, tenant: &str, current: &Current) -> Result<Written, StoreError> {
+        Ok(self.delete_entry(tenant, current).await?)
     }
 }
