@@ -105,7 +105,8 @@ impl Serving {
     }
 
     fn send(&mut self, event: forward_event::Event) {
-        self.transmit.push_back(pb::ForwardEvent { event: Some(event) });
+        self.transmit
+            .push_back(pb::ForwardEvent { event: Some(event) });
     }
 
     pub fn is_done(&self) -> bool {
