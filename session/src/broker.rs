@@ -13,10 +13,12 @@
 //! ack timeout, the caller's deadline, never again after an Ack), and every
 //! Goodbye the session gives on its own (HEARTBEAT_TIMEOUT, UNRESPONSIVE,
 //! PROTOCOL_VIOLATION, TOKEN_EXPIRED, RENEWAL_REFUSED, UNSOLICITED_REPLIES,
-//! SHUTTING_DOWN once a draining broker's session holds nothing).
+//! SHUTTING_DOWN once a draining broker's session holds nothing). [`Route`]
+//! holds the rules for trying one request on one session after another.
 
 mod frames;
 mod requests;
+mod route;
 mod tally;
 
 use std::collections::VecDeque;
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 use proto::pb::{self, BrokerFrame, GoodbyeReason, broker_frame};
 
 use requests::Requests;
+pub use route::{Next, Route, Routed};
 pub use tally::{MINUTE, PerMinute, Tally};
 
 /// A request's id on one session: the `correlation_id` of its
