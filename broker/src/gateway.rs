@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use proto::pb::agent_gateway_server::AgentGateway;
-use proto::pb::{self, AgentFrame, BrokerFrame};
+use proto::pb::{self, AgentFrame, BrokerFrame, GoodbyeReason};
 use sas::Right;
 use session::broker::{BrokerSession, End, Event, LateVerdict, Refusal, Tally};
 use tokio_stream::Stream;
@@ -246,6 +246,16 @@ async fn drive(state: Arc<State>, session: Arc<AgentSession>, mut inbound: Strea
                 }
                 Event::Closed(end) => {
                     match end {
+                        End::Goodbye { reason, message }
+                            if reason == GoodbyeReason::UnsolicitedReplies =>
+                        {
+                            warn!(%message, "closing the session: too many replies for requests it was never given")
+                        }
+                        End::Goodbye { reason, message }
+                            if reason == GoodbyeReason::Unresponsive =>
+                        {
+                            warn!(%message, "no Ack from the agent; closing its session as dead")
+                        }
                         End::Goodbye { reason, message } => {
                             info!(reason = reason.as_str_name(), %message, "agent session closed by the broker")
                         }
