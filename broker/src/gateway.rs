@@ -246,14 +246,16 @@ async fn drive(state: Arc<State>, session: Arc<AgentSession>, mut inbound: Strea
                 }
                 Event::Closed(end) => {
                     match end {
-                        End::Goodbye { reason, message }
-                            if reason == GoodbyeReason::UnsolicitedReplies =>
-                        {
+                        End::Goodbye {
+                            reason: GoodbyeReason::UnsolicitedReplies,
+                            message,
+                        } => {
                             warn!(%message, "closing the session: too many replies for requests it was never given")
                         }
-                        End::Goodbye { reason, message }
-                            if reason == GoodbyeReason::Unresponsive =>
-                        {
+                        End::Goodbye {
+                            reason: GoodbyeReason::Unresponsive,
+                            message,
+                        } => {
                             warn!(%message, "no Ack from the agent; closing its session as dead")
                         }
                         End::Goodbye { reason, message } => {
