@@ -1,6 +1,12 @@
 //! The agent-facing service: authenticates a session's Hello, registers the
 //! session, and drives it (heartbeats, replies, token renewal, goodbye) until
 //! it ends. One span per session carries tenant, agent and session ids.
+//!
+//! The session's rules are its `session::broker::BrokerSession` machine's;
+//! this module is its tonic driver: it reads frames and sleeps until the
+//! machine's next timer, answers what the machine asks of the broker (the
+//! Hello's and RenewToken's checks, late answers against the outcome
+//! store), and the outbound stream takes the machine's frames.
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -17,6 +17,10 @@
 //! timeout, which also closes the session as dead), a sealed request is
 //! never sent again: the portal is told OUTCOME_UNKNOWN and can ask for the
 //! outcome later.
+//!
+//! The rules are in the `session` crate: each attempt's end is decided by
+//! the session's machine (`session::broker::BrokerSession`), and what
+//! follows it by `session::broker::Route`; here they meet the registry.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -1,5 +1,8 @@
 //! Live agent sessions, and the registry of the sessions this node holds.
-//! Routing requests to them is in [`crate::routing`].
+//! Routing requests to them is in [`crate::routing`]. Each session's
+//! protocol (delivery, timers, the Goodbyes it decides) is a
+//! `session::broker::BrokerSession` machine that [`AgentSession`] holds and
+//! [`crate::gateway`] drives.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};

@@ -13,6 +13,10 @@
 //! nothing reached an agent (none left, all busy, shutting down) lets this
 //! node try another; once an agent may have the request, its fate is the
 //! serving node's answer, or OUTCOME_UNKNOWN if that node goes silent.
+//!
+//! Those rules (attempts, which failures allow another node, silence and
+//! the final word's grace) are `session::forward::Forwarding`'s, a machine
+//! without I/O or clock; this module is its NATS driver.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,10 @@
 //! on the subject of each agent it holds (requests addressed to that agent),
 //! in the nodes' queue group, and routes the requests other nodes forward to
 //! its own agents, reporting progress to the forwarding node (see
-//! [`super::forward`] for the exchange).
+//! [`super::forward`] for the exchange). The checks of a forwarded request
+//! and its reports (Accepted, Progress, one end) are
+//! `session::forward::Serving`'s; this module subscribes, routes and
+//! publishes for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
