@@ -432,7 +432,9 @@ impl Agent {
                 if now >= open.next_beat {
                     // Delay rather than burst: a late wakeup sends one beat.
                     open.next_beat = now + open.interval;
-                    self.send(agent_frame::Frame::Heartbeat(pb::Heartbeat { sent_unix_ms: 0 }));
+                    self.send(agent_frame::Frame::Heartbeat(pb::Heartbeat {
+                        sent_unix_ms: 0,
+                    }));
                     // What this session has not carried (a reply whose
                     // session ended, answered while this one was starting).
                     self.post_unconfirmed(now);
@@ -458,7 +460,9 @@ impl Agent {
             State::Idle => None,
             State::Hello { deadline } => Some(*deadline),
             State::Open(open) => {
-                let mut at = open.next_beat.min(open.last_seen + open.interval * SILENT_INTERVALS);
+                let mut at = open
+                    .next_beat
+                    .min(open.last_seen + open.interval * SILENT_INTERVALS);
                 if !open.renewing {
                     at = at.min(open.renew_at);
                 }
@@ -471,8 +475,7 @@ impl Agent {
     }
 
     fn welcomed(&mut self, now: Instant, w: pb::Welcome) {
-        let interval =
-            Duration::from_millis(u64::from(w.heartbeat_interval_ms)).max(MIN_HEARTBEAT);
+        let interval = Duration::from_millis(u64::from(w.heartbeat_interval_ms)).max(MIN_HEARTBEAT);
         self.state = State::Open(Box::new(Open {
             welcomed: now,
             interval,
@@ -591,12 +594,16 @@ impl Agent {
             self.transmit.clear();
             self.events.retain(|e| !matches!(e, Event::Apply(_)));
         }
-        self.events
-            .push_back(Event::SessionOver(End { cause, next, lasted }));
+        self.events.push_back(Event::SessionOver(End {
+            cause,
+            next,
+            lasted,
+        }));
     }
 
     fn send(&mut self, frame: agent_frame::Frame) {
-        self.transmit.push_back(pb::AgentFrame { frame: Some(frame) });
+        self.transmit
+            .push_back(pb::AgentFrame { frame: Some(frame) });
     }
 }
 
