@@ -253,6 +253,14 @@ impl Agent {
         matches!(&self.state, State::Open(o) if o.drain_until.is_some())
     }
 
+    /// Acknowledged requests of the open session not answered yet.
+    pub fn in_flight(&self) -> usize {
+        match &self.state {
+            State::Open(open) => open.in_flight,
+            _ => 0,
+        }
+    }
+
     /// The replies kept for the broker's Receipt.
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
