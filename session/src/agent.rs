@@ -10,12 +10,12 @@
 //! ([`Agent::handle_timeout`] at [`Agent::poll_timeout`]), and writes out
 //! [`Agent::poll_transmit`] and acts on [`Agent::poll_event`] until
 //! [`Event::SessionOver`]. It polls frames before events: an [`Event::Apply`]
-//! follows the Ack it depends on, and one still queued when the session
-//! ends is withdrawn, since its Ack never left.
+//! follows the Ack it depends on, and one whose Ack was still queued when
+//! the session ended is withdrawn, since the broker may route it elsewhere.
 
 pub mod outbox;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use proto::pb::{self, GoodbyeReason, agent_frame, agent_reply, broker_frame};
@@ -596,11 +596,24 @@ impl Agent {
         };
         self.state = State::Idle;
         if !matches!(cause, Cause::Drained | Cause::DrainGraceOver { .. }) {
-            // Nothing more goes out on a dead session; a request whose Ack
-            // is withdrawn here must not be applied either. A drained
-            // session still writes its last replies and Drain.
+            // Nothing more goes out on a dead session, and a request whose
+            // Ack never left must not be applied either: the broker may give
+            // it to another session. One whose Ack left is applied (and
+            // answered late), since the broker now tells its caller the
+            // outcome is unknown. A drained session still writes its last
+            // replies and Drain.
+            let unsent: HashSet<u64> = self
+                .transmit
+                .iter()
+                .filter_map(|f| match &f.frame {
+                    Some(agent_frame::Frame::Ack(a)) => Some(a.correlation_id),
+                    _ => None,
+                })
+                .collect();
             self.transmit.clear();
-            self.events.retain(|e| !matches!(e, Event::Apply(_)));
+            self.events.retain(
+                |e| !matches!(e, Event::Apply(r) if unsent.contains(&r.ticket.correlation_id)),
+            );
         }
         self.events.push_back(Event::SessionOver(End {
             cause,
