@@ -31,6 +31,9 @@ use crate::error::ClientError;
 /// the wait for Welcome, from Hello, by the same.
 const WELCOME_TIMEOUT: Duration = ::session::agent::WELCOME_TIMEOUT;
 const OUTBOUND_QUEUE: usize = 64;
+/// How long a drained session waits for the broker to end the stream
+/// after its own end.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Generous bound on a message from the broker (envelopes are kilobytes).
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
@@ -171,6 +174,9 @@ impl Driver<'_> {
             if let Some(end) = self.handle_events() {
                 // A drained session's last replies still go out.
                 self.flush().await;
+                if matches!(end.cause, Cause::Drained | Cause::DrainGraceOver { .. }) {
+                    self.close_gracefully(&mut inbound).await;
+                }
                 return self.finish(end);
             }
             // What handling the events queued (a renewed token).
@@ -212,6 +218,19 @@ impl Driver<'_> {
                 }
             }
         }
+    }
+
+    /// Ends the request stream after the frames still queued (the last
+    /// replies of a drained session), and waits a moment for the broker to
+    /// end its side: ending the stream at once, or the process, could lose
+    /// them.
+    async fn close_gracefully(&mut self, inbound: &mut tonic::Streaming<pb::BrokerFrame>) {
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.tx, closed));
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Ok(Some(_)) = inbound.message().await {}
+        })
+        .await;
     }
 
     fn in_span<R>(&self, f: impl FnOnce() -> R) -> R {
