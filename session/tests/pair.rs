@@ -182,3 +182,22 @@ impl Drop for NameOnPanic {
         eprintln!("the failing run: Pair::script(&mut Seeded({}), 80)", self.0);
     }
 }
+
+#[test]
+fn fuzz_inputs_replay_as_scripts() {
+    // What the fuzz target does with its input, on a few fixed inputs: an
+    // empty one, one that runs dry mid-step, and bytes from a generator.
+    let mut generated = Vec::new();
+    let mut source = Seeded(7);
+    for _ in 0..400 {
+        generated.push(sim::Source::byte(&mut source));
+    }
+    for input in [
+        &[][..],
+        &[3][..],
+        &[3, 0, 5, 0, 3, 1, 2, 200][..],
+        &generated[..],
+    ] {
+        Pair::script(&mut sim::Bytes(input), (input.len() / 2).min(256));
+    }
+}
