@@ -13,13 +13,16 @@
 //! follows the Ack it depends on, and one whose Ack was still queued when
 //! the session ended is withdrawn, since the broker may route it elsewhere.
 
+mod events;
+mod frames;
 pub mod outbox;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use proto::pb::{self, GoodbyeReason, agent_frame, agent_reply, broker_frame};
+use proto::pb::{self, agent_frame, agent_reply};
 
+pub use events::{Cause, Config, End, Event, NextStep, Request, Ticket, next_step};
 pub use outbox::Outbox;
 
 /// How long to wait for Welcome after Hello (response headers included).
@@ -29,148 +32,6 @@ pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
 pub const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 /// A broker silent for this many heartbeat intervals is gone.
 pub const SILENT_INTERVALS: u32 = 3;
-
-/// What the agent's end is configured with.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// How long after Hello the Welcome may take.
-    pub welcome_timeout: Duration,
-    /// The lifetime of the tokens the driver mints: each is renewed when
-    /// half of it has passed, well before the broker's TOKEN_EXPIRED.
-    pub token_lifetime: Duration,
-    /// On shutdown, how long acknowledged requests may take to finish.
-    pub drain_grace: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            welcome_timeout: WELCOME_TIMEOUT,
-            token_lifetime: Duration::from_secs(3600),
-            drain_grace: Duration::from_secs(30),
-        }
-    }
-}
-
-/// Names one relayed request of one session, for [`Agent::reply`]: a
-/// correlation id means something only on the session that gave it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Ticket {
-    /// Which session (counted from 1 by [`Agent::start`]) the request came on.
-    pub generation: u64,
-    /// The broker's correlation id on that session.
-    pub correlation_id: u64,
-    /// The portal's request id.
-    pub request_id: String,
-}
-
-/// A request to apply: it was acknowledged, and is handed out once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// What to pass back to [`Agent::reply`].
-    pub ticket: Ticket,
-    /// The portal's request id.
-    pub request_id: String,
-    /// The operation (never a ping: the core answers those itself).
-    pub operation: pb::Operation,
-    /// The portal's sealed envelope.
-    pub envelope: Vec<u8>,
-    /// How long the portal still waits, counted from its arrival.
-    pub timeout: Duration,
-}
-
-/// What the driver should do after a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NextStep {
-    /// Reconnect after the usual backoff (reset if the session was healthy).
-    Reconnect,
-    /// The broker is draining: reconnect soon, to the next address.
-    ReconnectSoon,
-    /// The broker judged this agent misbehaving (UNSOLICITED_REPLIES):
-    /// reconnect only after a backoff that a long session does not reset.
-    BackOff,
-    /// The session's token is no longer good (key rotated, expired, renewal
-    /// refused): mint a new one, then reconnect after the usual backoff.
-    NewToken,
-    /// The agent id was revoked: the broker refuses it until an
-    /// administrator restores it, so reconnecting achieves nothing before.
-    Revoked,
-    /// The agent is stopping: do not reconnect.
-    Stop,
-}
-
-/// Why a session ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cause {
-    /// The broker said Goodbye.
-    Goodbye {
-        /// The reason it gave (UNSPECIFIED for an unknown value).
-        reason: GoodbyeReason,
-        /// Its free text.
-        message: String,
-    },
-    /// No Welcome: another first frame, the connection's end, or none in
-    /// time.
-    NoWelcome(String),
-    /// Nothing from the broker for three heartbeat intervals.
-    Silence(Duration),
-    /// The driver reported the connection's end or error.
-    ConnectionLost(String),
-    /// Shutdown before the session was open.
-    Shutdown,
-    /// Shutdown: every acknowledged request was answered.
-    Drained,
-    /// Shutdown: the drain grace passed with this many requests unanswered.
-    DrainGraceOver {
-        /// Acknowledged requests still without an answer.
-        in_flight: usize,
-    },
-}
-
-/// The end of a session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct End {
-    /// Why it ended.
-    pub cause: Cause,
-    /// What to do next.
-    pub next: NextStep,
-    /// How long it was open, from Welcome; `None` if it never was.
-    pub lasted: Option<Duration>,
-}
-
-/// What the driver has to act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// The broker accepted the session.
-    Welcomed {
-        /// The broker's id of the session, for logs.
-        session_id: String,
-        /// The broker's clock at Welcome, to report skew.
-        broker_time_unix_ms: i64,
-        /// The heartbeat interval in force.
-        heartbeat_interval: Duration,
-    },
-    /// Apply this request, then call [`Agent::reply`]. Handed out once per
-    /// acknowledged request.
-    Apply(Request),
-    /// A request refused without an Ack because the agent is draining.
-    RefusedDraining {
-        /// The portal's request id.
-        request_id: String,
-    },
-    /// The broker has this reply: nothing more to do for it.
-    Confirmed {
-        /// The portal's request id.
-        request_id: String,
-    },
-    /// Half the token's lifetime has passed: mint a token and call
-    /// [`Agent::renewed_token`].
-    RenewToken,
-    /// A frame that has no meaning here was ignored (for the log).
-    Ignored(&'static str),
-    /// The session is over; no more frames go out on it.
-    SessionOver(End),
-}
 
 /// The agent's end of its sessions with the broker.
 #[derive(Debug)]
@@ -264,59 +125,6 @@ impl Agent {
     /// The replies kept for the broker's Receipt.
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
-    }
-
-    /// A frame from the broker.
-    pub fn handle_frame(&mut self, now: Instant, frame: pb::BrokerFrame) {
-        match &mut self.state {
-            State::Idle => {}
-            State::Hello { .. } => match frame.frame {
-                Some(broker_frame::Frame::Welcome(w)) => self.welcomed(now, w),
-                other => {
-                    let got = match other {
-                        Some(f) => frame_name(&f),
-                        None => "an empty frame",
-                    };
-                    self.end(
-                        Cause::NoWelcome(format!("expected Welcome, got {got}")),
-                        NextStep::Reconnect,
-                        now,
-                    );
-                }
-            },
-            State::Open(open) => {
-                open.last_seen = now;
-                match frame.frame {
-                    Some(broker_frame::Frame::Request(r)) => self.request(r),
-                    Some(broker_frame::Frame::Receipt(r)) => {
-                        if self.outbox.confirmed(now, &r.request_id) {
-                            self.events.push_back(Event::Confirmed {
-                                request_id: r.request_id,
-                            });
-                        }
-                    }
-                    Some(broker_frame::Frame::Heartbeat(_)) => {}
-                    Some(broker_frame::Frame::Goodbye(g)) => {
-                        let reason =
-                            GoodbyeReason::try_from(g.reason).unwrap_or(GoodbyeReason::Unspecified);
-                        let next = if open.drain_until.is_some() {
-                            NextStep::Stop
-                        } else {
-                            next_step(reason)
-                        };
-                        let cause = Cause::Goodbye {
-                            reason,
-                            message: g.message,
-                        };
-                        self.end(cause, next, now);
-                    }
-                    Some(broker_frame::Frame::Welcome(_)) => {
-                        self.events.push_back(Event::Ignored("a second Welcome"));
-                    }
-                    None => self.events.push_back(Event::Ignored("an empty frame")),
-                }
-            }
-        }
     }
 
     /// The driver lost the connection (the stream ended or broke).
@@ -482,107 +290,6 @@ impl Agent {
         }
     }
 
-    fn welcomed(&mut self, now: Instant, w: pb::Welcome) {
-        let interval = Duration::from_millis(u64::from(w.heartbeat_interval_ms)).max(MIN_HEARTBEAT);
-        self.state = State::Open(Box::new(Open {
-            welcomed: now,
-            interval,
-            last_seen: now,
-            next_beat: now + interval,
-            renew_at: now + self.config.token_lifetime / 2,
-            renewing: false,
-            seen: HashMap::new(),
-            in_flight: 0,
-            drain_until: None,
-        }));
-        self.events.push_back(Event::Welcomed {
-            session_id: w.session_id,
-            broker_time_unix_ms: w.broker_time_unix_ms,
-            heartbeat_interval: interval,
-        });
-        // Replies of earlier sessions that the broker never confirmed.
-        self.post_unconfirmed(now);
-    }
-
-    fn request(&mut self, r: pb::RelayedRequest) {
-        let generation = self.generation;
-        let State::Open(open) = &mut self.state else {
-            return;
-        };
-        match open.seen.get(&r.correlation_id) {
-            // A duplicate: never applied again. Still in hand: the Ack again
-            // (the broker ignores a repeated one). Answered: the answer again.
-            Some(Seen::InFlight) => {
-                let ack = pb::Ack {
-                    correlation_id: r.correlation_id,
-                };
-                return self.send(agent_frame::Frame::Ack(ack));
-            }
-            Some(Seen::Answered(id)) => {
-                if let Some(kept) = self.outbox.get(id) {
-                    let reply = pb::AgentReply {
-                        correlation_id: r.correlation_id,
-                        ..kept.clone()
-                    };
-                    self.send(agent_frame::Frame::Reply(reply));
-                }
-                return;
-            }
-            Some(Seen::Other) => return,
-            None => {}
-        }
-        let operation = pb::Operation::try_from(r.operation).unwrap_or(pb::Operation::Unspecified);
-        if open.drain_until.is_some() {
-            // No Ack: nothing was applied, so the broker may route it to
-            // another agent.
-            open.seen.insert(r.correlation_id, Seen::Other);
-            let error = pb::AgentError {
-                code: pb::AgentErrorCode::Unavailable as i32,
-                message: "the agent is shutting down; the request was not applied".into(),
-                refusal: pb::EnvelopeRefusal::Unspecified as i32,
-            };
-            let reply = pb::AgentReply {
-                correlation_id: r.correlation_id,
-                request_id: r.request_id.clone(),
-                result: Some(agent_reply::Result::Error(error)),
-            };
-            self.send(agent_frame::Frame::Reply(reply));
-            self.events.push_back(Event::RefusedDraining {
-                request_id: r.request_id,
-            });
-            return;
-        }
-        if operation == pb::Operation::Ping {
-            // Answered at once and not kept: a ping changes nothing, and
-            // its answer is worthless once its caller has gone.
-            open.seen.insert(r.correlation_id, Seen::Other);
-            let reply = pb::AgentReply {
-                correlation_id: r.correlation_id,
-                request_id: r.request_id,
-                result: Some(agent_reply::Result::Envelope(Vec::new())),
-            };
-            return self.send(agent_frame::Frame::Reply(reply));
-        }
-        // The Ack goes out before any work: from here on the broker gives
-        // the request to nobody else.
-        open.seen.insert(r.correlation_id, Seen::InFlight);
-        open.in_flight += 1;
-        self.send(agent_frame::Frame::Ack(pb::Ack {
-            correlation_id: r.correlation_id,
-        }));
-        self.events.push_back(Event::Apply(Request {
-            ticket: Ticket {
-                generation,
-                correlation_id: r.correlation_id,
-                request_id: r.request_id.clone(),
-            },
-            request_id: r.request_id,
-            operation,
-            envelope: r.envelope.into(),
-            timeout: Duration::from_millis(u64::from(r.timeout_ms)),
-        }));
-    }
-
     fn post_unconfirmed(&mut self, now: Instant) {
         for reply in self.outbox.to_post(now, self.generation) {
             self.send(agent_frame::Frame::Reply(reply));
@@ -625,34 +332,5 @@ impl Agent {
     fn send(&mut self, frame: agent_frame::Frame) {
         self.transmit
             .push_back(pb::AgentFrame { frame: Some(frame) });
-    }
-}
-
-/// What a Goodbye tells a serving agent to do.
-pub fn next_step(reason: GoodbyeReason) -> NextStep {
-    match reason {
-        GoodbyeReason::ShuttingDown => NextStep::ReconnectSoon,
-        GoodbyeReason::AgentRevoked => NextStep::Revoked,
-        GoodbyeReason::KeyRotated | GoodbyeReason::TokenExpired | GoodbyeReason::RenewalRefused => {
-            NextStep::NewToken
-        }
-        GoodbyeReason::UnsolicitedReplies => NextStep::BackOff,
-        GoodbyeReason::Unspecified
-        | GoodbyeReason::TenantDeleted
-        | GoodbyeReason::HeartbeatTimeout
-        | GoodbyeReason::ProtocolViolation
-        | GoodbyeReason::Replaced
-        | GoodbyeReason::Unresponsive
-        | GoodbyeReason::MalformedFrame => NextStep::Reconnect,
-    }
-}
-
-fn frame_name(f: &broker_frame::Frame) -> &'static str {
-    match f {
-        broker_frame::Frame::Welcome(_) => "Welcome",
-        broker_frame::Frame::Heartbeat(_) => "Heartbeat",
-        broker_frame::Frame::Request(_) => "RelayedRequest",
-        broker_frame::Frame::Goodbye(_) => "Goodbye",
-        broker_frame::Frame::Receipt(_) => "Receipt",
     }
 }
