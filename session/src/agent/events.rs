@@ -29,11 +29,11 @@ impl Default for Config {
     }
 }
 
-/// Names one relayed request of one session, for [`Agent::reply`]: a
+/// Names one relayed request of one session, for [`Agent::reply`](super::Agent::reply): a
 /// correlation id means something only on the session that gave it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Ticket {
-    /// Which session (counted from 1 by [`Agent::start`]) the request came on.
+    /// Which session (counted from 1 by [`Agent::start`](super::Agent::start)) the request came on.
     pub generation: u64,
     /// The broker's correlation id on that session.
     pub correlation_id: u64,
@@ -44,7 +44,7 @@ pub struct Ticket {
 /// A request to apply: it was acknowledged, and is handed out once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
-    /// What to pass back to [`Agent::reply`].
+    /// What to pass back to [`Agent::reply`](super::Agent::reply).
     pub ticket: Ticket,
     /// The portal's request id.
     pub request_id: String,
@@ -127,7 +127,7 @@ pub enum Event {
         /// The heartbeat interval in force.
         heartbeat_interval: Duration,
     },
-    /// Apply this request, then call [`Agent::reply`]. Handed out once per
+    /// Apply this request, then call [`Agent::reply`](super::Agent::reply). Handed out once per
     /// acknowledged request.
     Apply(Request),
     /// A request refused without an Ack because the agent is draining.
@@ -141,7 +141,7 @@ pub enum Event {
         request_id: String,
     },
     /// Half the token's lifetime has passed: mint a token and call
-    /// [`Agent::renewed_token`].
+    /// [`Agent::renewed_token`](super::Agent::renewed_token).
     RenewToken,
     /// A frame that has no meaning here was ignored (for the log).
     Ignored(&'static str),
