@@ -1,25 +1,29 @@
 //! The agent-facing service: authenticates a session's Hello, registers the
 //! session, and drives it (heartbeats, replies, token renewal, goodbye) until
 //! it ends. One span per session carries tenant, agent and session ids.
+//!
+//! The session's rules are its `session::broker::BrokerSession` machine's;
+//! this module is its tonic driver: it reads frames and sleeps until the
+//! machine's next timer, answers what the machine asks of the broker (the
+//! Hello's and RenewToken's checks, late answers against the outcome
+//! store), and the outbound stream takes the machine's frames.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use proto::pb::agent_frame::Frame as AgentFrameKind;
 use proto::pb::agent_gateway_server::AgentGateway;
-use proto::pb::{self, AgentFrame, BrokerFrame, GoodbyeReason, agent_reply, broker_frame};
+use proto::pb::{self, AgentFrame, BrokerFrame, GoodbyeReason};
 use sas::Right;
-use tokio::sync::mpsc;
+use session::broker::{BrokerSession, End, Event, LateVerdict, Refusal, Tally};
 use tokio_stream::Stream;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::RelayError;
 use crate::metrics::RefusalLabel;
 use crate::outcomes::{Admission, LateCheck, PendingSlot};
-use crate::sessions::{AgentAnswer, AgentSession, OUTBOUND_QUEUE};
+use crate::sessions::{self, AgentAnswer, AgentSession};
 use crate::state::State;
 use crate::time::{now_unix_ms, now_unix_secs};
 
@@ -27,48 +31,69 @@ pub struct Gateway {
     state: Arc<State>,
 }
 
+/// The machine's settings from the broker's.
+fn machine_config(config: &crate::config::BrokerConfig) -> session::broker::Config {
+    session::broker::Config {
+        heartbeat_interval: config.heartbeat_interval,
+        hello_timeout: config.hello_timeout,
+        ack_timeout: config.ack_timeout,
+        max_envelope_bytes: config.max_envelope_bytes,
+        unsolicited_replies_per_minute: config.limits.unsolicited_replies_per_minute,
+    }
+}
+
+/// Why a session never opened, as the portal-facing error the stream ends
+/// with.
+fn refusal_error(refusal: Refusal, hello_timeout: std::time::Duration) -> RelayError {
+    match refusal {
+        Refusal::HelloTimeout => RelayError::HelloTimeout(hello_timeout),
+        Refusal::ProtocolViolation(message) => RelayError::ProtocolViolation(message),
+        Refusal::Malformed(message) => {
+            RelayError::ProtocolViolation(format!("unreadable Hello: {message}"))
+        }
+        Refusal::Refused => RelayError::ShuttingDown,
+    }
+}
+
 impl Gateway {
     pub fn new(state: Arc<State>) -> Gateway {
         Gateway { state }
     }
 
+    /// Runs the session's machine until it has a Hello (or gave up waiting
+    /// for one), then checks it.
     async fn accept(
         &self,
         remote_addr: Option<std::net::SocketAddr>,
         inbound: &mut Streaming<AgentFrame>,
-    ) -> Result<
-        (
-            Arc<AgentSession>,
-            mpsc::Receiver<Result<BrokerFrame, Status>>,
-        ),
-        RelayError,
-    > {
+    ) -> Result<Arc<AgentSession>, RelayError> {
         let state = &self.state;
         if state.shutdown.is_cancelled() {
             return Err(RelayError::ShuttingDown);
         }
-        let first = tokio::time::timeout(state.config.hello_timeout, inbound.message())
-            .await
-            .map_err(|_| RelayError::HelloTimeout(state.config.hello_timeout))?;
-        let hello = match first {
-            Ok(Some(AgentFrame {
-                frame: Some(AgentFrameKind::Hello(hello)),
-            })) => hello,
-            Ok(Some(_)) => {
-                return Err(RelayError::ProtocolViolation(
-                    "the first frame of a session must be Hello".into(),
-                ));
+        let mut machine = BrokerSession::new(sessions::now(), machine_config(&state.config));
+        let hello = loop {
+            match machine.poll_event() {
+                Some(Event::Hello(hello)) => break hello,
+                Some(Event::Closed(End::NotOpened(refusal))) => {
+                    return Err(refusal_error(refusal, state.config.hello_timeout));
+                }
+                Some(Event::Closed(End::StreamEnded)) => {
+                    return Err(RelayError::ProtocolViolation(
+                        "the session ended before Hello".into(),
+                    ));
+                }
+                Some(_) => continue,
+                None => {}
             }
-            Ok(None) => {
-                return Err(RelayError::ProtocolViolation(
-                    "the session ended before Hello".into(),
-                ));
-            }
-            Err(status) => {
-                return Err(RelayError::ProtocolViolation(format!(
-                    "unreadable Hello: {}",
-                    status.message()
-                )));
+            let wake = machine
+                .poll_timeout()
+                .map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std);
+            match tokio::time::timeout_at(wake, inbound.message()).await {
+                Err(_) => machine.handle_timeout(sessions::now()),
+                Ok(Ok(Some(frame))) => machine.handle_frame(sessions::now(), frame),
+                Ok(Ok(None)) => machine.stream_ended(sessions::now()),
+                Ok(Err(status)) => machine.malformed(sessions::now(), status.message()),
             }
         };
         if !proto::names::is_valid_agent_id(&hello.agent_id) {
@@ -84,10 +109,18 @@ impl Gateway {
         if tenant.revoked_agents.contains(&hello.agent_id) {
             return Err(RelayError::AgentRevoked(hello.agent_id));
         }
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         // At most 64 characters, control characters escaped: the agent
         // chooses it, and it is logged and shown to operators.
         let version = crate::agent_text::printable(&hello.agent_version, 64);
+        let welcome = pb::Welcome {
+            session_id: String::new(),
+            heartbeat_interval_ms: state.config.heartbeat_interval.as_millis() as u32,
+            max_envelope_bytes: state.config.max_envelope_bytes as u32,
+            broker_time_unix_ms: now_unix_ms(),
+            token_expires_unix_ms: (principal.expiry_unix as i64).saturating_mul(1000),
+            ack_timeout_ms: state.config.ack_timeout.as_millis() as u32,
+            max_in_flight: state.config.limits.max_in_flight_per_agent,
+        };
         let session = Arc::new(AgentSession::new(
             hello.tenant,
             hello.agent_id,
@@ -95,23 +128,11 @@ impl Gateway {
             remote_addr,
             principal.slot,
             principal.expiry_unix,
-            tx,
+            machine,
+            welcome,
         ));
-        let welcome = BrokerFrame {
-            frame: Some(broker_frame::Frame::Welcome(pb::Welcome {
-                session_id: session.session_id.clone(),
-                heartbeat_interval_ms: state.config.heartbeat_interval.as_millis() as u32,
-                max_envelope_bytes: state.config.max_envelope_bytes as u32,
-                broker_time_unix_ms: now_unix_ms(),
-                token_expires_unix_ms: (principal.expiry_unix as i64).saturating_mul(1000),
-                ack_timeout_ms: state.config.ack_timeout.as_millis() as u32,
-                max_in_flight: state.config.limits.max_in_flight_per_agent,
-            })),
-        };
-        // The queue is fresh, so this cannot wait.
-        let _ = session.outbound().try_send(Ok(welcome));
         state.registry.register(Arc::clone(&session))?;
-        Ok((session, rx))
+        Ok(session)
     }
 }
 
@@ -126,7 +147,7 @@ impl AgentGateway for Gateway {
         let peer = request.remote_addr();
         let remote_addr = peer.map(|a| a.to_string()).unwrap_or_default();
         let mut inbound = request.into_inner();
-        let (session, rx) = match self.accept(peer, &mut inbound).await {
+        let session = match self.accept(peer, &mut inbound).await {
             Ok(accepted) => accepted,
             Err(err) => {
                 self.state
@@ -150,8 +171,7 @@ impl AgentGateway for Gateway {
             info!(remote = %remote_addr, version = %session.agent_version, "agent session accepted")
         });
         let stream = SessionStream {
-            rx,
-            done: Box::pin(session.finished().clone().cancelled_owned()),
+            session: Arc::clone(&session),
         };
         tokio::spawn(drive(Arc::clone(&self.state), session, inbound).instrument(span));
         Ok(Response::new(stream))
@@ -172,170 +192,117 @@ impl AgentGateway for Gateway {
     }
 }
 
-/// Runs a session until it ends, then deregisters it and says goodbye.
+/// Drives a session's machine until it ends: the agent's frames, its
+/// timers, the broker's shutdown, and the events only the broker can
+/// decide (token renewal, late answers); then deregisters it.
 async fn drive(state: Arc<State>, session: Arc<AgentSession>, mut inbound: Streaming<AgentFrame>) {
-    let interval = state.config.heartbeat_interval;
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
     let mut draining = false;
-    loop {
+    'session: loop {
+        let wake = session.poll_timeout();
+        let timer = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = session.closed().cancelled() => break,
+            _ = session.driver_woken() => {}
             // On shutdown the session takes no new requests but stays open
             // for the answers of those it holds; the server closes it once
             // they are answered or the grace period is over.
             _ = state.shutdown.cancelled(), if !draining => {
                 draining = true;
                 session.drain();
-                if session.in_flight() == 0 {
-                    session.close(GoodbyeReason::ShuttingDown, "the broker is shutting down; reconnect");
-                    break;
-                }
             }
-            _ = ticker.tick() => {
-                if session.is_silent(interval) {
-                    session.close(GoodbyeReason::HeartbeatTimeout, "no frame from the agent within three heartbeat intervals");
-                    break;
-                }
-                if session.token_expiry_unix() <= now_unix_secs() {
-                    session.close(GoodbyeReason::TokenExpired, "the session's token expired without renewal");
-                    break;
-                }
-                let beat = BrokerFrame { frame: Some(broker_frame::Frame::Heartbeat(pb::Heartbeat { sent_unix_ms: now_unix_ms() })) };
-                // A full queue already proves the session is busy, not idle.
-                let _ = session.outbound().try_send(Ok(beat));
-            }
+            _ = timer => session.handle_timeout(),
             frame = inbound.message() => match frame {
-                Ok(Some(frame)) => {
-                    session.touch();
-                    if let Err((reason, message)) = handle_frame(&state, &session, frame) {
-                        session.close(reason, message);
-                        break;
-                    }
+                Ok(Some(frame)) => session.handle_frame(frame),
+                Ok(None) => {
+                    debug!("agent ended the session");
+                    session.stream_ended();
                 }
-                Ok(None) => { debug!("agent ended the session"); break; }
                 Err(status) => {
                     if let Some((proto::Reason::MalformedMessage, _)) = proto::reason_of(&status) {
-                        session.close(GoodbyeReason::MalformedFrame, status.message().to_owned());
+                        session.malformed(status.message());
                     } else {
                         debug!(code = ?status.code(), message = status.message(), "agent session broke");
+                        session.stream_ended();
                     }
-                    break;
                 }
+            }
+        }
+        for event in session.take_events() {
+            match event {
+                Event::RenewToken(token) => renew(&state, &session, &token),
+                Event::AgentDraining => info!(
+                    in_flight = session.in_flight(),
+                    "the agent is draining: no new requests for it"
+                ),
+                Event::LateReply {
+                    correlation_id,
+                    request_id,
+                    answer,
+                } => {
+                    let verdict = take_late_answer(&state, &session, &request_id, answer.into());
+                    if let Some(tally) =
+                        session.late_verdict(correlation_id, request_id.clone(), verdict)
+                    {
+                        log_unsolicited(&request_id, tally);
+                    }
+                }
+                Event::Closed(end) => {
+                    match end {
+                        End::Goodbye {
+                            reason: GoodbyeReason::UnsolicitedReplies,
+                            message,
+                        } => {
+                            warn!(%message, "closing the session: too many replies for requests it was never given")
+                        }
+                        End::Goodbye {
+                            reason: GoodbyeReason::Unresponsive,
+                            message,
+                        } => {
+                            warn!(%message, "no Ack from the agent; closing its session as dead")
+                        }
+                        End::Goodbye { reason, message } => {
+                            info!(reason = reason.as_str_name(), %message, "agent session closed by the broker")
+                        }
+                        _ => info!("agent session ended"),
+                    }
+                    break 'session;
+                }
+                // Requests' events go to their routing tasks; the Hello
+                // came before the session existed.
+                Event::Hello(_) | Event::Acknowledged(_) | Event::Ended { .. } => {}
             }
         }
     }
     state.registry.deregister(&session);
-    session.abandon_pending();
-    if let Some((reason, message)) = session.close_reason() {
-        info!(reason = reason.as_str_name(), %message, "agent session closed by the broker");
-        let goodbye = BrokerFrame {
-            frame: Some(broker_frame::Frame::Goodbye(pb::Goodbye {
-                reason: reason as i32,
-                message,
-            })),
-        };
-        let _ = session.outbound().try_send(Ok(goodbye));
-    } else {
-        info!("agent session ended");
-    }
-    session.closed().cancel();
-    session.finished().cancel();
+    session.finish();
 }
 
-fn handle_frame(
-    state: &Arc<State>,
-    session: &Arc<AgentSession>,
-    frame: AgentFrame,
-) -> Result<(), (GoodbyeReason, String)> {
-    match frame.frame {
-        Some(AgentFrameKind::Heartbeat(_)) => Ok(()),
-        Some(AgentFrameKind::Reply(reply)) => {
-            let answer = match reply.result {
-                Some(agent_reply::Result::Envelope(envelope)) => {
-                    if envelope.len() > state.config.max_envelope_bytes {
-                        AgentAnswer::Error {
-                            code: pb::AgentErrorCode::Rejected as i32,
-                            refusal: 0,
-                            message: format!(
-                                "the agent's reply of {} bytes exceeds the envelope limit of {}",
-                                envelope.len(),
-                                state.config.max_envelope_bytes
-                            ),
-                        }
-                    } else {
-                        AgentAnswer::Envelope(envelope)
-                    }
-                }
-                Some(agent_reply::Result::Error(e)) => AgentAnswer::Error {
-                    code: e.code,
-                    refusal: e.refusal,
-                    message: crate::agent_text::printable(&e.message, 512),
-                },
-                None => AgentAnswer::Error {
-                    code: pb::AgentErrorCode::Unspecified as i32,
-                    refusal: 0,
-                    message: "the agent's reply carried neither an envelope nor an error".into(),
-                },
-            };
-            let request_id = reply.request_id;
-            let confirm = match session.complete(reply.correlation_id, answer) {
-                Ok(()) => true,
-                Err(answer) => take_late_answer(state, session, &request_id, answer)?,
-            };
-            // The agent keeps each reply until the broker confirms it, so
-            // that one written into a silently dead connection is posted
-            // again on the next session.
-            if confirm {
-                let receipt = BrokerFrame {
-                    frame: Some(broker_frame::Frame::Receipt(pb::Receipt {
-                        correlation_id: reply.correlation_id,
-                        request_id,
-                    })),
-                };
-                let _ = session.outbound().try_send(Ok(receipt));
-            }
-            Ok(())
+/// A RenewToken: checked like Hello's token (Listen right, same tenant).
+fn renew(state: &State, session: &AgentSession, token: &str) {
+    match state.authorizer.authorize(
+        token,
+        Some(&session.tenant),
+        &[Right::Listen],
+        now_unix_secs(),
+    ) {
+        Ok(p) => {
+            session.renew(p.slot, p.expiry_unix);
+            debug!(expiry_unix = p.expiry_unix, "session token renewed");
         }
-        Some(AgentFrameKind::Ack(ack)) => {
-            session.acknowledge(ack.correlation_id);
-            Ok(())
-        }
-        Some(AgentFrameKind::Drain(_)) => {
-            info!(
-                in_flight = session.in_flight(),
-                "the agent is draining: no new requests for it"
-            );
-            session.drain();
-            Ok(())
-        }
-        Some(AgentFrameKind::RenewToken(renew)) => {
-            match state.authorizer.authorize(
-                &renew.token,
-                Some(&session.tenant),
-                &[Right::Listen],
-                now_unix_secs(),
-            ) {
-                Ok(p) => {
-                    session.renew(p.slot, p.expiry_unix);
-                    debug!(expiry_unix = p.expiry_unix, "session token renewed");
-                    Ok(())
-                }
-                Err(e) => Err((
-                    GoodbyeReason::RenewalRefused,
-                    format!("token renewal refused: {e}"),
-                )),
-            }
-        }
-        Some(AgentFrameKind::Hello(_)) => Err((
-            GoodbyeReason::ProtocolViolation,
-            "Hello is only allowed as the first frame".into(),
-        )),
-        None => Err((
-            GoodbyeReason::ProtocolViolation,
-            "empty frame: no frame kind set".into(),
-        )),
+        Err(e) => session.renewal_refused(format!("token renewal refused: {e}")),
+    }
+}
+
+/// Logs unsolicited replies once a minute per session, with how many the
+/// minute before had.
+fn log_unsolicited(request_id: &str, tally: Tally) {
+    if tally.count == 1 {
+        warn!(%request_id, dropped_in_the_minute_before = tally.before.unwrap_or(0),
+            "reply dropped: no request with this id is awaited from this agent (logged once a minute per session)");
     }
 }
 
@@ -374,7 +341,7 @@ fn take_late_answer(
     session: &Arc<AgentSession>,
     request_id: &str,
     answer: AgentAnswer,
-) -> Result<bool, (GoodbyeReason, String)> {
+) -> LateVerdict {
     let check = if !proto::names::is_valid_request_id(request_id) {
         LateCheck::NotAwaited
     } else if state
@@ -394,24 +361,29 @@ fn take_late_answer(
         LateCheck::Answered => {
             refused(state, LateRefusal::Duplicate);
             debug!(%request_id, "a repeated reply to a request already answered dropped");
-            return Ok(true);
+            return LateVerdict::Duplicate;
         }
         LateCheck::NotAwaited => {
             refused(state, LateRefusal::Unsolicited);
-            return unsolicited(state, session, request_id).map(|()| true);
+            return LateVerdict::Unsolicited;
         }
     };
     let Some(slot) = slot else {
         refused(state, LateRefusal::TenantBusy);
-        if let (1, before) = session.refused_busy.note() {
+        let tally = session
+            .refused_busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .note(sessions::now());
+        if tally.count == 1 {
             warn!(%request_id, limit = state.config.limits.max_pending_outcome_writes_per_tenant,
-                refused_in_the_minute_before = before.unwrap_or(0),
+                refused_in_the_minute_before = tally.before.unwrap_or(0),
                 "late answer not taken: the tenant's late answers on their way to the store are at their bound; the agent posts it again (logged once a minute per session)");
         }
-        return Ok(false);
+        return LateVerdict::TenantBusy;
     };
     keep_late_answer(state, session, request_id, answer, slot);
-    Ok(true)
+    LateVerdict::Taken
 }
 
 fn refused(state: &State, why: LateRefusal) {
@@ -422,34 +394,6 @@ fn refused(state: &State, why: LateRefusal) {
             reason: why.as_str(),
         })
         .inc();
-}
-
-/// Counts an unsolicited reply against the session: logged at the first of
-/// each minute, and past the limit the session is closed.
-fn unsolicited(
-    state: &State,
-    session: &AgentSession,
-    request_id: &str,
-) -> Result<(), (GoodbyeReason, String)> {
-    let (count, before) = session.unsolicited.note();
-    let limit = state.config.limits.unsolicited_replies_per_minute;
-    if count == 1 {
-        warn!(%request_id, dropped_in_the_minute_before = before.unwrap_or(0),
-            "reply dropped: no request with this id is awaited from this agent (logged once a minute per session)");
-    }
-    if count > limit {
-        warn!(
-            count,
-            limit, "closing the session: too many replies for requests it was never given"
-        );
-        return Err((
-            GoodbyeReason::UnsolicitedReplies,
-            format!(
-                "{count} replies within a minute for requests this agent was not given or that are no longer awaited (at most {limit})"
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Writes an admitted late answer; `slot` holds its place in the tenant's
@@ -502,9 +446,7 @@ fn keep_late_answer(
                 // task): counted against the session like one refused at once.
                 Ok(false) => {
                     debug!(%request_id, "late outcome not kept: already known, or never awaited from this agent");
-                    if let Err((reason, message)) = unsolicited(&state, &session, request_id) {
-                        session.close(reason, message);
-                    }
+                    log_unsolicited(request_id, session.count_unsolicited());
                 }
                 Err(e) => warn!(%request_id, error = %e, "cannot keep a late outcome"),
             }
@@ -513,23 +455,19 @@ fn keep_late_answer(
     );
 }
 
-/// The broker-to-agent half of a session: queued frames, and the end of the
-/// stream once the session is closed and its queue (Goodbye included) drained.
+/// The broker-to-agent half of a session: the machine's frames as the
+/// transport takes them, and the end of the stream once the session's
+/// driver is done and its last frame (the Goodbye, if any) is taken.
 pub struct SessionStream {
-    rx: mpsc::Receiver<Result<BrokerFrame, Status>>,
-    done: Pin<Box<WaitForCancellationFutureOwned>>,
+    session: Arc<AgentSession>,
 }
 
 impl Stream for SessionStream {
     type Item = Result<BrokerFrame, Status>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(item) => Poll::Ready(item),
-            Poll::Pending => match self.done.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
-        }
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.session
+            .poll_outbound(cx.waker())
+            .map(|frame| frame.map(Ok))
     }
 }

@@ -17,19 +17,24 @@
 //! timeout, which also closes the session as dead), a sealed request is
 //! never sent again: the portal is told OUTCOME_UNKNOWN and can ask for the
 //! outcome later.
+//!
+//! The rules are in the `session` crate: each attempt's end is decided by
+//! the session's machine (`session::broker::BrokerSession`), and what
+//! follows it by `session::broker::Route`; here they meet the registry.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use proto::pb::{self, BrokerFrame, GoodbyeReason, Operation, broker_frame};
+use proto::pb::{self, Operation};
+use session::broker::{Answer, Next, RequestEnd, Route, Routed};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tonic::codegen::Bytes;
 use tracing::{debug, warn};
 
 use crate::error::RelayError;
-use crate::sessions::{AgentAnswer, AgentSession, Pick, Registry, Waiter};
+use crate::sessions::{AgentSession, Pick, Registry, Waiter};
 
 /// A request to route to an agent of `tenant`.
 #[derive(Debug, Clone)]
@@ -82,162 +87,87 @@ pub trait Router: Send + Sync + 'static {
     async fn route(&self, request: RouteRequest) -> Result<RouteReply, RelayError>;
 }
 
-/// Removes a pending entry and the in-flight count however the wait ends.
-struct PendingGuard<'a> {
-    session: &'a AgentSession,
-    correlation_id: u64,
-}
+/// Releases the in-flight slot `pick` reserved however the attempt ends.
+struct InFlightGuard<'a>(&'a AgentSession);
 
-impl Drop for PendingGuard<'_> {
+impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        self.session
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.correlation_id);
-        self.session.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// How one attempt on one session ended.
-enum Attempt {
-    Done(Result<RouteReply, RelayError>),
-    /// Not delivered: try another agent. `sent` when the request reached
-    /// the session's queue (the agent may have it, without our knowing).
-    Retry {
-        sent: bool,
-    },
-}
-
 impl Registry {
-    async fn attempt(&self, session: &Arc<AgentSession>, request: &RouteRequest) -> Attempt {
-        let correlation_id = session.next_correlation.fetch_add(1, Ordering::Relaxed);
+    /// One attempt on one session: the session's machine
+    /// ([`session::broker::BrokerSession`]) decides how it ends (answer,
+    /// ack timeout, the caller's deadline, the session's end); this waits
+    /// for that and reports the delivery as it goes.
+    async fn attempt(&self, session: &AgentSession, request: &RouteRequest) -> RequestEnd {
+        let _guard = InFlightGuard(session);
         let (ack_tx, mut ack_rx) = oneshot::channel();
-        let (answer_tx, mut answer_rx) = oneshot::channel();
-        session
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                correlation_id,
-                Waiter {
-                    ack: Some(ack_tx),
-                    answer: answer_tx,
-                },
-            );
-        // `pick` reserved the in-flight slot; the guard releases it.
-        let _guard = PendingGuard {
-            session,
-            correlation_id,
+        let (end_tx, end_rx) = oneshot::channel();
+        let frame = pb::RelayedRequest {
+            request_id: request.request_id.clone(),
+            operation: request.operation as i32,
+            envelope: request.envelope.clone(),
+            ..Default::default()
         };
-        let deadline = request.deadline;
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let frame = BrokerFrame {
-            frame: Some(broker_frame::Frame::Request(pb::RelayedRequest {
-                correlation_id,
-                request_id: request.request_id.clone(),
-                operation: request.operation as i32,
-                envelope: request.envelope.clone(),
-                timeout_ms: remaining.as_millis().min(u32::MAX as u128) as u32,
-            })),
+        let waiter = Waiter {
+            ack: Some(ack_tx),
+            end: end_tx,
         };
-        let sent_at = Instant::now();
-        match tokio::time::timeout_at(deadline, session.outbound().send(Ok(frame))).await {
-            // The session's queue stayed full: nothing left the broker.
-            Err(_) => return Attempt::Done(Err(RelayError::DeadlineExceeded(request.budget))),
-            // The session ended before the request was queued to it.
-            Ok(Err(_)) => return Attempt::Retry { sent: false },
-            Ok(Ok(())) => request.report(Delivery {
-                agent_id: Some(session.agent_id.clone()),
-                acknowledged: false,
-            }),
+        if session
+            .send_request(frame, request.deadline, waiter)
+            .is_err()
+        {
+            // Closed or draining since the pick: nothing was sent.
+            return RequestEnd::NotDelivered;
         }
-        let is_ping = request.operation == Operation::Ping;
-        let ack_deadline = (sent_at + self.ack_timeout).min(deadline);
+        request.report(Delivery {
+            agent_id: Some(session.agent_id.clone()),
+            acknowledged: false,
+        });
+        tokio::pin!(end_rx);
         let mut acked = false;
-        let mut ack_open = true;
-        let unknown = |acked: bool| {
-            if is_ping {
-                RelayError::DeadlineExceeded(request.budget)
-            } else {
-                RelayError::OutcomeUnknown {
-                    request_id: request.request_id.clone(),
-                    agent_id: session.agent_id.clone(),
-                    acknowledged: acked,
-                }
-            }
-        };
         loop {
             tokio::select! {
                 biased;
-                answer = &mut answer_rx => {
-                    return match answer {
-                        Ok(AgentAnswer::Envelope(envelope)) => {
-                            session.note_success();
-                            Attempt::Done(Ok(RouteReply {
-                                agent_id: session.agent_id.clone(),
-                                agent_version: session.agent_version.clone(),
-                                envelope,
-                                rtt: sent_at.elapsed(),
-                            }))
-                        }
-                        Ok(AgentAnswer::Error { code, .. })
-                            if !acked && code == pb::AgentErrorCode::Unavailable as i32 =>
-                        {
-                            // Refused before work started: nothing was applied.
-                            debug!(agent_id = %session.agent_id, "agent unavailable; trying another");
-                            Attempt::Retry { sent: false }
-                        }
-                        Ok(AgentAnswer::Error {
-                            code,
-                            refusal,
-                            message,
-                        }) => {
-                            if code == pb::AgentErrorCode::Internal as i32
-                                || code == pb::AgentErrorCode::Unavailable as i32
-                            {
-                                session.note_failure();
-                            }
-                            Attempt::Done(Err(RelayError::from_agent(
-                                session.agent_id.clone(),
-                                code,
-                                refusal,
-                                &message,
-                            )))
-                        }
-                        // The session ended with the request pending.
-                        Err(_) if acked => {
-                            session.note_failure();
-                            Attempt::Done(Err(unknown(true)))
-                        }
-                        Err(_) => Attempt::Retry { sent: true },
-                    };
+                end = &mut end_rx => {
+                    // The machine ends every request it took; a dropped
+                    // sender means the session itself is gone.
+                    return end.unwrap_or(RequestEnd::Lost { acknowledged: acked });
                 }
-                ack = &mut ack_rx, if ack_open => {
-                    ack_open = false;
-                    acked = ack.is_ok();
-                    if acked {
+                ack = &mut ack_rx, if !acked => {
+                    acked = true;
+                    if ack.is_ok() {
                         request.report(Delivery {
                             agent_id: Some(session.agent_id.clone()),
                             acknowledged: true,
                         });
                     }
                 }
-                _ = tokio::time::sleep_until(ack_deadline), if !acked && ack_deadline < deadline => {
-                    warn!(agent_id = %session.agent_id, session_id = %session.session_id,
-                        ack_timeout = ?self.ack_timeout, "no Ack from the agent; closing its session as dead");
-                    session.note_failure();
-                    session.close(
-                        GoodbyeReason::Unresponsive,
-                        format!("a request was not acknowledged within {}", humantime::format_duration(self.ack_timeout)),
-                    );
-                    return Attempt::Retry { sent: true };
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Attempt::Done(Err(unknown(acked)));
-                }
             }
         }
+    }
+}
+
+/// Counts an attempt's end for the session's load score: a failing agent
+/// is chosen less.
+fn score(session: &AgentSession, end: &RequestEnd) {
+    match end {
+        RequestEnd::Answered {
+            answer: Answer::Envelope(_),
+            ..
+        } => session.note_success(),
+        RequestEnd::Answered {
+            answer: Answer::Error(e),
+            ..
+        } if e.code == pb::AgentErrorCode::Internal as i32
+            || e.code == pb::AgentErrorCode::Unavailable as i32 =>
+        {
+            session.note_failure()
+        }
+        RequestEnd::Lost { .. } => session.note_failure(),
+        _ => {}
     }
 }
 
@@ -245,66 +175,81 @@ impl Registry {
 impl Router for Registry {
     async fn route(&self, request: RouteRequest) -> Result<RouteReply, RelayError> {
         let mut tried: Vec<String> = Vec::new();
-        // The last agent whose session took the request but ended without
-        // an Ack: it may have the request even so.
-        let mut maybe_delivered: Option<String> = None;
         let addressee = request.agent_id.as_deref();
+        let mut rules = Route::new(
+            addressee.is_some(),
+            request.operation == Operation::Ping,
+            request.deadline.into_std(),
+        );
         loop {
-            let picked = self.pick(&request.tenant, &tried, addressee);
-            let session = match (picked, maybe_delivered.take()) {
-                (Pick::Session(s), _) => s,
-                // Nowhere else to go, and it may have been applied: saying
-                // "no agent" or "busy" would claim nothing happened.
-                (_, Some(agent_id)) if request.operation != Operation::Ping => {
-                    return Err(RelayError::OutcomeUnknown {
-                        request_id: request.request_id.clone(),
-                        agent_id,
-                        acknowledged: false,
-                    });
-                }
-                (Pick::Busy, _) => return Err(RelayError::AgentsBusy(request.tenant.clone())),
-                (Pick::None, _) => {
-                    return Err(match addressee {
-                        Some(agent_id) => RelayError::AgentOffline {
-                            tenant: request.tenant.clone(),
-                            agent_id: agent_id.to_owned(),
-                        },
-                        None => RelayError::NoAgentOnline(request.tenant.clone()),
-                    });
-                }
+            let session = match self.pick(&request.tenant, &tried, addressee) {
+                Pick::Session(s) => s,
+                Pick::Busy => return Err(routed(&request, None, rules.nowhere(true))),
+                Pick::None => return Err(routed(&request, None, rules.nowhere(false))),
             };
-            match self.attempt(&session, &request).await {
-                Attempt::Done(result) => return result,
-                Attempt::Retry { sent } => {
-                    // The addressed agent may have it: never sent again
-                    // (not even to a new session of the same agent, which
-                    // would refuse it as a replay and hide the outcome).
-                    if sent && addressee.is_some() {
-                        return Err(RelayError::OutcomeUnknown {
-                            request_id: request.request_id.clone(),
-                            agent_id: session.agent_id.clone(),
-                            acknowledged: false,
-                        });
-                    }
-                    if sent {
-                        maybe_delivered = Some(session.agent_id.clone());
-                    }
+            let end = self.attempt(&session, &request).await;
+            score(&session, &end);
+            if let RequestEnd::Lost {
+                acknowledged: false,
+            } = end
+            {
+                warn!(agent_id = %session.agent_id, session_id = %session.session_id,
+                    "a request sent to the agent ended without an Ack (the session ended or was unresponsive)");
+            }
+            let next = rules.attempt_ended(Instant::now().into_std(), &session.agent_id, end);
+            match next {
+                Next::Done(Routed::Answered {
+                    answer: Answer::Envelope(envelope),
+                    rtt,
+                }) => {
+                    return Ok(RouteReply {
+                        agent_id: session.agent_id.clone(),
+                        agent_version: session.agent_version.clone(),
+                        envelope,
+                        rtt,
+                    });
+                }
+                Next::Done(other) => return Err(routed(&request, Some(&session), other)),
+                Next::TryAnother => {
+                    debug!(agent_id = %session.agent_id, "not delivered; trying another session");
                     self.metrics.retries.inc();
                     tried.push(session.session_id.clone());
-                    if Instant::now() >= request.deadline {
-                        return Err(match maybe_delivered {
-                            Some(agent_id) if request.operation != Operation::Ping => {
-                                RelayError::OutcomeUnknown {
-                                    request_id: request.request_id.clone(),
-                                    agent_id,
-                                    acknowledged: false,
-                                }
-                            }
-                            _ => RelayError::DeadlineExceeded(request.budget),
-                        });
-                    }
                 }
             }
         }
+    }
+}
+
+/// The portal's answer for how routing ended without a reply envelope.
+fn routed(request: &RouteRequest, session: Option<&AgentSession>, end: Routed) -> RelayError {
+    let agent_id = || session.map(|s| s.agent_id.clone()).unwrap_or_default();
+    match end {
+        Routed::Answered {
+            answer: Answer::Error(e),
+            ..
+        } => {
+            // At most 512 characters, control characters escaped: the
+            // agent chooses it, and a portal shows it.
+            let message = crate::agent_text::printable(&e.message, 512);
+            RelayError::from_agent(agent_id(), e.code, e.refusal, &message)
+        }
+        Routed::Answered { .. } => RelayError::ProtocolViolation("an envelope is no error".into()),
+        Routed::OutcomeUnknown {
+            agent_id,
+            acknowledged,
+        } => RelayError::OutcomeUnknown {
+            request_id: request.request_id.clone(),
+            agent_id,
+            acknowledged,
+        },
+        Routed::DeadlineExceeded => RelayError::DeadlineExceeded(request.budget),
+        Routed::AgentsBusy => RelayError::AgentsBusy(request.tenant.clone()),
+        Routed::NoAgentOnline => match &request.agent_id {
+            Some(agent_id) => RelayError::AgentOffline {
+                tenant: request.tenant.clone(),
+                agent_id: agent_id.clone(),
+            },
+            None => RelayError::NoAgentOnline(request.tenant.clone()),
+        },
     }
 }

@@ -244,11 +244,7 @@ pub async fn start(
         })?;
 
     let metrics = Arc::new(Metrics::new());
-    let registry = Arc::new(Registry::new(
-        config.limits.clone(),
-        config.ack_timeout,
-        Arc::clone(&metrics),
-    ));
+    let registry = Arc::new(Registry::new(config.limits.clone(), Arc::clone(&metrics)));
     let router: Arc<dyn crate::routing::Router> = match &cluster {
         None => Arc::clone(&registry) as _,
         Some(c) => Arc::new(ClusterRouter::new(

@@ -1,29 +1,32 @@
 //! Live agent sessions, and the registry of the sessions this node holds.
-//! Routing requests to them is in [`crate::routing`].
+//! Routing requests to them is in [`crate::routing`]. Each session's
+//! protocol (delivery, timers, the Goodbyes it decides) is a
+//! `session::broker::BrokerSession` machine that [`AgentSession`] holds and
+//! [`crate::gateway`] drives.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::Duration;
 
 use dashmap::DashMap;
 use proto::pb::{self, BrokerFrame, GoodbyeReason};
 use sas::KeySlot;
-use tokio::sync::{mpsc, oneshot};
+use session::broker::{
+    BrokerSession, CorrelationId, Event, LateVerdict, RequestEnd, SendError, Tally,
+};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
 
 use crate::config::Limits;
 use crate::error::RelayError;
 use crate::metrics::Metrics;
 use crate::time::now_unix_ms;
 
-/// Frames queued towards one agent before senders wait.
-pub const OUTBOUND_QUEUE: usize = 64;
-
-pub type Outbound = mpsc::Sender<Result<BrokerFrame, Status>>;
+pub use session::broker::PerMinute;
 
 /// What an agent answered.
 #[derive(Debug, Clone)]
@@ -37,13 +40,45 @@ pub enum AgentAnswer {
     },
 }
 
-/// The two stages of one request's delivery, as the router waits for them.
-pub(crate) struct Waiter {
-    pub ack: Option<oneshot::Sender<()>>,
-    pub answer: oneshot::Sender<AgentAnswer>,
+impl From<session::broker::Answer> for AgentAnswer {
+    fn from(answer: session::broker::Answer) -> AgentAnswer {
+        match answer {
+            session::broker::Answer::Envelope(e) => AgentAnswer::Envelope(e),
+            // At most 512 characters, control characters escaped: the agent
+            // chooses it, and it is logged and shown to portals.
+            session::broker::Answer::Error(e) => AgentAnswer::Error {
+                code: e.code,
+                refusal: e.refusal,
+                message: crate::agent_text::printable(&e.message, 512),
+            },
+        }
+    }
 }
 
-/// One authenticated agent session.
+/// Where one request's Ack and end go: the routing task waiting for them.
+pub(crate) struct Waiter {
+    pub ack: Option<oneshot::Sender<()>>,
+    pub end: oneshot::Sender<RequestEnd>,
+}
+
+/// The session's protocol machine and what its driver keeps beside it,
+/// under one lock so that a request's waiter is in place before any event
+/// about it can be dispatched.
+struct Core {
+    machine: BrokerSession,
+    waiters: HashMap<CorrelationId, Waiter>,
+    /// Events for the session's driver task (the rest go to waiters).
+    backlog: VecDeque<Event>,
+    /// The outbound stream, waiting for a frame.
+    outbound: Option<Waker>,
+}
+
+/// One authenticated agent session: its identity, what the registry and
+/// the status pages read without locking, and the protocol machine
+/// ([`session::broker::BrokerSession`]) that decides everything else. The
+/// session's driver task (`gateway::drive`) feeds it frames and timeouts;
+/// routing tasks send requests through it; the outbound stream takes its
+/// frames.
 pub struct AgentSession {
     pub session_id: String,
     pub tenant: String,
@@ -52,63 +87,26 @@ pub struct AgentSession {
     pub remote_addr: Option<SocketAddr>,
     pub connected_since_ms: i64,
     /// Wall time of the agent's last frame, for people (ListAgents, the
-    /// status page); never for deciding anything, since the wall clock can
-    /// be stepped.
+    /// status page); never for deciding anything: the machine judges
+    /// silence on the monotonic clock.
     last_seen_unix_ms: AtomicI64,
-    /// The monotonic clock the silence decision reads: `last_seen_nanos`
-    /// counts from `opened`, so one atomic holds an `Instant`.
-    opened: Instant,
-    last_seen_nanos: AtomicU64,
     slot: AtomicU8,
     token_expiry_unix: AtomicU64,
     pub(crate) in_flight: AtomicU32,
     /// Answers that failed or never came since the last good one: a failing
     /// agent is chosen less (see `Registry::pick`).
     pub(crate) failures: AtomicU32,
-    pub(crate) next_correlation: AtomicU64,
-    pub(crate) pending: Mutex<HashMap<u64, Waiter>>,
-    /// The agent (or the broker's own shutdown) asked for no new requests.
-    draining: AtomicBool,
-    outbound: Outbound,
-    closed: CancellationToken,
+    core: Mutex<Core>,
+    /// Wakes the driver task: the machine has events or a new timer.
+    wake_driver: Notify,
     finished: CancellationToken,
-    close_reason: Mutex<Option<(GoodbyeReason, String)>>,
-    /// Replies for requests nobody awaits from this session.
-    pub unsolicited: PerMinute,
     /// Late answers not taken: their tenant's store writes at their bound.
-    pub refused_busy: PerMinute,
+    pub refused_busy: Mutex<PerMinute>,
 }
 
-/// A session with no frame from its agent for this many heartbeat
-/// intervals is closed as silent.
-pub const SILENT_AFTER_INTERVALS: u32 = 3;
-
-/// The window [`PerMinute`] counts in.
-pub const MINUTE: Duration = Duration::from_secs(60);
-
-/// Events counted per minute (from the first of them), for a limit and for
-/// logging them once a minute with how many there were.
-#[derive(Default)]
-pub struct PerMinute(Mutex<Option<(std::time::Instant, u32)>>);
-
-impl PerMinute {
-    /// Counts one: how many in the current minute, and when this one starts
-    /// a new minute, how many the one before had.
-    pub fn note(&self) -> (u32, Option<u32>) {
-        let now = std::time::Instant::now();
-        let mut window = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match window.as_mut() {
-            Some((since, n)) if now.duration_since(*since) < MINUTE => {
-                *n += 1;
-                (*n, None)
-            }
-            _ => {
-                let before = window.map(|(_, n)| n);
-                *window = Some((now, 1));
-                (1, before)
-            }
-        }
-    }
+/// The machine's clock: tokio's, so that paused time in tests moves it.
+pub fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
 fn slot_code(slot: KeySlot) -> u8 {
@@ -119,6 +117,8 @@ fn slot_code(slot: KeySlot) -> u8 {
 }
 
 impl AgentSession {
+    /// A session whose machine has just accepted the Hello; `welcome` is
+    /// completed with the session id and queued.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         tenant: String,
@@ -127,57 +127,161 @@ impl AgentSession {
         remote_addr: Option<SocketAddr>,
         slot: KeySlot,
         token_expiry_unix: u64,
-        outbound: Outbound,
+        mut machine: BrokerSession,
+        mut welcome: pb::Welcome,
     ) -> AgentSession {
-        let now = now_unix_ms();
+        let wall = now_unix_ms();
+        let session_id = format!("{:016x}", fastrand::u64(..));
+        welcome.session_id = session_id.clone();
+        machine.accept(now(), welcome, expiry_instant(token_expiry_unix));
         AgentSession {
-            session_id: format!("{:016x}", fastrand::u64(..)),
+            session_id,
             tenant,
             agent_id,
             agent_version,
             remote_addr,
-            connected_since_ms: now,
-            last_seen_unix_ms: AtomicI64::new(now),
-            opened: Instant::now(),
-            last_seen_nanos: AtomicU64::new(0),
+            connected_since_ms: wall,
+            last_seen_unix_ms: AtomicI64::new(wall),
             slot: AtomicU8::new(slot_code(slot)),
             token_expiry_unix: AtomicU64::new(token_expiry_unix),
             in_flight: AtomicU32::new(0),
             failures: AtomicU32::new(0),
-            next_correlation: AtomicU64::new(1),
-            pending: Mutex::new(HashMap::new()),
-            draining: AtomicBool::new(false),
-            outbound,
-            closed: CancellationToken::new(),
+            core: Mutex::new(Core {
+                machine,
+                waiters: HashMap::new(),
+                backlog: VecDeque::new(),
+                outbound: None,
+            }),
+            wake_driver: Notify::new(),
             finished: CancellationToken::new(),
-            close_reason: Mutex::new(None),
-            unsolicited: PerMinute::default(),
-            refused_busy: PerMinute::default(),
+            refused_busy: Mutex::new(PerMinute::default()),
         }
     }
 
-    /// Notes a frame from the agent.
-    pub fn touch(&self) {
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the machine, then hands its events on: a request's to
+    /// its waiter, the rest to the driver task; wakes the outbound stream
+    /// and the driver, whose timer may have moved.
+    fn with_machine<R>(
+        &self,
+        f: impl FnOnce(&mut BrokerSession, &mut HashMap<CorrelationId, Waiter>) -> R,
+    ) -> R {
+        let mut core = self.lock();
+        let core = &mut *core;
+        let result = f(&mut core.machine, &mut core.waiters);
+        while let Some(event) = core.machine.poll_event() {
+            match event {
+                Event::Acknowledged(id) => {
+                    if let Some(tx) = core.waiters.get_mut(&id).and_then(|w| w.ack.take()) {
+                        let _ = tx.send(());
+                    }
+                }
+                Event::Ended {
+                    correlation_id,
+                    end,
+                    ..
+                } => {
+                    if let Some(w) = core.waiters.remove(&correlation_id) {
+                        let _ = w.end.send(end);
+                    }
+                }
+                other => core.backlog.push_back(other),
+            }
+        }
+        if let Some(waker) = core.outbound.take() {
+            waker.wake();
+        }
+        self.wake_driver.notify_one();
+        result
+    }
+
+    /// Takes one agent frame.
+    pub fn handle_frame(&self, frame: pb::AgentFrame) {
         self.last_seen_unix_ms
             .store(now_unix_ms(), Ordering::Relaxed);
-        // u64 nanoseconds run out after 584 years of one session.
-        let since_open = self.opened.elapsed().as_nanos() as u64;
-        self.last_seen_nanos
-            .fetch_max(since_open, Ordering::Relaxed);
+        self.with_machine(|m, _| m.handle_frame(now(), frame));
+    }
+
+    pub fn handle_timeout(&self) {
+        self.with_machine(|m, _| m.handle_timeout(now()));
+    }
+
+    /// When the driver must call [`Self::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.lock().machine.poll_timeout().map(Instant::from_std)
+    }
+
+    /// Resolves when the machine has something new for the driver.
+    pub async fn driver_woken(&self) {
+        self.wake_driver.notified().await
+    }
+
+    /// The events the driver task acts on, oldest first.
+    pub fn take_events(&self) -> Vec<Event> {
+        self.lock().backlog.drain(..).collect()
+    }
+
+    pub fn stream_ended(&self) {
+        self.with_machine(|m, _| m.stream_ended(now()));
+    }
+
+    pub fn malformed(&self, message: &str) {
+        self.with_machine(|m, _| m.malformed(now(), message));
+    }
+
+    /// The driver's verdict on a late reply; the unsolicited count, if one.
+    pub fn late_verdict(
+        &self,
+        correlation_id: u64,
+        request_id: String,
+        verdict: LateVerdict,
+    ) -> Option<Tally> {
+        self.with_machine(|m, _| m.late_verdict(now(), correlation_id, request_id, verdict))
+    }
+
+    /// A late reply found unsolicited only after its Receipt went out.
+    pub fn count_unsolicited(&self) -> Tally {
+        self.with_machine(|m, _| m.count_unsolicited(now()))
+    }
+
+    /// Sends a request; `waiter` hears its Ack and its end.
+    pub(crate) fn send_request(
+        &self,
+        request: pb::RelayedRequest,
+        deadline: Instant,
+        waiter: Waiter,
+    ) -> Result<CorrelationId, SendError> {
+        self.with_machine(|m, waiters| {
+            let id = m.send_request(now(), request, deadline.into_std())?;
+            waiters.insert(id, waiter);
+            Ok(id)
+        })
+    }
+
+    /// The next frame for the agent; `None` while there is none (the
+    /// stream is woken when one comes) or once the stream is over.
+    pub fn poll_outbound(&self, waker: &Waker) -> std::task::Poll<Option<BrokerFrame>> {
+        let mut core = self.lock();
+        if let Some(mut frame) = core.machine.poll_transmit() {
+            // The machine has no wall clock: the heartbeat is stamped here.
+            if let Some(pb::broker_frame::Frame::Heartbeat(beat)) = &mut frame.frame {
+                beat.sent_unix_ms = now_unix_ms();
+            }
+            return std::task::Poll::Ready(Some(frame));
+        }
+        if self.finished.is_cancelled() {
+            return std::task::Poll::Ready(None);
+        }
+        core.outbound = Some(waker.clone());
+        std::task::Poll::Pending
     }
 
     /// Wall time of the agent's last frame, for display only.
     pub fn last_seen_unix_ms(&self) -> i64 {
         self.last_seen_unix_ms.load(Ordering::Relaxed)
-    }
-
-    /// Whether the agent has sent nothing for more than
-    /// [`SILENT_AFTER_INTERVALS`] heartbeat intervals, on the monotonic
-    /// clock: a wall clock stepped forward must not close healthy sessions,
-    /// nor one stepped back keep a dead one.
-    pub fn is_silent(&self, heartbeat_interval: Duration) -> bool {
-        let last = self.opened + Duration::from_nanos(self.last_seen_nanos.load(Ordering::Relaxed));
-        Instant::now().saturating_duration_since(last) > heartbeat_interval * SILENT_AFTER_INTERVALS
     }
 
     pub fn slot(&self) -> KeySlot {
@@ -187,9 +291,15 @@ impl AgentSession {
         }
     }
 
+    /// The renewed token: its key slot and expiry.
     pub fn renew(&self, slot: KeySlot, expiry_unix: u64) {
         self.slot.store(slot_code(slot), Ordering::Relaxed);
         self.token_expiry_unix.store(expiry_unix, Ordering::Relaxed);
+        self.with_machine(|m, _| m.renewed(now(), expiry_instant(expiry_unix)));
+    }
+
+    pub fn renewal_refused(&self, message: String) {
+        self.with_machine(|m, _| m.renewal_refused(now(), message));
     }
 
     pub fn token_expiry_unix(&self) -> u64 {
@@ -200,85 +310,29 @@ impl AgentSession {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    pub fn outbound(&self) -> &Outbound {
-        &self.outbound
-    }
-
-    /// No new requests go to a draining session; it closes once the ones it
-    /// holds are answered.
+    /// The broker is shutting down: no new requests; the session says
+    /// Goodbye once the ones it holds are answered.
     pub fn drain(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        self.with_machine(|m, _| m.drain(now()));
     }
 
     /// Whether the router may give this session a new request.
     pub fn is_routable(&self) -> bool {
-        !self.closed.is_cancelled() && !self.is_draining()
-    }
-
-    /// Cancelled when the session is asked to close.
-    pub fn closed(&self) -> &CancellationToken {
-        &self.closed
-    }
-
-    /// Cancelled when the session's driver is done and its last frame
-    /// (the Goodbye, if any) is queued: the outbound stream may end.
-    pub fn finished(&self) -> &CancellationToken {
-        &self.finished
+        self.lock().machine.is_routable()
     }
 
     /// Asks the session to end with `reason`. The first reason given wins.
     pub fn close(&self, reason: GoodbyeReason, message: impl Into<String>) {
-        let mut current = self.close_reason.lock().unwrap_or_else(|e| e.into_inner());
-        if current.is_none() {
-            *current = Some((reason, message.into()));
+        self.with_machine(|m, _| m.close(now(), reason, message));
+    }
+
+    /// The driver is done: the outbound stream ends once its last frame
+    /// (the Goodbye, if any) is taken.
+    pub fn finish(&self) {
+        self.finished.cancel();
+        if let Some(waker) = self.lock().outbound.take() {
+            waker.wake();
         }
-        drop(current);
-        self.closed.cancel();
-    }
-
-    pub fn close_reason(&self) -> Option<(GoodbyeReason, String)> {
-        self.close_reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// The agent acknowledged `correlation_id`: it has the request and works
-    /// on it.
-    pub fn acknowledge(&self, correlation_id: u64) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = pending.get_mut(&correlation_id).and_then(|w| w.ack.take()) {
-            let _ = tx.send(());
-        }
-    }
-
-    /// Delivers an answer to the request waiting on `correlation_id`, if any
-    /// is still waiting on this session. Answers can only complete requests
-    /// that were sent on the same session. Gives the answer back when nobody
-    /// waits for it any more (a late answer).
-    pub fn complete(&self, correlation_id: u64, answer: AgentAnswer) -> Result<(), AgentAnswer> {
-        let waiter = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&correlation_id);
-        match waiter {
-            Some(w) => w.answer.send(answer),
-            None => Err(answer),
-        }
-    }
-
-    /// Fails every request still waiting on this session: the router sees
-    /// the session gone, with or without an Ack.
-    pub fn abandon_pending(&self) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
     }
 
     pub(crate) fn note_failure(&self) {
@@ -308,6 +362,15 @@ impl AgentSession {
     }
 }
 
+/// A token's expiry (Unix seconds, the wall clock) on the machine's
+/// monotonic clock: read once, when the token is taken.
+pub fn expiry_instant(expiry_unix: u64) -> std::time::Instant {
+    let left_ms = expiry_unix
+        .saturating_mul(1000)
+        .saturating_sub(u64::try_from(now_unix_ms()).unwrap_or(0));
+    now() + Duration::from_millis(left_ms)
+}
+
 /// What [`Registry::pick`] found.
 pub(crate) enum Pick {
     Session(Arc<AgentSession>),
@@ -325,7 +388,6 @@ pub struct Registry {
     by_source: DashMap<(String, IpAddr), u32>,
     by_connection: DashMap<SocketAddr, u32>,
     limits: Limits,
-    pub(crate) ack_timeout: Duration,
     pub(crate) metrics: Arc<Metrics>,
     /// Told the tenant's name whenever a session of it comes or goes; the
     /// cluster uses it to listen for a tenant's requests exactly while this
@@ -334,13 +396,12 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(limits: Limits, ack_timeout: Duration, metrics: Arc<Metrics>) -> Registry {
+    pub fn new(limits: Limits, metrics: Arc<Metrics>) -> Registry {
         Registry {
             by_tenant: DashMap::new(),
             by_source: DashMap::new(),
             by_connection: DashMap::new(),
             limits,
-            ack_timeout,
             metrics,
             presence: std::sync::OnceLock::new(),
         }
@@ -573,21 +634,44 @@ mod tests {
             max_in_flight_per_agent: max_in_flight,
             ..Limits::default()
         };
-        Registry::new(limits, Duration::from_secs(10), Arc::new(Metrics::new()))
+        Registry::new(limits, Arc::new(Metrics::new()))
+    }
+
+    /// A session as the gateway makes it: its machine past the Hello.
+    pub(crate) fn new_session(
+        tenant: &str,
+        agent_id: &str,
+        remote_addr: Option<SocketAddr>,
+    ) -> AgentSession {
+        let config = session::broker::Config {
+            heartbeat_interval: Duration::from_secs(20),
+            hello_timeout: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(10),
+            max_envelope_bytes: 1024,
+            unsolicited_replies_per_minute: 16,
+        };
+        let mut machine = BrokerSession::new(now(), config);
+        machine.handle_frame(
+            now(),
+            pb::AgentFrame {
+                frame: Some(pb::agent_frame::Frame::Hello(pb::Hello::default())),
+            },
+        );
+        machine.poll_event();
+        AgentSession::new(
+            tenant.into(),
+            agent_id.into(),
+            "1".into(),
+            remote_addr,
+            KeySlot::Primary,
+            u64::MAX / 2000,
+            machine,
+            pb::Welcome::default(),
+        )
     }
 
     fn session(registry: &Registry, agent_id: &str) -> Arc<AgentSession> {
-        let (tx, rx) = mpsc::channel(1);
-        std::mem::forget(rx);
-        let s = Arc::new(AgentSession::new(
-            "t".into(),
-            agent_id.into(),
-            "1".into(),
-            None,
-            KeySlot::Primary,
-            u64::MAX,
-            tx,
-        ));
+        let s = Arc::new(new_session("t", agent_id, None));
         registry.register(Arc::clone(&s)).unwrap();
         s
     }
@@ -601,37 +685,6 @@ mod tests {
             Pick::Busy => "busy".into(),
             Pick::None => "none".into(),
         }
-    }
-
-    /// Silence is judged on tokio's monotonic clock: with time paused the
-    /// wall clock barely moves, yet three intervals of advanced time make a
-    /// session silent, and any frame makes it heard again.
-    #[tokio::test(start_paused = true)]
-    async fn silence_follows_the_monotonic_clock() {
-        let interval = Duration::from_secs(10);
-        let r = registry(8);
-        let s = session(&r, "a");
-        let wall_before = now_unix_ms();
-        tokio::time::advance(interval * SILENT_AFTER_INTERVALS).await;
-        assert!(
-            !s.is_silent(interval),
-            "exactly three intervals is not yet silent"
-        );
-        tokio::time::advance(Duration::from_millis(1)).await;
-        assert!(s.is_silent(interval));
-        assert!(
-            now_unix_ms() - wall_before < 30_000,
-            "the wall clock did not see 30 s pass"
-        );
-        s.touch();
-        assert!(!s.is_silent(interval));
-        tokio::time::advance(interval * 2).await;
-        s.touch();
-        tokio::time::advance(interval * 2).await;
-        assert!(
-            !s.is_silent(interval),
-            "the last frame counts, not the first"
-        );
     }
 
     #[test]
@@ -723,16 +776,10 @@ mod tests {
     }
 
     fn from(tenant: &str, agent_id: &str, port: u16) -> Arc<AgentSession> {
-        let (tx, rx) = mpsc::channel(1);
-        std::mem::forget(rx);
-        Arc::new(AgentSession::new(
-            tenant.into(),
-            agent_id.into(),
-            "1".into(),
+        Arc::new(new_session(
+            tenant,
+            agent_id,
             Some(SocketAddr::from(([10, 0, 0, 1], port))),
-            KeySlot::Primary,
-            u64::MAX,
-            tx,
         ))
     }
 
@@ -744,7 +791,7 @@ mod tests {
             sessions_per_source: 2,
             ..Limits::default()
         };
-        let r = Registry::new(limits, Duration::from_secs(10), Arc::new(Metrics::new()));
+        let r = Registry::new(limits, Arc::new(Metrics::new()));
         for (i, tenant) in ["a", "a", "b", "b"].iter().enumerate() {
             r.register(from(tenant, &format!("x{i}"), i as u16))
                 .unwrap();
@@ -768,32 +815,14 @@ mod tests {
     }
 
     #[test]
-    fn events_are_counted_per_minute() {
-        let count = PerMinute::default();
-        assert_eq!(count.note(), (1, None));
-        assert_eq!(count.note(), (2, None));
-        *count.0.lock().unwrap() = Some((std::time::Instant::now() - MINUTE, 40));
-        assert_eq!(count.note(), (1, Some(40)), "a new minute");
-    }
-
-    #[test]
     fn session_limits_per_tenant_and_a_replacement_is_not_counted() {
         let limits = Limits {
             sessions_per_tenant: 1,
             ..Limits::default()
         };
-        let r = Registry::new(limits, Duration::from_secs(10), Arc::new(Metrics::new()));
+        let r = Registry::new(limits, Arc::new(Metrics::new()));
         let _a = session(&r, "a");
-        let (tx, _rx) = mpsc::channel(1);
-        let b = Arc::new(AgentSession::new(
-            "t".into(),
-            "b".into(),
-            "1".into(),
-            None,
-            KeySlot::Primary,
-            u64::MAX,
-            tx,
-        ));
+        let b = Arc::new(new_session("t", "b", None));
         assert!(matches!(
             r.register(b),
             Err(RelayError::TooManySessions {

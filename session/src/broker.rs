@@ -16,6 +16,7 @@
 //! SHUTTING_DOWN once a draining broker's session holds nothing). [`Route`]
 //! holds the rules for trying one request on one session after another.
 
+mod events;
 mod frames;
 mod requests;
 mod route;
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use proto::pb::{self, BrokerFrame, GoodbyeReason, broker_frame};
 
+pub use events::{Answer, End, Event, LateVerdict, Phase, Refusal, RequestEnd, SendError};
 use requests::Requests;
 pub use route::{Next, Route, Routed};
 pub use tally::{MINUTE, PerMinute, Tally};
@@ -52,134 +54,6 @@ pub struct Config {
     /// Replies for requests nobody awaits, per minute, before Goodbye
     /// UNSOLICITED_REPLIES.
     pub unsolicited_replies_per_minute: u32,
-}
-
-/// Where the session stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// The stream is open and nothing accepted yet.
-    AwaitingHello,
-    /// The Hello came; the driver is checking it.
-    Authenticating,
-    /// Welcome sent: the session takes requests.
-    Open,
-    /// The agent sent Drain, or the broker is shutting down: no new requests,
-    /// answers still taken.
-    Draining,
-    /// Over; [`Event::Closed`] said how.
-    Closed,
-}
-
-/// What an agent answered to a request.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Answer {
-    /// The agent's sealed reply, unchanged.
-    Envelope(Vec<u8>),
-    /// The agent's error, or one the session made of a reply it cannot pass
-    /// on (an envelope over the limit, a reply with neither result). The
-    /// message is the agent's text as it came: the driver escapes it.
-    Error(pb::AgentError),
-}
-
-/// How one request sent on this session ended. Exactly one per request.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RequestEnd {
-    /// The agent answered; a Receipt is already queued.
-    Answered {
-        answer: Answer,
-        /// From [`BrokerSession::send_request`] to the answer.
-        rtt: Duration,
-    },
-    /// Nothing reached the agent (it was never handed to the stream, or the
-    /// agent refused it as unavailable before an Ack): it may go elsewhere.
-    NotDelivered,
-    /// The agent may have it, and its answer will not come on this session:
-    /// the session ended, or no Ack came within the ack timeout.
-    Lost { acknowledged: bool },
-    /// The caller's deadline passed. `sent`: the request was handed to the
-    /// stream, so the agent may have it.
-    DeadlineExceeded { sent: bool, acknowledged: bool },
-}
-
-/// What the driver must act on, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// Check this Hello; answer with [`BrokerSession::accept`] or
-    /// [`BrokerSession::refuse`].
-    Hello(pb::Hello),
-    /// Check this token; answer with [`BrokerSession::renewed`] or
-    /// [`BrokerSession::renewal_refused`].
-    RenewToken(String),
-    /// The agent sent Drain: route it nothing new.
-    AgentDraining,
-    /// The agent acknowledged a request: from now on it is never sent again.
-    Acknowledged(CorrelationId),
-    /// A request ended.
-    Ended {
-        correlation_id: CorrelationId,
-        request_id: String,
-        end: RequestEnd,
-    },
-    /// A reply nobody waits for on this session (posted late, or after its
-    /// request ended): decide with [`BrokerSession::late_verdict`].
-    LateReply {
-        correlation_id: CorrelationId,
-        request_id: String,
-        answer: Answer,
-    },
-    /// The session is over. Its last frame (the Goodbye, if any) is queued.
-    Closed(End),
-}
-
-/// How a session ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum End {
-    /// The broker said Goodbye.
-    Goodbye {
-        reason: GoodbyeReason,
-        message: String,
-    },
-    /// It never opened: the stream ends with a status, no Goodbye.
-    NotOpened(Refusal),
-    /// The agent ended the stream, or it broke.
-    StreamEnded,
-}
-
-/// Why a session never opened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// No Hello within the hello timeout.
-    HelloTimeout,
-    /// The first frame was not Hello, or a frame came before the verdict.
-    ProtocolViolation(String),
-    /// The first frame did not decode.
-    Malformed(String),
-    /// The driver refused the Hello ([`BrokerSession::refuse`]).
-    Refused,
-}
-
-/// Why [`BrokerSession::send_request`] took nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    #[error("the session is not open")]
-    NotOpen,
-    #[error("the session is draining")]
-    Draining,
-}
-
-/// The driver's decision on a [`Event::LateReply`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LateVerdict {
-    /// Kept as the request's late outcome: confirmed.
-    Taken,
-    /// A repeat of an answer already kept (its Receipt was lost): confirmed.
-    Duplicate,
-    /// Awaited from nobody on this agent: confirmed, and counted against
-    /// the session's `unsolicited_replies_per_minute`.
-    Unsolicited,
-    /// The tenant's late answers are at their bound: not confirmed, so the
-    /// agent posts it again later.
-    TenantBusy,
 }
 
 /// The broker's end of one agent session.
@@ -322,8 +196,10 @@ impl BrokerSession {
     }
 
     /// The driver accepted the Hello: Welcome goes out and the session opens.
-    /// `token_expires` is the token's expiry on the monotonic clock.
-    pub fn accept(&mut self, now: Instant, welcome: pb::Welcome, token_expires: Instant) {
+    /// `token_expires` is the token's expiry on the monotonic clock. The
+    /// driver fills the Welcome; its heartbeat interval, ack timeout and
+    /// envelope limit are set here from [`Config`].
+    pub fn accept(&mut self, now: Instant, mut welcome: pb::Welcome, token_expires: Instant) {
         if self.phase != Phase::Authenticating {
             return;
         }
@@ -331,6 +207,11 @@ impl BrokerSession {
         self.last_heard = now;
         self.next_heartbeat = Some(now + self.config.heartbeat_interval);
         self.token_expires = Some(token_expires);
+        // What the Welcome promises is what this machine enforces.
+        welcome.heartbeat_interval_ms = millis(self.config.heartbeat_interval);
+        welcome.ack_timeout_ms = millis(self.config.ack_timeout);
+        welcome.max_envelope_bytes =
+            u32::try_from(self.config.max_envelope_bytes).unwrap_or(u32::MAX);
         self.queue(broker_frame::Frame::Welcome(welcome));
         if self.broker_draining {
             self.phase = Phase::Draining;
@@ -375,8 +256,7 @@ impl BrokerSession {
             .requests
             .insert(now, request.request_id.clone(), deadline, ack_by);
         request.correlation_id = id;
-        let left = deadline.saturating_duration_since(now).as_millis();
-        request.timeout_ms = left.min(u128::from(u32::MAX)) as u32;
+        request.timeout_ms = millis(deadline.saturating_duration_since(now));
         self.queue(broker_frame::Frame::Request(request));
         Ok(id)
     }
@@ -518,4 +398,9 @@ impl BrokerSession {
         }
         self.events.push_back(Event::Closed(end));
     }
+}
+
+/// Milliseconds for a `u32` field, saturating.
+fn millis(d: Duration) -> u32 {
+    d.as_millis().min(u128::from(u32::MAX)) as u32
 }

@@ -152,9 +152,11 @@ fn hello_is_checked_by_the_driver_then_welcome_opens_the_session() {
     s.accept(t0 + secs(1), pb::Welcome::default(), t0 + TOKEN);
     assert_eq!(s.phase(), Phase::Open);
     assert!(s.is_routable());
+    // The Welcome promises what the machine enforces.
     assert!(matches!(
-        transmits(&mut s)[..],
-        [broker_frame::Frame::Welcome(_)]
+        &transmits(&mut s)[..],
+        [broker_frame::Frame::Welcome(w)] if w.heartbeat_interval_ms == 20_000
+            && w.ack_timeout_ms == 10_000 && w.max_envelope_bytes == 1024
     ));
 }
 

@@ -13,12 +13,17 @@
 //! nothing reached an agent (none left, all busy, shutting down) lets this
 //! node try another; once an agent may have the request, its fate is the
 //! serving node's answer, or OUTCOME_UNKNOWN if that node goes silent.
+//!
+//! Those rules (attempts, which failures allow another node, silence and
+//! the final word's grace) are `session::forward::Forwarding`'s, a machine
+//! without I/O or clock; this module is its NATS driver.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use proto::pb::{self, Operation, forward_event::Event};
+use proto::pb;
+use session::forward::{self, Forwarding, Outcome};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -27,13 +32,7 @@ use super::wire::{self, Failure};
 use crate::error::RelayError;
 use crate::metrics::{ForwardLabels, Metrics};
 use crate::routing::{RouteReply, RouteRequest, Router};
-use crate::sessions::Registry;
-
-/// Serving nodes asked in turn for one request, at most, when each says
-/// nothing reached an agent (its last agent just left, all busy, draining).
-const MAX_FORWARDS: usize = 3;
-/// Heartbeats a serving node may miss before the request is given up on.
-const MISSED_BEATS: u32 = 3;
+use crate::sessions::{Registry, now};
 
 /// Routes to this node's agents first, then through the cluster.
 pub struct ClusterRouter {
@@ -61,174 +60,207 @@ impl ClusterRouter {
             .inc();
     }
 
+    /// Drives a [`Forwarding`] machine over NATS: publishes each attempt
+    /// on a fresh inbox, feeds it what the serving node says (or NATS's
+    /// no-responders status), and wakes it when the node's silence is due.
     async fn forward(&self, request: &RouteRequest) -> Result<RouteReply, RelayError> {
-        let mut last = match &request.agent_id {
-            Some(agent_id) => RelayError::AgentOffline {
-                tenant: request.tenant.clone(),
-                agent_id: agent_id.clone(),
-            },
-            None => RelayError::NoAgentOnline(request.tenant.clone()),
-        };
-        for _ in 0..MAX_FORWARDS {
-            if Instant::now() >= request.deadline {
-                break;
-            }
-            if !self.cluster.is_up() {
-                self.count("cluster_unavailable");
-                return Err(RelayError::ClusterUnavailable(request.tenant.clone()));
-            }
-            match self.forward_once(request).await {
-                Forwarded::Answered(reply) => {
-                    self.count("answered");
-                    return Ok(reply);
-                }
-                Forwarded::Final(e) => {
-                    self.count(e.outcome());
-                    return Err(e);
-                }
-                // Nobody listens on the subject: no node holds one of the
-                // tenant's agents (the addressed agent). Asking again
-                // cannot help.
-                Forwarded::NoListener => {
-                    self.count("no_agent_online");
-                    return Err(last);
-                }
-                Forwarded::NotSent(e) => {
-                    self.count(e.outcome());
-                    debug!(error = %e, "the serving node gave nothing to an agent; asking again");
-                    last = e;
-                }
-            }
-        }
-        Err(last)
-    }
-
-    async fn forward_once(&self, request: &RouteRequest) -> Forwarded {
         let cluster = &self.cluster;
-        let unavailable =
-            || Forwarded::Final(RelayError::ClusterUnavailable(request.tenant.clone()));
-        let inbox = cluster.client.new_inbox();
-        let Ok(mut replies) = cluster.client.subscribe(inbox.clone()).await else {
-            return unavailable();
-        };
-        let remaining = request.deadline.saturating_duration_since(Instant::now());
         let forwarded = pb::ForwardedRequest {
             tenant: request.tenant.clone(),
             request_id: request.request_id.clone(),
             operation: request.operation as i32,
             envelope: request.envelope.clone(),
-            timeout_ms: millis(remaining),
+            timeout_ms: 0,
             budget_ms: millis(request.budget),
             origin_node: cluster.node.clone(),
             agent_id: request.agent_id.clone().unwrap_or_default(),
         };
-        let sent_at = Instant::now();
-        let published = cluster
+        let config = forward::Config::with_heartbeat(cluster.heartbeat());
+        let mut machine = Forwarding::new(now(), config, forwarded, request.deadline.into_std());
+        let mut inbox: Option<async_nats::Subscriber> = None;
+        let mut sent_at = Instant::now();
+        let mut no_listener = false;
+        loop {
+            while let Some(event) = machine.poll_event() {
+                match event {
+                    forward::Event::NotSent(failure) => {
+                        let e = self.error_of(request, failure, None);
+                        self.count(e.outcome());
+                        debug!(error = %e, "the serving node gave nothing to an agent; asking again");
+                    }
+                    forward::Event::Done(outcome) => {
+                        return self.finish(request, outcome, sent_at.elapsed(), no_listener);
+                    }
+                }
+            }
+            if let Some(next) = machine.poll_transmit() {
+                inbox = None;
+                if !cluster.is_up() {
+                    machine.unavailable(now());
+                    continue;
+                }
+                match self.publish(request, next).await {
+                    Some(subscriber) => {
+                        inbox = Some(subscriber);
+                        sent_at = Instant::now();
+                    }
+                    None => machine.unavailable(now()),
+                }
+                continue;
+            }
+            let (Some(replies), Some(give_up)) = (inbox.as_mut(), machine.poll_timeout()) else {
+                // Not waiting and not done cannot be: end it as unreachable.
+                machine.unavailable(now());
+                continue;
+            };
+            let give_up = Instant::from_std(give_up);
+            match tokio::time::timeout_at(give_up, replies.next()).await {
+                Err(_) => {
+                    warn!(silence = ?cluster.heartbeat() * forward::MISSED_BEATS,
+                        "no word from the node serving a forwarded request");
+                    machine.handle_timeout(now());
+                }
+                // The client is closing: this node is shutting down.
+                Ok(None) => machine.inbox_closed(now()),
+                Ok(Some(message))
+                    if message.status == Some(async_nats::StatusCode::NO_RESPONDERS) =>
+                {
+                    no_listener = true;
+                    machine.no_responders(now());
+                }
+                Ok(Some(message)) => match wire::decode_event(&message.payload) {
+                    Ok(event) => {
+                        machine.handle_frame(now(), pb::ForwardEvent { event: Some(event) })
+                    }
+                    Err(problem) => {
+                        warn!(
+                            problem,
+                            "ignoring an undecodable message from a serving node"
+                        );
+                        machine.undecodable(now());
+                    }
+                },
+            }
+        }
+    }
+
+    /// Subscribes to a fresh inbox and publishes one attempt with it as the
+    /// reply subject; `None` when NATS refused either.
+    async fn publish(
+        &self,
+        request: &RouteRequest,
+        forwarded: pb::ForwardedRequest,
+    ) -> Option<async_nats::Subscriber> {
+        let cluster = &self.cluster;
+        let inbox = cluster.client.new_inbox();
+        let replies = cluster.client.subscribe(inbox.clone()).await.ok()?;
+        let subject = match &request.agent_id {
+            Some(agent_id) => cluster.agent_subject(&request.tenant, agent_id),
+            None => cluster.submit_subject(&request.tenant),
+        };
+        cluster
             .client
             .publish_with_reply(
-                match &request.agent_id {
-                    Some(agent_id) => cluster.agent_subject(&request.tenant, agent_id),
-                    None => cluster.submit_subject(&request.tenant),
-                },
+                subject,
                 inbox,
                 prost::Message::encode_to_vec(&forwarded).into(),
             )
-            .await;
-        if published.is_err() {
-            return unavailable();
-        }
-        let silence = cluster.heartbeat() * MISSED_BEATS;
-        // The serving node works to the same deadline, which it computes on
-        // receipt: give its final word a moment to travel back.
-        let last_word = request.deadline + silence.min(FINAL_WORD);
-        let mut node: Option<String> = None;
-        let mut delivery = pb::ForwardProgress::default();
-        let mut heard = sent_at;
-        loop {
-            let give_up = (heard + silence).min(last_word);
-            let message = match tokio::time::timeout_at(give_up, replies.next()).await {
-                Ok(Some(message)) => message,
-                // The client is closing: this node is shutting down.
-                Ok(None) => return lost(request, node, delivery),
-                Err(_) => {
-                    warn!(node = node.as_deref().unwrap_or("(none yet)"), silence = ?silence,
-                        "no word from the node serving a forwarded request");
-                    return lost(request, node, delivery);
-                }
-            };
-            heard = Instant::now();
-            if message.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
-                return Forwarded::NoListener;
-            }
-            let event = match wire::decode_event(&message.payload) {
-                Ok(event) => event,
-                Err(problem) => {
-                    warn!(
-                        problem,
-                        "ignoring an undecodable message from a serving node"
-                    );
-                    continue;
-                }
-            };
-            match event {
-                Event::Accepted(a) => node = Some(a.node),
-                Event::Progress(p) => delivery = p,
-                Event::Reply(r) => {
-                    return Forwarded::Answered(RouteReply {
-                        agent_id: r.agent_id,
-                        agent_version: r.agent_version,
-                        envelope: r.envelope,
-                        rtt: sent_at.elapsed(),
-                    });
-                }
-                Event::Failure(f) => {
-                    let node = node.as_deref().unwrap_or("(unknown)");
-                    return match wire::relay_error_of(
-                        f,
-                        &request.tenant,
-                        &request.request_id,
-                        request.budget,
-                        node,
-                    ) {
-                        Failure::NotSent(e) => Forwarded::NotSent(e),
-                        Failure::Final(e) => Forwarded::Final(e),
-                    };
-                }
-            }
+            .await
+            .ok()?;
+        Some(replies)
+    }
+
+    /// The portal's answer for a serving node's failure.
+    fn error_of(
+        &self,
+        request: &RouteRequest,
+        failure: pb::ForwardFailure,
+        node: Option<&str>,
+    ) -> RelayError {
+        let node = node.unwrap_or("(unknown)");
+        match wire::relay_error_of(
+            failure,
+            &request.tenant,
+            &request.request_id,
+            request.budget,
+            node,
+        ) {
+            Failure::NotSent(e) | Failure::Final(e) => e,
         }
     }
-}
 
-/// How one forward ended.
-enum Forwarded {
-    Answered(RouteReply),
-    /// Definite: tell the portal.
-    Final(RelayError),
-    /// The serving node gave it to no agent: another node may take it.
-    NotSent(RelayError),
-    /// NATS says nobody listens on the tenant's subject.
-    NoListener,
+    /// The portal's answer for how forwarding ended, counted.
+    fn finish(
+        &self,
+        request: &RouteRequest,
+        outcome: Outcome,
+        rtt: Duration,
+        no_listener: bool,
+    ) -> Result<RouteReply, RelayError> {
+        let error = match outcome {
+            Outcome::Answered { reply, .. } => {
+                self.count("answered");
+                return Ok(RouteReply {
+                    agent_id: reply.agent_id,
+                    agent_version: reply.agent_version,
+                    envelope: reply.envelope,
+                    rtt,
+                });
+            }
+            Outcome::Failed { failure, node } => {
+                let e = self.error_of(request, failure, node.as_deref());
+                self.count(e.outcome());
+                e
+            }
+            Outcome::NotDelivered { last } => {
+                // Each node's refusal was counted as it came; nobody
+                // listening is counted here.
+                if no_listener {
+                    self.count("no_agent_online");
+                }
+                match last {
+                    Some(failure) => self.error_of(request, failure, None),
+                    None => match &request.agent_id {
+                        Some(agent_id) => RelayError::AgentOffline {
+                            tenant: request.tenant.clone(),
+                            agent_id: agent_id.clone(),
+                        },
+                        None => RelayError::NoAgentOnline(request.tenant.clone()),
+                    },
+                }
+            }
+            // The serving node went silent (died, or lost NATS): whatever
+            // it did with the request is unknown.
+            Outcome::Lost {
+                node,
+                agent_id,
+                acknowledged,
+            } => {
+                let e = RelayError::ForwardLost {
+                    request_id: request.request_id.clone(),
+                    node,
+                    agent_id,
+                    acknowledged,
+                };
+                self.count(e.outcome());
+                e
+            }
+            Outcome::DeadlineExceeded => {
+                let e = RelayError::DeadlineExceeded(request.budget);
+                self.count(e.outcome());
+                e
+            }
+            Outcome::ClusterUnavailable => {
+                self.count("cluster_unavailable");
+                RelayError::ClusterUnavailable(request.tenant.clone())
+            }
+        };
+        Err(error)
+    }
 }
-
-/// How long after the deadline the serving node's final word is awaited.
-const FINAL_WORD: Duration = Duration::from_millis(500);
 
 fn millis(d: Duration) -> u32 {
     d.as_millis().min(u128::from(u32::MAX)) as u32
-}
-
-/// The serving node went silent (died, or lost NATS): whatever it did with
-/// the request is unknown. A ping changes nothing, so it simply timed out.
-fn lost(request: &RouteRequest, node: Option<String>, delivery: pb::ForwardProgress) -> Forwarded {
-    if request.operation == Operation::Ping {
-        return Forwarded::Final(RelayError::DeadlineExceeded(request.budget));
-    }
-    Forwarded::Final(RelayError::ForwardLost {
-        request_id: request.request_id.clone(),
-        node,
-        agent_id: (!delivery.agent_id.is_empty()).then_some(delivery.agent_id),
-        acknowledged: delivery.acknowledged,
-    })
 }
 
 #[tonic::async_trait]

@@ -3,7 +3,10 @@
 //! on the subject of each agent it holds (requests addressed to that agent),
 //! in the nodes' queue group, and routes the requests other nodes forward to
 //! its own agents, reporting progress to the forwarding node (see
-//! [`super::forward`] for the exchange).
+//! [`super::forward`] for the exchange). The checks of a forwarded request
+//! and its reports (Accepted, Progress, one end) are
+//! `session::forward::Serving`'s; this module subscribes, routes and
+//! publishes for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +14,7 @@ use std::sync::Arc;
 use async_nats::Subject;
 use futures_util::StreamExt;
 use proto::pb::{self, Operation, forward_event::Event};
+use session::forward::{Served, Serving};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -21,6 +25,7 @@ use super::{Cluster, wire};
 use crate::error::RelayError;
 use crate::metrics::ForwardLabels;
 use crate::routing::{Delivery, RouteRequest, Router};
+use crate::sessions::now;
 use crate::state::State;
 
 /// One subscription (a tenant's, or one agent's) and the task reading it.
@@ -191,6 +196,18 @@ fn count(state: &State, outcome: &'static str) {
         .inc();
 }
 
+/// Publishes what the machine has for the forwarding node, in order.
+async fn flush(cluster: &Cluster, reply: &Subject, machine: &mut Serving) {
+    while let Some(event) = machine.poll_transmit() {
+        if let Some(event) = event.event {
+            tell(cluster, reply, event).await;
+        }
+    }
+}
+
+/// Drives a [`Serving`] machine for one forwarded request: its checks and
+/// reports are the machine's; routing to this node's agents, the awaited
+/// record and publishing are this driver's.
 async fn serve(
     state: Arc<State>,
     cluster: Arc<Cluster>,
@@ -198,53 +215,51 @@ async fn serve(
     reply: Subject,
     payload: bytes::Bytes,
 ) {
-    let fail = |e: &RelayError| Event::Failure(wire::failure_of(e));
-    let request = match wire::decode_request(&payload) {
-        Ok(r) if r.tenant == tenant => r,
-        Ok(_) | Err(_) => {
-            let e = RelayError::ProtocolViolation(
-                "undecodable forwarded request, or one for another tenant than its subject".into(),
-            );
-            warn!(%tenant, error = %e, "forwarded request refused");
-            count(&state, "refused");
-            return tell(&cluster, &reply, fail(&e)).await;
-        }
-    };
-    let span = info_span!("forwarded", tenant = %tenant, request_id = %request.request_id,
-        origin = %request.origin_node);
-    async move {
-        if state.shutdown.is_cancelled() {
-            count(&state, "shutting_down");
-            return tell(&cluster, &reply, fail(&RelayError::ShuttingDown)).await;
-        }
-        let operation = match Operation::try_from(request.operation) {
-            Ok(op) if op != Operation::Unspecified => op,
-            _ => {
-                let e = RelayError::InvalidOperation(format!(
-                    "forwarded operation {} is not a relay.v1 Operation",
-                    request.operation
-                ));
+    let decoded = wire::decode_request(&payload).ok();
+    let request_id = decoded
+        .as_ref()
+        .map(|r| r.request_id.clone())
+        .unwrap_or_default();
+    let origin = decoded
+        .as_ref()
+        .map(|r| r.origin_node.clone())
+        .unwrap_or_default();
+    let mut machine = Serving::new(
+        now(),
+        &cluster.node,
+        cluster.heartbeat(),
+        state.config.max_deadline,
+        &tenant,
+        decoded,
+        state.shutdown.is_cancelled(),
+    );
+    let (request, operation, deadline) = match machine.poll_event() {
+        Some(Served::Route {
+            request,
+            operation,
+            deadline,
+        }) => (request, operation, deadline),
+        Some(Served::Refused(kind)) => {
+            if kind == pb::ForwardFailureKind::ShuttingDown {
+                count(&state, "shutting_down");
+            } else {
                 count(&state, "refused");
-                return tell(&cluster, &reply, fail(&e)).await;
+                warn!(%tenant, %request_id, "forwarded request refused: undecodable, for another tenant than its subject, or an unknown operation");
             }
-        };
-        tell(
-            &cluster,
-            &reply,
-            Event::Accepted(pb::ForwardAccepted {
-                node: cluster.node.clone(),
-            }),
-        )
-        .await;
+            return flush(&cluster, &reply, &mut machine).await;
+        }
+        None => return,
+    };
+    let span =
+        info_span!("forwarded", tenant = %tenant, request_id = %request_id, origin = %origin);
+    async move {
+        flush(&cluster, &reply, &mut machine).await;
         // Counted in flight here too, so that a draining node waits for it.
         let key = (tenant.clone(), request.request_id.clone());
         let _in_flight = state.in_flight_ids.insert(key.clone()).then(|| InFlight {
             state: Arc::clone(&state),
             key,
         });
-        let budget = std::time::Duration::from_millis(request.budget_ms.into());
-        let timeout = std::time::Duration::from_millis(request.timeout_ms.into())
-            .min(state.config.max_deadline);
         let (progress, mut delivered) = watch::channel(Delivery::default());
         let routed = state.registry.route(RouteRequest {
             tenant: tenant.clone(),
@@ -252,46 +267,44 @@ async fn serve(
             operation,
             agent_id: (!request.agent_id.is_empty()).then(|| request.agent_id.clone()),
             envelope: request.envelope,
-            deadline: Instant::now() + timeout,
-            budget,
+            deadline: Instant::from_std(deadline),
+            budget: std::time::Duration::from_millis(request.budget_ms.into()),
             progress: Some(Arc::new(progress)),
         });
         tokio::pin!(routed);
-        // Not `interval`: its first tick, awaited here, would wait for
-        // the timer's next millisecond before routing starts.
-        let mut beat =
-            tokio::time::interval_at(Instant::now() + cluster.heartbeat(), cluster.heartbeat());
+        let mut reporting = true;
         let result = loop {
+            let beat = machine.poll_timeout().map(Instant::from_std);
+            let timer = async {
+                match beat {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 result = &mut routed => break result,
-                changed = delivered.changed() => {
-                    if changed.is_ok() {
-                        let progress = progress_of(&delivered.borrow_and_update());
-                        tell(&cluster, &reply, progress).await;
+                changed = delivered.changed(), if reporting => match changed {
+                    Ok(()) => {
+                        let d = delivered.borrow_and_update().clone();
+                        machine.progress(now(), d.agent_id.as_deref(), d.acknowledged);
                     }
-                }
-                _ = beat.tick() => {
-                    let progress = progress_of(&delivered.borrow());
-                    tell(&cluster, &reply, progress).await;
-                }
+                    Err(_) => reporting = false,
+                },
+                _ = timer => machine.handle_timeout(now()),
             }
+            flush(&cluster, &reply, &mut machine).await;
         };
-        match result {
+        let end = match result {
             Ok(answer) => {
                 count(&state, "answered");
                 debug!(agent_id = %answer.agent_id, "forwarded request answered");
-                tell(
-                    &cluster,
-                    &reply,
-                    Event::Reply(pb::ForwardReply {
-                        agent_id: answer.agent_id,
-                        agent_version: answer.agent_version,
-                        envelope: answer.envelope,
-                        rtt_us: answer.rtt.as_micros().min(u128::from(u64::MAX)) as u64,
-                    }),
-                )
-                .await;
+                Event::Reply(pb::ForwardReply {
+                    agent_id: answer.agent_id,
+                    agent_version: answer.agent_version,
+                    envelope: answer.envelope,
+                    rtt_us: answer.rtt.as_micros().min(u128::from(u64::MAX)) as u64,
+                })
             }
             Err(e) => {
                 count(&state, e.outcome());
@@ -313,19 +326,14 @@ async fn serve(
                 {
                     warn!(error = %e, "cannot record the awaited outcome");
                 }
-                tell(&cluster, &reply, fail(&e)).await;
+                Event::Failure(wire::failure_of(&e))
             }
-        }
+        };
+        machine.finish(now(), end);
+        flush(&cluster, &reply, &mut machine).await;
     }
     .instrument(span)
     .await
-}
-
-fn progress_of(d: &Delivery) -> Event {
-    Event::Progress(pb::ForwardProgress {
-        agent_id: d.agent_id.clone().unwrap_or_default(),
-        acknowledged: d.acknowledged,
-    })
 }
 
 /// Removes a served request's id from the in-flight set however it ends.
