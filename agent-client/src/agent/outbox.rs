@@ -72,3 +72,27 @@ impl Outbox {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_answer_with_no_session_is_kept_and_wakes_the_loop() {
+        let outbox = Outbox::new(Config::default());
+        let ticket = Ticket {
+            generation: 1,
+            correlation_id: 7,
+            request_id: "r1".into(),
+        };
+        outbox.reply(ticket, agent_reply::Result::Envelope(vec![1]));
+        assert_eq!(outbox.len(), 1);
+        // Nobody waited when it came: the permit is kept, so a session loop
+        // that waits later still wakes and posts it.
+        tokio::time::timeout(Duration::from_secs(5), outbox.woken())
+            .await
+            .expect("woken");
+    }
+}
