@@ -48,10 +48,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use self::session::{SessionContext, SessionEnd, SessionError, run_session};
+use ::session::agent::NextStep;
 pub use config::AgentConfig;
 pub use handler::{HandlerError, IncomingRequest, NoOperations, RequestHandler};
 pub use service::{Agent, StartError, start};
-use session::{SessionContext, SessionEnd, SessionError, run_session};
 
 use backoff::Backoff;
 use outbox::Outbox;
@@ -140,8 +141,11 @@ pub async fn run(
         token_lifetime: config.token_lifetime,
         handler,
         events: events.clone(),
-        outbox: Arc::new(Outbox::default()),
-        drain_grace: config.drain_grace,
+        outbox: Arc::new(Outbox::new(::session::agent::Config {
+            token_lifetime: config.token_lifetime,
+            drain_grace: config.drain_grace,
+            ..Default::default()
+        })),
     };
     info!(tenant = %ctx.tenant, agent_id = %ctx.agent_id, broker = %config.broker, "agent starting");
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
@@ -157,10 +161,11 @@ pub async fn run(
                 lasted,
                 reason,
                 goodbye,
+                next: step,
             }) => {
                 // Closed for posting replies nobody asked for: however long
                 // the session lasted, reconnecting at once would repeat it.
-                let misbehaved = goodbye == Some(proto::pb::GoodbyeReason::UnsolicitedReplies);
+                let misbehaved = step == NextStep::BackOff;
                 if lasted >= HEALTHY_SESSION && !misbehaved {
                     backoff.reset();
                 }
@@ -169,14 +174,21 @@ pub async fn run(
                 }
                 if let Some(g) = goodbye {
                     info!(goodbye = g.as_str_name(), "session closed by the broker");
-                    if g == proto::pb::GoodbyeReason::ShuttingDown {
-                        // A draining node: go elsewhere soon, but spread out
-                        // so its agents do not all arrive at once.
-                        delay = Some(config.reconnect_min.mul_f64(fastrand::f64()));
-                    }
                 }
+                if step == NextStep::ReconnectSoon {
+                    // A draining node: go elsewhere soon, but spread out so
+                    // its agents do not all arrive at once.
+                    delay = Some(config.reconnect_min.mul_f64(fastrand::f64()));
+                }
+                // Revoked: the broker refuses this agent id until an
+                // administrator restores it; retrying with backoff is what
+                // lets a restore take effect without a restart.
                 warn!(%reason, "session ended; reconnecting");
                 events.emit(AgentEvent::Disconnected { reason });
+                if step == NextStep::Stop {
+                    // The session ended while draining: the agent is stopping.
+                    break;
+                }
             }
             Err(SessionError::Refused(e)) => {
                 error!(error = %e, "the broker refused the session");

@@ -1,19 +1,24 @@
 //! One agent session: connect, Hello, Welcome, then serve requests, send
 //! heartbeats and renew the token until the session ends.
+//!
+//! A thin driver of [`::session::agent::Agent`], which holds every rule of
+//! the session (what to send when, what a frame means, when it is over and
+//! what to do next): this module owns the connection, the clock, the token
+//! and the handler tasks, and moves frames, time and answers between them
+//! and the core.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ::session::agent::{Cause, End, Event, NextStep, Request};
 use futures_util::StreamExt;
 use proto::pb::agent_gateway_client::AgentGatewayClient;
-use proto::pb::broker_frame::Frame as BrokerFrameKind;
-use proto::pb::{self, AgentFrame, GoodbyeReason, Operation, agent_frame, agent_reply};
+use proto::pb::{self, AgentFrame, GoodbyeReason, agent_frame, agent_reply};
 use proto::time::unix_ms_i64;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use super::handler::{IncomingRequest, RequestHandler};
 use super::outbox::Outbox;
@@ -22,9 +27,13 @@ use relay_client::connect::{BrokerEndpoint, ConnectError};
 use relay_client::credential::Credential;
 use relay_client::error::ClientError;
 
-/// How long to wait for Welcome after Hello.
-const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long to wait for the session's response headers; the core bounds
+/// the wait for Welcome, from Hello, by the same.
+const WELCOME_TIMEOUT: Duration = ::session::agent::WELCOME_TIMEOUT;
 const OUTBOUND_QUEUE: usize = 64;
+/// How long a drained session waits for the broker to end the stream
+/// after its own end.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Generous bound on a message from the broker (envelopes are kilobytes).
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
@@ -39,10 +48,9 @@ pub struct SessionContext {
     pub token_lifetime: Duration,
     pub handler: Arc<dyn RequestHandler>,
     pub events: EventSink,
-    /// Replies the broker has not confirmed, kept across sessions.
+    /// The session core, with the replies the broker has not confirmed,
+    /// kept across sessions.
     pub outbox: Arc<Outbox>,
-    /// On shutdown, how long acknowledged requests may take to finish.
-    pub drain_grace: Duration,
 }
 
 /// How a session ended.
@@ -55,6 +63,8 @@ pub enum SessionEnd {
         lasted: Duration,
         reason: String,
         goodbye: Option<GoodbyeReason>,
+        /// What the core says to do next.
+        next: NextStep,
     },
 }
 
@@ -79,273 +89,328 @@ pub async fn run_session(
     };
     let mut client = AgentGatewayClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     let (tx, rx) = mpsc::channel::<AgentFrame>(OUTBOUND_QUEUE);
-    let hello = AgentFrame {
-        frame: Some(agent_frame::Frame::Hello(pb::Hello {
-            tenant: ctx.tenant.clone(),
-            agent_id: ctx.agent_id.clone(),
-            agent_version: ctx.agent_version.clone(),
-            token: ctx.credential.mint(ctx.token_lifetime).expose().to_owned(),
-        })),
+    let hello = pb::Hello {
+        tenant: ctx.tenant.clone(),
+        agent_id: ctx.agent_id.clone(),
+        agent_version: ctx.agent_version.clone(),
+        token: ctx.credential.mint(ctx.token_lifetime).expose().to_owned(),
     };
-    // The queue is fresh, so this cannot wait.
-    let _ = tx.try_send(hello);
+    {
+        let mut core = ctx.outbox.core();
+        core.start(Instant::now(), hello);
+        // The queue is fresh and the core sends only Hello before Welcome,
+        // so this cannot wait.
+        while let Some(frame) = core.poll_transmit() {
+            let _ = tx.try_send(frame);
+        }
+    }
     // The request stream ends as soon as the session is over, even while
-    // handler tasks still hold senders: the broker then sees the end at once.
+    // handler tasks still run: the broker then sees the end at once.
     let session_over = CancellationToken::new();
     let _end_stream = session_over.clone().drop_guard();
     let outbound = ReceiverStream::new(rx).take_until(session_over.clone().cancelled_owned());
     let opened = tokio::select! {
         r = tokio::time::timeout(WELCOME_TIMEOUT, client.open_session(outbound)) => r,
-        _ = shutdown.cancelled() => return Ok(SessionEnd::Shutdown),
-    };
-    let mut inbound = opened
-        .map_err(|_| {
-            SessionError::NoWelcome("the broker did not answer the session within 15s".into())
-        })?
-        .map_err(|s| SessionError::Refused(ClientError::from(s)))?
-        .into_inner();
-    let welcome = match tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()).await {
-        Ok(Ok(Some(pb::BrokerFrame {
-            frame: Some(BrokerFrameKind::Welcome(w)),
-        }))) => w,
-        Ok(Err(status)) => return Err(SessionError::Refused(ClientError::from(status))),
-        Ok(Ok(other)) => {
-            return Err(SessionError::NoWelcome(format!(
-                "expected Welcome, got {other:?}"
-            )));
+        _ = shutdown.cancelled() => {
+            abandon(ctx, "shutdown");
+            return Ok(SessionEnd::Shutdown);
         }
-        Err(_) => return Err(SessionError::NoWelcome("no Welcome within 15s".into())),
     };
-    let started = Instant::now();
-    let skew_ms = welcome.broker_time_unix_ms - unix_ms_i64();
-    let span = info_span!("session", session_id = %welcome.session_id);
-    span.in_scope(|| info!(broker = %endpoint.url, skew_ms, "session established"));
-    ctx.events.emit(AgentEvent::Connected {
-        session_id: welcome.session_id.clone(),
-        skew_ms,
-    });
-    let ended = serve(ctx, &welcome, skew_ms, &mut inbound, tx, shutdown)
-        .instrument(span)
+    let inbound = match opened {
+        Err(_) => {
+            abandon(ctx, "no response headers");
+            return Err(SessionError::NoWelcome(
+                "the broker did not answer the session within 15s".into(),
+            ));
+        }
+        Ok(Err(status)) => {
+            abandon(ctx, "refused");
+            return Err(SessionError::Refused(ClientError::from(status)));
+        }
+        Ok(Ok(response)) => response.into_inner(),
+    };
+    Driver {
+        ctx,
+        endpoint,
+        tx,
+        session: None,
+    }
+    .serve(inbound, shutdown)
+    .await
+}
+
+/// Ends the core's session attempt when the driver gives up on it first, so
+/// that nothing of it lingers into the next.
+fn abandon(ctx: &SessionContext, why: &str) {
+    let mut core = ctx.outbox.core();
+    core.connection_lost(Instant::now(), why);
+    while core.poll_transmit().is_some() {}
+    while core.poll_event().is_some() {}
+}
+
+/// The open session as the driver sees it.
+struct Welcomed {
+    span: Span,
+    skew_ms: i64,
+}
+
+struct Driver<'a> {
+    ctx: &'a SessionContext,
+    endpoint: &'a BrokerEndpoint,
+    tx: mpsc::Sender<AgentFrame>,
+    session: Option<Welcomed>,
+}
+
+impl Driver<'_> {
+    async fn serve(
+        mut self,
+        mut inbound: tonic::Streaming<pb::BrokerFrame>,
+        shutdown: &CancellationToken,
+    ) -> Result<SessionEnd, SessionError> {
+        let mut draining = false;
+        loop {
+            // Frames before events: an Apply follows its Ack.
+            self.flush().await;
+            if let Some(end) = self.handle_events() {
+                // A drained session's last replies still go out.
+                self.flush().await;
+                if matches!(end.cause, Cause::Drained | Cause::DrainGraceOver { .. }) {
+                    self.close_gracefully(&mut inbound).await;
+                }
+                return self.finish(end);
+            }
+            // What handling the events queued (a renewed token).
+            self.flush().await;
+            let timeout = self.ctx.outbox.core().poll_timeout();
+            let sleep_until = timeout.map_or_else(tokio::time::Instant::now, |t| {
+                tokio::time::Instant::from_std(t)
+            });
+            tokio::select! {
+                _ = shutdown.cancelled(), if !draining => {
+                    draining = true;
+                    let mut core = self.ctx.outbox.core();
+                    if core.is_open() {
+                        // Tell the broker to send nothing new, finish what
+                        // was acknowledged, then end the session.
+                        self.in_span(|| info!(in_flight = core.in_flight(), "draining: finishing acknowledged requests"));
+                    }
+                    core.shutdown(Instant::now());
+                }
+                _ = tokio::time::sleep_until(sleep_until), if timeout.is_some() => {
+                    self.ctx.outbox.core().handle_timeout(Instant::now());
+                }
+                _ = self.ctx.outbox.woken() => {}
+                frame = inbound.message() => {
+                    let mut core = self.ctx.outbox.core();
+                    match frame {
+                        Ok(Some(frame)) => core.handle_frame(Instant::now(), frame),
+                        Ok(None) => core.connection_lost(Instant::now(), "the broker ended the session"),
+                        Err(status) if self.session.is_none() => {
+                            drop(core);
+                            abandon(self.ctx, "refused");
+                            return Err(SessionError::Refused(ClientError::from(status)));
+                        }
+                        Err(status) => core.connection_lost(
+                            Instant::now(),
+                            format!("the session broke: {}", status.message()),
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the request stream after the frames still queued (the last
+    /// replies of a drained session), and waits a moment for the broker to
+    /// end its side: ending the stream at once, or the process, could lose
+    /// them.
+    async fn close_gracefully(&mut self, inbound: &mut tonic::Streaming<pb::BrokerFrame>) {
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.tx, closed));
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Ok(Some(_)) = inbound.message().await {}
+        })
         .await;
-    Ok(match ended {
-        None => SessionEnd::Shutdown,
-        Some((reason, goodbye)) => SessionEnd::Ended {
-            lasted: started.elapsed(),
-            reason,
-            goodbye,
-        },
-    })
-}
+    }
 
-async fn serve(
-    ctx: &SessionContext,
-    welcome: &pb::Welcome,
-    skew_ms: i64,
-    inbound: &mut tonic::Streaming<pb::BrokerFrame>,
-    tx: mpsc::Sender<AgentFrame>,
-    shutdown: &CancellationToken,
-) -> Option<(String, Option<GoodbyeReason>)> {
-    let interval = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
-    let silence_limit = interval * 3;
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
-    let mut last_seen = Instant::now();
-    let mut renew_at = Instant::now() + ctx.token_lifetime / 2;
-    let session_id = welcome.session_id.as_str();
-    // Replies of earlier sessions that the broker never confirmed.
-    post_unconfirmed(ctx, session_id, &tx).await;
-    let work = TaskTracker::new();
-    let mut drain_until: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled(), if drain_until.is_none() => {
-                // Tell the broker to send nothing new, finish what was
-                // acknowledged, then end the session.
-                info!(in_flight = work.len(), "draining: finishing acknowledged requests");
-                let _ = tx.send(AgentFrame { frame: Some(agent_frame::Frame::Drain(pb::Drain {})) }).await;
-                work.close();
-                drain_until = Some(tokio::time::Instant::now() + ctx.drain_grace);
-            }
-            _ = work.wait(), if drain_until.is_some() => {
-                info!("drained");
-                return None;
-            }
-            _ = tokio::time::sleep_until(drain_until.unwrap_or_else(tokio::time::Instant::now)), if drain_until.is_some() => {
-                warn!(in_flight = work.len(), "requests still running after the drain grace period; stopping anyway");
-                return None;
-            }
-            _ = ctx.outbox.wait_orphaned() => post_unconfirmed(ctx, session_id, &tx).await,
-            _ = ticker.tick() => {
-                post_unconfirmed(ctx, session_id, &tx).await;
-                if last_seen.elapsed() > silence_limit {
-                    return Some((format!("no frame from the broker for {}", humantime::format_duration(silence_limit)), None));
-                }
-                let beat = AgentFrame { frame: Some(agent_frame::Frame::Heartbeat(pb::Heartbeat { sent_unix_ms: unix_ms_i64() })) };
-                let _ = tx.try_send(beat);
-                if Instant::now() >= renew_at {
-                    let token = ctx.credential.mint(ctx.token_lifetime).expose().to_owned();
-                    let renew = AgentFrame { frame: Some(agent_frame::Frame::RenewToken(pb::RenewToken { token })) };
-                    if tx.send(renew).await.is_ok() {
-                        debug!("session token renewed");
-                        renew_at = Instant::now() + ctx.token_lifetime / 2;
-                    }
-                }
-            }
-            frame = inbound.message() => match frame {
-                Ok(Some(frame)) => {
-                    last_seen = Instant::now();
-                    match frame.frame {
-                        Some(BrokerFrameKind::Request(request)) if drain_until.is_some() => {
-                            refuse_unavailable(request, &tx, "the agent is shutting down; the request was not applied");
-                        }
-                        Some(BrokerFrameKind::Request(request)) => dispatch(ctx, session_id, request, skew_ms, tx.clone(), &work),
-                        Some(BrokerFrameKind::Receipt(receipt)) => ctx.outbox.confirmed(&receipt.request_id),
-                        Some(BrokerFrameKind::Heartbeat(_)) => {}
-                        Some(BrokerFrameKind::Goodbye(g)) => {
-                            let reason = GoodbyeReason::try_from(g.reason).unwrap_or(GoodbyeReason::Unspecified);
-                            warn!(reason = reason.as_str_name(), message = %g.message, "the broker closed the session");
-                            return Some((format!("{}: {}", reason.as_str_name(), g.message), Some(reason)));
-                        }
-                        Some(BrokerFrameKind::Welcome(_)) | None => {
-                            warn!("unexpected frame from the broker ignored");
-                        }
-                    }
-                }
-                Ok(None) => return Some(("the broker ended the session".into(), None)),
-                Err(status) => return Some((format!("the session broke: {}", status.message()), None)),
-            }
+    fn in_span<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.session {
+            Some(s) => s.span.in_scope(f),
+            None => f(),
         }
     }
-}
 
-/// Posts the replies this session has not carried (late ones, as such).
-async fn post_unconfirmed(ctx: &SessionContext, session_id: &str, tx: &mpsc::Sender<AgentFrame>) {
-    for reply in ctx.outbox.to_post(session_id) {
-        debug!(request_id = %reply.request_id, "posting an unconfirmed reply");
-        let frame = AgentFrame {
-            frame: Some(agent_frame::Frame::Reply(reply)),
-        };
-        if tx.send(frame).await.is_err() {
-            break;
-        }
-    }
-}
-
-/// Refuses a request without acknowledging it: nothing was applied, so the
-/// broker may give it to another agent.
-fn refuse_unavailable(request: pb::RelayedRequest, tx: &mpsc::Sender<AgentFrame>, why: &str) {
-    let reply = reply_frame(
-        request.correlation_id,
-        request.request_id,
-        agent_reply::Result::Error(pb::AgentError {
-            code: pb::AgentErrorCode::Unavailable as i32,
-            message: why.to_owned(),
-            refusal: pb::EnvelopeRefusal::Unspecified as i32,
-        }),
-    );
-    let _ = tx.try_send(reply);
-}
-
-/// Answers a relayed request on its own task so that a slow directory never
-/// holds up heartbeats or other requests. The Ack goes out before any work.
-fn dispatch(
-    ctx: &SessionContext,
-    session_id: &str,
-    request: pb::RelayedRequest,
-    skew_ms: i64,
-    tx: mpsc::Sender<AgentFrame>,
-    work: &TaskTracker,
-) {
-    let correlation_id = request.correlation_id;
-    let operation = Operation::try_from(request.operation).unwrap_or(Operation::Unspecified);
-    let span = info_span!("request", request_id = %request.request_id, operation = operation.as_str_name());
-    if operation == Operation::Ping {
-        span.in_scope(|| debug!("ping answered"));
-        let reply = reply_frame(
-            correlation_id,
-            request.request_id,
-            agent_reply::Result::Envelope(Vec::new()),
-        );
-        let _ = tx.try_send(reply);
-        return;
-    }
-    let handler = Arc::clone(&ctx.handler);
-    let events = ctx.events.clone();
-    let outbox = Arc::clone(&ctx.outbox);
-    let incoming = IncomingRequest {
-        request_id: request.request_id.clone(),
-        operation,
-        envelope: request.envelope.into(),
-        deadline: Instant::now() + Duration::from_millis(u64::from(request.timeout_ms)),
-        broker_clock_skew_ms: skew_ms,
-    };
-    let request_id = request.request_id;
-    let session_id = session_id.to_owned();
-    work.spawn(
-        async move {
-            let ack = AgentFrame {
-                frame: Some(agent_frame::Frame::Ack(pb::Ack { correlation_id })),
+    /// Writes out what the core has to send. A Heartbeat is stamped with
+    /// this host's clock here: the core has none.
+    async fn flush(&mut self) {
+        loop {
+            let Some(mut frame) = self.ctx.outbox.core().poll_transmit() else {
+                return;
             };
-            if tx.send(ack).await.is_err() {
-                // The session is gone before we confirmed anything: the
-                // broker gives the request to another agent. Doing it here
-                // too could apply it twice.
-                warn!("the session ended before the request could be acknowledged; not applied");
+            if let Some(agent_frame::Frame::Heartbeat(beat)) = &mut frame.frame {
+                beat.sent_unix_ms = unix_ms_i64();
+            }
+            if let Some(agent_frame::Frame::Reply(reply)) = &frame.frame
+                && reply.correlation_id == 0
+            {
+                self.in_span(
+                    || debug!(request_id = %reply.request_id, "posting an unconfirmed reply"),
+                );
+            }
+            if self.tx.send(frame).await.is_err() {
+                // The stream is gone: what the core queued after this
+                // (an Ack among them) never leaves, so its Apply is
+                // withdrawn with the session.
+                self.ctx
+                    .outbox
+                    .core()
+                    .connection_lost(Instant::now(), "the session's stream closed");
                 return;
             }
-            let (result, refusal) = match handler.handle(incoming).await {
-                Ok(envelope) => {
-                    info!("request answered");
-                    (agent_reply::Result::Envelope(envelope), None)
-                }
-                Err(e) => {
-                    info!(
-                        code = e.code.as_str_name(),
-                        refusal = e.refusal().map(|r| r.name()),
-                        error = %e.message,
-                        "request refused"
+        }
+    }
+
+    /// Acts on the core's events; returns the session's end, if it came.
+    fn handle_events(&mut self) -> Option<End> {
+        loop {
+            let event = self.ctx.outbox.core().poll_event()?;
+            match event {
+                Event::Welcomed {
+                    session_id,
+                    broker_time_unix_ms,
+                    ..
+                } => {
+                    let skew_ms = broker_time_unix_ms - unix_ms_i64();
+                    let span = info_span!("session", session_id = %session_id);
+                    span.in_scope(
+                        || info!(broker = %self.endpoint.url, skew_ms, "session established"),
                     );
-                    let refusal = e.refusal();
-                    let error = pb::AgentError {
-                        code: e.code as i32,
-                        message: e.message,
-                        refusal: e.refusal as i32,
-                    };
-                    (agent_reply::Result::Error(error), refusal)
+                    self.ctx.events.emit(AgentEvent::Connected {
+                        session_id,
+                        skew_ms,
+                    });
+                    self.session = Some(Welcomed { span, skew_ms });
                 }
-            };
-            events.emit(AgentEvent::Answered {
-                request_id: request_id.clone(),
-                refusal,
-            });
-            let reply = pb::AgentReply {
-                correlation_id,
-                request_id,
-                result: Some(result),
-            };
-            outbox.keep(&reply, &session_id);
-            let request_id = reply.request_id.clone();
-            let frame = AgentFrame {
-                frame: Some(agent_frame::Frame::Reply(reply)),
-            };
-            if tx.send(frame).await.is_err() {
-                warn!(
-                    "the session ended before the answer could be sent; the next session posts it"
-                );
-                outbox.orphaned(&request_id);
+                Event::Apply(request) => self.dispatch(request),
+                Event::RefusedDraining { request_id } => self.in_span(
+                    || debug!(%request_id, "the agent is shutting down; request refused unapplied"),
+                ),
+                Event::Confirmed { .. } => {}
+                Event::RenewToken => {
+                    let token = self
+                        .ctx
+                        .credential
+                        .mint(self.ctx.token_lifetime)
+                        .expose()
+                        .to_owned();
+                    self.ctx.outbox.core().renewed_token(Instant::now(), token);
+                    self.in_span(|| debug!("session token renewed"));
+                }
+                Event::Ignored(what) => {
+                    self.in_span(|| warn!(what, "unexpected frame from the broker ignored"));
+                }
+                Event::SessionOver(end) => return Some(end),
             }
         }
-        .instrument(span),
-    );
-}
+    }
 
-fn reply_frame(correlation_id: u64, request_id: String, result: agent_reply::Result) -> AgentFrame {
-    AgentFrame {
-        frame: Some(agent_frame::Frame::Reply(pb::AgentReply {
-            correlation_id,
-            result: Some(result),
-            request_id,
-        })),
+    /// Answers a relayed request on its own task so that a slow directory
+    /// never holds up heartbeats or other requests. The core sent the Ack
+    /// already; the answer goes back through it, whenever it comes.
+    fn dispatch(&self, request: Request) {
+        let skew_ms = self.session.as_ref().map_or(0, |s| s.skew_ms);
+        let parent = self.session.as_ref().map(|s| s.span.clone());
+        let span = info_span!(
+            parent: parent.as_ref().and_then(|s| s.id()),
+            "request",
+            request_id = %request.request_id,
+            operation = request.operation.as_str_name()
+        );
+        let handler = Arc::clone(&self.ctx.handler);
+        let events = self.ctx.events.clone();
+        let outbox = Arc::clone(&self.ctx.outbox);
+        let incoming = IncomingRequest {
+            request_id: request.request_id.clone(),
+            operation: request.operation,
+            envelope: request.envelope,
+            deadline: Instant::now() + request.timeout,
+            broker_clock_skew_ms: skew_ms,
+        };
+        let request_id = request.request_id;
+        let ticket = request.ticket;
+        tokio::spawn(
+            async move {
+                let (result, refusal) = match handler.handle(incoming).await {
+                    Ok(envelope) => {
+                        info!("request answered");
+                        (agent_reply::Result::Envelope(envelope), None)
+                    }
+                    Err(e) => {
+                        info!(
+                            code = e.code.as_str_name(),
+                            refusal = e.refusal().map(|r| r.name()),
+                            error = %e.message,
+                            "request refused"
+                        );
+                        let refusal = e.refusal();
+                        let error = pb::AgentError {
+                            code: e.code as i32,
+                            message: e.message,
+                            refusal: e.refusal as i32,
+                        };
+                        (agent_reply::Result::Error(error), refusal)
+                    }
+                };
+                events.emit(AgentEvent::Answered {
+                    request_id,
+                    refusal,
+                });
+                outbox.reply(ticket, result);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// The session's end as `run` sees it.
+    fn finish(self, end: End) -> Result<SessionEnd, SessionError> {
+        let lasted = end.lasted.unwrap_or_default();
+        let (reason, goodbye) = match end.cause {
+            Cause::Shutdown => return Ok(SessionEnd::Shutdown),
+            Cause::Drained => {
+                self.in_span(|| info!("drained"));
+                return Ok(SessionEnd::Shutdown);
+            }
+            Cause::DrainGraceOver { in_flight } => {
+                self.in_span(|| {
+                    warn!(
+                        in_flight,
+                        "requests still running after the drain grace period; stopping anyway"
+                    )
+                });
+                return Ok(SessionEnd::Shutdown);
+            }
+            Cause::NoWelcome(why) => return Err(SessionError::NoWelcome(why)),
+            Cause::Goodbye { reason, message } => {
+                self.in_span(|| warn!(reason = reason.as_str_name(), message = %message, "the broker closed the session"));
+                (
+                    format!("{}: {}", reason.as_str_name(), message),
+                    Some(reason),
+                )
+            }
+            Cause::Silence(limit) => (
+                format!(
+                    "no frame from the broker for {}",
+                    humantime::format_duration(limit)
+                ),
+                None,
+            ),
+            Cause::ConnectionLost(why) => (why, None),
+        };
+        Ok(SessionEnd::Ended {
+            lasted,
+            reason,
+            goodbye,
+            next: end.next,
+        })
     }
 }
