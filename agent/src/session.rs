@@ -259,8 +259,8 @@ impl Driver<'_> {
             }
             if self.tx.send(frame).await.is_err() {
                 // The stream is gone: what the core queued after this
-                // (an Ack among them) never leaves, so its Apply is
-                // withdrawn with the session.
+                // never leaves. Requests already read are still applied
+                // and answered on the next session.
                 self.ctx
                     .outbox
                     .core()

@@ -9,15 +9,16 @@
 //! handler's answers ([`Agent::reply`]) and the passing of time
 //! ([`Agent::handle_timeout`] at [`Agent::poll_timeout`]), and writes out
 //! [`Agent::poll_transmit`] and acts on [`Agent::poll_event`] until
-//! [`Event::SessionOver`]. It polls frames before events: an [`Event::Apply`]
-//! follows the Ack it depends on, and one whose Ack was still queued when
-//! the session ended is withdrawn, since the broker may route it elsewhere.
+//! [`Event::SessionOver`]. It polls frames before events, so an
+//! [`Event::Apply`] follows the Ack it depends on; a request read is applied
+//! even when the session ends before its Ack leaves, since the broker sends
+//! a request it handed to a session nowhere else.
 
 mod events;
 mod frames;
 pub mod outbox;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use proto::pb::{self, agent_frame, agent_reply};
@@ -303,24 +304,14 @@ impl Agent {
         };
         self.state = State::Idle;
         if !matches!(cause, Cause::Drained | Cause::DrainGraceOver { .. }) {
-            // Nothing more goes out on a dead session, and a request whose
-            // Ack never left must not be applied either: the broker may give
-            // it to another session. One whose Ack left is applied (and
-            // answered late), since the broker now tells its caller the
-            // outcome is unknown. A drained session still writes its last
-            // replies and Drain.
-            let unsent: HashSet<u64> = self
-                .transmit
-                .iter()
-                .filter_map(|f| match &f.frame {
-                    Some(agent_frame::Frame::Ack(a)) => Some(a.correlation_id),
-                    _ => None,
-                })
-                .collect();
+            // Nothing more goes out on a dead session. A request already
+            // read is still applied, even if its Ack never left: the broker
+            // handed it to this session, so it sends it nowhere else and
+            // tells its caller the outcome is unknown (PROTOCOL.md,
+            // Delivery, point 2); the answer, posted late, settles that
+            // record. Dropping the Apply would leave it awaited for good.
+            // A drained session still writes its last replies and Drain.
             self.transmit.clear();
-            self.events.retain(
-                |e| !matches!(e, Event::Apply(r) if unsent.contains(&r.ticket.correlation_id)),
-            );
         }
         self.events.push_back(Event::SessionOver(End {
             cause,

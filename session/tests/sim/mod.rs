@@ -162,6 +162,8 @@ pub struct Pair {
     work_time: Duration,
     /// How often each request id was applied.
     applied: BTreeMap<String, u32>,
+    /// Request ids whose RelayedRequest the agent read.
+    read: HashSet<String>,
     reqs: BTreeMap<String, Req>,
     /// Attempts that ended, to see each end exactly once.
     ended: HashSet<(usize, u64)>,
@@ -189,6 +191,7 @@ impl Pair {
             work: Vec::new(),
             work_time: Duration::from_millis(200),
             applied: BTreeMap::new(),
+            read: HashSet::new(),
             reqs: BTreeMap::new(),
             ended: HashSet::new(),
             next_id: 0,
@@ -438,7 +441,12 @@ impl Pair {
                 // A connection the agent let go of reaches nobody.
                 if !self.conns[i].agent_done {
                     match m {
-                        Msg::Frame(f) => self.agent.handle_frame(now, f),
+                        Msg::Frame(f) => {
+                            if let Some(pb::broker_frame::Frame::Request(r)) = &f.frame {
+                                self.read.insert(r.request_id.clone());
+                            }
+                            self.agent.handle_frame(now, f)
+                        }
                         Msg::Fin => {
                             self.conns[i].agent_done = true;
                             self.agent
@@ -707,7 +715,8 @@ impl Pair {
 
     /// Lets the world run on a healthy network long enough for every rule
     /// to have played out, then checks the end state: every request has
-    /// one outcome, every applied request's answer reached the broker's
+    /// one outcome, every request the agent read was applied, every
+    /// applied request's answer reached the broker's
     /// record, the agent's outbox holds nothing unconfirmed, and the pair
     /// has a session open again.
     pub fn heal_and_check(&mut self) {
@@ -725,6 +734,17 @@ impl Pair {
         }
         for (id, r) in &self.reqs {
             assert!(r.outcome.is_some(), "{id}: no outcome ({r:?})");
+            // The broker sends a request it handed to a session nowhere
+            // else, so the agent that read it is the only one that can
+            // settle its record: it must apply it, whatever became of the
+            // session meanwhile.
+            if self.read.contains(id) {
+                assert_eq!(
+                    self.applied(id),
+                    1,
+                    "{id}: read by the agent but never applied ({r:?})"
+                );
+            }
             if self.applied(id) == 1 {
                 assert!(
                     r.answer.is_some(),
