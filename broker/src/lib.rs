@@ -27,7 +27,8 @@
 //!   and verify (the broker only stores them).
 //! - [`tenants`] over [`store`]: tenants in memory, committed first to the
 //!   store behind the persistence traits ([`store::TenantStore`],
-//!   [`store::OutcomeStore`]): redb on one node, NATS buckets in a cluster.
+//!   [`store::OutcomeStore`]): redb on one node, NATS buckets in a cluster,
+//!   where [`lease`] says whether this node's copy is known to be current.
 //! - [`operator`], [`metrics`]: /healthz, /readyz, /metrics, served with
 //!   request deadlines and connection caps (the `http-serve` crate).
 //! - [`status_page`] over [`recent`]: the operator's HTML status page
@@ -54,6 +55,7 @@ pub mod deadline;
 pub mod error;
 pub mod gateway;
 pub mod ingress;
+pub mod lease;
 pub mod listener;
 pub mod metrics;
 pub mod operator;

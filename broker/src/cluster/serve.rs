@@ -217,6 +217,11 @@ async fn serve(
             count(&state, "shutting_down");
             return tell(&cluster, &reply, fail(&RelayError::ShuttingDown)).await;
         }
+        // This node's agents may be revoked elsewhere (crate::lease).
+        if let Err(e) = state.tenants.require_current() {
+            count(&state, e.outcome());
+            return tell(&cluster, &reply, fail(&e)).await;
+        }
         let operation = match Operation::try_from(request.operation) {
             Ok(op) if op != Operation::Unspecified => op,
             _ => {

@@ -11,6 +11,11 @@
 //! sequence (from the stream leader); still behind a moment later, the
 //! watch is made again from the revision after the last one applied.
 //! Revisions make applying a change twice, or late, harmless.
+//!
+//! The same check renews this node's [`Lease`] on its view: an answer
+//! from a stream leader that a quorum of replicas follows, once the watch
+//! has applied up to the sequence it names, confirms that the view holds
+//! every change made before the question was asked.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +30,7 @@ use tracing::{debug, info, warn};
 use super::KvError;
 use super::retry::{RETRY_FOR, failed, retry_all};
 use super::tenants::TenantBucket;
+use crate::lease::Lease;
 use crate::tenants::TenantCache;
 
 /// The server or the client ended a watch.
@@ -109,12 +115,14 @@ pub(crate) async fn load(
     Ok((watch, last))
 }
 
-/// Applies every change `watch` delivers after `last`, until `stop`.
+/// Applies every change `watch` delivers after `last`, until `stop`,
+/// telling `lease` what it applied and what the checks confirm.
 pub(crate) fn follow(
     bucket: TenantBucket,
     cache: Arc<TenantCache>,
     mut watch: kv::Watch,
     last: u64,
+    lease: Arc<Lease>,
     stop: CancellationToken,
 ) {
     let applied = Arc::new(AtomicU64::new(last));
@@ -123,6 +131,7 @@ pub(crate) fn follow(
         bucket.clone(),
         Arc::clone(&applied),
         Arc::clone(&behind),
+        Arc::clone(&lease),
         stop.clone(),
     ));
     tokio::spawn(async move {
@@ -134,6 +143,8 @@ pub(crate) fn follow(
                     Some(Ok(entry)) => {
                         apply(&bucket, &cache, &entry);
                         applied.fetch_max(entry.revision, Ordering::AcqRel);
+                        // After the cache: a renewal covers what is in it.
+                        lease.applied(entry.revision);
                         continue;
                     }
                     Some(Err(e)) => e.to_string(),
@@ -155,11 +166,13 @@ pub(crate) fn follow(
     });
 }
 
-/// Tells the follower when it is behind the stream and makes no progress.
+/// Tells the follower when it is behind the stream and makes no progress,
+/// and `lease` what the stream's leader says.
 async fn check(
     bucket: TenantBucket,
     applied: Arc<AtomicU64>,
     behind: Arc<Notify>,
+    lease: Arc<Lease>,
     stop: CancellationToken,
 ) {
     let mut every = tokio::time::interval(CHECK_EVERY);
@@ -169,14 +182,34 @@ async fn check(
             _ = stop.cancelled() => return,
             _ = every.tick() => {}
         }
+        // The lease counts from the question: whatever was written before
+        // it is in the answer.
+        let asked = tokio::time::Instant::now();
         // Short: a request lost in a leader election must not hold up the
         // checks after it.
         let read = tokio::time::timeout(CHECK_TIMEOUT, bucket.store().stream.get_info());
         let stream_last = match read.await {
-            Ok(Ok(info)) => info.state.last_sequence,
-            // NATS is failing over: the writes are, too.
-            _ => continue,
+            Ok(Ok(info)) => match quorum(&info) {
+                Ok(()) => info.state.last_sequence,
+                Err(why) => {
+                    lease.unanswered(why);
+                    continue;
+                }
+            },
+            // NATS is failing over (the writes are, too), or out of reach.
+            Ok(Err(e)) => {
+                lease.unanswered(format!("reading the stream's state failed: {e}"));
+                continue;
+            }
+            Err(_) => {
+                lease.unanswered(format!(
+                    "the stream's state did not come within {}",
+                    humantime::format_duration(CHECK_TIMEOUT)
+                ));
+                continue;
+            }
         };
+        lease.answered(asked, stream_last);
         if stream_last <= applied.load(Ordering::Acquire) {
             continue;
         }
@@ -192,6 +225,36 @@ async fn check(
             // watch already is doing what this asks.
             behind.notify_waiters();
         }
+    }
+}
+
+/// Whether `info` comes from a leader that a majority of the stream's
+/// replicas follows. A leader cut off from its replicas answers until it
+/// notices and steps down; its peers' `current` turns false by then, so
+/// such an answer confirms nothing. A stream of one replica (or a NATS
+/// server without a cluster) is its own quorum.
+fn quorum(info: &async_nats::jetstream::stream::Info) -> Result<(), String> {
+    let Some(cluster) = &info.cluster else {
+        return Ok(());
+    };
+    if cluster.replicas.is_empty() {
+        return Ok(());
+    }
+    if cluster.leader.is_none() {
+        return Err("the tenants stream has no leader".to_owned());
+    }
+    let members = cluster.replicas.len() + 1;
+    let following = 1 + cluster
+        .replicas
+        .iter()
+        .filter(|p| p.current && !p.offline)
+        .count();
+    if following * 2 > members {
+        Ok(())
+    } else {
+        Err(format!(
+            "only {following} of the {members} replicas of the tenants stream are current"
+        ))
     }
 }
 
