@@ -146,7 +146,9 @@ pub enum RelayError {
     /// The lease on this node's copy of the tenants ran out
     /// ([`crate::lease`]): acting on it could honour a revoked agent or a
     /// disabled write-back.
-    #[error("{0}; this node acts on no tenant's settings until it has caught up, and nothing was sent. Retry: another node may serve it")]
+    #[error(
+        "{0}; this node acts on no tenant's settings until it has caught up, and nothing was sent. Retry: another node may serve it"
+    )]
     StateUnconfirmed(crate::lease::Lapsed),
     #[error("broker node {node:?} refused the forwarded request: {message}; nothing was sent")]
     ForwardRefused { node: String, message: String },

@@ -212,7 +212,11 @@ mod tests {
         let lapsed = lease.check().unwrap_err();
         assert_eq!(lapsed.since, BOUND);
         assert_eq!(lapsed.cause, Cause::NoQuorum("timed out".into()));
-        assert!(lapsed.to_string().contains("cannot reach a JetStream quorum"));
+        assert!(
+            lapsed
+                .to_string()
+                .contains("cannot reach a JetStream quorum")
+        );
         // Renewed by the next answer.
         lease.answered(Instant::now(), 3);
         assert_eq!(lease.check(), Ok(()));

@@ -132,8 +132,8 @@ async fn open_cluster(
         cluster_config.state_lease,
         shutdown.clone(),
     )
-        .await
-        .map_err(ClusterError::from)?;
+    .await
+    .map_err(ClusterError::from)?;
     info!(node = %cluster.node, tenants = tenants.len(), "cluster configuration loaded");
     let _ = cluster.meta.set(buckets.meta.clone());
     Ok(Backing {

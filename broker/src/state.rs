@@ -69,7 +69,10 @@ impl State {
     /// Why the node is not ready, where there is more to say than its
     /// condition: the tenant view's lapsed lease.
     pub fn condition_detail(&self) -> Option<String> {
-        self.tenants.current().err().map(|lapsed| lapsed.to_string())
+        self.tenants
+            .current()
+            .err()
+            .map(|lapsed| lapsed.to_string())
     }
 }
 

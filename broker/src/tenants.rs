@@ -51,7 +51,12 @@ impl Tenants {
             // Revision 0: below every write of this node's.
             cache.apply(&record.name.clone(), 0, Some(Arc::new(record)));
         }
-        Ok(Tenants::with_store(Box::new(store), Arc::new(cache), None, None))
+        Ok(Tenants::with_store(
+            Box::new(store),
+            Arc::new(cache),
+            None,
+            None,
+        ))
     }
 
     /// Tenants committed to `store`, seen through `cache`, which the
@@ -140,8 +145,11 @@ impl Tenants {
         if !proto::names::is_valid_tenant(name) {
             return Err(RelayError::InvalidTenantName);
         }
-        self.bounded(name, self.create_now(name, connector_name, writeback_enabled))
-            .await
+        self.bounded(
+            name,
+            self.create_now(name, connector_name, writeback_enabled),
+        )
+        .await
     }
 
     async fn create_now(
@@ -410,6 +418,54 @@ mod tests {
         assert_eq!(shown.connector_name, "theirs");
         let shown = cache.publish((*record("a", "mine")).clone(), 9);
         assert_eq!(shown.connector_name, "mine");
+    }
+
+    /// A shared store whose NATS has no quorum: every step hangs.
+    struct Unreachable;
+
+    #[tonic::async_trait]
+    impl TenantStore for Unreachable {
+        fn place(&self, tenant: &str) -> String {
+            format!("{tenant:?} in nowhere")
+        }
+        fn write_bound(&self) -> Option<Duration> {
+            Some(Duration::from_secs(15))
+        }
+        async fn read(&self, _: &str) -> Result<crate::store::Current, StoreError> {
+            std::future::pending().await
+        }
+        async fn put(
+            &self,
+            _: &TenantRecord,
+            _: &crate::store::Current,
+        ) -> Result<Written, StoreError> {
+            std::future::pending().await
+        }
+        async fn delete(&self, _: &str, _: &crate::store::Current) -> Result<Written, StoreError> {
+            std::future::pending().await
+        }
+    }
+
+    /// A change, its reads and retries together, is refused within the
+    /// store's bound (issue 19: minority-side writes took 14-20+ s).
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_store_change_is_refused_within_its_bound() {
+        let cache = Arc::new(TenantCache::default());
+        cache.apply("a", 1, Some(record("a", "v1")));
+        let tenants = Tenants::with_store(Box::new(Unreachable), cache, None, None);
+        let began = tokio::time::Instant::now();
+        let refused = tenants.set_writeback("a", false).await.unwrap_err();
+        assert_eq!(began.elapsed(), Duration::from_secs(15));
+        assert_eq!(refused.reason(), proto::Reason::StoreUnavailable);
+        let shown = std::error::Error::source(&refused).unwrap().to_string();
+        assert!(shown.contains("did not finish within 15s"), "{shown}");
+        for refused in [
+            tenants.create("b", None, true).await.unwrap_err(),
+            tenants.delete("a").await.unwrap_err(),
+        ] {
+            assert_eq!(refused.reason(), proto::Reason::StoreUnavailable);
+        }
+        assert!(tenants.require("a").unwrap().writeback_enabled);
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, Operation};
+use async_nats::jetstream::stream::ClusterInfo;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -189,7 +190,7 @@ async fn check(
         // checks after it.
         let read = tokio::time::timeout(CHECK_TIMEOUT, bucket.store().stream.get_info());
         let stream_last = match read.await {
-            Ok(Ok(info)) => match quorum(&info) {
+            Ok(Ok(info)) => match quorum(info.cluster.as_ref()) {
                 Ok(()) => info.state.last_sequence,
                 Err(why) => {
                     lease.unanswered(why);
@@ -233,8 +234,8 @@ async fn check(
 /// notices and steps down; its peers' `current` turns false by then, so
 /// such an answer confirms nothing. A stream of one replica (or a NATS
 /// server without a cluster) is its own quorum.
-fn quorum(info: &async_nats::jetstream::stream::Info) -> Result<(), String> {
-    let Some(cluster) = &info.cluster else {
+fn quorum(cluster: Option<&ClusterInfo>) -> Result<(), String> {
+    let Some(cluster) = cluster else {
         return Ok(());
     };
     if cluster.replicas.is_empty() {
@@ -319,4 +320,52 @@ fn apply(bucket: &TenantBucket, cache: &TenantCache, entry: &kv::Entry) {
         Operation::Delete | Operation::Purge => None,
     };
     cache.apply(&entry.key, entry.revision, record);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::jetstream::stream::PeerInfo;
+
+    fn peer(current: bool, offline: bool) -> PeerInfo {
+        PeerInfo {
+            name: "n".into(),
+            current,
+            offline,
+            ..PeerInfo::default()
+        }
+    }
+
+    fn cluster(leader: bool, replicas: Vec<PeerInfo>) -> ClusterInfo {
+        ClusterInfo {
+            leader: leader.then(|| "n1".to_owned()),
+            replicas,
+            ..ClusterInfo::default()
+        }
+    }
+
+    #[test]
+    fn a_leader_confirms_only_with_a_majority_behind_it() {
+        // A server without a cluster, and a stream of one replica.
+        assert_eq!(quorum(None), Ok(()));
+        assert_eq!(quorum(Some(&cluster(true, vec![]))), Ok(()));
+        let healthy = cluster(true, vec![peer(true, false), peer(true, false)]);
+        assert_eq!(quorum(Some(&healthy)), Ok(()));
+        let one_lost = cluster(true, vec![peer(true, false), peer(false, true)]);
+        assert_eq!(quorum(Some(&one_lost)), Ok(()));
+        // The leader on the minority side of a split, before it steps down.
+        let cut_off = cluster(true, vec![peer(false, false), peer(false, true)]);
+        assert!(
+            quorum(Some(&cut_off))
+                .unwrap_err()
+                .contains("only 1 of the 3")
+        );
+        let electing = cluster(false, vec![peer(true, false), peer(true, false)]);
+        assert!(quorum(Some(&electing)).is_err());
+        // Five replicas: three must be current.
+        let five =
+            |current: usize| cluster(true, (0..4).map(|i| peer(i < current, false)).collect());
+        assert!(quorum(Some(&five(1))).is_err());
+        assert_eq!(quorum(Some(&five(2))), Ok(()));
+    }
 }
