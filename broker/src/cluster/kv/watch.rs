@@ -229,11 +229,17 @@ async fn check(
     }
 }
 
+/// A replica the leader has not heard from for this long does not count
+/// towards a quorum. Followers answer the leader's heartbeats (every
+/// second), so a live one is seen within about a second.
+const PEER_SILENCE: Duration = Duration::from_secs(3);
+
 /// Whether `info` comes from a leader that a majority of the stream's
 /// replicas follows. A leader cut off from its replicas answers until it
-/// notices and steps down; its peers' `current` turns false by then, so
-/// such an answer confirms nothing. A stream of one replica (or a NATS
-/// server without a cluster) is its own quorum.
+/// notices and steps down (about 10 s), still calling them current; how
+/// long ago it last heard from each (`active`) gives it away sooner. A
+/// stream of one replica (or a NATS server without a cluster) is its own
+/// quorum.
 fn quorum(cluster: Option<&ClusterInfo>) -> Result<(), String> {
     let Some(cluster) = cluster else {
         return Ok(());
@@ -248,7 +254,7 @@ fn quorum(cluster: Option<&ClusterInfo>) -> Result<(), String> {
     let following = 1 + cluster
         .replicas
         .iter()
-        .filter(|p| p.current && !p.offline)
+        .filter(|p| p.current && !p.offline && p.active <= PEER_SILENCE)
         .count();
     if following * 2 > members {
         Ok(())
@@ -332,6 +338,7 @@ mod tests {
             name: "n".into(),
             current,
             offline,
+            active: Duration::from_millis(400),
             ..PeerInfo::default()
         }
     }
@@ -360,6 +367,13 @@ mod tests {
                 .unwrap_err()
                 .contains("only 1 of the 3")
         );
+        // ... and before it calls them not current: they are silent.
+        let silent = PeerInfo {
+            active: PEER_SILENCE + Duration::from_millis(1),
+            ..peer(true, false)
+        };
+        let unheard = cluster(true, vec![silent.clone(), silent]);
+        assert!(quorum(Some(&unheard)).is_err());
         let electing = cluster(false, vec![peer(true, false), peer(true, false)]);
         assert!(quorum(Some(&electing)).is_err());
         // Five replicas: three must be current.
