@@ -27,8 +27,9 @@
 //!   and verify (the broker only stores them).
 //! - [`tenants`] over [`store`]: tenants in memory, committed first to the
 //!   store behind the persistence traits ([`store::TenantStore`],
-//!   [`store::OutcomeStore`]): redb on one node, NATS buckets in a cluster,
-//!   where [`lease`] says whether this node's copy is known to be current.
+//!   [`store::OutcomeStore`]): redb on one node, NATS buckets in a cluster.
+//! - [`lease`]: in a cluster, whether this node's copy of the tenants is
+//!   known to be current; requests are refused while it is not.
 //! - [`operator`], [`metrics`]: /healthz, /readyz, /metrics, served with
 //!   request deadlines and connection caps (the `http-serve` crate).
 //! - [`status_page`] over [`recent`]: the operator's HTML status page
