@@ -595,6 +595,7 @@ tls_key = "k.pem""#,
         assert_eq!(c.kv_replicas, 3);
         assert_eq!(c.subject_prefix, "relay");
         assert_eq!(c.forward_heartbeat, Duration::from_secs(1));
+        assert_eq!(c.state_lease, Duration::from_secs(10));
         for (change, setting) in [
             ("node_name = \"a.b\"", "cluster.node_name"),
             ("nats_urls = []", "cluster.nats_urls"),
@@ -602,6 +603,7 @@ tls_key = "k.pem""#,
             ("kv_replicas = 0", "cluster.kv_replicas"),
             ("subject_prefix = \"a b\"", "cluster.subject_prefix"),
             ("forward_heartbeat = \"1ms\"", "cluster.forward_heartbeat"),
+            ("state_lease = \"1s\"", "cluster.state_lease"),
         ] {
             let key = change.split(' ').next().unwrap();
             let text: String = ok
