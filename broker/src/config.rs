@@ -144,6 +144,14 @@ pub struct ClusterConfig {
     /// of waiting out its deadline.
     #[serde(default = "default_forward_heartbeat", with = "humantime_serde")]
     pub forward_heartbeat: Duration,
+    /// How long this node keeps acting on its copy of the tenants (write-back
+    /// enabled, agents not revoked, keys) after it last confirmed with a
+    /// JetStream quorum that the copy is current. Past it, the node refuses
+    /// the tenants' requests (STATE_UNCONFIRMED) and is not ready until it
+    /// has confirmed and caught up again: a revoke or a disabled write-back
+    /// is enforced on every node within about this long, split or not.
+    #[serde(default = "default_state_lease", with = "humantime_serde")]
+    pub state_lease: Duration,
     /// How long connecting to NATS may take at start-up.
     #[serde(default = "default_nats_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -158,6 +166,12 @@ fn default_subject_prefix() -> String {
 fn default_forward_heartbeat() -> Duration {
     Duration::from_secs(1)
 }
+fn default_state_lease() -> Duration {
+    Duration::from_secs(10)
+}
+/// A lease shorter than this would lapse between two checks of a healthy
+/// cluster (every 200 ms, each waiting up to 500 ms) at the first slow one.
+const MIN_STATE_LEASE: Duration = Duration::from_secs(2);
 fn default_nats_connect_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -202,6 +216,9 @@ impl ClusterConfig {
         }
         if self.forward_heartbeat < Duration::from_millis(50) {
             return invalid("cluster.forward_heartbeat", "must be at least 50ms");
+        }
+        if self.state_lease < MIN_STATE_LEASE {
+            return invalid("cluster.state_lease", "must be at least 2s");
         }
         if self.connect_timeout.is_zero() {
             return invalid("cluster.connect_timeout", "must be positive");
@@ -578,6 +595,7 @@ tls_key = "k.pem""#,
         assert_eq!(c.kv_replicas, 3);
         assert_eq!(c.subject_prefix, "relay");
         assert_eq!(c.forward_heartbeat, Duration::from_secs(1));
+        assert_eq!(c.state_lease, Duration::from_secs(10));
         for (change, setting) in [
             ("node_name = \"a.b\"", "cluster.node_name"),
             ("nats_urls = []", "cluster.nats_urls"),
@@ -585,6 +603,7 @@ tls_key = "k.pem""#,
             ("kv_replicas = 0", "cluster.kv_replicas"),
             ("subject_prefix = \"a b\"", "cluster.subject_prefix"),
             ("forward_heartbeat = \"1ms\"", "cluster.forward_heartbeat"),
+            ("state_lease = \"1s\"", "cluster.state_lease"),
         ] {
             let key = change.split(' ').next().unwrap();
             let text: String = ok

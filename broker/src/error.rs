@@ -143,6 +143,13 @@ pub enum RelayError {
         "this broker node cannot reach the other nodes of its cluster (NATS is unreachable), and holds no agent of tenant {0:?}; nothing was sent. Retry: another node may serve it"
     )]
     ClusterUnavailable(String),
+    /// The lease on this node's copy of the tenants ran out
+    /// ([`crate::lease`]): acting on it could honour a revoked agent or a
+    /// disabled write-back.
+    #[error(
+        "{0}; this node acts on no tenant's settings until it has caught up, and nothing was sent. Retry: another node may serve it"
+    )]
+    StateUnconfirmed(crate::lease::Lapsed),
     #[error("broker node {node:?} refused the forwarded request: {message}; nothing was sent")]
     ForwardRefused { node: String, message: String },
     #[error(
@@ -246,6 +253,7 @@ impl RelayError {
             E::AgentKeyNotFound(_) => Reason::AgentKeyNotFound,
             E::ClusterUnavailable(_) | E::ForwardRefused { .. } => Reason::ClusterUnavailable,
             E::ForwardLost { .. } => Reason::OutcomeUnknown,
+            E::StateUnconfirmed(_) => Reason::StateUnconfirmed,
         }
     }
 
@@ -262,6 +270,7 @@ impl RelayError {
             Reason::EnvelopeTooLarge => "envelope_too_large",
             Reason::ShuttingDown => "shutting_down",
             Reason::ClusterUnavailable => "cluster_unavailable",
+            Reason::StateUnconfirmed => "state_unconfirmed",
             _ => "refused",
         }
     }

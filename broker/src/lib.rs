@@ -28,6 +28,8 @@
 //! - [`tenants`] over [`store`]: tenants in memory, committed first to the
 //!   store behind the persistence traits ([`store::TenantStore`],
 //!   [`store::OutcomeStore`]): redb on one node, NATS buckets in a cluster.
+//! - [`lease`]: in a cluster, whether this node's copy of the tenants is
+//!   known to be current; requests are refused while it is not.
 //! - [`operator`], [`metrics`]: /healthz, /readyz, /metrics, served with
 //!   request deadlines and connection caps (the `http-serve` crate).
 //! - [`status_page`] over [`recent`]: the operator's HTML status page
@@ -54,6 +56,7 @@ pub mod deadline;
 pub mod error;
 pub mod gateway;
 pub mod ingress;
+pub mod lease;
 pub mod listener;
 pub mod metrics;
 pub mod operator;

@@ -1,6 +1,8 @@
 //! Operator endpoints on their own plain-HTTP port: `/healthz` (the process
 //! is alive), `/readyz` (the store is open and the gRPC listener is up, and
-//! the node is not draining; in cluster mode, NATS is reachable) and `/metrics` (Prometheus text), all without
+//! the node is not draining; in cluster mode, NATS is reachable and the
+//! node's copy of the tenants is confirmed current, see [`crate::lease`])
+//! and `/metrics` (Prometheus text), all without
 //! credentials; and the operator's status page (see [`crate::status_page`]),
 //! which needs the operator token.
 //!
@@ -67,7 +69,11 @@ async fn readyz(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, format!("{condition}\n"))
+    let body = match state.condition_detail() {
+        Some(detail) if condition == "tenants unconfirmed" => format!("{condition}: {detail}\n"),
+        _ => format!("{condition}\n"),
+    };
+    (status, body)
 }
 
 async fn metrics(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {

@@ -1,4 +1,9 @@
 //! The portal-facing service: Submit, Ping and GetConfiguration.
+//!
+//! In cluster mode all three act on this node's copy of the tenant's
+//! settings, so they are refused (STATE_UNCONFIRMED) while that copy is not
+//! known to be current ([`crate::lease`]); GetOutcome reads the shared
+//! outcomes bucket and is not.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,6 +144,8 @@ impl Relay for RelayService {
             &[Right::Send],
             now_unix_secs(),
         )?;
+        // Before any of the tenant's settings are read: they may be stale.
+        state.tenants.require_current()?;
         let pb::SubmitRequest {
             tenant,
             request_id,
@@ -285,6 +292,8 @@ impl Relay for RelayService {
             &[Right::Send, Right::Manage],
             now_unix_secs(),
         )?;
+        // A revoked agent must not answer either.
+        self.state.tenants.require_current()?;
         let request_id = format!("ping-{:016x}", fastrand::u64(..));
         let span =
             info_span!("request", tenant = %tenant, request_id = %request_id, operation = "ping");
@@ -327,6 +336,9 @@ impl Relay for RelayService {
             &[Right::Send, Right::Listen, Right::Manage, Right::Operator],
             now_unix_secs(),
         )?;
+        // Stale agent keys or a stale write-back switch would send the
+        // portal the wrong way.
+        self.state.tenants.require_current()?;
         Ok(Response::new(configuration(&self.state, tenant)?))
     }
 

@@ -126,9 +126,14 @@ async fn open_cluster(
         kv::converge_operator_key(&buckets.meta, &storage_key, &config.operator_key_path())
             .await
             .map_err(ClusterError::from)?;
-    let tenants = Tenants::load_cluster(&buckets, storage_key, shutdown.clone())
-        .await
-        .map_err(ClusterError::from)?;
+    let tenants = Tenants::load_cluster(
+        &buckets,
+        storage_key,
+        cluster_config.state_lease,
+        shutdown.clone(),
+    )
+    .await
+    .map_err(ClusterError::from)?;
     info!(node = %cluster.node, tenants = tenants.len(), "cluster configuration loaded");
     let _ = cluster.meta.set(buckets.meta.clone());
     Ok(Backing {

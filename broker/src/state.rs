@@ -47,17 +47,32 @@ pub struct State {
 
 impl State {
     /// What `/readyz` and the status page report: "ready", "starting",
-    /// "draining" or "cluster unreachable".
+    /// "draining", "cluster unreachable" or "tenants unconfirmed" (the
+    /// lease on this node's copy of the tenants ran out, see
+    /// [`crate::lease`]; [`State::condition_detail`] says why).
     pub fn condition(&self) -> &'static str {
         if self.shutdown.is_cancelled() {
             "draining"
         } else if self.readiness.cluster_down.load(Ordering::Acquire) {
             "cluster unreachable"
+        } else if self.tenants.current().is_err() {
+            "tenants unconfirmed"
         } else if self.readiness.is_ready() {
             "ready"
         } else {
             "starting"
         }
+    }
+}
+
+impl State {
+    /// Why the node is not ready, where there is more to say than its
+    /// condition: the tenant view's lapsed lease.
+    pub fn condition_detail(&self) -> Option<String> {
+        self.tenants
+            .current()
+            .err()
+            .map(|lapsed| lapsed.to_string())
     }
 }
 

@@ -23,6 +23,7 @@ use tokio::sync::{Mutex, watch};
 use tokio_util::sync::DropGuard;
 
 use crate::error::RelayError;
+use crate::lease::{Lapsed, Lease};
 use crate::store::{Store, StoreError, TenantKeys, TenantRecord, TenantStore, Written};
 use crate::time::now_unix_ms;
 
@@ -39,6 +40,8 @@ pub struct Tenants {
     /// Stops following the other nodes' changes when the tenants are
     /// dropped (cluster mode).
     _follow: Option<DropGuard>,
+    /// Cluster mode: whether the view is known to be current.
+    lease: Option<Arc<Lease>>,
 }
 
 impl Tenants {
@@ -48,23 +51,42 @@ impl Tenants {
             // Revision 0: below every write of this node's.
             cache.apply(&record.name.clone(), 0, Some(Arc::new(record)));
         }
-        Ok(Tenants::with_store(Box::new(store), Arc::new(cache), None))
+        Ok(Tenants::with_store(
+            Box::new(store),
+            Arc::new(cache),
+            None,
+            None,
+        ))
     }
 
     /// Tenants committed to `store`, seen through `cache`, which the
     /// caller filled (and, with `follow`, keeps up to date with the
-    /// changes of other writers).
+    /// changes of other writers, confirming it through `lease`).
     pub(crate) fn with_store(
         store: Box<dyn TenantStore>,
         cache: Arc<TenantCache>,
         follow: Option<DropGuard>,
+        lease: Option<Arc<Lease>>,
     ) -> Tenants {
         Tenants {
             store,
             cache,
             write: Mutex::new(()),
             _follow: follow,
+            lease,
         }
+    }
+
+    /// Whether this node may act on its view of the tenants now: always
+    /// on one node (its store is the truth); in a cluster, while the lease
+    /// holds (see [`crate::lease`]).
+    pub fn current(&self) -> Result<(), Lapsed> {
+        self.lease.as_ref().map_or(Ok(()), |l| l.check())
+    }
+
+    /// [`Tenants::current`] as the error a request is refused with.
+    pub fn require_current(&self) -> Result<(), RelayError> {
+        self.current().map_err(RelayError::StateUnconfirmed)
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<TenantRecord>> {
@@ -95,6 +117,25 @@ impl Tenants {
         self.cache.changes.subscribe()
     }
 
+    /// Runs one change within the store's bound, if it has one.
+    async fn bounded<T>(
+        &self,
+        name: &str,
+        change: impl Future<Output = Result<T, RelayError>>,
+    ) -> Result<T, RelayError> {
+        let Some(bound) = self.store.write_bound() else {
+            return change.await;
+        };
+        match tokio::time::timeout(bound, change).await {
+            Ok(done) => done,
+            Err(_) => Err(StoreError::WriteTimedOut {
+                place: self.store.place(name),
+                bound,
+            }
+            .into()),
+        }
+    }
+
     pub async fn create(
         &self,
         name: &str,
@@ -104,6 +145,19 @@ impl Tenants {
         if !proto::names::is_valid_tenant(name) {
             return Err(RelayError::InvalidTenantName);
         }
+        self.bounded(
+            name,
+            self.create_now(name, connector_name, writeback_enabled),
+        )
+        .await
+    }
+
+    async fn create_now(
+        &self,
+        name: &str,
+        connector_name: Option<String>,
+        writeback_enabled: bool,
+    ) -> Result<Arc<TenantRecord>, RelayError> {
         let _guard = self.write.lock().await;
         let now = now_unix_ms();
         let keys = TenantKeys::generate().map_err(|_| StoreError::Random)?;
@@ -135,6 +189,13 @@ impl Tenants {
     /// it. A conflict with another node's change runs a fresh clone of
     /// `change` on the newer record, hence `Clone`.
     pub async fn update<F>(&self, name: &str, change: F) -> Result<Arc<TenantRecord>, RelayError>
+    where
+        F: FnOnce(&mut TenantRecord) -> Result<(), RelayError> + Clone,
+    {
+        self.bounded(name, self.update_now(name, change)).await
+    }
+
+    async fn update_now<F>(&self, name: &str, change: F) -> Result<Arc<TenantRecord>, RelayError>
     where
         F: FnOnce(&mut TenantRecord) -> Result<(), RelayError> + Clone,
     {
@@ -190,6 +251,10 @@ impl Tenants {
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), RelayError> {
+        self.bounded(name, self.delete_now(name)).await
+    }
+
+    async fn delete_now(&self, name: &str) -> Result<(), RelayError> {
         let _guard = self.write.lock().await;
         for attempt in 0..MAX_CONFLICTS {
             // A record this node cannot read can still be deleted: that is
@@ -353,6 +418,54 @@ mod tests {
         assert_eq!(shown.connector_name, "theirs");
         let shown = cache.publish((*record("a", "mine")).clone(), 9);
         assert_eq!(shown.connector_name, "mine");
+    }
+
+    /// A shared store whose NATS has no quorum: every step hangs.
+    struct Unreachable;
+
+    #[tonic::async_trait]
+    impl TenantStore for Unreachable {
+        fn place(&self, tenant: &str) -> String {
+            format!("{tenant:?} in nowhere")
+        }
+        fn write_bound(&self) -> Option<Duration> {
+            Some(Duration::from_secs(15))
+        }
+        async fn read(&self, _: &str) -> Result<crate::store::Current, StoreError> {
+            std::future::pending().await
+        }
+        async fn put(
+            &self,
+            _: &TenantRecord,
+            _: &crate::store::Current,
+        ) -> Result<Written, StoreError> {
+            std::future::pending().await
+        }
+        async fn delete(&self, _: &str, _: &crate::store::Current) -> Result<Written, StoreError> {
+            std::future::pending().await
+        }
+    }
+
+    /// A change, its reads and retries together, is refused within the
+    /// store's bound (issue 19: minority-side writes took 14-20+ s).
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_store_change_is_refused_within_its_bound() {
+        let cache = Arc::new(TenantCache::default());
+        cache.apply("a", 1, Some(record("a", "v1")));
+        let tenants = Tenants::with_store(Box::new(Unreachable), cache, None, None);
+        let began = tokio::time::Instant::now();
+        let refused = tenants.set_writeback("a", false).await.unwrap_err();
+        assert_eq!(began.elapsed(), Duration::from_secs(15));
+        assert_eq!(refused.reason(), proto::Reason::StoreUnavailable);
+        let shown = std::error::Error::source(&refused).unwrap().to_string();
+        assert!(shown.contains("did not finish within 15s"), "{shown}");
+        for refused in [
+            tenants.create("b", None, true).await.unwrap_err(),
+            tenants.delete("a").await.unwrap_err(),
+        ] {
+            assert_eq!(refused.reason(), proto::Reason::StoreUnavailable);
+        }
+        assert!(tenants.require("a").unwrap().writeback_enabled);
     }
 
     #[tokio::test]

@@ -375,10 +375,12 @@ pub fn failure(trouble: &Trouble, task: Task, writes: bool) -> Failure {
                 "The password service reports that the on-premises service is busy",
                 "in a moment",
             ),
-            Reason::ShuttingDown | Reason::ClusterUnavailable => broker_says(
-                "The password service reports that it is restarting",
-                "in a moment",
-            ),
+            Reason::ShuttingDown | Reason::ClusterUnavailable | Reason::StateUnconfirmed => {
+                broker_says(
+                    "The password service reports that it is restarting",
+                    "in a moment",
+                )
+            }
             _ => Failure::Misconfigured {
                 nothing_sent: false,
             },

@@ -240,6 +240,12 @@ reasons! {
     /// unreachable), or the one it asked refused; nothing was sent to an
     /// agent. Another node may serve the request.
     ClusterUnavailable => "CLUSTER_UNAVAILABLE", Unavailable;
+    /// Cluster mode: the node could not confirm within its lease that its
+    /// copy of the tenants' settings is current (it cannot reach a
+    /// JetStream quorum, or its watch is behind), so it acts on none of
+    /// them; nothing was sent to an agent. Another node may serve the
+    /// request; this one does once it has caught up.
+    StateUnconfirmed => "STATE_UNCONFIRMED", Unavailable;
 }
 
 impl fmt::Display for Reason {

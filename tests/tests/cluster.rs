@@ -928,7 +928,8 @@ async fn a_tenant_created_or_disabled_through_one_node_is_seen_by_the_others_wit
 /// `/readyz` follows each node's NATS connection: 503 while it is cut
 /// (NATS itself stays up), 200 once it is back. Meanwhile the cut-off node
 /// answers CLUSTER_UNAVAILABLE at once for a tenant whose agent is
-/// elsewhere, and still serves the agent it holds.
+/// elsewhere, and still serves the agent it holds, within its
+/// `state_lease` (10 s; past it, it refuses: tests/tests/leases.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_nats_connection() {
     let cluster = fast(BrokerCluster::builder(2))
@@ -969,7 +970,8 @@ async fn readiness_follows_the_nats_connection() {
             .expect("a serves its own agent"),
     );
 
-    // a loses NATS too: it still serves the agent it holds.
+    // a loses NATS too: it still serves the agent it holds (for now: its
+    // lease on the tenants has not run out yet).
     let a_proxy = &cluster.nats_proxies(0)[0];
     a_proxy.refuse_new(true);
     a_proxy.cut();

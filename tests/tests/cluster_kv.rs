@@ -52,6 +52,9 @@ async fn buckets(nats: &NatsCluster, i: usize, prefix: &str) -> Buckets {
         .unwrap_or_else(|e| panic!("open the buckets through NATS node {i}: {e}"))
 }
 
+/// The broker's default `state_lease` (broker/src/lease.rs).
+const LEASE: Duration = Duration::from_secs(10);
+
 async fn node(
     nats: &NatsCluster,
     i: usize,
@@ -59,7 +62,7 @@ async fn node(
     stop: &CancellationToken,
 ) -> Node {
     let buckets = buckets(nats, i, "relay").await;
-    let tenants = Tenants::load_cluster(&buckets, Arc::clone(key), stop.clone())
+    let tenants = Tenants::load_cluster(&buckets, Arc::clone(key), LEASE, stop.clone())
         .await
         .unwrap_or_else(|e| panic!("load the tenants through NATS node {i}: {e}"));
     Node { buckets, tenants }
@@ -244,6 +247,7 @@ async fn records_a_node_cannot_read_are_skipped_not_fatal() {
     let stranger = Tenants::load_cluster(
         &a.buckets,
         Arc::new(StorageKey::generate().unwrap()),
+        LEASE,
         stop.clone(),
     )
     .await

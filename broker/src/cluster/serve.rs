@@ -250,6 +250,12 @@ async fn serve(
         }
         None => return,
     };
+    // This node's agents may be revoked elsewhere (crate::lease): refused
+    // before the forwarder is told the request was taken.
+    if let Err(e) = state.tenants.require_current() {
+        count(&state, e.outcome());
+        return tell(&cluster, &reply, Event::Failure(wire::failure_of(&e))).await;
+    }
     let span =
         info_span!("forwarded", tenant = %tenant, request_id = %request_id, origin = %origin);
     async move {

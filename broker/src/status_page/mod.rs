@@ -286,6 +286,7 @@ fn view(
         node: render::NodeView {
             version: env!("CARGO_PKG_VERSION"),
             condition: state.condition(),
+            detail: state.condition_detail(),
             started_unix_ms: state.started_unix_ms,
             uptime: state.started.elapsed(),
         },

@@ -63,9 +63,12 @@ pub struct StatusView {
 
 pub struct NodeView {
     pub version: &'static str,
-    /// "ready", "starting", "draining" or "cluster unreachable", as /readyz
-    /// says.
+    /// "ready", "starting", "draining", "cluster unreachable" or "tenants
+    /// unconfirmed", as /readyz says.
     pub condition: &'static str,
+    /// Why, where the condition alone does not say: the lapsed lease on
+    /// the tenants ([`crate::lease`]), with its cause.
+    pub detail: Option<String>,
     pub started_unix_ms: i64,
     pub uptime: Duration,
 }
@@ -226,7 +229,10 @@ fn nodes(out: &mut String, view: &StatusView) {
         } else {
             "warn"
         },
-        Esc(node.condition),
+        Esc(&match &node.detail {
+            Some(detail) => format!("{}: {detail}", node.condition),
+            None => node.condition.to_owned(),
+        }),
         time_utc(node.started_unix_ms),
         Esc(&humantime::format_duration(uptime).to_string()),
     );
@@ -472,6 +478,7 @@ mod tests {
             node: NodeView {
                 version: "0.1.0",
                 condition: "ready",
+                detail: None,
                 started_unix_ms: NOW - 90_000,
                 uptime: Duration::from_secs(90),
             },

@@ -166,6 +166,7 @@ fn no_secret_of_a_tenant_reaches_the_page() {
         node: render::NodeView {
             version: "0.1.0",
             condition: "ready",
+            detail: None,
             started_unix_ms: 0,
             uptime: Duration::from_secs(5),
         },
@@ -185,4 +186,28 @@ fn no_secret_of_a_tenant_reaches_the_page() {
         }
     }
     assert!(!page.contains("0123456789abcdef"), "nor a session id");
+}
+
+#[test]
+fn a_lapsed_lease_is_shown_with_its_cause() {
+    let page = render::status_page(&render::StatusView {
+        now_unix_ms: NOW as i64 * 1000,
+        node: render::NodeView {
+            version: "0.1.0",
+            condition: "tenants unconfirmed",
+            detail: Some(
+                "last confirmed current 12s ago (cannot reach a JetStream quorum: <timed out>)"
+                    .into(),
+            ),
+            started_unix_ms: 0,
+            uptime: Duration::from_secs(5),
+        },
+        cluster: None,
+        tenants: Vec::new(),
+        minutes: RecentRequests::new().snapshot_at(NOW as i64 * 1000),
+    });
+    assert!(
+        page.contains("<td class=\"warn\">tenants unconfirmed: last confirmed current 12s ago (cannot reach a JetStream quorum: &lt;timed out&gt;)</td>"),
+        "{page}"
+    );
 }

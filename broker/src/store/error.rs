@@ -58,6 +58,18 @@ pub enum StoreError {
     /// `place` names the record and where it lives, as its backend says it.
     #[error("{place} changed concurrently {attempts} times in a row; nothing was written")]
     Contended { place: String, attempts: u32 },
+    /// A change to a shared store did not finish within its bound (see
+    /// `TenantStore::write_bound`). Its last attempt may still land: the
+    /// message says to read the tenant again rather than claim nothing
+    /// changed.
+    #[error(
+        "changing {place} did not finish within {}; NATS may have no quorum here. It was most likely not changed: read it again before retrying",
+        humantime::format_duration(*.bound)
+    )]
+    WriteTimedOut {
+        place: String,
+        bound: std::time::Duration,
+    },
     /// The store the cluster's nodes share failed; the message names the
     /// bucket, the key and the operation.
     #[error(transparent)]

@@ -68,6 +68,15 @@ pub trait TenantStore: Send + Sync {
     /// key-value bucket relay_tenants`.
     fn place(&self, tenant: &str) -> String;
 
+    /// How long one change (its reads, conflicts and retries together) may
+    /// take before it is refused: a shared store retries over a failover,
+    /// and each of its steps has a window of its own, which in a row would
+    /// add up beyond what an administrator is promised. `None`: a local
+    /// store answers or fails by itself.
+    fn write_bound(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     async fn read(&self, tenant: &str) -> Result<Current, StoreError>;
 
     /// Stores `record` where `current` holds none (a create) or the record

@@ -9,6 +9,7 @@
 //! releases read each other's records.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use tokio_util::sync::CancellationToken;
@@ -17,15 +18,18 @@ use super::cas::{self, Change, Snapshot};
 use super::retry::{RETRY_FOR, failed};
 use super::{Buckets, KvError, RecordError, context};
 use crate::cluster::storage_key::StorageKey;
+use crate::lease::Lease;
 use crate::store::{Current, StoreError, TenantRecord, TenantStore, Written, codec};
 use crate::tenants::{TenantCache, Tenants};
 
 impl Tenants {
     /// Loads every tenant of the cluster's tenants bucket, then follows
-    /// the changes from every node until `shutdown` (or until dropped).
+    /// the changes from every node until `shutdown` (or until dropped),
+    /// confirming them under a lease of `lease` ([`crate::lease`]).
     pub async fn load_cluster(
         buckets: &Buckets,
         storage_key: Arc<StorageKey>,
+        lease: Duration,
         shutdown: CancellationToken,
     ) -> Result<Tenants, KvError> {
         let bucket = TenantBucket::new(
@@ -35,21 +39,41 @@ impl Tenants {
         );
         let cache = Arc::new(TenantCache::default());
         let (watch, last) = super::watch::load(&bucket, &cache).await?;
+        // Unconfirmed until the first check: the load may have taken long.
+        let lease = Arc::new(Lease::new(lease, last));
         let stop = shutdown.child_token();
         super::watch::follow(
             bucket.clone(),
             Arc::clone(&cache),
             watch,
             last,
+            Arc::clone(&lease),
             stop.clone(),
         );
+        // The first check follows at once; waiting for it keeps the node
+        // from saying it is ready and then refusing every tenant.
+        let confirmed = tokio::time::timeout(FIRST_CONFIRMATION, async {
+            while lease.check().is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        if confirmed.await.is_err()
+            && let Err(lapsed) = lease.check()
+        {
+            tracing::warn!(error = %lapsed, "starting with tenants this node cannot confirm yet: it refuses their requests until it can");
+        }
         Ok(Tenants::with_store(
             Box::new(bucket),
             cache,
             Some(stop.drop_guard()),
+            Some(lease),
         ))
     }
 }
+
+/// How long start-up waits for the first confirmation of the tenants it
+/// loaded (see [`crate::lease`]).
+const FIRST_CONFIRMATION: Duration = Duration::from_secs(10);
 
 /// The tenants bucket and the key that seals its records.
 #[derive(Clone)]
@@ -169,6 +193,12 @@ impl TenantBucket {
 impl TenantStore for TenantBucket {
     fn place(&self, tenant: &str) -> String {
         format!("{tenant:?} in the key-value bucket {}", self.name())
+    }
+
+    /// The window of one retried step: a read and a write each retry for
+    /// that long, and the change as a whole must not take longer.
+    fn write_bound(&self) -> Option<Duration> {
+        Some(RETRY_FOR)
     }
 
     async fn read(&self, tenant: &str) -> Result<Current, StoreError> {

@@ -11,12 +11,18 @@
 //! sequence (from the stream leader); still behind a moment later, the
 //! watch is made again from the revision after the last one applied.
 //! Revisions make applying a change twice, or late, harmless.
+//!
+//! The same check renews this node's [`Lease`] on its view: an answer
+//! from a stream leader that a quorum of replicas follows, once the watch
+//! has applied up to the sequence it names, confirms that the view holds
+//! every change made before the question was asked.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::kv::{self, Operation};
+use async_nats::jetstream::stream::ClusterInfo;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +31,7 @@ use tracing::{debug, info, warn};
 use super::KvError;
 use super::retry::{RETRY_FOR, failed, retry_all};
 use super::tenants::TenantBucket;
+use crate::lease::Lease;
 use crate::tenants::TenantCache;
 
 /// The server or the client ended a watch.
@@ -109,12 +116,14 @@ pub(crate) async fn load(
     Ok((watch, last))
 }
 
-/// Applies every change `watch` delivers after `last`, until `stop`.
+/// Applies every change `watch` delivers after `last`, until `stop`,
+/// telling `lease` what it applied and what the checks confirm.
 pub(crate) fn follow(
     bucket: TenantBucket,
     cache: Arc<TenantCache>,
     mut watch: kv::Watch,
     last: u64,
+    lease: Arc<Lease>,
     stop: CancellationToken,
 ) {
     let applied = Arc::new(AtomicU64::new(last));
@@ -123,6 +132,7 @@ pub(crate) fn follow(
         bucket.clone(),
         Arc::clone(&applied),
         Arc::clone(&behind),
+        Arc::clone(&lease),
         stop.clone(),
     ));
     tokio::spawn(async move {
@@ -134,6 +144,8 @@ pub(crate) fn follow(
                     Some(Ok(entry)) => {
                         apply(&bucket, &cache, &entry);
                         applied.fetch_max(entry.revision, Ordering::AcqRel);
+                        // After the cache: a renewal covers what is in it.
+                        lease.applied(entry.revision);
                         continue;
                     }
                     Some(Err(e)) => e.to_string(),
@@ -155,11 +167,13 @@ pub(crate) fn follow(
     });
 }
 
-/// Tells the follower when it is behind the stream and makes no progress.
+/// Tells the follower when it is behind the stream and makes no progress,
+/// and `lease` what the stream's leader says.
 async fn check(
     bucket: TenantBucket,
     applied: Arc<AtomicU64>,
     behind: Arc<Notify>,
+    lease: Arc<Lease>,
     stop: CancellationToken,
 ) {
     let mut every = tokio::time::interval(CHECK_EVERY);
@@ -169,14 +183,34 @@ async fn check(
             _ = stop.cancelled() => return,
             _ = every.tick() => {}
         }
+        // The lease counts from the question: whatever was written before
+        // it is in the answer.
+        let asked = tokio::time::Instant::now();
         // Short: a request lost in a leader election must not hold up the
         // checks after it.
         let read = tokio::time::timeout(CHECK_TIMEOUT, bucket.store().stream.get_info());
         let stream_last = match read.await {
-            Ok(Ok(info)) => info.state.last_sequence,
-            // NATS is failing over: the writes are, too.
-            _ => continue,
+            Ok(Ok(info)) => match quorum(info.cluster.as_ref()) {
+                Ok(()) => info.state.last_sequence,
+                Err(why) => {
+                    lease.unanswered(why);
+                    continue;
+                }
+            },
+            // NATS is failing over (the writes are, too), or out of reach.
+            Ok(Err(e)) => {
+                lease.unanswered(format!("reading the stream's state failed: {e}"));
+                continue;
+            }
+            Err(_) => {
+                lease.unanswered(format!(
+                    "the stream's state did not come within {}",
+                    humantime::format_duration(CHECK_TIMEOUT)
+                ));
+                continue;
+            }
         };
+        lease.answered(asked, stream_last);
         if stream_last <= applied.load(Ordering::Acquire) {
             continue;
         }
@@ -192,6 +226,42 @@ async fn check(
             // watch already is doing what this asks.
             behind.notify_waiters();
         }
+    }
+}
+
+/// A replica the leader has not heard from for this long does not count
+/// towards a quorum. Followers answer the leader's heartbeats (every
+/// second), so a live one is seen within about a second.
+const PEER_SILENCE: Duration = Duration::from_secs(3);
+
+/// Whether `info` comes from a leader that a majority of the stream's
+/// replicas follows. A leader cut off from its replicas answers until it
+/// notices and steps down (about 10 s), still calling them current; how
+/// long ago it last heard from each (`active`) gives it away sooner. A
+/// stream of one replica (or a NATS server without a cluster) is its own
+/// quorum.
+fn quorum(cluster: Option<&ClusterInfo>) -> Result<(), String> {
+    let Some(cluster) = cluster else {
+        return Ok(());
+    };
+    if cluster.replicas.is_empty() {
+        return Ok(());
+    }
+    if cluster.leader.is_none() {
+        return Err("the tenants stream has no leader".to_owned());
+    }
+    let members = cluster.replicas.len() + 1;
+    let following = 1 + cluster
+        .replicas
+        .iter()
+        .filter(|p| p.current && !p.offline && p.active <= PEER_SILENCE)
+        .count();
+    if following * 2 > members {
+        Ok(())
+    } else {
+        Err(format!(
+            "only {following} of the {members} replicas of the tenants stream are current"
+        ))
     }
 }
 
@@ -256,4 +326,60 @@ fn apply(bucket: &TenantBucket, cache: &TenantCache, entry: &kv::Entry) {
         Operation::Delete | Operation::Purge => None,
     };
     cache.apply(&entry.key, entry.revision, record);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::jetstream::stream::PeerInfo;
+
+    fn peer(current: bool, offline: bool) -> PeerInfo {
+        PeerInfo {
+            name: "n".into(),
+            current,
+            offline,
+            active: Duration::from_millis(400),
+            ..PeerInfo::default()
+        }
+    }
+
+    fn cluster(leader: bool, replicas: Vec<PeerInfo>) -> ClusterInfo {
+        ClusterInfo {
+            leader: leader.then(|| "n1".to_owned()),
+            replicas,
+            ..ClusterInfo::default()
+        }
+    }
+
+    #[test]
+    fn a_leader_confirms_only_with_a_majority_behind_it() {
+        // A server without a cluster, and a stream of one replica.
+        assert_eq!(quorum(None), Ok(()));
+        assert_eq!(quorum(Some(&cluster(true, vec![]))), Ok(()));
+        let healthy = cluster(true, vec![peer(true, false), peer(true, false)]);
+        assert_eq!(quorum(Some(&healthy)), Ok(()));
+        let one_lost = cluster(true, vec![peer(true, false), peer(false, true)]);
+        assert_eq!(quorum(Some(&one_lost)), Ok(()));
+        // The leader on the minority side of a split, before it steps down.
+        let cut_off = cluster(true, vec![peer(false, false), peer(false, true)]);
+        assert!(
+            quorum(Some(&cut_off))
+                .unwrap_err()
+                .contains("only 1 of the 3")
+        );
+        // ... and before it calls them not current: they are silent.
+        let silent = PeerInfo {
+            active: PEER_SILENCE + Duration::from_millis(1),
+            ..peer(true, false)
+        };
+        let unheard = cluster(true, vec![silent.clone(), silent]);
+        assert!(quorum(Some(&unheard)).is_err());
+        let electing = cluster(false, vec![peer(true, false), peer(true, false)]);
+        assert!(quorum(Some(&electing)).is_err());
+        // Five replicas: three must be current.
+        let five =
+            |current: usize| cluster(true, (0..4).map(|i| peer(i < current, false)).collect());
+        assert!(quorum(Some(&five(1))).is_err());
+        assert_eq!(quorum(Some(&five(2))), Ok(()));
+    }
 }
