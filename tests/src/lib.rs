@@ -21,6 +21,7 @@ pub mod http_request;
 pub mod load;
 pub mod malicious;
 pub mod nats;
+pub mod netns;
 pub mod pressure;
 pub mod raw;
 pub mod scenarios;
@@ -189,6 +190,7 @@ pub struct BrokerBuilder {
     rust_log: String,
     dir: Option<tempfile::TempDir>,
     open_files: Option<u64>,
+    place: Option<nats::Place>,
 }
 
 impl Default for BrokerBuilder {
@@ -206,7 +208,16 @@ impl BrokerBuilder {
             rust_log: "info".into(),
             dir: None,
             open_files: None,
+            place: None,
         }
+    }
+
+    /// Runs the broker inside a network namespace ([`netns`]), listening
+    /// on its address there (both ports still chosen by the kernel)
+    /// instead of 127.0.0.1. The certificate must name that address.
+    pub fn place(mut self, place: nats::Place) -> Self {
+        self.place = Some(place);
+        self
     }
 
     /// Adds a `key = value` line to the broker's TOML config.
@@ -254,8 +265,12 @@ impl BrokerBuilder {
             }
         };
         let config_path = dir.path().join("broker.toml");
+        let host = self
+            .place
+            .as_ref()
+            .map_or_else(|| "127.0.0.1".to_owned(), |p| p.ip.to_string());
         let mut config = format!(
-            "listen = \"127.0.0.1:0\"\noperator_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
+            "listen = \"{host}:0\"\noperator_listen = \"{host}:0\"\ndata_dir = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
             dir.path().join("data"),
             pki.server_cert,
             pki.server_key
@@ -271,6 +286,7 @@ impl BrokerBuilder {
             config_path,
             rust_log: self.rust_log,
             open_files: self.open_files,
+            netns: self.place.map(|p| p.netns),
             child: None,
             grpc_addr: String::new(),
             operator_addr: String::new(),
@@ -288,6 +304,8 @@ pub struct BrokerProcess {
     config_path: PathBuf,
     rust_log: String,
     open_files: Option<u64>,
+    /// The network namespace it runs in, if not the test's own.
+    netns: Option<String>,
     child: Option<Child>,
     pub grpc_addr: String,
     pub operator_addr: String,
@@ -298,17 +316,19 @@ impl BrokerProcess {
     async fn spawn(&mut self) {
         let log = self.log_path(self.restarts);
         let stderr = std::fs::File::create(&log).expect("broker log file");
-        // prlimit execs the broker: the pid stays the broker's.
-        let mut command = match self.open_files {
-            None => Command::new(bin("relay-broker")),
-            Some(n) => {
-                let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}"))
-                    .arg("--")
-                    .arg(bin("relay-broker"));
-                c
-            }
-        };
+        // prlimit and `ip netns exec` exec the broker: the pid stays the
+        // broker's.
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(ns) = &self.netns {
+            argv.extend(["ip", "netns", "exec", ns].map(Into::into));
+        }
+        if let Some(n) = self.open_files {
+            argv.extend([format!("--nofile={n}:{n}"), "--".into()].map(Into::into));
+            argv.insert(argv.len() - 2, "prlimit".into());
+        }
+        argv.push(bin("relay-broker").into());
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
         let mut child = command
             .arg("--config")
             .arg(&self.config_path)
