@@ -7,6 +7,30 @@
 //! let tenant = broker.create_tenant("contoso").await;
 //! let agent = broker.agent_process(&tenant, "dc01").start().await;
 //! ```
+//!
+//! # Layout
+//!
+//! - the crate root: [`BrokerBuilder`] and [`BrokerProcess`], tenants,
+//!   keys, and the submit helpers most tests share
+//! - [`agents`], [`agent_toml`]: the real `writeback-agent` process and an
+//!   in-process echo agent that records what reached it; their TOML
+//! - [`deployment`], [`sealed`], [`scenarios`]: a broker with an onboarded
+//!   `writeback-agent` and the sample forests; onboarded in-process agents
+//!   for envelope tests; one table of directory scenarios
+//! - [`nats`], [`cluster`]: a real NATS cluster (`nats-server` processes)
+//!   and broker nodes in cluster mode on it
+//! - [`netns`]: network namespaces on a bridge, one per NATS server and
+//!   broker node, with silent cuts between them (partitions, issue 19);
+//!   `BrokerClusterBuilder::partitionable` puts a cluster in them and
+//!   `tests/tests/partitions.rs` splits it
+//! - [`faults`], [`connect_proxy`]: a TCP proxy that injects faults; an
+//!   HTTP CONNECT proxy
+//! - [`load`], [`pressure`], [`attacks`]: the load generator; what an
+//!   attack costs; connections that hold descriptors
+//! - [`malicious`], [`raw`]: a broker under the attacker's control; the
+//!   relay protocol spoken by hand
+//! - [`http`], [`http_request`], [`web`], [`browser`]: HTTP/1.0 for the
+//!   operator endpoints and pages; a browser stand-in; headless Chromium
 
 pub mod agent_toml;
 pub mod agents;
