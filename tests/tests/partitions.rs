@@ -31,6 +31,11 @@ const NO_AGENT_BOUND: Duration = Duration::from_secs(10);
 /// docs/CLUSTER.md: a write NATS cannot take is retried for 15 s, then
 /// refused with STORE_UNAVAILABLE.
 const STORE_BOUND: Duration = Duration::from_secs(15);
+/// How long the cluster may take to come together after a heal where no
+/// lease is at stake: a connection attempt begun during the split resends
+/// its SYN at 1, 3, 7, 15, 31 s, so the first one after the heal may come
+/// ~15 s later, and nothing in the test can hurry it.
+const HEAL_BOUND: Duration = Duration::from_secs(20);
 /// Scheduling on a loaded two-core machine, on top of a stated bound.
 const SLACK: Duration = Duration::from_secs(3);
 /// How long a split lasts.
@@ -46,9 +51,11 @@ const C: usize = 2;
 const AGENT: &str = "dc01";
 
 /// Fast liveness, as in tests/tests/cluster.rs: keepalives every second,
-/// `forward_heartbeat` 1 s.
+/// `forward_heartbeat` 1 s. No tenant rate limit: the loads would hit
+/// the default 600 a minute within seconds.
 fn fast(builder: BrokerClusterBuilder) -> BrokerClusterBuilder {
     builder
+        .config("tenant_requests_per_minute = 0")
         .config("heartbeat_interval = \"1s\"")
         .config("keepalive_timeout = \"1s\"")
         .config("ack_timeout = \"1s\"")
@@ -125,8 +132,9 @@ fn label(result: &Result<Submitted, ClientError>) -> String {
 /// reason of its own while its /readyz is 503; dc01 answers nothing after
 /// the bound; after the heal every node agrees within LEASE_BOUND.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 19: a node cut off from the NATS majority serves on its stale tenant view \
-            (no lease): c keeps relaying to a revoked agent with write-back disabled"]
+#[ignore = "issue 19: no lease: cut off from the NATS majority, c serves on its stale tenant \
+            view (96 of 96 calls answered by the revoked dc01 with write-back disabled, 70 \
+            after the bound, /readyz 503 from ~2 s)"]
 async fn a_minority_node_enforces_changes_or_refuses_within_the_lease() {
     let Setup {
         cluster,
@@ -253,8 +261,9 @@ fn phase(at: Duration, bound: Duration) -> &'static str {
 /// NO_AGENT_BOUND, never a stream of OUTCOME_UNKNOWN for requests that
 /// reached no agent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 19: NATS keeps handing c's subscriptions their requests until its pings \
-            time out (minutes): calls from a end OUTCOME_UNKNOWN, not NO_AGENT_ONLINE"]
+#[ignore = "issue 19: NATS keeps handing c's subscriptions requests until its pings time \
+            out (minutes): 9 of 9 calls from a in 25 s ended OUTCOME_UNKNOWN after 3 s, none \
+            reached dc01; and dc01 not reachable through a 13 s after the heal"]
 async fn a_node_cut_off_from_nats_stops_taking_forwarded_requests() {
     let Setup {
         cluster,
@@ -305,7 +314,7 @@ async fn a_node_cut_off_from_nats_stops_taking_forwarded_requests() {
         {
             break Some(healed_at.elapsed());
         }
-        if healed_at.elapsed() > LEASE_BOUND + SLACK {
+        if healed_at.elapsed() > HEAL_BOUND {
             break None;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -343,7 +352,7 @@ async fn a_change_on_the_minority_side_is_refused_within_the_documented_bound() 
 /// 3b. The same for creating a tenant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "issue 19: CreateTenant on the minority side is refused STORE_UNAVAILABLE only \
-            after ~29 s (two 15 s store retries), over the documented 15 s"]
+            after 20-29 s (more than one 15 s store retry), over the documented 15 s"]
 async fn a_creation_on_the_minority_side_is_refused_within_the_documented_bound() {
     write_on_the_minority_side(MinorityWrite::Create).await;
 }
@@ -411,7 +420,7 @@ async fn write_on_the_minority_side(write: MinorityWrite) {
     // write applied.
     cluster.net().heal();
     let healed_at = Instant::now();
-    let ready_in = cluster.await_readyz(C, 200, LEASE_BOUND + SLACK).await;
+    let ready_in = cluster.await_readyz(C, 200, HEAL_BOUND).await;
     let tenants = loop {
         let names: Vec<String> = match admin_c.list_tenants().await {
             Ok(list) => list.into_iter().map(|t| t.tenant).collect(),
@@ -421,7 +430,7 @@ async fn write_on_the_minority_side(write: MinorityWrite) {
             break names;
         }
         assert!(
-            healed_at.elapsed() < LEASE_BOUND + SLACK,
+            healed_at.elapsed() < HEAL_BOUND,
             "c never learnt of the majority's tenant: {names:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -478,6 +487,9 @@ struct Tally {
     /// Request ids the agent applied more than once.
     applied_twice: Vec<String>,
     no_agent_online: usize,
+    /// Calls answered that ended 10 s or more after the kill: the load
+    /// went on through the failover.
+    answered_after_kill: usize,
 }
 
 /// Loads a with calls to dc01 for LOAD, `kill -9` of the NATS server
@@ -511,6 +523,8 @@ async fn kill_nats_under_load(victim_node: &str) -> Tally {
                 }
                 let id = format!("load-{i}");
                 let result = submit(&portal, &id, Duration::from_secs(10)).await;
+                // Paced: a load, not a flood of the two cores.
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 Some((id, result))
             }
         })
@@ -536,13 +550,23 @@ async fn kill_nats_under_load(victim_node: &str) -> Tally {
     drop(calls);
     let reached = agent.request_ids();
     let mut tally = Tally::default();
-    for (_, (id, result)) in &results {
+    for (at, (id, result)) in &results {
         let mut outcome = label(result);
+        if outcome == "answered" && *at > killed_at + Duration::from_secs(10) {
+            tally.answered_after_kill += 1;
+        }
         if outcome == "OutcomeUnknown" {
             outcome = match bounded_outcome(&portal_a, id).await {
                 Ok(_) => "OutcomeUnknown, then retrieved".into(),
                 Err(e) => {
-                    tally.lost.push(format!("{id}: GetOutcome {e}"));
+                    let got = if reached.contains(id) {
+                        "got"
+                    } else {
+                        "never got"
+                    };
+                    tally
+                        .lost
+                        .push(format!("{id} (the agent {got} it): GetOutcome {e}"));
                     "OutcomeUnknown, lost".into()
                 }
             };
@@ -593,6 +617,10 @@ async fn bounded_outcome(portal: &PortalClient, id: &str) -> Result<Submitted, C
 }
 
 fn assert_three_zeros(tally: &Tally) {
+    assert!(
+        tally.answered_after_kill > 0,
+        "nothing answered once the failover was over: {tally:?}"
+    );
     assert!(tally.lost.is_empty(), "lost: {:#?}", tally.lost);
     assert!(
         tally.applied_twice.is_empty(),
