@@ -38,6 +38,10 @@
 //!
 //! `start(1)` runs one standalone JetStream server (no cluster block).
 //!
+//! [`NatsClusterBuilder::places`] runs each node inside a network namespace
+//! ([`crate::netns`]) and listens on the namespace's address instead of
+//! 127.0.0.1 (ports still `-1`): for the partition tests.
+//!
 //! TLS ([`NatsClusterBuilder::tls`]) covers client connections, the ones the
 //! broker makes; routes between the nodes stay plain TCP on loopback.
 //! Monitoring is plain HTTP on loopback either way.
