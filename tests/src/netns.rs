@@ -20,11 +20,11 @@
 //! CI runs on lack the tc qdiscs a filter would need). Healing deletes the
 //! entries; ARP finds the real peer again. Processes are never touched.
 //!
-//! Names are unique per lab (a random id), so labs of tests running in
-//! parallel never meet: namespaces `rn<id>-<member>` and `rn<id>-br`, the
-//! host's veth `rn<id>h`, and a /24 of 10.64.0.0/10 chosen at random among
-//! those no address of the host uses, reserved by a lock file in the temp
-//! dir that holds the owner's pid. Dropping the lab deletes its namespaces
+//! Names are unique per lab, so labs of tests running in parallel never
+//! meet: each takes a /24 of 10.64.0.0/10 at random among those no address
+//! of the host uses, reserved by a lock file in the temp dir that holds the
+//! owner's pid, and its id (in every name) is that /24 in hex: namespaces
+//! `rn<id>-<member>` and `rn<id>-br`, the host's veth `rn<id>h`. Dropping the lab deletes its namespaces
 //! (their processes, killed by their owners, go with them) and its veth,
 //! also when the test panics; a new lab first sweeps what labs of dead test
 //! processes (SIGKILLed: no Drop) left behind.
@@ -295,7 +295,8 @@ fn try_ip(args: &[&str]) -> Result<String, String> {
 
 /// Panics with a clear message when namespaces cannot be made here.
 fn check_usable() {
-    let probe = format!("rnprobe{}", std::process::id());
+    // Unique: labs of one test process may start at once.
+    let probe = format!("rnprobe{:08x}", random() as u32);
     if let Err(e) = try_ip(&["netns", "add", &probe]) {
         panic!(
             "the partition tests need Linux network namespaces: `ip netns add` failed ({e}); \
@@ -324,34 +325,31 @@ fn random() -> u64 {
     hasher.finish()
 }
 
-/// A fresh id and /24, reserved by a lock file created exclusively, on a
-/// /24 the host does not use already.
+/// A fresh /24 the host does not use already and the lab's id derived
+/// from it, reserved by a lock file created exclusively.
 fn reserve() -> (String, [u8; 3], PathBuf) {
     let used = try_ip(&["-4", "-o", "addr", "show"]).unwrap_or_default();
-    let taken: BTreeSet<String> = std::fs::read_dir(lock_dir())
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .filter_map(|text| text.split_whitespace().nth(1).map(str::to_owned))
-        .collect();
     for _ in 0..100 {
         let r = random();
-        let id = format!("{:06x}", r & 0xff_ffff);
         // 10.64.0.0/10: a corner of 10/8 that local networks rarely use.
-        let net = [10, 64 + ((r >> 24) & 63) as u8, ((r >> 32) & 0xff) as u8];
+        let net = [10, 64 + (r & 63) as u8, ((r >> 8) & 0xff) as u8];
+        // The id is the /24: one lock file makes both unique.
+        let id = format!("{:02x}{:02x}", net[1], net[2]);
         let prefix = format!("{}.{}.{}", net[0], net[1], net[2]);
-        if used.contains(&format!(" {prefix}.")) || taken.contains(&prefix) {
+        if used.contains(&format!(" {prefix}.")) {
             continue;
         }
+        // Written whole under a temporary name, then linked into place:
+        // the link fails if the id is taken, and a sweep running beside us
+        // never reads a half-written file (which would look like a dead
+        // owner's).
         let lock = lock_dir().join(&id);
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&lock);
-        if let Ok(mut file) = file {
-            use std::io::Write;
-            write!(file, "{} {prefix}", std::process::id()).expect("write the lab's lock file");
+        let draft = lock_dir().join(format!(".{id}.{}", std::process::id()));
+        std::fs::write(&draft, format!("{} {prefix}", std::process::id()))
+            .expect("write the lab's lock file");
+        let linked = std::fs::hard_link(&draft, &lock);
+        let _ = std::fs::remove_file(&draft);
+        if linked.is_ok() {
             return (id, net, lock);
         }
     }
@@ -365,6 +363,10 @@ fn sweep_stale() {
     };
     for entry in entries.flatten() {
         let path = entry.path();
+        // Drafts (dot files) are another lab's reservation in progress.
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
         let owner = std::fs::read_to_string(&path)
             .ok()
             .and_then(|t| t.split_whitespace().next()?.parse::<u32>().ok());
