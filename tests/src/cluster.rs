@@ -44,7 +44,8 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::agents::EchoAgentBuilder;
 use crate::faults::FaultProxy;
-use crate::nats::NatsCluster;
+use crate::nats::{NatsCluster, Place};
+use crate::netns::NetLab;
 use crate::sealed::SETUP_PASSWORD;
 use crate::{BrokerBuilder, BrokerProcess, EchoAgent, STARTUP_TIMEOUT, Tenant, write_key};
 
@@ -67,6 +68,7 @@ pub struct BrokerClusterBuilder {
     nodes: usize,
     nats_nodes: usize,
     nats_proxies: bool,
+    partitionable: bool,
     config: Vec<String>,
     cluster_config: Vec<String>,
     rust_log: String,
@@ -83,6 +85,15 @@ impl BrokerClusterBuilder {
     /// own ([`BrokerCluster::nats_proxies`]). See the module documentation.
     pub fn nats_through_proxies(mut self) -> Self {
         self.nats_proxies = true;
+        self
+    }
+
+    /// Every NATS node and broker node in a network namespace of its own on
+    /// one bridge ([`crate::netns`]), members `n0`, `n1`, ... and `a`, `b`,
+    /// ..., reachable from the test's namespace, so that a test can cut
+    /// links between them ([`BrokerCluster::net`]).
+    pub fn partitionable(mut self) -> Self {
+        self.partitionable = true;
         self
     }
 
@@ -116,14 +127,42 @@ impl BrokerClusterBuilder {
         let permit = ONE_AT_A_TIME.acquire().await.expect("never closed");
         let began = Instant::now();
         let dir = tempfile::tempdir().expect("temp dir");
-        let pki = broker::tls::generate_dev_pki(&dir.path().join("pki"), &["127.0.0.1".to_owned()])
-            .expect("dev pki");
+        let net = self.partitionable.then(|| {
+            let members: Vec<String> = (0..self.nats_nodes)
+                .map(|k| format!("n{k}"))
+                .chain(NODE_NAMES[..self.nodes].iter().map(|n| (*n).to_owned()))
+                .collect();
+            NetLab::new(&members.iter().map(String::as_str).collect::<Vec<_>>())
+        });
+        let place = |member: &str| {
+            net.as_ref().map(|lab| Place {
+                netns: lab.namespace(member),
+                ip: lab.ip(member),
+            })
+        };
+        // One certificate for every node: it names every address of the lab.
+        let names: Vec<String> = std::iter::once("127.0.0.1".to_owned())
+            .chain(
+                net.iter()
+                    .flat_map(NetLab::all_ips)
+                    .map(|ip| ip.to_string()),
+            )
+            .collect();
+        let pki = broker::tls::generate_dev_pki(&dir.path().join("pki"), &names).expect("dev pki");
         let storage_key_file = write_key(
             dir.path(),
             "cluster.key",
             &sas::Key::generate().expect("storage key"),
         );
-        let nats = NatsCluster::start(self.nats_nodes).await;
+        let mut nats = NatsCluster::builder(self.nats_nodes);
+        if net.is_some() {
+            nats = nats.places(
+                (0..self.nats_nodes)
+                    .map(|k| place(&format!("n{k}")).expect("a lab"))
+                    .collect(),
+            );
+        }
+        let nats = nats.start().await;
         let mut node_times = Vec::new();
         let mut cluster = BrokerCluster {
             nodes: Vec::new(),
@@ -132,6 +171,7 @@ impl BrokerClusterBuilder {
             nats,
             pki,
             storage_key_file,
+            net,
             _dir: dir,
             _permit: permit,
         };
@@ -165,10 +205,17 @@ impl BrokerClusterBuilder {
                 section.push_str(line);
                 section.push('\n');
             }
+            let mut builder = BrokerBuilder::new();
+            if let Some(lab) = &cluster.net {
+                builder = builder.place(Place {
+                    netns: lab.namespace(name),
+                    ip: lab.ip(name),
+                });
+            }
             let builder = self
                 .config
                 .iter()
-                .fold(BrokerBuilder::new(), |b, line| b.config(line.clone()))
+                .fold(builder, |b, line| b.config(line.clone()))
                 .pki(cluster.pki.clone())
                 .rust_log(self.rust_log.clone())
                 .section(section);
@@ -199,6 +246,8 @@ pub struct BrokerCluster {
     pub nats: NatsCluster,
     pki: broker::tls::DevPki,
     storage_key_file: PathBuf,
+    // After the processes: their namespaces go once they are killed.
+    net: Option<NetLab>,
     _dir: tempfile::TempDir,
     _permit: SemaphorePermit<'static>,
 }
@@ -214,6 +263,7 @@ impl BrokerCluster {
             nodes: n,
             nats_nodes: 3,
             nats_proxies: false,
+            partitionable: false,
             config: Vec::new(),
             cluster_config: Vec::new(),
             rust_log: "info".into(),
@@ -263,6 +313,14 @@ impl BrokerCluster {
     /// NATS node first); empty without [`BrokerClusterBuilder::nats_through_proxies`].
     pub fn nats_proxies(&self, i: usize) -> &[FaultProxy] {
         &self.proxies[i]
+    }
+
+    /// The network of a [`BrokerClusterBuilder::partitionable`] cluster,
+    /// to cut and heal links.
+    pub fn net(&self) -> &NetLab {
+        self.net
+            .as_ref()
+            .expect("a cluster started with partitionable()")
     }
 
     /// `kill -9` of broker node `i`.

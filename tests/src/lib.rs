@@ -7,6 +7,30 @@
 //! let tenant = broker.create_tenant("contoso").await;
 //! let agent = broker.agent_process(&tenant, "dc01").start().await;
 //! ```
+//!
+//! # Layout
+//!
+//! - the crate root: [`BrokerBuilder`] and [`BrokerProcess`], tenants,
+//!   keys, and the submit helpers most tests share
+//! - [`agents`], [`agent_toml`]: the real `writeback-agent` process and an
+//!   in-process echo agent that records what reached it; their TOML
+//! - [`deployment`], [`sealed`], [`scenarios`]: a broker with an onboarded
+//!   `writeback-agent` and the sample forests; onboarded in-process agents
+//!   for envelope tests; one table of directory scenarios
+//! - [`nats`], [`cluster`]: a real NATS cluster (`nats-server` processes)
+//!   and broker nodes in cluster mode on it
+//! - [`netns`]: network namespaces on a bridge, one per NATS server and
+//!   broker node, with silent cuts between them (partitions, issue 19);
+//!   `BrokerClusterBuilder::partitionable` puts a cluster in them and
+//!   `tests/tests/partitions.rs` splits it
+//! - [`faults`], [`connect_proxy`]: a TCP proxy that injects faults; an
+//!   HTTP CONNECT proxy
+//! - [`load`], [`pressure`], [`attacks`]: the load generator; what an
+//!   attack costs; connections that hold descriptors
+//! - [`malicious`], [`raw`]: a broker under the attacker's control; the
+//!   relay protocol spoken by hand
+//! - [`http`], [`http_request`], [`web`], [`browser`]: HTTP/1.0 for the
+//!   operator endpoints and pages; a browser stand-in; headless Chromium
 
 pub mod agent_toml;
 pub mod agents;
@@ -21,6 +45,7 @@ pub mod http_request;
 pub mod load;
 pub mod malicious;
 pub mod nats;
+pub mod netns;
 pub mod pressure;
 pub mod raw;
 pub mod scenarios;
@@ -189,6 +214,7 @@ pub struct BrokerBuilder {
     rust_log: String,
     dir: Option<tempfile::TempDir>,
     open_files: Option<u64>,
+    place: Option<nats::Place>,
 }
 
 impl Default for BrokerBuilder {
@@ -206,7 +232,16 @@ impl BrokerBuilder {
             rust_log: "info".into(),
             dir: None,
             open_files: None,
+            place: None,
         }
+    }
+
+    /// Runs the broker inside a network namespace ([`netns`]), listening
+    /// on its address there (both ports still chosen by the kernel)
+    /// instead of 127.0.0.1. The certificate must name that address.
+    pub fn place(mut self, place: nats::Place) -> Self {
+        self.place = Some(place);
+        self
     }
 
     /// Adds a `key = value` line to the broker's TOML config.
@@ -254,8 +289,12 @@ impl BrokerBuilder {
             }
         };
         let config_path = dir.path().join("broker.toml");
+        let host = self
+            .place
+            .as_ref()
+            .map_or_else(|| "127.0.0.1".to_owned(), |p| p.ip.to_string());
         let mut config = format!(
-            "listen = \"127.0.0.1:0\"\noperator_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
+            "listen = \"{host}:0\"\noperator_listen = \"{host}:0\"\ndata_dir = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
             dir.path().join("data"),
             pki.server_cert,
             pki.server_key
@@ -271,6 +310,7 @@ impl BrokerBuilder {
             config_path,
             rust_log: self.rust_log,
             open_files: self.open_files,
+            netns: self.place.map(|p| p.netns),
             child: None,
             grpc_addr: String::new(),
             operator_addr: String::new(),
@@ -288,6 +328,8 @@ pub struct BrokerProcess {
     config_path: PathBuf,
     rust_log: String,
     open_files: Option<u64>,
+    /// The network namespace it runs in, if not the test's own.
+    netns: Option<String>,
     child: Option<Child>,
     pub grpc_addr: String,
     pub operator_addr: String,
@@ -298,17 +340,19 @@ impl BrokerProcess {
     async fn spawn(&mut self) {
         let log = self.log_path(self.restarts);
         let stderr = std::fs::File::create(&log).expect("broker log file");
-        // prlimit execs the broker: the pid stays the broker's.
-        let mut command = match self.open_files {
-            None => Command::new(bin("relay-broker")),
-            Some(n) => {
-                let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}"))
-                    .arg("--")
-                    .arg(bin("relay-broker"));
-                c
-            }
-        };
+        // prlimit and `ip netns exec` exec the broker: the pid stays the
+        // broker's.
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(ns) = &self.netns {
+            argv.extend(["ip", "netns", "exec", ns].map(Into::into));
+        }
+        if let Some(n) = self.open_files {
+            argv.extend([format!("--nofile={n}:{n}"), "--".into()].map(Into::into));
+            argv.insert(argv.len() - 2, "prlimit".into());
+        }
+        argv.push(bin("relay-broker").into());
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
         let mut child = command
             .arg("--config")
             .arg(&self.config_path)

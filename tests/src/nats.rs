@@ -38,6 +38,10 @@
 //!
 //! `start(1)` runs one standalone JetStream server (no cluster block).
 //!
+//! [`NatsClusterBuilder::places`] runs each node inside a network namespace
+//! ([`crate::netns`]) and listens on the namespace's address instead of
+//! 127.0.0.1 (ports still `-1`): for the partition tests.
+//!
 //! TLS ([`NatsClusterBuilder::tls`]) covers client connections, the ones the
 //! broker makes; routes between the nodes stay plain TCP on loopback.
 //! Monitoring is plain HTTP on loopback either way.
@@ -77,9 +81,28 @@ pub struct NatsClusterBuilder {
     cluster_name: String,
     tls: Option<NatsTls>,
     user: Option<(String, String)>,
+    places: Vec<Place>,
+}
+
+/// Where a node runs: a network namespace and its address there
+/// ([`crate::netns`]), instead of the test's own loopback.
+#[derive(Clone, Debug)]
+pub struct Place {
+    /// The namespace's name, for `ip netns exec`.
+    pub netns: String,
+    /// The address the node listens on and advertises.
+    pub ip: std::net::Ipv4Addr,
 }
 
 impl NatsClusterBuilder {
+    /// Runs node `i` inside `places[i]` (one per node), listening on its
+    /// address instead of 127.0.0.1 (for partition tests).
+    pub fn places(mut self, places: Vec<Place>) -> Self {
+        assert_eq!(places.len(), self.nodes, "one place per NATS node");
+        self.places = places;
+        self
+    }
+
     /// TLS on client connections with this certificate; clients made by
     /// [`NatsCluster::connect_options`] trust `ca` and require TLS.
     pub fn tls(
@@ -121,6 +144,7 @@ impl NatsClusterBuilder {
                 std::fs::create_dir_all(node_dir.join("store")).expect("node dir");
                 Node {
                     name,
+                    place: self.places.get(i).cloned(),
                     dir: node_dir,
                     child: None,
                     runs: 0,
@@ -143,7 +167,7 @@ impl NatsClusterBuilder {
         for i in 0..n {
             let routes = match i {
                 _ if n == 1 => Vec::new(),
-                0 => vec![unused_loopback_route()],
+                0 => vec![unused_route(cluster.nodes[0].host())],
                 _ => (0..i).map(|j| cluster.cluster_url(j).to_owned()).collect(),
             };
             cluster.spawn(i, routes).await;
@@ -173,6 +197,8 @@ pub struct NatsCluster {
 struct Node {
     /// `server_name`: n0, n1, ... (also the JetStream peer's identity).
     name: String,
+    /// Its namespace, or None for the test's own (loopback).
+    place: Option<Place>,
     /// Config, ports files, logs and `store/`.
     dir: PathBuf,
     child: Option<Child>,
@@ -184,6 +210,15 @@ struct Node {
     server_id: String,
     /// The routes in its current configuration.
     routes: Vec<String>,
+}
+
+impl Node {
+    /// The address it listens on.
+    fn host(&self) -> String {
+        self.place
+            .as_ref()
+            .map_or_else(|| "127.0.0.1".to_owned(), |p| p.ip.to_string())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -218,6 +253,7 @@ impl NatsCluster {
             cluster_name: "relay-test".into(),
             tls: None,
             user: None,
+            places: Vec::new(),
         }
     }
 
@@ -483,8 +519,9 @@ impl NatsCluster {
 
     fn write_config(&mut self, i: usize, routes: Vec<String>) {
         let node = &self.nodes[i];
+        let host = node.host();
         let mut config = format!(
-            "server_name: {:?}\nhost: \"127.0.0.1\"\nport: -1\nhttp: \"127.0.0.1:-1\"\n\
+            "server_name: {:?}\nhost: {host:?}\nport: -1\nhttp: \"{host}:-1\"\n\
              ports_file_dir: {:?}\njetstream {{\n  store_dir: {:?}\n}}\n",
             node.name,
             node.dir,
@@ -493,7 +530,7 @@ impl NatsCluster {
         if self.nodes.len() > 1 {
             let quoted: Vec<String> = routes.iter().map(|r| format!("{r:?}")).collect();
             config.push_str(&format!(
-                "cluster {{\n  name: {:?}\n  listen: \"127.0.0.1:-1\"\n  routes: [{}]\n}}\n",
+                "cluster {{\n  name: {:?}\n  listen: \"{host}:-1\"\n  routes: [{}]\n}}\n",
                 self.cluster_name,
                 quoted.join(", ")
             ));
@@ -534,7 +571,17 @@ impl NatsCluster {
         self.nodes[i].runs += 1;
         let log_path = self.log_path(i, self.nodes[i].runs);
         let log = std::fs::File::create(&log_path).expect("nats log file");
-        let mut child = Command::new(&self.bin)
+        // `ip netns exec` execs the server: the pid (and the ports file's
+        // name) stays the server's.
+        let mut command = match &self.nodes[i].place {
+            None => Command::new(&self.bin),
+            Some(place) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &place.netns]).arg(&self.bin);
+                c
+            }
+        };
+        let mut child = command
             .arg("-c")
             .arg(self.config_path(i))
             .stdin(Stdio::null())
@@ -761,12 +808,13 @@ pub fn nats_server_bin() -> PathBuf {
         .expect("nats-server is not installed: run scripts/nats/install (apt-get, needs root)")
 }
 
-/// A route URL on a loopback port nobody listens on: bound, then released.
-/// Node 0's first route, only until the real ones are known.
-fn unused_loopback_route() -> String {
+/// A route URL on a port nobody listens on at `host`: a loopback port
+/// bound, then released (in a namespace of its own, `host` has no listener
+/// on it either). Node 0's first route, only until the real ones are known.
+fn unused_route(host: String) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let port = listener.local_addr().expect("local addr").port();
-    format!("nats://127.0.0.1:{port}")
+    format!("nats://{host}:{port}")
 }
 
 /// `{"nats":["nats://127.0.0.1:P"],"monitoring":["http://127.0.0.1:P"],

@@ -24,6 +24,7 @@ const CRATES: &[(&str, &str)] = &[
     ("agent", "src/lib.rs"),
     ("portal", "src/lib.rs"),
     ("bench", "src/main.rs"),
+    ("tests", "src/lib.rs"),
 ];
 
 /// Item keywords after which a crate root declares a name of its own.
