@@ -78,7 +78,6 @@ fn done(f: &mut Forwarding) -> Outcome {
     }
 }
 
-
 #[test]
 fn answered_through_the_serving_node() {
     let t0 = Instant::now();

@@ -14,6 +14,16 @@
 //! node try another; once an agent may have the request, its fate is the
 //! serving node's answer, or OUTCOME_UNKNOWN if that node goes silent.
 //!
+//! The serving node gives the request to an agent only after this node
+//! acknowledged its Accepted (a ForwardAck to the Accepted's reply subject):
+//! silence before that proves no agent got it, so it ends NO_AGENT_ONLINE,
+//! or another attempt while [`super::presence`] shows a live node holding
+//! the agent. No-responders while such a node is announced (it lost its NATS
+//! server and subscribes again) publishes again shortly. Silence after the
+//! go-ahead looks in the outcome record, where the serving node keeps an
+//! answer whose Reply this node did not acknowledge, before saying
+//! OUTCOME_UNKNOWN.
+//!
 //! Those rules (attempts, which failures allow another node, silence and
 //! the final word's grace) are `session::forward::Forwarding`'s, a machine
 //! without I/O or clock; this module is its NATS driver.
@@ -33,6 +43,7 @@ use crate::error::RelayError;
 use crate::metrics::{ForwardLabels, Metrics};
 use crate::routing::{RouteReply, RouteRequest, Router};
 use crate::sessions::{Registry, now};
+use crate::store::StoredAnswer;
 
 /// Routes to this node's agents first, then through the cluster.
 pub struct ClusterRouter {
@@ -71,7 +82,7 @@ impl ClusterRouter {
             operation: request.operation as i32,
             envelope: request.envelope.clone(),
             timeout_ms: 0,
-            budget_ms: millis(request.budget),
+            budget_ms: wire::millis(request.budget),
             origin_node: cluster.node.clone(),
             agent_id: request.agent_id.clone().unwrap_or_default(),
         };
@@ -80,15 +91,34 @@ impl ClusterRouter {
         let mut inbox: Option<async_nats::Subscriber> = None;
         let mut sent_at = Instant::now();
         let mut no_listener = false;
+        // The reply subject of the serving node's last message: where a
+        // Confirm goes.
+        let mut ack_to: Option<async_nats::Subject> = None;
+        let agent_id = request.agent_id.as_deref();
+        let present = || {
+            cluster
+                .presence
+                .holds(&cluster.node, &request.tenant, agent_id)
+        };
         loop {
             while let Some(event) = machine.poll_event() {
                 match event {
+                    forward::Event::Confirm => {
+                        if let Some(to) = ack_to.take()
+                            && let Err(e) = cluster.client.publish(to, bytes::Bytes::new()).await
+                        {
+                            // The serving node then routes nothing, or
+                            // keeps the answer in the outcome record.
+                            debug!(error = %e, "cannot acknowledge the serving node");
+                        }
+                    }
                     forward::Event::NotSent(failure) => {
                         let e = self.error_of(request, failure, None);
                         self.count(e.outcome());
                         debug!(error = %e, "the serving node gave nothing to an agent; asking again");
                     }
                     forward::Event::Done(outcome) => {
+                        let outcome = self.kept_answer(request, outcome).await;
                         return self.finish(request, outcome, sent_at.elapsed(), no_listener);
                     }
                 }
@@ -118,7 +148,7 @@ impl ClusterRouter {
                 Err(_) => {
                     warn!(silence = ?cluster.heartbeat() * forward::MISSED_BEATS,
                         "no word from the node serving a forwarded request");
-                    machine.handle_timeout(now());
+                    machine.handle_timeout(now(), present());
                 }
                 // The client is closing: this node is shutting down.
                 Ok(None) => machine.inbox_closed(now()),
@@ -126,10 +156,11 @@ impl ClusterRouter {
                     if message.status == Some(async_nats::StatusCode::NO_RESPONDERS) =>
                 {
                     no_listener = true;
-                    machine.no_responders(now());
+                    machine.no_responders(now(), present());
                 }
                 Ok(Some(message)) => match wire::decode_event(&message.payload) {
                     Ok(event) => {
+                        ack_to = message.reply.clone();
                         machine.handle_frame(now(), pb::ForwardEvent { event: Some(event) })
                     }
                     Err(problem) => {
@@ -142,6 +173,42 @@ impl ClusterRouter {
                 },
             }
         }
+    }
+
+    /// A silent serving node may have kept the answer it could not deliver
+    /// (its Reply went unacknowledged): the outcome record is read, and once
+    /// more a heartbeat later, since the serving node waits that long for
+    /// the acknowledgement before it writes.
+    async fn kept_answer(&self, request: &RouteRequest, outcome: Outcome) -> Outcome {
+        let (Outcome::Lost { node, .. }, Some(outcomes)) = (&outcome, self.cluster.outcomes.get())
+        else {
+            return outcome;
+        };
+        for wait in [std::time::Duration::ZERO, self.cluster.heartbeat()] {
+            tokio::time::sleep(wait).await;
+            let record = match outcomes.get(&request.tenant, &request.request_id).await {
+                Ok(r) => r,
+                Err(e) => {
+                    debug!(error = %e, "cannot read the outcome record of a lost forward");
+                    return outcome;
+                }
+            };
+            let Some(record) = record else { continue };
+            match record.answer {
+                Some(StoredAnswer::Envelope(envelope)) => {
+                    return Outcome::Answered {
+                        reply: pb::ForwardReply {
+                            agent_id: record.agent_id,
+                            envelope: envelope.into(),
+                            ..Default::default()
+                        },
+                        node: node.clone(),
+                    };
+                }
+                Some(_) | None => continue,
+            }
+        }
+        outcome
     }
 
     /// Subscribes to a fresh inbox and publishes one attempt with it as the
@@ -257,10 +324,6 @@ impl ClusterRouter {
         };
         Err(error)
     }
-}
-
-fn millis(d: Duration) -> u32 {
-    d.as_millis().min(u128::from(u32::MAX)) as u32
 }
 
 #[tonic::async_trait]

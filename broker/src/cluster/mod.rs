@@ -9,6 +9,9 @@
 //!   tenant's subject (pings) and on each of its agents' subjects (requests
 //!   addressed to that agent), in one queue group with the other nodes, and
 //!   routes what arrives to its own agents (the serving side);
+//! - [`presence`]: each node's announcement of the agents it holds, so a
+//!   forwarding node knows within three heartbeats whether a live node holds
+//!   an agent;
 //! - [`wire`]: the messages between the two, and the subjects;
 //! - [`kv`]: tenants, the operator key and late outcomes in replicated
 //!   JetStream key-value buckets, watched so every node sees a change at once;
@@ -21,6 +24,7 @@ pub mod enforce;
 pub mod forward;
 pub mod kv;
 pub mod nodes;
+pub mod presence;
 pub mod serve;
 pub mod storage_key;
 pub mod wire;
@@ -67,6 +71,13 @@ pub struct Cluster {
     down: Arc<AtomicBool>,
     /// The meta bucket, once open: where nodes announce themselves.
     pub meta: std::sync::OnceLock<jetstream::kv::Store>,
+    /// Which live node holds which agents ([`presence`]).
+    pub presence: presence::Presences,
+    /// The outcome records, where a forwarding node looks for an answer
+    /// its serving node kept before saying OUTCOME_UNKNOWN. Set when the
+    /// node starts serving ([`serve::run`]): the router is made before the
+    /// state that owns them.
+    pub outcomes: std::sync::OnceLock<Arc<crate::outcomes::Outcomes>>,
 }
 
 /// With async-nats's two unanswered pings, a dead NATS server is noticed
@@ -152,6 +163,8 @@ impl Cluster {
             config: config.clone(),
             down,
             meta: std::sync::OnceLock::new(),
+            presence: presence::Presences::default(),
+            outcomes: std::sync::OnceLock::new(),
         })
     }
 

@@ -76,7 +76,9 @@ enum State {
     },
     /// No node listened, though one announces the addressee (it is
     /// resubscribing after losing its NATS server): publish again then.
-    Backoff { until: Instant },
+    Backoff {
+        until: Instant,
+    },
     Done,
 }
 
