@@ -199,7 +199,7 @@ impl ClusterRouter {
                     return Outcome::Answered {
                         reply: pb::ForwardReply {
                             agent_id: record.agent_id,
-                            envelope: envelope.into(),
+                            envelope,
                             ..Default::default()
                         },
                         node: node.clone(),

@@ -410,7 +410,7 @@ async fn serve(
             // find it.
             count(&state, "kept_undelivered");
             warn!(agent_id = %answer.agent_id, "the forwarding node did not acknowledge the answer; keeping it in the outcome record");
-            let envelope = StoredAnswer::Envelope(answer.envelope.to_vec());
+            let envelope = StoredAnswer::Envelope(answer.envelope);
             if let Err(e) = state
                 .outcomes
                 .record(&tenant, &request.request_id, &answer.agent_id, envelope, Admission::Relayed)
