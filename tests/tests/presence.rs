@@ -141,7 +141,11 @@ async fn nats_server_of(cluster: &BrokerCluster, name: &str) -> usize {
 fn no_request_twice(agent: &EchoAgent) -> usize {
     let ids = agent.request_ids();
     let distinct: HashSet<&String> = ids.iter().collect();
-    assert_eq!(distinct.len(), ids.len(), "a request reached the agent twice");
+    assert_eq!(
+        distinct.len(),
+        ids.len(),
+        "a request reached the agent twice"
+    );
     ids.len()
 }
 
