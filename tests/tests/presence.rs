@@ -179,11 +179,31 @@ async fn kill_under_load(victim_node: &str, prefix: &str) {
         tally.by_reason
     );
     assert_eq!(tally.count("Some(NoAgentOnline)"), 0, "{tally:?}");
-    assert!(tally.unknown.is_empty(), "lost: {tally:?}");
+    // OUTCOME_UNKNOWN only for an answer the forwarding node could not see
+    // before the caller's deadline (its serving node kept it, waiting for a
+    // JetStream election): GetOutcome must have it. Nothing is lost.
+    for id in &tally.unknown {
+        let started = Instant::now();
+        let late = loop {
+            match tests::await_outcome(&portal, id).await {
+                Err(e)
+                    if e.reason() == Some(Reason::OutcomeNotFound)
+                        && started.elapsed() < Duration::from_secs(30) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                other => break other,
+            }
+        };
+        let late = late.unwrap_or_else(|e| panic!("{id} is lost: {e}"));
+        let text = String::from_utf8(late.envelope).expect("echo is text");
+        assert_eq!(text, format!("dc01|{id}"));
+        eprintln!("{id}: OUTCOME_UNKNOWN, its answer in GetOutcome");
+    }
     // Refused before anything was sent (the forwarding node reconnecting)
     // is the only other end allowed.
     assert_eq!(
-        tally.count("answered") + tally.count("Some(ClusterUnavailable)"),
+        tally.count("answered") + tally.count("Some(ClusterUnavailable)") + tally.unknown.len(),
         n,
         "{tally:?}"
     );

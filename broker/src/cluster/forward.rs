@@ -94,6 +94,7 @@ impl ClusterRouter {
         // The reply subject of the serving node's last message: where a
         // Confirm goes.
         let mut ack_to: Option<async_nats::Subject> = None;
+        let losses = cluster.losses();
         let agent_id = request.agent_id.as_deref();
         let present = || {
             cluster
@@ -118,7 +119,8 @@ impl ClusterRouter {
                         debug!(error = %e, "the serving node gave nothing to an agent; asking again");
                     }
                     forward::Event::Done(outcome) => {
-                        let outcome = self.kept_answer(request, outcome).await;
+                        let link_lost = cluster.losses() != losses;
+                        let outcome = self.kept_answer(request, outcome, link_lost).await;
                         return self.finish(request, outcome, sent_at.elapsed(), no_listener);
                     }
                 }
@@ -176,22 +178,48 @@ impl ClusterRouter {
     }
 
     /// A silent serving node may have kept the answer it could not deliver
-    /// (its Reply went unacknowledged): the outcome record is read, and once
-    /// more a heartbeat later, since the serving node waits that long for
-    /// the acknowledgement before it writes.
-    async fn kept_answer(&self, request: &RouteRequest, outcome: Outcome) -> Outcome {
+    /// (its Reply went unacknowledged): the outcome record is read until a
+    /// heartbeat from now, since the serving node waits that long for the
+    /// acknowledgement before it writes. If this node's own NATS link broke
+    /// meanwhile, the serving node is likely alive and its messages were
+    /// lost on this side: then until the caller's deadline, as its write may
+    /// wait for a JetStream leader election.
+    async fn kept_answer(
+        &self,
+        request: &RouteRequest,
+        outcome: Outcome,
+        link_lost: bool,
+    ) -> Outcome {
         let (Outcome::Lost { node, .. }, Some(outcomes)) = (&outcome, self.cluster.outcomes.get())
         else {
             return outcome;
         };
-        for wait in [std::time::Duration::ZERO, self.cluster.heartbeat()] {
-            tokio::time::sleep(wait).await;
-            let record = match outcomes.get(&request.tenant, &request.request_id).await {
-                Ok(r) => r,
-                Err(e) => {
-                    debug!(error = %e, "cannot read the outcome record of a lost forward");
-                    return outcome;
+        let heartbeat = self.cluster.heartbeat();
+        let until = if link_lost {
+            request.deadline.max(Instant::now() + heartbeat)
+        } else {
+            Instant::now() + heartbeat
+        };
+        let step = (heartbeat / 4).max(Duration::from_millis(50));
+        let mut first = true;
+        loop {
+            if !std::mem::take(&mut first) {
+                if Instant::now() + step > until {
+                    break;
                 }
+                tokio::time::sleep(step).await;
+            }
+            // A read waiting for a JetStream election must not hold the
+            // caller past the window.
+            let read = outcomes.get(&request.tenant, &request.request_id);
+            let record = match tokio::time::timeout_at(until.max(Instant::now() + step), read).await
+            {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    debug!(error = %e, "cannot read the outcome record of a lost forward");
+                    continue;
+                }
+                Err(_) => break,
             };
             let Some(record) = record else { continue };
             match record.answer {

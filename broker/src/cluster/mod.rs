@@ -30,7 +30,7 @@ pub mod storage_key;
 pub mod wire;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -69,6 +69,9 @@ pub struct Cluster {
     pub config: ClusterConfig,
     /// Set while the NATS connection is down (shared with `/readyz`).
     down: Arc<AtomicBool>,
+    /// How many times the NATS connection was lost: a forward that saw it
+    /// change may have lost its serving node's messages on this side.
+    losses: Arc<AtomicU64>,
     /// The meta bucket, once open: where nodes announce themselves.
     pub meta: std::sync::OnceLock<jetstream::kv::Store>,
     /// Which live node holds which agents ([`presence`]).
@@ -127,9 +130,12 @@ impl Cluster {
             options = options.add_client_certificate(cert.clone(), key.clone());
         }
         let events_down = Arc::clone(&down);
+        let losses = Arc::new(AtomicU64::new(0));
+        let events_losses = Arc::clone(&losses);
         let node = config.node_name.clone();
         options = options.event_callback(move |event| {
             let down = Arc::clone(&events_down);
+            let losses = Arc::clone(&events_losses);
             let node = node.clone();
             async move {
                 match event {
@@ -139,6 +145,7 @@ impl Cluster {
                     }
                     async_nats::Event::Disconnected | async_nats::Event::Closed => {
                         down.store(true, Ordering::Release);
+                        losses.fetch_add(1, Ordering::AcqRel);
                         warn!(%node, "lost the NATS connection: requests for agents on other nodes fail until it is back");
                     }
                     other => warn!(%node, event = %other, "NATS connection event"),
@@ -162,10 +169,16 @@ impl Cluster {
             jetstream,
             config: config.clone(),
             down,
+            losses,
             meta: std::sync::OnceLock::new(),
             presence: presence::Presences::default(),
             outcomes: std::sync::OnceLock::new(),
         })
+    }
+
+    /// How many times the NATS connection was lost so far.
+    pub fn losses(&self) -> u64 {
+        self.losses.load(Ordering::Acquire)
     }
 
     /// Whether NATS is reachable right now.
