@@ -591,3 +591,25 @@ fn a_leaving_node_is_withdrawn_at_once_and_dead_ones_pruned() {
     p.prune(t0 + ms(90_000));
     assert!(!p.holds(t0, "t", Some("dc02"), "a"), "forgotten");
 }
+
+/// NATS delivered one publication twice (across a reconnect): two serving
+/// tasks answer on one inbox. Only the confirmed one counts; the twin's
+/// NO_AGENT_ONLINE (it never got the go-ahead) must not start another
+/// attempt, which would give the request to the agent a second time.
+#[test]
+fn a_twin_serving_a_second_delivery_is_ignored() {
+    let t0 = Instant::now();
+    let mut f = forwarding(t0, Operation::ResetPassword, ms(10_000));
+    f.poll_transmit().unwrap();
+    f.handle_frame_from(t0 + ms(1), "K1", accepted("c"));
+    f.handle_frame_from(t0 + ms(2), "K2", accepted("c"));
+    assert_eq!(events(&mut f), [Event::Confirm], "K1 only");
+    f.handle_frame_from(t0 + BEAT, "K2", failed(Kind::NoAgentOnline));
+    assert!(f.poll_transmit().is_none(), "no second attempt");
+    assert!(events(&mut f).is_empty());
+    f.handle_timeout(t0 + ms(1) + BEAT * 3, true);
+    assert!(
+        matches!(done(&mut f), Outcome::Lost { .. }),
+        "the twin's messages do not keep the attempt alive"
+    );
+}

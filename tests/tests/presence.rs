@@ -140,7 +140,9 @@ async fn nats_server_of(cluster: &BrokerCluster, name: &str) -> usize {
 /// The agent saw each request at most once.
 fn no_request_twice(agent: &EchoAgent) -> usize {
     let ids = agent.request_ids();
-    let distinct: HashSet<&String> = ids.iter().collect();
+    let mut distinct: HashSet<&String> = HashSet::new();
+    let twice: Vec<&String> = ids.iter().filter(|id| !distinct.insert(id)).collect();
+    eprintln!("seen twice: {twice:?}");
     assert_eq!(
         distinct.len(),
         ids.len(),

@@ -163,7 +163,9 @@ impl ClusterRouter {
                 Ok(Some(message)) => match wire::decode_event(&message.payload) {
                     Ok(event) => {
                         ack_to = message.reply.clone();
-                        machine.handle_frame(now(), pb::ForwardEvent { event: Some(event) })
+                        let sender = message.reply.as_deref().unwrap_or_default();
+                        let event = pb::ForwardEvent { event: Some(event) };
+                        machine.handle_frame_from(now(), sender, event)
                     }
                     Err(problem) => {
                         warn!(

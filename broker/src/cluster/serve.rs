@@ -218,13 +218,14 @@ fn count(state: &State, outcome: &'static str) {
         .inc();
 }
 
-/// Publishes what the machine has for the forwarding node, in order;
-/// Accepted and Reply with `acks` as their reply subject.
+/// Publishes what the machine has for the forwarding node, in order, each
+/// with `acks` as its reply subject: where Accepted and Reply are
+/// acknowledged, and what tells this task's events from those of a twin
+/// serving a second delivery of the same publication.
 async fn flush(cluster: &Cluster, reply: &Subject, acks: Option<&Subject>, machine: &mut Serving) {
     while let Some(event) = machine.poll_transmit() {
         if let Some(event) = event.event {
-            let acked = matches!(event, Event::Accepted(_) | Event::Reply(_));
-            tell(cluster, reply, event, acks.filter(|_| acked)).await;
+            tell(cluster, reply, event, acks).await;
         }
     }
 }
@@ -304,7 +305,7 @@ async fn serve(
         Some(Served::Unconfirmed) => {
             count(&state, "unconfirmed");
             debug!(%tenant, %request_id, "the forwarding node did not confirm; routed nowhere");
-            return flush(&cluster, &reply, None, &mut machine).await;
+            return flush(&cluster, &reply, acks_to, &mut machine).await;
         }
         Some(Served::Route {
             request,

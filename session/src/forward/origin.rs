@@ -73,6 +73,9 @@ enum State {
         progress: pb::ForwardProgress,
         /// Accepted came and was confirmed: an agent may get it.
         taken: bool,
+        /// Who sent the confirmed Accepted (its acknowledgement subject):
+        /// messages from anyone else are a twin's, ignored.
+        sender: Option<String>,
     },
     /// No node listened, though one announces the addressee (it is
     /// resubscribing after losing its NATS server): publish again then.
@@ -156,6 +159,7 @@ impl Forwarding {
             node: None,
             progress: pb::ForwardProgress::default(),
             taken: false,
+            sender: None,
         };
     }
 
@@ -192,15 +196,29 @@ impl Forwarding {
     /// One message from the serving node; an event with no kind set (it did
     /// not decode) only proves the node alive.
     pub fn handle_frame(&mut self, now: Instant, event: pb::ForwardEvent) {
+        self.handle_frame_from(now, "", event)
+    }
+
+    /// One message from the serving node whose acknowledgement subject is
+    /// `sender`. NATS may deliver one publication twice across a reconnect:
+    /// two serving tasks then answer on one inbox, and only the one whose
+    /// Accepted was confirmed may end the attempt (the other, never
+    /// confirmed, routes nothing and says NO_AGENT_ONLINE, which must not
+    /// send the request to an agent a second time).
+    pub fn handle_frame_from(&mut self, now: Instant, sender: &str, event: pb::ForwardEvent) {
         let State::Waiting {
             heard,
             node,
             progress,
             taken,
+            sender: confirmed,
         } = &mut self.state
         else {
             return;
         };
+        if confirmed.as_deref().is_some_and(|c| c != sender) {
+            return;
+        }
         *heard = now;
         match event.event {
             None => {}
@@ -208,6 +226,7 @@ impl Forwarding {
                 *node = Some(a.node);
                 if !*taken {
                     *taken = true;
+                    *confirmed = Some(sender.to_owned());
                     self.events.push_back(Event::Confirm);
                 }
             }
