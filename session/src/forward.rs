@@ -9,14 +9,17 @@
 //! the answer is final, and when the serving node's silence makes the
 //! outcome unknown. [`Serving`] is the serving node's: its checks of the
 //! forwarded request, Accepted, Progress on every change and every
-//! heartbeat, and exactly one end. The NATS code is their driver.
+//! heartbeat, and exactly one end. [`Presence`] is every node's view of
+//! which live node holds which agents. The NATS code is their driver.
 
 mod origin;
+mod presence;
 mod serving;
 
 use std::time::Duration;
 
 pub use origin::{Event, Forwarding, Outcome};
+pub use presence::Presence;
 pub use serving::{Served, Serving};
 
 /// Serving nodes asked in turn for one request, at most.

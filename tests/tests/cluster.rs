@@ -509,8 +509,16 @@ async fn kill_9_of_a_node_ends_its_requests_and_its_agents_move() {
         *statuses.entry(status).or_default() += 1;
     }
     eprintln!("60 requests around the kill of c: {statuses:?}");
+    // What c had taken ends OUTCOME_UNKNOWN, or with the answer the agent
+    // posted on its new session before the forwarding node, giving up on
+    // c, looked in the outcome record (issue 19).
+    let recovered = results
+        .iter()
+        .filter(|e| e.result.is_ok() && e.at > killed_at + FORWARD_HEARTBEAT * 2)
+        .count();
+    eprintln!("answered through the outcome record after the kill: {recovered}");
     assert!(
-        !unknown.is_empty(),
+        !unknown.is_empty() || recovered > 0,
         "some requests were in flight on c at the kill: {statuses:?}"
     );
 
@@ -592,7 +600,10 @@ async fn kill_9_of_a_node_ends_its_requests_and_its_agents_move() {
             started.elapsed()
         );
     }
-    assert!(fetched > 0, "no late outcome to fetch: {unknown:?}");
+    assert!(
+        fetched > 0 || recovered > 0,
+        "no late outcome to fetch: {unknown:?}"
+    );
     dc01.stop().await;
 }
 

@@ -14,6 +14,16 @@
 //! node try another; once an agent may have the request, its fate is the
 //! serving node's answer, or OUTCOME_UNKNOWN if that node goes silent.
 //!
+//! The serving node gives the request to an agent only after this node
+//! acknowledged its Accepted (a ForwardAck to the Accepted's reply subject):
+//! silence before that proves no agent got it, so it ends NO_AGENT_ONLINE,
+//! or another attempt while [`super::presence`] shows a live node holding
+//! the agent. No-responders while such a node is announced (it lost its NATS
+//! server and subscribes again) publishes again shortly. Silence after the
+//! go-ahead looks in the outcome record, where the serving node keeps an
+//! answer whose Reply this node did not acknowledge, before saying
+//! OUTCOME_UNKNOWN.
+//!
 //! Those rules (attempts, which failures allow another node, silence and
 //! the final word's grace) are `session::forward::Forwarding`'s, a machine
 //! without I/O or clock; this module is its NATS driver.
@@ -33,6 +43,7 @@ use crate::error::RelayError;
 use crate::metrics::{ForwardLabels, Metrics};
 use crate::routing::{RouteReply, RouteRequest, Router};
 use crate::sessions::{Registry, now};
+use crate::store::StoredAnswer;
 
 /// Routes to this node's agents first, then through the cluster.
 pub struct ClusterRouter {
@@ -71,7 +82,7 @@ impl ClusterRouter {
             operation: request.operation as i32,
             envelope: request.envelope.clone(),
             timeout_ms: 0,
-            budget_ms: millis(request.budget),
+            budget_ms: wire::millis(request.budget),
             origin_node: cluster.node.clone(),
             agent_id: request.agent_id.clone().unwrap_or_default(),
         };
@@ -80,15 +91,36 @@ impl ClusterRouter {
         let mut inbox: Option<async_nats::Subscriber> = None;
         let mut sent_at = Instant::now();
         let mut no_listener = false;
+        // The reply subject of the serving node's last message: where a
+        // Confirm goes.
+        let mut ack_to: Option<async_nats::Subject> = None;
+        let losses = cluster.losses();
+        let agent_id = request.agent_id.as_deref();
+        let present = || {
+            cluster
+                .presence
+                .holds(&cluster.node, &request.tenant, agent_id)
+        };
         loop {
             while let Some(event) = machine.poll_event() {
                 match event {
+                    forward::Event::Confirm => {
+                        if let Some(to) = ack_to.take()
+                            && let Err(e) = cluster.client.publish(to, bytes::Bytes::new()).await
+                        {
+                            // The serving node then routes nothing, or
+                            // keeps the answer in the outcome record.
+                            debug!(error = %e, "cannot acknowledge the serving node");
+                        }
+                    }
                     forward::Event::NotSent(failure) => {
                         let e = self.error_of(request, failure, None);
                         self.count(e.outcome());
                         debug!(error = %e, "the serving node gave nothing to an agent; asking again");
                     }
                     forward::Event::Done(outcome) => {
+                        let link_lost = cluster.losses() != losses;
+                        let outcome = self.kept_answer(request, outcome, link_lost).await;
                         return self.finish(request, outcome, sent_at.elapsed(), no_listener);
                     }
                 }
@@ -118,7 +150,7 @@ impl ClusterRouter {
                 Err(_) => {
                     warn!(silence = ?cluster.heartbeat() * forward::MISSED_BEATS,
                         "no word from the node serving a forwarded request");
-                    machine.handle_timeout(now());
+                    machine.handle_timeout(now(), present());
                 }
                 // The client is closing: this node is shutting down.
                 Ok(None) => machine.inbox_closed(now()),
@@ -126,11 +158,14 @@ impl ClusterRouter {
                     if message.status == Some(async_nats::StatusCode::NO_RESPONDERS) =>
                 {
                     no_listener = true;
-                    machine.no_responders(now());
+                    machine.no_responders(now(), present());
                 }
                 Ok(Some(message)) => match wire::decode_event(&message.payload) {
                     Ok(event) => {
-                        machine.handle_frame(now(), pb::ForwardEvent { event: Some(event) })
+                        ack_to = message.reply.clone();
+                        let sender = message.reply.as_deref().unwrap_or_default();
+                        let event = pb::ForwardEvent { event: Some(event) };
+                        machine.handle_frame_from(now(), sender, event)
                     }
                     Err(problem) => {
                         warn!(
@@ -142,6 +177,68 @@ impl ClusterRouter {
                 },
             }
         }
+    }
+
+    /// A silent serving node may have kept the answer it could not deliver
+    /// (its Reply went unacknowledged): the outcome record is read until a
+    /// heartbeat from now, since the serving node waits that long for the
+    /// acknowledgement before it writes. If this node's own NATS link broke
+    /// meanwhile, the serving node is likely alive and its messages were
+    /// lost on this side: then until the caller's deadline, as its write may
+    /// wait for a JetStream leader election.
+    async fn kept_answer(
+        &self,
+        request: &RouteRequest,
+        outcome: Outcome,
+        link_lost: bool,
+    ) -> Outcome {
+        let (Outcome::Lost { node, .. }, Some(outcomes)) = (&outcome, self.cluster.outcomes.get())
+        else {
+            return outcome;
+        };
+        let heartbeat = self.cluster.heartbeat();
+        let until = if link_lost {
+            request.deadline.max(Instant::now() + heartbeat)
+        } else {
+            Instant::now() + heartbeat
+        };
+        let step = (heartbeat / 4).max(Duration::from_millis(50));
+        let mut first = true;
+        loop {
+            if !std::mem::take(&mut first) {
+                if Instant::now() + step > until {
+                    break;
+                }
+                tokio::time::sleep(step).await;
+            }
+            // A read waiting for a JetStream election must not hold the
+            // caller past the window.
+            let read = outcomes.get(&request.tenant, &request.request_id);
+            let record = match tokio::time::timeout_at(until.max(Instant::now() + step), read).await
+            {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    debug!(error = %e, "cannot read the outcome record of a lost forward");
+                    continue;
+                }
+                Err(_) => break,
+            };
+            let Some(record) = record else { continue };
+            match record.answer {
+                Some(StoredAnswer::Envelope(envelope)) => {
+                    return Outcome::Answered {
+                        reply: pb::ForwardReply {
+                            agent_id: record.agent_id,
+                            envelope,
+                            ..Default::default()
+                        },
+                        node: node.clone(),
+                    };
+                }
+                Some(_) | None => continue,
+            }
+        }
+        outcome
     }
 
     /// Subscribes to a fresh inbox and publishes one attempt with it as the
@@ -257,10 +354,6 @@ impl ClusterRouter {
         };
         Err(error)
     }
-}
-
-fn millis(d: Duration) -> u32 {
-    d.as_millis().min(u128::from(u32::MAX)) as u32
 }
 
 #[tonic::async_trait]

@@ -9,6 +9,9 @@
 //!   tenant's subject (pings) and on each of its agents' subjects (requests
 //!   addressed to that agent), in one queue group with the other nodes, and
 //!   routes what arrives to its own agents (the serving side);
+//! - [`presence`]: each node's announcement of the agents it holds, so a
+//!   forwarding node knows within three heartbeats whether a live node holds
+//!   an agent;
 //! - [`wire`]: the messages between the two, and the subjects;
 //! - [`kv`]: tenants, the operator key and late outcomes in replicated
 //!   JetStream key-value buckets, watched so every node sees a change at once;
@@ -21,12 +24,13 @@ pub mod enforce;
 pub mod forward;
 pub mod kv;
 pub mod nodes;
+pub mod presence;
 pub mod serve;
 pub mod storage_key;
 pub mod wire;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -65,8 +69,18 @@ pub struct Cluster {
     pub config: ClusterConfig,
     /// Set while the NATS connection is down (shared with `/readyz`).
     down: Arc<AtomicBool>,
+    /// How many times the NATS connection was lost: a forward that saw it
+    /// change may have lost its serving node's messages on this side.
+    losses: Arc<AtomicU64>,
     /// The meta bucket, once open: where nodes announce themselves.
     pub meta: std::sync::OnceLock<jetstream::kv::Store>,
+    /// Which live node holds which agents ([`presence`]).
+    pub presence: presence::Presences,
+    /// The outcome records, where a forwarding node looks for an answer
+    /// its serving node kept before saying OUTCOME_UNKNOWN. Set when the
+    /// node starts serving ([`serve::run`]): the router is made before the
+    /// state that owns them.
+    pub outcomes: std::sync::OnceLock<Arc<crate::outcomes::Outcomes>>,
 }
 
 /// With async-nats's two unanswered pings, a dead NATS server is noticed
@@ -116,9 +130,12 @@ impl Cluster {
             options = options.add_client_certificate(cert.clone(), key.clone());
         }
         let events_down = Arc::clone(&down);
+        let losses = Arc::new(AtomicU64::new(0));
+        let events_losses = Arc::clone(&losses);
         let node = config.node_name.clone();
         options = options.event_callback(move |event| {
             let down = Arc::clone(&events_down);
+            let losses = Arc::clone(&events_losses);
             let node = node.clone();
             async move {
                 match event {
@@ -128,6 +145,7 @@ impl Cluster {
                     }
                     async_nats::Event::Disconnected | async_nats::Event::Closed => {
                         down.store(true, Ordering::Release);
+                        losses.fetch_add(1, Ordering::AcqRel);
                         warn!(%node, "lost the NATS connection: requests for agents on other nodes fail until it is back");
                     }
                     other => warn!(%node, event = %other, "NATS connection event"),
@@ -151,8 +169,16 @@ impl Cluster {
             jetstream,
             config: config.clone(),
             down,
+            losses,
             meta: std::sync::OnceLock::new(),
+            presence: presence::Presences::default(),
+            outcomes: std::sync::OnceLock::new(),
         })
+    }
+
+    /// How many times the NATS connection was lost so far.
+    pub fn losses(&self) -> u64 {
+        self.losses.load(Ordering::Acquire)
     }
 
     /// Whether NATS is reachable right now.

@@ -7,6 +7,12 @@
 //! and its reports (Accepted, Progress, one end) are
 //! `session::forward::Serving`'s; this module subscribes, routes and
 //! publishes for it.
+//!
+//! Accepted and Reply go out with a reply subject of this node's (one inbox
+//! per request): the forwarding node's ForwardAck there is the go-ahead to
+//! route (none within a heartbeat: nothing is routed, NO_AGENT_ONLINE), and
+//! the receipt of the answer (none: the answer is kept in the outcome
+//! record, where the forwarding node looks before OUTCOME_UNKNOWN).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +33,7 @@ use crate::metrics::ForwardLabels;
 use crate::routing::{Delivery, RouteRequest, Router};
 use crate::sessions::now;
 use crate::state::State;
+use crate::store::{Admission, StoredAnswer};
 
 /// One subscription (a tenant's, or one agent's) and the task reading it.
 struct Listening {
@@ -43,6 +50,11 @@ pub async fn run(state: Arc<State>, cluster: Arc<Cluster>) {
         warn!("tenant presence is already watched; not serving forwarded requests");
         return;
     };
+    let _ = cluster.outcomes.set(Arc::clone(&state.outcomes));
+    let announcing = tokio::spawn(super::presence::run(
+        Arc::clone(&state),
+        Arc::clone(&cluster),
+    ));
     // By subject.
     let mut listening: HashMap<String, Listening> = HashMap::new();
     // Sessions registered before the watch began.
@@ -63,6 +75,7 @@ pub async fn run(state: Arc<State>, cluster: Arc<Cluster>) {
         l.stop.cancel();
         let _ = l.task.await;
     }
+    let _ = announcing.await;
 }
 
 /// Listens on exactly the subjects of `tenant` this node should: the
@@ -124,6 +137,9 @@ async fn update(
             Err(e) => warn!(%tenant, error = %e, "cannot listen for forwarded requests"),
         }
     }
+    // Subscribed (or unsubscribed) first, announced after: a node that
+    // hears of the agent finds this node listening.
+    cluster.presence.changed();
 }
 
 async fn listen(
@@ -175,12 +191,18 @@ fn spawn_serve(
 /// Publishes one event to the forwarding node. A failed publish is only
 /// logged: the forwarding node then hears nothing and says OUTCOME_UNKNOWN
 /// after three missed heartbeats, which is the truth.
-async fn tell(cluster: &Cluster, reply: &Subject, event: Event) {
-    if let Err(e) = cluster
-        .client
-        .publish(reply.clone(), wire::encode(event).into())
-        .await
-    {
+async fn tell(cluster: &Cluster, reply: &Subject, event: Event, acks: Option<&Subject>) {
+    let payload = wire::encode(event).into();
+    let sent = match acks {
+        Some(acks) => {
+            cluster
+                .client
+                .publish_with_reply(reply.clone(), acks.clone(), payload)
+                .await
+        }
+        None => cluster.client.publish(reply.clone(), payload).await,
+    };
+    if let Err(e) = sent {
         debug!(error = %e, "cannot reach the forwarding node");
     }
 }
@@ -196,11 +218,40 @@ fn count(state: &State, outcome: &'static str) {
         .inc();
 }
 
-/// Publishes what the machine has for the forwarding node, in order.
-async fn flush(cluster: &Cluster, reply: &Subject, machine: &mut Serving) {
+/// Publishes what the machine has for the forwarding node, in order, each
+/// with `acks` as its reply subject: where Accepted and Reply are
+/// acknowledged, and what tells this task's events from those of a twin
+/// serving a second delivery of the same publication.
+async fn flush(cluster: &Cluster, reply: &Subject, acks: Option<&Subject>, machine: &mut Serving) {
     while let Some(event) = machine.poll_transmit() {
         if let Some(event) = event.event {
-            tell(cluster, reply, event).await;
+            tell(cluster, reply, event, acks).await;
+        }
+    }
+}
+
+/// Feeds the machine the forwarding node's acknowledgements until it has
+/// an event, or awaits nothing more.
+async fn await_ack(
+    acks: &mut Option<async_nats::Subscriber>,
+    machine: &mut Serving,
+) -> Option<Served> {
+    loop {
+        if let Some(event) = machine.poll_event() {
+            return Some(event);
+        }
+        let by = Instant::from_std(machine.poll_timeout()?);
+        let next = async {
+            match acks.as_mut() {
+                Some(s) => s.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        match tokio::time::timeout_at(by, next).await {
+            Ok(Some(_)) => machine.acknowledged(now()),
+            // Closed: the client is closing; as no acknowledgement.
+            Ok(None) => *acks = None,
+            Err(_) => machine.handle_timeout(now()),
         }
     }
 }
@@ -233,7 +284,37 @@ async fn serve(
         decoded,
         state.shutdown.is_cancelled(),
     );
-    let (request, operation, deadline) = match machine.poll_event() {
+    // This node's agents may be revoked elsewhere (crate::lease): refused
+    // before the forwarder is told the request was accepted.
+    if !machine.is_done()
+        && let Err(e) = state.tenants.require_current()
+    {
+        count(&state, e.outcome());
+        return tell(&cluster, &reply, Event::Failure(wire::failure_of(&e)), None).await;
+    }
+    // Where the forwarding node acknowledges Accepted and the Reply.
+    let (mut acks, ack_subject) = if machine.is_done() {
+        (None, None)
+    } else {
+        let subject = cluster.client.new_inbox();
+        match cluster.client.subscribe(subject.clone()).await {
+            Ok(s) => (Some(s), Some(Subject::from(subject))),
+            Err(e) => {
+                debug!(error = %e, "cannot await the forwarding node's acknowledgements");
+                (None, None)
+            }
+        }
+    };
+    let acks_to = ack_subject.as_ref();
+    if acks_to.is_some() {
+        flush(&cluster, &reply, acks_to, &mut machine).await;
+    }
+    let (request, operation, deadline) = match await_ack(&mut acks, &mut machine).await {
+        Some(Served::Unconfirmed) => {
+            count(&state, "unconfirmed");
+            debug!(%tenant, %request_id, "the forwarding node did not confirm; routed nowhere");
+            return flush(&cluster, &reply, acks_to, &mut machine).await;
+        }
         Some(Served::Route {
             request,
             operation,
@@ -246,20 +327,13 @@ async fn serve(
                 count(&state, "refused");
                 warn!(%tenant, %request_id, "forwarded request refused: undecodable, for another tenant than its subject, or an unknown operation");
             }
-            return flush(&cluster, &reply, &mut machine).await;
+            return flush(&cluster, &reply, None, &mut machine).await;
         }
-        None => return,
+        Some(Served::Undelivered(_)) | None => return,
     };
-    // This node's agents may be revoked elsewhere (crate::lease): refused
-    // before the forwarder is told the request was taken.
-    if let Err(e) = state.tenants.require_current() {
-        count(&state, e.outcome());
-        return tell(&cluster, &reply, Event::Failure(wire::failure_of(&e))).await;
-    }
     let span =
         info_span!("forwarded", tenant = %tenant, request_id = %request_id, origin = %origin);
     async move {
-        flush(&cluster, &reply, &mut machine).await;
         // Counted in flight here too, so that a draining node waits for it.
         let key = (tenant.clone(), request.request_id.clone());
         let _in_flight = state.in_flight_ids.insert(key.clone()).then(|| InFlight {
@@ -299,7 +373,7 @@ async fn serve(
                 },
                 _ = timer => machine.handle_timeout(now()),
             }
-            flush(&cluster, &reply, &mut machine).await;
+            flush(&cluster, &reply, acks_to, &mut machine).await;
         };
         let end = match result {
             Ok(answer) => {
@@ -336,7 +410,24 @@ async fn serve(
             }
         };
         machine.finish(now(), end);
-        flush(&cluster, &reply, &mut machine).await;
+        flush(&cluster, &reply, acks_to, &mut machine).await;
+        if let Some(Served::Undelivered(answer)) = await_ack(&mut acks, &mut machine).await
+            && operation != Operation::Ping
+        {
+            // The forwarding node may never have had it: keep it where
+            // GetOutcome, and the forwarding node before OUTCOME_UNKNOWN,
+            // find it.
+            count(&state, "kept_undelivered");
+            warn!(agent_id = %answer.agent_id, "the forwarding node did not acknowledge the answer; keeping it in the outcome record");
+            let envelope = StoredAnswer::Envelope(answer.envelope);
+            if let Err(e) = state
+                .outcomes
+                .record(&tenant, &request.request_id, &answer.agent_id, envelope, Admission::Relayed)
+                .await
+            {
+                warn!(error = %e, "cannot keep an undelivered answer");
+            }
+        }
     }
     .instrument(span)
     .await

@@ -21,6 +21,11 @@ pub fn agent_subject(prefix: &str, tenant: &str, agent_id: &str) -> String {
     format!("{prefix}.v1.{tenant}.agent.{}", agent_id.replace('.', "~"))
 }
 
+/// Milliseconds for a `u32` field, saturating.
+pub fn millis(d: std::time::Duration) -> u32 {
+    d.as_millis().min(u128::from(u32::MAX)) as u32
+}
+
 pub fn encode(event: forward_event::Event) -> Vec<u8> {
     pb::ForwardEvent { event: Some(event) }.encode_to_vec()
 }

@@ -1,5 +1,12 @@
 //! The forwarding node's machine for one forwarded request, over all its
 //! attempts (PROTOCOL.md "The forwarding node").
+//!
+//! An attempt is *taken* once the serving node's Accepted came and this node
+//! acknowledged it ([`Event::Confirm`]): the serving node gives the request
+//! to an agent only after that go-ahead, so silence before it proves that no
+//! agent got the request (NO_AGENT_ONLINE, or another attempt while a live
+//! node announces the agent), and only silence after it makes the outcome
+//! unknown.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -23,13 +30,17 @@ pub enum Outcome {
         failure: pb::ForwardFailure,
         node: Option<String>,
     },
-    /// Nothing reached an agent: no node listens (no responders), or every
-    /// attempt, or the deadline, ran out while nodes said so. `last` is the
+    /// Nothing reached an agent: no node listens (no responders), no node
+    /// took it, or every attempt, or the deadline, ran out while nodes said
+    /// so. `last` is the
     /// last node's failure (NO_AGENT_ONLINE, AGENTS_BUSY, SHUTTING_DOWN);
     /// `None` when no node took it: NO_AGENT_ONLINE for the addressee.
     NotDelivered { last: Option<pb::ForwardFailure> },
-    /// The serving node went silent after an agent may have got the
-    /// request: OUTCOME_UNKNOWN with what it last reported.
+    /// The serving node went silent after it took the request, so an agent
+    /// may have it: the driver looks for the answer in the outcome record
+    /// (the serving node keeps there an answer it could not deliver), and
+    /// only without one says OUTCOME_UNKNOWN with what the node last
+    /// reported.
     Lost {
         node: Option<String>,
         agent_id: Option<String>,
@@ -47,6 +58,9 @@ pub enum Event {
     /// A serving node gave the request to no agent; another attempt follows
     /// (see [`Forwarding::poll_transmit`]) unless [`Event::Done`] does.
     NotSent(pb::ForwardFailure),
+    /// Publish a ForwardAck to the NATS reply subject of the message just
+    /// handled: the go-ahead for an Accepted, the receipt of a Reply.
+    Confirm,
     /// The request's end. Nothing follows.
     Done(Outcome),
 }
@@ -57,6 +71,16 @@ enum State {
         heard: Instant,
         node: Option<String>,
         progress: pb::ForwardProgress,
+        /// Accepted came and was confirmed: an agent may get it.
+        taken: bool,
+        /// Who sent the confirmed Accepted (its acknowledgement subject):
+        /// messages from anyone else are a twin's, ignored.
+        sender: Option<String>,
+    },
+    /// No node listened, though one announces the addressee (it is
+    /// resubscribing after losing its NATS server): publish again then.
+    Backoff {
+        until: Instant,
     },
     Done,
 }
@@ -98,6 +122,11 @@ impl Forwarding {
         f
     }
 
+    /// How long to wait before publishing again to nobody listening.
+    fn backoff(&self) -> std::time::Duration {
+        self.config.heartbeat / 4
+    }
+
     fn is_ping(&self) -> bool {
         self.request.operation == Operation::Ping as i32
     }
@@ -117,6 +146,11 @@ impl Forwarding {
             return self.done(Outcome::NotDelivered { last });
         }
         self.attempts += 1;
+        self.publish(now);
+    }
+
+    /// Publishes the request again for the attempt under way.
+    fn publish(&mut self, now: Instant) {
         let mut request = self.request.clone();
         request.timeout_ms = millis(self.deadline.saturating_duration_since(now));
         self.transmit = Some(request);
@@ -124,6 +158,8 @@ impl Forwarding {
             heard: now,
             node: None,
             progress: pb::ForwardProgress::default(),
+            taken: false,
+            sender: None,
         };
     }
 
@@ -142,10 +178,12 @@ impl Forwarding {
         self.events.pop_front()
     }
 
-    /// When the serving node's silence is given up on.
+    /// When the serving node's silence is given up on, or the request is
+    /// published again after nobody listened.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
             State::Waiting { heard, .. } => Some(self.give_up(*heard)),
+            State::Backoff { until } => Some(*until),
             State::Done => None,
         }
     }
@@ -158,21 +196,44 @@ impl Forwarding {
     /// One message from the serving node; an event with no kind set (it did
     /// not decode) only proves the node alive.
     pub fn handle_frame(&mut self, now: Instant, event: pb::ForwardEvent) {
+        self.handle_frame_from(now, "", event)
+    }
+
+    /// One message from the serving node whose acknowledgement subject is
+    /// `sender`. NATS may deliver one publication twice across a reconnect:
+    /// two serving tasks then answer on one inbox, and only the one whose
+    /// Accepted was confirmed may end the attempt (the other, never
+    /// confirmed, routes nothing and says NO_AGENT_ONLINE, which must not
+    /// send the request to an agent a second time).
+    pub fn handle_frame_from(&mut self, now: Instant, sender: &str, event: pb::ForwardEvent) {
         let State::Waiting {
             heard,
             node,
             progress,
+            taken,
+            sender: confirmed,
         } = &mut self.state
         else {
             return;
         };
+        if confirmed.as_deref().is_some_and(|c| c != sender) {
+            return;
+        }
         *heard = now;
         match event.event {
             None => {}
-            Some(forward_event::Event::Accepted(a)) => *node = Some(a.node),
+            Some(forward_event::Event::Accepted(a)) => {
+                *node = Some(a.node);
+                if !*taken {
+                    *taken = true;
+                    *confirmed = Some(sender.to_owned());
+                    self.events.push_back(Event::Confirm);
+                }
+            }
             Some(forward_event::Event::Progress(p)) => *progress = p,
             Some(forward_event::Event::Reply(reply)) => {
                 let node = node.take();
+                self.events.push_back(Event::Confirm);
                 self.done(Outcome::Answered { reply, node });
             }
             Some(forward_event::Event::Failure(failure)) => {
@@ -202,10 +263,20 @@ impl Forwarding {
         }
     }
 
-    /// NATS answered *no responders*: no node holds the addressee (for a
-    /// ping, any agent of the tenant). Asking again cannot help.
-    pub fn no_responders(&mut self, _now: Instant) {
-        if !self.is_done() {
+    /// NATS answered *no responders*: no node listens for the addressee
+    /// (for a ping, any agent of the tenant). `present`: a live node
+    /// announces it all the same (it lost its NATS server and is
+    /// subscribing again), so the request is published again shortly, until
+    /// the deadline or until that node's presence lapses; otherwise nothing
+    /// reached an agent and asking again cannot help.
+    pub fn no_responders(&mut self, now: Instant, present: bool) {
+        if !matches!(self.state, State::Waiting { taken: false, .. }) {
+            return;
+        }
+        let until = now + self.backoff();
+        if present && until < self.deadline {
+            self.state = State::Backoff { until };
+        } else {
             let last = self.last.take();
             self.done(Outcome::NotDelivered { last });
         }
@@ -218,17 +289,42 @@ impl Forwarding {
         }
     }
 
-    /// The reply inbox closed (this node's client is closing): as silence.
-    pub fn inbox_closed(&mut self, _now: Instant) {
-        self.lost();
+    /// The reply inbox closed (this node's client is closing): as silence,
+    /// with no other attempt.
+    pub fn inbox_closed(&mut self, now: Instant) {
+        self.silent(now, false);
     }
 
-    /// Gives up on a silent serving node.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if let State::Waiting { heard, .. } = &self.state
-            && now >= self.give_up(*heard)
-        {
-            self.lost();
+    /// Gives up on a silent serving node, or publishes again after a
+    /// backoff. `present`: a live node announces the addressee now.
+    pub fn handle_timeout(&mut self, now: Instant, present: bool) {
+        match &self.state {
+            State::Waiting { heard, .. } if now >= self.give_up(*heard) => {
+                self.silent(now, present)
+            }
+            State::Backoff { until } if now >= *until => {
+                if present && now < self.deadline {
+                    self.publish(now);
+                } else {
+                    let last = self.last.take();
+                    self.done(Outcome::NotDelivered { last });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The serving node said nothing more. Before it took the request no
+    /// agent can have it: another attempt while a live node announces the
+    /// addressee, else NO_AGENT_ONLINE. After, the outcome is unknown.
+    fn silent(&mut self, now: Instant, present: bool) {
+        match self.state {
+            State::Waiting { taken: false, .. } if present => self.next_attempt(now),
+            State::Waiting { taken: false, .. } | State::Backoff { .. } => {
+                let last = self.last.take();
+                self.done(Outcome::NotDelivered { last });
+            }
+            _ => self.lost(),
         }
     }
 

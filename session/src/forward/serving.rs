@@ -1,6 +1,13 @@
 //! The serving node's machine for one forwarded request (PROTOCOL.md "The
 //! serving node"): its checks, Accepted, Progress on every change and every
 //! heartbeat, and exactly one end.
+//!
+//! Two acknowledgements from the forwarding node bracket the work. The
+//! request goes to an agent only after the forwarding node acknowledged
+//! Accepted: so a forwarding node that heard nothing knows no agent got it,
+//! and can say NO_AGENT_ONLINE honestly. An answer whose Reply is not
+//! acknowledged in time is handed to the driver to keep in the outcome
+//! record, where the forwarding node looks before saying OUTCOME_UNKNOWN.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -19,6 +26,12 @@ pub enum Served {
     },
     /// Refused before routing (the Failure is queued): for metrics.
     Refused(ForwardFailureKind),
+    /// The forwarding node did not acknowledge Accepted within a heartbeat:
+    /// no agent got the request; NO_AGENT_ONLINE is queued for it.
+    Unconfirmed,
+    /// The forwarding node did not acknowledge this Reply within a
+    /// heartbeat: keep it in the outcome record (not for a ping).
+    Undelivered(pb::ForwardReply),
 }
 
 /// One forwarded request on the serving node.
@@ -28,6 +41,11 @@ pub struct Serving {
     next_beat: Option<Instant>,
     progress: pb::ForwardProgress,
     done: bool,
+    /// Until when the go-ahead (the ack of Accepted) is awaited, and the
+    /// routing it releases.
+    go_by: Option<(Instant, Served)>,
+    /// Until when the receipt of the Reply is awaited, and the Reply.
+    ack_by: Option<(Instant, pb::ForwardReply)>,
     transmit: VecDeque<pb::ForwardEvent>,
     events: VecDeque<Served>,
 }
@@ -58,6 +76,8 @@ impl Serving {
             next_beat: None,
             progress: pb::ForwardProgress::default(),
             done: false,
+            go_by: None,
+            ack_by: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -87,14 +107,25 @@ impl Serving {
         s.send(forward_event::Event::Accepted(pb::ForwardAccepted {
             node: node.to_owned(),
         }));
-        s.next_beat = Some(now + heartbeat);
         let timeout = Duration::from_millis(request.timeout_ms.into()).min(max_deadline);
-        s.events.push_back(Served::Route {
+        let route = Served::Route {
             request,
             operation,
             deadline: now + timeout,
-        });
+        };
+        s.go_by = Some((now + heartbeat, route));
         s
+    }
+
+    /// The forwarding node's ForwardAck: the go-ahead after Accepted (the
+    /// routing is released), or the receipt of the Reply.
+    pub fn acknowledged(&mut self, now: Instant) {
+        if let Some((_, route)) = self.go_by.take() {
+            self.next_beat = Some(now + self.heartbeat);
+            self.events.push_back(route);
+        } else {
+            self.ack_by = None;
+        }
     }
 
     fn refuse(mut self, kind: ForwardFailureKind, message: String) -> Serving {
@@ -109,8 +140,9 @@ impl Serving {
             .push_back(pb::ForwardEvent { event: Some(event) });
     }
 
+    /// Nothing more to send or await.
     pub fn is_done(&self) -> bool {
-        self.done
+        self.done && self.go_by.is_none() && self.ack_by.is_none()
     }
 
     /// The delivery as it stands: `agent_id` once queued to an agent's
@@ -120,7 +152,7 @@ impl Serving {
             agent_id: agent_id.unwrap_or_default().to_owned(),
             acknowledged,
         };
-        if self.done || progress == self.progress {
+        if self.done || self.go_by.is_some() || progress == self.progress {
             return;
         }
         self.progress = progress.clone();
@@ -128,12 +160,17 @@ impl Serving {
     }
 
     /// Routing ended: the Reply or Failure goes out, and nothing after it.
-    pub fn finish(&mut self, _now: Instant, end: forward_event::Event) {
-        if !self.done {
-            self.done = true;
-            self.next_beat = None;
-            self.send(end);
+    /// A Reply awaits its receipt for a heartbeat.
+    pub fn finish(&mut self, now: Instant, end: forward_event::Event) {
+        if self.done || self.go_by.is_some() {
+            return;
         }
+        self.done = true;
+        self.next_beat = None;
+        if let forward_event::Event::Reply(reply) = &end {
+            self.ack_by = Some((now + self.heartbeat, reply.clone()));
+        }
+        self.send(end);
     }
 
     /// The events to publish to the reply inbox, in order.
@@ -145,13 +182,35 @@ impl Serving {
         self.events.pop_front()
     }
 
+    /// The next heartbeat, or the end of a wait for an acknowledgement.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if let Some((by, _)) = &self.go_by {
+            return Some(*by);
+        }
+        if let Some((by, _)) = &self.ack_by {
+            return Some(*by);
+        }
         self.next_beat.filter(|_| !self.done)
     }
 
     /// Every heartbeat, the progress again, changed or not: the forwarding
     /// node's proof that this node still works on it.
+    /// A missing acknowledgement ends its wait (see [`Served`]).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.go_by.as_ref().is_some_and(|(by, _)| now >= *by) {
+            self.go_by = None;
+            self.done = true;
+            self.send(failure(
+                ForwardFailureKind::NoAgentOnline,
+                "the forwarding node did not confirm Accepted: no agent got the request".into(),
+            ));
+            self.events.push_back(Served::Unconfirmed);
+            return;
+        }
+        if let Some((_, reply)) = self.ack_by.take_if(|(by, _)| now >= *by) {
+            self.events.push_back(Served::Undelivered(reply));
+            return;
+        }
         if let Some(at) = self.next_beat.filter(|at| !self.done && now >= *at) {
             let mut next = at;
             while next <= now {
