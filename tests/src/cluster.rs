@@ -111,6 +111,17 @@ impl BrokerClusterBuilder {
         self
     }
 
+    /// Fast liveness for failure tests: heartbeats and HTTP/2 keepalives
+    /// every second, one second to answer, one second for an Ack, and
+    /// `forward_heartbeat` 1 s (the default, written out), so a silent peer
+    /// or node is given up on after about three seconds.
+    pub fn fast_liveness(self) -> Self {
+        self.config("heartbeat_interval = \"1s\"")
+            .config("keepalive_timeout = \"1s\"")
+            .config("ack_timeout = \"1s\"")
+            .cluster_config("forward_heartbeat = \"1s\"")
+    }
+
     pub fn rust_log(mut self, filter: impl Into<String>) -> Self {
         self.rust_log = filter.into();
         self
@@ -341,6 +352,19 @@ impl BrokerCluster {
     /// and to the next nodes in turn when that fails.
     pub fn echo_agent(&self, first: usize, tenant: &Tenant, agent_id: &str) -> EchoAgentBuilder {
         EchoAgent::builder(&self.nodes[first], tenant, agent_id).broker_toml(self.urls_toml(first))
+    }
+
+    /// An echo agent connecting to node `first` first, with keepalives
+    /// every second (the agent's side of [`BrokerClusterBuilder::fast_liveness`]).
+    pub fn fast_echo_agent(
+        &self,
+        first: usize,
+        tenant: &Tenant,
+        agent_id: &str,
+    ) -> EchoAgentBuilder {
+        self.echo_agent(first, tenant, agent_id)
+            .config("keepalive_interval = \"1s\"")
+            .config("keepalive_timeout = \"1s\"")
     }
 
     /// A portal client of `tenant` (Send key) on node `i`.

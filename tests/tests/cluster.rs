@@ -14,22 +14,12 @@ use proto::pb::Operation;
 use relay_client::ClientError;
 use relay_client::Reason;
 use relay_client::portal_client::{PortalClient, Submitted};
-use tests::agents::EchoAgentBuilder;
-use tests::cluster::{BrokerCluster, BrokerClusterBuilder, WritebackAgent, metric};
+use tests::cluster::{BrokerCluster, WritebackAgent, metric};
 use tests::{Tenant, await_outcome};
 use tokio::sync::mpsc;
 
-/// Fast liveness, as in the availability tests: keepalive PINGs every
-/// second, one second to answer, one second for an Ack.
-const FAST_BROKER: [&str; 3] = [
-    "heartbeat_interval = \"1s\"",
-    "keepalive_timeout = \"1s\"",
-    "ack_timeout = \"1s\"",
-];
-const FAST_AGENT: [&str; 2] = ["keepalive_interval = \"1s\"", "keepalive_timeout = \"1s\""];
-
-/// The nodes' `forward_heartbeat` (the default, written out): a forwarding
-/// node gives up on a silent serving node after about three of them.
+/// The nodes' `forward_heartbeat` (`fast_liveness` sets the default, 1 s):
+/// a forwarding node gives up on a silent serving node after about three.
 const FORWARD_HEARTBEAT: Duration = Duration::from_secs(1);
 /// The first change after a NATS node was lost, seen by every node.
 const AFTER_LOSS_PROPAGATION: Duration = Duration::from_secs(5);
@@ -40,27 +30,8 @@ const PROPAGATION: Duration = Duration::from_secs(1);
 const GRACE: &str = "CN=Grace Hopper,OU=Staff,OU=Users,DC=contoso,DC=example";
 const ADA: &str = "CN=Ada Lovelace,OU=Staff,OU=Users,DC=contoso,DC=example";
 
-fn fast(builder: BrokerClusterBuilder) -> BrokerClusterBuilder {
-    FAST_BROKER
-        .iter()
-        .fold(builder, |b, line| b.config(*line))
-        .cluster_config(format!(
-            "forward_heartbeat = \"{}ms\"",
-            FORWARD_HEARTBEAT.as_millis()
-        ))
-}
-
 async fn fast_cluster() -> BrokerCluster {
-    fast(BrokerCluster::builder(3)).start().await
-}
-
-/// An echo agent connecting to node `first` first, then the next ones.
-fn agent(cluster: &BrokerCluster, first: usize, tenant: &Tenant, id: &str) -> EchoAgentBuilder {
-    FAST_AGENT
-        .iter()
-        .fold(cluster.echo_agent(first, tenant, id), |b, line| {
-            b.config(*line)
-        })
+    BrokerCluster::builder(3).fast_liveness().start().await
 }
 
 /// Submits `id` (payload the id) to an agent a ping finds, wherever it is
@@ -229,7 +200,8 @@ async fn every_portal_node_reaches_an_agent_on_every_node() {
             .create_tenant(&format!("on-{}", cluster.name(j)))
             .await;
         agents.push(
-            agent(&cluster, j, &tenant, &format!("dc-{}", cluster.name(j)))
+            cluster
+                .fast_echo_agent(j, &tenant, &format!("dc-{}", cluster.name(j)))
                 .start()
                 .await,
         );
@@ -366,11 +338,13 @@ async fn agents_of_one_tenant_on_two_nodes_share_the_load() {
     let cluster = fast_cluster().await;
     let tenant = cluster.create_tenant("contoso").await;
     let delay = Duration::from_millis(20);
-    let on_b = agent(&cluster, 1, &tenant, "on-b")
+    let on_b = cluster
+        .fast_echo_agent(1, &tenant, "on-b")
         .delay(delay)
         .start()
         .await;
-    let on_c = agent(&cluster, 2, &tenant, "on-c")
+    let on_c = cluster
+        .fast_echo_agent(2, &tenant, "on-c")
         .delay(delay)
         .start()
         .await;
@@ -418,7 +392,8 @@ async fn kill_9_of_a_node_ends_its_requests_and_its_agents_move() {
     let mut cluster = fast_cluster().await;
     let tenant = cluster.create_tenant("contoso").await;
     // The list c, a, b: on c first, a next.
-    let mut dc01 = agent(&cluster, 2, &tenant, "dc01")
+    let mut dc01 = cluster
+        .fast_echo_agent(2, &tenant, "dc01")
         .delay(Duration::from_millis(300))
         .start()
         .await;
@@ -672,7 +647,7 @@ async fn losing_a_nats_node_keeps_routing_and_configuration() {
     let mut cluster = fast_cluster().await;
     let contoso = cluster.create_tenant("contoso").await;
     let fabrikam = cluster.create_tenant("fabrikam").await;
-    let dc01 = agent(&cluster, 2, &contoso, "dc01").start().await;
+    let dc01 = cluster.fast_echo_agent(2, &contoso, "dc01").start().await;
     let portals = [
         cluster.portal(0, &contoso).await,
         cluster.portal(1, &contoso).await,
@@ -839,7 +814,7 @@ async fn a_tenant_created_or_disabled_through_one_node_is_seen_by_the_others_wit
     assert_eq!(err.reason(), Some(Reason::NoAgentOnline), "{err}");
 
     // The agent on b, the portal on c.
-    let mut on_b = agent(&cluster, 1, &tenant, "on-b").start().await;
+    let mut on_b = cluster.fast_echo_agent(1, &tenant, "on-b").start().await;
     assert_eq!(cluster.await_routable(2, &tenant).await, "on-b");
     answered_by(
         "before",
@@ -943,13 +918,14 @@ async fn a_tenant_created_or_disabled_through_one_node_is_seen_by_the_others_wit
 /// `state_lease` (10 s; past it, it refuses: tests/tests/leases.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_the_nats_connection() {
-    let cluster = fast(BrokerCluster::builder(2))
+    let cluster = BrokerCluster::builder(2)
+        .fast_liveness()
         .nats_nodes(1)
         .nats_through_proxies()
         .start()
         .await;
     let tenant = cluster.create_tenant("contoso").await;
-    let on_a = agent(&cluster, 0, &tenant, "on-a").start().await;
+    let on_a = cluster.fast_echo_agent(0, &tenant, "on-a").start().await;
     assert_eq!(cluster.await_routable(1, &tenant).await, "on-a");
     let portals = [
         cluster.portal(0, &tenant).await,
@@ -1050,7 +1026,11 @@ async fn readiness_follows_the_nats_connection() {
 /// fetched with GetOutcome through the other node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_relayed_request_has_its_outcome_on_every_node() {
-    let cluster = fast(BrokerCluster::builder(2)).nats_nodes(1).start().await;
+    let cluster = BrokerCluster::builder(2)
+        .fast_liveness()
+        .nats_nodes(1)
+        .start()
+        .await;
     let tenant = cluster.create_tenant("contoso").await;
     let portals = [
         cluster.portal(0, &tenant).await,
@@ -1060,7 +1040,8 @@ async fn every_relayed_request_has_its_outcome_on_every_node() {
     // Observation 1: the agent is on a, the caller on b gives up (its call
     // is reset) before the agent answers; b's routing task still gets the
     // answer and records it for any node.
-    let mut slow = agent(&cluster, 0, &tenant, "slow")
+    let mut slow = cluster
+        .fast_echo_agent(0, &tenant, "slow")
         .delay(Duration::from_millis(600))
         .start()
         .await;
@@ -1088,7 +1069,8 @@ async fn every_relayed_request_has_its_outcome_on_every_node() {
     // OUTCOME_UNKNOWN (acknowledged=false).
     let proxy =
         tests::faults::FaultProxy::start(cluster.node(0).grpc_addr.parse().expect("addr")).await;
-    let dead = agent(&cluster, 0, &tenant, "dead")
+    let dead = cluster
+        .fast_echo_agent(0, &tenant, "dead")
         .broker_url(&proxy.https_url())
         .start()
         .await;
@@ -1126,7 +1108,7 @@ async fn every_relayed_request_has_its_outcome_on_every_node() {
         other => panic!("{other:?}"),
     };
     // A live agent on b; the portal retries the same id through a.
-    let alive = agent(&cluster, 1, &tenant, "alive").start().await;
+    let alive = cluster.fast_echo_agent(1, &tenant, "alive").start().await;
     assert_eq!(cluster.await_routable(0, &tenant).await, "alive");
     let reply = submit_to(&portals[0], "alive", "r2", Duration::from_secs(10))
         .await
@@ -1155,7 +1137,11 @@ async fn a_refusal_crossing_nodes_keeps_its_typed_code() {
     use sas::{KeySlot, Right};
     use tests::sealed::{SealedAgent, onboard, seal_reset};
 
-    let cluster = fast(BrokerCluster::builder(2)).nats_nodes(1).start().await;
+    let cluster = BrokerCluster::builder(2)
+        .fast_liveness()
+        .nats_nodes(1)
+        .start()
+        .await;
     let tenant = cluster.create_tenant("contoso").await;
     let onboarded = onboard("contoso");
     let state = tempfile::tempdir().expect("state");
@@ -1284,7 +1270,7 @@ async fn an_addressed_request_reaches_its_agent_on_whichever_node_holds_it() {
     let ids = ["dc-a", "dc.b.contoso.example", "dc-c"];
     let mut agents = Vec::new();
     for (node, id) in ids.iter().enumerate() {
-        agents.push(agent(&cluster, node, &tenant, id).start().await);
+        agents.push(cluster.fast_echo_agent(node, &tenant, id).start().await);
     }
     for id in ids {
         cluster.await_agent_serving(&tenant, id).await;

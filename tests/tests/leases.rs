@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 use proto::pb::Operation;
 use relay_client::Reason;
 use relay_client::portal_client::PortalClient;
-use tests::agents::EchoAgentBuilder;
 use tests::cluster::{BrokerCluster, BrokerClusterBuilder};
-use tests::{Tenant, nats::NatsCluster};
+use tests::nats::NatsCluster;
 
 /// The lease the tests give their nodes: short, to keep them quick.
 const LEASE: Duration = Duration::from_secs(3);
@@ -35,17 +34,8 @@ const HEAL: Duration = Duration::from_secs(30);
 
 fn builder(nodes: usize) -> BrokerClusterBuilder {
     BrokerCluster::builder(nodes)
-        .config("heartbeat_interval = \"1s\"")
-        .config("keepalive_timeout = \"1s\"")
-        .config("ack_timeout = \"1s\"")
+        .fast_liveness()
         .cluster_config(format!("state_lease = \"{}s\"", LEASE.as_secs()))
-}
-
-fn agent(cluster: &BrokerCluster, first: usize, tenant: &Tenant, id: &str) -> EchoAgentBuilder {
-    cluster
-        .echo_agent(first, tenant, id)
-        .config("keepalive_interval = \"1s\"")
-        .config("keepalive_timeout = \"1s\"")
 }
 
 fn signal(nats: &NatsCluster, i: usize, signal: &str) {
@@ -124,7 +114,7 @@ async fn until_unconfirmed(
 async fn a_node_without_a_jetstream_quorum_refuses_within_its_lease() {
     let cluster = builder(1).start().await;
     let tenant = cluster.create_tenant("contoso").await;
-    let on_a = agent(&cluster, 0, &tenant, "dc01").start().await;
+    let on_a = cluster.fast_echo_agent(0, &tenant, "dc01").start().await;
     cluster.await_routable(0, &tenant).await;
     let portal = cluster.portal(0, &tenant).await;
     assert_eq!(readyz(&cluster, 0).await.0, 200);
@@ -195,8 +185,8 @@ async fn a_revoke_made_while_a_node_was_cut_off_is_enforced_before_it_serves_aga
         .start()
         .await;
     let tenant = cluster.create_tenant("contoso").await;
-    let mut revoked = agent(&cluster, 1, &tenant, "revoked").start().await;
-    let kept = agent(&cluster, 1, &tenant, "kept").start().await;
+    let mut revoked = cluster.fast_echo_agent(1, &tenant, "revoked").start().await;
+    let kept = cluster.fast_echo_agent(1, &tenant, "kept").start().await;
     cluster.await_agent_serving(&tenant, "revoked").await;
     cluster.await_agent_serving(&tenant, "kept").await;
     let portal_b = cluster.portal(1, &tenant).await;
@@ -293,8 +283,8 @@ async fn with_nats_down_every_node_refuses_within_its_lease() {
     let cluster = builder(2).nats_nodes(1).start().await;
     let tenant = cluster.create_tenant("contoso").await;
     let agents = [
-        agent(&cluster, 0, &tenant, "on-a").start().await,
-        agent(&cluster, 1, &tenant, "on-b").start().await,
+        cluster.fast_echo_agent(0, &tenant, "on-a").start().await,
+        cluster.fast_echo_agent(1, &tenant, "on-b").start().await,
     ];
     let portals = [
         cluster.portal(0, &tenant).await,

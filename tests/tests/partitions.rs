@@ -55,12 +55,9 @@ const AGENT: &str = "dc01";
 /// the default 600 a minute within seconds.
 fn fast(builder: BrokerClusterBuilder) -> BrokerClusterBuilder {
     builder
-        .config("heartbeat_interval = \"1s\"")
-        .config("keepalive_timeout = \"1s\"")
-        .config("ack_timeout = \"1s\"")
+        .fast_liveness()
         // A table: after every top-level line.
         .config("[limits]\ntenant_requests_per_minute = 0")
-        .cluster_config("forward_heartbeat = \"1000ms\"")
 }
 
 struct Setup {

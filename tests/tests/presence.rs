@@ -17,35 +17,12 @@ use std::time::{Duration, Instant};
 use proto::pb::Operation;
 use relay_client::Reason;
 use relay_client::portal_client::PortalClient;
-use tests::agents::EchoAgentBuilder;
-use tests::cluster::{BrokerCluster, BrokerClusterBuilder};
-use tests::{EchoAgent, Tenant};
+use tests::EchoAgent;
+use tests::cluster::BrokerCluster;
 
 /// The nodes' `forward_heartbeat` (the default): presence lapses after
 /// three, a silent node is given up on after three.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-
-fn fast(builder: BrokerClusterBuilder) -> BrokerClusterBuilder {
-    [
-        "heartbeat_interval = \"1s\"",
-        "keepalive_timeout = \"1s\"",
-        "ack_timeout = \"1s\"",
-    ]
-    .iter()
-    .fold(builder, |b, line| b.config(*line))
-    .cluster_config(format!(
-        "forward_heartbeat = \"{}ms\"",
-        HEARTBEAT.as_millis()
-    ))
-}
-
-fn agent(cluster: &BrokerCluster, first: usize, tenant: &Tenant, id: &str) -> EchoAgentBuilder {
-    ["keepalive_interval = \"1s\"", "keepalive_timeout = \"1s\""]
-        .iter()
-        .fold(cluster.echo_agent(first, tenant, id), |b, line| {
-            b.config(*line)
-        })
-}
 
 /// How each request of a load ended, by reason ("answered" for answers).
 #[derive(Default, Debug)]
@@ -154,9 +131,9 @@ fn no_request_twice(agent: &EchoAgent) -> usize {
 /// Load from a to the agent on c while the NATS server broker node
 /// `victim_node` is connected to is killed.
 async fn kill_under_load(victim_node: &str, prefix: &str) {
-    let mut cluster = fast(BrokerCluster::builder(3)).start().await;
+    let mut cluster = BrokerCluster::builder(3).fast_liveness().start().await;
     let tenant = cluster.create_tenant("contoso").await;
-    let dc01 = agent(&cluster, 2, &tenant, "dc01").start().await;
+    let dc01 = cluster.fast_echo_agent(2, &tenant, "dc01").start().await;
     assert_eq!(cluster.await_routable(0, &tenant).await, "dc01");
     cluster.await_agent_serving(&tenant, "dc01").await;
     let portal = cluster.portal(0, &tenant).await;
@@ -235,13 +212,14 @@ async fn the_forwarding_nodes_nats_server_dies_under_load() {
 /// heartbeats), each call ends within 3 heartbeats of its publish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_from_nats_is_no_agent_online_within_the_bound() {
-    let cluster = fast(BrokerCluster::builder(2))
+    let cluster = BrokerCluster::builder(2)
+        .fast_liveness()
         .nats_nodes(1)
         .nats_through_proxies()
         .start()
         .await;
     let tenant = cluster.create_tenant("contoso").await;
-    let dc01 = agent(&cluster, 1, &tenant, "dc01").start().await;
+    let dc01 = cluster.fast_echo_agent(1, &tenant, "dc01").start().await;
     assert_eq!(cluster.await_routable(0, &tenant).await, "dc01");
     let portal = cluster.portal(0, &tenant).await;
     let b_proxy = &cluster.nats_proxies(1)[0];
