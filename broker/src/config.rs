@@ -166,8 +166,11 @@ fn default_subject_prefix() -> String {
 fn default_forward_heartbeat() -> Duration {
     Duration::from_secs(1)
 }
+/// How long a node acts on its copy of the tenants without a confirmation
+/// (`[cluster] state_lease`; crate::lease).
+pub const DEFAULT_STATE_LEASE: Duration = Duration::from_secs(10);
 fn default_state_lease() -> Duration {
-    Duration::from_secs(10)
+    DEFAULT_STATE_LEASE
 }
 /// A lease shorter than this would lapse between two checks of a healthy
 /// cluster (every 200 ms, each waiting up to 500 ms) at the first slow one.

@@ -68,6 +68,7 @@ pub struct BrokerClusterBuilder {
     nodes: usize,
     nats_nodes: usize,
     nats_proxies: bool,
+    pinned_nats: bool,
     partitionable: bool,
     config: Vec<String>,
     cluster_config: Vec<String>,
@@ -85,6 +86,16 @@ impl BrokerClusterBuilder {
     /// own ([`BrokerCluster::nats_proxies`]). See the module documentation.
     pub fn nats_through_proxies(mut self) -> Self {
         self.nats_proxies = true;
+        self
+    }
+
+    /// Broker node `i` is given only NATS node `i mod n`'s URL, so it
+    /// connects there (a on n0, b on n1, c on n2) rather than to a server
+    /// the client picks at random; it learns the others from that server
+    /// and reconnects to them when it is lost. For tests whose fault must
+    /// hit a known set of nodes, e.g. a NATS server only c uses.
+    pub fn pinned_nats(mut self) -> Self {
+        self.pinned_nats = true;
         self
     }
 
@@ -190,7 +201,8 @@ impl BrokerClusterBuilder {
             let n = cluster.nats.len();
             let mut urls = Vec::new();
             let mut proxies = Vec::new();
-            for k in (0..n).map(|k| (i + k) % n) {
+            let reachable = if self.pinned_nats { 1 } else { n };
+            for k in (0..reachable).map(|k| (i + k) % n) {
                 let url = cluster.nats.client_url(k).to_owned();
                 if self.nats_proxies {
                     let target = url
@@ -274,6 +286,7 @@ impl BrokerCluster {
             nodes: n,
             nats_nodes: 3,
             nats_proxies: false,
+            pinned_nats: false,
             partitionable: false,
             config: Vec::new(),
             cluster_config: Vec::new(),

@@ -84,9 +84,29 @@ pub fn bin_dir() -> &'static Path {
             .to_owned();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
-        // Inherited from the test's own cargo run, it would make this nested
-        // build fingerprint differently and rebuild half the tree each time.
-        cmd.env_remove("CARGO_MANIFEST_DIR");
+        // What cargo sets for the running test crate (its package's name and
+        // version, manifest, OUT_DIR...), inherited here, would make this
+        // nested build fingerprint differently: ring's build script reruns
+        // when CARGO_PKG_NAME or CARGO_MANIFEST_DIR change, and with it half
+        // the tree is rebuilt, here (25-50 s before the first process
+        // starts) and again at the next `cargo test`.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let per_crate = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_"]
+                .iter()
+                .any(|p| key.starts_with(p))
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "OUT_DIR",
+                ]
+                .contains(&key.as_ref());
+            if per_crate {
+                cmd.env_remove(key.as_ref());
+            }
+        }
         cmd.args([
             "build",
             "--quiet",

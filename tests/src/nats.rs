@@ -36,6 +36,13 @@
 //! creating a consumer (a key-value watch) may time out for a second or two
 //! more: retry it.
 //!
+//! Every node pings its clients and routes every 5 s and drops them after 2
+//! unanswered, as examples/cluster/nats.conf recommends: a route silently
+//! cut for longer than that is dropped and dialled afresh every second, so
+//! it is back within about a second of the heal instead of waiting for
+//! TCP's next retransmission of the old connection (up to ~13 s after a
+//! 25 s cut).
+//!
 //! `start(1)` runs one standalone JetStream server (no cluster block).
 //!
 //! [`NatsClusterBuilder::places`] runs each node inside a network namespace
@@ -522,7 +529,8 @@ impl NatsCluster {
         let host = node.host();
         let mut config = format!(
             "server_name: {:?}\nhost: {host:?}\nport: -1\nhttp: \"{host}:-1\"\n\
-             ports_file_dir: {:?}\njetstream {{\n  store_dir: {:?}\n}}\n",
+             ports_file_dir: {:?}\njetstream {{\n  store_dir: {:?}\n}}\n\
+             ping_interval: \"5s\"\nping_max: 2\n",
             node.name,
             node.dir,
             node.dir.join("store"),

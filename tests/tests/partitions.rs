@@ -22,9 +22,9 @@ use tests::{EchoAgent, Tenant};
 
 /// How long a node cut off from the NATS majority may act on what it last
 /// knew: after it, it enforces every change made on the majority side or
-/// refuses the tenant's requests and says it is not ready. To be aligned
-/// with the broker's lease setting once there is one.
-const LEASE_BOUND: Duration = Duration::from_secs(10);
+/// refuses the tenant's requests and says it is not ready. The broker's
+/// `state_lease`, left at its default here.
+const LEASE_BOUND: Duration = broker::config::DEFAULT_STATE_LEASE;
 /// How long calls to an agent whose node lost NATS may end otherwise than
 /// NO_AGENT_ONLINE (or served elsewhere).
 const NO_AGENT_BOUND: Duration = Duration::from_secs(10);
@@ -70,7 +70,7 @@ struct Setup {
 /// The cluster in namespaces, tenant contoso, dc01 on c, routable from
 /// every node, and one request answered through a.
 async fn setup() -> Setup {
-    let cluster = fast(BrokerCluster::builder(3).partitionable())
+    let cluster = fast(BrokerCluster::builder(3).partitionable().pinned_nats())
         .start()
         .await;
     let tenant = cluster.create_tenant("contoso").await;
@@ -166,15 +166,19 @@ async fn a_minority_node_enforces_changes_or_refuses_within_the_lease() {
         split_at.elapsed()
     );
 
-    // c, asked over and over: (since the change, outcome, /readyz).
+    // c, asked over and over: (since the change when the call was made,
+    // outcome, /readyz). Timed from the call's start: a call c admitted
+    // just inside the lease may be answered just outside it (the
+    // documented "a request relayed just before may still be answered").
     let mut seen = Vec::new();
     let mut k = 0;
     while split_at.elapsed() < SPLIT {
         k += 1;
         let id = format!("minority-{k}");
+        let asked = changed_at.elapsed();
         let result = submit(&portal_c, &id, Duration::from_secs(5)).await;
         let ready = cluster.readyz(C).await;
-        seen.push((changed_at.elapsed(), label(&result), ready));
+        seen.push((asked, label(&result), ready));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let arrived_during = agent.request_ids().len();
@@ -239,8 +243,9 @@ async fn a_minority_node_enforces_changes_or_refuses_within_the_lease() {
         late.is_empty(),
         "c not compliant {LEASE_BOUND:?} after the change: {late:#?}"
     );
+    // The first call made after the bound, as calls are spaced.
     assert!(
-        first_compliant.is_some_and(|at| at <= LEASE_BOUND),
+        first_compliant.is_some_and(|at| at <= LEASE_BOUND + SLACK),
         "c never compliant within {LEASE_BOUND:?}: {first_compliant:?}"
     );
     assert!(
@@ -595,10 +600,20 @@ async fn kill_nats_under_load(victim_node: &str) -> Tally {
         .map(|(id, _)| id)
         .collect();
     let mut agent = agent;
+    // Every event but a plain answer: sessions lost and opened, refusals.
+    let events: Vec<_> = agent
+        .events()
+        .into_iter()
+        .filter(|e| {
+            !matches!(
+                e,
+                writeback_agent::AgentEvent::Answered { refusal: None, .. }
+            )
+        })
+        .collect();
     eprintln!(
-        "killed at {killed_at:?}; {} calls: {tally:#?}; agent events {:?}",
+        "killed at {killed_at:?}; {} calls: {tally:#?}; agent events other than answers: {events:?}",
         results.len(),
-        agent.events()
     );
     tally
 }
