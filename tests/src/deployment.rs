@@ -290,7 +290,7 @@ pub async fn onboard(config: &Path, tenant: &str, dir: &Path) -> Onboarded {
         .spawn()
         .expect("spawn writeback-agent");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    await_line(&mut lines, "connected", &log).await;
+    await_line(&mut child, &mut lines, "connected", &log).await;
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Onboarded {
         portal_key,

@@ -136,6 +136,7 @@ pub fn bin(name: &str) -> PathBuf {
 /// Waits for a line starting with `prefix` on a child's stdout and returns it;
 /// panics with the process's stderr log when it exits or times out first.
 pub async fn await_line(
+    child: &mut tokio::process::Child,
     lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
     prefix: &str,
     log: &Path,
@@ -161,14 +162,18 @@ pub async fn await_line(
                 .rev()
                 .collect::<Vec<_>>()
                 .join("\n");
-            panic!(
-                "no {prefix:?} line ({}); log tail:\n{tail}",
-                if outcome.is_err() {
-                    "timed out"
-                } else {
-                    "process exited"
+            // How it exited says what an empty log cannot (a signal, an
+            // exec failure).
+            let how = if outcome.is_err() {
+                "timed out".to_owned()
+            } else {
+                match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+                    Ok(Ok(status)) => format!("process exited: {status}"),
+                    Ok(Err(e)) => format!("process exited: {e}"),
+                    Err(_) => "stdout closed, process still running".to_owned(),
                 }
-            );
+            };
+            panic!("no {prefix:?} line ({how}); log tail:\n{tail}");
         }
     }
 }
@@ -383,7 +388,7 @@ impl BrokerProcess {
             .spawn()
             .expect("spawn relay-broker");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let ready = await_line(&mut lines, "relay-broker ready", &log).await;
+        let ready = await_line(&mut child, &mut lines, "relay-broker ready", &log).await;
         let field = |name: &str| {
             ready
                 .split_whitespace()

@@ -31,11 +31,16 @@ const NO_AGENT_BOUND: Duration = Duration::from_secs(10);
 /// docs/CLUSTER.md: a write NATS cannot take is retried for 15 s, then
 /// refused with STORE_UNAVAILABLE.
 const STORE_BOUND: Duration = Duration::from_secs(15);
-/// How long the cluster may take to come together after a heal where no
-/// lease is at stake: a connection attempt begun during the split resends
-/// its SYN at 1, 3, 7, 15, 31 s, so the first one after the heal may come
-/// ~15 s later, and nothing in the test can hurry it.
-const HEAL_BOUND: Duration = Duration::from_secs(20);
+/// How long the cluster may take to come together after a heal. Not ours
+/// to shorten: nats-server 2.9 (Debian's) kept silently cut routes open
+/// through 25 s splits (no stale-connection close in its logs, pings every
+/// 5 s notwithstanding), so the old connection resumes only at TCP's next
+/// retransmission, and the minority server,
+/// back with a higher Raft term, makes the meta group and the streams
+/// elect again; 8-18 s after the heal in these tests. Meanwhile the node is
+/// not ready and refuses; what the tests hold it to is that it never acts
+/// on stale state while it converges.
+const HEAL_BOUND: Duration = Duration::from_secs(30);
 /// Scheduling on a loaded two-core machine, on top of a stated bound.
 const SLACK: Duration = Duration::from_secs(3);
 /// How long a split lasts.
@@ -216,7 +221,9 @@ async fn a_minority_node_enforces_changes_or_refuses_within_the_lease() {
 
     net.heal();
     let healed_at = Instant::now();
-    // After the heal: c enforces the change, is ready, and dc01 is nowhere.
+    // After the heal: c enforces the change, is ready, and dc01 is nowhere;
+    // until then it refuses (not ready), and never serves.
+    let mut stale_after_heal = Vec::new();
     let converged = loop {
         let result = submit(&portal_c, "after-heal", Duration::from_secs(5)).await;
         let ready = cluster.readyz(C).await;
@@ -226,10 +233,18 @@ async fn a_minority_node_enforces_changes_or_refuses_within_the_lease() {
             .map(|c| c.writeback_enabled)
             .unwrap_or(true);
         let outcome = label(&result);
+        // Refused or enforced are both fine here (readiness, read after
+        // the call, may already have turned); reaching dc01 is not.
+        if ["answered", "OutcomeUnknown", "DeadlineExceeded"].contains(&outcome.as_str()) {
+            stale_after_heal.push(format!(
+                "{:?}: {outcome} readyz={ready}",
+                healed_at.elapsed()
+            ));
+        }
         if outcome == "WritebackDisabled" && ready == 200 && !enabled_on_c {
             break Some(healed_at.elapsed());
         }
-        if healed_at.elapsed() > LEASE_BOUND + SLACK {
+        if healed_at.elapsed() > HEAL_BOUND {
             eprintln!(
                 "not converged after the heal: {outcome}, readyz {ready}, enabled {enabled_on_c}"
             );
@@ -249,8 +264,12 @@ async fn a_minority_node_enforces_changes_or_refuses_within_the_lease() {
         "c never compliant within {LEASE_BOUND:?}: {first_compliant:?}"
     );
     assert!(
+        stale_after_heal.is_empty(),
+        "c acted on stale state after the heal: {stale_after_heal:#?}"
+    );
+    assert!(
         converged.is_some(),
-        "no convergence within {LEASE_BOUND:?} of the heal"
+        "no convergence within {HEAL_BOUND:?} of the heal"
     );
     drop(agent);
 }
