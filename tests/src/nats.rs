@@ -1,6 +1,6 @@
 //! A real NATS cluster on loopback for the tests of the broker's cluster
-//! mode (issue 9): `n` processes of Debian's `nats-server` (2.9.10, installed
-//! by `scripts/nats/install`), JetStream on, each node with its own store
+//! mode (issue 9): `n` processes of `nats-server` (2.10 from Debian trixie,
+//! installed by `scripts/nats/install`; docs/CLUSTER.md says why not 2.9), JetStream on, each node with its own store
 //! directory in a temp dir.
 //!
 //! ```ignore
@@ -39,8 +39,7 @@
 //! Every node pings its clients every 5 s and drops them after 2
 //! unanswered, as examples/cluster/nats.conf recommends, so a broker node
 //! whose namespace is cut off is dropped (its subscriptions with it) within
-//! 10-15 s. (Routes cut silently for 25 s were not dropped by nats-server
-//! 2.9 in the partition tests: they resume at TCP's next retransmission.)
+//! 10-15 s.
 //!
 //! `start(1)` runs one standalone JetStream server (no cluster block).
 //!

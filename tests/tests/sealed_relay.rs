@@ -426,7 +426,13 @@ async fn a_full_reset_leaves_no_password_in_the_broker() {
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
         agent.stdout.take().expect("stdout"),
     ));
-    tests::await_line(&mut agent, &mut lines, "connected", &dir.path().join("none")).await;
+    tests::await_line(
+        &mut agent,
+        &mut lines,
+        "connected",
+        &dir.path().join("none"),
+    )
+    .await;
 
     let portal = sealed_portal(&broker, &tenant, &portal_key, vec![pinned]).await;
     let answer = portal

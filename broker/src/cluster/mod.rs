@@ -97,6 +97,17 @@ fn reconnect_delay(attempts: usize) -> Duration {
     Duration::from_millis(base / 2 + fastrand::u64(..=base / 2))
 }
 
+/// Whether a server's `version` ("2.9.10", "v2.10.27") is older than 2.10;
+/// `false` for one it cannot read.
+fn older_than_2_10(version: &str) -> bool {
+    let mut parts = version.trim_start_matches('v').split('.');
+    let mut next = || parts.next().and_then(|p| p.parse::<u32>().ok());
+    match (next(), next()) {
+        (Some(major), Some(minor)) => (major, minor) < (2, 10),
+        _ => false,
+    }
+}
+
 impl Cluster {
     /// Connects to NATS. `down` is kept up to date with the connection's
     /// state from then on.
@@ -162,6 +173,11 @@ impl Cluster {
             })?;
         down.store(false, Ordering::Release);
         info!(node = %config.node_name, nats = %urls, "joined the cluster");
+        let version = client.server_info().version;
+        if older_than_2_10(&version) {
+            warn!(node = %config.node_name, nats_version = %version,
+                "this NATS server is older than 2.10: 2.9 streams diverged after a network split healed in the partition tests (docs/CLUSTER.md); upgrade the NATS servers");
+        }
         let jetstream = jetstream::new(client.clone());
         Ok(Cluster {
             node: config.node_name.clone(),
@@ -271,6 +287,16 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn servers_older_than_2_10_are_named() {
+        for old in ["2.9.10", "v2.9.25", "1.4.1"] {
+            assert!(older_than_2_10(old), "{old}");
+        }
+        for new in ["2.10.27", "v2.11.0", "3.0.0", "", "dev"] {
+            assert!(!older_than_2_10(new), "{new}");
+        }
+    }
 
     #[test]
     fn reconnects_start_at_once_and_stay_under_two_seconds() {
