@@ -64,6 +64,7 @@ pub mod outcomes;
 pub mod ratelimit;
 pub mod recent;
 pub mod relay_service;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod sessions;
