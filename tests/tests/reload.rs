@@ -331,3 +331,148 @@ fn broker_check_config_accepts_a_valid_file_and_names_a_bad_one() {
     assert!(!ok);
     assert!(err.contains("default_deadline"), "{err}");
 }
+
+#[tokio::test]
+async fn sighup_keeps_the_agent_binary_in_its_session() {
+    let broker = BrokerBuilder::new().start().await;
+    let tenant = broker.create_tenant("contoso").await;
+    let mut agent = broker.agent_process(&tenant, "dc01").start().await;
+    let portal = broker.portal(&tenant, Right::Send).await;
+
+    hangup(agent.pid());
+    let log = await_log(|| agent.logs(), "configuration reloaded", 1).await;
+    assert!(
+        log.contains("changed (from the next connection): nothing"),
+        "{log}"
+    );
+
+    // A setting that needs a restart, then a file that does not parse.
+    let config = agent.config_path();
+    let text = std::fs::read_to_string(&config).expect("agent config");
+    std::fs::write(&config, format!("drain_grace = \"5s\"\n{text}")).expect("write");
+    hangup(agent.pid());
+    let log = await_log(|| agent.logs(), "configuration reloaded", 2).await;
+    assert!(log.contains("needs a restart: drain_grace"), "{log}");
+    std::fs::write(&config, "broker = [").expect("write");
+    hangup(agent.pid());
+    let log = await_log(|| agent.logs(), "reload failed", 1).await;
+    assert!(log.contains("invalid config file"), "{log}");
+
+    assert!(alive(agent.pid()));
+    let pong = portal.ping(None).await.expect("the agent still answers");
+    assert_eq!(pong.agent_id, "dc01");
+    let printed = agent.printed();
+    assert!(
+        !printed.iter().any(|l| l.starts_with("disconnected")),
+        "the session was cut: {printed:?}"
+    );
+}
+
+/// A portal configuration whose files exist, for the broker at `broker`.
+fn portal_files(dir: &Path, broker: &str, ca: &Path, title: &str) -> PathBuf {
+    let send = tests::write_key(dir, "send.key", &sas::Key::generate().expect("key"));
+    let pair = envelope::KeyPair::generate(&mut envelope::os_rng());
+    let encoded = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        pair.private_bytes().as_ref(),
+    );
+    let portal_key = write(dir, "portal.key", &format!("{encoded}\n"));
+    write(
+        dir,
+        "portal.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\nbroker = {broker:?}\nca_file = {ca:?}\ntenant = \"contoso\"\n\
+             send_key_file = {send:?}\nportal_key_file = {portal_key:?}\n\
+             trusted_agent_keys = [\"{}\"]\nidentity_check = \"none\"\ntitle = {title:?}\n",
+            pair.public.fingerprint()
+        ),
+    )
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_portal_binary_which_keeps_serving() {
+    use tokio::io::AsyncBufReadExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let pki = broker::tls::generate_dev_pki(&d.join("pki"), &["127.0.0.1".into()]).expect("pki");
+    // No broker: the portal connects on first use, and pages need none.
+    let config = portal_files(d, "https://127.0.0.1:1", &pki.ca_cert, "Reset A");
+    let log = d.join("portal.log");
+    let mut child = tokio::process::Command::new(bin("reset-portal"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn reset-portal");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let ready = tests::await_line(&mut lines, "reset-portal ready", &log).await;
+    let addr = ready.rsplit("http=").next().expect("address").to_owned();
+    let pid = child.id().expect("pid");
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    let home = |addr: String| async move { tests::http::get(&addr, "/").await };
+
+    let (status, page) = home(addr.clone()).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Reset A"), "{page}");
+
+    let text = std::fs::read_to_string(&config).expect("config");
+    let changed = text
+        .replace("Reset A", "Reset B")
+        .replace("127.0.0.1:0", "127.0.0.1:1");
+    std::fs::write(&config, changed).expect("write");
+    hangup(pid);
+    let text = await_log(logs, "configuration reloaded", 1).await;
+    assert!(text.contains("changed: title"), "{text}");
+    assert!(text.contains("needs a restart: listen"), "{text}");
+    let (status, page) = home(addr.clone()).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Reset B"), "{page}");
+
+    std::fs::write(d.join("portal.key"), "not base64!\n").expect("write");
+    hangup(pid);
+    let text = await_log(logs, "reload failed", 1).await;
+    assert!(text.contains("portal.key"), "{text}");
+    assert!(alive(pid));
+    let (status, page) = home(addr).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Reset B"), "{page}");
+}
+
+#[test]
+fn agent_and_portal_check_config_accept_valid_files_and_name_bad_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let pki = broker::tls::generate_dev_pki(&d.join("pki"), &["127.0.0.1".into()]).expect("pki");
+
+    let key = tests::write_key(d, "listen.key", &sas::Key::generate().expect("key"));
+    let agent = d.join("agent.toml");
+    tests::agent_toml::AgentToml::new("https://127.0.0.1:1", &pki.ca_cert, "contoso", "dc01", &key)
+        .write(&agent);
+    let (ok, out, err) = check_config("writeback-agent", &agent);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("configuration OK: {}", agent.display()));
+    std::fs::write(&key, "not a key").expect("write");
+    let (ok, _, err) = check_config("writeback-agent", &agent);
+    assert!(!ok);
+    assert!(
+        err.contains("listen_key_file") && err.contains("listen.key"),
+        "{err}"
+    );
+
+    let portal = portal_files(d, "https://127.0.0.1:1", &pki.ca_cert, "Reset");
+    let (ok, out, err) = check_config("reset-portal", &portal);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("configuration OK: {}", portal.display())
+    );
+    std::fs::write(&pki.ca_cert, "junk").expect("write");
+    let (ok, _, err) = check_config("reset-portal", &portal);
+    assert!(!ok);
+    assert!(
+        err.contains("ca.pem") && err.contains("no PEM certificate"),
+        "{err}"
+    );
+}
