@@ -22,6 +22,8 @@
 //! - [`status`], [`doctor`]: what `status` and `doctor` report.
 //! - [`eventlog`]: the event log, with the AD Connect event ids.
 //! - [`config`]: the agent's TOML configuration.
+//! - [`reload`]: SIGHUP (the broker addresses and CA file for the next
+//!   connection) and `check-config`.
 //! - [`telemetry`]: log output to stderr, text or JSON lines.
 
 pub mod backoff;

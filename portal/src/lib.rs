@@ -17,6 +17,7 @@
 //! - [`pages`]: server-rendered HTML, escaped, without scripts.
 //! - [`visitors`]: per-visitor and per-account limits on what reaches the
 //!   broker.
+//! - [`reload`]: SIGHUP (title and request timeout live) and `check-config`.
 //!
 //! It is served by [`http_serve`], with deadlines for each request's
 //! headers and body and caps on connections per visitor and in all.
