@@ -105,7 +105,7 @@ fn log(state: &State, result: Result<Reloaded, ReloadError>) {
             if changed.is_empty() {
                 changed = "nothing".to_owned();
             }
-            info!(changed = %changed, "configuration reloaded; changed: {changed}");
+            info!("configuration reloaded; changed: {changed}");
         }
         Err(e) => {
             state
@@ -113,9 +113,28 @@ fn log(state: &State, result: Result<Reloaded, ReloadError>) {
                 .config_reloads
                 .get_or_create(&label("failed"))
                 .inc();
-            error!(error = %e, "reload failed, the previous configuration and certificate stay in force: {e}");
+            error!(
+                "reload failed, the previous configuration and certificate stay in force: {}",
+                chain(&e)
+            );
         }
     }
+}
+
+/// The error and its causes on one line (the config file's error already
+/// carries its causes in its message).
+fn chain(e: &ReloadError) -> String {
+    let mut text = e.to_string();
+    if matches!(e, ReloadError::Config(_)) {
+        return text;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Puts `new` in force as far as it can be without a restart. The
