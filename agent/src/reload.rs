@@ -98,7 +98,10 @@ pub async fn on_hangup<F>(
         let new = match load().and_then(|new| Ok(check(&new).map(|()| new)?)) {
             Ok(new) => new,
             Err(e) => {
-                error!("reload failed, the previous configuration stays in force: {e:#}");
+                // TOML errors quote the file over several lines.
+                let e = format!("{e:#}");
+                let e = e.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+                error!("reload failed, the previous configuration stays in force: {e}");
                 continue;
             }
         };

@@ -125,16 +125,25 @@ fn log(state: &State, result: Result<Reloaded, ReloadError>) {
 /// carries its causes in its message).
 fn chain(e: &ReloadError) -> String {
     let mut text = e.to_string();
-    if matches!(e, ReloadError::Config(_)) {
-        return text;
-    }
-    let mut source = std::error::Error::source(e);
+    let mut source = match e {
+        ReloadError::Config(_) => None,
+        _ => std::error::Error::source(e),
+    };
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());
         source = s.source();
     }
-    text
+    one_line(&text)
+}
+
+/// TOML errors quote the file over several lines; a log line is one line.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Puts `new` in force as far as it can be without a restart. The
@@ -250,6 +259,13 @@ mod tests {
             ["listen", "max_deadline", "limits.idle_timeout"]
         );
         assert!(differences(&old, &config("")).is_empty());
+    }
+
+    #[test]
+    fn reload_errors_are_logged_on_one_line() {
+        let e = BrokerConfig::from_toml("listen = 1\nlisten = 2\n").unwrap_err();
+        let text = chain(&ReloadError::Config(e.into()));
+        assert!(!text.contains('\n') && text.contains("listen"), "{text}");
     }
 
     #[test]

@@ -83,7 +83,8 @@ pub async fn on_hangup(
     }
 }
 
-/// The error and its causes on one line.
+/// The error and its causes on one line (TOML errors quote the file over
+/// several).
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -92,7 +93,11 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    text
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The settings that differ: those a reload applies, and those it cannot.
