@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use proto::pb::Operation;
@@ -97,6 +95,14 @@ fn metric(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
+/// Waits until the portal's flow has had `n` answers.
+async fn answered_at_least(count: &mut tokio::sync::watch::Receiver<u32>, n: u32) {
+    tokio::time::timeout(LOG_WAIT, count.wait_for(|answered| *answered >= n))
+        .await
+        .expect("the flow goes on")
+        .expect("the flow stopped");
+}
+
 fn alive(pid: u32) -> bool {
     Command::new("kill")
         .args(["-0", &pid.to_string()])
@@ -129,10 +135,20 @@ async fn sighup_rotates_the_certificate_without_dropping_a_session_or_a_call() {
 
     // A portal submitting without pause across the reload.
     let portal = broker.portal(&tenant, Right::Send).await;
+    let portal_of_tenant = portal.clone();
     let stop = CancellationToken::new();
-    let answered = Arc::new(AtomicU32::new(0));
+    let connected_since = || async {
+        let config = portal_of_tenant
+            .configuration()
+            .await
+            .expect("configuration");
+        assert_eq!(config.agents_online.len(), 1);
+        config.agents_online[0].connected_since_unix_ms
+    };
+    let since = connected_since().await;
+    let (answered, mut count) = tokio::sync::watch::channel(0u32);
     let flow = tokio::spawn({
-        let (stop, answered) = (stop.clone(), Arc::clone(&answered));
+        let stop = stop.clone();
         async move {
             let mut n = 0;
             while !stop.is_cancelled() {
@@ -148,11 +164,11 @@ async fn sighup_rotates_the_certificate_without_dropping_a_session_or_a_call() {
                     .await
                     .unwrap_or_else(|e| panic!("request {n} failed during the reload: {e}"));
                 assert_eq!(reply.envelope, b"dc01|x");
-                answered.fetch_add(1, Ordering::Relaxed);
+                answered.send_replace(n);
             }
         }
     });
-    agent.answered("r-1").await;
+    answered_at_least(&mut count, 1).await;
 
     let (new_cert, new_key) = ca.issue(2036);
     std::fs::write(&files.server_key, &new_key).expect("new key");
@@ -163,9 +179,9 @@ async fn sighup_rotates_the_certificate_without_dropping_a_session_or_a_call() {
     assert_eq!(served_certificate(&broker).await, der(&new_cert));
 
     // The flow goes on over its old connection, and a new client too.
-    let before = answered.load(Ordering::Relaxed);
+    let at_reload = *count.borrow();
     let fresh = broker.portal(&tenant, Right::Send).await;
-    fresh
+    let reply = fresh
         .submit(
             "fresh",
             Operation::ResetPassword,
@@ -175,10 +191,11 @@ async fn sighup_rotates_the_certificate_without_dropping_a_session_or_a_call() {
         )
         .await
         .expect("a call over a connection made after the reload");
-    agent.answered("fresh").await;
-    agent.answered(&format!("r-{}", before + 2)).await;
+    assert_eq!(reply.envelope, b"dc01|y");
+    answered_at_least(&mut count, at_reload + 2).await;
     stop.cancel();
     flow.await.expect("no request failed");
+    assert_eq!(connected_since().await, since, "the agent reconnected");
     let events = agent.events();
     assert!(
         !events.iter().any(|e| matches!(
