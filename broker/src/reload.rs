@@ -156,8 +156,8 @@ pub fn reload(state: &State, new: BrokerConfig) -> Result<Reloaded, ReloadError>
         differ.into_iter().partition(|name| LIVE.contains(name));
 
     let mut live = (*running).clone();
-    live.tls_cert = new.tls_cert;
-    live.tls_key = new.tls_key;
+    live.tls_cert = new.tls_cert.clone();
+    live.tls_key = new.tls_key.clone();
     live.default_deadline = new.default_deadline;
     live.max_deadline = new.max_deadline;
     live.limits.tenant_requests_per_minute = new.limits.tenant_requests_per_minute;
@@ -168,6 +168,7 @@ pub fn reload(state: &State, new: BrokerConfig) -> Result<Reloaded, ReloadError>
         .metrics
         .tls_certificate_expiry
         .set(identity.not_after_unix);
+    warn_if_expiring(&new.tls_cert, identity.not_after_unix);
     state
         .rate_limit
         .set_per_minute(live.limits.tenant_requests_per_minute);
@@ -177,6 +178,22 @@ pub fn reload(state: &State, new: BrokerConfig) -> Result<Reloaded, ReloadError>
         needs_restart,
         certificate_changed,
     })
+}
+
+/// Within this of its expiry, the certificate is worth a warning at every
+/// start and reload: an ACME client that stopped renewing is found while
+/// there is time.
+const EXPIRY_WARNING_SECS: i64 = 14 * 24 * 3600;
+
+/// Warns when the certificate at `path` has expired or soon will.
+pub fn warn_if_expiring(path: &Path, not_after_unix: i64) {
+    let now = crate::time::now_unix_ms() / 1000;
+    if not_after_unix <= now {
+        warn!(path = %path.display(), not_after_unix, "the TLS certificate has expired: clients will refuse it");
+    } else if not_after_unix - now < EXPIRY_WARNING_SECS {
+        let days = (not_after_unix - now) / 86_400;
+        warn!(path = %path.display(), not_after_unix, "the TLS certificate expires in {days} days");
+    }
 }
 
 /// The settings whose values differ, by their names in the file.

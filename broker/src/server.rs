@@ -252,6 +252,7 @@ pub async fn start(
 
     let metrics = Arc::new(Metrics::new());
     metrics.tls_certificate_expiry.set(identity.not_after_unix);
+    crate::reload::warn_if_expiring(&config.tls_cert, identity.not_after_unix);
     let registry = Arc::new(Registry::new(config.limits.clone(), Arc::clone(&metrics)));
     let router: Arc<dyn crate::routing::Router> = match &cluster {
         None => Arc::clone(&registry) as _,
