@@ -22,6 +22,8 @@
 //! - [`status`], [`doctor`]: what `status` and `doctor` report.
 //! - [`eventlog`]: the event log, with the AD Connect event ids.
 //! - [`config`]: the agent's TOML configuration.
+//! - [`reload`]: SIGHUP (the broker addresses and CA file for the next
+//!   connection) and `check-config`.
 //! - [`telemetry`]: log output to stderr, text or JSON lines.
 
 pub mod backoff;
@@ -35,6 +37,7 @@ pub mod handler;
 pub mod keyring;
 pub mod onboarding;
 pub mod outbox;
+pub mod reload;
 pub mod service;
 pub mod session;
 pub mod status;
@@ -56,7 +59,6 @@ pub use service::{Agent, StartError, start};
 
 use backoff::Backoff;
 use outbox::Outbox;
-use relay_client::connect::BrokerEndpoint;
 use relay_client::credential::{Credential, CredentialError};
 
 /// A session that stayed up this long resets the backoff.
@@ -116,22 +118,24 @@ pub async fn run(
     events: EventSink,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
+    let endpoints = Arc::new(reload::LiveEndpoints::new(config));
+    run_live(config, endpoints, handler, events, shutdown).await
+}
+
+/// [`run`], dialing whatever `endpoints` holds at each connection, so that
+/// a reload ([`reload`]) changes where the next session goes.
+pub async fn run_live(
+    config: &AgentConfig,
+    endpoints: Arc<reload::LiveEndpoints>,
+    handler: Arc<dyn RequestHandler>,
+    events: EventSink,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
     let credential = Credential::from_key_file(
         config.tenant.clone(),
         sas::Right::Listen,
         &config.listen_key_file,
     )?;
-    let endpoints: Vec<BrokerEndpoint> = config
-        .broker
-        .all()
-        .into_iter()
-        .map(|url| BrokerEndpoint {
-            url,
-            ca_file: config.ca_file.clone(),
-            tls_server_name: config.tls_server_name.clone(),
-            proxy: config.proxy.clone(),
-        })
-        .collect();
     let ctx = SessionContext {
         keepalive: (config.keepalive_interval, config.keepalive_timeout),
         tenant: config.tenant.clone(),
@@ -151,7 +155,8 @@ pub async fn run(
     let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
     let mut next = 0;
     loop {
-        let endpoint = &endpoints[next % endpoints.len()];
+        let dialing = endpoints.current();
+        let endpoint = &dialing[next % dialing.len()];
         // Whatever happens, the next attempt goes to the next address.
         next += 1;
         let mut delay = None;
@@ -206,7 +211,7 @@ pub async fn run(
         let delay = delay.unwrap_or_else(|| backoff.next_delay());
         info!(
             delay_ms = delay.as_millis() as u64,
-            next = %endpoints[next % endpoints.len()].url,
+            next = %{ let e = endpoints.current(); e[next % e.len()].url.clone() },
             "waiting before reconnecting"
         );
         tokio::select! {

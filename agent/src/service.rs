@@ -67,6 +67,8 @@ pub struct Agent {
     first_events: broadcast::Receiver<AgentEvent>,
     events: broadcast::Sender<AgentEvent>,
     task: JoinHandle<Result<(), AgentError>>,
+    /// Where the next session goes; a reload replaces it.
+    pub endpoints: Arc<crate::reload::LiveEndpoints>,
 }
 
 impl Agent {
@@ -179,10 +181,13 @@ pub async fn start(config: AgentConfig, shutdown: CancellationToken) -> Result<A
     );
     started.tenant = Some(config.tenant.clone());
     event_log.write(&started);
+    let endpoints = Arc::new(crate::reload::LiveEndpoints::new(&config));
     let task = tokio::spawn({
         let event_log = Arc::clone(&event_log);
+        let endpoints = Arc::clone(&endpoints);
         async move {
-            let result = crate::run(&config, handler, EventSink::new(tx), shutdown).await;
+            let result =
+                crate::run_live(&config, endpoints, handler, EventSink::new(tx), shutdown).await;
             let mut stopped = Event::new(
                 ids::SERVICE_STOPPED,
                 Level::Information,
@@ -199,6 +204,7 @@ pub async fn start(config: AgentConfig, shutdown: CancellationToken) -> Result<A
         first_events,
         events: broadcast_tx,
         task,
+        endpoints,
     })
 }
 

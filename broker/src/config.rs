@@ -38,7 +38,7 @@ pub enum LogFormat {
 }
 
 /// Everything the broker needs to run.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
     /// Address of the gRPC listener (agents and portals), TLS only.
@@ -104,7 +104,7 @@ pub struct BrokerConfig {
 /// How this node joins the others: through NATS, which carries requests for
 /// agents held by another node and, in JetStream key-value buckets, the
 /// tenants and the late outcomes every node must see.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// This node's name, unique in the cluster: logs, metrics, the status
@@ -232,7 +232,7 @@ impl ClusterConfig {
 
 /// Protection against overload and abuse. Each limit, when hit, is answered
 /// with its own reason and touches no other tenant.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Requests (Submit) per tenant per minute, with bursts up to this many;

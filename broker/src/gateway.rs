@@ -425,7 +425,7 @@ fn keep_late_answer(
                     notified.await;
                 }
             };
-            if tokio::time::timeout(state.config.max_deadline, ended)
+            if tokio::time::timeout(state.live().max_deadline, ended)
                 .await
                 .is_err()
             {

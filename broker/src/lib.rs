@@ -40,6 +40,8 @@
 //!   proves a key: connections against the descriptor budget and their
 //!   deadlines, tokens checked from the headers before any body is read.
 //! - [`state`]: what every service of one node shares.
+//! - [`reload`]: SIGHUP (the config file and TLS certificate swapped in
+//!   live) and `check-config`.
 //! - [`config`], [`tls`], [`telemetry`], [`time`]: the edges.
 //!
 //! Envelopes are opaque bytes here: the broker never holds a key that can
@@ -64,6 +66,7 @@ pub mod outcomes;
 pub mod ratelimit;
 pub mod recent;
 pub mod relay_service;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod sessions;

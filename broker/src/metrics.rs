@@ -75,6 +75,15 @@ pub struct Metrics {
     process_threads: Gauge,
     /// Agent replies nobody waited for that were not kept, by why.
     pub replies_refused: Family<RefusalLabel, Counter>,
+    /// SIGHUP reloads, by result: ok or failed.
+    pub config_reloads: Family<ResultLabel, Counter>,
+    /// The serving certificate's notAfter, Unix seconds.
+    pub tls_certificate_expiry: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -197,7 +206,26 @@ impl Metrics {
             "Agent replies not kept, by reason: unsolicited (never given to the session or not awaited), duplicate (already answered), tenant_busy (the tenant's store writes at their bound)",
             replies_refused.clone(),
         );
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+        // Both series from the start, so that an alert on failures sees 0
+        // rather than nothing.
+        for result in ["ok", "failed"] {
+            let _ = config_reloads.get_or_create(&ResultLabel { result });
+        }
+        registry.register(
+            "config_reloads",
+            "SIGHUP reloads of the configuration and TLS certificate, by result: ok, failed (the previous ones kept)",
+            config_reloads.clone(),
+        );
+        let tls_certificate_expiry = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the certificate the gRPC port presents expires, Unix seconds",
+            tls_certificate_expiry.clone(),
+        );
         Metrics {
+            config_reloads,
+            tls_certificate_expiry,
             http_cuts,
             connections_closed,
             requests_cut_off,

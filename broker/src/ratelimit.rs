@@ -4,6 +4,7 @@
 //! and a retry time, and no other tenant notices.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -15,7 +16,8 @@ struct Bucket {
 }
 
 pub struct TenantRateLimit {
-    per_minute: u32,
+    /// A SIGHUP can change it (crate::reload).
+    per_minute: AtomicU32,
     buckets: DashMap<String, Mutex<Bucket>>,
 }
 
@@ -23,21 +25,28 @@ impl TenantRateLimit {
     /// `per_minute == 0` turns the limit off.
     pub fn new(per_minute: u32) -> TenantRateLimit {
         TenantRateLimit {
-            per_minute,
+            per_minute: AtomicU32::new(per_minute),
             buckets: DashMap::new(),
         }
     }
 
     pub fn per_minute(&self) -> u32 {
-        self.per_minute
+        self.per_minute.load(Ordering::Relaxed)
+    }
+
+    /// Buckets already filled keep their tokens, capped at the new size at
+    /// their next use.
+    pub fn set_per_minute(&self, per_minute: u32) {
+        self.per_minute.store(per_minute, Ordering::Relaxed);
     }
 
     /// Takes one request's token, or says how long until one is available.
     pub fn check(&self, tenant: &str, now: Instant) -> Result<(), Duration> {
-        if self.per_minute == 0 {
+        let per_minute = self.per_minute();
+        if per_minute == 0 {
             return Ok(());
         }
-        let capacity = f64::from(self.per_minute);
+        let capacity = f64::from(per_minute);
         let per_sec = capacity / 60.0;
         let entry = self.buckets.entry(tenant.to_owned()).or_insert_with(|| {
             Mutex::new(Bucket {

@@ -34,8 +34,8 @@ impl RelayService {
     fn deadline<T>(&self, request: &Request<T>) -> Duration {
         crate::deadline::effective(
             request.metadata(),
-            self.state.config.default_deadline,
-            self.state.config.max_deadline,
+            self.state.live().default_deadline,
+            self.state.live().max_deadline,
         )
     }
 

@@ -220,7 +220,9 @@ pub async fn start(
         None => open_local(&config).await?,
         Some(c) => open_cluster(&config, c, Arc::clone(&cluster_down), &shutdown).await?,
     };
-    let tls_config = tls::server_config(&config.tls_cert, &config.tls_key)?;
+    let identity = tls::load_identity_checked(&config.tls_cert, &config.tls_key)?;
+    let certificate = Arc::new(tls::CertResolver::new(identity.certified));
+    let tls_config = tls::server_config_with(Arc::clone(&certificate))?;
     let descriptors = raise_descriptor_limit();
 
     let grpc_listener = listener::bind(config.listen, config.listen_backlog).map_err(|source| {
@@ -249,6 +251,8 @@ pub async fn start(
         })?;
 
     let metrics = Arc::new(Metrics::new());
+    metrics.tls_certificate_expiry.set(identity.not_after_unix);
+    crate::reload::warn_if_expiring(&config.tls_cert, identity.not_after_unix);
     let registry = Arc::new(Registry::new(config.limits.clone(), Arc::clone(&metrics)));
     let router: Arc<dyn crate::routing::Router> = match &cluster {
         None => Arc::clone(&registry) as _,
@@ -283,6 +287,8 @@ pub async fn start(
         started: std::time::Instant::now(),
         started_unix_ms: crate::time::now_unix_ms(),
         cluster,
+        live: std::sync::RwLock::new(Arc::new(config.clone())),
+        certificate,
         config,
     });
     state.readiness.store_open.store(true, Ordering::Release);

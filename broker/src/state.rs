@@ -1,7 +1,7 @@
 //! What every service of one broker node shares.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use dashmap::DashSet;
 use tokio_util::sync::CancellationToken;
@@ -16,9 +16,16 @@ use crate::recent::RecentRequests;
 use crate::routing::Router;
 use crate::sessions::Registry;
 use crate::tenants::Tenants;
+use crate::tls::CertResolver;
 
 pub struct State {
+    /// The configuration the node started with.
     pub config: BrokerConfig,
+    /// That configuration with the settings a SIGHUP changed
+    /// ([`crate::reload`]); read it for those, per request.
+    pub live: RwLock<Arc<BrokerConfig>>,
+    /// The certificate new TLS handshakes get.
+    pub certificate: Arc<CertResolver>,
     pub tenants: Arc<Tenants>,
     pub authorizer: Authorizer,
     /// The sessions this node holds.
@@ -46,6 +53,11 @@ pub struct State {
 }
 
 impl State {
+    /// The configuration in force now (see [`State::live`]).
+    pub fn live(&self) -> Arc<BrokerConfig> {
+        Arc::clone(&self.live.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// What `/readyz` and the status page report: "ready", "starting",
     /// "draining", "cluster unreachable" or "tenants unconfirmed" (the
     /// lease on this node's copy of the tenants ran out, see

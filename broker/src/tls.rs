@@ -2,7 +2,7 @@
 //! development CA with a server certificate for local runs and tests.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -11,6 +11,8 @@ use rcgen::{
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
 use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,113 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("the certificate and private key do not make a usable TLS configuration")]
     Config(#[from] tokio_rustls::rustls::Error),
+    #[error("{path} holds no certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("the first certificate in {path} cannot be parsed")]
+    BadCertificate { path: PathBuf },
+    #[error("{path} holds a private key of a kind rustls cannot use")]
+    UnusableKey {
+        path: PathBuf,
+        #[source]
+        source: tokio_rustls::rustls::Error,
+    },
+    #[error("the private key {key} does not match the certificate {cert}")]
+    Mismatch { cert: PathBuf, key: PathBuf },
+}
+
+/// A certificate chain and its private key, checked to belong together.
+pub struct Identity {
+    pub certified: Arc<CertifiedKey>,
+    /// The leaf certificate's notAfter, in Unix seconds.
+    pub not_after_unix: i64,
+}
+
+/// Reads and checks the broker's certificate and key: both PEM, the key
+/// usable by rustls and matching the leaf certificate's public key.
+pub fn load_identity_checked(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
+    let (cert_pem, key_pem) = read_pem(cert, key)?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| TlsError::NotPem {
+            what: "certificate",
+            path: cert.to_owned(),
+        })?;
+    let leaf = certs.first().ok_or_else(|| TlsError::NoCertificate {
+        path: cert.to_owned(),
+    })?;
+    let not_after_unix = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|_| TlsError::BadCertificate {
+            path: cert.to_owned(),
+        })?
+        .1
+        .validity()
+        .not_after
+        .timestamp();
+    let private_key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NotPem {
+        what: "private key",
+        path: key.to_owned(),
+    })?;
+    let provider = tokio_rustls::rustls::crypto::ring::default_provider();
+    let signing_key = provider
+        .key_provider
+        .load_private_key(private_key)
+        .map_err(|source| TlsError::UnusableKey {
+            path: key.to_owned(),
+            source,
+        })?;
+    let certified = CertifiedKey::new(certs, signing_key);
+    // A key whose public half rustls cannot tell is let through, as
+    // rustls' own `with_single_cert` does; only a proven mismatch is refused.
+    match certified.keys_match() {
+        Ok(())
+        | Err(tokio_rustls::rustls::Error::InconsistentKeys(
+            tokio_rustls::rustls::InconsistentKeys::Unknown,
+        )) => {}
+        Err(tokio_rustls::rustls::Error::InconsistentKeys(_)) => {
+            return Err(TlsError::Mismatch {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+            });
+        }
+        Err(_) => {
+            return Err(TlsError::BadCertificate {
+                path: cert.to_owned(),
+            });
+        }
+    }
+    Ok(Identity {
+        certified: Arc::new(certified),
+        not_after_unix,
+    })
+}
+
+/// The certificate new handshakes get. A reload swaps it; connections
+/// already established keep the one they were made with.
+#[derive(Debug)]
+pub struct CertResolver {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl CertResolver {
+    pub fn new(certified: Arc<CertifiedKey>) -> CertResolver {
+        CertResolver {
+            current: RwLock::new(certified),
+        }
+    }
+
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn set(&self, certified: Arc<CertifiedKey>) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = certified;
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
 }
 
 /// The TLS configuration of the gRPC listener: the PEM certificate chain and
@@ -43,22 +152,17 @@ pub enum TlsError {
 /// for every connection and could never use one, and tickets held in memory
 /// would not survive a restart anyway.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let (cert_pem, key_pem) = read_pem(cert, key)?;
-    let certs = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| TlsError::NotPem {
-            what: "certificate",
-            path: cert.to_owned(),
-        })?;
-    let private_key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NotPem {
-        what: "private key",
-        path: key.to_owned(),
-    })?;
+    let identity = load_identity_checked(cert, key)?;
+    server_config_with(Arc::new(CertResolver::new(identity.certified)))
+}
+
+/// [`server_config`] presenting whatever `resolver` holds at each handshake.
+pub fn server_config_with(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, private_key)?;
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec()];
     config.send_tls13_tickets = 0;
     Ok(Arc::new(config))

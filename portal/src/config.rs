@@ -166,6 +166,12 @@ pub enum ConfigError {
     },
     #[error("cannot set up the connection to the broker")]
     Broker(#[source] ConnectError),
+    #[error("the CA file {path} is unreadable or holds no PEM certificate")]
+    CaFile {
+        path: PathBuf,
+        #[source]
+        source: Option<std::io::Error>,
+    },
 }
 
 impl PortalConfig {

@@ -173,7 +173,7 @@ where
             .map_err(|rejection| {
                 warn!(%path, %rejection, "unreadable form");
                 let page = pages::problem(
-                    &state.settings,
+                    &state.settings.current(),
                     "This form could not be read",
                     "The form arrived incomplete or too large. Nothing was sent. Go back and try again.",
                 );
@@ -193,7 +193,7 @@ where
             Err(refusal) => {
                 warn!(%path, %refusal, "form refused: CSRF check failed");
                 let page = pages::problem(
-                    &state.settings,
+                    &state.settings.current(),
                     "This form has expired",
                     "This form's security check failed: it was opened in another browser, \
                      the portal restarted, or cookies are blocked. Nothing was sent. \

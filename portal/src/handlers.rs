@@ -193,7 +193,7 @@ async fn send(
     operation: Operation,
     body: &RequestBody,
 ) -> Result<ReplyBody, Trouble> {
-    let deadline = state.settings.request_timeout;
+    let deadline = state.settings.current().request_timeout;
     let call = state
         .portal
         .submit(request_id, operation, body, Some(deadline));
@@ -242,7 +242,7 @@ fn over_limit(state: &AppState, visitor: Visitor, account: Option<&str>) -> Opti
             format!("Too many requests for this account. Nothing was sent. Try again in {wait}.")
         }
     };
-    let page = pages::problem(&state.settings, "Too many attempts", &message);
+    let page = pages::problem(&state.settings.current(), "Too many attempts", &message);
     let retry_after = [(RETRY_AFTER, seconds.max(1).to_string())];
     Some((StatusCode::TOO_MANY_REQUESTS, retry_after, page).into_response())
 }
@@ -261,7 +261,7 @@ fn failure_text(failure: Failure) -> String {
 }
 
 async fn home(State(state): State<AppState>) -> Html<String> {
-    pages::home(&state.settings)
+    pages::home(&state.settings.current())
 }
 
 async fn style() -> impl IntoResponse {
@@ -270,7 +270,7 @@ async fn style() -> impl IntoResponse {
 
 async fn not_found(State(state): State<AppState>) -> Response {
     let page = pages::problem(
-        &state.settings,
+        &state.settings.current(),
         "Page not found",
         "There is no page at this address.",
     );
@@ -283,7 +283,7 @@ async fn start(
     Extension(browser): Extension<Browser>,
 ) -> Html<String> {
     let token = state.csrf.token(&browser.id);
-    pages::account_step(&state.settings, task, &token, "", None)
+    pages::account_step(&state.settings.current(), task, &token, "", None)
 }
 
 /// Step 1 posted: fetch the policy and show step 2.
@@ -293,7 +293,7 @@ async fn policy(
     visitor: Visitor,
     Checked { form, token }: Checked<AccountForm>,
 ) -> Response {
-    let settings = &state.settings;
+    let settings = &state.settings.current();
     let step1 = |account: &str, message: String| {
         let alert = Alert::Error(message);
         pages::account_step(settings, task, &token, account, Some(&alert)).into_response()
@@ -329,7 +329,7 @@ async fn apply(
     visitor: Visitor,
     Checked { mut form, token }: Checked<PasswordForm>,
 ) -> Response {
-    let settings = &state.settings;
+    let settings = &state.settings.current();
     let account = match account_to_act_on(&form.account) {
         Ok(a) => a,
         Err(why) => {
@@ -401,7 +401,7 @@ fn after_failure(
     request_id: &str,
     failure: Failure,
 ) -> Result<Response, String> {
-    let settings = &state.settings;
+    let settings = &state.settings.current();
     match failure {
         Failure::Unknown {
             message,
@@ -423,7 +423,7 @@ async fn unlock(
     Checked { form, token }: Checked<AccountForm>,
 ) -> Response {
     let task = Task::Unlock;
-    let settings = &state.settings;
+    let settings = &state.settings.current();
     let form_again = |account: &str, message: String| {
         let alert = Alert::Error(message);
         pages::account_step(settings, task, &token, account, Some(&alert)).into_response()
@@ -460,7 +460,7 @@ async fn check_again(
     visitor: Visitor,
     Checked { form, token }: Checked<OutcomeForm>,
 ) -> Response {
-    let settings = &state.settings;
+    let settings = &state.settings.current();
     let task = form.task;
     if !is_request_id(&form.request_id) {
         let page = pages::problem(

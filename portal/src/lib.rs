@@ -17,6 +17,7 @@
 //! - [`pages`]: server-rendered HTML, escaped, without scripts.
 //! - [`visitors`]: per-visitor and per-account limits on what reaches the
 //!   broker.
+//! - [`reload`]: SIGHUP (title and request timeout live) and `check-config`.
 //!
 //! It is served by [`http_serve`], with deadlines for each request's
 //! headers and body and caps on connections per visitor and in all.
@@ -27,6 +28,7 @@ pub mod handlers;
 pub mod outcomes;
 pub mod pages;
 pub mod policy;
+pub mod reload;
 pub mod visitors;
 
 use std::net::SocketAddr;
@@ -82,7 +84,8 @@ impl Settings {
 pub struct AppState {
     pub portal: Arc<SealedPortal>,
     pub csrf: Arc<Csrf>,
-    pub settings: Arc<Settings>,
+    /// Read per request: a reload replaces them ([`reload`]).
+    pub settings: Arc<reload::LiveSettings>,
     pub limits: Arc<Limits>,
     pub limiter: Arc<Limiter>,
 }
@@ -93,7 +96,7 @@ impl AppState {
         AppState {
             portal: Arc::new(portal),
             csrf: Arc::new(Csrf::new()),
-            settings: Arc::new(settings),
+            settings: Arc::new(reload::LiveSettings::new(settings)),
             limits: Arc::new(Limits::default()),
             limiter: Arc::new(Limiter::new(&Limits::default())),
         }
@@ -196,6 +199,8 @@ pub enum StartError {
 pub struct Server {
     /// The bound address (the real port when the configuration said 0).
     pub addr: SocketAddr,
+    /// What a reload changes ([`reload::on_hangup`]).
+    pub settings: Arc<reload::LiveSettings>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -248,13 +253,18 @@ pub fn serve_on(
     };
     // Each cut is logged by http_serve with the peer's address.
     let on_cut: http_serve::OnCut = Arc::new(|_| {});
+    let settings = Arc::clone(&state.settings);
     let service = app(state);
     let task = tokio::spawn(async move {
         http_serve::serve(listener, "portal", service, limits, on_cut, shutdown).await;
         info!("stopped");
         Ok(())
     });
-    Ok(Server { addr, task })
+    Ok(Server {
+        addr,
+        settings,
+        task,
+    })
 }
 
 /// Tells the operator at start whether the broker answers and one of its

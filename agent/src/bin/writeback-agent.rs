@@ -23,6 +23,8 @@ use zeroize::Zeroizing;
 /// relayed to it, reconnecting with jittered backoff for as long as it runs.
 /// Logs go to stderr; one line per session event goes to stdout
 /// (`connected ...`, `disconnected ...`, `refused ...`).
+/// SIGHUP reloads the configuration: the broker addresses and CA file take
+/// effect at the next connection; SIGTERM drains and stops.
 ///
 /// Onboarding: the portal administrator gives you an enrollment bundle;
 /// `init` makes the write-back key pair (private key sealed under a setup
@@ -118,6 +120,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Checks the configuration and the files it names (the Listen key, the
+    /// CA file, the keyring, the setup password and forest files are
+    /// readable) without connecting: prints `configuration OK: FILE`, or the
+    /// problem and exits 1.
+    CheckConfig,
     /// Administration of embedded forests (what dsacls does for AD).
     #[command(subcommand)]
     Directory(DirectoryCommand),
@@ -243,10 +250,14 @@ fn print_event(event: &AgentEvent) -> std::io::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::CheckConfig) = cli.command {
+        check_config(&cli.config);
+    }
     let config = cli.config.load()?;
     agent::telemetry::init(config.log_format);
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(config).await,
+        Command::Run => run(config, cli.config).await,
+        Command::CheckConfig => unreachable!("handled above"),
         Command::Init {
             enrollment,
             expect_portal_fingerprint,
@@ -423,9 +434,42 @@ fn embedded_forest(config: &AgentConfig, name: &str) -> anyhow::Result<EmbeddedD
     Ok(EmbeddedDirectory::open(name, path)?)
 }
 
-async fn run(config: AgentConfig) -> anyhow::Result<()> {
+/// `check-config`: exits 0 with `configuration OK: FILE` on stdout, or 1
+/// with the problem on stderr.
+fn check_config(args: &ConfigArgs) -> ! {
+    let name = args.config.as_ref().map_or_else(
+        || "(flags and environment)".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let result = args
+        .load()
+        .and_then(|config| Ok(agent::reload::check(&config)?));
+    match result {
+        Ok(()) => {
+            println!("configuration OK: {name}");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("configuration invalid: {name}: {e:#}");
+            std::process::exit(1)
+        }
+    }
+}
+
+async fn run(config: AgentConfig, args: ConfigArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
+    // SIGHUP's default action would kill the process: installed before
+    // anything can send it.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let running = config.clone();
     let mut agent = agent::start(config, shutdown.clone()).await?;
+    tokio::spawn(agent::reload::on_hangup(
+        std::sync::Arc::clone(&agent.endpoints),
+        running,
+        hangup,
+        move || args.load(),
+        shutdown.clone(),
+    ));
     let mut events = agent.events();
     // Installed now, before anything is printed, so that an early SIGTERM
     // drains instead of killing the process.

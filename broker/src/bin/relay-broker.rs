@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 /// Serves agents and portals over gRPC with TLS, and operator endpoints
 /// (/healthz, /readyz, /metrics) over plain HTTP on a separate port. Once
 /// ready it prints one line to stdout:
-/// `relay-broker ready grpc=ADDR operator=ADDR`.
+/// `relay-broker ready grpc=ADDR operator=ADDR`. SIGHUP reloads the
+/// configuration file and the TLS certificate; SIGTERM drains and stops.
 #[derive(Parser)]
 #[command(version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -35,6 +36,14 @@ enum Command {
         /// DNS names or IP addresses the certificate is valid for.
         #[arg(long = "name", default_values = ["localhost", "127.0.0.1", "::1"])]
         names: Vec<String>,
+    },
+    /// Checks a configuration file and the files it names (the TLS
+    /// certificate and key; in cluster mode the storage key and NATS files)
+    /// without starting: prints `configuration OK: FILE`, or the problem
+    /// and exits 1. Binds no port, connects nowhere, writes nothing.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -104,23 +113,35 @@ impl ServeArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::DevPki { out, names }) = cli.command {
-        let pki = broker::tls::generate_dev_pki(&out, &names)?;
-        println!(
-            "wrote {} {} {}",
-            pki.ca_cert.display(),
-            pki.server_cert.display(),
-            pki.server_key.display()
-        );
-        return Ok(());
+    match cli.command {
+        Some(Command::DevPki { out, names }) => {
+            let pki = broker::tls::generate_dev_pki(&out, &names)?;
+            println!(
+                "wrote {} {} {}",
+                pki.ca_cert.display(),
+                pki.server_cert.display(),
+                pki.server_key.display()
+            );
+            return Ok(());
+        }
+        Some(Command::CheckConfig { config }) => check_config(config),
+        None => {}
     }
-    let config = cli.serve.config()?;
+    let serve = cli.serve;
+    let config = serve.config()?;
     broker::telemetry::init(config.log_format);
     let shutdown = CancellationToken::new();
     // Installed before the ready line, so that a SIGTERM right after it
     // drains instead of killing the process.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Likewise: SIGHUP's default action would kill the process.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let node = broker::start(config, shutdown.clone()).await?;
+    tokio::spawn(broker::reload::on_hangup(
+        std::sync::Arc::clone(&node.state),
+        hangup,
+        move || serve.config(),
+    ));
     {
         let mut out = std::io::stdout().lock();
         writeln!(
@@ -139,4 +160,22 @@ async fn main() -> anyhow::Result<()> {
     });
     node.wait().await?;
     Ok(())
+}
+
+/// `check-config`: exits 0 with `configuration OK: FILE` on stdout, or 1
+/// with the problem on stderr.
+fn check_config(path: PathBuf) -> ! {
+    let result = BrokerConfig::from_file(&path)
+        .map_err(anyhow::Error::from)
+        .and_then(|config| Ok(broker::reload::check(&config)?));
+    match result {
+        Ok(()) => {
+            println!("configuration OK: {}", path.display());
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("configuration invalid: {}: {e:#}", path.display());
+            std::process::exit(1)
+        }
+    }
 }

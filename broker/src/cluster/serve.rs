@@ -279,7 +279,7 @@ async fn serve(
         now(),
         &cluster.node,
         cluster.heartbeat(),
-        state.config.max_deadline,
+        state.live().max_deadline,
         &tenant,
         decoded,
         state.shutdown.is_cancelled(),
