@@ -424,7 +424,7 @@ async fn sighup_reloads_the_portal_binary_which_keeps_serving() {
         .spawn()
         .expect("spawn reset-portal");
     let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let ready = tests::await_line(&mut lines, "reset-portal ready", &log).await;
+    let ready = tests::await_line(&mut child, &mut lines, "reset-portal ready", &log).await;
     let addr = ready.rsplit("http=").next().expect("address").to_owned();
     let pid = child.id().expect("pid");
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
