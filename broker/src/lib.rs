@@ -40,6 +40,8 @@
 //!   proves a key: connections against the descriptor budget and their
 //!   deadlines, tokens checked from the headers before any body is read.
 //! - [`state`]: what every service of one node shares.
+//! - [`sealing`]: the storage key that seals tenant records at rest, in
+//!   redb on one node and in NATS in a cluster.
 //! - [`config`], [`tls`], [`telemetry`], [`time`]: the edges.
 //!
 //! Envelopes are opaque bytes here: the broker never holds a key that can
@@ -50,6 +52,7 @@ pub mod agent_keys;
 pub mod agent_text;
 pub mod answer;
 pub mod auth;
+pub mod backup_route;
 pub mod cluster;
 pub mod config;
 pub mod deadline;
@@ -65,6 +68,7 @@ pub mod ratelimit;
 pub mod recent;
 pub mod relay_service;
 pub mod routing;
+pub mod sealing;
 pub mod server;
 pub mod sessions;
 pub mod state;
