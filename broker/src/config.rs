@@ -597,7 +597,7 @@ mod tests {
         );
         let config =
             BrokerConfig::from_toml(&format!("{base}storage_key_file = \"s.key\"\n")).unwrap();
-        assert_eq!(config.storage_key_path().1, true);
+        assert!(config.storage_key_path().1);
         let creds = Some(std::ffi::OsString::from("/run/credentials/relay"));
         assert_eq!(
             under_credentials(Path::new("s.key"), creds.clone()),

@@ -74,6 +74,7 @@ pub mod sessions;
 pub mod state;
 pub mod status_page;
 pub mod store;
+pub mod store_commands;
 pub mod telemetry;
 pub mod tenants;
 pub mod time;

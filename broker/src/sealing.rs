@@ -282,6 +282,12 @@ fn warn_if_readable_by_others(path: &Path) {
     }
 }
 
+/// A fixed key for the crate's tests: 32 bytes of 7, never a real secret.
+#[cfg(test)]
+pub(crate) fn test_key() -> std::sync::Arc<StorageKey> {
+    std::sync::Arc::new(StorageKey::from_bytes(Zeroizing::new([7u8; KEY_LEN])))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,10 +383,4 @@ mod tests {
         assert_eq!(shown, "StorageKey(***)");
         assert!(!shown.contains(key.to_base64().as_str()));
     }
-}
-
-/// A fixed key for the crate's tests: 32 bytes of 7, never a real secret.
-#[cfg(test)]
-pub(crate) fn test_key() -> std::sync::Arc<StorageKey> {
-    std::sync::Arc::new(StorageKey::from_bytes(Zeroizing::new([7u8; KEY_LEN])))
 }
