@@ -107,7 +107,13 @@ async fn after_a_full_session_no_tenant_key_is_in_the_data_dir() {
     let portal = broker.portal(&tenants[0], Right::Send).await;
     for i in 0..3 {
         portal
-            .submit(&format!("r{i}"), Operation::ResetPassword, "dc01", vec![7; 64], None)
+            .submit(
+                &format!("r{i}"),
+                Operation::ResetPassword,
+                "dc01",
+                vec![7; 64],
+                None,
+            )
             .await
             .expect("submit");
         agent.answered(&format!("r{i}")).await;
@@ -127,7 +133,10 @@ async fn after_a_full_session_no_tenant_key_is_in_the_data_dir() {
     let all = files(&data);
     let names: Vec<_> = all.iter().filter_map(|p| p.file_name()).collect();
     for expected in ["broker.redb", "operator.key", "storage.key"] {
-        assert!(names.iter().any(|n| *n == expected), "{expected} in {names:?}");
+        assert!(
+            names.iter().any(|n| *n == expected),
+            "{expected} in {names:?}"
+        );
     }
     for file in &all {
         assert_eq!(mode(file), 0o600, "{}", file.display());
@@ -166,7 +175,11 @@ async fn a_store_readable_by_others_is_refused_at_start() {
     broker.restart().await;
     let key = tenant.key(Right::Send, KeySlot::Primary);
     assert!(send_key_works(&broker, "contoso", &key).await);
-    assert!(broker.logs().contains("the data directory is open to other users"));
+    assert!(
+        broker
+            .logs()
+            .contains("the data directory is open to other users")
+    );
 }
 
 /// What the admin API lists, with each tenant's write-back switch.
@@ -293,7 +306,10 @@ async fn an_online_backup_under_load_restores_on_a_new_node() {
     }
     let original = base[0].key(Right::Send, KeySlot::Primary);
     base_0_works |= send_key_works(&restored, "base-0", &original).await;
-    assert!(base_0_works, "no key issued to base-0 works after the restore");
+    assert!(
+        base_0_works,
+        "no key issued to base-0 works after the restore"
+    );
     // An agent authenticates with a restored Listen key.
     let _agent = EchoAgent::start(&restored, &base[1], "dc01").await;
 
