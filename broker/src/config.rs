@@ -548,6 +548,14 @@ impl BrokerConfig {
             );
         }
         if let Some(cluster) = &self.cluster {
+            // Two settings for one key would let the nodes of a cluster
+            // read different files without a word: one place each mode.
+            if self.storage_key_file.is_some() {
+                return invalid(
+                    "storage_key_file",
+                    "is the single node's; a cluster node reads [cluster] storage_key_file",
+                );
+            }
             cluster.validate()?;
         }
         Ok(())
@@ -598,6 +606,12 @@ mod tests {
         let config =
             BrokerConfig::from_toml(&format!("{base}storage_key_file = \"s.key\"\n")).unwrap();
         assert!(config.storage_key_path().1);
+        let cluster = format!(
+            "{base}storage_key_file = \"s.key\"\n[cluster]\nnode_name = \"a\"\n\
+             nats_urls = [\"nats://127.0.0.1:4222\"]\nstorage_key_file = \"s.key\"\n"
+        );
+        let err = BrokerConfig::from_toml(&cluster).unwrap_err().to_string();
+        assert!(err.contains("[cluster] storage_key_file"), "{err}");
         let creds = Some(std::ffi::OsString::from("/run/credentials/relay"));
         assert_eq!(
             under_credentials(Path::new("s.key"), creds.clone()),
