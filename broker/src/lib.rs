@@ -32,6 +32,10 @@
 //!   known to be current; requests are refused while it is not.
 //! - [`operator`], [`metrics`]: /healthz, /readyz, /metrics, served with
 //!   request deadlines and connection caps (the `http-serve` crate).
+//! - [`backup_route`]: `POST /backup` on the operator port, a consistent
+//!   backup of the single node's store while it runs.
+//! - [`store_commands`]: the `backup`, `restore` and `storage-key rotate`
+//!   commands of `relay-broker`.
 //! - [`status_page`] over [`recent`]: the operator's HTML status page
 //!   (nodes, tenants, agents, the last 15 minutes' requests).
 //! - [`error`]: the one error type and its conversion to gRPC statuses.
