@@ -189,7 +189,28 @@ pub fn restore(
 
     let building = store_path.with_extension("redb.restoring");
     let _ = std::fs::remove_file(&building);
-    let store = Store::open(&building, Arc::clone(&key))?;
+    let built = build(&building, key, lines, &header);
+    if built.is_err() {
+        // Nothing of a refused backup is left beside the store.
+        let _ = std::fs::remove_file(&building);
+    }
+    built?;
+    std::fs::rename(&building, store_path).map_err(|source| BackupError::Replace {
+        path: store_path.to_owned(),
+        source,
+    })?;
+    Ok(header)
+}
+
+/// Writes the records of `lines` into a new store at `building`, in one
+/// transaction, each tenant record opened once under `key` first.
+fn build(
+    building: &Path,
+    key: Arc<StorageKey>,
+    lines: std::io::Lines<&mut dyn BufRead>,
+    header: &Header,
+) -> Result<(), BackupError> {
+    let store = Store::open(building, Arc::clone(&key))?;
     let tx = store.db.begin_write().map_err(io("restore"))?;
     let (mut tenants, mut outcomes) = (0u64, 0u64);
     {
@@ -239,12 +260,7 @@ pub fn restore(
         }
     }
     tx.commit().map_err(io("commit restore"))?;
-    drop(store);
-    std::fs::rename(&building, store_path).map_err(|source| BackupError::Replace {
-        path: store_path.to_owned(),
-        source,
-    })?;
-    Ok(header)
+    Ok(())
 }
 
 /// Parses a backup's header line alone (for a CLI to report on it).
@@ -313,5 +329,7 @@ mod tests {
             matches!(err, BackupError::NotABackup { line: 3, .. }),
             "{err}"
         );
+        assert!(!fresh.exists());
+        assert!(!fresh.with_extension("redb.restoring").exists());
     }
 }
