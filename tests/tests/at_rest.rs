@@ -153,24 +153,32 @@ async fn after_a_full_session_no_tenant_key_is_in_the_data_dir() {
 }
 
 #[tokio::test]
-async fn a_store_readable_by_others_is_refused_at_start() {
+async fn a_store_or_key_file_readable_by_others_is_refused_at_start() {
     let mut broker = BrokerBuilder::new().start().await;
     let tenant = broker.create_tenant("contoso").await;
     broker.terminate().await;
-    let store = broker.data_dir().join("broker.redb");
-    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o644)).unwrap();
-
-    let config = config_of(&broker);
-    let (ok, _, stderr) = relay_broker(&["--config".as_ref(), config.as_os_str()]).await;
-    assert!(!ok, "the broker started on a world-readable store");
-    assert!(stderr.contains(&store.display().to_string()), "{stderr}");
-    assert!(stderr.contains("mode 0644"), "{stderr}");
-    assert!(stderr.contains("chmod 600"), "{stderr}");
-
-    // Fixed as the error says, it starts; a data directory open to others
-    // only warns (brokers before this one created it 0755).
-    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o600)).unwrap();
     let data = broker.data_dir();
+    let config = config_of(&broker);
+    for (name, exposed) in [
+        ("broker.redb", 0o644),
+        ("operator.key", 0o640),
+        ("storage.key", 0o604),
+    ] {
+        let file = data.join(name);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(exposed)).unwrap();
+        let (ok, _, stderr) = relay_broker(&["--config".as_ref(), config.as_os_str()]).await;
+        assert!(!ok, "the broker started with {name} {exposed:o}");
+        assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+        assert!(stderr.contains(&format!("mode {exposed:04o}")), "{stderr}");
+        assert!(
+            stderr.contains(&format!("chmod 600 {}", file.display())),
+            "{stderr}"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    // Fixed as the errors say, it starts; a data directory open to others
+    // only warns (brokers before this one created it 0755).
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
     broker.restart().await;
     let key = tenant.key(Right::Send, KeySlot::Primary);
@@ -228,6 +236,19 @@ async fn an_online_backup_under_load_restores_on_a_new_node() {
         }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // The endpoint wants the operator token; a tenant's Manage key is not it.
+    let manage = base[0].key(Right::Manage, KeySlot::Primary);
+    let tenant_token = sas::mint(
+        &manage,
+        "base-0",
+        Right::Manage,
+        proto::time::unix_secs() + 300,
+    );
+    for headers in [vec![], vec![("Authorization", tenant_token.expose())]] {
+        let refused =
+            tests::http_request::send(&broker.operator_addr, "POST", "/backup", &headers, "").await;
+        assert_eq!(refused.status, 401, "{}", refused.body);
+    }
     let work = tempfile::tempdir().unwrap();
     let backup = work.path().join("under-load.backup");
     let config = config_of(&broker);
