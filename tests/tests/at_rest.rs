@@ -405,6 +405,25 @@ async fn a_rotated_storage_key_opens_the_store_and_the_old_one_is_named() {
     assert!(stderr.contains(&want), "{stderr}");
 
     std::fs::copy(&new_path, &key_file).unwrap();
+    // With the broker stopped, a backup reads the store itself; it names
+    // the key the records are now sealed under.
+    let backup = broker.dir().join("stopped.backup");
+    let (ok, stdout, stderr) = relay_broker(&[
+        "backup".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--out".as_ref(),
+        backup.as_os_str(),
+    ])
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("1 tenants"), "{stdout}");
+    let header = std::fs::read_to_string(&backup).unwrap();
+    let header = header.lines().next().unwrap();
+    assert!(
+        header.contains(&format!("\"key_id\":\"{}\"", new_key.id())),
+        "{header}"
+    );
     broker.restart().await;
     let key = tenant.key(Right::Send, KeySlot::Secondary);
     assert!(send_key_works(&broker, "contoso", &key).await);
