@@ -9,11 +9,15 @@
 
 use std::sync::Arc;
 
+use std::io::Write;
+
 use axum::Router;
+use axum::body::Body;
 use axum::extract::State as Extract;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use bytes::Bytes;
 use sas::Right;
 use tracing::{info, warn};
 
@@ -51,36 +55,76 @@ async fn backup(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Resp
         )
             .into_response();
     };
-    let written = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        store.backup(&mut out).map(|header| (header, out))
-    })
-    .await;
-    match written {
-        Ok(Ok((header, bytes))) => {
-            info!(
+    // Streamed as it is read: a store with many late outcomes need not fit
+    // in the broker's memory. A failure after the first bytes can only cut
+    // the body short; the CLI and `restore` check the counts the header
+    // announces.
+    let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter {
+            tx: tx.clone(),
+            buffer: Vec::with_capacity(CHUNK),
+        };
+        match store.backup(&mut out) {
+            Ok(header) => info!(
                 tenants = header.tenants,
                 outcomes = header.outcomes,
                 key_id = %header.key_id,
                 "backup taken"
-            );
-            (
-                [
-                    (header::CONTENT_TYPE, "application/x-ndjson"),
-                    (header::CACHE_CONTROL, "no-store"),
-                ],
-                bytes,
-            )
-                .into_response()
+            ),
+            Err(e) => {
+                warn!(error = %e, "backup failed");
+                let _ = tx.blocking_send(Err(std::io::Error::other("the backup failed")));
+            }
         }
-        Ok(Err(e)) => {
-            warn!(error = %e, "backup failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("backup failed: {e}\n"),
-            )
-                .into_response()
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response()
+}
+
+/// What one message on the channel holds, and how many may wait in it.
+const CHUNK: usize = 64 * 1024;
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// The blocking backup's `Write`, in chunks to the response body. A
+/// client gone closes the channel, which fails the write and ends the
+/// backup's read transaction.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buffer: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
         }
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "backup task failed\n").into_response(),
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(CHUNK),
+        ));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
     }
 }

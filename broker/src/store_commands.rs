@@ -9,7 +9,7 @@
 //! minted from `operator.key`), which writes the backup from one read
 //! transaction.
 
-use std::io::{BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -120,16 +120,17 @@ pub fn backup(
         }
         Err(e) if held_by_a_broker(&e) => {
             let addr = operator_addr(config, operator)?;
-            let bytes = request_backup(config, addr)?;
-            let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-            let header = std::str::from_utf8(first)
-                .ok()
-                .and_then(backup::read_header)
-                .with_context(|| format!("the broker at {addr} did not answer with a backup"))?;
             let mut file = private_file(&partial)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            header
+            let fetched = request_backup(config, addr, &mut file)
+                .and_then(|()| Ok(file.sync_all()?))
+                .and_then(|()| check_backup(&partial));
+            match fetched {
+                Ok(header) => header,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(e);
+                }
+            }
         }
         Err(e) => return Err(e.into()),
     };
@@ -172,8 +173,12 @@ fn operator_addr(config: &BrokerConfig, given: Option<SocketAddr>) -> anyhow::Re
     Ok(addr)
 }
 
-/// `POST /backup` over plain HTTP/1.1; the body of a 200.
-fn request_backup(config: &BrokerConfig, addr: SocketAddr) -> anyhow::Result<Vec<u8>> {
+/// `POST /backup` over plain HTTP/1.1, its body streamed into `file`.
+fn request_backup(
+    config: &BrokerConfig,
+    addr: SocketAddr,
+    file: &mut std::fs::File,
+) -> anyhow::Result<()> {
     let key_path = config.operator_key_path();
     check_private(&key_path)?;
     let key = load_or_create_operator_key(&key_path)?;
@@ -188,45 +193,68 @@ fn request_backup(config: &BrokerConfig, addr: SocketAddr) -> anyhow::Result<Vec
         token.expose()
     ));
     stream.write_all(request.as_bytes())?;
-    let mut response = Vec::new();
-    BufReader::new(stream)
-        .read_to_end(&mut response)
-        .with_context(|| format!("reading the backup from {addr}"))?;
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .with_context(|| format!("{addr} answered something other than HTTP"))?;
-    let head = String::from_utf8_lossy(&response[..split]).into_owned();
-    let body = response.split_off(split + 4);
-    let status = head.split_whitespace().nth(1).unwrap_or_default();
+    let mut response = BufReader::new(stream);
+    let mut status_line = String::new();
+    response.read_line(&mut status_line)?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    let mut chunked = false;
+    loop {
+        let mut line = String::new();
+        if response.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
+    }
+    let cut = || anyhow::anyhow!("the backup from {addr} was cut short");
     if status != "200" {
-        bail!(
-            "the broker refused the backup ({status}): {}",
-            String::from_utf8_lossy(&body).trim()
-        );
+        let mut body = String::new();
+        let _ = response.take(4096).read_to_string(&mut body);
+        bail!("the broker refused the backup ({status}): {}", body.trim());
     }
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return dechunk(&body).context("the backup's chunked body is cut short");
+    if !chunked {
+        std::io::copy(&mut response, file)?;
+        return Ok(());
     }
-    Ok(body)
+    loop {
+        let mut size = String::new();
+        response.read_line(&mut size)?;
+        let size = size.split(';').next().unwrap_or_default().trim();
+        let size = u64::from_str_radix(size, 16).map_err(|_| cut())?;
+        if size == 0 {
+            return Ok(());
+        }
+        let copied = std::io::copy(&mut (&mut response).take(size), file)?;
+        let mut crlf = [0u8; 2];
+        if copied != size || response.read_exact(&mut crlf).is_err() || &crlf != b"\r\n" {
+            return Err(cut());
+        }
+    }
 }
 
-fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(body.len());
-    loop {
-        let line_end = body.windows(2).position(|w| w == b"\r\n")?;
-        let size = std::str::from_utf8(&body[..line_end]).ok()?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(body.get(..size)?);
-        body = body.get(size + 2..)?;
+/// The header of a backup file, and whether its body holds the records it
+/// announces (a backup streamed by a broker can only fail by stopping).
+fn check_backup(path: &Path) -> anyhow::Result<backup::Header> {
+    let file = std::fs::File::open(path)?;
+    let mut lines = BufReader::new(file).lines();
+    let first = lines.next().transpose()?.unwrap_or_default();
+    let header = backup::read_header(&first).context("the broker did not answer with a backup")?;
+    let mut records = 0u64;
+    for line in lines {
+        line?;
+        records += 1;
     }
+    if records != header.tenants + header.outcomes {
+        bail!(
+            "the backup holds {records} records, its header announces {}: it was cut short",
+            header.tenants + header.outcomes
+        );
+    }
+    Ok(header)
 }
 
 /// `relay-broker restore`: the backup at `from` becomes the store, the
