@@ -212,6 +212,14 @@ async fn an_online_backup_under_load_restores_on_a_new_node() {
     for i in 0..4 {
         base.push(broker.create_tenant(&format!("base-{i}")).await);
     }
+    // Enough records that the backup streams in several chunks (64 KiB).
+    let admin = broker.admin().await;
+    for i in 0..150 {
+        admin
+            .create_tenant(&format!("bulk-{i}"), None, false)
+            .await
+            .expect("create");
+    }
     // Load: tenants created and keys rotated until told to stop; every
     // key ever issued is kept, by tenant.
     let stop = Arc::new(AtomicBool::new(false));
@@ -269,6 +277,7 @@ async fn an_online_backup_under_load_restores_on_a_new_node() {
     let issued = load.await.unwrap();
     assert!(issued.len() >= 4, "the load ran during the backup");
     assert_eq!(mode(&backup), 0o600);
+    assert!(std::fs::metadata(&backup).unwrap().len() > 2 * 64 * 1024);
     let bytes = std::fs::read(&backup).unwrap();
     for tenant in &base {
         for (what, secret) in tenant_forms(tenant) {
