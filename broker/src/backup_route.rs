@@ -7,9 +7,8 @@
 //! ...`), as the status page does. What it returns holds the tenant
 //! records sealed, never their keys in the clear.
 
-use std::sync::Arc;
-
 use std::io::Write;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
