@@ -157,7 +157,7 @@ mod tests {
 
     async fn setup() -> (tempfile::TempDir, Arc<Tenants>, Authorizer, Key) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), crate::sealing::test_key()).unwrap();
         let tenants = Arc::new(Tenants::load(store).unwrap());
         tenants.create("a", None, true).await.unwrap();
         tenants.create("b", None, true).await.unwrap();

@@ -54,6 +54,15 @@ pub struct BrokerConfig {
     pub operator_listen: SocketAddr,
     /// Directory of the store (`broker.redb`) and the operator key (`operator.key`).
     pub data_dir: PathBuf,
+    /// Single node: the storage key (32 random bytes, base64) that seals the
+    /// tenant records in `broker.redb`. A relative path is read under
+    /// `$CREDENTIALS_DIRECTORY` when that is set (systemd `LoadCredential=`).
+    /// Unset, the broker uses `storage.key` in the data directory, created
+    /// at first start: it works, but a copy of the data directory then
+    /// holds the key beside what it seals. Cluster mode uses
+    /// `[cluster] storage_key_file`.
+    #[serde(default)]
+    pub storage_key_file: Option<PathBuf>,
     /// PEM certificate chain the broker presents.
     pub tls_cert: PathBuf,
     /// PEM private key of that certificate.
@@ -539,6 +548,14 @@ impl BrokerConfig {
             );
         }
         if let Some(cluster) = &self.cluster {
+            // Two settings for one key would let the nodes of a cluster
+            // read different files without a word: one place each mode.
+            if self.storage_key_file.is_some() {
+                return invalid(
+                    "storage_key_file",
+                    "is the single node's; a cluster node reads [cluster] storage_key_file",
+                );
+            }
             cluster.validate()?;
         }
         Ok(())
@@ -551,11 +568,64 @@ impl BrokerConfig {
     pub fn operator_key_path(&self) -> PathBuf {
         self.data_dir.join("operator.key")
     }
+
+    /// The single node's storage key file, and whether it was configured
+    /// (rather than the default in the data directory).
+    pub fn storage_key_path(&self) -> (PathBuf, bool) {
+        match &self.storage_key_file {
+            Some(path) => (
+                under_credentials(path, std::env::var_os("CREDENTIALS_DIRECTORY")),
+                true,
+            ),
+            None => (self.data_dir.join("storage.key"), false),
+        }
+    }
+}
+
+/// `path` as systemd hands credentials over: a relative path names a file
+/// of `$CREDENTIALS_DIRECTORY` when it is set.
+fn under_credentials(path: &Path, credentials: Option<std::ffi::OsString>) -> PathBuf {
+    match credentials {
+        Some(dir) if path.is_relative() && !dir.is_empty() => Path::new(&dir).join(path),
+        _ => path.to_owned(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_storage_key_defaults_to_the_data_dir_and_follows_credentials() {
+        let base = "data_dir = \"/d\"\ntls_cert = \"c\"\ntls_key = \"k\"\n";
+        let config = BrokerConfig::from_toml(base).unwrap();
+        assert_eq!(
+            config.storage_key_path(),
+            (PathBuf::from("/d/storage.key"), false)
+        );
+        let config =
+            BrokerConfig::from_toml(&format!("{base}storage_key_file = \"s.key\"\n")).unwrap();
+        assert!(config.storage_key_path().1);
+        let cluster = format!(
+            "{base}storage_key_file = \"s.key\"\n[cluster]\nnode_name = \"a\"\n\
+             nats_urls = [\"nats://127.0.0.1:4222\"]\nstorage_key_file = \"s.key\"\n"
+        );
+        let err = BrokerConfig::from_toml(&cluster).unwrap_err().to_string();
+        assert!(err.contains("[cluster] storage_key_file"), "{err}");
+        let creds = Some(std::ffi::OsString::from("/run/credentials/relay"));
+        assert_eq!(
+            under_credentials(Path::new("s.key"), creds.clone()),
+            PathBuf::from("/run/credentials/relay/s.key")
+        );
+        assert_eq!(
+            under_credentials(Path::new("/etc/s.key"), creds),
+            PathBuf::from("/etc/s.key")
+        );
+        assert_eq!(
+            under_credentials(Path::new("s.key"), None),
+            PathBuf::from("s.key")
+        );
+    }
 
     #[test]
     fn minimal_config_gets_documented_defaults() {

@@ -32,6 +32,10 @@
 //!   known to be current; requests are refused while it is not.
 //! - [`operator`], [`metrics`]: /healthz, /readyz, /metrics, served with
 //!   request deadlines and connection caps (the `http-serve` crate).
+//! - [`backup_route`]: `POST /backup` on the operator port, a consistent
+//!   backup of the single node's store while it runs.
+//! - [`store_commands`]: the `backup`, `restore` and `storage-key rotate`
+//!   commands of `relay-broker`.
 //! - [`status_page`] over [`recent`]: the operator's HTML status page
 //!   (nodes, tenants, agents, the last 15 minutes' requests).
 //! - [`error`]: the one error type and its conversion to gRPC statuses.
@@ -42,6 +46,8 @@
 //! - [`state`]: what every service of one node shares.
 //! - [`reload`]: SIGHUP (the config file and TLS certificate swapped in
 //!   live) and `check-config`.
+//! - [`sealing`]: the storage key that seals tenant records at rest, in
+//!   redb on one node and in NATS in a cluster.
 //! - [`config`], [`tls`], [`telemetry`], [`time`]: the edges.
 //!
 //! Envelopes are opaque bytes here: the broker never holds a key that can
@@ -52,6 +58,7 @@ pub mod agent_keys;
 pub mod agent_text;
 pub mod answer;
 pub mod auth;
+pub mod backup_route;
 pub mod cluster;
 pub mod config;
 pub mod deadline;
@@ -68,11 +75,13 @@ pub mod recent;
 pub mod relay_service;
 pub mod reload;
 pub mod routing;
+pub mod sealing;
 pub mod server;
 pub mod sessions;
 pub mod state;
 pub mod status_page;
 pub mod store;
+pub mod store_commands;
 pub mod telemetry;
 pub mod tenants;
 pub mod time;

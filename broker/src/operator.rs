@@ -4,7 +4,8 @@
 //! node's copy of the tenants is confirmed current, see [`crate::lease`])
 //! and `/metrics` (Prometheus text), all without
 //! credentials; and the operator's status page (see [`crate::status_page`]),
-//! which needs the operator token.
+//! which needs the operator token, as does `POST /backup`
+//! ([`crate::backup_route`]).
 //!
 //! Served by [`http_serve`] with the operator port's deadlines and
 //! connection caps (`limits.operator_*`): a client that opens connections
@@ -59,6 +60,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::status_page::routes())
+        .merge(crate::backup_route::routes())
         .with_state(state)
 }
 

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use tokio::signal::unix::Signal;
 use tracing::{error, info, warn};
 
-use crate::cluster::storage_key::{StorageKey, StorageKeyError};
 use crate::config::BrokerConfig;
 use crate::metrics::ResultLabel;
+use crate::sealing::{StorageKey, StorageKeyError};
 use crate::state::State;
 use crate::tls::{self, TlsError};
 
@@ -223,10 +223,17 @@ fn differences(old: &BrokerConfig, new: &BrokerConfig) -> Vec<&'static str> {
 }
 
 /// `check-config`: the files a validated configuration names, read and
-/// checked: the certificate and key (PEM, usable, matching), and in cluster
-/// mode the storage key and the NATS credential and CA files.
+/// checked: the certificate and key (PEM, usable, matching), the storage
+/// key (on one node only when configured: otherwise the broker makes one in
+/// its data directory at first start), and in cluster mode the NATS
+/// credential and CA files.
 pub fn check(config: &BrokerConfig) -> Result<(), ReloadError> {
     tls::load_identity_checked(&config.tls_cert, &config.tls_key)?;
+    if config.cluster.is_none()
+        && let (path, true) = config.storage_key_path()
+    {
+        StorageKey::load(&path)?;
+    }
     if let Some(cluster) = &config.cluster {
         StorageKey::load(&cluster.storage_key_file)?;
         let files = [

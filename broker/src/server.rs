@@ -20,7 +20,6 @@ use tracing::{info, warn};
 use crate::admin_service::AdminService;
 use crate::auth::Authorizer;
 use crate::cluster::forward::ClusterRouter;
-use crate::cluster::storage_key::StorageKey;
 use crate::cluster::{Cluster, ClusterError, kv};
 use crate::config::{BrokerConfig, ClusterConfig};
 use crate::gateway::Gateway;
@@ -29,8 +28,10 @@ use crate::listener;
 use crate::metrics::Metrics;
 use crate::outcomes::Outcomes;
 use crate::relay_service::RelayService;
+use crate::sealing::{StorageKey, StorageKeyError};
 use crate::sessions::Registry;
 use crate::state::{Readiness, State};
+use crate::store::files::{self, ExposedFile};
 use crate::store::{Store, StoreError};
 use crate::tenants::Tenants;
 use crate::tls::{self, TlsError};
@@ -68,6 +69,10 @@ pub enum BrokerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Exposed(#[from] ExposedFile),
+    #[error(transparent)]
+    StorageKey(#[from] StorageKeyError),
     #[error("the operator key file {path} is unreadable or not a key")]
     OperatorKey { path: PathBuf },
     #[error("cannot listen on {addr}")]
@@ -91,14 +96,37 @@ struct Backing {
     outcomes: Arc<Outcomes>,
     operator_key: Key,
     cluster: Option<Arc<Cluster>>,
+    /// One node: the store, for backups on the operator port.
+    store: Option<Store>,
+}
+
+/// The single node's storage key: the configured file, or `storage.key`
+/// in the data directory, created at first start (see `storage_key_file`
+/// in config.rs for why a real deployment keeps it elsewhere).
+pub fn load_or_create_storage_key(config: &BrokerConfig) -> Result<StorageKey, BrokerError> {
+    let (path, configured) = config.storage_key_path();
+    files::check_private(&path)?;
+    if configured || path.exists() {
+        return Ok(StorageKey::load(&path)?);
+    }
+    let key = StorageKey::create(&path)?;
+    info!(path = %path.display(), key_id = %key.id(),
+        "created the storage key in the data directory; keep a copy apart from backups of it");
+    Ok(key)
 }
 
 async fn open_local(config: &BrokerConfig) -> Result<Backing, BrokerError> {
     let store_path = config.store_path();
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+    // Refused before the store opens: it may have held every tenant's
+    // keys in the clear (schema 2 and older).
+    files::check_private(&store_path)?;
+    let storage_key = Arc::new(load_or_create_storage_key(config)?);
+    info!(key_id = %storage_key.id(), "tenant records are sealed under the storage key");
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path, storage_key))
         .await
         .map_err(|_| BrokerError::Panicked)??;
     Ok(Backing {
+        store: Some(store.clone()),
         outcomes: Arc::new(Outcomes::new(
             store.clone(),
             config.outcome_retention,
@@ -144,6 +172,7 @@ async fn open_cluster(
         ),
         operator_key,
         cluster: Some(Arc::new(cluster)),
+        store: None,
     })
 }
 
@@ -206,16 +235,19 @@ pub async fn start(
     config: BrokerConfig,
     shutdown: CancellationToken,
 ) -> Result<Broker, BrokerError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::DataDir {
+    files::create_private_dir(&config.data_dir).map_err(|source| BrokerError::DataDir {
         path: config.data_dir.clone(),
         source,
     })?;
+    files::warn_if_open_dir(&config.data_dir);
+    files::check_private(&config.operator_key_path())?;
     let cluster_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let Backing {
         tenants,
         outcomes,
         operator_key,
         cluster,
+        store,
     } = match &config.cluster {
         None => open_local(&config).await?,
         Some(c) => open_cluster(&config, c, Arc::clone(&cluster_down), &shutdown).await?,
@@ -289,6 +321,7 @@ pub async fn start(
         cluster,
         live: std::sync::RwLock::new(Arc::new(config.clone())),
         certificate,
+        local_store: store,
         config,
     });
     state.readiness.store_open.store(true, Ordering::Release);

@@ -50,6 +50,8 @@ pub struct State {
     pub started_unix_ms: i64,
     /// Cluster mode: the link to the other nodes.
     pub cluster: Option<Arc<Cluster>>,
+    /// One node: its store, for `POST /backup` (`crate::backup_route`).
+    pub local_store: Option<crate::store::Store>,
 }
 
 impl State {

@@ -471,7 +471,7 @@ mod tests {
     #[tokio::test]
     async fn local_tenants_keep_working_as_before() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("b.redb")).unwrap();
+        let store = Store::open(&dir.path().join("b.redb"), crate::sealing::test_key()).unwrap();
         let tenants = Tenants::load(store.clone()).unwrap();
         let mut changes = tenants.changes();
         tenants.create("a", None, true).await.unwrap();
@@ -506,7 +506,7 @@ mod tests {
     #[tokio::test]
     async fn a_tenant_deleted_and_created_again_is_back_on_one_node() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("b.redb")).unwrap();
+        let store = Store::open(&dir.path().join("b.redb"), crate::sealing::test_key()).unwrap();
         Tenants::load(store.clone())
             .unwrap()
             .create("loaded", None, true)

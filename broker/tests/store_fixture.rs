@@ -2,7 +2,8 @@
 //! `tests/fixtures/store-v1`: whatever later changes the store (new records,
 //! other backends), a broker must still open this file and read back every
 //! piece of it, or migrate it forward (the tests at the end follow the step
-//! to version 2, see `broker/src/store/migrations/v2.rs`). The fixture is
+//! to version 2, see `broker/src/store/migrations/v2.rs`, and to version 3,
+//! which seals the tenant records, `migrations/v3.rs`). The fixture is
 //! written by
 //! `write_fixture` below with the broker's own code (see the fixture's
 //! README); the tests open a copy, never the committed file.
@@ -17,9 +18,11 @@ use base64::engine::general_purpose::STANDARD;
 use broker::auth::Authorizer;
 use broker::config::Limits;
 use broker::outcomes::{Admission, OutcomeRecord, Outcomes, Settled, StoredAnswer};
+use broker::sealing::StorageKey;
 use broker::server::load_or_create_operator_key;
 use broker::store::{
     AgentKeyRecord, KeySlots, SCHEMA_VERSION, Store, StoreError, TenantKeys, TenantRecord, codec,
+    sealed,
 };
 use broker::tenants::Tenants;
 use redb::{Database, ReadableTable, TableDefinition, TableHandle};
@@ -59,6 +62,15 @@ fn keys(base: u8) -> TenantKeys {
         send: pair(1),
         manage: pair(2),
     }
+}
+
+/// The storage key the tests open the store with: 32 bytes of 0x5a.
+fn storage_key() -> Arc<StorageKey> {
+    Arc::new(StorageKey::from_base64(&STANDARD.encode([0x5a; 32])).unwrap())
+}
+
+fn open(path: &Path) -> Result<Store, StoreError> {
+    Store::open(path, storage_key())
 }
 
 fn operator_key() -> Key {
@@ -172,7 +184,7 @@ async fn write_fixture() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("broker.redb");
     {
-        let store = Store::open(&path).unwrap();
+        let store = open(&path).unwrap();
         for record in fixture_tenants() {
             store.put_tenant(&record).unwrap();
         }
@@ -250,19 +262,19 @@ fn the_fixture_is_at_version_1_and_opens_at_the_current_version() {
     let dir = copy_of_fixture();
     let path = dir.path().join("broker.redb");
     assert_eq!(schema_version(&path), Some(1));
-    drop(Store::open(&path).unwrap());
+    drop(open(&path).unwrap());
     assert_eq!(schema_version(&path), Some(SCHEMA_VERSION));
     // A second start finds nothing to do and changes nothing it reads.
-    drop(Store::open(&path).unwrap());
+    drop(open(&path).unwrap());
     assert_eq!(schema_version(&path), Some(SCHEMA_VERSION));
-    let store = Store::open(&path).unwrap();
+    let store = open(&path).unwrap();
     assert_eq!(store.load_tenants().unwrap().len(), 2);
 }
 
 #[test]
 fn every_tenant_reads_back_exactly() {
     let dir = copy_of_fixture();
-    let store = Store::open(&dir.path().join("broker.redb")).unwrap();
+    let store = open(&dir.path().join("broker.redb")).unwrap();
     let mut found = store.load_tenants().unwrap();
     found.sort_by(|a, b| a.name.cmp(&b.name));
     let want = fixture_tenants();
@@ -289,7 +301,7 @@ fn every_tenant_reads_back_exactly() {
 #[test]
 fn the_keys_authorize_tokens_as_before() {
     let dir = copy_of_fixture();
-    let store = Store::open(&dir.path().join("broker.redb")).unwrap();
+    let store = open(&dir.path().join("broker.redb")).unwrap();
     let tenants = Arc::new(Tenants::load(store).unwrap());
     let operator = load_or_create_operator_key(&dir.path().join("operator.key")).unwrap();
     assert_eq!(operator, operator_key());
@@ -333,7 +345,7 @@ fn the_keys_authorize_tokens_as_before() {
 #[tokio::test]
 async fn every_outcome_reads_back_exactly() {
     let dir = copy_of_fixture();
-    let store = Store::open(&dir.path().join("broker.redb")).unwrap();
+    let store = open(&dir.path().join("broker.redb")).unwrap();
     let outcomes = Outcomes::new(store, RETENTION, &Limits::default()).unwrap();
     let after = WRITTEN_UNIX_MS + RETENTION.as_millis() as i64;
     for (tenant, request_id, want) in fixture_outcomes() {
@@ -412,7 +424,7 @@ fn a_store_of_a_newer_broker_is_refused_untouched() {
             .unwrap();
         tx.commit().unwrap();
     }
-    let err = Store::open(&path).err().expect("a newer store is refused");
+    let err = open(&path).err().expect("a newer store is refused");
     assert!(
         matches!(err, StoreError::SchemaTooNew { found, supported }
             if found == newer && supported == SCHEMA_VERSION),
@@ -433,6 +445,13 @@ fn contents(path: &Path) -> Vec<(&'static str, String, Vec<u8>)> {
         for entry in tx.open_table(table).unwrap().iter().unwrap() {
             let (k, v) = entry.unwrap();
             out.push((name, k.value().to_owned(), v.value().to_vec()));
+        }
+    }
+    // Tenant records sealed since version 3: compared by what they hold.
+    for (table, key, value) in &mut out {
+        if *table == "tenants" && sealed::is_sealed(value) {
+            let context = sealed::context(key);
+            *value = storage_key().unseal(&context, value).unwrap().to_vec();
         }
     }
     for (name, table) in [("meta", META), ("outcome_counts", OUTCOME_COUNTS)] {
@@ -474,8 +493,8 @@ fn the_migration_to_version_2_names_every_tenant_format_and_keeps_the_rest() {
     for (name, bytes) in tenants(&before) {
         assert_eq!(codec::tenant_format(&bytes).unwrap(), 1, "{name}");
     }
-    drop(Store::open(&path).unwrap());
-    assert_eq!(schema_version(&path), Some(2));
+    drop(open(&path).unwrap());
+    assert_eq!(schema_version(&path), Some(SCHEMA_VERSION));
     let after = contents(&path);
     let (old, new) = (tenants(&before), tenants(&after));
     assert_eq!(old.len(), 2);
@@ -500,47 +519,137 @@ fn the_migration_to_version_2_names_every_tenant_format_and_keeps_the_rest() {
 async fn a_restart_after_the_migration_changes_nothing() {
     let dir = copy_of_fixture();
     let path = dir.path().join("broker.redb");
-    drop(Store::open(&path).unwrap());
+    drop(open(&path).unwrap());
     let migrated = contents(&path);
     for _ in 0..2 {
-        let store = Store::open(&path).unwrap();
+        let store = open(&path).unwrap();
         let tenants = Tenants::load(store.clone()).unwrap();
         assert_eq!(tenants.len(), 2);
         let outcomes = Outcomes::new(store, RETENTION, &Limits::default()).unwrap();
         let found = outcomes.get("contoso", "req-envelope").await.unwrap();
         assert!(found.is_some());
         drop((tenants, outcomes));
-        assert_eq!(schema_version(&path), Some(2));
+        assert_eq!(schema_version(&path), Some(SCHEMA_VERSION));
         assert_eq!(contents(&path), migrated);
     }
 }
 
 #[test]
-fn a_version_3_store_is_refused_and_left_byte_for_byte() {
+fn a_store_of_the_next_version_is_refused_and_left_byte_for_byte() {
     let dir = copy_of_fixture();
     let path = dir.path().join("broker.redb");
+    let next = SCHEMA_VERSION + 1;
     {
         let db = Database::open(&path).unwrap();
         let tx = db.begin_write().unwrap();
         tx.open_table(META)
             .unwrap()
-            .insert("schema_version", 3)
+            .insert("schema_version", next)
             .unwrap();
         tx.commit().unwrap();
     }
     let bytes = std::fs::read(&path).unwrap();
-    let err = Store::open(&path)
-        .err()
-        .expect("a version 3 store is refused");
+    let err = open(&path).err().expect("a newer store is refused");
     assert!(
         matches!(
             err,
-            StoreError::SchemaTooNew {
-                found: 3,
-                supported: 2
-            }
+            StoreError::SchemaTooNew { found, supported }
+                if found == next && supported == SCHEMA_VERSION
         ),
         "{err}"
     );
     assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file was changed");
+}
+
+/// A version 2 store, as the broker before sealing left it: the v1
+/// fixture with each tenant record rewritten in format 2 and the version
+/// set to 2, which is what the step to version 2 does.
+fn version_2_store() -> tempfile::TempDir {
+    const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
+    let dir = copy_of_fixture();
+    let db = Database::open(dir.path().join("broker.redb")).unwrap();
+    let tx = db.begin_write().unwrap();
+    {
+        let mut tenants = tx.open_table(TENANTS).unwrap();
+        for record in fixture_tenants() {
+            let bytes = codec::encode_tenant(&record).unwrap();
+            tenants
+                .insert(record.name.as_str(), bytes.as_slice())
+                .unwrap();
+        }
+        tx.open_table(META)
+            .unwrap()
+            .insert("schema_version", 2)
+            .unwrap();
+    }
+    tx.commit().unwrap();
+    dir
+}
+
+/// Every key of the fixture's tenants as the texts and bytes a reader of
+/// the file could find.
+fn secret_forms() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for record in fixture_tenants() {
+        for right in [Right::Listen, Right::Send, Right::Manage] {
+            let pair = record.keys.pair(right).unwrap();
+            for key in [&pair.primary, &pair.secondary] {
+                let text = key.to_base64();
+                let raw = STANDARD.decode(text.as_str()).unwrap();
+                let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+                let name = format!("{}/{right}", record.name);
+                out.push((format!("{name} base64"), text.as_bytes().to_vec()));
+                out.push((format!("{name} hex"), hex.into_bytes()));
+                out.push((format!("{name} raw"), raw));
+            }
+        }
+    }
+    out
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Step 2 -> 3 seals every tenant record: the keys are in the file before
+/// and nowhere in it after (the broker compacts it after the step), and
+/// every record reads back the same.
+#[test]
+fn the_migration_to_version_3_seals_every_tenant_record() {
+    let dir = version_2_store();
+    let path = dir.path().join("broker.redb");
+    assert_eq!(schema_version(&path), Some(2));
+    let before = std::fs::read(&path).unwrap();
+    let secrets = secret_forms();
+    assert!(
+        secrets.iter().any(|(_, s)| find(&before, s)),
+        "the version 2 store holds the keys in the clear"
+    );
+    drop(open(&path).unwrap());
+    assert_eq!(schema_version(&path), Some(3));
+    let raw = contents(&path);
+    let after = std::fs::read(&path).unwrap();
+    for (what, secret) in &secrets {
+        assert!(!find(&after, secret), "{what} is in the migrated file");
+    }
+    // Sealed under the configured key: another one is named, not guessed.
+    let other = Arc::new(StorageKey::generate().unwrap());
+    let err = Store::open(&path, Arc::clone(&other))
+        .unwrap()
+        .load_tenants()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&storage_key().id().to_string()), "{err}");
+    assert!(err.contains(&other.id().to_string()), "{err}");
+    // Read back the same, and a second start changes nothing.
+    let store = open(&path).unwrap();
+    let mut found = store.load_tenants().unwrap();
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    for (got, want) in found.iter().zip(fixture_tenants()) {
+        assert_eq!(got.name, want.name);
+        assert_eq!(got.agent_keys, want.agent_keys);
+        assert_eq!(got.keys.manage.secondary, want.keys.manage.secondary);
+    }
+    drop(store);
+    assert_eq!(contents(&path), raw);
 }

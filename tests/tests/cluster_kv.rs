@@ -287,7 +287,7 @@ async fn records_a_node_cannot_read_are_skipped_not_fatal() {
         matches!(
             kv,
             KvError::Unreadable {
-                source: RecordError::Sealed(UnsealError::WrongKey),
+                source: RecordError::Sealed(UnsealError::WrongKey { .. }),
                 ..
             }
         ),
@@ -362,7 +362,7 @@ async fn the_operator_key_converges_and_outcomes_cross_nodes() {
         matches!(
             err,
             KvError::Unreadable {
-                source: RecordError::Sealed(UnsealError::WrongKey),
+                source: RecordError::Sealed(UnsealError::WrongKey { .. }),
                 ..
             }
         ),

@@ -45,6 +45,75 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    #[command(flatten)]
+    Store(StoreCommand),
+}
+
+/// The single node's store commands (broker::store_commands).
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Writes a backup of the store (tenant records sealed, mode 0600). Works
+    /// while the broker runs, through its operator port, or while stopped.
+    Backup {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// The running broker's operator address, if the config's is not it.
+        #[arg(long)]
+        operator: Option<SocketAddr>,
+    },
+    /// Restores a backup as the store; the broker stopped. The storage key
+    /// that sealed the backup must be configured.
+    Restore {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace a store that holds records.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The storage key that seals the store.
+    #[command(subcommand)]
+    StorageKey(StorageKeyCommand),
+}
+
+#[derive(Subcommand)]
+enum StorageKeyCommand {
+    /// Re-seals every tenant record under a new key; the broker stopped.
+    Rotate {
+        #[arg(long)]
+        config: PathBuf,
+        /// The new key file (`openssl rand -base64 32`, mode 0600).
+        #[arg(long)]
+        new_key: PathBuf,
+    },
+}
+
+impl StoreCommand {
+    fn run(self) -> anyhow::Result<String> {
+        use broker::store_commands as run;
+        let load = |path: &PathBuf| {
+            BrokerConfig::from_file(path)
+                .with_context(|| format!("invalid config file {}", path.display()))
+        };
+        match self {
+            StoreCommand::Backup {
+                config,
+                out,
+                operator,
+            } => run::backup(&load(&config)?, &out, operator),
+            StoreCommand::Restore {
+                config,
+                from,
+                force,
+            } => run::restore(&load(&config)?, &from, force),
+            StoreCommand::StorageKey(StorageKeyCommand::Rotate { config, new_key }) => {
+                run::rotate(&load(&config)?, &new_key)
+            }
+        }
+    }
 }
 
 /// Every flag overrides the same setting of the config file.
@@ -125,6 +194,10 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::CheckConfig { config }) => check_config(config),
+        Some(Command::Store(command)) => {
+            println!("{}", command.run()?);
+            return Ok(());
+        }
         None => {}
     }
     let serve = cli.serve;

@@ -26,8 +26,11 @@ pub mod kv;
 pub mod nodes;
 pub mod presence;
 pub mod serve;
-pub mod storage_key;
 pub mod wire;
+
+/// The storage key lives in [`crate::sealing`], shared with the single
+/// node; this name stays for the cluster's code.
+pub use crate::sealing as storage_key;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

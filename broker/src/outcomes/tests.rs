@@ -7,7 +7,7 @@ use crate::store::{OUTCOMES, Store};
 
 fn outcomes(retention: Duration) -> (tempfile::TempDir, Outcomes) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("b.redb")).unwrap();
+    let store = Store::open(&dir.path().join("b.redb"), crate::sealing::test_key()).unwrap();
     (
         dir,
         Outcomes::new(store, retention, &Limits::default()).unwrap(),
@@ -219,7 +219,7 @@ fn awaited(expiry: i64) -> OutcomeRecord {
 fn a_full_tenant_evicts_the_record_that_expires_first() {
     use redb::ReadableTableMetadata;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("b.redb")).unwrap();
+    let store = Store::open(&dir.path().join("b.redb"), crate::sealing::test_key()).unwrap();
     let tx = store.db().begin_write().unwrap();
     {
         let mut table = tx.open_table(OUTCOMES).unwrap();
@@ -251,7 +251,7 @@ fn a_full_tenant_evicts_the_record_that_expires_first() {
 async fn the_index_follows_every_change_and_is_built_for_an_old_store() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.redb");
-    let store = Store::open(&path).unwrap();
+    let store = Store::open(&path, crate::sealing::test_key()).unwrap();
     // Records as an older broker wrote them: no index.
     {
         let tx = store.db().begin_write().unwrap();
@@ -340,7 +340,7 @@ async fn the_index_follows_every_change_and_is_built_for_an_old_store() {
 #[tokio::test]
 async fn a_tenants_bytes_are_bounded_and_late_answers_checked_without_the_store() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("b.redb")).unwrap();
+    let store = Store::open(&dir.path().join("b.redb"), crate::sealing::test_key()).unwrap();
     let limits = Limits {
         max_outcome_bytes_per_tenant: 10_000,
         ..Limits::default()

@@ -12,7 +12,7 @@ const NOW: u64 = 1_700_000_000;
 
 async fn authorizer() -> (tempfile::TempDir, Arc<Tenants>, Authorizer, Key) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("s.redb")).unwrap();
+    let store = Store::open(&dir.path().join("s.redb"), crate::sealing::test_key()).unwrap();
     let tenants = Arc::new(Tenants::load(store).unwrap());
     tenants.create("contoso", None, true).await.unwrap();
     let op = Key::generate().unwrap();

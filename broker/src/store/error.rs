@@ -48,6 +48,20 @@ pub enum StoreError {
         #[source]
         source: Box<StoreError>,
     },
+    /// The record does not open under the configured storage key; the
+    /// source says whether another key sealed it (and which) or it was
+    /// altered.
+    #[error("tenant record {tenant:?} in the store does not open: {source}")]
+    Unseal {
+        tenant: String,
+        source: crate::sealing::UnsealError,
+    },
+    #[error("cannot seal tenant record {tenant:?}")]
+    Seal {
+        tenant: String,
+        #[source]
+        source: crate::sealing::StorageKeyError,
+    },
     #[error("the store task was cancelled")]
     Cancelled,
     /// The outcome store's readers have this many reads queued already.

@@ -15,24 +15,32 @@ use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use tracing::info;
 
 use super::{StoreError, io};
+use crate::sealing::StorageKey;
 
 mod v2;
+mod v3;
 
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(super) const VERSION_KEY: &str = "schema_version";
 
 /// The schema this broker writes.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
+/// The first schema whose tenant records are sealed.
+pub(super) const SEALED_SINCE: u64 = 3;
 
 /// Brings a store from version `from` to `from + 1`. It runs inside the
-/// transaction that records the new version, so it must not commit.
-pub(super) type Step = fn(&WriteTransaction) -> Result<(), StoreError>;
+/// transaction that records the new version, so it must not commit. It
+/// is given the storage key the store is opened with.
+pub(super) type Step = fn(&WriteTransaction, &StorageKey) -> Result<(), StoreError>;
 
 /// One step per version below [`SCHEMA_VERSION`], in order. Version 1 is
 /// the first versioned schema. The outcome index of stores written before
 /// it existed is built at start by `outcomes::index::ensure_built`, which
 /// also rebuilds an index found missing, so it stays there rather than here.
-pub(super) const MIGRATIONS: &[(u64, Step)] = &[(1, v2::records_name_their_format)];
+pub(super) const MIGRATIONS: &[(u64, Step)] = &[
+    (1, v2::records_name_their_format),
+    (2, v3::tenant_records_are_sealed),
+];
 
 /// The store's recorded version; `None` for a store nothing was written to.
 pub(super) fn version(db: &Database) -> Result<Option<u64>, StoreError> {
@@ -50,7 +58,12 @@ pub(super) fn version(db: &Database) -> Result<Option<u64>, StoreError> {
 
 /// Runs the steps of `steps` from the store's version up to `target`, one
 /// write transaction each; a store at `target` is left untouched.
-pub(super) fn migrate(db: &Database, steps: &[(u64, Step)], target: u64) -> Result<(), StoreError> {
+pub(super) fn migrate(
+    db: &Database,
+    steps: &[(u64, Step)],
+    target: u64,
+    key: &StorageKey,
+) -> Result<(), StoreError> {
     let Some(mut current) = version(db)? else {
         return Ok(());
     };
@@ -71,7 +84,7 @@ pub(super) fn migrate(db: &Database, steps: &[(u64, Step)], target: u64) -> Resu
             source: Box::new(source),
         };
         let tx = db.begin_write().map_err(io("migrate")).map_err(failed)?;
-        step(&tx).map_err(failed)?;
+        step(&tx, key).map_err(failed)?;
         {
             let mut meta = tx.open_table(META).map_err(io("migrate")).map_err(failed)?;
             meta.insert(VERSION_KEY, current + 1)
@@ -90,6 +103,7 @@ pub(super) fn migrate(db: &Database, steps: &[(u64, Step)], target: u64) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sealing::test_key;
 
     const MARKS: TableDefinition<&str, u64> = TableDefinition::new("test_marks");
 
@@ -99,16 +113,16 @@ mod tests {
         Ok(())
     }
 
-    fn one_to_two(tx: &WriteTransaction) -> Result<(), StoreError> {
+    fn one_to_two(tx: &WriteTransaction, _: &StorageKey) -> Result<(), StoreError> {
         mark(tx, "two")
     }
 
-    fn two_to_three(tx: &WriteTransaction) -> Result<(), StoreError> {
+    fn two_to_three(tx: &WriteTransaction, _: &StorageKey) -> Result<(), StoreError> {
         mark(tx, "three")
     }
 
     /// Writes its mark, then fails: the mark must not survive.
-    fn broken(tx: &WriteTransaction) -> Result<(), StoreError> {
+    fn broken(tx: &WriteTransaction, _: &StorageKey) -> Result<(), StoreError> {
         mark(tx, "broken")?;
         Err(StoreError::Random)
     }
@@ -141,18 +155,18 @@ mod tests {
     #[test]
     fn steps_run_in_order_and_record_each_version() {
         let (_dir, db) = at_version(1);
-        migrate(&db, &[(2, two_to_three), (1, one_to_two)], 3).unwrap();
+        migrate(&db, &[(2, two_to_three), (1, one_to_two)], 3, &test_key()).unwrap();
         assert_eq!(version(&db).unwrap(), Some(3));
         assert_eq!(marks(&db), ["three", "two"]);
         // Again: nothing left to run.
-        migrate(&db, &[(2, broken), (1, broken)], 3).unwrap();
+        migrate(&db, &[(2, broken), (1, broken)], 3, &test_key()).unwrap();
         assert_eq!(marks(&db), ["three", "two"]);
     }
 
     #[test]
     fn a_failed_step_leaves_the_last_version_reached() {
         let (_dir, db) = at_version(1);
-        let err = migrate(&db, &[(1, one_to_two), (2, broken)], 3).unwrap_err();
+        let err = migrate(&db, &[(1, one_to_two), (2, broken)], 3, &test_key()).unwrap_err();
         assert!(
             matches!(err, StoreError::Migration { from: 2, .. }),
             "{err}"
@@ -160,14 +174,14 @@ mod tests {
         assert_eq!(version(&db).unwrap(), Some(2));
         assert_eq!(marks(&db), ["two"]);
         // The next start carries on from version 2.
-        migrate(&db, &[(2, two_to_three)], 3).unwrap();
+        migrate(&db, &[(2, two_to_three)], 3, &test_key()).unwrap();
         assert_eq!(version(&db).unwrap(), Some(3));
     }
 
     #[test]
     fn a_gap_in_the_steps_is_refused() {
         let (_dir, db) = at_version(1);
-        let err = migrate(&db, &[(2, two_to_three)], 3).unwrap_err();
+        let err = migrate(&db, &[(2, two_to_three)], 3, &test_key()).unwrap_err();
         assert!(matches!(err, StoreError::NoMigration { from: 1 }), "{err}");
         assert_eq!(version(&db).unwrap(), Some(1));
     }
@@ -175,7 +189,7 @@ mod tests {
     #[test]
     fn a_newer_store_is_refused_untouched() {
         let (_dir, db) = at_version(SCHEMA_VERSION + 1);
-        let err = migrate(&db, MIGRATIONS, SCHEMA_VERSION).unwrap_err();
+        let err = migrate(&db, MIGRATIONS, SCHEMA_VERSION, &test_key()).unwrap_err();
         assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
         assert_eq!(version(&db).unwrap(), Some(SCHEMA_VERSION + 1));
     }

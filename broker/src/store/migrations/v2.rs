@@ -13,8 +13,12 @@
 use redb::{ReadableTable, WriteTransaction};
 
 use super::super::{OUTCOMES, StoreError, TENANTS, codec, decode, io};
+use crate::sealing::StorageKey;
 
-pub(in crate::store) fn records_name_their_format(tx: &WriteTransaction) -> Result<(), StoreError> {
+pub(in crate::store) fn records_name_their_format(
+    tx: &WriteTransaction,
+    _: &StorageKey,
+) -> Result<(), StoreError> {
     let mut tenants = tx.open_table(TENANTS).map_err(io("migrate tenants"))?;
     let mut rewrites = Vec::new();
     for entry in tenants.iter().map_err(io("migrate tenants"))? {
@@ -130,7 +134,7 @@ mod tests {
         let before = contents(&db);
 
         let tx = db.begin_write().unwrap();
-        records_name_their_format(&tx).unwrap();
+        records_name_their_format(&tx, &crate::sealing::test_key()).unwrap();
         tx.commit().unwrap();
         let once = contents(&db);
         for (table, key, value) in &once {
@@ -160,7 +164,7 @@ mod tests {
 
         // Again, as after a crash before the version was recorded.
         let tx = db.begin_write().unwrap();
-        records_name_their_format(&tx).unwrap();
+        records_name_their_format(&tx, &crate::sealing::test_key()).unwrap();
         tx.commit().unwrap();
         assert_eq!(contents(&db), once);
     }

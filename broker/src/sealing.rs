@@ -1,14 +1,19 @@
-//! The cluster storage key: it seals what the broker keeps in NATS (tenant
-//! records hold the tenants' signing keys, the meta bucket the operator
-//! key), so that NATS, its disks and its backups never hold them in the
-//! clear. Every node loads the same key from `cluster.storage_key_file`.
+//! The storage key: it seals what the broker keeps at rest, so that no
+//! disk, bucket or backup holds a tenant's keys in the clear. One code path
+//! for both modes: a single node seals its tenant records before they reach
+//! redb (`store/sealed.rs`), a cluster seals them before they reach NATS
+//! (tenant records and the meta bucket's operator key). A single node reads
+//! the key from `storage_key_file` (created in the data directory when it
+//! is not set); every node of a cluster loads the same key from
+//! `cluster.storage_key_file`.
 //!
 //! A sealed value is `version (1) || key id (4) || nonce (12) ||
 //! AES-256-GCM ciphertext and tag`. The associated data is the header and
 //! a context naming where the value lives (`<bucket>/<key>`), so a record
 //! copied under another key or into another bucket no longer opens. The
-//! key id (an HMAC of a fixed label under the key) only tells "sealed with
-//! another storage key" apart from "altered": GCM alone cannot.
+//! key id (an HMAC of a fixed label under the key: it names the key and
+//! reveals nothing of it) tells "sealed with another storage key, and
+//! which" apart from "altered": GCM alone cannot.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -25,6 +30,7 @@ const VERSION: u8 = 1;
 const KEY_ID_LEN: usize = 4;
 const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN;
 const TAG_LEN: usize = 16;
+// The label is part of every key id already written: it keeps its name.
 const KEY_ID_LABEL: &[u8] = b"relay cluster storage key id v1";
 
 /// Loading the key or sealing with it failed. No message contains key
@@ -42,6 +48,12 @@ pub enum StorageKeyError {
          (`openssl rand -base64 32` writes one)"
     )]
     Format { path: PathBuf },
+    #[error("cannot write the storage key file {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the system random number generator failed")]
     Random,
     #[error("the value is too long for AES-GCM to seal")]
@@ -56,12 +68,40 @@ pub enum UnsealError {
     #[error("the sealed value has format version {0}; this broker reads version {VERSION}")]
     UnknownVersion(u8),
     #[error(
-        "the value was sealed with another storage key (is storage_key_file the same on every node?)"
+        "the value was sealed under storage key id {sealed}, the configured key is {configured} \
+         (is storage_key_file the key that sealed the store, and the same on every node?)"
     )]
-    WrongKey,
+    WrongKey { sealed: KeyId, configured: KeyId },
     #[error("the sealed value was altered, or moved from another key")]
     Tampered,
 }
+
+/// A storage key's id: a short hash that names the key in records,
+/// backups and errors. Printed as 8 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId(pub [u8; KEY_ID_LEN]);
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl KeyId {
+    /// The id of the key that sealed `sealed`, from its header; `None` if
+    /// the bytes are no sealed value this broker reads.
+    pub fn of_sealed(sealed: &[u8]) -> Option<KeyId> {
+        if sealed.len() < HEADER_LEN + TAG_LEN || sealed[0] != VERSION {
+            return None;
+        }
+        let mut id = [0u8; KEY_ID_LEN];
+        id.copy_from_slice(&sealed[1..1 + KEY_ID_LEN]);
+        Some(KeyId(id))
+    }
+}
+
+/// The leading byte of every sealed value (a JSON record starts with `{`).
+pub const SEALED_VERSION: u8 = VERSION;
 
 /// The AES-256 key. Its bytes are zeroized on drop and never printed.
 pub struct StorageKey {
@@ -109,6 +149,34 @@ impl StorageKey {
             .fill(bytes.as_mut())
             .map_err(|_| StorageKeyError::Random)?;
         Ok(StorageKey::from_bytes(bytes))
+    }
+
+    /// The key's id, for records and messages; never the key.
+    pub fn id(&self) -> KeyId {
+        KeyId(self.key_id)
+    }
+
+    /// Writes a fresh key to `path` (mode 0600, not over an existing file):
+    /// the single node's key when none is configured.
+    pub fn create(path: &Path) -> Result<StorageKey, StorageKeyError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let key = StorageKey::generate()?;
+        let failed = |source| StorageKeyError::Write {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(failed)?;
+        let mut text = key.to_base64();
+        text.push('\n');
+        file.write_all(text.as_bytes()).map_err(failed)?;
+        file.sync_all().map_err(failed)?;
+        Ok(key)
     }
 
     /// The key file's text (without the newline).
@@ -171,7 +239,12 @@ impl StorageKey {
             return Err(UnsealError::UnknownVersion(header[0]));
         }
         if header[1..1 + KEY_ID_LEN] != self.key_id {
-            return Err(UnsealError::WrongKey);
+            let mut sealed = [0u8; KEY_ID_LEN];
+            sealed.copy_from_slice(&header[1..1 + KEY_ID_LEN]);
+            return Err(UnsealError::WrongKey {
+                sealed: KeyId(sealed),
+                configured: self.id(),
+            });
         }
         let nonce = Nonce::try_assume_unique_for_key(&header[1 + KEY_ID_LEN..])
             .map_err(|_| UnsealError::Tampered)?;
@@ -207,6 +280,12 @@ fn warn_if_readable_by_others(path: &Path) {
             "the storage key file is readable by other users; chmod 600 it"
         );
     }
+}
+
+/// A fixed key for the crate's tests: 32 bytes of 7, never a real secret.
+#[cfg(test)]
+pub(crate) fn test_key() -> std::sync::Arc<StorageKey> {
+    std::sync::Arc::new(StorageKey::from_bytes(Zeroizing::new([7u8; KEY_LEN])))
 }
 
 #[cfg(test)]
@@ -248,7 +327,22 @@ mod tests {
             Err(UnsealError::Tampered)
         );
         let other = StorageKey::generate().unwrap();
-        assert_eq!(other.unseal(CONTEXT, &sealed), Err(UnsealError::WrongKey));
+        let err = other.unseal(CONTEXT, &sealed).unwrap_err();
+        assert_eq!(
+            err,
+            UnsealError::WrongKey {
+                sealed: key.id(),
+                configured: other.id()
+            }
+        );
+        let text = err.to_string();
+        assert!(text.contains(&format!("key id {}", key.id())), "{text}");
+        assert!(
+            text.contains(&format!("configured key is {}", other.id())),
+            "{text}"
+        );
+        assert_eq!(key.id().to_string().len(), 8);
+        assert_eq!(KeyId::of_sealed(&sealed), Some(key.id()));
         let mut future = sealed.clone();
         future[0] = 2;
         assert_eq!(
