@@ -537,6 +537,48 @@ fn an_unacknowledged_reply_is_kept_for_the_outcome_record() {
     assert!(s.is_done());
 }
 
+/// NATS's no-responders status on the acknowledgement subject is no
+/// receipt: a Reply that reached nobody (the forwarding node gave up, or is
+/// reconnecting) is kept at once, and an Accepted that reached nobody
+/// routes nothing.
+#[test]
+fn no_responders_on_the_acknowledgement_subject_is_no_acknowledgement() {
+    let t0 = Instant::now();
+    let mut s = serving(t0, Some(request(Operation::ResetPassword)), false);
+    s.acknowledged(t0);
+    assert!(matches!(s.poll_event(), Some(Served::Route { .. })));
+    let reply = pb::ForwardReply {
+        agent_id: "dc01".into(),
+        envelope: b"sealed".to_vec(),
+        ..Default::default()
+    };
+    s.finish(t0 + ms(100), forward_event::Event::Reply(reply.clone()));
+    s.forwarder_unreachable(t0 + ms(101));
+    assert_eq!(s.poll_event(), Some(Served::Undelivered(reply)));
+    assert!(s.is_done());
+
+    let mut s = serving(t0, Some(request(Operation::ResetPassword)), false);
+    published(&mut s);
+    s.forwarder_unreachable(t0 + ms(1));
+    assert_eq!(s.poll_event(), Some(Served::Unconfirmed));
+    assert_eq!(
+        failure_kind(&published(&mut s)),
+        Some(Kind::NoAgentOnline as i32)
+    );
+    s.acknowledged(t0 + ms(2));
+    assert_eq!(s.poll_event(), None, "nothing is routed after it");
+    assert!(s.is_done());
+
+    // While routing (a Progress reached nobody): nothing changes but an
+    // earlier heartbeat.
+    let mut s = serving(t0, Some(request(Operation::ResetPassword)), false);
+    s.acknowledged(t0);
+    assert!(matches!(s.poll_event(), Some(Served::Route { .. })));
+    s.forwarder_unreachable(t0 + ms(5));
+    assert_eq!(s.poll_event(), None);
+    assert!(!s.is_done());
+}
+
 fn announced(node: &str, tenant: &str, agents: &[&str], interval_ms: u32) -> pb::NodePresence {
     pb::NodePresence {
         node: node.into(),

@@ -58,8 +58,14 @@ pub const SUBJECT_PREFIX: &str = "relay";
 /// How often awaited conditions are polled.
 const POLL: Duration = Duration::from_millis(20);
 
-/// Lines of each log shown when a test fails.
-const TAIL_LINES: usize = 40;
+/// Lines of each log shown when a test fails, unless `RELAY_TEST_LOG_LINES`
+/// asks for more (to debug a rare failure).
+fn tail_lines() -> usize {
+    std::env::var("RELAY_TEST_LOG_LINES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(40)
+}
 
 static ONE_AT_A_TIME: Semaphore = Semaphore::const_new(1);
 
@@ -290,7 +296,8 @@ impl BrokerCluster {
             partitionable: false,
             config: Vec::new(),
             cluster_config: Vec::new(),
-            rust_log: "info".into(),
+            // RELAY_TEST_RUST_LOG: more detail from every node, to debug.
+            rust_log: std::env::var("RELAY_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
         }
     }
 
@@ -528,7 +535,7 @@ impl BrokerCluster {
                 "--- broker node {}{} ---\n{}\n",
                 self.name(i),
                 if self.running[i] { "" } else { " (killed)" },
-                tail(&node.logs(), TAIL_LINES)
+                tail(&node.logs(), tail_lines())
             ));
         }
         for k in 0..self.nats.len() {
@@ -540,7 +547,7 @@ impl BrokerCluster {
                 } else {
                     " (stopped)"
                 },
-                tail(&self.nats.logs(k), TAIL_LINES / 2)
+                tail(&self.nats.logs(k), tail_lines() / 2)
             ));
         }
         out

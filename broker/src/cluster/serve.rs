@@ -248,6 +248,14 @@ async fn await_ack(
             }
         };
         match tokio::time::timeout_at(by, next).await {
+            // NATS's status for a message published with this subject as
+            // its reply subject, when nobody listened where it went: not
+            // the forwarding node's word, and counting it as one lost
+            // every answer a forwarder had already given up on.
+            Ok(Some(m)) if m.status == Some(async_nats::StatusCode::NO_RESPONDERS) => {
+                machine.forwarder_unreachable(now());
+            }
+            Ok(Some(m)) if m.status.is_some() => {}
             Ok(Some(_)) => machine.acknowledged(now()),
             // Closed: the client is closing; as no acknowledgement.
             Ok(None) => *acks = None,

@@ -128,6 +128,26 @@ impl Serving {
         }
     }
 
+    /// NATS answered a message published with the acknowledgement subject
+    /// as its reply subject with its *no responders* status: nobody listens
+    /// on the forwarding node's inbox any more (it gave up on the request,
+    /// or lost its NATS server), so the message was dropped and no
+    /// acknowledgement will come. Not an acknowledgement: the wait for the
+    /// go-ahead or for the Reply's receipt ends now as if it had run out,
+    /// so a Reply the forwarding node never had is kept in the outcome
+    /// record. (A status left over from an earlier Progress can end the
+    /// Reply's wait early: the answer is then kept although the forwarding
+    /// node may also have it, which costs one write.)
+    pub fn forwarder_unreachable(&mut self, now: Instant) {
+        if let Some((by, _)) = &mut self.go_by {
+            *by = now;
+        }
+        if let Some((by, _)) = &mut self.ack_by {
+            *by = now;
+        }
+        self.handle_timeout(now);
+    }
+
     fn refuse(mut self, kind: ForwardFailureKind, message: String) -> Serving {
         self.send(failure(kind, message));
         self.done = true;
