@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 /// `relay-broker ready grpc=ADDR operator=ADDR`. SIGHUP reloads the
 /// configuration file and the TLS certificate; SIGTERM drains and stops.
 #[derive(Parser)]
-#[command(version, args_conflicts_with_subcommands = true)]
+#[command(name = "relay-broker", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -18,7 +18,7 @@ use tracing_subscriber::EnvFilter;
 /// SIGHUP reloads the configuration (the title and request_timeout change
 /// live); SIGTERM finishes the requests in flight and stops.
 #[derive(Parser)]
-#[command(version, subcommand_negates_reqs = true)]
+#[command(name = "reset-portal", version, subcommand_negates_reqs = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
