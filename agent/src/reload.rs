@@ -66,7 +66,7 @@ pub enum CheckError {
         setting: &'static str,
         path: PathBuf,
     },
-    #[error("listen_key_file: {0}")]
+    #[error("listen_key_file")]
     ListenKey(#[from] CredentialError),
     #[error("forest {forest}: {problem}")]
     Forest {
