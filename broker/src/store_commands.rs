@@ -310,3 +310,84 @@ pub fn rotate(config: &BrokerConfig, new_key: &Path) -> anyhow::Result<String> {
         configured.display()
     ))
 }
+
+/// `relay-broker operator-key rotate`: a new operator key in
+/// `data_dir/operator.key` (0600), the broker stopped (the store's lock
+/// tells). Tokens signed with the old key are refused from the next start;
+/// `relayctl --operator-key-file` needs the new file. Single node only: a
+/// cluster's operator key lives in its NATS meta bucket, which every node
+/// reads at start.
+pub fn rotate_operator_key(config: &BrokerConfig) -> anyhow::Result<String> {
+    single_node(config)?;
+    let path = config.operator_key_path();
+    if !path.exists() {
+        bail!(
+            "{} does not exist: the broker creates it at its first start",
+            path.display()
+        );
+    }
+    check_private(&path)?;
+    // Only to learn that no broker holds the store (and so the old key).
+    drop(open_stopped(config)?);
+    let key = sas::Key::generate().map_err(|e| anyhow::anyhow!("cannot make a key: {e}"))?;
+    let mut text = key.to_base64();
+    text.push('\n');
+    // Beside the old file, then renamed over it: a crash leaves one whole
+    // key, never half of one.
+    let next = path.with_extension("key.new");
+    crate::tls::write(&next, text.as_bytes(), 0o600)?;
+    std::fs::rename(&next, &path).with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(format!(
+        "wrote a new operator key to {}; tokens signed with the old one are refused from the \
+         broker's next start: give relayctl (--operator-key-file) the new file",
+        path.display()
+    ))
+}
+
+#[cfg(test)]
+mod operator_key_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn config(dir: &Path, extra: &str) -> BrokerConfig {
+        BrokerConfig::from_toml(&format!(
+            "data_dir = {:?}\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n{extra}",
+            dir
+        ))
+        .expect("config")
+    }
+
+    #[test]
+    fn a_stopped_single_node_gets_a_new_private_operator_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let config = config(dir.path(), "");
+        let path = config.operator_key_path();
+        assert!(
+            rotate_operator_key(&config).is_err(),
+            "nothing to rotate yet"
+        );
+        let old = crate::server::load_or_create_operator_key(&path).unwrap();
+        // The store the broker would have made (and its storage key).
+        let key = Arc::new(load_or_create_storage_key(&config).unwrap());
+        drop(Store::open(&config.store_path(), key).unwrap());
+        let said = rotate_operator_key(&config).expect("rotated");
+        assert!(said.contains("operator.key"), "{said}");
+        let new = crate::server::load_or_create_operator_key(&path).unwrap();
+        assert_ne!(old.to_base64().as_str(), new.to_base64().as_str());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!path.with_extension("key.new").exists());
+    }
+
+    #[test]
+    fn a_cluster_node_is_told_where_its_operator_key_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(
+            dir.path(),
+            "[cluster]\nnode_name = \"a\"\nnats_urls = [\"nats://127.0.0.1:4222\"]\nstorage_key_file = \"s.key\"\n",
+        );
+        let e = rotate_operator_key(&config).unwrap_err().to_string();
+        assert!(e.contains("cluster"), "{e}");
+    }
+}

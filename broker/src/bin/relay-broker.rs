@@ -77,6 +77,19 @@ enum StoreCommand {
     /// The storage key that seals the store.
     #[command(subcommand)]
     StorageKey(StorageKeyCommand),
+    /// The operator key (data_dir/operator.key) that administers tenants.
+    #[command(subcommand)]
+    OperatorKey(OperatorKeyCommand),
+}
+
+#[derive(Subcommand)]
+enum OperatorKeyCommand {
+    /// Writes a new operator key (mode 0600); the broker stopped. Tokens
+    /// signed with the old key are refused from its next start.
+    Rotate {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -111,6 +124,9 @@ impl StoreCommand {
             } => run::restore(&load(&config)?, &from, force),
             StoreCommand::StorageKey(StorageKeyCommand::Rotate { config, new_key }) => {
                 run::rotate(&load(&config)?, &new_key)
+            }
+            StoreCommand::OperatorKey(OperatorKeyCommand::Rotate { config }) => {
+                run::rotate_operator_key(&load(&config)?)
             }
         }
     }
