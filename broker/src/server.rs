@@ -87,6 +87,8 @@ pub enum BrokerError {
     Panicked,
     #[error("cannot join the cluster")]
     Cluster(#[from] ClusterError),
+    #[error("the gRPC reflection descriptors do not decode")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 /// Where tenants, late outcomes and the operator key live: the embedded
@@ -376,7 +378,9 @@ pub async fn start(
         .add_service(
             AdminServer::new(AdminService::new(Arc::clone(&state)))
                 .max_decoding_message_size(ADMIN_MESSAGE_LIMIT),
-        );
+        )
+        .add_service(crate::reflection::v1()?)
+        .add_service(crate::reflection::v1alpha()?);
     // TLS is done by the listener, not by tonic (see listener.rs).
     let incoming = listener::serve_tls(
         grpc_listener,
