@@ -284,7 +284,9 @@ pub async fn start(
             source,
         })?;
 
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_tenant_labels(
+        config.limits.metrics_tenant_labels,
+    ));
     metrics.tls_certificate_expiry.set(identity.not_after_unix);
     crate::reload::warn_if_expiring(&config.tls_cert, identity.not_after_unix);
     let registry = Arc::new(Registry::new(config.limits.clone(), Arc::clone(&metrics)));
