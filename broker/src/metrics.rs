@@ -41,6 +41,11 @@ pub const COMMIT: &str = match option_env!("RELAY_GIT_COMMIT") {
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    pub node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub operation: &'static str,
     pub outcome: &'static str,
@@ -90,9 +95,11 @@ pub struct Metrics {
     pub cluster_connected: Gauge,
     /// Store health, set on each scrape by [`Metrics::observe_store`].
     store_up: Gauge,
-    cluster_nats_connected: Gauge,
-    cluster_nats_disconnects: Counter,
-    cluster_tenants_confirmed: Gauge,
+    /// Cluster mode only, labelled with the node's name: a single node
+    /// has no series, so an alert on them cannot fire there.
+    cluster_nats_connected: Family<NodeLabel, Gauge>,
+    cluster_nats_disconnects: Family<NodeLabel, Counter>,
+    cluster_tenants_confirmed: Family<NodeLabel, Gauge>,
     /// Which tenants have a label of their own, at most `tenant_labels`.
     tenant_labels: Mutex<TenantLabels>,
     /// Plain-HTTP connections and requests cut off by a deadline or a cap.
@@ -155,7 +162,9 @@ impl TenantLabels {
 
 /// What [`Metrics::observe_store`] reports in cluster mode.
 #[derive(Debug, Clone, Copy)]
-pub struct ClusterHealth {
+pub struct ClusterHealth<'a> {
+    /// The node's name (`[cluster] node_name`).
+    pub node: &'a str,
     pub nats_connected: bool,
     /// Times the NATS connection was lost since start.
     pub disconnects: u64,
@@ -190,19 +199,19 @@ impl Metrics {
             "1 while the store of tenants and late outcomes is usable: on one node, the embedded store is open; in a cluster, the NATS connection is up",
             store_up.clone(),
         );
-        let cluster_nats_connected = Gauge::default();
+        let cluster_nats_connected = Family::<NodeLabel, Gauge>::default();
         registry.register(
             "cluster_nats_connected",
             "Cluster mode: 1 while this node's NATS connection is up, else 0",
             cluster_nats_connected.clone(),
         );
-        let cluster_nats_disconnects = Counter::default();
+        let cluster_nats_disconnects = Family::<NodeLabel, Counter>::default();
         registry.register(
             "cluster_nats_disconnects",
             "Cluster mode: times this node's NATS connection was lost",
             cluster_nats_disconnects.clone(),
         );
-        let cluster_tenants_confirmed = Gauge::default();
+        let cluster_tenants_confirmed = Family::<NodeLabel, Gauge>::default();
         registry.register(
             "cluster_tenants_confirmed",
             "Cluster mode: 1 while this node's copy of the tenants is confirmed current (its lease holds), else 0: requests are refused while it is 0",
@@ -353,7 +362,7 @@ impl Metrics {
 
     /// Sets the store-health metrics; the operator port calls it before
     /// each scrape. `cluster` is None on a single node.
-    pub fn observe_store(&self, store_open: bool, cluster: Option<ClusterHealth>) {
+    pub fn observe_store(&self, store_open: bool, cluster: Option<ClusterHealth<'_>>) {
         match cluster {
             None => {
                 self.store_up.set(i64::from(store_open));
@@ -361,12 +370,19 @@ impl Metrics {
             Some(c) => {
                 self.store_up.set(i64::from(c.nats_connected));
                 self.cluster_connected.set(i64::from(c.nats_connected));
-                self.cluster_nats_connected.set(i64::from(c.nats_connected));
+                let node = NodeLabel {
+                    node: c.node.to_owned(),
+                };
+                self.cluster_nats_connected
+                    .get_or_create(&node)
+                    .set(i64::from(c.nats_connected));
                 self.cluster_tenants_confirmed
+                    .get_or_create(&node)
                     .set(i64::from(c.tenants_confirmed));
                 // The cluster's own count is the truth; the counter only
                 // ever catches up with it (two scrapes at once may race).
                 self.cluster_nats_disconnects
+                    .get_or_create(&node)
                     .inner()
                     .fetch_max(c.disconnects, Ordering::Relaxed);
             }
@@ -463,9 +479,13 @@ mod tests {
         metrics.observe_store(true, None);
         let out = metrics.encode();
         assert!(out.contains("\nrelay_store_up 1\n"), "{out}");
+        // A single node has the families but no series of a cluster's.
+        assert!(out.contains("# TYPE relay_cluster_nats_connected gauge"));
+        assert!(!out.contains("relay_cluster_nats_connected{"), "{out}");
         metrics.observe_store(
             true,
             Some(ClusterHealth {
+                node: "n1",
                 nats_connected: false,
                 disconnects: 3,
                 tenants_confirmed: false,
@@ -475,6 +495,7 @@ mod tests {
         metrics.observe_store(
             true,
             Some(ClusterHealth {
+                node: "n1",
                 nats_connected: false,
                 disconnects: 2,
                 tenants_confirmed: false,
@@ -483,10 +504,10 @@ mod tests {
         let out = metrics.encode();
         for line in [
             "relay_store_up 0",
-            "relay_cluster_nats_connected 0",
+            "relay_cluster_nats_connected{node=\"n1\"} 0",
             "relay_cluster_connected 0",
-            "relay_cluster_nats_disconnects_total 3",
-            "relay_cluster_tenants_confirmed 0",
+            "relay_cluster_nats_disconnects_total{node=\"n1\"} 3",
+            "relay_cluster_tenants_confirmed{node=\"n1\"} 0",
         ] {
             assert!(out.lines().any(|l| l == line), "{line} missing:\n{out}");
         }

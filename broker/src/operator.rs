@@ -80,6 +80,7 @@ async fn readyz(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {
 
 async fn metrics(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {
     let cluster = state.cluster.as_ref().map(|c| ClusterHealth {
+        node: &c.node,
         nats_connected: c.is_up(),
         disconnects: c.losses(),
         tenants_confirmed: state.tenants.current().is_ok(),
