@@ -4,7 +4,7 @@
 //! Tenant labels are bounded (`limits.metrics_tenant_labels`): a tenant
 //! past the bound is counted under `tenant="_other"`, so a broker with many
 //! tenants cannot grow a scrape, or the Prometheus that stores it, without
-//! end. The `process_*` metrics are in [`process`].
+//! end. The `process_*` metrics are in process.rs.
 
 mod process;
 
