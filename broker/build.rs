@@ -22,16 +22,17 @@ fn main() {
     }
     // Run again when HEAD moves: HEAD itself (another branch) and the
     // branch it points at (a new commit). Without these lines cargo would
-    // run this script on every change to the crate instead.
-    for path in ["HEAD", "packed-refs"] {
-        if let Some(p) = git(&["rev-parse", "--git-path", path]) {
+    // run this script on every change to the crate instead; a path that
+    // does not exist (a branch only in packed-refs) would make it run on
+    // every build, so only existing ones are named.
+    let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
+    watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for path in watched {
+        if let Some(p) = git(&["rev-parse", "--git-path", &path])
+            && std::path::Path::new(&p).exists()
+        {
             println!("cargo:rerun-if-changed={p}");
         }
-    }
-    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"])
-        && let Some(p) = git(&["rev-parse", "--git-path", &branch])
-    {
-        println!("cargo:rerun-if-changed={p}");
     }
     if let Some(commit) = git(&["rev-parse", "--short", "HEAD"]) {
         println!("cargo:rustc-env=RELAY_GIT_COMMIT={commit}");
