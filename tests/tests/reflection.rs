@@ -135,6 +135,33 @@ async fn reflection_v1_lists_every_service_and_describes_ping() {
         .expect_err("no token");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 
+    // An operator token, as README's grpcurl example uses, reads them too.
+    let operator = sas::mint(
+        &broker.operator_key(),
+        sas::OPERATOR_RESOURCE,
+        Right::Operator,
+        unix_secs() + 600,
+    );
+    let mut request = tonic::Request::new(tokio_stream::iter(requests.clone()));
+    request.metadata_mut().insert(
+        "authorization",
+        operator.expose().parse().expect("metadata"),
+    );
+    let mut answers = client
+        .server_reflection_info(request)
+        .await
+        .expect("reflection with an operator token")
+        .into_inner();
+    assert!(matches!(
+        answers
+            .next()
+            .await
+            .expect("an answer")
+            .expect("ok")
+            .message_response,
+        Some(MessageResponse::ListServicesResponse(_))
+    ));
+
     let mut request = tonic::Request::new(tokio_stream::iter(requests));
     request.metadata_mut().insert(
         "authorization",
