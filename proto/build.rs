@@ -14,6 +14,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={file}");
     }
     let descriptors = protox::compile(files, ["proto"])?;
+    // The same descriptors, encoded, for the broker's gRPC reflection
+    // service: what grpcurl and other generic clients learn the API from.
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("relay_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
     tonic_prost_build::configure()
         // Messages that carry a token or a key get a hand-written Debug that
         // masks it (see lib.rs), so no `{:?}` can ever print a secret.

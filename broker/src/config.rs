@@ -332,6 +332,13 @@ pub struct Limits {
     /// session is closed with Goodbye `UNSOLICITED_REPLIES`. A correct agent
     /// posts none; a few can follow a broker restart that lost its records.
     pub unsolicited_replies_per_minute: u32,
+    /// Tenants that get a `tenant` label of their own in /metrics, in the
+    /// order they are first seen; the rest are summed under
+    /// `tenant="_other"`. Each label is a series in every Prometheus that
+    /// scrapes the broker, so their number is bounded like any other
+    /// resource a tenant can make the broker spend. 0 puts every tenant
+    /// under `_other`.
+    pub metrics_tenant_labels: u32,
 }
 
 impl Default for Limits {
@@ -358,6 +365,7 @@ impl Default for Limits {
             max_outcome_bytes_per_tenant: 64 << 20,
             max_pending_outcome_writes_per_tenant: 64,
             unsolicited_replies_per_minute: 16,
+            metrics_tenant_labels: 1000,
         }
     }
 }

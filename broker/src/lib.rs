@@ -22,6 +22,8 @@
 //!   records keep it.
 //! - [`agent_text`]: text an agent chooses (its version, its error messages)
 //!   made printable once, where it enters the broker.
+//! - [`reflection`]: gRPC server reflection of the services above, for
+//!   grpcurl and other generic clients (it describes; it grants nothing).
 //! - [`admin_service`]: tenants, write-back switch, agents, keys.
 //! - [`agent_keys`]: the agents' write-back public keys, which portals read
 //!   and verify (the broker only stores them).
@@ -72,6 +74,7 @@ pub mod operator;
 pub mod outcomes;
 pub mod ratelimit;
 pub mod recent;
+pub mod reflection;
 pub mod relay_service;
 pub mod reload;
 pub mod routing;

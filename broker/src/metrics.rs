@@ -1,5 +1,16 @@
 //! Prometheus metrics. Labels carry tenant names, operations and outcomes,
 //! never anything from inside an envelope or a credential.
+//!
+//! Tenant labels are bounded (`limits.metrics_tenant_labels`): a tenant
+//! past the bound is counted under `tenant="_other"`, so a broker with many
+//! tenants cannot grow a scrape, or the Prometheus that stores it, without
+//! end. The `process_*` metrics are in process.rs.
+
+mod process;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,6 +22,27 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TenantLabel {
     pub tenant: String,
+}
+
+/// The label of tenants past `limits.metrics_tenant_labels`: not a valid
+/// tenant name (names start with a letter or digit), so never a real one.
+pub const OTHER_TENANTS: &str = "_other";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    pub commit: &'static str,
+}
+
+/// The commit the broker was built from (broker/build.rs), or "unknown".
+pub const COMMIT: &str = match option_env!("RELAY_GIT_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    pub node: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,8 +90,18 @@ pub struct Metrics {
     pub late_outcomes: Counter,
     /// Cluster mode: requests forwarded to, and served for, other nodes.
     pub forwards: Family<ForwardLabels, Counter>,
-    /// Cluster mode: 1 while the NATS connection is up.
+    /// Cluster mode: 1 while the NATS connection is up (the older name of
+    /// `cluster_nats_connected`, kept for existing dashboards).
     pub cluster_connected: Gauge,
+    /// Store health, set on each scrape by [`Metrics::observe_store`].
+    store_up: Gauge,
+    /// Cluster mode only, labelled with the node's name: a single node
+    /// has no series, so an alert on them cannot fire there.
+    cluster_nats_connected: Family<NodeLabel, Gauge>,
+    cluster_nats_disconnects: Family<NodeLabel, Counter>,
+    cluster_tenants_confirmed: Family<NodeLabel, Gauge>,
+    /// Which tenants have a label of their own, at most `tenant_labels`.
+    tenant_labels: Mutex<TenantLabels>,
     /// Plain-HTTP connections and requests cut off by a deadline or a cap.
     pub http_cuts: Family<HttpCutLabels, Counter>,
     /// gRPC connections the broker closed, by deadline or limit.
@@ -69,10 +111,6 @@ pub struct Metrics {
     /// `process_*`, read from /proc on each scrape (no prefix: the names
     /// every Prometheus client library uses).
     process: Registry,
-    process_open_fds: Gauge,
-    process_max_fds: Gauge,
-    process_resident_memory_bytes: Gauge,
-    process_threads: Gauge,
     /// Agent replies nobody waited for that were not kept, by why.
     pub replies_refused: Family<RefusalLabel, Counter>,
     /// SIGHUP reloads, by result: ok or failed.
@@ -97,9 +135,88 @@ impl Default for Metrics {
     }
 }
 
+/// The bound of tenant labels and what is counted under [`OTHER_TENANTS`].
+#[derive(Debug, Default)]
+struct TenantLabels {
+    bound: usize,
+    labeled: HashSet<String>,
+    /// Tenants past the bound, with their agents connected: the `_other`
+    /// gauge is their sum.
+    others: HashMap<String, i64>,
+}
+
+impl TenantLabels {
+    /// Whether `tenant` has a label of its own (given at first sight while
+    /// fewer than `bound` tenants have one, and kept).
+    fn labeled(&mut self, tenant: &str) -> bool {
+        if self.labeled.contains(tenant) {
+            return true;
+        }
+        if self.labeled.len() < self.bound {
+            self.labeled.insert(tenant.to_owned());
+            return true;
+        }
+        false
+    }
+}
+
+/// What [`Metrics::observe_store`] reports in cluster mode.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterHealth<'a> {
+    /// The node's name (`[cluster] node_name`).
+    pub node: &'a str,
+    pub nats_connected: bool,
+    /// Times the NATS connection was lost since start.
+    pub disconnects: u64,
+    /// The node's copy of the tenants is known current (the lease).
+    pub tenants_confirmed: bool,
+}
+
 impl Metrics {
+    /// With the default bound of tenant labels.
     pub fn new() -> Metrics {
+        Metrics::with_tenant_labels(crate::config::Limits::default().metrics_tenant_labels)
+    }
+
+    /// At most `tenant_labels` tenants get a label of their own.
+    pub fn with_tenant_labels(tenant_labels: u32) -> Metrics {
         let mut registry = Registry::with_prefix("relay");
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: COMMIT,
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the labels name the broker's version and the commit it was built from",
+            build_info,
+        );
+        let store_up = Gauge::default();
+        registry.register(
+            "store_up",
+            "1 while the store of tenants and late outcomes is usable: on one node, the embedded store is open; in a cluster, the NATS connection is up",
+            store_up.clone(),
+        );
+        let cluster_nats_connected = Family::<NodeLabel, Gauge>::default();
+        registry.register(
+            "cluster_nats_connected",
+            "Cluster mode: 1 while this node's NATS connection is up, else 0",
+            cluster_nats_connected.clone(),
+        );
+        let cluster_nats_disconnects = Family::<NodeLabel, Counter>::default();
+        registry.register(
+            "cluster_nats_disconnects",
+            "Cluster mode: times this node's NATS connection was lost",
+            cluster_nats_disconnects.clone(),
+        );
+        let cluster_tenants_confirmed = Family::<NodeLabel, Gauge>::default();
+        registry.register(
+            "cluster_tenants_confirmed",
+            "Cluster mode: 1 while this node's copy of the tenants is confirmed current (its lease holds), else 0: requests are refused while it is 0",
+            cluster_tenants_confirmed.clone(),
+        );
         let agents_connected = Family::<TenantLabel, Gauge>::default();
         registry.register(
             "agents_connected",
@@ -170,36 +287,7 @@ impl Metrics {
             requests_cut_off.clone(),
         );
         let mut process = Registry::default();
-        let [
-            process_open_fds,
-            process_max_fds,
-            process_resident_memory_bytes,
-            process_threads,
-        ] = std::array::from_fn(|_| Gauge::default());
-        for (name, help, gauge) in [
-            (
-                "process_open_fds",
-                "Open file descriptors",
-                &process_open_fds,
-            ),
-            (
-                "process_max_fds",
-                "The soft limit of open file descriptors",
-                &process_max_fds,
-            ),
-            (
-                "process_resident_memory_bytes",
-                "Resident memory in bytes",
-                &process_resident_memory_bytes,
-            ),
-            (
-                "process_threads",
-                "Operating system threads",
-                &process_threads,
-            ),
-        ] {
-            process.register(name, help, gauge.clone());
-        }
+        process.register_collector(Box::new(process::ProcessCollector));
         let replies_refused = Family::<RefusalLabel, Counter>::default();
         registry.register(
             "agent_replies_refused",
@@ -230,10 +318,14 @@ impl Metrics {
             connections_closed,
             requests_cut_off,
             process,
-            process_open_fds,
-            process_max_fds,
-            process_resident_memory_bytes,
-            process_threads,
+            store_up,
+            cluster_nats_connected,
+            cluster_nats_disconnects,
+            cluster_tenants_confirmed,
+            tenant_labels: Mutex::new(TenantLabels {
+                bound: tenant_labels as usize,
+                ..TenantLabels::default()
+            }),
             replies_refused,
             forwards,
             cluster_connected,
@@ -249,7 +341,6 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
-        self.read_process();
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.process);
@@ -269,40 +360,156 @@ impl Metrics {
             .inc();
     }
 
-    /// The process gauges from /proc/self (left as they were where /proc
-    /// is missing).
-    fn read_process(&self) {
-        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-            self.process_open_fds.set(dir.count() as i64);
-        }
-        if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
-            self.process_max_fds.set(soft.min(i64::MAX as u64) as i64);
-        }
-        let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-            return;
-        };
-        let field = |name: &str| -> Option<i64> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        };
-        if let Some(kib) = field("VmRSS:") {
-            self.process_resident_memory_bytes.set(kib * 1024);
-        }
-        if let Some(n) = field("Threads:") {
-            self.process_threads.set(n);
+    /// Sets the store-health metrics; the operator port calls it before
+    /// each scrape. `cluster` is None on a single node.
+    pub fn observe_store(&self, store_open: bool, cluster: Option<ClusterHealth<'_>>) {
+        match cluster {
+            None => {
+                self.store_up.set(i64::from(store_open));
+            }
+            Some(c) => {
+                self.store_up.set(i64::from(c.nats_connected));
+                self.cluster_connected.set(i64::from(c.nats_connected));
+                let node = NodeLabel {
+                    node: c.node.to_owned(),
+                };
+                self.cluster_nats_connected
+                    .get_or_create(&node)
+                    .set(i64::from(c.nats_connected));
+                self.cluster_tenants_confirmed
+                    .get_or_create(&node)
+                    .set(i64::from(c.tenants_confirmed));
+                // The cluster's own count is the truth; the counter only
+                // ever catches up with it (two scrapes at once may race).
+                self.cluster_nats_disconnects
+                    .get_or_create(&node)
+                    .inner()
+                    .fetch_max(c.disconnects, Ordering::Relaxed);
+            }
         }
     }
 
-    pub fn agent_gauge(&self, tenant: &str) -> Gauge {
+    /// Sets `relay_agents_connected` of a tenant: under its own label, or,
+    /// past `limits.metrics_tenant_labels`, as its part of the sum under
+    /// [`OTHER_TENANTS`].
+    pub fn set_agents_connected(&self, tenant: &str, agents: usize) {
+        let mut labels = self
+            .tenant_labels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let agents = agents as i64;
+        if labels.labeled(tenant) {
+            self.agents_connected
+                .get_or_create(&TenantLabel {
+                    tenant: tenant.to_owned(),
+                })
+                .set(agents);
+            return;
+        }
+        if agents == 0 {
+            labels.others.remove(tenant);
+        } else {
+            labels.others.insert(tenant.to_owned(), agents);
+        }
         self.agents_connected
             .get_or_create(&TenantLabel {
-                tenant: tenant.to_owned(),
+                tenant: OTHER_TENANTS.to_owned(),
             })
-            .clone()
+            .set(labels.others.values().sum());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agents(metrics: &Metrics, tenant: &str) -> Option<i64> {
+        let label = TenantLabel {
+            tenant: tenant.to_owned(),
+        };
+        let out = metrics.encode();
+        let line = format!("relay_agents_connected{{tenant=\"{}\"}} ", label.tenant);
+        out.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .map(|v| v.parse().unwrap())
+    }
+
+    #[test]
+    fn tenants_past_the_bound_are_summed_under_other() {
+        let metrics = Metrics::with_tenant_labels(2);
+        metrics.set_agents_connected("a", 1);
+        metrics.set_agents_connected("b", 2);
+        metrics.set_agents_connected("c", 3);
+        metrics.set_agents_connected("d", 4);
+        assert_eq!(agents(&metrics, "a"), Some(1));
+        assert_eq!(agents(&metrics, "b"), Some(2));
+        assert_eq!(agents(&metrics, "c"), None);
+        assert_eq!(agents(&metrics, OTHER_TENANTS), Some(7));
+        // A labeled tenant keeps its label at 0, so no later tenant takes
+        // it and no series moves between labels.
+        metrics.set_agents_connected("a", 0);
+        metrics.set_agents_connected("e", 5);
+        assert_eq!(agents(&metrics, "a"), Some(0));
+        assert_eq!(agents(&metrics, OTHER_TENANTS), Some(12));
+        metrics.set_agents_connected("c", 0);
+        metrics.set_agents_connected("d", 0);
+        assert_eq!(agents(&metrics, OTHER_TENANTS), Some(5));
+        assert_eq!(
+            metrics.encode().matches("relay_agents_connected{").count(),
+            3
+        );
+    }
+
+    #[test]
+    fn build_info_names_the_version_and_a_commit() {
+        let out = Metrics::new().encode();
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("relay_build_info{"))
+            .unwrap();
+        assert!(line.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))));
+        assert!(line.contains("commit=\""), "{line}");
+        assert!(line.ends_with(" 1"), "{line}");
+        assert!(!COMMIT.is_empty());
+    }
+
+    #[test]
+    fn store_health_single_node_and_cluster() {
+        let metrics = Metrics::new();
+        metrics.observe_store(true, None);
+        let out = metrics.encode();
+        assert!(out.contains("\nrelay_store_up 1\n"), "{out}");
+        // A single node has the families but no series of a cluster's.
+        assert!(out.contains("# TYPE relay_cluster_nats_connected gauge"));
+        assert!(!out.contains("relay_cluster_nats_connected{"), "{out}");
+        metrics.observe_store(
+            true,
+            Some(ClusterHealth {
+                node: "n1",
+                nats_connected: false,
+                disconnects: 3,
+                tenants_confirmed: false,
+            }),
+        );
+        // An older count (a racing scrape) never takes the counter back.
+        metrics.observe_store(
+            true,
+            Some(ClusterHealth {
+                node: "n1",
+                nats_connected: false,
+                disconnects: 2,
+                tenants_confirmed: false,
+            }),
+        );
+        let out = metrics.encode();
+        for line in [
+            "relay_store_up 0",
+            "relay_cluster_nats_connected{node=\"n1\"} 0",
+            "relay_cluster_connected 0",
+            "relay_cluster_nats_disconnects_total{node=\"n1\"} 3",
+            "relay_cluster_tenants_confirmed{node=\"n1\"} 0",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} missing:\n{out}");
+        }
     }
 }

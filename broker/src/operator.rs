@@ -23,7 +23,7 @@ use http_serve::{Cut, Limits};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::HttpCutLabels;
+use crate::metrics::{ClusterHealth, HttpCutLabels};
 use crate::state::State;
 
 /// The largest request body: the status page's login form holds a token.
@@ -79,12 +79,17 @@ async fn readyz(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {
 }
 
 async fn metrics(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {
-    if let Some(cluster) = &state.cluster {
-        state
-            .metrics
-            .cluster_connected
-            .set(i64::from(cluster.is_up()));
-    }
+    let cluster = state.cluster.as_ref().map(|c| ClusterHealth {
+        node: &c.node,
+        nats_connected: c.is_up(),
+        disconnects: c.losses(),
+        tenants_confirmed: state.tenants.current().is_ok(),
+    });
+    let store_open = state
+        .readiness
+        .store_open
+        .load(std::sync::atomic::Ordering::Acquire);
+    state.metrics.observe_store(store_open, cluster);
     (
         [(
             header::CONTENT_TYPE,

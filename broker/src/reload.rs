@@ -218,7 +218,8 @@ fn differences(old: &BrokerConfig, new: &BrokerConfig) -> Vec<&'static str> {
         first_request_timeout, unauthenticated_idle_timeout, idle_timeout,
         request_receive_timeout, unauthenticated_connections_per_source,
         reserved_descriptors, max_outcome_bytes_per_tenant,
-        max_pending_outcome_writes_per_tenant, unsolicited_replies_per_minute);
+        max_pending_outcome_writes_per_tenant, unsolicited_replies_per_minute,
+        metrics_tenant_labels);
     out
 }
 

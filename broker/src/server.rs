@@ -87,6 +87,8 @@ pub enum BrokerError {
     Panicked,
     #[error("cannot join the cluster")]
     Cluster(#[from] ClusterError),
+    #[error("the gRPC reflection descriptors do not decode")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 /// Where tenants, late outcomes and the operator key live: the embedded
@@ -282,7 +284,9 @@ pub async fn start(
             source,
         })?;
 
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_tenant_labels(
+        config.limits.metrics_tenant_labels,
+    ));
     metrics.tls_certificate_expiry.set(identity.not_after_unix);
     crate::reload::warn_if_expiring(&config.tls_cert, identity.not_after_unix);
     let registry = Arc::new(Registry::new(config.limits.clone(), Arc::clone(&metrics)));
@@ -376,7 +380,9 @@ pub async fn start(
         .add_service(
             AdminServer::new(AdminService::new(Arc::clone(&state)))
                 .max_decoding_message_size(ADMIN_MESSAGE_LIMIT),
-        );
+        )
+        .add_service(crate::reflection::v1()?)
+        .add_service(crate::reflection::v1alpha()?);
     // TLS is done by the listener, not by tonic (see listener.rs).
     let incoming = listener::serve_tls(
         grpc_listener,

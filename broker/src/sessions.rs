@@ -461,8 +461,7 @@ impl Registry {
         }
         list.push(Arc::clone(&session));
         self.metrics
-            .agent_gauge(&session.tenant)
-            .set(list.len() as i64);
+            .set_agents_connected(&session.tenant, list.len());
         drop(list);
         self.presence_changed(&session.tenant);
         Ok(())
@@ -488,8 +487,7 @@ impl Registry {
         if let Some(mut list) = self.by_tenant.get_mut(&session.tenant) {
             list.retain(|s| !Arc::ptr_eq(s, session));
             self.metrics
-                .agent_gauge(&session.tenant)
-                .set(list.len() as i64);
+                .set_agents_connected(&session.tenant, list.len());
         }
         self.by_tenant
             .remove_if(&session.tenant, |_, list| list.is_empty());

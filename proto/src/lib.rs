@@ -5,6 +5,7 @@
 //! - [`Reason`]: the stable machine-readable failure reasons carried in a
 //!   `google.rpc.ErrorInfo` detail of every error status, and the two helpers
 //!   that put them into a [`tonic::Status`] and read them back out.
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection.
 //! - [`codec`]: prost's codec, except that bytes that are not valid protobuf
 //!   become `MALFORMED_MESSAGE` rather than a bare INTERNAL status.
 //! - [`names`]: the syntax of tenant names, agent ids and request ids.
@@ -28,6 +29,11 @@ pub mod time;
 pub mod pb {
     tonic::include_proto!("relay.v1");
 }
+
+/// The encoded `FileDescriptorSet` of every relay.v1 file (with source
+/// comments), for the broker's gRPC reflection service.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/relay_descriptor.bin"));
 
 /// Syntax rules for the names that travel in relay.v1 messages.
 pub mod names {

@@ -139,8 +139,19 @@ async fn forwards(cluster: &BrokerCluster, i: usize, direction: &str, outcome: &
     )
 }
 
+/// `relay_cluster_connected`, after checking that its newer name (labelled
+/// with the node) and `relay_store_up` say the same.
 async fn cluster_connected(cluster: &BrokerCluster, i: usize) -> f64 {
-    metric(&cluster.metrics(i).await, "relay_cluster_connected", &[])
+    let text = cluster.metrics(i).await;
+    let connected = metric(&text, "relay_cluster_connected", &[]);
+    let node = [("node", cluster.name(i))];
+    assert_eq!(
+        metric(&text, "relay_cluster_nats_connected", &node),
+        connected,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "relay_store_up", &[]), connected, "{text}");
+    connected
 }
 
 /// Agent on node j, portal on node i, for all nine pairs (a, b, c); one
@@ -981,7 +992,12 @@ async fn readiness_follows_the_nats_connection() {
         );
         assert_eq!(cluster_connected(&cluster, i).await, 1.0);
     }
-    assert_eq!(cluster.await_routable(1, &tenant).await, "on-a");
+    let lost = metric(
+        &cluster.metrics(1).await,
+        "relay_cluster_nats_disconnects_total",
+        &[("node", cluster.name(1))],
+    );
+    assert!(lost >= 1.0, "b lost NATS: {lost}");
     answered_by(
         "back",
         &submit(&portals[1], "back", Duration::from_secs(5))

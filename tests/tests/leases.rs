@@ -131,6 +131,15 @@ async fn a_node_without_a_jetstream_quorum_refuses_within_its_lease() {
     let (status, body) = readyz(&cluster, 0).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.starts_with("tenants unconfirmed: "), "{body}");
+    let confirmed = |text: &str| {
+        tests::cluster::metric(
+            text,
+            "relay_cluster_tenants_confirmed",
+            &[("node", cluster.name(0))],
+        )
+    };
+    let text = cluster.metrics(0).await;
+    assert_eq!(confirmed(&text), 0.0, "{text}");
     // Pings and the configuration act on the same copy.
     let err = portal
         .ping(Some(Duration::from_secs(2)))
@@ -170,6 +179,8 @@ async fn a_node_without_a_jetstream_quorum_refuses_within_its_lease() {
         "healed: ready {ready:?}, serving {:?} later",
         healed.elapsed()
     );
+    let text = cluster.metrics(0).await;
+    assert_eq!(confirmed(&text), 1.0, "{text}");
     on_a.stop().await;
 }
 

@@ -75,6 +75,9 @@ fn access(path: &str) -> Access {
         }
         "/relay.v1.AgentGateway/OpenSession" => Access::Hello,
         p if p.starts_with("/relay.v1.Admin/") => Access::Token(ADMIN),
+        // Reflection describes the API to a caller that holds some token;
+        // the methods it describes still check theirs.
+        p if crate::reflection::PATHS.contains(&p) => Access::Token(ANY_RIGHT),
         _ => Access::Open,
     }
 }
@@ -358,6 +361,9 @@ mod tests {
         assert_eq!(access("/relay.v1.Admin/CreateTenant"), Access::Token(ADMIN));
         assert_eq!(access("/relay.v1.AgentGateway/OpenSession"), Access::Hello);
         assert_eq!(access("/grpc.health.v1.Health/Check"), Access::Open);
+        for path in crate::reflection::PATHS {
+            assert_eq!(access(path), Access::Token(ANY_RIGHT), "{path}");
+        }
         // A method added to a relay.v1 service without an entry here would
         // be open: the generated paths must all be known.
         for path in [
