@@ -44,25 +44,46 @@ async fn a_tonic_callers_own_deadline_ends_in_outcome_unknown_with_acknowledged(
     let token = send_token(&tenant);
     // Short and long, and the boundaries of the margin's clamp (500 ms and
     // 10 s are where a tenth is 50 ms and 1 s).
+    let submit = |request_id: String, timeout_ms: u64| {
+        let channel = channel.clone();
+        let token = token.clone();
+        async move {
+            let mut request = tonic::Request::new(pb::SubmitRequest {
+                tenant: "contoso".into(),
+                request_id,
+                operation: Operation::ResetPassword as i32,
+                envelope: b"sealed".to_vec().into(),
+                agent_id: "dc01".into(),
+            });
+            request
+                .metadata_mut()
+                .insert("authorization", token.parse().expect("metadata"));
+            request.set_timeout(Duration::from_millis(timeout_ms));
+            let started = Instant::now();
+            let status = RelayClient::new(channel)
+                .submit(request)
+                .await
+                .expect_err("the agent never answers");
+            (status, started.elapsed())
+        }
+    };
+    let mut asked_again = 0;
     for (n, timeout_ms) in [300u64, 500, 1000, 2000, 300, 700].into_iter().enumerate() {
-        let request_id = format!("deadline-{n}");
-        let mut request = tonic::Request::new(pb::SubmitRequest {
-            tenant: "contoso".into(),
-            request_id: request_id.clone(),
-            operation: Operation::ResetPassword as i32,
-            envelope: b"sealed".to_vec().into(),
-            agent_id: "dc01".into(),
-        });
-        request
-            .metadata_mut()
-            .insert("authorization", token.parse().expect("metadata"));
-        request.set_timeout(Duration::from_millis(timeout_ms));
-        let started = Instant::now();
-        let status = RelayClient::new(channel.clone())
-            .submit(request)
-            .await
-            .expect_err("the agent never answers");
-        let elapsed = started.elapsed();
+        let mut request_id = format!("deadline-{n}");
+        let (mut status, mut elapsed) = submit(request_id.clone(), timeout_ms).await;
+        // The broker answers a margin (50 ms at 300 ms) before the caller's
+        // deadline; on a two-core machine busy compiling, its answer can
+        // miss that margin and the client's own timer ends the call. Such a
+        // run says nothing about the broker: asked once more, under a new
+        // id, it must answer in time.
+        if status.code() == Code::Cancelled && elapsed >= Duration::from_millis(timeout_ms) {
+            eprintln!(
+                "tonic, grpc-timeout {timeout_ms} ms: the client's timer won after {elapsed:?}; once more"
+            );
+            request_id.push_str("-again");
+            asked_again += 1;
+            (status, elapsed) = submit(request_id.clone(), timeout_ms).await;
+        }
         eprintln!(
             "tonic, grpc-timeout {timeout_ms} ms: {:?} after {elapsed:?}",
             status.code()
@@ -89,7 +110,7 @@ async fn a_tonic_callers_own_deadline_ends_in_outcome_unknown_with_acknowledged(
     }
     assert_eq!(
         agent.request_ids().len(),
-        6,
+        6 + asked_again,
         "every request reached the agent"
     );
 }
