@@ -25,6 +25,28 @@ pub struct Principal {
     pub expiry_unix: u64,
 }
 
+/// A refused token, with what it proved before it was refused, for the
+/// audit trail ([`crate::audit`]).
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: RelayError,
+    /// The right and key slot of a token whose signature verified (then
+    /// refused as expired, too long lived, of the wrong right...).
+    pub proven: Option<(Right, KeySlot)>,
+    /// The tenant a parsed token names, unverified.
+    pub claimed_tenant: Option<String>,
+}
+
+impl From<RelayError> for Refusal {
+    fn from(error: RelayError) -> Refusal {
+        Refusal {
+            error,
+            proven: None,
+            claimed_tenant: None,
+        }
+    }
+}
+
 pub struct Authorizer {
     tenants: Arc<Tenants>,
     operator_key: Key,
@@ -88,19 +110,36 @@ impl Authorizer {
         accepted: &[Right],
         now_unix: u64,
     ) -> Result<Principal, RelayError> {
-        let token = Token::parse(token_text)?;
+        self.check(token_text, tenant, accepted, now_unix)
+            .map_err(|refusal| refusal.error)
+    }
+
+    /// [`Self::authorize`], saying on a refusal what the token proved.
+    pub fn check(
+        &self,
+        token_text: &str,
+        tenant: Option<&str>,
+        accepted: &[Right],
+        now_unix: u64,
+    ) -> Result<Principal, Refusal> {
+        let token = Token::parse(token_text).map_err(RelayError::from)?;
+        let unproven = |error| Refusal {
+            error,
+            proven: None,
+            claimed_tenant: Some(token.resource.clone()),
+        };
         if let Some(tenant) = tenant
             && !proto::names::is_valid_tenant(tenant)
         {
-            return Err(RelayError::InvalidTenantName);
+            return Err(unproven(RelayError::InvalidTenantName));
         }
         let slot = if token.right == Right::Operator {
             if token.resource != sas::OPERATOR_RESOURCE {
-                return Err(RelayError::BadSignature);
+                return Err(unproven(RelayError::BadSignature));
             }
             token
                 .verify(&self.operator_key, &self.operator_key)
-                .ok_or(RelayError::BadSignature)?
+                .ok_or_else(|| unproven(RelayError::BadSignature))?
         } else {
             // A token names its own tenant; only a token of the addressed
             // tenant can be checked against that tenant's keys. Every other
@@ -116,30 +155,37 @@ impl Authorizer {
                 Some(pair) => token.verify(&pair.primary, &pair.secondary),
                 None => token.verify(&self.dummy_key, &self.dummy_key).and(None),
             };
-            slot.ok_or(RelayError::BadSignature)?
+            slot.ok_or_else(|| unproven(RelayError::BadSignature))?
+        };
+        let proven = |error| Refusal {
+            error,
+            proven: Some((token.right, slot)),
+            claimed_tenant: Some(token.resource.clone()),
         };
         if token.is_expired(now_unix) {
-            return Err(RelayError::TokenExpired);
+            return Err(proven(RelayError::TokenExpired));
         }
         if token.expiry_unix > now_unix.saturating_add(self.max_token_lifetime.as_secs()) {
-            return Err(RelayError::TokenLifetimeTooLong(self.max_token_lifetime));
+            return Err(proven(RelayError::TokenLifetimeTooLong(
+                self.max_token_lifetime,
+            )));
         }
         // Only the operator gets here without a proven key of the tenant, and
         // the operator may know which tenants exist.
         if let Some(tenant) = tenant
             && token.right == Right::Operator
         {
-            self.tenants.require(tenant)?;
+            self.tenants.require(tenant).map_err(proven)?;
         }
         if !accepted.contains(&token.right) {
-            return Err(RelayError::WrongRight {
+            return Err(proven(RelayError::WrongRight {
                 have: token.right,
                 needs: accepted
                     .iter()
                     .map(|r| r.as_str())
                     .collect::<Vec<_>>()
                     .join(" or "),
-            });
+            }));
         }
         Ok(Principal {
             right: token.right,

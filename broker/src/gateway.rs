@@ -99,15 +99,26 @@ impl Gateway {
         if !proto::names::is_valid_agent_id(&hello.agent_id) {
             return Err(RelayError::InvalidAgentId);
         }
-        let principal = state.authorizer.authorize(
-            &hello.token,
+        let call = crate::audit::Call {
+            rpc: "relay.v1.AgentGateway/OpenSession",
+            peer: remote_addr,
+        };
+        let token = (!hello.token.is_empty()).then_some(hello.token.as_str());
+        let principal = state.audit.authorize(
+            &state.authorizer,
+            call,
+            token,
             Some(&hello.tenant),
             &[Right::Listen],
-            now_unix_secs(),
         )?;
         let tenant = state.tenants.require(&hello.tenant)?;
         if tenant.revoked_agents.contains(&hello.agent_id) {
-            return Err(RelayError::AgentRevoked(hello.agent_id));
+            let refused = RelayError::AgentRevoked(hello.agent_id);
+            let actor = state.audit.actor(&principal, token);
+            state
+                .audit
+                .refused(call, Some(&tenant.name), Some(&actor), &refused);
+            return Err(refused);
         }
         // At most 64 characters, control characters escaped: the agent
         // chooses it, and it is logged and shown to operators.

@@ -71,6 +71,8 @@ where
             received = hangup.recv() => if received.is_none() { return },
         }
         info!("SIGHUP: reloading the configuration and the TLS certificate");
+        // First: logrotate renamed the file and waits for nothing else.
+        state.audit.reopen();
         let result = match load() {
             Ok(config) => reload(&state, config),
             Err(e) => Err(ReloadError::Config(e)),
@@ -209,7 +211,7 @@ fn differences(old: &BrokerConfig, new: &BrokerConfig) -> Vec<&'static str> {
     compare!("", old, new; listen, listen_backlog, operator_listen, data_dir,
         tls_cert, tls_key, default_deadline, max_deadline, max_envelope_bytes,
         heartbeat_interval, hello_timeout, max_token_lifetime, keepalive_timeout,
-        ack_timeout, outcome_retention, drain_grace, log_format, cluster);
+        ack_timeout, outcome_retention, drain_grace, log_format, cluster, audit);
     compare!("limits.", old.limits, new.limits; tenant_requests_per_minute,
         max_in_flight_per_agent, sessions_per_tenant, sessions_per_source,
         sessions_per_connection, max_concurrent_streams, tls_handshake_timeout,
