@@ -182,9 +182,23 @@ impl Audit {
         tenant: Option<&str>,
         accepted: &[Right],
     ) -> Result<Principal, RelayError> {
+        let now = crate::time::now_unix_secs();
+        self.authorize_at(authorizer, call, token, tenant, accepted, now)
+    }
+
+    /// [`Self::authorize`] at a given time.
+    pub fn authorize_at(
+        &self,
+        authorizer: &Authorizer,
+        call: Call<'_>,
+        token: Option<&str>,
+        tenant: Option<&str>,
+        accepted: &[Right],
+        now_unix: u64,
+    ) -> Result<Principal, RelayError> {
         let result = match token {
             None => Err(Refusal::from(RelayError::MissingCredential)),
-            Some(text) => authorizer.check(text, tenant, accepted, crate::time::now_unix_secs()),
+            Some(text) => authorizer.check(text, tenant, accepted, now_unix),
         };
         result.map_err(|refusal| {
             let token_id = token.map(|t| self.token_id(t));

@@ -29,7 +29,8 @@ use sas::Right;
 use tracing::info;
 use zeroize::Zeroizing;
 
-use crate::audit::{Actor, Call};
+use crate::audit::{Actor, Audit, Call};
+use crate::auth::Authorizer;
 use crate::error::RelayError;
 use crate::state::State;
 use crate::store::TenantRecord;
@@ -154,25 +155,45 @@ fn clear_cookie() -> String {
     format!("{COOKIE_NAME}=; Max-Age=0; Path=/status; HttpOnly; SameSite=Strict")
 }
 
-/// Checks an operator token, auditing a refusal as `rpc`; on success, the
-/// seconds it has left and who it proves.
+/// Checks an operator token, auditing a refusal; on success, the seconds it
+/// has left and who it proves.
 fn verify(
-    state: &State,
-    rpc: &'static str,
-    peer: Option<SocketAddr>,
+    audit: &Audit,
+    authorizer: &Authorizer,
+    call: Call<'_>,
     token: &str,
-) -> Result<(u64, Call<'static>, Actor), Refused> {
-    let call = Call { rpc, peer };
+    now_unix: u64,
+) -> Result<(u64, Actor), Refused> {
     let token = Some(token.trim()).filter(|t| !t.is_empty());
-    let principal = state
-        .audit
-        .authorize(&state.authorizer, call, token, None, &[Right::Operator])
+    let principal = audit
+        .authorize_at(authorizer, call, token, None, &[Right::Operator], now_unix)
         .map_err(|e| match e {
             RelayError::MissingCredential => Refused::Missing,
             other => Refused::from(other),
         })?;
-    let remaining = principal.expiry_unix.saturating_sub(now_unix_secs());
-    Ok((remaining, call, state.audit.actor(&principal, token)))
+    let remaining = principal.expiry_unix.saturating_sub(now_unix);
+    Ok((remaining, audit.actor(&principal, token)))
+}
+
+/// [`verify`] now, for a call of the status page.
+fn verify_call(
+    state: &State,
+    rpc: &'static str,
+    extensions: &Extensions,
+    token: &str,
+) -> Result<(u64, Call<'static>, Actor), Refused> {
+    let call = Call {
+        rpc,
+        peer: peer_of(extensions),
+    };
+    let (remaining, actor) = verify(
+        &state.audit,
+        &state.authorizer,
+        call,
+        token,
+        now_unix_secs(),
+    )?;
+    Ok((remaining, call, actor))
 }
 
 /// The caller's address, which the operator port's server records.
@@ -194,8 +215,10 @@ async fn status(
     let Some((source, token)) = presented(&headers) else {
         return see_other(LOGIN_PATH);
     };
-    let peer = peer_of(&extensions);
-    match (verify(&state, "status/view", peer, &token), source) {
+    match (
+        verify_call(&state, "status/view", &extensions, &token),
+        source,
+    ) {
         (Ok((_, call, actor)), source) => {
             // A script's use of the operator token; a browser's cookie was
             // audited at its login.
@@ -232,18 +255,19 @@ async fn login_form(
     extensions: Extensions,
     headers: HeaderMap,
 ) -> Response {
-    let peer = peer_of(&extensions);
     match presented(&headers) {
-        Some((Source::Cookie, token)) => match verify(&state, "status/login", peer, &token) {
-            Ok(_) => see_other("/status"),
-            Err(refused) => (
-                [(header::SET_COOKIE, clear_cookie())],
-                Html(render::login_page(Some(&format!(
-                    "the saved token no longer works: {refused}"
-                )))),
-            )
-                .into_response(),
-        },
+        Some((Source::Cookie, token)) => {
+            match verify_call(&state, "status/login", &extensions, &token) {
+                Ok(_) => see_other("/status"),
+                Err(refused) => (
+                    [(header::SET_COOKIE, clear_cookie())],
+                    Html(render::login_page(Some(&format!(
+                        "the saved token no longer works: {refused}"
+                    )))),
+                )
+                    .into_response(),
+            }
+        }
         _ => Html(render::login_page(None)).into_response(),
     }
 }
@@ -264,7 +288,7 @@ async fn login(
     form: Result<axum::Form<LoginForm>, FormRejection>,
 ) -> Response {
     let token = Zeroizing::new(form.map(|f| f.0.token).unwrap_or_default());
-    match verify(&state, "status/login", peer_of(&extensions), &token) {
+    match verify_call(&state, "status/login", &extensions, &token) {
         Ok((remaining, call, actor)) => {
             let ok = Ok::<(), RelayError>(());
             state.audit.done(call, None, &actor, None, &ok);
