@@ -210,7 +210,7 @@ impl Audit {
             // The tenant addressed, or else the one the token names, when
             // it is a tenant name at all (the caller chose it).
             let named = tenant.or(refusal.claimed_tenant.as_deref());
-            let named = named.filter(|t| proto::names::is_valid_tenant(t) || *t == "*");
+            let named = named.filter(|t| proto::names::is_valid_tenant(t));
             self.refused(call, named, actor.as_ref(), &refusal.error);
             refusal.error
         })
