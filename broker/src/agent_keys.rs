@@ -97,7 +97,7 @@ async fn register_key(
     let key_id = key.key_id.clone();
     let record = state
         .tenants
-        .update(&tenant, move |r| {
+        .update(tenant, move |r| {
             let endorsements = key
                 .endorsements
                 .iter()
@@ -154,7 +154,7 @@ async fn retire_key(
     let id = key_id.clone();
     let record = state
         .tenants
-        .update(&tenant, move |r| {
+        .update(tenant, move |r| {
             let before = r.agent_keys.len();
             r.agent_keys.retain(|k| k.key_id != id);
             if r.agent_keys.len() == before {
