@@ -69,7 +69,15 @@ fn a_refusal_flood_from_one_source_is_bounded_counted_and_summarised() {
     };
     assert_eq!(dropped.get_or_create(&label).get(), 980);
     // Quiet long enough: one summary.
-    audit.limiter.lock().unwrap().recovered(Instant::now()); // nothing yet
+    assert!(
+        audit
+            .limiter
+            .lock()
+            .unwrap()
+            .recovered(Instant::now())
+            .is_empty(),
+        "not quiet yet"
+    );
     let later = Instant::now() + Duration::from_secs(30);
     let quiet = audit.limiter.lock().unwrap().recovered(later);
     assert_eq!(quiet, [(Some("192.0.2.7".parse().unwrap()), 980)]);
