@@ -30,13 +30,13 @@ use std::time::{Duration, Instant, SystemTime};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use ring::hmac;
-use sas::{KeySlot, Right};
+use sas::Right;
 use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::auth::{Authorizer, Principal, Refusal};
+use crate::auth::{Authorizer, Principal, Proven, Refusal};
 use crate::error::RelayError;
 use crate::metrics::ReasonLabel;
 
@@ -58,12 +58,15 @@ pub enum Outcome {
 pub enum Actor {
     Operator {
         operator: bool,
+        key_id: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         token_id: Option<String>,
     },
     Key {
         right: &'static str,
         key_slot: &'static str,
+        /// [`crate::auth::key_id`]: which key of the slot, across rotations.
+        key_id: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         token_id: Option<String>,
     },
@@ -164,11 +167,12 @@ impl Audit {
 
     /// The actor a verified token proved.
     pub fn actor(&self, principal: &Principal, token: Option<&str>) -> Actor {
-        proven(
-            principal.right,
-            principal.slot,
-            token.map(|t| self.token_id(t)),
-        )
+        let key = Proven {
+            right: principal.right,
+            slot: principal.slot,
+            key_id: principal.key_id.clone(),
+        };
+        proven(key, token.map(|t| self.token_id(t)))
     }
 
     /// Checks `token` (`None`: none was sent) like
@@ -203,7 +207,7 @@ impl Audit {
         result.map_err(|refusal| {
             let token_id = token.map(|t| self.token_id(t));
             let actor = match (refusal.proven, token_id) {
-                (Some((right, slot)), id) => Some(proven(right, slot, id)),
+                (Some(key), id) => Some(proven(key, id)),
                 (None, Some(token_id)) => Some(Actor::Unproven { token_id }),
                 (None, None) => None,
             };
@@ -415,15 +419,17 @@ pub fn token_of<T>(request: &tonic::Request<T>) -> Option<&str> {
         .map(|v| v.to_str().unwrap_or_default())
 }
 
-fn proven(right: Right, slot: KeySlot, token_id: Option<String>) -> Actor {
-    match right {
+fn proven(key: Proven, token_id: Option<String>) -> Actor {
+    match key.right {
         Right::Operator => Actor::Operator {
             operator: true,
+            key_id: key.key_id,
             token_id,
         },
         _ => Actor::Key {
-            right: right.as_str(),
-            key_slot: slot.as_str(),
+            right: key.right.as_str(),
+            key_slot: key.slot.as_str(),
+            key_id: key.key_id,
             token_id,
         },
     }

@@ -22,6 +22,8 @@ pub struct Principal {
     pub resource: String,
     /// Which key of the pair signed the token.
     pub slot: KeySlot,
+    /// That key's id ([`key_id`]), for the audit trail.
+    pub key_id: String,
     pub expiry_unix: u64,
 }
 
@@ -30,11 +32,33 @@ pub struct Principal {
 #[derive(Debug)]
 pub struct Refusal {
     pub error: RelayError,
-    /// The right and key slot of a token whose signature verified (then
-    /// refused as expired, too long lived, of the wrong right...).
-    pub proven: Option<(Right, KeySlot)>,
+    /// What a token whose signature verified proved (then refused as
+    /// expired, too long lived, of the wrong right...).
+    pub proven: Option<Proven>,
     /// The tenant a parsed token names, unverified.
     pub claimed_tenant: Option<String>,
+}
+
+/// The key a token's signature verified against.
+#[derive(Debug, Clone)]
+pub struct Proven {
+    pub right: Right,
+    pub slot: KeySlot,
+    pub key_id: String,
+}
+
+/// A key's id: 8 hex digits of a hash of the key, so that an audit line
+/// tells a rotated key from its successor. 32 bits of a hash of 256
+/// random bits give nothing towards the key.
+pub fn key_id(key: &Key) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(b"relay key id\0");
+    context.update(key.to_base64().as_bytes());
+    let digest = context.finish();
+    digest.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl From<RelayError> for Refusal {
@@ -133,13 +157,14 @@ impl Authorizer {
         {
             return Err(unproven(RelayError::InvalidTenantName));
         }
-        let slot = if token.right == Right::Operator {
+        let (slot, key_id) = if token.right == Right::Operator {
             if token.resource != sas::OPERATOR_RESOURCE {
                 return Err(unproven(RelayError::BadSignature));
             }
-            token
+            let slot = token
                 .verify(&self.operator_key, &self.operator_key)
-                .ok_or_else(|| unproven(RelayError::BadSignature))?
+                .ok_or_else(|| unproven(RelayError::BadSignature))?;
+            (slot, key_id(&self.operator_key))
         } else {
             // A token names its own tenant; only a token of the addressed
             // tenant can be checked against that tenant's keys. Every other
@@ -151,15 +176,26 @@ impl Authorizer {
             let record = (token.resource == addressed)
                 .then(|| self.tenants.get(addressed))
                 .flatten();
-            let slot = match record.as_ref().and_then(|r| r.keys.pair(token.right)) {
+            let pair = record.as_ref().and_then(|r| r.keys.pair(token.right));
+            let slot = match pair {
                 Some(pair) => token.verify(&pair.primary, &pair.secondary),
                 None => token.verify(&self.dummy_key, &self.dummy_key).and(None),
             };
-            slot.ok_or_else(|| unproven(RelayError::BadSignature))?
+            let slot = slot.ok_or_else(|| unproven(RelayError::BadSignature))?;
+            let pair = pair.expect("a slot verified against the tenant's pair");
+            let key = match slot {
+                KeySlot::Primary => &pair.primary,
+                KeySlot::Secondary => &pair.secondary,
+            };
+            (slot, key_id(key))
         };
         let proven = |error| Refusal {
             error,
-            proven: Some((token.right, slot)),
+            proven: Some(Proven {
+                right: token.right,
+                slot,
+                key_id: key_id.clone(),
+            }),
             claimed_tenant: Some(token.resource.clone()),
         };
         if token.is_expired(now_unix) {
@@ -191,6 +227,7 @@ impl Authorizer {
             right: token.right,
             resource: token.resource,
             slot,
+            key_id,
             expiry_unix: token.expiry_unix,
         })
     }

@@ -456,6 +456,8 @@ async fn each_admin_change_is_one_line_with_its_actor_and_no_secret() {
     assert_eq!(line["outcome"], "ok");
     assert_eq!(line["change"], serde_json::json!({"writeback": false}));
     assert_actor_key(&line, "manage", "primary");
+    let manage_key = tenant.key(Right::Manage, KeySlot::Primary);
+    assert_eq!(line["actor"]["key_id"], broker::auth::key_id(&manage_key));
     assert_common(&line);
 
     admin.revoke_agent("contoso", "dc01").await.expect("revoke");

@@ -21,7 +21,12 @@ fn a_change_is_one_line_with_its_actor_and_the_file_is_private() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     let audit = Audit::open(Some(path.clone()), "n1".into(), Family::default()).unwrap();
-    let actor = proven(Right::Manage, KeySlot::Secondary, Some(audit.token_id("t")));
+    let key = Proven {
+        right: Right::Manage,
+        slot: sas::KeySlot::Secondary,
+        key_id: "0a1b2c3d".into(),
+    };
+    let actor = proven(key, Some(audit.token_id("t")));
     audit.done(
         call("relay.v1.Admin/SetWriteback"),
         Some("acme"),
@@ -38,6 +43,7 @@ fn a_change_is_one_line_with_its_actor_and_the_file_is_private() {
     assert_eq!(line["tenant"], "acme");
     assert_eq!(line["actor"]["right"], "manage");
     assert_eq!(line["actor"]["key_slot"], "secondary");
+    assert_eq!(line["actor"]["key_id"], "0a1b2c3d");
     assert_eq!(line["actor"]["token_id"].as_str().unwrap().len(), 16);
     assert_eq!(line["peer"], "192.0.2.7:5555");
     assert_eq!(line["node"], "n1");
@@ -88,7 +94,12 @@ fn reopen_writes_a_new_file_after_a_rename() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     let audit = Audit::open(Some(path.clone()), "n1".into(), Family::default()).unwrap();
-    let op = proven(Right::Operator, KeySlot::Primary, None);
+    let key = Proven {
+        right: Right::Operator,
+        slot: sas::KeySlot::Primary,
+        key_id: "0a1b2c3d".into(),
+    };
+    let op = proven(key, None);
     let ok = Ok::<(), RelayError>(());
     audit.done(call("status/login"), None, &op, None, &ok);
     std::fs::rename(&path, dir.path().join("audit.jsonl.1")).unwrap();
@@ -98,6 +109,6 @@ fn reopen_writes_a_new_file_after_a_rename() {
     assert_eq!(lines(&dir.path().join("audit.jsonl.1")).len(), 1);
     assert_eq!(
         lines(&path)[0]["actor"],
-        serde_json::json!({"operator": true})
+        serde_json::json!({"operator": true, "key_id": "0a1b2c3d"})
     );
 }
