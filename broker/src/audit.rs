@@ -201,7 +201,7 @@ impl Audit {
         now_unix: u64,
     ) -> Result<Principal, RelayError> {
         let result = match token {
-            None => Err(Refusal::from(RelayError::MissingCredential)),
+            None => Err(Box::new(Refusal::from(RelayError::MissingCredential))),
             Some(text) => authorizer.check(text, tenant, accepted, now_unix),
         };
         result.map_err(|refusal| {

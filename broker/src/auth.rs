@@ -145,12 +145,15 @@ impl Authorizer {
         tenant: Option<&str>,
         accepted: &[Right],
         now_unix: u64,
-    ) -> Result<Principal, Refusal> {
-        let token = Token::parse(token_text).map_err(RelayError::from)?;
-        let unproven = |error| Refusal {
-            error,
-            proven: None,
-            claimed_tenant: Some(token.resource.clone()),
+    ) -> Result<Principal, Box<Refusal>> {
+        let token =
+            Token::parse(token_text).map_err(|e| Box::new(Refusal::from(RelayError::from(e))))?;
+        let unproven = |error| {
+            Box::new(Refusal {
+                error,
+                proven: None,
+                claimed_tenant: Some(token.resource.clone()),
+            })
         };
         if let Some(tenant) = tenant
             && !proto::names::is_valid_tenant(tenant)
@@ -189,14 +192,16 @@ impl Authorizer {
             };
             (slot, key_id(key))
         };
-        let proven = |error| Refusal {
-            error,
-            proven: Some(Proven {
-                right: token.right,
-                slot,
-                key_id: key_id.clone(),
-            }),
-            claimed_tenant: Some(token.resource.clone()),
+        let proven = |error| {
+            Box::new(Refusal {
+                error,
+                proven: Some(Proven {
+                    right: token.right,
+                    slot,
+                    key_id: key_id.clone(),
+                }),
+                claimed_tenant: Some(token.resource.clone()),
+            })
         };
         if token.is_expired(now_unix) {
             return Err(proven(RelayError::TokenExpired));
