@@ -225,7 +225,8 @@ fn differences(old: &BrokerConfig, new: &BrokerConfig) -> Vec<&'static str> {
 }
 
 /// `check-config`: the files a validated configuration names, read and
-/// checked: the certificate and key (PEM, usable, matching), the storage
+/// checked: the certificate and key (PEM, usable, matching), the audit
+/// file's directory, the storage
 /// key (on one node only when configured: otherwise the broker makes one in
 /// its data directory at first start), and in cluster mode the NATS
 /// credential and CA files.
@@ -235,6 +236,13 @@ pub fn check(config: &BrokerConfig) -> Result<(), ReloadError> {
         && let (path, true) = config.storage_key_path()
     {
         StorageKey::load(&path)?;
+    }
+    // A configured audit file's directory must exist: the broker creates
+    // the file, not the directory (the data directory's default it does).
+    if let (Some(_), Some(path)) = (&config.audit.file, config.audit_path())
+        && let Some(dir) = path.parent()
+    {
+        readable("audit.file's directory", dir)?;
     }
     if let Some(cluster) = &config.cluster {
         StorageKey::load(&cluster.storage_key_file)?;
