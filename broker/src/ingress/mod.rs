@@ -163,8 +163,13 @@ where
         let path = request.uri().path().to_owned();
         let access = access(&path);
         if let Access::Token(rights) = access {
+            // Any path under /relay.v1.Admin/ gets here: the caller's text,
+            // so bounded before it is written.
+            let rpc = Some(path.trim_start_matches('/'))
+                .filter(|p| p.len() <= 64)
+                .unwrap_or("relay.v1.Admin/(unknown method)");
             let call = crate::audit::Call {
-                rpc: path.trim_start_matches('/'),
+                rpc,
                 peer: info.as_ref().and_then(|i| i.tcp.remote_addr()),
             };
             // Not text: malformed, as the parser then says.
