@@ -25,7 +25,7 @@ use crate::metrics::RefusalLabel;
 use crate::outcomes::{Admission, LateCheck, PendingSlot};
 use crate::sessions::{self, AgentAnswer, AgentSession};
 use crate::state::State;
-use crate::time::{now_unix_ms, now_unix_secs};
+use crate::time::now_unix_ms;
 
 pub struct Gateway {
     state: Arc<State>,
@@ -294,11 +294,17 @@ async fn drive(state: Arc<State>, session: Arc<AgentSession>, mut inbound: Strea
 
 /// A RenewToken: checked like Hello's token (Listen right, same tenant).
 fn renew(state: &State, session: &AgentSession, token: &str) {
-    match state.authorizer.authorize(
+    let call = crate::audit::Call {
+        rpc: "relay.v1.AgentGateway/OpenSession/RenewToken",
+        peer: session.remote_addr,
+    };
+    let token = (!token.is_empty()).then_some(token);
+    match state.audit.authorize(
+        &state.authorizer,
+        call,
         token,
         Some(&session.tenant),
         &[Right::Listen],
-        now_unix_secs(),
     ) {
         Ok(p) => {
             session.renew(p.slot, p.expiry_unix);
