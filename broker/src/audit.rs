@@ -14,7 +14,10 @@
 //! returns; every other line (reads, refusals) is synced by [`Audit::tick`]
 //! within a second, so a refusal flood cannot turn into one disk flush per
 //! call. Refusals are also rate limited per source address (`limiter`);
-//! changes never are.
+//! changes never are. A change's sync runs on the calling task's thread
+//! (admin changes are rare, and the line must be on disk before the answer).
+//! A line that cannot be written is an ERROR in the log; the call itself
+//! goes on (an unwritable audit file does not stop the relay).
 
 mod limiter;
 
