@@ -136,6 +136,10 @@ impl Audit {
         dropped: Family<ReasonLabel, Counter>,
     ) -> Result<Audit, OpenError> {
         let file = path.as_deref().map(open_append).transpose()?;
+        // Present at 0 from the start, so that an alert on its rate works.
+        dropped.get_or_create(&ReasonLabel {
+            reason: "rate_limited",
+        });
         let rng = ring::rand::SystemRandom::new();
         let correlator =
             hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("the system random source works");
