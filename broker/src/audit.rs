@@ -137,7 +137,7 @@ impl Audit {
     ) -> Result<Audit, OpenError> {
         let file = path.as_deref().map(open_append).transpose()?;
         // Present at 0 from the start, so that an alert on its rate works.
-        dropped.get_or_create(&ReasonLabel {
+        let _ = dropped.get_or_create(&ReasonLabel {
             reason: "rate_limited",
         });
         let rng = ring::rand::SystemRandom::new();
