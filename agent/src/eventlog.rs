@@ -46,6 +46,9 @@ pub mod ids {
     /// the account's DN. In the 33xxx failure-reason family, numbered apart
     /// from Entra's 33001-33009 so it cannot collide with an id it adds.
     pub const RATE_LIMITED: u32 = 33100;
+    /// Not an Entra id: a local admin command (`init`, `rotate-key`,
+    /// `directory grant`) ran, with the OS user who ran it as `actor`.
+    pub const LOCAL_ADMIN_COMMAND: u32 = 31100;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -85,6 +88,86 @@ pub struct Event {
     pub blocked_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub denied_at: Option<String>,
+    /// Local admin commands: who ran them, on which host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<LocalActor>,
+}
+
+/// The OS user running this process, as the audit trail of the broker
+/// names its callers: the uid and its name, and under sudo who invoked it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalActor {
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sudo_user: Option<String>,
+    pub host: String,
+}
+
+impl LocalActor {
+    /// From /proc (no libc in this crate) and the environment.
+    pub fn current() -> LocalActor {
+        let uid = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| real_uid(&status));
+        let user = uid
+            .and_then(|uid| {
+                let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+                user_name(&passwd, uid)
+            })
+            .or_else(|| std::env::var("USER").ok());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        LocalActor {
+            uid,
+            user,
+            sudo_user: std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty()),
+            host,
+        }
+    }
+}
+
+/// Records a local admin command (`init`, `rotate-key`, `directory grant`)
+/// in the event log in `dir`, with the OS user who ran it. `done` is what
+/// it did, or that it failed (the error is printed to the person running
+/// it, not logged: the event log holds ids and names only).
+pub fn record_local_command(
+    dir: &Path,
+    max_bytes: u64,
+    command: &str,
+    tenant: &str,
+    done: Result<String, ()>,
+) {
+    let (level, outcome, message) = match done {
+        Ok(message) => (Level::Information, "SUCCESS", message),
+        Err(()) => (Level::Error, "FAILED", format!("{command} failed")),
+    };
+    let mut event = Event::new(ids::LOCAL_ADMIN_COMMAND, level, message);
+    event.operation = Some(command.to_owned());
+    event.tenant = Some(tenant.to_owned());
+    event.outcome = Some(outcome.to_owned());
+    event.actor = Some(LocalActor::current());
+    match EventLog::open(dir, max_bytes, DEFAULT_KEEP) {
+        Ok(log) => log.write(&event),
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "local command not recorded in the event log")
+        }
+    }
+}
+
+/// The real uid of a `/proc/<pid>/status` text (`Uid: real effective ...`).
+fn real_uid(status: &str) -> Option<u32> {
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn user_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+    })
 }
 
 impl Event {
@@ -102,6 +185,7 @@ impl Event {
             container: None,
             blocked_at: None,
             denied_at: None,
+            actor: None,
         }
     }
 }
@@ -194,6 +278,21 @@ impl EventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_local_actor_is_read_from_proc_and_passwd() {
+        let status = "Name:\tx\nUid:\t1000\t0\t0\t0\nGid:\t1000\n";
+        assert_eq!(real_uid(status), Some(1000));
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nada:x:1000:1000::/home/ada:/bin/sh\n";
+        assert_eq!(user_name(passwd, 1000).as_deref(), Some("ada"));
+        assert_eq!(user_name(passwd, 7), None);
+        let me = LocalActor::current();
+        assert!(me.uid.is_some() && !me.host.is_empty(), "{me:?}");
+        let mut e = Event::new(ids::LOCAL_ADMIN_COMMAND, Level::Information, "x");
+        e.actor = Some(me);
+        let line = serde_json::to_value(&e).unwrap();
+        assert!(line["actor"]["uid"].is_u64(), "{line}");
+    }
 
     #[test]
     fn events_are_json_lines_and_rotate_by_size() {

@@ -8,11 +8,12 @@ use sas::Right;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
+use crate::audit::{Actor, Call, token_of};
 use crate::error::RelayError;
 use crate::relay_service::agent_key_to_pb;
 use crate::state::State;
 use crate::store::AgentKeyRecord;
-use crate::time::{now_unix_ms, now_unix_secs};
+use crate::time::now_unix_ms;
 
 pub const MAX_AGENT_KEYS: usize = 8;
 const MAX_ENDORSEMENTS: usize = 16;
@@ -52,21 +53,51 @@ pub async fn register(
     request: Request<pb::RegisterKeyRequest>,
 ) -> Result<Response<pb::RegisterKeyReply>, Status> {
     let tenant = request.get_ref().tenant.clone();
-    state.authorizer.authorize_metadata(
-        request.metadata(),
-        Some(&tenant),
+    let rpc = "relay.v1.AgentGateway/RegisterKey";
+    let (call, actor) = audited_caller(state, &request, rpc, &tenant)?;
+    let key = request.into_inner().key;
+    // The key id is the agent's choice: written once it is known valid.
+    let change = serde_json::json!({"registered_key": key.as_ref()
+        .filter(|k| validate(k).is_ok()).map(|k| &k.key_id)});
+    let result = register_key(state, &tenant, key).await;
+    state
+        .audit
+        .done(call, Some(&tenant), &actor, Some(change), &result);
+    Ok(Response::new(result?))
+}
+
+/// The caller of a key call, checked and, when refused, audited.
+fn audited_caller<'a, T>(
+    state: &State,
+    request: &Request<T>,
+    rpc: &'a str,
+    tenant: &str,
+) -> Result<(Call<'a>, Actor), RelayError> {
+    let principal = state.audit.authorize_request(
+        &state.authorizer,
+        request,
+        rpc,
+        Some(tenant),
         &[Right::Listen],
-        now_unix_secs(),
     )?;
-    let key = request
-        .into_inner()
-        .key
-        .ok_or(RelayError::InvalidAgentKey("no key given"))?;
+    let call = Call {
+        rpc,
+        peer: request.remote_addr(),
+    };
+    Ok((call, state.audit.actor(&principal, token_of(request))))
+}
+
+async fn register_key(
+    state: &State,
+    tenant: &str,
+    key: Option<pb::AgentKey>,
+) -> Result<pb::RegisterKeyReply, RelayError> {
+    let key = key.ok_or(RelayError::InvalidAgentKey("no key given"))?;
     validate(&key)?;
     let key_id = key.key_id.clone();
     let record = state
         .tenants
-        .update(&tenant, move |r| {
+        .update(tenant, move |r| {
             let endorsements = key
                 .endorsements
                 .iter()
@@ -94,9 +125,9 @@ pub async fn register(
         })
         .await?;
     info!(tenant = %tenant, key_id = %key_id, keys = record.agent_keys.len(), "agent key registered");
-    Ok(Response::new(pb::RegisterKeyReply {
+    Ok(pb::RegisterKeyReply {
         keys: record.agent_keys.iter().map(agent_key_to_pb).collect(),
-    }))
+    })
 }
 
 pub async fn retire(
@@ -104,16 +135,26 @@ pub async fn retire(
     request: Request<pb::RetireKeyRequest>,
 ) -> Result<Response<pb::RetireKeyReply>, Status> {
     let pb::RetireKeyRequest { tenant, key_id } = request.get_ref().clone();
-    state.authorizer.authorize_metadata(
-        request.metadata(),
-        Some(&tenant),
-        &[Right::Listen],
-        now_unix_secs(),
-    )?;
+    let rpc = "relay.v1.AgentGateway/RetireKey";
+    let (call, actor) = audited_caller(state, &request, rpc, &tenant)?;
+    let result = retire_key(state, &tenant, key_id.clone()).await;
+    // The id is the agent's choice: written only when it has the shape of one.
+    let change = serde_json::json!({"retired_key": is_key_id(&key_id).then_some(&key_id)});
+    state
+        .audit
+        .done(call, Some(&tenant), &actor, Some(change), &result);
+    Ok(Response::new(result?))
+}
+
+async fn retire_key(
+    state: &State,
+    tenant: &str,
+    key_id: String,
+) -> Result<pb::RetireKeyReply, RelayError> {
     let id = key_id.clone();
     let record = state
         .tenants
-        .update(&tenant, move |r| {
+        .update(tenant, move |r| {
             let before = r.agent_keys.len();
             r.agent_keys.retain(|k| k.key_id != id);
             if r.agent_keys.len() == before {
@@ -123,7 +164,7 @@ pub async fn retire(
         })
         .await?;
     info!(tenant = %tenant, key_id = %key_id, "agent key retired");
-    Ok(Response::new(pb::RetireKeyReply {
+    Ok(pb::RetireKeyReply {
         keys: record.agent_keys.iter().map(agent_key_to_pb).collect(),
-    }))
+    })
 }

@@ -22,7 +22,53 @@ pub struct Principal {
     pub resource: String,
     /// Which key of the pair signed the token.
     pub slot: KeySlot,
+    /// That key's id ([`key_id`]), for the audit trail.
+    pub key_id: String,
     pub expiry_unix: u64,
+}
+
+/// A refused token, with what it proved before it was refused, for the
+/// audit trail ([`crate::audit`]).
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: RelayError,
+    /// What a token whose signature verified proved (then refused as
+    /// expired, too long lived, of the wrong right...).
+    pub proven: Option<Proven>,
+    /// The tenant a parsed token names, unverified.
+    pub claimed_tenant: Option<String>,
+}
+
+/// The key a token's signature verified against.
+#[derive(Debug, Clone)]
+pub struct Proven {
+    pub right: Right,
+    pub slot: KeySlot,
+    pub key_id: String,
+}
+
+/// A key's id: 8 hex digits of a hash of the key, so that an audit line
+/// tells a rotated key from its successor. 32 bits of a hash of 256
+/// random bits give nothing towards the key.
+pub fn key_id(key: &Key) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(b"relay key id\0");
+    context.update(key.to_base64().as_bytes());
+    let digest = context.finish();
+    digest.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl From<RelayError> for Refusal {
+    fn from(error: RelayError) -> Refusal {
+        Refusal {
+            error,
+            proven: None,
+            claimed_tenant: None,
+        }
+    }
 }
 
 pub struct Authorizer {
@@ -88,19 +134,40 @@ impl Authorizer {
         accepted: &[Right],
         now_unix: u64,
     ) -> Result<Principal, RelayError> {
-        let token = Token::parse(token_text)?;
+        self.check(token_text, tenant, accepted, now_unix)
+            .map_err(|refusal| refusal.error)
+    }
+
+    /// [`Self::authorize`], saying on a refusal what the token proved.
+    pub fn check(
+        &self,
+        token_text: &str,
+        tenant: Option<&str>,
+        accepted: &[Right],
+        now_unix: u64,
+    ) -> Result<Principal, Box<Refusal>> {
+        let token =
+            Token::parse(token_text).map_err(|e| Box::new(Refusal::from(RelayError::from(e))))?;
+        let unproven = |error| {
+            Box::new(Refusal {
+                error,
+                proven: None,
+                claimed_tenant: Some(token.resource.clone()),
+            })
+        };
         if let Some(tenant) = tenant
             && !proto::names::is_valid_tenant(tenant)
         {
-            return Err(RelayError::InvalidTenantName);
+            return Err(unproven(RelayError::InvalidTenantName));
         }
-        let slot = if token.right == Right::Operator {
+        let (slot, key_id) = if token.right == Right::Operator {
             if token.resource != sas::OPERATOR_RESOURCE {
-                return Err(RelayError::BadSignature);
+                return Err(unproven(RelayError::BadSignature));
             }
-            token
+            let slot = token
                 .verify(&self.operator_key, &self.operator_key)
-                .ok_or(RelayError::BadSignature)?
+                .ok_or_else(|| unproven(RelayError::BadSignature))?;
+            (slot, key_id(&self.operator_key))
         } else {
             // A token names its own tenant; only a token of the addressed
             // tenant can be checked against that tenant's keys. Every other
@@ -112,39 +179,60 @@ impl Authorizer {
             let record = (token.resource == addressed)
                 .then(|| self.tenants.get(addressed))
                 .flatten();
-            let slot = match record.as_ref().and_then(|r| r.keys.pair(token.right)) {
+            let pair = record.as_ref().and_then(|r| r.keys.pair(token.right));
+            let slot = match pair {
                 Some(pair) => token.verify(&pair.primary, &pair.secondary),
                 None => token.verify(&self.dummy_key, &self.dummy_key).and(None),
             };
-            slot.ok_or(RelayError::BadSignature)?
+            let slot = slot.ok_or_else(|| unproven(RelayError::BadSignature))?;
+            let pair = pair.expect("a slot verified against the tenant's pair");
+            let key = match slot {
+                KeySlot::Primary => &pair.primary,
+                KeySlot::Secondary => &pair.secondary,
+            };
+            (slot, key_id(key))
+        };
+        let proven = |error| {
+            Box::new(Refusal {
+                error,
+                proven: Some(Proven {
+                    right: token.right,
+                    slot,
+                    key_id: key_id.clone(),
+                }),
+                claimed_tenant: Some(token.resource.clone()),
+            })
         };
         if token.is_expired(now_unix) {
-            return Err(RelayError::TokenExpired);
+            return Err(proven(RelayError::TokenExpired));
         }
         if token.expiry_unix > now_unix.saturating_add(self.max_token_lifetime.as_secs()) {
-            return Err(RelayError::TokenLifetimeTooLong(self.max_token_lifetime));
+            return Err(proven(RelayError::TokenLifetimeTooLong(
+                self.max_token_lifetime,
+            )));
         }
         // Only the operator gets here without a proven key of the tenant, and
         // the operator may know which tenants exist.
         if let Some(tenant) = tenant
             && token.right == Right::Operator
         {
-            self.tenants.require(tenant)?;
+            self.tenants.require(tenant).map_err(proven)?;
         }
         if !accepted.contains(&token.right) {
-            return Err(RelayError::WrongRight {
+            return Err(proven(RelayError::WrongRight {
                 have: token.right,
                 needs: accepted
                     .iter()
                     .map(|r| r.as_str())
                     .collect::<Vec<_>>()
                     .join(" or "),
-            });
+            }));
         }
         Ok(Principal {
             right: token.right,
             resource: token.resource,
             slot,
+            key_id,
             expiry_unix: token.expiry_unix,
         })
     }

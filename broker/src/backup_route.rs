@@ -21,7 +21,6 @@ use sas::Right;
 use tracing::{info, warn};
 
 use crate::state::State;
-use crate::time::now_unix_secs;
 
 pub const BACKUP_PATH: &str = "/backup";
 
@@ -29,16 +28,29 @@ pub fn routes() -> Router<Arc<State>> {
     Router::new().route(BACKUP_PATH, post(backup))
 }
 
-async fn backup(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Response {
+async fn backup(
+    Extract(state): Extract<Arc<State>>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+) -> Response {
     let token = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if let Err(refused) =
-        state
-            .authorizer
-            .authorize(token.trim(), None, &[Right::Operator], now_unix_secs())
-    {
+        .map(|v| v.to_str().unwrap_or_default().trim());
+    let call = crate::audit::Call {
+        rpc: "operator/backup",
+        peer: extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0),
+    };
+    let checked = state
+        .audit
+        .authorize(&state.authorizer, call, token, None, &[Right::Operator]);
+    if let Ok(principal) = &checked {
+        let actor = state.audit.actor(principal, token);
+        let ok = Ok::<(), crate::error::RelayError>(());
+        state.audit.done(call, None, &actor, None, &ok);
+    }
+    if let Err(refused) = checked {
         info!(reason = %refused, "backup refused a token");
         return (
             StatusCode::UNAUTHORIZED,

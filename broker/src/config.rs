@@ -108,6 +108,35 @@ pub struct BrokerConfig {
     /// Absent: one node with its embedded store.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// The audit trail (crate::audit).
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: where the audit trail goes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The JSON-lines file, opened append-only (mode 0600) and reopened on
+    /// SIGHUP. Unset: `audit.jsonl` in the data directory; `""`: no trail.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// `false`: no trail, whatever `file` says.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            file: None,
+            enabled: true,
+        }
+    }
 }
 
 /// How this node joins the others: through NATS, which carries requests for
@@ -573,6 +602,16 @@ impl BrokerConfig {
         self.data_dir.join("broker.redb")
     }
 
+    /// The audit file, or `None` when the trail is off.
+    pub fn audit_path(&self) -> Option<PathBuf> {
+        match &self.audit.file {
+            _ if !self.audit.enabled => None,
+            Some(path) if path.as_os_str().is_empty() => None,
+            Some(path) => Some(path.clone()),
+            None => Some(self.data_dir.join("audit.jsonl")),
+        }
+    }
+
     pub fn operator_key_path(&self) -> PathBuf {
         self.data_dir.join("operator.key")
     }
@@ -602,6 +641,23 @@ fn under_credentials(path: &Path, credentials: Option<std::ffi::OsString>) -> Pa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_audit_file_defaults_to_the_data_dir_and_can_be_turned_off() {
+        let base = "data_dir = \"/d\"\ntls_cert = \"c\"\ntls_key = \"k\"\n";
+        let path = |extra: &str| {
+            BrokerConfig::from_toml(&format!("{base}{extra}"))
+                .unwrap()
+                .audit_path()
+        };
+        assert_eq!(path(""), Some(PathBuf::from("/d/audit.jsonl")));
+        assert_eq!(
+            path("[audit]\nfile = \"/var/log/a.jsonl\"\n"),
+            Some(PathBuf::from("/var/log/a.jsonl"))
+        );
+        assert_eq!(path("[audit]\nfile = \"\"\n"), None);
+        assert_eq!(path("[audit]\nenabled = false\n"), None);
+    }
 
     #[test]
     fn the_storage_key_defaults_to_the_data_dir_and_follows_credentials() {

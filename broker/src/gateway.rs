@@ -25,7 +25,7 @@ use crate::metrics::RefusalLabel;
 use crate::outcomes::{Admission, LateCheck, PendingSlot};
 use crate::sessions::{self, AgentAnswer, AgentSession};
 use crate::state::State;
-use crate::time::{now_unix_ms, now_unix_secs};
+use crate::time::now_unix_ms;
 
 pub struct Gateway {
     state: Arc<State>,
@@ -99,15 +99,26 @@ impl Gateway {
         if !proto::names::is_valid_agent_id(&hello.agent_id) {
             return Err(RelayError::InvalidAgentId);
         }
-        let principal = state.authorizer.authorize(
-            &hello.token,
+        let call = crate::audit::Call {
+            rpc: "relay.v1.AgentGateway/OpenSession",
+            peer: remote_addr,
+        };
+        let token = (!hello.token.is_empty()).then_some(hello.token.as_str());
+        let principal = state.audit.authorize(
+            &state.authorizer,
+            call,
+            token,
             Some(&hello.tenant),
             &[Right::Listen],
-            now_unix_secs(),
         )?;
         let tenant = state.tenants.require(&hello.tenant)?;
         if tenant.revoked_agents.contains(&hello.agent_id) {
-            return Err(RelayError::AgentRevoked(hello.agent_id));
+            let refused = RelayError::AgentRevoked(hello.agent_id);
+            let actor = state.audit.actor(&principal, token);
+            state
+                .audit
+                .refused(call, Some(&tenant.name), Some(&actor), &refused);
+            return Err(refused);
         }
         // At most 64 characters, control characters escaped: the agent
         // chooses it, and it is logged and shown to operators.
@@ -283,11 +294,17 @@ async fn drive(state: Arc<State>, session: Arc<AgentSession>, mut inbound: Strea
 
 /// A RenewToken: checked like Hello's token (Listen right, same tenant).
 fn renew(state: &State, session: &AgentSession, token: &str) {
-    match state.authorizer.authorize(
+    let call = crate::audit::Call {
+        rpc: "relay.v1.AgentGateway/OpenSession/RenewToken",
+        peer: session.remote_addr,
+    };
+    let token = (!token.is_empty()).then_some(token);
+    match state.audit.authorize(
+        &state.authorizer,
+        call,
         token,
         Some(&session.tenant),
         &[Right::Listen],
-        now_unix_secs(),
     ) {
         Ok(p) => {
             session.renew(p.slot, p.expiry_unix);

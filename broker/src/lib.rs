@@ -40,6 +40,8 @@
 //!   commands of `relay-broker`.
 //! - [`status_page`] over [`recent`]: the operator's HTML status page
 //!   (nodes, tenants, agents, the last 15 minutes' requests).
+//! - [`audit`]: the audit trail: admin changes, logins and refused calls,
+//!   one JSON line each, in a file of its own.
 //! - [`error`]: the one error type and its conversion to gRPC statuses.
 //! - [`listener`]: the gRPC socket, its accept loop and TLS handshakes.
 //! - [`ingress`]: what a caller can make the gRPC port spend before it
@@ -59,6 +61,7 @@ pub mod admin_service;
 pub mod agent_keys;
 pub mod agent_text;
 pub mod answer;
+pub mod audit;
 pub mod auth;
 pub mod backup_route;
 pub mod cluster;

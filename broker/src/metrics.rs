@@ -117,6 +117,8 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabel, Counter>,
     /// The serving certificate's notAfter, Unix seconds.
     pub tls_certificate_expiry: Gauge,
+    /// Audit lines not written, by why (crate::audit).
+    pub audit_dropped: Family<ReasonLabel, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -286,6 +288,12 @@ impl Metrics {
             "Calls refused or cut off before their request message was read: refused_from_headers, unauthenticated_streams, receive_timeout",
             requests_cut_off.clone(),
         );
+        let audit_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "audit_dropped",
+            "Audit lines not written: rate_limited (refusals over a source's allowance)",
+            audit_dropped.clone(),
+        );
         let mut process = Registry::default();
         process.register_collector(Box::new(process::ProcessCollector));
         let replies_refused = Family::<RefusalLabel, Counter>::default();
@@ -312,6 +320,7 @@ impl Metrics {
             tls_certificate_expiry.clone(),
         );
         Metrics {
+            audit_dropped,
             config_reloads,
             tls_certificate_expiry,
             http_cuts,

@@ -20,7 +20,6 @@ use crate::metrics::{OperationLabel, RequestLabels};
 use crate::outcomes::{OutcomeRecord, Recording, Settled, StoredAnswer};
 use crate::routing::{RouteReply, RouteRequest};
 use crate::state::State;
-use crate::time::now_unix_secs;
 
 pub struct RelayService {
     state: Arc<State>,
@@ -138,11 +137,12 @@ impl Relay for RelayService {
         let deadline = Instant::now() + budget;
         let state = &self.state;
         let body = request.get_ref();
-        state.authorizer.authorize_metadata(
-            request.metadata(),
+        state.audit.authorize_request(
+            &state.authorizer,
+            &request,
+            "relay.v1.Relay/Submit",
             Some(&body.tenant),
             &[Right::Send],
-            now_unix_secs(),
         )?;
         // Before any of the tenant's settings are read: they may be stale.
         state.tenants.require_current()?;
@@ -286,11 +286,12 @@ impl Relay for RelayService {
         let budget = self.deadline(&request);
         let deadline = Instant::now() + budget;
         let tenant = request.get_ref().tenant.clone();
-        self.state.authorizer.authorize_metadata(
-            request.metadata(),
+        self.state.audit.authorize_request(
+            &self.state.authorizer,
+            &request,
+            "relay.v1.Relay/Ping",
             Some(&tenant),
             &[Right::Send, Right::Manage],
-            now_unix_secs(),
         )?;
         // A revoked agent must not answer either.
         self.state.tenants.require_current()?;
@@ -330,11 +331,12 @@ impl Relay for RelayService {
         request: Request<pb::GetConfigurationRequest>,
     ) -> Result<Response<pb::TenantConfiguration>, Status> {
         let tenant = &request.get_ref().tenant;
-        self.state.authorizer.authorize_metadata(
-            request.metadata(),
+        self.state.audit.authorize_request(
+            &self.state.authorizer,
+            &request,
+            "relay.v1.Relay/GetConfiguration",
             Some(tenant),
             &[Right::Send, Right::Listen, Right::Manage, Right::Operator],
-            now_unix_secs(),
         )?;
         // Stale agent keys or a stale write-back switch would send the
         // portal the wrong way.
@@ -347,11 +349,12 @@ impl Relay for RelayService {
         request: Request<pb::GetOutcomeRequest>,
     ) -> Result<Response<pb::SubmitReply>, Status> {
         let pb::GetOutcomeRequest { tenant, request_id } = request.get_ref().clone();
-        self.state.authorizer.authorize_metadata(
-            request.metadata(),
+        self.state.audit.authorize_request(
+            &self.state.authorizer,
+            &request,
+            "relay.v1.Relay/GetOutcome",
             Some(&tenant),
             &[Right::Send],
-            now_unix_secs(),
         )?;
         if !proto::names::is_valid_request_id(&request_id) {
             return Err(RelayError::InvalidRequestId.into());

@@ -71,6 +71,8 @@ where
             received = hangup.recv() => if received.is_none() { return },
         }
         info!("SIGHUP: reloading the configuration and the TLS certificate");
+        // First: logrotate renamed the file and waits for nothing else.
+        state.audit.reopen();
         let result = match load() {
             Ok(config) => reload(&state, config),
             Err(e) => Err(ReloadError::Config(e)),
@@ -209,7 +211,7 @@ fn differences(old: &BrokerConfig, new: &BrokerConfig) -> Vec<&'static str> {
     compare!("", old, new; listen, listen_backlog, operator_listen, data_dir,
         tls_cert, tls_key, default_deadline, max_deadline, max_envelope_bytes,
         heartbeat_interval, hello_timeout, max_token_lifetime, keepalive_timeout,
-        ack_timeout, outcome_retention, drain_grace, log_format, cluster);
+        ack_timeout, outcome_retention, drain_grace, log_format, cluster, audit);
     compare!("limits.", old.limits, new.limits; tenant_requests_per_minute,
         max_in_flight_per_agent, sessions_per_tenant, sessions_per_source,
         sessions_per_connection, max_concurrent_streams, tls_handshake_timeout,
@@ -224,7 +226,8 @@ fn differences(old: &BrokerConfig, new: &BrokerConfig) -> Vec<&'static str> {
 }
 
 /// `check-config`: the files a validated configuration names, read and
-/// checked: the certificate and key (PEM, usable, matching), the storage
+/// checked: the certificate and key (PEM, usable, matching), the audit
+/// file's directory, the storage
 /// key (on one node only when configured: otherwise the broker makes one in
 /// its data directory at first start), and in cluster mode the NATS
 /// credential and CA files.
@@ -234,6 +237,13 @@ pub fn check(config: &BrokerConfig) -> Result<(), ReloadError> {
         && let (path, true) = config.storage_key_path()
     {
         StorageKey::load(&path)?;
+    }
+    // A configured audit file's directory must exist: the broker creates
+    // the file, not the directory (the data directory's default it does).
+    if let (Some(_), Some(path)) = (&config.audit.file, config.audit_path())
+        && let Some(dir) = path.parent()
+    {
+        readable("audit.file's directory", dir)?;
     }
     if let Some(cluster) = &config.cluster {
         StorageKey::load(&cluster.storage_key_file)?;

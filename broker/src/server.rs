@@ -89,6 +89,8 @@ pub enum BrokerError {
     Cluster(#[from] ClusterError),
     #[error("the gRPC reflection descriptors do not decode")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::OpenError),
 }
 
 /// Where tenants, late outcomes and the operator key live: the embedded
@@ -298,7 +300,17 @@ pub async fn start(
             Arc::clone(&metrics),
         )),
     };
+    let audit = Arc::new(crate::audit::Audit::open(
+        config.audit_path(),
+        crate::audit::node_name(config.cluster.as_ref().map(|c| c.node_name.as_str())),
+        metrics.audit_dropped.clone(),
+    )?);
+    tokio::spawn(crate::audit::sync_every_second(
+        Arc::clone(&audit),
+        shutdown.clone(),
+    ));
     let state = Arc::new(State {
+        audit,
         authorizer: Authorizer::new(
             Arc::clone(&tenants),
             operator_key,

@@ -28,6 +28,8 @@ pub struct State {
     pub certificate: Arc<CertResolver>,
     pub tenants: Arc<Tenants>,
     pub authorizer: Authorizer,
+    /// The audit trail.
+    pub audit: Arc<crate::audit::Audit>,
     /// The sessions this node holds.
     pub registry: Arc<Registry>,
     /// Where portal requests go; on one node, the registry itself.

@@ -411,6 +411,24 @@ async fn a_full_reset_leaves_no_password_in_the_broker() {
         .trim()
         .to_owned();
     let pinned = envelope::Fingerprint::parse(&fingerprint).expect("fingerprint");
+    // The local admin command is in the agent's event log with who ran it,
+    // and its key registration in the broker's audit trail.
+    let state_dir = config.state_dir.as_ref().expect("state dir");
+    let events = std::fs::read_to_string(state_dir.join("events/events.jsonl")).expect("events");
+    let init_event: serde_json::Value = events
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|e: &serde_json::Value| e["event_id"] == 31100)
+        .unwrap_or_else(|| panic!("no local command event: {events}"));
+    assert_eq!(init_event["operation"], "init");
+    assert_eq!(init_event["outcome"], "SUCCESS");
+    assert!(init_event["actor"]["uid"].is_u64(), "{init_event}");
+    assert!(init_event["actor"]["host"].is_string(), "{init_event}");
+    let audit = std::fs::read_to_string(broker.data_dir().join("audit.jsonl")).expect("audit");
+    assert!(
+        audit.contains("\"rpc\":\"relay.v1.AgentGateway/RegisterKey\""),
+        "{audit}"
+    );
 
     // The agent process opens envelopes; it has no directory, so it answers
     // DIRECTORY_UNAVAILABLE, sealed.

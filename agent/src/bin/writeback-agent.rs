@@ -277,7 +277,9 @@ async fn main() -> anyhow::Result<()> {
                 &config,
                 !config.key_file.as_ref().is_some_and(|p| p.exists()),
             )?;
-            let r = onboarding::init(&config, &bundle, &password).await?;
+            let r = onboarding::init(&config, &bundle, &password).await;
+            record(&config, "init", r.as_ref().map(|r| key_line("init", r)));
+            let r = r?;
             print_report(
                 if r.created {
                     "write-back key created and registered"
@@ -299,7 +301,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::RotateKey { stage } => {
             let password = setup_password(&config, false)?;
-            let r = onboarding::rotate(&config, &password, !stage).await?;
+            let r = onboarding::rotate(&config, &password, !stage).await;
+            record(
+                &config,
+                "rotate-key",
+                r.as_ref().map(|r| key_line("rotate-key", r)),
+            );
+            let r = r?;
             print_report(
                 if stage {
                     "new key staged (not yet used by portals)"
@@ -359,16 +367,27 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Directory(DirectoryCommand::Grant { forest, ou, rights }) => {
-            let directory = embedded_forest(&config, &forest)?;
-            let trustee = directory.service_account();
-            for right in parse_rights(&rights)? {
-                directory.grant(&ou, right, &trustee, true)?;
-                println!(
-                    "granted {} on users below {ou} to {trustee}",
-                    right.as_str()
-                );
-            }
-            Ok(())
+            let granted = (|| {
+                let directory = embedded_forest(&config, &forest)?;
+                let trustee = directory.service_account();
+                let mut done = Vec::new();
+                for right in parse_rights(&rights)? {
+                    directory.grant(&ou, right, &trustee, true)?;
+                    let line = format!(
+                        "granted {} on users below {ou} to {trustee} in forest {forest}",
+                        right.as_str()
+                    );
+                    println!("{line}");
+                    done.push(line);
+                }
+                anyhow::Ok(done.join("; "))
+            })();
+            record(
+                &config,
+                "directory grant",
+                granted.as_ref().map(String::clone),
+            );
+            granted.map(drop)
         }
         Command::Directory(DirectoryCommand::RemoveDeny { forest, dn, rights }) => {
             let directory = embedded_forest(&config, &forest)?;
@@ -404,6 +423,24 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A local admin command in the event log, with who ran it.
+fn record<E>(config: &AgentConfig, command: &str, done: Result<String, E>) {
+    agent::eventlog::record_local_command(
+        &config.event_log_dir(),
+        config.event_log_max_bytes,
+        command,
+        &config.tenant,
+        done.map_err(drop),
+    );
+}
+
+fn key_line(command: &str, report: &KeyReport) -> String {
+    format!(
+        "{command}: agent key {} (fingerprint {})",
+        report.key_id, report.fingerprint
+    )
 }
 
 fn parse_rights(names: &[String]) -> anyhow::Result<Vec<DirectoryRight>> {

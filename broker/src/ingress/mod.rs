@@ -33,7 +33,6 @@ use tracing::{debug, info};
 
 use crate::error::RelayError;
 use crate::state::State;
-use crate::time::now_unix_secs;
 pub use connections::{CallGuard, CloseReason, Conn, Connections};
 
 /// What tonic puts in each request's extensions for a connection of the
@@ -167,12 +166,25 @@ where
         let path = request.uri().path().to_owned();
         let access = access(&path);
         if let Access::Token(rights) = access {
-            match self.state.authorizer.authorize_headers(
-                request.headers(),
-                None,
-                rights,
-                now_unix_secs(),
-            ) {
+            // Any path under /relay.v1.Admin/ gets here: the caller's text,
+            // so bounded before it is written.
+            let rpc = Some(path.trim_start_matches('/'))
+                .filter(|p| p.len() <= 64)
+                .unwrap_or("relay.v1.Admin/(unknown method)");
+            let call = crate::audit::Call {
+                rpc,
+                peer: info.as_ref().and_then(|i| i.tcp.remote_addr()),
+            };
+            // Not text: malformed, as the parser then says.
+            let token = request
+                .headers()
+                .get(crate::auth::AUTHORIZATION)
+                .map(|v| v.to_str().unwrap_or_default());
+            match self
+                .state
+                .audit
+                .authorize(&self.state.authorizer, call, token, None, rights)
+            {
                 Ok(_) => {
                     if let Some(info) = &info {
                         info.conn.authenticate();

@@ -13,13 +13,15 @@
 mod chart;
 mod render;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::extract::State as Extract;
 use axum::extract::rejection::FormRejection;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use proto::pb::AgentInfo;
@@ -27,6 +29,7 @@ use sas::Right;
 use tracing::info;
 use zeroize::Zeroizing;
 
+use crate::audit::{Actor, Audit, Call};
 use crate::auth::Authorizer;
 use crate::error::RelayError;
 use crate::state::State;
@@ -152,26 +155,77 @@ fn clear_cookie() -> String {
     format!("{COOKIE_NAME}=; Max-Age=0; Path=/status; HttpOnly; SameSite=Strict")
 }
 
-/// Checks an operator token; on success, the seconds it has left.
-fn verify(authorizer: &Authorizer, token: &str, now_unix: u64) -> Result<u64, Refused> {
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(Refused::Missing);
-    }
-    let principal = authorizer.authorize(token, None, &[Right::Operator], now_unix)?;
-    Ok(principal.expiry_unix.saturating_sub(now_unix))
+/// Checks an operator token, auditing a refusal; on success, the seconds it
+/// has left and who it proves.
+fn verify(
+    audit: &Audit,
+    authorizer: &Authorizer,
+    call: Call<'_>,
+    token: &str,
+    now_unix: u64,
+) -> Result<(u64, Actor), Refused> {
+    let token = Some(token.trim()).filter(|t| !t.is_empty());
+    let principal = audit
+        .authorize_at(authorizer, call, token, None, &[Right::Operator], now_unix)
+        .map_err(|e| match e {
+            RelayError::MissingCredential => Refused::Missing,
+            other => Refused::from(other),
+        })?;
+    let remaining = principal.expiry_unix.saturating_sub(now_unix);
+    Ok((remaining, audit.actor(&principal, token)))
+}
+
+/// [`verify`] now, for a call of the status page.
+fn verify_call(
+    state: &State,
+    rpc: &'static str,
+    extensions: &Extensions,
+    token: &str,
+) -> Result<(u64, Call<'static>, Actor), Refused> {
+    let call = Call {
+        rpc,
+        peer: peer_of(extensions),
+    };
+    let (remaining, actor) = verify(
+        &state.audit,
+        &state.authorizer,
+        call,
+        token,
+        now_unix_secs(),
+    )?;
+    Ok((remaining, call, actor))
+}
+
+/// The caller's address, which the operator port's server records.
+fn peer_of(extensions: &Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer)
 }
 
 fn see_other(location: &'static str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
 }
 
-async fn status(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Response {
+async fn status(
+    Extract(state): Extract<Arc<State>>,
+    extensions: Extensions,
+    headers: HeaderMap,
+) -> Response {
     let Some((source, token)) = presented(&headers) else {
         return see_other(LOGIN_PATH);
     };
-    match (verify(&state.authorizer, &token, now_unix_secs()), source) {
-        (Ok(_), _) => {
+    match (
+        verify_call(&state, "status/view", &extensions, &token),
+        source,
+    ) {
+        (Ok((_, call, actor)), source) => {
+            // A script's use of the operator token; a browser's cookie was
+            // audited at its login.
+            if matches!(source, Source::Header) {
+                let ok = Ok::<(), RelayError>(());
+                state.audit.done(call, None, &actor, None, &ok);
+            }
             let peers = match state.cluster.as_ref().and_then(|c| c.meta.get()) {
                 Some(meta) => Some(crate::cluster::nodes::list(meta).await),
                 None => None,
@@ -196,18 +250,24 @@ async fn status(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Resp
     }
 }
 
-async fn login_form(Extract(state): Extract<Arc<State>>, headers: HeaderMap) -> Response {
+async fn login_form(
+    Extract(state): Extract<Arc<State>>,
+    extensions: Extensions,
+    headers: HeaderMap,
+) -> Response {
     match presented(&headers) {
-        Some((Source::Cookie, token)) => match verify(&state.authorizer, &token, now_unix_secs()) {
-            Ok(_) => see_other("/status"),
-            Err(refused) => (
-                [(header::SET_COOKIE, clear_cookie())],
-                Html(render::login_page(Some(&format!(
-                    "the saved token no longer works: {refused}"
-                )))),
-            )
-                .into_response(),
-        },
+        Some((Source::Cookie, token)) => {
+            match verify_call(&state, "status/login", &extensions, &token) {
+                Ok(_) => see_other("/status"),
+                Err(refused) => (
+                    [(header::SET_COOKIE, clear_cookie())],
+                    Html(render::login_page(Some(&format!(
+                        "the saved token no longer works: {refused}"
+                    )))),
+                )
+                    .into_response(),
+            }
+        }
         _ => Html(render::login_page(None)).into_response(),
     }
 }
@@ -224,18 +284,23 @@ struct LoginForm {
 // only store a token the forger already holds as an operator.
 async fn login(
     Extract(state): Extract<Arc<State>>,
+    extensions: Extensions,
     form: Result<axum::Form<LoginForm>, FormRejection>,
 ) -> Response {
     let token = Zeroizing::new(form.map(|f| f.0.token).unwrap_or_default());
-    match verify(&state.authorizer, &token, now_unix_secs()) {
-        Ok(remaining) => (
-            StatusCode::SEE_OTHER,
-            [
-                (header::LOCATION, "/status".to_owned()),
-                (header::SET_COOKIE, session_cookie(token.trim(), remaining)),
-            ],
-        )
-            .into_response(),
+    match verify_call(&state, "status/login", &extensions, &token) {
+        Ok((remaining, call, actor)) => {
+            let ok = Ok::<(), RelayError>(());
+            state.audit.done(call, None, &actor, None, &ok);
+            (
+                StatusCode::SEE_OTHER,
+                [
+                    (header::LOCATION, "/status".to_owned()),
+                    (header::SET_COOKIE, session_cookie(token.trim(), remaining)),
+                ],
+            )
+                .into_response()
+        }
         Err(refused) => {
             info!(reason = %refused, "status page login refused");
             (

@@ -24,6 +24,15 @@ async fn authorizer() -> (tempfile::TempDir, Arc<Tenants>, Authorizer, Key) {
     (dir, tenants, auth, op)
 }
 
+/// The seconds an operator token has left, or why it is refused.
+fn verify(auth: &Authorizer, token: &str, now: u64) -> Result<u64, Refused> {
+    let call = Call {
+        rpc: "status/login",
+        peer: None,
+    };
+    super::verify(&Audit::disabled(), auth, call, token, now).map(|(left, _)| left)
+}
+
 #[tokio::test]
 async fn each_refused_token_gets_its_own_reason_and_status() {
     let (_d, tenants, auth, op) = authorizer().await;
