@@ -675,6 +675,15 @@ async fn kill_9_of_the_forwarding_nodes_nats_server_under_load() {
     assert_three_zeros(&tally);
 }
 
+/// `kill -9` of the third NATS server, the one only b (no agent, no portal)
+/// uses: the streams it led elect again while a forwards to c; the same
+/// three zeros. With the two tests above, each NATS server is killed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_idle_nodes_nats_server_under_load() {
+    let tally = kill_nats_under_load("b").await;
+    assert_three_zeros(&tally);
+}
+
 /// The harness itself: a cut is silent (a connection attempt times out,
 /// it is not refused) and a heal restores the link.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
