@@ -111,6 +111,62 @@ pub struct BrokerConfig {
     /// The audit trail (crate::audit).
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Traces over OTLP (crate::telemetry); off by default.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: OpenTelemetry traces over OTLP/gRPC. Off unless
+/// `otlp_endpoint` is set.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`. Unset: no
+    /// export and no exporter task.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` resource attribute; defaults to "relay-broker".
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// The share of new traces sampled, 0.0 to 1.0; a caller's traceparent
+    /// decides for the traces it starts.
+    #[serde(default = "full_sampling")]
+    pub sample_ratio: f64,
+}
+
+fn full_sampling() -> f64 {
+    1.0
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            service_name: None,
+            sample_ratio: full_sampling(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// What serde cannot check: the endpoint's scheme and the ratio's range.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        if let Some(endpoint) = &self.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Some((
+                "telemetry.otlp_endpoint",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Some(("telemetry.sample_ratio", "must be between 0.0 and 1.0"));
+        }
+        if self.service_name.as_deref() == Some("") {
+            return Some(("telemetry.service_name", "must not be empty"));
+        }
+        None
+    }
 }
 
 /// `[audit]`: where the audit trail goes.
@@ -494,6 +550,9 @@ impl BrokerConfig {
                 problem: problem.to_owned(),
             })
         };
+        if let Some((setting, problem)) = self.telemetry.problem() {
+            return invalid(setting, problem);
+        }
         if self.listen_backlog == 0 {
             return invalid("listen_backlog", "must be at least 1");
         }
