@@ -14,8 +14,9 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing::Level;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -67,13 +68,15 @@ pub fn init(format: LogFormat, telemetry: &TelemetryConfig) -> Result<Telemetry,
         )?),
         None => None,
     };
-    // RUST_LOG filters the log lines only: the request spans are info
-    // spans, exported whatever the log level.
+    // RUST_LOG filters the log lines only: the info spans are exported
+    // whatever the log level. Spans alone, not the log events inside them:
+    // the trace keeps to the span fields (ids, names, outcomes), and a log
+    // line's details (an account's DN, say) stay in the logs.
     let otel = provider.as_ref().map(|p| {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("writeback-agent"))
-            .with_filter(LevelFilter::INFO)
+            .with_filter(filter_fn(|m| m.is_span() && *m.level() <= Level::INFO))
     });
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours for a person at a terminal only: in a file or the journal
