@@ -451,6 +451,21 @@ mod tests {
     }
 
     #[test]
+    fn telemetry_is_off_by_default_and_checked_when_on() {
+        let base = "broker = \"https://b:443\"\ntenant = \"a\"\nlisten_key_file = \"k\"\n";
+        let parse = |extra: &str| AgentConfig::from_toml(&format!("{base}{extra}"));
+        assert_eq!(parse("").unwrap().telemetry, TelemetryConfig::default());
+        let on =
+            parse("[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\nsample_ratio = 0.25\n")
+                .unwrap()
+                .telemetry;
+        assert_eq!(on.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        assert_eq!(on.sample_ratio, 0.25);
+        assert!(parse("[telemetry]\notlp_endpoint = \"grpc://x\"\n").is_err());
+        assert!(parse("[telemetry]\nsample_ratio = -0.1\n").is_err());
+    }
+
+    #[test]
     fn plain_http_and_unknown_keys_are_refused() {
         let base = "tenant = \"a\"\nlisten_key_file = \"k\"\n";
         let err = AgentConfig::from_toml(&format!("{base}broker = \"http://x\"")).unwrap_err();

@@ -702,6 +702,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn telemetry_is_off_by_default_and_checked_when_on() {
+        let base = "data_dir = \"/d\"\ntls_cert = \"c\"\ntls_key = \"k\"\n";
+        let parse = |extra: &str| BrokerConfig::from_toml(&format!("{base}{extra}"));
+        let off = parse("").unwrap().telemetry;
+        assert_eq!(off.otlp_endpoint, None);
+        assert_eq!(off.sample_ratio, 1.0);
+        let on = parse(
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\nservice_name = \"b1\"\n",
+        )
+        .unwrap()
+        .telemetry;
+        assert_eq!(on.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        assert_eq!(on.service_name.as_deref(), Some("b1"));
+        for bad in [
+            "otlp_endpoint = \"127.0.0.1:4317\"",
+            "sample_ratio = 1.5",
+            "service_name = \"\"",
+            "otlp_headers = \"x\"",
+        ] {
+            assert!(parse(&format!("[telemetry]\n{bad}\n")).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_audit_file_defaults_to_the_data_dir_and_can_be_turned_off() {
         let base = "data_dir = \"/d\"\ntls_cert = \"c\"\ntls_key = \"k\"\n";
         let path = |extra: &str| {
