@@ -380,3 +380,81 @@ async fn without_an_otlp_endpoint_nothing_is_exported() {
         broker.logs()
     );
 }
+
+/// Across nodes: a request submitted on node a for an agent held by node b
+/// is one trace, the portal's span -> relay.submit (a) -> relay.forwarded
+/// (b), through `ForwardedRequest.traceparent`.
+#[tokio::test]
+async fn a_forwarded_request_continues_the_trace_on_the_serving_node() {
+    let (receiver, endpoint) = Receiver::start().await;
+    let mut cluster = tests::cluster::BrokerCluster::builder(2)
+        .config(format!("telemetry = {{ otlp_endpoint = {endpoint:?} }}"))
+        .start()
+        .await;
+    let tenant = cluster.create_tenant("contoso").await;
+    let _on_b = cluster.echo_agent(1, &tenant, "on-b").start().await;
+    cluster.await_serving(&tenant, 1).await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let portal = cluster
+        .portal(0, &tenant)
+        .await
+        .with_traceparent(format!("00-{trace_id}-{ROOT_SPAN_ID}-01"));
+    let request_id = "forwarded-1";
+    portal
+        .submit(
+            request_id,
+            Operation::ResetPassword,
+            "on-b",
+            b"opaque".to_vec(),
+            Some(Duration::from_secs(10)),
+        )
+        .await
+        .expect("the agent on b answers");
+    for i in 0..2 {
+        cluster.node_mut(i).terminate().await;
+    }
+
+    let mut spans = Vec::new();
+    for _ in 0..100 {
+        spans = receiver
+            .spans()
+            .into_iter()
+            .filter(|(_, s)| hex(&s.trace_id) == trace_id)
+            .collect::<Vec<_>>();
+        let has = |name: &str| spans.iter().any(|(_, s)| s.name == name);
+        if has("relay.submit") && has("relay.forwarded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let summary: Vec<String> = spans
+        .iter()
+        .map(|(service, s)| {
+            format!(
+                "{service}/{} {} <- {}",
+                s.name,
+                hex(&s.span_id),
+                hex(&s.parent_span_id)
+            )
+        })
+        .collect();
+    let named = |name: &str| {
+        spans
+            .iter()
+            .map(|(_, s)| s)
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} span in the trace: {summary:#?}"))
+    };
+    let submit = named("relay.submit");
+    let forwarded = named("relay.forwarded");
+    assert_eq!(hex(&submit.parent_span_id), ROOT_SPAN_ID, "{summary:#?}");
+    assert_eq!(forwarded.parent_span_id, submit.span_id, "{summary:#?}");
+    assert_eq!(
+        string_attr(&forwarded.attributes, "relay.request_id").as_deref(),
+        Some(request_id)
+    );
+    assert_eq!(
+        string_attr(&forwarded.attributes, "relay.origin_node").as_deref(),
+        Some(cluster.name(0))
+    );
+}
