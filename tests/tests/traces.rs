@@ -162,6 +162,16 @@ fn every_string(export: &ExportTraceServiceRequest) -> Vec<Vec<u8>> {
     out
 }
 
+/// The OTLP batch exporter's threads in process `pid` (the SDK names them
+/// `OpenTelemetry.Traces.BatchProcessor`; the kernel keeps 15 bytes).
+fn exporter_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the broker's threads")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("OpenTelemetry"))
+        .count()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -246,6 +256,7 @@ async fn one_trace_from_the_portal_through_broker_and_agent_without_secrets() {
         .reply;
     assert_eq!(reply.outcome, outcome::SUCCESS, "{reply:?}");
 
+    assert_eq!(exporter_threads(broker.pid()), 1, "the exporting broker");
     // Both exporters flush on their shutdown path.
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(20), agent.wait())
@@ -370,6 +381,8 @@ async fn without_an_otlp_endpoint_nothing_is_exported() {
         .with_traceparent(format!("00-{TRACE_ID}-{ROOT_SPAN_ID}-01"));
     // No agent: the ping fails, its span ends all the same.
     let _ = client.ping(Some(Duration::from_millis(500))).await;
+    // No exporter was built: no batch thread, nothing sent anywhere.
+    assert_eq!(exporter_threads(broker.pid()), 0);
     let mut broker = broker;
     broker.terminate().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
