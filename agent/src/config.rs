@@ -104,6 +104,62 @@ pub struct AgentConfig {
     /// Limits the agent enforces itself (`[limits]`).
     #[serde(default)]
     pub limits: AgentLimits,
+    /// Traces over OTLP (crate::telemetry); off by default.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: OpenTelemetry traces over OTLP/gRPC. Off unless
+/// `otlp_endpoint` is set.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`. Unset: no
+    /// export and no exporter task.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` resource attribute; defaults to "writeback-agent".
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// The share of new traces sampled, 0.0 to 1.0; a caller's traceparent
+    /// decides for the traces it starts.
+    #[serde(default = "full_sampling")]
+    pub sample_ratio: f64,
+}
+
+fn full_sampling() -> f64 {
+    1.0
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            service_name: None,
+            sample_ratio: full_sampling(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// What serde cannot check: the endpoint's scheme and the ratio's range.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        if let Some(endpoint) = &self.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Some((
+                "telemetry.otlp_endpoint",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Some(("telemetry.sample_ratio", "must be between 0.0 and 1.0"));
+        }
+        if self.service_name.as_deref() == Some("") {
+            return Some(("telemetry.service_name", "must not be empty"));
+        }
+        None
+    }
 }
 
 /// Limits the agent enforces on the requests it applies.
@@ -268,6 +324,9 @@ impl AgentConfig {
 
     pub fn validate(&self) -> Result<(), AgentConfigError> {
         let invalid = |setting, problem| Err(AgentConfigError::Invalid { setting, problem });
+        if let Some((setting, problem)) = self.telemetry.problem() {
+            return invalid(setting, problem);
+        }
         let brokers = self.broker.all();
         if brokers.is_empty() {
             return invalid("broker", "needs at least one address");
@@ -389,6 +448,21 @@ mod tests {
     #[test]
     fn the_example_config_parses() {
         AgentConfig::from_toml(include_str!("../../examples/agent.toml")).unwrap();
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_checked_when_on() {
+        let base = "broker = \"https://b:443\"\ntenant = \"a\"\nlisten_key_file = \"k\"\n";
+        let parse = |extra: &str| AgentConfig::from_toml(&format!("{base}{extra}"));
+        assert_eq!(parse("").unwrap().telemetry, TelemetryConfig::default());
+        let on =
+            parse("[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\nsample_ratio = 0.25\n")
+                .unwrap()
+                .telemetry;
+        assert_eq!(on.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        assert_eq!(on.sample_ratio, 0.25);
+        assert!(parse("[telemetry]\notlp_endpoint = \"grpc://x\"\n").is_err());
+        assert!(parse("[telemetry]\nsample_ratio = -0.1\n").is_err());
     }
 
     #[test]

@@ -166,6 +166,7 @@ pub fn split(old: &AgentConfig, new: &AgentConfig) -> (Vec<&'static str>, Vec<&'
         drain_grace,
         proxy,
         limits,
+        telemetry,
     );
     differ.into_iter().partition(|name| LIVE.contains(name))
 }

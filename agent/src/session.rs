@@ -320,12 +320,16 @@ impl Driver<'_> {
     fn dispatch(&self, request: Request) {
         let skew_ms = self.session.as_ref().map_or(0, |s| s.skew_ms);
         let parent = self.session.as_ref().map(|s| s.span.clone());
+        // Span fields are exported as attributes: ids and names only.
         let span = info_span!(
             parent: parent.as_ref().and_then(|s| s.id()),
-            "request",
-            request_id = %request.request_id,
-            operation = request.operation.as_str_name()
+            "agent.request",
+            relay.request_id = %request.request_id,
+            relay.operation = request.operation.as_str_name()
         );
+        // In the trace, the broker's span is the parent (the session span
+        // stays the parent in the logs).
+        crate::telemetry::continue_trace(&span, Some(&request.traceparent));
         let handler = Arc::clone(&self.ctx.handler);
         let events = self.ctx.events.clone();
         let outbox = Arc::clone(&self.ctx.outbox);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use envelope::body::{operation, outcome};
 use envelope::{ReplyBody, RequestBody, RequestHeader};
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use super::envelopes::Operations;
 use super::eventlog::{Event, EventLog, Level, ids};
@@ -417,10 +417,26 @@ impl Writeback {
             if let Err(limited) = self.count_attempt(header.operation, &account) {
                 return done(limited_reply(&limited), Some(ids::RATE_LIMITED), None);
             }
-            match self
+            // The directory call alone, for the trace: forest, operation and
+            // result code; never the DN or a password.
+            let span = info_span!(
+                "directory.apply",
+                directory.forest = %account.forest,
+                directory.operation = event_ids(header.operation).3,
+                directory.outcome = tracing::field::Empty,
+            );
+            let acted = self
                 .act(header.operation, body, &*directory, &account)
-                .await
-            {
+                .instrument(span.clone())
+                .await;
+            span.record(
+                "directory.outcome",
+                match &acted {
+                    Ok(reply) => outcome_name(reply.outcome),
+                    Err(refusal) => outcome_name(refusal_reply(refusal).0.outcome),
+                },
+            );
+            match acted {
                 Err(Refusal::UserNotFound) if !retried => {
                     info!(
                         forest = %account.forest,

@@ -111,6 +111,62 @@ pub struct BrokerConfig {
     /// The audit trail (crate::audit).
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Traces over OTLP (crate::telemetry); off by default.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: OpenTelemetry traces over OTLP/gRPC. Off unless
+/// `otlp_endpoint` is set.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`. Unset: no
+    /// export and no exporter task.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` resource attribute; defaults to "relay-broker".
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// The share of new traces sampled, 0.0 to 1.0; a caller's traceparent
+    /// decides for the traces it starts.
+    #[serde(default = "full_sampling")]
+    pub sample_ratio: f64,
+}
+
+fn full_sampling() -> f64 {
+    1.0
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            service_name: None,
+            sample_ratio: full_sampling(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// What serde cannot check: the endpoint's scheme and the ratio's range.
+    pub fn problem(&self) -> Option<(&'static str, &'static str)> {
+        if let Some(endpoint) = &self.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Some((
+                "telemetry.otlp_endpoint",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Some(("telemetry.sample_ratio", "must be between 0.0 and 1.0"));
+        }
+        if self.service_name.as_deref() == Some("") {
+            return Some(("telemetry.service_name", "must not be empty"));
+        }
+        None
+    }
 }
 
 /// `[audit]`: where the audit trail goes.
@@ -494,6 +550,9 @@ impl BrokerConfig {
                 problem: problem.to_owned(),
             })
         };
+        if let Some((setting, problem)) = self.telemetry.problem() {
+            return invalid(setting, problem);
+        }
         if self.listen_backlog == 0 {
             return invalid("listen_backlog", "must be at least 1");
         }
@@ -641,6 +700,30 @@ fn under_credentials(path: &Path, credentials: Option<std::ffi::OsString>) -> Pa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn telemetry_is_off_by_default_and_checked_when_on() {
+        let base = "data_dir = \"/d\"\ntls_cert = \"c\"\ntls_key = \"k\"\n";
+        let parse = |extra: &str| BrokerConfig::from_toml(&format!("{base}{extra}"));
+        let off = parse("").unwrap().telemetry;
+        assert_eq!(off.otlp_endpoint, None);
+        assert_eq!(off.sample_ratio, 1.0);
+        let on = parse(
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\nservice_name = \"b1\"\n",
+        )
+        .unwrap()
+        .telemetry;
+        assert_eq!(on.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        assert_eq!(on.service_name.as_deref(), Some("b1"));
+        for bad in [
+            "otlp_endpoint = \"127.0.0.1:4317\"",
+            "sample_ratio = 1.5",
+            "service_name = \"\"",
+            "otlp_headers = \"x\"",
+        ] {
+            assert!(parse(&format!("[telemetry]\n{bad}\n")).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_audit_file_defaults_to_the_data_dir_and_can_be_turned_off() {

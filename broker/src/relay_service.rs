@@ -127,6 +127,15 @@ fn operation_label(op: Operation) -> &'static str {
     }
 }
 
+/// The portal's W3C `traceparent` metadata entry, if it sent one.
+fn caller_traceparent<T>(request: &Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get(crate::telemetry::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 #[tonic::async_trait]
 impl Relay for RelayService {
     async fn submit(
@@ -135,6 +144,7 @@ impl Relay for RelayService {
     ) -> Result<Response<pb::SubmitReply>, Status> {
         let budget = self.deadline(&request);
         let deadline = Instant::now() + budget;
+        let traceparent = caller_traceparent(&request);
         let state = &self.state;
         let body = request.get_ref();
         state.audit.authorize_request(
@@ -203,7 +213,16 @@ impl Relay for RelayService {
             state: Arc::clone(state),
             key,
         };
-        let span = info_span!("request", tenant = %tenant, request_id = %request_id, operation = operation_label(operation));
+        // Span fields are exported as attributes: ids and names only.
+        let span = info_span!(
+            "relay.submit",
+            relay.tenant = %tenant,
+            relay.request_id = %request_id,
+            relay.operation = operation_label(operation),
+            relay.outcome = tracing::field::Empty,
+            relay.reason = tracing::field::Empty,
+        );
+        crate::telemetry::continue_trace(&span, traceparent.as_deref());
         // Routed on its own task: a portal that hangs up, or whose deadline
         // fires first, does not cancel a request an agent may already hold.
         // The task owns the request to its end: it answers the caller if
@@ -240,6 +259,13 @@ impl Relay for RelayService {
                         operation_label(operation),
                     )
                     .await;
+                    let current = tracing::Span::current();
+                    match &result {
+                        Ok(_) => current.record("relay.outcome", "answered"),
+                        Err(e) => current
+                            .record("relay.outcome", "failed")
+                            .record("relay.reason", e.reason().as_str()),
+                    };
                     match &result {
                         Ok(reply) => info!(agent_id = %reply.agent_id, envelope_bytes = size, reply_bytes = reply.envelope.len(), rtt_us = reply.rtt.as_micros() as u64, "request answered"),
                         Err(e) => info!(reason = %e.reason(), error = %e, "request failed"),
@@ -285,6 +311,7 @@ impl Relay for RelayService {
     ) -> Result<Response<pb::PingReply>, Status> {
         let budget = self.deadline(&request);
         let deadline = Instant::now() + budget;
+        let traceparent = caller_traceparent(&request);
         let tenant = request.get_ref().tenant.clone();
         self.state.audit.authorize_request(
             &self.state.authorizer,
@@ -296,8 +323,13 @@ impl Relay for RelayService {
         // A revoked agent must not answer either.
         self.state.tenants.require_current()?;
         let request_id = format!("ping-{:016x}", fastrand::u64(..));
-        let span =
-            info_span!("request", tenant = %tenant, request_id = %request_id, operation = "ping");
+        let span = info_span!(
+            "relay.ping",
+            relay.tenant = %tenant,
+            relay.request_id = %request_id,
+            relay.operation = "ping"
+        );
+        crate::telemetry::continue_trace(&span, traceparent.as_deref());
         async {
             let reply = self
                 .relay(

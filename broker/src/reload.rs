@@ -211,7 +211,8 @@ fn differences(old: &BrokerConfig, new: &BrokerConfig) -> Vec<&'static str> {
     compare!("", old, new; listen, listen_backlog, operator_listen, data_dir,
         tls_cert, tls_key, default_deadline, max_deadline, max_envelope_bytes,
         heartbeat_interval, hello_timeout, max_token_lifetime, keepalive_timeout,
-        ack_timeout, outcome_retention, drain_grace, log_format, cluster, audit);
+        ack_timeout, outcome_retention, drain_grace, log_format, cluster, audit,
+        telemetry);
     compare!("limits.", old.limits, new.limits; tenant_requests_per_minute,
         max_in_flight_per_agent, sessions_per_tenant, sessions_per_source,
         sessions_per_connection, max_concurrent_streams, tls_handshake_timeout,

@@ -109,6 +109,9 @@ impl Registry {
             request_id: request.request_id.clone(),
             operation: request.operation as i32,
             envelope: request.envelope.clone(),
+            // The request's span (relay.submit or relay.forwarded): the
+            // agent's spans become its children.
+            traceparent: crate::telemetry::traceparent_of(&tracing::Span::current()),
             ..Default::default()
         };
         let waiter = Waiter {

@@ -2,6 +2,7 @@
 //! broker. It holds the tenant's Send key and mints a short-lived token for
 //! every call; the key itself never leaves the process.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::pb::relay_client::RelayClient;
@@ -40,6 +41,9 @@ pub struct Pong {
 pub struct PortalClient {
     tenant: String,
     inner: Inner,
+    /// A W3C `traceparent` sent with Submit and Ping (see
+    /// [`PortalClient::with_traceparent`]).
+    traceparent: Option<Arc<str>>,
 }
 
 impl PortalClient {
@@ -61,6 +65,31 @@ impl PortalClient {
         PortalClient {
             tenant: tenant.into(),
             inner: RelayClient::with_interceptor(channel, Authorize(credential)),
+            traceparent: None,
+        }
+    }
+
+    /// This client (a cheap clone, on the same connection) sending
+    /// `traceparent`, a W3C trace context such as
+    /// `00-<32 hex trace id>-<16 hex span id>-01`, as the `traceparent`
+    /// metadata entry of its Submit and Ping calls, so that the broker's
+    /// and the agent's spans join the caller's trace. The SDK itself
+    /// records no traces; a value that is not valid metadata is not sent.
+    pub fn with_traceparent(&self, traceparent: impl Into<String>) -> PortalClient {
+        PortalClient {
+            traceparent: Some(traceparent.into().into()),
+            ..self.clone()
+        }
+    }
+
+    /// Adds the caller's trace context, if any, to a call.
+    fn traced<T>(&self, request: &mut tonic::Request<T>) {
+        if let Some(value) = self
+            .traceparent
+            .as_deref()
+            .and_then(|t| tonic::metadata::MetadataValue::try_from(t).ok())
+        {
+            request.metadata_mut().insert("traceparent", value);
         }
     }
 
@@ -94,6 +123,7 @@ impl PortalClient {
         if let Some(t) = timeout {
             request.set_timeout(t);
         }
+        self.traced(&mut request);
         let reply = self
             .inner
             .clone()
@@ -138,6 +168,7 @@ impl PortalClient {
             if let Some(t) = timeout {
                 request.set_timeout(t);
             }
+            self.traced(&mut request);
             request
         };
         let started = Instant::now();

@@ -95,6 +95,7 @@ impl Sim {
             operation: pb::Operation::ResetPassword as i32,
             envelope: vec![7; 4].into(),
             timeout_ms: 30_000,
+            ..Default::default()
         }));
     }
 
@@ -223,6 +224,7 @@ fn a_ping_is_answered_at_once_without_ack_or_outbox() {
         operation: pb::Operation::Ping as i32,
         envelope: Default::default(),
         timeout_ms: 1000,
+        ..Default::default()
     }));
     let sent = sim.sent();
     assert_eq!(replies(&sent), vec![(9, "p".to_owned())]);

@@ -61,6 +61,7 @@ impl HeldSession {
                 operation: operation as i32,
                 envelope: envelope.into(),
                 timeout_ms: 30_000,
+                ..Default::default()
             })),
         };
         self.to_agent

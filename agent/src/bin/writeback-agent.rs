@@ -254,9 +254,20 @@ async fn main() -> anyhow::Result<()> {
         check_config(&cli.config);
     }
     let config = cli.config.load()?;
-    agent::telemetry::init(config.log_format);
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(config, cli.config).await,
+    let command = cli.command.unwrap_or(Command::Run);
+    // Traces from the service only: the one-shot commands just log.
+    let traced = match command {
+        Command::Run => config.telemetry.clone(),
+        _ => Default::default(),
+    };
+    let telemetry = agent::telemetry::init(config.log_format, &traced)?;
+    match command {
+        Command::Run => {
+            let result = run(config, cli.config).await;
+            // The one shutdown path: the last spans are flushed here.
+            telemetry.shutdown().await;
+            result
+        }
         Command::CheckConfig => unreachable!("handled above"),
         Command::Init {
             enrollment,

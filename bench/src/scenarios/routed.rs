@@ -84,7 +84,8 @@ impl Operations for Succeed {
 
 /// Runs the agent until killed; prints `connected` for each session.
 pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
-    writeback_agent::telemetry::init(Default::default());
+    // Logs only: the bench exports no traces.
+    let _logs = writeback_agent::telemetry::init(Default::default(), &Default::default())?;
     let config = AgentConfig::from_toml(&format!(
         "broker = {:?}\nca_file = {:?}\ntenant = {TENANT:?}\nagent_id = {AGENT_ID:?}\n\
          listen_key_file = {:?}\n",

@@ -218,7 +218,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let serve = cli.serve;
     let config = serve.config()?;
-    broker::telemetry::init(config.log_format);
+    let telemetry = broker::telemetry::init(config.log_format, &config.telemetry)?;
     let shutdown = CancellationToken::new();
     // Installed before the ready line, so that a SIGTERM right after it
     // drains instead of killing the process.
@@ -247,7 +247,10 @@ async fn main() -> anyhow::Result<()> {
         }
         shutdown.cancel();
     });
-    node.wait().await?;
+    let result = node.wait().await;
+    // The one shutdown path: the last spans are flushed here.
+    telemetry.shutdown().await;
+    result?;
     Ok(())
 }
 

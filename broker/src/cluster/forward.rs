@@ -85,6 +85,9 @@ impl ClusterRouter {
             budget_ms: wire::millis(request.budget),
             origin_node: cluster.node.clone(),
             agent_id: request.agent_id.clone().unwrap_or_default(),
+            // The request's span (relay.submit), which the serving node
+            // continues as relay.forwarded.
+            traceparent: crate::telemetry::traceparent_of(&tracing::Span::current()),
         };
         let config = forward::Config::with_heartbeat(cluster.heartbeat());
         let mut machine = Forwarding::new(now(), config, forwarded, request.deadline.into_std());

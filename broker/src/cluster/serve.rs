@@ -283,6 +283,10 @@ async fn serve(
         .as_ref()
         .map(|r| r.origin_node.clone())
         .unwrap_or_default();
+    let traceparent = decoded
+        .as_ref()
+        .map(|r| r.traceparent.clone())
+        .unwrap_or_default();
     let mut machine = Serving::new(
         now(),
         &cluster.node,
@@ -339,8 +343,14 @@ async fn serve(
         }
         Some(Served::Undelivered(_)) | None => return,
     };
-    let span =
-        info_span!("forwarded", tenant = %tenant, request_id = %request_id, origin = %origin);
+    let span = info_span!(
+        "relay.forwarded",
+        relay.tenant = %tenant,
+        relay.request_id = %request_id,
+        relay.origin_node = %origin
+    );
+    // The forwarding node's relay.submit span is this one's parent.
+    crate::telemetry::continue_trace(&span, Some(&traceparent));
     async move {
         // Counted in flight here too, so that a draining node waits for it.
         let key = (tenant.clone(), request.request_id.clone());

@@ -54,6 +54,8 @@ pub struct Request {
     pub envelope: Vec<u8>,
     /// How long the portal still waits, counted from its arrival.
     pub timeout: Duration,
+    /// The broker's W3C `traceparent` for this request; empty when none.
+    pub traceparent: String,
 }
 
 /// What the driver should do after a session.

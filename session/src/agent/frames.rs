@@ -164,6 +164,7 @@ impl Agent {
             operation,
             envelope: r.envelope.into(),
             timeout: Duration::from_millis(u64::from(r.timeout_ms)),
+            traceparent: r.traceparent,
         }));
     }
 }
