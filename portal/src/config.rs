@@ -40,6 +40,12 @@ pub struct PortalConfig {
     pub send_key_file: PathBuf,
     /// The portal's private key, from `relayctl portal keygen --key-out`.
     pub portal_key_file: PathBuf,
+    /// The key that signs the forms' CSRF tokens: 32 random bytes, base64
+    /// (`head -c 32 /dev/urandom | base64`). Give every replica behind a
+    /// balancer the same file, so each accepts the forms the others served.
+    /// When absent each process makes its own key at start.
+    #[serde(default)]
+    pub csrf_key_file: Option<PathBuf>,
     /// Fingerprints of the agent keys to seal to, as `writeback-agent init`
     /// printed them on-prem and the on-prem administrator read them out.
     #[serde(deserialize_with = "fingerprints")]
@@ -164,6 +170,16 @@ pub enum ConfigError {
         #[source]
         source: KeyError,
     },
+    #[error("cannot read the CSRF key file {path}")]
+    CsrfKeyRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the CSRF key file {path} does not hold 32 bytes in base64 (`head -c 32 /dev/urandom | base64`)"
+    )]
+    CsrfKey { path: PathBuf },
     #[error("cannot set up the connection to the broker")]
     Broker(#[source] ConnectError),
     #[error("the CA file {path} is unreadable or holds no PEM certificate")]
@@ -273,6 +289,30 @@ pub fn read_portal_key(path: &Path) -> Result<KeyPair, ConfigError> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// The length of the CSRF key, in bytes.
+pub const CSRF_KEY_BYTES: usize = 32;
+
+/// The CSRF key from its base64 file; every copy is wiped when dropped.
+pub fn read_csrf_key(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, ConfigError> {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+        ConfigError::CsrfKeyRead {
+            path: path.to_owned(),
+            source,
+        }
+    })?);
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text.trim())
+        .map(zeroize::Zeroizing::new)
+        .map_err(|_| ConfigError::CsrfKey {
+            path: path.to_owned(),
+        })?;
+    if bytes.len() != CSRF_KEY_BYTES {
+        return Err(ConfigError::CsrfKey {
+            path: path.to_owned(),
+        });
+    }
+    Ok(bytes)
 }
 
 fn fingerprints<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Fingerprint>, D::Error> {
@@ -391,5 +431,16 @@ mod tests {
         std::fs::write(&portal, "not base64!").unwrap();
         let err = config.sealed_portal(client).err().unwrap();
         assert!(matches!(err, ConfigError::PortalKeyBase64 { .. }), "{err}");
+
+        let csrf = dir.path().join("csrf.key");
+        let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]);
+        std::fs::write(&csrf, format!("{key}\n")).unwrap();
+        assert_eq!(read_csrf_key(&csrf).unwrap().as_slice(), &[7u8; 32]);
+        let short = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 16]);
+        std::fs::write(&csrf, short).unwrap();
+        let err = read_csrf_key(&csrf).unwrap_err();
+        assert!(matches!(err, ConfigError::CsrfKey { .. }), "{err}");
+        let err = read_csrf_key(&dir.path().join("absent")).unwrap_err();
+        assert!(matches!(err, ConfigError::CsrfKeyRead { .. }), "{err}");
     }
 }

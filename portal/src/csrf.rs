@@ -6,8 +6,10 @@
 //! cookie nor compute the token, and a token taken from one browser fails
 //! with any other browser's cookie.
 //!
-//! The server key is made at start and never stored, so a restart
-//! invalidates the forms open at that moment: their users start again.
+//! The server key comes from `csrf_key_file`, shared by every replica behind
+//! a balancer so that each accepts the forms the others served. Without it
+//! the key is made at start and never stored: a restart invalidates the
+//! forms open at that moment, and two replicas refuse each other's forms.
 
 use std::sync::Arc;
 
@@ -56,6 +58,14 @@ impl Csrf {
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
             .expect("the operating system's random number generator works");
         Csrf { key, rng }
+    }
+
+    /// With a configured key (`csrf_key_file`), shared by replicas.
+    pub fn with_key(key: &[u8]) -> Csrf {
+        Csrf {
+            key: hmac::Key::new(hmac::HMAC_SHA256, key),
+            rng: SystemRandom::new(),
+        }
     }
 
     /// A fresh browser id, for the cookie.
@@ -232,6 +242,17 @@ mod tests {
             Csrf::new().verify(Some(&alice), &token),
             Err(Refusal::BadToken)
         );
+    }
+
+    #[test]
+    fn replicas_with_the_same_key_accept_each_others_tokens() {
+        let one = Csrf::with_key(&[1u8; 32]);
+        let two = Csrf::with_key(&[1u8; 32]);
+        let other = Csrf::with_key(&[2u8; 32]);
+        let id = one.new_browser_id();
+        let token = one.token(&id);
+        assert_eq!(two.verify(Some(&id), &token), Ok(()));
+        assert_eq!(other.verify(Some(&id), &token), Err(Refusal::BadToken));
     }
 
     #[test]

@@ -21,6 +21,9 @@
 //!
 //! It is served by [`http_serve`], with deadlines for each request's
 //! headers and body and caps on connections per visitor and in all.
+//! `/healthz` answers 200 while the process runs, `/readyz` 200 while it
+//! serves and 503 once it drains (after SIGTERM, while the requests in
+//! flight finish).
 
 pub mod config;
 pub mod csrf;
@@ -36,10 +39,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use axum::routing::get;
 use relay_client::portal_client::PortalClient;
 use relay_client::sealed::SealedPortal;
 use serde::{Deserialize, Serialize};
@@ -88,6 +92,8 @@ pub struct AppState {
     pub settings: Arc<reload::LiveSettings>,
     pub limits: Arc<Limits>,
     pub limiter: Arc<Limiter>,
+    /// Cancelled when the portal starts draining: `/readyz` answers 503.
+    pub draining: CancellationToken,
 }
 
 impl AppState {
@@ -99,6 +105,15 @@ impl AppState {
             settings: Arc::new(reload::LiveSettings::new(settings)),
             limits: Arc::new(Limits::default()),
             limiter: Arc::new(Limiter::new(&Limits::default())),
+            draining: CancellationToken::new(),
+        }
+    }
+
+    /// With a configured CSRF key instead of the per-process one.
+    pub fn with_csrf(self, csrf: Csrf) -> AppState {
+        AppState {
+            csrf: Arc::new(csrf),
+            ..self
         }
     }
 
@@ -158,8 +173,25 @@ pub fn app(state: AppState) -> Router {
             state.csrf.clone(),
             csrf::browser_cookie,
         ))
+        // Probes get no cookie.
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
+}
+
+/// 200 while the process runs.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// 200 while serving, 503 once draining: a balancer stops sending here.
+async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if state.draining.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        (StatusCode::OK, "ready\n")
+    }
 }
 
 /// Middleware: what no page may be without. Nothing is cached (pages hold
@@ -218,11 +250,19 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<Server, StartError> {
     let client = config.client()?;
-    let state = AppState::new(
+    let mut state = AppState::new(
         config.sealed_portal(client.clone())?,
         Settings::from_config(&config),
     )
     .with_limits(config.limits.clone());
+    match &config.csrf_key_file {
+        Some(path) => state = state.with_csrf(Csrf::with_key(&config::read_csrf_key(path)?)),
+        None => warn!(
+            "no csrf_key_file: this process made its own CSRF key, so a second replica \
+             behind the same balancer will refuse the forms this one serves (and a restart \
+             expires the forms open now)"
+        ),
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -238,9 +278,10 @@ pub async fn serve(
 /// [`SealedPortal`]).
 pub fn serve_on(
     listener: TcpListener,
-    state: AppState,
+    mut state: AppState,
     shutdown: CancellationToken,
 ) -> Result<Server, StartError> {
+    state.draining = shutdown.clone();
     let addr = listener.local_addr().map_err(StartError::LocalAddr)?;
     let l = &state.limits;
     let limits = http_serve::Limits {

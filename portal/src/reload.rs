@@ -1,7 +1,8 @@
 //! SIGHUP: the configuration read again. What the pages show and how long
 //! a call may take (`title`, `request_timeout`) change for the next request;
-//! the rest (the listener, the broker, the keys and pins, the limits) keeps
-//! its running values and is named in a warning until the portal restarts.
+//! the rest (the listener, the broker, the keys and pins, `csrf_key_file`,
+//! the limits) keeps its running values and is named in a warning until the
+//! portal restarts.
 //! A file that does not load keeps everything as it was.
 //!
 //! Also `check-config`: the configuration and the files it names, checked
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::Settings;
-use crate::config::{ConfigError, PortalConfig, read_portal_key};
+use crate::config::{ConfigError, PortalConfig, read_csrf_key, read_portal_key};
 
 /// The [`Settings`] requests read; a reload replaces them.
 #[derive(Debug)]
@@ -118,6 +119,7 @@ pub fn split(old: &PortalConfig, new: &PortalConfig) -> (Vec<&'static str>, Vec<
         tenant,
         send_key_file,
         portal_key_file,
+        csrf_key_file,
         trusted_agent_keys,
         title,
         request_timeout,
@@ -132,6 +134,9 @@ pub fn split(old: &PortalConfig, new: &PortalConfig) -> (Vec<&'static str>, Vec<
 pub fn check(config: &PortalConfig) -> Result<(), ConfigError> {
     read_key_file(&config.send_key_file).map_err(ConfigError::SendKey)?;
     read_portal_key(&config.portal_key_file)?;
+    if let Some(path) = &config.csrf_key_file {
+        read_csrf_key(path)?;
+    }
     if let Some(ca) = &config.ca_file {
         let text = std::fs::read(ca).map_err(|source| ConfigError::CaFile {
             path: ca.clone(),
