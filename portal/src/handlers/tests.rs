@@ -328,3 +328,20 @@ async fn a_visitor_past_its_allowance_gets_429_and_nothing_is_sent() {
     let reply = call(&router, unlock("")).await;
     assert_eq!(reply.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_probes_answer_without_a_cookie_and_readyz_fails_while_draining() {
+    let state = nowhere();
+    let draining = state.draining.clone();
+    let router = app(state);
+    for path in ["/healthz", "/readyz"] {
+        let reply = call(&router, get(path, None)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert!(reply.headers.get(header::SET_COOKIE).is_none(), "{path}");
+    }
+    draining.cancel();
+    let reply = call(&router, get("/readyz", None)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    let reply = call(&router, get("/healthz", None)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
