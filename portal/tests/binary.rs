@@ -53,11 +53,13 @@ async fn get(addr: &str, path: &str) -> String {
 async fn the_binary_serves_until_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "identity_check = \"none\"");
+    let log = dir.path().join("portal.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_reset-portal"))
         .arg("--config")
         .arg(&config)
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -93,6 +95,33 @@ async fn the_binary_serves_until_sigterm() {
         .expect("exits after SIGTERM")
         .unwrap();
     assert!(exit.success(), "{exit}");
+    // Without csrf_key_file the operator is told replicas will not agree.
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("WARN") && log.contains("no csrf_key_file"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_csrf_key_file_that_is_not_32_bytes_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let csrf = dir.path().join("csrf.key");
+    std::fs::write(&csrf, "c2hvcnQ=\n").unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("identity_check = \"none\"\ncsrf_key_file = {csrf:?}"),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_reset-portal"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("csrf.key"), "{stderr}");
 }
 
 #[tokio::test]

@@ -16,7 +16,8 @@ use tracing_subscriber::EnvFilter;
 /// Once listening it prints one line to stdout:
 /// `reset-portal ready http=ADDR`. Logs go to stderr (`RUST_LOG`).
 /// SIGHUP reloads the configuration (the title and request_timeout change
-/// live); SIGTERM finishes the requests in flight and stops.
+/// live); SIGTERM finishes the requests in flight (`/readyz` answers 503
+/// meanwhile) and stops.
 #[derive(Parser)]
 #[command(name = "reset-portal", version, subcommand_negates_reqs = true)]
 struct Cli {
@@ -30,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Checks a configuration file and the files it names (the Send key,
-    /// the portal key, the CA file) without starting: prints
+    /// the portal key, the CSRF key, the CA file) without starting: prints
     /// `configuration OK: FILE`, or the problem and exits 1.
     CheckConfig {
         #[arg(long)]
