@@ -162,3 +162,20 @@ pub fn check(config: &PortalConfig) -> Result<(), ConfigError> {
 pub fn check_file(path: &Path) -> Result<(), ConfigError> {
     check(&PortalConfig::load(path)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_csrf_key_file_needs_a_restart() {
+        let text = "broker = \"https://relay.example:443\"\ntenant = \"contoso\"\n\
+             send_key_file = \"send.key\"\nportal_key_file = \"portal.key\"\n\
+             trusted_agent_keys = [\"0123 4567 89ab cdef 0123 4567 89ab cdef \
+             0123 4567 89ab cdef 0123 4567 89ab cdef\"]\nidentity_check = \"none\"\n";
+        let old = PortalConfig::from_toml(text).unwrap();
+        let new =
+            PortalConfig::from_toml(&format!("{text}csrf_key_file = \"csrf.key\"\n")).unwrap();
+        assert_eq!(split(&old, &new), (vec![], vec!["csrf_key_file"]));
+    }
+}
