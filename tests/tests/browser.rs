@@ -18,8 +18,7 @@ fn operator_token(key: &sas::Key) -> String {
 }
 
 /// Reloads `url` until the page's HTML satisfies `check` (the status page
-/// refreshes itself every 5 s; a test need not wait for that), at most
-/// `limit`.
+/// reloads only on request, as its reader would), at most `limit`.
 async fn reload_until(
     browser: &Browser,
     url: &str,

@@ -109,7 +109,23 @@ async fn the_page_needs_the_operator_token_and_lists_agents_and_requests() {
             .is_some_and(|t| t.starts_with("text/html"))
     );
     let page = r.body;
-    assert!(page.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
+    assert!(
+        !page.contains("http-equiv=\"refresh\""),
+        "no reload unless asked"
+    );
+    let asked = http_request::get(
+        &broker.operator_addr,
+        "/status?refresh=30",
+        &[("Authorization", token.as_str())],
+    )
+    .await;
+    assert_eq!(asked.status, 200, "{}", asked.body);
+    assert!(
+        asked
+            .body
+            .contains("<meta http-equiv=\"refresh\" content=\"30\">")
+    );
+    assert!(asked.body.contains("Stop refreshing"));
     assert!(page.contains("<table id=\"agents\">"));
     assert!(tenant_section(&page, "contoso").contains("<tr data-agent-id=\"dc01\">"));
     assert!(tenant_section(&page, "contoso").contains("127.0.0.1:"));

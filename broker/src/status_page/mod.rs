@@ -9,8 +9,10 @@
 //!
 //! - `render`: the HTML, from a plain view of the state.
 //! - `chart`: the SVG chart of requests per minute.
+//! - `refresh`: reloading on request, or every N s when asked to.
 
 mod chart;
+mod refresh;
 mod render;
 
 use std::net::SocketAddr;
@@ -18,9 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
 use axum::extract::State as Extract;
 use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, RawQuery};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -211,6 +213,7 @@ async fn status(
     Extract(state): Extract<Arc<State>>,
     extensions: Extensions,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
 ) -> Response {
     let Some((source, token)) = presented(&headers) else {
         return see_other(LOGIN_PATH);
@@ -230,7 +233,8 @@ async fn status(
                 Some(meta) => Some(crate::cluster::nodes::list(meta).await),
                 None => None,
             };
-            Html(render::status_page(&view(&state, peers))).into_response()
+            let refresh_secs = refresh::requested(query.as_deref());
+            Html(render::status_page(&view(&state, peers, refresh_secs))).into_response()
         }
         // The login form says what was wrong with the cookie.
         (Err(_), Source::Cookie) => see_other(LOGIN_PATH),
@@ -327,6 +331,7 @@ fn tenant_view(record: &TenantRecord, agents: Vec<AgentInfo>) -> render::TenantV
 fn view(
     state: &State,
     peers: Option<Vec<crate::cluster::nodes::NodeRecord>>,
+    refresh_secs: Option<u32>,
 ) -> render::StatusView {
     let now = now_unix_ms();
     let cluster = state.cluster.as_ref().map(|c| render::ClusterView {
@@ -363,6 +368,7 @@ fn view(
             .map(|t| tenant_view(t, state.registry.agent_infos(&t.name)))
             .collect(),
         minutes: state.recent.snapshot_at(now),
+        refresh_secs,
     }
 }
 

@@ -8,11 +8,8 @@ use std::time::Duration;
 
 use proto::pb::AgentInfo;
 
-use super::chart;
+use super::{chart, refresh};
 use crate::recent::{MinuteStats, OUTCOMES};
-
-/// Seconds between reloads of the status page (a meta refresh: no script).
-pub const REFRESH_SECS: u32 = 5;
 
 /// Inline CSS: the CSP allows inline styles and nothing from elsewhere.
 const STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:1.5rem;color:#1b1b1b;max-width:72rem}\
@@ -59,6 +56,9 @@ pub struct StatusView {
     pub tenants: Vec<TenantView>,
     /// Oldest first, the current minute last.
     pub minutes: Vec<MinuteStats>,
+    /// Seconds between automatic reloads, when the reader asked for them
+    /// ([`refresh`]); `None`: the page reloads only on request.
+    pub refresh_secs: Option<u32>,
 }
 
 pub struct NodeView {
@@ -125,14 +125,9 @@ pub fn latency(d: Duration) -> String {
     }
 }
 
-fn head(out: &mut String, title: &str, refresh: bool) {
+fn head(out: &mut String, title: &str, refresh_secs: Option<u32>) {
     out.push_str("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
-    if refresh {
-        let _ = writeln!(
-            out,
-            "<meta http-equiv=\"refresh\" content=\"{REFRESH_SECS}\">"
-        );
-    }
+    refresh::meta(out, refresh_secs);
     let _ = write!(
         out,
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
@@ -144,11 +139,12 @@ fn head(out: &mut String, title: &str, refresh: bool) {
 
 pub fn status_page(view: &StatusView) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    head(&mut out, "Relay broker status", true);
+    head(&mut out, "Relay broker status", view.refresh_secs);
     let _ = writeln!(
         out,
-        "<header><h1>Relay broker status</h1>\n<p class=\"muted\">As of {}; this page reloads every {REFRESH_SECS} s.</p></header>\n<main>",
-        time_utc(view.now_unix_ms)
+        "<header><h1>Relay broker status</h1>\n<p id=\"as-of\">As of {}. {}</p></header>\n<main>",
+        time_utc(view.now_unix_ms),
+        refresh::controls(view.refresh_secs)
     );
     summary(&mut out, view);
     nodes(&mut out, view);
@@ -412,7 +408,7 @@ fn requests(out: &mut String, minutes: &[MinuteStats]) {
 /// token field is never filled in again: a refused token is not echoed.
 pub fn login_page(refused: Option<&str>) -> String {
     let mut out = String::with_capacity(4 * 1024);
-    head(&mut out, "Relay broker status: sign in", false);
+    head(&mut out, "Relay broker status: sign in", None);
     out.push_str(
         "<main>\n<h1>Relay broker status</h1>\n\
          <p>Sign in with an operator token. Mint one where the operator key is:<br>\
@@ -443,7 +439,7 @@ pub fn login_page(refused: Option<&str>) -> String {
 /// The answer to a script whose `Authorization` header was refused.
 pub fn refused_page(reason: &str) -> String {
     let mut out = String::with_capacity(2 * 1024);
-    head(&mut out, "Relay broker status: refused", false);
+    head(&mut out, "Relay broker status: refused", None);
     let _ = writeln!(
         out,
         "<main>\n<h1>Access refused</h1>\n<p id=\"error\" class=\"error\" role=\"alert\">{}</p>\n\
@@ -485,6 +481,7 @@ mod tests {
             cluster: None,
             tenants,
             minutes: recent.snapshot_at(NOW),
+            refresh_secs: None,
         }
     }
 
@@ -570,8 +567,21 @@ mod tests {
         assert!(page.contains("<table id=\"agents\">"));
         assert!(page.contains("<tbody id=\"tenant-fabrikam\""));
         assert!(page.contains("1 of 2 tenants have no agent online: fabrikam."));
-        assert!(page.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
         assert!(page.contains("Nodes") && page.contains("Single node"));
+    }
+
+    #[test]
+    fn the_page_reloads_only_when_the_reader_asks() {
+        let recent = RecentRequests::new();
+        let mut v = view(vec![], &recent);
+        let still = status_page(&v);
+        assert!(!still.contains("http-equiv=\"refresh\""), "{still}");
+        assert!(still.contains("<a id=\"refresh\" href=\"/status\">Refresh</a>"));
+        assert!(still.contains("href=\"/status?refresh=30\""));
+        v.refresh_secs = Some(30);
+        let moving = status_page(&v);
+        assert!(moving.contains("<meta http-equiv=\"refresh\" content=\"30\">"));
+        assert!(moving.contains("<a id=\"stop-refresh\" href=\"/status\">Stop refreshing</a>"));
     }
 
     #[test]

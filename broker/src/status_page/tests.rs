@@ -182,6 +182,7 @@ fn no_secret_of_a_tenant_reaches_the_page() {
         cluster: None,
         tenants: vec![tenant_view(&record, vec![agent])],
         minutes: recent.snapshot_at(NOW as i64 * 1000),
+        refresh_secs: None,
     });
     assert!(page.contains("data-agent-id=\"dc01\""));
     for secret in &secrets {
@@ -214,6 +215,7 @@ fn a_lapsed_lease_is_shown_with_its_cause() {
         cluster: None,
         tenants: Vec::new(),
         minutes: RecentRequests::new().snapshot_at(NOW as i64 * 1000),
+        refresh_secs: None,
     });
     assert!(
         page.contains("<td class=\"warn\">tenants unconfirmed: last confirmed current 12s ago (cannot reach a JetStream quorum: &lt;timed out&gt;)</td>"),
