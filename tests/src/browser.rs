@@ -1,6 +1,13 @@
 //! Headless Chromium for page tests, driven over WebDriver (ChromeDriver)
 //! with fantoccini. `scripts/browser/install` puts Debian's chromium and
 //! chromium-driver in place; tests fail, not skip, when they are missing.
+//!
+//! Every page a test visits can be checked with [`Browser::check_page`]:
+//! axe-core's WCAG A/AA rules ([`axe`]), no distinguished name on it
+//! ([`dn`]), and a screenshot to look at.
+
+pub mod axe;
+pub mod dn;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -169,6 +176,93 @@ impl Browser {
         let path = artifacts_dir().join(format!("{name}.png"));
         std::fs::write(&path, png).expect("write screenshot");
         path
+    }
+
+    /// The rules axe-core finds broken on the current page.
+    pub async fn axe_violations(&self) -> Vec<axe::Violation> {
+        axe::violations(&self.client).await
+    }
+
+    /// Prints every axe violation on the page; returns the serious and
+    /// critical ones, which an accessible page must not have.
+    pub async fn accessibility_problems(&self, page_name: &str) -> Vec<axe::Violation> {
+        let (blocking, minor): (Vec<_>, Vec<_>) = self
+            .axe_violations()
+            .await
+            .into_iter()
+            .partition(axe::Violation::blocks);
+        for v in &minor {
+            println!("{page_name}: axe (not failing the test): {v}");
+        }
+        blocking
+    }
+
+    /// Fails listing every serious or critical axe violation on the page.
+    pub async fn assert_accessible(&self, page_name: &str) {
+        let blocking = self.accessibility_problems(page_name).await;
+        assert!(
+            blocking.is_empty(),
+            "{page_name}: {} serious or critical accessibility violations:\n{}",
+            blocking.len(),
+            blocking.iter().map(ToString::to_string).collect::<String>()
+        );
+    }
+
+    /// A distinguished name in the page's visible text or HTML, if any.
+    pub async fn dn_on_page(&self) -> Option<String> {
+        let text = self
+            .client
+            .find(Locator::Css("body"))
+            .await
+            .expect("body")
+            .text()
+            .await
+            .expect("body text");
+        dn::find(&text).or(dn::find(&self.html().await))
+    }
+
+    /// Fails if the page shows a distinguished name.
+    pub async fn assert_no_dn(&self, page_name: &str) {
+        if let Some(found) = self.dn_on_page().await {
+            panic!("{page_name}: a distinguished name is on the page: {found:?}");
+        }
+    }
+
+    /// What is wrong with the current page, for a test that visits many
+    /// and reports them all at once: a DN on it, and the serious and
+    /// critical axe violations. Takes the screenshot `page_name` first, so
+    /// a failing page can be looked at.
+    pub async fn page_problems(&self, page_name: &str) -> Vec<String> {
+        let shot = self.screenshot(page_name).await;
+        println!("{page_name}: {}", shot.display());
+        let mut problems: Vec<String> = self
+            .dn_on_page()
+            .await
+            .map(|dn| format!("{page_name}: a distinguished name is on the page: {dn:?}"))
+            .into_iter()
+            .collect();
+        problems.extend(
+            self.accessibility_problems(page_name)
+                .await
+                .iter()
+                .map(|v| format!("{page_name}: {v}")),
+        );
+        problems
+    }
+
+    /// Screenshot, DN scan and axe on the current page; fails on the
+    /// first page with a problem.
+    pub async fn check_page(&self, page_name: &str) {
+        let problems = self.page_problems(page_name).await;
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    /// Resizes the browser's window: 375 wide is a phone, 1280 a laptop.
+    pub async fn set_width(&self, width: u32, height: u32) {
+        self.client
+            .set_window_size(width, height)
+            .await
+            .expect("resize the window");
     }
 
     pub async fn close(mut self) {
