@@ -12,9 +12,12 @@ use super::{chart, refresh};
 use crate::recent::{MinuteStats, OUTCOMES};
 
 /// Inline CSS: the CSP allows inline styles and nothing from elsewhere.
+/// Wide tables scroll sideways inside `.scroll`, a focusable region (so a
+/// keyboard can scroll it too), and the rest of the page reflows on a phone
+/// (WCAG 1.4.10).
 const STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:1.5rem;color:#1b1b1b;max-width:72rem}\
 h1{font-size:1.4rem;margin:0 0 .3rem}h2{font-size:1.15rem;margin:1.6rem 0 .5rem}\
-table{border-collapse:collapse;margin:.4rem 0 1rem}caption{text-align:left;font-weight:600;padding:.3rem 0}\
+table{border-collapse:collapse;margin:.4rem 0 1rem}.scroll{overflow-x:auto;max-width:100%}caption{text-align:left;font-weight:600;padding:.3rem 0}\
 th,td{border:1px solid #c8c8c8;padding:.25rem .55rem;text-align:left;vertical-align:top}\
 thead th{background:#eef0f3}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}\
 tbody th[scope=rowgroup]{background:#f6f7f9;font-weight:normal}\
@@ -212,7 +215,8 @@ fn nodes(out: &mut String, view: &StatusView) {
         out,
         "<section id=\"nodes\" aria-labelledby=\"nodes-h\">\n<h2 id=\"nodes-h\">Nodes</h2>\n\
          <p>{}</p>\n\
-         <table>\n<thead><tr><th scope=\"col\">Node</th><th scope=\"col\">Version</th><th scope=\"col\">State</th>\
+         <div class=\"scroll\" role=\"region\" tabindex=\"0\" aria-labelledby=\"nodes-caption\">\n\
+         <table>\n<caption id=\"nodes-caption\">Nodes and their state</caption>\n<thead><tr><th scope=\"col\">Node</th><th scope=\"col\">Version</th><th scope=\"col\">State</th>\
          <th scope=\"col\">Up since</th><th scope=\"col\">Uptime</th><th scope=\"col\" class=\"n\">Agents online</th>\
          <th scope=\"col\" class=\"n\">Requests in flight</th></tr></thead>\n\
          <tbody><tr data-node=\"this\"><th scope=\"row\">{}</th><td>{}</td><td class=\"{}\">{}</td><td>{}</td>\
@@ -268,7 +272,7 @@ fn nodes(out: &mut String, view: &StatusView) {
             peer.in_flight,
         );
     }
-    out.push_str("</tbody>\n</table>\n</section>\n");
+    out.push_str("</tbody>\n</table>\n</div>\n</section>\n");
 }
 
 const AGENT_COLUMNS: usize = 6;
@@ -277,7 +281,8 @@ const AGENT_COLUMNS: usize = 6;
 fn agents(out: &mut String, view: &StatusView) {
     out.push_str(
         "<section id=\"tenants\" aria-labelledby=\"tenants-h\">\n<h2 id=\"tenants-h\">Tenants and agents</h2>\n\
-         <table id=\"agents\">\n<caption>Agents online, per tenant</caption>\n\
+         <div class=\"scroll\" role=\"region\" tabindex=\"0\" aria-labelledby=\"agents-caption\">\n\
+         <table id=\"agents\">\n<caption id=\"agents-caption\">Agents online, per tenant</caption>\n\
          <thead><tr><th scope=\"col\">Agent id</th><th scope=\"col\">Version</th><th scope=\"col\">Remote address</th>\
          <th scope=\"col\">Connected since</th><th scope=\"col\">Last heartbeat</th><th scope=\"col\" class=\"n\">In flight</th></tr></thead>\n",
     );
@@ -313,7 +318,7 @@ fn agents(out: &mut String, view: &StatusView) {
         }
         out.push_str("</tbody>\n");
     }
-    out.push_str("</table>\n</section>\n");
+    out.push_str("</table>\n</div>\n</section>\n");
 }
 
 fn agent_row(out: &mut String, a: &AgentInfo, now_unix_ms: i64) {
@@ -352,7 +357,8 @@ fn requests(out: &mut String, minutes: &[MinuteStats]) {
         chart::requests_chart(minutes, &shown)
     );
     out.push_str(
-        "<table id=\"requests-table\">\n<caption>Requests per minute by outcome, and latency</caption>\n<thead><tr><th scope=\"col\">Minute (UTC)</th>",
+        "<div class=\"scroll\" role=\"region\" tabindex=\"0\" aria-labelledby=\"requests-caption\">\n\
+         <table id=\"requests-table\">\n<caption id=\"requests-caption\">Requests per minute by outcome, and latency</caption>\n<thead><tr><th scope=\"col\">Minute (UTC)</th>",
     );
     for &i in &shown {
         let _ = write!(
@@ -399,7 +405,7 @@ fn requests(out: &mut String, minutes: &[MinuteStats]) {
     let total: u32 = minutes.iter().map(MinuteStats::total).sum();
     let _ = writeln!(
         out,
-        "<td class=\"n\">{total}</td><td colspan=\"2\"></td></tr></tfoot>\n</table>\n\
+        "<td class=\"n\">{total}</td><td colspan=\"2\"></td></tr></tfoot>\n</table>\n</div>\n\
          <p class=\"muted\">Latency runs from a request's arrival to its answer; percentiles are estimated from a coarse histogram.</p>\n</section>"
     );
 }
@@ -582,6 +588,27 @@ mod tests {
         let moving = status_page(&v);
         assert!(moving.contains("<meta http-equiv=\"refresh\" content=\"30\">"));
         assert!(moving.contains("<a id=\"stop-refresh\" href=\"/status\">Stop refreshing</a>"));
+    }
+
+    #[test]
+    fn every_table_scrolls_in_its_own_labelled_region() {
+        let page = status_page(&view(
+            vec![tenant("contoso", vec![])],
+            &RecentRequests::new(),
+        ));
+        let tables = page.matches("<table").count();
+        assert_eq!(tables, 3);
+        assert_eq!(
+            page.matches("<div class=\"scroll\" role=\"region\" tabindex=\"0\" aria-labelledby=\"")
+                .count(),
+            tables
+        );
+        for caption in ["nodes-caption", "agents-caption", "requests-caption"] {
+            assert!(
+                page.contains(&format!("<caption id=\"{caption}\">")),
+                "{caption}"
+            );
+        }
     }
 
     #[test]
