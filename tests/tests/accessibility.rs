@@ -61,6 +61,38 @@ fn assert_none(problems: &[String]) {
     );
 }
 
+/// The checks are not vacuous: a field without a label and a DN, added to
+/// a clean page, are both found.
+#[tokio::test]
+async fn the_checks_find_a_broken_page() {
+    let broker = BrokerBuilder::new().start().await;
+    let browser = Browser::start().await;
+    browser
+        .goto(&format!("http://{}/status/login", broker.operator_addr))
+        .await;
+    assert!(browser.accessibility_problems("clean").await.is_empty());
+    assert_eq!(browser.dn_on_page().await, None);
+    browser
+        .client
+        .execute(
+            "const main = document.querySelector('main');\
+             main.insertAdjacentHTML('beforeend', '<input id=\"bare\"><p>OU=Staff,DC=contoso</p>');",
+            vec![],
+        )
+        .await
+        .expect("break the page");
+    let found = browser.accessibility_problems("broken").await;
+    assert!(
+        found
+            .iter()
+            .any(|v| v.id == "label" && v.nodes.iter().any(|n| n.target == "#bare")),
+        "{found:?}"
+    );
+    let dn = browser.dn_on_page().await.expect("the DN is found");
+    assert!(dn.contains("ou=staff"), "{dn}");
+    browser.close().await;
+}
+
 #[tokio::test]
 async fn the_status_pages_pass_axe_at_both_widths() {
     let broker = BrokerBuilder::new().start().await;
@@ -121,10 +153,10 @@ async fn the_status_pages_pass_axe_at_both_widths() {
                 .contains("<meta http-equiv=\"refresh\" content=\"30\">")
         );
         browser.screenshot(&name("refreshing")).await;
+        let found = browser.accessibility_problems(&name("refreshing")).await;
+        assert!(found.iter().any(|v| v.id == "meta-refresh"), "{found:?}");
         problems.extend(
-            browser
-                .accessibility_problems(&name("refreshing"))
-                .await
+            found
                 .iter()
                 .filter(|v| v.id != "meta-refresh")
                 .map(|v| format!("{}: {v}", name("refreshing"))),
