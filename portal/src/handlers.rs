@@ -25,7 +25,7 @@ use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use envelope::body::outcome;
-use envelope::{Anchor, Password, ReplyBody, RequestBody};
+use envelope::{Anchor, Outcome, Password, ReplyBody, RequestBody};
 use proto::pb::Operation;
 use relay_client::connect::{CONNECT_TIMEOUT, HANDSHAKE_ALLOWANCE};
 use relay_client::outcome::outcome_name;
@@ -216,6 +216,22 @@ async fn send(
     }
 }
 
+/// A sealed refusal of the password itself: the account was not changed
+/// and the user only needs another try, so it is given back to the
+/// account's allowance ([`crate::visitors::Limiter::refund`]).
+fn refused_by_policy(reply: &ReplyBody) -> bool {
+    matches!(
+        reply.typed_outcome(),
+        Some(
+            Outcome::PasswordTooShort
+                | Outcome::FailsComplexity
+                | Outcome::InHistory
+                | Outcome::PolicyRefused
+                | Outcome::ChangedTooRecently
+        )
+    )
+}
+
 /// The answer for a visitor or an account past its allowance, without
 /// contacting the broker; `None` when the request may go.
 fn over_limit(state: &AppState, visitor: Visitor, account: Option<&str>) -> Option<Response> {
@@ -307,7 +323,10 @@ async fn policy(
     }
     let request_id = new_request_id();
     let body = RequestBody::without_passwords(Anchor::UserPrincipalName(account.clone()));
-    match send(&state, &request_id, Operation::GetPasswordPolicy, &body).await {
+    let sent = send(&state, &request_id, Operation::GetPasswordPolicy, &body).await;
+    // Reading the policy changes nothing: it counts as an attempt only.
+    state.limiter.refund(&account, Instant::now());
+    match sent {
         Ok(reply) if reply.outcome == outcome::SUCCESS => {
             let policy = PolicyView::from_reply(&reply);
             pages::password_step(settings, task, &token, &account, &policy, None).into_response()
@@ -376,6 +395,9 @@ async fn apply(
     let request_id = new_request_id();
     let sent = send(&state, &request_id, operation, &body).await;
     drop(body);
+    if matches!(&sent, Ok(reply) if refused_by_policy(reply)) {
+        state.limiter.refund(&account, Instant::now());
+    }
     match sent {
         Ok(reply) if reply.outcome == outcome::SUCCESS => {
             let alert = Alert::Success(outcomes::success(task).to_owned());
