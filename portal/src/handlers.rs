@@ -662,4 +662,6 @@ async fn check_again(
 }
 
 #[cfg(test)]
+mod language_tests;
+#[cfg(test)]
 mod tests;

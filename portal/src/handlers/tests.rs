@@ -12,7 +12,7 @@ use tower::ServiceExt;
 
 use crate::{AppState, CONTENT_SECURITY_POLICY, MAX_FORM_BYTES, Settings, app};
 
-fn nowhere() -> AppState {
+pub(super) fn nowhere() -> AppState {
     let channel = BrokerEndpoint::new("https://127.0.0.1:1", None)
         .endpoint()
         .expect("endpoint")
