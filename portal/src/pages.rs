@@ -3,8 +3,11 @@
 //! stable, for browser tests: forms `reset-form`, `change-form`,
 //! `unlock-form` (and `outcome-form`); inputs `account`, `current-password`,
 //! `new-password`, `confirm-password`; buttons `submit`; the error
-//! (`role="alert"`) or success (`role="status"`) container `result`; the
-//! password rules `policy`.
+//! (`role="alert"`) or success (`role="status"`) container `result`, and in
+//! it the `support-code`; the password rules `policy`, their list
+//! `policy-rules` (which the new password fields name in
+//! `aria-describedby`); the note that a reset unlocks, `locked-note`. Every
+//! sentence comes from [`crate::i18n`], in the page's `<html lang>`.
 
 use axum::response::Html;
 
