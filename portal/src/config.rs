@@ -374,6 +374,7 @@ mod tests {
         assert_eq!(config.trusted_agent_keys[0].to_string(), FINGERPRINT);
         assert_eq!(config.limits, Limits::default());
         assert_eq!(config.limits.visitor_requests_per_minute, 10);
+        assert_eq!(config.limits.account_attempts_per_hour, 60);
     }
 
     #[test]

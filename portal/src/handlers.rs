@@ -29,7 +29,6 @@ use axum::http::StatusCode;
 use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use envelope::body::outcome;
 use envelope::{Anchor, Outcome, Password, ReplyBody, RequestBody};
 use proto::pb::Operation;
 use relay_client::connect::{CONNECT_TIMEOUT, HANDSHAKE_ALLOWANCE};
@@ -43,9 +42,12 @@ use crate::csrf::{Browser, CarriesToken, Checked};
 use crate::i18n::{Lang, Msg};
 use crate::outcomes::{self, Failure, Trouble};
 use crate::pages::{self, Alert, support_code};
-use crate::policy::{Eligibility, PolicyView, eligibility};
+use crate::policy::PolicyView;
 use crate::visitors::{Scope, Visitor};
 use crate::{AppState, Task};
+
+mod step;
+use step::Step;
 
 /// Active Directory's limit. 256 characters of UTF-8 also fit the
 /// envelope's 1024-byte field.
@@ -286,20 +288,6 @@ fn log_failure(request_id: &str, operation: &str, trouble: &Trouble, failure: &F
     }
 }
 
-/// Logs a sealed refusal: the help desk looks it up by its support code.
-fn log_refusal(request_id: &str, operation: &str, outcome: &str) {
-    let support_code = support_code(request_id);
-    info!(request_id, support_code, operation, outcome, "refused");
-}
-
-/// The alert for a request that was sent and did not succeed.
-fn failed(lang: Lang, request_id: &str, message: &Msg) -> Alert {
-    Alert::Failed {
-        message: lang.text(message),
-        support_code: support_code(request_id),
-    }
-}
-
 async fn home(State(state): State<AppState>, lang: Lang) -> Html<String> {
     pages::home(&state.settings.current(), lang)
 }
@@ -369,107 +357,6 @@ async fn policy(
             let operation = Operation::GetPasswordPolicy.as_str_name();
             log_failure(&request_id, operation, &trouble, &failure);
             step.account_again(&failure.message())
-        }
-    }
-}
-
-/// What a page after a sent request needs.
-struct Step<'a> {
-    settings: &'a crate::Settings,
-    lang: Lang,
-    task: Task,
-    token: &'a str,
-    account: &'a str,
-    request_id: &'a str,
-    verified: bool,
-}
-
-impl Step<'_> {
-    /// Step 1 again, with why the request did not go through.
-    fn account_again(&self, message: &Msg) -> Response {
-        let alert = failed(self.lang, self.request_id, message);
-        pages::account_step(
-            self.settings,
-            self.lang,
-            self.task,
-            self.token,
-            self.account,
-            Some(&alert),
-        )
-        .into_response()
-    }
-
-    /// Step 2, or step 1 with the refusal when the answer says the task
-    /// cannot succeed whatever the password: nobody types a password for
-    /// a disabled account.
-    fn after_policy(&self, reply: &ReplyBody) -> Response {
-        let operation = Operation::GetPasswordPolicy.as_str_name();
-        if reply.typed_outcome() != Some(Outcome::Success) {
-            log_refusal(self.request_id, operation, outcome_name(reply.outcome));
-            let message = outcomes::refusal(reply, self.task, self.account, self.verified);
-            return self.account_again(&message);
-        }
-        match eligibility(reply, self.task) {
-            Eligibility::Refused(outcome) => {
-                let name = outcome.map_or("UNKNOWN", Outcome::name);
-                log_refusal(self.request_id, operation, name);
-                let message = outcomes::ineligible(outcome, self.task, self.account, self.verified);
-                self.account_again(&message)
-            }
-            Eligibility::Eligible { .. } => {
-                let policy = PolicyView::from_reply(reply);
-                pages::password_step(
-                    self.settings,
-                    self.lang,
-                    self.task,
-                    self.token,
-                    self.account,
-                    &policy,
-                    None,
-                )
-                .into_response()
-            }
-        }
-    }
-
-    /// The end of a task whose request was answered (reset, change, unlock,
-    /// or a late answer): the result page, or `Err(alert)` for the caller
-    /// to show the form again with.
-    fn answered(&self, operation: &str, reply: &ReplyBody) -> Result<Response, Alert> {
-        if reply.outcome == outcome::SUCCESS {
-            let alert = Alert::Success(self.lang.text(&outcomes::success(self.task)));
-            return Ok(pages::result(self.settings, self.lang, self.task, &alert).into_response());
-        }
-        log_refusal(self.request_id, operation, outcome_name(reply.outcome));
-        let message = outcomes::refusal(reply, self.task, self.account, self.verified);
-        Err(failed(self.lang, self.request_id, &message))
-    }
-
-    /// The page for an unknown outcome, or `Err(alert)` for the caller to
-    /// re-render its form with (the user may retry).
-    fn after_failure(&self, failure: Failure) -> Result<Response, Alert> {
-        match failure {
-            Failure::Unknown {
-                message,
-                can_check: true,
-            } => Ok(pages::unknown(
-                self.settings,
-                self.lang,
-                self.task,
-                self.token,
-                self.account,
-                self.request_id,
-                &self.lang.text(&message),
-            )
-            .into_response()),
-            Failure::Unknown {
-                message,
-                can_check: false,
-            } => {
-                let alert = failed(self.lang, self.request_id, &message);
-                Ok(pages::result(self.settings, self.lang, self.task, &alert).into_response())
-            }
-            other => Err(failed(self.lang, self.request_id, &other.message())),
         }
     }
 }
