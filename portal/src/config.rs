@@ -74,9 +74,15 @@ pub struct Limits {
     /// many; 0 = unlimited. A user needs two or three (the policy, then the
     /// reset, once more after a typo).
     pub visitor_requests_per_minute: u32,
-    /// Calls to the broker about one account per hour, whoever asks, in
-    /// bursts of up to as many; 0 = unlimited.
+    /// Calls about one account per hour, whoever asks, in bursts of up to
+    /// as many; 0 = unlimited. Only what could change the account counts:
+    /// reading its policy, and a password the policy refused, are given
+    /// back, so a user who mistypes is not locked out of a valid reset.
     pub account_requests_per_hour: u32,
+    /// Every call about one account per hour, refused ones included: the
+    /// bound that keeps the given-back calls from flooding the broker and
+    /// the agent; 0 = unlimited.
+    pub account_attempts_per_hour: u32,
     /// Visitors and accounts remembered, each; beyond, the one seen least
     /// recently is forgotten, so memory stays bounded.
     pub tracked_visitors: usize,
@@ -103,6 +109,7 @@ impl Default for Limits {
         Limits {
             visitor_requests_per_minute: 10,
             account_requests_per_hour: 20,
+            account_attempts_per_hour: 60,
             tracked_visitors: 10_000,
             tracked_accounts: 10_000,
             trusted_proxies: Vec::new(),
@@ -367,6 +374,7 @@ mod tests {
         assert_eq!(config.trusted_agent_keys[0].to_string(), FINGERPRINT);
         assert_eq!(config.limits, Limits::default());
         assert_eq!(config.limits.visitor_requests_per_minute, 10);
+        assert_eq!(config.limits.account_attempts_per_hour, 60);
     }
 
     #[test]

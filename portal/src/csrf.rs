@@ -25,6 +25,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
+use crate::i18n::{Lang, Msg};
 use crate::{AppState, pages};
 
 pub const COOKIE_NAME: &str = "portal_csrf";
@@ -178,14 +179,16 @@ where
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
         let browser = request.extensions().get::<Browser>().cloned();
         let path = request.uri().path().to_owned();
+        let lang = Lang::from_headers(request.headers());
         let Form(form) = Form::<T>::from_request(request, state)
             .await
             .map_err(|rejection| {
                 warn!(%path, %rejection, "unreadable form");
                 let page = pages::problem(
                     &state.settings.current(),
-                    "This form could not be read",
-                    "The form arrived incomplete or too large. Nothing was sent. Go back and try again.",
+                    lang,
+                    &lang.text(&Msg::FormUnreadableHeading),
+                    &lang.text(&Msg::FormUnreadable),
                 );
                 (rejection.status(), page).into_response()
             })?;
@@ -204,10 +207,9 @@ where
                 warn!(%path, %refusal, "form refused: CSRF check failed");
                 let page = pages::problem(
                     &state.settings.current(),
-                    "This form has expired",
-                    "This form's security check failed: it was opened in another browser, \
-                     the portal restarted, or cookies are blocked. Nothing was sent. \
-                     Start again from the first page.",
+                    lang,
+                    &lang.text(&Msg::FormExpiredHeading),
+                    &lang.text(&Msg::FormExpired),
                 );
                 Err((StatusCode::FORBIDDEN, page).into_response())
             }

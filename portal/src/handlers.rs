@@ -15,6 +15,11 @@
 //! visitor's and the account's allowances are checked ([`crate::visitors`]):
 //! past them the answer is 429 with Retry-After, and the broker hears
 //! nothing.
+//!
+//! Every page is in the language the browser asks for ([`Lang`]). Every
+//! refusal and failure of a request that was sent shows its support code
+//! ([`pages::support_code`]) and is logged with it, so the help desk can
+//! find the request from what the user reads out.
 
 use std::time::{Duration, Instant};
 
@@ -24,8 +29,7 @@ use axum::http::StatusCode;
 use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use envelope::body::outcome;
-use envelope::{Anchor, Password, ReplyBody, RequestBody};
+use envelope::{Anchor, Outcome, Password, ReplyBody, RequestBody};
 use proto::pb::Operation;
 use relay_client::connect::{CONNECT_TIMEOUT, HANDSHAKE_ALLOWANCE};
 use relay_client::outcome::outcome_name;
@@ -35,11 +39,15 @@ use tracing::{error, info, warn};
 use zeroize::Zeroizing;
 
 use crate::csrf::{Browser, CarriesToken, Checked};
+use crate::i18n::{Lang, Msg};
 use crate::outcomes::{self, Failure, Trouble};
-use crate::pages::{self, Alert};
+use crate::pages::{self, Alert, support_code};
 use crate::policy::PolicyView;
 use crate::visitors::{Scope, Visitor};
 use crate::{AppState, Task};
+
+mod step;
+use step::Step;
 
 /// Active Directory's limit. 256 characters of UTF-8 also fit the
 /// envelope's 1024-byte field.
@@ -56,25 +64,25 @@ pub fn routes() -> Router<AppState> {
         .route("/style.css", get(style))
         .route(
             "/reset",
-            get(|s: State<AppState>, b: Extension<Browser>| start(Task::Reset, s, b))
-                .post(|s: State<AppState>, v: Visitor, f| apply(Task::Reset, s, v, f)),
+            get(|s: State<AppState>, l: Lang, b| start(Task::Reset, s, l, b))
+                .post(|s: State<AppState>, v: Visitor, l: Lang, f| apply(Task::Reset, s, v, l, f)),
         )
         .route(
             "/reset/policy",
-            post(|s: State<AppState>, v: Visitor, f| policy(Task::Reset, s, v, f)),
+            post(|s: State<AppState>, v: Visitor, l: Lang, f| policy(Task::Reset, s, v, l, f)),
         )
         .route(
             "/change",
-            get(|s: State<AppState>, b: Extension<Browser>| start(Task::Change, s, b))
-                .post(|s: State<AppState>, v: Visitor, f| apply(Task::Change, s, v, f)),
+            get(|s: State<AppState>, l: Lang, b| start(Task::Change, s, l, b))
+                .post(|s: State<AppState>, v: Visitor, l: Lang, f| apply(Task::Change, s, v, l, f)),
         )
         .route(
             "/change/policy",
-            post(|s: State<AppState>, v: Visitor, f| policy(Task::Change, s, v, f)),
+            post(|s: State<AppState>, v: Visitor, l: Lang, f| policy(Task::Change, s, v, l, f)),
         )
         .route(
             "/unlock",
-            get(|s: State<AppState>, b: Extension<Browser>| start(Task::Unlock, s, b)).post(unlock),
+            get(|s: State<AppState>, l: Lang, b| start(Task::Unlock, s, l, b)).post(unlock),
         )
         .route("/outcome", post(check_again))
         .fallback(not_found)
@@ -141,33 +149,39 @@ impl CarriesToken for OutcomeForm {
 /// sign-in established (multi-factor authentication, a code sent to a
 /// registered phone...), kept in its session, and refuses when the form
 /// names another; otherwise anyone could reset anyone's password.
-fn account_to_act_on(typed: &str) -> Result<String, &'static str> {
+fn account_to_act_on(typed: &str) -> Result<String, Msg> {
     let account = typed.trim();
     if account.is_empty() {
-        return Err("Enter your account: your sign-in name, such as name@example.com.");
+        return Err(Msg::EnterAccount);
     }
     if account.len() > MAX_ACCOUNT_BYTES || account.chars().any(char::is_control) {
-        return Err(
-            "That is not an account name: use your sign-in name, such as name@example.com.",
-        );
+        return Err(Msg::NotAnAccount);
     }
     Ok(account.to_owned())
 }
 
+/// Whether the portal verified who the user is before they named the
+/// account. With `identity_check = "none"` it never has, so refusals that
+/// would tell whether an account exists all read the same
+/// ([`outcomes::refusal`]); a verified sign-in session makes this true.
+fn identity_verified(_state: &AppState) -> bool {
+    false
+}
+
 /// What the portal catches itself, before anything is sent.
-fn check_passwords(task: Task, form: &PasswordForm) -> Option<&'static str> {
+fn check_passwords(task: Task, form: &PasswordForm) -> Option<Msg> {
     let too_long = |p: &str| p.chars().count() > MAX_PASSWORD_CHARS;
     if task == Task::Change && form.current_password.is_empty() {
-        return Some("Enter your current password.");
+        return Some(Msg::EnterCurrentPassword);
     }
     if form.new_password.is_empty() {
-        return Some("Enter a new password.");
+        return Some(Msg::EnterNewPassword);
     }
     if *form.new_password != *form.confirm_password {
-        return Some("The two new passwords differ. Type the same new password in both fields.");
+        return Some(Msg::PasswordsDiffer);
     }
     if too_long(&form.new_password) || too_long(&form.current_password) {
-        return Some("The password is too long: use at most 256 characters.");
+        return Some(Msg::PasswordTooLong(MAX_PASSWORD_CHARS));
     }
     None
 }
@@ -216,9 +230,30 @@ async fn send(
     }
 }
 
+/// A sealed refusal of the password itself: the account was not changed
+/// and the user only needs another try, so it is given back to the
+/// account's allowance ([`crate::visitors::Limiter::refund`]).
+fn refused_by_policy(reply: &ReplyBody) -> bool {
+    matches!(
+        reply.typed_outcome(),
+        Some(
+            Outcome::PasswordTooShort
+                | Outcome::FailsComplexity
+                | Outcome::InHistory
+                | Outcome::PolicyRefused
+                | Outcome::ChangedTooRecently
+        )
+    )
+}
+
 /// The answer for a visitor or an account past its allowance, without
 /// contacting the broker; `None` when the request may go.
-fn over_limit(state: &AppState, visitor: Visitor, account: Option<&str>) -> Option<Response> {
+fn over_limit(
+    state: &AppState,
+    lang: Lang,
+    visitor: Visitor,
+    account: Option<&str>,
+) -> Option<Response> {
     let limited = state
         .limiter
         .admit(visitor, account, Instant::now())
@@ -229,50 +264,44 @@ fn over_limit(state: &AppState, visitor: Visitor, account: Option<&str>) -> Opti
         warn!(%visitor, scope = limited.scope.as_str(), retry_after_s = seconds,
             "requests limited before reaching the broker");
     }
-    let wait = match seconds {
-        0..=1 => "a second".to_owned(),
-        2..=90 => format!("{seconds} seconds"),
-        _ => format!("{} minutes", seconds.div_ceil(60)),
-    };
     let message = match limited.scope {
-        Scope::Visitor => format!(
-            "Too many requests from your network address. Nothing was sent. Try again in {wait}."
-        ),
-        Scope::Account => {
-            format!("Too many requests for this account. Nothing was sent. Try again in {wait}.")
-        }
+        Scope::Visitor => Msg::TooManyFromVisitor(seconds),
+        Scope::Account => Msg::TooManyForAccount(seconds),
     };
-    let page = pages::problem(&state.settings.current(), "Too many attempts", &message);
+    let page = pages::problem(
+        &state.settings.current(),
+        lang,
+        &lang.text(&Msg::TooManyHeading),
+        &lang.text(&message),
+    );
     let retry_after = [(RETRY_AFTER, seconds.max(1).to_string())];
     Some((StatusCode::TOO_MANY_REQUESTS, retry_after, page).into_response())
 }
 
-/// Logs what the user is not shown.
+/// Logs what the user is not shown, with the support code they are.
 fn log_failure(request_id: &str, operation: &str, trouble: &Trouble, failure: &Failure) {
+    let support_code = support_code(request_id);
     if matches!(failure, Failure::Misconfigured { .. }) {
-        error!(request_id, operation, error = %trouble, "request failed: the portal or the deployment needs an operator");
+        error!(request_id, support_code, operation, error = %trouble, "request failed: the portal or the deployment needs an operator");
     } else {
-        warn!(request_id, operation, error = %trouble, "request failed");
+        warn!(request_id, support_code, operation, error = %trouble, "request failed");
     }
 }
 
-fn failure_text(failure: Failure) -> String {
-    failure.text().to_owned()
-}
-
-async fn home(State(state): State<AppState>) -> Html<String> {
-    pages::home(&state.settings.current())
+async fn home(State(state): State<AppState>, lang: Lang) -> Html<String> {
+    pages::home(&state.settings.current(), lang)
 }
 
 async fn style() -> impl IntoResponse {
     ([(CONTENT_TYPE, "text/css; charset=utf-8")], pages::STYLE)
 }
 
-async fn not_found(State(state): State<AppState>) -> Response {
+async fn not_found(State(state): State<AppState>, lang: Lang) -> Response {
     let page = pages::problem(
         &state.settings.current(),
-        "Page not found",
-        "There is no page at this address.",
+        lang,
+        &lang.text(&Msg::NotFoundHeading),
+        &lang.text(&Msg::NotFound),
     );
     (StatusCode::NOT_FOUND, page).into_response()
 }
@@ -280,10 +309,11 @@ async fn not_found(State(state): State<AppState>) -> Response {
 async fn start(
     task: Task,
     State(state): State<AppState>,
+    lang: Lang,
     Extension(browser): Extension<Browser>,
 ) -> Html<String> {
     let token = state.csrf.token(&browser.id);
-    pages::account_step(&state.settings.current(), task, &token, "", None)
+    pages::account_step(&state.settings.current(), lang, task, &token, "", None)
 }
 
 /// Step 1 posted: fetch the policy and show step 2.
@@ -291,33 +321,42 @@ async fn policy(
     task: Task,
     State(state): State<AppState>,
     visitor: Visitor,
+    lang: Lang,
     Checked { form, token }: Checked<AccountForm>,
 ) -> Response {
     let settings = &state.settings.current();
-    let step1 = |account: &str, message: String| {
-        let alert = Alert::Error(message);
-        pages::account_step(settings, task, &token, account, Some(&alert)).into_response()
-    };
     let account = match account_to_act_on(&form.account) {
         Ok(a) => a,
-        Err(why) => return step1(&form.account, why.to_owned()),
+        Err(why) => {
+            let alert = Alert::Error(lang.text(&why));
+            return pages::account_step(settings, lang, task, &token, &form.account, Some(&alert))
+                .into_response();
+        }
     };
-    if let Some(limited) = over_limit(&state, visitor, Some(&account)) {
+    if let Some(limited) = over_limit(&state, lang, visitor, Some(&account)) {
         return limited;
     }
     let request_id = new_request_id();
     let body = RequestBody::without_passwords(Anchor::UserPrincipalName(account.clone()));
-    match send(&state, &request_id, Operation::GetPasswordPolicy, &body).await {
-        Ok(reply) if reply.outcome == outcome::SUCCESS => {
-            let policy = PolicyView::from_reply(&reply);
-            pages::password_step(settings, task, &token, &account, &policy, None).into_response()
-        }
-        Ok(reply) => step1(&account, outcomes::refusal(&reply, task, &account)),
+    let sent = send(&state, &request_id, Operation::GetPasswordPolicy, &body).await;
+    // Reading the policy changes nothing: it counts as an attempt only.
+    state.limiter.refund(&account, Instant::now());
+    let step = Step {
+        settings,
+        lang,
+        task,
+        token: &token,
+        account: &account,
+        request_id: &request_id,
+        verified: identity_verified(&state),
+    };
+    match sent {
+        Ok(reply) => step.after_policy(&reply),
         Err(trouble) => {
             let failure = outcomes::failure(&trouble, task, false);
             let operation = Operation::GetPasswordPolicy.as_str_name();
             log_failure(&request_id, operation, &trouble, &failure);
-            step1(&account, failure_text(failure))
+            step.account_again(&failure.message())
         }
     }
 }
@@ -327,27 +366,35 @@ async fn apply(
     task: Task,
     State(state): State<AppState>,
     visitor: Visitor,
+    lang: Lang,
     Checked { mut form, token }: Checked<PasswordForm>,
 ) -> Response {
     let settings = &state.settings.current();
     let account = match account_to_act_on(&form.account) {
         Ok(a) => a,
         Err(why) => {
-            let alert = Alert::Error(why.to_owned());
-            return pages::account_step(settings, task, &token, &form.account, Some(&alert))
+            let alert = Alert::Error(lang.text(&why));
+            return pages::account_step(settings, lang, task, &token, &form.account, Some(&alert))
                 .into_response();
         }
     };
     let policy = PolicyView::from_hidden(&form.policy).unwrap_or_default();
-    let step2 = |message: String| {
-        let alert = Alert::Error(message);
-        pages::password_step(settings, task, &token, &account, &policy, Some(&alert))
-            .into_response()
+    let step2 = |alert: Alert| {
+        pages::password_step(
+            settings,
+            lang,
+            task,
+            &token,
+            &account,
+            &policy,
+            Some(&alert),
+        )
+        .into_response()
     };
     if let Some(problem) = check_passwords(task, &form) {
-        return step2(problem.to_owned());
+        return step2(Alert::Error(lang.text(&problem)));
     }
-    if let Some(limited) = over_limit(&state, visitor, Some(&account)) {
+    if let Some(limited) = over_limit(&state, lang, visitor, Some(&account)) {
         return limited;
     }
     // Moved, not copied, into the zeroizing Password the envelope is sealed from.
@@ -376,79 +423,70 @@ async fn apply(
     let request_id = new_request_id();
     let sent = send(&state, &request_id, operation, &body).await;
     drop(body);
+    if matches!(&sent, Ok(reply) if refused_by_policy(reply)) {
+        state.limiter.refund(&account, Instant::now());
+    }
+    let step = Step {
+        settings,
+        lang,
+        task,
+        token: &token,
+        account: &account,
+        request_id: &request_id,
+        verified: identity_verified(&state),
+    };
     match sent {
-        Ok(reply) if reply.outcome == outcome::SUCCESS => {
-            let alert = Alert::Success(outcomes::success(task).to_owned());
-            pages::result(settings, task, &alert).into_response()
-        }
-        Ok(reply) => step2(outcomes::refusal(&reply, task, &account)),
+        Ok(reply) => step
+            .answered(operation.as_str_name(), &reply)
+            .unwrap_or_else(step2),
         Err(trouble) => {
             let failure = outcomes::failure(&trouble, task, true);
             log_failure(&request_id, operation.as_str_name(), &trouble, &failure);
-            after_failure(&state, task, &token, &account, &request_id, failure)
-                .unwrap_or_else(step2)
+            step.after_failure(failure).unwrap_or_else(step2)
         }
-    }
-}
-
-/// The page for an unknown outcome, or `Err(message)` for the caller to
-/// re-render its form with (the user may retry).
-fn after_failure(
-    state: &AppState,
-    task: Task,
-    token: &str,
-    account: &str,
-    request_id: &str,
-    failure: Failure,
-) -> Result<Response, String> {
-    let settings = &state.settings.current();
-    match failure {
-        Failure::Unknown {
-            message,
-            can_check: true,
-        } => Ok(
-            pages::unknown(settings, task, token, account, request_id, &message).into_response(),
-        ),
-        Failure::Unknown {
-            message,
-            can_check: false,
-        } => Ok(pages::result(settings, task, &Alert::Error(message)).into_response()),
-        other => Err(failure_text(other)),
     }
 }
 
 async fn unlock(
     State(state): State<AppState>,
     visitor: Visitor,
+    lang: Lang,
     Checked { form, token }: Checked<AccountForm>,
 ) -> Response {
     let task = Task::Unlock;
     let settings = &state.settings.current();
-    let form_again = |account: &str, message: String| {
-        let alert = Alert::Error(message);
-        pages::account_step(settings, task, &token, account, Some(&alert)).into_response()
+    let form_again = |account: &str, alert: Alert| {
+        pages::account_step(settings, lang, task, &token, account, Some(&alert)).into_response()
     };
     let account = match account_to_act_on(&form.account) {
         Ok(a) => a,
-        Err(why) => return form_again(&form.account, why.to_owned()),
+        Err(why) => return form_again(&form.account, Alert::Error(lang.text(&why))),
     };
-    if let Some(limited) = over_limit(&state, visitor, Some(&account)) {
+    if let Some(limited) = over_limit(&state, lang, visitor, Some(&account)) {
         return limited;
     }
     let request_id = new_request_id();
     let body = RequestBody::without_passwords(Anchor::UserPrincipalName(account.clone()));
-    match send(&state, &request_id, Operation::UnlockAccount, &body).await {
-        Ok(reply) if reply.outcome == outcome::SUCCESS => {
-            let alert = Alert::Success(outcomes::success(task).to_owned());
-            pages::result(settings, task, &alert).into_response()
-        }
-        Ok(reply) => form_again(&account, outcomes::refusal(&reply, task, &account)),
+    let operation = Operation::UnlockAccount;
+    let sent = send(&state, &request_id, operation, &body).await;
+    let step = Step {
+        settings,
+        lang,
+        task,
+        token: &token,
+        account: &account,
+        request_id: &request_id,
+        verified: identity_verified(&state),
+    };
+    match sent {
+        Ok(reply) => step
+            .answered(operation.as_str_name(), &reply)
+            .unwrap_or_else(|alert| form_again(&account, alert)),
         Err(trouble) => {
             let failure = outcomes::failure(&trouble, task, true);
-            let operation = Operation::UnlockAccount.as_str_name();
-            log_failure(&request_id, operation, &trouble, &failure);
-            after_failure(&state, task, &token, &account, &request_id, failure)
-                .unwrap_or_else(|message| form_again(&account, message))
+            log_failure(&request_id, operation.as_str_name(), &trouble, &failure);
+            step.after_failure(failure)
+                .unwrap_or_else(|alert| form_again(&account, alert))
         }
     }
 }
@@ -458,6 +496,7 @@ async fn unlock(
 async fn check_again(
     State(state): State<AppState>,
     visitor: Visitor,
+    lang: Lang,
     Checked { form, token }: Checked<OutcomeForm>,
 ) -> Response {
     let settings = &state.settings.current();
@@ -465,13 +504,14 @@ async fn check_again(
     if !is_request_id(&form.request_id) {
         let page = pages::problem(
             settings,
-            "Unknown request",
-            "This request reference is not one this portal issues. Nothing was checked.",
+            lang,
+            &lang.text(&Msg::UnknownRequestHeading),
+            &lang.text(&Msg::UnknownRequest),
         );
         return (StatusCode::BAD_REQUEST, page).into_response();
     }
     // The request was counted against its account when it was sent.
-    if let Some(limited) = over_limit(&state, visitor, None) {
+    if let Some(limited) = over_limit(&state, lang, visitor, None) {
         return limited;
     }
     let request_id = form.request_id.as_str();
@@ -480,6 +520,16 @@ async fn check_again(
         .await
         .map_err(|_| Trouble::NoAnswer)
         .and_then(|r| r.map_err(Trouble::Sealed));
+    let step = Step {
+        settings,
+        lang,
+        task,
+        token: &token,
+        account: &form.account,
+        request_id,
+        verified: identity_verified(&state),
+    };
+    let result = |alert: Alert| pages::result(settings, lang, task, &alert).into_response();
     match checked {
         Ok(answer) => {
             info!(
@@ -487,22 +537,18 @@ async fn check_again(
                 outcome = outcome_name(answer.reply.outcome),
                 "late answer"
             );
-            let alert = if answer.reply.outcome == outcome::SUCCESS {
-                Alert::Success(outcomes::success(task).to_owned())
-            } else {
-                Alert::Error(outcomes::refusal(&answer.reply, task, &form.account))
-            };
-            pages::result(settings, task, &alert).into_response()
+            step.answered("GET_OUTCOME", &answer.reply)
+                .unwrap_or_else(result)
         }
         Err(trouble) => {
             let failure = outcomes::check_failure(&trouble, task);
             log_failure(request_id, "GET_OUTCOME", &trouble, &failure);
-            after_failure(&state, task, &token, &form.account, request_id, failure).unwrap_or_else(
-                |message| pages::result(settings, task, &Alert::Error(message)).into_response(),
-            )
+            step.after_failure(failure).unwrap_or_else(result)
         }
     }
 }
 
+#[cfg(test)]
+mod language_tests;
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@
 //! - [`policy`]: the policy reply's details, in plain words.
 //! - [`outcomes`]: outcome codes and broker failures, in plain words.
 //! - [`pages`]: server-rendered HTML, escaped, without scripts.
+//! - [`i18n`]: every sentence, in English and German, by `Accept-Language`.
 //! - [`visitors`]: per-visitor and per-account limits on what reaches the
 //!   broker.
 //! - [`reload`]: SIGHUP (title and request timeout live) and `check-config`.
@@ -28,6 +29,7 @@
 pub mod config;
 pub mod csrf;
 pub mod handlers;
+pub mod i18n;
 pub mod outcomes;
 pub mod pages;
 pub mod policy;
@@ -155,12 +157,9 @@ impl Task {
         }
     }
 
-    pub fn heading(self) -> &'static str {
-        match self {
-            Task::Reset => "Reset a forgotten password",
-            Task::Change => "Change your password",
-            Task::Unlock => "Unlock your account",
-        }
+    /// The heading in English; pages use [`i18n::Msg::Heading`].
+    pub fn heading(self) -> String {
+        i18n::Lang::En.text(&i18n::Msg::Heading(self))
     }
 }
 

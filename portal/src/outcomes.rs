@@ -1,7 +1,7 @@
-//! What to tell the user, in plain words: the agent's outcome codes (with
-//! their details, so the sentence names the exact rule) and the broker's
-//! failures (with what they mean for the password: changed, not changed, or
-//! not known). Sentences are plain text; [`crate::pages`] escapes them.
+//! What to tell the user: the agent's outcome codes (with their details, so
+//! the sentence names the exact rule) and the broker's failures (with what
+//! they mean for the password: changed, not changed, or not known), as
+//! [`Msg`]s that [`crate::i18n`] words in the user's language.
 //!
 //! "Nothing was changed" is said only when it is known: a sealed reply says
 //! so (the agent's authenticated word), or nothing left this portal. The
@@ -9,8 +9,15 @@
 //! envelope and then answer with any status, so a failure it reports
 //! ([`relay_client::sealed::Provenance::Broker`]), and a sealed NOT_APPLIED
 //! (which covers one delivery only), are shown as "could not confirm".
+//!
+//! Nothing the directory says is shown as it came: the agent's `message` is
+//! free text from on-prem (it can name a DN or an OU), so it is never shown;
+//! the few details that are (a policy's name, a missing right, the part of
+//! a name a password contains) pass [`directory_free`] first. To a visitor
+//! whose identity is not verified, every refusal that would tell whether an
+//! account exists reads the same ([`Msg::CannotHere`]).
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use envelope::{Outcome, ReplyBody};
 use proto::Reason;
@@ -18,251 +25,139 @@ use relay_client::ClientError;
 use relay_client::sealed::SealedError;
 
 use crate::Task;
+use crate::i18n::{BrokerWhy, CheckTrouble, Group, Lang, Msg, NameKind, When};
 use crate::policy::detail;
 
-/// What the user is told when the fault is the operator's and nothing left
-/// this portal; the log gets the detail.
-pub const MISCONFIGURED: &str =
-    "The service is misconfigured, so nothing was changed. Please contact your help desk.";
-
-/// What the user is told when the broker reports an operator's problem
-/// (a refused token, an unsealed refusal, ...): its word alone.
-pub const MISCONFIGURED_UNCONFIRMED: &str = "The service reports that it is misconfigured, \
-     and we could not confirm whether anything was changed. Please contact your help desk.";
-
-/// "whether your password was changed", for a task.
-fn whether(task: Task) -> &'static str {
-    match task {
-        Task::Unlock => "whether your account was unlocked",
-        Task::Reset | Task::Change => "whether your password was changed",
-    }
-}
-
-/// What to try after an unconfirmed request.
-fn sign_in_hint(task: Task) -> &'static str {
-    match task {
-        Task::Unlock => "Try signing in; if your account is still locked, try again",
-        Task::Reset | Task::Change => {
-            "Try signing in with your new password; if that fails, try again"
-        }
-    }
-}
-
-/// The sentence for a request that may or may not have been applied:
-/// `why` (a sentence: the broker's or the agent's account of it, as such),
-/// and what to do.
-fn unconfirmed(task: Task, why: &str, when: &str) -> String {
-    format!(
-        "{why}. We could not confirm {}. {} {when}.",
-        whether(task),
-        sign_in_hint(task)
-    )
+/// `text` when it can be shown to anyone: short, one line, and naming no
+/// directory object (`CN=`, `OU=`, `DC=`, as in a DN).
+pub fn directory_free(text: &str) -> Option<&str> {
+    let lower = text.to_ascii_lowercase();
+    let dn = ["cn=", "ou=", "dc=", "o=", "l="].iter().any(|rdn| {
+        lower
+            .match_indices(rdn)
+            .any(|(i, _)| i == 0 || !lower.as_bytes()[i - 1].is_ascii_alphanumeric())
+    });
+    let plain = !text.trim().is_empty() && text.len() <= 64 && !text.chars().any(char::is_control);
+    (plain && !dn).then_some(text)
 }
 
 /// The sentence for a successful answer.
-pub fn success(task: Task) -> &'static str {
-    match task {
-        Task::Reset | Task::Change => {
-            "Your password was changed. You can sign in with the new password now."
-        }
-        Task::Unlock => "Your account was unlocked. You can sign in again.",
-    }
+pub fn success(task: Task) -> Msg {
+    Msg::Success(task)
 }
 
-/// The sentence for an agent's refusal, naming the rule from its details
-/// and falling back to the agent's own message when they are missing.
-pub fn refusal(reply: &ReplyBody, task: Task, account: &str) -> String {
+/// The sentence for an agent's refusal, naming the rule from its details.
+/// `verified`: the portal established who the user is (a sign-in), so it
+/// may say which account exists and why it is refused; without, every
+/// refusal that tells an account apart reads [`Msg::CannotHere`].
+pub fn refusal(reply: &ReplyBody, task: Task, account: &str, verified: bool) -> Msg {
     let d = |key| detail(reply, key);
-    let number = |key| d(key).and_then(|v| v.parse::<u64>().ok());
-    let fallback = || agents_words(reply);
+    let number = |key| d(key).and_then(|v| v.trim().parse::<u64>().ok());
     let Some(code) = reply.typed_outcome() else {
-        return fallback();
+        return refused(verified, task);
     };
     match code {
         // Not a refusal: callers show [`success`] instead.
-        Outcome::Success => success(task).to_owned(),
+        Outcome::Success => Msg::Success(task),
         // Sealed, but for this delivery only: a broker can replay an
         // envelope to obtain a genuine NOT_APPLIED and show it instead of
         // the first delivery's answer. Never "nothing was changed".
-        Outcome::NotApplied => unconfirmed(
-            task,
-            &format!(
-                "The on-premises service did not act on this delivery of your request ({})",
-                d("reason").unwrap_or("no reason given")
-            ),
-            "in a moment",
-        ),
-        Outcome::PasswordTooShort => match d("min_length") {
-            Some(n) => format!("The password must have at least {n} characters."),
-            None => fallback(),
-        },
-        Outcome::FailsComplexity => {
-            let mut parts = Vec::new();
-            if let Some(missing) = d("missing").filter(|m| !m.trim().is_empty()) {
-                parts.push(missing_categories(missing));
-            }
-            if let Some(name) = d("contains").filter(|c| !c.is_empty()) {
-                let what = match d("contains_kind") {
-                    Some("account_name") => "your account name",
-                    Some("display_name") => "a part of your full name",
-                    _ => "your account name or a part of your full name",
-                };
-                parts.push(format!(
-                    "The password must not contain {what} (\u{201c}{name}\u{201d})."
-                ));
-            }
-            if parts.is_empty() {
-                fallback()
-            } else {
-                parts.join(" ")
-            }
+        Outcome::NotApplied => Msg::NotApplied(task),
+        Outcome::PasswordTooShort => number("min_length").map_or(Msg::PolicyNotMet, Msg::TooShort),
+        Outcome::FailsComplexity => complexity(reply, verified),
+        Outcome::InHistory => number("history_length").map_or(Msg::PolicyNotMet, Msg::InHistory),
+        Outcome::ChangedTooRecently => {
+            number("allowed_after_unix_ms").map_or(Msg::PolicyNotMet, Msg::ChangedTooRecently)
         }
-        Outcome::InHistory => match d("history_length") {
-            Some(n) => format!(
-                "The password must differ from your last {n} passwords, the current one included. Choose one you have not used before."
-            ),
-            None => fallback(),
-        },
-        Outcome::ChangedTooRecently => match number("allowed_after_unix_ms") {
-            Some(ms) => format!(
-                "Your password was changed too recently. You can change it again after {}.",
-                format_time(ms)
-            ),
-            None => fallback(),
-        },
-        Outcome::WrongCurrentPassword => {
-            "The current password is not correct, so nothing was changed.".to_owned()
+        Outcome::WrongCurrentPassword => Msg::WrongCurrentPassword,
+        Outcome::AccountLocked => Msg::AccountLocked(task),
+        Outcome::WritebackDisabled => Msg::WritebackDisabled,
+        Outcome::DirectoryUnavailable => Msg::DirectoryUnavailable,
+        Outcome::PolicyRefused => Msg::PolicyRefused(number("history_length").filter(|n| *n != 0)),
+        Outcome::RateLimited => {
+            Msg::AgentRateLimited(number("limit").zip(number("retry_after_secs")))
         }
-        Outcome::AccountDisabled => {
-            "This account is disabled, so nothing was changed. Please contact your help desk."
-                .to_owned()
+        // These tell an existing account from a mistyped one.
+        Outcome::UserNotFound
+        | Outcome::AccountDisabled
+        | Outcome::ProtectedAccount
+        | Outcome::PermissionDenied
+        | Outcome::SeveralMatches
+            if !verified =>
+        {
+            Msg::CannotHere(task)
         }
-        Outcome::AccountLocked => "This account is locked out, so its password cannot be changed. \
-             Unlock it first (\u{201c}Unlock your account\u{201d}), then try again."
-            .to_owned(),
-        Outcome::UserNotFound => format!(
-            "No account named \u{201c}{account}\u{201d} was found. Check the spelling: \
-             use your full sign-in name, such as name@example.com."
-        ),
-        Outcome::SeveralMatches => format!(
-            "Several accounts are named \u{201c}{account}\u{201d}{}, so nothing was changed. \
-             Please contact your help desk: they must resolve the duplicate.",
-            d("forests").map_or(String::new(), |f| format!(" (in {})", f.replace(',', ", ")))
-        ),
-        // The agent no longer says where in the directory (that is for the
-        // help desk, in its event log): only which permission is missing.
-        Outcome::PermissionDenied => match d("right") {
-            Some(right) => format!(
-                "The password service is not allowed to change this account (it lacks the \
-                 {right} permission). Nothing was changed. Your help desk can fix this."
-            ),
-            None => fallback(),
-        },
-        Outcome::ProtectedAccount => format!(
-            "This is a protected administrator account: it cannot be {} from this portal. \
-             Nothing was changed. Please contact your help desk.",
-            match task {
-                Task::Reset => "reset",
-                Task::Change => "changed",
-                Task::Unlock => "unlocked",
-            }
-        ),
-        Outcome::WritebackDisabled => {
-            "Password write-back is turned off on the on-premises service, so nothing was changed. \
-             Please contact your help desk."
-                .to_owned()
+        Outcome::UserNotFound => Msg::UserNotFound(account.to_owned()),
+        Outcome::SeveralMatches => Msg::SeveralMatches(account.to_owned()),
+        Outcome::AccountDisabled => Msg::AccountDisabled,
+        Outcome::ProtectedAccount => Msg::ProtectedAccount(task),
+        // Only which permission is missing; where in the directory is for
+        // the help desk, in the agent's event log.
+        Outcome::PermissionDenied => {
+            Msg::PermissionDenied(d("right").and_then(directory_free).map(str::to_owned))
         }
-        Outcome::DirectoryUnavailable => {
-            "The on-premises directory could not be reached, so nothing was changed. \
-             Please try again later."
-                .to_owned()
-        }
-        Outcome::PolicyRefused => match d("history_length").filter(|n| *n != "0") {
-            Some(n) => format!(
-                "Your organisation's password rules refused this password: it may be one of \
-                 your last {n} passwords, or contain a word that is not allowed. Nothing was \
-                 changed; choose a different password."
-            ),
-            None => "Your organisation's password rules refused this password: it may contain \
-                     a word that is not allowed. Nothing was changed; choose a different password."
-                .to_owned(),
-        },
-        Outcome::RateLimited => match (d("limit"), number("retry_after_secs")) {
-            (Some(limit), Some(secs)) => format!(
-                "Too many attempts for this account: at most {limit} per hour. Nothing was changed; \
-                 try again in {}.",
-                minutes(Duration::from_secs(secs))
-            ),
-            _ => fallback(),
-        },
     }
 }
 
-/// "add an uppercase letter or a digit", from the agent's `missing`.
-fn missing_categories(missing: &str) -> String {
-    let names: Vec<&str> = missing
+/// An outcome this portal does not know (a newer agent's), or names no
+/// more than "refused".
+fn refused(verified: bool, task: Task) -> Msg {
+    if verified {
+        Msg::Refused
+    } else {
+        Msg::CannotHere(task)
+    }
+}
+
+/// The refusal of step 1: the policy answer said the task would be refused
+/// with `outcome` whatever the password (`None`: a name this portal does
+/// not know).
+pub fn ineligible(outcome: Option<Outcome>, task: Task, account: &str, verified: bool) -> Msg {
+    match outcome {
+        Some(outcome) => refusal(
+            &ReplyBody {
+                outcome: outcome.code(),
+                message: String::new(),
+                details: Vec::new(),
+            },
+            task,
+            account,
+            verified,
+        ),
+        None => refused(verified, task),
+    }
+}
+
+fn complexity(reply: &ReplyBody, verified: bool) -> Msg {
+    let missing: Vec<Group> = detail(reply, "missing")
+        .unwrap_or("")
         .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+        .filter_map(|name| match name.trim() {
+            "uppercase letter" => Some(Group::Uppercase),
+            "lowercase letter" => Some(Group::Lowercase),
+            "digit" => Some(Group::Digit),
+            "symbol" => Some(Group::Symbol),
+            _ => None,
+        })
         .collect();
+    if let Some(name) = detail(reply, "contains").filter(|c| !c.is_empty()) {
+        let kind = match detail(reply, "contains_kind") {
+            Some("account_name") => NameKind::Account,
+            Some("display_name") => NameKind::Display,
+            _ => NameKind::Either,
+        };
+        // A part of someone's full name is theirs to see, not a visitor's.
+        let name = directory_free(name).filter(|_| verified).map(str::to_owned);
+        return Msg::MustNotContain(kind, name);
+    }
     // Three groups are required and the agent names the usual four a user
     // can add (not letters without case): with n of them missing, n - 1
     // must be added.
-    let needed = names.len().saturating_sub(1).max(1);
-    if needed == 1 {
-        let singular: Vec<String> = names.iter().map(|n| with_article(n)).collect();
-        format!(
-            "The password needs one more kind of character: add {}.",
-            singular.join(" or ")
-        )
-    } else {
-        let plural: Vec<String> = names.iter().map(|n| format!("{n}s")).collect();
-        format!(
-            "The password needs characters from at least three groups (uppercase \
-             letters, lowercase letters, digits, symbols; spaces do not count): add \
-             characters from {} of these: {}.",
-            if needed == 2 { "two" } else { "three" },
-            plural.join(", ")
-        )
+    match missing.len() {
+        0 => Msg::PolicyNotMet,
+        1 | 2 => Msg::MissingOne(missing),
+        _ => Msg::MissingSeveral(missing),
     }
-}
-
-fn with_article(name: &str) -> String {
-    let vowel = name.starts_with(['a', 'e', 'i', 'o', 'u']);
-    format!("{} {name}", if vowel { "an" } else { "a" })
-}
-
-/// The agent's message as a sentence.
-fn agents_words(reply: &ReplyBody) -> String {
-    let message = reply.message.trim();
-    if message.is_empty() {
-        return format!(
-            "The request was refused ({}).",
-            relay_client::outcome::outcome_name(reply.outcome)
-        );
-    }
-    let mut chars = message.chars();
-    let first = chars.next().map(|c| c.to_uppercase().collect::<String>());
-    let end = if message.ends_with(['.', '!', '?']) {
-        ""
-    } else {
-        "."
-    };
-    format!("{}{}{end}", first.unwrap_or_default(), chars.as_str())
-}
-
-/// "2025-11-26 10:00:00 UTC".
-pub fn format_time(unix_ms: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(unix_ms))
-        .to_string()
-        .replace('T', " ")
-        .replace('Z', " UTC")
-}
-
-/// "about 3 minutes", rounded up, at least one.
-fn minutes(d: Duration) -> String {
-    let n = d.as_secs().div_ceil(60).max(1);
-    format!("about {n} minute{}", if n == 1 { "" } else { "s" })
 }
 
 /// Why no answer can be shown: the portal's bound on the whole call passed,
@@ -282,25 +177,30 @@ pub enum Failure {
     /// It says "nothing was changed" only when that is known (nothing left
     /// this portal); on the broker's word it says the request could not be
     /// confirmed.
-    TryAgain(String),
+    TryAgain(Msg),
     /// It may have been applied. `can_check`: this portal holds the key to
     /// open the late answer, so a "Check again" button can ask for it.
-    Unknown { message: String, can_check: bool },
-    /// The operator's problem; the user sees [`MISCONFIGURED`] when nothing
-    /// left this portal (`nothing_sent`), else [`MISCONFIGURED_UNCONFIRMED`].
+    Unknown { message: Msg, can_check: bool },
+    /// The operator's problem; the user sees [`Msg::Misconfigured`] when
+    /// nothing left this portal (`nothing_sent`), else
+    /// [`Msg::MisconfiguredUnconfirmed`].
     Misconfigured { nothing_sent: bool },
 }
 
 impl Failure {
-    /// The sentence for the user.
-    pub fn text(&self) -> &str {
+    pub fn message(&self) -> Msg {
         match self {
-            Failure::TryAgain(m) | Failure::Unknown { message: m, .. } => m,
-            Failure::Misconfigured { nothing_sent: true } => MISCONFIGURED,
+            Failure::TryAgain(m) | Failure::Unknown { message: m, .. } => m.clone(),
+            Failure::Misconfigured { nothing_sent: true } => Msg::Misconfigured,
             Failure::Misconfigured {
                 nothing_sent: false,
-            } => MISCONFIGURED_UNCONFIRMED,
+            } => Msg::MisconfiguredUnconfirmed,
         }
+    }
+
+    /// The sentence for the user.
+    pub fn text(&self, lang: Lang) -> String {
+        lang.text(&self.message())
     }
 }
 
@@ -314,30 +214,19 @@ impl Failure {
 pub fn failure(trouble: &Trouble, task: Task, writes: bool) -> Failure {
     let unknown = |can_check: bool| {
         if !writes {
-            return Failure::TryAgain(
-                "The on-premises service did not answer in time. Please try again.".into(),
-            );
+            return Failure::TryAgain(Msg::PolicyNoAnswer);
         }
-        let next = if can_check {
-            "Use \u{201c}Check again\u{201d} in a moment to ask for the answer."
-        } else {
-            "Try signing in before you try again."
-        };
         Failure::Unknown {
-            message: format!(
-                "We could not confirm {}: the request may have reached the on-premises \
-                 service, but no answer came back in time. {next}",
-                whether(task)
-            ),
+            message: Msg::NoAnswer { task, can_check },
             can_check,
         }
     };
     // The broker's account of why it did not relay: shown as its word.
-    let broker_says = |why: &str, when: &str| {
+    let broker_says = |why: BrokerWhy, when: When| {
         Failure::TryAgain(if writes {
-            unconfirmed(task, why, when)
+            Msg::Unconfirmed { task, why, when }
         } else {
-            format!("{why}. Please try again {when}.")
+            Msg::BrokerSays { why, when }
         })
     };
     let err = match trouble {
@@ -348,38 +237,20 @@ pub fn failure(trouble: &Trouble, task: Task, writes: bool) -> Failure {
         SealedError::Relay(ClientError::Relay {
             reason, metadata, ..
         }) => match reason {
-            Reason::NoAgentOnline => broker_says(
-                "The password service reports that the on-premises service is not connected",
-                "later",
-            ),
-            Reason::WritebackDisabled => broker_says(
-                "The password service reports that password write-back is turned off for \
-                 your organisation",
-                "after contacting your help desk",
-            ),
+            Reason::NoAgentOnline => broker_says(BrokerWhy::NotConnected, When::Later),
+            Reason::WritebackDisabled => broker_says(BrokerWhy::WritebackOff, When::AfterHelpDesk),
             Reason::OutcomeUnknown => unknown(true),
             Reason::DeadlineExceeded => unknown(false),
             Reason::RateLimited => {
                 let wait = metadata
                     .get("retry_after_ms")
                     .and_then(|ms| ms.parse().ok())
-                    .map_or("a minute".to_owned(), |ms| {
-                        minutes(Duration::from_millis(ms))
-                    });
-                broker_says(
-                    "The password service reports that it is receiving too many requests",
-                    &format!("in {wait}"),
-                )
+                    .map_or(60, |ms| Duration::from_millis(ms).as_secs().max(1));
+                broker_says(BrokerWhy::TooManyRequests, When::In(wait))
             }
-            Reason::AgentsBusy => broker_says(
-                "The password service reports that the on-premises service is busy",
-                "in a moment",
-            ),
+            Reason::AgentsBusy => broker_says(BrokerWhy::Busy, When::InAMoment),
             Reason::ShuttingDown | Reason::ClusterUnavailable | Reason::StateUnconfirmed => {
-                broker_says(
-                    "The password service reports that it is restarting",
-                    "in a moment",
-                )
+                broker_says(BrokerWhy::Restarting, When::InAMoment)
             }
             _ => Failure::Misconfigured {
                 nothing_sent: false,
@@ -388,15 +259,11 @@ pub fn failure(trouble: &Trouble, task: Task, writes: bool) -> Failure {
         // The call failed: a status without a relay reason, from the broker
         // or the connection (a Submit that may have run is OUTCOME_UNKNOWN
         // instead).
-        SealedError::Relay(ClientError::Rpc(_)) => {
-            broker_says("The password service cannot be reached right now", "later")
-        }
+        SealedError::Relay(ClientError::Rpc(_)) => broker_says(BrokerWhy::Unreachable, When::Later),
         // No connection was made: nothing left this portal.
-        SealedError::Relay(ClientError::Connect(_)) => Failure::TryAgain(
-            "The password service cannot be reached right now, so nothing was changed. \
-             Please try again later."
-                .into(),
-        ),
+        SealedError::Relay(ClientError::Connect(_)) => {
+            Failure::TryAgain(Msg::UnreachableNothingChanged)
+        }
         // The answer came but cannot be opened: whatever it said is lost.
         SealedError::Reply(_) => unknown(false),
         // An unsealed refusal: the broker's word.
@@ -415,50 +282,26 @@ pub fn failure(trouble: &Trouble, task: Task, writes: bool) -> Failure {
 /// What a failed "Check again" means: the original request's fate is still
 /// open unless a sealed answer says otherwise.
 pub fn check_failure(trouble: &Trouble, task: Task) -> Failure {
-    let what = whether(task);
+    let open = |trouble, can_check| Failure::Unknown {
+        message: Msg::CheckFailed(task, trouble),
+        can_check,
+    };
     let err = match trouble {
         Trouble::NoAnswer => None,
         Trouble::Sealed(err) => Some(err),
     };
     match err {
-        Some(e) if e.reason() == Some(Reason::OutcomePending) => Failure::Unknown {
-            message: format!(
-                "No answer yet: the on-premises service has not reported {what}. \
-                 Please check again in a moment."
-            ),
-            can_check: true,
-        },
-        Some(e) if e.reason() == Some(Reason::OutcomeNotFound) => Failure::Unknown {
-            message: format!(
-                "The service has no record of an answer to this request, so we cannot tell {what}. \
-                 Try signing in before you try again."
-            ),
-            can_check: false,
-        },
-        Some(SealedError::NotPending(_)) => Failure::Unknown {
-            message: format!(
-                "This portal can no longer check that request (it was restarted, or the answer \
-                 was already shown), so we cannot tell {what}. Try signing in before you try again."
-            ),
-            can_check: false,
-        },
+        Some(e) if e.reason() == Some(Reason::OutcomePending) => open(CheckTrouble::Pending, true),
+        Some(e) if e.reason() == Some(Reason::OutcomeNotFound) => {
+            open(CheckTrouble::NoRecord, false)
+        }
+        Some(SealedError::NotPending(_)) => open(CheckTrouble::NoLongerHere, false),
         // An unsealed refusal of the original request: the broker's word.
         Some(SealedError::Refused { .. }) => Failure::Misconfigured {
             nothing_sent: false,
         },
-        Some(SealedError::Reply(_)) => Failure::Unknown {
-            message: format!(
-                "The answer arrived but could not be read, so we cannot tell {what}. \
-                 Try signing in before you try again."
-            ),
-            can_check: false,
-        },
-        _ => Failure::Unknown {
-            message: format!(
-                "We could not reach the service to ask {what}. Please check again in a moment."
-            ),
-            can_check: true,
-        },
+        Some(SealedError::Reply(_)) => open(CheckTrouble::Unreadable, false),
+        _ => open(CheckTrouble::Unreachable, true),
     }
 }
 

@@ -109,10 +109,13 @@ impl Scope {
     }
 }
 
-/// The two tables of buckets.
+/// The tables of buckets.
 pub struct Limiter {
     visitors: Mutex<Buckets<IpAddr>>,
+    /// Calls that could change the account; see [`Limiter::refund`].
     accounts: Mutex<Buckets<u64>>,
+    /// Every call about the account, refunded or not.
+    attempts: Mutex<Buckets<u64>>,
     /// Keys the account hash, so that the table holds no account names.
     hasher: RandomState,
 }
@@ -130,21 +133,27 @@ impl Limiter {
                 HOUR,
                 limits.tracked_accounts,
             )),
+            attempts: Mutex::new(Buckets::new(
+                limits.account_attempts_per_hour,
+                HOUR,
+                limits.tracked_accounts,
+            )),
             hasher: RandomState::new(),
         }
     }
 
     /// Takes one call from the visitor's allowance and, when given, the
-    /// account's; takes nothing when either is spent.
+    /// account's (both of its buckets); takes nothing when any is spent.
     pub fn admit(
         &self,
         visitor: Visitor,
         account: Option<&str>,
         now: Instant,
     ) -> Result<(), Limited> {
-        let account = account.map(|a| self.hasher.hash_one(a.trim().to_lowercase()));
+        let account = account.map(|a| self.key(a));
         let mut visitors = self.visitors.lock().unwrap_or_else(|e| e.into_inner());
         let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
         visitors
             .check(&visitor.0, now)
             .map_err(|(retry_after, first)| Limited {
@@ -153,17 +162,34 @@ impl Limiter {
                 first,
             })?;
         if let Some(account) = &account {
-            accounts
-                .check(account, now)
-                .map_err(|(retry_after, first)| Limited {
-                    scope: Scope::Account,
-                    retry_after,
-                    first,
-                })?;
+            for buckets in [&mut *accounts, &mut *attempts] {
+                buckets
+                    .check(account, now)
+                    .map_err(|(retry_after, first)| Limited {
+                        scope: Scope::Account,
+                        retry_after,
+                        first,
+                    })?;
+            }
             accounts.take(account, now);
+            attempts.take(account, now);
         }
         visitors.take(&visitor.0, now);
         Ok(())
+    }
+
+    /// Gives back the account's call taken by [`Limiter::admit`], for a call
+    /// that could not have changed it (a policy read, a password the policy
+    /// refused): typing mistakes must not use up the allowance of the valid
+    /// reset that follows. The attempt stays counted.
+    pub fn refund(&self, account: &str, now: Instant) {
+        let key = self.key(account);
+        let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        accounts.give_back(&key, now);
+    }
+
+    fn key(&self, account: &str) -> u64 {
+        self.hasher.hash_one(account.trim().to_lowercase())
     }
 }
 
@@ -246,6 +272,23 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
         );
     }
 
+    /// One token back, never beyond the capacity.
+    fn give_back(&mut self, key: &K, now: Instant) {
+        let capacity = self.capacity();
+        let Some(bucket) = self.map.get(key) else {
+            return;
+        };
+        let tokens = (self.refilled(bucket, now) + 1.0).min(capacity);
+        self.map.insert(
+            key.clone(),
+            Bucket {
+                tokens,
+                at: now,
+                refusal_logged: false,
+            },
+        );
+    }
+
     /// Forgets the buckets that have filled up again (as good as absent);
     /// when none has, the one used least recently.
     fn make_room(&mut self, now: Instant) {
@@ -281,6 +324,7 @@ mod tests {
         Limits {
             visitor_requests_per_minute: per_minute,
             account_requests_per_hour: per_hour,
+            account_attempts_per_hour: 0,
             tracked_visitors: tracked,
             tracked_accounts: tracked,
             ..Limits::default()
@@ -326,6 +370,38 @@ mod tests {
         limiter
             .admit(visitor(9), Some("grace@contoso"), t0)
             .unwrap();
+    }
+
+    #[test]
+    fn refunded_calls_do_not_use_up_the_account_but_attempts_stay_bounded() {
+        let limiter = Limiter::new(&Limits {
+            account_attempts_per_hour: 8,
+            ..limits(100, 3, 100)
+        });
+        let t0 = Instant::now();
+        // The policy read, two typos of the policy step, three weak
+        // passwords: all given back.
+        for _ in 0..6 {
+            limiter.admit(visitor(1), Some("ada"), t0).unwrap();
+            limiter.refund("ada", t0);
+        }
+        // The valid reset still goes, and two more.
+        for _ in 0..2 {
+            limiter.admit(visitor(1), Some("Ada"), t0).unwrap();
+        }
+        // The attempts bound holds even for refunded calls.
+        let refused = limiter.admit(visitor(1), Some("ada"), t0).unwrap_err();
+        assert_eq!(refused.scope, Scope::Account);
+        // A refund never lifts an account above its burst.
+        let other = Limiter::new(&limits(100, 2, 100));
+        other.admit(visitor(1), Some("grace"), t0).unwrap();
+        for _ in 0..5 {
+            other.refund("grace", t0);
+        }
+        for _ in 0..2 {
+            other.admit(visitor(1), Some("grace"), t0).unwrap();
+        }
+        assert!(other.admit(visitor(1), Some("grace"), t0).is_err());
     }
 
     #[test]

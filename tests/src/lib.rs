@@ -29,13 +29,15 @@
 //!   attack costs; connections that hold descriptors
 //! - [`malicious`], [`raw`]: a broker under the attacker's control; the
 //!   relay protocol spoken by hand
-//! - [`http`], [`http_request`], [`web`], [`browser`]: HTTP/1.0 for the
+//! - [`http`], [`http_request`], [`web`], [`browser`] (and [`browser_lang`],
+//!   in a chosen language): HTTP/1.0 for the
 //!   operator endpoints and pages; a browser stand-in; headless Chromium
 
 pub mod agent_toml;
 pub mod agents;
 pub mod attacks;
 pub mod browser;
+pub mod browser_lang;
 pub mod cluster;
 pub mod connect_proxy;
 pub mod deployment;

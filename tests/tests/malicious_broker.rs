@@ -369,7 +369,7 @@ async fn an_invented_no_agent_online_after_delivery_is_only_the_brokers_word() {
     // The portal's rendering says what is true.
     for task in [Task::Reset, Task::Change] {
         let shown = failure(&Trouble::Sealed(rebuild(&err)), task, true);
-        let text = shown.text().to_lowercase();
+        let text = shown.text(portal::i18n::Lang::En).to_lowercase();
         assert!(!text.contains("nothing was changed"), "{text}");
         assert!(text.contains("could not confirm"), "{text}");
         assert!(text.contains("not connected"), "{text}");

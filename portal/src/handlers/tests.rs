@@ -12,7 +12,7 @@ use tower::ServiceExt;
 
 use crate::{AppState, CONTENT_SECURITY_POLICY, MAX_FORM_BYTES, Settings, app};
 
-fn nowhere() -> AppState {
+pub(super) fn nowhere() -> AppState {
     let channel = BrokerEndpoint::new("https://127.0.0.1:1", None)
         .endpoint()
         .expect("endpoint")
@@ -344,4 +344,97 @@ async fn the_probes_answer_without_a_cookie_and_readyz_fails_while_draining() {
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     let reply = call(&router, get("/healthz", None)).await;
     assert_eq!(reply.status, StatusCode::OK);
+}
+
+/// Step 1 answered by a fake policy reply, as `handlers::policy` renders it.
+fn after_policy(task: crate::Task, details: &[(&str, &str)], verified: bool) -> String {
+    let settings = Settings {
+        title: "Test portal".into(),
+        request_timeout: Duration::from_secs(5),
+    };
+    let reply = envelope::ReplyBody {
+        outcome: 0,
+        message: "Policy of CN=Ada Lovelace,OU=Staff,DC=contoso,DC=example".into(),
+        details: details
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    };
+    let step = super::Step {
+        settings: &settings,
+        lang: crate::i18n::Lang::En,
+        task,
+        token: "tok",
+        account: "ada@contoso.example",
+        request_id: "portal-abcd1234ef567890",
+        verified,
+    };
+    let response = step.after_policy(&reply);
+    let bytes = futures_body(response);
+    String::from_utf8(bytes).expect("utf-8")
+}
+
+fn futures_body(response: axum::response::Response) -> Vec<u8> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime
+        .block_on(axum::body::to_bytes(response.into_body(), 1 << 20))
+        .expect("body")
+        .to_vec()
+}
+
+#[test]
+fn an_ineligible_account_is_refused_at_step_one_without_password_fields() {
+    use crate::Task;
+    for (task, key, value) in [
+        (Task::Reset, "reset", "ACCOUNT_DISABLED"),
+        (Task::Reset, "reset", "PROTECTED_ACCOUNT"),
+        (Task::Change, "change", "PERMISSION_DENIED"),
+        (Task::Change, "change", "A_NEWER_REASON"),
+    ] {
+        let page = after_policy(task, &[("min_length", "8"), (key, value)], false);
+        assert!(!page.contains("new-password"), "{value}: {page}");
+        assert!(page.contains("id=\"account\""), "{value}");
+        assert!(page.contains("cannot be"), "{value}: {page}");
+        assert!(page.contains("here. Check that you typed your sign-in name"));
+        assert!(page.contains("Support code for your help desk: ABCD-1234"));
+        assert!(!page.contains("DC="), "{page}");
+    }
+    // Verified, the refusal says why.
+    let page = after_policy(Task::Reset, &[("reset", "ACCOUNT_DISABLED")], true);
+    assert!(page.contains("This account is disabled"), "{page}");
+    // The other task's refusal does not stop this one.
+    let page = after_policy(
+        Task::Change,
+        &[("reset", "PROTECTED_ACCOUNT"), ("change", "ok")],
+        false,
+    );
+    assert!(page.contains("id=\"new-password\""), "{page}");
+}
+
+#[test]
+fn a_locked_account_can_be_reset_but_not_changed() {
+    use crate::Task;
+    let locked = [
+        ("locked", "true"),
+        ("reset", "ok"),
+        ("change", "ok"),
+        ("min_length", "8"),
+    ];
+    let page = after_policy(Task::Reset, &locked, false);
+    assert!(page.contains("id=\"new-password\""), "{page}");
+    assert!(
+        page.contains("Setting a new password also unlocks it."),
+        "{page}"
+    );
+    let page = after_policy(Task::Change, &locked, false);
+    assert!(!page.contains("new-password"), "{page}");
+    assert!(page.contains("Unlock it first"), "{page}");
+    assert!(page.contains("ABCD-1234"));
+    // An agent without the eligibility details: step 2 as before.
+    let page = after_policy(Task::Change, &[("min_length", "8")], false);
+    assert!(page.contains("id=\"current-password\""), "{page}");
+    assert!(!page.contains("also unlocks"));
+    assert!(!page.contains("DC="), "{page}");
 }
