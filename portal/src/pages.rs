@@ -91,7 +91,7 @@ fn layout(settings: &Settings, lang: Lang, heading: &str, content: &str) -> Html
          <title>{heading} \u{2013} {title}</title>\n\
          <link rel=\"stylesheet\" href=\"/style.css\">\n</head>\n<body>\n\
          <header><a class=\"site\" href=\"/\">{title}</a></header>\n\
-         <p id=\"demo-banner\" class=\"banner\">{banner}</p>\n\
+         <aside class=\"banner\"><p id=\"demo-banner\">{banner}</p></aside>\n\
          <main>\n<h1>{heading}</h1>\n{content}</main>\n</body>\n</html>\n",
         tag = lang.tag(),
         heading = escape(heading),
@@ -340,6 +340,7 @@ pub const STYLE: &str = "\
 body{font:16px/1.5 system-ui,sans-serif;margin:0;color:#1b1b1b;background:#f6f7f9}
 header{background:#1f3a5f;padding:.75rem 1.5rem}
 header a.site{color:#fff;font-weight:600;text-decoration:none}
+.banner p{margin:0}
 .banner{margin:0;padding:.5rem 1.5rem;background:#fff4ce;border-bottom:1px solid #e0c96b}
 main{max-width:34rem;margin:2rem auto;padding:0 1.5rem}
 h1{font-size:1.5rem}
