@@ -32,8 +32,8 @@ use rustls::pki_types::pem::PemObject;
 use zeroize::Zeroizing;
 
 use super::{
-    Account, ContainerRights, Directory, DirectoryError, DirectoryRight, Imported, Refusal,
-    ResultantPolicy, ServiceAccount, UnreadablePolicy,
+    Account, ContainerRights, Directory, DirectoryError, DirectoryRight, Eligibility, Imported,
+    Refusal, ResultantPolicy, ServiceAccount, UnreadablePolicy,
 };
 pub use policy::interval_secs;
 
@@ -450,6 +450,11 @@ impl Directory for LdapDirectory {
             Err(Modified::Refused(f)) if f.is_wrong_password() => {
                 Err(Refusal::WrongCurrentPassword)
             }
+            // AdminSDHolder's DACL decided, not a delegation doctor can fix:
+            // as the embedded backend answers.
+            Err(Modified::Refused(f)) if f.is_access_denied() && user.protected => {
+                Err(Refusal::ProtectedAccount)
+            }
             Err(Modified::Refused(f)) if f.is_access_denied() => Err(self
                 .denied(&mut ldap, &user.dn, &[DirectoryRight::ChangePassword])
                 .await),
@@ -484,6 +489,10 @@ impl Directory for LdapDirectory {
         };
         let _ = ldap.unbind().await;
         outcome
+    }
+
+    async fn eligibility(&self, account: &Account) -> Result<Eligibility, Refusal> {
+        self.user_eligibility(account).await
     }
 
     async fn effective_rights(&self) -> Result<Vec<ContainerRights>, DirectoryError> {
