@@ -182,6 +182,9 @@ mod tests {
             e.reset(true, true),
             denied(DirectoryRight::WriteLockoutTime)
         );
-        assert_eq!(e.reset(false, true), denied(DirectoryRight::WritePwdLastSet));
+        assert_eq!(
+            e.reset(false, true),
+            denied(DirectoryRight::WritePwdLastSet)
+        );
     }
 }

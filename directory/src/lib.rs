@@ -256,6 +256,23 @@ pub enum Refusal {
     WriteUnconfirmed(String),
 }
 
+impl Refusal {
+    /// Refused by the password policy's rules (length, complexity, history,
+    /// a filter, the minimum age): nothing was written, and nothing was
+    /// learnt about the account's secret. Eligibility leaves these to the
+    /// operation itself; the agent's per-account limit does not count them.
+    pub fn is_policy_rule(&self) -> bool {
+        matches!(
+            self,
+            Refusal::TooShort { .. }
+                | Refusal::FailsComplexity { .. }
+                | Refusal::InHistory { .. }
+                | Refusal::PolicyRefused { .. }
+                | Refusal::ChangedTooRecently { .. }
+        )
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
