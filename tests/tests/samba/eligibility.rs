@@ -203,7 +203,19 @@ async fn embedded(scenario: Scenario) -> [String; 4] {
             ada
         }
         Scenario::Protected => dn("Contoso Admin", "IT"),
-        Scenario::NoRights => dn("Alan Turing", "Executives"),
+        Scenario::NoRights => {
+            // A user created in AD gets Change Password for Everyone from
+            // the user class's default descriptor: the embedded forest
+            // holds only what its file says, so the grant is added here.
+            let alan = dn("Alan Turing", "Executives");
+            forest
+                .add_ace(
+                    &alan,
+                    Ace::allow(DirectoryRight::ChangePassword, "Everyone", false),
+                )
+                .expect("grant");
+            alan
+        }
         Scenario::LockedWithoutWriteLockoutTime | Scenario::Locked => {
             if scenario == Scenario::LockedWithoutWriteLockoutTime {
                 let svc = forest.service_account();
