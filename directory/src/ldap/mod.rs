@@ -450,17 +450,30 @@ impl Directory for LdapDirectory {
             Err(Modified::Refused(f)) if f.is_wrong_password() => {
                 Err(Refusal::WrongCurrentPassword)
             }
-            // AdminSDHolder's DACL decided, not a delegation doctor can fix:
-            // as the embedded backend answers.
-            Err(Modified::Refused(f)) if f.is_access_denied() && user.protected => {
-                Err(Refusal::ProtectedAccount)
-            }
-            Err(Modified::Refused(f)) if f.is_access_denied() => Err(self
-                .denied(&mut ldap, &user.dn, &[DirectoryRight::ChangePassword])
-                .await),
             Err(Modified::Refused(f)) if f.is_policy() => Err(self
                 .policy_refusal(&mut ldap, &user.dn, &user, new, true, &f.text)
                 .await),
+            // Samba refuses a change without the right as a constraint
+            // violation with no extended error: the user's DACL says whether
+            // that is what happened.
+            Err(Modified::Refused(f))
+                if f.is_access_denied()
+                    || f.code.is_none()
+                        && self
+                            .holds(&mut ldap, &user.dn, DirectoryRight::ChangePassword)
+                            .await
+                            == Some(false) =>
+            {
+                // AdminSDHolder's DACL decided, not a delegation doctor can
+                // fix: as the embedded backend answers.
+                if user.protected {
+                    Err(Refusal::ProtectedAccount)
+                } else {
+                    Err(self
+                        .denied(&mut ldap, &user.dn, &[DirectoryRight::ChangePassword])
+                        .await)
+                }
+            }
             Err(f) => Err(unexpected(&self.name, f)),
         };
         let _ = ldap.unbind().await;

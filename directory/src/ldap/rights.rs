@@ -196,6 +196,19 @@ impl LdapDirectory {
         read
     }
 
+    /// Whether the user's stored DACL gives the service account `right`;
+    /// None when that cannot be read.
+    pub(super) async fn holds(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        right: DirectoryRight,
+    ) -> Option<bool> {
+        let sids = self.service_sids(ldap).await.ok()?;
+        let sd = self.descriptor(ldap, dn).await.ok()?;
+        Some(stored_grants(&sd, right, &sids))
+    }
+
     /// Every container (OU or not) holding users write-back can act on,
     /// grouped by the users' parent DN.
     async fn user_containers(

@@ -19,6 +19,7 @@ use crate::dc::Dc;
 use crate::lab::unique;
 
 const LOCKOUT_TIME: &str = "28630ebf-41d5-11d1-a9c1-0000f80367c1";
+const CHANGE_PASSWORD: &str = "ab721a53-1e2f-11d0-9819-00aa0040529b";
 const PASSWORD: &str = "Eligible-Start-2024!";
 const NEW: &str = "Zq7-Unrelated-Passphrase-2026";
 
@@ -27,16 +28,24 @@ enum Scenario {
     Ordinary,
     Disabled,
     Protected,
+    /// adminCount=1, and Change Password denied to the service account.
+    ProtectedWithoutChangePassword,
+    /// Outside the delegation: only what a user object gets by default
+    /// (Change Password for Everyone).
     NoRights,
+    /// Outside the delegation, and Change Password denied too.
+    NoRightsAtAll,
     LockedWithoutWriteLockoutTime,
     Locked,
 }
 
-const ALL: [Scenario; 6] = [
+const ALL: [Scenario; 8] = [
     Scenario::Ordinary,
     Scenario::Disabled,
     Scenario::Protected,
+    Scenario::ProtectedWithoutChangePassword,
     Scenario::NoRights,
+    Scenario::NoRightsAtAll,
     Scenario::LockedWithoutWriteLockoutTime,
     Scenario::Locked,
 ];
@@ -83,13 +92,25 @@ impl Lab {
         let dc = &self.dc;
         let sam = unique("el");
         let ou = match scenario {
-            Scenario::NoRights => &self.bare,
+            Scenario::NoRights | Scenario::NoRightsAtAll => &self.bare,
             _ => &self.delegated,
         };
         let dn = dc.create_user(ou, &sam, PASSWORD);
         match scenario {
             Scenario::Disabled => dc.samba_tool(&["user", "disable", &sam]),
             Scenario::Protected => set_admin_count(dc, &dn),
+            Scenario::ProtectedWithoutChangePassword | Scenario::NoRightsAtAll => {
+                if scenario == Scenario::ProtectedWithoutChangePassword {
+                    set_admin_count(dc, &dn);
+                }
+                let sid = dc.get("SERVICE_ACCOUNT_SID");
+                dc.samba_tool(&[
+                    "dsacl",
+                    "set",
+                    &format!("--objectdn={dn}"),
+                    &format!("--sddl=(OD;;CR;{CHANGE_PASSWORD};;{sid})"),
+                ]);
+            }
             Scenario::LockedWithoutWriteLockoutTime | Scenario::Locked => {
                 if scenario == Scenario::LockedWithoutWriteLockoutTime {
                     let sid = dc.get("SERVICE_ACCOUNT_SID");
@@ -188,11 +209,21 @@ fn verdict(outcome_code: u16) -> String {
 async fn embedded(scenario: Scenario) -> [String; 4] {
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("contoso.json");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/forests/contoso.json"),
-        &file,
-    )
-    .expect("copy");
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/forests/contoso.json");
+    let mut forest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sample).expect("sample")).expect("json");
+    if scenario == Scenario::ProtectedWithoutChangePassword {
+        // Protected accounts carry AdminSDHolder's DACL: the deny goes there.
+        let svc = forest["service_account"].clone();
+        forest["domains"][0]["admin_sd_holder"]
+            .as_array_mut()
+            .expect("admin_sd_holder")
+            .insert(
+                0,
+                serde_json::json!({"type": "deny", "right": "change-password", "trustee": svc}),
+            );
+    }
+    std::fs::write(&file, forest.to_string()).expect("write");
     let forest = EmbeddedDirectory::open("contoso", &file).expect("open");
     let dn = |cn: &str, ou: &str| format!("CN={cn},OU={ou},OU=Users,DC=contoso,DC=example");
     let ada = dn("Ada Lovelace", "Staff");
@@ -202,7 +233,8 @@ async fn embedded(scenario: Scenario) -> [String; 4] {
             forest.set_enabled(&ada, false).expect("disable");
             ada
         }
-        Scenario::Protected => dn("Contoso Admin", "IT"),
+        Scenario::Protected | Scenario::ProtectedWithoutChangePassword => dn("Contoso Admin", "IT"),
+        Scenario::NoRightsAtAll => dn("Alan Turing", "Executives"),
         Scenario::NoRights => {
             // A user created in AD gets Change Password for Everyone from
             // the user class's default descriptor: the embedded forest
