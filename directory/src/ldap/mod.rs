@@ -8,7 +8,10 @@
 //! differs between Windows and Samba. AD answers every policy failure with
 //! the same `0000052D`; the reason is then the rule the DC named, or one
 //! the backend can check itself, or "refused by the domain's policy or a
-//! password filter" (see `policy.rs`): never a guess.
+//! password filter" (see `policy.rs`): never a guess. Samba refuses a
+//! change the service account has no right to as a constraint violation
+//! with no extended error; the user's DACL then tells whether the right is
+//! what is missing.
 //!
 //! Every operation acts on the account's objectGUID: it reads the entry at
 //! `<GUID=...>` (AD's extended DN form; Samba 4.17 accepts it as a search
