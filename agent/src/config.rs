@@ -168,8 +168,9 @@ impl TelemetryConfig {
 pub struct AgentLimits {
     /// Password resets, changes and unlocks per account in any hour; 0 is
     /// unlimited. Every attempt that reaches the directory counts, refused
-    /// ones too (so guessing through CHANGE_PASSWORD is throttled); policy
-    /// queries never count. Over the limit the agent answers RATE_LIMITED.
+    /// ones too (so guessing through CHANGE_PASSWORD is throttled), except
+    /// those the password policy refused; policy queries never count. Over
+    /// the limit the agent answers RATE_LIMITED.
     #[serde(default = "default_resets_per_account_per_hour")]
     pub resets_per_account_per_hour: u32,
 }

@@ -15,7 +15,8 @@ use super::config::{AgentConfig, ForestKind};
 use directory::embedded::EmbeddedDirectory;
 use directory::ldap::{LdapDirectory, LdapSettings};
 use directory::{
-    Account, ContainerRights, Directory, DirectoryError, Imported, Refusal, ResultantPolicy,
+    Account, ContainerRights, Directory, DirectoryError, Eligibility, Imported, Refusal,
+    ResultantPolicy,
 };
 
 pub fn open_forests(config: &AgentConfig) -> Result<Vec<Arc<dyn Directory>>, DirectoryError> {
@@ -165,6 +166,14 @@ impl Directory for Reloading {
             .await
             .map_err(unavailable)?
             .policy(account)
+            .await
+    }
+
+    async fn eligibility(&self, account: &Account) -> Result<Eligibility, Refusal> {
+        self.current()
+            .await
+            .map_err(unavailable)?
+            .eligibility(account)
             .await
     }
 

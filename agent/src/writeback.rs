@@ -3,6 +3,9 @@
 //! the exact outcome. Every request leaves its events in the event log
 //! (started, then succeeded or failed with the specific reason's event).
 
+pub mod eligibility;
+#[cfg(test)]
+mod eligibility_tests;
 #[cfg(test)]
 mod identity_tests;
 pub mod limits;
@@ -18,8 +21,8 @@ use tracing::{Instrument, info, info_span, warn};
 use super::envelopes::Operations;
 use super::eventlog::{Event, EventLog, Level, ids};
 use crate::connector::{ConnectorSpace, Unresolved};
-use directory::{Account, Directory, Refusal, ResultantPolicy};
-use limits::{AccountLimiter, Limited};
+use directory::{Account, Directory, Eligibility, Refusal, ResultantPolicy};
+use limits::{AccountLimiter, Counted, Limited};
 use relay_client::outcome::outcome_name;
 
 pub struct Writeback {
@@ -174,7 +177,27 @@ fn limited_reply(limited: &Limited) -> ReplyBody {
     }
 }
 
-fn policy_reply(policy: &ResultantPolicy) -> ReplyBody {
+/// The policy reply with the eligibility details, within one reply block
+/// (docs/PROTOCOL.md, "Reply body") so that every ordinary reply has the
+/// same length: when a long policy name and every rule would outgrow it,
+/// the message names the complexity rule without spelling it out (the
+/// details still carry it).
+fn policy_and_eligibility(policy: &ResultantPolicy, eligible: Option<&Eligibility>) -> ReplyBody {
+    let with = |brief| {
+        let mut reply = policy_reply(policy, brief);
+        reply
+            .details
+            .extend(eligible.map(eligibility::details).unwrap_or_default());
+        reply
+    };
+    let full = with(false);
+    match full.encode() {
+        Ok(body) if body.len() > envelope::body::REPLY_BLOCK => with(true),
+        _ => full,
+    }
+}
+
+fn policy_reply(policy: &ResultantPolicy, brief: bool) -> ReplyBody {
     let d = |k: &str, v: String| (k.to_owned(), v);
     let policy = match policy {
         ResultantPolicy::Known(p) => p,
@@ -194,7 +217,9 @@ fn policy_reply(policy: &ResultantPolicy) -> ReplyBody {
         }
     };
     let mut rules = vec![format!("at least {} characters", policy.min_length)];
-    if policy.complexity {
+    if policy.complexity && brief {
+        rules.push("characters of three kinds, and not your name".into());
+    } else if policy.complexity {
         rules.push(
             "characters from three of: uppercase letters, lowercase letters, digits, symbols, \
              letters without case; avoid your account name and parts of your name"
@@ -353,16 +378,17 @@ impl Operations for Writeback {
 
 impl Writeback {
     /// Counts an operation that is about to reach the directory against the
-    /// account's limit. Every such attempt counts whatever its outcome, so
-    /// guessing the current password through CHANGE_PASSWORD is throttled
-    /// too; policy queries write nothing and are never limited.
-    fn count_attempt(&self, op: u8, account: &Account) -> Result<(), Limited> {
+    /// account's limit. It counts whatever its outcome but a refusal by the
+    /// password policy (see [`Writeback::run`]), so guessing the current
+    /// password through CHANGE_PASSWORD is throttled; policy queries write
+    /// nothing and are never limited.
+    fn count_attempt(&self, op: u8, account: &Account) -> Result<Option<Counted>, Limited> {
         match op {
             operation::RESET_PASSWORD | operation::CHANGE_PASSWORD | operation::UNLOCK_ACCOUNT => {
                 self.limiter
                     .check(&(account.forest.clone(), account.object_guid))
             }
-            _ => Ok(()),
+            _ => Ok(None),
         }
     }
 
@@ -414,9 +440,12 @@ impl Writeback {
                 dn: Some(account.dn.clone()),
                 forest: Some(account.forest.clone()),
             };
-            if let Err(limited) = self.count_attempt(header.operation, &account) {
-                return done(limited_reply(&limited), Some(ids::RATE_LIMITED), None);
-            }
+            let counted = match self.count_attempt(header.operation, &account) {
+                Ok(counted) => counted,
+                Err(limited) => {
+                    return done(limited_reply(&limited), Some(ids::RATE_LIMITED), None);
+                }
+            };
             // The directory call alone, for the trace: forest, operation and
             // result code; never the DN or a password.
             let span = info_span!(
@@ -436,6 +465,14 @@ impl Writeback {
                     Err(refusal) => outcome_name(refusal_reply(refusal).0.outcome),
                 },
             );
+            // Refused by the rules before anything was written, and whatever
+            // the account's secret: typing until the rules are met is not
+            // guessing, and must not use up the hour.
+            if let (Some(counted), Err(refusal)) = (counted, &acted)
+                && refusal.is_policy_rule()
+            {
+                self.limiter.forgive(counted);
+            }
             match acted {
                 Err(Refusal::UserNotFound) if !retried => {
                     info!(
@@ -496,7 +533,25 @@ impl Writeback {
                 directory.unlock(account).await?;
                 Ok(success("the account was unlocked"))
             }
-            operation::GET_PASSWORD_POLICY => Ok(policy_reply(&directory.policy(account).await?)),
+            operation::GET_PASSWORD_POLICY => {
+                let policy = directory.policy(account).await?;
+                let eligible = match directory.eligibility(account).await {
+                    Ok(e) => Some(e),
+                    Err(Refusal::UserNotFound) => return Err(Refusal::UserNotFound),
+                    // The policy is still worth showing: without the
+                    // details a portal goes on and learns at the write,
+                    // as with an agent that predates them.
+                    Err(e) => {
+                        warn!(
+                            forest = %account.forest,
+                            error = %e,
+                            "eligibility unknown; the policy reply goes without it"
+                        );
+                        None
+                    }
+                };
+                Ok(policy_and_eligibility(&policy, eligible.as_ref()))
+            }
             _ => Err(Refusal::DirectoryUnavailable(
                 "unsupported operation".into(),
             )),

@@ -17,11 +17,14 @@
 //!   to SDDL.
 //! - [`effective`]: the service account's effective rights on users, and
 //!   where each is lost.
+//! - [`eligibility`]: which operations an account's state and those
+//!   rights allow now, before a password is typed.
 //! - [`ldap`]: the LDAPS backend, against a real domain controller.
 //! - [`embedded`]: the embedded backend, Active Directory's semantics over
 //!   a JSON file.
 
 pub mod effective;
+pub mod eligibility;
 pub mod embedded;
 pub mod ldap;
 pub mod rules;
@@ -31,6 +34,8 @@ pub mod sddl;
 use std::fmt;
 
 use envelope::Password;
+
+pub use eligibility::Eligibility;
 
 /// A user account as the connector space sees it. Its identity is
 /// (forest, objectGUID): the DN changes when the account is moved or
@@ -251,6 +256,23 @@ pub enum Refusal {
     WriteUnconfirmed(String),
 }
 
+impl Refusal {
+    /// Refused by the password policy's rules (length, complexity, history,
+    /// a filter, the minimum age): nothing was written, and nothing was
+    /// learnt about the account's secret. Eligibility leaves these to the
+    /// operation itself; the agent's per-account limit does not count them.
+    pub fn is_policy_rule(&self) -> bool {
+        matches!(
+            self,
+            Refusal::TooShort { .. }
+                | Refusal::FailsComplexity { .. }
+                | Refusal::InHistory { .. }
+                | Refusal::PolicyRefused { .. }
+                | Refusal::ChangedTooRecently { .. }
+        )
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -456,6 +478,17 @@ pub trait Directory: Send + Sync + 'static {
 
     /// The policy that applies to the account.
     async fn policy(&self, account: &Account) -> Result<ResultantPolicy, Refusal>;
+
+    /// The account's state and the service account's rights on it, from
+    /// which [`Eligibility`] tells what each operation would answer before
+    /// a password matters. A backend that cannot tell says it is
+    /// unavailable: callers then go without.
+    async fn eligibility(&self, account: &Account) -> Result<Eligibility, Refusal> {
+        let _ = account;
+        Err(Refusal::DirectoryUnavailable(
+            "this directory does not report eligibility".into(),
+        ))
+    }
 
     /// Fine-grained policies whose settings the service account cannot
     /// read (for `doctor`); none where every policy is readable.

@@ -8,6 +8,12 @@
 //! the next attempt will be allowed; it costs at most N timestamps per
 //! account, and accounts with no attempt in the window are swept out.
 //!
+//! An attempt the password policy refused (too short, too simple, in the
+//! history, too soon) is taken back out of the count: it changed nothing
+//! and taught nothing about the account's secret, and a user who needs a
+//! few tries to meet the rules must not be shut out for an hour. A wrong
+//! current password stays counted, so guessing it stays throttled.
+//!
 //! The state is in memory. A restart forgets the counts, which at worst lets
 //! one more burst of N through per restart; persisting them would put a disk
 //! write on every password operation for a limit that is a brake on guessing
@@ -32,6 +38,14 @@ pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 /// The stable identity of an account: its forest and objectGUID, so that a
 /// user named by UPN and by source anchor, or renamed, shares one count.
 pub type AccountKey = (String, [u8; 16]);
+
+/// An attempt let through and counted, to be forgiven (once: it is not
+/// Clone) if the password policy refuses it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Counted {
+    account: AccountKey,
+    at_ms: u64,
+}
 
 /// An attempt over the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,9 +93,9 @@ impl AccountLimiter {
     /// Counts an attempt for `account`, or refuses it without counting: a
     /// refused attempt never reaches the directory, and counting it would
     /// let a client that keeps retrying hold the account shut forever.
-    pub fn check(&self, account: &AccountKey) -> Result<(), Limited> {
+    pub fn check(&self, account: &AccountKey) -> Result<Option<Counted>, Limited> {
         if self.per_hour == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let now = (self.clock)();
         let window = WINDOW.as_millis() as u64;
@@ -104,7 +118,21 @@ impl AccountLimiter {
             });
         }
         times.push_back(now);
-        Ok(())
+        Ok(Some(Counted {
+            account: account.clone(),
+            at_ms: now,
+        }))
+    }
+
+    /// Takes a counted attempt back out of the count (one entry of its
+    /// time: concurrent attempts in the same millisecond each hold one).
+    pub fn forgive(&self, counted: Counted) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(times) = state.attempts.get_mut(&counted.account)
+            && let Some(i) = times.iter().rposition(|&t| t == counted.at_ms)
+        {
+            times.remove(i);
+        }
     }
 
     /// Accounts currently tracked (for tests and diagnostics).
@@ -142,6 +170,32 @@ mod tests {
         now.fetch_add(50 * 60_000, Ordering::SeqCst);
         limiter.check(&key(1)).unwrap();
         assert!(limiter.check(&key(1)).is_err());
+    }
+
+    #[test]
+    fn a_forgiven_attempt_frees_its_slot_and_only_its_own() {
+        let now = Arc::new(AtomicU64::new(1_000_000));
+        let limiter = AccountLimiter::with_clock(2, at(&now));
+        limiter.check(&key(1)).unwrap();
+        now.fetch_add(60_000, Ordering::SeqCst);
+        let second = limiter.check(&key(1)).unwrap().unwrap();
+        assert!(limiter.check(&key(1)).is_err());
+        limiter.forgive(second);
+        limiter.check(&key(1)).unwrap();
+        // The oldest counted attempt still decides when the next is allowed.
+        assert_eq!(
+            limiter.check(&key(1)).unwrap_err().retry_after,
+            Duration::from_secs(59 * 60)
+        );
+        // Another account's forgiven attempt frees nothing here.
+        let other = limiter.check(&key(2)).unwrap().unwrap();
+        limiter.forgive(other);
+        assert!(limiter.check(&key(1)).is_err());
+        // Unlimited: nothing is counted, nothing to forgive.
+        assert_eq!(
+            AccountLimiter::with_clock(0, at(&now)).check(&key(1)),
+            Ok(None)
+        );
     }
 
     #[test]

@@ -67,6 +67,9 @@
 //!   length, complexity, history (`InHistory`: the new password matches one
 //!   of the last `history_length` passwords, the current one included).
 //! - unlock: exists, adminCount=0, Write lockoutTime.
+//! - eligibility: the state and rights the three operations above check
+//!   (enabled, locked now, adminCount, each right), from the same access
+//!   check; [`crate::Eligibility`] orders them as the operations do.
 //! - policy: the resultant policy; import: users changed after a USN;
 //!   effective rights: per OU (or container) directly holding users
 //!   write-back can act on (enabled, adminCount=0), each user's chain
@@ -158,8 +161,8 @@ pub use self::acl::{Ace, AceKind, AceRight};
 use self::model::{ForestFile, ForestIndex, Parent};
 pub use self::model::{Guid, WELL_KNOWN};
 use super::{
-    Account, ContainerRights, DenyAce, Directory, DirectoryError, DirectoryRight, Imported, Policy,
-    Refusal, ResultantPolicy,
+    Account, ContainerRights, DenyAce, Directory, DirectoryError, DirectoryRight, Eligibility,
+    Imported, Policy, Refusal, ResultantPolicy,
 };
 use crate::rules;
 
@@ -626,6 +629,27 @@ impl Inner {
         })
     }
 
+    /// The state and rights the operations above check, from the same
+    /// access check ([`acl::withheld`] over [`ForestIndex::user_levels`]).
+    fn eligibility(&self, guid: &[u8; 16]) -> Result<Eligibility, Refusal> {
+        let now = (self.clock)();
+        let st = self.lock();
+        let (f, ix) = (&st.file, &st.index);
+        let u = ix.user_by_guid(guid).ok_or(Refusal::UserNotFound)?;
+        let levels = ix.user_levels(f, u);
+        let in_token = |t: &str| ix.in_token(t);
+        Ok(Eligibility {
+            enabled: f.users[u].enabled,
+            locked: ix.locked(f, u, now),
+            protected: f.users[u].admin_count != 0,
+            rights: DirectoryRight::ALL
+                .into_iter()
+                .filter(|r| acl::withheld(&levels, *r, &in_token).is_none())
+                .collect(),
+            container: ix.parent_dn(f, ix.user_parent(u)),
+        })
+    }
+
     fn policy(&self, guid: &[u8; 16]) -> Result<Policy, Refusal> {
         let st = self.lock();
         let u = st.index.user_by_guid(guid).ok_or(Refusal::UserNotFound)?;
@@ -845,6 +869,10 @@ impl Directory for EmbeddedDirectory {
         self.inner
             .policy(&account.object_guid)
             .map(ResultantPolicy::Known)
+    }
+
+    async fn eligibility(&self, account: &Account) -> Result<Eligibility, Refusal> {
+        self.inner.eligibility(&account.object_guid)
     }
 
     async fn effective_rights(&self) -> Result<Vec<ContainerRights>, DirectoryError> {

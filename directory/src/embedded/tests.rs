@@ -12,6 +12,7 @@ use tempfile::TempDir;
 use super::*;
 use crate::{Category, Contained};
 
+mod eligibility;
 mod identity;
 
 /// 2026-06-01T00:00:00Z.

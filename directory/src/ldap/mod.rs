@@ -8,7 +8,10 @@
 //! differs between Windows and Samba. AD answers every policy failure with
 //! the same `0000052D`; the reason is then the rule the DC named, or one
 //! the backend can check itself, or "refused by the domain's policy or a
-//! password filter" (see `policy.rs`): never a guess.
+//! password filter" (see `policy.rs`): never a guess. Samba refuses a
+//! change the service account has no right to as a constraint violation
+//! with no extended error; the user's DACL then tells whether the right is
+//! what is missing.
 //!
 //! Every operation acts on the account's objectGUID: it reads the entry at
 //! `<GUID=...>` (AD's extended DN form; Samba 4.17 accepts it as a search
@@ -32,8 +35,8 @@ use rustls::pki_types::pem::PemObject;
 use zeroize::Zeroizing;
 
 use super::{
-    Account, ContainerRights, Directory, DirectoryError, DirectoryRight, Imported, Refusal,
-    ResultantPolicy, ServiceAccount, UnreadablePolicy,
+    Account, ContainerRights, Directory, DirectoryError, DirectoryRight, Eligibility, Imported,
+    Refusal, ResultantPolicy, ServiceAccount, UnreadablePolicy,
 };
 pub use policy::interval_secs;
 
@@ -450,12 +453,30 @@ impl Directory for LdapDirectory {
             Err(Modified::Refused(f)) if f.is_wrong_password() => {
                 Err(Refusal::WrongCurrentPassword)
             }
-            Err(Modified::Refused(f)) if f.is_access_denied() => Err(self
-                .denied(&mut ldap, &user.dn, &[DirectoryRight::ChangePassword])
-                .await),
             Err(Modified::Refused(f)) if f.is_policy() => Err(self
                 .policy_refusal(&mut ldap, &user.dn, &user, new, true, &f.text)
                 .await),
+            // Samba refuses a change without the right as a constraint
+            // violation with no extended error: the user's DACL says whether
+            // that is what happened.
+            Err(Modified::Refused(f))
+                if f.is_access_denied()
+                    || f.code.is_none()
+                        && self
+                            .holds(&mut ldap, &user.dn, DirectoryRight::ChangePassword)
+                            .await
+                            == Some(false) =>
+            {
+                // AdminSDHolder's DACL decided, not a delegation doctor can
+                // fix: as the embedded backend answers.
+                if user.protected {
+                    Err(Refusal::ProtectedAccount)
+                } else {
+                    Err(self
+                        .denied(&mut ldap, &user.dn, &[DirectoryRight::ChangePassword])
+                        .await)
+                }
+            }
             Err(f) => Err(unexpected(&self.name, f)),
         };
         let _ = ldap.unbind().await;
@@ -484,6 +505,10 @@ impl Directory for LdapDirectory {
         };
         let _ = ldap.unbind().await;
         outcome
+    }
+
+    async fn eligibility(&self, account: &Account) -> Result<Eligibility, Refusal> {
+        self.user_eligibility(account).await
     }
 
     async fn effective_rights(&self) -> Result<Vec<ContainerRights>, DirectoryError> {

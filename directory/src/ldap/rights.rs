@@ -12,7 +12,9 @@ use ldap3::{Ldap, Scope, SearchEntry};
 use super::{LdapDirectory, PAGE_SIZE, SD_FLAGS_DACL, SD_FLAGS_OID, first, parent_dn};
 use crate::effective::{Held, Walk, container_rights, stored_grants, walk};
 use crate::sd::{SecurityDescriptor, sid_string};
-use crate::{ContainerRights, DirectoryError, DirectoryRight, Refusal, ServiceAccount};
+use crate::{
+    Account, ContainerRights, DirectoryError, DirectoryRight, Eligibility, Refusal, ServiceAccount,
+};
 
 /// Users whose own descriptors are read per container: enough to see the
 /// per-object grants and the odd hand-edited user, bounded for large OUs.
@@ -163,6 +165,48 @@ impl LdapDirectory {
             blocked_at,
             denied_at,
         }
+    }
+
+    /// The account's state as the operations read it, and the rights its
+    /// stored DACL gives the service account: the DACL the DC's own access
+    /// check reads (AdminSDHolder's on a protected account).
+    pub(super) async fn user_eligibility(&self, account: &Account) -> Result<Eligibility, Refusal> {
+        let mut ldap = self.session().await?;
+        let read = async {
+            let user = self.user_state(&mut ldap, account).await?;
+            let unavailable = |e: DirectoryError| Refusal::DirectoryUnavailable(e.0);
+            let sids = self.service_sids(&mut ldap).await.map_err(unavailable)?;
+            let sd = self
+                .descriptor(&mut ldap, &user.dn)
+                .await
+                .map_err(unavailable)?;
+            Ok(Eligibility {
+                enabled: !user.disabled,
+                locked: user.locked,
+                protected: user.protected,
+                rights: DirectoryRight::ALL
+                    .into_iter()
+                    .filter(|r| stored_grants(&sd, *r, &sids))
+                    .collect(),
+                container: parent_dn(&user.dn),
+            })
+        }
+        .await;
+        let _ = ldap.unbind().await;
+        read
+    }
+
+    /// Whether the user's stored DACL gives the service account `right`;
+    /// None when that cannot be read.
+    pub(super) async fn holds(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        right: DirectoryRight,
+    ) -> Option<bool> {
+        let sids = self.service_sids(ldap).await.ok()?;
+        let sd = self.descriptor(ldap, dn).await.ok()?;
+        Some(stored_grants(&sd, right, &sids))
     }
 
     /// Every container (OU or not) holding users write-back can act on,

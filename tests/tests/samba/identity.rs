@@ -8,9 +8,10 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use directory::Directory;
-use envelope::Anchor;
 use envelope::body::outcome;
-use tests::deployment::Deployment;
+use envelope::{Anchor, RequestBody};
+use proto::pb::Operation;
+use tests::deployment::{Deployment, detail};
 
 use crate::dc::Dc;
 use crate::lab::{account, unique};
@@ -156,6 +157,19 @@ async fn an_expired_lockout_no_longer_refuses_a_change_while_a_current_one_does(
         .change(dc.upn(&sam), "Before-Lockout-2024!", "During-Lockout-2024!")
         .await;
     assert_eq!(r.outcome, outcome::ACCOUNT_LOCKED, "{r:?}");
+    // The policy reply said so before any password was typed.
+    let ask = || {
+        d.ask(
+            Operation::GetPasswordPolicy,
+            RequestBody::without_passwords(dc.upn(&sam)),
+        )
+    };
+    let r = ask().await;
+    assert_eq!(
+        (detail(&r, "locked"), detail(&r, "change")),
+        (Some("true"), Some("ACCOUNT_LOCKED")),
+        "{r:?}"
+    );
 
     // Wait the lockout out without a logon (a successful one would clear
     // lockoutTime and hide what is tested): lockoutTime stays set, and AD
@@ -178,6 +192,12 @@ async fn an_expired_lockout_no_longer_refuses_a_change_while_a_current_one_does(
         "{state:?}"
     );
 
+    let r = ask().await;
+    assert_eq!(
+        (detail(&r, "locked"), detail(&r, "change")),
+        (Some("false"), Some("ok")),
+        "an expired lockout is not locked: {r:?}"
+    );
     let r = d
         .change(dc.upn(&sam), "Before-Lockout-2024!", "After-Lockout-2024!")
         .await;

@@ -11,6 +11,7 @@
 mod basics;
 mod dc;
 mod doctor;
+mod eligibility;
 mod identity;
 mod lab;
 mod policy;
