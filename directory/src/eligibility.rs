@@ -44,8 +44,8 @@ impl Eligibility {
 
     /// An administrative reset, as `reset_password(_, _, unlock,
     /// must_change)` decides before the password rules. With `unlock`, the
-    /// reset writes lockoutTime whether or not the account is locked, so it
-    /// needs Write lockoutTime either way.
+    /// reset clears a lockout in force, and needs Write lockoutTime only
+    /// then: Reset Password alone resets an account that is not locked out.
     pub fn reset(&self, unlock: bool, must_change: bool) -> Result<(), Refusal> {
         if !self.enabled {
             return Err(Refusal::AccountDisabled);
@@ -54,7 +54,7 @@ impl Eligibility {
             return Err(Refusal::ProtectedAccount);
         }
         self.require(DirectoryRight::ResetPassword)?;
-        if unlock {
+        if unlock && self.locked {
             self.require(DirectoryRight::WriteLockoutTime)?;
         }
         if must_change {
@@ -178,13 +178,13 @@ mod tests {
         assert_eq!(e.reset(true, true), denied(DirectoryRight::ResetPassword));
         assert_eq!(e.change(), denied(DirectoryRight::ChangePassword));
         e.rights.insert(DirectoryRight::ResetPassword);
+        // Not locked: the unlock flag needs nothing more.
+        assert_eq!(e.reset(true, false), Ok(()));
+        assert_eq!(e.reset(true, true), denied(DirectoryRight::WritePwdLastSet));
+        e.locked = true;
         assert_eq!(
             e.reset(true, true),
             denied(DirectoryRight::WriteLockoutTime)
-        );
-        assert_eq!(
-            e.reset(false, true),
-            denied(DirectoryRight::WritePwdLastSet)
         );
     }
 }

@@ -531,6 +531,9 @@ impl Inner {
                 return Err(Refusal::ProtectedAccount);
             }
             Self::require(f, ix, u, DirectoryRight::ResetPassword)?;
+            // As over LDAP: only a lockout in force is cleared, so Reset
+            // Password alone resets every account not locked out.
+            let unlock = unlock && ix.locked(f, u, now);
             if unlock {
                 Self::require(f, ix, u, DirectoryRight::WriteLockoutTime)?;
             }

@@ -482,11 +482,17 @@ fn ace(kind: &str, right: &str, trustee: &str, inheritable: bool) -> Value {
 
 #[tokio::test]
 async fn unlock_and_must_change_need_their_property_rights() {
-    let fx = small_forest(json!([ace("allow", "reset-password", X_SVC, true)]), |_| {});
     let p = pw("Fresh-Passw0rd");
+    // The reset's unlock flag needs Write lockoutTime only for a lockout in
+    // force (lockoutTime in Unix ms here).
+    let now_ms = proto::time::unix_ms();
+    let locked = small_forest(json!([ace("allow", "reset-password", X_SVC, true)]), |f| {
+        f["users"][1]["lockout_time"] = json!(now_ms)
+    });
     assert_eq!(
-        fx.dir
-            .reset_password(&acct(&fx.dir, X_ADA), &p, true, false)
+        locked
+            .dir
+            .reset_password(&acct(&locked.dir, X_ADA), &p, true, false)
             .await,
         Err(denied(
             DirectoryRight::WriteLockoutTime,
@@ -495,6 +501,7 @@ async fn unlock_and_must_change_need_their_property_rights() {
             None
         ))
     );
+    let fx = small_forest(json!([ace("allow", "reset-password", X_SVC, true)]), |_| {});
     assert_eq!(
         fx.dir
             .reset_password(&acct(&fx.dir, X_ADA), &p, false, true)

@@ -406,7 +406,10 @@ impl Directory for LdapDirectory {
         let encoded = unicode_pwd(new.expose());
         let mut mods = vec![Mod::Replace(b"unicodePwd".to_vec(), set(&[&encoded]))];
         let mut needed = vec![DirectoryRight::ResetPassword];
-        if unlock {
+        // Only a lockout in force is cleared: a service account delegated
+        // Reset Password alone (a common delegation) can still reset every
+        // account that is not locked out.
+        if unlock && user.locked {
             mods.push(Mod::Replace(b"lockoutTime".to_vec(), set(&[b"0"])));
             needed.push(DirectoryRight::WriteLockoutTime);
         }

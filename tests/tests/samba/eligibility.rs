@@ -35,17 +35,21 @@ enum Scenario {
     NoRights,
     /// Outside the delegation, and Change Password denied too.
     NoRightsAtAll,
+    /// Not locked out, Write lockoutTime denied: the reset's unlock flag
+    /// clears nothing, so Reset Password alone is enough.
+    WithoutWriteLockoutTime,
     LockedWithoutWriteLockoutTime,
     Locked,
 }
 
-const ALL: [Scenario; 8] = [
+const ALL: [Scenario; 9] = [
     Scenario::Ordinary,
     Scenario::Disabled,
     Scenario::Protected,
     Scenario::ProtectedWithoutChangePassword,
     Scenario::NoRights,
     Scenario::NoRightsAtAll,
+    Scenario::WithoutWriteLockoutTime,
     Scenario::LockedWithoutWriteLockoutTime,
     Scenario::Locked,
 ];
@@ -109,6 +113,15 @@ impl Lab {
                     "set",
                     &format!("--objectdn={dn}"),
                     &format!("--sddl=(OD;;CR;{CHANGE_PASSWORD};;{sid})"),
+                ]);
+            }
+            Scenario::WithoutWriteLockoutTime => {
+                let sid = dc.get("SERVICE_ACCOUNT_SID");
+                dc.samba_tool(&[
+                    "dsacl",
+                    "set",
+                    &format!("--objectdn={dn}"),
+                    &format!("--sddl=(OD;;WP;{LOCKOUT_TIME};;{sid})"),
                 ]);
             }
             Scenario::LockedWithoutWriteLockoutTime | Scenario::Locked => {
@@ -248,6 +261,16 @@ async fn embedded(scenario: Scenario) -> [String; 4] {
                 .expect("grant");
             alan
         }
+        Scenario::WithoutWriteLockoutTime => {
+            let svc = forest.service_account();
+            forest
+                .add_ace(
+                    &ada,
+                    Ace::deny(DirectoryRight::WriteLockoutTime, &svc, false),
+                )
+                .expect("deny");
+            ada
+        }
         Scenario::LockedWithoutWriteLockoutTime | Scenario::Locked => {
             if scenario == Scenario::LockedWithoutWriteLockoutTime {
                 let svc = forest.service_account();
@@ -321,6 +344,11 @@ async fn the_policy_reply_says_what_each_operation_then_answers_on_samba() {
             Scenario::Locked | Scenario::LockedWithoutWriteLockoutTime
         );
         assert_eq!(told[0], expected_locked.to_string(), "{scenario:?}");
+        if scenario == Scenario::WithoutWriteLockoutTime {
+            // Reset Password alone resets an account that is not locked out.
+            assert_eq!(told[1], "ok", "{scenario:?}: {told:?}");
+            assert_eq!(told[3], "PERMISSION_DENIED", "{scenario:?}: {told:?}");
+        }
     }
     d.stop().await;
     lab.remove();
