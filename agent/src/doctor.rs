@@ -107,6 +107,8 @@ pub async fn run(config: &AgentConfig, config_hint: &str) -> Report {
         ca_file: config.ca_file.clone(),
         tls_server_name: config.tls_server_name.clone(),
         proxy: config.proxy.clone(),
+        // As the session does: HTTPS_PROXY/NO_PROXY when there is no [proxy].
+        proxy_from_env: true,
     };
     broker_checks(config, &endpoint, &mut checks).await;
     for forest_check in forest_checks(config, config_hint).await {
