@@ -50,6 +50,7 @@ pub mod pressure;
 pub mod raw;
 pub mod scenarios;
 pub mod sealed;
+pub mod tinyproxy;
 pub mod web;
 
 use std::path::{Path, PathBuf};
