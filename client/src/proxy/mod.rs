@@ -14,7 +14,7 @@
 //!   the environment, else direct) and why.
 //! - [`tunnel`]: [`ProxyConnector`], the tonic connector, in steps that
 //!   `doctor` runs one at a time.
-//! - [`error`]: [`ProxyError`].
+//! - [`error`]: why a tunnel could not be opened ([`ProxyError`]).
 
 pub mod error;
 mod record;

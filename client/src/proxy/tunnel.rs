@@ -168,7 +168,7 @@ impl ProxyConnector {
         pair.push_str(password);
         let mut header = Zeroizing::new(String::with_capacity(8 + pair.len() * 4 / 3 + 4));
         header.push_str("Basic ");
-        STANDARD.encode_string(pair.as_bytes(), &mut *header);
+        STANDARD.encode_string(pair.as_bytes(), &mut header);
         let mut value = HeaderValue::from_str(&header)
             .map_err(|_| ProxyError::Config("the proxy credentials cannot form a header"))?;
         value.set_sensitive(true);
