@@ -35,9 +35,10 @@ pub use tunnel::ProxyConnector;
 /// How long resolving the proxy's name may take.
 pub const PROXY_RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long dialing the proxy may take. The three proxy timeouts add up to
-/// [`crate::connect::CONNECT_TIMEOUT`], so a silent proxy is reported as
-/// such rather than as a generic broker timeout.
-pub const PROXY_DIAL_TIMEOUT: Duration = Duration::from_secs(4);
+/// less than [`crate::connect::CONNECT_TIMEOUT`] (which tonic applies to
+/// the whole connector), so a silent proxy is reported as such rather than
+/// as a generic broker timeout.
+pub const PROXY_DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the proxy may take to answer the CONNECT request.
 pub const PROXY_ANSWER_TIMEOUT: Duration = Duration::from_secs(4);
 /// The longest response head accepted from the proxy (hyper-util's limit).
