@@ -4,9 +4,11 @@
 //! agent; the agent's namespace is cut from the broker and from the test's
 //! own, so the proxy is the only thing it reaches. With `HTTPS_PROXY` set
 //! (no `[proxy]` table) the agent onboards, serves a sealed reset and
-//! passes `doctor`, which names the proxy path; without the variable,
-//! doctor finds the broker unreachable; with tinyproxy gone, doctor fails
-//! at the proxy step and names the proxy.
+//! passes `doctor`, which names the proxy path. A `[proxy]` table wins over
+//! the variable (a wrong password in it: tinyproxy's 401, naming the
+//! user); `NO_PROXY` naming the broker sends doctor direct, where the
+//! broker is unreachable; with tinyproxy gone, doctor fails at the proxy
+//! step and names the proxy.
 //!
 //! Needs root (network namespaces) and tinyproxy (scripts/proxy/install).
 
@@ -43,21 +45,19 @@ const PROXY_VARS: [&str; 8] = [
     "http_proxy",
 ];
 
-/// `writeback-agent` in the agent's namespace, `https_proxy` (when given)
-/// as its only proxy setting.
-fn agent_command(lab: &NetLab, program: &Path, https_proxy: Option<&str>) -> std::process::Command {
+/// `writeback-agent` in the agent's namespace with `env` as its only proxy
+/// settings.
+fn agent_command(lab: &NetLab, program: &Path, env: &[(&str, &str)]) -> std::process::Command {
     let mut command = lab.command("agent", program);
     for var in PROXY_VARS {
         command.env_remove(var);
     }
-    if let Some(url) = https_proxy {
-        command.env("HTTPS_PROXY", url);
-    }
+    command.envs(env.iter().copied());
     command
 }
 
-fn doctor(lab: &NetLab, config: &Path, https_proxy: Option<&str>) -> (Output, String) {
-    let out = agent_command(lab, &bin("writeback-agent"), https_proxy)
+fn doctor(lab: &NetLab, config: &Path, env: &[(&str, &str)]) -> (Output, String) {
+    let out = agent_command(lab, &bin("writeback-agent"), env)
         .arg("--config")
         .arg(config)
         .arg("doctor")
@@ -93,6 +93,7 @@ async fn the_agent_reaches_the_broker_only_through_tinyproxy_from_https_proxy() 
     let tenant = broker.create_tenant("contoso").await;
     let mut proxy = Tinyproxy::start(&lab, "proxy", d, PROXY_USER, PROXY_PASSWORD).await;
     let https_proxy = format!("http://{PROXY_USER}:{PROXY_PASSWORD}@{}", proxy.addr);
+    let env = [("HTTPS_PROXY", https_proxy.as_str())];
 
     // The agent: no [proxy] table, fabrikam's sample forest.
     let forest = d.join("forests/fabrikam/fabrikam.json");
@@ -120,7 +121,7 @@ async fn the_agent_reaches_the_broker_only_through_tinyproxy_from_https_proxy() 
 
     // init and the agent, both through the proxy.
     let onboarded = onboard_with(&config, "contoso", d, |program| {
-        tokio::process::Command::from(agent_command(&lab, &program, Some(&https_proxy)))
+        tokio::process::Command::from(agent_command(&lab, &program, &env))
     })
     .await;
     let portal = SealedPortal::new(
@@ -156,7 +157,7 @@ async fn the_agent_reaches_the_broker_only_through_tinyproxy_from_https_proxy() 
     );
 
     // doctor takes the same path and says which.
-    let (out, text) = doctor(&lab, &config, Some(&https_proxy));
+    let (out, text) = doctor(&lab, &config, &env);
     assert_eq!(out.status.code(), Some(0), "{text}");
     let path_line = format!(
         "[ ok ] broker path: through proxy {} (from HTTPS_PROXY)",
@@ -172,15 +173,56 @@ async fn the_agent_reaches_the_broker_only_through_tinyproxy_from_https_proxy() 
     );
     assert!(!text.contains(PROXY_PASSWORD), "{text}");
 
-    // Without the variable the path is direct, and the namespace has none.
-    let (out, text) = doctor(&lab, &config, None);
+    // The [proxy] table wins over the environment: with a wrong password
+    // in its file, tinyproxy's refusal (a 401, not the standard 407) is
+    // reported naming the user, not the password, and the table as the
+    // source.
+    let wrong = d.join("wrong.password");
+    std::fs::write(&wrong, "not-the-password\n").expect("password file");
+    let with_table = d.join("agent-with-table.toml");
+    let table = format!(
+        "\n[proxy]\nurl = \"{}\"\nusername = \"{PROXY_USER}\"\npassword_file = {wrong:?}\n",
+        proxy.url()
+    );
+    std::fs::write(
+        &with_table,
+        std::fs::read_to_string(&config).expect("config") + &table,
+    )
+    .expect("config with [proxy]");
+    let (out, text) = doctor(&lab, &with_table, &env);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("[ ok ] broker path: direct"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "[ ok ] broker path: through proxy {} (from [proxy])",
+            proxy.url()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "[FAIL] proxy CONNECT: the proxy at {} (from [proxy]) refused our credentials for user \"{PROXY_USER}\" (it answered \"HTTP/1.0 401 Unauthorized\")",
+            proxy.addr
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("not-the-password"), "{text}");
+
+    // NO_PROXY naming the broker: the path is direct, and from this
+    // namespace there is none.
+    let broker_host = broker_ip.to_string();
+    let (out, text) = doctor(&lab, &config, &[env[0], ("NO_PROXY", &broker_host)]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "[ ok ] broker path: direct (the broker's host is in NO_PROXY; HTTPS_PROXY is not used)"
+        ),
+        "{text}"
+    );
     assert!(text.contains("[FAIL] broker TCP: "), "{text}");
 
     // tinyproxy gone: doctor fails at the proxy step and names the proxy.
     proxy.stop();
-    let (out, text) = doctor(&lab, &config, Some(&https_proxy));
+    let (out, text) = doctor(&lab, &config, &env);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
         text.contains(&format!(

@@ -62,16 +62,25 @@ pub enum ProxyError {
         timeout.as_secs()
     )]
     NoAnswer { proxy: ProxyName, timeout: Duration },
+    // 407 is the standard answer, but proxies in the field also answer 401
+    // (tinyproxy does to wrong credentials): the status line is quoted.
     #[error(
-        "the proxy at {proxy} requires credentials (407 Proxy Authentication Required): {}",
+        "the proxy at {proxy} requires credentials (it answered {status_line:?}): {}",
         required_hint(&proxy.source)
     )]
-    CredentialsRequired { proxy: ProxyName },
+    CredentialsRequired {
+        proxy: ProxyName,
+        status_line: String,
+    },
     #[error(
-        "the proxy at {proxy} refused our credentials for user {username:?} (407 Proxy Authentication Required): {}",
+        "the proxy at {proxy} refused our credentials for user {username:?} (it answered {status_line:?}): {}",
         refused_hint(&proxy.source)
     )]
-    CredentialsRefused { proxy: ProxyName, username: String },
+    CredentialsRefused {
+        proxy: ProxyName,
+        username: String,
+        status_line: String,
+    },
     #[error("the proxy at {proxy} refused the tunnel to {target} with status line {status_line:?}")]
     TunnelRefused {
         proxy: ProxyName,

@@ -212,12 +212,16 @@ impl ProxyConnector {
             return self.malformed("not an HTTP/1.x response");
         }
         match status_code(&line) {
-            Some(407) => match self.proxy.auth.username() {
+            Some(401 | 407) => match self.proxy.auth.username() {
                 Some(username) => ProxyError::CredentialsRefused {
                     proxy,
                     username: username.to_owned(),
+                    status_line: line,
                 },
-                None => ProxyError::CredentialsRequired { proxy },
+                None => ProxyError::CredentialsRequired {
+                    proxy,
+                    status_line: line,
+                },
             },
             Some(_) => ProxyError::TunnelRefused {
                 proxy,
@@ -390,7 +394,7 @@ mod tests {
             (b"HTTP/1.1 200 OK\r\n", "connection closed before the end"),
             (
                 b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n",
-                "requires credentials (407 Proxy Authentication Required): set username and password_file in [proxy]",
+                "requires credentials (it answered \"HTTP/1.1 407 Proxy Authentication Required\"): set username and password_file in [proxy]",
             ),
             (b"HTTP/1.1 2000 OK\r\n\r\n", "no status code"),
         ];
@@ -412,19 +416,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pw");
         std::fs::write(&file, "hunter2\n").unwrap();
-        let mut c =
-            config(&scripted_proxy(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n").await);
-        c.password_file = Some(file);
-        let err = connector(&c)
-            .tunnel(&"https://broker:443".parse().unwrap())
-            .await
-            .unwrap_err();
-        let text = err.with_sources();
-        assert!(
-            text.contains("refused our credentials for user \"svc\""),
-            "{text}"
-        );
-        assert!(!text.contains("hunter2") && !format!("{err:?}").contains("hunter2"));
+        // tinyproxy answers wrong credentials with 401, not 407.
+        for answer in [
+            &b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n"[..],
+            &b"HTTP/1.0 401 Unauthorized\r\n\r\n"[..],
+        ] {
+            let mut c = config(&scripted_proxy(answer).await);
+            c.password_file = Some(file.clone());
+            let err = connector(&c)
+                .tunnel(&"https://broker:443".parse().unwrap())
+                .await
+                .unwrap_err();
+            let text = err.with_sources();
+            assert!(
+                text.contains("refused our credentials for user \"svc\" (it answered \"HTTP/1."),
+                "{text}"
+            );
+            assert!(!text.contains("hunter2") && !format!("{err:?}").contains("hunter2"));
+        }
     }
 
     #[tokio::test]
