@@ -137,6 +137,9 @@ async fn through_proxy(proxy: ResolvedProxy, broker: &Uri, checks: &mut Vec<Chec
                 ProxyError::CredentialsRequired { .. } | ProxyError::CredentialsRefused { .. } => {
                     format!("give the proxy user's current password in {source}")
                 }
+                ProxyError::PasswordFile { path, .. } => {
+                    format!("make {} readable by the agent's account", path.display())
+                }
                 ProxyError::TunnelRefused { target, .. } => format!(
                     "have the proxy allow CONNECT to {target} (its allow list and CONNECT ports)"
                 ),
