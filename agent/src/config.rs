@@ -99,6 +99,8 @@ pub struct AgentConfig {
     pub drain_grace: Duration,
     /// HTTP CONNECT proxy to reach the broker through, for networks whose
     /// only way out is a forward proxy; TLS to the broker stays end to end.
+    /// Without this table the agent takes `HTTPS_PROXY`/`ALL_PROXY` and
+    /// `NO_PROXY` from its environment (`relay_client::proxy::route`).
     #[serde(default)]
     pub proxy: Option<relay_client::proxy::ProxyConfig>,
     /// Limits the agent enforces itself (`[limits]`).
@@ -484,6 +486,14 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(config.proxy.unwrap().url, "http://proxy.corp.example:3128");
+        let config = AgentConfig::from_toml(&format!(
+            "{base}[proxy]\nurl = \"http://p:3128\"\nno_proxy = \"localhost, .corp.example\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.proxy.unwrap().no_proxy.as_deref(),
+            Some("localhost, .corp.example")
+        );
         let err = AgentConfig::from_toml(&format!(
             "{base}[proxy]\nurl = \"https://proxy.corp.example:3128\"\n"
         ))

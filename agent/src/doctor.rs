@@ -3,6 +3,7 @@
 //! wrong, the exact command that fixes it.
 
 pub mod fixes;
+mod path;
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use directory::ContainerRights;
 use relay_client::connect::BrokerEndpoint;
 use relay_client::credential::{Authorize, Credential};
 use relay_client::error::ClientError;
+use relay_client::proxy::Route;
 
 /// Skew beyond this is reported as a problem (envelopes allow 60 s).
 pub const SKEW_WARNING: Duration = Duration::from_secs(30);
@@ -107,6 +109,8 @@ pub async fn run(config: &AgentConfig, config_hint: &str) -> Report {
         ca_file: config.ca_file.clone(),
         tls_server_name: config.tls_server_name.clone(),
         proxy: config.proxy.clone(),
+        // As the session does: HTTPS_PROXY/NO_PROXY when there is no [proxy].
+        proxy_from_env: true,
     };
     broker_checks(config, &endpoint, &mut checks).await;
     for forest_check in forest_checks(config, config_hint).await {
@@ -119,51 +123,8 @@ pub async fn run(config: &AgentConfig, config_hint: &str) -> Report {
 }
 
 async fn broker_checks(config: &AgentConfig, endpoint: &BrokerEndpoint, checks: &mut Vec<Check>) {
-    let first = config.broker.first();
-    let authority = first
-        .trim_start_matches("https://")
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let with_port = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        authority.clone()
-    } else {
-        format!("{authority}:443")
-    };
-    let addrs: Vec<_> = match tokio::net::lookup_host(&with_port).await {
-        Ok(a) => a.collect(),
-        Err(e) => {
-            checks.push(check("broker DNS", false, format!("{with_port}: {e}")));
-            return;
-        }
-    };
-    checks.push(check(
-        "broker DNS",
-        !addrs.is_empty(),
-        format!("{with_port} -> {addrs:?}"),
-    ));
-    let Some(addr) = addrs.first() else { return };
-    match tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await
-    {
-        Ok(Ok(_)) => checks.push(check("broker TCP", true, format!("connected to {addr}"))),
-        other => {
-            let why = match other {
-                Ok(Err(e)) => e.to_string(),
-                _ => "no answer within 10s".into(),
-            };
-            let mut c = check("broker TCP", false, format!("{addr}: {why}"));
-            c.fix.push("allow outbound TCP to the broker (port 443 by default) in the firewall or set the proxy".into());
-            checks.push(c);
-            return;
-        }
+    if !path::path_checks(endpoint, checks).await {
+        return;
     }
     let channel = match endpoint.connect().await {
         Ok(ch) => {
@@ -171,11 +132,18 @@ async fn broker_checks(config: &AgentConfig, endpoint: &BrokerEndpoint, checks: 
                 "broker TLS and certificate",
                 true,
                 format!(
-                    "verified against {}",
+                    "verified against {}{}",
                     config
                         .ca_file
                         .as_ref()
-                        .map_or("the system roots".to_owned(), |p| p.display().to_string())
+                        .map_or("the system roots".to_owned(), |p| p.display().to_string()),
+                    // The same connector as the session's: through the
+                    // tunnel when there is a proxy.
+                    if endpoint.route().is_ok_and(|r| matches!(r, Route::Proxy(_))) {
+                        ", end to end through the proxy's tunnel"
+                    } else {
+                        ""
+                    }
                 ),
             ));
             ch

@@ -79,6 +79,8 @@ impl Registrar {
             ca_file: config.ca_file.clone(),
             tls_server_name: config.tls_server_name.clone(),
             proxy: config.proxy.clone(),
+            // As the session does: HTTPS_PROXY/NO_PROXY when there is no [proxy].
+            proxy_from_env: true,
         };
         let credential =
             Credential::from_key_file(&config.tenant, Right::Listen, &config.listen_key_file)?;

@@ -48,6 +48,8 @@ fn endpoints(config: &AgentConfig) -> Vec<BrokerEndpoint> {
             ca_file: config.ca_file.clone(),
             tls_server_name: config.tls_server_name.clone(),
             proxy: config.proxy.clone(),
+            // Without a [proxy] table, HTTPS_PROXY/ALL_PROXY and NO_PROXY apply.
+            proxy_from_env: true,
         })
         .collect()
 }

@@ -1,6 +1,7 @@
 //! Outbound connections to the broker: always TLS, verified against a
 //! configured CA file or the system roots, directly or through an HTTP
-//! CONNECT proxy ([`crate::proxy`]). There is no switch that turns
+//! CONNECT proxy ([`crate::proxy`]: the `[proxy]` table, or for callers
+//! that opt in, `HTTPS_PROXY`/`NO_PROXY`). There is no switch that turns
 //! verification off.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::proxy::{ProxyConfig, ProxyConnector, ProxyError};
+use crate::proxy::{ProxyConfig, ProxyConnector, ProxyError, Route};
 
 /// Interval of HTTP/2 keepalive pings: inside the 20-30 s band so idle
 /// timeouts of middleboxes never see an idle connection, and a dead peer is
@@ -60,8 +61,13 @@ pub struct BrokerEndpoint {
     pub ca_file: Option<PathBuf>,
     /// Name to verify in the certificate when it differs from the URL's host.
     pub tls_server_name: Option<String>,
-    /// HTTP CONNECT proxy to tunnel through; direct when absent.
+    /// HTTP CONNECT proxy to tunnel through (the `[proxy]` table); when
+    /// absent, see `proxy_from_env`.
     pub proxy: Option<ProxyConfig>,
+    /// Without a `proxy`, take one from `HTTPS_PROXY`/`ALL_PROXY` and
+    /// honour `NO_PROXY`. Off by default: a portal library should not
+    /// change path because of its host's environment unless asked to.
+    pub proxy_from_env: bool,
 }
 
 impl BrokerEndpoint {
@@ -71,12 +77,33 @@ impl BrokerEndpoint {
             ca_file: ca_file.map(Path::to_owned),
             tls_server_name: None,
             proxy: None,
+            proxy_from_env: false,
         }
     }
 
     pub fn with_proxy(mut self, proxy: ProxyConfig) -> Self {
         self.proxy = Some(proxy);
         self
+    }
+
+    pub fn with_proxy_from_env(mut self, from_env: bool) -> Self {
+        self.proxy_from_env = from_env;
+        self
+    }
+
+    /// The path connections take: direct, or which proxy and from which
+    /// setting. Environment variables are read now, as at each connect.
+    pub fn route(&self) -> Result<Route, ConnectError> {
+        let uri: http::Uri = self
+            .url
+            .parse()
+            .map_err(|_| ConnectError::InvalidUri(self.url.clone()))?;
+        crate::proxy::route::resolve(self.proxy.as_ref(), self.proxy_from_env, &uri).map_err(
+            |cause| ConnectError::Proxy {
+                url: self.url.clone(),
+                cause,
+            },
+        )
     }
 
     /// The tonic endpoint, TLS and keepalive configured, not yet connected.
@@ -147,22 +174,20 @@ impl BrokerEndpoint {
     }
 
     async fn dial(&self, endpoint: Endpoint) -> Result<Channel, ConnectError> {
-        let Some(proxy) = &self.proxy else {
-            return endpoint
-                .connect()
-                .await
-                .map_err(|source| ConnectError::Transport {
-                    url: self.url.clone(),
-                    source,
-                });
+        let proxy = match self.route()? {
+            Route::Direct { .. } => {
+                return endpoint
+                    .connect()
+                    .await
+                    .map_err(|source| ConnectError::Transport {
+                        url: self.url.clone(),
+                        source,
+                    });
+            }
+            Route::Proxy(proxy) => proxy,
         };
-        let connector =
-            ProxyConnector::new(proxy.clone()).map_err(|cause| ConnectError::Proxy {
-                url: self.url.clone(),
-                cause,
-            })?;
         endpoint
-            .connect_with_connector(connector)
+            .connect_with_connector(ProxyConnector::new(proxy))
             .await
             .map_err(|source| match proxy_error(&source) {
                 Some(cause) => ConnectError::Proxy {

@@ -248,6 +248,18 @@ pub struct Onboarded {
 /// fresh portal key, `writeback-agent init`), then starts it with `config`
 /// and waits until it is connected. Files go to `dir`.
 pub async fn onboard(config: &Path, tenant: &str, dir: &Path) -> Onboarded {
+    onboard_with(config, tenant, dir, tokio::process::Command::new).await
+}
+
+/// [`onboard`], with every `writeback-agent` command (`init`, then the
+/// agent) made by `command` from the binary's path: to run it in a network
+/// namespace (`ip netns exec`) or with its own environment.
+pub async fn onboard_with(
+    config: &Path,
+    tenant: &str,
+    dir: &Path,
+    command: impl Fn(PathBuf) -> tokio::process::Command,
+) -> Onboarded {
     let portal_key = KeyPair::generate(&mut envelope::os_rng());
     let bundle = dir.join("enrollment.json");
     std::fs::write(
@@ -259,7 +271,7 @@ pub async fn onboard(config: &Path, tenant: &str, dir: &Path) -> Onboarded {
         .expect("json"),
     )
     .expect("bundle");
-    let init = tokio::process::Command::new(bin("writeback-agent"))
+    let init = command(bin("writeback-agent"))
         .arg("--config")
         .arg(config)
         .args(["init", "--enrollment"])
@@ -281,7 +293,7 @@ pub async fn onboard(config: &Path, tenant: &str, dir: &Path) -> Onboarded {
         .to_owned();
 
     let log = dir.join("agent.log");
-    let mut child = tokio::process::Command::new(bin("writeback-agent"))
+    let mut child = command(bin("writeback-agent"))
         .arg("--config")
         .arg(config)
         .stdout(Stdio::piped())

@@ -23,8 +23,9 @@
 //!   broker node, with silent cuts between them (partitions, issue 19);
 //!   `BrokerClusterBuilder::partitionable` puts a cluster in them and
 //!   `tests/tests/partitions.rs` splits it
-//! - [`faults`], [`connect_proxy`]: a TCP proxy that injects faults; an
-//!   HTTP CONNECT proxy
+//! - [`faults`], [`connect_proxy`], [`tinyproxy`]: a TCP proxy that
+//!   injects faults; an HTTP CONNECT proxy of our own; Debian's tinyproxy
+//!   in a namespace, a real forward proxy (`tests/tests/proxy.rs`)
 //! - [`load`], [`pressure`], [`attacks`]: the load generator; what an
 //!   attack costs; connections that hold descriptors
 //! - [`malicious`], [`raw`]: a broker under the attacker's control; the
@@ -52,6 +53,7 @@ pub mod pressure;
 pub mod raw;
 pub mod scenarios;
 pub mod sealed;
+pub mod tinyproxy;
 pub mod web;
 
 use std::path::{Path, PathBuf};

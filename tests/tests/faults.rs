@@ -213,6 +213,7 @@ fn proxy_config(proxy: &ConnectProxy, password_file: &std::path::Path) -> ProxyC
         url: proxy.url(),
         username: Some("svc-writeback".into()),
         password_file: Some(password_file.to_owned()),
+        no_proxy: None,
     }
 }
 

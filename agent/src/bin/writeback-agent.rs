@@ -111,7 +111,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Pre-flight: broker DNS, TCP, TLS and certificate, clock skew,
+    /// Pre-flight along the path the agent takes (direct, or through the
+    /// proxy of [proxy] or HTTPS_PROXY, named): DNS and TCP to the broker
+    /// or the proxy, the proxy's CONNECT, TLS and certificate, clock skew,
     /// credentials, write-back enabled, and for each forest the bind and the
     /// service account's effective rights on the users of every container,
     /// with where each right is lost and the fix, runnable as printed.
