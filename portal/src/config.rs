@@ -14,6 +14,8 @@ use relay_client::portal_client::PortalClient;
 use relay_client::sealed::SealedPortal;
 use serde::{Deserialize, Deserializer};
 
+use crate::oidc::{OidcConfig, OidcConfigError};
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_TITLE: &str = "Password reset";
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,6 +64,9 @@ pub struct PortalConfig {
     /// What one visitor may cost the portal and the tenant's broker quota.
     #[serde(default)]
     pub limits: Limits,
+    /// The OpenID provider, with `identity_check = "oidc"`.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
 }
 
 /// Bounds on what one visitor (one IP address) can make the portal do, and
@@ -122,8 +127,11 @@ pub enum IdentityCheck {
     /// A real portal verifies the user first (sign-in with multi-factor
     /// authentication, a code sent to a registered phone...) and takes the
     /// account from that verified identity, never from a form field: see
-    /// `handlers::account_to_act_on`, where it plugs in.
+    /// `handlers::account_to_act_on`, where it plugs in. For demos only.
     None,
+    /// OpenID Connect sign-in (the `[oidc]` table): the account is a claim
+    /// of the verified ID token ([`crate::oidc`]).
+    Oidc,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +188,12 @@ pub enum ConfigError {
         "the CSRF key file {path} does not hold 32 bytes in base64 (`head -c 32 /dev/urandom | base64`)"
     )]
     CsrfKey { path: PathBuf },
+    #[error("identity_check = \"oidc\" needs an [oidc] table")]
+    OidcMissing,
+    #[error("an [oidc] table is configured but identity_check is not \"oidc\"")]
+    OidcUnused,
+    #[error(transparent)]
+    Oidc(#[from] OidcConfigError),
     #[error("cannot set up the connection to the broker")]
     Broker(#[source] ConnectError),
     #[error("the CA file {path} is unreadable or holds no PEM certificate")]
@@ -208,6 +222,12 @@ impl PortalConfig {
             return Err(ConfigError::RequestTimeout);
         }
         config.limits.validate()?;
+        match (config.identity_check, &config.oidc) {
+            (IdentityCheck::Oidc, None) => return Err(ConfigError::OidcMissing),
+            (IdentityCheck::Oidc, Some(oidc)) => oidc.validate()?,
+            (IdentityCheck::None, Some(_)) => return Err(ConfigError::OidcUnused),
+            (IdentityCheck::None, None) => {}
+        }
         Ok(config)
     }
 

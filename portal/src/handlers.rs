@@ -35,6 +35,7 @@ use tracing::{error, info, warn};
 use zeroize::Zeroizing;
 
 use crate::csrf::{Browser, CarriesToken, Checked};
+use crate::oidc::Identity;
 use crate::outcomes::{self, Failure, Trouble};
 use crate::pages::{self, Alert};
 use crate::policy::PolicyView;
@@ -56,25 +57,32 @@ pub fn routes() -> Router<AppState> {
         .route("/style.css", get(style))
         .route(
             "/reset",
-            get(|s: State<AppState>, b: Extension<Browser>| start(Task::Reset, s, b))
-                .post(|s: State<AppState>, v: Visitor, f| apply(Task::Reset, s, v, f)),
+            get(|s: State<AppState>, b: Extension<Browser>, i: Identity| {
+                start(Task::Reset, s, b, i)
+            })
+            .post(|s: State<AppState>, v: Visitor, i: Identity, f| apply(Task::Reset, s, v, i, f)),
         )
         .route(
             "/reset/policy",
-            post(|s: State<AppState>, v: Visitor, f| policy(Task::Reset, s, v, f)),
+            post(|s: State<AppState>, v: Visitor, i: Identity, f| policy(Task::Reset, s, v, i, f)),
         )
         .route(
             "/change",
-            get(|s: State<AppState>, b: Extension<Browser>| start(Task::Change, s, b))
-                .post(|s: State<AppState>, v: Visitor, f| apply(Task::Change, s, v, f)),
+            get(|s: State<AppState>, b: Extension<Browser>, i: Identity| {
+                start(Task::Change, s, b, i)
+            })
+            .post(|s: State<AppState>, v: Visitor, i: Identity, f| apply(Task::Change, s, v, i, f)),
         )
         .route(
             "/change/policy",
-            post(|s: State<AppState>, v: Visitor, f| policy(Task::Change, s, v, f)),
+            post(|s: State<AppState>, v: Visitor, i: Identity, f| policy(Task::Change, s, v, i, f)),
         )
         .route(
             "/unlock",
-            get(|s: State<AppState>, b: Extension<Browser>| start(Task::Unlock, s, b)).post(unlock),
+            get(|s: State<AppState>, b: Extension<Browser>, i: Identity| {
+                start(Task::Unlock, s, b, i)
+            })
+            .post(unlock),
         )
         .route("/outcome", post(check_again))
         .fallback(not_found)
@@ -135,13 +143,19 @@ impl CarriesToken for OutcomeForm {
     }
 }
 
-/// The account the user may act on. This reference takes it from the form
-/// (`identity_check = "none"`). **A real portal plugs its identity
-/// verification in here**: it takes the account from the identity its
-/// sign-in established (multi-factor authentication, a code sent to a
-/// registered phone...), kept in its session, and refuses when the form
-/// names another; otherwise anyone could reset anyone's password.
-fn account_to_act_on(typed: &str) -> Result<String, &'static str> {
+/// The account the user may act on. With `identity_check = "oidc"` it is
+/// the signed-in session's, from the verified ID token; whatever account a
+/// form posts is ignored (and logged when it differs), so editing the page
+/// cannot aim the request at someone else. With `"none"` (demos only) it
+/// comes from the form, and anyone could reset anyone's password.
+fn account_to_act_on(identity: &Identity, typed: &str) -> Result<String, &'static str> {
+    if let Identity::SignedIn(who) = identity {
+        if !typed.trim().is_empty() && typed.trim() != who.account {
+            warn!(signed_in = %who.account, posted = %typed.trim(),
+                "a form named another account than the signed-in one; ignored");
+        }
+        return Ok(who.account.clone());
+    }
     let account = typed.trim();
     if account.is_empty() {
         return Err("Enter your account: your sign-in name, such as name@example.com.");
@@ -281,8 +295,13 @@ async fn start(
     task: Task,
     State(state): State<AppState>,
     Extension(browser): Extension<Browser>,
+    identity: Identity,
 ) -> Html<String> {
     let token = state.csrf.token(&browser.id);
+    if let Identity::SignedIn(who) = &identity {
+        let settings = &state.settings.current();
+        return crate::signin_pages::confirm_step(settings, task, &token, &who.account);
+    }
     pages::account_step(&state.settings.current(), task, &token, "", None)
 }
 
@@ -291,6 +310,7 @@ async fn policy(
     task: Task,
     State(state): State<AppState>,
     visitor: Visitor,
+    identity: Identity,
     Checked { form, token }: Checked<AccountForm>,
 ) -> Response {
     let settings = &state.settings.current();
@@ -298,7 +318,7 @@ async fn policy(
         let alert = Alert::Error(message);
         pages::account_step(settings, task, &token, account, Some(&alert)).into_response()
     };
-    let account = match account_to_act_on(&form.account) {
+    let account = match account_to_act_on(&identity, &form.account) {
         Ok(a) => a,
         Err(why) => return step1(&form.account, why.to_owned()),
     };
@@ -327,10 +347,11 @@ async fn apply(
     task: Task,
     State(state): State<AppState>,
     visitor: Visitor,
+    identity: Identity,
     Checked { mut form, token }: Checked<PasswordForm>,
 ) -> Response {
     let settings = &state.settings.current();
-    let account = match account_to_act_on(&form.account) {
+    let account = match account_to_act_on(&identity, &form.account) {
         Ok(a) => a,
         Err(why) => {
             let alert = Alert::Error(why.to_owned());
@@ -420,6 +441,7 @@ fn after_failure(
 async fn unlock(
     State(state): State<AppState>,
     visitor: Visitor,
+    identity: Identity,
     Checked { form, token }: Checked<AccountForm>,
 ) -> Response {
     let task = Task::Unlock;
@@ -428,7 +450,7 @@ async fn unlock(
         let alert = Alert::Error(message);
         pages::account_step(settings, task, &token, account, Some(&alert)).into_response()
     };
-    let account = match account_to_act_on(&form.account) {
+    let account = match account_to_act_on(&identity, &form.account) {
         Ok(a) => a,
         Err(why) => return form_again(&form.account, why.to_owned()),
     };

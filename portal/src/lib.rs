@@ -5,8 +5,10 @@
 //! exact rule that failed; when the outcome is unknown it says so and lets
 //! the user check again.
 //!
-//! It does **not** verify who the user is (`identity_check = "none"`); a
-//! real portal does that first. See [`config::IdentityCheck`].
+//! With `identity_check = "oidc"` the user signs in at an OpenID provider
+//! and acts on the account its verified ID token names ([`oidc`]); with
+//! `"none"` (demos only) it does **not** verify who the user is. See
+//! [`config::IdentityCheck`].
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration and the keys it names.
@@ -18,6 +20,8 @@
 //! - [`visitors`]: per-visitor and per-account limits on what reaches the
 //!   broker.
 //! - [`reload`]: SIGHUP (title and request timeout live) and `check-config`.
+//! - [`oidc`]: OpenID Connect sign-in; [`session`]: its signed cookies;
+//!   [`signin_pages`]: its pages and the signed-in line.
 //!
 //! It is served by [`http_serve`], with deadlines for each request's
 //! headers and body and caps on connections per visitor and in all.
@@ -28,10 +32,13 @@
 pub mod config;
 pub mod csrf;
 pub mod handlers;
+pub mod oidc;
 pub mod outcomes;
 pub mod pages;
 pub mod policy;
 pub mod reload;
+pub mod session;
+pub mod signin_pages;
 pub mod visitors;
 
 use std::net::SocketAddr;
@@ -51,7 +58,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{ConfigError, Limits, PortalConfig};
+use crate::config::{ConfigError, IdentityCheck, Limits, PortalConfig};
 use crate::csrf::Csrf;
 use crate::visitors::Limiter;
 
@@ -94,6 +101,8 @@ pub struct AppState {
     pub limiter: Arc<Limiter>,
     /// Cancelled when the portal starts draining: `/readyz` answers 503.
     pub draining: CancellationToken,
+    /// OpenID Connect sign-in; `None` with `identity_check = "none"`.
+    pub oidc: Option<Arc<oidc::Oidc>>,
 }
 
 impl AppState {
@@ -106,6 +115,15 @@ impl AppState {
             limits: Arc::new(Limits::default()),
             limiter: Arc::new(Limiter::new(&Limits::default())),
             draining: CancellationToken::new(),
+            oidc: None,
+        }
+    }
+
+    /// With OpenID Connect sign-in (`identity_check = "oidc"`).
+    pub fn with_oidc(self, oidc: Arc<oidc::Oidc>) -> AppState {
+        AppState {
+            oidc: Some(oidc),
+            ..self
         }
     }
 
@@ -167,8 +185,17 @@ impl Task {
 /// The portal's routes, with CSRF cookies, the form size limit and the
 /// security headers on every response.
 pub fn app(state: AppState) -> Router {
-    handlers::routes()
+    let mut routes = handlers::routes();
+    if state.oidc.is_some() {
+        routes = routes.merge(oidc::routes());
+    }
+    routes
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        // Inside the CSRF layer: the sign-out button needs the browser's token.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            signin_pages::decorate,
+        ))
         .layer(middleware::from_fn_with_state(
             state.csrf.clone(),
             csrf::browser_cookie,
@@ -225,6 +252,8 @@ pub enum StartError {
     },
     #[error("cannot read the listener's address")]
     LocalAddr(#[source] std::io::Error),
+    #[error(transparent)]
+    Oidc(#[from] oidc::OidcError),
 }
 
 /// A running portal.
@@ -263,13 +292,29 @@ pub async fn serve(
              expires the forms open now)"
         ),
     }
+    let oidc = match (&config.identity_check, &config.oidc) {
+        (IdentityCheck::Oidc, Some(table)) => Some(Arc::new(oidc::Oidc::new(table.clone())?)),
+        _ => {
+            warn!(
+                "identity_check = \"none\": anyone who reaches this portal can reset any \
+                 account's password. For demos only; configure identity_check = \"oidc\""
+            );
+            None
+        }
+    };
+    if let Some(oidc) = &oidc {
+        state = state.with_oidc(Arc::clone(oidc));
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
         })?;
-    let server = serve_on(listener, state.clone(), shutdown)?;
+    let server = serve_on(listener, state.clone(), shutdown.clone())?;
+    if let Some(oidc) = oidc {
+        tokio::spawn(oidc.keep_discovered(shutdown));
+    }
     tokio::spawn(check_broker(client, state));
     Ok(server)
 }

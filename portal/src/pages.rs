@@ -53,7 +53,8 @@ impl Alert {
     }
 }
 
-fn layout(settings: &Settings, heading: &str, content: &str) -> Html<String> {
+/// The page around `content`; also used by [`crate::signin_pages`].
+pub fn layout(settings: &Settings, heading: &str, content: &str) -> Html<String> {
     let title = escape(&settings.title);
     Html(format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\

@@ -125,6 +125,7 @@ pub fn split(old: &PortalConfig, new: &PortalConfig) -> (Vec<&'static str>, Vec<
         request_timeout,
         identity_check,
         limits,
+        oidc,
     );
     differ.into_iter().partition(|name| LIVE.contains(name))
 }
@@ -136,6 +137,9 @@ pub fn check(config: &PortalConfig) -> Result<(), ConfigError> {
     read_portal_key(&config.portal_key_file)?;
     if let Some(path) = &config.csrf_key_file {
         read_csrf_key(path)?;
+    }
+    if let Some(oidc) = &config.oidc {
+        oidc.read_files()?;
     }
     if let Some(ca) = &config.ca_file {
         let text = std::fs::read(ca).map_err(|source| ConfigError::CaFile {
