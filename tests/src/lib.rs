@@ -46,6 +46,7 @@ pub mod load;
 pub mod malicious;
 pub mod nats;
 pub mod netns;
+pub mod oidc;
 pub mod pressure;
 pub mod raw;
 pub mod scenarios;
