@@ -39,15 +39,20 @@ async fn from_the_top(browser: &Browser) {
 }
 
 async fn wait_for(browser: &Browser, id: &str) -> String {
-    browser
+    let found = browser
         .client
         .wait()
+        .at_most(std::time::Duration::from_secs(20))
         .for_element(Locator::Id(id))
-        .await
-        .unwrap_or_else(|e| panic!("#{id} never appeared: {e}"))
-        .text()
-        .await
-        .expect("text")
+        .await;
+    match found {
+        Ok(element) => element.text().await.expect("text"),
+        Err(e) => {
+            let url = current_url(browser).await;
+            let html = browser.html().await;
+            panic!("#{id} never appeared ({e}) at {url}:\n{html}")
+        }
+    }
 }
 
 /// At the provider's login form: user and password by keyboard.

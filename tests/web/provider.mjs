@@ -45,8 +45,13 @@ const provider = new Provider(issuer, {
   pkce: { required: () => true },
   // Put the profile claims in the ID token, where the portal reads them.
   conformIdTokenClaims: false,
+  // oidc-provider puts acr and amr in the ID token only when asked for;
+  // here the openid scope asks, as many providers do by default.
   claims: {
-    openid: ['sub'],
+    acr: null,
+    amr: null,
+    auth_time: null,
+    openid: ['sub', 'acr', 'amr', 'auth_time'],
     profile: ['preferred_username', 'name'],
     email: ['email'],
   },
@@ -65,6 +70,10 @@ const provider = new Provider(issuer, {
   },
 });
 const callback = provider.callback();
+provider.on('grant.success', (ctx) => {
+  const idToken = ctx.body?.id_token;
+  if (idToken) console.error(`provider: id_token ${Buffer.from(idToken.split('.')[1], 'base64url')}`);
+});
 
 const escape = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
@@ -108,10 +117,12 @@ async function interaction(req, res, uid, action) {
     }
     // The method list the portal checks (`required_amr`).
     const result = { login: { accountId: id, amr: USERS[id].amr, acr: 'urn:test:loa:1', remember: false } };
+    console.error(`provider: ${id} signed in with amr ${USERS[id].amr.join(',')}`);
     await provider.interactionFinished(req, res, result, { mergeWithLastSubmission: false });
     return;
   }
   if (prompt.name === 'consent') {
+    console.error(`provider: consent for ${session.accountId}, amr ${JSON.stringify(session.amr)}`);
     const grant = details.grantId
       ? await provider.Grant.find(details.grantId)
       : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
