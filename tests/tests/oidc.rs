@@ -113,6 +113,14 @@ async fn a_signed_in_user_resets_their_own_account_whatever_the_form_says() {
     sign_in_at_provider(&browser, "ada").await;
     wait_for(&browser, "reset-form").await;
     assert!(current_url(&browser).await.ends_with("/reset"));
+    assert!(
+        browser
+            .client
+            .get_named_cookie("portal_signin")
+            .await
+            .is_err(),
+        "the pending sign-in cookie is used once"
+    );
     assert_eq!(browser.text("#account").await, "ada@contoso.example");
     let line = wait_for(&browser, "signed-in").await;
     assert!(line.contains("ada@contoso.example"), "{line}");

@@ -23,7 +23,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{AppendHeaders, IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -294,6 +294,8 @@ struct CallbackQuery {
     state: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
+    /// RFC 9207: which provider answered, against mix-up attacks.
+    iss: Option<String>,
 }
 
 /// Why a sign-in was not accepted: logged in full, shown in plain words.
@@ -330,11 +332,9 @@ async fn callback(
                 .signer
                 .seal(SESSION_KIND, &who, SystemTime::now(), lifetime);
             let set = oidc.set(SESSION_COOKIE, &cookie, lifetime);
-            (
-                StatusCode::SEE_OTHER,
-                [(LOCATION, next), clear.clone(), set],
-            )
-                .into_response()
+            // Appended, not inserted: both Set-Cookie headers must go out.
+            let cookies = AppendHeaders([clear, set]);
+            (StatusCode::SEE_OTHER, [(LOCATION, next)], cookies).into_response()
         }
         Err(refused) => {
             let page = match &refused {
@@ -365,7 +365,8 @@ async fn callback(
             // Any session from before is ended too: a refused sign-in must
             // not leave the previous user acting.
             let clear_session = oidc.clear(SESSION_COOKIE);
-            (StatusCode::FORBIDDEN, [clear, clear_session], page).into_response()
+            let cookies = AppendHeaders([clear, clear_session]);
+            (StatusCode::FORBIDDEN, cookies, page).into_response()
         }
     }
 }
@@ -393,6 +394,16 @@ async fn complete(
         return Err(Refused::NotOurs(
             "state differs from the pending sign-in's".into(),
         ));
+    }
+    if query
+        .iss
+        .as_deref()
+        .is_some_and(|iss| iss != oidc.issuer.as_str())
+    {
+        return Err(Refused::NotOurs(format!(
+            "the answer names another issuer: {:?}",
+            query.iss
+        )));
     }
     if let Some(error) = query.error {
         let description = query.error_description.unwrap_or_default();
