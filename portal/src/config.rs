@@ -379,6 +379,48 @@ mod tests {
     }
 
     #[test]
+    fn the_example_oidc_table_parses_when_uncommented() {
+        let example = include_str!("../../examples/portal.toml");
+        let (head, table) = example.split_once("# [oidc]\n").unwrap();
+        let table: String = table
+            .lines()
+            .filter(|l| !l.starts_with("# #"))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        let text = format!("{head}[oidc]\n{table}")
+            .replace("identity_check = \"none\"", "identity_check = \"oidc\"");
+        let config = PortalConfig::from_toml(&text).unwrap();
+        assert_eq!(config.identity_check, IdentityCheck::Oidc);
+        let oidc = config.oidc.unwrap();
+        assert_eq!(oidc.required_amr, ["mfa"]);
+        assert_eq!(oidc.account_claim, "preferred_username");
+    }
+
+    #[test]
+    fn oidc_needs_its_table_and_none_refuses_one() {
+        let err = PortalConfig::from_toml(&minimal("identity_check = \"oidc\"")).unwrap_err();
+        assert!(matches!(err, ConfigError::OidcMissing), "{err}");
+        let table = "[oidc]\nissuer = \"https://login.example\"\nclient_id = \"c\"\n\
+             redirect_url = \"https://reset.example/signin/callback\"\n\
+             session_key_file = \"k\"\n";
+        let err = PortalConfig::from_toml(&minimal(&format!("identity_check = \"none\"\n{table}")))
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::OidcUnused), "{err}");
+        let config =
+            PortalConfig::from_toml(&minimal(&format!("identity_check = \"oidc\"\n{table}")))
+                .unwrap();
+        assert!(config.oidc.is_some());
+        let bad = table.replace("/signin/callback", "/callback");
+        let err = PortalConfig::from_toml(&minimal(&format!("identity_check = \"oidc\"\n{bad}")))
+            .unwrap_err();
+        assert!(err.to_string().contains("redirect_url"), "{err}");
+        let bad = format!("{table}client_secret = \"inline\"\n");
+        let err = PortalConfig::from_toml(&minimal(&format!("identity_check = \"oidc\"\n{bad}")))
+            .unwrap_err();
+        assert!(err.to_string().contains("client_secret"), "{err}");
+    }
+
+    #[test]
     fn defaults_apply() {
         let config = PortalConfig::from_toml(&minimal("identity_check = \"none\"")).unwrap();
         assert_eq!(config.listen, DEFAULT_LISTEN.parse().unwrap());
