@@ -300,7 +300,7 @@ async fn start(
     let token = state.csrf.token(&browser.id);
     if let Identity::SignedIn(who) = &identity {
         let settings = &state.settings.current();
-        return crate::signin_pages::confirm_step(settings, task, &token, &who.account);
+        return crate::signin_pages::confirm_step(settings, task, &token, &who.account, None);
     }
     pages::account_step(&state.settings.current(), task, &token, "", None)
 }
@@ -315,6 +315,11 @@ async fn policy(
 ) -> Response {
     let settings = &state.settings.current();
     let step1 = |account: &str, message: String| {
+        if let Identity::SignedIn(_) = &identity {
+            let page =
+                crate::signin_pages::confirm_step(settings, task, &token, account, Some(&message));
+            return page.into_response();
+        }
         let alert = Alert::Error(message);
         pages::account_step(settings, task, &token, account, Some(&alert)).into_response()
     };
@@ -447,6 +452,11 @@ async fn unlock(
     let task = Task::Unlock;
     let settings = &state.settings.current();
     let form_again = |account: &str, message: String| {
+        if let Identity::SignedIn(_) = &identity {
+            let page =
+                crate::signin_pages::confirm_step(settings, task, &token, account, Some(&message));
+            return page.into_response();
+        }
         let alert = Alert::Error(message);
         pages::account_step(settings, task, &token, account, Some(&alert)).into_response()
     };

@@ -23,7 +23,13 @@ const MAX_PAGE_BYTES: usize = 256 * 1024;
 
 /// The first step of a task once signed in: the account is the session's,
 /// shown, not asked for. The form carries no `account` field at all.
-pub fn confirm_step(settings: &Settings, task: Task, token: &str, account: &str) -> Html<String> {
+pub fn confirm_step(
+    settings: &Settings,
+    task: Task,
+    token: &str,
+    account: &str,
+    message: Option<&str>,
+) -> Html<String> {
     let (intro, action, button) = match task {
         Task::Reset => (
             "The next step shows your organisation's password rules before you choose a \
@@ -44,8 +50,14 @@ pub fn confirm_step(settings: &Settings, task: Task, token: &str, account: &str)
             "Unlock account",
         ),
     };
+    let alert = message.map_or(String::new(), |m| {
+        format!(
+            "<div id=\"result\" class=\"result error\" role=\"alert\"><p>{}</p></div>\n",
+            escape(m)
+        )
+    });
     let content = format!(
-        "<p>Account: <strong id=\"account\">{account}</strong></p>\n<p>{intro}</p>\n\
+        "{alert}<p>Account: <strong id=\"account\">{account}</strong></p>\n<p>{intro}</p>\n\
          <form id=\"{task}-form\" method=\"post\" action=\"{action}\">\n\
          <input type=\"hidden\" name=\"{FIELD}\" value=\"{token}\">\n\
          <button id=\"submit\" type=\"submit\">{button}</button>\n</form>\n",
@@ -187,9 +199,9 @@ mod tests {
 
     #[test]
     fn the_confirm_step_has_no_account_field_and_escapes() {
-        let Html(page) = confirm_step(&settings(), Task::Reset, "tok", "<ada>");
+        let Html(page) = confirm_step(&settings(), Task::Reset, "tok", "<ada>", Some("<b>"));
         assert!(!page.contains("name=\"account\""), "{page}");
-        assert!(page.contains("&lt;ada&gt;"));
+        assert!(page.contains("&lt;ada&gt;") && page.contains("&lt;b&gt;"));
         assert!(page.contains("action=\"/reset/policy\""));
         let line = signed_in_line("\"x", "t");
         assert!(line.contains("&quot;x") && line.contains("action=\"/signout\""));
