@@ -126,11 +126,23 @@ pub fn no_account(settings: &Settings, claim: &str) -> Html<String> {
     )
 }
 
-pub fn signed_out(settings: &Settings) -> Html<String> {
-    let content = "<div id=\"result\" class=\"result success\" role=\"status\">\
-         <p>You are signed out of this portal.</p></div>\n\
-         <p><a href=\"/\">Back to the start page</a></p>\n";
-    pages::layout(settings, "Signed out", content)
+/// After sign-out. The provider's own session may still be open (on a
+/// shared computer the next person would be signed straight back in), so
+/// a link ends it too when the provider offers RP-initiated logout.
+pub fn signed_out(settings: &Settings, provider_logout: Option<&str>) -> Html<String> {
+    let provider = provider_logout.map_or(String::new(), |url| {
+        format!(
+            "<p>On a shared computer, also <a id=\"provider-signout\" href=\"{}\">sign out of \
+             your organisation's sign-in service</a>.</p>\n",
+            escape(url)
+        )
+    });
+    let content = format!(
+        "<div id=\"result\" class=\"result success\" role=\"status\">\
+         <p>You are signed out of this portal.</p></div>\n{provider}\
+         <p><a href=\"/\">Back to the start page</a></p>\n"
+    );
+    pages::layout(settings, "Signed out", &content)
 }
 
 /// The line under the header when signed in.

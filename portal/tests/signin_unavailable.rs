@@ -89,7 +89,9 @@ async fn the_portal_serves_and_says_sign_in_is_unavailable_while_the_provider_is
 
     // The first discovery attempt fails at once (connection refused).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log).unwrap().contains("unreachable")
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("unreachable")
         && tokio::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(50)).await;

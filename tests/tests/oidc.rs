@@ -207,6 +207,28 @@ async fn a_signed_in_user_resets_their_own_account_whatever_the_form_says() {
             .is_err(),
         "the session cookie is gone"
     );
+    browser.screenshot("oidc-signed-out").await;
+    // And out of the provider (RP-initiated logout, its confirmation form
+    // by keyboard): the next /reset asks for a sign-in again.
+    from_the_top(&browser).await;
+    tab_to_and_type(&browser, "provider-signout", keys::ENTER).await;
+    browser
+        .client
+        .wait()
+        .for_element(Locator::Css("button[name=logout]"))
+        .await
+        .expect("the provider's logout confirmation")
+        .send_keys(keys::ENTER)
+        .await
+        .expect("confirm");
+    let home = format!("{base}/");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while current_url(&browser).await != home {
+        assert!(std::time::Instant::now() < deadline, "not back at {home}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    browser.goto(&format!("{base}/reset")).await;
+    wait_for(&browser, "login-form").await;
     browser.close().await;
     web.stop().await;
 }

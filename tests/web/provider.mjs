@@ -38,6 +38,8 @@ const provider = new Provider(issuer, {
   clients: [{
     client_id: clientId,
     redirect_uris: redirectUris,
+    // Each portal's start page, for RP-initiated logout.
+    post_logout_redirect_uris: redirectUris.map((u) => u.replace(/\/signin\/callback$/, '/')),
     response_types: ['code'],
     grant_types: ['authorization_code'],
     token_endpoint_auth_method: 'none',

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `GET /signin?next=/reset` | a pending sign-in in a signed cookie, then 303 to the provider |
 //! | `GET /signin/callback` | state checked, code exchanged, ID token verified, session cookie set |
-//! | `POST /signout` | the session cookie cleared (CSRF checked) |
+//! | `POST /signout` | the session cookie cleared (CSRF checked); a link to end the provider's session too |
 //!
 //! Redirects to the provider are 303 answers to GETs, never form posts, so
 //! the CSP's `form-action 'self'` holds. Nothing is stored server-side:
@@ -27,10 +27,11 @@ use axum::response::{AppendHeaders, IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
-    EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndSessionUrl, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, IssuerUrl, LogoutRequest, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope,
     TokenResponse,
 };
 use serde::{Deserialize, Serialize};
@@ -104,6 +105,8 @@ pub struct Oidc {
     http: HttpClient,
     /// `None` until discovery succeeds: sign-in is then unavailable.
     provider: RwLock<Option<Arc<Provider>>>,
+    /// The provider's RP-initiated logout endpoint, if it advertises one.
+    end_session: RwLock<Option<EndSessionUrl>>,
 }
 
 impl Oidc {
@@ -124,6 +127,7 @@ impl Oidc {
             redirect,
             http,
             provider: RwLock::new(None),
+            end_session: RwLock::new(None),
         })
     }
 
@@ -140,12 +144,13 @@ impl Oidc {
 
     /// Reads the provider's discovery document and keys once.
     pub async fn discover(&self) -> Result<(), String> {
-        let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
+        let metadata = ProviderMetadataWithLogout::discover_async(self.issuer.clone(), &self.http)
             .await
             .map_err(|e| crate::reload::chain(&e))?;
         if metadata.token_endpoint().is_none() {
             return Err("the provider advertises no token_endpoint".into());
         }
+        let end_session = metadata.additional_metadata().end_session_endpoint.clone();
         let secret = self
             .client_secret
             .as_ref()
@@ -157,7 +162,25 @@ impl Oidc {
         )
         .set_redirect_uri(self.redirect.clone());
         *self.provider.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(client));
+        *self.end_session.write().unwrap_or_else(|e| e.into_inner()) = end_session;
         Ok(())
+    }
+
+    /// Where to end the session at the provider too, coming back to the
+    /// portal's start page (registered at the provider as a post-logout
+    /// redirect URI); `None` when the provider has no such endpoint.
+    pub fn provider_logout_url(&self) -> Option<String> {
+        let endpoint = self
+            .end_session
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        let base = self.config.redirect_url.strip_suffix(CALLBACK_PATH)?;
+        let back = PostLogoutRedirectUrl::new(format!("{base}/")).ok()?;
+        let request = LogoutRequest::from(endpoint)
+            .set_client_id(ClientId::new(self.config.client_id.clone()))
+            .set_post_logout_redirect_uri(back);
+        Some(request.http_get_url().to_string())
     }
 
     /// Discovery until it succeeds (the portal serves meanwhile and says
@@ -502,7 +525,8 @@ async fn signout(
         info!(account = %who.account, "signed out");
     }
     let clear = oidc.clear(SESSION_COOKIE);
-    let page = signin_pages::signed_out(&state.settings.current());
+    let provider_logout = oidc.provider_logout_url();
+    let page = signin_pages::signed_out(&state.settings.current(), provider_logout.as_deref());
     ([clear], page).into_response()
 }
 
