@@ -490,8 +490,17 @@ async fn unlock(
 async fn check_again(
     State(state): State<AppState>,
     visitor: Visitor,
+    identity: Identity,
     Checked { form, token }: Checked<OutcomeForm>,
 ) -> Response {
+    // Signed in, the messages name the session's account, not the form's.
+    let form = match &identity {
+        Identity::SignedIn(who) => OutcomeForm {
+            account: who.account.clone(),
+            ..form
+        },
+        Identity::Anyone => form,
+    };
     let settings = &state.settings.current();
     let task = form.task;
     if !is_request_id(&form.request_id) {

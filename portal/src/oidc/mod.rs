@@ -36,7 +36,7 @@ use openidconnect::{
 };
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub use self::config::{OidcConfig, OidcConfigError};
 use self::http::{HttpClient, HttpError};
@@ -216,7 +216,8 @@ impl Oidc {
         let cookie = session::cookie(headers, SESSION_COOKIE)?;
         self.signer
             .open(SESSION_KIND, cookie, SystemTime::now())
-            .inspect_err(|err| info!(%err, "session cookie not accepted"))
+            // debug, not info: anyone can send a bad cookie, as often as they like.
+            .inspect_err(|err| debug!(%err, "session cookie not accepted"))
             .ok()
     }
 
