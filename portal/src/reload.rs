@@ -181,5 +181,11 @@ mod tests {
         let new =
             PortalConfig::from_toml(&format!("{text}csrf_key_file = \"csrf.key\"\n")).unwrap();
         assert_eq!(split(&old, &new), (vec![], vec!["csrf_key_file"]));
+        let oidc = text.replace("\"none\"", "\"oidc\"")
+            + "[oidc]\nissuer = \"https://login.example\"\nclient_id = \"c\"\n\
+               redirect_url = \"https://reset.example/signin/callback\"\n\
+               session_key_file = \"session.key\"\n";
+        let new = PortalConfig::from_toml(&oidc).unwrap();
+        assert_eq!(split(&old, &new), (vec![], vec!["identity_check", "oidc"]));
     }
 }

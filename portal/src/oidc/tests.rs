@@ -50,3 +50,135 @@ fn the_account_claim_must_be_a_plain_string() {
     assert_eq!(claim(&jwt(r#"{"upn":""}"#), "upn"), None);
     assert_eq!(claim("not a jwt", "upn"), None);
 }
+
+mod routes {
+    //! The router in oidc mode, without a provider (discovery never ran)
+    //! nor a broker: what a session cookie does and does not open.
+
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode, header};
+    use relay_client::connect::BrokerEndpoint;
+    use relay_client::portal_client::PortalClient;
+    use relay_client::sealed::SealedPortal;
+    use tower::ServiceExt;
+
+    use super::super::*;
+    use crate::session::Signer;
+    use crate::{AppState, Settings, app};
+
+    const KEY: [u8; 32] = [3; 32];
+
+    fn router(dir: &std::path::Path) -> axum::Router {
+        let key = dir.join("session.key");
+        std::fs::write(
+            &key,
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, KEY),
+        )
+        .unwrap();
+        let text = format!(
+            "issuer = \"http://127.0.0.1:1\"\nclient_id = \"c\"\n\
+             redirect_url = \"http://127.0.0.1:8080/signin/callback\"\n\
+             session_key_file = {key:?}\n"
+        );
+        let oidc = Oidc::new(toml::from_str(&text).unwrap()).unwrap();
+        let channel = BrokerEndpoint::new("https://127.0.0.1:1", None)
+            .endpoint()
+            .unwrap()
+            .connect_lazy();
+        let key = sas::Key::generate().unwrap();
+        let client = PortalClient::with_channel(
+            channel,
+            "contoso",
+            PortalClient::send_credential("contoso", key),
+        );
+        let portal = SealedPortal::new(
+            client,
+            envelope::KeyPair::generate(&mut envelope::os_rng()),
+            Vec::new(),
+        );
+        let settings = Settings {
+            title: "Test portal".into(),
+            request_timeout: Duration::from_secs(5),
+        };
+        app(AppState::new(portal, settings).with_oidc(Arc::new(oidc)))
+    }
+
+    fn session(key: [u8; 32], account: &str) -> String {
+        let who = SignedIn {
+            account: account.into(),
+        };
+        let value = Signer::new(&key).seal(
+            SESSION_KIND,
+            &who,
+            SystemTime::now(),
+            Duration::from_secs(60),
+        );
+        format!("{SESSION_COOKIE}={value}")
+    }
+
+    async fn call(router: &axum::Router, request: Request<Body>) -> (StatusCode, String, String) {
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, location, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn get(path: &str, cookie: &str) -> Request<Body> {
+        Request::get(path)
+            .header(header::COOKIE, cookie)
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn tasks_need_a_session_signed_with_the_configured_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let router = router(dir.path());
+        for cookie in ["", &session([9; 32], "ada@contoso.example")] {
+            for path in ["/reset", "/change", "/unlock"] {
+                let (status, location, _) = call(&router, get(path, cookie)).await;
+                assert_eq!(status, StatusCode::SEE_OTHER, "{path}");
+                assert_eq!(location, format!("/signin?next={path}"));
+            }
+        }
+        // A posted form without a session goes to sign-in too.
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/reset/policy")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("account=grace%40contoso.example"))
+            .unwrap();
+        let (status, location, _) = call(&router, request).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(location, "/signin?next=/reset");
+
+        let cookie = session(KEY, "ada@contoso.example");
+        let (status, _, page) = call(&router, get("/reset", &cookie)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("id=\"signed-in\""), "{page}");
+        assert!(page.contains("ada@contoso.example"));
+        assert!(!page.contains("name=\"account\""), "{page}");
+        assert!(!page.contains("demo-banner"), "{page}");
+    }
+
+    #[tokio::test]
+    async fn without_discovery_sign_in_says_it_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let router = router(dir.path());
+        for path in ["/signin?next=/reset", "/signin/callback?code=x&state=y"] {
+            let (status, _, page) = call(&router, get(path, "")).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+            assert!(page.contains("Sign-in is unavailable"), "{page}");
+        }
+    }
+}
