@@ -66,6 +66,9 @@ use crate::visitors::Limiter;
 pub const MAX_FORM_BYTES: usize = 8 * 1024;
 
 /// No scripts, no frames, no foreign resources; forms post back here only.
+/// OpenID sign-in fits: the way to the provider is a link or a 303 answer
+/// to a GET, never a form post or a redirect after one (browsers apply
+/// form-action to those too), and the provider comes back with a GET.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; \
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 

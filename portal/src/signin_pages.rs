@@ -79,6 +79,19 @@ pub fn unavailable(settings: &Settings) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, page).into_response()
 }
 
+/// A form posted without a valid session (it expired, or the user signed
+/// out in another tab). Nothing was sent.
+pub fn expired(settings: &Settings, next: &str) -> Html<String> {
+    let content = format!(
+        "<div id=\"result\" class=\"result error\" role=\"alert\"><p>Your sign-in has \
+         expired, so nothing was sent. Sign in again to continue.</p></div>\n\
+         <p><a id=\"signin\" href=\"{}?next={}\">Sign in</a></p>\n",
+        crate::oidc::SIGNIN_PATH,
+        escape(next)
+    );
+    pages::layout(settings, "Sign in again", &content)
+}
+
 pub fn not_ours(settings: &Settings) -> Html<String> {
     pages::problem(
         settings,

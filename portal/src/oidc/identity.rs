@@ -3,10 +3,11 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::response::Response;
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
 
-use super::{SignedIn, to_signin};
-use crate::AppState;
+use super::{SignedIn, safe_next, to_signin};
+use crate::{AppState, signin_pages};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {
@@ -17,15 +18,25 @@ pub enum Identity {
 }
 
 impl FromRequestParts<AppState> for Identity {
-    /// Without a session: 303 to `/signin`, returning to this task after.
+    /// Without a session: 303 to `/signin`, returning to this task after
+    /// (a page linking there, for a form post).
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let Some(oidc) = state.oidc.as_deref() else {
             return Ok(Identity::Anyone);
         };
-        oidc.signed_in(&parts.headers)
-            .map(Identity::SignedIn)
-            .ok_or_else(|| to_signin(parts.uri.path()))
+        if let Some(who) = oidc.signed_in(&parts.headers) {
+            return Ok(Identity::SignedIn(who));
+        }
+        // A form posted after the session expired gets a page, not a
+        // redirect: browsers apply the CSP's form-action 'self' to every
+        // redirect after a form post, and the chain ends at the provider.
+        if parts.method == Method::POST {
+            let settings = state.settings.current();
+            let page = signin_pages::expired(&settings, safe_next(parts.uri.path()));
+            return Err((StatusCode::UNAUTHORIZED, page).into_response());
+        }
+        Err(to_signin(parts.uri.path()))
     }
 }
