@@ -12,6 +12,7 @@
 //! the CSP's `form-action 'self'` holds. Nothing is stored server-side:
 //! replicas share `session_key_file` ([`crate::session`]).
 
+mod callback;
 pub mod config;
 pub mod http;
 mod identity;
@@ -23,21 +24,19 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{AppendHeaders, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndSessionUrl, EndpointMaybeSet,
+    AuthenticationContextClass, ClientId, ClientSecret, CsrfToken, EndSessionUrl, EndpointMaybeSet,
     EndpointNotSet, EndpointSet, IssuerUrl, LogoutRequest, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope,
-    TokenResponse,
+    PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope,
 };
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+pub use self::callback::check_strength;
 pub use self::config::{OidcConfig, OidcConfigError};
 use self::http::{HttpClient, HttpError};
 pub use self::identity::Identity;
@@ -241,7 +240,7 @@ impl Oidc {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route(SIGNIN_PATH, get(signin))
-        .route(CALLBACK_PATH, get(callback))
+        .route(CALLBACK_PATH, get(callback::callback))
         .route(SIGNOUT_PATH, post(signout))
 }
 
@@ -291,12 +290,8 @@ async fn signin(State(state): State<AppState>, Query(query): Query<SigninQuery>)
     for scope in &oidc.config.scopes {
         request = request.add_scope(Scope::new(scope.clone()));
     }
-    if !oidc.config.required_acr.is_empty() {
-        for acr in &oidc.config.required_acr {
-            request = request.add_auth_context_value(
-                openidconnect::AuthenticationContextClass::new(acr.clone()),
-            );
-        }
+    for acr in &oidc.config.required_acr {
+        request = request.add_auth_context_value(AuthenticationContextClass::new(acr.clone()));
     }
     let (url, csrf_state, nonce) = request.url();
     let pending = Pending {
@@ -310,198 +305,6 @@ async fn signin(State(state): State<AppState>, Query(query): Query<SigninQuery>)
         .seal(PENDING_KIND, &pending, SystemTime::now(), PENDING_LIFETIME);
     let set = oidc.set(PENDING_COOKIE, &cookie, PENDING_LIFETIME);
     (StatusCode::SEE_OTHER, [(LOCATION, url.to_string()), set]).into_response()
-}
-
-#[derive(Deserialize)]
-struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
-    error_description: Option<String>,
-    /// RFC 9207: which provider answered, against mix-up attacks.
-    iss: Option<String>,
-}
-
-/// Why a sign-in was not accepted: logged in full, shown in plain words.
-enum Refused {
-    /// Not this browser's sign-in, or too old (forged or replayed `state`).
-    NotOurs(String),
-    /// The provider said no (cancelled, no such user...).
-    Provider(String),
-    /// The code or the ID token did not check out.
-    Invalid(String),
-    /// Valid, but not strong enough (`required_amr`, `required_acr`).
-    TooWeak(String),
-    /// Valid, but without a usable account claim.
-    NoAccount(String),
-}
-
-async fn callback(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(query): Query<CallbackQuery>,
-) -> Response {
-    let oidc = oidc(&state);
-    let settings = state.settings.current();
-    // The pending cookie is for one callback only, whatever its outcome.
-    let clear = oidc.clear(PENDING_COOKIE);
-    let Some(provider) = oidc.provider() else {
-        return signin_pages::unavailable(&settings);
-    };
-    match complete(oidc, &provider, &headers, query).await {
-        Ok((who, next)) => {
-            info!(account = %who.account, "signed in");
-            let lifetime = oidc.config.session_lifetime;
-            let cookie = oidc
-                .signer
-                .seal(SESSION_KIND, &who, SystemTime::now(), lifetime);
-            let set = oidc.set(SESSION_COOKIE, &cookie, lifetime);
-            // Appended, not inserted: both Set-Cookie headers must go out.
-            let cookies = AppendHeaders([clear, set]);
-            (StatusCode::SEE_OTHER, [(LOCATION, next)], cookies).into_response()
-        }
-        Err(refused) => {
-            let page = match &refused {
-                Refused::NotOurs(why) => {
-                    warn!(why, "sign-in callback refused: not this browser's sign-in");
-                    signin_pages::not_ours(&settings)
-                }
-                Refused::Provider(why) => {
-                    warn!(why, "the identity provider did not sign the user in");
-                    signin_pages::provider_refused(&settings, why)
-                }
-                Refused::Invalid(why) => {
-                    error!(
-                        why,
-                        "sign-in callback refused: the code or ID token did not verify"
-                    );
-                    signin_pages::invalid(&settings)
-                }
-                Refused::TooWeak(why) => {
-                    warn!(why, "sign-in refused: authentication not strong enough");
-                    signin_pages::too_weak(&settings)
-                }
-                Refused::NoAccount(why) => {
-                    warn!(why, "sign-in refused: no account in the ID token");
-                    signin_pages::no_account(&settings, &oidc.config.account_claim)
-                }
-            };
-            // Any session from before is ended too: a refused sign-in must
-            // not leave the previous user acting.
-            let clear_session = oidc.clear(SESSION_COOKIE);
-            let cookies = AppendHeaders([clear, clear_session]);
-            (StatusCode::FORBIDDEN, cookies, page).into_response()
-        }
-    }
-}
-
-/// The callback's checks, in order: this browser's pending sign-in and its
-/// `state`, the provider's answer, the code exchange with the PKCE
-/// verifier, the ID token (signature, issuer, audience, expiry, nonce),
-/// the strength of the authentication, the account claim.
-async fn complete(
-    oidc: &Oidc,
-    provider: &Provider,
-    headers: &HeaderMap,
-    query: CallbackQuery,
-) -> Result<(SignedIn, String), Refused> {
-    let pending: Pending = session::cookie(headers, PENDING_COOKIE)
-        .ok_or_else(|| Refused::NotOurs("no pending sign-in cookie".into()))
-        .and_then(|c| {
-            oidc.signer
-                .open(PENDING_KIND, c, SystemTime::now())
-                .map_err(|e| Refused::NotOurs(e.to_string()))
-        })?;
-    // Not a secret compared with an attacker's guesses: the state only has
-    // to match the value this browser's own signed cookie holds.
-    if query.state.as_deref() != Some(pending.state.as_str()) {
-        return Err(Refused::NotOurs(
-            "state differs from the pending sign-in's".into(),
-        ));
-    }
-    if query
-        .iss
-        .as_deref()
-        .is_some_and(|iss| iss != oidc.issuer.as_str())
-    {
-        return Err(Refused::NotOurs(format!(
-            "the answer names another issuer: {:?}",
-            query.iss
-        )));
-    }
-    if let Some(error) = query.error {
-        let description = query.error_description.unwrap_or_default();
-        return Err(Refused::Provider(
-            format!("{error} {description}").trim().to_owned(),
-        ));
-    }
-    let code = query
-        .code
-        .ok_or_else(|| Refused::Invalid("the callback carries no code".into()))?;
-    let token = provider
-        .exchange_code(AuthorizationCode::new(code))
-        .map_err(|e| Refused::Invalid(e.to_string()))?
-        .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier))
-        .request_async(&oidc.http)
-        .await
-        .map_err(|e| Refused::Invalid(format!("code exchange: {}", crate::reload::chain(&e))))?;
-    let id_token = token
-        .id_token()
-        .ok_or_else(|| Refused::Invalid("the token answer has no ID token".into()))?;
-    let claims = id_token
-        .claims(&provider.id_token_verifier(), &Nonce::new(pending.nonce))
-        .map_err(|e| Refused::Invalid(format!("ID token: {}", crate::reload::chain(&e))))?;
-    let subject = claims.subject().as_str();
-    let amr: Vec<&str> = claims
-        .auth_method_refs()
-        .map(|v| v.iter().map(|m| m.as_str()).collect())
-        .unwrap_or_default();
-    let acr = claims.auth_context_ref().map(|a| a.as_str());
-    check_strength(&oidc.config, &amr, acr).map_err(|why| {
-        Refused::TooWeak(format!("sub {subject}: {why} (amr {amr:?}, acr {acr:?})"))
-    })?;
-    // The signature was verified above: the payload's claims are the
-    // provider's, whichever one is configured (`upn` is not a standard
-    // claim, so it is read from the JSON rather than typed accessors).
-    let account = claim(&id_token.to_string(), &oidc.config.account_claim).ok_or_else(|| {
-        Refused::NoAccount(format!(
-            "sub {subject}: no usable {:?} claim",
-            oidc.config.account_claim
-        ))
-    })?;
-    Ok((SignedIn { account }, pending.next))
-}
-
-/// Whether `amr` holds every required method and `acr` is one accepted.
-pub fn check_strength(config: &OidcConfig, amr: &[&str], acr: Option<&str>) -> Result<(), String> {
-    let missing: Vec<&str> = config
-        .required_amr
-        .iter()
-        .map(String::as_str)
-        .filter(|m| !amr.contains(m))
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!("amr lacks {missing:?}"));
-    }
-    if !config.required_acr.is_empty()
-        && !acr.is_some_and(|a| config.required_acr.iter().any(|r| r == a))
-    {
-        return Err(format!("acr is not one of {:?}", config.required_acr));
-    }
-    Ok(())
-}
-
-/// A string claim of a compact JWT (already verified), usable as an
-/// account: not empty, not too long, no control characters.
-fn claim(jwt: &str, name: &str) -> Option<String> {
-    let payload = jwt.split('.').nth(1)?;
-    let json: serde_json::Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-    let value = json.get(name)?.as_str()?.trim();
-    let usable = !value.is_empty()
-        && value.len() <= crate::handlers::MAX_ACCOUNT_BYTES
-        && !value.chars().any(char::is_control);
-    usable.then(|| value.to_owned())
 }
 
 #[derive(Deserialize)]
@@ -519,7 +322,7 @@ impl CarriesToken for SignOutForm {
 async fn signout(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Checked { form: _, token: _ }: Checked<SignOutForm>,
+    _: Checked<SignOutForm>,
 ) -> Response {
     let oidc = oidc(&state);
     if let Some(who) = oidc.signed_in(&headers) {

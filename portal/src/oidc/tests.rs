@@ -1,3 +1,7 @@
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use super::callback::claim;
 use super::*;
 
 fn config(amr: &[&str], acr: &[&str]) -> OidcConfig {
