@@ -25,7 +25,7 @@ use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use envelope::body::outcome;
-use envelope::{Anchor, Password, ReplyBody, RequestBody};
+use envelope::{Password, ReplyBody, RequestBody};
 use proto::pb::Operation;
 use relay_client::connect::{CONNECT_TIMEOUT, HANDSHAKE_ALLOWANCE};
 use relay_client::outcome::outcome_name;
@@ -331,7 +331,7 @@ async fn policy(
         return limited;
     }
     let request_id = new_request_id();
-    let body = RequestBody::without_passwords(Anchor::UserPrincipalName(account.clone()));
+    let body = RequestBody::without_passwords(identity.anchor(&account));
     match send(&state, &request_id, Operation::GetPasswordPolicy, &body).await {
         Ok(reply) if reply.outcome == outcome::SUCCESS => {
             let policy = PolicyView::from_reply(&reply);
@@ -378,7 +378,7 @@ async fn apply(
     }
     // Moved, not copied, into the zeroizing Password the envelope is sealed from.
     let new = Password::new(std::mem::take(&mut *form.new_password));
-    let anchor = Anchor::UserPrincipalName(account.clone());
+    let anchor = identity.anchor(&account);
     let (operation, body) = match task {
         Task::Change => {
             let current = Password::new(std::mem::take(&mut *form.current_password));
@@ -468,7 +468,7 @@ async fn unlock(
         return limited;
     }
     let request_id = new_request_id();
-    let body = RequestBody::without_passwords(Anchor::UserPrincipalName(account.clone()));
+    let body = RequestBody::without_passwords(identity.anchor(&account));
     match send(&state, &request_id, Operation::UnlockAccount, &body).await {
         Ok(reply) if reply.outcome == outcome::SUCCESS => {
             let alert = Alert::Success(outcomes::success(task).to_owned());

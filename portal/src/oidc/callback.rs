@@ -179,7 +179,8 @@ async fn complete(
             oidc.config.account_claim
         ))
     })?;
-    Ok((SignedIn { account }, pending.next))
+    let anchor = oidc.config.anchor;
+    Ok((SignedIn { account, anchor }, pending.next))
 }
 
 /// Whether `amr` holds every required method and `acr` is one accepted.

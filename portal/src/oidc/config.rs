@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_ACCOUNT_CLAIM: &str = "preferred_username";
 pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(15 * 60);
@@ -32,6 +32,12 @@ pub struct OidcConfig {
     /// directory as its user principal name.
     #[serde(default = "default_account_claim")]
     pub account_claim: String,
+    /// What the claim's value is to the directory: the account's
+    /// userPrincipalName (the default), or its source anchor (the base64
+    /// objectGUID, or what the sync engine was configured with), which
+    /// stays the same when the account is renamed.
+    #[serde(default)]
+    pub anchor: AnchorKind,
     /// Authentication methods the ID token's `amr` must all list, such as
     /// `["mfa"]`.
     #[serde(default)]
@@ -51,6 +57,14 @@ pub struct OidcConfig {
     /// roots when absent.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnchorKind {
+    #[default]
+    UserPrincipalName,
+    SourceAnchor,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +261,14 @@ mod tests {
         assert_eq!(config.session_lifetime, Duration::from_secs(900));
         assert!(config.required_amr.is_empty() && config.required_acr.is_empty());
         assert!(config.secure_cookies());
+        assert_eq!(config.anchor, AnchorKind::UserPrincipalName);
+        let config = parse("account_claim = \"onprem_guid\"\nanchor = \"source_anchor\"").unwrap();
+        assert_eq!(config.anchor, AnchorKind::SourceAnchor);
+        assert!(
+            parse("anchor = \"dn\"")
+                .unwrap_err()
+                .contains("source_anchor")
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@ use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{SignedIn, safe_next, to_signin};
+use envelope::Anchor;
+
+use super::{AnchorKind, SignedIn, safe_next, to_signin};
 use crate::{AppState, signin_pages};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +17,20 @@ pub enum Identity {
     Anyone,
     /// `identity_check = "oidc"`: the account of the valid session cookie.
     SignedIn(SignedIn),
+}
+
+impl Identity {
+    /// How the directory finds `account`, the one [`crate::handlers`]
+    /// settled on.
+    pub fn anchor(&self, account: &str) -> Anchor {
+        match self {
+            Identity::SignedIn(SignedIn {
+                anchor: AnchorKind::SourceAnchor,
+                ..
+            }) => Anchor::SourceAnchor(account.to_owned()),
+            _ => Anchor::UserPrincipalName(account.to_owned()),
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Identity {

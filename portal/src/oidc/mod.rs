@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 pub use self::callback::check_strength;
-pub use self::config::{OidcConfig, OidcConfigError};
+pub use self::config::{AnchorKind, OidcConfig, OidcConfigError};
 use self::http::{HttpClient, HttpError};
 pub use self::identity::Identity;
 use crate::csrf::{CarriesToken, Checked};
@@ -84,6 +84,9 @@ pub enum OidcError {
 pub struct SignedIn {
     /// The value of the configured `account_claim`.
     pub account: String,
+    /// What `account` is to the directory.
+    #[serde(default)]
+    pub anchor: AnchorKind,
 }
 
 /// The sign-in under way, in its own short-lived signed cookie.

@@ -55,6 +55,32 @@ fn the_account_claim_must_be_a_plain_string() {
     assert_eq!(claim("not a jwt", "upn"), None);
 }
 
+#[test]
+fn the_anchor_kind_comes_from_the_sign_in() {
+    use envelope::Anchor;
+    let who = |anchor| {
+        Identity::SignedIn(SignedIn {
+            account: "Sm4tjzscXUqOf6CxwtPk9Q==".into(),
+            anchor,
+        })
+    };
+    assert_eq!(
+        who(AnchorKind::SourceAnchor).anchor("Sm4tjzscXUqOf6CxwtPk9Q=="),
+        Anchor::SourceAnchor("Sm4tjzscXUqOf6CxwtPk9Q==".into())
+    );
+    assert_eq!(
+        who(AnchorKind::UserPrincipalName).anchor("ada@contoso.example"),
+        Anchor::UserPrincipalName("ada@contoso.example".into())
+    );
+    assert_eq!(
+        Identity::Anyone.anchor("ada@contoso.example"),
+        Anchor::UserPrincipalName("ada@contoso.example".into())
+    );
+    // A session cookie from before the field existed is a UPN.
+    let old: SignedIn = serde_json::from_str(r#"{"account":"ada@contoso.example"}"#).unwrap();
+    assert_eq!(old.anchor, AnchorKind::UserPrincipalName);
+}
+
 mod routes {
     //! The router in oidc mode, without a provider (discovery never ran)
     //! nor a broker: what a session cookie does and does not open.
@@ -113,6 +139,7 @@ mod routes {
     fn session(key: [u8; 32], account: &str) -> String {
         let who = SignedIn {
             account: account.into(),
+            anchor: AnchorKind::UserPrincipalName,
         };
         let value = Signer::new(&key).seal(
             SESSION_KIND,
