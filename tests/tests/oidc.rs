@@ -1,8 +1,8 @@
 //! `identity_check = "oidc"` in headless Chromium against a real OpenID
 //! provider (oidc-provider, tests/web/provider.mjs): the account acted on
 //! is the signed-in one whatever the forms say, weak sign-ins and forged
-//! callbacks are refused, and replicas with one session key accept each
-//! other's sessions. Keyboard only; screenshots under
+//! callbacks are refused, replicas with one session key accept each
+//! other's sessions, and an immutable-id claim can name the account. Keyboard only; screenshots under
 //! target/browser-artifacts/.
 
 use fantoccini::Locator;
@@ -329,4 +329,34 @@ async fn replicas_with_one_session_key_accept_each_others_sessions() {
     for web in [one, two, three] {
         web.stop().await;
     }
+}
+
+#[tokio::test]
+async fn an_immutable_id_claim_can_name_the_account_as_its_source_anchor() {
+    use envelope::Password;
+    const GOOD: &str = "Anchored-Passw0rd-2026";
+
+    let extra = "account_claim = \"onprem_anchor\"\nanchor = \"source_anchor\"";
+    let (d, _provider, web) = setup(extra).await;
+    let base = web.base();
+    let browser = Browser::start().await;
+
+    browser.goto(&format!("{base}/reset")).await;
+    sign_in_at_provider(&browser, "grace").await;
+    wait_for(&browser, "reset-form").await;
+    assert_eq!(browser.text("#account").await, "Sm4tjzscXUqOf6CxwtPk9Q==");
+    from_the_top(&browser).await;
+    tab_to_and_type(&browser, "submit", keys::ENTER).await;
+    wait_for(&browser, "policy").await;
+    from_the_top(&browser).await;
+    tab_to_and_type(&browser, "new-password", GOOD).await;
+    tab_to_and_type(&browser, "confirm-password", GOOD).await;
+    browser.press(keys::ENTER).await;
+    let done = wait_for(&browser, "result").await;
+    assert!(done.to_lowercase().contains("changed"), "{done}");
+    let forest = d.forest("contoso");
+    assert!(forest.check_password(GRACE, &Password::new(GOOD)));
+    assert!(forest.check_password(ADA, &Password::new(ADA_NOW)));
+    browser.close().await;
+    web.stop().await;
 }

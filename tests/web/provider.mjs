@@ -10,6 +10,7 @@
 //   ada    preferred_username ada@contoso.example    login amr ["pwd","mfa"]
 //   grace  preferred_username grace@contoso.example  login amr ["pwd","mfa"]
 //   bob    preferred_username ada@contoso.example    login amr ["pwd"] only
+// and each an onprem_anchor claim: the account's base64 objectGUID.
 //
 // The login and consent steps are plain HTML forms (no script), so the
 // browser drives them by keyboard; consent is granted without a page.
@@ -24,10 +25,16 @@ if (redirectUris.length === 0) {
 }
 
 const USERS = {
-  ada: { username: 'ada@contoso.example', name: 'Ada Lovelace', amr: ['pwd', 'mfa'] },
-  grace: { username: 'grace@contoso.example', name: 'Grace Hopper', amr: ['pwd', 'mfa'] },
+  ada: {
+    username: 'ada@contoso.example', anchor: 'LkwaO199ik6bbB0uP0BRYg==', name: 'Ada Lovelace', amr: ['pwd', 'mfa'],
+  },
+  grace: {
+    username: 'grace@contoso.example', anchor: 'Sm4tjzscXUqOf6CxwtPk9Q==', name: 'Grace Hopper', amr: ['pwd', 'mfa'],
+  },
   // Same account as ada, but signs in with a password only.
-  bob: { username: 'ada@contoso.example', name: 'Ada (password only)', amr: ['pwd'] },
+  bob: {
+    username: 'ada@contoso.example', anchor: 'LkwaO199ik6bbB0uP0BRYg==', name: 'Ada (password only)', amr: ['pwd'],
+  },
 };
 
 const server = http.createServer();
@@ -54,7 +61,9 @@ const provider = new Provider(issuer, {
     amr: null,
     auth_time: null,
     openid: ['sub', 'acr', 'amr', 'auth_time'],
-    profile: ['preferred_username', 'name'],
+    // onprem_anchor: the account's base64 objectGUID (the portal's
+    // anchor = "source_anchor").
+    profile: ['preferred_username', 'name', 'onprem_anchor'],
     email: ['email'],
   },
   cookies: { keys: ['browser-test-only'] },
@@ -66,7 +75,9 @@ const provider = new Provider(issuer, {
     return {
       accountId: id,
       async claims() {
-        return { sub: id, preferred_username: user.username, name: user.name, email: user.username };
+        return {
+          sub: id, preferred_username: user.username, name: user.name, email: user.username, onprem_anchor: user.anchor,
+        };
       },
     };
   },
