@@ -20,8 +20,9 @@
 //! - [`visitors`]: per-visitor and per-account limits on what reaches the
 //!   broker.
 //! - [`reload`]: SIGHUP (title and request timeout live) and `check-config`.
-//! - [`oidc`]: OpenID Connect sign-in; [`session`]: its signed cookies;
-//!   [`signin_pages`]: its pages and the signed-in line.
+//! - [`oidc`]: OpenID Connect sign-in (`identity_check = "oidc"`).
+//! - [`session`]: the signed cookies its sessions live in.
+//! - [`signin_pages`]: its pages and the signed-in line.
 //!
 //! It is served by [`http_serve`], with deadlines for each request's
 //! headers and body and caps on connections per visitor and in all.

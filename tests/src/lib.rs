@@ -31,6 +31,8 @@
 //!   relay protocol spoken by hand
 //! - [`http`], [`http_request`], [`web`], [`browser`]: HTTP/1.0 for the
 //!   operator endpoints and pages; a browser stand-in; headless Chromium
+//! - [`oidc`]: a real OpenID provider (oidc-provider under Node.js) and
+//!   portals that sign in there
 
 pub mod agent_toml;
 pub mod agents;
