@@ -14,6 +14,8 @@ use relay_client::portal_client::PortalClient;
 use relay_client::sealed::SealedPortal;
 use serde::{Deserialize, Deserializer};
 
+use crate::oidc::{OidcConfig, OidcConfigError};
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_TITLE: &str = "Password reset";
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,6 +64,9 @@ pub struct PortalConfig {
     /// What one visitor may cost the portal and the tenant's broker quota.
     #[serde(default)]
     pub limits: Limits,
+    /// The OpenID provider, with `identity_check = "oidc"`.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
 }
 
 /// Bounds on what one visitor (one IP address) can make the portal do, and
@@ -129,8 +134,11 @@ pub enum IdentityCheck {
     /// A real portal verifies the user first (sign-in with multi-factor
     /// authentication, a code sent to a registered phone...) and takes the
     /// account from that verified identity, never from a form field: see
-    /// `handlers::account_to_act_on`, where it plugs in.
+    /// `handlers::account_to_act_on`, where it plugs in. For demos only.
     None,
+    /// OpenID Connect sign-in (the `[oidc]` table): the account is a claim
+    /// of the verified ID token ([`crate::oidc`]).
+    Oidc,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +195,12 @@ pub enum ConfigError {
         "the CSRF key file {path} does not hold 32 bytes in base64 (`head -c 32 /dev/urandom | base64`)"
     )]
     CsrfKey { path: PathBuf },
+    #[error("identity_check = \"oidc\" needs an [oidc] table")]
+    OidcMissing,
+    #[error("an [oidc] table is configured but identity_check is not \"oidc\"")]
+    OidcUnused,
+    #[error(transparent)]
+    Oidc(#[from] OidcConfigError),
     #[error("cannot set up the connection to the broker")]
     Broker(#[source] ConnectError),
     #[error("the CA file {path} is unreadable or holds no PEM certificate")]
@@ -215,6 +229,12 @@ impl PortalConfig {
             return Err(ConfigError::RequestTimeout);
         }
         config.limits.validate()?;
+        match (config.identity_check, &config.oidc) {
+            (IdentityCheck::Oidc, None) => return Err(ConfigError::OidcMissing),
+            (IdentityCheck::Oidc, Some(oidc)) => oidc.validate()?,
+            (IdentityCheck::None, Some(_)) => return Err(ConfigError::OidcUnused),
+            (IdentityCheck::None, None) => {}
+        }
         Ok(config)
     }
 
@@ -363,6 +383,48 @@ mod tests {
     fn the_example_config_parses() {
         let config = PortalConfig::from_toml(include_str!("../../examples/portal.toml")).unwrap();
         assert_eq!(config.identity_check, IdentityCheck::None);
+    }
+
+    #[test]
+    fn the_example_oidc_table_parses_when_uncommented() {
+        let example = include_str!("../../examples/portal.toml");
+        let (head, table) = example.split_once("# [oidc]\n").unwrap();
+        let table: String = table
+            .lines()
+            .filter(|l| !l.starts_with("# #"))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        let text = format!("{head}[oidc]\n{table}")
+            .replace("identity_check = \"none\"", "identity_check = \"oidc\"");
+        let config = PortalConfig::from_toml(&text).unwrap();
+        assert_eq!(config.identity_check, IdentityCheck::Oidc);
+        let oidc = config.oidc.unwrap();
+        assert_eq!(oidc.required_amr, ["mfa"]);
+        assert_eq!(oidc.account_claim, "preferred_username");
+    }
+
+    #[test]
+    fn oidc_needs_its_table_and_none_refuses_one() {
+        let err = PortalConfig::from_toml(&minimal("identity_check = \"oidc\"")).unwrap_err();
+        assert!(matches!(err, ConfigError::OidcMissing), "{err}");
+        let table = "[oidc]\nissuer = \"https://login.example\"\nclient_id = \"c\"\n\
+             redirect_url = \"https://reset.example/signin/callback\"\n\
+             session_key_file = \"k\"\n";
+        let err = PortalConfig::from_toml(&minimal(&format!("identity_check = \"none\"\n{table}")))
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::OidcUnused), "{err}");
+        let config =
+            PortalConfig::from_toml(&minimal(&format!("identity_check = \"oidc\"\n{table}")))
+                .unwrap();
+        assert!(config.oidc.is_some());
+        let bad = table.replace("/signin/callback", "/callback");
+        let err = PortalConfig::from_toml(&minimal(&format!("identity_check = \"oidc\"\n{bad}")))
+            .unwrap_err();
+        assert!(err.to_string().contains("redirect_url"), "{err}");
+        let bad = format!("{table}client_secret = \"inline\"\n");
+        let err = PortalConfig::from_toml(&minimal(&format!("identity_check = \"oidc\"\n{bad}")))
+            .unwrap_err();
+        assert!(err.to_string().contains("client_secret"), "{err}");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use axum::http::StatusCode;
 use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use envelope::{Anchor, Outcome, Password, ReplyBody, RequestBody};
+use envelope::{Outcome, Password, ReplyBody, RequestBody};
 use proto::pb::Operation;
 use relay_client::connect::{CONNECT_TIMEOUT, HANDSHAKE_ALLOWANCE};
 use relay_client::outcome::outcome_name;
@@ -40,11 +40,12 @@ use zeroize::Zeroizing;
 
 use crate::csrf::{Browser, CarriesToken, Checked};
 use crate::i18n::{Lang, Msg};
+use crate::oidc::Identity;
 use crate::outcomes::{self, Failure, Trouble};
 use crate::pages::{self, Alert, support_code};
 use crate::policy::PolicyView;
 use crate::visitors::{Scope, Visitor};
-use crate::{AppState, Task};
+use crate::{AppState, Settings, Task};
 
 mod step;
 use step::Step;
@@ -64,25 +65,35 @@ pub fn routes() -> Router<AppState> {
         .route("/style.css", get(style))
         .route(
             "/reset",
-            get(|s: State<AppState>, l: Lang, b| start(Task::Reset, s, l, b))
-                .post(|s: State<AppState>, v: Visitor, l: Lang, f| apply(Task::Reset, s, v, l, f)),
+            get(|s: State<AppState>, l: Lang, b, i: Identity| start(Task::Reset, s, l, b, i)).post(
+                |s: State<AppState>, v: Visitor, l: Lang, i: Identity, f| {
+                    apply(Task::Reset, s, v, l, i, f)
+                },
+            ),
         )
         .route(
             "/reset/policy",
-            post(|s: State<AppState>, v: Visitor, l: Lang, f| policy(Task::Reset, s, v, l, f)),
+            post(|s: State<AppState>, v: Visitor, l: Lang, i: Identity, f| {
+                policy(Task::Reset, s, v, l, i, f)
+            }),
         )
         .route(
             "/change",
-            get(|s: State<AppState>, l: Lang, b| start(Task::Change, s, l, b))
-                .post(|s: State<AppState>, v: Visitor, l: Lang, f| apply(Task::Change, s, v, l, f)),
+            get(|s: State<AppState>, l: Lang, b, i: Identity| start(Task::Change, s, l, b, i))
+                .post(|s: State<AppState>, v: Visitor, l: Lang, i: Identity, f| {
+                    apply(Task::Change, s, v, l, i, f)
+                }),
         )
         .route(
             "/change/policy",
-            post(|s: State<AppState>, v: Visitor, l: Lang, f| policy(Task::Change, s, v, l, f)),
+            post(|s: State<AppState>, v: Visitor, l: Lang, i: Identity, f| {
+                policy(Task::Change, s, v, l, i, f)
+            }),
         )
         .route(
             "/unlock",
-            get(|s: State<AppState>, l: Lang, b| start(Task::Unlock, s, l, b)).post(unlock),
+            get(|s: State<AppState>, l: Lang, b, i: Identity| start(Task::Unlock, s, l, b, i))
+                .post(unlock),
         )
         .route("/outcome", post(check_again))
         .fallback(not_found)
@@ -143,13 +154,19 @@ impl CarriesToken for OutcomeForm {
     }
 }
 
-/// The account the user may act on. This reference takes it from the form
-/// (`identity_check = "none"`). **A real portal plugs its identity
-/// verification in here**: it takes the account from the identity its
-/// sign-in established (multi-factor authentication, a code sent to a
-/// registered phone...), kept in its session, and refuses when the form
-/// names another; otherwise anyone could reset anyone's password.
-fn account_to_act_on(typed: &str) -> Result<String, Msg> {
+/// The account the user may act on. With `identity_check = "oidc"` it is
+/// the signed-in session's, from the verified ID token; whatever account a
+/// form posts is ignored (and logged when it differs), so editing the page
+/// cannot aim the request at someone else. With `"none"` (demos only) it
+/// comes from the form, and anyone could reset anyone's password.
+fn account_to_act_on(identity: &Identity, typed: &str) -> Result<String, Msg> {
+    if let Identity::SignedIn(who) = identity {
+        if !typed.trim().is_empty() && typed.trim() != who.account {
+            warn!(signed_in = %who.account, posted = %typed.trim(),
+                "a form named another account than the signed-in one; ignored");
+        }
+        return Ok(who.account.clone());
+    }
     let account = typed.trim();
     if account.is_empty() {
         return Err(Msg::EnterAccount);
@@ -163,9 +180,9 @@ fn account_to_act_on(typed: &str) -> Result<String, Msg> {
 /// Whether the portal verified who the user is before they named the
 /// account. With `identity_check = "none"` it never has, so refusals that
 /// would tell whether an account exists all read the same
-/// ([`outcomes::refusal`]); a verified sign-in session makes this true.
-fn identity_verified(_state: &AppState) -> bool {
-    false
+/// ([`outcomes::refusal`]); a signed-in session has.
+fn identity_verified(identity: &Identity) -> bool {
+    matches!(identity, Identity::SignedIn(_))
 }
 
 /// What the portal catches itself, before anything is sent.
@@ -311,9 +328,37 @@ async fn start(
     State(state): State<AppState>,
     lang: Lang,
     Extension(browser): Extension<Browser>,
+    identity: Identity,
 ) -> Html<String> {
     let token = state.csrf.token(&browser.id);
-    pages::account_step(&state.settings.current(), lang, task, &token, "", None)
+    step_one(
+        &state.settings.current(),
+        lang,
+        task,
+        &token,
+        &identity,
+        "",
+        None,
+    )
+}
+
+/// Step 1: the account field, or once signed in, the session's account
+/// shown read-only (no field to edit).
+fn step_one(
+    settings: &Settings,
+    lang: Lang,
+    task: Task,
+    token: &str,
+    identity: &Identity,
+    typed: &str,
+    alert: Option<&Alert>,
+) -> Html<String> {
+    match identity {
+        Identity::SignedIn(who) => {
+            crate::signin_pages::confirm_step(settings, lang, task, token, &who.account, alert)
+        }
+        Identity::Anyone => pages::account_step(settings, lang, task, token, typed, alert),
+    }
 }
 
 /// Step 1 posted: fetch the policy and show step 2.
@@ -322,10 +367,11 @@ async fn policy(
     State(state): State<AppState>,
     visitor: Visitor,
     lang: Lang,
+    identity: Identity,
     Checked { form, token }: Checked<AccountForm>,
 ) -> Response {
     let settings = &state.settings.current();
-    let account = match account_to_act_on(&form.account) {
+    let account = match account_to_act_on(&identity, &form.account) {
         Ok(a) => a,
         Err(why) => {
             let alert = Alert::Error(lang.text(&why));
@@ -337,7 +383,7 @@ async fn policy(
         return limited;
     }
     let request_id = new_request_id();
-    let body = RequestBody::without_passwords(Anchor::UserPrincipalName(account.clone()));
+    let body = RequestBody::without_passwords(identity.anchor(&account));
     let sent = send(&state, &request_id, Operation::GetPasswordPolicy, &body).await;
     // Reading the policy changes nothing: it counts as an attempt only.
     state.limiter.refund(&account, Instant::now());
@@ -348,7 +394,7 @@ async fn policy(
         token: &token,
         account: &account,
         request_id: &request_id,
-        verified: identity_verified(&state),
+        verified: identity_verified(&identity),
     };
     match sent {
         Ok(reply) => step.after_policy(&reply),
@@ -367,10 +413,11 @@ async fn apply(
     State(state): State<AppState>,
     visitor: Visitor,
     lang: Lang,
+    identity: Identity,
     Checked { mut form, token }: Checked<PasswordForm>,
 ) -> Response {
     let settings = &state.settings.current();
-    let account = match account_to_act_on(&form.account) {
+    let account = match account_to_act_on(&identity, &form.account) {
         Ok(a) => a,
         Err(why) => {
             let alert = Alert::Error(lang.text(&why));
@@ -399,7 +446,7 @@ async fn apply(
     }
     // Moved, not copied, into the zeroizing Password the envelope is sealed from.
     let new = Password::new(std::mem::take(&mut *form.new_password));
-    let anchor = Anchor::UserPrincipalName(account.clone());
+    let anchor = identity.anchor(&account);
     let (operation, body) = match task {
         Task::Change => {
             let current = Password::new(std::mem::take(&mut *form.current_password));
@@ -433,7 +480,7 @@ async fn apply(
         token: &token,
         account: &account,
         request_id: &request_id,
-        verified: identity_verified(&state),
+        verified: identity_verified(&identity),
     };
     match sent {
         Ok(reply) => step
@@ -451,14 +498,24 @@ async fn unlock(
     State(state): State<AppState>,
     visitor: Visitor,
     lang: Lang,
+    identity: Identity,
     Checked { form, token }: Checked<AccountForm>,
 ) -> Response {
     let task = Task::Unlock;
     let settings = &state.settings.current();
     let form_again = |account: &str, alert: Alert| {
-        pages::account_step(settings, lang, task, &token, account, Some(&alert)).into_response()
+        step_one(
+            settings,
+            lang,
+            task,
+            &token,
+            &identity,
+            account,
+            Some(&alert),
+        )
+        .into_response()
     };
-    let account = match account_to_act_on(&form.account) {
+    let account = match account_to_act_on(&identity, &form.account) {
         Ok(a) => a,
         Err(why) => return form_again(&form.account, Alert::Error(lang.text(&why))),
     };
@@ -466,7 +523,7 @@ async fn unlock(
         return limited;
     }
     let request_id = new_request_id();
-    let body = RequestBody::without_passwords(Anchor::UserPrincipalName(account.clone()));
+    let body = RequestBody::without_passwords(identity.anchor(&account));
     let operation = Operation::UnlockAccount;
     let sent = send(&state, &request_id, operation, &body).await;
     let step = Step {
@@ -476,7 +533,7 @@ async fn unlock(
         token: &token,
         account: &account,
         request_id: &request_id,
-        verified: identity_verified(&state),
+        verified: identity_verified(&identity),
     };
     match sent {
         Ok(reply) => step
@@ -497,8 +554,17 @@ async fn check_again(
     State(state): State<AppState>,
     visitor: Visitor,
     lang: Lang,
+    identity: Identity,
     Checked { form, token }: Checked<OutcomeForm>,
 ) -> Response {
+    // Signed in, the messages name the session's account, not the form's.
+    let form = match &identity {
+        Identity::SignedIn(who) => OutcomeForm {
+            account: who.account.clone(),
+            ..form
+        },
+        Identity::Anyone => form,
+    };
     let settings = &state.settings.current();
     let task = form.task;
     if !is_request_id(&form.request_id) {
@@ -527,7 +593,7 @@ async fn check_again(
         token: &token,
         account: &form.account,
         request_id,
-        verified: identity_verified(&state),
+        verified: identity_verified(&identity),
     };
     let result = |alert: Alert| pages::result(settings, lang, task, &alert).into_response();
     match checked {

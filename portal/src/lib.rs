@@ -5,8 +5,10 @@
 //! exact rule that failed; when the outcome is unknown it says so and lets
 //! the user check again.
 //!
-//! It does **not** verify who the user is (`identity_check = "none"`); a
-//! real portal does that first. See [`config::IdentityCheck`].
+//! With `identity_check = "oidc"` the user signs in at an OpenID provider
+//! and acts on the account its verified ID token names ([`oidc`]); with
+//! `"none"` (demos only) it does **not** verify who the user is. See
+//! [`config::IdentityCheck`].
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration and the keys it names.
@@ -19,6 +21,9 @@
 //! - [`visitors`]: per-visitor and per-account limits on what reaches the
 //!   broker.
 //! - [`reload`]: SIGHUP (title and request timeout live) and `check-config`.
+//! - [`oidc`]: OpenID Connect sign-in (`identity_check = "oidc"`).
+//! - [`session`]: the signed cookies its sessions live in.
+//! - [`signin_pages`]: its pages and the signed-in line.
 //!
 //! It is served by [`http_serve`], with deadlines for each request's
 //! headers and body and caps on connections per visitor and in all.
@@ -30,10 +35,13 @@ pub mod config;
 pub mod csrf;
 pub mod handlers;
 pub mod i18n;
+pub mod oidc;
 pub mod outcomes;
 pub mod pages;
 pub mod policy;
 pub mod reload;
+pub mod session;
+pub mod signin_pages;
 pub mod visitors;
 
 use std::net::SocketAddr;
@@ -53,7 +61,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{ConfigError, Limits, PortalConfig};
+use crate::config::{ConfigError, IdentityCheck, Limits, PortalConfig};
 use crate::csrf::Csrf;
 use crate::visitors::Limiter;
 
@@ -61,6 +69,9 @@ use crate::visitors::Limiter;
 pub const MAX_FORM_BYTES: usize = 8 * 1024;
 
 /// No scripts, no frames, no foreign resources; forms post back here only.
+/// OpenID sign-in fits: the way to the provider is a link or a 303 answer
+/// to a GET, never a form post or a redirect after one (browsers apply
+/// form-action to those too), and the provider comes back with a GET.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; \
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
@@ -96,6 +107,8 @@ pub struct AppState {
     pub limiter: Arc<Limiter>,
     /// Cancelled when the portal starts draining: `/readyz` answers 503.
     pub draining: CancellationToken,
+    /// OpenID Connect sign-in; `None` with `identity_check = "none"`.
+    pub oidc: Option<Arc<oidc::Oidc>>,
 }
 
 impl AppState {
@@ -108,6 +121,15 @@ impl AppState {
             limits: Arc::new(Limits::default()),
             limiter: Arc::new(Limiter::new(&Limits::default())),
             draining: CancellationToken::new(),
+            oidc: None,
+        }
+    }
+
+    /// With OpenID Connect sign-in (`identity_check = "oidc"`).
+    pub fn with_oidc(self, oidc: Arc<oidc::Oidc>) -> AppState {
+        AppState {
+            oidc: Some(oidc),
+            ..self
         }
     }
 
@@ -166,8 +188,17 @@ impl Task {
 /// The portal's routes, with CSRF cookies, the form size limit and the
 /// security headers on every response.
 pub fn app(state: AppState) -> Router {
-    handlers::routes()
+    let mut routes = handlers::routes();
+    if state.oidc.is_some() {
+        routes = routes.merge(oidc::routes());
+    }
+    routes
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        // Inside the CSRF layer: the sign-out button needs the browser's token.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            signin_pages::decorate,
+        ))
         .layer(middleware::from_fn_with_state(
             state.csrf.clone(),
             csrf::browser_cookie,
@@ -224,6 +255,8 @@ pub enum StartError {
     },
     #[error("cannot read the listener's address")]
     LocalAddr(#[source] std::io::Error),
+    #[error(transparent)]
+    Oidc(#[from] oidc::OidcError),
 }
 
 /// A running portal.
@@ -262,13 +295,29 @@ pub async fn serve(
              expires the forms open now)"
         ),
     }
+    let oidc = match (&config.identity_check, &config.oidc) {
+        (IdentityCheck::Oidc, Some(table)) => Some(Arc::new(oidc::Oidc::new(table.clone())?)),
+        _ => {
+            warn!(
+                "identity_check = \"none\": anyone who reaches this portal can reset any \
+                 account's password. For demos only; configure identity_check = \"oidc\""
+            );
+            None
+        }
+    };
+    if let Some(oidc) = &oidc {
+        state = state.with_oidc(Arc::clone(oidc));
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
         })?;
-    let server = serve_on(listener, state.clone(), shutdown)?;
+    let server = serve_on(listener, state.clone(), shutdown.clone())?;
+    if let Some(oidc) = oidc {
+        tokio::spawn(oidc.keep_discovered(shutdown));
+    }
     tokio::spawn(check_broker(client, state));
     Ok(server)
 }

@@ -83,7 +83,8 @@ pub fn support_code(request_id: &str) -> String {
     format!("{a}-{b}")
 }
 
-fn layout(settings: &Settings, lang: Lang, heading: &str, content: &str) -> Html<String> {
+/// The page around `content`; also used by [`crate::signin_pages`].
+pub fn layout(settings: &Settings, lang: Lang, heading: &str, content: &str) -> Html<String> {
     let title = escape(&settings.title);
     Html(format!(
         "<!doctype html>\n<html lang=\"{tag}\">\n<head>\n<meta charset=\"utf-8\">\n\
@@ -135,7 +136,7 @@ fn password(
     )
 }
 
-fn alert(lang: Lang, alert: Option<&Alert>) -> String {
+pub(crate) fn alert(lang: Lang, alert: Option<&Alert>) -> String {
     alert.map_or(String::new(), |a| a.render(lang))
 }
 

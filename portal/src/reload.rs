@@ -125,6 +125,7 @@ pub fn split(old: &PortalConfig, new: &PortalConfig) -> (Vec<&'static str>, Vec<
         request_timeout,
         identity_check,
         limits,
+        oidc,
     );
     differ.into_iter().partition(|name| LIVE.contains(name))
 }
@@ -136,6 +137,9 @@ pub fn check(config: &PortalConfig) -> Result<(), ConfigError> {
     read_portal_key(&config.portal_key_file)?;
     if let Some(path) = &config.csrf_key_file {
         read_csrf_key(path)?;
+    }
+    if let Some(oidc) = &config.oidc {
+        oidc.read_files()?;
     }
     if let Some(ca) = &config.ca_file {
         let text = std::fs::read(ca).map_err(|source| ConfigError::CaFile {
@@ -177,5 +181,11 @@ mod tests {
         let new =
             PortalConfig::from_toml(&format!("{text}csrf_key_file = \"csrf.key\"\n")).unwrap();
         assert_eq!(split(&old, &new), (vec![], vec!["csrf_key_file"]));
+        let oidc = text.replace("\"none\"", "\"oidc\"")
+            + "[oidc]\nissuer = \"https://login.example\"\nclient_id = \"c\"\n\
+               redirect_url = \"https://reset.example/signin/callback\"\n\
+               session_key_file = \"session.key\"\n";
+        let new = PortalConfig::from_toml(&oidc).unwrap();
+        assert_eq!(split(&old, &new), (vec![], vec!["identity_check", "oidc"]));
     }
 }

@@ -101,6 +101,8 @@ async fn the_binary_serves_until_sigterm() {
         log.contains("WARN") && log.contains("no csrf_key_file"),
         "{log}"
     );
+    // And that identity_check = "none" is for demos only.
+    assert!(log.contains("For demos only"), "{log}");
 }
 
 #[tokio::test]

@@ -33,6 +33,8 @@
 //! - [`http`], [`http_request`], [`web`], [`browser`] (and [`browser_lang`],
 //!   in a chosen language): HTTP/1.0 for the
 //!   operator endpoints and pages; a browser stand-in; headless Chromium
+//! - [`oidc`]: a real OpenID provider (oidc-provider under Node.js) and
+//!   portals that sign in there
 
 pub mod agent_toml;
 pub mod agents;
@@ -49,6 +51,7 @@ pub mod load;
 pub mod malicious;
 pub mod nats;
 pub mod netns;
+pub mod oidc;
 pub mod pressure;
 pub mod raw;
 pub mod scenarios;

@@ -10,8 +10,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-/// A reference password reset portal for the relay (a demo: it does not
-/// verify who the user is).
+/// A reference password reset portal for the relay. Users sign in at an
+/// OpenID provider (`identity_check = "oidc"`), or, in a demo, are not
+/// verified at all (`"none"`).
 ///
 /// Once listening it prints one line to stdout:
 /// `reset-portal ready http=ADDR`. Logs go to stderr (`RUST_LOG`).
@@ -31,7 +32,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Checks a configuration file and the files it names (the Send key,
-    /// the portal key, the CSRF key, the CA file) without starting: prints
+    /// the portal key, the CSRF key, the CA file; with [oidc], the session
+    /// key, client secret and provider CA) without starting: prints
     /// `configuration OK: FILE`, or the problem and exits 1.
     CheckConfig {
         #[arg(long)]

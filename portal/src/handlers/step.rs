@@ -30,6 +30,19 @@ impl Step<'_> {
     /// Step 1 again, with why the request did not go through.
     pub fn account_again(&self, message: &Msg) -> Response {
         let alert = failed(self.lang, self.request_id, message);
+        // Verified means signed in: the account is the session's, shown
+        // read-only, never a field to edit.
+        if self.verified {
+            return crate::signin_pages::confirm_step(
+                self.settings,
+                self.lang,
+                self.task,
+                self.token,
+                self.account,
+                Some(&alert),
+            )
+            .into_response();
+        }
         pages::account_step(
             self.settings,
             self.lang,

@@ -173,6 +173,58 @@ pub fn text(msg: &Msg) -> String {
              Cookies sind blockiert. Es wurde nichts gesendet. Beginnen Sie erneut auf der \
              ersten Seite."
             .into(),
+        Msg::ConfirmIntro(Task::Reset) => "Im nächsten Schritt sehen Sie die Passwortregeln \
+             Ihrer Organisation, bevor Sie ein neues Passwort wählen."
+            .into(),
+        Msg::ConfirmIntro(Task::Change) => "Im nächsten Schritt sehen Sie die Passwortregeln \
+             Ihrer Organisation; Sie brauchen dazu Ihr aktuelles Passwort."
+            .into(),
+        Msg::ConfirmIntro(Task::Unlock) => "Wurde Ihr Konto nach zu vielen Anmeldeversuchen \
+             gesperrt, entsperren Sie es hier. Ihr Passwort bleibt unverändert."
+            .into(),
+        Msg::SigninUnavailableHeading => "Anmeldung nicht möglich".into(),
+        Msg::SigninUnavailable => "Das Portal erreicht den Identitätsanbieter nicht, daher können \
+             Sie sich gerade nicht anmelden. Es wurde nichts geändert. Versuchen Sie es in einigen \
+             Minuten erneut; wenn es so bleibt, wenden Sie sich an Ihren Helpdesk."
+            .into(),
+        Msg::SigninExpiredHeading => "Erneut anmelden".into(),
+        Msg::SigninExpired => "Ihre Anmeldung ist abgelaufen, daher wurde nichts gesendet. \
+             Melden Sie sich erneut an, um fortzufahren."
+            .into(),
+        Msg::SignIn => "Anmelden".into(),
+        Msg::SigninNotAcceptedHeading => "Anmeldung nicht angenommen".into(),
+        Msg::SigninNotOurs => "Diese Antwort gehört zu keiner Anmeldung, die in diesem Browser \
+             begonnen wurde, oder sie kam zu spät. Sie sind nicht angemeldet. Beginnen Sie erneut \
+             auf der ersten Seite."
+            .into(),
+        Msg::SigninNotCompletedHeading => "Anmeldung nicht abgeschlossen".into(),
+        Msg::SigninProviderRefused(why) => format!(
+            "Der Identitätsanbieter hat Sie nicht angemeldet ({why}). Sie sind nicht angemeldet."
+        ),
+        Msg::SigninInvalid => "Die Antwort des Identitätsanbieters ließ sich nicht prüfen. Sie \
+             sind nicht angemeldet. Beginnen Sie erneut; wenn es so bleibt, wenden Sie sich an \
+             Ihren Helpdesk."
+            .into(),
+        Msg::SigninTooWeakHeading => "Stärkere Anmeldung nötig".into(),
+        Msg::SigninTooWeak => "Ihre Anmeldung hat nicht die Prüfung verwendet, die dieses Portal \
+             verlangt (etwa eine Mehrfaktor-Authentifizierung). Sie sind nicht angemeldet, und es \
+             wurde nichts geändert. Melden Sie sich mit Ihrem zweiten Faktor erneut an oder lassen \
+             Sie ihn von Ihrem Helpdesk einrichten."
+            .into(),
+        Msg::SigninNoAccountHeading => "Kein Konto gefunden".into(),
+        Msg::SigninNoAccount(claim) => format!(
+            "Der Identitätsanbieter hat nicht angegeben, welches Konto Ihres ist (kein \
+             verwendbarer Claim \u{201e}{claim}\u{201c}). Sie sind nicht angemeldet. Wenden Sie \
+             sich an Ihren Helpdesk."
+        ),
+        Msg::SignedOutHeading => "Abgemeldet".into(),
+        Msg::SignedOut => "Sie sind von diesem Portal abgemeldet.".into(),
+        Msg::ProviderSignoutIntro => {
+            "An einem gemeinsam genutzten Computer melden Sie sich bitte auch ab".into()
+        }
+        Msg::ProviderSignoutLink => "beim Anmeldedienst Ihrer Organisation".into(),
+        Msg::SignedInAs => "Angemeldet als".into(),
+        Msg::SignOut => "Abmelden".into(),
         Msg::EnterAccount => {
             "Geben Sie Ihr Konto ein: Ihren Anmeldenamen, etwa name@example.com.".into()
         }

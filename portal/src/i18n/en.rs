@@ -160,6 +160,52 @@ pub fn text(msg: &Msg) -> String {
              browser, the portal restarted, or cookies are blocked. Nothing was sent. \
              Start again from the first page."
             .into(),
+        Msg::ConfirmIntro(Task::Reset) => "The next step shows your organisation's password \
+             rules before you choose a new password."
+            .into(),
+        Msg::ConfirmIntro(Task::Change) => "The next step shows your organisation's password \
+             rules; you will need your current password."
+            .into(),
+        Msg::ConfirmIntro(Task::Unlock) => "If your account was locked after too many sign-in \
+             attempts, unlock it here. Your password does not change."
+            .into(),
+        Msg::SigninUnavailableHeading => "Sign-in is unavailable".into(),
+        Msg::SigninUnavailable => "The portal cannot reach the identity provider, so you cannot \
+             sign in right now. Nothing was changed. Try again in a few minutes; if it persists, \
+             contact your help desk."
+            .into(),
+        Msg::SigninExpiredHeading => "Sign in again".into(),
+        Msg::SigninExpired => "Your sign-in has expired, so nothing was sent. Sign in again to \
+             continue."
+            .into(),
+        Msg::SignIn => "Sign in".into(),
+        Msg::SigninNotAcceptedHeading => "Sign-in not accepted".into(),
+        Msg::SigninNotOurs => "This sign-in answer does not belong to a sign-in started in this \
+             browser, or it took too long. You are not signed in. Start again from the first page."
+            .into(),
+        Msg::SigninNotCompletedHeading => "Sign-in not completed".into(),
+        Msg::SigninProviderRefused(why) => {
+            format!("The identity provider did not sign you in ({why}). You are not signed in.")
+        }
+        Msg::SigninInvalid => "The identity provider's answer could not be verified. You are not \
+             signed in. Start again; if it persists, contact your help desk."
+            .into(),
+        Msg::SigninTooWeakHeading => "Stronger sign-in needed".into(),
+        Msg::SigninTooWeak => "Your sign-in did not use the verification this portal requires \
+             (for example multi-factor authentication). You are not signed in and nothing was \
+             changed. Sign in again with your second factor, or ask your help desk to set one up."
+            .into(),
+        Msg::SigninNoAccountHeading => "No account to act on".into(),
+        Msg::SigninNoAccount(claim) => format!(
+            "The identity provider did not say which account is yours (no usable \"{claim}\" \
+             claim). You are not signed in. Contact your help desk."
+        ),
+        Msg::SignedOutHeading => "Signed out".into(),
+        Msg::SignedOut => "You are signed out of this portal.".into(),
+        Msg::ProviderSignoutIntro => "On a shared computer, also sign out of".into(),
+        Msg::ProviderSignoutLink => "your organisation's sign-in service".into(),
+        Msg::SignedInAs => "Signed in as".into(),
+        Msg::SignOut => "Sign out".into(),
         Msg::EnterAccount => {
             "Enter your account: your sign-in name, such as name@example.com.".into()
         }
