@@ -283,3 +283,97 @@ fn connect(target: &SyslogTarget) -> std::io::Result<Connection> {
     }
     Err(last)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventlog::{EventLog, Level, ids};
+    use std::io::{BufRead, BufReader, Read};
+    use std::net::TcpListener;
+
+    fn event(n: u32) -> Event {
+        let mut e = Event::new(ids::RESET_SUCCEEDED, Level::Information, "password reset");
+        e.request_id = Some(format!("r-{n}"));
+        e
+    }
+
+    fn sinks(journald: Option<PathBuf>, syslog: Option<SyslogTarget>) -> Sinks {
+        Sinks {
+            journald,
+            syslog,
+            facility: Facility::Authpriv,
+            identifier: "writeback-agent".into(),
+        }
+    }
+
+    #[test]
+    fn events_reach_journald_and_syslog_over_tcp() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal_path = dir.path().join("journal.socket");
+        let journal = UnixDatagram::bind(&journal_path).unwrap();
+        journal
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let collector = TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = SyslogTarget::Tcp(collector.local_addr().unwrap().to_string());
+        let log = EventLog::open(dir.path(), 1 << 20, 1)
+            .unwrap()
+            .with_sinks(sinks(Some(journal_path), Some(target)));
+        log.write(&event(1));
+        log.write(&event(2));
+
+        let mut buf = vec![0; 4096];
+        let n = journal.recv(&mut buf).unwrap();
+        let entry = String::from_utf8_lossy(&buf[..n]);
+        assert!(entry.contains("\nEVENT_ID=31002\n"), "{entry}");
+        assert!(entry.contains("\nREQUEST_ID=r-1\n"), "{entry}");
+
+        let (stream, _) = collector.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        for n in 1..=2 {
+            // RFC 6587 octet counting: "LEN SP MSG", back to back.
+            let mut len = Vec::new();
+            reader.read_until(b' ', &mut len).unwrap();
+            let len: usize = String::from_utf8(len).unwrap().trim().parse().unwrap();
+            let mut message = vec![0; len];
+            reader.read_exact(&mut message).unwrap();
+            let message = String::from_utf8(message).unwrap();
+            assert!(message.starts_with("<86>1 "), "{message}");
+            assert!(
+                message.contains(&format!("request_id=\"r-{n}\"")),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn dead_sinks_neither_block_nor_lose_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // Nothing listens at either.
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let log = EventLog::open(dir.path(), 1 << 20, 1)
+            .unwrap()
+            .with_sinks(sinks(
+                Some(dir.path().join("no-journal")),
+                Some(SyslogTarget::Tcp(closed.to_string())),
+            ));
+        let started = Instant::now();
+        for n in 0..2000 {
+            log.write(&event(n));
+        }
+        drop(log);
+        assert!(
+            started.elapsed() < DRAIN + Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let text = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+        assert_eq!(text.lines().count(), 2000);
+    }
+}
