@@ -174,5 +174,12 @@ async fn events_reach_a_unix_syslog_socket_and_a_dead_journal_harms_nothing() {
     assert!(message.starts_with("<155>1 "), "{message}");
     assert!(message.contains(" pwd-writeback "), "{message}");
     the_file_has_it_with_an_rfc3339_time(&d);
+    // Started, then refused: two events for the dead journal, one warning.
+    let log = std::fs::read_to_string(d.dir.path().join("agent.log")).expect("agent log");
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("no-journal"))
+        .count();
+    assert_eq!(warnings, 1, "{log}");
     d.stop().await;
 }
