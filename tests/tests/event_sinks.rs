@@ -3,6 +3,8 @@
 //! the Reset Password right and event 33004 arrives as a journald entry
 //! with its fields, and as an RFC 5424 message over UDP and over a unix
 //! datagram socket, the JSON file still holding it (with an RFC 3339 time).
+//! The `init` that onboards the agent, a local admin command, sends its
+//! event 31100 the same way.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,22 +25,36 @@ async fn refused_reset(d: &Deployment) {
     assert_eq!(r.outcome, outcome::PERMISSION_DENIED);
 }
 
-/// Datagrams until one contains `needle`.
-async fn receive_until<F, Fut>(mut recv: F, needle: &str) -> Vec<u8>
+/// The first datagram that contains `needle`.
+async fn receive_until<F, Fut>(recv: F, needle: &str) -> Vec<u8>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Vec<u8>>,
 {
+    let mut all = receive_all_until(recv, needle).await;
+    all.pop().expect("at least the one")
+}
+
+/// Every datagram up to and including the first that contains `needle`.
+async fn receive_all_until<F, Fut>(mut recv: F, needle: &str) -> Vec<Vec<u8>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Vec<u8>>,
+{
+    let mut all = Vec::new();
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let data = recv().await;
-            if String::from_utf8_lossy(&data).contains(needle) {
-                return data;
+            let found = String::from_utf8_lossy(&data).contains(needle);
+            all.push(data);
+            if found {
+                return;
             }
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("no datagram with {needle}"))
+    .unwrap_or_else(|_| panic!("no datagram with {needle}"));
+    all
 }
 
 /// journald's native format, simple and length-prefixed fields alike.
@@ -159,7 +175,7 @@ async fn events_reach_a_unix_syslog_socket_and_a_dead_journal_harms_nothing() {
     );
     let d = Deployment::start(&["contoso"], &extra).await;
     refused_reset(&d).await;
-    let message = receive_until(
+    let messages = receive_all_until(
         || async {
             let mut buf = vec![0; 65536];
             let n = syslog.recv(&mut buf).await.expect("recv");
@@ -169,10 +185,23 @@ async fn events_reach_a_unix_syslog_socket_and_a_dead_journal_harms_nothing() {
         "id=\"33004\"",
     )
     .await;
-    let message = String::from_utf8(message).expect("UTF-8");
+    let messages: Vec<String> = messages
+        .into_iter()
+        .map(|m| String::from_utf8(m).expect("UTF-8"))
+        .collect();
+    let refusal = messages.last().expect("33004");
     // local3 (19) * 8 + error (3).
-    assert!(message.starts_with("<155>1 "), "{message}");
-    assert!(message.contains(" pwd-writeback "), "{message}");
+    assert!(refusal.starts_with("<155>1 "), "{refusal}");
+    assert!(refusal.contains(" pwd-writeback "), "{refusal}");
+    // The deployment's `writeback-agent init`, a short-lived local admin
+    // command, sent its event before exiting: local3 + information (6).
+    let init = messages
+        .iter()
+        .find(|m| m.contains("id=\"31100\""))
+        .unwrap_or_else(|| panic!("no init event in {messages:?}"));
+    assert!(init.starts_with("<158>1 "), "{init}");
+    assert!(init.contains(" operation=\"init\""), "{init}");
+    assert!(init.contains(" actor_uid=\""), "{init}");
     the_file_has_it_with_an_rfc3339_time(&d);
     // Started, then refused: two events for the dead journal, one warning.
     let log = std::fs::read_to_string(d.dir.path().join("agent.log")).expect("agent log");
