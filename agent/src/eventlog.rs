@@ -369,6 +369,48 @@ mod tests {
     }
 
     #[test]
+    fn the_sinks_get_every_field_the_file_gets() {
+        let some = |s: &str| Some(s.to_owned());
+        // A struct literal, no `..`: a new field fails to compile here
+        // until it is added, and then this test until fields() has it.
+        let event = Event {
+            event_id: ids::INSUFFICIENT_PERMISSIONS,
+            level: Level::Error,
+            message: "m".into(),
+            tenant: some("t"),
+            request_id: some("r"),
+            operation: some("o"),
+            forest: some("f"),
+            account_dn: some("a"),
+            outcome: some("PERMISSION_DENIED"),
+            container: some("c"),
+            blocked_at: some("b"),
+            denied_at: some("d"),
+            actor: Some(LocalActor {
+                uid: Some(0),
+                user: some("root"),
+                sudo_user: some("ada"),
+                host: "h".into(),
+            }),
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        let mut expected: Vec<String> = json
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(key, value)| match value.as_object() {
+                Some(nested) => nested.keys().map(|k| format!("{key}_{k}")).collect(),
+                None => vec![key.clone()],
+            })
+            .filter(|key| !matches!(key.as_str(), "event_id" | "level" | "message"))
+            .collect();
+        let mut named: Vec<String> = event.fields().iter().map(|(n, _)| n.to_string()).collect();
+        expected.sort();
+        named.sort();
+        assert_eq!(named, expected);
+    }
+
+    #[test]
     fn events_are_json_lines_and_rotate_by_size() {
         let dir = tempfile::tempdir().unwrap();
         let log = EventLog::open(dir.path(), 2048, 2).unwrap();
