@@ -6,7 +6,7 @@
 //! before anything is queued, stays the record.
 
 use std::io::Write;
-use std::net::{TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -111,12 +111,20 @@ fn run(sinks: Sinks, records: Receiver<Record>) {
         app_name: &sinks.identifier,
         pid: std::process::id(),
     };
-    let mut journal = sinks
-        .journald
-        .map(|path| Sink::new(Transport::Journald(path)));
-    let mut syslog = sinks
-        .syslog
-        .map(|target| Sink::new(Transport::Syslog(target, None)));
+    let mut journal = sinks.journald.map(|path| Sink {
+        name: format!("journald {}", path.display()),
+        transport: Transport::Datagram(path),
+        down: None,
+    });
+    let mut syslog = sinks.syslog.map(|target| Sink {
+        name: format!("syslog {target}"),
+        transport: match target {
+            SyslogTarget::Unix(path) => Transport::Datagram(path),
+            SyslogTarget::Udp(addr) => Transport::Udp(addr, None),
+            SyslogTarget::Tcp(addr) => Transport::Tcp(addr, None),
+        },
+        down: None,
+    });
     while let Ok(record) = records.recv() {
         if let Some(sink) = &mut journal {
             let entry = journald::encode(&record.event, &sinks.identifier, sinks.facility.code());
@@ -129,21 +137,20 @@ fn run(sinks: Sinks, records: Receiver<Record>) {
     }
 }
 
+/// How a sink's messages travel; UDP and TCP keep their socket while it
+/// works and resolve the name afresh after a failure (the collector may
+/// have moved).
 enum Transport {
-    Journald(PathBuf),
-    /// The target and, for UDP and TCP, the socket while it works.
-    Syslog(SyslogTarget, Option<Connection>),
-}
-
-enum Connection {
-    Udp(UdpSocket),
-    Tcp(TcpStream),
+    /// journald's socket or a syslog daemon's: one datagram per message.
+    Datagram(PathBuf),
+    Udp(String, Option<UdpSocket>),
+    Tcp(String, Option<TcpStream>),
 }
 
 struct Sink {
+    name: String,
     transport: Transport,
-    /// Set while failing: when to try again, events dropped meanwhile,
-    /// when the last warning went out.
+    /// Set while failing.
     down: Option<Down>,
 }
 
@@ -154,20 +161,6 @@ struct Down {
 }
 
 impl Sink {
-    fn new(transport: Transport) -> Sink {
-        Sink {
-            transport,
-            down: None,
-        }
-    }
-
-    fn name(&self) -> String {
-        match &self.transport {
-            Transport::Journald(path) => format!("journald {}", path.display()),
-            Transport::Syslog(target, _) => format!("syslog {target}"),
-        }
-    }
-
     fn deliver(&mut self, data: &[u8]) {
         if let Some(down) = &mut self.down
             && Instant::now() < down.retry_at
@@ -179,7 +172,7 @@ impl Sink {
             Ok(()) => {
                 if let Some(down) = self.down.take() {
                     tracing::info!(
-                        sink = %self.name(),
+                        sink = %self.name,
                         dropped = down.dropped,
                         "event sink works again; the dropped events are in the event log file"
                     );
@@ -191,29 +184,30 @@ impl Sink {
 
     fn failed(&mut self, error: std::io::Error) {
         let now = Instant::now();
-        let name = self.name();
-        match &mut self.down {
-            None => {
-                tracing::warn!(
-                    sink = %name,
-                    error = %error,
-                    "cannot send events; retrying every {}s, the event log file keeps them",
-                    RETRY_AFTER.as_secs()
-                );
-                self.down = Some(Down {
-                    retry_at: now + RETRY_AFTER,
-                    dropped: 1,
-                    warned_at: now,
-                });
-            }
-            Some(down) => {
-                down.dropped += 1;
-                down.retry_at = now + RETRY_AFTER;
-                if now.duration_since(down.warned_at) >= WARN_EVERY {
-                    down.warned_at = now;
-                    tracing::warn!(sink = %name, error = %error, dropped = down.dropped, "still cannot send events");
-                }
-            }
+        let Some(down) = &mut self.down else {
+            tracing::warn!(
+                sink = %self.name,
+                error = %error,
+                "cannot send events; retrying every {}s, the event log file keeps them",
+                RETRY_AFTER.as_secs()
+            );
+            self.down = Some(Down {
+                retry_at: now + RETRY_AFTER,
+                dropped: 1,
+                warned_at: now,
+            });
+            return;
+        };
+        down.dropped += 1;
+        down.retry_at = now + RETRY_AFTER;
+        if now.duration_since(down.warned_at) >= WARN_EVERY {
+            down.warned_at = now;
+            tracing::warn!(
+                sink = %self.name,
+                error = %error,
+                dropped = down.dropped,
+                "still cannot send events"
+            );
         }
     }
 }
@@ -221,74 +215,100 @@ impl Sink {
 impl Transport {
     fn send(&mut self, data: &[u8]) -> std::io::Result<()> {
         match self {
-            Transport::Journald(path) => unix_datagram(path, data),
-            Transport::Syslog(SyslogTarget::Unix(path), _) => unix_datagram(path, data),
-            Transport::Syslog(target, connection) => {
-                if connection.is_none() {
-                    *connection = Some(connect(target)?);
-                }
-                let sent = match connection.as_mut() {
-                    Some(Connection::Udp(socket)) => socket.send(data).map(drop),
-                    Some(Connection::Tcp(stream)) => stream.write_all(&syslog::octet_counted(data)),
-                    None => unreachable!("connected above"),
+            Transport::Datagram(path) => {
+                let socket = UnixDatagram::unbound()?;
+                socket.set_write_timeout(Some(IO_TIMEOUT))?;
+                socket.send_to(data, path).map(drop)
+            }
+            Transport::Udp(addr, socket) => {
+                let s = match socket.take() {
+                    Some(s) => s,
+                    None => udp(addr)?,
                 };
-                if sent.is_err() {
-                    // Resolve and connect afresh next time: the collector
-                    // may have moved or restarted.
-                    *connection = None;
+                s.send(data)?;
+                *socket = Some(s);
+                Ok(())
+            }
+            Transport::Tcp(addr, stream) => {
+                let frame = syslog::octet_counted(data);
+                // A write to a connection the collector closed (it
+                // restarted, or dropped an idle client) succeeds locally and
+                // is lost, so look for its FIN first; a write that fails
+                // gets one fresh connection before the sink counts as down.
+                if let Some(s) = stream
+                    && !closed_by_peer(s)
+                    && s.write_all(&frame).is_ok()
+                {
+                    return Ok(());
                 }
-                sent
+                *stream = None;
+                let mut fresh = tcp(addr)?;
+                fresh.write_all(&frame)?;
+                *stream = Some(fresh);
+                Ok(())
             }
         }
     }
 }
 
-fn unix_datagram(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    let socket = UnixDatagram::unbound()?;
-    socket.set_write_timeout(Some(IO_TIMEOUT))?;
-    socket.send_to(data, path).map(drop)
+/// Whether the collector has closed its end: it never sends, so anything
+/// readable is the end of the stream (or an error).
+fn closed_by_peer(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let closed = match stream.peek(&mut [0; 1]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    stream.set_nonblocking(false).is_err() || closed
 }
 
-fn connect(target: &SyslogTarget) -> std::io::Result<Connection> {
-    let (addr, tcp) = match target {
-        SyslogTarget::Udp(addr) => (addr, false),
-        SyslogTarget::Tcp(addr) => (addr, true),
-        SyslogTarget::Unix(_) => unreachable!("unix targets need no connection"),
-    };
+/// Every address `addr` resolves to, in turn, until `open` succeeds.
+fn first_working<T>(
+    addr: &str,
+    mut open: impl FnMut(SocketAddr) -> std::io::Result<T>,
+) -> std::io::Result<T> {
     let mut last = std::io::Error::new(
         std::io::ErrorKind::NotFound,
         format!("{addr} resolves to no address"),
     );
     for resolved in addr.to_socket_addrs()? {
-        let attempt = if tcp {
-            TcpStream::connect_timeout(&resolved, IO_TIMEOUT).and_then(|s| {
-                s.set_write_timeout(Some(IO_TIMEOUT))?;
-                Ok(Connection::Tcp(s))
-            })
-        } else {
-            let local = if resolved.is_ipv4() {
-                "0.0.0.0:0"
-            } else {
-                "[::]:0"
-            };
-            UdpSocket::bind(local).and_then(|s| {
-                s.connect(resolved)?;
-                Ok(Connection::Udp(s))
-            })
-        };
-        match attempt {
-            Ok(c) => return Ok(c),
+        match open(resolved) {
+            Ok(t) => return Ok(t),
             Err(e) => last = e,
         }
     }
     Err(last)
 }
 
+fn udp(addr: &str) -> std::io::Result<UdpSocket> {
+    first_working(addr, |resolved| {
+        let local = if resolved.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
+        let socket = UdpSocket::bind(local)?;
+        socket.connect(resolved)?;
+        Ok(socket)
+    })
+}
+
+fn tcp(addr: &str) -> std::io::Result<TcpStream> {
+    first_working(addr, |resolved| {
+        let stream = TcpStream::connect_timeout(&resolved, IO_TIMEOUT)?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(stream)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::eventlog::{EventLog, Level, ids};
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
 
     fn event(n: u32) -> Event {
@@ -335,18 +355,62 @@ mod tests {
         let mut reader = BufReader::new(stream);
         for n in 1..=2 {
             // RFC 6587 octet counting: "LEN SP MSG", back to back.
-            let mut len = Vec::new();
-            reader.read_until(b' ', &mut len).unwrap();
-            let len: usize = String::from_utf8(len).unwrap().trim().parse().unwrap();
-            let mut message = vec![0; len];
-            reader.read_exact(&mut message).unwrap();
-            let message = String::from_utf8(message).unwrap();
+            let message = read_frame(&mut reader);
             assert!(message.starts_with("<86>1 "), "{message}");
             assert!(
                 message.contains(&format!("request_id=\"r-{n}\"")),
                 "{message}"
             );
         }
+    }
+
+    /// Reads one octet-counted message.
+    fn read_frame(reader: &mut impl BufRead) -> String {
+        let mut len = Vec::new();
+        reader.read_until(b' ', &mut len).unwrap();
+        let len: usize = String::from_utf8(len).unwrap().trim().parse().unwrap();
+        let mut message = vec![0; len];
+        reader.read_exact(&mut message).unwrap();
+        String::from_utf8(message).unwrap()
+    }
+
+    #[test]
+    fn a_restarted_tcp_collector_gets_the_next_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = first.local_addr().unwrap();
+        let log = EventLog::open(dir.path(), 1 << 20, 1)
+            .unwrap()
+            .with_sinks(sinks(None, Some(SyslogTarget::Tcp(addr.to_string()))));
+        log.write(&event(1));
+        let (stream, _) = first.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert!(read_frame(&mut BufReader::new(&stream)).contains("r-1"));
+        drop((stream, first));
+
+        let second = TcpListener::bind(addr).unwrap();
+        // Let the FIN arrive before the next event.
+        std::thread::sleep(Duration::from_millis(100));
+        log.write(&event(2));
+        // Fails, rather than hangs, if the agent writes on the old socket.
+        second.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match second.accept() {
+                Ok((stream, _)) => break stream,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("no connection to the restarted collector: {e}"),
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert!(read_frame(&mut BufReader::new(&stream)).contains("r-2"));
     }
 
     #[test]
