@@ -81,6 +81,9 @@ pub struct AgentConfig {
     /// The event log rotates when a file reaches this size.
     #[serde(default = "default_event_log_max_bytes")]
     pub event_log_max_bytes: u64,
+    /// Copies of the event log for journald and syslog (`[events]`).
+    #[serde(default)]
+    pub events: EventsConfig,
     /// How often the connector space imports changes from the forests.
     #[serde(default = "default_import_interval", with = "humantime_serde")]
     pub import_interval: Duration,
@@ -159,6 +162,81 @@ impl TelemetryConfig {
         }
         if self.service_name.as_deref() == Some("") {
             return Some(("telemetry.service_name", "must not be empty"));
+        }
+        None
+    }
+}
+
+/// `[events]`: where copies of the event log go besides its file (which
+/// `event_log_dir` and `event_log_max_bytes` configure and which is always
+/// written).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Send events to journald. Absent: on when the agent runs as a systemd
+    /// service whose output goes to the journal (systemd sets
+    /// `$JOURNAL_STREAM` then), off otherwise, so a test run or an admin
+    /// command on a workstation does not fill its journal.
+    #[serde(default)]
+    pub journald: Option<bool>,
+    /// journald's native socket.
+    #[serde(default = "default_journald_socket")]
+    pub journald_socket: PathBuf,
+    /// `unix:/dev/log`, `udp:host:port` or `tcp:host:port`; off when absent.
+    #[serde(default)]
+    pub syslog: Option<crate::eventlog::syslog::SyslogTarget>,
+    /// Default `authpriv`: the events name accounts.
+    #[serde(default)]
+    pub syslog_facility: crate::eventlog::syslog::Facility,
+    /// syslog's APP-NAME and journald's SYSLOG_IDENTIFIER (`journalctl -t`).
+    #[serde(default = "default_syslog_app_name")]
+    pub syslog_app_name: String,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            journald: None,
+            journald_socket: default_journald_socket(),
+            syslog: None,
+            syslog_facility: Default::default(),
+            syslog_app_name: default_syslog_app_name(),
+        }
+    }
+}
+
+fn default_journald_socket() -> PathBuf {
+    PathBuf::from("/run/systemd/journal/socket")
+}
+
+fn default_syslog_app_name() -> String {
+    "writeback-agent".to_owned()
+}
+
+impl EventsConfig {
+    /// The sinks in force, the journald default decided from this
+    /// process's environment.
+    pub fn sinks(&self) -> crate::eventlog::Sinks {
+        let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some_and(|v| !v.is_empty());
+        crate::eventlog::Sinks {
+            journald: self
+                .journald
+                .unwrap_or(under_systemd)
+                .then(|| self.journald_socket.clone()),
+            syslog: self.syslog.clone(),
+            facility: self.syslog_facility,
+            identifier: self.syslog_app_name.clone(),
+        }
+    }
+
+    fn problem(&self) -> Option<(&'static str, &'static str)> {
+        // RFC 5424's APP-NAME: 1-48 printable US-ASCII characters.
+        let name = &self.syslog_app_name;
+        if name.is_empty() || name.len() > 48 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+            return Some((
+                "events.syslog_app_name",
+                "must be 1-48 printable ASCII characters without spaces",
+            ));
         }
         None
     }
@@ -330,6 +408,9 @@ impl AgentConfig {
         if let Some((setting, problem)) = self.telemetry.problem() {
             return invalid(setting, problem);
         }
+        if let Some((setting, problem)) = self.events.problem() {
+            return invalid(setting, problem);
+        }
         let brokers = self.broker.all();
         if brokers.is_empty() {
             return invalid("broker", "needs at least one address");
@@ -466,6 +547,42 @@ mod tests {
         assert_eq!(on.sample_ratio, 0.25);
         assert!(parse("[telemetry]\notlp_endpoint = \"grpc://x\"\n").is_err());
         assert!(parse("[telemetry]\nsample_ratio = -0.1\n").is_err());
+    }
+
+    #[test]
+    fn events_sinks_are_typed_and_default_to_the_file_only_outside_systemd() {
+        use crate::eventlog::syslog::{Facility, SyslogTarget};
+        let base = "broker = \"https://b:443\"\ntenant = \"a\"\nlisten_key_file = \"k\"\n";
+        let parse = |extra: &str| AgentConfig::from_toml(&format!("{base}{extra}"));
+        let default = parse("").unwrap().events;
+        assert_eq!(default, EventsConfig::default());
+        assert_eq!(default.syslog_facility, Facility::Authpriv);
+        let on = parse(
+            "[events]\njournald = true\njournald_socket = \"/tmp/j\"\n\
+             syslog = \"udp:logs.example:514\"\nsyslog_facility = \"local3\"\n",
+        )
+        .unwrap()
+        .events
+        .sinks();
+        assert_eq!(on.journald.as_deref(), Some(Path::new("/tmp/j")));
+        assert_eq!(
+            on.syslog,
+            Some(SyslogTarget::Udp("logs.example:514".into()))
+        );
+        assert_eq!(
+            (on.facility.code(), on.identifier.as_str()),
+            (19, "writeback-agent")
+        );
+        let off = parse("[events]\njournald = false\n")
+            .unwrap()
+            .events
+            .sinks();
+        assert_eq!((off.journald, off.syslog), (None, None));
+        let err = parse("[events]\nsyslog = \"logs.example:514\"\n").unwrap_err();
+        assert!(err.to_string().contains("unix:, udp: or tcp:"), "{err}");
+        assert!(parse("[events]\nsyslog_facility = \"kern\"\n").is_err());
+        assert!(parse("[events]\nsyslog_app_name = \"two words\"\n").is_err());
+        assert!(parse("[events]\nfile = \"x\"\n").is_err());
     }
 
     #[test]

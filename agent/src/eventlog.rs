@@ -4,13 +4,28 @@
 //!
 //! An [`Event`] has no field that could hold a password: secrets cannot
 //! reach the log by construction.
+//!
+//! Each line has `time` (RFC 3339, UTC, milliseconds) and, for tooling
+//! written before it, `time_unix_ms`. Copies may also go to journald
+//! ([`journald`]) and syslog ([`syslog`]); the file stays the record.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+
+mod forward;
+pub mod journald;
+pub mod syslog;
+
+use forward::Forwarder;
+pub use forward::Sinks;
+
+/// The `source` of every line, Entra's event source name.
+pub const SOURCE: &str = "PasswordResetService";
 
 /// Entra write-back event ids.
 pub mod ids {
@@ -129,12 +144,13 @@ impl LocalActor {
 }
 
 /// Records a local admin command (`init`, `rotate-key`, `directory grant`)
-/// in the event log in `dir`, with the OS user who ran it. `done` is what
-/// it did, or that it failed (the error is printed to the person running
-/// it, not logged: the event log holds ids and names only).
+/// in the event log in `dir` (and `sinks`), with the OS user who ran it.
+/// `done` is what it did, or that it failed (the error is printed to the
+/// person running it, not logged: the event log holds ids and names only).
 pub fn record_local_command(
     dir: &Path,
     max_bytes: u64,
+    sinks: Sinks,
     command: &str,
     tenant: &str,
     done: Result<String, ()>,
@@ -149,7 +165,7 @@ pub fn record_local_command(
     event.outcome = Some(outcome.to_owned());
     event.actor = Some(LocalActor::current());
     match EventLog::open(dir, max_bytes, DEFAULT_KEEP) {
-        Ok(log) => log.write(&event),
+        Ok(log) => log.with_sinks(sinks).write(&event),
         Err(e) => {
             tracing::warn!(error = %e, dir = %dir.display(), "local command not recorded in the event log")
         }
@@ -188,10 +204,47 @@ impl Event {
             actor: None,
         }
     }
+
+    /// The optional fields that are set, by their JSON names, for the
+    /// sinks that carry them as fields of their own.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let text = [
+            ("tenant", &self.tenant),
+            ("request_id", &self.request_id),
+            ("operation", &self.operation),
+            ("forest", &self.forest),
+            ("account_dn", &self.account_dn),
+            ("outcome", &self.outcome),
+            ("container", &self.container),
+            ("blocked_at", &self.blocked_at),
+            ("denied_at", &self.denied_at),
+        ];
+        let mut fields: Vec<_> = text
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value.clone()?)))
+            .collect();
+        if let Some(actor) = &self.actor {
+            let actor_fields = [
+                ("actor_uid", actor.uid.map(|uid| uid.to_string())),
+                ("actor_user", actor.user.clone()),
+                ("actor_sudo_user", actor.sudo_user.clone()),
+                ("actor_host", Some(actor.host.clone())),
+            ];
+            fields.extend(
+                actor_fields
+                    .into_iter()
+                    .filter_map(|(name, value)| Some((name, value?))),
+            );
+        }
+        fields
+    }
 }
 
 #[derive(Serialize)]
 struct Line<'a> {
+    /// RFC 3339, UTC, milliseconds: what people and log tools read.
+    time: String,
+    /// The same instant for readers of the first format.
     time_unix_ms: u64,
     source: &'static str,
     #[serde(flatten)]
@@ -204,6 +257,8 @@ pub struct EventLog {
     max_bytes: u64,
     keep: u32,
     file: Mutex<Option<File>>,
+    /// journald and syslog, when configured.
+    forward: Option<Forwarder>,
 }
 
 pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
@@ -219,21 +274,40 @@ impl EventLog {
             max_bytes: max_bytes.max(1024),
             keep: keep.max(1),
             file: Mutex::new(Some(file)),
+            forward: None,
         })
+    }
+
+    /// Also sends every event to the configured journald and syslog.
+    pub fn with_sinks(mut self, sinks: Sinks) -> EventLog {
+        self.forward = Forwarder::start(sinks);
+        self
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Appends an event; rotates first when the file is full. Failures are
-    /// reported to the tracing log, never to the caller: losing an event
-    /// must not fail a password reset.
+    /// Appends an event, rotating first when the file is full, then queues
+    /// it for journald and syslog. Failures are reported to the tracing
+    /// log, never to the caller: losing an event must not fail a password
+    /// reset.
     pub fn write(&self, event: &Event) {
-        let time_unix_ms = proto::time::unix_ms();
+        let now = SystemTime::now();
+        self.write_file(event, now);
+        if let Some(forward) = &self.forward {
+            forward.send(event, now);
+        }
+    }
+
+    fn write_file(&self, event: &Event, now: SystemTime) {
+        let time_unix_ms = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let mut line = match serde_json::to_vec(&Line {
+            time: humantime::format_rfc3339_millis(now).to_string(),
             time_unix_ms,
-            source: "PasswordResetService",
+            source: SOURCE,
             event,
         }) {
             Ok(l) => l,
@@ -295,6 +369,48 @@ mod tests {
     }
 
     #[test]
+    fn the_sinks_get_every_field_the_file_gets() {
+        let some = |s: &str| Some(s.to_owned());
+        // A struct literal, no `..`: a new field fails to compile here
+        // until it is added, and then this test until fields() has it.
+        let event = Event {
+            event_id: ids::INSUFFICIENT_PERMISSIONS,
+            level: Level::Error,
+            message: "m".into(),
+            tenant: some("t"),
+            request_id: some("r"),
+            operation: some("o"),
+            forest: some("f"),
+            account_dn: some("a"),
+            outcome: some("PERMISSION_DENIED"),
+            container: some("c"),
+            blocked_at: some("b"),
+            denied_at: some("d"),
+            actor: Some(LocalActor {
+                uid: Some(0),
+                user: some("root"),
+                sudo_user: some("ada"),
+                host: "h".into(),
+            }),
+        };
+        let json = serde_json::to_value(&event).unwrap();
+        let mut expected: Vec<String> = json
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(key, value)| match value.as_object() {
+                Some(nested) => nested.keys().map(|k| format!("{key}_{k}")).collect(),
+                None => vec![key.clone()],
+            })
+            .filter(|key| !matches!(key.as_str(), "event_id" | "level" | "message"))
+            .collect();
+        let mut named: Vec<String> = event.fields().iter().map(|(n, _)| n.to_string()).collect();
+        expected.sort();
+        named.sort();
+        assert_eq!(named, expected);
+    }
+
+    #[test]
     fn events_are_json_lines_and_rotate_by_size() {
         let dir = tempfile::tempdir().unwrap();
         let log = EventLog::open(dir.path(), 2048, 2).unwrap();
@@ -310,6 +426,10 @@ mod tests {
         assert_eq!(line["event_id"], 31002);
         assert_eq!(line["request_id"], "r-39");
         assert_eq!(line["source"], "PasswordResetService");
+        let time = humantime::parse_rfc3339(line["time"].as_str().unwrap()).unwrap();
+        let unix_ms = time.duration_since(UNIX_EPOCH).unwrap().as_millis();
+        assert_eq!(line["time_unix_ms"].as_u64(), Some(unix_ms as u64));
+        assert!(line["time"].as_str().unwrap().ends_with('Z'), "{line}");
         assert!(dir.path().join("events.jsonl.1").exists());
         assert!(dir.path().join("events.jsonl.2").exists());
         assert!(

@@ -20,7 +20,8 @@
 //! - [`keyring`], [`onboarding`]: the agent's key pairs and pinned portal
 //!   keys; init, import, rotation and activation.
 //! - [`status`], [`doctor`]: what `status` and `doctor` report.
-//! - [`eventlog`]: the event log, with the AD Connect event ids.
+//! - [`eventlog`]: the event log, with the AD Connect event ids, and its
+//!   copies to journald and syslog.
 //! - [`config`]: the agent's TOML configuration.
 //! - [`reload`]: SIGHUP (the broker addresses and CA file for the next
 //!   connection) and `check-config`.

@@ -161,6 +161,7 @@ pub fn split(old: &AgentConfig, new: &AgentConfig) -> (Vec<&'static str>, Vec<&'
         writeback_enabled,
         event_log_dir,
         event_log_max_bytes,
+        events,
         import_interval,
         log_format,
         keepalive_interval,

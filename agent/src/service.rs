@@ -100,7 +100,8 @@ pub async fn start(config: AgentConfig, shutdown: CancellationToken) -> Result<A
         .map_err(|source| StartError::EventLog {
             dir: config.event_log_dir(),
             source,
-        })?,
+        })?
+        .with_sinks(config.events.sinks()),
     );
     let space = Arc::new(ConnectorSpace::new(open_forests(&config)?));
     if !config.forests.is_empty() {

@@ -443,6 +443,7 @@ fn record<E>(config: &AgentConfig, command: &str, done: Result<String, E>) {
     agent::eventlog::record_local_command(
         &config.event_log_dir(),
         config.event_log_max_bytes,
+        config.events.sinks(),
         command,
         &config.tenant,
         done.map_err(drop),
