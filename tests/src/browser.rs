@@ -50,6 +50,12 @@ pub fn artifacts_dir() -> PathBuf {
 
 impl Browser {
     pub async fn start() -> Browser {
+        Browser::start_in(None).await
+    }
+
+    /// With `language` as the browser's language (`intl.accept_languages`,
+    /// so every request carries that `Accept-Language`, such as `de`).
+    pub async fn start_in(language: Option<&str>) -> Browser {
         for bin in [CHROMIUM, CHROMEDRIVER] {
             assert!(
                 std::path::Path::new(bin).exists(),
@@ -100,6 +106,10 @@ impl Browser {
                 ],
             }),
         );
+        if let Some(language) = language {
+            caps["goog:chromeOptions"]["prefs"] =
+                serde_json::json!({ "intl.accept_languages": language });
+        }
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(caps)
             .connect(&format!("http://127.0.0.1:{port}"))
@@ -114,6 +124,44 @@ impl Browser {
 
     pub async fn goto(&self, url: &str) {
         self.client.goto(url).await.expect("navigate");
+    }
+
+    /// Types into the field with this id.
+    pub async fn fill(&self, id: &str, text: &str) {
+        self.client
+            .find(Locator::Id(id))
+            .await
+            .unwrap_or_else(|e| panic!("#{id}: {e}"))
+            .send_keys(text)
+            .await
+            .expect("type");
+    }
+
+    /// Clicks `#submit`, waits for the next page (the button goes stale),
+    /// and returns the text of its element `wait_for` (such as `result`).
+    pub async fn submit(&self, wait_for: &str) -> String {
+        let button = self
+            .client
+            .find(Locator::Id("submit"))
+            .await
+            .expect("#submit");
+        button.clone().click().await.expect("click");
+        let left = async {
+            while button.is_displayed().await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), left)
+            .await
+            .expect("the next page within 20 s");
+        self.client
+            .wait()
+            .for_element(Locator::Id(wait_for))
+            .await
+            .unwrap_or_else(|e| panic!("#{wait_for}: {e}"))
+            .text()
+            .await
+            .expect("text")
     }
 
     /// Text of the element with this CSS selector.

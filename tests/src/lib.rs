@@ -30,9 +30,9 @@
 //!   attack costs; connections that hold descriptors
 //! - [`malicious`], [`raw`]: a broker under the attacker's control; the
 //!   relay protocol spoken by hand
-//! - [`http`], [`http_request`], [`web`], [`browser`] (and [`browser_lang`],
-//!   in a chosen language): HTTP/1.0 for the
+//! - [`http`], [`http_request`], [`web`], [`browser`]: HTTP/1.0 for the
 //!   operator endpoints and pages; a browser stand-in; headless Chromium
+//!   (in a chosen language with `Browser::start_in`), with axe-core
 //! - [`oidc`]: a real OpenID provider (oidc-provider under Node.js) and
 //!   portals that sign in there
 
@@ -40,7 +40,6 @@ pub mod agent_toml;
 pub mod agents;
 pub mod attacks;
 pub mod browser;
-pub mod browser_lang;
 pub mod cluster;
 pub mod connect_proxy;
 pub mod deployment;

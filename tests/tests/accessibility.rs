@@ -240,7 +240,47 @@ async fn the_portal_pages_pass_axe_at_both_widths() {
     }
     browser.close().await;
     web.stop().await;
-    // The portal's pages are being rewritten for translations on another
-    // branch: this holds the rewrite to the same bar.
+    assert_none(&problems);
+}
+
+#[tokio::test]
+async fn accounts_that_cannot_be_reset_are_refused_before_any_password_field() {
+    use tests::deployment::{Deployment, WebPortal};
+
+    let d = Deployment::start(&["contoso"], "").await;
+    let web = WebPortal::start(d.portal).await;
+    let base = web.base();
+    let browser = Browser::start().await;
+    let mut problems = Vec::new();
+    let (width, height) = SIZES[1];
+    browser.set_width(width, height).await;
+    // Refused on the first page, before any password field: disabled,
+    // protected, and outside the service account's delegation. To an
+    // unverified visitor all three read alike, with a support code.
+    for (who, why) in [
+        ("edsger", "disabled"),
+        ("admin", "protected"),
+        ("alan", "no-rights"),
+    ] {
+        browser.goto(&format!("{base}/reset")).await;
+        fill_and_submit(&browser, &[("account", &format!("{who}@contoso.example"))]).await;
+        wait_for(&browser, "#result").await;
+        let said = browser.text("#result").await;
+        assert!(said.contains("cannot be reset here"), "{who}: {said}");
+        assert!(said.contains("Support code"), "{who}: {said}");
+        let html = browser.html().await;
+        assert!(
+            !html.contains("new-password") && html.contains("id=\"account\""),
+            "{who}: a password field on the refusal, or no step 1"
+        );
+        problems.extend(
+            browser
+                .page_problems(&&format!("a11y-portal-ineligible-{why}-{width}"))
+                .await,
+        );
+    }
+
+    browser.close().await;
+    web.stop().await;
     assert_none(&problems);
 }

@@ -106,7 +106,7 @@ async fn the_status_page_shows_connected_agents_and_forgets_a_stopped_one() {
     for key in tenant.all_keys_base64() {
         assert!(!html.contains(&key), "a tenant key is on the page");
     }
-    browser.screenshot("status-page").await;
+    browser.check_page("status-page").await;
 
     // The agent stops (its process dies): gone within the keepalive bound.
     agent.kill().await;
@@ -118,7 +118,7 @@ async fn the_status_page_shows_connected_agents_and_forgets_a_stopped_one() {
     )
     .await;
     println!("the stopped agent left the page after {gone:?}");
-    browser.screenshot("status-page-agent-gone").await;
+    browser.check_page("status-page-agent-gone").await;
     browser.close().await;
 }
 
@@ -207,7 +207,7 @@ async fn a_user_resets_changes_and_unlocks_in_the_portal_with_the_keyboard() {
         forest().check_password(ADA, &Password::new(ADA_NOW)),
         "unchanged"
     );
-    browser.screenshot("portal-reset-refused").await;
+    browser.check_page("portal-reset-refused").await;
 
     // A good one: success, and the directory has it.
     from_the_top(&browser).await;
@@ -218,7 +218,7 @@ async fn a_user_resets_changes_and_unlocks_in_the_portal_with_the_keyboard() {
     assert!(done.to_lowercase().contains("changed"), "{done}");
     assert!(forest().check_password(ADA, &Password::new(GOOD)));
     assert!(!forest().check_password(ADA, &Password::new(ADA_NOW)));
-    browser.screenshot("portal-reset-done").await;
+    browser.check_page("portal-reset-done").await;
 
     // Change with a wrong current password: reported as such.
     browser.goto(&format!("{base}/change")).await;
@@ -239,7 +239,7 @@ async fn a_user_resets_changes_and_unlocks_in_the_portal_with_the_keyboard() {
     browser.press(keys::ENTER).await;
     let wrong = result_text(&browser).await;
     assert!(wrong.contains("current password is not correct"), "{wrong}");
-    browser.screenshot("portal-change-wrong-current").await;
+    browser.check_page("portal-change-wrong-current").await;
 
     // Unlock.
     browser.goto(&format!("{base}/unlock")).await;
@@ -257,7 +257,7 @@ async fn a_user_resets_changes_and_unlocks_in_the_portal_with_the_keyboard() {
         lockout_of(&forest_json, "barbara").is_some_and(|t| t == 0),
         "barbara is still locked in the directory"
     );
-    browser.screenshot("portal-unlock").await;
+    browser.check_page("portal-unlock").await;
 
     browser.close().await;
     web.stop().await;
@@ -306,7 +306,7 @@ async fn a_locked_out_user_who_resets_can_sign_in_as_the_page_says() {
     browser.press(keys::ENTER).await;
     let done = result_text(&browser).await;
     assert!(done.contains("You can sign in"), "{done}");
-    browser.screenshot("portal-reset-locked-user").await;
+    browser.check_page("portal-reset-locked-user").await;
 
     // What the page says is true in the directory: the new password, and
     // no lockout left to stop the sign-in.

@@ -5,7 +5,7 @@
 
 use directory::embedded::EmbeddedDirectory;
 use envelope::Password;
-use tests::browser_lang::LangBrowser;
+use tests::browser::Browser;
 use tests::deployment::{Deployment, WebPortal};
 
 const ADA: &str = "CN=Ada Lovelace,OU=Staff,OU=Users,DC=contoso,DC=example";
@@ -33,24 +33,24 @@ async fn the_portal_speaks_german_to_a_german_browser() {
     let forest_file = d.forest_file("contoso");
     let web = WebPortal::start(d.portal).await;
     let base = web.base();
-    let browser = LangBrowser::start("de").await;
+    let browser = Browser::start_in(Some("de")).await;
     let forest = || EmbeddedDirectory::open("contoso", &forest_file).expect("forest");
 
     browser.goto(&format!("{base}/")).await;
     assert_german(&browser.html().await, "Was möchten Sie tun?");
-    browser.screenshot("portal-de-home").await;
+    browser.check_page("portal-de-home").await;
 
     // Reset, step 1 and step 2.
     browser.goto(&format!("{base}/reset")).await;
     assert_german(&browser.html().await, "Vergessenes Passwort zurücksetzen");
-    browser.screenshot("portal-de-reset-account").await;
+    browser.check_page("portal-de-reset-account").await;
     browser.fill("account", "ada@contoso.example").await;
     let rules = browser.submit("policy").await;
     assert!(rules.contains("Mindestens 8 Zeichen"), "{rules}");
     let html = browser.html().await;
     assert_german(&html, "Ihr neues Passwort braucht");
     assert!(html.contains("aria-describedby=\"policy-rules\""), "{html}");
-    browser.screenshot("portal-de-reset-policy").await;
+    browser.check_page("portal-de-reset-policy").await;
 
     // A weak password: the rule, in German.
     browser.fill("new-password", "Kurz-1").await;
@@ -59,7 +59,7 @@ async fn the_portal_speaks_german_to_a_german_browser() {
     assert!(refusal.contains("mindestens 8 Zeichen"), "{refusal}");
     assert!(refusal.contains("Supportcode"), "{refusal}");
     assert_german(&browser.html().await, "Supportcode für Ihren Helpdesk");
-    browser.screenshot("portal-de-reset-refused").await;
+    browser.check_page("portal-de-reset-refused").await;
 
     // A good one.
     browser.fill("new-password", GOOD).await;
@@ -68,7 +68,7 @@ async fn the_portal_speaks_german_to_a_german_browser() {
     assert!(done.contains("Ihr Passwort wurde geändert"), "{done}");
     assert!(forest().check_password(ADA, &Password::new(GOOD)));
     assert_german(&browser.html().await, "Neu beginnen");
-    browser.screenshot("portal-de-reset-done").await;
+    browser.check_page("portal-de-reset-done").await;
 
     // An unknown account, to an unverified visitor: the one sentence.
     browser.goto(&format!("{base}/unlock")).await;
@@ -79,11 +79,11 @@ async fn the_portal_speaks_german_to_a_german_browser() {
         unknown.contains("kann hier nicht entsperrt werden"),
         "{unknown}"
     );
-    browser.screenshot("portal-de-unlock-refused").await;
+    browser.check_page("portal-de-unlock-refused").await;
 
     browser.goto(&format!("{base}/no-such-page")).await;
     assert_german(&browser.html().await, "Seite nicht gefunden");
-    browser.screenshot("portal-de-not-found").await;
+    browser.check_page("portal-de-not-found").await;
 
     browser.close().await;
     web.stop().await;

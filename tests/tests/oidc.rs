@@ -126,7 +126,7 @@ async fn a_signed_in_user_resets_their_own_account_whatever_the_form_says() {
     assert!(line.contains("ada@contoso.example"), "{line}");
     assert!(!browser.html().await.contains("demo-banner"));
     assert_eq!(browser.unlabelled_fields().await, Vec::<String>::new());
-    browser.screenshot("oidc-signed-in").await;
+    browser.check_page("oidc-signed-in").await;
 
     // The policy of the signed-in account, then the reset.
     from_the_top(&browser).await;
@@ -140,7 +140,7 @@ async fn a_signed_in_user_resets_their_own_account_whatever_the_form_says() {
     let done = wait_for(&browser, "result").await;
     assert!(done.to_lowercase().contains("changed"), "{done}");
     assert!(forest().check_password(ADA, &Password::new(GOOD)));
-    browser.screenshot("oidc-reset-done").await;
+    browser.check_page("oidc-reset-done").await;
 
     // Again, with the forms edited to name grace: an `account` field added
     // to step 1, the read-only one of step 2 rewritten.
@@ -207,7 +207,7 @@ async fn a_signed_in_user_resets_their_own_account_whatever_the_form_says() {
             .is_err(),
         "the session cookie is gone"
     );
-    browser.screenshot("oidc-signed-out").await;
+    browser.check_page("oidc-signed-out").await;
     // And out of the provider (RP-initiated logout, its confirmation form
     // by keyboard): the next /reset asks for a sign-in again.
     from_the_top(&browser).await;
@@ -256,7 +256,7 @@ async fn a_sign_in_without_mfa_and_a_forged_state_are_refused() {
         "{refused}"
     );
     assert!(browser.html().await.contains("Sign-in not accepted"));
-    browser.screenshot("oidc-forged-state").await;
+    browser.check_page("oidc-forged-state").await;
     browser.goto(&format!("{base}/reset")).await;
     assert!(
         !current_url(&browser).await.starts_with(&base),
@@ -269,7 +269,7 @@ async fn a_sign_in_without_mfa_and_a_forged_state_are_refused() {
     assert!(refused.contains("multi-factor"), "{refused}");
     assert!(browser.html().await.contains("Stronger sign-in needed"));
     assert!(current_url(&browser).await.contains("/signin/callback"));
-    browser.screenshot("oidc-mfa-required").await;
+    browser.check_page("oidc-mfa-required").await;
 
     // And no reset is possible: every task page wants a sign-in again.
     for path in ["/reset", "/change", "/unlock"] {
