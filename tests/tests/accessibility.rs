@@ -275,7 +275,7 @@ async fn accounts_that_cannot_be_reset_are_refused_before_any_password_field() {
         );
         problems.extend(
             browser
-                .page_problems(&&format!("a11y-portal-ineligible-{why}-{width}"))
+                .page_problems(&format!("a11y-portal-ineligible-{why}-{width}"))
                 .await,
         );
     }
