@@ -197,9 +197,14 @@ pub struct ForestConfig {
     /// For `embedded`: the forest file (see examples/forests/).
     #[serde(default)]
     pub path: Option<PathBuf>,
-    /// For `ldap`: `ldaps://dc.example:636`, or `ldap://...` with StartTLS.
+    /// For `ldap`: one domain controller, `ldaps://dc.example:636`, or
+    /// `ldap://...` with StartTLS. Short for a one-element `urls`.
     #[serde(default)]
     pub url: Option<String>,
+    /// For `ldap`: the domain's controllers, tried in this order (the one
+    /// that answered last first) when one cannot be reached or declines.
+    #[serde(default)]
+    pub urls: Option<Vec<String>>,
     /// For `ldap`: the CA that signs the domain controllers' certificates.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -212,6 +217,17 @@ pub struct ForestConfig {
     /// For `ldap`: the domain's naming context; read from the rootDSE when absent.
     #[serde(default)]
     pub base_dn: Option<String>,
+}
+
+impl ForestConfig {
+    /// The configured domain controllers, in order: `urls`, or `url` alone.
+    pub fn domain_controllers(&self) -> Vec<String> {
+        match (&self.urls, &self.url) {
+            (Some(urls), _) => urls.clone(),
+            (None, Some(url)) => vec![url.clone()],
+            (None, None) => Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -358,15 +374,18 @@ impl AgentConfig {
             if f.kind == ForestKind::Embedded && f.path.is_none() {
                 return invalid("forests", "an embedded forest needs a path");
             }
+            if f.url.is_some() && f.urls.is_some() {
+                return invalid("forests", "set url or urls, not both");
+            }
+            if f.kind == ForestKind::Ldap && f.domain_controllers().is_empty() {
+                return invalid("forests", "an ldap forest needs url or urls");
+            }
             if f.kind == ForestKind::Ldap
-                && (f.url.is_none()
-                    || f.ca_file.is_none()
-                    || f.bind_dn.is_none()
-                    || f.bind_password_file.is_none())
+                && (f.ca_file.is_none() || f.bind_dn.is_none() || f.bind_password_file.is_none())
             {
                 return invalid(
                     "forests",
-                    "an ldap forest needs url, ca_file, bind_dn and bind_password_file",
+                    "an ldap forest needs ca_file, bind_dn and bind_password_file",
                 );
             }
         }
@@ -464,6 +483,26 @@ mod tests {
         assert_eq!(on.sample_ratio, 0.25);
         assert!(parse("[telemetry]\notlp_endpoint = \"grpc://x\"\n").is_err());
         assert!(parse("[telemetry]\nsample_ratio = -0.1\n").is_err());
+    }
+
+    #[test]
+    fn an_ldap_forest_takes_one_url_or_a_list_not_both() {
+        let base = "broker = \"https://b:443\"\ntenant = \"a\"\nlisten_key_file = \"k\"\n\
+                    [[forests]]\nname = \"f\"\nkind = \"ldap\"\nca_file = \"ca\"\n\
+                    bind_dn = \"cn=x\"\nbind_password_file = \"p\"\n";
+        let parse = |extra: &str| AgentConfig::from_toml(&format!("{base}{extra}"));
+        let one = parse("url = \"ldaps://dc1:636\"\n").unwrap();
+        assert_eq!(one.forests[0].domain_controllers(), ["ldaps://dc1:636"]);
+        let two = parse("urls = [\"ldaps://dc1:636\", \"ldaps://dc2:636\"]\n").unwrap();
+        assert_eq!(
+            two.forests[0].domain_controllers(),
+            ["ldaps://dc1:636", "ldaps://dc2:636"]
+        );
+        let both = parse("url = \"ldaps://dc1:636\"\nurls = [\"ldaps://dc2:636\"]\n").unwrap_err();
+        assert!(both.to_string().contains("not both"), "{both}");
+        let none = parse("urls = []\n").unwrap_err();
+        assert!(none.to_string().contains("url or urls"), "{none}");
+        assert!(parse("").is_err());
     }
 
     #[test]

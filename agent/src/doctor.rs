@@ -2,6 +2,7 @@
 //! support asks for. Each check says what it found and, when something is
 //! wrong, the exact command that fixes it.
 
+mod controllers;
 pub mod fixes;
 
 use std::time::{Duration, Instant};
@@ -302,6 +303,7 @@ async fn forest_checks(config: &AgentConfig, config_hint: &str) -> Vec<Check> {
     };
     for (forest, settings) in forests.iter().zip(&config.forests) {
         let name = forest.forest().to_owned();
+        checks.extend(controllers::controllers_check(settings).await);
         match forest.import(None).await {
             Ok(imported) => checks.push(check(
                 format!("forest {name}: bind"),

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use envelope::Password;
 use tokio::sync::RwLock;
 
-use super::config::{AgentConfig, ForestKind};
+use super::config::{AgentConfig, ForestConfig, ForestKind};
 use directory::embedded::EmbeddedDirectory;
 use directory::ldap::{LdapDirectory, LdapSettings};
 use directory::{
@@ -33,36 +33,34 @@ pub fn open_forests(config: &AgentConfig) -> Result<Vec<Arc<dyn Directory>>, Dir
                 })?;
                 Ok(Arc::new(Reloading::open(&f.name, path)?) as Arc<dyn Directory>)
             }
-            ForestKind::Ldap => {
-                let missing = |what: &str| {
-                    DirectoryError(format!("forest {}: an ldap forest needs {what}", f.name))
-                };
-                let password_file = f
-                    .bind_password_file
-                    .as_ref()
-                    .ok_or_else(|| missing("bind_password_file"))?;
-                let text = zeroize::Zeroizing::new(
-                    std::fs::read_to_string(password_file).map_err(|e| {
-                        DirectoryError(format!(
-                            "forest {}: cannot read {}: {e}",
-                            f.name,
-                            password_file.display()
-                        ))
-                    })?,
-                );
-                let settings = LdapSettings {
-                    url: f.url.clone().ok_or_else(|| missing("url"))?,
-                    ca_file: f.ca_file.clone().ok_or_else(|| missing("ca_file"))?,
-                    bind_dn: f.bind_dn.clone().ok_or_else(|| missing("bind_dn"))?,
-                    bind_password: zeroize::Zeroizing::new(
-                        text.trim_end_matches(['\n', '\r']).to_owned(),
-                    ),
-                    base_dn: f.base_dn.clone(),
-                };
-                Ok(Arc::new(LdapDirectory::new(&f.name, settings)?) as Arc<dyn Directory>)
-            }
+            ForestKind::Ldap => Ok(Arc::new(open_ldap(f)?) as Arc<dyn Directory>),
         })
         .collect()
+}
+
+/// One `ldap` forest's backend, as configured.
+pub fn open_ldap(f: &ForestConfig) -> Result<LdapDirectory, DirectoryError> {
+    let missing =
+        |what: &str| DirectoryError(format!("forest {}: an ldap forest needs {what}", f.name));
+    let password_file = f
+        .bind_password_file
+        .as_ref()
+        .ok_or_else(|| missing("bind_password_file"))?;
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(password_file).map_err(|e| {
+        DirectoryError(format!(
+            "forest {}: cannot read {}: {e}",
+            f.name,
+            password_file.display()
+        ))
+    })?);
+    let settings = LdapSettings {
+        urls: f.domain_controllers(),
+        ca_file: f.ca_file.clone().ok_or_else(|| missing("ca_file"))?,
+        bind_dn: f.bind_dn.clone().ok_or_else(|| missing("bind_dn"))?,
+        bind_password: zeroize::Zeroizing::new(text.trim_end_matches(['\n', '\r']).to_owned()),
+        base_dn: f.base_dn.clone(),
+    };
+    LdapDirectory::new(&f.name, settings)
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {

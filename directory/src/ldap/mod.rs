@@ -27,7 +27,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use envelope::Password;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
@@ -35,16 +35,19 @@ use rustls::pki_types::pem::PemObject;
 use zeroize::Zeroizing;
 
 use super::{
-    Account, ContainerRights, Directory, DirectoryError, DirectoryRight, Eligibility, Imported,
-    Refusal, ResultantPolicy, ServiceAccount, UnreadablePolicy,
+    Account, ContainerRights, Directory, DirectoryError, Eligibility, Imported, Refusal,
+    ResultantPolicy, ServiceAccount, UnreadablePolicy,
 };
+use controllers::{Attempt, Controllers, DC_CONNECT_TIMEOUT, OPERATION_DEADLINE, fails_over};
 pub use policy::interval_secs;
 
+pub mod controllers;
 mod import;
+mod operations;
 mod policy;
 mod rights;
 
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CONNECT_TIMEOUT: Duration = DC_CONNECT_TIMEOUT;
 const PAGE_SIZE: i32 = 500;
 /// LDAP_SERVER_SD_FLAGS_OID with DACL_SECURITY_INFORMATION (4): lets a
 /// non-administrator read the DACL part of nTSecurityDescriptor.
@@ -60,8 +63,10 @@ const NO_SUCH_OBJECT: u32 = 32;
 /// How to reach and act in one forest.
 #[derive(Clone)]
 pub struct LdapSettings {
-    /// `ldaps://host:636`, or `ldap://host:389` (StartTLS is then required).
-    pub url: String,
+    /// The domain controllers, each `ldaps://host:636` or `ldap://host:389`
+    /// (StartTLS is then required), asked in this order (the one that
+    /// answered last first).
+    pub urls: Vec<String>,
     /// PEM CA bundle that signs the domain controller's certificate.
     pub ca_file: PathBuf,
     /// The service account write-back acts as.
@@ -74,7 +79,7 @@ pub struct LdapSettings {
 impl std::fmt::Debug for LdapSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LdapSettings")
-            .field("url", &self.url)
+            .field("urls", &self.urls)
             .field("bind_dn", &self.bind_dn)
             .finish_non_exhaustive()
     }
@@ -84,6 +89,15 @@ pub struct LdapDirectory {
     name: String,
     settings: LdapSettings,
     tls: Arc<rustls::ClientConfig>,
+    controllers: Controllers,
+}
+
+/// What asking one DC found, for doctor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerProbe {
+    pub url: String,
+    /// The DC's dnsHostName when it answered, or why it did not.
+    pub answer: Result<String, String>,
 }
 
 /// An LDAP failure, classified.
@@ -179,9 +193,18 @@ struct UserState {
 
 impl LdapDirectory {
     pub fn new(name: &str, settings: LdapSettings) -> Result<LdapDirectory, DirectoryError> {
-        if !(settings.url.starts_with("ldaps://") || settings.url.starts_with("ldap://")) {
+        if settings.urls.is_empty() {
             return Err(DirectoryError(format!(
-                "forest {name}: url must be ldaps:// or ldap:// (with StartTLS)"
+                "forest {name}: no domain controller is configured"
+            )));
+        }
+        if let Some(url) = settings
+            .urls
+            .iter()
+            .find(|u| !(u.starts_with("ldaps://") || u.starts_with("ldap://")))
+        {
+            return Err(DirectoryError(format!(
+                "forest {name}: {url}: a domain controller's url must be ldaps:// or ldap:// (with StartTLS)"
             )));
         }
         let pem = std::fs::read(&settings.ca_file).map_err(|e| {
@@ -208,42 +231,163 @@ impl LdapDirectory {
             name: name.to_owned(),
             settings,
             tls: Arc::new(tls),
+            controllers: Controllers::new(),
         })
     }
 
-    /// A bound connection for a password operation, its failure a refusal.
-    async fn session(&self) -> Result<Ldap, Refusal> {
-        self.connect()
-            .await
-            .map_err(|e| Refusal::DirectoryUnavailable(e.0))
+    /// The DCs to ask now, in order.
+    fn candidates(&self) -> Vec<String> {
+        self.controllers.order(self.settings.urls.clone())
     }
 
-    /// A connection bound as the service account.
+    /// Starts a password operation's walk over the DCs: call
+    /// [`Self::next_dc`] for a connection, run the operation on it, and
+    /// [`Self::settle`] its outcome; a DC that cannot be reached, or
+    /// declines (see [`controllers`]), is passed over for the next, within
+    /// [`OPERATION_DEADLINE`]. Every other outcome, refusals and unconfirmed
+    /// writes included, is the operation's. (A loop, not a closure taking
+    /// the connection: async closures' futures cannot be shown `Send`.)
+    fn failover(&self) -> Failover {
+        Failover {
+            candidates: self.candidates().into_iter(),
+            deadline: Instant::now() + OPERATION_DEADLINE,
+            passed: Vec::new(),
+        }
+    }
+
+    /// The next DC that accepts a bound connection, with its URL.
+    async fn next_dc(&self, walk: &mut Failover) -> Result<(String, Ldap), Refusal> {
+        for url in walk.candidates.by_ref() {
+            let left = walk.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                walk.passed
+                    .push(format!("{url}: not asked, the operation's deadline passed"));
+                continue;
+            }
+            match self.connect_to(&url, left.min(DC_CONNECT_TIMEOUT)).await {
+                Ok(ldap) => return Ok((url, ldap)),
+                Err(Attempt::Elsewhere(why)) => walk.passed.push(why),
+                Err(Attempt::Final(e)) => return Err(Refusal::DirectoryUnavailable(e.0)),
+            }
+        }
+        Err(Refusal::DirectoryUnavailable(
+            self.none_answered(&walk.passed),
+        ))
+    }
+
+    /// The operation's result when the DC at `url` answered it; `None` when
+    /// it declined and the next DC is to be asked.
+    async fn settle<T>(
+        &self,
+        walk: &mut Failover,
+        url: &str,
+        mut ldap: Ldap,
+        outcome: Result<T, Attempt<Refusal>>,
+    ) -> Option<Result<T, Refusal>> {
+        let _ = ldap.unbind().await;
+        match outcome {
+            Err(Attempt::Elsewhere(why)) => {
+                tracing::warn!(forest = %self.name, dc = %url, %why, "domain controller declined; asking the next");
+                walk.passed.push(format!("{url}: {why}"));
+                None
+            }
+            Err(Attempt::Final(refusal)) => {
+                self.controllers.answered(url);
+                Some(Err(refusal))
+            }
+            Ok(done) => {
+                self.controllers.answered(url);
+                Some(Ok(done))
+            }
+        }
+    }
+
+    fn none_answered(&self, passed: &[String]) -> String {
+        format!(
+            "forest {}: no domain controller answered: {}",
+            self.name,
+            passed.join("; ")
+        )
+    }
+
+    /// A connection bound as the service account, to the first DC that
+    /// answers.
     async fn connect(&self) -> Result<Ldap, DirectoryError> {
+        let mut passed = Vec::new();
+        for url in self.candidates() {
+            match self.connect_to(&url, DC_CONNECT_TIMEOUT).await {
+                Ok(ldap) => {
+                    self.controllers.answered(&url);
+                    return Ok(ldap);
+                }
+                Err(Attempt::Elsewhere(why)) => passed.push(why),
+                Err(Attempt::Final(e)) => return Err(e),
+            }
+        }
+        Err(DirectoryError(self.none_answered(&passed)))
+    }
+
+    /// Asks every DC in turn, as doctor shows them: whether it answers and
+    /// binds, and its host name.
+    pub async fn probe_controllers(&self) -> Vec<ControllerProbe> {
+        let mut probes = Vec::new();
+        for url in self.settings.urls.clone() {
+            let answer = match self.connect_to(&url, DC_CONNECT_TIMEOUT).await {
+                Ok(mut ldap) => {
+                    let name = self.read(&mut ldap, "", &["dnsHostName"]).await;
+                    let _ = ldap.unbind().await;
+                    name.map(|e| first(&e, "dnsHostName").unwrap_or_default().to_owned())
+                        .map_err(|e| e.0)
+                }
+                Err(Attempt::Elsewhere(why)) => Err(why),
+                Err(Attempt::Final(e)) => Err(e.0),
+            };
+            probes.push(ControllerProbe { url, answer });
+        }
+        probes
+    }
+
+    /// A connection to `url` bound as the service account. A DC that cannot
+    /// be reached or declines the bind is `Elsewhere`; a bind refused for
+    /// the account's credentials is final (every DC would say the same).
+    async fn connect_to(
+        &self,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<Ldap, Attempt<DirectoryError>> {
         let settings = LdapConnSettings::new()
             .set_config(Arc::clone(&self.tls))
-            .set_conn_timeout(CONNECT_TIMEOUT)
-            .set_starttls(self.settings.url.starts_with("ldap://"));
-        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.settings.url)
+            .set_conn_timeout(timeout)
+            .set_starttls(url.starts_with("ldap://"));
+        // The timeout bounds the TCP connect only; a DC that accepts and
+        // then stalls in TLS or StartTLS is bounded here.
+        let connected = tokio::time::timeout(timeout, LdapConnAsync::with_settings(settings, url))
             .await
-            .map_err(|e| {
-                DirectoryError(format!(
-                    "forest {}: cannot connect to {}: {e}",
-                    self.name, self.settings.url
-                ))
-            })?;
+            .map_err(|_| Attempt::Elsewhere(format!("{url}: no answer within {timeout:?}")))?;
+        let (conn, mut ldap) =
+            connected.map_err(|e| Attempt::Elsewhere(format!("{url}: cannot connect: {e}")))?;
         ldap3::drive!(conn);
+        ldap.with_timeout(timeout);
         let bound = ldap
             .simple_bind(&self.settings.bind_dn, &self.settings.bind_password)
             .await
-            .map_err(|e| DirectoryError(format!("forest {}: bind failed: {e}", self.name)))?;
-        if bound.rc != 0 {
-            return Err(DirectoryError(format!(
-                "forest {}: bind as {} failed: result {} {}",
-                self.name, self.settings.bind_dn, bound.rc, bound.text
-            )));
+            .map_err(|e| Attempt::Elsewhere(format!("{url}: bind failed: {e}")))?;
+        if bound.rc == 0 {
+            return Ok(ldap);
         }
-        Ok(ldap)
+        let failure = LdapFailure::from_result(bound.rc, &bound.text);
+        let why = format!(
+            "{url}: bind as {} failed: result {} {}",
+            self.settings.bind_dn, bound.rc, bound.text
+        );
+        if fails_over(&failure) {
+            Err(Attempt::Elsewhere(why))
+        } else {
+            Err(Attempt::Final(DirectoryError(format!(
+                "forest {}: {why}",
+                self.name
+            ))))
+        }
     }
 
     async fn base_dn(&self, ldap: &mut Ldap) -> Result<String, DirectoryError> {
@@ -277,31 +421,40 @@ impl LdapDirectory {
     }
 
     /// The entry of the object with `guid`: `Ok(None)` when noSuchObject.
+    /// A DC that drops the connection or declines the search is
+    /// `Elsewhere`: a read may be asked of the next DC.
     async fn read_by_guid(
         &self,
         ldap: &mut Ldap,
         guid: &[u8; 16],
         attrs: &[&str],
-    ) -> Result<Option<SearchEntry>, DirectoryError> {
+    ) -> Result<Option<SearchEntry>, Attempt<DirectoryError>> {
         let base = guid_dn(guid);
         let ldap3::SearchResult(entries, result) = ldap
             .search(&base, Scope::Base, "(objectClass=*)", attrs.to_vec())
             .await
-            .map_err(|e| DirectoryError(format!("forest {}: search {base}: {e}", self.name)))?;
+            .map_err(|e| Attempt::Elsewhere(format!("search {base}: {e}")))?;
         match result.rc {
             0 => Ok(entries.into_iter().next().map(SearchEntry::construct)),
             NO_SUCH_OBJECT => Ok(None),
-            rc => Err(DirectoryError(format!(
+            rc if fails_over(&LdapFailure::from_result(rc, &result.text)) => Err(
+                Attempt::Elsewhere(format!("search {base}: result {rc}: {}", result.text)),
+            ),
+            rc => Err(Attempt::Final(DirectoryError(format!(
                 "forest {}: search {base}: result {rc}: {}",
                 self.name, result.text
-            ))),
+            )))),
         }
     }
 
     /// The account's state now, read by objectGUID. The computed attribute
     /// is constructed: AD returns it only when asked for by name.
-    async fn user_state(&self, ldap: &mut Ldap, account: &Account) -> Result<UserState, Refusal> {
-        let e = self
+    async fn user_state(
+        &self,
+        ldap: &mut Ldap,
+        account: &Account,
+    ) -> Result<UserState, Attempt<Refusal>> {
+        let e = match self
             .read_by_guid(
                 ldap,
                 &account.object_guid,
@@ -315,8 +468,12 @@ impl LdapDirectory {
                 ],
             )
             .await
-            .map_err(|e| Refusal::DirectoryUnavailable(e.0))?
-            .ok_or(Refusal::UserNotFound)?;
+        {
+            Ok(Some(e)) => e,
+            Ok(None) => return Err(Refusal::UserNotFound.into()),
+            Err(Attempt::Elsewhere(why)) => return Err(Attempt::Elsewhere(why)),
+            Err(Attempt::Final(e)) => return Err(Refusal::DirectoryUnavailable(e.0).into()),
+        };
         Ok(UserState {
             sam: first(&e, "sAMAccountName").unwrap_or_default().to_owned(),
             display_name: first(&e, "displayName").unwrap_or_default().to_owned(),
@@ -342,31 +499,47 @@ impl LdapDirectory {
             Modified::Unconfirmed(format!("forest {}: modify {target}: {e}", self.name))
         })?;
         if result.rc == 0 {
-            Ok(())
-        } else {
-            Err(Modified::Refused(LdapFailure::from_result(
-                result.rc,
-                &result.text,
+            return Ok(());
+        }
+        let failure = LdapFailure::from_result(result.rc, &result.text);
+        if fails_over(&failure) {
+            Err(Modified::Declined(format!(
+                "modify {target}: result {}: {}",
+                failure.rc, failure.text
             )))
+        } else {
+            Err(Modified::Refused(failure))
         }
     }
+}
+
+/// A password operation's walk over the DCs (see `LdapDirectory::failover`).
+struct Failover {
+    candidates: std::vec::IntoIter<String>,
+    deadline: Instant,
+    passed: Vec<String>,
 }
 
 /// How a modify failed.
 enum Modified {
     Refused(LdapFailure),
+    /// Refused by this DC, not the domain: another DC may apply it.
+    Declined(String),
     Unconfirmed(String),
 }
 
 /// A failure with no more specific meaning, reported with its code and text
 /// (for the event log: never shown to users).
-fn unexpected(forest: &str, f: Modified) -> Refusal {
+fn unexpected(forest: &str, f: Modified) -> Attempt<Refusal> {
     match f {
-        Modified::Refused(f) if f.rc == NO_SUCH_OBJECT => Refusal::UserNotFound,
+        Modified::Refused(f) if f.rc == NO_SUCH_OBJECT => Refusal::UserNotFound.into(),
         Modified::Refused(f) => {
             Refusal::DirectoryUnavailable(format!("forest {forest}: result {}: {}", f.rc, f.text))
+                .into()
         }
-        Modified::Unconfirmed(why) => Refusal::WriteUnconfirmed(why),
+        Modified::Declined(why) => Attempt::Elsewhere(why),
+        // Possibly applied: never re-sent to another DC.
+        Modified::Unconfirmed(why) => Refusal::WriteUnconfirmed(why).into(),
     }
 }
 
@@ -395,37 +568,16 @@ impl Directory for LdapDirectory {
         unlock: bool,
         must_change: bool,
     ) -> Result<(), Refusal> {
-        let mut ldap = self.session().await?;
-        let user = self.user_state(&mut ldap, account).await?;
-        if user.disabled {
-            return Err(Refusal::AccountDisabled);
-        }
-        if user.protected {
-            return Err(Refusal::ProtectedAccount);
-        }
-        let encoded = unicode_pwd(new.expose());
-        let mut mods = vec![Mod::Replace(b"unicodePwd".to_vec(), set(&[&encoded]))];
-        let mut needed = vec![DirectoryRight::ResetPassword];
-        if unlock {
-            mods.push(Mod::Replace(b"lockoutTime".to_vec(), set(&[b"0"])));
-            needed.push(DirectoryRight::WriteLockoutTime);
-        }
-        if must_change {
-            mods.push(Mod::Replace(b"pwdLastSet".to_vec(), set(&[b"0"])));
-            needed.push(DirectoryRight::WritePwdLastSet);
-        }
-        let outcome = match self.modify(&mut ldap, &account.object_guid, mods).await {
-            Ok(()) => Ok(()),
-            Err(Modified::Refused(f)) if f.is_access_denied() => {
-                Err(self.denied(&mut ldap, &user.dn, &needed).await)
+        let mut walk = self.failover();
+        loop {
+            let (url, mut ldap) = self.next_dc(&mut walk).await?;
+            let outcome = self
+                .reset_on(&mut ldap, account, new, unlock, must_change)
+                .await;
+            if let Some(done) = self.settle(&mut walk, &url, ldap, outcome).await {
+                return done;
             }
-            Err(Modified::Refused(f)) if f.is_policy() => Err(self
-                .policy_refusal(&mut ldap, &user.dn, &user, new, false, &f.text)
-                .await),
-            Err(f) => Err(unexpected(&self.name, f)),
-        };
-        let _ = ldap.unbind().await;
-        outcome
+        }
     }
 
     async fn change_password(
@@ -434,77 +586,25 @@ impl Directory for LdapDirectory {
         current: &Password,
         new: &Password,
     ) -> Result<(), Refusal> {
-        let mut ldap = self.session().await?;
-        let user = self.user_state(&mut ldap, account).await?;
-        if user.disabled {
-            return Err(Refusal::AccountDisabled);
-        }
-        if user.locked {
-            return Err(Refusal::AccountLocked);
-        }
-        let old = unicode_pwd(current.expose());
-        let fresh = unicode_pwd(new.expose());
-        let mods = vec![
-            Mod::Delete(b"unicodePwd".to_vec(), set(&[&old])),
-            Mod::Add(b"unicodePwd".to_vec(), set(&[&fresh])),
-        ];
-        let outcome = match self.modify(&mut ldap, &account.object_guid, mods).await {
-            Ok(()) => Ok(()),
-            Err(Modified::Refused(f)) if f.is_wrong_password() => {
-                Err(Refusal::WrongCurrentPassword)
+        let mut walk = self.failover();
+        loop {
+            let (url, mut ldap) = self.next_dc(&mut walk).await?;
+            let outcome = self.change_on(&mut ldap, account, current, new).await;
+            if let Some(done) = self.settle(&mut walk, &url, ldap, outcome).await {
+                return done;
             }
-            Err(Modified::Refused(f)) if f.is_policy() => Err(self
-                .policy_refusal(&mut ldap, &user.dn, &user, new, true, &f.text)
-                .await),
-            // Samba refuses a change without the right as a constraint
-            // violation with no extended error: the user's DACL says whether
-            // that is what happened.
-            Err(Modified::Refused(f))
-                if f.is_access_denied()
-                    || f.code.is_none()
-                        && self
-                            .holds(&mut ldap, &user.dn, DirectoryRight::ChangePassword)
-                            .await
-                            == Some(false) =>
-            {
-                // AdminSDHolder's DACL decided, not a delegation doctor can
-                // fix: as the embedded backend answers.
-                if user.protected {
-                    Err(Refusal::ProtectedAccount)
-                } else {
-                    Err(self
-                        .denied(&mut ldap, &user.dn, &[DirectoryRight::ChangePassword])
-                        .await)
-                }
-            }
-            Err(f) => Err(unexpected(&self.name, f)),
-        };
-        let _ = ldap.unbind().await;
-        outcome
+        }
     }
 
     async fn unlock(&self, account: &Account) -> Result<(), Refusal> {
-        let mut ldap = self.session().await?;
-        let user = self.user_state(&mut ldap, account).await?;
-        if user.protected {
-            return Err(Refusal::ProtectedAccount);
+        let mut walk = self.failover();
+        loop {
+            let (url, mut ldap) = self.next_dc(&mut walk).await?;
+            let outcome = self.unlock_on(&mut ldap, account).await;
+            if let Some(done) = self.settle(&mut walk, &url, ldap, outcome).await {
+                return done;
+            }
         }
-        let outcome = match self
-            .modify(
-                &mut ldap,
-                &account.object_guid,
-                vec![Mod::Replace(b"lockoutTime".to_vec(), set(&[b"0"]))],
-            )
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(Modified::Refused(f)) if f.is_access_denied() => Err(self
-                .denied(&mut ldap, &user.dn, &[DirectoryRight::WriteLockoutTime])
-                .await),
-            Err(f) => Err(unexpected(&self.name, f)),
-        };
-        let _ = ldap.unbind().await;
-        outcome
     }
 
     async fn eligibility(&self, account: &Account) -> Result<Eligibility, Refusal> {
@@ -520,16 +620,20 @@ impl Directory for LdapDirectory {
     }
 
     async fn policy(&self, account: &Account) -> Result<ResultantPolicy, Refusal> {
-        let mut ldap = self.session().await?;
-        let policy = match self.user_state(&mut ldap, account).await {
-            Ok(user) => self
-                .resultant_policy(&mut ldap, &user.dn)
-                .await
-                .map_err(|e| Refusal::DirectoryUnavailable(e.0)),
-            Err(r) => Err(r),
-        };
-        let _ = ldap.unbind().await;
-        policy
+        let mut walk = self.failover();
+        loop {
+            let (url, mut ldap) = self.next_dc(&mut walk).await?;
+            let outcome = match self.user_state(&mut ldap, account).await {
+                Ok(user) => self
+                    .resultant_policy(&mut ldap, &user.dn)
+                    .await
+                    .map_err(|e| Refusal::DirectoryUnavailable(e.0).into()),
+                Err(e) => Err(e),
+            };
+            if let Some(done) = self.settle(&mut walk, &url, ldap, outcome).await {
+                return done;
+            }
+        }
     }
 
     async fn unreadable_policies(&self) -> Result<Vec<UnreadablePolicy>, DirectoryError> {
@@ -582,18 +686,27 @@ mod tests {
             32,
             "0000208D: NameErr: DSID-03100288, problem 2001 (NO_OBJECT)",
         ));
-        assert_eq!(unexpected("test", gone), Refusal::UserNotFound);
-        assert_eq!(
+        assert!(matches!(
+            unexpected("test", gone),
+            Attempt::Final(Refusal::UserNotFound)
+        ));
+        // Possibly applied: final, never asked of another DC.
+        assert!(matches!(
             unexpected("test", Modified::Unconfirmed("connection reset".into())),
-            Refusal::WriteUnconfirmed("connection reset".into())
-        );
-        assert_eq!(
+            Attempt::Final(Refusal::WriteUnconfirmed(why)) if why == "connection reset"
+        ));
+        // Declined by this DC: the next one is asked.
+        assert!(matches!(
+            unexpected("test", Modified::Declined("result 52: unavailable".into())),
+            Attempt::Elsewhere(_)
+        ));
+        assert!(matches!(
             unexpected(
                 "test",
-                Modified::Refused(LdapFailure::from_result(53, "unwilling"))
+                Modified::Refused(LdapFailure::from_result(80, "other"))
             ),
-            Refusal::DirectoryUnavailable("forest test: result 53: unwilling".into())
-        );
+            Attempt::Final(Refusal::DirectoryUnavailable(why)) if why == "forest test: result 80: other"
+        ));
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl Dc {
         LdapDirectory::new(
             name,
             LdapSettings {
-                url: self.get("LDAPS_URL").to_owned(),
+                urls: vec![self.get("LDAPS_URL").to_owned()],
                 ca_file: PathBuf::from(self.get("CA_FILE")),
                 bind_dn: self.get("SERVICE_ACCOUNT_DN").to_owned(),
                 bind_password: Zeroizing::new(self.password("SERVICE_ACCOUNT_PASSWORD_FILE")),
@@ -154,7 +154,7 @@ impl Dc {
         LdapDirectory::new(
             name,
             LdapSettings {
-                url: self.get("LDAPS_URL").to_owned(),
+                urls: vec![self.get("LDAPS_URL").to_owned()],
                 ca_file: PathBuf::from(self.get("CA_FILE")),
                 bind_dn: self.get("ADMIN_DN").to_owned(),
                 bind_password: Zeroizing::new(self.password("ADMIN_PASSWORD_FILE")),
