@@ -9,6 +9,7 @@
 //! names of its own), so the modules do not depend on each other's state.
 
 mod basics;
+mod controllers;
 mod dc;
 mod doctor;
 mod eligibility;
