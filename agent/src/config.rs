@@ -214,12 +214,45 @@ pub struct ForestConfig {
     /// For `ldap`: a file (mode 0600) holding the service account's password.
     #[serde(default)]
     pub bind_password_file: Option<PathBuf>,
+    /// For `ldap`, instead of `bind_password_file`: a keytab holding the
+    /// service account's keys, for a Kerberos (GSSAPI) bind as `principal`.
+    /// Needs a build with the `kerberos` feature.
+    #[serde(default)]
+    pub keytab_file: Option<PathBuf>,
+    /// With `keytab_file`: the service account's principal, `svc@REALM`.
+    #[serde(default)]
+    pub principal: Option<String>,
+    /// With `keytab_file`: the krb5.conf naming the realm's KDCs; the
+    /// system's (/etc/krb5.conf) when absent.
+    #[serde(default)]
+    pub krb5_conf: Option<PathBuf>,
     /// For `ldap`: the domain's naming context; read from the rootDSE when absent.
     #[serde(default)]
     pub base_dn: Option<String>,
 }
 
 impl ForestConfig {
+    /// What is wrong with how an `ldap` forest's service account binds.
+    fn credentials_problem(&self) -> Option<&'static str> {
+        if self.kind != ForestKind::Ldap {
+            return None;
+        }
+        match (&self.bind_password_file, &self.keytab_file) {
+            (Some(_), Some(_)) => Some("set bind_password_file or keytab_file, not both"),
+            (None, None) => Some("an ldap forest needs bind_password_file or keytab_file"),
+            (None, Some(_)) if self.principal.is_none() => {
+                Some("keytab_file needs the principal it holds keys for")
+            }
+            (None, Some(_)) if !directory::ldap::KERBEROS_BUILT => Some(
+                "keytab_file needs a writeback-agent built with Kerberos support (cargo feature kerberos)",
+            ),
+            (Some(_), None) if self.principal.is_some() || self.krb5_conf.is_some() => {
+                Some("principal and krb5_conf go with keytab_file")
+            }
+            _ => None,
+        }
+    }
+
     /// The configured domain controllers, in order: `urls`, or `url` alone.
     pub fn domain_controllers(&self) -> Vec<String> {
         match (&self.urls, &self.url) {
@@ -380,14 +413,23 @@ impl AgentConfig {
             if f.kind == ForestKind::Ldap && f.domain_controllers().is_empty() {
                 return invalid("forests", "an ldap forest needs url or urls");
             }
-            if f.kind == ForestKind::Ldap
-                && (f.ca_file.is_none() || f.bind_dn.is_none() || f.bind_password_file.is_none())
-            {
-                return invalid(
-                    "forests",
-                    "an ldap forest needs ca_file, bind_dn and bind_password_file",
-                );
+            if f.kind == ForestKind::Ldap && (f.ca_file.is_none() || f.bind_dn.is_none()) {
+                return invalid("forests", "an ldap forest needs ca_file and bind_dn");
             }
+            if let Some(problem) = f.credentials_problem() {
+                return invalid("forests", problem);
+            }
+        }
+        // One process, one Kerberos environment (crate::kerberos).
+        let mut kerberos = self.forests.iter().filter(|f| f.keytab_file.is_some());
+        if let Some(first) = kerberos.next()
+            && kerberos
+                .any(|f| f.keytab_file != first.keytab_file || f.krb5_conf != first.krb5_conf)
+        {
+            return invalid(
+                "forests",
+                "forests that bind with Kerberos must share one keytab_file and krb5_conf",
+            );
         }
         let mut names: Vec<_> = self.forests.iter().map(|f| f.name.as_str()).collect();
         names.sort_unstable();

@@ -4,6 +4,7 @@
 
 mod controllers;
 pub mod fixes;
+mod kerberos;
 
 use std::time::{Duration, Instant};
 
@@ -304,6 +305,7 @@ async fn forest_checks(config: &AgentConfig, config_hint: &str) -> Vec<Check> {
     for (forest, settings) in forests.iter().zip(&config.forests) {
         let name = forest.forest().to_owned();
         checks.extend(controllers::controllers_check(settings).await);
+        checks.extend(kerberos::kerberos_checks(settings).await);
         match forest.import(None).await {
             Ok(imported) => checks.push(check(
                 format!("forest {name}: bind"),

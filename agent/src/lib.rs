@@ -34,6 +34,7 @@ pub mod envelopes;
 pub mod eventlog;
 pub mod forests;
 pub mod handler;
+pub mod kerberos;
 pub mod keyring;
 pub mod onboarding;
 pub mod outbox;

@@ -39,10 +39,12 @@ use super::{
     ResultantPolicy, ServiceAccount, UnreadablePolicy,
 };
 use controllers::{Attempt, Controllers, DC_CONNECT_TIMEOUT, OPERATION_DEADLINE, fails_over};
+pub use kerberos::KERBEROS_BUILT;
 pub use policy::interval_secs;
 
 pub mod controllers;
 mod import;
+mod kerberos;
 mod operations;
 mod policy;
 mod rights;
@@ -71,9 +73,20 @@ pub struct LdapSettings {
     pub ca_file: PathBuf,
     /// The service account write-back acts as.
     pub bind_dn: String,
-    pub bind_password: Zeroizing<String>,
+    /// How it proves who it is.
+    pub credentials: Credentials,
     /// The domain's naming context; read from the rootDSE when absent.
     pub base_dn: Option<String>,
+}
+
+/// How the service account binds.
+#[derive(Clone)]
+pub enum Credentials {
+    /// A simple bind as `bind_dn` (over TLS only).
+    Password(Zeroizing<String>),
+    /// A SASL GSSAPI bind as this Kerberos principal (`svc@REALM`), its
+    /// tickets from the process's Kerberos environment: see `kerberos.rs`.
+    Kerberos { principal: String },
 }
 
 impl std::fmt::Debug for LdapSettings {
@@ -141,6 +154,26 @@ fn filetime_to_unix_ms(ft: i64) -> u64 {
         return 0;
     }
     ((ft / 10_000) - 11_644_473_600_000).max(0) as u64
+}
+
+/// An LDAP GeneralizedTime (`20261205131500.0Z`, UTC) as Unix ms.
+fn generalized_time_ms(text: &str) -> Option<i64> {
+    let t = text.as_bytes();
+    if t.len() < 15 || !t[..14].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let rfc3339 = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &text[0..4],
+        &text[4..6],
+        &text[6..8],
+        &text[8..10],
+        &text[10..12],
+        &text[12..14]
+    );
+    let at = humantime::parse_rfc3339(&rfc3339).ok()?;
+    let ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    i64::try_from(ms).ok()
 }
 
 /// The quoted UTF-16LE form unicodePwd takes.
@@ -347,6 +380,48 @@ impl LdapDirectory {
         probes
     }
 
+    /// How far this host's clock is behind the first DC that answers, in
+    /// ms (negative: ahead), from its rootDSE's currentTime, read without a
+    /// bind (a clock too far off is what makes a Kerberos bind fail).
+    pub async fn clock_offset(&self) -> Result<(String, i64), DirectoryError> {
+        let mut passed = Vec::new();
+        for url in self.candidates() {
+            let started = Instant::now();
+            let mut ldap = match self.open(&url, DC_CONNECT_TIMEOUT).await {
+                Ok(l) => l,
+                Err(why) => {
+                    passed.push(why);
+                    continue;
+                }
+            };
+            let root = self.read(&mut ldap, "", &["currentTime"]).await;
+            let _ = ldap.unbind().await;
+            let now = proto::time::unix_ms_i64() - started.elapsed().as_millis() as i64 / 2;
+            let time = root?;
+            let dc_ms = first(&time, "currentTime")
+                .and_then(generalized_time_ms)
+                .ok_or_else(|| DirectoryError(format!("{url}: the rootDSE has no currentTime")))?;
+            return Ok((url, dc_ms - now));
+        }
+        Err(DirectoryError(self.none_answered(&passed)))
+    }
+
+    /// A connection to `url`, not bound yet.
+    async fn open(&self, url: &str, timeout: Duration) -> Result<Ldap, String> {
+        let settings = LdapConnSettings::new()
+            .set_config(Arc::clone(&self.tls))
+            .set_conn_timeout(timeout)
+            .set_starttls(url.starts_with("ldap://"));
+        // The timeout bounds the TCP connect only; a DC that accepts and
+        // then stalls in TLS or StartTLS is bounded here.
+        let connected = tokio::time::timeout(timeout, LdapConnAsync::with_settings(settings, url))
+            .await
+            .map_err(|_| format!("{url}: no answer within {timeout:?}"))?;
+        let (conn, ldap) = connected.map_err(|e| format!("{url}: cannot connect: {e}"))?;
+        ldap3::drive!(conn);
+        Ok(ldap)
+    }
+
     /// A connection to `url` bound as the service account. A DC that cannot
     /// be reached or declines the bind is `Elsewhere`; a bind refused for
     /// the account's credentials is final (every DC would say the same).
@@ -368,10 +443,15 @@ impl LdapDirectory {
             connected.map_err(|e| Attempt::Elsewhere(format!("{url}: cannot connect: {e}")))?;
         ldap3::drive!(conn);
         ldap.with_timeout(timeout);
-        let bound = ldap
-            .simple_bind(&self.settings.bind_dn, &self.settings.bind_password)
-            .await
-            .map_err(|e| Attempt::Elsewhere(format!("{url}: bind failed: {e}")))?;
+        let bound = match &self.settings.credentials {
+            Credentials::Password(password) => ldap
+                .simple_bind(&self.settings.bind_dn, password)
+                .await
+                .map_err(|e| Attempt::Elsewhere(format!("{url}: bind failed: {e}")))?,
+            Credentials::Kerberos { principal } => {
+                kerberos::bind(&mut ldap, url, principal, timeout).await?
+            }
+        };
         if bound.rc == 0 {
             return Ok(ldap);
         }
@@ -707,6 +787,16 @@ mod tests {
             ),
             Attempt::Final(Refusal::DirectoryUnavailable(why)) if why == "forest test: result 80: other"
         ));
+    }
+
+    #[test]
+    fn a_dcs_current_time_is_read_as_utc() {
+        assert_eq!(generalized_time_ms("19700101000001.0Z"), Some(1000));
+        assert_eq!(
+            generalized_time_ms("20261205131500.0Z"),
+            Some(1_796_476_500_000)
+        );
+        assert_eq!(generalized_time_ms("2026"), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use directory::ldap::{LdapDirectory, LdapSettings};
+use directory::ldap::{Credentials, LdapDirectory, LdapSettings};
 use directory::{Directory, Refusal};
 use zeroize::Zeroizing;
 
@@ -31,7 +31,9 @@ fn directory(dc: &Dc, urls: Vec<String>) -> LdapDirectory {
             urls,
             ca_file: PathBuf::from(dc.get("CA_FILE")),
             bind_dn: dc.get("SERVICE_ACCOUNT_DN").to_owned(),
-            bind_password: Zeroizing::new(dc.password("SERVICE_ACCOUNT_PASSWORD_FILE")),
+            credentials: Credentials::Password(Zeroizing::new(
+                dc.password("SERVICE_ACCOUNT_PASSWORD_FILE"),
+            )),
             base_dn: Some(dc.get("BASE_DN").to_owned()),
         },
     )

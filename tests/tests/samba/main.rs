@@ -14,6 +14,7 @@ mod dc;
 mod doctor;
 mod eligibility;
 mod identity;
+mod kerberos;
 mod lab;
 mod policy;
 mod scenarios;
