@@ -313,7 +313,9 @@ async fn forest_checks(config: &AgentConfig, config_hint: &str) -> Vec<Check> {
                 format!("{} accounts readable", imported.accounts.len()),
             )),
             Err(e) => {
-                checks.push(check(format!("forest {name}: bind"), false, e.to_string()));
+                let mut c = check(format!("forest {name}: bind"), false, e.to_string());
+                c.fix = kerberos::bind_fixes(settings, &c.detail);
+                checks.push(c);
                 continue;
             }
         }
@@ -336,7 +338,8 @@ async fn forest_checks(config: &AgentConfig, config_hint: &str) -> Vec<Check> {
             lacking.is_empty(),
             if lacking.is_empty() {
                 format!(
-                    "all four rights on the users of every container ({} containers, {users} users)",
+                    "{} on the users of every container ({} containers, {users} users)",
+                    checked_rights(),
                     rights.len()
                 )
             } else {
@@ -369,6 +372,15 @@ async fn forest_checks(config: &AgentConfig, config_hint: &str) -> Vec<Check> {
         checks.push(policy_check(&name, forest.as_ref()).await);
     }
     checks
+}
+
+/// The rights the agent's operations need, as doctor names them.
+fn checked_rights() -> String {
+    directory::eligibility::PasswordOperation::checked_rights()
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Fine-grained policies whose settings the service account cannot read:

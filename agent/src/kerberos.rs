@@ -78,11 +78,13 @@ mod tests {
         let forest = "[[forests]]\nname = \"f\"\nkind = \"ldap\"\nurl = \"ldaps://dc1:636\"\n\
                       ca_file = \"ca\"\nbind_dn = \"cn=svc\"\nkeytab_file = \"/etc/wb/svc.keytab\"\n\
                       principal = \"svc@TEST.EXAMPLE\"\nkrb5_conf = \"/etc/wb/krb5.conf\"\n";
-        let Ok(config) = AgentConfig::from_toml(&format!("{base}{forest}")) else {
-            // Without the kerberos feature, keytab_file is refused.
-            assert!(!directory::ldap::KERBEROS_BUILT);
+        let parsed = AgentConfig::from_toml(&format!("{base}{forest}"));
+        if !directory::ldap::KERBEROS_BUILT {
+            let err = parsed.unwrap_err().to_string();
+            assert!(err.contains("Kerberos support"), "{err}");
             return;
-        };
+        }
+        let config = parsed.unwrap();
         let vars = environment(&config);
         assert_eq!(
             vars,

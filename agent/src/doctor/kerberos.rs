@@ -86,6 +86,41 @@ pub async fn kerberos_checks(forest: &ForestConfig) -> Vec<Check> {
     checks
 }
 
+/// The fixes for a Kerberos bind that failed with `error`, by what the
+/// DC or the Kerberos library said.
+pub fn bind_fixes(forest: &ForestConfig, error: &str) -> Vec<String> {
+    let Some(principal) = forest
+        .principal
+        .as_deref()
+        .filter(|_| forest.keytab_file.is_some())
+    else {
+        return Vec::new();
+    };
+    let mut fixes = Vec::new();
+    if error.contains("Sign or Seal are required") {
+        fixes.push(
+            "on a Samba DC: set \"ldap server require strong auth = allow_sasl_over_tls\" in smb.conf's [global] and restart samba (its default allows only simple binds over TLS; Windows DCs accept Kerberos over LDAPS as they are)".into(),
+        );
+    }
+    if error.contains("Server not found in Kerberos database") {
+        fixes.push(
+            "register the DC's LDAP service name on its computer account: setspn -S ldap/<DC's dnsHostName> <DC>$ (Samba: samba-tool spn add ldap/<DC's dnsHostName> <DC>$)".into(),
+        );
+    }
+    if error.contains("kew") {
+        fixes.push(
+            "synchronise this host's clock with the domain's (chronyc makestep, or w32tm /resync)"
+                .into(),
+        );
+    }
+    if error.contains("no Kerberos credentials") || fixes.is_empty() {
+        fixes.push(format!(
+            "check that keytab_file holds current keys for {principal} (export it again after a password change) and that krb5_conf names the KDCs of its realm"
+        ));
+    }
+    fixes
+}
+
 /// The principals a keytab (MIT's format 0x0502) holds keys for; `None`
 /// when it is not one.
 fn principals(bytes: &[u8]) -> Option<Vec<String>> {
@@ -138,6 +173,22 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_kerberos_bind_names_its_fix() {
+        let forest: ForestConfig = toml::from_str(
+            "name = \"f\"\nkind = \"ldap\"\nkeytab_file = \"k\"\nprincipal = \"svc@R\"\n",
+        )
+        .unwrap();
+        let fixes = bind_fixes(
+            &forest,
+            "bind failed: result 8 SASL:[GSSAPI]: Sign or Seal are required.",
+        );
+        assert!(fixes[0].contains("allow_sasl_over_tls"), "{fixes:?}");
+        let fixes = bind_fixes(&forest, "no Kerberos credentials for svc@R: ...");
+        assert!(fixes[0].contains("keytab_file holds current keys for svc@R"));
+        assert!(bind_fixes(&forest, "Server not found in Kerberos database")[0].contains("setspn"));
+    }
 
     fn entry(realm: &str, names: &[&str]) -> Vec<u8> {
         let mut e = (names.len() as u16).to_be_bytes().to_vec();

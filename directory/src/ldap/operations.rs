@@ -9,6 +9,7 @@ use ldap3::{Ldap, Mod};
 
 use super::controllers::Attempt;
 use super::{LdapDirectory, Modified, set, unexpected, unicode_pwd};
+use crate::eligibility::PasswordOperation;
 use crate::{Account, DirectoryRight, Refusal};
 
 type Outcome = Result<(), Attempt<Refusal>>;
@@ -31,15 +32,17 @@ impl LdapDirectory {
         }
         let encoded = unicode_pwd(new.expose());
         let mut mods = vec![Mod::Replace(b"unicodePwd".to_vec(), set(&[&encoded]))];
-        let mut needed = vec![DirectoryRight::ResetPassword];
         if unlock {
             mods.push(Mod::Replace(b"lockoutTime".to_vec(), set(&[b"0"])));
-            needed.push(DirectoryRight::WriteLockoutTime);
         }
         if must_change {
             mods.push(Mod::Replace(b"pwdLastSet".to_vec(), set(&[b"0"])));
-            needed.push(DirectoryRight::WritePwdLastSet);
         }
+        let needed = PasswordOperation::Reset {
+            unlock,
+            must_change,
+        }
+        .rights();
         match self.modify(ldap, &account.object_guid, mods).await {
             Ok(()) => Ok(()),
             Err(Modified::Refused(f)) if f.is_access_denied() => {
@@ -99,7 +102,7 @@ impl LdapDirectory {
                     Err(Refusal::ProtectedAccount.into())
                 } else {
                     Err(self
-                        .denied(ldap, &user.dn, &[DirectoryRight::ChangePassword])
+                        .denied(ldap, &user.dn, &PasswordOperation::Change.rights())
                         .await
                         .into())
                 }
@@ -117,7 +120,7 @@ impl LdapDirectory {
         match self.modify(ldap, &account.object_guid, mods).await {
             Ok(()) => Ok(()),
             Err(Modified::Refused(f)) if f.is_access_denied() => Err(self
-                .denied(ldap, &user.dn, &[DirectoryRight::WriteLockoutTime])
+                .denied(ldap, &user.dn, &PasswordOperation::Unlock.rights())
                 .await
                 .into()),
             Err(f) => Err(unexpected(&self.name, f)),

@@ -195,7 +195,7 @@ impl LdapDirectory {
             enabled: !user.disabled,
             locked: user.locked,
             protected: user.protected,
-            rights: DirectoryRight::ALL
+            rights: crate::eligibility::PasswordOperation::checked_rights()
                 .into_iter()
                 .filter(|r| stored_grants(&sd, *r, &sids))
                 .collect(),

@@ -17,4 +17,5 @@ mod identity;
 mod kerberos;
 mod lab;
 mod policy;
+mod rights;
 mod scenarios;
