@@ -116,56 +116,6 @@ fn last_good_first(mut candidates: Vec<String>, last: Option<&str>) -> Vec<Strin
     candidates
 }
 
-/// One SRV target: `_ldap._tcp.dc._msdcs.<domain>` names every DC of the
-/// domain with a priority (lower first) and a weight (share of the load
-/// among DCs of equal priority, RFC 2782).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SrvTarget {
-    pub priority: u16,
-    pub weight: u16,
-    pub port: u16,
-    pub target: String,
-}
-
-/// SRV targets in the order RFC 2782 says to try them: by priority, and
-/// within one priority drawn at random in proportion to their weights.
-pub fn srv_order(mut targets: Vec<SrvTarget>, rng: &mut fastrand::Rng) -> Vec<SrvTarget> {
-    targets.sort_by_key(|t| t.priority);
-    let mut out = Vec::with_capacity(targets.len());
-    while !targets.is_empty() {
-        let priority = targets[0].priority;
-        let same = targets
-            .iter()
-            .take_while(|t| t.priority == priority)
-            .count();
-        let mut group: Vec<SrvTarget> = targets.drain(..same).collect();
-        // Zero weights first, so they are drawn only rarely (RFC 2782).
-        group.sort_by_key(|t| t.weight);
-        while !group.is_empty() {
-            let total: u32 = group.iter().map(|t| u32::from(t.weight)).sum();
-            let pick = rng.u32(0..=total);
-            let mut running = 0;
-            let i = group
-                .iter()
-                .position(|t| {
-                    running += u32::from(t.weight);
-                    running >= pick
-                })
-                .unwrap_or(0);
-            out.push(group.remove(i));
-        }
-    }
-    out
-}
-
-/// The LDAPS URL of an SRV target. The SRV record names the LDAP port
-/// (389); AD serves LDAPS on 636 of the same host, which is what is asked.
-pub fn srv_url(target: &SrvTarget) -> String {
-    let host = target.target.trim_end_matches('.');
-    let port = if target.port == 389 { 636 } else { target.port };
-    format!("ldaps://{host}:{port}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,37 +156,5 @@ mod tests {
         assert!(!fails_over(&f(50, "00002098: SecErr")));
         assert!(!fails_over(&f(32, "0000208D: NameErr")));
         assert!(!fails_over(&f(49, "80090308: invalid credentials")));
-    }
-
-    #[test]
-    fn srv_targets_go_by_priority_then_weight() {
-        let t = |priority, weight, target: &str| SrvTarget {
-            priority,
-            weight,
-            port: 389,
-            target: target.into(),
-        };
-        let targets = vec![
-            t(10, 0, "backup.example."),
-            t(0, 100, "heavy.example."),
-            t(0, 0, "idle.example."),
-            t(0, 1, "light.example."),
-        ];
-        let mut heavy_first = 0;
-        for seed in 0..200 {
-            let order = srv_order(targets.clone(), &mut fastrand::Rng::with_seed(seed));
-            assert_eq!(order.len(), 4);
-            // A lower priority is always tried after every higher one.
-            assert_eq!(order[3].target, "backup.example.");
-            if order[0].target == "heavy.example." {
-                heavy_first += 1;
-            }
-        }
-        // Weight 100 of 101 comes first almost always, but not always.
-        assert!(heavy_first > 180, "{heavy_first}");
-        assert_eq!(
-            srv_url(&t(0, 0, "dc1.contoso.example.")),
-            "ldaps://dc1.contoso.example:636"
-        );
     }
 }

@@ -789,6 +789,49 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn a_forest_whose_every_dc_fails_names_each_and_why() {
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let closed = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("ldaps://127.0.0.1:{}", l.local_addr().unwrap().port())
+        };
+        let urls = vec![closed(), closed()];
+        let dir = LdapDirectory::new(
+            "test",
+            LdapSettings {
+                urls: urls.clone(),
+                ca_file: ca.path().to_owned(),
+                bind_dn: "CN=svc".into(),
+                credentials: Credentials::Password(Zeroizing::new("x".into())),
+                base_dn: None,
+            },
+        )
+        .unwrap();
+        let err = dir.import(None).await.unwrap_err().0;
+        assert!(
+            err.starts_with("forest test: no domain controller answered: "),
+            "{err}"
+        );
+        for url in &urls {
+            assert!(err.contains(&format!("{url}: cannot connect")), "{err}");
+        }
+        assert_eq!(dir.controllers.last_good(), None);
+        let probes = dir.probe_controllers().await;
+        assert_eq!(probes.len(), 2);
+        assert!(probes.iter().all(|p| p.answer.is_err()));
+        assert!(
+            LdapDirectory::new(
+                "test",
+                LdapSettings {
+                    urls: vec!["https://dc".into()],
+                    ..dir.settings.clone()
+                }
+            )
+            .is_err()
+        );
+    }
+
     #[test]
     fn a_dcs_current_time_is_read_as_utc() {
         assert_eq!(generalized_time_ms("19700101000001.0Z"), Some(1000));
