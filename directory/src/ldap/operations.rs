@@ -1,7 +1,7 @@
 //! The password operations on one domain controller's connection: read the
 //! account's state, refuse what the DC would refuse anyway, modify, and
 //! classify the result. `Attempt::Elsewhere` is returned only where nothing
-//! was written (see `controllers.rs`); `LdapDirectory::on_a_dc` then asks
+//! was written (see `controllers.rs`); `LdapDirectory::failover` then asks
 //! the next DC.
 
 use envelope::Password;
