@@ -205,6 +205,14 @@ pub struct ForestConfig {
     /// that answered last first) when one cannot be reached or declines.
     #[serde(default)]
     pub urls: Option<Vec<String>>,
+    /// For `ldap`: the domain's DNS name; its DCs are also found through
+    /// the `_ldap._tcp.dc._msdcs.<domain>` SRV records, asked before `urls`.
+    #[serde(default)]
+    pub dns_srv: Option<String>,
+    /// With `dns_srv`: the name server to ask (`10.0.0.53:53`), e.g. a DC;
+    /// the first of /etc/resolv.conf when absent.
+    #[serde(default)]
+    pub dns_server: Option<std::net::SocketAddr>,
     /// For `ldap`: the CA that signs the domain controllers' certificates.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -410,8 +418,14 @@ impl AgentConfig {
             if f.url.is_some() && f.urls.is_some() {
                 return invalid("forests", "set url or urls, not both");
             }
-            if f.kind == ForestKind::Ldap && f.domain_controllers().is_empty() {
-                return invalid("forests", "an ldap forest needs url or urls");
+            if f.kind == ForestKind::Ldap
+                && f.domain_controllers().is_empty()
+                && f.dns_srv.is_none()
+            {
+                return invalid("forests", "an ldap forest needs url, urls or dns_srv");
+            }
+            if f.dns_server.is_some() && f.dns_srv.is_none() {
+                return invalid("forests", "dns_server goes with dns_srv");
             }
             if f.kind == ForestKind::Ldap && (f.ca_file.is_none() || f.bind_dn.is_none()) {
                 return invalid("forests", "an ldap forest needs ca_file and bind_dn");
@@ -543,7 +557,10 @@ mod tests {
         let both = parse("url = \"ldaps://dc1:636\"\nurls = [\"ldaps://dc2:636\"]\n").unwrap_err();
         assert!(both.to_string().contains("not both"), "{both}");
         let none = parse("urls = []\n").unwrap_err();
-        assert!(none.to_string().contains("url or urls"), "{none}");
+        assert!(none.to_string().contains("url, urls or dns_srv"), "{none}");
+        let srv = parse("dns_srv = \"contoso.example\"\ndns_server = \"127.0.0.1:53\"\n").unwrap();
+        assert_eq!(srv.forests[0].dns_srv.as_deref(), Some("contoso.example"));
+        assert!(parse("url = \"ldaps://dc1:636\"\ndns_server = \"127.0.0.1:53\"\n").is_err());
         assert!(parse("").is_err());
     }
 

@@ -13,7 +13,7 @@ use tokio::sync::RwLock;
 
 use super::config::{AgentConfig, ForestConfig, ForestKind};
 use directory::embedded::EmbeddedDirectory;
-use directory::ldap::{Credentials, LdapDirectory, LdapSettings};
+use directory::ldap::{Credentials, LdapDirectory, LdapSettings, SrvLookup};
 use directory::{
     Account, ContainerRights, Directory, DirectoryError, Eligibility, Imported, Refusal,
     ResultantPolicy,
@@ -52,6 +52,10 @@ pub fn open_ldap(f: &ForestConfig) -> Result<LdapDirectory, DirectoryError> {
     };
     let settings = LdapSettings {
         urls: f.domain_controllers(),
+        srv: f.dns_srv.as_ref().map(|domain| SrvLookup {
+            domain: domain.clone(),
+            nameserver: f.dns_server,
+        }),
         ca_file: f.ca_file.clone().ok_or_else(|| missing("ca_file"))?,
         bind_dn: f.bind_dn.clone().ok_or_else(|| missing("bind_dn"))?,
         credentials,

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, StdStream};
 
 use super::controllers::{Attempt, DC_CONNECT_TIMEOUT, OPERATION_DEADLINE, fails_over};
 use super::{
-    ControllerProbe, Credentials, LdapDirectory, LdapFailure, first, generalized_time_ms, kerberos,
+    ControllerProbe, Credentials, LdapDirectory, LdapFailure, dns, first, generalized_time_ms,
+    kerberos,
 };
 use crate::{DirectoryError, Refusal};
 
@@ -21,9 +22,39 @@ pub(super) struct Failover {
 }
 
 impl LdapDirectory {
-    /// The DCs to ask now, in order.
-    pub(super) fn candidates(&self) -> Vec<String> {
-        self.controllers.order(self.settings.urls.clone())
+    /// The DCs to ask now, in order: those DNS names (when `srv` is set)
+    /// and the listed ones, the one that answered last first; with why DNS
+    /// named none.
+    pub(super) async fn candidates(&self) -> (Vec<String>, Option<String>) {
+        let (urls, problem) = self.domain_controllers().await;
+        (self.controllers.order(urls), problem)
+    }
+
+    /// Every DC: those DNS names (when `srv` is set), then the listed ones.
+    async fn domain_controllers(&self) -> (Vec<String>, Option<String>) {
+        let mut urls = Vec::new();
+        let mut problem = None;
+        if let Some(lookup) = &self.settings.srv {
+            match dns::discover(lookup).await {
+                Ok(found) => {
+                    let mut resolved = self.resolved.lock().expect("resolved lock");
+                    for dc in found {
+                        resolved.insert(dc.url.clone(), dc.addrs);
+                        urls.push(dc.url);
+                    }
+                }
+                Err(why) => {
+                    tracing::warn!(forest = %self.name, %why, "no domain controllers from DNS");
+                    problem = Some(format!("DNS {} (SRV): {why}", lookup.record()));
+                }
+            }
+        }
+        for url in &self.settings.urls {
+            if !urls.contains(url) {
+                urls.push(url.clone());
+            }
+        }
+        (urls, problem)
     }
 
     /// Starts a password operation's walk over the DCs: call
@@ -33,11 +64,13 @@ impl LdapDirectory {
     /// [`OPERATION_DEADLINE`]. Every other outcome, refusals and unconfirmed
     /// writes included, is the operation's. (A loop, not a closure taking
     /// the connection: async closures' futures cannot be shown `Send`.)
-    pub(super) fn failover(&self) -> Failover {
+    pub(super) async fn failover(&self) -> Failover {
+        let deadline = Instant::now() + OPERATION_DEADLINE;
+        let (candidates, problem) = self.candidates().await;
         Failover {
-            candidates: self.candidates().into_iter(),
-            deadline: Instant::now() + OPERATION_DEADLINE,
-            passed: Vec::new(),
+            candidates: candidates.into_iter(),
+            deadline,
+            passed: problem.into_iter().collect(),
         }
     }
 
@@ -99,8 +132,9 @@ impl LdapDirectory {
     /// A connection bound as the service account, to the first DC that
     /// answers.
     pub(super) async fn connect(&self) -> Result<Ldap, DirectoryError> {
-        let mut passed = Vec::new();
-        for url in self.candidates() {
+        let (candidates, problem) = self.candidates().await;
+        let mut passed: Vec<String> = problem.into_iter().collect();
+        for url in candidates {
             match self.connect_to(&url, DC_CONNECT_TIMEOUT).await {
                 Ok(ldap) => {
                     self.controllers.answered(&url);
@@ -113,11 +147,18 @@ impl LdapDirectory {
         Err(DirectoryError(self.none_answered(&passed)))
     }
 
-    /// Asks every DC in turn, as doctor shows them: whether it answers and
-    /// binds, and its host name.
+    /// Asks every DC in turn, in the order found and listed, as doctor
+    /// shows them: whether it answers and binds, and its host name.
     pub async fn probe_controllers(&self) -> Vec<ControllerProbe> {
         let mut probes = Vec::new();
-        for url in self.settings.urls.clone() {
+        let (candidates, problem) = self.domain_controllers().await;
+        if let (Some(why), Some(lookup)) = (problem, &self.settings.srv) {
+            probes.push(ControllerProbe {
+                url: format!("DNS {}", lookup.record()),
+                answer: Err(why),
+            });
+        }
+        for url in candidates {
             let answer = match self.connect_to(&url, DC_CONNECT_TIMEOUT).await {
                 Ok(mut ldap) => {
                     let name = self.read(&mut ldap, "", &["dnsHostName"]).await;
@@ -137,8 +178,9 @@ impl LdapDirectory {
     /// ms (negative: ahead), from its rootDSE's currentTime, read without a
     /// bind (a clock too far off is what makes a Kerberos bind fail).
     pub async fn clock_offset(&self) -> Result<(String, i64), DirectoryError> {
-        let mut passed = Vec::new();
-        for url in self.candidates() {
+        let (candidates, problem) = self.candidates().await;
+        let mut passed: Vec<String> = problem.into_iter().collect();
+        for url in candidates {
             let started = Instant::now();
             let mut ldap = match self.open(&url, DC_CONNECT_TIMEOUT).await {
                 Ok(l) => l,
@@ -161,10 +203,26 @@ impl LdapDirectory {
 
     /// A connection to `url`, not bound yet.
     async fn open(&self, url: &str, timeout: Duration) -> Result<Ldap, String> {
-        let settings = LdapConnSettings::new()
+        let mut settings = LdapConnSettings::new()
             .set_config(Arc::clone(&self.tls))
             .set_conn_timeout(timeout)
             .set_starttls(url.starts_with("ldap://"));
+        // A DC found in DNS is reached at the addresses that DNS gave (the
+        // host may not resolve them itself); TLS still checks its name.
+        let addrs = self
+            .resolved
+            .lock()
+            .expect("resolved lock")
+            .get(url)
+            .cloned();
+        if let Some(addrs) = addrs.filter(|a| !a.is_empty()) {
+            let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addrs[..]))
+                .await
+                .map_err(|_| format!("{url}: no answer from {addrs:?} within {timeout:?}"))?
+                .and_then(|s| s.into_std())
+                .map_err(|e| format!("{url}: cannot connect to {addrs:?}: {e}"))?;
+            settings = settings.set_std_stream(StdStream::Tcp(stream));
+        }
         // The timeout bounds the TCP connect only; a DC that accepts and
         // then stalls in TLS or StartTLS is bounded here.
         let connected = tokio::time::timeout(timeout, LdapConnAsync::with_settings(settings, url))
@@ -183,18 +241,7 @@ impl LdapDirectory {
         url: &str,
         timeout: Duration,
     ) -> Result<Ldap, Attempt<DirectoryError>> {
-        let settings = LdapConnSettings::new()
-            .set_config(Arc::clone(&self.tls))
-            .set_conn_timeout(timeout)
-            .set_starttls(url.starts_with("ldap://"));
-        // The timeout bounds the TCP connect only; a DC that accepts and
-        // then stalls in TLS or StartTLS is bounded here.
-        let connected = tokio::time::timeout(timeout, LdapConnAsync::with_settings(settings, url))
-            .await
-            .map_err(|_| Attempt::Elsewhere(format!("{url}: no answer within {timeout:?}")))?;
-        let (conn, mut ldap) =
-            connected.map_err(|e| Attempt::Elsewhere(format!("{url}: cannot connect: {e}")))?;
-        ldap3::drive!(conn);
+        let mut ldap = self.open(url, timeout).await.map_err(Attempt::Elsewhere)?;
         ldap.with_timeout(timeout);
         let bound = match &self.settings.credentials {
             Credentials::Password(password) => ldap

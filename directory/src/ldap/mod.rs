@@ -39,11 +39,13 @@ use super::{
     ResultantPolicy, ServiceAccount, UnreadablePolicy,
 };
 use controllers::{Attempt, Controllers, DC_CONNECT_TIMEOUT, fails_over};
+pub use dns::SrvLookup;
 pub use kerberos::KERBEROS_BUILT;
 pub use policy::interval_secs;
 
 mod connection;
 pub mod controllers;
+mod dns;
 mod import;
 mod kerberos;
 mod operations;
@@ -70,6 +72,9 @@ pub struct LdapSettings {
     /// (StartTLS is then required), asked in this order (the one that
     /// answered last first).
     pub urls: Vec<String>,
+    /// Also the DCs DNS names (`_ldap._tcp.dc._msdcs.<domain>`), asked
+    /// before `urls`.
+    pub srv: Option<SrvLookup>,
     /// PEM CA bundle that signs the domain controller's certificate.
     pub ca_file: PathBuf,
     /// The service account write-back acts as.
@@ -104,6 +109,8 @@ pub struct LdapDirectory {
     settings: LdapSettings,
     tls: Arc<rustls::ClientConfig>,
     controllers: Controllers,
+    /// Where the DCs found in DNS are, by URL (`dns.rs`).
+    resolved: std::sync::Mutex<std::collections::HashMap<String, Vec<std::net::SocketAddr>>>,
 }
 
 /// What asking one DC found, for doctor.
@@ -227,7 +234,7 @@ struct UserState {
 
 impl LdapDirectory {
     pub fn new(name: &str, settings: LdapSettings) -> Result<LdapDirectory, DirectoryError> {
-        if settings.urls.is_empty() {
+        if settings.urls.is_empty() && settings.srv.is_none() {
             return Err(DirectoryError(format!(
                 "forest {name}: no domain controller is configured"
             )));
@@ -266,6 +273,7 @@ impl LdapDirectory {
             settings,
             tls: Arc::new(tls),
             controllers: Controllers::new(),
+            resolved: Default::default(),
         })
     }
 
@@ -440,7 +448,7 @@ impl Directory for LdapDirectory {
         unlock: bool,
         must_change: bool,
     ) -> Result<(), Refusal> {
-        let mut walk = self.failover();
+        let mut walk = self.failover().await;
         loop {
             let (url, mut ldap) = self.next_dc(&mut walk).await?;
             let outcome = self
@@ -458,7 +466,7 @@ impl Directory for LdapDirectory {
         current: &Password,
         new: &Password,
     ) -> Result<(), Refusal> {
-        let mut walk = self.failover();
+        let mut walk = self.failover().await;
         loop {
             let (url, mut ldap) = self.next_dc(&mut walk).await?;
             let outcome = self.change_on(&mut ldap, account, current, new).await;
@@ -469,7 +477,7 @@ impl Directory for LdapDirectory {
     }
 
     async fn unlock(&self, account: &Account) -> Result<(), Refusal> {
-        let mut walk = self.failover();
+        let mut walk = self.failover().await;
         loop {
             let (url, mut ldap) = self.next_dc(&mut walk).await?;
             let outcome = self.unlock_on(&mut ldap, account).await;
@@ -492,7 +500,7 @@ impl Directory for LdapDirectory {
     }
 
     async fn policy(&self, account: &Account) -> Result<ResultantPolicy, Refusal> {
-        let mut walk = self.failover();
+        let mut walk = self.failover().await;
         loop {
             let (url, mut ldap) = self.next_dc(&mut walk).await?;
             let outcome = match self.user_state(&mut ldap, account).await {
@@ -597,6 +605,7 @@ mod tests {
                 bind_dn: "CN=svc".into(),
                 credentials: Credentials::Password(Zeroizing::new("x".into())),
                 base_dn: None,
+                srv: None,
             },
         )
         .unwrap();

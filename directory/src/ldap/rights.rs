@@ -172,7 +172,7 @@ impl LdapDirectory {
     /// stored DACL gives the service account: the DACL the DC's own access
     /// check reads (AdminSDHolder's on a protected account).
     pub(super) async fn user_eligibility(&self, account: &Account) -> Result<Eligibility, Refusal> {
-        let mut walk = self.failover();
+        let mut walk = self.failover().await;
         loop {
             let (url, mut ldap) = self.next_dc(&mut walk).await?;
             let outcome = self.eligibility_on(&mut ldap, account).await;

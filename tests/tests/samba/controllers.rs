@@ -4,11 +4,12 @@
 //! The three test DCs are of three different domains, so "another DC of
 //! the same domain" is a dead address, and a live DC whose certificate the
 //! forest's CA does not sign (dc2, another domain's CA): the failures a
-//! second DC of the domain would show when down or misconfigured.
+//! second DC of the domain would show when down or misconfigured. DCs are
+//! also found through the SRV records of Samba's internal DNS.
 
 use std::path::PathBuf;
 
-use directory::ldap::{Credentials, LdapDirectory, LdapSettings};
+use directory::ldap::{Credentials, LdapDirectory, LdapSettings, SrvLookup};
 use directory::{Directory, Refusal};
 use zeroize::Zeroizing;
 
@@ -25,6 +26,10 @@ fn closed_url() -> String {
 }
 
 fn directory(dc: &Dc, urls: Vec<String>) -> LdapDirectory {
+    directory_with(dc, urls, None)
+}
+
+fn directory_with(dc: &Dc, urls: Vec<String>, srv: Option<SrvLookup>) -> LdapDirectory {
     LdapDirectory::new(
         "test",
         LdapSettings {
@@ -35,6 +40,7 @@ fn directory(dc: &Dc, urls: Vec<String>) -> LdapDirectory {
                 dc.password("SERVICE_ACCOUNT_PASSWORD_FILE"),
             )),
             base_dn: Some(dc.get("BASE_DN").to_owned()),
+            srv,
         },
     )
     .expect("ldap directory")
@@ -145,4 +151,62 @@ async fn doctor_lists_every_dc_and_the_one_that_answers() {
         .find(|l| l.contains("forest test: bind"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(bind.starts_with("[ ok ]"), "{bind}");
+}
+
+#[tokio::test]
+#[ignore = "needs Samba AD DCs: run scripts/test (see tests/tests/samba.rs)"]
+async fn dcs_are_found_through_dns_srv_records() {
+    let dc = Dc::load("dc1");
+    let domain = dc.get("DNS_DOMAIN").to_lowercase();
+    // Samba's internal DNS serves the records every DC registers.
+    let lookup = |nameserver: &str| SrvLookup {
+        domain: domain.clone(),
+        nameserver: Some(nameserver.parse().expect("address")),
+    };
+    let ou = dc.own_ou("Srv");
+    let sam = unique("srv");
+    let user = dc.create_user(&ou, &sam, "Created-For-Srv-1!");
+
+    let dir = directory_with(
+        &dc,
+        Vec::new(),
+        Some(lookup(&format!("{}:53", dc.get("IP")))),
+    );
+    let probes = dir.probe_controllers().await;
+    let by_name = format!("ldaps://{}.{domain}:636", dc.get("HOST_NAME"));
+    assert_eq!(probes.len(), 1, "{probes:?}");
+    assert_eq!(probes[0].url, by_name);
+    assert_eq!(
+        probes[0].answer.as_deref(),
+        Ok(format!("{}.{domain}", dc.get("HOST_NAME")).as_str())
+    );
+    let who = account(&dir, &user).await;
+    dir.reset_password(&who, &pw("Found-In-Dns-1!"), false, false)
+        .await
+        .expect("reset on the DC DNS named");
+    dc.binds(&user, "Found-In-Dns-1!").await.expect("binds");
+
+    // DNS that does not answer: the listed DCs still serve, and doctor
+    // says why DNS named none.
+    let silent = closed_url().replace("ldaps://", "");
+    let dir = directory_with(
+        &dc,
+        vec![dc.get("LDAPS_URL").to_owned()],
+        Some(lookup(&silent)),
+    );
+    let probes = dir.probe_controllers().await;
+    assert_eq!(probes.len(), 2, "{probes:?}");
+    assert!(
+        probes[0].url.starts_with("DNS _ldap._tcp.dc._msdcs."),
+        "{probes:?}"
+    );
+    assert!(
+        probes[0].answer.is_err() && probes[1].answer.is_ok(),
+        "{probes:?}"
+    );
+    let who = account(&dir, &user).await;
+    dir.reset_password(&who, &pw("Listed-After-Dns-2!"), false, false)
+        .await
+        .expect("reset on the listed DC");
+    dc.remove_ou(&ou);
 }

@@ -69,6 +69,7 @@ impl Dc {
                     self.password("SERVICE_ACCOUNT_PASSWORD_FILE"),
                 )),
                 base_dn: Some(self.get("BASE_DN").to_owned()),
+                srv: None,
             },
         )
         .expect("ldap directory")
@@ -163,6 +164,7 @@ impl Dc {
                     self.password("ADMIN_PASSWORD_FILE"),
                 )),
                 base_dn: Some(self.get("BASE_DN").to_owned()),
+                srv: None,
             },
         )
         .expect("admin directory")
