@@ -277,9 +277,22 @@ pub struct ForestConfig {
     /// For `embedded`: the forest file (see examples/forests/).
     #[serde(default)]
     pub path: Option<PathBuf>,
-    /// For `ldap`: `ldaps://dc.example:636`, or `ldap://...` with StartTLS.
+    /// For `ldap`: one domain controller, `ldaps://dc.example:636`, or
+    /// `ldap://...` with StartTLS. Short for a one-element `urls`.
     #[serde(default)]
     pub url: Option<String>,
+    /// For `ldap`: the domain's controllers, tried in this order (the one
+    /// that answered last first) when one cannot be reached or declines.
+    #[serde(default)]
+    pub urls: Option<Vec<String>>,
+    /// For `ldap`: the domain's DNS name; its DCs are also found through
+    /// the `_ldap._tcp.dc._msdcs.<domain>` SRV records, asked before `urls`.
+    #[serde(default)]
+    pub dns_srv: Option<String>,
+    /// With `dns_srv`: the name server to ask (`10.0.0.53:53`), e.g. a DC;
+    /// the first of /etc/resolv.conf when absent.
+    #[serde(default)]
+    pub dns_server: Option<std::net::SocketAddr>,
     /// For `ldap`: the CA that signs the domain controllers' certificates.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -289,9 +302,53 @@ pub struct ForestConfig {
     /// For `ldap`: a file (mode 0600) holding the service account's password.
     #[serde(default)]
     pub bind_password_file: Option<PathBuf>,
+    /// For `ldap`, instead of `bind_password_file`: a keytab holding the
+    /// service account's keys, for a Kerberos (GSSAPI) bind as `principal`.
+    /// Needs a build with the `kerberos` feature.
+    #[serde(default)]
+    pub keytab_file: Option<PathBuf>,
+    /// With `keytab_file`: the service account's principal, `svc@REALM`.
+    #[serde(default)]
+    pub principal: Option<String>,
+    /// With `keytab_file`: the krb5.conf naming the realm's KDCs; the
+    /// system's (/etc/krb5.conf) when absent.
+    #[serde(default)]
+    pub krb5_conf: Option<PathBuf>,
     /// For `ldap`: the domain's naming context; read from the rootDSE when absent.
     #[serde(default)]
     pub base_dn: Option<String>,
+}
+
+impl ForestConfig {
+    /// What is wrong with how an `ldap` forest's service account binds.
+    fn credentials_problem(&self) -> Option<&'static str> {
+        if self.kind != ForestKind::Ldap {
+            return None;
+        }
+        match (&self.bind_password_file, &self.keytab_file) {
+            (Some(_), Some(_)) => Some("set bind_password_file or keytab_file, not both"),
+            (None, None) => Some("an ldap forest needs bind_password_file or keytab_file"),
+            (None, Some(_)) if self.principal.is_none() => {
+                Some("keytab_file needs the principal it holds keys for")
+            }
+            (None, Some(_)) if !directory::ldap::KERBEROS_BUILT => Some(
+                "keytab_file needs a writeback-agent built with Kerberos support (cargo feature kerberos)",
+            ),
+            (Some(_), None) if self.principal.is_some() || self.krb5_conf.is_some() => {
+                Some("principal and krb5_conf go with keytab_file")
+            }
+            _ => None,
+        }
+    }
+
+    /// The configured domain controllers, in order: `urls`, or `url` alone.
+    pub fn domain_controllers(&self) -> Vec<String> {
+        match (&self.urls, &self.url) {
+            (Some(urls), _) => urls.clone(),
+            (None, Some(url)) => vec![url.clone()],
+            (None, None) => Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -441,17 +498,35 @@ impl AgentConfig {
             if f.kind == ForestKind::Embedded && f.path.is_none() {
                 return invalid("forests", "an embedded forest needs a path");
             }
-            if f.kind == ForestKind::Ldap
-                && (f.url.is_none()
-                    || f.ca_file.is_none()
-                    || f.bind_dn.is_none()
-                    || f.bind_password_file.is_none())
-            {
-                return invalid(
-                    "forests",
-                    "an ldap forest needs url, ca_file, bind_dn and bind_password_file",
-                );
+            if f.url.is_some() && f.urls.is_some() {
+                return invalid("forests", "set url or urls, not both");
             }
+            if f.kind == ForestKind::Ldap
+                && f.domain_controllers().is_empty()
+                && f.dns_srv.is_none()
+            {
+                return invalid("forests", "an ldap forest needs url, urls or dns_srv");
+            }
+            if f.dns_server.is_some() && f.dns_srv.is_none() {
+                return invalid("forests", "dns_server goes with dns_srv");
+            }
+            if f.kind == ForestKind::Ldap && (f.ca_file.is_none() || f.bind_dn.is_none()) {
+                return invalid("forests", "an ldap forest needs ca_file and bind_dn");
+            }
+            if let Some(problem) = f.credentials_problem() {
+                return invalid("forests", problem);
+            }
+        }
+        // One process, one Kerberos environment (crate::kerberos).
+        let mut kerberos = self.forests.iter().filter(|f| f.keytab_file.is_some());
+        if let Some(first) = kerberos.next()
+            && kerberos
+                .any(|f| f.keytab_file != first.keytab_file || f.krb5_conf != first.krb5_conf)
+        {
+            return invalid(
+                "forests",
+                "forests that bind with Kerberos must share one keytab_file and krb5_conf",
+            );
         }
         let mut names: Vec<_> = self.forests.iter().map(|f| f.name.as_str()).collect();
         names.sort_unstable();
@@ -583,6 +658,29 @@ mod tests {
         assert!(parse("[events]\nsyslog_facility = \"kern\"\n").is_err());
         assert!(parse("[events]\nsyslog_app_name = \"two words\"\n").is_err());
         assert!(parse("[events]\nfile = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn an_ldap_forest_takes_one_url_or_a_list_not_both() {
+        let base = "broker = \"https://b:443\"\ntenant = \"a\"\nlisten_key_file = \"k\"\n\
+                    [[forests]]\nname = \"f\"\nkind = \"ldap\"\nca_file = \"ca\"\n\
+                    bind_dn = \"cn=x\"\nbind_password_file = \"p\"\n";
+        let parse = |extra: &str| AgentConfig::from_toml(&format!("{base}{extra}"));
+        let one = parse("url = \"ldaps://dc1:636\"\n").unwrap();
+        assert_eq!(one.forests[0].domain_controllers(), ["ldaps://dc1:636"]);
+        let two = parse("urls = [\"ldaps://dc1:636\", \"ldaps://dc2:636\"]\n").unwrap();
+        assert_eq!(
+            two.forests[0].domain_controllers(),
+            ["ldaps://dc1:636", "ldaps://dc2:636"]
+        );
+        let both = parse("url = \"ldaps://dc1:636\"\nurls = [\"ldaps://dc2:636\"]\n").unwrap_err();
+        assert!(both.to_string().contains("not both"), "{both}");
+        let none = parse("urls = []\n").unwrap_err();
+        assert!(none.to_string().contains("url, urls or dns_srv"), "{none}");
+        let srv = parse("dns_srv = \"contoso.example\"\ndns_server = \"127.0.0.1:53\"\n").unwrap();
+        assert_eq!(srv.forests[0].dns_srv.as_deref(), Some("contoso.example"));
+        assert!(parse("url = \"ldaps://dc1:636\"\ndns_server = \"127.0.0.1:53\"\n").is_err());
+        assert!(parse("").is_err());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! support asks for. Each check says what it found and, when something is
 //! wrong, the exact command that fixes it.
 
+mod controllers;
 pub mod fixes;
+mod kerberos;
 mod path;
 
 use std::time::{Duration, Instant};
@@ -270,6 +272,8 @@ async fn forest_checks(config: &AgentConfig, config_hint: &str) -> Vec<Check> {
     };
     for (forest, settings) in forests.iter().zip(&config.forests) {
         let name = forest.forest().to_owned();
+        checks.extend(controllers::controllers_check(settings).await);
+        checks.extend(kerberos::kerberos_checks(settings).await);
         match forest.import(None).await {
             Ok(imported) => checks.push(check(
                 format!("forest {name}: bind"),
@@ -277,7 +281,9 @@ async fn forest_checks(config: &AgentConfig, config_hint: &str) -> Vec<Check> {
                 format!("{} accounts readable", imported.accounts.len()),
             )),
             Err(e) => {
-                checks.push(check(format!("forest {name}: bind"), false, e.to_string()));
+                let mut c = check(format!("forest {name}: bind"), false, e.to_string());
+                c.fix = kerberos::bind_fixes(settings, &c.detail);
+                checks.push(c);
                 continue;
             }
         }
@@ -300,7 +306,8 @@ async fn forest_checks(config: &AgentConfig, config_hint: &str) -> Vec<Check> {
             lacking.is_empty(),
             if lacking.is_empty() {
                 format!(
-                    "all four rights on the users of every container ({} containers, {users} users)",
+                    "{} on the users of every container ({} containers, {users} users)",
+                    checked_rights(),
                     rights.len()
                 )
             } else {
@@ -333,6 +340,15 @@ async fn forest_checks(config: &AgentConfig, config_hint: &str) -> Vec<Check> {
         checks.push(policy_check(&name, forest.as_ref()).await);
     }
     checks
+}
+
+/// The rights the agent's operations need, as doctor names them.
+fn checked_rights() -> String {
+    directory::eligibility::PasswordOperation::checked_rights()
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Fine-grained policies whose settings the service account cannot read:

@@ -11,13 +11,14 @@ use std::time::SystemTime;
 use envelope::Password;
 use tokio::sync::RwLock;
 
-use super::config::{AgentConfig, ForestKind};
+use super::config::{AgentConfig, ForestConfig, ForestKind};
 use directory::embedded::EmbeddedDirectory;
-use directory::ldap::{LdapDirectory, LdapSettings};
+use directory::ldap::{Credentials, LdapDirectory, LdapSettings, SrvLookup};
 use directory::{
     Account, ContainerRights, Directory, DirectoryError, Eligibility, Imported, Refusal,
     ResultantPolicy,
 };
+use zeroize::Zeroizing;
 
 pub fn open_forests(config: &AgentConfig) -> Result<Vec<Arc<dyn Directory>>, DirectoryError> {
     config
@@ -33,36 +34,46 @@ pub fn open_forests(config: &AgentConfig) -> Result<Vec<Arc<dyn Directory>>, Dir
                 })?;
                 Ok(Arc::new(Reloading::open(&f.name, path)?) as Arc<dyn Directory>)
             }
-            ForestKind::Ldap => {
-                let missing = |what: &str| {
-                    DirectoryError(format!("forest {}: an ldap forest needs {what}", f.name))
-                };
-                let password_file = f
-                    .bind_password_file
-                    .as_ref()
-                    .ok_or_else(|| missing("bind_password_file"))?;
-                let text = zeroize::Zeroizing::new(
-                    std::fs::read_to_string(password_file).map_err(|e| {
-                        DirectoryError(format!(
-                            "forest {}: cannot read {}: {e}",
-                            f.name,
-                            password_file.display()
-                        ))
-                    })?,
-                );
-                let settings = LdapSettings {
-                    url: f.url.clone().ok_or_else(|| missing("url"))?,
-                    ca_file: f.ca_file.clone().ok_or_else(|| missing("ca_file"))?,
-                    bind_dn: f.bind_dn.clone().ok_or_else(|| missing("bind_dn"))?,
-                    bind_password: zeroize::Zeroizing::new(
-                        text.trim_end_matches(['\n', '\r']).to_owned(),
-                    ),
-                    base_dn: f.base_dn.clone(),
-                };
-                Ok(Arc::new(LdapDirectory::new(&f.name, settings)?) as Arc<dyn Directory>)
-            }
+            ForestKind::Ldap => Ok(Arc::new(open_ldap(f)?) as Arc<dyn Directory>),
         })
         .collect()
+}
+
+/// One `ldap` forest's backend, as configured.
+pub fn open_ldap(f: &ForestConfig) -> Result<LdapDirectory, DirectoryError> {
+    let missing =
+        |what: &str| DirectoryError(format!("forest {}: an ldap forest needs {what}", f.name));
+    let credentials = match (&f.bind_password_file, &f.principal) {
+        (Some(file), _) => Credentials::Password(read_password(&f.name, file)?),
+        (None, Some(principal)) => Credentials::Kerberos {
+            principal: principal.clone(),
+        },
+        (None, None) => return Err(missing("bind_password_file or keytab_file and principal")),
+    };
+    let settings = LdapSettings {
+        urls: f.domain_controllers(),
+        srv: f.dns_srv.as_ref().map(|domain| SrvLookup {
+            domain: domain.clone(),
+            nameserver: f.dns_server,
+        }),
+        ca_file: f.ca_file.clone().ok_or_else(|| missing("ca_file"))?,
+        bind_dn: f.bind_dn.clone().ok_or_else(|| missing("bind_dn"))?,
+        credentials,
+        base_dn: f.base_dn.clone(),
+    };
+    LdapDirectory::new(&f.name, settings)
+}
+
+fn read_password(forest: &str, file: &Path) -> Result<Zeroizing<String>, DirectoryError> {
+    let text = Zeroizing::new(std::fs::read_to_string(file).map_err(|e| {
+        DirectoryError(format!(
+            "forest {forest}: cannot read {}: {e}",
+            file.display()
+        ))
+    })?);
+    Ok(Zeroizing::new(
+        text.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {

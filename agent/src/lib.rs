@@ -35,6 +35,7 @@ pub mod envelopes;
 pub mod eventlog;
 pub mod forests;
 pub mod handler;
+pub mod kerberos;
 pub mod keyring;
 pub mod onboarding;
 pub mod outbox;

@@ -209,6 +209,12 @@ pub fn check(config: &AgentConfig) -> Result<(), CheckError> {
                 if let Some(path) = &forest.bind_password_file {
                     readable("forests.bind_password_file", path)?;
                 }
+                if let Some(path) = &forest.keytab_file {
+                    readable("forests.keytab_file", path)?;
+                }
+                if let Some(path) = &forest.krb5_conf {
+                    readable("forests.krb5_conf", path)?;
+                }
             }
         }
     }

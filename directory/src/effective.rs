@@ -167,7 +167,8 @@ pub fn container_rights(
         users.iter().copied().map(Some).collect()
     };
     let mut lacking = vec![false; sample.len()];
-    for right in DirectoryRight::ALL {
+    // The rights the agent's operations need (one table: eligibility.rs).
+    for right in crate::eligibility::PasswordOperation::checked_rights() {
         let mut missing = false;
         let mut ungranted = false;
         for (i, user) in sample.iter().enumerate() {

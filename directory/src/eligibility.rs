@@ -11,6 +11,80 @@ use std::collections::BTreeSet;
 
 use crate::{DirectoryRight, Refusal};
 
+/// A password operation the agent performs, with the flags that change
+/// what it writes. [`PasswordOperation::rights`] is the one table of the
+/// rights each needs: the eligibility verdicts, the backends' permission
+/// refusals and doctor's rights check all read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordOperation {
+    /// An administrative reset: writes unicodePwd, with `unlock` also
+    /// lockoutTime = 0, with `must_change` also pwdLastSet = 0.
+    Reset { unlock: bool, must_change: bool },
+    /// A user's change: removes the current unicodePwd, adds the new one.
+    Change,
+    /// Writes lockoutTime = 0.
+    Unlock,
+}
+
+impl PasswordOperation {
+    /// Every operation, with every combination of flags, the agent performs.
+    pub const PERFORMED: [PasswordOperation; 6] = [
+        PasswordOperation::Reset {
+            unlock: false,
+            must_change: false,
+        },
+        PasswordOperation::Reset {
+            unlock: true,
+            must_change: false,
+        },
+        PasswordOperation::Reset {
+            unlock: false,
+            must_change: true,
+        },
+        PasswordOperation::Reset {
+            unlock: true,
+            must_change: true,
+        },
+        PasswordOperation::Change,
+        PasswordOperation::Unlock,
+    ];
+
+    /// The rights the operation needs on the user object, in the order the
+    /// operation is refused for their lack: one per attribute it writes.
+    /// Samba 4.17 asks no more (tests/tests/samba/rights.rs: each is
+    /// needed, and these alone suffice).
+    pub fn rights(self) -> Vec<DirectoryRight> {
+        match self {
+            PasswordOperation::Reset {
+                unlock,
+                must_change,
+            } => [
+                Some(DirectoryRight::ResetPassword),
+                unlock.then_some(DirectoryRight::WriteLockoutTime),
+                must_change.then_some(DirectoryRight::WritePwdLastSet),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            PasswordOperation::Change => vec![DirectoryRight::ChangePassword],
+            PasswordOperation::Unlock => vec![DirectoryRight::WriteLockoutTime],
+        }
+    }
+
+    /// The rights doctor checks: every right some performed operation
+    /// needs, in [`DirectoryRight::ALL`]'s order.
+    pub fn checked_rights() -> Vec<DirectoryRight> {
+        DirectoryRight::ALL
+            .into_iter()
+            .filter(|r| {
+                PasswordOperation::PERFORMED
+                    .iter()
+                    .any(|op| op.rights().contains(r))
+            })
+            .collect()
+    }
+}
+
 /// An account's state and the service account's rights on it, read by
 /// [`crate::Directory::eligibility`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +116,11 @@ impl Eligibility {
         })
     }
 
+    /// Every right `op` needs, the first one missing refused.
+    fn require_all(&self, op: PasswordOperation) -> Result<(), Refusal> {
+        op.rights().into_iter().try_for_each(|r| self.require(r))
+    }
+
     /// An administrative reset, as `reset_password(_, _, unlock,
     /// must_change)` decides before the password rules. With `unlock`, the
     /// reset clears a lockout in force, and needs Write lockoutTime only
@@ -53,14 +132,11 @@ impl Eligibility {
         if self.protected {
             return Err(Refusal::ProtectedAccount);
         }
-        self.require(DirectoryRight::ResetPassword)?;
-        if unlock && self.locked {
-            self.require(DirectoryRight::WriteLockoutTime)?;
-        }
-        if must_change {
-            self.require(DirectoryRight::WritePwdLastSet)?;
-        }
-        Ok(())
+        // The unlock flag clears only a lockout in force (both backends).
+        self.require_all(PasswordOperation::Reset {
+            unlock: unlock && self.locked,
+            must_change,
+        })
     }
 
     /// A user's change, as `change_password` decides when the current
@@ -74,7 +150,7 @@ impl Eligibility {
         if self.locked {
             return Err(Refusal::AccountLocked);
         }
-        match self.require(DirectoryRight::ChangePassword) {
+        match self.require_all(PasswordOperation::Change) {
             Err(Refusal::PermissionDenied { .. }) if self.protected => {
                 Err(Refusal::ProtectedAccount)
             }
@@ -88,7 +164,7 @@ impl Eligibility {
         if self.protected {
             return Err(Refusal::ProtectedAccount);
         }
-        self.require(DirectoryRight::WriteLockoutTime)
+        self.require_all(PasswordOperation::Unlock)
     }
 }
 
@@ -169,6 +245,42 @@ mod tests {
         );
         assert_eq!(e.reset(false, false), Ok(()));
         assert_eq!(e.unlock(), denied(DirectoryRight::WriteLockoutTime));
+    }
+
+    #[test]
+    fn doctor_checks_exactly_the_rights_the_operations_need() {
+        assert_eq!(
+            PasswordOperation::checked_rights(),
+            DirectoryRight::ALL.to_vec()
+        );
+        assert_eq!(
+            PasswordOperation::Reset {
+                unlock: true,
+                must_change: true
+            }
+            .rights(),
+            [
+                DirectoryRight::ResetPassword,
+                DirectoryRight::WriteLockoutTime,
+                DirectoryRight::WritePwdLastSet
+            ]
+        );
+        // Each operation is allowed with its rights alone.
+        for op in PasswordOperation::PERFORMED {
+            let e = Eligibility {
+                rights: op.rights().into_iter().collect(),
+                ..ordinary()
+            };
+            let verdict = match op {
+                PasswordOperation::Reset {
+                    unlock,
+                    must_change,
+                } => e.reset(unlock, must_change),
+                PasswordOperation::Change => e.change(),
+                PasswordOperation::Unlock => e.unlock(),
+            };
+            assert_eq!(verdict, Ok(()), "{op:?}");
+        }
     }
 
     #[test]

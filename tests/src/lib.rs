@@ -125,6 +125,11 @@ pub fn bin_dir() -> &'static Path {
             "-p",
             "portal",
             "--bins",
+            // As the tests crate's own dependency has it (Cargo.toml): the
+            // agent binds with Kerberos in tests/tests/samba/kerberos.rs,
+            // and the same features keep this build from rebuilding the tree.
+            "--features",
+            "writeback-agent/kerberos",
         ]);
         if dir.ends_with("release") {
             cmd.arg("--release");

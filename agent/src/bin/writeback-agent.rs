@@ -256,6 +256,8 @@ async fn main() -> anyhow::Result<()> {
         check_config(&cli.config);
     }
     let config = cli.config.load()?;
+    // Before any thread of the directory runs: see agent::kerberos.
+    agent::kerberos::adopt(&config).context("cannot re-execute with the Kerberos environment")?;
     let command = cli.command.unwrap_or(Command::Run);
     // Traces from the service only: the one-shot commands just log.
     let traced = match command {

@@ -6,6 +6,7 @@ use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::controls::RawControl;
 use ldap3::{Ldap, Scope, SearchEntry};
 
+use super::controllers::Attempt;
 use super::{LdapDirectory, PAGE_SIZE, UAC_DISABLED, first, first_i64};
 use crate::{Account, DirectoryError, Imported};
 
@@ -53,7 +54,11 @@ impl LdapDirectory {
             .read_by_guid(&mut ldap, &account.object_guid, &ACCOUNT_ATTRS)
             .await;
         let _ = ldap.unbind().await;
-        Ok(entry?.and_then(|e| self.account(e)))
+        let entry = entry.map_err(|e| match e {
+            Attempt::Final(e) => e,
+            Attempt::Elsewhere(why) => DirectoryError(format!("forest {}: {why}", self.name)),
+        })?;
+        Ok(entry.and_then(|e| self.account(e)))
     }
 
     pub(super) async fn import_accounts(

@@ -30,21 +30,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envelope::Password;
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
+use ldap3::{Ldap, Mod, Scope, SearchEntry};
 use rustls::pki_types::pem::PemObject;
 use zeroize::Zeroizing;
 
 use super::{
-    Account, ContainerRights, Directory, DirectoryError, DirectoryRight, Eligibility, Imported,
-    Refusal, ResultantPolicy, ServiceAccount, UnreadablePolicy,
+    Account, ContainerRights, Directory, DirectoryError, Eligibility, Imported, Refusal,
+    ResultantPolicy, ServiceAccount, UnreadablePolicy,
 };
+use controllers::{Attempt, Controllers, DC_CONNECT_TIMEOUT, fails_over};
+pub use dns::SrvLookup;
+pub use kerberos::KERBEROS_BUILT;
 pub use policy::interval_secs;
 
+mod connection;
+pub mod controllers;
+mod dns;
 mod import;
+mod kerberos;
+mod operations;
 mod policy;
 mod rights;
 
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CONNECT_TIMEOUT: Duration = DC_CONNECT_TIMEOUT;
 const PAGE_SIZE: i32 = 500;
 /// LDAP_SERVER_SD_FLAGS_OID with DACL_SECURITY_INFORMATION (4): lets a
 /// non-administrator read the DACL part of nTSecurityDescriptor.
@@ -60,21 +68,37 @@ const NO_SUCH_OBJECT: u32 = 32;
 /// How to reach and act in one forest.
 #[derive(Clone)]
 pub struct LdapSettings {
-    /// `ldaps://host:636`, or `ldap://host:389` (StartTLS is then required).
-    pub url: String,
+    /// The domain controllers, each `ldaps://host:636` or `ldap://host:389`
+    /// (StartTLS is then required), asked in this order (the one that
+    /// answered last first).
+    pub urls: Vec<String>,
+    /// Also the DCs DNS names (`_ldap._tcp.dc._msdcs.<domain>`), asked
+    /// before `urls`.
+    pub srv: Option<SrvLookup>,
     /// PEM CA bundle that signs the domain controller's certificate.
     pub ca_file: PathBuf,
     /// The service account write-back acts as.
     pub bind_dn: String,
-    pub bind_password: Zeroizing<String>,
+    /// How it proves who it is.
+    pub credentials: Credentials,
     /// The domain's naming context; read from the rootDSE when absent.
     pub base_dn: Option<String>,
+}
+
+/// How the service account binds.
+#[derive(Clone)]
+pub enum Credentials {
+    /// A simple bind as `bind_dn` (over TLS only).
+    Password(Zeroizing<String>),
+    /// A SASL GSSAPI bind as this Kerberos principal (`svc@REALM`), its
+    /// tickets from the process's Kerberos environment: see `kerberos.rs`.
+    Kerberos { principal: String },
 }
 
 impl std::fmt::Debug for LdapSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LdapSettings")
-            .field("url", &self.url)
+            .field("urls", &self.urls)
             .field("bind_dn", &self.bind_dn)
             .finish_non_exhaustive()
     }
@@ -84,6 +108,17 @@ pub struct LdapDirectory {
     name: String,
     settings: LdapSettings,
     tls: Arc<rustls::ClientConfig>,
+    controllers: Controllers,
+    /// Where the DCs found in DNS are, by URL (`dns.rs`).
+    resolved: std::sync::Mutex<std::collections::HashMap<String, Vec<std::net::SocketAddr>>>,
+}
+
+/// What asking one DC found, for doctor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerProbe {
+    pub url: String,
+    /// The DC's dnsHostName when it answered, or why it did not.
+    pub answer: Result<String, String>,
 }
 
 /// An LDAP failure, classified.
@@ -127,6 +162,26 @@ fn filetime_to_unix_ms(ft: i64) -> u64 {
         return 0;
     }
     ((ft / 10_000) - 11_644_473_600_000).max(0) as u64
+}
+
+/// An LDAP GeneralizedTime (`20261205131500.0Z`, UTC) as Unix ms.
+fn generalized_time_ms(text: &str) -> Option<i64> {
+    let t = text.as_bytes();
+    if t.len() < 15 || !t[..14].iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let rfc3339 = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &text[0..4],
+        &text[4..6],
+        &text[6..8],
+        &text[8..10],
+        &text[10..12],
+        &text[12..14]
+    );
+    let at = humantime::parse_rfc3339(&rfc3339).ok()?;
+    let ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    i64::try_from(ms).ok()
 }
 
 /// The quoted UTF-16LE form unicodePwd takes.
@@ -179,9 +234,18 @@ struct UserState {
 
 impl LdapDirectory {
     pub fn new(name: &str, settings: LdapSettings) -> Result<LdapDirectory, DirectoryError> {
-        if !(settings.url.starts_with("ldaps://") || settings.url.starts_with("ldap://")) {
+        if settings.urls.is_empty() && settings.srv.is_none() {
             return Err(DirectoryError(format!(
-                "forest {name}: url must be ldaps:// or ldap:// (with StartTLS)"
+                "forest {name}: no domain controller is configured"
+            )));
+        }
+        if let Some(url) = settings
+            .urls
+            .iter()
+            .find(|u| !(u.starts_with("ldaps://") || u.starts_with("ldap://")))
+        {
+            return Err(DirectoryError(format!(
+                "forest {name}: {url}: a domain controller's url must be ldaps:// or ldap:// (with StartTLS)"
             )));
         }
         let pem = std::fs::read(&settings.ca_file).map_err(|e| {
@@ -208,42 +272,9 @@ impl LdapDirectory {
             name: name.to_owned(),
             settings,
             tls: Arc::new(tls),
+            controllers: Controllers::new(),
+            resolved: Default::default(),
         })
-    }
-
-    /// A bound connection for a password operation, its failure a refusal.
-    async fn session(&self) -> Result<Ldap, Refusal> {
-        self.connect()
-            .await
-            .map_err(|e| Refusal::DirectoryUnavailable(e.0))
-    }
-
-    /// A connection bound as the service account.
-    async fn connect(&self) -> Result<Ldap, DirectoryError> {
-        let settings = LdapConnSettings::new()
-            .set_config(Arc::clone(&self.tls))
-            .set_conn_timeout(CONNECT_TIMEOUT)
-            .set_starttls(self.settings.url.starts_with("ldap://"));
-        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.settings.url)
-            .await
-            .map_err(|e| {
-                DirectoryError(format!(
-                    "forest {}: cannot connect to {}: {e}",
-                    self.name, self.settings.url
-                ))
-            })?;
-        ldap3::drive!(conn);
-        let bound = ldap
-            .simple_bind(&self.settings.bind_dn, &self.settings.bind_password)
-            .await
-            .map_err(|e| DirectoryError(format!("forest {}: bind failed: {e}", self.name)))?;
-        if bound.rc != 0 {
-            return Err(DirectoryError(format!(
-                "forest {}: bind as {} failed: result {} {}",
-                self.name, self.settings.bind_dn, bound.rc, bound.text
-            )));
-        }
-        Ok(ldap)
     }
 
     async fn base_dn(&self, ldap: &mut Ldap) -> Result<String, DirectoryError> {
@@ -277,31 +308,40 @@ impl LdapDirectory {
     }
 
     /// The entry of the object with `guid`: `Ok(None)` when noSuchObject.
+    /// A DC that drops the connection or declines the search is
+    /// `Elsewhere`: a read may be asked of the next DC.
     async fn read_by_guid(
         &self,
         ldap: &mut Ldap,
         guid: &[u8; 16],
         attrs: &[&str],
-    ) -> Result<Option<SearchEntry>, DirectoryError> {
+    ) -> Result<Option<SearchEntry>, Attempt<DirectoryError>> {
         let base = guid_dn(guid);
         let ldap3::SearchResult(entries, result) = ldap
             .search(&base, Scope::Base, "(objectClass=*)", attrs.to_vec())
             .await
-            .map_err(|e| DirectoryError(format!("forest {}: search {base}: {e}", self.name)))?;
+            .map_err(|e| Attempt::Elsewhere(format!("search {base}: {e}")))?;
         match result.rc {
             0 => Ok(entries.into_iter().next().map(SearchEntry::construct)),
             NO_SUCH_OBJECT => Ok(None),
-            rc => Err(DirectoryError(format!(
+            rc if fails_over(&LdapFailure::from_result(rc, &result.text)) => Err(
+                Attempt::Elsewhere(format!("search {base}: result {rc}: {}", result.text)),
+            ),
+            rc => Err(Attempt::Final(DirectoryError(format!(
                 "forest {}: search {base}: result {rc}: {}",
                 self.name, result.text
-            ))),
+            )))),
         }
     }
 
     /// The account's state now, read by objectGUID. The computed attribute
     /// is constructed: AD returns it only when asked for by name.
-    async fn user_state(&self, ldap: &mut Ldap, account: &Account) -> Result<UserState, Refusal> {
-        let e = self
+    async fn user_state(
+        &self,
+        ldap: &mut Ldap,
+        account: &Account,
+    ) -> Result<UserState, Attempt<Refusal>> {
+        let e = match self
             .read_by_guid(
                 ldap,
                 &account.object_guid,
@@ -315,8 +355,12 @@ impl LdapDirectory {
                 ],
             )
             .await
-            .map_err(|e| Refusal::DirectoryUnavailable(e.0))?
-            .ok_or(Refusal::UserNotFound)?;
+        {
+            Ok(Some(e)) => e,
+            Ok(None) => return Err(Refusal::UserNotFound.into()),
+            Err(Attempt::Elsewhere(why)) => return Err(Attempt::Elsewhere(why)),
+            Err(Attempt::Final(e)) => return Err(Refusal::DirectoryUnavailable(e.0).into()),
+        };
         Ok(UserState {
             sam: first(&e, "sAMAccountName").unwrap_or_default().to_owned(),
             display_name: first(&e, "displayName").unwrap_or_default().to_owned(),
@@ -342,12 +386,16 @@ impl LdapDirectory {
             Modified::Unconfirmed(format!("forest {}: modify {target}: {e}", self.name))
         })?;
         if result.rc == 0 {
-            Ok(())
-        } else {
-            Err(Modified::Refused(LdapFailure::from_result(
-                result.rc,
-                &result.text,
+            return Ok(());
+        }
+        let failure = LdapFailure::from_result(result.rc, &result.text);
+        if fails_over(&failure) {
+            Err(Modified::Declined(format!(
+                "modify {target}: result {}: {}",
+                failure.rc, failure.text
             )))
+        } else {
+            Err(Modified::Refused(failure))
         }
     }
 }
@@ -355,18 +403,23 @@ impl LdapDirectory {
 /// How a modify failed.
 enum Modified {
     Refused(LdapFailure),
+    /// Refused by this DC, not the domain: another DC may apply it.
+    Declined(String),
     Unconfirmed(String),
 }
 
 /// A failure with no more specific meaning, reported with its code and text
 /// (for the event log: never shown to users).
-fn unexpected(forest: &str, f: Modified) -> Refusal {
+fn unexpected(forest: &str, f: Modified) -> Attempt<Refusal> {
     match f {
-        Modified::Refused(f) if f.rc == NO_SUCH_OBJECT => Refusal::UserNotFound,
+        Modified::Refused(f) if f.rc == NO_SUCH_OBJECT => Refusal::UserNotFound.into(),
         Modified::Refused(f) => {
             Refusal::DirectoryUnavailable(format!("forest {forest}: result {}: {}", f.rc, f.text))
+                .into()
         }
-        Modified::Unconfirmed(why) => Refusal::WriteUnconfirmed(why),
+        Modified::Declined(why) => Attempt::Elsewhere(why),
+        // Possibly applied: never re-sent to another DC.
+        Modified::Unconfirmed(why) => Refusal::WriteUnconfirmed(why).into(),
     }
 }
 
@@ -395,40 +448,16 @@ impl Directory for LdapDirectory {
         unlock: bool,
         must_change: bool,
     ) -> Result<(), Refusal> {
-        let mut ldap = self.session().await?;
-        let user = self.user_state(&mut ldap, account).await?;
-        if user.disabled {
-            return Err(Refusal::AccountDisabled);
-        }
-        if user.protected {
-            return Err(Refusal::ProtectedAccount);
-        }
-        let encoded = unicode_pwd(new.expose());
-        let mut mods = vec![Mod::Replace(b"unicodePwd".to_vec(), set(&[&encoded]))];
-        let mut needed = vec![DirectoryRight::ResetPassword];
-        // Only a lockout in force is cleared: a service account delegated
-        // Reset Password alone (a common delegation) can still reset every
-        // account that is not locked out.
-        if unlock && user.locked {
-            mods.push(Mod::Replace(b"lockoutTime".to_vec(), set(&[b"0"])));
-            needed.push(DirectoryRight::WriteLockoutTime);
-        }
-        if must_change {
-            mods.push(Mod::Replace(b"pwdLastSet".to_vec(), set(&[b"0"])));
-            needed.push(DirectoryRight::WritePwdLastSet);
-        }
-        let outcome = match self.modify(&mut ldap, &account.object_guid, mods).await {
-            Ok(()) => Ok(()),
-            Err(Modified::Refused(f)) if f.is_access_denied() => {
-                Err(self.denied(&mut ldap, &user.dn, &needed).await)
+        let mut walk = self.failover().await;
+        loop {
+            let (url, mut ldap) = self.next_dc(&mut walk).await?;
+            let outcome = self
+                .reset_on(&mut ldap, account, new, unlock, must_change)
+                .await;
+            if let Some(done) = self.settle(&mut walk, &url, ldap, outcome).await {
+                return done;
             }
-            Err(Modified::Refused(f)) if f.is_policy() => Err(self
-                .policy_refusal(&mut ldap, &user.dn, &user, new, false, &f.text)
-                .await),
-            Err(f) => Err(unexpected(&self.name, f)),
-        };
-        let _ = ldap.unbind().await;
-        outcome
+        }
     }
 
     async fn change_password(
@@ -437,77 +466,25 @@ impl Directory for LdapDirectory {
         current: &Password,
         new: &Password,
     ) -> Result<(), Refusal> {
-        let mut ldap = self.session().await?;
-        let user = self.user_state(&mut ldap, account).await?;
-        if user.disabled {
-            return Err(Refusal::AccountDisabled);
-        }
-        if user.locked {
-            return Err(Refusal::AccountLocked);
-        }
-        let old = unicode_pwd(current.expose());
-        let fresh = unicode_pwd(new.expose());
-        let mods = vec![
-            Mod::Delete(b"unicodePwd".to_vec(), set(&[&old])),
-            Mod::Add(b"unicodePwd".to_vec(), set(&[&fresh])),
-        ];
-        let outcome = match self.modify(&mut ldap, &account.object_guid, mods).await {
-            Ok(()) => Ok(()),
-            Err(Modified::Refused(f)) if f.is_wrong_password() => {
-                Err(Refusal::WrongCurrentPassword)
+        let mut walk = self.failover().await;
+        loop {
+            let (url, mut ldap) = self.next_dc(&mut walk).await?;
+            let outcome = self.change_on(&mut ldap, account, current, new).await;
+            if let Some(done) = self.settle(&mut walk, &url, ldap, outcome).await {
+                return done;
             }
-            Err(Modified::Refused(f)) if f.is_policy() => Err(self
-                .policy_refusal(&mut ldap, &user.dn, &user, new, true, &f.text)
-                .await),
-            // Samba refuses a change without the right as a constraint
-            // violation with no extended error: the user's DACL says whether
-            // that is what happened.
-            Err(Modified::Refused(f))
-                if f.is_access_denied()
-                    || f.code.is_none()
-                        && self
-                            .holds(&mut ldap, &user.dn, DirectoryRight::ChangePassword)
-                            .await
-                            == Some(false) =>
-            {
-                // AdminSDHolder's DACL decided, not a delegation doctor can
-                // fix: as the embedded backend answers.
-                if user.protected {
-                    Err(Refusal::ProtectedAccount)
-                } else {
-                    Err(self
-                        .denied(&mut ldap, &user.dn, &[DirectoryRight::ChangePassword])
-                        .await)
-                }
-            }
-            Err(f) => Err(unexpected(&self.name, f)),
-        };
-        let _ = ldap.unbind().await;
-        outcome
+        }
     }
 
     async fn unlock(&self, account: &Account) -> Result<(), Refusal> {
-        let mut ldap = self.session().await?;
-        let user = self.user_state(&mut ldap, account).await?;
-        if user.protected {
-            return Err(Refusal::ProtectedAccount);
+        let mut walk = self.failover().await;
+        loop {
+            let (url, mut ldap) = self.next_dc(&mut walk).await?;
+            let outcome = self.unlock_on(&mut ldap, account).await;
+            if let Some(done) = self.settle(&mut walk, &url, ldap, outcome).await {
+                return done;
+            }
         }
-        let outcome = match self
-            .modify(
-                &mut ldap,
-                &account.object_guid,
-                vec![Mod::Replace(b"lockoutTime".to_vec(), set(&[b"0"]))],
-            )
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(Modified::Refused(f)) if f.is_access_denied() => Err(self
-                .denied(&mut ldap, &user.dn, &[DirectoryRight::WriteLockoutTime])
-                .await),
-            Err(f) => Err(unexpected(&self.name, f)),
-        };
-        let _ = ldap.unbind().await;
-        outcome
     }
 
     async fn eligibility(&self, account: &Account) -> Result<Eligibility, Refusal> {
@@ -523,16 +500,20 @@ impl Directory for LdapDirectory {
     }
 
     async fn policy(&self, account: &Account) -> Result<ResultantPolicy, Refusal> {
-        let mut ldap = self.session().await?;
-        let policy = match self.user_state(&mut ldap, account).await {
-            Ok(user) => self
-                .resultant_policy(&mut ldap, &user.dn)
-                .await
-                .map_err(|e| Refusal::DirectoryUnavailable(e.0)),
-            Err(r) => Err(r),
-        };
-        let _ = ldap.unbind().await;
-        policy
+        let mut walk = self.failover().await;
+        loop {
+            let (url, mut ldap) = self.next_dc(&mut walk).await?;
+            let outcome = match self.user_state(&mut ldap, account).await {
+                Ok(user) => self
+                    .resultant_policy(&mut ldap, &user.dn)
+                    .await
+                    .map_err(|e| Refusal::DirectoryUnavailable(e.0).into()),
+                Err(e) => Err(e),
+            };
+            if let Some(done) = self.settle(&mut walk, &url, ldap, outcome).await {
+                return done;
+            }
+        }
     }
 
     async fn unreadable_policies(&self) -> Result<Vec<UnreadablePolicy>, DirectoryError> {
@@ -585,18 +566,81 @@ mod tests {
             32,
             "0000208D: NameErr: DSID-03100288, problem 2001 (NO_OBJECT)",
         ));
-        assert_eq!(unexpected("test", gone), Refusal::UserNotFound);
-        assert_eq!(
+        assert!(matches!(
+            unexpected("test", gone),
+            Attempt::Final(Refusal::UserNotFound)
+        ));
+        // Possibly applied: final, never asked of another DC.
+        assert!(matches!(
             unexpected("test", Modified::Unconfirmed("connection reset".into())),
-            Refusal::WriteUnconfirmed("connection reset".into())
-        );
-        assert_eq!(
+            Attempt::Final(Refusal::WriteUnconfirmed(why)) if why == "connection reset"
+        ));
+        // Declined by this DC: the next one is asked.
+        assert!(matches!(
+            unexpected("test", Modified::Declined("result 52: unavailable".into())),
+            Attempt::Elsewhere(_)
+        ));
+        assert!(matches!(
             unexpected(
                 "test",
-                Modified::Refused(LdapFailure::from_result(53, "unwilling"))
+                Modified::Refused(LdapFailure::from_result(80, "other"))
             ),
-            Refusal::DirectoryUnavailable("forest test: result 53: unwilling".into())
+            Attempt::Final(Refusal::DirectoryUnavailable(why)) if why == "forest test: result 80: other"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_forest_whose_every_dc_fails_names_each_and_why() {
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let closed = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("ldaps://127.0.0.1:{}", l.local_addr().unwrap().port())
+        };
+        let urls = vec![closed(), closed()];
+        let dir = LdapDirectory::new(
+            "test",
+            LdapSettings {
+                urls: urls.clone(),
+                ca_file: ca.path().to_owned(),
+                bind_dn: "CN=svc".into(),
+                credentials: Credentials::Password(Zeroizing::new("x".into())),
+                base_dn: None,
+                srv: None,
+            },
+        )
+        .unwrap();
+        let err = dir.import(None).await.unwrap_err().0;
+        assert!(
+            err.starts_with("forest test: no domain controller answered: "),
+            "{err}"
         );
+        for url in &urls {
+            assert!(err.contains(&format!("{url}: cannot connect")), "{err}");
+        }
+        assert_eq!(dir.controllers.last_good(), None);
+        let probes = dir.probe_controllers().await;
+        assert_eq!(probes.len(), 2);
+        assert!(probes.iter().all(|p| p.answer.is_err()));
+        assert!(
+            LdapDirectory::new(
+                "test",
+                LdapSettings {
+                    urls: vec!["https://dc".into()],
+                    ..dir.settings.clone()
+                }
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_dcs_current_time_is_read_as_utc() {
+        assert_eq!(generalized_time_ms("19700101000001.0Z"), Some(1000));
+        assert_eq!(
+            generalized_time_ms("20261205131500.0Z"),
+            Some(1_796_476_500_000)
+        );
+        assert_eq!(generalized_time_ms("2026"), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::controls::RawControl;
 use ldap3::{Ldap, Scope, SearchEntry};
 
+use super::controllers::Attempt;
 use super::{LdapDirectory, PAGE_SIZE, SD_FLAGS_DACL, SD_FLAGS_OID, first, parent_dn};
 use crate::effective::{Held, Walk, container_rights, stored_grants, walk};
 use crate::sd::{SecurityDescriptor, sid_string};
@@ -171,29 +172,35 @@ impl LdapDirectory {
     /// stored DACL gives the service account: the DACL the DC's own access
     /// check reads (AdminSDHolder's on a protected account).
     pub(super) async fn user_eligibility(&self, account: &Account) -> Result<Eligibility, Refusal> {
-        let mut ldap = self.session().await?;
-        let read = async {
-            let user = self.user_state(&mut ldap, account).await?;
-            let unavailable = |e: DirectoryError| Refusal::DirectoryUnavailable(e.0);
-            let sids = self.service_sids(&mut ldap).await.map_err(unavailable)?;
-            let sd = self
-                .descriptor(&mut ldap, &user.dn)
-                .await
-                .map_err(unavailable)?;
-            Ok(Eligibility {
-                enabled: !user.disabled,
-                locked: user.locked,
-                protected: user.protected,
-                rights: DirectoryRight::ALL
-                    .into_iter()
-                    .filter(|r| stored_grants(&sd, *r, &sids))
-                    .collect(),
-                container: parent_dn(&user.dn),
-            })
+        let mut walk = self.failover().await;
+        loop {
+            let (url, mut ldap) = self.next_dc(&mut walk).await?;
+            let outcome = self.eligibility_on(&mut ldap, account).await;
+            if let Some(done) = self.settle(&mut walk, &url, ldap, outcome).await {
+                return done;
+            }
         }
-        .await;
-        let _ = ldap.unbind().await;
-        read
+    }
+
+    async fn eligibility_on(
+        &self,
+        ldap: &mut Ldap,
+        account: &Account,
+    ) -> Result<Eligibility, Attempt<Refusal>> {
+        let user = self.user_state(ldap, account).await?;
+        let unavailable = |e: DirectoryError| Refusal::DirectoryUnavailable(e.0);
+        let sids = self.service_sids(ldap).await.map_err(unavailable)?;
+        let sd = self.descriptor(ldap, &user.dn).await.map_err(unavailable)?;
+        Ok(Eligibility {
+            enabled: !user.disabled,
+            locked: user.locked,
+            protected: user.protected,
+            rights: crate::eligibility::PasswordOperation::checked_rights()
+                .into_iter()
+                .filter(|r| stored_grants(&sd, *r, &sids))
+                .collect(),
+            container: parent_dn(&user.dn),
+        })
     }
 
     /// Whether the user's stored DACL gives the service account `right`;

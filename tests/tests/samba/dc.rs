@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use directory::ldap::{LdapDirectory, LdapSettings};
+use directory::ldap::{Credentials, LdapDirectory, LdapSettings};
 use envelope::Password;
 use zeroize::Zeroizing;
 
@@ -62,11 +62,14 @@ impl Dc {
         LdapDirectory::new(
             name,
             LdapSettings {
-                url: self.get("LDAPS_URL").to_owned(),
+                urls: vec![self.get("LDAPS_URL").to_owned()],
                 ca_file: PathBuf::from(self.get("CA_FILE")),
                 bind_dn: self.get("SERVICE_ACCOUNT_DN").to_owned(),
-                bind_password: Zeroizing::new(self.password("SERVICE_ACCOUNT_PASSWORD_FILE")),
+                credentials: Credentials::Password(Zeroizing::new(
+                    self.password("SERVICE_ACCOUNT_PASSWORD_FILE"),
+                )),
                 base_dn: Some(self.get("BASE_DN").to_owned()),
+                srv: None,
             },
         )
         .expect("ldap directory")
@@ -154,11 +157,14 @@ impl Dc {
         LdapDirectory::new(
             name,
             LdapSettings {
-                url: self.get("LDAPS_URL").to_owned(),
+                urls: vec![self.get("LDAPS_URL").to_owned()],
                 ca_file: PathBuf::from(self.get("CA_FILE")),
                 bind_dn: self.get("ADMIN_DN").to_owned(),
-                bind_password: Zeroizing::new(self.password("ADMIN_PASSWORD_FILE")),
+                credentials: Credentials::Password(Zeroizing::new(
+                    self.password("ADMIN_PASSWORD_FILE"),
+                )),
                 base_dn: Some(self.get("BASE_DN").to_owned()),
+                srv: None,
             },
         )
         .expect("admin directory")

@@ -9,10 +9,13 @@
 //! names of its own), so the modules do not depend on each other's state.
 
 mod basics;
+mod controllers;
 mod dc;
 mod doctor;
 mod eligibility;
 mod identity;
+mod kerberos;
 mod lab;
 mod policy;
+mod rights;
 mod scenarios;
