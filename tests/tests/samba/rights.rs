@@ -5,7 +5,8 @@
 //! one, the operation is refused as PERMISSION_DENIED naming it). In
 //! particular, setting pwdLastSet = 0 (must change) needs Write pwdLastSet
 //! and nothing more, and an unlock (lockoutTime = 0) Write lockoutTime and
-//! nothing more.
+//! nothing more. The users here are not locked out, so a reset's unlock
+//! flag writes nothing and needs no Write lockoutTime.
 //!
 //! Change Password is the exception to "needed" here: every user object's
 //! own DACL grants it to Everyone, which a grant or deny on an OU cannot
@@ -83,7 +84,20 @@ async fn each_operation_needs_its_rights_and_no_more() {
         if op == PasswordOperation::Change {
             continue;
         }
-        let needed = op.rights();
+        // These users are not locked out, and the unlock flag clears only a
+        // lockout in force: a reset with it needs what one without needs.
+        // (eligibility.rs shows Write lockoutTime needed for a locked user.)
+        let needed = match op {
+            PasswordOperation::Reset {
+                unlock: true,
+                must_change,
+            } => PasswordOperation::Reset {
+                unlock: false,
+                must_change,
+            }
+            .rights(),
+            _ => op.rights(),
+        };
         let mut cases = vec![(needed.clone(), None)];
         for missing in &needed {
             let granted: Vec<_> = needed.iter().copied().filter(|r| r != missing).collect();
