@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Checks a configuration file and the files it names (the Send key,
-    /// the portal key, the CSRF key, the CA file; with [oidc], the session
+    /// the portal key, the CSRF key, the CA file; with `[oidc]`, the session
     /// key, client secret and provider CA) without starting: prints
     /// `configuration OK: FILE`, or the problem and exits 1.
     CheckConfig {
