@@ -17,6 +17,8 @@
 //! - [`connector`]: the connector space, the agent's index of every forest's
 //!   accounts, which resolves the anchor a portal sends to one account.
 //! - [`forests`]: the configured forests opened as directory backends.
+//! - [`kerberos`]: the keytab, ticket cache and krb5.conf a Kerberos bind
+//!   reads, set before the agent runs (it re-executes itself once).
 //! - [`keyring`], [`onboarding`]: the agent's key pairs and pinned portal
 //!   keys; init, import, rotation and activation.
 //! - [`status`], [`doctor`]: what `status` and `doctor` report.
