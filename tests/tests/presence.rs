@@ -245,6 +245,9 @@ async fn a_node_cut_off_from_nats_is_no_agent_online_within_the_bound() {
         let reason = result.err().and_then(|e| e.reason());
         eprintln!("{id} sent {since:?} after the cut: {reason:?} in {took:?}");
         assert_eq!(reason, Some(Reason::NoAgentOnline), "{id}");
+        // Paced: a refusal takes ~3 ms, and an unpaced loop spends the
+        // tenant's per-minute allowance (RATE_LIMITED) within 15 s.
+        tokio::time::sleep(Duration::from_millis(40)).await;
         if since > bound {
             assert!(
                 took <= bound + Duration::from_millis(500),
