@@ -179,6 +179,15 @@ impl Task {
         }
     }
 
+    /// Where step 1 posts: the policy for reset and change, the unlock itself.
+    pub fn step_one_action(self) -> &'static str {
+        match self {
+            Task::Reset => "/reset/policy",
+            Task::Change => "/change/policy",
+            Task::Unlock => "/unlock",
+        }
+    }
+
     /// The heading in English; pages use [`i18n::Msg::Heading`].
     pub fn heading(self) -> String {
         i18n::Lang::En.text(&i18n::Msg::Heading(self))

@@ -171,11 +171,7 @@ pub fn account_step(
     account: &str,
     message: Option<&Alert>,
 ) -> Html<String> {
-    let action = match task {
-        Task::Reset => "/reset/policy",
-        Task::Change => "/change/policy",
-        Task::Unlock => "/unlock",
-    };
+    let action = task.step_one_action();
     let content = format!(
         "{alert}<p>{intro}</p>\n\
          <form id=\"{task}-form\" method=\"post\" action=\"{action}\">\n{csrf}{account}\

@@ -32,11 +32,7 @@ pub fn confirm_step(
     account: &str,
     message: Option<&Alert>,
 ) -> Html<String> {
-    let action = match task {
-        Task::Reset => "/reset/policy",
-        Task::Change => "/change/policy",
-        Task::Unlock => "/unlock",
-    };
+    let action = task.step_one_action();
     let content = format!(
         "{alert}<p>{label}: <strong id=\"account\">{account}</strong></p>\n<p>{intro}</p>\n\
          <form id=\"{task}-form\" method=\"post\" action=\"{action}\">\n\

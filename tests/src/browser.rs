@@ -122,6 +122,28 @@ impl Browser {
         }
     }
 
+    /// Tabs to the field with this id, as a keyboard user, and types.
+    pub async fn tab_to_and_type(&self, field: &str, text: &str) {
+        let mut tabs = 0;
+        while self.focused_id().await != field {
+            self.press(keys::TAB).await;
+            tabs += 1;
+            assert!(tabs < 20, "#{field} is not reachable with Tab");
+        }
+        self.press(text).await;
+    }
+
+    /// Starts at the top of the page (focus on the body), as a keyboard user.
+    pub async fn from_the_top(&self) {
+        self.client
+            .execute(
+                "document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0);",
+                vec![],
+            )
+            .await
+            .expect("reset focus");
+    }
+
     pub async fn goto(&self, url: &str) {
         self.client.goto(url).await.expect("navigate");
     }

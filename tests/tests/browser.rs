@@ -123,28 +123,6 @@ async fn the_status_page_shows_connected_agents_and_forgets_a_stopped_one() {
 }
 
 /// Fills `field` by keyboard: Tab until it has the focus, then type.
-async fn tab_to_and_type(browser: &Browser, field: &str, text: &str) {
-    let mut tabs = 0;
-    while browser.focused_id().await != field {
-        browser.press(keys::TAB).await;
-        tabs += 1;
-        assert!(tabs < 20, "#{field} is not reachable with Tab");
-    }
-    browser.press(text).await;
-}
-
-/// Starts at the top of the page (focus on the body), as a keyboard user.
-async fn from_the_top(browser: &Browser) {
-    browser
-        .client
-        .execute(
-            "document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0);",
-            vec![],
-        )
-        .await
-        .expect("reset focus");
-}
-
 async fn result_text(browser: &Browser) -> String {
     browser
         .client
@@ -177,8 +155,10 @@ async fn a_user_resets_changes_and_unlocks_in_the_portal_with_the_keyboard() {
     // Reset, step 1: the account, by keyboard.
     browser.goto(&format!("{base}/reset")).await;
     assert_eq!(browser.unlabelled_fields().await, Vec::<String>::new());
-    from_the_top(&browser).await;
-    tab_to_and_type(&browser, "account", "ada@contoso.example").await;
+    browser.from_the_top().await;
+    browser
+        .tab_to_and_type("account", "ada@contoso.example")
+        .await;
     browser.press(keys::ENTER).await;
     // Step 2: the policy is there before the password fields.
     let policy = browser
@@ -194,9 +174,9 @@ async fn a_user_resets_changes_and_unlocks_in_the_portal_with_the_keyboard() {
     assert_eq!(browser.unlabelled_fields().await, Vec::<String>::new());
 
     // A weak password: the exact rule, the account kept, the password not.
-    from_the_top(&browser).await;
-    tab_to_and_type(&browser, "new-password", "Sh0rt-1").await;
-    tab_to_and_type(&browser, "confirm-password", "Sh0rt-1").await;
+    browser.from_the_top().await;
+    browser.tab_to_and_type("new-password", "Sh0rt-1").await;
+    browser.tab_to_and_type("confirm-password", "Sh0rt-1").await;
     browser.press(keys::ENTER).await;
     let refusal = result_text(&browser).await;
     assert!(refusal.contains("at least 8 characters"), "{refusal}");
@@ -210,9 +190,9 @@ async fn a_user_resets_changes_and_unlocks_in_the_portal_with_the_keyboard() {
     browser.check_page("portal-reset-refused").await;
 
     // A good one: success, and the directory has it.
-    from_the_top(&browser).await;
-    tab_to_and_type(&browser, "new-password", GOOD).await;
-    tab_to_and_type(&browser, "confirm-password", GOOD).await;
+    browser.from_the_top().await;
+    browser.tab_to_and_type("new-password", GOOD).await;
+    browser.tab_to_and_type("confirm-password", GOOD).await;
     browser.press(keys::ENTER).await;
     let done = result_text(&browser).await;
     assert!(done.to_lowercase().contains("changed"), "{done}");
@@ -222,8 +202,10 @@ async fn a_user_resets_changes_and_unlocks_in_the_portal_with_the_keyboard() {
 
     // Change with a wrong current password: reported as such.
     browser.goto(&format!("{base}/change")).await;
-    from_the_top(&browser).await;
-    tab_to_and_type(&browser, "account", "grace@contoso.example").await;
+    browser.from_the_top().await;
+    browser
+        .tab_to_and_type("account", "grace@contoso.example")
+        .await;
     browser.press(keys::ENTER).await;
     browser
         .client
@@ -232,10 +214,12 @@ async fn a_user_resets_changes_and_unlocks_in_the_portal_with_the_keyboard() {
         .await
         .expect("the policy");
     assert_eq!(browser.unlabelled_fields().await, Vec::<String>::new());
-    from_the_top(&browser).await;
-    tab_to_and_type(&browser, "current-password", "Not-Her-Passw0rd-1").await;
-    tab_to_and_type(&browser, "new-password", GOOD).await;
-    tab_to_and_type(&browser, "confirm-password", GOOD).await;
+    browser.from_the_top().await;
+    browser
+        .tab_to_and_type("current-password", "Not-Her-Passw0rd-1")
+        .await;
+    browser.tab_to_and_type("new-password", GOOD).await;
+    browser.tab_to_and_type("confirm-password", GOOD).await;
     browser.press(keys::ENTER).await;
     let wrong = result_text(&browser).await;
     assert!(wrong.contains("current password is not correct"), "{wrong}");
@@ -244,8 +228,10 @@ async fn a_user_resets_changes_and_unlocks_in_the_portal_with_the_keyboard() {
     // Unlock.
     browser.goto(&format!("{base}/unlock")).await;
     assert_eq!(browser.unlabelled_fields().await, Vec::<String>::new());
-    from_the_top(&browser).await;
-    tab_to_and_type(&browser, "account", "barbara@contoso.example").await;
+    browser.from_the_top().await;
+    browser
+        .tab_to_and_type("account", "barbara@contoso.example")
+        .await;
     browser.press(keys::ENTER).await;
     let unlocked = result_text(&browser).await;
     assert!(unlocked.contains("unlocked"), "{unlocked}");
@@ -285,8 +271,10 @@ async fn a_locked_out_user_who_resets_can_sign_in_as_the_page_says() {
     let browser = Browser::start().await;
 
     browser.goto(&format!("{}/reset", web.base())).await;
-    from_the_top(&browser).await;
-    tab_to_and_type(&browser, "account", "barbara@contoso.example").await;
+    browser.from_the_top().await;
+    browser
+        .tab_to_and_type("account", "barbara@contoso.example")
+        .await;
     browser.press(keys::ENTER).await;
     let policy = browser
         .client
@@ -300,9 +288,9 @@ async fn a_locked_out_user_who_resets_can_sign_in_as_the_page_says() {
     // Advice, not a promise some domains do not keep.
     assert!(policy.contains("Avoid your account name"), "{policy}");
     assert!(!policy.contains("must not contain"), "{policy}");
-    from_the_top(&browser).await;
-    tab_to_and_type(&browser, "new-password", GOOD).await;
-    tab_to_and_type(&browser, "confirm-password", GOOD).await;
+    browser.from_the_top().await;
+    browser.tab_to_and_type("new-password", GOOD).await;
+    browser.tab_to_and_type("confirm-password", GOOD).await;
     browser.press(keys::ENTER).await;
     let done = result_text(&browser).await;
     assert!(done.contains("You can sign in"), "{done}");

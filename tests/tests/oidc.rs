@@ -16,28 +16,6 @@ const GRACE: &str = "CN=Grace Hopper,OU=Staff,OU=Users,DC=contoso,DC=example";
 const GRACE_NOW: &str = "COBOL-Compiler-1959";
 
 /// Fills `field` by keyboard: Tab until it has the focus, then type.
-async fn tab_to_and_type(browser: &Browser, field: &str, text: &str) {
-    let mut tabs = 0;
-    while browser.focused_id().await != field {
-        browser.press(keys::TAB).await;
-        tabs += 1;
-        assert!(tabs < 20, "#{field} is not reachable with Tab");
-    }
-    browser.press(text).await;
-}
-
-/// Starts at the top of the page (focus on the body), as a keyboard user.
-async fn from_the_top(browser: &Browser) {
-    browser
-        .client
-        .execute(
-            "document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0);",
-            vec![],
-        )
-        .await
-        .expect("reset focus");
-}
-
 async fn wait_for(browser: &Browser, id: &str) -> String {
     let found = browser
         .client
@@ -59,9 +37,9 @@ async fn wait_for(browser: &Browser, id: &str) -> String {
 async fn sign_in_at_provider(browser: &Browser, user: &str) {
     wait_for(browser, "login-form").await;
     browser.screenshot("oidc-provider-login").await;
-    from_the_top(browser).await;
-    tab_to_and_type(browser, "login", user).await;
-    tab_to_and_type(browser, "password", "pass").await;
+    browser.from_the_top().await;
+    browser.tab_to_and_type("login", user).await;
+    browser.tab_to_and_type("password", "pass").await;
     browser.press(keys::ENTER).await;
 }
 
@@ -129,13 +107,13 @@ async fn a_signed_in_user_resets_their_own_account_whatever_the_form_says() {
     browser.check_page("oidc-signed-in").await;
 
     // The policy of the signed-in account, then the reset.
-    from_the_top(&browser).await;
-    tab_to_and_type(&browser, "submit", keys::ENTER).await;
+    browser.from_the_top().await;
+    browser.tab_to_and_type("submit", keys::ENTER).await;
     let policy = wait_for(&browser, "policy").await;
     assert!(policy.contains("At least 8 characters"), "{policy}");
-    from_the_top(&browser).await;
-    tab_to_and_type(&browser, "new-password", GOOD).await;
-    tab_to_and_type(&browser, "confirm-password", GOOD).await;
+    browser.from_the_top().await;
+    browser.tab_to_and_type("new-password", GOOD).await;
+    browser.tab_to_and_type("confirm-password", GOOD).await;
     browser.press(keys::ENTER).await;
     let done = wait_for(&browser, "result").await;
     assert!(done.to_lowercase().contains("changed"), "{done}");
@@ -155,8 +133,8 @@ async fn a_signed_in_user_resets_their_own_account_whatever_the_form_says() {
         )
         .await
         .expect("add a field");
-    from_the_top(&browser).await;
-    tab_to_and_type(&browser, "submit", keys::ENTER).await;
+    browser.from_the_top().await;
+    browser.tab_to_and_type("submit", keys::ENTER).await;
     wait_for(&browser, "policy").await;
     let shown: String = browser
         .client
@@ -178,9 +156,9 @@ async fn a_signed_in_user_resets_their_own_account_whatever_the_form_says() {
         )
         .await
         .expect("edit the account field");
-    from_the_top(&browser).await;
-    tab_to_and_type(&browser, "new-password", AGAIN).await;
-    tab_to_and_type(&browser, "confirm-password", AGAIN).await;
+    browser.from_the_top().await;
+    browser.tab_to_and_type("new-password", AGAIN).await;
+    browser.tab_to_and_type("confirm-password", AGAIN).await;
     browser.press(keys::ENTER).await;
     let done = wait_for(&browser, "result").await;
     assert!(done.to_lowercase().contains("changed"), "{done}");
@@ -195,8 +173,8 @@ async fn a_signed_in_user_resets_their_own_account_whatever_the_form_says() {
     assert!(!forest().check_password(GRACE, &Password::new(AGAIN)));
 
     // Sign out (CSRF-checked form): /reset asks for a sign-in again.
-    from_the_top(&browser).await;
-    tab_to_and_type(&browser, "signout", keys::ENTER).await;
+    browser.from_the_top().await;
+    browser.tab_to_and_type("signout", keys::ENTER).await;
     let out = wait_for(&browser, "result").await;
     assert!(out.contains("signed out"), "{out}");
     assert!(
@@ -210,8 +188,10 @@ async fn a_signed_in_user_resets_their_own_account_whatever_the_form_says() {
     browser.check_page("oidc-signed-out").await;
     // And out of the provider (RP-initiated logout, its confirmation form
     // by keyboard): the next /reset asks for a sign-in again.
-    from_the_top(&browser).await;
-    tab_to_and_type(&browser, "provider-signout", keys::ENTER).await;
+    browser.from_the_top().await;
+    browser
+        .tab_to_and_type("provider-signout", keys::ENTER)
+        .await;
     browser
         .client
         .wait()
@@ -345,12 +325,12 @@ async fn an_immutable_id_claim_can_name_the_account_as_its_source_anchor() {
     sign_in_at_provider(&browser, "grace").await;
     wait_for(&browser, "reset-form").await;
     assert_eq!(browser.text("#account").await, "Sm4tjzscXUqOf6CxwtPk9Q==");
-    from_the_top(&browser).await;
-    tab_to_and_type(&browser, "submit", keys::ENTER).await;
+    browser.from_the_top().await;
+    browser.tab_to_and_type("submit", keys::ENTER).await;
     wait_for(&browser, "policy").await;
-    from_the_top(&browser).await;
-    tab_to_and_type(&browser, "new-password", GOOD).await;
-    tab_to_and_type(&browser, "confirm-password", GOOD).await;
+    browser.from_the_top().await;
+    browser.tab_to_and_type("new-password", GOOD).await;
+    browser.tab_to_and_type("confirm-password", GOOD).await;
     browser.press(keys::ENTER).await;
     let done = wait_for(&browser, "result").await;
     assert!(done.to_lowercase().contains("changed"), "{done}");
